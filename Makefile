@@ -1,0 +1,108 @@
+# Makefile — one flat build for bora: the library, the three executables, tests, benches, fuzz targets.
+# Overridable: CC, NVCC, CUDA (auto|0|1), CUDA_ARCH, BUILD, O (optimisation flags).
+
+CC        ?= cc
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA      ?= auto
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_90a,code=sm_90a
+BUILD     ?= build
+O         ?= -O2
+
+ifeq ($(CUDA),auto)
+  CUDA := $(if $(NVCC),1,0)
+endif
+
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(O) -g -Wall -Wextra -Werror -MMD -MP -I. -pthread -fopenmp
+CFLAGS     += $(CFLAGS_BASE)
+LDLIBS_LIB  = -linih -ljansson -lpcre2-8 -lsodium -luring -lm -lpthread -fopenmp
+NVFLAGS     = -std=c++17 $(O) -g -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -MMD -MP --expt-relaxed-constexpr
+
+LIB_DIRS  = common config model mem dataplane console kernels
+LIB_SRCS  = $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
+CU_SRCS   =
+ifeq ($(CUDA),1)
+  CFLAGS  += -DBORA_CUDA=1 -I$(CUDA_HOME)/include
+  CU_SRCS  = $(wildcard kernels/*.cu)
+  LDLIBS_LIB += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+endif
+LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.cu.o)
+LIB       = $(BUILD)/libbora.a
+
+BINS      = $(BUILD)/bora $(BUILD)/borad $(BUILD)/boractl
+TEST_SRCS = $(wildcard tests/test_*.c)
+GPU_TEST_SRCS = $(wildcard tests/gpu_*.c)
+TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+GPU_TEST_BINS = $(GPU_TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+TEST_SUPPORT = $(wildcard tests/support/*.c)
+TEST_SUPPORT_OBJS = $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
+BENCH_SRCS = $(wildcard bench/*.c)
+BENCH_BINS = $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+.PHONY: all deps test test-gpu bench fuzz run clean
+all: $(BINS) $(TEST_BINS) $(GPU_TEST_BINS) $(BENCH_BINS) $(FUZZ_BINS)
+
+# Installs missing Debian packages (as root) or prints the exact command; see scripts/deps.sh.
+deps: $(BUILD)/.deps-ok
+$(BUILD)/.deps-ok: scripts/deps.sh
+	@bash scripts/deps.sh
+	@mkdir -p $(BUILD) && touch $@
+
+$(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Each executable is cmd/NAME.c plus cmd/NAME_*.c (its subcommands).
+# jemalloc is the process allocator of the executables (linked, not preloaded).
+cmd_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/$(1).c cmd/$(1)_*.c))
+$(BUILD)/bora: $(call cmd_objs,bora) $(LIB)
+	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ -ljemalloc $(LDLIBS_LIB)
+$(BUILD)/borad: $(call cmd_objs,borad) $(LIB)
+	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ -ljemalloc $(LDLIBS_LIB)
+$(BUILD)/boractl: $(call cmd_objs,boractl) $(LIB)
+	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ -ljemalloc $(LDLIBS_LIB) -ledit
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(TEST_SUPPORT_OBJS) $(LIB) -o $@ -lcmocka $(LDLIBS_LIB)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS_LIB)
+
+# Fuzz targets use the libFuzzer entry point; tests/fuzz/driver.c runs them on files or
+# random inputs with any compiler (make fuzz FUZZ_ITERS=N).
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/driver.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS_LIB)
+
+test: all
+	@bash tests/run.sh $(BUILD)
+
+test-gpu: all
+	@bash tests/run.sh --gpu $(BUILD)
+
+bench: all
+	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+
+FUZZ_ITERS ?= 20000
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do echo "== $$f"; $$f --iters $(FUZZ_ITERS) || exit 1; done
+
+run: all
+	$(BUILD)/bora run-default
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

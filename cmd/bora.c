@@ -1,0 +1,38 @@
+/* bora.c — the `bora` tool: run a prompt, dump logits, tokenize, plan VRAM, benchmark, and
+ * act as a protocol client. This file only dispatches to the subcommands in cmd/bora_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cli.h"
+
+struct subcommand {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *usage;
+};
+
+static const struct subcommand subcommands[] = {
+    /* one line per subcommand; keep sorted by topic */
+    /* @@SUBCOMMANDS@@ */
+    { NULL, NULL, NULL },
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bora COMMAND [ARGS]\n\ncommands:\n");
+    for (const struct subcommand *s = subcommands; s->name; s++)
+        fprintf(f, "  %s\n", s->usage);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (const struct subcommand *s = subcommands; s->name; s++)
+        if (!strcmp(argv[1], s->name))
+            return s->fn(argc - 1, argv + 1);
+    fprintf(stderr, "bora: unknown command '%s' (try 'bora help')\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,63 @@
+/* engine.h — the inference engine boundary: one API, two backends (CPU reference, CUDA).
+ * An engine holds one sequence's KV cache and runs a loaded model one request at a time. */
+#ifndef BORA_MODEL_ENGINE_H
+#define BORA_MODEL_ENGINE_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "model/model.h"
+
+enum engine_backend { ENGINE_BACKEND_AUTO = 0, ENGINE_BACKEND_CPU, ENGINE_BACKEND_CUDA };
+
+struct engine_opts {
+    enum engine_backend backend;
+    int max_ctx;          /* KV cache capacity in tokens (0: min(model max_pos, 4096)) */
+    int n_threads;        /* CPU backend threads (0: all cores) */
+};
+
+struct engine;
+
+/* Backend vtable (implemented by engine_cpu.c and the CUDA backend). */
+struct engine_ops {
+    const char *name;
+    /* Runs n tokens at positions pos..pos+n-1, writing their K/V; if logits is not NULL,
+     * writes the last position's vocab_size logits there. */
+    int (*forward)(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
+    /* Like forward, but writes logits for every one of the n positions (n × vocab). */
+    int (*forward_all)(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
+    void (*reset)(struct engine *e);
+    void (*close)(struct engine *e);
+};
+
+struct engine {
+    const struct engine_ops *ops;
+    const struct model *model;    /* borrowed; must outlive the engine */
+    int max_ctx;
+    void *impl;                   /* backend state */
+};
+
+/* Opens an engine for model m. AUTO picks CUDA when built with it and a GPU is present,
+ * else CPU. Errors: -ENODEV (CUDA asked for, none available / not built in), -ENOMEM
+ * (KV cache or weights do not fit; message gives bytes needed and available), -EINVAL.
+ * Caller owns *out; thread: one thread uses an engine at a time. */
+int engine_open(struct engine **out, const struct model *m, const struct engine_opts *o,
+                struct bora_err *err);
+void engine_close(struct engine *e);
+
+/* Prefill / decode: tokens at pos.. must follow what the cache holds (pos = tokens so far).
+ * logits (vocab_size floats, may be NULL) receives the last position's logits.
+ * Errors: -EINVAL (pos + n > max_ctx, id out of range), -EIO (device failure). */
+int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
+/* One row of logits per position (n × vocab_size floats). */
+int engine_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
+/* Forgets the sequence (the cache is overwritten from position 0 next). */
+void engine_reset(struct engine *e);
+const char *engine_backend_name(const struct engine *e);
+int engine_backend_parse(const char *s, enum engine_backend *out);
+
+/* Backend constructors (used by engine_open). */
+int engine_cpu_open(struct engine *e, struct bora_err *err);
+int engine_cuda_open(struct engine *e, struct bora_err *err);   /* -ENODEV without CUDA */
+
+#endif

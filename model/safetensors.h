@@ -1,0 +1,64 @@
+/* safetensors.h — reader for the safetensors format (8-byte LE header length, JSON header,
+ * raw little-endian data): header parsing is a pure function (fuzzed); files are mmap'd read-only. */
+#ifndef BORA_MODEL_SAFETENSORS_H
+#define BORA_MODEL_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* Largest JSON header accepted (the format's own reference implementation uses 100 MB). */
+#define ST_HEADER_MAX_BYTES (100u << 20)
+#define ST_MAX_DIMS 8
+
+enum bora_dtype {
+    BORA_DT_F32 = 0,
+    BORA_DT_F16,
+    BORA_DT_BF16,
+    BORA_DT_F8_E4M3,
+    BORA_DT_COUNT
+};
+
+/* Bytes per element of a dtype. */
+size_t bora_dtype_size(enum bora_dtype dt);
+/* Name as written in safetensors headers ("BF16", "F8_E4M3", ...). */
+const char *bora_dtype_name(enum bora_dtype dt);
+
+struct st_tensor {
+    char name[160];
+    enum bora_dtype dtype;
+    int n_dims;
+    int64_t shape[ST_MAX_DIMS];
+    uint64_t begin, end;      /* byte offsets into the data section */
+    const void *data;         /* points into the mapping once the file is open; NULL for a parsed header */
+};
+
+struct st_file {
+    char path[4096];
+    int fd;
+    void *map;                /* whole file, PROT_READ, MAP_PRIVATE */
+    size_t map_bytes;
+    size_t data_offset;       /* 8 + header length */
+    struct st_tensor *tensors;
+    int n_tensors;
+};
+
+/* Parses and validates a header: `buf` holds the JSON header (hdr_len bytes), `data_bytes`
+ * is the size of the data section that follows it. Validates dtypes, shapes, that
+ * shape × dtype size equals the byte range, that every range lies inside the data
+ * section and that ranges do not overlap. On success *out/*n_out own a malloc'd array.
+ * Pure (no I/O); `what` names the source in messages. Errors: -EINVAL (malformed, with
+ * message), -ENOMEM. */
+int st_parse_header(const char *buf, size_t hdr_len, uint64_t data_bytes, const char *what,
+                    struct st_tensor **out, int *n_out, struct bora_err *err);
+
+/* Opens and maps `path`, parses its header. Errors: -errno from open/mmap (message names
+ * the file), -EINVAL for a malformed or truncated file. Caller owns f, frees with st_close. */
+int st_open(struct st_file *f, const char *path, struct bora_err *err);
+void st_close(struct st_file *f);
+
+/* Finds a tensor by name; NULL if absent. */
+const struct st_tensor *st_find(const struct st_file *f, const char *name);
+
+#endif

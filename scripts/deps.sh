@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# deps.sh — makes sure the Debian packages bora builds against are present.
+# As root it installs what is missing with apt-get; otherwise it prints the exact command and fails.
+set -euo pipefail
+pkgs=(build-essential pkg-config libcmocka-dev libinih-dev libjansson-dev libpcre2-dev
+      libsodium-dev liburing-dev libjemalloc-dev libedit-dev)
+# Optional extras used by end-to-end tests (socat for the serial console, iproute2 for netns).
+extras=(socat iproute2)
+[ "${BORA_DEPS_EXTRAS:-1}" = 1 ] && pkgs+=("${extras[@]}")
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+    # Not Debian: trust the compiler to find the headers; the build will name what is missing.
+    echo "deps: no apt-get; make sure these are installed: ${missing[*]}" >&2
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages: ${missing[*]}" >&2
+    echo "deps: run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
