@@ -44,6 +44,7 @@ FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all deps test test-gpu bench fuzz run clean
+.SECONDARY:
 all: $(BINS) $(TEST_BINS) $(GPU_TEST_BINS) $(BENCH_BINS) $(FUZZ_BINS)
 
 # Installs missing Debian packages (as root) or prints the exact command; see scripts/deps.sh.
