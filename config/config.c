@@ -377,11 +377,12 @@ static int read_file(const char *path, char **text, size_t *len, struct config_d
         return -e;
     }
     char *buf = malloc(CONFIG_FILE_MAX + 1);
+    errno = 0;
     size_t n = buf ? fread(buf, 1, CONFIG_FILE_MAX + 1, f) : 0;
-    int rc = !buf ? -ENOMEM : ferror(f) ? -EIO : n > CONFIG_FILE_MAX ? -EFBIG : 0;
+    int rc = !buf ? -ENOMEM : ferror(f) ? -(errno ? errno : EIO) : n > CONFIG_FILE_MAX ? -EFBIG : 0;
     fclose(f);
     if (rc) {
-        diag_add(&c, 0, "%s", rc == -EFBIG ? "file larger than 1 MiB" : strerror(-rc));
+        diag_add(&c, 0, "cannot read: %s", rc == -EFBIG ? "file larger than 1 MiB" : strerror(-rc));
         free(buf);
         return rc;
     }

@@ -99,7 +99,7 @@ void config_defaults(struct bora_config *cfg);
 
 /* Parses an INI text of len bytes (need not be NUL-terminated; may hold any bytes) over
  * the defaults into cfg. name labels messages (the file name). Pure: no I/O, no global
- * state; any thread. Reports every problem into diag (may be NULL): syntax errors, unknown
+ * state (beyond libsodium's one-time sodium_init); any thread. Reports every problem into diag (may be NULL): syntax errors, unknown
  * sections and keys, duplicates, bad values, contradictions between keys.
  * Returns 0, or -EINVAL when anything was wrong (cfg then holds defaults + valid keys). */
 int config_parse(struct bora_config *cfg, const char *name, const char *text, size_t len,
@@ -107,7 +107,7 @@ int config_parse(struct bora_config *cfg, const char *name, const char *text, si
 
 /* Reads the file at path and parses it as config_parse does.
  * Returns 0, -EINVAL (bad content, see diag), or -errno when the file cannot be read
- * (-EFBIG over CONFIG_FILE_MAX); then diag holds one "path: what" message. */
+ * (-EFBIG over CONFIG_FILE_MAX); then diag holds one "path: cannot open|read: why" message. */
 int config_load(struct bora_config *cfg, const char *path, struct config_diag *diag);
 
 /* Checks the rules that tie keys together (e.g. dpdk needs dpdk_ip) on a whole config.

@@ -462,6 +462,8 @@ static void test_load_errors(void **state)
     assert_int_equal(config_load(&cfg, "tests/data/config/does-not-exist.ini", &diag), -ENOENT);
     assert_int_equal(diag.n_errors, 1);
     assert_string_equal(diag.msg[0], "tests/data/config/does-not-exist.ini: cannot open: No such file or directory");
+    assert_int_equal(config_load(&cfg, "tests/data/config", &diag), -EISDIR);
+    assert_string_equal(diag.msg[0], "tests/data/config: cannot read: Is a directory");
     assert_int_equal(config_load(&cfg, "tests/data/config/bad.ini", &diag), -EINVAL);
     assert_true(diag.n_errors >= 3);
     assert_string_equal(diag.msg[0], "tests/data/config/bad.ini:4: key 'limits.max_tokens': out of range 1..32768 (got '40000')");
