@@ -259,10 +259,16 @@ static void step_current(struct decoder *d, uint64_t now)
         end_current(d, BWP_FINISH_MAX_TOKENS);
 }
 
-/* Parks until the intake ring has something or the timeout passes. */
+/* Polls the intake ring for DP_DECODER_SPIN_US, then parks until it has something or the
+ * timeout passes. */
 static void park(struct decoder *d, int timeout_ms)
 {
     struct dp_shared *sh = d->sh;
+    uint64_t until = dp_mono_us() + DP_DECODER_SPIN_US;
+    while (dp_mono_us() < until)
+        for (int i = 0; i < 64; i++)
+            if (ring_count(&sh->intake))
+                return;
     atomic_store_explicit(&sh->dec_sleeping, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);   /* pairs with dp_decoder_kick's fence */
     if (ring_count(&sh->intake) == 0 && !atomic_load_explicit(&sh->quit, memory_order_acquire)) {

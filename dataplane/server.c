@@ -743,6 +743,7 @@ static int wait_timeout_ms(struct dp_server *s)
 int dp_server_run(struct dp_server *s, struct bora_err *err)
 {
     struct epoll_event evs[EV_BURST];
+    uint64_t last_activity = 0;
     int rc = pthread_create(&s->decoder, NULL, dp_decoder_main, &s->sh);
     if (rc)
         return bora_errf(err, -rc, "dataplane: cannot start the decoder thread: %s", strerror(rc));
@@ -750,7 +751,11 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
         bool busy = drain_responses(s);
         flush_dirty(s);
         int timeout = 0;
-        if (!busy) {
+        /* requests in flight and recent activity: poll without sleeping for a while */
+        bool spin = s->n_live > 0 && dp_mono_us() - last_activity < DP_IO_SPIN_US;
+        if (busy)
+            last_activity = dp_mono_us();
+        if (!busy && !spin) {
             atomic_store_explicit(&s->sh.io_sleeping, 1, memory_order_relaxed);
             atomic_thread_fence(memory_order_seq_cst);    /* pairs with io_kick's fence */
             if (ring_count(&s->sh.resp) == 0)
@@ -758,6 +763,8 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
         }
         int n = epoll_wait(s->ep, evs, EV_BURST, timeout);
         atomic_store_explicit(&s->sh.io_sleeping, 0, memory_order_relaxed);
+        if (n > 0)
+            last_activity = dp_mono_us();
         if (n < 0 && errno != EINTR) {
             rc = bora_errf(err, -errno, "dataplane: epoll_wait: %s", strerror(errno));
             break;

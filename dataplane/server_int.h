@@ -28,6 +28,8 @@
 #define DP_UDP_BATCH         32         /* datagrams per recvmmsg */
 #define DP_IDLE_WAIT_MS      100        /* io thread housekeeping period when idle */
 #define DP_DECODER_IDLE_MS   50
+#define DP_IO_SPIN_US        50         /* io thread polls (no sleep) this long after activity */
+#define DP_DECODER_SPIN_US   50         /* decoder polls the intake ring before parking */
 
 enum dp_cancel { DP_RUN = 0, DP_CANCELLED = 1, DP_SILENT = 2 };
 
