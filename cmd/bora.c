@@ -14,6 +14,9 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     /* one line per subcommand; keep sorted by topic */
     /* @@SUBCOMMANDS@@ */
+    { "tokenize", cmd_tokenize, "tokenize MODEL_DIR|TOKENIZER_FILE (--text TEXT | --file F) [--bos]" },
+    { "detokenize", cmd_detokenize, "detokenize MODEL_DIR|TOKENIZER_FILE ID..." },
+    { "chat-encode", cmd_chat_encode, "chat-encode MODEL_DIR|TOKENIZER_FILE REQUEST.json" },
     { NULL, NULL, NULL },
 };
 
