@@ -13,10 +13,16 @@
 
 #define SP_SCRATCH_KEEP_BYTES (8u << 20)   /* scratch above this is freed after the call */
 #define SP_MAX_PIECE_BYTES 4096u          /* longest vocabulary piece accepted */
+#define SP_CACHE_SLOTS 8192u              /* word cache: direct-mapped slots (power of two) */
+#define SP_CACHE_WORD_MAX 48u             /* longest word (normalized bytes) kept in the cache */
+#define SP_CACHE_BYTES (256u << 10)       /* word bytes held; the cache is cleared when full */
+#define SP_CACHE_IDS (64u << 10)          /* ids held */
+#define SP_SCRATCH_INITIAL_TEXT (16u << 10)  /* text bytes the scratch is sized (and faulted in) for at open */
 
 struct sp_sym {
     uint32_t start, len;   /* bytes of the normalized text */
     int32_t prev, next;    /* neighbours in the live list, -1 at the ends */
+    int32_t id;            /* piece id of the text, -1 if not in the vocabulary */
     bool freeze;           /* user-defined piece: never merged */
 };
 
@@ -24,6 +30,26 @@ struct sp_pair {
     float score;
     int32_t left, right;   /* symbol indices */
     uint32_t size;         /* bytes of the joined piece when pushed */
+    int32_t id;            /* the joined piece */
+};
+
+#define SP_PAIR_EMPTY UINT64_MAX
+#define SP_PAIR_ID_BITS 21
+#define SP_PAIR_ID_MASK ((1u << SP_PAIR_ID_BITS) - 1)
+
+/* Words already encoded (the encoding of a word depends only on its bytes): most words of a
+ * prompt repeat, and a hit costs a hash and a compare instead of a BPE run. */
+struct sp_cache_ent {
+    uint64_t h;              /* 0 = empty */
+    uint32_t boff, ioff;     /* into bytes / ids */
+    uint16_t blen, n;
+};
+
+struct sp_cache {
+    struct sp_cache_ent *slot;   /* SP_CACHE_SLOTS */
+    char *bytes;                 /* SP_CACHE_BYTES */
+    int32_t *ids;                /* SP_CACHE_IDS */
+    uint32_t nb, ni;
 };
 
 struct sp_scratch {
@@ -40,12 +66,20 @@ struct sp_model {
     int32_t *ht;              /* open-addressing piece → id, -1 empty; ht_mask + 1 slots */
     uint32_t ht_mask;
     int32_t byte_id[256];     /* <0xNN> ids, -1 if absent */
+    int32_t ascii_id[128];    /* id of each one-byte piece, -1 if absent */
+    /* (left id, right id) → joined id for every split of every mergeable piece; NULL when some
+       piece holds a character that is not itself a piece (then pairs are looked up by text) */
+    uint64_t *pair;           /* left << 42 | right << 21 | joined, SP_PAIR_EMPTY (ids < 2^21) */
+    uint32_t pair_mask, pair_shift;
+    bool split_words;         /* no mergeable piece has ▁ after another character: merges never
+                                 cross "x▁", so each word is merged on its own */
     int32_t *user_ids;        /* user-defined pieces, matched longest-first in text */
     size_t n_user;
     uint8_t user_first[32];   /* bitmap of first bytes of user-defined pieces */
     bool add_dummy_prefix, remove_extra_ws, escape_ws, byte_fallback;
-    atomic_flag busy;         /* scratch in use */
+    atomic_flag busy;         /* scratch and cache in use */
     struct sp_scratch scratch;
+    struct sp_cache cache;
 };
 
 /* ---- piece hash table ------------------------------------------------------------------- */
@@ -199,22 +233,47 @@ static struct sp_pair heap_pop(struct sp_pair *h, size_t *n)
     return top;
 }
 
+static inline uint32_t pair_slot(const struct sp_model *m, uint64_t key)
+{
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> m->pair_shift);
+}
+
+static inline int32_t pair_lookup(const struct sp_model *m, int32_t a, int32_t b)
+{
+    uint64_t key = (uint64_t)(uint32_t)a << SP_PAIR_ID_BITS | (uint32_t)b;
+    for (uint32_t i = pair_slot(m, key);; i = (i + 1) & m->pair_mask) {
+        uint64_t e = m->pair[i];
+        if (e >> SP_PAIR_ID_BITS == key)
+            return (int32_t)(e & SP_PAIR_ID_MASK);
+        if (e == SP_PAIR_EMPTY)
+            return -1;
+    }
+}
+
 static inline void try_pair(const struct sp_model *m, const char *norm, const struct sp_sym *sym,
                             int32_t l, int32_t r, struct sp_pair *heap, size_t *nh)
 {
     if (l < 0 || r < 0 || sym[l].freeze || sym[r].freeze)
         return;
     uint32_t size = sym[l].len + sym[r].len;
-    int32_t id = sp_lookup(m, norm + sym[l].start, size);
-    if (id < 0 || !m->merge_ok[id])
+    int32_t id;
+    if (m->pair) {
+        if (sym[l].id < 0 || sym[r].id < 0)
+            return;
+        id = pair_lookup(m, sym[l].id, sym[r].id);
+    } else {
+        id = sp_lookup(m, norm + sym[l].start, size);
+        if (id >= 0 && !m->merge_ok[id])
+            id = -1;
+    }
+    if (id < 0)
         return;
-    heap_push(heap, nh, (struct sp_pair){ m->score[id], l, r, size });
+    heap_push(heap, nh, (struct sp_pair){ m->score[id], l, r, size, id });
 }
 
-static int sp_emit(const struct sp_model *m, const char *p, size_t n, int32_t *ids, size_t cap,
-                   size_t *k)
+static int sp_emit(const struct sp_model *m, int32_t id, const char *p, size_t n, int32_t *ids,
+                   size_t cap, size_t *k)
 {
-    int32_t id = sp_lookup(m, p, n);
     if (id >= 0 && id != m->t->unk_id) {
         if (*k < cap) ids[*k] = id;
         (*k)++;
@@ -235,33 +294,41 @@ static int sp_emit(const struct sp_model *m, const char *p, size_t n, int32_t *i
     return 0;
 }
 
-static int sp_encode_with(const struct sp_model *m, struct sp_scratch *s, const char *text,
-                          size_t len, int32_t *ids, size_t cap, size_t *n_out)
+static inline bool starts_with_space(const char *p, uint32_t n)
 {
-    int rc = scratch_reserve(s, len);
-    if (rc)
-        return rc;
-    char *norm = s->norm;
-    size_t nlen = sp_normalize(m, text, len, norm);
-    struct sp_sym *sym = s->sym;
+    return n >= 3 && (uint8_t)p[0] == 0xE2 && (uint8_t)p[1] == 0x96 && (uint8_t)p[2] == 0x81;
+}
+
+/* Splits the normalized text into symbols: user-defined pieces (frozen) and characters. */
+static int32_t sp_symbols(const struct sp_model *m, const char *norm, size_t nlen, struct sp_sym *sym)
+{
     int32_t ns = 0;
     for (size_t i = 0; i < nlen;) {
         size_t l = sp_user_match(m, norm + i, nlen - i);
         bool freeze = l > 0;
-        if (!freeze) {
-            l = utf8_len_lead((uint8_t)norm[i]);
+        int32_t id;
+        if (freeze) {
+            id = sp_lookup(m, norm + i, l);
+        } else {
+            uint8_t c = (uint8_t)norm[i];
+            l = utf8_len_lead(c);
             if (l > nlen - i)
                 l = nlen - i;
+            id = c < 0x80 ? m->ascii_id[c] : sp_lookup(m, norm + i, l);
         }
-        sym[ns] = (struct sp_sym){ (uint32_t)i, (uint32_t)l, ns - 1, -1, freeze };
-        if (ns > 0)
-            sym[ns - 1].next = ns;
+        sym[ns] = (struct sp_sym){ (uint32_t)i, (uint32_t)l, ns - 1, ns + 1, id, freeze };
         ns++;
         i += l;
     }
-    struct sp_pair *heap = s->heap;
+    return ns;
+}
+
+/* Merges symbols [a, b) (a linked run) until no adjacent pair joins into a piece. */
+static void sp_merge_run(const struct sp_model *m, const char *norm, struct sp_sym *sym, int32_t a,
+                         int32_t b, struct sp_pair *heap)
+{
     size_t nh = 0;
-    for (int32_t i = 0; i + 1 < ns; i++)
+    for (int32_t i = a; i + 1 < b; i++)
         try_pair(m, norm, sym, i, i + 1, heap, &nh);
     while (nh) {
         struct sp_pair top = heap_pop(heap, &nh);
@@ -269,6 +336,7 @@ static int sp_encode_with(const struct sp_model *m, struct sp_scratch *s, const 
         if (L->len == 0 || R->len == 0 || L->len + R->len != top.size || L->next != top.right)
             continue;   /* stale: one side has changed since the pair was pushed */
         L->len += R->len;
+        L->id = top.id;
         L->next = R->next;
         if (R->next >= 0)
             sym[R->next].prev = top.left;
@@ -276,9 +344,92 @@ static int sp_encode_with(const struct sp_model *m, struct sp_scratch *s, const 
         try_pair(m, norm, sym, L->prev, top.left, heap, &nh);
         try_pair(m, norm, sym, top.left, L->next, heap, &nh);
     }
+}
+
+static inline uint64_t word_hash(const char *p, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 0x100000001b3ull;
+    return h | 1;   /* never 0 (empty) */
+}
+
+static const struct sp_cache_ent *cache_find(const struct sp_cache *c, uint64_t h, const char *p,
+                                             size_t n)
+{
+    const struct sp_cache_ent *e = &c->slot[h & (SP_CACHE_SLOTS - 1)];
+    if (e->h == h && e->blen == n && !memcmp(c->bytes + e->boff, p, n))
+        return e;
+    return NULL;
+}
+
+static void cache_put(struct sp_cache *c, uint64_t h, const char *p, size_t n, const int32_t *ids,
+                      size_t k)
+{
+    if (k > SP_CACHE_WORD_MAX * 4)
+        return;
+    if (c->nb + n > SP_CACHE_BYTES || c->ni + k > SP_CACHE_IDS) {   /* full: start over */
+        memset(c->slot, 0, SP_CACHE_SLOTS * sizeof *c->slot);
+        c->nb = c->ni = 0;
+    }
+    struct sp_cache_ent *e = &c->slot[h & (SP_CACHE_SLOTS - 1)];
+    memcpy(c->bytes + c->nb, p, n);
+    memcpy(c->ids + c->ni, ids, k * sizeof *ids);
+    *e = (struct sp_cache_ent){ h, c->nb, c->ni, (uint16_t)n, (uint16_t)k };
+    c->nb += (uint32_t)n;
+    c->ni += (uint32_t)k;
+}
+
+/* Emits the ids of word [a, b): from the cache, or by merging (then cached). */
+static void sp_encode_word(const struct sp_model *m, struct sp_cache *cache, const char *norm,
+                           struct sp_sym *sym, int32_t a, int32_t b, struct sp_pair *heap,
+                           int32_t *ids, size_t cap, size_t *k)
+{
+    const char *w = norm + sym[a].start;
+    size_t wl = sym[b - 1].start + sym[b - 1].len - sym[a].start;
+    bool cacheable = cache && wl <= SP_CACHE_WORD_MAX && !sym[a].freeze && !sym[b - 1].freeze;
+    uint64_t h = 0;
+    if (cacheable) {
+        h = word_hash(w, wl);
+        const struct sp_cache_ent *e = cache_find(cache, h, w, wl);
+        if (e) {
+            for (size_t i = 0; i < e->n; i++, (*k)++)
+                if (*k < cap)
+                    ids[*k] = cache->ids[e->ioff + i];
+            return;
+        }
+    }
+    sym[a].prev = -1;
+    sym[b - 1].next = -1;
+    sp_merge_run(m, norm, sym, a, b, heap);
+    size_t k0 = *k;
+    for (int32_t i = a; i >= 0; i = sym[i].next)
+        sp_emit(m, sym[i].id, norm + sym[i].start, sym[i].len, ids, cap, k);
+    if (cacheable && *k <= cap)
+        cache_put(cache, h, w, wl, ids + k0, *k - k0);
+}
+
+static int sp_encode_with(const struct sp_model *m, struct sp_scratch *s, struct sp_cache *cache,
+                          const char *text, size_t len, int32_t *ids, size_t cap, size_t *n_out)
+{
+    int rc = scratch_reserve(s, len);
+    if (rc)
+        return rc;
+    const char *norm = s->norm;
+    size_t nlen = sp_normalize(m, text, len, s->norm);
+    struct sp_sym *sym = s->sym;
+    int32_t ns = sp_symbols(m, norm, nlen, sym);
     size_t k = 0;
-    for (int32_t i = ns > 0 ? 0 : -1; i >= 0; i = sym[i].next)
-        sp_emit(m, norm + sym[i].start, sym[i].len, ids, cap, &k);
+    for (int32_t a = 0, b; a < ns; a = b) {
+        b = a + 1;
+        if (m->split_words)   /* a word ends before a ▁ that follows another character */
+            while (b < ns && !(starts_with_space(norm + sym[b].start, sym[b].len)
+                               && !starts_with_space(norm + sym[b - 1].start, sym[b - 1].len)))
+                b++;
+        else
+            b = ns;
+        sp_encode_word(m, m->split_words ? cache : NULL, norm, sym, a, b, s->heap, ids, cap, &k);
+    }
     *n_out = k;
     return k > cap ? -ENOSPC : 0;
 }
@@ -289,13 +440,13 @@ static int sp_encode(const struct tokenizer *t, const char *text, size_t len, in
     struct sp_model *m = t->impl;
     int rc;
     if (!atomic_flag_test_and_set_explicit(&m->busy, memory_order_acquire)) {
-        rc = sp_encode_with(m, &m->scratch, text, len, ids, cap, n_out);
+        rc = sp_encode_with(m, &m->scratch, m->cache.slot ? &m->cache : NULL, text, len, ids, cap, n_out);
         if (scratch_bytes(&m->scratch) > SP_SCRATCH_KEEP_BYTES)
             scratch_free(&m->scratch);
         atomic_flag_clear_explicit(&m->busy, memory_order_release);   /* pairs with the acquire above */
     } else {   /* another thread is encoding with this tokenizer: use a private scratch */
         struct sp_scratch s = { 0 };
-        rc = sp_encode_with(m, &s, text, len, ids, cap, n_out);
+        rc = sp_encode_with(m, &s, NULL, text, len, ids, cap, n_out);
         scratch_free(&s);
     }
     if (rc == -ENOMEM)
@@ -313,6 +464,10 @@ static void sp_destroy(struct tokenizer *t)
     free(m->merge_ok);
     free(m->ht);
     free(m->user_ids);
+    free(m->pair);
+    free(m->cache.slot);
+    free(m->cache.bytes);
+    free(m->cache.ids);
     scratch_free(&m->scratch);
     free(m);
     t->impl = NULL;
@@ -366,6 +521,93 @@ static int sp_index(struct sp_model *m, const struct sp_build *b, const char *na
             m->user_first[c >> 3] |= (uint8_t)(1u << (c & 7));
         }
     }
+    return 0;
+}
+
+static bool piece_chars_known(const struct sp_model *m, const char *p, uint32_t n)
+{
+    for (uint32_t i = 0; i < n;) {
+        uint32_t l = (uint32_t)utf8_len_lead((uint8_t)p[i]);
+        if (l > n - i || sp_lookup(m, p + i, l) < 0)
+            return false;
+        i += l;
+    }
+    return true;
+}
+
+/* ▁ only in the leading run of the piece (so no merge joins "x" and "▁y"). */
+static bool space_only_leading(const char *p, uint32_t n)
+{
+    uint32_t i = 0;
+    while (starts_with_space(p + i, n - i))
+        i += 3;
+    for (; i + 3 <= n; i++)
+        if (starts_with_space(p + i, n - i))
+            return false;
+    return true;
+}
+
+static void pair_insert(struct sp_model *m, int32_t a, int32_t b, int32_t id)
+{
+    uint64_t key = (uint64_t)(uint32_t)a << SP_PAIR_ID_BITS | (uint32_t)b;
+    uint32_t i = pair_slot(m, key);
+    while (m->pair[i] != SP_PAIR_EMPTY && m->pair[i] >> SP_PAIR_ID_BITS != key)
+        i = (i + 1) & m->pair_mask;
+    m->pair[i] = key << SP_PAIR_ID_BITS | (uint32_t)id;
+}
+
+/* Calls fn(m, left, right, joined) for every split of every mergeable piece into two pieces. */
+static size_t pairs_walk(struct sp_model *m, const struct sp_build *b, bool insert)
+{
+    size_t count = 0;
+    for (int32_t i = 0; i < b->n; i++) {
+        if (!m->merge_ok[i])
+            continue;
+        const char *p = b->piece[i];
+        uint32_t n = b->len[i];
+        for (uint32_t k = (uint32_t)utf8_len_lead((uint8_t)p[0]); k < n;
+             k += (uint32_t)utf8_len_lead((uint8_t)p[k])) {
+            int32_t l = sp_lookup(m, p, k), r = sp_lookup(m, p + k, n - k);
+            if (l < 0 || r < 0)
+                continue;
+            count++;
+            if (insert)
+                pair_insert(m, l, r, i);
+        }
+    }
+    return count;
+}
+
+/* The (left, right) → joined table; dropped (text lookups instead) if a piece holds a character
+ * that is not a piece, since such a character's symbol has no id to look a pair up by. */
+static int sp_pairs_build(struct sp_model *m, const struct sp_build *b, const char *name,
+                          struct bora_err *err)
+{
+    bool exact = true;
+    m->split_words = m->escape_ws;
+    for (int i = 0; i < 128; i++) {
+        char c = (char)i;
+        m->ascii_id[i] = sp_lookup(m, &c, 1);
+    }
+    for (int32_t i = 0; i < b->n; i++) {
+        if (!m->merge_ok[i])
+            continue;
+        exact = exact && piece_chars_known(m, b->piece[i], b->len[i]);
+        m->split_words = m->split_words && space_only_leading(b->piece[i], b->len[i]);
+    }
+    if (!exact || b->n > (int32_t)SP_PAIR_ID_MASK)
+        return 0;
+    size_t count = pairs_walk(m, b, false);
+    uint32_t bits = 10;
+    while ((1ull << bits) < 2 * (uint64_t)count + 2)
+        bits++;
+    m->pair_mask = (1u << bits) - 1;
+    m->pair_shift = 64 - bits;
+    m->pair = malloc(((size_t)m->pair_mask + 1) * sizeof *m->pair);
+    if (!m->pair)
+        return bora_errf(err, -ENOMEM, "%s: out of memory", name);
+    memset(m->pair, 0xff, ((size_t)m->pair_mask + 1) * sizeof *m->pair);
+    pairs_walk(m, b, true);
     return 0;
 }
 
@@ -426,6 +668,22 @@ int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const 
     }
     if ((rc = sp_index(m, b, name, err)) != 0)
         goto err;
+    if ((rc = sp_pairs_build(m, b, name, err)) != 0)
+        goto err;
+    if (scratch_reserve(&m->scratch, SP_SCRATCH_INITIAL_TEXT)) {
+        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
+        goto err;
+    }
+    memset(m->scratch.norm, 0, m->scratch.norm_cap);   /* fault the pages in now, not on the first request */
+    memset(m->scratch.sym, 0, m->scratch.sym_cap * sizeof *m->scratch.sym);
+    memset(m->scratch.heap, 0, m->scratch.heap_cap * sizeof *m->scratch.heap);
+    m->cache.slot = calloc(SP_CACHE_SLOTS, sizeof *m->cache.slot);
+    m->cache.bytes = malloc(SP_CACHE_BYTES);
+    m->cache.ids = malloc(SP_CACHE_IDS * sizeof *m->cache.ids);
+    if (!m->cache.slot || !m->cache.bytes || !m->cache.ids) {
+        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
+        goto err;
+    }
     free(byte_val);
     *out = t;
     return 0;
