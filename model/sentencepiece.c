@@ -693,6 +693,16 @@ err:
     return rc;
 }
 
+int sp_piece_info(const struct tokenizer *t, int32_t id, float *score, int *type)
+{
+    if ((t->kind != TOKENIZER_SENTENCEPIECE && t->kind != TOKENIZER_HF_JSON) || id < 0 || id >= t->n_vocab)
+        return -EINVAL;
+    const struct sp_model *m = t->impl;
+    *score = m->score[id];
+    *type = m->type[id];
+    return 0;
+}
+
 /* ---- protobuf wire format --------------------------------------------------------------- */
 
 struct pb {

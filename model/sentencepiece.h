@@ -40,4 +40,8 @@ int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const 
 int sentencepiece_open(struct tokenizer **out, const uint8_t *buf, size_t len, const char *name,
                        struct bora_err *err);
 
+/* Score and enum sp_type of a piece of a SentencePiece-kind tokenizer (for tests and tools).
+ * Returns 0, or -EINVAL if t is another kind or id is out of range. */
+int sp_piece_info(const struct tokenizer *t, int32_t id, float *score, int *type);
+
 #endif
