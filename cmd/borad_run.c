@@ -88,7 +88,10 @@ static void banner(const struct bora_config *cfg, const struct generator *g, con
     fprintf(stderr, "borad: BWP/1 on udp %s, tcp %s%s — talk to it with:\n", udp[0] ? udp : "off",
             tcp[0] ? tcp : "off", cfg->dataplane.psk_len ? " (AUTH: pre-shared key required)" : "");
     const char *ep = udp[0] ? udp : tcp;
-    fprintf(stderr, "  bora client --%s %s --ids 1,1032,1049 -n 16\n", udp[0] ? "udp" : "tcp", ep);
+    if (m->tokenizer_path[0])
+        fprintf(stderr, "  bora client --%s %s --prompt 'Hello! Where is my order?' -n 16\n",
+                udp[0] ? "udp" : "tcp", ep);
+    fprintf(stderr, "  bora client --%s %s --ids 1,1032,1049 -n 16 --json\n", udp[0] ? "udp" : "tcp", ep);
     fprintf(stderr, "  (protocol: docs in protocol.md; SIGTERM drains and exits 0)\n");
 }
 

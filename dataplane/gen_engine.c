@@ -10,6 +10,9 @@
 
 #include "dataplane/bwp.h"
 #include "model/sampler.h"
+#include "model/tokenizer.h"
+
+#define GE_MAX_MESSAGES 1024       /* chat messages in one prompt */
 
 struct gen_engine {
     struct model *m;
@@ -20,13 +23,54 @@ struct gen_engine {
     int pos;                       /* tokens in the KV cache */
     int32_t pending;               /* sampled id not yet run through the engine, or -1 */
     bool ignore_eos;
+    int32_t eos_id;
+    uint32_t produced, max_tokens; /* tokens of this request so far, its limit */
+    struct tokenizer *tok;         /* NULL when the checkpoint has none (ids only) */
+    struct detok detok;
+    struct chat_message *msgs;     /* (GE_MAX_MESSAGES) scratch for kind-1 prompts */
 };
+
+/* Kind-1 messages → ids with the model's chat template. */
+static int encode_chat(struct gen_engine *ge, const struct gen_request *rq, size_t *n, struct bora_err *err)
+{
+    const uint8_t *p = rq->prompt, *end = p + rq->prompt_len, *text;
+    uint8_t role;
+    uint32_t len;
+    size_t k = 0;
+    while (bwp_msg_next(&p, end, &role, &text, &len) > 0) {
+        if (k == GE_MAX_MESSAGES)
+            return bora_errf(err, -EINVAL, "more than %d chat messages", GE_MAX_MESSAGES);
+        ge->msgs[k++] = (struct chat_message){ .role = role, .text = (const char *)text, .len = len };
+    }
+    return chat_encode_messages(ge->tok, ge->msgs, k, ge->ids, (size_t)ge->e->max_ctx, n, err);
+}
+
+/* Text prompts: BOS + text (kind 0) or the chat template (kind 1). */
+static int encode_text(struct gen_engine *ge, const struct gen_request *rq, int *n, struct bora_err *err)
+{
+    if (!ge->tok)
+        return bora_errf(err, -EINVAL, "the model has no tokenizer: send token ids (prompt_kind 2)");
+    size_t count = 0;
+    int rc = rq->prompt_kind == 0
+        ? tokenizer_encode(ge->tok, (const char *)rq->prompt, rq->prompt_len, true, ge->ids,
+                           (size_t)ge->e->max_ctx, &count, err)
+        : encode_chat(ge, rq, &count, err);
+    if (rc == -ENOSPC || (rc == 0 && count >= (size_t)ge->e->max_ctx))
+        return bora_errf(err, -E2BIG, "prompt of %zu tokens does not fit the context of %d tokens",
+                         count, ge->e->max_ctx);
+    if (rc == -EINVAL || rc == -E2BIG)
+        return rc;                      /* message from the tokenizer names the problem */
+    if (rc < 0)
+        return bora_errf(err, -EIO, "tokenizer failed: %s", strerror(-rc));
+    *n = (int)count;
+    return 0;
+}
 
 /* Token ids of rq into ge->ids; -EINVAL / -E2BIG with a message. */
 static int prompt_ids(struct gen_engine *ge, const struct gen_request *rq, int *n, struct bora_err *err)
 {
     if (rq->prompt_kind != 2)
-        return bora_errf(err, -EINVAL, "this server has no tokenizer yet: send token ids (prompt_kind 2)");
+        return encode_text(ge, rq, n, err);
     uint32_t count = rq->prompt_len / 4;
     if (count >= (uint32_t)ge->e->max_ctx)
         return bora_errf(err, -E2BIG, "prompt of %u tokens does not fit the context of %d tokens",
@@ -73,6 +117,10 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
     ge->pos = n;
     ge->pending = -1;
     ge->ignore_eos = rq->ignore_eos;
+    ge->produced = 0;
+    ge->max_tokens = rq->max_tokens;
+    if (ge->tok)
+        detok_init(&ge->detok, ge->tok);
     *prompt_tokens = (uint32_t)n;
     *cached_tokens = 0;
     return 0;
@@ -90,11 +138,20 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
         ge->pos++;
     }
     int32_t id = sampler_sample(&ge->s, ge->logits);
-    if (id == ge->m->cfg.eos_id && !ge->ignore_eos)
+    if (id == ge->eos_id && !ge->ignore_eos)
         return GEN_EOS;
     ge->pending = id;
     out->id = (uint32_t)id;
-    out->text_len = 0;                         /* text deltas come with the tokenizer */
+    out->text_len = 0;
+    if (ge->tok) {
+        size_t n = 0, m = 0;
+        if (detok_push(&ge->detok, id, out->text, DETOK_MAX_DELTA, &n) < 0)
+            n = 0;
+        /* the request's last token carries what the detokenizer still holds */
+        if (++ge->produced == ge->max_tokens && detok_flush(&ge->detok, out->text + n, DETOK_MAX_DELTA, &m) < 0)
+            m = 0;
+        out->text_len = (uint16_t)(n + m);
+    }
     return GEN_TOKEN;
 }
 
@@ -110,6 +167,8 @@ static void ge_close(struct generator *g)
     if (!ge)
         return;
     sampler_fini(&ge->s);
+    tokenizer_close(ge->tok);
+    free(ge->msgs);
     if (ge->e)
         engine_close(ge->e);
     if (ge->m)
@@ -150,6 +209,22 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     if (!ge->logits || !ge->ids) {
         rc = bora_errf(err, -ENOMEM, "out of memory for logits and prompt ids");
         goto err;
+    }
+    ge->eos_id = ge->m->cfg.eos_id;
+    if (ge->m->tokenizer_path[0]) {
+        if ((rc = tokenizer_open(&ge->tok, ge->m->tokenizer_path, err)) < 0)
+            goto err;
+        if (tokenizer_vocab_size(ge->tok) > ge->m->cfg.vocab_size) {
+            rc = bora_errf(err, -EINVAL, "%s: tokenizer has %d tokens, the model only %d",
+                           ge->m->tokenizer_path, tokenizer_vocab_size(ge->tok), ge->m->cfg.vocab_size);
+            goto err;
+        }
+        ge->eos_id = tokenizer_eos_id(ge->tok);
+        ge->msgs = malloc(sizeof *ge->msgs * GE_MAX_MESSAGES);
+        if (!ge->msgs) {
+            rc = bora_errf(err, -ENOMEM, "out of memory");
+            goto err;
+        }
     }
     g->vocab_size = (uint32_t)ge->m->cfg.vocab_size;
     g->max_ctx = (uint32_t)ge->e->max_ctx;

@@ -1,6 +1,7 @@
 /* gen_engine.h — the product's generator: a model checkpoint run by the engine (CPU or CUDA
  * backend) with the seeded sampler, behind the dataplane's generator vtable. Prompts of kind 2
- * (token ids) are used as given; kinds 0 and 1 need the tokenizer (see gen_engine.c). */
+ * (token ids) are used as given; kinds 0 (BOS + text) and 1 (chat template) go through the checkpoint's
+ * tokenizer; TOKEN text comes from the streaming detokenizer. */
 #ifndef BORA_DATAPLANE_GEN_ENGINE_H
 #define BORA_DATAPLANE_GEN_ENGINE_H
 
