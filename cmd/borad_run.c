@@ -47,11 +47,6 @@ static int refuse_unsupported(const struct bora_config *cfg)
                 "clear dataplane.dpdk to serve over kernel UDP/TCP\n");
         return -ENOTSUP;
     }
-    if (cfg->dataplane.n_allow || cfg->dataplane.rate_limit) {
-        fprintf(stderr, "borad: dataplane.allow / dataplane.rate_limit are set, but this build "
-                "does not enforce them yet; clear them (or filter with a firewall)\n");
-        return -ENOTSUP;
-    }
     return 0;
 }
 
@@ -114,11 +109,19 @@ int borad_run(const struct bora_config *cfg)
     endpoint_spec(&cfg->dataplane.tcp, tcp, sizeof tcp);
     struct bwp_key key = { .len = cfg->dataplane.psk_len };
     memcpy(key.bytes, cfg->dataplane.psk, cfg->dataplane.psk_len);
+    struct dp_cidr allow[DP_ALLOW_MAX];
+    uint32_t n_allow = cfg->dataplane.n_allow < DP_ALLOW_MAX ? cfg->dataplane.n_allow : DP_ALLOW_MAX;
+    for (uint32_t i = 0; i < n_allow; i++) {
+        allow[i].family = cfg->dataplane.allow[i].family;
+        memcpy(allow[i].addr, cfg->dataplane.allow[i].addr, 16);
+        allow[i].prefix = cfg->dataplane.allow[i].prefix;
+    }
     struct dp_config dc = {
         .udp = udp, .tcp = tcp, .queue_depth = cfg->limits.queue_depth,
         .max_prompt_bytes = cfg->limits.max_prompt_bytes, .max_tokens = cfg->limits.max_tokens,
         .request_timeout_ms = cfg->limits.request_timeout_ms,
         .shutdown_grace_ms = cfg->limits.shutdown_grace_ms, .key = key.len ? &key : NULL,
+        .allow = allow, .n_allow = n_allow, .rate_limit = cfg->dataplane.rate_limit,
     };
     struct bora_err err = { "" };
     struct dp_server *s;

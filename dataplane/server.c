@@ -36,6 +36,7 @@ struct dp_conn {
     uint64_t skip;                 /* bytes of an oversize frame still to discard */
     uint8_t *rbuf; size_t rlen;    /* (rcap) */
     uint8_t *wbuf; size_t woff, wlen;   /* (DP_TCP_WBUF_BYTES) */
+    struct sockaddr_storage addr;  /* the client's address (allow list, rate limit) */
 };
 
 struct dp_server {
@@ -43,6 +44,9 @@ struct dp_server {
     struct bwp_limits lim;
     struct bwp_key key;
     uint32_t request_timeout_ms, shutdown_grace_ms;
+    struct dp_cidr allow[DP_ALLOW_MAX];
+    uint32_t n_allow;
+    struct dp_rate rate;
     struct pool reqs;
     struct dp_flows flows;
     struct bwp_replay replay;
@@ -158,6 +162,8 @@ static int check_config(const struct dp_config *c, struct bora_err *err)
     if (c->max_prompt_bytes < 1 || c->max_prompt_bytes > (64u << 20))
         return bora_errf(err, -EINVAL, "dataplane: max_prompt_bytes %u is not 1..64 MiB",
                          c->max_prompt_bytes);
+    if (c->n_allow > DP_ALLOW_MAX)
+        return bora_errf(err, -EINVAL, "dataplane: %u allow-list entries (at most %d)", c->n_allow, DP_ALLOW_MAX);
     if (c->key && c->key->len > BWP_KEY_MAX)
         return bora_errf(err, -EINVAL, "dataplane: AUTH key longer than %d bytes", BWP_KEY_MAX);
     return 0;
@@ -182,6 +188,9 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     s->lim = (struct bwp_limits){ .max_prompt_bytes = cfg->max_prompt_bytes, .max_tokens = cfg->max_tokens,
                                   .vocab_size = gen->vocab_size, .key = s->sh.key };
     s->request_timeout_ms = cfg->request_timeout_ms;
+    s->n_allow = cfg->n_allow;
+    if (cfg->n_allow)
+        memcpy(s->allow, cfg->allow, sizeof *s->allow * cfg->n_allow);
     s->shutdown_grace_ms = cfg->shutdown_grace_ms;
     s->sh.queue_depth = cfg->queue_depth;
     s->sh.gen = gen;
@@ -190,7 +199,8 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     if ((rc = pool_init(&s->reqs, n_req, sizeof(struct dp_req) + cfg->max_prompt_bytes, err)) < 0 ||
         (rc = ring_init(&s->sh.intake, n_req, sizeof(struct dp_req *), 0, err)) < 0 ||
         (rc = ring_init(&s->sh.resp, DP_RESP_RING_SLOTS, sizeof(struct dp_event), RING_F_SP_ENQ, err)) < 0 ||
-        (rc = dp_flows_init(&s->flows, n_req + DP_RETAIN_FLOWS, err)) < 0)
+        (rc = dp_flows_init(&s->flows, n_req + DP_RETAIN_FLOWS, err)) < 0 ||
+        (rc = dp_rate_init(&s->rate, cfg->rate_limit, err)) < 0)
         goto err;
     rc = -ENOMEM;
     s->sh.fifo = calloc(cfg->queue_depth + 1, sizeof *s->sh.fifo);
@@ -255,6 +265,7 @@ void dp_server_close(struct dp_server *s)
     ring_fini(&s->sh.intake);
     ring_fini(&s->sh.resp);
     dp_flows_fini(&s->flows);
+    dp_rate_fini(&s->rate);
     free(s->sh.fifo);
     free(s->replay_slots);
     free(s->conns);
@@ -401,12 +412,17 @@ static bool reserve_waiting(struct dp_server *s)
     return true;
 }
 
-static void on_generate(struct dp_server *s, const struct dp_peer *p, const struct bwp_client_frame *f)
+static void on_generate(struct dp_server *s, const struct dp_peer *p, const struct sockaddr *from,
+                        const struct bwp_client_frame *f)
 {
     uint64_t rid = f->h.request_id;
     struct dp_flow *fl = dp_flows_find(&s->flows, p, rid);
     if (fl && fl->state == DP_FLOW_LIVE) {
         send_error(s, p, rid, BWP_E_DUPLICATE, "request_id already in flight", false);
+        return;
+    }
+    if (!dp_rate_take(&s->rate, from, dp_mono_us())) {
+        send_error(s, p, rid, BWP_E_RATE_LIMITED, "over this client's request rate; retry later", false);
         return;
     }
     if (s->draining) {
@@ -468,10 +484,18 @@ static void on_resend(struct dp_server *s, const struct dp_peer *p, const struct
     }
 }
 
-static void on_frame(struct dp_server *s, const struct dp_peer *p, const uint8_t *buf, size_t n)
+static void on_frame(struct dp_server *s, const struct dp_peer *p, const struct sockaddr *from,
+                     const uint8_t *buf, size_t n)
 {
     struct bwp_client_frame f;
     s->stats.rx_frames++;
+    if (s->n_allow && !dp_allow_match(s->allow, s->n_allow, from)) {
+        s->stats.rejected++;
+        /* answered only when the frame names a request (rule 2 still applies) */
+        if (n >= BWP_HDR_SIZE && !memcmp(buf, "BWP1", 4) && bwp_rd64(buf + 16) != 0)
+            send_error(s, p, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", true);
+        return;
+    }
     struct bwp_verdict v = bwp_parse_client(buf, n, p->conn ? BWP_TCP : BWP_UDP, &s->lim,
                                             s->sh.key ? &s->replay : NULL, peer_key(p),
                                             s->sh.key ? dp_now_us() : 0, &f);
@@ -485,7 +509,7 @@ static void on_frame(struct dp_server *s, const struct dp_peer *p, const uint8_t
     }
     switch (f.h.type) {
     case BWP_GENERATE:
-        on_generate(s, p, &f);
+        on_generate(s, p, from, &f);
         break;
     case BWP_CANCEL: {
         struct dp_flow *fl = dp_flows_find(&s->flows, p, f.h.request_id);
@@ -560,7 +584,7 @@ static void udp_readable(struct dp_server *s)
         for (int i = 0; i < n; i++) {
             struct dp_peer p = { .alen = s->msgs[i].msg_hdr.msg_namelen };
             memcpy(&p.a, &s->uaddr[i], p.alen <= sizeof p.a ? p.alen : sizeof p.a);
-            on_frame(s, &p, s->iov[i].iov_base, s->msgs[i].msg_len);
+            on_frame(s, &p, (const struct sockaddr *)&s->uaddr[i], s->iov[i].iov_base, s->msgs[i].msg_len);
         }
         if (n < DP_UDP_BATCH)
             return;
@@ -593,7 +617,9 @@ static void conn_kill(struct dp_server *s, uint32_t ci)
 static void tcp_accept(struct dp_server *s)
 {
     for (;;) {
-        int fd = accept4(s->tcp_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage addr;
+        socklen_t alen = sizeof addr;
+        int fd = accept4(s->tcp_fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
         uint32_t ci = 0;
@@ -611,6 +637,7 @@ static void tcp_accept(struct dp_server *s)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c->fd = fd;
+        c->addr = addr;
         c->gen++;
         c->used = true;
         c->rd_eof = c->closing = c->want_out = c->dirty = false;
@@ -661,7 +688,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         }
         if (avail < need)
             break;
-        on_frame(s, &p, c->rbuf + off, need);
+        on_frame(s, &p, (const struct sockaddr *)&c->addr, c->rbuf + off, need);
         off += need;
     }
     if (c->fd < 0)

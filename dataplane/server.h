@@ -2,7 +2,9 @@
  * UDP socket and a TCP listener with many interleaved requests per connection, one decoder
  * thread running a generator one request at a time, joined by an MP/SC request ring and an
  * SP/SC response ring. Implements protocol.md: RESEND retention, DUPLICATE, BUSY, PONG,
- * CANCEL, deadlines, AUTH, and the SIGTERM drain.
+ * CANCEL, deadlines, AUTH, FORBIDDEN (allow list, checked first on every frame that names a
+ * request), RATE_LIMITED (per client address, checked on GENERATE after DUPLICATE and before
+ * SHUTTING_DOWN/BUSY), and the SIGTERM drain.
  * Budget (DESIGN.md): parse + enqueue + response ≤ 5 µs of io-thread work per request. */
 #ifndef BORA_DATAPLANE_SERVER_H
 #define BORA_DATAPLANE_SERVER_H
@@ -13,6 +15,9 @@
 #include "common/err.h"
 #include "dataplane/bwp.h"
 #include "dataplane/generator.h"
+#include "dataplane/limits.h"
+
+#define DP_ALLOW_MAX 64                /* CIDRs in an allow list */
 
 struct dp_config {
     const char *udp;               /* "HOST:PORT" to bind, NULL or "" = no UDP (port 0: any) */
@@ -23,6 +28,9 @@ struct dp_config {
     uint32_t request_timeout_ms;   /* deadline when a GENERATE says 0 */
     uint32_t shutdown_grace_ms;    /* drain: time queued/running requests get to finish */
     const struct bwp_key *key;     /* pre-shared AUTH key, NULL = none */
+    const struct dp_cidr *allow;   /* clients allowed (others get FORBIDDEN); n_allow 0 = all */
+    uint32_t n_allow;              /* ≤ DP_ALLOW_MAX */
+    uint32_t rate_limit;           /* GENERATEs per second per client address; 0 = off */
 };
 
 /* Live counters (read by snapshot; each written by one thread). */

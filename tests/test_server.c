@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -576,6 +577,58 @@ static void test_auth_server(void **s)
     SRV = saved;
 }
 
+/* ---- allow list and rate limit ---- */
+
+static void test_forbidden_and_rate_limited(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_cidr only_ten = { .family = AF_INET, .addr = { 10 }, .prefix = 8 };
+    struct dp_config cfg = test_srv_config();
+    cfg.allow = &only_ten;
+    cfg.n_allow = 1;
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    for (int tcp = 0; tcp < 2; tcp++) {               /* 127.0.0.1 is not in 10/8 */
+        struct bwp_conn c = open_conn(tcp);
+        test_send_text(&c, 5, "hi", 2, 0, 0, NULL);
+        expect_error(&c, 5, BWP_E_FORBIDDEN);
+        uint8_t b[64];
+        size_t n = bwp_build_simple(b, sizeof b, BWP_PING, 6, NULL, 0);
+        bwp_conn_send(&c, b, n);
+        expect_error(&c, 6, BWP_E_FORBIDDEN);
+        bwp_conn_close(&c);
+    }
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    struct dp_cidr loop = { .family = AF_INET, .addr = { 127 }, .prefix = 8 };
+    cfg.allow = &loop;
+    cfg.rate_limit = 4;                               /* 4 requests a second, burst 4 */
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct bwp_conn c = open_conn(false);
+    struct test_req r[8];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 8; i++) {
+        r[i].rid = 10 + (uint64_t)i;
+        test_send_text(&c, r[i].rid, "x", 1, 0, 0, NULL);
+    }
+    assert_int_equal(test_collect(&c, r, 8, T_MS, NULL), 8);
+    int limited = 0, done = 0;
+    for (int i = 0; i < 8; i++) {
+        check_clean(&r[i]);
+        limited += r[i].error == BWP_E_RATE_LIMITED;
+        done += r[i].done;
+    }
+    assert_int_equal(done, 4);
+    assert_int_equal(limited, 4);
+    sleep_ms(600);                                    /* refilled: two more tokens */
+    struct test_req again = { .rid = 30 };
+    test_send_text(&c, 30, "x", 1, 0, 0, NULL);
+    assert_int_equal(test_collect(&c, &again, 1, T_MS, NULL), 1);
+    assert_true(again.done);
+    bwp_conn_close(&c);
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
 /* ---- drain ---- */
 
 static void test_drain_finishes_queued(void **s)
@@ -672,6 +725,7 @@ int main(void)
         cmocka_unit_test(test_tcp_half_close),
         cmocka_unit_test(test_tcp_close_cancels),
         cmocka_unit_test(test_auth_server),
+        cmocka_unit_test(test_forbidden_and_rate_limited),
         cmocka_unit_test(test_drain_finishes_queued),
         cmocka_unit_test(test_drain_grace_expires),
     };
