@@ -51,13 +51,13 @@ void dp_decoder_kick(struct dp_shared *sh)
 
 /* ---- response events ---- */
 
-static void io_kick(struct dp_shared *sh)
+static void io_kick(struct dp_port *p)
 {
-    /* Dekker with the io thread's sleep: resp enqueue, fence, load io_sleeping */
+    /* Dekker with the transport's sleep: resp enqueue, fence, load sleeping */
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&sh->io_sleeping, memory_order_relaxed)) {
+    if (p->efd >= 0 && atomic_load_explicit(&p->sleeping, memory_order_relaxed)) {
         uint64_t one = 1;
-        ssize_t rc = write(sh->io_efd, &one, sizeof one);
+        ssize_t rc = write(p->efd, &one, sizeof one);
         (void)rc;
     }
 }
@@ -68,8 +68,8 @@ static void push_event(struct decoder *d, struct dp_req *r, uint32_t len, uint32
     d->ev.len = len;
     d->ev.flags = flags;
     unsigned spins = 0;
-    while (ring_enqueue_burst(&d->sh->resp, &d->ev, 1) == 0) {   /* io thread behind: wait */
-        io_kick(d->sh);
+    while (ring_enqueue_burst(&r->port->resp, &d->ev, 1) == 0) {   /* transport behind: wait */
+        io_kick(r->port);
         if (++spins > 64)
             sched_yield();
     }
@@ -116,7 +116,7 @@ static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
         n = bwp_build_done(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, &done, d->sh->key,
                            dp_now_us());
     push_event(d, r, (uint32_t)n, DP_EV_LAST);
-    io_kick(d->sh);
+    io_kick(r->port);
 }
 
 static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, const char *msg)
@@ -126,7 +126,7 @@ static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, con
         n = bwp_build_error(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, code, msg, d->sh->key,
                             dp_now_us());
     push_event(d, r, (uint32_t)n, DP_EV_LAST);
-    io_kick(d->sh);
+    io_kick(r->port);
 }
 
 static void waiting_release(struct decoder *d)
@@ -254,7 +254,7 @@ static void step_current(struct decoder *d, uint64_t now)
         r->t_first_us = dp_mono_us();
     r->completion_tokens++;
     send_token(d, r, &tok);
-    io_kick(d->sh);
+    io_kick(r->port);
     if (r->completion_tokens >= r->rq.max_tokens)
         end_current(d, BWP_FINISH_MAX_TOKENS);
 }

@@ -22,7 +22,6 @@
 #define TAG_LISTEN  2u
 #define TAG_CONN0   3u
 #define EV_BURST    64
-#define TX_CAP      (BWP_HDR_SIZE + 4 + 256 + BWP_TRAILER_SIZE)
 
 struct dp_conn {
     int fd;                        /* -1 when closed */
@@ -41,17 +40,10 @@ struct dp_conn {
 
 struct dp_server {
     struct dp_shared sh;
-    struct bwp_limits lim;
     struct bwp_key key;
-    uint32_t request_timeout_ms, shutdown_grace_ms;
-    struct dp_cidr allow[DP_ALLOW_MAX];
-    uint32_t n_allow;
-    struct dp_rate rate;
-    struct pool reqs;
-    struct dp_flows flows;
-    struct bwp_replay replay;
-    struct bwp_replay_slot *replay_slots;
-    int ep, udp_fd, tcp_fd;
+    uint32_t shutdown_grace_ms;
+    struct dp_port port;           /* the kernel sockets' requests */
+    int ep, udp_fd, tcp_fd, io_efd;
     int udp_port, tcp_port;
     struct dp_conn *conns;         /* (DP_TCP_MAX_CONNS) */
     size_t rcap;                   /* TCP read buffer bytes */
@@ -61,13 +53,10 @@ struct dp_server {
     struct mmsghdr msgs[DP_UDP_BATCH];
     struct iovec iov[DP_UDP_BATCH];
     struct sockaddr_storage uaddr[DP_UDP_BATCH];
-    uint8_t tx[TX_CAP];
-    struct dp_event evs[EV_BURST];
     _Atomic uint32_t stop;         /* set by dp_server_stop (any thread, signal handler) */
     bool draining;
     uint64_t drain_start_us;
-    uint32_t n_live;               /* requests in flight */
-    struct dp_stats stats;
+    uint64_t tcp_conns;
     pthread_t decoder;
 };
 
@@ -169,6 +158,43 @@ static int check_config(const struct dp_config *c, struct bora_err *err)
     return 0;
 }
 
+static void port_send(struct dp_port *p, const struct dp_peer *peer, const uint8_t *frame, size_t len);
+static void port_request_started(struct dp_port *p, const struct dp_peer *peer);
+static void port_request_ended(struct dp_port *p, const struct dp_peer *peer);
+static void port_close_peer(struct dp_port *p, const struct dp_peer *peer);
+static const struct dp_port_ops kernel_port_ops = {
+    .send = port_send, .request_started = port_request_started, .request_ended = port_request_ended,
+    .close_peer = port_close_peer,
+};
+
+/* The state every transport and the decoder share: policy, intake ring, decoder FIFO. */
+static int shared_init(struct dp_server *s, const struct dp_config *cfg, struct generator *gen,
+                       struct bora_err *err)
+{
+    struct dp_shared *sh = &s->sh;
+    if (cfg->key && cfg->key->len) {
+        s->key = *cfg->key;
+        sh->key = &s->key;
+    }
+    sh->lim = (struct bwp_limits){ .max_prompt_bytes = cfg->max_prompt_bytes, .max_tokens = cfg->max_tokens,
+                                   .vocab_size = gen->vocab_size, .key = sh->key };
+    sh->request_timeout_ms = cfg->request_timeout_ms;
+    sh->rate_limit = cfg->rate_limit;
+    sh->n_allow = cfg->n_allow;
+    if (cfg->n_allow)
+        memcpy(sh->allow, cfg->allow, sizeof *sh->allow * cfg->n_allow);
+    sh->queue_depth = cfg->queue_depth;
+    sh->gen = gen;
+    int rc = ring_init(&sh->intake, cfg->queue_depth + 1 + DP_POOL_SLACK, sizeof(struct dp_req *), 0, err);
+    if (rc < 0)
+        return rc;
+    sh->fifo = calloc(cfg->queue_depth + 1, sizeof *sh->fifo);
+    sh->dec_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!sh->fifo || sh->dec_efd < 0)
+        return bora_errf(err, -ENOMEM, "dataplane: cannot allocate the decoder's queue");
+    return 0;
+}
+
 int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct generator *gen,
                    struct bora_err *err)
 {
@@ -180,50 +206,29 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     struct dp_server *s = calloc(1, sizeof *s);
     if (!s)
         return bora_errf(err, -ENOMEM, "dataplane: out of memory");
-    s->ep = s->udp_fd = s->tcp_fd = s->sh.io_efd = s->sh.dec_efd = -1;
-    if (cfg->key && cfg->key->len) {
-        s->key = *cfg->key;
-        s->sh.key = &s->key;
-    }
-    s->lim = (struct bwp_limits){ .max_prompt_bytes = cfg->max_prompt_bytes, .max_tokens = cfg->max_tokens,
-                                  .vocab_size = gen->vocab_size, .key = s->sh.key };
-    s->request_timeout_ms = cfg->request_timeout_ms;
-    s->n_allow = cfg->n_allow;
-    if (cfg->n_allow)
-        memcpy(s->allow, cfg->allow, sizeof *s->allow * cfg->n_allow);
+    s->ep = s->udp_fd = s->tcp_fd = s->io_efd = s->sh.dec_efd = -1;
     s->shutdown_grace_ms = cfg->shutdown_grace_ms;
-    s->sh.queue_depth = cfg->queue_depth;
-    s->sh.gen = gen;
-    uint32_t n_req = cfg->queue_depth + 1 + DP_POOL_SLACK;
-    s->rcap = bwp_frame_max(&s->lim) + (64u << 10);
-    if ((rc = pool_init(&s->reqs, n_req, sizeof(struct dp_req) + cfg->max_prompt_bytes, err)) < 0 ||
-        (rc = ring_init(&s->sh.intake, n_req, sizeof(struct dp_req *), 0, err)) < 0 ||
-        (rc = ring_init(&s->sh.resp, DP_RESP_RING_SLOTS, sizeof(struct dp_event), RING_F_SP_ENQ, err)) < 0 ||
-        (rc = dp_flows_init(&s->flows, n_req + DP_RETAIN_FLOWS, err)) < 0 ||
-        (rc = dp_rate_init(&s->rate, cfg->rate_limit, err)) < 0)
+    if ((rc = shared_init(s, cfg, gen, err)) < 0)
         goto err;
-    rc = -ENOMEM;
-    s->sh.fifo = calloc(cfg->queue_depth + 1, sizeof *s->sh.fifo);
-    s->replay_slots = malloc(sizeof *s->replay_slots * DP_REPLAY_SLOTS);
+    s->io_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    s->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (s->ep < 0 || s->io_efd < 0) {
+        rc = bora_errf(err, -errno, "dataplane: epoll/eventfd: %s", strerror(errno));
+        goto err;
+    }
+    if ((rc = dp_port_init(&s->port, &s->sh, &kernel_port_ops, s, s->io_efd, err)) < 0)
+        goto err;
+    s->rcap = bwp_frame_max(&s->sh.lim) + (64u << 10);
     s->conns = calloc(DP_TCP_MAX_CONNS, sizeof *s->conns);
     s->dirty = calloc(DP_TCP_MAX_CONNS, sizeof *s->dirty);
     s->ubuf = malloc((size_t)DP_UDP_BATCH * 65536);
-    if (!s->sh.fifo || !s->replay_slots || !s->conns || !s->dirty || !s->ubuf) {
-        bora_errf(err, rc, "dataplane: out of memory");
+    if (!s->conns || !s->dirty || !s->ubuf) {
+        rc = bora_errf(err, -ENOMEM, "dataplane: out of memory");
         goto err;
     }
-    bwp_replay_init(&s->replay, s->replay_slots, DP_REPLAY_SLOTS);
     for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
         s->conns[i].fd = -1;
-    s->ep = epoll_create1(EPOLL_CLOEXEC);
-    s->sh.io_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    s->sh.dec_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (s->ep < 0 || s->sh.io_efd < 0 || s->sh.dec_efd < 0) {
-        rc = -errno;
-        bora_errf(err, rc, "dataplane: epoll/eventfd: %s", strerror(errno));
-        goto err;
-    }
-    ep_add(s->ep, s->sh.io_efd, EPOLLIN, TAG_EFD);
+    ep_add(s->ep, s->io_efd, EPOLLIN, TAG_EFD);
     if (cfg->udp && *cfg->udp) {
         if ((rc = s->udp_fd = open_socket(cfg->udp, SOCK_DGRAM, err)) < 0)
             goto err;
@@ -257,17 +262,13 @@ void dp_server_close(struct dp_server *s)
         free(s->conns[i].rbuf);
         free(s->conns[i].wbuf);
     }
-    int fds[] = { s->ep, s->udp_fd, s->tcp_fd, s->sh.io_efd, s->sh.dec_efd };
+    int fds[] = { s->ep, s->udp_fd, s->tcp_fd, s->io_efd, s->sh.dec_efd };
     for (size_t i = 0; i < BORA_ARRAY_LEN(fds); i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    pool_fini(&s->reqs);
+    dp_port_fini(&s->port);
     ring_fini(&s->sh.intake);
-    ring_fini(&s->sh.resp);
-    dp_flows_fini(&s->flows);
-    dp_rate_fini(&s->rate);
     free(s->sh.fifo);
-    free(s->replay_slots);
     free(s->conns);
     free(s->dirty);
     free(s->ubuf);
@@ -279,7 +280,8 @@ int dp_server_tcp_port(const struct dp_server *s) { return s->tcp_port; }
 
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out)
 {
-    *out = s->stats;
+    *out = s->port.stats;
+    out->tcp_conns = s->tcp_conns;
 }
 
 void dp_server_stop(struct dp_server *s)
@@ -287,7 +289,7 @@ void dp_server_stop(struct dp_server *s)
     /* release pairs with the io loop's acquire load */
     atomic_store_explicit(&s->stop, 1, memory_order_release);
     uint64_t one = 1;
-    ssize_t rc = write(s->sh.io_efd, &one, sizeof one);
+    ssize_t rc = write(s->io_efd, &one, sizeof one);
     (void)rc;
 }
 
@@ -321,9 +323,9 @@ static void tcp_append(struct dp_server *s, uint32_t ci, const uint8_t *frame, s
     conn_mark_dirty(s, ci);
 }
 
-static void send_to_peer(struct dp_server *s, const struct dp_peer *p, const uint8_t *frame, size_t len)
+static void port_send(struct dp_port *port, const struct dp_peer *p, const uint8_t *frame, size_t len)
 {
-    s->stats.tx_frames++;
+    struct dp_server *s = port->owner;
     if (p->conn) {
         if (s->conns[p->conn - 1].gen == p->conn_gen)
             tcp_append(s, p->conn - 1, frame, len);
@@ -334,13 +336,31 @@ static void send_to_peer(struct dp_server *s, const struct dp_peer *p, const uin
     (void)rc;
 }
 
-static void send_error(struct dp_server *s, const struct dp_peer *p, uint64_t rid, uint16_t code,
-                       const char *msg, bool no_trailer)
+static void port_request_started(struct dp_port *port, const struct dp_peer *peer)
 {
-    size_t n = bwp_build_error(s->tx, sizeof s->tx, rid, 0, code, msg, no_trailer ? NULL : s->sh.key,
-                               dp_now_us());
-    s->stats.errors++;
-    send_to_peer(s, p, s->tx, n);
+    struct dp_server *s = port->owner;
+    if (peer->conn)
+        s->conns[peer->conn - 1].n_live++;
+}
+
+static void port_request_ended(struct dp_port *port, const struct dp_peer *peer)
+{
+    struct dp_server *s = port->owner;
+    if (!peer->conn)
+        return;
+    struct dp_conn *c = &s->conns[peer->conn - 1];
+    c->n_live--;
+    if (c->fd < 0 && c->n_live == 0)
+        c->used = false;                          /* slot free for a new connection */
+    else if (c->fd >= 0 && c->rd_eof && c->n_live == 0)
+        conn_mark_dirty(s, peer->conn - 1);       /* flush, then close */
+}
+
+static void port_close_peer(struct dp_port *port, const struct dp_peer *peer)
+{
+    struct dp_server *s = port->owner;
+    if (s->conns[peer->conn - 1].gen == peer->conn_gen)
+        s->conns[peer->conn - 1].closing = true;
 }
 
 static void flush_conn(struct dp_server *s, uint32_t ci)
@@ -386,191 +406,6 @@ static void flush_dirty(struct dp_server *s)
     s->n_dirty = 0;
 }
 
-/* ---- requests ---- */
-
-static uint64_t peer_key(const struct dp_peer *p)
-{
-    if (p->conn)
-        return 1ull << 63 | (uint64_t)p->conn << 32 | p->conn_gen;
-    uint64_t h = 0xcbf29ce484222325ull;
-    const uint8_t *b = (const uint8_t *)&p->a;
-    for (socklen_t i = 0; i < p->alen; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h & ~(1ull << 63);
-}
-
-/* Reserves a waiting place (BUSY when queue_depth are waiting). */
-static bool reserve_waiting(struct dp_server *s)
-{
-    uint32_t n = atomic_load_explicit(&s->sh.n_waiting, memory_order_relaxed);
-    do {
-        if (n >= s->sh.queue_depth)
-            return false;
-        /* acq_rel pairs with the decoder's release fetch_sub */
-    } while (!atomic_compare_exchange_weak_explicit(&s->sh.n_waiting, &n, n + 1, memory_order_acq_rel,
-                                                    memory_order_relaxed));
-    return true;
-}
-
-static void on_generate(struct dp_server *s, const struct dp_peer *p, const struct sockaddr *from,
-                        const struct bwp_client_frame *f)
-{
-    uint64_t rid = f->h.request_id;
-    struct dp_flow *fl = dp_flows_find(&s->flows, p, rid);
-    if (fl && fl->state == DP_FLOW_LIVE) {
-        send_error(s, p, rid, BWP_E_DUPLICATE, "request_id already in flight", false);
-        return;
-    }
-    if (!dp_rate_take(&s->rate, from, dp_mono_us())) {
-        send_error(s, p, rid, BWP_E_RATE_LIMITED, "over this client's request rate; retry later", false);
-        return;
-    }
-    if (s->draining) {
-        send_error(s, p, rid, BWP_E_SHUTTING_DOWN, "server is draining; not accepted", false);
-        return;
-    }
-    if (!reserve_waiting(s)) {
-        send_error(s, p, rid, BWP_E_BUSY, "request queue full; retry later", false);
-        return;
-    }
-    if (fl)
-        dp_flows_release(&s->flows, fl);                  /* a finished request's id reused */
-    struct dp_req *r = pool_get(&s->reqs);
-    fl = r ? dp_flows_add(&s->flows, p, rid) : NULL;
-    if (!fl) {
-        if (r)
-            pool_put(&s->reqs, r);
-        atomic_fetch_sub_explicit(&s->sh.n_waiting, 1, memory_order_release);
-        send_error(s, p, rid, BWP_E_BUSY, "no request slot free; retry later", false);
-        return;
-    }
-    const struct bwp_generate *g = &f->gen;
-    r->rid = rid;
-    r->flow = dp_flows_index(&s->flows, fl);
-    memcpy(r->prompt, g->prompt, g->prompt_len);
-    r->rq = (struct gen_request){ .prompt_kind = g->prompt_kind, .prompt = r->prompt,
-                                  .prompt_len = g->prompt_len, .max_tokens = g->max_tokens,
-                                  .ignore_eos = g->options & BWP_OPT_IGNORE_EOS,
-                                  .temperature = g->temperature, .top_p = g->top_p,
-                                  .top_k = g->top_k, .seed = g->seed };
-    r->want_ids = g->options & BWP_OPT_IDS;
-    r->t_accept_us = dp_mono_us();
-    r->deadline_us = r->t_accept_us + 1000ull * (g->deadline_ms ? g->deadline_ms : s->request_timeout_ms);
-    atomic_store_explicit(&r->cancel, DP_RUN, memory_order_relaxed);   /* published by the enqueue */
-    fl->req = r;
-    s->n_live++;
-    if (p->conn)
-        s->conns[p->conn - 1].n_live++;
-    s->stats.accepted++;
-    /* cannot fail: the ring holds every pool object */
-    ring_enqueue_burst(&s->sh.intake, &r, 1);
-    dp_decoder_kick(&s->sh);
-}
-
-static void on_resend(struct dp_server *s, const struct dp_peer *p, const struct bwp_client_frame *f)
-{
-    if (p->conn)
-        return;                                           /* rule 14: UDP only */
-    struct dp_flow *fl = dp_flows_find(&s->flows, p, f->h.request_id);
-    if (!fl)
-        return;
-    for (uint32_t seq = f->from_seq; seq < fl->n_frames; seq++) {
-        uint32_t len;
-        const uint8_t *fr = dp_flows_frame(&s->flows, fl, seq, &len);
-        if (fr) {
-            s->stats.resent++;
-            send_to_peer(s, p, fr, len);
-        }
-    }
-}
-
-static void on_frame(struct dp_server *s, const struct dp_peer *p, const struct sockaddr *from,
-                     const uint8_t *buf, size_t n)
-{
-    struct bwp_client_frame f;
-    s->stats.rx_frames++;
-    if (s->n_allow && !dp_allow_match(s->allow, s->n_allow, from)) {
-        s->stats.rejected++;
-        /* answered only when the frame names a request (rule 2 still applies) */
-        if (n >= BWP_HDR_SIZE && !memcmp(buf, "BWP1", 4) && bwp_rd64(buf + 16) != 0)
-            send_error(s, p, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", true);
-        return;
-    }
-    struct bwp_verdict v = bwp_parse_client(buf, n, p->conn ? BWP_TCP : BWP_UDP, &s->lim,
-                                            s->sh.key ? &s->replay : NULL, peer_key(p),
-                                            s->sh.key ? dp_now_us() : 0, &f);
-    if (v.code) {
-        s->stats.rejected++;
-        if (v.answer)
-            send_error(s, p, v.request_id, v.code, v.msg, v.no_trailer);
-        if (v.close && p->conn)
-            s->conns[p->conn - 1].closing = true;
-        return;
-    }
-    switch (f.h.type) {
-    case BWP_GENERATE:
-        on_generate(s, p, from, &f);
-        break;
-    case BWP_CANCEL: {
-        struct dp_flow *fl = dp_flows_find(&s->flows, p, f.h.request_id);
-        if (fl && fl->state == DP_FLOW_LIVE)   /* release pairs with the decoder's acquire */
-            atomic_store_explicit(&fl->req->cancel, DP_CANCELLED, memory_order_release);
-        break;
-    }
-    case BWP_PING: {
-        uint32_t flags = (s->sh.gen->loaded ? BWP_PONG_LOADED : 0) | (s->draining ? BWP_PONG_DRAINING : 0);
-        size_t m = bwp_build_pong(s->tx, sizeof s->tx, f.h.request_id,
-                                  atomic_load_explicit(&s->sh.n_waiting, memory_order_relaxed), flags,
-                                  s->sh.key, dp_now_us());
-        send_to_peer(s, p, s->tx, m);
-        break;
-    }
-    case BWP_RESEND:
-        on_resend(s, p, &f);
-        break;
-    }
-}
-
-/* ---- response ring ---- */
-
-static void on_event(struct dp_server *s, struct dp_event *ev, uint64_t now)
-{
-    struct dp_req *r = ev->req;
-    struct dp_flow *fl = &s->flows.f[r->flow];
-    if (ev->len) {
-        send_to_peer(s, &fl->peer, ev->frame, ev->len);
-        if (!fl->peer.conn)
-            dp_flows_log(&s->flows, fl, ev->frame, ev->len);
-    }
-    if (ev->flags & DP_EV_LAST) {
-        s->stats.done++;
-        if (fl->peer.conn) {
-            struct dp_conn *c = &s->conns[fl->peer.conn - 1];
-            c->n_live--;
-            if (c->fd < 0 && c->n_live == 0)
-                c->used = false;                          /* slot free for a new connection */
-            else if (c->fd >= 0 && c->rd_eof && c->n_live == 0)
-                conn_mark_dirty(s, fl->peer.conn - 1);    /* flush, then close */
-        }
-        dp_flows_done(&s->flows, fl, now, fl->peer.conn == 0);
-        pool_put(&s->reqs, r);
-        s->n_live--;
-    }
-}
-
-static bool drain_responses(struct dp_server *s)
-{
-    bool any = false;
-    unsigned n;
-    uint64_t now = dp_mono_us();
-    while ((n = ring_dequeue_burst(&s->sh.resp, s->evs, EV_BURST)) > 0) {
-        any = true;
-        for (unsigned i = 0; i < n; i++)
-            on_event(s, &s->evs[i], now);
-    }
-    return any;
-}
-
 /* ---- UDP ---- */
 
 static void udp_readable(struct dp_server *s)
@@ -584,7 +419,7 @@ static void udp_readable(struct dp_server *s)
         for (int i = 0; i < n; i++) {
             struct dp_peer p = { .alen = s->msgs[i].msg_hdr.msg_namelen };
             memcpy(&p.a, &s->uaddr[i], p.alen <= sizeof p.a ? p.alen : sizeof p.a);
-            on_frame(s, &p, (const struct sockaddr *)&s->uaddr[i], s->iov[i].iov_base, s->msgs[i].msg_len);
+            dp_port_frame(&s->port, &p, (const struct sockaddr *)&s->uaddr[i], s->iov[i].iov_base, s->msgs[i].msg_len);
         }
         if (n < DP_UDP_BATCH)
             return;
@@ -604,11 +439,7 @@ static void conn_kill(struct dp_server *s, uint32_t ci)
     c->wlen = c->woff = c->rlen = 0;
     c->skip = 0;
     if (c->n_live) {                 /* rule 15: closing cancels its requests silently */
-        for (uint32_t i = 0; i < s->flows.n; i++) {
-            struct dp_flow *fl = &s->flows.f[i];
-            if (fl->state == DP_FLOW_LIVE && fl->peer.conn == ci + 1 && fl->peer.conn_gen == c->gen)
-                atomic_store_explicit(&fl->req->cancel, DP_SILENT, memory_order_release);
-        }
+        dp_port_cancel_conn(&s->port, ci + 1, c->gen);
     } else {
         c->used = false;
     }
@@ -645,7 +476,7 @@ static void tcp_accept(struct dp_server *s)
         c->skip = 0;
         c->rlen = c->woff = c->wlen = 0;
         ep_add(s->ep, fd, EPOLLIN, TAG_CONN0 + ci);
-        s->stats.tcp_conns++;
+        s->tcp_conns++;
     }
 }
 
@@ -670,15 +501,15 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         if (need == 0)
             break;
         if (need == SIZE_MAX) {                           /* rules 2, 3 */
-            s->stats.rejected++;
-            send_error(s, &p, v.request_id, v.code, v.msg, false);
+            s->port.stats.rejected++;
+            dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, false);
             c->closing = true;
             break;
         }
-        if (need > bwp_frame_max(&s->lim)) {              /* rule 7 */
-            v = bwp_parse_oversize(c->rbuf + off, &s->lim);
-            s->stats.rejected++;
-            send_error(s, &p, v.request_id, v.code, v.msg, v.no_trailer);
+        if (need > bwp_frame_max(&s->sh.lim)) {           /* rule 7 */
+            v = bwp_parse_oversize(c->rbuf + off, &s->sh.lim);
+            s->port.stats.rejected++;
+            dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer);
             if (v.close) {
                 c->closing = true;
                 break;
@@ -688,7 +519,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         }
         if (avail < need)
             break;
-        on_frame(s, &p, (const struct sockaddr *)&c->addr, c->rbuf + off, need);
+        dp_port_frame(&s->port, &p, (const struct sockaddr *)&c->addr, c->rbuf + off, need);
         off += need;
     }
     if (c->fd < 0)
@@ -775,21 +606,21 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
     if (rc)
         return bora_errf(err, -rc, "dataplane: cannot start the decoder thread: %s", strerror(rc));
     for (;;) {
-        bool busy = drain_responses(s);
+        bool busy = dp_port_responses(&s->port);
         flush_dirty(s);
         int timeout = 0;
         /* requests in flight and recent activity: poll without sleeping for a while */
-        bool spin = s->n_live > 0 && dp_mono_us() - last_activity < DP_IO_SPIN_US;
+        bool spin = dp_port_live(&s->port) > 0 && dp_mono_us() - last_activity < DP_IO_SPIN_US;
         if (busy)
             last_activity = dp_mono_us();
         if (!busy && !spin) {
-            atomic_store_explicit(&s->sh.io_sleeping, 1, memory_order_relaxed);
+            atomic_store_explicit(&s->port.sleeping, 1, memory_order_relaxed);
             atomic_thread_fence(memory_order_seq_cst);    /* pairs with io_kick's fence */
-            if (ring_count(&s->sh.resp) == 0)
+            if (ring_count(&s->port.resp) == 0)
                 timeout = wait_timeout_ms(s);
         }
         int n = epoll_wait(s->ep, evs, EV_BURST, timeout);
-        atomic_store_explicit(&s->sh.io_sleeping, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->port.sleeping, 0, memory_order_relaxed);
         if (n > 0)
             last_activity = dp_mono_us();
         if (n < 0 && errno != EINTR) {
@@ -800,7 +631,7 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
             uint64_t tag = evs[i].data.u64;
             if (tag == TAG_EFD) {
                 uint64_t v;
-                ssize_t r = read(s->sh.io_efd, &v, sizeof v);
+                ssize_t r = read(s->io_efd, &v, sizeof v);
                 (void)r;
             } else if (tag == TAG_UDP) {
                 udp_readable(s);
@@ -811,10 +642,10 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
             }
         }
         uint64_t now = dp_mono_us();
-        dp_flows_expire(&s->flows, now);
+        dp_port_tick(&s->port, now);
         drain_tick(s, now);
-        if (s->draining && s->n_live == 0 && ring_count(&s->sh.resp) == 0) {
-            drain_responses(s);
+        if (s->draining && dp_port_live(&s->port) == 0 && ring_count(&s->port.resp) == 0) {
+            dp_port_responses(&s->port);
             flush_dirty(s);
             rc = 0;
             break;
@@ -825,7 +656,7 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
     ssize_t w = write(s->sh.dec_efd, &one, sizeof one);
     (void)w;
     pthread_join(s->decoder, NULL);
-    drain_responses(s);
+    dp_port_responses(&s->port);
     flush_dirty(s);
     return rc;
 }

@@ -11,6 +11,7 @@
 
 #include "dataplane/bwp.h"
 #include "dataplane/generator.h"
+#include "dataplane/limits.h"
 #include "dataplane/pool.h"
 #include "dataplane/ring.h"
 #include "dataplane/server.h"
@@ -50,7 +51,8 @@ struct dp_peer {
 struct dp_req {
     /* written by the io thread before enqueue; read-only afterwards */
     uint64_t rid;
-    uint32_t flow;                 /* flow index (io thread's) */
+    struct dp_port *port;          /* the transport that owns it (and gets its frames) */
+    uint32_t flow;                 /* flow index in port->flows */
     struct gen_request rq;         /* rq.prompt points at prompt[] below */
     uint64_t t_accept_us;
     uint64_t deadline_us;          /* absolute */
@@ -126,22 +128,85 @@ static inline uint32_t dp_flows_index(const struct dp_flows *t, const struct dp_
 /* Shared between the io thread and the decoder thread. */
 struct dp_shared {
     struct ring intake;            /* struct dp_req * (MP/SC): transports → decoder */
-    struct ring resp;              /* struct dp_event (SP/SC): decoder → io thread */
     /* n_waiting: requests accepted and not yet decoding. The io thread reserves a place with a
      * CAS (acq_rel) before enqueueing; the decoder releases it (fetch_sub, release). */
     alignas(64) _Atomic uint32_t n_waiting;
     alignas(64) _Atomic uint32_t draining;     /* io → decoder: SIGTERM seen (release/acquire) */
     _Atomic uint32_t shutdown_now;             /* io → decoder: grace over, end everything */
     _Atomic uint32_t quit;                     /* io → decoder: exit the thread */
-    alignas(64) _Atomic uint32_t io_sleeping;  /* io thread in epoll_wait (Dekker with resp) */
-    int io_efd;                                /* eventfd waking the io thread */
     alignas(64) _Atomic uint32_t dec_sleeping; /* decoder parked (Dekker with intake) */
     int dec_efd;                               /* eventfd waking the decoder */
     uint32_t queue_depth;
     const struct bwp_key *key;                 /* NULL = no AUTH */
     struct generator *gen;
     struct dp_req **fifo;                      /* (queue_depth) decoder's waiting list */
+    /* policy, read-only after open (every transport applies the same) */
+    struct bwp_limits lim;
+    struct dp_cidr allow[DP_ALLOW_MAX];
+    uint32_t n_allow;
+    uint32_t request_timeout_ms;
+    uint32_t rate_limit;
 };
+
+/* ---- a transport's request handling (port.c), shared by kernel sockets and DPDK ---- */
+
+struct dp_port;
+struct dp_port_ops {
+    /* Sends (or queues) one frame to peer. */
+    void (*send)(struct dp_port *p, const struct dp_peer *peer, const uint8_t *frame, size_t len);
+    /* A request of peer was accepted into the intake ring. May be NULL. */
+    void (*request_started)(struct dp_port *p, const struct dp_peer *peer);
+    /* A request of peer ended (its last frame was handed to send). May be NULL. */
+    void (*request_ended)(struct dp_port *p, const struct dp_peer *peer);
+    /* A frame asked for the connection to be closed (TCP rules 2, 3). May be NULL. */
+    void (*close_peer)(struct dp_port *p, const struct dp_peer *peer);
+};
+
+#define DP_PORT_EV_BURST 64
+#define DP_PORT_TX_CAP   (BWP_HDR_SIZE + 4 + 256 + BWP_TRAILER_SIZE)
+
+/* One transport's requests: its pool, flows, replay window, rate buckets, and the response
+ * ring the decoder fills for it. Owned by one transport thread; the decoder only pushes to
+ * resp and reads sleeping/efd. */
+struct dp_port {
+    const struct dp_port_ops *ops;
+    void *owner;                   /* the transport */
+    struct dp_shared *sh;
+    struct pool reqs;              /* struct dp_req + prompt */
+    struct dp_flows flows;
+    struct bwp_replay replay;
+    struct bwp_replay_slot *replay_slots;
+    struct dp_rate rate;
+    struct ring resp;              /* struct dp_event (SP/SC): decoder → this transport */
+    /* sleeping: set by the transport before it blocks (Dekker with resp, see io_kick) */
+    alignas(64) _Atomic uint32_t sleeping;
+    int efd;                       /* eventfd that wakes the transport; -1 = it polls */
+    alignas(64) _Atomic uint32_t n_live;   /* requests in flight (written by the owner) */
+    struct dp_stats stats;
+    uint8_t tx[DP_PORT_TX_CAP];
+    struct dp_event evs[DP_PORT_EV_BURST];
+};
+
+int dp_port_init(struct dp_port *p, struct dp_shared *sh, const struct dp_port_ops *ops, void *owner,
+                 int efd, struct bora_err *err);
+void dp_port_fini(struct dp_port *p);
+/* Handles one client frame from peer (tcp: a whole frame from the stream); from is the
+ * client's address (allow list, rate limit). */
+void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct sockaddr *from,
+                   const uint8_t *buf, size_t n);
+/* Sends an ERROR that concerns only one frame (seq 0, not retained). */
+void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, uint16_t code,
+                   const char *msg, bool no_trailer);
+/* Sends what the decoder put on the response ring; true if there was anything. */
+bool dp_port_responses(struct dp_port *p);
+/* Silently cancels every live request of a TCP connection (rule 15). */
+void dp_port_cancel_conn(struct dp_port *p, uint32_t conn, uint32_t conn_gen);
+/* Frees retained flows past their time. */
+void dp_port_tick(struct dp_port *p, uint64_t now_us);
+static inline uint32_t dp_port_live(const struct dp_port *p)
+{
+    return atomic_load_explicit(&p->n_live, memory_order_relaxed);
+}
 
 /* Decoder thread body (decoder.c); arg is struct dp_shared *. */
 void *dp_decoder_main(void *arg);
