@@ -3,6 +3,7 @@
  * SIGTERM/SIGINT, then drains (protocol.md rule 16) and returns 0. */
 #include <errno.h>
 #include <pthread.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,9 +43,9 @@ static void endpoint_spec(const struct config_endpoint *ep, char *buf, size_t n)
 /* Features of the config this build does not serve: refuse rather than ignore them. */
 static int refuse_unsupported(const struct bora_config *cfg)
 {
-    if (cfg->dataplane.dpdk[0]) {
-        fprintf(stderr, "borad: dataplane.dpdk is set, but this build has no DPDK port; "
-                "clear dataplane.dpdk to serve over kernel UDP/TCP\n");
+    if (cfg->dataplane.dpdk[0] && !dp_dpdk_available()) {
+        fprintf(stderr, "borad: dataplane.dpdk is set, but this build has no DPDK port (build with "
+                "libdpdk-dev installed); clear dataplane.dpdk to serve over kernel UDP/TCP\n");
         return -ENOTSUP;
     }
     return 0;
@@ -74,7 +75,7 @@ static int open_generator(const struct bora_config *cfg, struct generator *g, ch
 }
 
 static void banner(const struct bora_config *cfg, const struct generator *g, const char *dir,
-                   const char *udp, const char *tcp)
+                   const char *udp, const char *tcp, const struct dp_server *s)
 {
     const struct model *m = gen_engine_model(g);
     fprintf(stderr, "borad: serving %s%s (%s, vocab %u, context %u, backend %s)\n", dir,
@@ -82,6 +83,12 @@ static void banner(const struct bora_config *cfg, const struct generator *g, con
             model_arch_name(m->cfg.arch), g->vocab_size, g->max_ctx, gen_engine_backend(g));
     fprintf(stderr, "borad: BWP/1 on udp %s, tcp %s%s — talk to it with:\n", udp[0] ? udp : "off",
             tcp[0] ? tcp : "off", cfg->dataplane.psk_len ? " (AUTH: pre-shared key required)" : "");
+    if (dp_server_dpdk(s)) {
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &cfg->dataplane.dpdk_ip, ip, sizeof ip);
+        fprintf(stderr, "borad: BWP/1 over DPDK on %s:%u (port MAC %s, polled by its own thread)\n", ip,
+                cfg->dataplane.dpdk_port, dp_dpdk_mac(dp_server_dpdk(s)));
+    }
     const char *ep = udp[0] ? udp : tcp;
     if (m->tokenizer_path[0])
         fprintf(stderr, "  bora client --%s %s --prompt 'Hello! Where is my order?' -n 16\n",
@@ -123,6 +130,10 @@ int borad_run(const struct bora_config *cfg)
         .shutdown_grace_ms = cfg->limits.shutdown_grace_ms, .key = key.len ? &key : NULL,
         .allow = allow, .n_allow = n_allow, .rate_limit = cfg->dataplane.rate_limit,
     };
+    struct dp_dpdk_config dpdk = { .eal_args = cfg->dataplane.dpdk, .ip = cfg->dataplane.dpdk_ip,
+                                   .udp_port = (uint16_t)cfg->dataplane.dpdk_port };
+    if (cfg->dataplane.dpdk[0])
+        dc.dpdk = &dpdk;
     struct bora_err err = { "" };
     struct dp_server *s;
     if (dp_server_open(&s, &dc, &g, &err) < 0) {
@@ -130,7 +141,7 @@ int borad_run(const struct bora_config *cfg)
         g.ops->close(&g);
         return 1;
     }
-    banner(cfg, &g, dir, udp, tcp);
+    banner(cfg, &g, dir, udp, tcp, s);
     w.s = s;
     pthread_t sig_t;
     int rc = pthread_create(&sig_t, NULL, signal_thread, &w);
@@ -143,6 +154,13 @@ int borad_run(const struct bora_config *cfg)
     rc = dp_server_run(s, &err);
     if (rc < 0)
         fprintf(stderr, "borad: dataplane: %s\n", err.msg);
+    if (dp_server_dpdk(s)) {
+        struct dp_dpdk_stats st;
+        dp_dpdk_stats(dp_server_dpdk(s), &st);
+        fprintf(stderr, "borad: dpdk port: %llu packets in, %llu out, %llu ARP replies, %llu bad checksums\n",
+                (unsigned long long)st.rx_pkts, (unsigned long long)st.tx_pkts,
+                (unsigned long long)st.arp_replies, (unsigned long long)st.bad_cksum);
+    }
     pthread_kill(sig_t, SIGUSR1);                   /* release the waiter if no signal came */
     pthread_join(sig_t, NULL);
     dp_server_close(s);

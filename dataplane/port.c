@@ -19,7 +19,7 @@ int dp_port_init(struct dp_port *p, struct dp_shared *sh, const struct dp_port_o
     uint32_t n_req = sh->queue_depth + 1 + DP_POOL_SLACK;
     int rc;
     if ((rc = pool_init(&p->reqs, n_req, sizeof(struct dp_req) + sh->lim.max_prompt_bytes, err)) < 0 ||
-        (rc = ring_init(&p->resp, DP_RESP_RING_SLOTS, sizeof(struct dp_event), RING_F_SP_ENQ, err)) < 0 ||
+        (rc = ring_init(&p->resp, DP_RESP_RING_SLOTS, sizeof(struct dp_event), RING_SP_ENQ, err)) < 0 ||
         (rc = dp_flows_init(&p->flows, n_req + DP_RETAIN_FLOWS, err)) < 0 ||
         (rc = dp_rate_init(&p->rate, sh->rate_limit, err)) < 0)
         goto err;

@@ -61,7 +61,7 @@ static void copy_out(const struct ring *r, uint32_t at, uint8_t *dst, unsigned n
 unsigned ring_enqueue_burst(struct ring *r, const void *objs, unsigned n)
 {
     uint32_t head, free_n;
-    if (r->flags & RING_F_SP_ENQ) {
+    if (r->flags & RING_SP_ENQ) {
         head = atomic_load_explicit(&r->prod_head, memory_order_relaxed);
         /* acquire pairs with the consumer's release of cons_tail: its reads of these slots are done */
         free_n = r->size - (head - atomic_load_explicit(&r->cons_tail, memory_order_acquire));

@@ -14,7 +14,7 @@
 #include "common/err.h"
 
 #define RING_CACHE_LINE 64
-#define RING_F_SP_ENQ   0x1u     /* single producer (else multi-producer, CAS on the head) */
+#define RING_SP_ENQ   0x1u     /* single producer (else multi-producer, CAS on the head) */
 
 struct ring {
     /* read-only after init */
@@ -38,7 +38,7 @@ int ring_init(struct ring *r, uint32_t count, uint32_t esize, uint32_t flags, st
 void ring_fini(struct ring *r);
 
 /* Copies up to n elements from objs into the ring; returns how many were enqueued (0 when
- * full). MP-safe unless RING_F_SP_ENQ. Never blocks beyond waiting for earlier producers to
+ * full). MP-safe unless RING_SP_ENQ. Never blocks beyond waiting for earlier producers to
  * publish (a few ns). */
 unsigned ring_enqueue_burst(struct ring *r, const void *objs, unsigned n);
 /* Copies up to n elements out into objs; returns how many. Single consumer only. */

@@ -43,6 +43,7 @@ struct dp_server {
     struct bwp_key key;
     uint32_t shutdown_grace_ms;
     struct dp_port port;           /* the kernel sockets' requests */
+    struct dp_dpdk *dpdk;          /* the DPDK port, or NULL */
     int ep, udp_fd, tcp_fd, io_efd;
     int udp_port, tcp_port;
     struct dp_conn *conns;         /* (DP_TCP_MAX_CONNS) */
@@ -142,8 +143,8 @@ static int ep_mod(int ep, int fd, uint32_t events, uint64_t tag)
 
 static int check_config(const struct dp_config *c, struct bora_err *err)
 {
-    if ((!c->udp || !*c->udp) && (!c->tcp || !*c->tcp))
-        return bora_errf(err, -EINVAL, "dataplane: neither udp nor tcp is configured");
+    if ((!c->udp || !*c->udp) && (!c->tcp || !*c->tcp) && !c->dpdk)
+        return bora_errf(err, -EINVAL, "dataplane: neither udp, tcp nor dpdk is configured");
     if (c->queue_depth < 1 || c->queue_depth > (1u << 20))
         return bora_errf(err, -EINVAL, "dataplane: queue_depth %u is not 1..1048576", c->queue_depth);
     if (c->max_tokens < 1 || c->max_tokens > 65535)
@@ -245,6 +246,8 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
         s->iov[i] = (struct iovec){ s->ubuf + (size_t)i * 65536, 65536 };
         s->msgs[i].msg_hdr = (struct msghdr){ .msg_name = &s->uaddr[i], .msg_iov = &s->iov[i], .msg_iovlen = 1 };
     }
+    if (cfg->dpdk && (rc = dp_dpdk_open(&s->dpdk, &s->sh, cfg->dpdk, err)) < 0)
+        goto err;
     *out = s;
     return 0;
 err:
@@ -262,6 +265,7 @@ void dp_server_close(struct dp_server *s)
         free(s->conns[i].rbuf);
         free(s->conns[i].wbuf);
     }
+    dp_dpdk_close(s->dpdk);
     int fds[] = { s->ep, s->udp_fd, s->tcp_fd, s->io_efd, s->sh.dec_efd };
     for (size_t i = 0; i < BORA_ARRAY_LEN(fds); i++)
         if (fds[i] >= 0)
@@ -276,6 +280,7 @@ void dp_server_close(struct dp_server *s)
 }
 
 int dp_server_udp_port(const struct dp_server *s) { return s->udp_port; }
+const struct dp_dpdk *dp_server_dpdk(const struct dp_server *s) { return s->dpdk; }
 int dp_server_tcp_port(const struct dp_server *s) { return s->tcp_port; }
 
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out)
@@ -605,6 +610,11 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
     int rc = pthread_create(&s->decoder, NULL, dp_decoder_main, &s->sh);
     if (rc)
         return bora_errf(err, -rc, "dataplane: cannot start the decoder thread: %s", strerror(rc));
+    if (s->dpdk && (rc = dp_dpdk_start(s->dpdk, err)) < 0) {
+        atomic_store_explicit(&s->sh.quit, 1, memory_order_release);
+        pthread_join(s->decoder, NULL);
+        return rc;
+    }
     for (;;) {
         bool busy = dp_port_responses(&s->port);
         flush_dirty(s);
@@ -644,7 +654,8 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
         uint64_t now = dp_mono_us();
         dp_port_tick(&s->port, now);
         drain_tick(s, now);
-        if (s->draining && dp_port_live(&s->port) == 0 && ring_count(&s->port.resp) == 0) {
+        if (s->draining && dp_port_live(&s->port) == 0 && ring_count(&s->port.resp) == 0 &&
+            dp_dpdk_live(s->dpdk) == 0) {
             dp_port_responses(&s->port);
             flush_dirty(s);
             rc = 0;
@@ -656,6 +667,7 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
     ssize_t w = write(s->sh.dec_efd, &one, sizeof one);
     (void)w;
     pthread_join(s->decoder, NULL);
+    dp_dpdk_stop(s->dpdk);               /* after the decoder: it sends what is left */
     dp_port_responses(&s->port);
     flush_dirty(s);
     return rc;

@@ -14,6 +14,7 @@
 
 #include "common/err.h"
 #include "dataplane/bwp.h"
+#include "dataplane/dpdk_port.h"
 #include "dataplane/generator.h"
 #include "dataplane/limits.h"
 
@@ -31,6 +32,7 @@ struct dp_config {
     const struct dp_cidr *allow;   /* clients allowed (others get FORBIDDEN); n_allow 0 = all */
     uint32_t n_allow;              /* ≤ DP_ALLOW_MAX */
     uint32_t rate_limit;           /* GENERATEs per second per client address; 0 = off */
+    const struct dp_dpdk_config *dpdk;  /* a DPDK port besides the sockets; NULL = none */
 };
 
 /* Live counters (read by snapshot; each written by one thread). */
@@ -56,8 +58,10 @@ void dp_server_close(struct dp_server *s);
 /* Ports actually bound (useful when the config asked for port 0); 0 when off. */
 int dp_server_udp_port(const struct dp_server *s);
 int dp_server_tcp_port(const struct dp_server *s);
-/* Snapshot of the counters. */
+/* Snapshot of the counters (kernel sockets). */
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out);
+/* The DPDK port, or NULL when none is configured. */
+const struct dp_dpdk *dp_server_dpdk(const struct dp_server *s);
 
 /* Parses "HOST:PORT" / "[V6]:PORT" into a socket address. Pure; -EINVAL with a message. */
 struct sockaddr_storage;

@@ -32,7 +32,7 @@ static void test_ring_fifo_wrap(void **s)
 {
     (void)s;
     struct ring r;
-    assert_int_equal(ring_init(&r, 8, 12, RING_F_SP_ENQ, NULL), 0);
+    assert_int_equal(ring_init(&r, 8, 12, RING_SP_ENQ, NULL), 0);
     uint32_t in[30][3], out[30][3];
     for (uint32_t i = 0; i < 30; i++) { in[i][0] = i; in[i][1] = i * 3; in[i][2] = ~i; }
     uint32_t next_in = 0, next_out = 0;
