@@ -54,6 +54,11 @@ struct dp_server {
     struct mmsghdr msgs[DP_UDP_BATCH];
     struct iovec iov[DP_UDP_BATCH];
     struct sockaddr_storage uaddr[DP_UDP_BATCH];
+    struct mmsghdr utx[DP_UDP_BATCH];          /* outgoing datagrams of this loop turn */
+    struct iovec utx_iov[DP_UDP_BATCH];
+    struct sockaddr_storage utx_addr[DP_UDP_BATCH];
+    uint8_t utx_buf[DP_UDP_BATCH][DP_FRAME_SLOT];
+    uint32_t n_utx;
     _Atomic uint32_t stop;         /* set by dp_server_stop (any thread, signal handler) */
     bool draining;
     uint64_t drain_start_us;
@@ -301,6 +306,7 @@ void dp_server_stop(struct dp_server *s)
 /* ---- output ---- */
 
 static void conn_kill(struct dp_server *s, uint32_t ci);
+static void flush_udp(struct dp_server *s);
 
 static void conn_mark_dirty(struct dp_server *s, uint32_t ci)
 {
@@ -336,9 +342,41 @@ static void port_send(struct dp_port *port, const struct dp_peer *p, const uint8
             tcp_append(s, p->conn - 1, frame, len);
         return;
     }
-    /* UDP loss is the client's to repair (RESEND); a full socket buffer drops like the network */
-    ssize_t rc = sendto(s->udp_fd, frame, len, MSG_DONTWAIT, &p->a.sa, p->alen);
-    (void)rc;
+    if (len > DP_FRAME_SLOT) {
+        ssize_t rc = sendto(s->udp_fd, frame, len, MSG_DONTWAIT, &p->a.sa, p->alen);
+        (void)rc;
+        return;
+    }
+    /* batched: one sendmmsg per loop turn (or per DP_UDP_BATCH frames) */
+    uint32_t i = s->n_utx++;
+    memcpy(s->utx_buf[i], frame, len);
+    memcpy(&s->utx_addr[i], &p->a, p->alen);
+    s->utx_iov[i] = (struct iovec){ s->utx_buf[i], len };
+    s->utx[i].msg_hdr = (struct msghdr){ .msg_name = &s->utx_addr[i], .msg_namelen = p->alen,
+                                         .msg_iov = &s->utx_iov[i], .msg_iovlen = 1 };
+    if (s->n_utx == DP_UDP_BATCH)
+        flush_udp(s);
+}
+
+/* Sends the batched UDP frames. Loss is the client's to repair (RESEND): a full socket
+ * buffer drops like the network would. */
+static void flush_udp(struct dp_server *s)
+{
+    uint32_t off = 0;
+    while (off < s->n_utx) {
+        int k = sendmmsg(s->udp_fd, s->utx + off, s->n_utx - off, MSG_DONTWAIT);
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                off++;                           /* this datagram was refused (e.g. no route): skip it */
+            else
+                break;
+            continue;
+        }
+        off += (uint32_t)k;
+    }
+    s->n_utx = 0;
 }
 
 static void port_request_started(struct dp_port *port, const struct dp_peer *peer)
@@ -618,6 +656,7 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
     for (;;) {
         bool busy = dp_port_responses(&s->port);
         flush_dirty(s);
+        flush_udp(s);
         int timeout = 0;
         /* requests in flight and recent activity: poll without sleeping for a while */
         bool spin = dp_port_live(&s->port) > 0 && dp_mono_us() - last_activity < DP_IO_SPIN_US;
@@ -658,6 +697,7 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
             dp_dpdk_live(s->dpdk) == 0) {
             dp_port_responses(&s->port);
             flush_dirty(s);
+        flush_udp(s);
             rc = 0;
             break;
         }
@@ -670,5 +710,6 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
     dp_dpdk_stop(s->dpdk);               /* after the decoder: it sends what is left */
     dp_port_responses(&s->port);
     flush_dirty(s);
+    flush_udp(s);
     return rc;
 }
