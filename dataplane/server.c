@@ -580,6 +580,8 @@ static void tcp_readable(struct dp_server *s, uint32_t ci)
 {
     struct dp_conn *c = &s->conns[ci];
     for (int round = 0; round < 16 && c->fd >= 0 && !c->closing && !c->rd_eof; round++) {
+        if (c->rlen == s->rcap)
+            return;                  /* cannot happen (a frame fits); never read 0 bytes as EOF */
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, s->rcap - c->rlen, MSG_DONTWAIT);
         if (n > 0) {
             c->rlen += (size_t)n;
