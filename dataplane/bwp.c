@@ -225,6 +225,33 @@ int bwp_replay_check(struct bwp_replay *r, uint64_t endpoint, uint64_t request_i
     return 0;
 }
 
+void bwp_mac_stream_init(struct bwp_mac_stream *m, const struct bwp_key *key, const uint8_t *hdr)
+{
+    crypto_auth_hmacsha256_init(&m->st, key->bytes, key->len);
+    crypto_auth_hmacsha256_update(&m->st, hdr, BWP_HDR_SIZE);
+    m->tail_n = 0;
+}
+
+void bwp_mac_stream_feed(struct bwp_mac_stream *m, const uint8_t *d, size_t k)
+{
+    if (m->tail_n + k <= BWP_TRAILER_SIZE) {
+        memcpy(m->tail + m->tail_n, d, k);
+        m->tail_n += (uint32_t)k;
+        return;
+    }
+    /* bytes leaving the 40-byte window go into the MAC: first the oldest of the tail */
+    size_t out = m->tail_n + k - BWP_TRAILER_SIZE;
+    size_t from_tail = out < m->tail_n ? out : m->tail_n;
+    crypto_auth_hmacsha256_update(&m->st, m->tail, from_tail);
+    crypto_auth_hmacsha256_update(&m->st, d, out - from_tail);
+    uint8_t nt[BWP_TRAILER_SIZE];
+    size_t keep = m->tail_n - from_tail;
+    memcpy(nt, m->tail + from_tail, keep);
+    memcpy(nt + keep, d + (out - from_tail), BWP_TRAILER_SIZE - keep);
+    memcpy(m->tail, nt, BWP_TRAILER_SIZE);
+    m->tail_n = BWP_TRAILER_SIZE;
+}
+
 static struct bwp_verdict check_auth(const uint8_t *buf, size_t n, const struct bwp_header *h,
                                      const struct bwp_limits *lim, struct bwp_replay *replay,
                                      uint64_t endpoint, uint64_t now_us, uint64_t *ts_out)
@@ -255,6 +282,32 @@ static struct bwp_verdict check_auth(const uint8_t *buf, size_t n, const struct 
     }
     *ts_out = ts;
     return verdict(BWP_OK, rid, NULL);
+}
+
+struct bwp_verdict bwp_mac_stream_verdict(struct bwp_mac_stream *m, const struct bwp_limits *lim,
+                                          struct bwp_replay *replay, uint64_t endpoint,
+                                          uint64_t request_id, uint64_t now_us)
+{
+    if (m->tail_n < BWP_TRAILER_SIZE)
+        return verdict_auth(request_id, "auth trailer truncated");
+    uint8_t mac[32];
+    crypto_auth_hmacsha256_update(&m->st, m->tail, 8);   /* the timestamp is MACed too */
+    crypto_auth_hmacsha256_final(&m->st, mac);
+    if (sodium_memcmp(mac, m->tail + 8, BWP_MAC_SIZE) != 0)
+        return verdict_auth(request_id, "auth MAC wrong");
+    uint64_t ts = bwp_rd64(m->tail);
+    uint64_t skew = ts > now_us ? ts - now_us : now_us - ts;
+    if (skew > BWP_AUTH_SKEW_US)
+        return verdict_auth(request_id, "auth timestamp more than 30 s from the server clock");
+    if (replay) {
+        int rc = bwp_replay_check(replay, endpoint, request_id, ts, now_us);
+        if (rc == -EALREADY)
+            return verdict_auth(request_id, "auth trailer replayed");
+        if (rc < 0)
+            return verdict_auth(request_id, "auth replay window full; retry later");
+    }
+    (void)lim;
+    return verdict(BWP_E_TOO_LARGE, request_id, "frame over the server's size limit");
 }
 
 /* ---- client frame validation ---- */

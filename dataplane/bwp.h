@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sodium.h>
+
 #define BWP_HDR_SIZE        24
 #define BWP_GEN_FIXED       32          /* bytes of GENERATE before the prompt */
 #define BWP_TRAILER_SIZE    40          /* u64 timestamp_us + 32-byte HMAC-SHA-256 */
@@ -125,10 +127,24 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
 size_t bwp_stream_need(const uint8_t *buf, size_t avail, struct bwp_verdict *v);
 
 /* Verdict for a TCP frame whose header (24 bytes at hdr) announces more than the server can
- * hold: the header checks, then TOO_LARGE; close is set when length > 16 MiB (rule 7).
- * AUTH cannot be verified on a frame that is skipped, so a keyed server answers AUTH
- * for an oversize frame without a valid-looking trailer flag, else TOO_LARGE. */
+ * hold: the header checks, AUTH when the flag disagrees with the key, then TOO_LARGE; close is
+ * set when length > 16 MiB (rule 7). A keyed server verifies the trailer of a skipped frame
+ * with bwp_mac_stream_* before answering TOO_LARGE (beyond 16 MiB it cannot: TOO_LARGE). */
 struct bwp_verdict bwp_parse_oversize(const uint8_t *hdr, const struct bwp_limits *lim);
+
+/* Streaming check of the AUTH trailer of a frame too large to hold (TCP, rule 7 skip): the
+ * header, then every payload byte as it is skipped; the last 40 bytes are kept aside. */
+struct bwp_mac_stream {
+    crypto_auth_hmacsha256_state st;
+    uint8_t tail[BWP_TRAILER_SIZE];
+    uint32_t tail_n;
+};
+void bwp_mac_stream_init(struct bwp_mac_stream *m, const struct bwp_key *key, const uint8_t *hdr);
+void bwp_mac_stream_feed(struct bwp_mac_stream *m, const uint8_t *d, size_t k);
+/* After the whole payload: AUTH (MAC wrong, timestamp off, replayed; no trailer) or TOO_LARGE. */
+struct bwp_verdict bwp_mac_stream_verdict(struct bwp_mac_stream *m, const struct bwp_limits *lim,
+                                          struct bwp_replay *replay, uint64_t endpoint,
+                                          uint64_t request_id, uint64_t now_us);
 
 /* Largest frame (24 + length) a server with these limits accepts. */
 size_t bwp_frame_max(const struct bwp_limits *lim);

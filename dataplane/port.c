@@ -60,8 +60,7 @@ void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, 
     send_frame(p, peer, p->tx, n);
 }
 
-/* The AUTH replay window's name for a peer. */
-static uint64_t peer_key(const struct dp_peer *peer)
+uint64_t dp_peer_key(const struct dp_peer *peer)
 {
     if (peer->conn)
         return 1ull << 63 | (uint64_t)peer->conn << 32 | peer->conn_gen;
@@ -182,7 +181,7 @@ void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct s
         return;
     }
     struct bwp_verdict v = bwp_parse_client(buf, n, peer->conn ? BWP_TCP : BWP_UDP, &sh->lim,
-                                            sh->key ? &p->replay : NULL, peer_key(peer),
+                                            sh->key ? &p->replay : NULL, dp_peer_key(peer),
                                             sh->key ? dp_now_us() : 0, &f);
     if (v.code) {
         p->stats.rejected++;

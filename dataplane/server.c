@@ -33,6 +33,9 @@ struct dp_conn {
     bool dirty;                    /* on the flush list */
     uint32_t n_live;               /* requests in flight on this connection */
     uint64_t skip;                 /* bytes of an oversize frame still to discard */
+    bool skip_mac;                 /* … whose AUTH trailer is being checked on the way */
+    uint64_t skip_rid;
+    struct bwp_mac_stream mac;
     uint8_t *rbuf; size_t rlen;    /* (rcap) */
     uint8_t *wbuf; size_t woff, wlen;   /* (DP_TCP_WBUF_BYTES) */
     struct sockaddr_storage addr;  /* the client's address (allow list, rate limit) */
@@ -481,6 +484,7 @@ static void conn_kill(struct dp_server *s, uint32_t ci)
     c->fd = -1;
     c->wlen = c->woff = c->rlen = 0;
     c->skip = 0;
+    c->skip_mac = false;
     if (c->n_live) {                 /* rule 15: closing cancels its requests silently */
         dp_port_cancel_conn(&s->port, ci + 1, c->gen);
     } else {
@@ -517,6 +521,7 @@ static void tcp_accept(struct dp_server *s)
         c->rd_eof = c->closing = c->want_out = c->dirty = false;
         c->n_live = 0;
         c->skip = 0;
+        c->skip_mac = false;
         c->rlen = c->woff = c->wlen = 0;
         ep_add(s->ep, fd, EPOLLIN, TAG_CONN0 + ci);
         s->tcp_conns++;
@@ -533,10 +538,18 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         size_t avail = c->rlen - off;
         if (c->skip) {
             size_t k = c->skip < avail ? (size_t)c->skip : avail;
+            if (c->skip_mac)
+                bwp_mac_stream_feed(&c->mac, c->rbuf + off, k);
             off += k;
             c->skip -= k;
             if (c->skip)
                 break;
+            if (c->skip_mac) {                            /* rule 1: AUTH before TOO_LARGE */
+                struct bwp_verdict v = bwp_mac_stream_verdict(&c->mac, &s->sh.lim, &s->port.replay,
+                                                              dp_peer_key(&p), c->skip_rid, dp_now_us());
+                dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer);
+                c->skip_mac = false;
+            }
             continue;
         }
         struct bwp_verdict v;
@@ -552,7 +565,20 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         if (need > bwp_frame_max(&s->sh.lim)) {           /* rule 7 */
             v = bwp_parse_oversize(c->rbuf + off, &s->sh.lim);
             s->port.stats.rejected++;
-            dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer);
+            if (s->sh.n_allow && !dp_allow_match(s->sh.allow, s->sh.n_allow, (const struct sockaddr *)&c->addr))
+                v = (struct bwp_verdict){ .code = BWP_E_FORBIDDEN, .answer = v.request_id != 0, .close = v.close,
+                                          .no_trailer = true, .request_id = v.request_id,
+                                          .msg = "client address not allowed" };
+            else if (v.code == BWP_E_TOO_LARGE && !v.close && s->sh.key) {
+                bwp_mac_stream_init(&c->mac, s->sh.key, c->rbuf + off);   /* answer once skipped */
+                c->skip_mac = true;
+                c->skip_rid = v.request_id;
+                off += BWP_HDR_SIZE;
+                c->skip = need - BWP_HDR_SIZE;
+                continue;
+            }
+            if (v.answer)
+                dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer);
             if (v.close) {
                 c->closing = true;
                 break;

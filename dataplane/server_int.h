@@ -201,6 +201,8 @@ void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, 
 bool dp_port_responses(struct dp_port *p);
 /* Silently cancels every live request of a TCP connection (rule 15). */
 void dp_port_cancel_conn(struct dp_port *p, uint32_t conn, uint32_t conn_gen);
+/* The AUTH replay window's name for a peer. */
+uint64_t dp_peer_key(const struct dp_peer *peer);
 /* Frees retained flows past their time. */
 void dp_port_tick(struct dp_port *p, uint64_t now_us);
 static inline uint32_t dp_port_live(const struct dp_port *p)

@@ -584,6 +584,46 @@ static void test_auth(void **s)
     expect(bwp_parse_oversize(b, &LIM), BWP_E_AUTH, 17);
 }
 
+/* A skipped oversize frame's trailer, checked while streaming in uneven chunks (rule 1). */
+static void test_mac_stream(void **s)
+{
+    (void)s;
+    struct bwp_key key = { .bytes = "stream-key", .len = 10 };
+    struct bwp_limits lim = LIM;
+    lim.key = &key;
+    static uint8_t prompt[3000], b[4096];
+    for (size_t i = 0; i < sizeof prompt; i++) prompt[i] = (uint8_t)('a' + i % 26);
+    struct bwp_generate g = gen_text("");
+    g.prompt = prompt;
+    g.prompt_len = sizeof prompt;
+    size_t n = bwp_build_generate(b, sizeof b, 77, &g, &key, NOW);
+    const size_t chunks[] = { 1, 39, 40, 41, 1000, 7, 3 };
+    for (int flip = 0; flip < 3; flip++) {
+        if (flip == 1) b[1000] ^= 1;                      /* payload byte */
+        if (flip == 2) { b[1000] ^= 1; b[n - 1] ^= 1; }   /* MAC byte */
+        struct bwp_mac_stream m;
+        bwp_mac_stream_init(&m, &key, b);
+        size_t at = 24;
+        for (int c = 0; at < n; c++) {
+            size_t k = chunks[c % 7];
+            if (k > n - at) k = n - at;
+            bwp_mac_stream_feed(&m, b + at, k);
+            at += k;
+        }
+        struct bwp_verdict v = bwp_mac_stream_verdict(&m, &lim, NULL, 1, 77, NOW);
+        expect(v, flip ? BWP_E_AUTH : BWP_E_TOO_LARGE, 77);
+        assert_int_equal(v.no_trailer, flip != 0);
+    }
+    b[n - 1] ^= 1;
+    struct bwp_mac_stream m;                              /* stale timestamp */
+    bwp_mac_stream_init(&m, &key, b);
+    bwp_mac_stream_feed(&m, b + 24, n - 24);
+    expect(bwp_mac_stream_verdict(&m, &lim, NULL, 1, 77, NOW + 31000000ull), BWP_E_AUTH, 77);
+    bwp_mac_stream_init(&m, &key, b);                     /* shorter than a trailer */
+    bwp_mac_stream_feed(&m, b + 24, 30);
+    expect(bwp_mac_stream_verdict(&m, &lim, NULL, 1, 77, NOW), BWP_E_AUTH, 77);
+}
+
 static void test_replay_window(void **s)
 {
     (void)s;
@@ -657,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_rule1_order),
         cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_mac_stream),
         cmocka_unit_test(test_replay_window),
         cmocka_unit_test(test_truncations),
     };

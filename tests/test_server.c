@@ -573,6 +573,29 @@ static void test_auth_server(void **s)
     assert_int_equal(bwp_parse_server(fb, (size_t)k, NULL, false, &f), 0);
     assert_int_equal(f.u.error.code, BWP_E_AUTH);
     bwp_conn_close(&c);
+    /* TCP: an oversize frame is skipped, its trailer checked on the way (AUTH before TOO_LARGE) */
+    static uint8_t big[5000], fb2[8192];
+    memset(big, 'z', sizeof big);
+    struct bwp_generate g = { .max_tokens = 2, .top_p = 1, .prompt_len = sizeof big, .prompt = big };
+    struct bwp_key wrong = key;
+    wrong.bytes[3] ^= 1;
+    for (int bad = 0; bad < 2; bad++) {
+        struct bwp_conn t = open_conn(true);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        n = bwp_build_generate(fb2, sizeof fb2, 50, &g, bad ? &wrong : &key, now);
+        bwp_conn_send(&t, fb2, n);
+        k = bwp_conn_recv(&t, fb, sizeof fb, T_MS);
+        assert_true(k > 0);
+        assert_int_equal(bwp_parse_server(fb, (size_t)k, bad ? NULL : &key, false, &f), 0);
+        assert_int_equal(f.u.error.code, bad ? BWP_E_AUTH : BWP_E_TOO_LARGE);
+        assert_int_equal(f.h.request_id, 50);
+        n = bwp_build_simple(fb2, sizeof fb2, BWP_PING, 51, &key, now + 1);   /* still open */
+        bwp_conn_send(&t, fb2, n);
+        assert_int_equal(test_recv(&t, fb, sizeof fb, &f, T_MS, &key), 1);
+        assert_int_equal(f.h.type, BWP_PONG);
+        bwp_conn_close(&t);
+    }
     assert_int_equal(test_srv_stop(&SRV), 0);
     SRV = saved;
 }
