@@ -157,9 +157,10 @@ int borad_run(const struct bora_config *cfg)
     if (dp_server_dpdk(s)) {
         struct dp_dpdk_stats st;
         dp_dpdk_stats(dp_server_dpdk(s), &st);
-        fprintf(stderr, "borad: dpdk port: %llu packets in, %llu out, %llu ARP replies, %llu bad checksums\n",
-                (unsigned long long)st.rx_pkts, (unsigned long long)st.tx_pkts,
-                (unsigned long long)st.arp_replies, (unsigned long long)st.bad_cksum);
+        fprintf(stderr, "borad: dpdk port: %llu packets in, %llu out, %llu ARP replies, %llu bad checksums, "
+                "%llu fragments, %llu reassembled\n", (unsigned long long)st.rx_pkts, (unsigned long long)st.tx_pkts,
+                (unsigned long long)st.arp_replies, (unsigned long long)st.bad_cksum,
+                (unsigned long long)st.fragments, (unsigned long long)st.reassembled);
     }
     pthread_kill(sig_t, SIGUSR1);                   /* release the waiter if no signal came */
     pthread_join(sig_t, NULL);

@@ -38,6 +38,7 @@ void dp_dpdk_stats(const struct dp_dpdk *d, struct dp_dpdk_stats *out) { (void)d
 #include <rte_ethdev.h>
 #include <rte_ether.h>
 #include <rte_ip.h>
+#include <rte_ip_frag.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_udp.h>
@@ -45,13 +46,18 @@ void dp_dpdk_stats(const struct dp_dpdk *d, struct dp_dpdk_stats *out) { (void)d
 #include "dataplane/server_int.h"
 
 #define DPDK_BURST          32
-#define DPDK_MBUFS          8191
+#define DPDK_MBUFS          4095
+#define DPDK_MBUF_DATA      (9216 + RTE_PKTMBUF_HEADROOM)   /* jumbo frames fit one mbuf */
 #define DPDK_MBUF_CACHE     256
 #define DPDK_DESC           1024
 #define DPDK_ARP_SLOTS      1024        /* learnt (IPv4 → MAC), direct-mapped */
 #define DPDK_MAX_EAL_ARGS   64
 #define DPDK_IDLE_POLLS     4096        /* empty polls before the loop naps (dev boxes, CI) */
 #define DPDK_NAP_NS         50000
+#define DPDK_FRAG_BUCKETS   1024        /* IPv4 reassembly table: buckets × entries */
+#define DPDK_FRAG_ENTRIES   8
+#define DPDK_FRAG_TTL_MS    2000        /* a datagram's fragments must all arrive within this */
+#define DPDK_FLAT_BYTES     (65536 + 128)
 
 struct arp_entry {
     uint32_t ip;                        /* network order; 0 = empty */
@@ -70,10 +76,13 @@ struct dp_dpdk {
     struct arp_entry arp[DPDK_ARP_SLOTS];
     struct rte_mbuf *tx[DPDK_BURST];
     uint16_t n_tx;
+    struct rte_ip_frag_tbl *frags;      /* datagrams larger than the MTU arrive in fragments */
+    struct rte_ip_frag_death_row death_row;
+    uint8_t *flat;                      /* (DPDK_FLAT_BYTES) a reassembled packet, contiguous */
     pthread_t thread;
     bool started, dev_started;
     _Atomic uint32_t stop;              /* io thread → poll loop (release/acquire) */
-    uint64_t rx_pkts, tx_pkts, bad_cksum, no_arp, arp_replies;
+    uint64_t rx_pkts, tx_pkts, bad_cksum, no_arp, arp_replies, reassembled, fragments;
 };
 
 /* The EAL can be initialised once per process: set once, never reset. */
@@ -214,29 +223,15 @@ static bool udp_cksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_udp_hdr
     return sum == 0xffff;
 }
 
-static void on_ipv4(struct dp_dpdk *d, const struct rte_ether_hdr *eth, uint32_t len)
+/* The UDP datagram of a whole (unfragmented or reassembled) IPv4 packet in contiguous memory. */
+static void on_udp(struct dp_dpdk *d, const struct rte_ether_hdr *eth, const struct rte_ipv4_hdr *ip)
 {
-    if (len < sizeof *eth + sizeof(struct rte_ipv4_hdr))
-        return;
-    const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(eth + 1);
     uint32_t ihl = rte_ipv4_hdr_len(ip);
     uint32_t tot = rte_be_to_cpu_16(ip->total_length);
-    if ((ip->version_ihl >> 4) != 4 || ihl < sizeof *ip || tot < ihl + sizeof(struct rte_udp_hdr) ||
-        tot > len - sizeof *eth)
-        return;
-    if (rte_ipv4_cksum(ip) != 0) {       /* a valid header sums to 0xffff */
-        d->bad_cksum++;
-        return;
-    }
-    if (ip->dst_addr != d->ip || ip->next_proto_id != IPPROTO_UDP)
-        return;
     const struct rte_udp_hdr *udp = (const struct rte_udp_hdr *)((const uint8_t *)ip + ihl);
     uint32_t ulen = rte_be_to_cpu_16(udp->dgram_len);
-    if (udp->dst_port != d->udp_port_be || ulen < sizeof *udp || ulen != tot - ihl)
+    if (tot < ihl + sizeof *udp || udp->dst_port != d->udp_port_be || ulen < sizeof *udp || ulen != tot - ihl)
         return;
-    uint16_t frag = rte_be_to_cpu_16(ip->fragment_offset);
-    if (frag & (RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
-        return;                          /* one frame per unfragmented datagram on this port */
     if (udp->dgram_cksum && !udp_cksum_ok(ip, udp, ulen)) {
         d->bad_cksum++;
         return;
@@ -251,18 +246,73 @@ static void on_ipv4(struct dp_dpdk *d, const struct rte_ether_hdr *eth, uint32_t
     dp_port_frame(&d->port, &peer, &peer.a.sa, (const uint8_t *)(udp + 1), ulen - sizeof *udp);
 }
 
+/* Checks one IPv4 packet or fragment; returns its header when it is UDP for us, else NULL. */
+static const struct rte_ipv4_hdr *ipv4_for_us(struct dp_dpdk *d, const struct rte_ether_hdr *eth, uint32_t len)
+{
+    if (len < sizeof *eth + sizeof(struct rte_ipv4_hdr))
+        return NULL;
+    const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(eth + 1);
+    uint32_t ihl = rte_ipv4_hdr_len(ip);
+    uint32_t tot = rte_be_to_cpu_16(ip->total_length);
+    if ((ip->version_ihl >> 4) != 4 || ihl < sizeof *ip || tot < ihl || tot > len - sizeof *eth)
+        return NULL;
+    if (rte_ipv4_cksum(ip) != 0) {       /* a valid header sums to 0xffff */
+        d->bad_cksum++;
+        return NULL;
+    }
+    if (ip->dst_addr != d->ip || ip->next_proto_id != IPPROTO_UDP)
+        return NULL;
+    return ip;
+}
+
+/* A fragment: into the reassembly table; a whole datagram comes out when its last part is in.
+ * Returns true when m was kept by the table. */
+static bool on_fragment(struct dp_dpdk *d, struct rte_mbuf *m, const struct rte_ipv4_hdr *ip)
+{
+    d->fragments++;
+    m->l2_len = sizeof(struct rte_ether_hdr);
+    m->l3_len = rte_ipv4_hdr_len(ip);
+    struct rte_mbuf *whole = rte_ipv4_frag_reassemble_packet(d->frags, &d->death_row, m, rte_rdtsc(),
+                                                             (struct rte_ipv4_hdr *)(uintptr_t)ip);
+    if (!whole)
+        return true;                     /* held until its other fragments arrive (or expire) */
+    uint32_t len = rte_pktmbuf_pkt_len(whole);
+    if (len <= DPDK_FLAT_BYTES) {
+        /* the table rewrote the header (length, offset) but not its checksum: not re-verified */
+        const uint8_t *flat = rte_pktmbuf_read(whole, 0, len, d->flat);
+        const struct rte_ether_hdr *eth = (const struct rte_ether_hdr *)flat;
+        const struct rte_ipv4_hdr *ip2 = (const struct rte_ipv4_hdr *)(flat + whole->l2_len);
+        d->reassembled++;
+        if ((uint32_t)rte_be_to_cpu_16(ip2->total_length) + whole->l2_len <= len)
+            on_udp(d, eth, ip2);
+    }
+    rte_pktmbuf_free(whole);
+    return true;
+}
+
 static void on_packet(struct dp_dpdk *d, struct rte_mbuf *m)
 {
     d->rx_pkts++;
-    if (m->nb_segs == 1 && rte_pktmbuf_data_len(m) >= sizeof(struct rte_ether_hdr)) {
-        const struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+    bool kept = false;
+    uint32_t len = rte_pktmbuf_pkt_len(m);
+    /* a packet in several segments (jumbo, or reassembled by the PMD) is read into one buffer */
+    const uint8_t *data = m->nb_segs == 1 ? rte_pktmbuf_mtod(m, const uint8_t *)
+                        : len <= DPDK_FLAT_BYTES ? rte_pktmbuf_read(m, 0, len, d->flat) : NULL;
+    if (data && len >= sizeof(struct rte_ether_hdr)) {
+        const struct rte_ether_hdr *eth = (const struct rte_ether_hdr *)data;
         uint16_t type = rte_be_to_cpu_16(eth->ether_type);
+        const struct rte_ipv4_hdr *ip;
         if (type == RTE_ETHER_TYPE_ARP)
-            on_arp(d, eth, rte_pktmbuf_data_len(m));
-        else if (type == RTE_ETHER_TYPE_IPV4)
-            on_ipv4(d, eth, rte_pktmbuf_data_len(m));
+            on_arp(d, eth, len);
+        else if (type == RTE_ETHER_TYPE_IPV4 && (ip = ipv4_for_us(d, eth, len))) {
+            if (!rte_ipv4_frag_pkt_is_fragmented(ip))
+                on_udp(d, eth, ip);
+            else if (m->nb_segs == 1)
+                kept = on_fragment(d, m, ip);
+        }
     }
-    rte_pktmbuf_free(m);
+    if (!kept)
+        rte_pktmbuf_free(m);
 }
 
 /* ---- the poll loop ---- */
@@ -281,6 +331,8 @@ static void *poll_main(void *arg)
         bool busy = dp_port_responses(&d->port) || n;
         if (d->n_tx)
             tx_flush(d);
+        if (d->death_row.cnt)
+            rte_ip_frag_free_death_row(&d->death_row, 3);
         if ((++iter & 1023) == 0)
             dp_port_tick(&d->port, dp_mono_us());
         if (busy) {
@@ -331,7 +383,7 @@ static int port_setup(struct dp_dpdk *d, struct bora_err *err)
         return bora_errf(err, -EINVAL, "dataplane.dpdk: no DPDK port (bind a NIC or add --vdev=net_af_packet0,iface=IF)");
     d->port_id = pid;
     d->pool = rte_pktmbuf_pool_create("bora_mbufs", DPDK_MBUFS, DPDK_MBUF_CACHE, 0,
-                                      RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_eth_dev_socket_id(pid));
+                                      DPDK_MBUF_DATA, (int)rte_eth_dev_socket_id(pid));
     if (!d->pool)
         return bora_errf(err, -ENOMEM, "dataplane.dpdk: mbuf pool: %s", rte_strerror(rte_errno));
     struct rte_eth_conf conf;
@@ -345,6 +397,12 @@ static int port_setup(struct dp_dpdk *d, struct bora_err *err)
         (rc = rte_eth_dev_start(pid)) < 0)
         return bora_errf(err, -EIO, "dataplane.dpdk: port %u setup: %s", pid, rte_strerror(-rc));
     d->dev_started = true;
+    uint64_t ttl = (rte_get_tsc_hz() + 999) / 1000 * DPDK_FRAG_TTL_MS;
+    d->frags = rte_ip_frag_table_create(DPDK_FRAG_BUCKETS, DPDK_FRAG_ENTRIES,
+                                        DPDK_FRAG_BUCKETS * DPDK_FRAG_ENTRIES, ttl, (int)rte_socket_id());
+    d->flat = malloc(DPDK_FLAT_BYTES);
+    if (!d->frags || !d->flat)
+        return bora_errf(err, -ENOMEM, "dataplane.dpdk: IPv4 reassembly table");
     rte_eth_macaddr_get(pid, &d->mac);
     rte_ether_format_addr(d->mac_text, sizeof d->mac_text, &d->mac);
     return 0;
@@ -403,6 +461,11 @@ void dp_dpdk_close(struct dp_dpdk *d)
         rte_eth_dev_stop(d->port_id);
         rte_eth_dev_close(d->port_id);
     }
+    if (d->frags) {
+        rte_ip_frag_free_death_row(&d->death_row, 0);
+        rte_ip_frag_table_destroy(d->frags);
+    }
+    free(d->flat);
     if (d->pool)
         rte_mempool_free(d->pool);
     dp_port_fini(&d->port);
@@ -412,7 +475,8 @@ void dp_dpdk_close(struct dp_dpdk *d)
 void dp_dpdk_stats(const struct dp_dpdk *d, struct dp_dpdk_stats *out)
 {
     *out = (struct dp_dpdk_stats){ .rx_pkts = d->rx_pkts, .tx_pkts = d->tx_pkts, .arp_replies = d->arp_replies,
-                                   .bad_cksum = d->bad_cksum, .no_arp = d->no_arp };
+                                   .bad_cksum = d->bad_cksum, .no_arp = d->no_arp,
+                                   .reassembled = d->reassembled, .fragments = d->fragments };
 }
 
 const char *dp_dpdk_mac(const struct dp_dpdk *d)

@@ -1,7 +1,7 @@
 /* dpdk_port.h — the kernel-bypass transport: one DPDK ethdev port (any PMD: a NIC, or
  * net_af_packet for tests) driven by a poll loop on its own thread, answering ARP for its own
  * IPv4 address and carrying BWP/1 over IPv4/UDP (checksums verified on receive, computed on
- * send). Frames go through the same port.c logic as the kernel sockets. Compiled in only when
+ * send; datagrams larger than the MTU reassembled from their fragments). Frames go through the same port.c logic as the kernel sockets. Compiled in only when
  * the build defines BORA_DPDK (pkg-config libdpdk); otherwise every call returns -ENOTSUP.
  * Budget: rx burst → parse → enqueue ≤ 5 µs per request on the loop core (bench_dataplane). */
 #ifndef BORA_DATAPLANE_DPDK_PORT_H
@@ -41,7 +41,7 @@ const char *dp_dpdk_mac(const struct dp_dpdk *d);
 
 /* Packet counters (read after dp_dpdk_stop, or as a racy snapshot while running). */
 struct dp_dpdk_stats {
-    uint64_t rx_pkts, tx_pkts, arp_replies, bad_cksum, no_arp;
+    uint64_t rx_pkts, tx_pkts, arp_replies, bad_cksum, no_arp, fragments, reassembled;
 };
 void dp_dpdk_stats(const struct dp_dpdk *d, struct dp_dpdk_stats *out);
 
