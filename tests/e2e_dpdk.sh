@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # e2e_dpdk.sh — the DPDK port really moving packets: two network namespaces joined by a veth
 # pair; borad in one drives its end with DPDK's net_af_packet PMD (--no-huge), the client in the
-# other talks plain kernel UDP to the port's own IPv4 address. Checks ARP resolution, greedy ids
+# other talks plain kernel UDP to the port's own IPv4 address; then again with net_tap behind a
+# route, so the client's IP fragments reach the port's own reassembly. Checks ARP resolution, greedy ids
 # over DPDK equal `bora generate`, ERROR answers, PONG, a datagram over the MTU, and the port's
 # packet counters.
 # Skips (77), saying why, without root, ip netns, ethtool, or a borad built with DPDK.
@@ -109,16 +110,54 @@ while types[-1] not in (0x84, 0x85):
 assert types[-1] == 0x84 and types.count(0x82) == 3, types
 PY
 
-kill -TERM "$pid"
-for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-wait "$pid"; rc=$?
-pid=
-[ $rc -eq 0 ] || fail "borad exited $rc after SIGTERM"
+stop_borad() {
+    kill -TERM "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    wait "$pid"; local rc=$?
+    pid=
+    [ $rc -eq 0 ] || fail "borad exited $rc after SIGTERM"
+}
+stop_borad
 line=$(grep "dpdk port:" "$tmp/borad.log") || fail "no DPDK counters at exit"
 python3 - "$line" <<'PY' || fail "counters: $line"
 import re, sys
 n = dict((k, int(v)) for v, k in re.findall(r"(\d+) (packets in|out|ARP replies|bad checksums)", sys.argv[1]))
 assert n["packets in"] >= 9 and n["out"] >= 25 and n["ARP replies"] >= 1 and n["bad checksums"] == 0, n
-
 PY
-echo "e2e_dpdk: ok ($line)"
+echo "af_packet: $line"
+
+# ---- second PMD, net_tap, routed: the client's fragments reach dpdk_port.c's own reassembly ----
+ip -n "$ns_s" addr add 10.77.0.254/24 dev "$if_s"
+ip netns exec "$ns_s" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$ns_c" route add 10.78.0.0/24 via 10.77.0.254
+tap=btap$id
+sed -i "s|^dpdk = .*|dpdk = --no-huge -m 256 --no-pci --no-telemetry --no-shconf --file-prefix=borat$id --vdev=net_tap0,iface=$tap,mac=02:00:00:00:77:02 -l 0 --log-level=lib.eal:error|; s|^dpdk_ip = .*|dpdk_ip = 10.78.0.2|" "$tmp/bora.ini"
+OMP_WAIT_POLICY=passive ip netns exec "$ns_s" "$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
+pid=$!
+for _ in $(seq 150); do
+    grep -q "over DPDK on 10.78.0.2:7474" "$tmp/borad.log" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || fail "borad (net_tap) exited at start"
+    sleep 0.1
+done
+ip -n "$ns_s" addr add 10.78.0.1/24 dev "$tap" && ip -n "$ns_s" link set "$tap" up || fail "tap $tap not created"
+ip netns exec "$ns_s" ethtool -K "$tap" tx off gso off tso off sg off >/dev/null 2>&1
+in_c python3 - <<'PY' || fail "fragmented request over net_tap"
+import socket, struct
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect(("10.78.0.2", 7474)); u.settimeout(5)
+H = struct.Struct("<4sBBHIIQ")
+text = ("Où est ma commande? " * 160).encode()[:3000]
+p = struct.pack("<HBBffIQII", 3, 0, 0, 0.0, 1.0, 0, 0, 0, len(text)) + text
+u.send(H.pack(b"BWP1", 1, 0, 0, len(p), 0, 21) + p)
+types = []
+while not types or types[-1] not in (0x84, 0x85):
+    d = u.recv(2048); types.append(d[4])
+assert types[0] == 0x81 and types[-1] == 0x84 and types.count(0x82) == 3, types
+PY
+stop_borad
+line2=$(grep "dpdk port:" "$tmp/borad.log") || fail "no DPDK counters at exit (net_tap)"
+python3 - "$line2" <<'PY' || fail "net_tap counters: $line2"
+import re, sys
+n = dict((k, int(v)) for v, k in re.findall(r"(\d+) (fragments|reassembled|bad checksums)", sys.argv[1]))
+assert n["fragments"] >= 3 and n["reassembled"] >= 1 and n["bad checksums"] == 0, n
+PY
+echo "e2e_dpdk: ok (af_packet and net_tap; $line2)"
