@@ -53,6 +53,7 @@ struct tekken_work {
     size_t cap;                      /* entries in each array below */
     uint32_t *start;                 /* (cap) part start offsets */
     uint32_t *rank;                  /* (cap) simple merge: rank of pair starting at part */
+    uint32_t *prank;                 /* (cap) rank of each part (heap: TEKKEN_NO_RANK = merged away) */
     uint32_t *next, *prev;           /* (cap) heap merge: linked list of parts */
     struct tekken_heap_item *heap;   /* (3 * cap) */
 };
@@ -89,11 +90,28 @@ static inline uint64_t tekken_hash(const uint8_t *p, size_t n)
         p += 8;
         n -= 8;
     }
-    uint64_t v = 0;
-    memcpy(&v, p, n);
+    uint64_t v = 0;                              /* tail of 0..7 bytes, without a libc call */
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        v = (uint64_t)a | (uint64_t)b << 32;
+    } else if (n) {
+        v = (uint64_t)p[0] | (uint64_t)p[n / 2] << 8 | (uint64_t)p[n - 1] << 16;
+    }
     h = (h ^ v) * 0xC4CEB9FE1A85EC53ull;
     h ^= h >> 29;
     return h;
+}
+
+static inline bool tekken_bytes_equal(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    if (n > 16)
+        return !memcmp(a, b, n);
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
 }
 
 /* Rank of bytes p[0..n), or TEKKEN_NO_RANK. */
@@ -109,7 +127,7 @@ static inline uint32_t tekken_rank_of(const struct tekken *tk, const uint8_t *p,
             return TEKKEN_NO_RANK;
         if (s->tag == tag) {
             uint32_t a = tk->off[s->rank], b = tk->off[s->rank + 1];
-            if (b - a == n && !memcmp(tk->blob + a, p, n))
+            if (b - a == n && tekken_bytes_equal(tk->blob + a, p, n))
                 return s->rank;
         }
     }
@@ -212,6 +230,7 @@ static void tekken_work_fini(struct tekken_work *w)
     pcre2_jit_stack_free(w->jit_stack);
     free(w->start);
     free(w->rank);
+    free(w->prank);
     free(w->next);
     free(w->prev);
     free(w->heap);
@@ -552,9 +571,11 @@ static int tekken_work_reserve(struct tekken_work *w, size_t n)
     if (c) w->next = c;
     uint32_t *d = realloc(w->prev, cap * sizeof *d);
     if (d) w->prev = d;
+    uint32_t *e = realloc(w->prank, cap * sizeof *e);
+    if (e) w->prank = e;
     struct tekken_heap_item *h = realloc(w->heap, 3 * cap * sizeof *h); /* ≤ n + 2 merges */
     if (h) w->heap = h;
-    if (!a || !b || !c || !d || !h)
+    if (!a || !b || !c || !d || !e || !h)
         return -ENOMEM;
     w->cap = cap;
     return 0;
@@ -573,24 +594,17 @@ static inline void tekken_out_put(struct tekken_out *o, int32_t id)
     o->n++;
 }
 
-/* Emits the parts of piece p delimited by start[0..m] (start[m] = piece length). */
-static void tekken_emit_parts(const struct tekken *tk, const uint8_t *p, const uint32_t *start,
-                              size_t m, struct tekken_out *o)
-{
-    for (size_t k = 0; k < m; k++)
-        tekken_out_put(o, (int32_t)tekken_rank_of(tk, p + start[k], start[k + 1] - start[k]) +
-                              tk->n_special);
-}
-
 /* tiktoken's byte_pair_merge: rank[i] is the rank of parts i and i+1 joined; each step merges
  * the lowest (leftmost on ties) and rescans. O(n·merges); used for short pieces only. */
 static void tekken_merge_simple(const struct tekken *tk, const uint8_t *p, size_t n,
                                 struct tekken_work *w, struct tekken_out *o)
 {
-    uint32_t *start = w->start, *rank = w->rank;
+    uint32_t *start = w->start, *rank = w->rank, *prank = w->prank;
     size_t m = n;                           /* parts */
     for (size_t i = 0; i <= n; i++)
         start[i] = (uint32_t)i;
+    for (size_t i = 0; i < n; i++)
+        prank[i] = p[i];                    /* ranks 0..255 are the single bytes */
     for (size_t i = 0; i + 1 < m; i++)
         rank[i] = tekken_rank_of(tk, p + i, 2);
     while (m > 1) {
@@ -604,6 +618,8 @@ static void tekken_merge_simple(const struct tekken *tk, const uint8_t *p, size_
         if (best == TEKKEN_NO_RANK)
             break;
         /* drop boundary bi+1, then re-rank the pairs that now start at bi-1 and bi */
+        prank[bi] = best;
+        memmove(prank + bi + 1, prank + bi + 2, (m - bi - 2) * sizeof *prank);
         memmove(start + bi + 1, start + bi + 2, (m - bi - 1) * sizeof *start);
         memmove(rank + bi + 1, rank + bi + 2, (m > bi + 3 ? m - bi - 3 : 0) * sizeof *rank);
         m--;
@@ -612,7 +628,8 @@ static void tekken_merge_simple(const struct tekken *tk, const uint8_t *p, size_
         if (bi > 0)
             rank[bi - 1] = tekken_rank_of(tk, p + start[bi - 1], start[bi + 1] - start[bi - 1]);
     }
-    tekken_emit_parts(tk, p, start, m, o);
+    for (size_t k = 0; k < m; k++)
+        tekken_out_put(o, (int32_t)prank[k] + tk->n_special);
 }
 
 static inline bool tekken_heap_less(const struct tekken_heap_item *a,
@@ -674,12 +691,12 @@ static void tekken_merge_heap(const struct tekken *tk, const uint8_t *p, size_t 
                               struct tekken_work *w, struct tekken_out *o)
 {
     uint32_t *next = w->next, *prev = w->prev;   /* next[i] = n at the end; prev[0] unused */
-    uint32_t *alive = w->rank;                   /* 1 while part i exists */
+    uint32_t *prank = w->prank;                  /* TEKKEN_NO_RANK once merged into its left */
     size_t hn = 0;
     for (uint32_t i = 0; i < n; i++) {
         next[i] = i + 1;
         prev[i] = i ? i - 1 : UINT32_MAX;
-        alive[i] = 1;
+        prank[i] = p[i];
     }
     next[n] = (uint32_t)n;                       /* sentinel so next[next[l]] is defined */
     for (uint32_t i = 0; i + 1 < n; i++)
@@ -687,9 +704,10 @@ static void tekken_merge_heap(const struct tekken *tk, const uint8_t *p, size_t 
     while (hn) {
         struct tekken_heap_item it = tekken_heap_pop(w->heap, &hn);
         uint32_t l = (uint32_t)it.key, r = next[l];
-        if (!alive[l] || r >= n || next[r] != it.end)
+        if (prank[l] == TEKKEN_NO_RANK || r >= n || next[r] != it.end)
             continue;                            /* stale */
-        alive[r] = 0;                            /* merge r into l */
+        prank[l] = (uint32_t)(it.key >> 32);     /* merge r into l */
+        prank[r] = TEKKEN_NO_RANK;
         next[l] = next[r];
         if (next[r] < n)
             prev[next[r]] = l;
@@ -697,11 +715,8 @@ static void tekken_merge_heap(const struct tekken *tk, const uint8_t *p, size_t 
         if (l > 0)
             tekken_heap_pair(tk, p, n, w, &hn, prev[l]);
     }
-    size_t m = 0;
     for (uint32_t i = 0; i < n; i = next[i])
-        w->start[m++] = i;
-    w->start[m] = (uint32_t)n;
-    tekken_emit_parts(tk, p, w->start, m, o);
+        tekken_out_put(o, (int32_t)prank[i] + tk->n_special);
 }
 
 static int tekken_encode_piece(const struct tekken *tk, struct tekken_work *w, const uint8_t *p,
