@@ -333,15 +333,19 @@ void detok_init(struct detok *d, const struct tokenizer *t)
     d->at_start = true;
 }
 
+/* Output bytes: copied while they fit, counted always (n = bytes needed). */
 struct sink {
     char *out;
     size_t cap, n;
+    bool over;
 };
 
 static void sink_put(struct sink *s, const void *p, size_t n)
 {
-    if (s->n + n <= s->cap)
+    if (!s->over && s->n + n <= s->cap)
         memcpy(s->out + s->n, p, n);
+    else
+        s->over = true;
     s->n += n;
 }
 
@@ -390,27 +394,33 @@ static void detok_feed(struct detok *d, struct sink *s, const uint8_t *p, size_t
     }
 }
 
-int detok_push(struct detok *d, int32_t id, char *out, size_t cap, size_t *n_out)
+/* Feeds one id into d (always committed). */
+static void detok_push_sink(struct detok *d, int32_t id, struct sink *s)
 {
     const struct tokenizer *t = d->t;
-    *n_out = 0;
-    if (unlikely(id < 0 || id >= t->n_vocab))
-        return -EINVAL;
-    struct detok next = *d;
-    struct sink s = { out, cap, 0 };
     uint8_t a = t->piece_attr[id];
+    if (a & TOK_ATTR_CONTROL)
+        return;
     const uint8_t *p = t->dec_bytes + t->dec_off[id];
     size_t n = t->dec_off[id + 1] - t->dec_off[id];
-    if (!(a & TOK_ATTR_CONTROL)) {
-        if (next.at_start && t->strip_first_space && (a & TOK_ATTR_LEAD_SPACE)) {
-            p++;
-            n--;
-        }
-        next.at_start = false;
-        detok_feed(&next, &s, p, n);
+    if (d->at_start && t->strip_first_space && (a & TOK_ATTR_LEAD_SPACE)) {
+        p++;
+        n--;
     }
+    d->at_start = false;
+    detok_feed(d, s, p, n);
+}
+
+int detok_push(struct detok *d, int32_t id, char *out, size_t cap, size_t *n_out)
+{
+    *n_out = 0;
+    if (unlikely(id < 0 || id >= d->t->n_vocab))
+        return -EINVAL;
+    struct detok next = *d;
+    struct sink s = { out, cap, 0, false };
+    detok_push_sink(&next, id, &s);
     *n_out = s.n;
-    if (s.n > cap)
+    if (s.over)
         return -ENOSPC;
     *d = next;
     return 0;
@@ -419,10 +429,10 @@ int detok_push(struct detok *d, int32_t id, char *out, size_t cap, size_t *n_out
 int detok_flush(struct detok *d, char *out, size_t cap, size_t *n_out)
 {
     struct detok next = *d;
-    struct sink s = { out, cap, 0 };
+    struct sink s = { out, cap, 0, false };
     detok_drain(&next, &s, true);
     *n_out = s.n;
-    if (s.n > cap)
+    if (s.over)
         return -ENOSPC;
     *d = next;
     return 0;
@@ -433,28 +443,14 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, ch
 {
     struct detok d;
     detok_init(&d, t);
-    size_t total = 0;
-    bool full = false;
-    for (size_t i = 0; i <= n; i++) {
-        size_t got = 0;
-        char *dst = full || !out ? NULL : out + total;
-        size_t room = full ? 0 : cap - total;
-        int rc = i < n ? detok_push(&d, ids[i], dst, room, &got)
-                       : detok_flush(&d, dst, room, &got);
-        if (rc == -EINVAL)
-            return rc;
-        if (rc == -ENOSPC) {   /* keep counting: push into a scratch of the needed size */
-            char tmp[DETOK_MAX_DELTA * 4];
-            full = true;
-            if (got > sizeof tmp)
-                return -EOVERFLOW;
-            rc = i < n ? detok_push(&d, ids[i], tmp, sizeof tmp, &got)
-                       : detok_flush(&d, tmp, sizeof tmp, &got);
-            if (rc)
-                return rc;
-        }
-        total += got;
+    struct sink s = { out, out ? cap : 0, 0, false };
+    *n_out = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (unlikely(ids[i] < 0 || ids[i] >= t->n_vocab))
+            return -EINVAL;
+        detok_push_sink(&d, ids[i], &s);
     }
-    *n_out = total;
-    return full ? -ENOSPC : 0;
+    detok_drain(&d, &s, true);
+    *n_out = s.n;
+    return s.over ? -ENOSPC : 0;
 }

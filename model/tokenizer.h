@@ -62,7 +62,8 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, ch
 /* Streaming detokenizer: caller-owned state, no allocation. Each id maps to its bytes; bytes
  * that may still start a UTF-8 sequence are held until it is complete, so every delta is
  * whole code points. Concatenated deltas + detok_flush == tokenizer_decode(all ids). */
-#define DETOK_MAX_DELTA 64   /* enough for any single push of the Mistral vocabularies */
+#define DETOK_MAX_DELTA 256  /* an out buffer this large fits any single push of the Mistral
+                                vocabularies (longest piece + held bytes); -ENOSPC otherwise */
 struct detok {
     const struct tokenizer *t;
     uint8_t pend[4];     /* bytes of an incomplete UTF-8 sequence */
