@@ -684,6 +684,9 @@ int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const 
         rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
         goto err;
     }
+    memset(m->cache.slot, 0, SP_CACHE_SLOTS * sizeof *m->cache.slot);   /* fault in now */
+    memset(m->cache.bytes, 0, SP_CACHE_BYTES);
+    memset(m->cache.ids, 0, SP_CACHE_IDS * sizeof *m->cache.ids);
     free(byte_val);
     *out = t;
     return 0;
