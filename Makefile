@@ -22,8 +22,10 @@ LIB_DIRS  = common config model mem dataplane console kernels
 LIB_SRCS  = $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
 CU_SRCS   =
 ifeq ($(CUDA),1)
-  CFLAGS  += -DBORA_CUDA=1 -I$(CUDA_HOME)/include
   CU_SRCS  = $(wildcard kernels/*.cu)
+endif
+ifneq ($(CU_SRCS),)
+  CFLAGS  += -DBORA_CUDA=1 -I$(CUDA_HOME)/include
   LDLIBS_LIB += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.cu.o)
@@ -42,6 +44,7 @@ FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all deps test test-gpu bench fuzz run clean
+.SECONDARY:
 all: $(BINS) $(TEST_BINS) $(GPU_TEST_BINS) $(BENCH_BINS) $(FUZZ_BINS)
 
 # Installs missing Debian packages (as root) or prints the exact command; see scripts/deps.sh.
@@ -106,3 +109,6 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# The default model embeds the tokenizer with .incbin (not seen by -MMD).
+$(BUILD)/obj/model/default_model.o: model/default/tokenizer.model.v3

@@ -1,8 +1,115 @@
-/* borad.c — the appliance daemon (placeholder main until config and dataplane land). */
+/* borad.c — the appliance daemon's entry: parses the command line, loads and validates the
+ * config, then hands over to borad_run (cmd/borad_run.c). Exit status: 0 ok, 1 failure, 2 usage. */
+#include <arpa/inet.h>
 #include <stdio.h>
+#include <string.h>
 
-int main(void)
+#include "cmd/borad.h"
+#include "config/config.h"
+
+struct borad_args {
+    const char *config;     /* -c FILE; NULL = built-in defaults */
+    const char *check;      /* --check-config FILE */
+    int help;
+};
+
+static void usage(FILE *f)
 {
-    fprintf(stderr, "borad: not built yet\n");
+    fprintf(f,
+            "usage: borad [-c FILE] [--check-config FILE] [--help]\n"
+            "  -c, --config FILE     run with the settings of FILE (INI; see config/bora.ini)\n"
+            "  --check-config FILE   validate FILE, print every problem, exit 0 if it is ok\n"
+            "  -h, --help            show this help\n"
+            "Without -c, borad runs with the built-in defaults.\n");
+}
+
+/* Returns 0, or 2 after printing what is wrong with the command line. */
+static int args_parse(int argc, char **argv, struct borad_args *a)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            a->help = 1;
+        } else if (!strcmp(s, "-c") || !strcmp(s, "--config") || !strcmp(s, "--check-config")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "borad: option '%s' needs a FILE\n", s);
+                return 2;
+            }
+            *(strcmp(s, "--check-config") ? &a->config : &a->check) = argv[++i];
+        } else {
+            fprintf(stderr, "borad: unknown argument '%s' (try 'borad --help')\n", s);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static void diag_print(const struct config_diag *d)
+{
+    int shown = d->n_errors < CONFIG_DIAG_MAX ? d->n_errors : CONFIG_DIAG_MAX;
+    for (int i = 0; i < shown; i++)
+        fprintf(stderr, "%s\n", d->msg[i]);
+    if (d->n_errors > shown)
+        fprintf(stderr, "... and %d more errors\n", d->n_errors - shown);
+}
+
+/* Loads path into cfg; prints every problem. Returns 0 or 1. */
+static int load(const char *path, struct bora_config *cfg, struct config_diag *d)
+{
+    if (config_load(cfg, path, d) == 0)
+        return 0;
+    diag_print(d);
     return 1;
+}
+
+static void endpoint_text(const struct config_endpoint *ep, char *buf, size_t n)
+{
+    if (!ep->family)
+        snprintf(buf, n, "off");
+    else
+        snprintf(buf, n, ep->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
+}
+
+static void summary_print(const struct bora_config *cfg, const char *source)
+{
+    static const char *const backends[] = { "auto", "cpu", "cuda" };
+    char udp[80], tcp[80];
+    endpoint_text(&cfg->dataplane.udp, udp, sizeof udp);
+    endpoint_text(&cfg->dataplane.tcp, tcp, sizeof tcp);
+    fprintf(stderr, "borad: config %s\n", source);
+    fprintf(stderr, "  model    %s (backend %s, max_ctx %u)\n",
+            cfg->model.path[0] ? cfg->model.path : "(built-in default)",
+            backends[cfg->model.backend], cfg->model.max_ctx);
+    fprintf(stderr, "  listen   udp %s, tcp %s, dpdk %s, auth %s\n", udp, tcp,
+            cfg->dataplane.dpdk[0] ? "on" : "off", cfg->dataplane.psk_len ? "psk" : "off");
+    fprintf(stderr, "  limits   queue %u, prompt %u bytes, %u tokens, timeout %u ms\n",
+            cfg->limits.queue_depth, cfg->limits.max_prompt_bytes, cfg->limits.max_tokens,
+            cfg->limits.request_timeout_ms);
+    fprintf(stderr, "  console  socket %s, serial %s\n",
+            cfg->console.socket[0] ? cfg->console.socket : "off",
+            cfg->console.serial[0] ? cfg->console.serial : "off");
+}
+
+int main(int argc, char **argv)
+{
+    struct borad_args a = { 0 };
+    static struct config_diag diag;   /* 16 KiB: kept off the stack */
+    struct bora_config cfg;
+    int rc = args_parse(argc, argv, &a);
+    if (rc || a.help) {
+        usage(rc ? stderr : stdout);
+        return rc;
+    }
+    if (a.check) {
+        if (load(a.check, &cfg, &diag))
+            return 1;
+        printf("%s: ok\n", a.check);
+        return 0;
+    }
+    if (a.config && load(a.config, &cfg, &diag))
+        return 1;
+    if (!a.config)
+        config_defaults(&cfg);
+    summary_print(&cfg, a.config ? a.config : "(built-in defaults)");
+    return borad_run(&cfg);
 }

@@ -47,7 +47,7 @@ struct st_file {
 /* Parses and validates a header: `buf` holds the JSON header (hdr_len bytes), `data_bytes`
  * is the size of the data section that follows it. Validates dtypes, shapes, that
  * shape × dtype size equals the byte range, that every range lies inside the data
- * section and that ranges do not overlap. On success *out/*n_out own a malloc'd array.
+ * section and that ranges do not overlap. On success *out (with *n_out entries) is a malloc'd array the caller frees.
  * Pure (no I/O); `what` names the source in messages. Errors: -EINVAL (malformed, with
  * message), -ENOMEM. */
 int st_parse_header(const char *buf, size_t hdr_len, uint64_t data_bytes, const char *what,

@@ -1,0 +1,102 @@
+/* engine.c — backend selection and the thin public wrappers of the engine API. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/engine.h"
+
+#define ENGINE_DEFAULT_CTX 4096
+
+int engine_backend_parse(const char *s, enum engine_backend *out)
+{
+    if (!strcmp(s, "auto"))
+        *out = ENGINE_BACKEND_AUTO;
+    else if (!strcmp(s, "cpu"))
+        *out = ENGINE_BACKEND_CPU;
+    else if (!strcmp(s, "cuda"))
+        *out = ENGINE_BACKEND_CUDA;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+int engine_open(struct engine **out, const struct model *m, const struct engine_opts *o, struct bora_err *err)
+{
+    *out = NULL;
+    struct engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return bora_errf(err, -ENOMEM, "out of memory");
+    e->model = m;
+    e->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : ENGINE_DEFAULT_CTX;
+    if ((!o || o->max_ctx <= 0) && m->cfg.max_pos > 0 && m->cfg.max_pos < e->max_ctx)
+        e->max_ctx = m->cfg.max_pos;
+    enum engine_backend b = o ? o->backend : ENGINE_BACKEND_AUTO;
+    int rc;
+    if (b == ENGINE_BACKEND_CUDA) {
+        rc = engine_cuda_open(e, err);
+    } else if (b == ENGINE_BACKEND_AUTO) {
+        struct bora_err cuda_err;
+        rc = engine_cuda_open(e, &cuda_err);
+        if (rc == -ENODEV)
+            rc = engine_cpu_open(e, err);
+        else if (rc && err)
+            *err = cuda_err;
+    } else {
+        rc = engine_cpu_open(e, err);
+    }
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+
+void engine_close(struct engine *e)
+{
+    if (!e)
+        return;
+    e->ops->close(e);
+    free(e);
+}
+
+static int check_ids(const struct engine *e, const int32_t *ids, int n, int pos)
+{
+    if (n <= 0 || pos < 0 || pos + n > e->max_ctx)
+        return -EINVAL;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= e->model->cfg.vocab_size)
+            return -EINVAL;
+    return 0;
+}
+
+int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
+{
+    int rc = check_ids(e, ids, n, pos);
+    return rc ? rc : e->ops->forward(e, ids, n, pos, logits);
+}
+
+int engine_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
+{
+    int rc = check_ids(e, ids, n, pos);
+    return rc ? rc : e->ops->forward_all(e, ids, n, pos, logits);
+}
+
+void engine_reset(struct engine *e)
+{
+    e->ops->reset(e);
+}
+
+int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v)
+{
+    if (!e->ops->kv_read)
+        return -ENOTSUP;
+    if (layer < 0 || layer >= e->model->cfg.n_layers || pos < 0 || pos >= e->max_ctx)
+        return -EINVAL;
+    return e->ops->kv_read(e, layer, pos, k, v);
+}
+
+const char *engine_backend_name(const struct engine *e)
+{
+    return e->ops->name;
+}

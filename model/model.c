@@ -1,0 +1,508 @@
+/* model.c — opens a Mistral checkpoint directory (HF or native layout), maps its safetensors
+ * shards, binds every weight by name with shape and dtype checks, and optionally converts
+ * linear weights (BF16 → FP8 e4m3 with per-row scales, or FP8 → BF16). */
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model/model.h"
+
+#define CONFIG_MAX_BYTES (16u << 20)
+
+const char *model_arch_name(enum model_arch a)
+{
+    return a == MODEL_ARCH_MINISTRAL3 ? "Ministral3ForCausalLM" : "MistralForCausalLM";
+}
+
+const char *model_precision_name(enum model_precision p)
+{
+    return p == MODEL_PRECISION_FP8 ? "fp8" : p == MODEL_PRECISION_BF16 ? "bf16" : "auto";
+}
+
+int model_precision_parse(const char *s, enum model_precision *out)
+{
+    if (!strcmp(s, "auto"))
+        *out = MODEL_PRECISION_AUTO;
+    else if (!strcmp(s, "bf16"))
+        *out = MODEL_PRECISION_BF16;
+    else if (!strcmp(s, "fp8"))
+        *out = MODEL_PRECISION_FP8;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static bool file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Reads a whole small file into a NUL-terminated malloc'd buffer. */
+static int read_file(const char *path, char **buf, size_t *len, struct bora_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return bora_errf(err, -errno, "%s: cannot open: %s", path, strerror(errno));
+    int rc = 0;
+    char *b = NULL;
+    if (fseek(f, 0, SEEK_END) < 0) {
+        rc = bora_errf(err, -errno, "%s: cannot seek: %s", path, strerror(errno));
+        goto out;
+    }
+    long n = ftell(f);
+    if (n < 0 || (unsigned long)n > CONFIG_MAX_BYTES) {
+        rc = bora_errf(err, -EINVAL, "%s: size %ld is not that of a config file", path, n);
+        goto out;
+    }
+    rewind(f);
+    b = malloc((size_t)n + 1);
+    if (!b) {
+        rc = bora_errf(err, -ENOMEM, "%s: out of memory", path);
+        goto out;
+    }
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) {
+        rc = bora_errf(err, -EIO, "%s: read failed", path);
+        free(b);
+        b = NULL;
+        goto out;
+    }
+    b[n] = 0;
+    *buf = b;
+    *len = (size_t)n;
+out:
+    fclose(f);
+    return rc;
+}
+
+static int own(struct model *m, void *p)
+{
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
+        if (!o)
+            return -ENOMEM;
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return 0;
+}
+
+static const struct st_tensor *find_tensor(const struct model *m, const char *name, int *shard)
+{
+    for (int i = 0; i < m->n_shards; i++) {
+        const struct st_tensor *t = st_find(&m->shards[i], name);
+        if (t) {
+            if (shard)
+                *shard = i;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* Opens the shards: from model.safetensors.index.json when present, else every
+ * file matching the layout's pattern. */
+static int open_shards(struct model *m, struct bora_err *err)
+{
+    char path[4200];
+    glob_t g = { 0 };
+    int rc = 0;
+    const char *pattern = m->cfg.layout == MODEL_LAYOUT_HF ? "model*.safetensors" : "consolidated*.safetensors";
+    snprintf(path, sizeof path, "%s/%s", m->dir, pattern);
+    int gr = glob(path, 0, NULL, &g);
+    if (gr == GLOB_NOMATCH || g.gl_pathc == 0) {
+        globfree(&g);
+        return bora_errf(err, -ENOENT, "%s: no %s file", m->dir, pattern);
+    }
+    if (gr != 0) {
+        globfree(&g);
+        return bora_errf(err, -EIO, "%s: cannot list %s", m->dir, pattern);
+    }
+    if (g.gl_pathc > MODEL_MAX_SHARDS) {
+        globfree(&g);
+        return bora_errf(err, -EINVAL, "%s: %zu shards, more than %d", m->dir, g.gl_pathc, MODEL_MAX_SHARDS);
+    }
+    m->shards = calloc(g.gl_pathc, sizeof *m->shards);
+    if (!m->shards) {
+        globfree(&g);
+        return bora_errf(err, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        rc = st_open(&m->shards[i], g.gl_pathv[i], err);
+        if (rc)
+            break;
+        m->n_shards++;
+    }
+    globfree(&g);
+    if (rc)
+        return rc;
+    /* a sharded checkpoint's index must agree with the shards found */
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", m->dir);
+    if (m->cfg.layout == MODEL_LAYOUT_HF && file_exists(path)) {
+        json_error_t jerr;
+        json_t *idx = json_load_file(path, 0, &jerr);
+        if (!idx)
+            return bora_errf(err, -EINVAL, "%s: not valid JSON: %s (line %d)", path, jerr.text, jerr.line);
+        json_t *wm = json_object_get(idx, "weight_map");
+        const char *name;
+        json_t *file;
+        if (!json_is_object(wm))
+            rc = bora_errf(err, -EINVAL, "%s: key 'weight_map': missing or not an object", path);
+        else
+            json_object_foreach(wm, name, file) {
+                int shard;
+                if (!json_is_string(file)) {
+                    rc = bora_errf(err, -EINVAL, "%s: weight_map['%s'] is not a file name", path, name);
+                    break;
+                }
+                if (!find_tensor(m, name, &shard)) {
+                    rc = bora_errf(err, -EINVAL, "%s: tensor '%s' listed in %s is not in any shard", path, name,
+                                   json_string_value(file));
+                    break;
+                }
+                const char *base = strrchr(m->shards[shard].path, '/');
+                if (strcmp(base ? base + 1 : m->shards[shard].path, json_string_value(file))) {
+                    rc = bora_errf(err, -EINVAL, "%s: tensor '%s' is listed in %s but found in %s", path, name,
+                                   json_string_value(file), m->shards[shard].path);
+                    break;
+                }
+            }
+        json_decref(idx);
+    }
+    return rc;
+}
+
+/* Binds a weight by name: checks presence, dtype and shape; reads its FP8 scale if any. */
+static int bind(struct model *m, struct wtensor *w, const char *name, int64_t rows, int64_t cols, bool vector,
+                struct bora_err *err)
+{
+    int shard;
+    const struct st_tensor *t = find_tensor(m, name, &shard);
+    if (!t)
+        return bora_errf(err, -EINVAL, "%s: tensor '%s' is missing", m->dir, name);
+    const char *file = m->shards[shard].path;
+    if (t->dtype >= BORA_DT_COUNT)
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': dtype is not one of BF16, F16, F32, F8_E4M3", file, name);
+    bool ok = vector ? (t->n_dims == 1 && t->shape[0] == cols)
+                     : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
+    if (!ok) {
+        char got[128] = "[", *p = got + 1;
+        for (int d = 0; d < t->n_dims && p < got + 100; d++)
+            p += snprintf(p, (size_t)(got + sizeof got - p), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        snprintf(p, (size_t)(got + sizeof got - p), "]");
+        if (vector)
+            return bora_errf(err, -EINVAL, "%s: tensor '%s': shape %s, expected [%lld]", file, name, got, (long long)cols);
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': shape %s, expected [%lld, %lld]", file, name, got,
+                         (long long)rows, (long long)cols);
+    }
+    size_t es = bora_dtype_size(t->dtype);
+    w->dtype = t->dtype;
+    w->rows = vector ? 1 : rows;
+    w->cols = cols;
+    w->scale = 1.0f;
+    w->row_scale = NULL;
+    w->data = t->data;
+    if ((uintptr_t)t->data % es) {   /* misaligned in the file: keep an aligned copy */
+        void *c = aligned_alloc(64, ((t->end - t->begin) + 63) & ~(size_t)63);
+        if (!c || own(m, c)) {
+            free(c);
+            return bora_errf(err, -ENOMEM, "out of memory copying '%s'", name);
+        }
+        memcpy(c, t->data, t->end - t->begin);
+        w->data = c;
+    }
+    if (t->dtype == BORA_DT_F8_E4M3) {
+        char sname[200];
+        snprintf(sname, sizeof sname, "%s_scale_inv", name);
+        const struct st_tensor *s = find_tensor(m, sname, NULL);
+        if (!s)
+            return bora_errf(err, -EINVAL, "%s: FP8 tensor '%s' has no '%s'", file, name, sname);
+        int64_t n = 1;
+        for (int d = 0; d < s->n_dims; d++)
+            n *= s->shape[d];
+        if (s->dtype >= BORA_DT_COUNT || s->dtype == BORA_DT_F8_E4M3 || (n != 1 && n != rows))
+            return bora_errf(err, -EINVAL, "%s: tensor '%s': expected one scale or one per row (%lld), got %lld of %s",
+                             file, sname, (long long)rows, (long long)n, bora_dtype_name(s->dtype));
+        float *sc = malloc((size_t)n * sizeof *sc);
+        if (!sc || own(m, sc)) {
+            free(sc);
+            return bora_errf(err, -ENOMEM, "out of memory");
+        }
+        struct wtensor sw = { .dtype = s->dtype, .data = s->data, .rows = 1, .cols = n, .scale = 1.0f };
+        wtensor_row_f32(&sw, 0, sc);
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(sc[i]) || sc[i] <= 0)
+                return bora_errf(err, -EINVAL, "%s: tensor '%s': scale %lld is %g, not a positive number", file, sname,
+                                 (long long)i, sc[i]);
+        if (n == 1)
+            w->scale = sc[0];
+        else
+            w->row_scale = sc;
+    }
+    return 0;
+}
+
+/* Converts a linear weight to FP8 e4m3 with one scale per row (absmax / 448). */
+static int quantize_fp8(struct model *m, struct wtensor *w)
+{
+    uint8_t *q = aligned_alloc(64, ((size_t)(w->rows * w->cols) + 63) & ~(size_t)63);
+    float *rs = malloc((size_t)w->rows * sizeof *rs);
+    if (!q || !rs || own(m, q) || own(m, rs)) {
+        free(q);
+        free(rs);
+        return -ENOMEM;
+    }
+    int bad = 0;
+#pragma omp parallel
+    {
+        float *row = malloc((size_t)w->cols * sizeof *row);
+        if (!row) {
+#pragma omp atomic write
+            bad = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < w->rows; r++) {
+            if (!row)
+                continue;
+            wtensor_row_f32(w, r, row);
+            float amax = 0;
+            for (int64_t c = 0; c < w->cols; c++)
+                amax = fmaxf(amax, fabsf(row[c]));
+            float s = amax > 0 ? amax / 448.0f : 1.0f;
+            rs[r] = s;
+            for (int64_t c = 0; c < w->cols; c++)
+                q[r * w->cols + c] = bora_f32_to_e4m3(row[c] / s);
+        }
+        free(row);
+    }
+    if (bad)
+        return -ENOMEM;
+    w->dtype = BORA_DT_F8_E4M3;
+    w->data = q;
+    w->scale = 1.0f;
+    w->row_scale = rs;
+    return 0;
+}
+
+/* Converts a weight to BF16 (scales folded in). */
+static int convert_bf16(struct model *m, struct wtensor *w)
+{
+    uint16_t *o = aligned_alloc(64, ((size_t)(w->rows * w->cols) * 2 + 63) & ~(size_t)63);
+    if (!o || own(m, o)) {
+        free(o);
+        return -ENOMEM;
+    }
+#pragma omp parallel
+    {
+        float *row = malloc((size_t)w->cols * sizeof *row);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < w->rows; r++) {
+            if (!row)
+                continue;
+            wtensor_row_f32(w, r, row);
+            for (int64_t c = 0; c < w->cols; c++)
+                o[r * w->cols + c] = bora_f32_to_bf16(row[c]);
+        }
+        free(row);
+    }
+    w->dtype = BORA_DT_BF16;
+    w->data = o;
+    w->scale = 1.0f;
+    w->row_scale = NULL;
+    return 0;
+}
+
+static struct wtensor *linear(struct layer_weights *l, int i)
+{
+    struct wtensor *t[] = { &l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down };
+    return i < 7 ? t[i] : NULL;
+}
+
+/* HF checkpoints may nest the decoder under a prefix (multimodal wrappers). */
+static const char *hf_prefix(const struct model *m)
+{
+    static const char *const prefixes[] = { "model.", "language_model.model.", "model.language_model." };
+    char name[256];
+    for (size_t i = 0; i < BORA_ARRAY_LEN(prefixes); i++) {
+        snprintf(name, sizeof name, "%sembed_tokens.weight", prefixes[i]);
+        if (find_tensor(m, name, NULL))
+            return prefixes[i];
+    }
+    return prefixes[0];
+}
+
+static int bind_all(struct model *m, struct bora_err *err)
+{
+    const struct model_config *c = &m->cfg;
+    const int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    bool hf = c->layout == MODEL_LAYOUT_HF;
+    char n[256];
+    int rc;
+    const char *pre = hf ? hf_prefix(m) : "";
+    snprintf(n, sizeof n, hf ? "%sembed_tokens.weight" : "%stok_embeddings.weight", pre);
+    if ((rc = bind(m, &m->tok_emb, n, c->vocab_size, c->dim, false, err)))
+        return rc;
+    snprintf(n, sizeof n, "%snorm.weight", pre);
+    if ((rc = bind(m, &m->norm, n, 1, c->dim, true, err)))
+        return rc;
+    if (c->tied) {
+        m->output = m->tok_emb;
+    } else {
+        const char *on = !hf ? "output.weight" : strcmp(pre, "model.") ? "language_model.lm_head.weight" : "lm_head.weight";
+        if ((rc = bind(m, &m->output, on, c->vocab_size, c->dim, false, err)))
+            return rc;
+    }
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers)
+        return bora_errf(err, -ENOMEM, "out of memory");
+    for (int i = 0; i < c->n_layers; i++) {
+        struct layer_weights *l = &m->layers[i];
+        struct {
+            struct wtensor *w;
+            const char *hf, *native;
+            int64_t rows, cols;
+            bool vec;
+        } map[] = {
+            { &l->attn_norm, "input_layernorm", "attention_norm", 1, c->dim, true },
+            { &l->wq, "self_attn.q_proj", "attention.wq", q, c->dim, false },
+            { &l->wk, "self_attn.k_proj", "attention.wk", kv, c->dim, false },
+            { &l->wv, "self_attn.v_proj", "attention.wv", kv, c->dim, false },
+            { &l->wo, "self_attn.o_proj", "attention.wo", c->dim, q, false },
+            { &l->ffn_norm, "post_attention_layernorm", "ffn_norm", 1, c->dim, true },
+            { &l->w_gate, "mlp.gate_proj", "feed_forward.w1", c->hidden_dim, c->dim, false },
+            { &l->w_up, "mlp.up_proj", "feed_forward.w3", c->hidden_dim, c->dim, false },
+            { &l->w_down, "mlp.down_proj", "feed_forward.w2", c->dim, c->hidden_dim, false },
+        };
+        for (size_t k = 0; k < BORA_ARRAY_LEN(map); k++) {
+            if (hf)
+                snprintf(n, sizeof n, "%slayers.%d.%s.weight", pre, i, map[k].hf);
+            else
+                snprintf(n, sizeof n, "layers.%d.%s.weight", i, map[k].native);
+            if ((rc = bind(m, map[k].w, n, map[k].rows, map[k].cols, map[k].vec, err)))
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static uint64_t wbytes(const struct wtensor *w)
+{
+    return (uint64_t)(w->rows * w->cols) * bora_dtype_size(w->dtype) + (w->row_scale ? (uint64_t)w->rows * 4 : 0);
+}
+
+static void account(struct model *m)
+{
+    const struct model_config *c = &m->cfg;
+    m->n_params = (uint64_t)m->tok_emb.rows * m->tok_emb.cols + (uint64_t)c->dim;
+    m->weight_bytes = wbytes(&m->tok_emb) + wbytes(&m->norm);
+    if (!c->tied) {
+        m->n_params += (uint64_t)m->output.rows * m->output.cols;
+        m->weight_bytes += wbytes(&m->output);
+    }
+    for (int i = 0; i < c->n_layers; i++) {
+        struct layer_weights *l = &m->layers[i];
+        m->n_params += 2 * (uint64_t)c->dim;
+        m->weight_bytes += wbytes(&l->attn_norm) + wbytes(&l->ffn_norm);
+        for (int k = 0; k < 7; k++) {
+            m->n_params += (uint64_t)(linear(l, k)->rows * linear(l, k)->cols);
+            m->weight_bytes += wbytes(linear(l, k));
+        }
+    }
+    m->linear_dtype = m->layers[0].wq.dtype;
+}
+
+static void find_tokenizer(struct model *m)
+{
+    static const char *const names[] = { "tekken.json", "tokenizer.model", "tokenizer.model.v7",
+                                         "tokenizer.model.v3", "tokenizer.model.v1", "tokenizer.json" };
+    for (size_t i = 0; i < BORA_ARRAY_LEN(names); i++) {
+        int n = snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%s/%s", m->dir, names[i]);
+        if (n > 0 && (size_t)n < sizeof m->tokenizer_path && file_exists(m->tokenizer_path))
+            return;
+    }
+    m->tokenizer_path[0] = 0;
+}
+
+int model_open(struct model **out, const char *dir, const struct model_open_opts *opts, struct bora_err *err)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        return bora_errf(err, -errno, "%s: cannot open model directory: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return bora_errf(err, -ENOTDIR, "%s: not a directory", dir);
+    struct model *m = calloc(1, sizeof *m);
+    if (!m)
+        return bora_errf(err, -ENOMEM, "out of memory");
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    char path[4200], *buf = NULL;
+    size_t len = 0;
+    int rc;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    bool hf = file_exists(path);
+    if (!hf) {
+        snprintf(path, sizeof path, "%s/params.json", dir);
+        if (!file_exists(path)) {
+            rc = bora_errf(err, -ENOENT, "%s: neither config.json (Hugging Face) nor params.json (Mistral) found", dir);
+            goto err;
+        }
+    }
+    if ((rc = read_file(path, &buf, &len, err)))
+        goto err;
+    rc = hf ? model_config_parse_hf(buf, len, path, &m->cfg, err) : model_config_parse_native(buf, len, path, &m->cfg, err);
+    free(buf);
+    if (rc)
+        goto err;
+    if ((rc = open_shards(m, err)) || (rc = bind_all(m, err)))
+        goto err;
+    enum model_precision p = opts ? opts->precision : MODEL_PRECISION_AUTO;
+    for (int i = 0; i < m->cfg.n_layers && p != MODEL_PRECISION_AUTO; i++)
+        for (int k = 0; k < 7; k++) {
+            struct wtensor *w = linear(&m->layers[i], k);
+            if (p == MODEL_PRECISION_FP8 && w->dtype != BORA_DT_F8_E4M3)
+                rc = quantize_fp8(m, w);
+            else if (p == MODEL_PRECISION_BF16 && w->dtype != BORA_DT_BF16)
+                rc = convert_bf16(m, w);
+            if (rc) {
+                rc = bora_errf(err, rc, "%s: out of memory converting layer %d to %s", dir, i, model_precision_name(p));
+                goto err;
+            }
+        }
+    m->rope_inv_freq = malloc((size_t)(m->cfg.head_dim / 2) * sizeof(float));
+    if (!m->rope_inv_freq) {
+        rc = bora_errf(err, -ENOMEM, "out of memory");
+        goto err;
+    }
+    model_rope_init(&m->cfg, m->rope_inv_freq, &m->rope_attn_factor);
+    account(m);
+    find_tokenizer(m);
+    *out = m;
+    return 0;
+err:
+    model_close(m);
+    return rc;
+}
+
+void model_close(struct model *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_shards; i++)
+        st_close(&m->shards[i]);
+    free(m->shards);
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    free(m->rope_inv_freq);
+    free(m);
+}

@@ -1,0 +1,253 @@
+/* safetensors.c — validates safetensors headers (pure, fuzzed) and maps files read-only.
+ * The header is JSON: {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}, ...}. */
+#include "model/safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const struct {
+    const char *name;
+    size_t size;
+} dtype_info[BORA_DT_COUNT] = {
+    [BORA_DT_F32] = { "F32", 4 },
+    [BORA_DT_F16] = { "F16", 2 },
+    [BORA_DT_BF16] = { "BF16", 2 },
+    [BORA_DT_F8_E4M3] = { "F8_E4M3", 1 },
+};
+
+/* dtypes that may appear in a checkpoint but that bora does not compute with */
+static const struct {
+    const char *name;
+    size_t size;
+} other_dtypes[] = {
+    { "F64", 8 }, { "I64", 8 }, { "U64", 8 }, { "I32", 4 }, { "U32", 4 }, { "I16", 2 },
+    { "U16", 2 }, { "I8", 1 }, { "U8", 1 }, { "BOOL", 1 }, { "F8_E5M2", 1 },
+};
+
+size_t bora_dtype_size(enum bora_dtype dt)
+{
+    return dt < BORA_DT_COUNT ? dtype_info[dt].size : 0;
+}
+
+const char *bora_dtype_name(enum bora_dtype dt)
+{
+    return dt < BORA_DT_COUNT ? dtype_info[dt].name : "?";
+}
+
+/* Returns the element size, or 0 if the name is unknown; *dt = BORA_DT_COUNT for dtypes
+ * that are known to the format but not computed with by bora. */
+static size_t dtype_lookup(const char *s, enum bora_dtype *dt)
+{
+    for (int i = 0; i < BORA_DT_COUNT; i++)
+        if (!strcmp(s, dtype_info[i].name)) {
+            *dt = (enum bora_dtype)i;
+            return dtype_info[i].size;
+        }
+    for (size_t i = 0; i < BORA_ARRAY_LEN(other_dtypes); i++)
+        if (!strcmp(s, other_dtypes[i].name)) {
+            *dt = BORA_DT_COUNT;
+            return other_dtypes[i].size;
+        }
+    return 0;
+}
+
+static int cmp_begin(const void *a, const void *b)
+{
+    const struct st_tensor *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
+}
+
+static int parse_entry(const char *what, const char *name, json_t *v, uint64_t data_bytes,
+                       struct st_tensor *t, struct bora_err *err)
+{
+    if (strlen(name) >= sizeof t->name)
+        return bora_errf(err, -EINVAL, "%s: tensor name too long (%zu bytes)", what, strlen(name));
+    strcpy(t->name, name);
+    if (!json_is_object(v))
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': entry is not an object", what, name);
+    json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
+           *jo = json_object_get(v, "data_offsets");
+    if (!json_is_string(jd))
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': missing or non-string 'dtype'", what, name);
+    size_t esize = dtype_lookup(json_string_value(jd), &t->dtype);
+    if (!esize)
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': unknown dtype '%s'", what, name,
+                         json_string_value(jd));
+    if (!json_is_array(js) || json_array_size(js) > ST_MAX_DIMS)
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': 'shape' must be an array of at most %d sizes",
+                         what, name, ST_MAX_DIMS);
+    t->n_dims = (int)json_array_size(js);
+    uint64_t n_elems = 1;
+    for (int d = 0; d < t->n_dims; d++) {
+        json_t *e = json_array_get(js, (size_t)d);
+        if (!json_is_integer(e) || json_integer_value(e) < 0)
+            return bora_errf(err, -EINVAL, "%s: tensor '%s': shape[%d] is not a non-negative integer",
+                             what, name, d);
+        t->shape[d] = json_integer_value(e);
+        if (t->shape[d] && n_elems > UINT64_MAX / (uint64_t)t->shape[d])
+            return bora_errf(err, -EINVAL, "%s: tensor '%s': shape overflows", what, name);
+        n_elems *= (uint64_t)t->shape[d];
+    }
+    if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
+        !json_is_integer(json_array_get(jo, 1)))
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': 'data_offsets' must be [begin, end]", what, name);
+    json_int_t b = json_integer_value(json_array_get(jo, 0)), e = json_integer_value(json_array_get(jo, 1));
+    if (b < 0 || e < b)
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': bad data_offsets [%lld, %lld]", what, name,
+                         (long long)b, (long long)e);
+    t->begin = (uint64_t)b;
+    t->end = (uint64_t)e;
+    if (t->end > data_bytes)
+        return bora_errf(err, -EINVAL,
+                         "%s: tensor '%s': data [%llu, %llu) runs past the end of the data (%llu bytes; file truncated?)",
+                         what, name, (unsigned long long)t->begin, (unsigned long long)t->end,
+                         (unsigned long long)data_bytes);
+    if (n_elems > UINT64_MAX / esize || n_elems * esize != t->end - t->begin)
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': shape × dtype size is %llu bytes but data_offsets span %llu",
+                         what, name, (unsigned long long)(n_elems * esize),
+                         (unsigned long long)(t->end - t->begin));
+    t->data = NULL;
+    return 0;
+}
+
+int st_parse_header(const char *buf, size_t hdr_len, uint64_t data_bytes, const char *what,
+                    struct st_tensor **out, int *n_out, struct bora_err *err)
+{
+    *out = NULL;
+    *n_out = 0;
+    json_error_t jerr;
+    json_t *root = json_loadb(buf, hdr_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return bora_errf(err, -EINVAL, "%s: header is not valid JSON (%s at byte %d)", what, jerr.text,
+                         jerr.position);
+    int rc = 0;
+    struct st_tensor *ts = NULL;
+    if (!json_is_object(root)) {
+        rc = bora_errf(err, -EINVAL, "%s: header is not a JSON object", what);
+        goto err;
+    }
+    size_t cap = json_object_size(root);
+    ts = calloc(cap ? cap : 1, sizeof *ts);
+    if (!ts) {
+        rc = bora_errf(err, -ENOMEM, "%s: out of memory for %zu tensors", what, cap);
+        goto err;
+    }
+    int n = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        if (!strcmp(key, "__metadata__")) {
+            if (!json_is_object(val)) {
+                rc = bora_errf(err, -EINVAL, "%s: __metadata__ is not an object", what);
+                goto err;
+            }
+            continue;
+        }
+        rc = parse_entry(what, key, val, data_bytes, &ts[n], err);
+        if (rc)
+            goto err;
+        n++;
+    }
+    /* no two tensors may share bytes */
+    struct st_tensor *sorted = malloc((size_t)(n ? n : 1) * sizeof *sorted);
+    if (!sorted) {
+        rc = bora_errf(err, -ENOMEM, "%s: out of memory", what);
+        goto err;
+    }
+    memcpy(sorted, ts, (size_t)n * sizeof *ts);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_begin);
+    for (int i = 1; i < n; i++)
+        if (sorted[i].begin < sorted[i - 1].end && sorted[i].end > sorted[i].begin) {
+            rc = bora_errf(err, -EINVAL, "%s: tensors '%s' and '%s' overlap", what, sorted[i - 1].name,
+                           sorted[i].name);
+            free(sorted);
+            goto err;
+        }
+    free(sorted);
+    json_decref(root);
+    *out = ts;
+    *n_out = n;
+    return 0;
+err:
+    free(ts);
+    json_decref(root);
+    return rc;
+}
+
+int st_open(struct st_file *f, const char *path, struct bora_err *err)
+{
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    snprintf(f->path, sizeof f->path, "%s", path);
+    int rc;
+    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0)
+        return bora_errf(err, -errno, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(f->fd, &st) < 0) {
+        rc = bora_errf(err, -errno, "%s: cannot stat: %s", path, strerror(errno));
+        goto err;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = bora_errf(err, -EINVAL, "%s: not a regular file", path);
+        goto err;
+    }
+    if (st.st_size < 8) {
+        rc = bora_errf(err, -EINVAL, "%s: truncated: %lld bytes, a safetensors file has at least 8",
+                       path, (long long)st.st_size);
+        goto err;
+    }
+    f->map_bytes = (size_t)st.st_size;
+    f->map = mmap(NULL, f->map_bytes, PROT_READ, MAP_PRIVATE, f->fd, 0);
+    if (f->map == MAP_FAILED) {
+        f->map = NULL;
+        rc = bora_errf(err, -errno, "%s: mmap failed: %s", path, strerror(errno));
+        goto err;
+    }
+    uint64_t hlen;
+    memcpy(&hlen, f->map, 8);   /* little-endian host assumed (x86-64, aarch64) */
+    if (hlen > ST_HEADER_MAX_BYTES || hlen > f->map_bytes - 8) {
+        rc = bora_errf(err, -EINVAL, "%s: header length %llu does not fit the file (%zu bytes)%s", path,
+                       (unsigned long long)hlen, f->map_bytes,
+                       hlen > ST_HEADER_MAX_BYTES ? " or exceeds the 100 MB limit" : "; truncated?");
+        goto err;
+    }
+    f->data_offset = 8 + hlen;
+    rc = st_parse_header((const char *)f->map + 8, hlen, f->map_bytes - f->data_offset, path,
+                         &f->tensors, &f->n_tensors, err);
+    if (rc)
+        goto err;
+    for (int i = 0; i < f->n_tensors; i++)
+        f->tensors[i].data = (const char *)f->map + f->data_offset + f->tensors[i].begin;
+    return 0;
+err:
+    st_close(f);
+    return rc;
+}
+
+void st_close(struct st_file *f)
+{
+    if (f->map)
+        munmap(f->map, f->map_bytes);
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->tensors);
+    f->map = NULL;
+    f->fd = -1;
+    f->tensors = NULL;
+    f->n_tensors = 0;
+}
+
+const struct st_tensor *st_find(const struct st_file *f, const char *name)
+{
+    for (int i = 0; i < f->n_tensors; i++)
+        if (!strcmp(f->tensors[i].name, name))
+            return &f->tensors[i];
+    return NULL;
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# e2e_check_config.sh — `borad --check-config`: the shipped config/bora.ini passes (exit 0,
+# "FILE: ok"); tests/data/config/bad.ini fails (exit 1) with messages naming file, line and key.
+set -u
+build=${1:-build}
+borad="$build/borad"
+[ -x "$borad" ] || { echo "e2e_check_config: $borad not built"; exit 1; }
+fail() { echo "e2e_check_config: $*"; exit 1; }
+out=$(mktemp); err=$(mktemp); trap 'rm -f "$out" "$err"' EXIT
+
+"$borad" --check-config config/bora.ini >"$out" 2>"$err"; rc=$?
+[ $rc -eq 0 ] || fail "config/bora.ini: exit $rc, stderr: $(cat "$err")"
+grep -qx 'config/bora.ini: ok' "$out" || fail "config/bora.ini: no 'ok' line: $(cat "$out")"
+
+bad=tests/data/config/bad.ini
+"$borad" --check-config "$bad" >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] || fail "$bad: exit $rc, wanted 1"
+grep -q 'ok' "$out" && fail "$bad: printed ok"
+grep -qF "$bad:4: key 'limits.max_tokens': out of range 1..32768 (got '40000')" "$err" || fail "$bad: no line-4 max_tokens error: $(cat "$err")"
+grep -qF "$bad:7: key 'model.backend':" "$err" || fail "$bad: no line-7 backend error: $(cat "$err")"
+grep -qF "$bad:9: key 'dataplane.udp':" "$err" || fail "$bad: no line-9 udp error: $(cat "$err")"
+[ "$(wc -l <"$err")" -eq 3 ] || fail "$bad: expected exactly 3 messages: $(cat "$err")"
+
+"$borad" --check-config tests/data/config/missing.ini >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] || fail "missing file: exit $rc"
+grep -qF 'tests/data/config/missing.ini: cannot open' "$err" || fail "missing file: $(cat "$err")"
+
+"$borad" --bogus >"$out" 2>"$err"; rc=$?
+[ $rc -eq 2 ] || fail "--bogus: exit $rc, wanted 2"
+
+# -c with a bad file stops before serving (a good one would start the server).
+"$borad" -c "$bad" >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] && grep -qF "$bad:4:" "$err" || fail "-c bad: exit $rc: $(cat "$err")"
+echo "e2e_check_config: ok"

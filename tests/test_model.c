@@ -1,0 +1,450 @@
+/* test_model.c — checkpoint loading and its failure modes (truncated or lying safetensors,
+ * missing or misshapen tensors, bad config values, unknown architectures and dtypes), the
+ * scalar conversions, RoPE/YaRN constants and the sampler. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/default_model.h"
+#include "model/engine.h"
+#include "model/model.h"
+#include "model/sampler.h"
+#include "tests/support/fixtures.h"
+
+/* ---- helpers: a scratch model directory with a chosen config and safetensors file ---- */
+
+static char tmpdir[256];
+
+static int setup_dir(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/bora-test-model-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown_dir(void **state)
+{
+    (void)state;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd);
+}
+
+static void write_file(const char *name, const void *data, size_t n)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+/* A safetensors file from a header (padded) and `data_bytes` bytes of 0x3c. */
+static void write_st(const char *name, const char *header, size_t data_bytes, uint64_t lie_hlen)
+{
+    size_t hl = strlen(header), pad = (8 - hl % 8) % 8;
+    size_t total = 8 + hl + pad + data_bytes;
+    unsigned char *b = malloc(total);
+    assert_non_null(b);
+    uint64_t h64 = lie_hlen ? lie_hlen : hl + pad;
+    memcpy(b, &h64, 8);
+    memcpy(b + 8, header, hl);
+    memset(b + 8 + hl, ' ', pad);
+    memset(b + 8 + hl + pad, 0x3c, data_bytes);
+    write_file(name, b, total);
+    free(b);
+}
+
+/* A 1-layer model: dim 8, 2 heads of 4, 1 kv head, ffn 16, vocab 32. */
+static const char tiny_config[] =
+    "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":8,\"num_hidden_layers\":1,"
+    "\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":16,\"vocab_size\":32,"
+    "\"rms_norm_eps\":1e-5,\"rope_theta\":10000.0,\"tie_word_embeddings\":false}";
+
+struct spec {
+    const char *name;
+    int r, c;   /* r = 0: vector */
+};
+static const struct spec tiny_tensors[] = {
+    { "model.embed_tokens.weight", 32, 8 },
+    { "model.norm.weight", 0, 8 },
+    { "lm_head.weight", 32, 8 },
+    { "model.layers.0.input_layernorm.weight", 0, 8 },
+    { "model.layers.0.self_attn.q_proj.weight", 8, 8 },
+    { "model.layers.0.self_attn.k_proj.weight", 4, 8 },
+    { "model.layers.0.self_attn.v_proj.weight", 4, 8 },
+    { "model.layers.0.self_attn.o_proj.weight", 8, 8 },
+    { "model.layers.0.post_attention_layernorm.weight", 0, 8 },
+    { "model.layers.0.mlp.gate_proj.weight", 16, 8 },
+    { "model.layers.0.mlp.up_proj.weight", 16, 8 },
+    { "model.layers.0.mlp.down_proj.weight", 8, 16 },
+};
+
+/* Builds the tiny model's header; `skip` omits one tensor, `bad` gets shape [r+1, c],
+ * `dtype_of_bad` replaces its dtype. Returns the data size. */
+static size_t tiny_header(char *h, size_t cap, const char *skip, const char *bad, const char *dtype_of_bad)
+{
+    size_t off = 0, n = 0;
+    n += (size_t)snprintf(h + n, cap - n, "{");
+    bool first = true;
+    for (size_t i = 0; i < sizeof tiny_tensors / sizeof *tiny_tensors; i++) {
+        const struct spec *s = &tiny_tensors[i];
+        if (skip && !strcmp(skip, s->name))
+            continue;
+        bool isbad = bad && !strcmp(bad, s->name);
+        int r = s->r + (isbad && !dtype_of_bad ? 1 : 0);
+        const char *dt = isbad && dtype_of_bad ? dtype_of_bad : "BF16";
+        size_t es = !strcmp(dt, "I64") ? 8 : 2;
+        size_t bytes = (size_t)(r ? r : 1) * (size_t)s->c * es;
+        if (s->r)
+            n += (size_t)snprintf(h + n, cap - n, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",
+                                  first ? "" : ",", s->name, dt, r, s->c, off, off + bytes);
+        else
+            n += (size_t)snprintf(h + n, cap - n, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%d],\"data_offsets\":[%zu,%zu]}",
+                                  first ? "" : ",", s->name, dt, s->c, off, off + bytes);
+        first = false;
+        off += bytes;
+    }
+    snprintf(h + n, cap - n, "}");
+    return off;
+}
+
+/* Opens tmpdir and expects failure with a message containing every given fragment. */
+static void expect_open_error(int want_rc, const char *frag1, const char *frag2)
+{
+    struct model *m = NULL;
+    struct bora_err err = { "" };
+    int rc = model_open(&m, tmpdir, NULL, &err);
+    if (rc != want_rc || (frag1 && !strstr(err.msg, frag1)) || (frag2 && !strstr(err.msg, frag2)))
+        fail_msg("model_open: rc %d (want %d), message '%s' (want '%s' and '%s')", rc, want_rc, err.msg,
+                 frag1 ? frag1 : "", frag2 ? frag2 : "");
+    assert_null(m);
+}
+
+static void test_tiny_model_loads_and_runs(void **state)
+{
+    (void)state;
+    char h[8192];
+    size_t data = tiny_header(h, sizeof h, NULL, NULL, NULL);
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    write_st("model.safetensors", h, data, 0);
+    struct model *m;
+    struct bora_err err = { "" };
+    assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
+    assert_int_equal(m->cfg.head_dim, 4);
+    assert_int_equal(m->cfg.n_kv_heads, 1);
+    struct engine *e;
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 8 };
+    assert_int_equal(engine_open(&e, m, &eo, &err), 0);
+    float lg[32];
+    int32_t ids[3] = { 1, 5, 7 };
+    assert_int_equal(engine_forward(e, ids, 3, 0, lg), 0);
+    for (int i = 0; i < 32; i++)
+        assert_true(isfinite(lg[i]));
+    int32_t bad = 32;   /* out of vocabulary */
+    assert_int_equal(engine_forward(e, &bad, 1, 3, lg), -EINVAL);
+    assert_int_equal(engine_forward(e, ids, 3, 7, lg), -EINVAL);   /* past max_ctx */
+    engine_close(e);
+    model_close(m);
+}
+
+static void test_missing_tensor(void **state)
+{
+    (void)state;
+    char h[8192];
+    size_t data = tiny_header(h, sizeof h, "model.layers.0.mlp.up_proj.weight", NULL, NULL);
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    write_st("model.safetensors", h, data, 0);
+    expect_open_error(-EINVAL, "model.layers.0.mlp.up_proj.weight", "missing");
+}
+
+static void test_misshapen_tensor(void **state)
+{
+    (void)state;
+    char h[8192];
+    size_t data = tiny_header(h, sizeof h, NULL, "model.layers.0.self_attn.k_proj.weight", NULL);
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    write_st("model.safetensors", h, data, 0);
+    expect_open_error(-EINVAL, "k_proj.weight': shape [5, 8], expected [4, 8]", "model.safetensors");
+}
+
+static void test_unsupported_dtype(void **state)
+{
+    (void)state;
+    char h[8192];
+    size_t data = tiny_header(h, sizeof h, NULL, "model.norm.weight", "I64");
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    write_st("model.safetensors", h, data, 0);
+    expect_open_error(-EINVAL, "model.norm.weight", "dtype");
+    data = tiny_header(h, sizeof h, NULL, "model.norm.weight", "Q4_K");
+    write_st("model.safetensors", h, data, 0);
+    expect_open_error(-EINVAL, "unknown dtype 'Q4_K'", NULL);
+}
+
+static void test_truncated_file(void **state)
+{
+    (void)state;
+    char h[8192];
+    size_t data = tiny_header(h, sizeof h, NULL, NULL, NULL);
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    write_st("model.safetensors", h, data - 10, 0);   /* the last tensor runs past the end */
+    expect_open_error(-EINVAL, "runs past the end", "mlp.down_proj.weight");
+    write_file("model.safetensors", "\x10\0\0", 3);   /* shorter than the length prefix */
+    expect_open_error(-EINVAL, "truncated", "model.safetensors");
+}
+
+static void test_lying_header(void **state)
+{
+    (void)state;
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    /* header length larger than the file */
+    write_st("model.safetensors", "{}", 0, 1u << 20);
+    expect_open_error(-EINVAL, "header length", "does not fit");
+    /* shape × dtype size disagrees with the byte range */
+    write_st("model.safetensors", "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4,4],\"data_offsets\":[0,30]}}", 32, 0);
+    expect_open_error(-EINVAL, "shape × dtype size is 32 bytes but data_offsets span 30", NULL);
+    /* overlapping tensors */
+    write_st("model.safetensors",
+             "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]},"
+             "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[4,12]}}", 12, 0);
+    expect_open_error(-EINVAL, "overlap", NULL);
+    /* not JSON */
+    write_st("model.safetensors", "{\"a\": [1, 2", 0, 0);
+    expect_open_error(-EINVAL, "not valid JSON", NULL);
+    /* negative offsets, huge shapes */
+    write_st("model.safetensors", "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[-8,0]}}", 8, 0);
+    expect_open_error(-EINVAL, "bad data_offsets", NULL);
+    write_st("model.safetensors",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 8, 0);
+    expect_open_error(-EINVAL, "overflows", NULL);
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    char h[8192];
+    size_t data = tiny_header(h, sizeof h, NULL, NULL, NULL);
+    write_st("model.safetensors", h, data, 0);
+    static const struct {
+        const char *json, *frag1, *frag2;
+    } cases[] = {
+        { "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":8}", "unsupported architecture 'LlamaForCausalLM'", "config.json" },
+        { "{\"hidden_size\":8}", "key 'architectures'", "missing" },
+        { "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":-8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"vocab_size\":32}",
+          "key 'hidden_size'", "got '-8'" },
+        { "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":8,\"num_hidden_layers\":\"one\",\"num_attention_heads\":2,\"intermediate_size\":16,\"vocab_size\":32}",
+          "key 'num_hidden_layers'", "\"one\"" },
+        { "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":3,\"intermediate_size\":16,\"vocab_size\":32}",
+          "not a multiple of 3 key/value heads", NULL },
+        { "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"vocab_size\":32,\"rms_norm_eps\":0}",
+          "key 'rms_norm_eps'", NULL },
+        { "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"vocab_size\":32,\"rope_parameters\":{\"rope_type\":\"dynamic\"}}",
+          "rope type 'dynamic'", NULL },
+        { "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"vocab_size\":32,\"quantization_config\":{\"quant_method\":\"awq\"}}",
+          "quant_method", "'awq'" },
+        { "[1,2,3]", "not a JSON object", NULL },
+        { "{\"architectures\":[\"MistralForCausalLM\"", "not valid JSON", "line" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        write_file("config.json", cases[i].json, strlen(cases[i].json));
+        expect_open_error(-EINVAL, cases[i].frag1, cases[i].frag2);
+    }
+}
+
+static void test_missing_files(void **state)
+{
+    (void)state;
+    struct model *m;
+    struct bora_err err = { "" };
+    assert_int_equal(model_open(&m, "/nonexistent/bora-model", NULL, &err), -ENOENT);
+    assert_non_null(strstr(err.msg, "/nonexistent/bora-model"));
+    expect_open_error(-ENOENT, "neither config.json", NULL);   /* empty directory */
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    expect_open_error(-ENOENT, "no model*.safetensors", NULL);
+}
+
+static void test_sharded_index(void **state)
+{
+    (void)state;
+    char h[8192];
+    size_t data = tiny_header(h, sizeof h, NULL, NULL, NULL);
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    write_st("model-00001-of-00001.safetensors", h, data, 0);
+    const char *idx = "{\"weight_map\":{\"lm_head.weight\":\"model-00002-of-00002.safetensors\"}}";
+    write_file("model.safetensors.index.json", idx, strlen(idx));
+    expect_open_error(-EINVAL, "lm_head.weight", "model-00002-of-00002.safetensors");
+    idx = "{\"weight_map\":{\"lm_head.weight\":\"model-00001-of-00001.safetensors\"}}";
+    write_file("model.safetensors.index.json", idx, strlen(idx));
+    struct model *m;
+    struct bora_err err = { "" };
+    assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
+    model_close(m);
+}
+
+/* ---- conversions ---- */
+
+static void test_e4m3_roundtrip(void **state)
+{
+    (void)state;
+    for (int v = 0; v < 256; v++) {
+        if ((v & 0x7f) == 0x7f)
+            continue;   /* NaN */
+        float f = bora_e4m3_to_f32((uint8_t)v);
+        uint8_t back = bora_f32_to_e4m3(f);
+        if (v == 0x80)
+            assert_true(back == 0x80 || back == 0x00);
+        else
+            assert_int_equal(back, v);
+    }
+    assert_true(bora_e4m3_to_f32(0x7e) == 448.0f);
+    assert_true(bora_e4m3_to_f32(0x01) == ldexpf(1, -9));
+    assert_int_equal(bora_f32_to_e4m3(1e6f), 0x7e);     /* saturates */
+    assert_int_equal(bora_f32_to_e4m3(-1e6f), 0xfe);
+    assert_int_equal(bora_f32_to_e4m3(1.0625f), 0x38);  /* halfway 1 and 1.125 → even (1.0) */
+    assert_int_equal(bora_f32_to_e4m3(1.1875f), 0x3a);  /* halfway 1.125 and 1.25 → even (1.25) */
+}
+
+static void test_bf16_f16(void **state)
+{
+    (void)state;
+    assert_true(bora_bf16_to_f32(0x3f80) == 1.0f);
+    assert_int_equal(bora_f32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(bora_f32_to_bf16(1.00390625f), 0x3f80);   /* tie → even */
+    assert_int_equal(bora_f32_to_bf16(1.01171875f), 0x3f82);   /* tie → even (up) */
+    assert_true(bora_f16_to_f32(0x3c00) == 1.0f);
+    assert_true(bora_f16_to_f32(0xc000) == -2.0f);
+    assert_true(bora_f16_to_f32(0x0001) == ldexpf(1, -24));
+    assert_true(isinf(bora_f16_to_f32(0x7c00)));
+}
+
+/* YaRN constants from the fixture notes: attention factor 0.1·ln(16) + 1. */
+static void test_yarn_constants(void **state)
+{
+    (void)state;
+    const char *cfg = "{\"architectures\":[\"Ministral3ForCausalLM\"],\"hidden_size\":64,\"num_hidden_layers\":1,"
+                      "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":32,\"intermediate_size\":8,"
+                      "\"vocab_size\":32,\"max_position_embeddings\":512,\"rope_parameters\":{\"rope_type\":\"yarn\","
+                      "\"rope_theta\":1000000.0,\"factor\":16.0,\"original_max_position_embeddings\":32,"
+                      "\"beta_fast\":32.0,\"beta_slow\":1.0,\"mscale\":1.0,\"mscale_all_dim\":0.0,\"llama_4_scaling_beta\":0.1}}";
+    struct model_config c;
+    struct bora_err err;
+    assert_int_equal(model_config_parse_hf(cfg, strlen(cfg), "t", &c, &err), 0);
+    float inv[16], af;
+    model_rope_init(&c, inv, &af);
+    assert_float_equal(af, 1.2772589f, 1e-6);
+    assert_float_equal(inv[0], 1.0f, 1e-7);                 /* fastest pair: pure extrapolation */
+    assert_float_equal(inv[15], (float)(1.0 / pow(1e6, 30.0 / 32) / 16), 1e-12);   /* slowest: interpolated */
+    assert_float_equal(model_query_scale(&c, 31), 1.0f, 0);
+    assert_float_equal(model_query_scale(&c, 32), 1.0f + 0.1f * logf(2.0f), 1e-6);
+    assert_float_equal(model_query_scale(&c, 100), 1.0f + 0.1f * logf(4.0f), 1e-6);
+}
+
+/* ---- sampler ---- */
+
+static void test_sampler(void **state)
+{
+    (void)state;
+    float lg[6] = { 0.1f, 2.0f, 1.9f, -1.0f, 2.0f, 0.5f };
+    assert_int_equal(sampler_argmax(lg, 6), 1);   /* lowest id on ties */
+    struct sampler s;
+    struct sampler_params p = { .temperature = 0, .top_p = 1, .top_k = 0, .seed = 7 };
+    assert_int_equal(sampler_init(&s, 6, &p), 0);
+    assert_int_equal(sampler_sample(&s, lg), 1);
+    /* top_k = 2 at high temperature only ever picks the two best (ids 1 and 4) */
+    p = (struct sampler_params){ .temperature = 5, .top_p = 1, .top_k = 2, .seed = 7 };
+    assert_int_equal(sampler_reset(&s, &p), 0);
+    int counts[6] = { 0 };
+    for (int i = 0; i < 2000; i++)
+        counts[sampler_sample(&s, lg)]++;
+    assert_int_equal(counts[1] + counts[4], 2000);
+    assert_true(counts[1] > 800 && counts[4] > 800);
+    /* temperature 1, no truncation: frequencies follow softmax (±4 sigma with n = 20000) */
+    p = (struct sampler_params){ .temperature = 1, .top_p = 1, .top_k = 0, .seed = 11 };
+    assert_int_equal(sampler_reset(&s, &p), 0);
+    memset(counts, 0, sizeof counts);
+    const int N = 20000;
+    for (int i = 0; i < N; i++)
+        counts[sampler_sample(&s, lg)]++;
+    double z = 0;
+    for (int i = 0; i < 6; i++)
+        z += exp(lg[i]);
+    for (int i = 0; i < 6; i++) {
+        double pr = exp(lg[i]) / z, sd = sqrt(N * pr * (1 - pr));
+        assert_true(fabs(counts[i] - N * pr) < 4 * sd + 1);
+    }
+    /* same seed ⇒ same sequence */
+    int32_t a[50], b[50];
+    assert_int_equal(sampler_reset(&s, &p), 0);
+    for (int i = 0; i < 50; i++)
+        a[i] = sampler_sample(&s, lg);
+    assert_int_equal(sampler_reset(&s, &p), 0);
+    for (int i = 0; i < 50; i++)
+        b[i] = sampler_sample(&s, lg);
+    assert_memory_equal(a, b, sizeof a);
+    /* top_p small keeps only the most likely */
+    p = (struct sampler_params){ .temperature = 1, .top_p = 0.01f, .top_k = 0, .seed = 3 };
+    assert_int_equal(sampler_reset(&s, &p), 0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(sampler_sample(&s, lg), 1);
+    /* invalid parameters */
+    p.top_p = 0;
+    assert_int_equal(sampler_reset(&s, &p), -EINVAL);
+    p.top_p = 1;
+    p.temperature = -1;
+    assert_int_equal(sampler_reset(&s, &p), -EINVAL);
+    p.temperature = NAN;
+    assert_int_equal(sampler_reset(&s, &p), -EINVAL);
+    sampler_fini(&s);
+}
+
+/* The built-in default model is generated deterministically and loads. */
+static void test_default_model(void **state)
+{
+    (void)state;
+    char d1[512], d2[512];
+    snprintf(d1, sizeof d1, "%s/a", tmpdir);
+    snprintf(d2, sizeof d2, "%s/b", tmpdir);
+    struct bora_err err = { "" };
+    assert_int_equal(default_model_write(d1, &err), 0);
+    assert_int_equal(default_model_write(d2, &err), 0);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cmp -s %s/model.safetensors %s/model.safetensors", d1, d2);
+    assert_int_equal(system(cmd), 0);
+    struct model *m;
+    assert_int_equal(model_open(&m, d1, NULL, &err), 0);
+    assert_int_equal(m->cfg.vocab_size, 32768);
+    assert_non_null(strstr(m->tokenizer_path, "tokenizer.model"));
+    model_close(m);
+    assert_int_equal(default_model_write(d1, &err), -EEXIST);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_tiny_model_loads_and_runs, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_missing_tensor, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_misshapen_tensor, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_unsupported_dtype, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_truncated_file, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_lying_header, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_bad_config, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_missing_files, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_sharded_index, setup_dir, teardown_dir),
+        cmocka_unit_test(test_e4m3_roundtrip),
+        cmocka_unit_test(test_bf16_f16),
+        cmocka_unit_test(test_yarn_constants),
+        cmocka_unit_test(test_sampler),
+        cmocka_unit_test_setup_teardown(test_default_model, setup_dir, teardown_dir),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
