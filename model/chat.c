@@ -1,6 +1,7 @@
-/* chat.c — the instruct chat template of Mistral's SentencePiece models as mistral-common
- * writes it (v3: [INST]…[/INST] control tokens, system prompt and [AVAILABLE_TOOLS] before the
- * last user message, [TOOL_CALLS], [TOOL_RESULTS]; v1: "[INST] … [/INST]" as text), plus the
+/* chat.c — the instruct chat template of Mistral's models as mistral-common writes it
+ * (v3: [INST]…[/INST] control tokens, system prompt and [AVAILABLE_TOOLS] before the
+ * last user message, [TOOL_CALLS], [TOOL_RESULTS]; v7 (Tekken): system messages as
+ * [SYSTEM_PROMPT]…[/SYSTEM_PROMPT] in place; v1: "[INST] … [/INST]" as text), plus the
  * ChatCompletionRequest JSON front that re-serialises tools and calls as Python's json.dumps. */
 #include <errno.h>
 #include <jansson.h>
@@ -111,15 +112,39 @@ static int encode_user_v3(const struct tokenizer *t, struct idout *o, const stru
     return rc;
 }
 
+/* v7: the run of system messages starting at m[i], joined by "\n\n", as one
+ * [SYSTEM_PROMPT] text [/SYSTEM_PROMPT] block (mistral-common's v7 normalizer joins runs). */
+static int encode_system_v7(const struct tokenizer *t, struct idout *o, const struct chat_item *m,
+                            size_t n, size_t i, struct bora_err *err)
+{
+    struct sbuf b = { 0 };
+    for (size_t j = i; j < n && m[j].role == CHAT_ROLE_SYSTEM; j++) {
+        if (j > i)
+            sb_put(&b, "\n\n", 2);
+        sb_put(&b, m[j].text, m[j].len);
+    }
+    if (b.oom) {
+        free(b.p);
+        return bora_errf(err, -ENOMEM, "out of memory");
+    }
+    out_id(o, t->chat_id[CHAT_TOK_SYSTEM_PROMPT]);
+    int rc = out_text(t, o, b.p ? b.p : "", b.n, err);
+    out_id(o, t->chat_id[CHAT_TOK_SYSTEM_PROMPT_END]);
+    free(b.p);
+    return rc;
+}
+
 static int encode_v3(const struct tokenizer *t, const struct chat_item *m, size_t n, size_t last_user,
-                     const char *tools, size_t tools_len, const struct sbuf *sys, struct idout *o,
-                     struct bora_err *err)
+                     const char *tools, size_t tools_len, const struct sbuf *sys, bool v7,
+                     struct idout *o, struct bora_err *err)
 {
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct chat_item *it = &m[i];
         switch (it->role) {
         case CHAT_ROLE_SYSTEM:
+            if (v7 && (i == 0 || m[i - 1].role != CHAT_ROLE_SYSTEM))
+                rc = encode_system_v7(t, o, m, n, i, err);
             break;
         case CHAT_ROLE_USER:
             if (i == last_user && tools) {
@@ -128,7 +153,8 @@ static int encode_v3(const struct tokenizer *t, const struct chat_item *m, size_
                 out_id(o, t->chat_id[CHAT_TOK_AVAILABLE_TOOLS_END]);
             }
             if (rc == 0)
-                rc = encode_user_v3(t, o, it, i == last_user && sys->n ? sys->p : NULL, sys->n, err);
+                rc = encode_user_v3(t, o, it, i == last_user && sys->n && !v7 ? sys->p : NULL,
+                                    sys->n, err);
             break;
         case CHAT_ROLE_ASSISTANT:
             if (it->tool_calls)
@@ -178,6 +204,8 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
 {
     *n_out = 0;
     bool v3 = t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0;
+    bool v7 = v3 && t->chat_v7 && t->chat_id[CHAT_TOK_SYSTEM_PROMPT] >= 0
+              && t->chat_id[CHAT_TOK_SYSTEM_PROMPT_END] >= 0;
     size_t first_user = n, last_user = n;
     for (size_t i = 0; i < n; i++) {
         if (m[i].role < CHAT_ROLE_SYSTEM || m[i].role > CHAT_ROLE_TOOL)
@@ -213,7 +241,7 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
     struct idout o = { ids, cap, 0 };
     if (t->bos_id >= 0)
         out_id(&o, t->bos_id);
-    rc = v3 ? encode_v3(t, m, n, last_user, tools, tools_len, &sys, &o, err)
+    rc = v3 ? encode_v3(t, m, n, last_user, tools, tools_len, &sys, v7, &o, err)
             : encode_v1(t, m, n, first_user, &sys, &o, err);
     free(sys.p);
     *n_out = o.n;

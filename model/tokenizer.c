@@ -128,10 +128,12 @@ static int open_kind(struct tokenizer **out, const uint8_t *buf, size_t len, con
     while (i < len && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t'))
         i++;
     if (i < len && buf[i] == '{') {
-        /* Tekken files have top-level "config" and "vocab"; HF files a "model" object. */
-        if (memmem(buf, len, "\"model\"", 7))
+        /* Tekken files have "config" with a "pattern" and "vocab" entries with "token_bytes"
+         * (their token_str values may well contain "model"); HF files a "model" object. */
+        bool tekken = memmem(buf, len, "\"token_bytes\"", 13) && memmem(buf, len, "\"pattern\"", 9);
+        if (!tekken && memmem(buf, len, "\"model\"", 7))
             return hfjson_open(out, (const char *)buf, len, name, err);
-        return bora_errf(err, -ENOTSUP, "%s: Tekken tokenizers are not supported yet", name);
+        return tekken_tokenizer_open(out, (const char *)buf, len, name, err);
     }
     return sentencepiece_open(out, buf, len, name, err);
 }
@@ -144,6 +146,7 @@ static void chat_ids_fill(struct tokenizer *t)
         [CHAT_TOK_TOOL_CALLS] = "[TOOL_CALLS]", [CHAT_TOK_AVAILABLE_TOOLS] = "[AVAILABLE_TOOLS]",
         [CHAT_TOK_AVAILABLE_TOOLS_END] = "[/AVAILABLE_TOOLS]",
         [CHAT_TOK_TOOL_RESULTS] = "[TOOL_RESULTS]", [CHAT_TOK_TOOL_RESULTS_END] = "[/TOOL_RESULTS]",
+        [CHAT_TOK_SYSTEM_PROMPT] = "[SYSTEM_PROMPT]", [CHAT_TOK_SYSTEM_PROMPT_END] = "[/SYSTEM_PROMPT]",
     };
     for (int k = 0; k < CHAT_TOK_COUNT; k++)
         t->chat_id[k] = -1;

@@ -1,6 +1,7 @@
 /* test_tekken.c — the Tekken tokenizer against the reference cases (ids from js-tiktoken/tiktoken on
- * the NeMo vocabulary), hand-worked merges on tiny vocabularies, streaming detokenization, and
- * every kind of broken tekken.json. */
+ * the NeMo vocabulary), hand-worked merges on tiny vocabularies, streaming detokenization, every
+ * kind of broken tekken.json, and Tekken behind the tokenizer front with the v3/v7 chat formats
+ * (checked against mistral-common's v3 token files of the chat samples). */
 #include <errno.h>
 #include <jansson.h>
 #include <setjmp.h>
@@ -12,13 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "model/tekken.h"
+#include "model/tokenizer.h"
+#include "model/tokenizer_impl.h"
 
 #define NEMO_JSON  "tests/data/tokenizers/tekken-nemo-240718.json"
 #define NEMO_CASES "tests/data/tokenizers/cases/tekken_nemo_cases.json"
+#define SP_V3      "tests/data/tokenizers/tokenizer.model.v3"
+#define CHAT_DIR   "tests/data/chat-samples"
 #define MAX_IDS    4096
 
 struct fixture {
@@ -523,6 +529,335 @@ static void test_bad_files(void **state)
     assert_non_null(strstr(err.msg, "no-such-tekken.json"));
 }
 
+/* ---- behind the tokenizer front ----------------------------------------------------------------- */
+
+static void test_front_cases(void **state)
+{
+    struct fixture *f = *state;
+    struct tokenizer *t;
+    struct bora_err err = { "" };
+    if (tokenizer_open(&t, NEMO_JSON, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(tokenizer_vocab_size(t), 131072);
+    assert_int_equal(tokenizer_bos_id(t), 1);
+    assert_int_equal(tokenizer_eos_id(t), 2);
+    size_t i;
+    json_t *c;
+    static char out[1 << 16];
+    json_array_foreach(f->cases, i, c) {
+        const char *text = json_string_value(json_object_get(c, "text"));
+        size_t len = json_string_length(json_object_get(c, "text")), n, m;
+        int32_t want[MAX_IDS], got[MAX_IDS];
+        size_t nw = json_ids(json_object_get(c, "ids_with_bos"), want, MAX_IDS);
+        assert_int_equal(tokenizer_encode(t, text, len, true, got, MAX_IDS, &n, &err), 0);
+        assert_int_equal(n, nw);
+        assert_memory_equal(got, want, nw * sizeof *got);
+        assert_int_equal(tokenizer_decode(t, got, n, out, sizeof out, &m), 0);
+        assert_int_equal(m, len);
+        assert_memory_equal(out, text, len);
+        struct detok d;                       /* the front's streaming detokenizer */
+        detok_init(&d, t);
+        size_t o = 0;
+        for (size_t k = 0; k < n; k++) {
+            assert_int_equal(detok_push(&d, got[k], out + o, sizeof out - o, &m), 0);
+            o += m;
+        }
+        assert_int_equal(detok_flush(&d, out + o, sizeof out - o, &m), 0);
+        assert_int_equal(o + m, len);
+        assert_memory_equal(out, text, len);
+    }
+    /* -ENOSPC with the size needed */
+    size_t n;
+    int32_t one[1];
+    assert_int_equal(tokenizer_encode(t, "Hello world!", 12, true, one, 1, &n, &err), -ENOSPC);
+    assert_int_equal(n, 4);
+    tokenizer_close(t);
+}
+
+static void test_front_model_dir(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bora-tekken-XXXXXX", link[64], target[4096];
+    assert_non_null(mkdtemp(dir));
+    assert_non_null(realpath(NEMO_JSON, target));
+    snprintf(link, sizeof link, "%s/tekken.json", dir);
+    assert_int_equal(symlink(target, link), 0);
+    struct tokenizer *t;
+    struct bora_err err = { "" };
+    int rc = tokenizer_open(&t, dir, &err);
+    unlink(link);
+    rmdir(dir);
+    if (rc)
+        fail_msg("%s", err.msg);
+    assert_int_equal(tokenizer_piece_id(t, "[INST]"), 3);
+    assert_int_equal(tokenizer_piece_id(t, "[SYSTEM_PROMPT]"), 17);
+    assert_true(tokenizer_is_control(t, 17));
+    assert_true(tokenizer_is_control(t, 999));
+    assert_false(tokenizer_is_control(t, 1000));
+    size_t len;
+    const char *p = tokenizer_piece(t, 1000 + 'A', &len);
+    assert_int_equal(len, 1);
+    assert_int_equal(p[0], 'A');
+    tokenizer_close(t);
+}
+
+/* A published tekken.json carries token_str values such as "model": still Tekken, not HF. */
+static void test_front_detects_tekken(void **state)
+{
+    (void)state;
+    const char *extra[] = { "ab", "bc" };
+    char *js = tiny_json(SIMPLE_PAT, extra, 2, 268, NULL, NULL);
+    char *p = strstr(js, "\"token_str\":\"x\"");
+    assert_non_null(p);
+    size_t len = strlen(js);
+    memmove(p + 19, p + 15, len - (size_t)(p + 15 - js) + 1);    /* "x" → "model" */
+    memcpy(p + 12, "\"model\"", 7);
+    struct tokenizer *t;
+    struct bora_err err = { "" };
+    if (tokenizer_open_mem(&t, (const uint8_t *)js, strlen(js), "tiny.json", &err))
+        fail_msg("%s", err.msg);
+    size_t n;
+    int32_t ids[4];
+    assert_int_equal(tokenizer_encode(t, "ab", 2, false, ids, 4, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], 10 + 256);
+    tokenizer_close(t);
+    free(js);
+    /* a broken Tekken file reports the Tekken problem */
+    js = tiny_json(SIMPLE_PAT, extra, 2, 400, NULL, NULL);
+    assert_int_equal(tokenizer_open_mem(&t, (const uint8_t *)js, strlen(js), "short.json", &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "vocab has 258 entries"));
+    free(js);
+}
+
+/* ---- chat formats ------------------------------------------------------------------------------ */
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    b[n] = 0;
+    *len = (size_t)n;
+    return b;
+}
+
+/* One element of a reference conversation: a control token (by name) or a text. */
+struct seg {
+    char name[32];       /* control token name, or "" for text */
+    char *text;
+    size_t len;
+};
+
+/* Splits mistral-common's v3 ids (SentencePiece vocabulary) into control tokens and texts. */
+static size_t ref_segments(struct tokenizer *sp, const int32_t *ids, size_t n, struct seg *seg)
+{
+    size_t ns = 0, a = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && !tokenizer_is_control(sp, ids[i]))
+            continue;
+        if (i > a) {                                      /* text ids[a..i) */
+            size_t m;
+            char *t = malloc(1 << 16);
+            assert_int_equal(tokenizer_decode(sp, ids + a, i - a, t, 1 << 16, &m), 0);
+            seg[ns++] = (struct seg){ "", t, m };
+        }
+        if (i < n) {
+            size_t l;
+            const char *p = tokenizer_piece(sp, ids[i], &l);
+            assert_true(l < sizeof seg[ns].name);
+            seg[ns] = (struct seg){ "", NULL, 0 };
+            memcpy(seg[ns].name, p, l);
+            seg[ns++].name[l] = 0;
+        }
+        a = i + 1;
+    }
+    return ns;
+}
+
+/* The ids the segments make with Tekken: control tokens by name, texts encoded as they are. */
+static size_t segments_encode(struct tokenizer *tk, const struct seg *seg, size_t ns, int32_t *ids)
+{
+    size_t n = 0, m;
+    struct bora_err err;
+    for (size_t i = 0; i < ns; i++) {
+        if (seg[i].name[0]) {
+            int32_t id = tokenizer_piece_id(tk, seg[i].name);
+            assert_true(id >= 0 && tokenizer_is_control(tk, id));
+            ids[n++] = id;
+        } else {
+            assert_int_equal(tokenizer_encode(tk, seg[i].text, seg[i].len, false, ids + n,
+                                              MAX_IDS - n, &m, &err), 0);
+            n += m;
+        }
+    }
+    return n;
+}
+
+/* System messages of a sample joined by "\n\n" (what v3 puts before the last user text). */
+static size_t sample_system(const char *json, char *out, size_t cap)
+{
+    json_t *root = json_loads(json, 0, NULL);
+    size_t i, o = 0;
+    json_t *m;
+    json_array_foreach(json_object_get(root, "messages"), i, m) {
+        if (strcmp(json_string_value(json_object_get(m, "role")), "system"))
+            continue;
+        const char *c = json_string_value(json_object_get(m, "content"));
+        o += (size_t)snprintf(out + o, cap - o, "%s%s", o ? "\n\n" : "", c);
+    }
+    json_decref(root);
+    return o;
+}
+
+/* Turns the v3 layout into v7: [SYSTEM_PROMPT] system [/SYSTEM_PROMPT] right after <s>, and
+ * the system text no longer before the last user message. Returns the new count. */
+static size_t segments_to_v7(struct seg *seg, size_t ns, const char *sys, size_t sys_len)
+{
+    if (!sys_len)
+        return ns;
+    size_t stripped = 0;
+    for (size_t i = 1; i < ns; i++) {
+        if (seg[i].name[0] || strcmp(seg[i - 1].name, "[INST]") || seg[i].len < sys_len + 2 ||
+            memcmp(seg[i].text, sys, sys_len) || memcmp(seg[i].text + sys_len, "\n\n", 2))
+            continue;
+        memmove(seg[i].text, seg[i].text + sys_len + 2, seg[i].len - sys_len - 2);
+        seg[i].len -= sys_len + 2;
+        stripped++;
+    }
+    assert_int_equal(stripped, 1);
+    assert_string_equal(seg[0].name, "<s>");
+    memmove(seg + 4, seg + 1, (ns - 1) * sizeof *seg);
+    seg[1] = (struct seg){ "[SYSTEM_PROMPT]", NULL, 0 };
+    seg[2] = (struct seg){ "", malloc(sys_len + 1), sys_len };
+    memcpy(seg[2].text, sys, sys_len);
+    seg[3] = (struct seg){ "[/SYSTEM_PROMPT]", NULL, 0 };
+    return ns + 3;
+}
+
+/* chat_encode_request_json on every chat sample with tekken.json (version v3 as shipped, or
+ * patched to v7) equals mistral-common's v3 layout re-encoded with Tekken (v7: transformed). */
+static void check_chat_samples(bool v7)
+{
+    size_t jlen;
+    char *tj = read_file(NEMO_JSON, &jlen);
+    if (v7) {
+        char *v = strstr(tj, "\"version\":\"v3\"");
+        assert_non_null(v);
+        v[12] = '7';
+    }
+    struct tokenizer *tk, *sp;
+    struct bora_err err = { "" };
+    if (tokenizer_open_mem(&tk, (const uint8_t *)tj, jlen, v7 ? "tekken-v7.json" : NEMO_JSON, &err))
+        fail_msg("%s", err.msg);
+    free(tj);
+    if (tokenizer_open(&sp, SP_V3, &err))
+        fail_msg("%s", err.msg);
+    static const char *const samples[] = {
+        "get_weather_full", "get_weather_no_history", "get_weather_no_system_prompt", "no_tools",
+    };
+    size_t with_system = 0;
+    for (size_t s = 0; s < BORA_ARRAY_LEN(samples); s++) {
+        char path[256];
+        size_t len;
+        snprintf(path, sizeof path, CHAT_DIR "/%s/sample.json", samples[s]);
+        char *req = read_file(path, &len);
+        snprintf(path, sizeof path, CHAT_DIR "/%s/tokens_v3.json", samples[s]);
+        json_t *tok = json_load_file(path, 0, NULL);
+        static int32_t ref[MAX_IDS], want[MAX_IDS], got[MAX_IDS];
+        static struct seg seg[512];
+        size_t nr = json_ids(json_object_get(tok, "tokens"), ref, MAX_IDS);
+        size_t ns = ref_segments(sp, ref, nr, seg);
+        char sys[4096];
+        size_t sys_len = sample_system(req, sys, sizeof sys);
+        with_system += sys_len > 0;
+        if (v7)
+            ns = segments_to_v7(seg, ns, sys, sys_len);
+        size_t nw = segments_encode(tk, seg, ns, want), ng;
+        int rc = chat_encode_request_json(tk, req, len, got, MAX_IDS, &ng, &err);
+        if (rc)
+            fail_msg("%s: %s", samples[s], err.msg);
+        size_t d = 0;
+        while (d < nw && d < ng && got[d] == want[d])
+            d++;
+        if (ng != nw || d != nw)
+            fail_msg("%s (%s): %zu ids, want %zu; first difference at %zu", samples[s],
+                     v7 ? "v7" : "v3", ng, nw, d);
+        for (size_t i = 0; i < ns; i++)
+            free(seg[i].text);
+        json_decref(tok);
+        free(req);
+    }
+    assert_true(with_system >= 2);
+    tokenizer_close(sp);
+    tokenizer_close(tk);
+}
+
+static void test_chat_tekken_v3(void **state)
+{
+    (void)state;
+    check_chat_samples(false);
+}
+
+static void test_chat_tekken_v7(void **state)
+{
+    (void)state;
+    check_chat_samples(true);
+}
+
+/* v7 with the message API, token by token from the stated layout:
+ * <s>[SYSTEM_PROMPT]sys[/SYSTEM_PROMPT][INST]user[/INST]assistant</s>[INST]user2[/INST] */
+static void test_chat_v7_messages(void **state)
+{
+    (void)state;
+    size_t jlen;
+    char *tj = read_file(NEMO_JSON, &jlen);
+    strstr(tj, "\"version\":\"v3\"")[12] = '7';
+    struct tokenizer *t;
+    struct bora_err err = { "" };
+    if (tokenizer_open_mem(&t, (const uint8_t *)tj, jlen, "tekken-v7.json", &err))
+        fail_msg("%s", err.msg);
+    free(tj);
+    const struct chat_message m[] = {
+        { CHAT_ROLE_SYSTEM, "Be brief.", 9 },
+        { CHAT_ROLE_SYSTEM, "Answer in French.", 17 },
+        { CHAT_ROLE_USER, "Hello, how are you?", 19 },
+        { CHAT_ROLE_ASSISTANT, "Fine.", 5 },
+        { CHAT_ROLE_USER, "Bye", 3 },
+    };
+    int32_t got[64], want[64];
+    size_t ng, nw = 0, k;
+    assert_int_equal(chat_encode_messages(t, m, 5, got, 64, &ng, &err), 0);
+    want[nw++] = 1;
+    want[nw++] = tokenizer_piece_id(t, "[SYSTEM_PROMPT]");
+    tokenizer_encode(t, "Be brief.\n\nAnswer in French.", 28, false, want + nw, 64 - nw, &k, &err);
+    nw += k;
+    want[nw++] = tokenizer_piece_id(t, "[/SYSTEM_PROMPT]");
+    want[nw++] = 3;
+    tokenizer_encode(t, "Hello, how are you?", 19, false, want + nw, 64 - nw, &k, &err);
+    nw += k;
+    want[nw++] = 4;
+    tokenizer_encode(t, "Fine.", 5, false, want + nw, 64 - nw, &k, &err);
+    nw += k;
+    want[nw++] = 2;
+    want[nw++] = 3;
+    tokenizer_encode(t, "Bye", 3, false, want + nw, 64 - nw, &k, &err);
+    nw += k;
+    want[nw++] = 4;
+    assert_int_equal(want[1], 17);
+    assert_int_equal(want[nw - 1], 4);
+    assert_int_equal(ng, nw);
+    assert_memory_equal(got, want, nw * sizeof *got);
+    tokenizer_close(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -538,6 +873,12 @@ int main(void)
         cmocka_unit_test(test_tiny_merges),
         cmocka_unit_test(test_vocab_cut),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_front_cases),
+        cmocka_unit_test(test_front_model_dir),
+        cmocka_unit_test(test_front_detects_tekken),
+        cmocka_unit_test(test_chat_tekken_v3),
+        cmocka_unit_test(test_chat_tekken_v7),
+        cmocka_unit_test(test_chat_v7_messages),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
