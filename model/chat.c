@@ -77,7 +77,19 @@ struct chat_item {
     const char *text;
     size_t len;
     bool tool_calls;   /* assistant: text is the [TOOL_CALLS] JSON */
+    const char *raw;   /* the message's own content (v7: assistant text before [TOOL_CALLS], */
+    size_t raw_len;    /* tool result as given) */
+    const char *call_id;   /* tool: tool_call_id (v7 writes it after [TOOL_RESULTS]) or NULL */
+    size_t call_id_len;
 };
+
+/* mistral-common (v2 and later) encodes assistant text with trailing spaces stripped. */
+static size_t rstrip_spaces(const char *s, size_t n)
+{
+    while (n && s[n - 1] == ' ')
+        n--;
+    return n;
+}
 
 static const char *role_name(int role)
 {
@@ -112,25 +124,27 @@ static int encode_user_v3(const struct tokenizer *t, struct idout *o, const stru
     return rc;
 }
 
-/* v7: the run of system messages starting at m[i], joined by "\n\n", as one
- * [SYSTEM_PROMPT] text [/SYSTEM_PROMPT] block (mistral-common's v7 normalizer joins runs). */
-static int encode_system_v7(const struct tokenizer *t, struct idout *o, const struct chat_item *m,
-                            size_t n, size_t i, struct bora_err *err)
+/* v7: each system message is its own [SYSTEM_PROMPT] text [/SYSTEM_PROMPT] block, where it
+ * stands (mistral-common's v7 normalizer keeps system messages apart). */
+static int encode_system_v7(const struct tokenizer *t, struct idout *o, const struct chat_item *it,
+                            struct bora_err *err)
 {
-    struct sbuf b = { 0 };
-    for (size_t j = i; j < n && m[j].role == CHAT_ROLE_SYSTEM; j++) {
-        if (j > i)
-            sb_put(&b, "\n\n", 2);
-        sb_put(&b, m[j].text, m[j].len);
-    }
-    if (b.oom) {
-        free(b.p);
-        return bora_errf(err, -ENOMEM, "out of memory");
-    }
     out_id(o, t->chat_id[CHAT_TOK_SYSTEM_PROMPT]);
-    int rc = out_text(t, o, b.p ? b.p : "", b.n, err);
+    int rc = out_text(t, o, it->text, it->len, err);
     out_id(o, t->chat_id[CHAT_TOK_SYSTEM_PROMPT_END]);
-    free(b.p);
+    return rc;
+}
+
+/* v7 tool result: [TOOL_RESULTS] call id [TOOL_CONTENT] content as given [/TOOL_RESULTS]. */
+static int encode_tool_v7(const struct tokenizer *t, struct idout *o, const struct chat_item *it,
+                          struct bora_err *err)
+{
+    out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS]);
+    int rc = out_text(t, o, it->call_id ? it->call_id : "", it->call_id_len, err);
+    out_id(o, t->chat_id[CHAT_TOK_TOOL_CONTENT]);
+    if (rc == 0)
+        rc = out_text(t, o, it->raw ? it->raw : "", it->raw_len, err);
+    out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS_END]);
     return rc;
 }
 
@@ -143,8 +157,8 @@ static int encode_v3(const struct tokenizer *t, const struct chat_item *m, size_
         const struct chat_item *it = &m[i];
         switch (it->role) {
         case CHAT_ROLE_SYSTEM:
-            if (v7 && (i == 0 || m[i - 1].role != CHAT_ROLE_SYSTEM))
-                rc = encode_system_v7(t, o, m, n, i, err);
+            if (v7)
+                rc = encode_system_v7(t, o, it, err);
             break;
         case CHAT_ROLE_USER:
             if (i == last_user && tools) {
@@ -157,12 +171,20 @@ static int encode_v3(const struct tokenizer *t, const struct chat_item *m, size_
                                     sys->n, err);
             break;
         case CHAT_ROLE_ASSISTANT:
+            if (v7 && it->tool_calls && it->raw_len)   /* v7: text, then the calls */
+                rc = out_text(t, o, it->raw, rstrip_spaces(it->raw, it->raw_len), err);
             if (it->tool_calls)
                 out_id(o, t->chat_id[CHAT_TOK_TOOL_CALLS]);
-            rc = out_text(t, o, it->text, it->len, err);
+            if (rc == 0)
+                rc = out_text(t, o, it->text, it->tool_calls ? it->len : rstrip_spaces(it->text, it->len),
+                              err);
             out_id(o, t->eos_id);
             break;
         default:   /* tool */
+            if (v7) {
+                rc = encode_tool_v7(t, o, it, err);
+                break;
+            }
             out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS]);
             rc = out_text(t, o, it->text, it->len, err);
             out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS_END]);
@@ -198,14 +220,19 @@ static int encode_v1(const struct tokenizer *t, const struct chat_item *m, size_
     return rc;
 }
 
+static bool chat_is_v7(const struct tokenizer *t)
+{
+    return t->chat_v7 && t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0
+           && t->chat_id[CHAT_TOK_SYSTEM_PROMPT] >= 0 && t->chat_id[CHAT_TOK_SYSTEM_PROMPT_END] >= 0;
+}
+
 static int chat_encode_items(const struct tokenizer *t, const struct chat_item *m, size_t n,
                              const char *tools, size_t tools_len, int32_t *ids, size_t cap,
                              size_t *n_out, struct bora_err *err)
 {
     *n_out = 0;
     bool v3 = t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0;
-    bool v7 = v3 && t->chat_v7 && t->chat_id[CHAT_TOK_SYSTEM_PROMPT] >= 0
-              && t->chat_id[CHAT_TOK_SYSTEM_PROMPT_END] >= 0;
+    bool v7 = chat_is_v7(t);
     size_t first_user = n, last_user = n;
     for (size_t i = 0; i < n; i++) {
         if (m[i].role < CHAT_ROLE_SYSTEM || m[i].role > CHAT_ROLE_TOOL)
@@ -227,6 +254,8 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
             && (t->chat_id[CHAT_TOK_TOOL_CALLS] < 0 || t->chat_id[CHAT_TOK_TOOL_RESULTS] < 0
                 || t->chat_id[CHAT_TOK_TOOL_RESULTS_END] < 0))
             return bora_errf(err, -ENOTSUP, "message %zu: the vocabulary has no tool tokens", i);
+        if (v7 && m[i].role == CHAT_ROLE_TOOL && t->chat_id[CHAT_TOK_TOOL_CONTENT] < 0)
+            return bora_errf(err, -ENOTSUP, "message %zu: the vocabulary has no [TOOL_CONTENT]", i);
     }
     if (last_user == n)
         return bora_errf(err, -EINVAL, "the conversation has no user message");
@@ -257,7 +286,8 @@ int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m
     if (!items)
         return bora_errf(err, -ENOMEM, "out of memory for %zu messages", n);
     for (size_t i = 0; i < n; i++)
-        items[i] = (struct chat_item){ m[i].role, m[i].text, m[i].len, false };
+        items[i] = (struct chat_item){ m[i].role, m[i].text, m[i].len, false, m[i].text, m[i].len,
+                                       NULL, 0 };
     int rc = chat_encode_items(t, items, n, NULL, 0, ids, cap, n_out, err);
     free(items);
     return rc;
@@ -393,6 +423,7 @@ struct req {
     struct sbuf *texts;      /* one per message that needs generated JSON text */
     size_t n;
     struct sbuf tools;
+    bool v7;                 /* the tokenizer's format allows content with tool_calls */
 };
 
 static int role_parse(const char *s)
@@ -477,8 +508,10 @@ static int req_message(struct req *r, size_t i, json_t *msg, struct bora_err *er
     it->role = role;
     it->text = content ? json_string_value(content) : "";
     it->len = content ? json_string_length(content) : 0;
+    it->raw = it->text;
+    it->raw_len = it->len;
     if (role == CHAT_ROLE_ASSISTANT) {
-        if (has_calls && content && it->len)
+        if (has_calls && content && it->len && !r->v7)
             return bora_errf(err, -EINVAL, "messages[%zu]: an assistant message has content or tool_calls, not both", i);
         if (!has_calls && !content)
             return bora_errf(err, -EINVAL, "messages[%zu]: an assistant message needs content or tool_calls", i);
@@ -492,6 +525,9 @@ static int req_message(struct req *r, size_t i, json_t *msg, struct bora_err *er
         int rc = req_tool_result(i, msg, content, &r->texts[i], err);
         if (rc)
             return rc;
+        json_t *id = json_object_get(msg, "tool_call_id");   /* a string: checked above */
+        it->call_id = json_string_value(id);
+        it->call_id_len = json_string_length(id);
     } else if (!content) {
         return bora_errf(err, -EINVAL, "messages[%zu]: a %s message needs content", i, rs);
     }
@@ -569,6 +605,7 @@ int chat_encode_request_json(const struct tokenizer *t, const char *json, size_t
 {
     *n_out = 0;
     struct req r = { 0 };
+    r.v7 = chat_is_v7(t);
     int rc = req_parse(&r, json, len, err);
     if (rc == 0)
         rc = chat_encode_items(t, r.items, r.n, r.tools.n ? r.tools.p : NULL, r.tools.n, ids, cap,

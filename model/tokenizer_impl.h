@@ -27,7 +27,7 @@ enum {
 enum chat_tok {
     CHAT_TOK_INST, CHAT_TOK_INST_END, CHAT_TOK_TOOL_CALLS, CHAT_TOK_AVAILABLE_TOOLS,
     CHAT_TOK_AVAILABLE_TOOLS_END, CHAT_TOK_TOOL_RESULTS, CHAT_TOK_TOOL_RESULTS_END,
-    CHAT_TOK_SYSTEM_PROMPT, CHAT_TOK_SYSTEM_PROMPT_END, CHAT_TOK_COUNT
+    CHAT_TOK_SYSTEM_PROMPT, CHAT_TOK_SYSTEM_PROMPT_END, CHAT_TOK_TOOL_CONTENT, CHAT_TOK_COUNT
 };
 
 struct tokenizer {
@@ -46,7 +46,8 @@ struct tokenizer {
     uint8_t *piece_attr;                     /* (n_vocab) TOK_ATTR_* */
     int32_t chat_id[CHAT_TOK_COUNT];         /* filled by the front after the kind opened */
     bool chat_v7;                            /* set by the kind: instruct format v7 (system
-                                                messages as [SYSTEM_PROMPT] blocks in place) */
+                                                messages as [SYSTEM_PROMPT] blocks in place,
+                                                tool results as id [TOOL_CONTENT] content) */
 
     /* kind hooks: encode without BOS; destroy frees impl */
     int (*encode)(const struct tokenizer *t, const char *text, size_t len, int32_t *ids,

@@ -701,45 +701,90 @@ static size_t segments_encode(struct tokenizer *tk, const struct seg *seg, size_
     return n;
 }
 
-/* System messages of a sample joined by "\n\n" (what v3 puts before the last user text). */
-static size_t sample_system(const char *json, char *out, size_t cap)
+/* What a sample's messages hold for the v7 layout: system texts, tool call ids and results. */
+struct sample_info {
+    char sys_joined[4096];   /* system texts joined by "\n\n" (v3 puts it before the last user) */
+    size_t sys_len;
+    const char *sys[8], *tool_id[8], *tool_raw[8];
+    size_t n_sys, n_tool;
+    json_t *root;
+};
+
+static void sample_info_load(struct sample_info *si, const char *json)
 {
-    json_t *root = json_loads(json, 0, NULL);
-    size_t i, o = 0;
+    memset(si, 0, sizeof *si);
+    si->root = json_loads(json, 0, NULL);
+    assert_non_null(si->root);
+    size_t i;
     json_t *m;
-    json_array_foreach(json_object_get(root, "messages"), i, m) {
-        if (strcmp(json_string_value(json_object_get(m, "role")), "system"))
-            continue;
+    json_array_foreach(json_object_get(si->root, "messages"), i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
         const char *c = json_string_value(json_object_get(m, "content"));
-        o += (size_t)snprintf(out + o, cap - o, "%s%s", o ? "\n\n" : "", c);
+        if (!strcmp(role, "system")) {
+            assert_true(si->n_sys < 8);
+            si->sys[si->n_sys++] = c;
+            si->sys_len += (size_t)snprintf(si->sys_joined + si->sys_len,
+                                            sizeof si->sys_joined - si->sys_len, "%s%s",
+                                            si->sys_len ? "\n\n" : "", c);
+        } else if (!strcmp(role, "tool")) {
+            assert_true(si->n_tool < 8);
+            si->tool_id[si->n_tool] = json_string_value(json_object_get(m, "tool_call_id"));
+            si->tool_raw[si->n_tool++] = c;
+        }
     }
-    json_decref(root);
-    return o;
 }
 
-/* Turns the v3 layout into v7: [SYSTEM_PROMPT] system [/SYSTEM_PROMPT] right after <s>, and
- * the system text no longer before the last user message. Returns the new count. */
-static size_t segments_to_v7(struct seg *seg, size_t ns, const char *sys, size_t sys_len)
+static struct seg seg_text(const char *s, size_t n)
 {
-    if (!sys_len)
-        return ns;
-    size_t stripped = 0;
-    for (size_t i = 1; i < ns; i++) {
-        if (seg[i].name[0] || strcmp(seg[i - 1].name, "[INST]") || seg[i].len < sys_len + 2 ||
-            memcmp(seg[i].text, sys, sys_len) || memcmp(seg[i].text + sys_len, "\n\n", 2))
-            continue;
-        memmove(seg[i].text, seg[i].text + sys_len + 2, seg[i].len - sys_len - 2);
-        seg[i].len -= sys_len + 2;
-        stripped++;
-    }
-    assert_int_equal(stripped, 1);
+    struct seg g = { "", malloc(n + 1), n };
+    memcpy(g.text, s, n);
+    return g;
+}
+
+static struct seg seg_ctl(const char *name)
+{
+    struct seg g = { "", NULL, 0 };
+    snprintf(g.name, sizeof g.name, "%s", name);
+    return g;
+}
+
+/* Turns mistral-common's v3 layout into the v7 one: each system message as [SYSTEM_PROMPT] text
+ * [/SYSTEM_PROMPT] right after <s> (where the samples have them) and no longer before the last
+ * user text; each tool result as [TOOL_RESULTS] call id [TOOL_CONTENT] content as given
+ * [/TOOL_RESULTS] instead of the v3 JSON. Takes over seg's texts; returns the new count. */
+static size_t segments_to_v7(const struct seg *seg, size_t ns, const struct sample_info *si,
+                             struct seg *out)
+{
+    size_t no = 0, stripped = 0, tool = 0;
     assert_string_equal(seg[0].name, "<s>");
-    memmove(seg + 4, seg + 1, (ns - 1) * sizeof *seg);
-    seg[1] = (struct seg){ "[SYSTEM_PROMPT]", NULL, 0 };
-    seg[2] = (struct seg){ "", malloc(sys_len + 1), sys_len };
-    memcpy(seg[2].text, sys, sys_len);
-    seg[3] = (struct seg){ "[/SYSTEM_PROMPT]", NULL, 0 };
-    return ns + 3;
+    out[no++] = seg[0];
+    for (size_t k = 0; k < si->n_sys; k++) {
+        out[no++] = seg_ctl("[SYSTEM_PROMPT]");
+        out[no++] = seg_text(si->sys[k], strlen(si->sys[k]));
+        out[no++] = seg_ctl("[/SYSTEM_PROMPT]");
+    }
+    for (size_t i = 1; i < ns; i++) {
+        struct seg g = seg[i];
+        if (!g.name[0] && !strcmp(seg[i - 1].name, "[INST]") && si->sys_len &&
+            g.len >= si->sys_len + 2 && !memcmp(g.text, si->sys_joined, si->sys_len) &&
+            !memcmp(g.text + si->sys_len, "\n\n", 2)) {
+            memmove(g.text, g.text + si->sys_len + 2, g.len - si->sys_len - 2);
+            g.len -= si->sys_len + 2;
+            stripped++;
+        }
+        if (!g.name[0] && !strcmp(seg[i - 1].name, "[TOOL_RESULTS]")) {
+            assert_true(tool < si->n_tool);
+            free(g.text);
+            out[no++] = seg_text(si->tool_id[tool], strlen(si->tool_id[tool]));
+            out[no++] = seg_ctl("[TOOL_CONTENT]");
+            g = seg_text(si->tool_raw[tool], strlen(si->tool_raw[tool]));
+            tool++;
+        }
+        out[no++] = g;
+    }
+    assert_int_equal(stripped, si->sys_len ? 1 : 0);
+    assert_int_equal(tool, si->n_tool);
+    return no;
 }
 
 /* chat_encode_request_json on every chat sample with tekken.json (version v3 as shipped, or
@@ -763,7 +808,7 @@ static void check_chat_samples(bool v7)
     static const char *const samples[] = {
         "get_weather_full", "get_weather_no_history", "get_weather_no_system_prompt", "no_tools",
     };
-    size_t with_system = 0;
+    size_t with_system = 0, with_tools = 0;
     for (size_t s = 0; s < BORA_ARRAY_LEN(samples); s++) {
         char path[256];
         size_t len;
@@ -772,14 +817,18 @@ static void check_chat_samples(bool v7)
         snprintf(path, sizeof path, CHAT_DIR "/%s/tokens_v3.json", samples[s]);
         json_t *tok = json_load_file(path, 0, NULL);
         static int32_t ref[MAX_IDS], want[MAX_IDS], got[MAX_IDS];
-        static struct seg seg[512];
+        static struct seg seg3[512], seg7[1024];
         size_t nr = json_ids(json_object_get(tok, "tokens"), ref, MAX_IDS);
-        size_t ns = ref_segments(sp, ref, nr, seg);
-        char sys[4096];
-        size_t sys_len = sample_system(req, sys, sizeof sys);
-        with_system += sys_len > 0;
-        if (v7)
-            ns = segments_to_v7(seg, ns, sys, sys_len);
+        size_t ns = ref_segments(sp, ref, nr, seg3);
+        struct seg *seg = seg3;
+        struct sample_info si;
+        sample_info_load(&si, req);
+        with_system += si.n_sys > 0;
+        with_tools += si.n_tool > 0;
+        if (v7) {
+            ns = segments_to_v7(seg3, ns, &si, seg7);
+            seg = seg7;
+        }
         size_t nw = segments_encode(tk, seg, ns, want), ng;
         int rc = chat_encode_request_json(tk, req, len, got, MAX_IDS, &ng, &err);
         if (rc)
@@ -792,10 +841,12 @@ static void check_chat_samples(bool v7)
                      v7 ? "v7" : "v3", ng, nw, d);
         for (size_t i = 0; i < ns; i++)
             free(seg[i].text);
+        json_decref(si.root);
         json_decref(tok);
         free(req);
     }
     assert_true(with_system >= 2);
+    assert_true(with_tools >= 2);
     tokenizer_close(sp);
     tokenizer_close(tk);
 }
@@ -812,11 +863,23 @@ static void test_chat_tekken_v7(void **state)
     check_chat_samples(true);
 }
 
-/* v7 with the message API, token by token from the stated layout:
- * <s>[SYSTEM_PROMPT]sys[/SYSTEM_PROMPT][INST]user[/INST]assistant</s>[INST]user2[/INST] */
-static void test_chat_v7_messages(void **state)
+/* Appends Tekken ids: a control token by name, or the encoding of a text. */
+static void want_ctl(struct tokenizer *t, int32_t *w, size_t *n, const char *name)
 {
-    (void)state;
+    w[(*n)++] = tokenizer_piece_id(t, name);
+    assert_true(w[*n - 1] >= 0);
+}
+
+static void want_text(struct tokenizer *t, int32_t *w, size_t *n, const char *s)
+{
+    size_t k;
+    struct bora_err err;
+    assert_int_equal(tokenizer_encode(t, s, strlen(s), false, w + *n, 256 - *n, &k, &err), 0);
+    *n += k;
+}
+
+static struct tokenizer *open_v7(void)
+{
     size_t jlen;
     char *tj = read_file(NEMO_JSON, &jlen);
     strstr(tj, "\"version\":\"v3\"")[12] = '7';
@@ -825,36 +888,83 @@ static void test_chat_v7_messages(void **state)
     if (tokenizer_open_mem(&t, (const uint8_t *)tj, jlen, "tekken-v7.json", &err))
         fail_msg("%s", err.msg);
     free(tj);
+    return t;
+}
+
+/* v7 with the message API, token by token from the stated layout:
+ * <s>[SYSTEM_PROMPT]sys[/SYSTEM_PROMPT]…[INST]user[/INST]assistant</s>[INST]user2[/INST] */
+static void test_chat_v7_messages(void **state)
+{
+    (void)state;
+    struct tokenizer *t = open_v7();
     const struct chat_message m[] = {
         { CHAT_ROLE_SYSTEM, "Be brief.", 9 },
         { CHAT_ROLE_SYSTEM, "Answer in French.", 17 },
         { CHAT_ROLE_USER, "Hello, how are you?", 19 },
-        { CHAT_ROLE_ASSISTANT, "Fine.", 5 },
+        { CHAT_ROLE_ASSISTANT, "Fine.  ", 7 },          /* trailing spaces are stripped */
         { CHAT_ROLE_USER, "Bye", 3 },
     };
-    int32_t got[64], want[64];
-    size_t ng, nw = 0, k;
-    assert_int_equal(chat_encode_messages(t, m, 5, got, 64, &ng, &err), 0);
+    int32_t got[256], want[256];
+    size_t ng, nw = 0;
+    struct bora_err err = { "" };
+    assert_int_equal(chat_encode_messages(t, m, 5, got, 256, &ng, &err), 0);
     want[nw++] = 1;
-    want[nw++] = tokenizer_piece_id(t, "[SYSTEM_PROMPT]");
-    tokenizer_encode(t, "Be brief.\n\nAnswer in French.", 28, false, want + nw, 64 - nw, &k, &err);
-    nw += k;
-    want[nw++] = tokenizer_piece_id(t, "[/SYSTEM_PROMPT]");
-    want[nw++] = 3;
-    tokenizer_encode(t, "Hello, how are you?", 19, false, want + nw, 64 - nw, &k, &err);
-    nw += k;
-    want[nw++] = 4;
-    tokenizer_encode(t, "Fine.", 5, false, want + nw, 64 - nw, &k, &err);
-    nw += k;
+    want_ctl(t, want, &nw, "[SYSTEM_PROMPT]");
+    want_text(t, want, &nw, "Be brief.");
+    want_ctl(t, want, &nw, "[/SYSTEM_PROMPT]");
+    want_ctl(t, want, &nw, "[SYSTEM_PROMPT]");
+    want_text(t, want, &nw, "Answer in French.");
+    want_ctl(t, want, &nw, "[/SYSTEM_PROMPT]");
+    want_ctl(t, want, &nw, "[INST]");
+    want_text(t, want, &nw, "Hello, how are you?");
+    want_ctl(t, want, &nw, "[/INST]");
+    want_text(t, want, &nw, "Fine.");
     want[nw++] = 2;
-    want[nw++] = 3;
-    tokenizer_encode(t, "Bye", 3, false, want + nw, 64 - nw, &k, &err);
-    nw += k;
-    want[nw++] = 4;
+    want_ctl(t, want, &nw, "[INST]");
+    want_text(t, want, &nw, "Bye");
+    want_ctl(t, want, &nw, "[/INST]");
     assert_int_equal(want[1], 17);
-    assert_int_equal(want[nw - 1], 4);
     assert_int_equal(ng, nw);
     assert_memory_equal(got, want, nw * sizeof *got);
+    tokenizer_close(t);
+}
+
+/* v7 allows text and tool calls in one assistant message: text, [TOOL_CALLS] JSON, </s>;
+ * a tool result is [TOOL_RESULTS] id [TOOL_CONTENT] content [/TOOL_RESULTS]. */
+static void test_chat_v7_request(void **state)
+{
+    (void)state;
+    struct tokenizer *t = open_v7();
+    const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},"
+        "{\"role\":\"assistant\",\"content\":\"Let me check. \",\"tool_calls\":[{\"id\":\"abc123def\","
+        "\"function\":{\"name\":\"get\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"abc123def\",\"content\":\"{\\\"t\\\":22}\"}]}";
+    int32_t got[256], want[256];
+    size_t ng, nw = 0;
+    struct bora_err err = { "" };
+    if (chat_encode_request_json(t, req, strlen(req), got, 256, &ng, &err))
+        fail_msg("%s", err.msg);
+    want[nw++] = 1;
+    want_ctl(t, want, &nw, "[INST]");
+    want_text(t, want, &nw, "Weather?");
+    want_ctl(t, want, &nw, "[/INST]");
+    want_text(t, want, &nw, "Let me check.");
+    want_ctl(t, want, &nw, "[TOOL_CALLS]");
+    want_text(t, want, &nw, "[{\"name\": \"get\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"abc123def\"}]");
+    want[nw++] = 2;
+    want_ctl(t, want, &nw, "[TOOL_RESULTS]");
+    want_text(t, want, &nw, "abc123def");
+    want_ctl(t, want, &nw, "[TOOL_CONTENT]");
+    want_text(t, want, &nw, "{\"t\":22}");
+    want_ctl(t, want, &nw, "[/TOOL_RESULTS]");
+    assert_int_equal(ng, nw);
+    assert_memory_equal(got, want, nw * sizeof *got);
+    tokenizer_close(t);
+    /* the same request is refused with the v3 layout (NeMo as shipped): content + tool_calls */
+    if (tokenizer_open(&t, NEMO_JSON, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(chat_encode_request_json(t, req, strlen(req), got, 256, &ng, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "not both"));
     tokenizer_close(t);
 }
 
@@ -879,6 +989,7 @@ int main(void)
         cmocka_unit_test(test_chat_tekken_v3),
         cmocka_unit_test(test_chat_tekken_v7),
         cmocka_unit_test(test_chat_v7_messages),
+        cmocka_unit_test(test_chat_v7_request),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
