@@ -964,10 +964,11 @@ static int tekken_detok_add(const struct tekken *tk, struct tekken_detok *d, int
     if (!b)
         return -EINVAL;
     if (id < tk->n_special) {
-        if (d->flags & TEKKEN_DECODE_CONTROL) {
-            tekken_utf8_feed(d->held, &d->n_held, NULL, 0, d->flags & TEKKEN_DECODE_RAW, true, t);
+        /* mistral-common decodes each run of ordinary tokens on its own: a special token
+         * ends an unfinished sequence (U+FFFD) whether or not its name is written. */
+        tekken_utf8_feed(d->held, &d->n_held, NULL, 0, d->flags & TEKKEN_DECODE_RAW, true, t);
+        if (d->flags & TEKKEN_DECODE_CONTROL)
             tekken_text_put(t, b, len);
-        }
         return 0;
     }
     tekken_utf8_feed(d->held, &d->n_held, b, len, d->flags & TEKKEN_DECODE_RAW, false, t);

@@ -88,8 +88,9 @@ const uint8_t *tekken_token_bytes(const struct tekken *tk, int32_t id, size_t *l
 
 /* ---- decoding -------------------------------------------------------------------------------- */
 
-/* Decodes ids[0..n) to UTF-8 text (invalid sequences become U+FFFD unless TEKKEN_DECODE_RAW;
- * special tokens omitted unless TEKKEN_DECODE_CONTROL). Writes at most cap bytes (no NUL) and
+/* Decodes ids[0..n) to UTF-8 text as mistral-common does (invalid sequences become U+FFFD per
+ * maximal subpart unless TEKKEN_DECODE_RAW; special tokens omitted unless TEKKEN_DECODE_CONTROL;
+ * a special token ends an unfinished UTF-8 sequence of the tokens before it). Writes at most cap bytes (no NUL) and
  * returns the full length, like snprintf. Errors: -EINVAL an id out of range (message names
  * its index and value). Any thread. */
 long tekken_decode(const struct tekken *tk, const int32_t *ids, size_t n, unsigned flags,

@@ -403,8 +403,11 @@ static void detok_push_sink(struct detok *d, int32_t id, struct sink *s)
 {
     const struct tokenizer *t = d->t;
     uint8_t a = t->piece_attr[id];
-    if (a & TOK_ATTR_CONTROL)
+    if (a & TOK_ATTR_CONTROL) {
+        if (t->kind == TOKENIZER_TEKKEN)   /* mistral-common decodes runs between specials apart */
+            detok_drain(d, s, true);
         return;
+    }
     const uint8_t *p = t->dec_bytes + t->dec_off[id];
     size_t n = t->dec_off[id + 1] - t->dec_off[id];
     if (d->at_start && t->strip_first_space && (a & TOK_ATTR_LEAD_SPACE)) {

@@ -331,9 +331,15 @@ static void test_stream_split_utf8(void **state)
     struct tekken_detok d;
     tekken_detok_init(&d, 0);
     assert_int_equal(tekken_detok_push(f->tk, &d, 1000 + 0xC3, out, sizeof out, NULL), 0);
-    assert_int_equal(tekken_detok_push(f->tk, &d, 3, out, sizeof out, NULL), 0);   /* [INST] */
     assert_int_equal(tekken_detok_push(f->tk, &d, 1000 + 0xA9, out, sizeof out, NULL), 2);
     assert_memory_equal(out, "\xc3\xa9", 2);
+    /* a special token between the bytes ends the sequence, as mistral-common decodes runs of
+     * ordinary tokens apart: U+FFFD, nothing for [INST], U+FFFD */
+    assert_int_equal(tekken_detok_push(f->tk, &d, 1000 + 0xC3, out, sizeof out, NULL), 0);
+    assert_int_equal(tekken_detok_push(f->tk, &d, 3, out, sizeof out, NULL), 3);
+    assert_memory_equal(out, "\xef\xbf\xbd", 3);
+    assert_int_equal(tekken_detok_push(f->tk, &d, 1000 + 0xA9, out, sizeof out, NULL), 3);
+    assert_memory_equal(out, "\xef\xbf\xbd", 3);
     assert_int_equal(tekken_detok_push(f->tk, &d, 1000 + 0xE2, out, sizeof out, NULL), 0);
     assert_int_equal(tekken_detok_push(f->tk, &d, 1000 + 0x82, out, sizeof out, NULL), 0);
     /* too small a buffer: -ENOSPC and nothing lost */
@@ -566,6 +572,13 @@ static void test_front_cases(void **state)
         assert_int_equal(o + m, len);
         assert_memory_equal(out, text, len);
     }
+    /* a control token ends an unfinished UTF-8 sequence (mistral-common decodes the runs of
+     * ordinary tokens apart): é split by [INST] is two U+FFFD */
+    const int32_t split[] = { 1000 + 0xC3, 3, 1000 + 0xA9 };
+    size_t m;
+    assert_int_equal(tokenizer_decode(t, split, 3, out, sizeof out, &m), 0);
+    assert_int_equal(m, 6);
+    assert_memory_equal(out, "\xef\xbf\xbd\xef\xbf\xbd", 6);
     /* -ENOSPC with the size needed */
     size_t n;
     int32_t one[1];
