@@ -40,11 +40,6 @@ struct tekken_slot {
     uint32_t rank;  /* TEKKEN_NO_RANK when empty */
 };
 
-struct tekken_heap_item {
-    uint64_t key;   /* rank << 32 | left part start: lowest rank, then leftmost */
-    uint32_t end;   /* end offset of the pair when pushed (stale if it changed) */
-};
-
 /* Encoder scratch, grown on demand and kept (one thread at a time). */
 struct tekken_work {
     pcre2_match_data *md;
@@ -52,10 +47,10 @@ struct tekken_work {
     pcre2_jit_stack *jit_stack;
     size_t cap;                      /* entries in each array below */
     uint32_t *start;                 /* (cap) part start offsets */
-    uint32_t *rank;                  /* (cap) simple merge: rank of pair starting at part */
+    uint32_t *rank;                  /* (cap) rank of the pair starting at each part */
     uint32_t *prank;                 /* (cap) rank of each part (heap: TEKKEN_NO_RANK = merged away) */
     uint32_t *next, *prev;           /* (cap) heap merge: linked list of parts */
-    struct tekken_heap_item *heap;   /* (3 * cap) */
+    uint64_t *heap;                  /* (3 * cap) rank << 32 | left part: lowest rank, leftmost */
 };
 
 struct tekken {
@@ -573,7 +568,7 @@ static int tekken_work_reserve(struct tekken_work *w, size_t n)
     if (d) w->prev = d;
     uint32_t *e = realloc(w->prank, cap * sizeof *e);
     if (e) w->prank = e;
-    struct tekken_heap_item *h = realloc(w->heap, 3 * cap * sizeof *h); /* ≤ n + 2 merges */
+    uint64_t *h = realloc(w->heap, 3 * cap * sizeof *h);   /* pushes ≤ n + 2 per merge */
     if (h) w->heap = h;
     if (!a || !b || !c || !d || !e || !h)
         return -ENOMEM;
@@ -632,61 +627,62 @@ static void tekken_merge_simple(const struct tekken *tk, const uint8_t *p, size_
         tekken_out_put(o, (int32_t)prank[k] + tk->n_special);
 }
 
-static inline bool tekken_heap_less(const struct tekken_heap_item *a,
-                                    const struct tekken_heap_item *b)
-{
-    return a->key < b->key;
-}
+/* A 4-ary min-heap of 64-bit keys: half the depth of a binary heap, and the four children
+ * share a cache line or two, which matters once a piece's heap outgrows the caches. */
+#define TEKKEN_HEAP_D 4
 
-static void tekken_heap_push(struct tekken_heap_item *h, size_t *n, struct tekken_heap_item it)
+static inline void tekken_heap_push(uint64_t *h, size_t *n, uint64_t key)
 {
     size_t i = (*n)++;
     while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!tekken_heap_less(&it, &h[parent]))
+        size_t parent = (i - 1) / TEKKEN_HEAP_D;
+        if (h[parent] <= key)
             break;
         h[i] = h[parent];
         i = parent;
     }
-    h[i] = it;
+    h[i] = key;
 }
 
-static struct tekken_heap_item tekken_heap_pop(struct tekken_heap_item *h, size_t *n)
+static inline uint64_t tekken_heap_pop(uint64_t *h, size_t *n)
 {
-    struct tekken_heap_item top = h[0], last = h[--(*n)];
+    uint64_t top = h[0], last = h[--(*n)];
     size_t i = 0;
     for (;;) {
-        size_t c = 2 * i + 1;
+        size_t c = TEKKEN_HEAP_D * i + 1, best = c;
         if (c >= *n)
             break;
-        if (c + 1 < *n && tekken_heap_less(&h[c + 1], &h[c]))
-            c++;
-        if (!tekken_heap_less(&h[c], &last))
+        size_t end = c + TEKKEN_HEAP_D < *n ? c + TEKKEN_HEAP_D : *n;
+        for (size_t k = c + 1; k < end; k++)
+            if (h[k] < h[best])
+                best = k;
+        if (h[best] >= last)
             break;
-        h[i] = h[c];
-        i = c;
+        h[i] = h[best];
+        i = best;
     }
     if (*n)
         h[i] = last;
     return top;
 }
 
-/* Pushes the pair (part l, its right neighbour) if its bytes are a token. Parts are named by
- * their start offset; a part's end is the start of its right neighbour (or n). */
+/* Computes the rank of the pair (part l, its right neighbour) into cur[l] and pushes it if the
+ * joined bytes are a token. Parts are named by their start offset; a part's end is the start
+ * of its right neighbour (or n). */
 static inline void tekken_heap_pair(const struct tekken *tk, const uint8_t *p, size_t n,
                                     struct tekken_work *w, size_t *hn, uint32_t l)
 {
     uint32_t r = w->next[l];
-    if (r >= n)
-        return;
-    uint32_t end = w->next[r];
-    uint32_t rank = tekken_rank_of(tk, p + l, end - l);
+    uint32_t rank = r < n ? tekken_rank_of(tk, p + l, w->next[r] - l) : TEKKEN_NO_RANK;
+    w->rank[l] = rank;
     if (rank != TEKKEN_NO_RANK)
-        tekken_heap_push(w->heap, hn, (struct tekken_heap_item){ (uint64_t)rank << 32 | l, end });
+        tekken_heap_push(w->heap, hn, (uint64_t)rank << 32 | l);
 }
 
 /* Same result as tekken_merge_simple in O(n log n): a min-heap of (rank, left start) over a
- * linked list of parts; an entry is stale when its left part died or the pair's end moved. */
+ * linked list of parts. An entry is stale once its left part died or its pair changed: a
+ * pair only grows, and different bytes have different ranks, so a rank that no longer equals
+ * the part's current pair rank can never become valid again. */
 static void tekken_merge_heap(const struct tekken *tk, const uint8_t *p, size_t n,
                               struct tekken_work *w, struct tekken_out *o)
 {
@@ -699,14 +695,15 @@ static void tekken_merge_heap(const struct tekken *tk, const uint8_t *p, size_t 
         prank[i] = p[i];
     }
     next[n] = (uint32_t)n;                       /* sentinel so next[next[l]] is defined */
-    for (uint32_t i = 0; i + 1 < n; i++)
+    for (uint32_t i = 0; i < n; i++)
         tekken_heap_pair(tk, p, n, w, &hn, i);
     while (hn) {
-        struct tekken_heap_item it = tekken_heap_pop(w->heap, &hn);
-        uint32_t l = (uint32_t)it.key, r = next[l];
-        if (prank[l] == TEKKEN_NO_RANK || r >= n || next[r] != it.end)
+        uint64_t key = tekken_heap_pop(w->heap, &hn);
+        uint32_t l = (uint32_t)key, rank = (uint32_t)(key >> 32);
+        if (prank[l] == TEKKEN_NO_RANK || w->rank[l] != rank)
             continue;                            /* stale */
-        prank[l] = (uint32_t)(it.key >> 32);     /* merge r into l */
+        uint32_t r = next[l];                    /* merge r into l */
+        prank[l] = rank;
         prank[r] = TEKKEN_NO_RANK;
         next[l] = next[r];
         if (next[r] < n)
