@@ -27,6 +27,7 @@ int engine_open(struct engine **out, const struct model *m, const struct engine_
     if (!e)
         return bora_errf(err, -ENOMEM, "out of memory");
     e->model = m;
+    e->n_threads = o && o->n_threads > 0 ? o->n_threads : 0;
     e->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : ENGINE_DEFAULT_CTX;
     if ((!o || o->max_ctx <= 0) && m->cfg.max_pos > 0 && m->cfg.max_pos < e->max_ctx)
         e->max_ctx = m->cfg.max_pos;

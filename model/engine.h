@@ -37,6 +37,7 @@ struct engine {
     const struct engine_ops *ops;
     const struct model *model;    /* borrowed; must outlive the engine */
     int max_ctx;
+    int n_threads;                /* from engine_opts (0: all cores) */
     void *impl;                   /* backend state */
 };
 
