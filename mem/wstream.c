@@ -255,6 +255,11 @@ int wstream_open(struct wstream **out, const struct wstream_plan *plan, const st
     }
     if ((rc = build_extents(ws, err)))
         goto err;
+    uint64_t reads = 0;   /* a small plan needs fewer buffers (each is pinned and registered) */
+    for (int x = 0; x < ws->n_ext; x++)
+        reads += (ws->ext[x].end - ws->ext[x].begin + ws->buf_bytes - 1) / ws->buf_bytes;
+    if ((uint64_t)ws->n_bufs > reads)
+        ws->n_bufs = reads ? (int)reads : 1;
     if ((rc = io_uring_queue_init((unsigned)ws->o.qd, &ws->ring, 0)) < 0) {
         rc = bora_errf(err, rc, "wstream: io_uring_queue_init(%d): %s", ws->o.qd, strerror(-rc));
         goto err;

@@ -14,7 +14,7 @@
 
 #define WSTREAM_QD_MIN 16                   /* queue depth floor (reads in flight) */
 #define WSTREAM_QD_DEFAULT 32
-#define WSTREAM_BUF_BYTES_DEFAULT (4u << 20) /* staging buffer = one read, bytes */
+#define WSTREAM_BUF_BYTES_DEFAULT (1u << 20) /* staging buffer = one read, bytes */
 #define WSTREAM_ALIGN 4096                  /* O_DIRECT offset/length/address alignment, bytes */
 #define WSTREAM_GAP_MAX (256u << 10)        /* items closer than this in a file are read as one extent */
 #define WSTREAM_RETRY_MAX 64                /* -EAGAIN / -EINTR resubmissions of one read */
@@ -81,7 +81,8 @@ struct wstream_fault {
 struct wstream_opts {
     int qd;                    /* reads in flight; 0 = WSTREAM_QD_DEFAULT; raised to WSTREAM_QD_MIN */
     size_t buf_bytes;          /* 0 = WSTREAM_BUF_BYTES_DEFAULT; rounded up to WSTREAM_ALIGN */
-    int n_bufs;                /* staging buffers; 0 = qd + qd/2 (room for copies in flight) */
+    int n_bufs;                /* staging buffers; 0 = qd + qd/2 (room for copies in flight); never more
+                                * than the plan's reads need */
     enum wstream_direct direct;
     /* Staging memory provider (pinned pool); NULL = posix_memalign. Must return
      * WSTREAM_ALIGN-aligned memory. */
