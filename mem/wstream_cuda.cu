@@ -10,7 +10,7 @@
 #include <string.h>
 
 extern "C" {
-#include "kernels/wstream_cuda.h"
+#include "mem/wstream_cuda.h"
 }
 
 #define WSC_CHECK(call)                                                                        \

@@ -2,9 +2,10 @@
  * its device destination with cudaMemcpyAsync on a copy stream, one event per staging buffer
  * tells the streamer when the buffer may be refilled, and BF16 items marked for it are
  * quantized to FP8 e4m3 (one scale per row) on the GPU as soon as all their bytes landed.
- * Plain C boundary; the implementation is kernels/wstream_cuda.cu (built with CUDA only). */
-#ifndef BORA_KERNELS_WSTREAM_CUDA_H
-#define BORA_KERNELS_WSTREAM_CUDA_H
+ * Plain C boundary; the implementation is mem/wstream_cuda.cu, to move under kernels/ once the
+ * CUDA engine is merged (the Makefile compiles only the .cu files of kernels/). */
+#ifndef BORA_MEM_WSTREAM_CUDA_H
+#define BORA_MEM_WSTREAM_CUDA_H
 
 #include <stdint.h>
 
