@@ -181,16 +181,22 @@ static void attention(struct engine *e, const float *kc, const float *vc, int n,
     tpool_run(s->pool, (int64_t)n * e->model->cfg.n_heads, attention_part, &j);
 }
 
-/* n ≤ CPU_BLOCK tokens through every layer; leaves their final hidden states in s->x. */
-static void block(struct engine *e, const int32_t *ids, int n, int pos)
+/* n ≤ CPU_BLOCK tokens through every layer; leaves their final hidden states in s->x.
+ * Waits for each layer's weights on a pipelined cold start. */
+static int block(struct engine *e, const int32_t *ids, int n, int pos)
 {
+    int rc;
     const struct model *m = e->model;
     const struct model_config *c = &m->cfg;
     struct cpu_state *s = e->impl;
     const int dim = c->dim, hd = c->head_dim, kv_dim = c->n_kv_heads * hd, qd = c->n_heads * hd, hid = c->hidden_dim;
+    if ((rc = engine_layer_ready(e, -1)))
+        return rc;
     for (int t = 0; t < n; t++)
         wtensor_row_f32(&m->tok_emb, ids[t], s->x + (size_t)t * dim);
     for (int l = 0; l < c->n_layers; l++) {
+        if ((rc = engine_layer_ready(e, l)))
+            return rc;
         const struct layer_weights *w = &m->layers[l];
         float *kc = s->kcache + (size_t)l * e->max_ctx * kv_dim, *vc = s->vcache + (size_t)l * e->max_ctx * kv_dim;
         wtensor_row_f32(&w->attn_norm, 0, s->norm_w);
@@ -225,39 +231,47 @@ static void block(struct engine *e, const int32_t *ids, int n, int pos)
         for (size_t i = 0; i < (size_t)n * dim; i++)
             s->x[i] += s->xb[i];
     }
+    return 0;
 }
 
 /* Logits of the block's rows [t0, n) into logits (one vocab row each). */
-static void head(struct engine *e, int t0, int n, float *logits)
+static int head(struct engine *e, int t0, int n, float *logits)
 {
     struct cpu_state *s = e->impl;
+    int rc = engine_layer_ready(e, e->model->cfg.n_layers);
+    if (rc)
+        return rc;
     const int dim = e->model->cfg.dim;
     wtensor_row_f32(&e->model->norm, 0, s->norm_w);
     for (int t = t0; t < n; t++)
         rmsnorm(s->xb + (size_t)(t - t0) * dim, s->x + (size_t)t * dim, s->norm_w, dim, e->model->cfg.norm_eps);
     matmul(s, &e->model->output, s->xb, n - t0, logits, e->model->cfg.vocab_size);
+    return 0;
 }
 
 static int cpu_forward(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
-    for (int i = 0; i < n; i += CPU_BLOCK) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i += CPU_BLOCK) {
         int b = n - i < CPU_BLOCK ? n - i : CPU_BLOCK;
-        block(e, ids + i, b, pos + i);
-        if (logits && i + b == n)
-            head(e, b - 1, b, logits);
+        rc = block(e, ids + i, b, pos + i);
+        if (!rc && logits && i + b == n)
+            rc = head(e, b - 1, b, logits);
     }
-    return 0;
+    return rc;
 }
 
 static int cpu_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
     const size_t V = (size_t)e->model->cfg.vocab_size;
-    for (int i = 0; i < n; i += CPU_BLOCK) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i += CPU_BLOCK) {
         int b = n - i < CPU_BLOCK ? n - i : CPU_BLOCK;
-        block(e, ids + i, b, pos + i);
-        head(e, 0, b, logits + (size_t)i * V);
+        rc = block(e, ids + i, b, pos + i);
+        if (!rc)
+            rc = head(e, 0, b, logits + (size_t)i * V);
     }
-    return 0;
+    return rc;
 }
 
 static void cpu_reset(struct engine *e)

@@ -447,6 +447,51 @@ static void test_model_streamed_same_logits(void **state)
     free(b);
 }
 
+static int wait_layer_counting(void *ctx, int layer)
+{
+    struct model_stream **ms = ctx;
+    static int expect = -1;
+    if (layer == -1)
+        expect = -1;
+    assert_int_equal(layer, expect);   /* asked in increasing order, each once */
+    expect++;
+    return model_stream_wait_layer(*ms, layer);
+}
+
+/* The pipelined start: the engine's first forward waits for each layer as it needs it. */
+static void test_model_pipelined_forward(void **state)
+{
+    (void)state;
+    model_dir_make();
+    struct model *m;
+    struct bora_err err = { "" };
+    assert_int_equal(model_open(&m, model_dir, NULL, &err), 0);
+    const size_t V = (size_t)m->cfg.vocab_size;
+    float *a = malloc(V * sizeof *a), *b = malloc(V * sizeof *b);
+    logits_of(m, a);
+    struct pinned_pool *pool;
+    struct pinned_opts po = { .host_only = true };
+    assert_int_equal(pinned_pool_open(&pool, &po, &err), 0);
+    struct model_stream *ms;
+    struct wstream_opts o = { .qd = 16, .buf_bytes = 1u << 20 };
+    assert_int_equal(model_stream_begin(&ms, m, pool, &o, &err), 0);
+    struct engine *e;
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 16, .n_threads = 1,
+                              .layer_wait = wait_layer_counting, .layer_wait_ctx = &ms };
+    assert_int_equal(engine_open(&e, m, &eo, &err), 0);
+    const int32_t ids[] = { 1, 1234, 5678, 42, 999 };
+    assert_int_equal(engine_forward(e, ids, 5, 0, b), 0);
+    assert_int_equal(e->layers_ready, m->cfg.n_layers);
+    assert_int_equal(model_stream_finish(ms, NULL, &err), 0);
+    assert_memory_equal(a, b, V * sizeof *a);
+    engine_close(e);
+    model_close(m);
+    model_stream_close(ms);
+    pinned_pool_close(pool);
+    free(a);
+    free(b);
+}
+
 static void test_model_failed_load_leaves_model_whole(void **state)
 {
     (void)state;
@@ -501,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_held_buffers_and_groups),
         cmocka_unit_test(test_pinned_pool),
         cmocka_unit_test(test_model_streamed_same_logits),
+        cmocka_unit_test(test_model_pipelined_forward),
         cmocka_unit_test(test_model_failed_load_leaves_model_whole),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
