@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -335,6 +336,51 @@ static void test_random_round_trip(void **state)
     }
     tokenizer_close(t);
     tokenizer_close(t1);
+}
+
+/* Two threads encoding with one tokenizer: one holds the shared scratch and word cache, the other
+ * falls back to a private scratch; both must get the reference ids every time. */
+struct conc_arg {
+    const struct tokenizer *t;
+    json_t *cases;
+    int failures;
+};
+
+static void *conc_worker(void *p)
+{
+    struct conc_arg *a = p;
+    int32_t *ids = malloc(MAX_IDS * sizeof *ids), *exp = malloc(MAX_IDS * sizeof *exp);
+    for (int rep = 0; rep < 20; rep++) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(a->cases, i, c) {
+            json_t *js = json_object_get(c, "text");
+            size_t n, ne = ids_from_json(json_object_get(c, "ids"), exp);
+            if (tokenizer_encode(a->t, json_string_value(js), json_string_length(js), false, ids, MAX_IDS, &n, NULL)
+                || n != ne || memcmp(ids, exp, n * sizeof *ids))
+                a->failures++;
+        }
+    }
+    free(ids);
+    free(exp);
+    return NULL;
+}
+
+static void test_concurrent_encode(void **state)
+{
+    (void)state;
+    struct tokenizer *t = open_ok(V3_PATH);
+    json_t *root = load_cases("v3");
+    struct conc_arg a[2] = { { t, json_object_get(root, "cases"), 0 }, { t, json_object_get(root, "cases"), 0 } };
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, conc_worker, &a[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(a[0].failures, 0);
+    assert_int_equal(a[1].failures, 0);
+    json_decref(root);
+    tokenizer_close(t);
 }
 
 /* ---- streaming detokenizer -------------------------------------------------------------- */
@@ -711,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_nul_bytes),
         cmocka_unit_test(test_megabyte_of_spaces),
         cmocka_unit_test(test_random_round_trip),
+        cmocka_unit_test(test_concurrent_encode),
         cmocka_unit_test(test_detok_stream),
         cmocka_unit_test(test_hand_model),
         cmocka_unit_test(test_corrupt_model),
