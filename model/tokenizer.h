@@ -98,7 +98,8 @@ int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m
                          int32_t *ids, size_t cap, size_t *n_out, struct bora_err *err);
 
 /* A mistral-common ChatCompletionRequest as JSON ({"messages": [...], "tools": [...]}, with
- * assistant "tool_calls" and tool "tool_call_id") → ids, exactly as mistral-common's v3
+ * assistant "tool_calls" and tool "tool_call_id"; a final assistant message with "prefix": true
+ * is continued, without EOS) → ids, exactly as mistral-common's v3
  * SentencePiece instruct tokenizer does (tools, tool calls and results re-serialised as
  * Python's json.dumps does). Returns as chat_encode_messages; -EINVAL names the JSON problem
  * (position or key); -ENOTSUP for tools with a v1 vocabulary. Allocates (jansson). */
