@@ -180,6 +180,9 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
                              size_t *n_out, struct bora_err *err)
 {
     *n_out = 0;
+    if (t->chat_id[CHAT_TOK_SYSTEM_PROMPT] >= 0)
+        return bora_errf(err, -ENOTSUP, "the vocabulary has [SYSTEM_PROMPT]: its v7 instruct format is "
+                         "not implemented for SentencePiece models");
     bool v3 = t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0;
     size_t first_user = n, last_user = n;
     for (size_t i = 0; i < n; i++) {

@@ -144,6 +144,7 @@ static void chat_ids_fill(struct tokenizer *t)
         [CHAT_TOK_TOOL_CALLS] = "[TOOL_CALLS]", [CHAT_TOK_AVAILABLE_TOOLS] = "[AVAILABLE_TOOLS]",
         [CHAT_TOK_AVAILABLE_TOOLS_END] = "[/AVAILABLE_TOOLS]",
         [CHAT_TOK_TOOL_RESULTS] = "[TOOL_RESULTS]", [CHAT_TOK_TOOL_RESULTS_END] = "[/TOOL_RESULTS]",
+        [CHAT_TOK_SYSTEM_PROMPT] = "[SYSTEM_PROMPT]",
     };
     for (int k = 0; k < CHAT_TOK_COUNT; k++)
         t->chat_id[k] = -1;

@@ -89,7 +89,8 @@ struct chat_message {
 };
 
 /* Encodes a conversation in the model's instruct format (mistral-common v3 when the
- * vocabulary has the [INST] control token, v1 otherwise): BOS, [INST] user [/INST],
+ * vocabulary has the [INST] control token, v1 otherwise; -ENOTSUP for a v7 vocabulary, one with
+ * [SYSTEM_PROMPT]): BOS, [INST] user [/INST],
  * assistant text + EOS, all system messages joined by "\n\n" before the last user message
  * (v3; before the first in v1), tool messages as [TOOL_RESULTS] text [/TOOL_RESULTS].
  * Returns 0 and *n_out; -ENOSPC with *n_out = ids needed; -EINVAL (unknown role, no user

@@ -269,6 +269,10 @@ static void test_bad_requests(void **state)
     expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"\\ud800\"}]}", -EINVAL, "line 1");
     expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\", \"prefix\": true}]}", -EINVAL,
                       "only a final assistant message");
+    /* a v7 vocabulary has its own format: refused, not encoded wrongly as v3 */
+    struct tokenizer *t7 = open_ok("tests/data/tokenizers/v7/tokenizer.model.v7");
+    expect_json_error(t7, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}]}", -ENOTSUP, "v7");
+    tokenizer_close(t7);
     /* message-array API: unknown role, invalid UTF-8 */
     int32_t ids[64];
     size_t n;

@@ -206,6 +206,28 @@ static void test_dir_open(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/tokenizer.model"));
 }
 
+/* v7 (tokenizer.model.v7) opens; it has v3's normal pieces, so plain text encodes as in the v3
+ * reference cases; [SYSTEM_PROMPT] is a control token. */
+static void test_v7_model(void **state)
+{
+    (void)state;
+    struct tokenizer *t = open_ok(TOK_DIR "/v7/tokenizer.model.v7");
+    assert_int_equal(tokenizer_vocab_size(t), 32768);
+    assert_true(tokenizer_is_control(t, tokenizer_piece_id(t, "[SYSTEM_PROMPT]")));
+    json_t *root = load_cases("v3");
+    size_t i;
+    json_t *c;
+    int32_t ids[MAX_IDS], exp[MAX_IDS];
+    json_array_foreach(json_object_get(root, "cases"), i, c) {
+        json_t *js = json_object_get(c, "text");
+        size_t n, ne = ids_from_json(json_object_get(c, "ids_with_bos"), exp);
+        assert_int_equal(tokenizer_encode(t, json_string_value(js), json_string_length(js), true, ids, MAX_IDS, &n, NULL), 0);
+        assert_ids_equal(json_string_value(json_object_get(c, "name")), ids, n, exp, ne);
+    }
+    json_decref(root);
+    tokenizer_close(t);
+}
+
 /* ---- encode edge cases ------------------------------------------------------------------ */
 
 static void test_enospc(void **state)
@@ -752,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_specials),
         cmocka_unit_test(test_user_defined),
         cmocka_unit_test(test_dir_open),
+        cmocka_unit_test(test_v7_model),
         cmocka_unit_test(test_enospc),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_nul_bytes),
