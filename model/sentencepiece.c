@@ -17,6 +17,7 @@
 #define SP_CACHE_WORD_MAX 48u             /* longest word (normalized bytes) kept in the cache */
 #define SP_CACHE_BYTES (256u << 10)       /* word bytes held; the cache is cleared when full */
 #define SP_CACHE_IDS (64u << 10)          /* ids held */
+#define SP_SMALL_WORD 16                  /* words of up to this many symbols merge without a heap */
 #define SP_SCRATCH_INITIAL_TEXT (16u << 10)  /* text bytes the scratch is sized (and faulted in) for at open */
 
 struct sp_sym {
@@ -250,25 +251,24 @@ static inline int32_t pair_lookup(const struct sp_model *m, int32_t a, int32_t b
     }
 }
 
+/* The piece that symbols l and r (adjacent) join into, or -1. */
+static inline int32_t pair_join(const struct sp_model *m, const char *norm, const struct sp_sym *sym,
+                                int32_t l, int32_t r)
+{
+    if (l < 0 || r < 0 || sym[l].freeze || sym[r].freeze)
+        return -1;
+    if (m->pair)
+        return sym[l].id < 0 || sym[r].id < 0 ? -1 : pair_lookup(m, sym[l].id, sym[r].id);
+    int32_t id = sp_lookup(m, norm + sym[l].start, sym[l].len + sym[r].len);
+    return id >= 0 && m->merge_ok[id] ? id : -1;
+}
+
 static inline void try_pair(const struct sp_model *m, const char *norm, const struct sp_sym *sym,
                             int32_t l, int32_t r, struct sp_pair *heap, size_t *nh)
 {
-    if (l < 0 || r < 0 || sym[l].freeze || sym[r].freeze)
-        return;
-    uint32_t size = sym[l].len + sym[r].len;
-    int32_t id;
-    if (m->pair) {
-        if (sym[l].id < 0 || sym[r].id < 0)
-            return;
-        id = pair_lookup(m, sym[l].id, sym[r].id);
-    } else {
-        id = sp_lookup(m, norm + sym[l].start, size);
-        if (id >= 0 && !m->merge_ok[id])
-            id = -1;
-    }
-    if (id < 0)
-        return;
-    heap_push(heap, nh, (struct sp_pair){ m->score[id], l, r, size, id });
+    int32_t id = pair_join(m, norm, sym, l, r);
+    if (id >= 0)
+        heap_push(heap, nh, (struct sp_pair){ m->score[id], l, r, sym[l].len + sym[r].len, id });
 }
 
 static int sp_emit(const struct sp_model *m, int32_t id, const char *p, size_t n, int32_t *ids,
@@ -323,10 +323,47 @@ static int32_t sp_symbols(const struct sp_model *m, const char *norm, size_t nle
     return ns;
 }
 
+/* sp_merge_run for a short word: the best pair is found by a scan of the live symbols (the same
+ * choice as the heap's: highest score, leftmost on ties), cheaper than a heap at this size. */
+static void sp_merge_small(const struct sp_model *m, const char *norm, struct sp_sym *sym, int32_t a,
+                           int32_t b)
+{
+    int32_t join[SP_SMALL_WORD];   /* piece joining symbol a+i with its next, or -1 */
+    for (int32_t i = a; i < b; i++)
+        join[i - a] = i + 1 < b ? pair_join(m, norm, sym, i, i + 1) : -1;
+    for (;;) {
+        int32_t best = -1;
+        float best_score = 0;
+        for (int32_t i = a; i >= 0; i = sym[i].next) {
+            int32_t j = join[i - a];
+            if (j >= 0 && (best < 0 || m->score[j] > best_score)) {
+                best = i;
+                best_score = m->score[j];
+            }
+        }
+        if (best < 0)
+            return;
+        struct sp_sym *L = &sym[best], *R = &sym[L->next];
+        L->len += R->len;
+        L->id = join[best - a];
+        L->next = R->next;
+        if (R->next >= 0)
+            sym[R->next].prev = best;
+        R->len = 0;
+        join[best - a] = pair_join(m, norm, sym, best, L->next);
+        if (L->prev >= 0)
+            join[L->prev - a] = pair_join(m, norm, sym, L->prev, best);
+    }
+}
+
 /* Merges symbols [a, b) (a linked run) until no adjacent pair joins into a piece. */
 static void sp_merge_run(const struct sp_model *m, const char *norm, struct sp_sym *sym, int32_t a,
                          int32_t b, struct sp_pair *heap)
 {
+    if (b - a <= SP_SMALL_WORD) {
+        sp_merge_small(m, norm, sym, a, b);
+        return;
+    }
     size_t nh = 0;
     for (int32_t i = a; i + 1 < b; i++)
         try_pair(m, norm, sym, i, i + 1, heap, &nh);
