@@ -648,6 +648,52 @@ static int sp_pairs_build(struct sp_model *m, const struct sp_build *b, const ch
     return 0;
 }
 
+/* Per-piece arrays: scores, types, mergeability, attributes and byte values. */
+static int sp_pieces_fill(struct tokenizer *t, struct sp_model *m, const struct sp_build *b,
+                          uint8_t *byte_val)
+{
+    size_t n = (size_t)b->n;
+    m->score = malloc(n * sizeof *m->score);
+    m->type = malloc(n);
+    m->merge_ok = malloc(n);
+    t->piece_attr = calloc(n, 1);
+    if (!m->score || !m->type || !m->merge_ok || !t->piece_attr)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ty = b->type[i];
+        m->score[i] = b->score[i];
+        m->type[i] = ty;
+        bool normal = ty == SP_NORMAL || ty == SP_USER_DEFINED || ty == SP_UNUSED;
+        m->merge_ok[i] = normal && (!b->mergeable || b->mergeable[i]);
+        t->piece_attr[i] = ty == SP_CONTROL ? TOK_ATTR_CONTROL : ty == SP_BYTE ? TOK_ATTR_BYTE
+                         : ty == SP_UNKNOWN ? TOK_ATTR_UNKNOWN : ty == SP_USER_DEFINED ? TOK_ATTR_USER : 0;
+        if (ty == SP_BYTE) {
+            int v = parse_byte_piece(b->piece[i], b->len[i]);
+            byte_val[i] = (uint8_t)(v < 0 ? 0 : v);
+        }
+    }
+    return 0;
+}
+
+/* The encode scratch and the word cache, faulted in now rather than on the first request. */
+static int sp_scratch_init(struct sp_model *m)
+{
+    if (scratch_reserve(&m->scratch, SP_SCRATCH_INITIAL_TEXT))
+        return -ENOMEM;
+    memset(m->scratch.norm, 0, m->scratch.norm_cap);
+    memset(m->scratch.sym, 0, m->scratch.sym_cap * sizeof *m->scratch.sym);
+    memset(m->scratch.heap, 0, m->scratch.heap_cap * sizeof *m->scratch.heap);
+    m->cache.slot = malloc(SP_CACHE_SLOTS * sizeof *m->cache.slot);
+    m->cache.bytes = malloc(SP_CACHE_BYTES);
+    m->cache.ids = malloc(SP_CACHE_IDS * sizeof *m->cache.ids);
+    if (!m->cache.slot || !m->cache.bytes || !m->cache.ids)
+        return -ENOMEM;
+    memset(m->cache.slot, 0, SP_CACHE_SLOTS * sizeof *m->cache.slot);
+    memset(m->cache.bytes, 0, SP_CACHE_BYTES);
+    memset(m->cache.ids, 0, SP_CACHE_IDS * sizeof *m->cache.ids);
+    return 0;
+}
+
 int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const char *name,
                         struct bora_err *err)
 {
@@ -662,68 +708,27 @@ int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const 
         free(t); free(m); free(byte_val);
         return bora_errf(err, -ENOMEM, "%s: out of memory", name);
     }
-    t->impl = m;
-    t->destroy = sp_destroy;
-    t->encode = sp_encode;
-    t->kind = TOKENIZER_SENTENCEPIECE;
-    t->n_vocab = b->n;
-    t->strip_first_space = b->add_dummy_prefix || b->remove_extra_ws;
+    *t = (struct tokenizer){ .kind = TOKENIZER_SENTENCEPIECE, .n_vocab = b->n, .bos_id = b->bos_id,
+                             .eos_id = b->eos_id, .unk_id = b->unk_id,
+                             .strip_first_space = b->add_dummy_prefix || b->remove_extra_ws,
+                             .encode = sp_encode, .destroy = sp_destroy, .impl = m };
     m->t = t;
     atomic_flag_clear(&m->busy);
     m->add_dummy_prefix = b->add_dummy_prefix;
     m->remove_extra_ws = b->remove_extra_ws;
     m->escape_ws = b->escape_ws;
     m->byte_fallback = b->byte_fallback;
-    t->bos_id = b->bos_id;
-    t->eos_id = b->eos_id;
-    t->unk_id = b->unk_id;
-    size_t n = (size_t)b->n;
-    m->score = malloc(n * sizeof *m->score);
-    m->type = malloc(n);
-    m->merge_ok = malloc(n);
-    t->piece_attr = calloc(n, 1);
-    if (!m->score || !m->type || !m->merge_ok || !t->piece_attr) {
-        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
-        goto err;
-    }
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ty = b->type[i];
-        m->score[i] = b->score[i];
-        m->type[i] = ty;
-        bool normal = ty == SP_NORMAL || ty == SP_USER_DEFINED || ty == SP_UNUSED;
-        m->merge_ok[i] = normal && (!b->mergeable || b->mergeable[i]);
-        t->piece_attr[i] = ty == SP_CONTROL ? TOK_ATTR_CONTROL : ty == SP_BYTE ? TOK_ATTR_BYTE
-                         : ty == SP_UNKNOWN ? TOK_ATTR_UNKNOWN : ty == SP_USER_DEFINED ? TOK_ATTR_USER : 0;
-        if (ty == SP_BYTE) {
-            int v = parse_byte_piece(b->piece[i], b->len[i]);
-            byte_val[i] = (uint8_t)(v < 0 ? 0 : v);
-        }
-    }
-    if ((rc = tokenizer_tables_build(t, b->piece, b->len, byte_val, true)) != 0) {
+    if ((rc = sp_pieces_fill(t, m, b, byte_val)) != 0
+        || (rc = tokenizer_tables_build(t, b->piece, b->len, byte_val, true)) != 0) {
         rc = bora_errf(err, rc, "%s: out of memory", name);
         goto err;
     }
-    if ((rc = sp_index(m, b, name, err)) != 0)
+    if ((rc = sp_index(m, b, name, err)) != 0 || (rc = sp_pairs_build(m, b, name, err)) != 0)
         goto err;
-    if ((rc = sp_pairs_build(m, b, name, err)) != 0)
-        goto err;
-    if (scratch_reserve(&m->scratch, SP_SCRATCH_INITIAL_TEXT)) {
-        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
+    if ((rc = sp_scratch_init(m)) != 0) {
+        rc = bora_errf(err, rc, "%s: out of memory", name);
         goto err;
     }
-    memset(m->scratch.norm, 0, m->scratch.norm_cap);   /* fault the pages in now, not on the first request */
-    memset(m->scratch.sym, 0, m->scratch.sym_cap * sizeof *m->scratch.sym);
-    memset(m->scratch.heap, 0, m->scratch.heap_cap * sizeof *m->scratch.heap);
-    m->cache.slot = calloc(SP_CACHE_SLOTS, sizeof *m->cache.slot);
-    m->cache.bytes = malloc(SP_CACHE_BYTES);
-    m->cache.ids = malloc(SP_CACHE_IDS * sizeof *m->cache.ids);
-    if (!m->cache.slot || !m->cache.bytes || !m->cache.ids) {
-        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
-        goto err;
-    }
-    memset(m->cache.slot, 0, SP_CACHE_SLOTS * sizeof *m->cache.slot);   /* fault in now */
-    memset(m->cache.bytes, 0, SP_CACHE_BYTES);
-    memset(m->cache.ids, 0, SP_CACHE_IDS * sizeof *m->cache.ids);
     free(byte_val);
     *out = t;
     return 0;
