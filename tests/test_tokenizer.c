@@ -455,6 +455,9 @@ static void test_detok_stream(void **state)
     assert_memory_equal(out, "\xEF\xBF\xBD\xEF\xBF\xBD", 6);
     assert_int_equal(detok_push(&d, -1, out, sizeof out, &k), -EINVAL);
     assert_int_equal(detok_push(&d, 32768, out, sizeof out, &k), -EINVAL);
+    /* <unk> decodes to sentencepiece's " ⁇ " */
+    detok_init(&d, t);
+    push_expect(&d, 0, " \xE2\x81\x87 ");
     /* a piece that does not fit: -ENOSPC, then the same push succeeds with room */
     detok_init(&d, t);
     push_expect(&d, hello, "Hello");
