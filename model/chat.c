@@ -76,6 +76,7 @@ struct chat_item {
     const char *text;
     size_t len;
     bool tool_calls;   /* assistant: text is the [TOOL_CALLS] JSON */
+    bool prefix;       /* assistant: the start of the answer to continue, no EOS (last message only) */
 };
 
 static const char *role_name(int role)
@@ -134,7 +135,8 @@ static int encode_v3(const struct tokenizer *t, const struct chat_item *m, size_
             if (it->tool_calls)
                 out_id(o, t->chat_id[CHAT_TOK_TOOL_CALLS]);
             rc = out_text(t, o, it->text, it->len, err);
-            out_id(o, t->eos_id);
+            if (!it->prefix)
+                out_id(o, t->eos_id);
             break;
         default:   /* tool */
             out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS]);
@@ -165,7 +167,8 @@ static int encode_v1(const struct tokenizer *t, const struct chat_item *m, size_
             rc = b.oom ? bora_errf(err, -ENOMEM, "out of memory") : out_text(t, o, b.p, b.n, err);
         } else if (it->role == CHAT_ROLE_ASSISTANT) {
             rc = out_text(t, o, it->text, it->len, err);
-            out_id(o, t->eos_id);
+            if (!it->prefix)
+                out_id(o, t->eos_id);
         }
     }
     free(b.p);
@@ -177,6 +180,9 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
                              size_t *n_out, struct bora_err *err)
 {
     *n_out = 0;
+    if (t->chat_id[CHAT_TOK_SYSTEM_PROMPT] >= 0)
+        return bora_errf(err, -ENOTSUP, "the vocabulary has [SYSTEM_PROMPT]: its v7 instruct format is "
+                         "not implemented for SentencePiece models");
     bool v3 = t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0;
     size_t first_user = n, last_user = n;
     for (size_t i = 0; i < n; i++) {
@@ -229,7 +235,7 @@ int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m
     if (!items)
         return bora_errf(err, -ENOMEM, "out of memory for %zu messages", n);
     for (size_t i = 0; i < n; i++)
-        items[i] = (struct chat_item){ m[i].role, m[i].text, m[i].len, false };
+        items[i] = (struct chat_item){ m[i].role, m[i].text, m[i].len, false, false };
     int rc = chat_encode_items(t, items, n, NULL, 0, ids, cap, n_out, err);
     free(items);
     return rc;
@@ -447,6 +453,11 @@ static int req_message(struct req *r, size_t i, json_t *msg, struct bora_err *er
     bool has_calls = json_is_array(calls) && json_array_size(calls) > 0;
     struct chat_item *it = &r->items[i];
     it->role = role;
+    if (json_is_true(json_object_get(msg, "prefix"))) {
+        if (role != CHAT_ROLE_ASSISTANT || i + 1 != r->n)
+            return bora_errf(err, -EINVAL, "messages[%zu]: only a final assistant message may be a prefix", i);
+        it->prefix = true;
+    }
     it->text = content ? json_string_value(content) : "";
     it->len = content ? json_string_length(content) : 0;
     if (role == CHAT_ROLE_ASSISTANT) {

@@ -62,7 +62,8 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, ch
 /* Streaming detokenizer: caller-owned state, no allocation. Each id maps to its bytes; bytes
  * that may still start a UTF-8 sequence are held until it is complete, so every delta is
  * whole code points. Concatenated deltas + detok_flush == tokenizer_decode(all ids). */
-#define DETOK_MAX_DELTA 64   /* enough for any single push of the Mistral vocabularies */
+#define DETOK_MAX_DELTA 256  /* an out buffer this large fits any single push of the Mistral
+                                vocabularies (longest piece + held bytes); -ENOSPC otherwise */
 struct detok {
     const struct tokenizer *t;
     uint8_t pend[4];     /* bytes of an incomplete UTF-8 sequence */
@@ -88,7 +89,8 @@ struct chat_message {
 };
 
 /* Encodes a conversation in the model's instruct format (mistral-common v3 when the
- * vocabulary has the [INST] control token, v1 otherwise): BOS, [INST] user [/INST],
+ * vocabulary has the [INST] control token, v1 otherwise; -ENOTSUP for a v7 vocabulary, one with
+ * [SYSTEM_PROMPT]): BOS, [INST] user [/INST],
  * assistant text + EOS, all system messages joined by "\n\n" before the last user message
  * (v3; before the first in v1), tool messages as [TOOL_RESULTS] text [/TOOL_RESULTS].
  * Returns 0 and *n_out; -ENOSPC with *n_out = ids needed; -EINVAL (unknown role, no user
@@ -97,7 +99,8 @@ int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m
                          int32_t *ids, size_t cap, size_t *n_out, struct bora_err *err);
 
 /* A mistral-common ChatCompletionRequest as JSON ({"messages": [...], "tools": [...]}, with
- * assistant "tool_calls" and tool "tool_call_id") → ids, exactly as mistral-common's v3
+ * assistant "tool_calls" and tool "tool_call_id"; a final assistant message with "prefix": true
+ * is continued, without EOS) → ids, exactly as mistral-common's v3
  * SentencePiece instruct tokenizer does (tools, tool calls and results re-serialised as
  * Python's json.dumps does). Returns as chat_encode_messages; -EINVAL names the JSON problem
  * (position or key); -ENOTSUP for tools with a v1 vocabulary. Allocates (jansson). */

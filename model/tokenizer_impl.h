@@ -26,7 +26,9 @@ enum {
 /* Control tokens of the instruct formats (chat_id[], -1 when the vocabulary lacks them). */
 enum chat_tok {
     CHAT_TOK_INST, CHAT_TOK_INST_END, CHAT_TOK_TOOL_CALLS, CHAT_TOK_AVAILABLE_TOOLS,
-    CHAT_TOK_AVAILABLE_TOOLS_END, CHAT_TOK_TOOL_RESULTS, CHAT_TOK_TOOL_RESULTS_END, CHAT_TOK_COUNT
+    CHAT_TOK_AVAILABLE_TOOLS_END, CHAT_TOK_TOOL_RESULTS, CHAT_TOK_TOOL_RESULTS_END,
+    CHAT_TOK_SYSTEM_PROMPT,   /* v7 and later: the template of tekken.c, not the v3 one */
+    CHAT_TOK_COUNT
 };
 
 struct tokenizer {
