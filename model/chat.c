@@ -77,6 +77,7 @@ struct chat_item {
     const char *text;
     size_t len;
     bool tool_calls;   /* assistant: text is the [TOOL_CALLS] JSON */
+    bool prefix;       /* assistant: the start of the answer to continue, no EOS (last message only) */
     const char *raw;   /* the message's own content (v7: assistant text before [TOOL_CALLS], */
     size_t raw_len;    /* tool result as given) */
     const char *call_id;   /* tool: tool_call_id (v7 writes it after [TOOL_RESULTS]) or NULL */
@@ -178,7 +179,8 @@ static int encode_v3(const struct tokenizer *t, const struct chat_item *m, size_
             if (rc == 0)
                 rc = out_text(t, o, it->text, it->tool_calls ? it->len : rstrip_spaces(it->text, it->len),
                               err);
-            out_id(o, t->eos_id);
+            if (!it->prefix)
+                out_id(o, t->eos_id);
             break;
         default:   /* tool */
             if (v7) {
@@ -213,7 +215,8 @@ static int encode_v1(const struct tokenizer *t, const struct chat_item *m, size_
             rc = b.oom ? bora_errf(err, -ENOMEM, "out of memory") : out_text(t, o, b.p, b.n, err);
         } else if (it->role == CHAT_ROLE_ASSISTANT) {
             rc = out_text(t, o, it->text, it->len, err);
-            out_id(o, t->eos_id);
+            if (!it->prefix)
+                out_id(o, t->eos_id);
         }
     }
     free(b.p);
@@ -231,6 +234,9 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
                              size_t *n_out, struct bora_err *err)
 {
     *n_out = 0;
+    if (t->kind != TOKENIZER_TEKKEN && t->chat_id[CHAT_TOK_SYSTEM_PROMPT] >= 0)
+        return bora_errf(err, -ENOTSUP, "the vocabulary has [SYSTEM_PROMPT]: its v7 instruct format is "
+                         "not implemented for SentencePiece models");
     bool v3 = t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0;
     bool v7 = chat_is_v7(t);
     size_t first_user = n, last_user = n;
@@ -286,8 +292,8 @@ int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m
     if (!items)
         return bora_errf(err, -ENOMEM, "out of memory for %zu messages", n);
     for (size_t i = 0; i < n; i++)
-        items[i] = (struct chat_item){ m[i].role, m[i].text, m[i].len, false, m[i].text, m[i].len,
-                                       NULL, 0 };
+        items[i] = (struct chat_item){ m[i].role, m[i].text, m[i].len, false, false, m[i].text,
+                                       m[i].len, NULL, 0 };
     int rc = chat_encode_items(t, items, n, NULL, 0, ids, cap, n_out, err);
     free(items);
     return rc;
@@ -506,6 +512,11 @@ static int req_message(struct req *r, size_t i, json_t *msg, struct bora_err *er
     bool has_calls = json_is_array(calls) && json_array_size(calls) > 0;
     struct chat_item *it = &r->items[i];
     it->role = role;
+    if (json_is_true(json_object_get(msg, "prefix"))) {
+        if (role != CHAT_ROLE_ASSISTANT || i + 1 != r->n)
+            return bora_errf(err, -EINVAL, "messages[%zu]: only a final assistant message may be a prefix", i);
+        it->prefix = true;
+    }
     it->text = content ? json_string_value(content) : "";
     it->len = content ? json_string_length(content) : 0;
     it->raw = it->text;

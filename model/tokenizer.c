@@ -210,16 +210,20 @@ void tokenizer_close(struct tokenizer *t)
 int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const uint32_t *lens,
                            const uint8_t *byte_val, bool sp_spaces)
 {
-    size_t n = (size_t)t->n_vocab, total = 0;
-    for (size_t i = 0; i < n; i++)
+    static const uint8_t unk_surface[5] = { ' ', 0xE2, 0x81, 0x87, ' ' };   /* " ⁇ " */
+    size_t n = (size_t)t->n_vocab, total = 0, extra = 0;
+    for (size_t i = 0; i < n; i++) {
         total += lens[i];
+        if (t->piece_attr[i] & TOK_ATTR_UNKNOWN)
+            extra += sizeof unk_surface;
+    }
     t->piece_off = malloc((n + 1) * sizeof *t->piece_off);
     t->dec_off = malloc((n + 1) * sizeof *t->dec_off);
     t->piece_str = malloc(total + 1);
-    t->dec_bytes = malloc(total + 16);   /* decoded ≤ piece (▁ 3 bytes → 1), " ⁇ " ≤ 5 */
+    t->dec_bytes = malloc(total + extra + 1);   /* decoded ≤ piece (▁ 3 bytes → 1), + " ⁇ " */
     if (!t->piece_off || !t->dec_off || !t->piece_str || !t->dec_bytes)
         return -ENOMEM;
-    if (total > UINT32_MAX - 16)
+    if (total + extra > UINT32_MAX - 1)
         return -EOVERFLOW;
     uint32_t po = 0, dq = 0;
     for (size_t i = 0; i < n; i++) {
@@ -234,11 +238,9 @@ int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const
             t->dec_bytes[dq++] = byte_val[i];
             continue;
         }
-        if (a & TOK_ATTR_UNKNOWN) {   /* SentencePiece's unk surface " ⁇ " (≤ piece length) */
-            static const uint8_t unk[5] = { ' ', 0xE2, 0x81, 0x87, ' ' };
-            size_t k = lens[i] < sizeof unk ? lens[i] : sizeof unk;
-            memcpy(t->dec_bytes + dq, unk, k);
-            dq += (uint32_t)k;
+        if (a & TOK_ATTR_UNKNOWN) {   /* SentencePiece decodes <unk> as " ⁇ " */
+            memcpy(t->dec_bytes + dq, unk_surface, sizeof unk_surface);
+            dq += (uint32_t)sizeof unk_surface;
             continue;
         }
         const uint8_t *p = (const uint8_t *)pieces[i];

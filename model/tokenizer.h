@@ -89,20 +89,23 @@ struct chat_message {
 };
 
 /* Encodes a conversation in the model's instruct format (mistral-common v3 when the
- * vocabulary has the [INST] control token, v1 otherwise, v7 for a Tekken tokenizer whose
- * config.version is v7 or later or absent): BOS, [INST] user [/INST],
+ * vocabulary has the [INST] control token, v1 otherwise; v7 for a Tekken tokenizer whose
+ * config.version is v7 or later or absent; -ENOTSUP for a SentencePiece vocabulary with
+ * [SYSTEM_PROMPT]): BOS, [INST] user [/INST],
  * assistant text + EOS, all system messages joined by "\n\n" before the last user message
  * (v3; before the first in v1), tool messages as [TOOL_RESULTS] text [/TOOL_RESULTS].
- * v7: as v3, but each run of system messages is [SYSTEM_PROMPT] text [/SYSTEM_PROMPT] where
- * it stands (runs joined by "\n\n"), never inside a user message.
+ * v7: as v3, but each system message is [SYSTEM_PROMPT] text [/SYSTEM_PROMPT] where it
+ * stands, never inside a user message; a tool message is [TOOL_RESULTS] call id [TOOL_CONTENT]
+ * content [/TOOL_RESULTS]; an assistant message may have text before its [TOOL_CALLS].
  * Returns 0 and *n_out; -ENOSPC with *n_out = ids needed; -EINVAL (unknown role, no user
  * message, invalid UTF-8: message says which message); -ENOMEM. Thread: any. */
 int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m, size_t n,
                          int32_t *ids, size_t cap, size_t *n_out, struct bora_err *err);
 
 /* A mistral-common ChatCompletionRequest as JSON ({"messages": [...], "tools": [...]}, with
- * assistant "tool_calls" and tool "tool_call_id") → ids, exactly as mistral-common's v3
- * instruct tokenizer does, or v7 as above (tools, tool calls and results re-serialised as
+ * assistant "tool_calls" and tool "tool_call_id"; a final assistant message with "prefix": true
+ * is continued, without EOS) → ids, exactly as mistral-common's v3 or v7
+ * instruct tokenizer does (tools, tool calls and results re-serialised as
  * Python's json.dumps does). Returns as chat_encode_messages; -EINVAL names the JSON problem
  * (position or key); -ENOTSUP for tools with a v1 vocabulary. Allocates (jansson). */
 int chat_encode_request_json(const struct tokenizer *t, const char *json, size_t len,
