@@ -20,6 +20,7 @@
 #define TEKKEN_JIT_STACK_START  (32 << 10)  /* bytes */
 #define TEKKEN_JIT_STACK_MAX    (8 << 20)   /* bytes */
 #define TEKKEN_MAX_VOCAB        (1 << 24)   /* ids: sanity bound on default_vocab_size */
+#define TEKKEN_MAX_TOKEN_BYTES  65535       /* bytes: one token (16-bit length in the table) */
 #define TEKKEN_NO_RANK          UINT32_MAX
 
 /* Unicode White_Space (what tiktoken's Rust regex means by \s), as PCRE2 class contents.
@@ -35,9 +36,12 @@ static const char *const tekken_default_specials[] = {
     "[TOOL_CONTENT]",
 };
 
+/* One slot of the bytes → rank table: the token's first 8 bytes are kept inline, so most
+ * lookups (tokens of ≤ 8 bytes) touch one cache line and never the token store. */
 struct tekken_slot {
-    uint32_t tag;   /* high 32 bits of the hash */
-    uint32_t rank;  /* TEKKEN_NO_RANK when empty */
+    uint64_t head;      /* first min(len, 8) bytes, little-endian, zero-padded */
+    uint32_t rank;      /* TEKKEN_NO_RANK when empty */
+    uint32_t len_tag;   /* len | (hash >> 48) << 16 */
 };
 
 /* Encoder scratch, grown on demand and kept (one thread at a time). */
@@ -74,28 +78,36 @@ struct tekken {
 
 /* ---- bytes → rank hash table ----------------------------------------------------------------- */
 
-static inline uint64_t tekken_hash(const uint8_t *p, size_t n)
+/* The first min(n, 8) bytes of p as a little-endian word, without a libc call. */
+static inline uint64_t tekken_head(const uint8_t *p, size_t n)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xA24BAED4963EE407ull);
-    while (n >= 8) {
-        uint64_t v;
+    uint64_t v;
+    if (n >= 8) {
         memcpy(&v, p, 8);
-        h = (h ^ v) * 0xFF51AFD7ED558CCDull;
-        h ^= h >> 32;
-        p += 8;
-        n -= 8;
+        return v;
     }
-    uint64_t v = 0;                              /* tail of 0..7 bytes, without a libc call */
     if (n >= 4) {
         uint32_t a, b;
         memcpy(&a, p, 4);
         memcpy(&b, p + n - 4, 4);
-        v = (uint64_t)a | (uint64_t)b << 32;
-    } else if (n) {
-        v = (uint64_t)p[0] | (uint64_t)p[n / 2] << 8 | (uint64_t)p[n - 1] << 16;
+        return (uint64_t)a | (uint64_t)b << (8 * (n - 4));   /* overlap ORs equal bytes */
     }
-    h = (h ^ v) * 0xC4CEB9FE1A85EC53ull;
+    v = 0;
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline uint64_t tekken_hash(const uint8_t *p, size_t n, uint64_t head)
+{
+    uint64_t h = (head ^ (n * 0x9E3779B97F4A7C15ull)) * 0xFF51AFD7ED558CCDull;
+    for (size_t i = 8; i < n; i += 8) {
+        h ^= h >> 32;
+        h = (h ^ tekken_head(p + i, n - i < 8 ? n - i : 8)) * 0xC4CEB9FE1A85EC53ull;
+    }
     h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 32;
     return h;
 }
 
@@ -109,23 +121,32 @@ static inline bool tekken_bytes_equal(const uint8_t *a, const uint8_t *b, size_t
     return true;
 }
 
+/* The slot holding bytes p[0..n) or the empty slot where they would go. */
+static inline struct tekken_slot *tekken_slot_find(const struct tekken *tk, const uint8_t *p,
+                                                   size_t n, uint64_t *head_out, uint32_t *lt_out)
+{
+    uint64_t head = tekken_head(p, n), h = tekken_hash(p, n, head);
+    uint32_t lt = (uint32_t)n | (uint32_t)(h >> 48) << 16;
+    *head_out = head;
+    *lt_out = lt;
+    for (uint64_t i = h & tk->mask;; i = (i + 1) & tk->mask) {
+        struct tekken_slot *s = &tk->slots[i];
+        if (s->rank == TEKKEN_NO_RANK)
+            return s;
+        if (s->len_tag == lt && s->head == head &&
+            (n <= 8 || tekken_bytes_equal(tk->blob + tk->off[s->rank] + 8, p + 8, n - 8)))
+            return s;
+    }
+}
+
 /* Rank of bytes p[0..n), or TEKKEN_NO_RANK. */
 static inline uint32_t tekken_rank_of(const struct tekken *tk, const uint8_t *p, size_t n)
 {
     if (unlikely(n > tk->max_token_len))
         return TEKKEN_NO_RANK;
-    uint64_t h = tekken_hash(p, n);
-    uint32_t tag = (uint32_t)(h >> 32);
-    for (uint64_t i = h & tk->mask;; i = (i + 1) & tk->mask) {
-        const struct tekken_slot *s = &tk->slots[i];
-        if (s->rank == TEKKEN_NO_RANK)
-            return TEKKEN_NO_RANK;
-        if (s->tag == tag) {
-            uint32_t a = tk->off[s->rank], b = tk->off[s->rank + 1];
-            if (b - a == n && tekken_bytes_equal(tk->blob + a, p, n))
-                return s->rank;
-        }
-    }
+    uint64_t head;
+    uint32_t lt;
+    return tekken_slot_find(tk, p, n, &head, &lt)->rank;
 }
 
 /* Inserts rank; returns the rank already holding the same bytes, or TEKKEN_NO_RANK. */
@@ -133,21 +154,15 @@ static uint32_t tekken_table_insert(struct tekken *tk, uint32_t rank)
 {
     const uint8_t *p = tk->blob + tk->off[rank];
     size_t n = tk->off[rank + 1] - tk->off[rank];
-    uint64_t h = tekken_hash(p, n);
-    uint32_t tag = (uint32_t)(h >> 32);
-    for (uint64_t i = h & tk->mask;; i = (i + 1) & tk->mask) {
-        struct tekken_slot *s = &tk->slots[i];
-        if (s->rank == TEKKEN_NO_RANK) {
-            s->tag = tag;
-            s->rank = rank;
-            return TEKKEN_NO_RANK;
-        }
-        if (s->tag == tag) {
-            uint32_t a = tk->off[s->rank], b = tk->off[s->rank + 1];
-            if (b - a == n && !memcmp(tk->blob + a, p, n))
-                return s->rank;
-        }
-    }
+    uint64_t head;
+    uint32_t lt;
+    struct tekken_slot *s = tekken_slot_find(tk, p, n, &head, &lt);
+    if (s->rank != TEKKEN_NO_RANK)
+        return s->rank;
+    s->head = head;
+    s->rank = rank;
+    s->len_tag = lt;
+    return TEKKEN_NO_RANK;
 }
 
 /* ---- loading --------------------------------------------------------------------------------- */
@@ -293,8 +308,9 @@ static int tekken_vocab_entry(struct tekken *tk, json_t *e, size_t i, size_t *us
                           sodium_base64_VARIANT_ORIGINAL) != 0)
         return bora_errf(err, -EINVAL, "%s: vocab[%zu] (rank %lld): token_bytes \"%.40s\" is "
                          "not valid base64", name, i, rank, s);
-    if (got == 0)
-        return bora_errf(err, -EINVAL, "%s: vocab[%zu] (rank %lld): empty token_bytes", name, i, rank);
+    if (got == 0 || got > TEKKEN_MAX_TOKEN_BYTES)
+        return bora_errf(err, -EINVAL, "%s: vocab[%zu] (rank %lld): token_bytes of %zu bytes (1 to %d "
+                         "allowed)", name, i, rank, got, TEKKEN_MAX_TOKEN_BYTES);
     if (rank < 256 && (got != 1 || tk->blob[*used] != rank))
         return bora_errf(err, -EINVAL, "%s: vocab[%zu]: rank %lld must be the single byte 0x%02llx",
                          name, i, rank, rank);
@@ -589,42 +605,70 @@ static inline void tekken_out_put(struct tekken_out *o, int32_t id)
     o->n++;
 }
 
-/* tiktoken's byte_pair_merge: rank[i] is the rank of parts i and i+1 joined; each step merges
- * the lowest (leftmost on ties) and rescans. O(n·merges); used for short pieces only. */
+/* Starts a lookup of p[0..n): returns its hash and prefetches its slot, so that independent
+ * lookups overlap their cache misses. Finish with tekken_rank_probed. */
+static inline uint64_t tekken_probe(const struct tekken *tk, const uint8_t *p, size_t n)
+{
+    uint64_t h = tekken_hash(p, n, tekken_head(p, n));
+    __builtin_prefetch(&tk->slots[h & tk->mask]);
+    return h;
+}
+
+static inline uint32_t tekken_rank_probed(const struct tekken *tk, const uint8_t *p, size_t n,
+                                          uint64_t h)
+{
+    if (unlikely(n > tk->max_token_len))
+        return TEKKEN_NO_RANK;
+    uint64_t head = tekken_head(p, n);
+    uint32_t lt = (uint32_t)n | (uint32_t)(h >> 48) << 16;
+    for (uint64_t i = h & tk->mask;; i = (i + 1) & tk->mask) {
+        const struct tekken_slot *s = &tk->slots[i];
+        if (s->rank == TEKKEN_NO_RANK)
+            return TEKKEN_NO_RANK;
+        if (s->len_tag == lt && s->head == head &&
+            (n <= 8 || tekken_bytes_equal(tk->blob + tk->off[s->rank] + 8, p + 8, n - 8)))
+            return s->rank;
+    }
+}
+
+/* tiktoken's byte_pair_merge: rank[i] is the rank of part i joined with the next part; each
+ * step merges the lowest (leftmost on ties) and rescans. Parts are a linked list over their
+ * start offsets (no moving of arrays). O(n·merges); used for short pieces only. */
 static void tekken_merge_simple(const struct tekken *tk, const uint8_t *p, size_t n,
                                 struct tekken_work *w, struct tekken_out *o)
 {
-    uint32_t *start = w->start, *rank = w->rank, *prank = w->prank;
-    size_t m = n;                           /* parts */
-    for (size_t i = 0; i <= n; i++)
-        start[i] = (uint32_t)i;
-    for (size_t i = 0; i < n; i++)
+    uint32_t *next = w->next, *rank = w->rank, *prank = w->prank;
+    uint64_t *h = w->heap;                  /* the heap is not used here: pair hashes */
+    for (size_t i = 0; i < n; i++) {
+        next[i] = (uint32_t)i + 1;
         prank[i] = p[i];                    /* ranks 0..255 are the single bytes */
-    for (size_t i = 0; i + 1 < m; i++)
-        rank[i] = tekken_rank_of(tk, p + i, 2);
-    while (m > 1) {
-        uint32_t best = TEKKEN_NO_RANK;
-        size_t bi = 0;
-        for (size_t i = 0; i + 1 < m; i++)
+    }
+    for (size_t i = 0; i + 1 < n; i++)      /* all first lookups at once: misses overlap */
+        h[i] = tekken_probe(tk, p + i, 2);
+    for (size_t i = 0; i + 1 < n; i++)
+        rank[i] = tekken_rank_probed(tk, p + i, 2, h[i]);
+    rank[n - 1] = TEKKEN_NO_RANK;
+    for (;;) {
+        uint32_t best = TEKKEN_NO_RANK, bi = 0, bprev = UINT32_MAX;
+        for (uint32_t i = 0, prev = UINT32_MAX; i < n; prev = i, i = next[i])
             if (rank[i] < best) {
                 best = rank[i];
                 bi = i;
+                bprev = prev;
             }
         if (best == TEKKEN_NO_RANK)
             break;
-        /* drop boundary bi+1, then re-rank the pairs that now start at bi-1 and bi */
-        prank[bi] = best;
-        memmove(prank + bi + 1, prank + bi + 2, (m - bi - 2) * sizeof *prank);
-        memmove(start + bi + 1, start + bi + 2, (m - bi - 1) * sizeof *start);
-        memmove(rank + bi + 1, rank + bi + 2, (m > bi + 3 ? m - bi - 3 : 0) * sizeof *rank);
-        m--;
-        if (bi + 1 < m)
-            rank[bi] = tekken_rank_of(tk, p + start[bi], start[bi + 2] - start[bi]);
-        if (bi > 0)
-            rank[bi - 1] = tekken_rank_of(tk, p + start[bi - 1], start[bi + 1] - start[bi - 1]);
+        prank[bi] = best;                   /* merge bi with the next part */
+        next[bi] = next[next[bi]];
+        uint32_t e = next[bi];              /* re-rank the pairs at bi and before it */
+        uint64_t h1 = e < n ? tekken_probe(tk, p + bi, next[e] - bi) : 0;
+        uint64_t h0 = bprev != UINT32_MAX ? tekken_probe(tk, p + bprev, e - bprev) : 0;
+        rank[bi] = e < n ? tekken_rank_probed(tk, p + bi, next[e] - bi, h1) : TEKKEN_NO_RANK;
+        if (bprev != UINT32_MAX)
+            rank[bprev] = tekken_rank_probed(tk, p + bprev, e - bprev, h0);
     }
-    for (size_t k = 0; k < m; k++)
-        tekken_out_put(o, (int32_t)prank[k] + tk->n_special);
+    for (uint32_t i = 0; i < n; i = next[i])
+        tekken_out_put(o, (int32_t)prank[i] + tk->n_special);
 }
 
 /* A 4-ary min-heap of 64-bit keys: half the depth of a binary heap, and the four children
