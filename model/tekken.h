@@ -10,7 +10,7 @@
 #include "common/err.h"
 
 /* Budget: encoding a 2,048-token prompt ≤ 300 µs (bench/bench_tekken.c prints the figure).
- * Merging is O(n log n) in a piece's length n (a 10,000-byte word costs milliseconds, not seconds). */
+ * Merging is O(n log n) in a piece's length n (a 10,000-byte word takes about 1 ms). */
 
 /* decode / detok flags */
 #define TEKKEN_DECODE_CONTROL 1u /* write special tokens' names ("[INST]") instead of omitting them */
@@ -58,8 +58,9 @@ long tekken_encode(struct tekken *tk, const char *text, size_t len, int32_t *ids
 long tekken_split(struct tekken *tk, const char *text, size_t len, size_t *ends, size_t cap,
                   struct bora_err *err);
 
-/* For tests, before any concurrent use: pieces of up to n bytes use the simple quadratic merge (as tiktoken does), longer
- * ones the heap merge. Default TEKKEN_SIMPLE_MERGE_MAX. Both give identical ids. */
+/* For tests, before any concurrent use: pieces of up to n bytes use the simple rescanning
+ * merge (as tiktoken does), longer ones the heap merge (default n = 48). Both give identical
+ * ids. */
 void tekken_merge_threshold_set(struct tekken *tk, size_t n);
 
 /* ---- vocabulary ------------------------------------------------------------------------------ */
