@@ -145,7 +145,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct tekken *tk;
     struct bora_err err;
     if (tekken_open_buffer(&tk, text, len, "fuzz.json", &err) == 0) {
-        check_roundtrip(tk, "the abc  \xc3\xa9\xff 12", 17);
+        static const char probe[] = "the abc  \xc3\xa9\xff 12";
+        check_roundtrip(tk, probe, sizeof probe - 1);
         tekken_close(tk);
     } else if (!err.msg[0] || !strstr(err.msg, "fuzz.json")) {
         abort();                                     /* every error names the file */
