@@ -120,7 +120,7 @@ int main(void)
            BENCH_VARIANTS - 1, toks / BENCH_ITERS, warm[BENCH_ITERS / 2], sum / BENCH_ITERS,
            warm[BENCH_ITERS * 9 / 10], BENCH_BUDGET_US);
 
-    char out[DETOK_MAX_DELTA * 4];
+    char out[DETOK_MAX_DELTA];
     tokenizer_encode(t, text[0], len[0], true, ids, 8192, &n, NULL);
     double t0 = now_us();
     size_t bytes = 0;

@@ -175,7 +175,7 @@ int cmd_detokenize(int argc, char **argv)
         return 1;
     struct detok d;
     detok_init(&d, t);
-    char out[DETOK_MAX_DELTA * 4];
+    char out[DETOK_MAX_DELTA];
     size_t n;
     int rc = 0;
     for (int i = 2; i < argc && rc == 0; i++) {

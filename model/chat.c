@@ -1,6 +1,7 @@
-/* chat.c — the instruct chat template of Mistral's SentencePiece models as mistral-common
- * writes it (v3: [INST]…[/INST] control tokens, system prompt and [AVAILABLE_TOOLS] before the
- * last user message, [TOOL_CALLS], [TOOL_RESULTS]; v1: "[INST] … [/INST]" as text), plus the
+/* chat.c — the instruct chat template of Mistral's models as mistral-common writes it
+ * (v3: [INST]…[/INST] control tokens, system prompt and [AVAILABLE_TOOLS] before the
+ * last user message, [TOOL_CALLS], [TOOL_RESULTS]; v7 (Tekken): system messages as
+ * [SYSTEM_PROMPT]…[/SYSTEM_PROMPT] in place; v1: "[INST] … [/INST]" as text), plus the
  * ChatCompletionRequest JSON front that re-serialises tools and calls as Python's json.dumps. */
 #include <errno.h>
 #include <jansson.h>
@@ -76,7 +77,20 @@ struct chat_item {
     const char *text;
     size_t len;
     bool tool_calls;   /* assistant: text is the [TOOL_CALLS] JSON */
+    bool prefix;       /* assistant: the start of the answer to continue, no EOS (last message only) */
+    const char *raw;   /* the message's own content (v7: assistant text before [TOOL_CALLS], */
+    size_t raw_len;    /* tool result as given) */
+    const char *call_id;   /* tool: tool_call_id (v7 writes it after [TOOL_RESULTS]) or NULL */
+    size_t call_id_len;
 };
+
+/* mistral-common (v2 and later) encodes assistant text with trailing spaces stripped. */
+static size_t rstrip_spaces(const char *s, size_t n)
+{
+    while (n && s[n - 1] == ' ')
+        n--;
+    return n;
+}
 
 static const char *role_name(int role)
 {
@@ -111,15 +125,41 @@ static int encode_user_v3(const struct tokenizer *t, struct idout *o, const stru
     return rc;
 }
 
+/* v7: each system message is its own [SYSTEM_PROMPT] text [/SYSTEM_PROMPT] block, where it
+ * stands (mistral-common's v7 normalizer keeps system messages apart). */
+static int encode_system_v7(const struct tokenizer *t, struct idout *o, const struct chat_item *it,
+                            struct bora_err *err)
+{
+    out_id(o, t->chat_id[CHAT_TOK_SYSTEM_PROMPT]);
+    int rc = out_text(t, o, it->text, it->len, err);
+    out_id(o, t->chat_id[CHAT_TOK_SYSTEM_PROMPT_END]);
+    return rc;
+}
+
+/* v7 tool result: [TOOL_RESULTS] call id [TOOL_CONTENT] content as given [/TOOL_RESULTS]. */
+static int encode_tool_v7(const struct tokenizer *t, struct idout *o, const struct chat_item *it,
+                          struct bora_err *err)
+{
+    out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS]);
+    int rc = out_text(t, o, it->call_id ? it->call_id : "", it->call_id_len, err);
+    out_id(o, t->chat_id[CHAT_TOK_TOOL_CONTENT]);
+    if (rc == 0)
+        rc = out_text(t, o, it->raw ? it->raw : "", it->raw_len, err);
+    out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS_END]);
+    return rc;
+}
+
 static int encode_v3(const struct tokenizer *t, const struct chat_item *m, size_t n, size_t last_user,
-                     const char *tools, size_t tools_len, const struct sbuf *sys, struct idout *o,
-                     struct bora_err *err)
+                     const char *tools, size_t tools_len, const struct sbuf *sys, bool v7,
+                     struct idout *o, struct bora_err *err)
 {
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct chat_item *it = &m[i];
         switch (it->role) {
         case CHAT_ROLE_SYSTEM:
+            if (v7)
+                rc = encode_system_v7(t, o, it, err);
             break;
         case CHAT_ROLE_USER:
             if (i == last_user && tools) {
@@ -128,15 +168,25 @@ static int encode_v3(const struct tokenizer *t, const struct chat_item *m, size_
                 out_id(o, t->chat_id[CHAT_TOK_AVAILABLE_TOOLS_END]);
             }
             if (rc == 0)
-                rc = encode_user_v3(t, o, it, i == last_user && sys->n ? sys->p : NULL, sys->n, err);
+                rc = encode_user_v3(t, o, it, i == last_user && sys->n && !v7 ? sys->p : NULL,
+                                    sys->n, err);
             break;
         case CHAT_ROLE_ASSISTANT:
+            if (v7 && it->tool_calls && it->raw_len)   /* v7: text, then the calls */
+                rc = out_text(t, o, it->raw, rstrip_spaces(it->raw, it->raw_len), err);
             if (it->tool_calls)
                 out_id(o, t->chat_id[CHAT_TOK_TOOL_CALLS]);
-            rc = out_text(t, o, it->text, it->len, err);
-            out_id(o, t->eos_id);
+            if (rc == 0)
+                rc = out_text(t, o, it->text, it->tool_calls ? it->len : rstrip_spaces(it->text, it->len),
+                              err);
+            if (!it->prefix)
+                out_id(o, t->eos_id);
             break;
         default:   /* tool */
+            if (v7) {
+                rc = encode_tool_v7(t, o, it, err);
+                break;
+            }
             out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS]);
             rc = out_text(t, o, it->text, it->len, err);
             out_id(o, t->chat_id[CHAT_TOK_TOOL_RESULTS_END]);
@@ -165,11 +215,18 @@ static int encode_v1(const struct tokenizer *t, const struct chat_item *m, size_
             rc = b.oom ? bora_errf(err, -ENOMEM, "out of memory") : out_text(t, o, b.p, b.n, err);
         } else if (it->role == CHAT_ROLE_ASSISTANT) {
             rc = out_text(t, o, it->text, it->len, err);
-            out_id(o, t->eos_id);
+            if (!it->prefix)
+                out_id(o, t->eos_id);
         }
     }
     free(b.p);
     return rc;
+}
+
+static bool chat_is_v7(const struct tokenizer *t)
+{
+    return t->chat_v7 && t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0
+           && t->chat_id[CHAT_TOK_SYSTEM_PROMPT] >= 0 && t->chat_id[CHAT_TOK_SYSTEM_PROMPT_END] >= 0;
 }
 
 static int chat_encode_items(const struct tokenizer *t, const struct chat_item *m, size_t n,
@@ -177,7 +234,11 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
                              size_t *n_out, struct bora_err *err)
 {
     *n_out = 0;
+    if (t->kind != TOKENIZER_TEKKEN && t->chat_id[CHAT_TOK_SYSTEM_PROMPT] >= 0)
+        return bora_errf(err, -ENOTSUP, "the vocabulary has [SYSTEM_PROMPT]: its v7 instruct format is "
+                         "not implemented for SentencePiece models");
     bool v3 = t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0;
+    bool v7 = chat_is_v7(t);
     size_t first_user = n, last_user = n;
     for (size_t i = 0; i < n; i++) {
         if (m[i].role < CHAT_ROLE_SYSTEM || m[i].role > CHAT_ROLE_TOOL)
@@ -199,6 +260,8 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
             && (t->chat_id[CHAT_TOK_TOOL_CALLS] < 0 || t->chat_id[CHAT_TOK_TOOL_RESULTS] < 0
                 || t->chat_id[CHAT_TOK_TOOL_RESULTS_END] < 0))
             return bora_errf(err, -ENOTSUP, "message %zu: the vocabulary has no tool tokens", i);
+        if (v7 && m[i].role == CHAT_ROLE_TOOL && t->chat_id[CHAT_TOK_TOOL_CONTENT] < 0)
+            return bora_errf(err, -ENOTSUP, "message %zu: the vocabulary has no [TOOL_CONTENT]", i);
     }
     if (last_user == n)
         return bora_errf(err, -EINVAL, "the conversation has no user message");
@@ -213,7 +276,7 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
     struct idout o = { ids, cap, 0 };
     if (t->bos_id >= 0)
         out_id(&o, t->bos_id);
-    rc = v3 ? encode_v3(t, m, n, last_user, tools, tools_len, &sys, &o, err)
+    rc = v3 ? encode_v3(t, m, n, last_user, tools, tools_len, &sys, v7, &o, err)
             : encode_v1(t, m, n, first_user, &sys, &o, err);
     free(sys.p);
     *n_out = o.n;
@@ -229,7 +292,8 @@ int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m
     if (!items)
         return bora_errf(err, -ENOMEM, "out of memory for %zu messages", n);
     for (size_t i = 0; i < n; i++)
-        items[i] = (struct chat_item){ m[i].role, m[i].text, m[i].len, false };
+        items[i] = (struct chat_item){ m[i].role, m[i].text, m[i].len, false, false, m[i].text,
+                                       m[i].len, NULL, 0 };
     int rc = chat_encode_items(t, items, n, NULL, 0, ids, cap, n_out, err);
     free(items);
     return rc;
@@ -365,6 +429,7 @@ struct req {
     struct sbuf *texts;      /* one per message that needs generated JSON text */
     size_t n;
     struct sbuf tools;
+    bool v7;                 /* the tokenizer's format allows content with tool_calls */
 };
 
 static int role_parse(const char *s)
@@ -447,10 +512,17 @@ static int req_message(struct req *r, size_t i, json_t *msg, struct bora_err *er
     bool has_calls = json_is_array(calls) && json_array_size(calls) > 0;
     struct chat_item *it = &r->items[i];
     it->role = role;
+    if (json_is_true(json_object_get(msg, "prefix"))) {
+        if (role != CHAT_ROLE_ASSISTANT || i + 1 != r->n)
+            return bora_errf(err, -EINVAL, "messages[%zu]: only a final assistant message may be a prefix", i);
+        it->prefix = true;
+    }
     it->text = content ? json_string_value(content) : "";
     it->len = content ? json_string_length(content) : 0;
+    it->raw = it->text;
+    it->raw_len = it->len;
     if (role == CHAT_ROLE_ASSISTANT) {
-        if (has_calls && content && it->len)
+        if (has_calls && content && it->len && !r->v7)
             return bora_errf(err, -EINVAL, "messages[%zu]: an assistant message has content or tool_calls, not both", i);
         if (!has_calls && !content)
             return bora_errf(err, -EINVAL, "messages[%zu]: an assistant message needs content or tool_calls", i);
@@ -464,6 +536,9 @@ static int req_message(struct req *r, size_t i, json_t *msg, struct bora_err *er
         int rc = req_tool_result(i, msg, content, &r->texts[i], err);
         if (rc)
             return rc;
+        json_t *id = json_object_get(msg, "tool_call_id");   /* a string: checked above */
+        it->call_id = json_string_value(id);
+        it->call_id_len = json_string_length(id);
     } else if (!content) {
         return bora_errf(err, -EINVAL, "messages[%zu]: a %s message needs content", i, rs);
     }
@@ -541,6 +616,7 @@ int chat_encode_request_json(const struct tokenizer *t, const char *json, size_t
 {
     *n_out = 0;
     struct req r = { 0 };
+    r.v7 = chat_is_v7(t);
     int rc = req_parse(&r, json, len, err);
     if (rc == 0)
         rc = chat_encode_items(t, r.items, r.n, r.tools.n ? r.tools.p : NULL, r.tools.n, ids, cap,

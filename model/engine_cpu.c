@@ -1,13 +1,15 @@
 /* engine_cpu.c — the CPU reference backend: plain fp32 arithmetic over weights dequantized on
  * the fly (BF16, F16, F32, FP8 e4m3 × scales), an fp32 KV cache, OpenMP across the cores.
  * Prompts run in blocks of up to CPU_BLOCK tokens (each weight row is read once per block);
- * decode is the same code with a block of one. Every GPU kernel is tested against this file. */
+ * decode is the same code with a block of one. Work is split across the cores by a small
+ * fork-join pool (common/tpool.h). Every GPU kernel is tested against this file. */
 #include <errno.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/tpool.h"
 #include "model/engine.h"
 
 #define CPU_BLOCK 32   /* tokens per prefill block (bounds the scratch memory) */
@@ -24,6 +26,7 @@ struct cpu_state {
     size_t wrow_len;
     float e4m3_lut[256];       /* FP8 e4m3 code → value */
     int n_threads;
+    struct tpool *pool;
 };
 
 /* Dequantizes row r of w into out (no scales applied). */
@@ -59,24 +62,40 @@ static void load_row(const struct cpu_state *s, const struct wtensor *w, int64_t
     }
 }
 
-/* out[t][r] = Σ_c W[r][c] · x[t][c] for t < n (x rows of w->cols, out rows of ld_out). */
-static void matmul(const struct cpu_state *s, const struct wtensor *w, const float *x, int n, float *out, int64_t ld_out)
+struct matmul_job {
+    const struct cpu_state *s;
+    const struct wtensor *w;
+    const float *x;
+    int n;
+    float *out;
+    int64_t ld_out;
+};
+
+static void matmul_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
-    const int64_t rows = w->rows, cols = w->cols;
-#pragma omp parallel for schedule(static) num_threads(s->n_threads)
-    for (int64_t r = 0; r < rows; r++) {
-        float *row = s->wrow + (size_t)omp_get_thread_num() * s->wrow_len;
-        load_row(s, w, r, row);
+    const struct matmul_job *j = ctx;
+    const struct wtensor *w = j->w;
+    const int64_t cols = w->cols;
+    float *row = j->s->wrow + (size_t)tid * j->s->wrow_len;
+    for (int64_t r = r0; r < r1; r++) {
+        load_row(j->s, w, r, row);
         const float scale = w->scale * (w->row_scale ? w->row_scale[r] : 1.0f);
-        for (int t = 0; t < n; t++) {
-            const float *xt = x + (size_t)t * cols;
+        for (int t = 0; t < j->n; t++) {
+            const float *xt = j->x + (size_t)t * cols;
             float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
             for (int64_t c = 0; c < cols; c++)
                 acc += row[c] * xt[c];
-            out[(size_t)t * ld_out + r] = acc * scale;
+            j->out[(size_t)t * j->ld_out + r] = acc * scale;
         }
     }
+}
+
+/* out[t][r] = Σ_c W[r][c] · x[t][c] for t < n (x rows of w->cols, out rows of ld_out). */
+static void matmul(const struct cpu_state *s, const struct wtensor *w, const float *x, int n, float *out, int64_t ld_out)
+{
+    struct matmul_job j = { s, w, x, n, out, ld_out };
+    tpool_run(s->pool, w->rows, matmul_part, &j);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
@@ -108,56 +127,76 @@ static void rope(const struct model *m, float *v, int n_heads, int pos)
     }
 }
 
-/* Causal attention of n queries at positions pos.. over the cache (which already holds
- * their own keys and values). Sliding window W: query p sees keys j with p - j < W. */
-static void attention(struct engine *e, const float *kc, const float *vc, int n, int pos)
+struct attn_job {
+    struct engine *e;
+    const float *kc, *vc;
+    int pos;
+};
+
+/* (token, head) pairs [i0, i1) of the block. */
+static void attention_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
+    const struct attn_job *j = ctx;
+    struct engine *e = j->e;
     const struct model_config *c = &e->model->cfg;
     struct cpu_state *s = e->impl;
     const int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, qd = c->n_heads * hd, group = c->n_heads / c->n_kv_heads;
     const float inv_sqrt = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(s->n_threads)
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < c->n_heads; h++) {
-            const int p = pos + t;
-            const int start = c->sliding_window > 0 && p - c->sliding_window + 1 > 0 ? p - c->sliding_window + 1 : 0;
-            const float *qh = s->q + (size_t)t * qd + h * hd;
-            float *sc = s->scores + (size_t)omp_get_thread_num() * e->max_ctx;
-            const int kvh = h / group;
-            float mx = -INFINITY;
-            for (int j = start; j <= p; j++) {
-                const float *kj = kc + (size_t)j * kv_dim + kvh * hd;
-                float d = 0.0f;
-                for (int i = 0; i < hd; i++)
-                    d += qh[i] * kj[i];
-                sc[j] = d * inv_sqrt;
-                mx = fmaxf(mx, sc[j]);
-            }
-            float sum = 0.0f;
-            for (int j = start; j <= p; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
-            float *out = s->att_out + (size_t)t * qd + h * hd;
-            memset(out, 0, (size_t)hd * sizeof *out);
-            for (int j = start; j <= p; j++) {
-                const float a = sc[j] / sum, *vj = vc + (size_t)j * kv_dim + kvh * hd;
-                for (int i = 0; i < hd; i++)
-                    out[i] += a * vj[i];
-            }
+    float *sc = s->scores + (size_t)tid * e->max_ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        const int t = (int)(i / c->n_heads), h = (int)(i % c->n_heads), p = j->pos + t;
+        const int start = c->sliding_window > 0 && p - c->sliding_window + 1 > 0 ? p - c->sliding_window + 1 : 0;
+        const float *qh = s->q + (size_t)t * qd + h * hd;
+        const int kvh = h / group;
+        float mx = -INFINITY;
+        for (int k = start; k <= p; k++) {
+            const float *kk = j->kc + (size_t)k * kv_dim + kvh * hd;
+            float d = 0.0f;
+            for (int x = 0; x < hd; x++)
+                d += qh[x] * kk[x];
+            sc[k] = d * inv_sqrt;
+            mx = fmaxf(mx, sc[k]);
         }
+        float sum = 0.0f;
+        for (int k = start; k <= p; k++) {
+            sc[k] = expf(sc[k] - mx);
+            sum += sc[k];
+        }
+        float *out = s->att_out + (size_t)t * qd + h * hd;
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int k = start; k <= p; k++) {
+            const float a = sc[k] / sum, *vk = j->vc + (size_t)k * kv_dim + kvh * hd;
+            for (int x = 0; x < hd; x++)
+                out[x] += a * vk[x];
+        }
+    }
 }
 
-/* n ≤ CPU_BLOCK tokens through every layer; leaves their final hidden states in s->x. */
-static void block(struct engine *e, const int32_t *ids, int n, int pos)
+/* Causal attention of n queries at positions pos.. over the cache (which already holds
+ * their own keys and values). Sliding window W: query p sees keys j with p - j < W. */
+static void attention(struct engine *e, const float *kc, const float *vc, int n, int pos)
 {
+    struct attn_job j = { e, kc, vc, pos };
+    struct cpu_state *s = e->impl;
+    tpool_run(s->pool, (int64_t)n * e->model->cfg.n_heads, attention_part, &j);
+}
+
+/* n ≤ CPU_BLOCK tokens through every layer; leaves their final hidden states in s->x.
+ * Waits for each layer's weights on a pipelined cold start. */
+static int block(struct engine *e, const int32_t *ids, int n, int pos)
+{
+    int rc;
     const struct model *m = e->model;
     const struct model_config *c = &m->cfg;
     struct cpu_state *s = e->impl;
     const int dim = c->dim, hd = c->head_dim, kv_dim = c->n_kv_heads * hd, qd = c->n_heads * hd, hid = c->hidden_dim;
+    if ((rc = engine_layer_ready(e, -1)))
+        return rc;
     for (int t = 0; t < n; t++)
         wtensor_row_f32(&m->tok_emb, ids[t], s->x + (size_t)t * dim);
     for (int l = 0; l < c->n_layers; l++) {
+        if ((rc = engine_layer_ready(e, l)))
+            return rc;
         const struct layer_weights *w = &m->layers[l];
         float *kc = s->kcache + (size_t)l * e->max_ctx * kv_dim, *vc = s->vcache + (size_t)l * e->max_ctx * kv_dim;
         wtensor_row_f32(&w->attn_norm, 0, s->norm_w);
@@ -192,39 +231,47 @@ static void block(struct engine *e, const int32_t *ids, int n, int pos)
         for (size_t i = 0; i < (size_t)n * dim; i++)
             s->x[i] += s->xb[i];
     }
+    return 0;
 }
 
 /* Logits of the block's rows [t0, n) into logits (one vocab row each). */
-static void head(struct engine *e, int t0, int n, float *logits)
+static int head(struct engine *e, int t0, int n, float *logits)
 {
     struct cpu_state *s = e->impl;
+    int rc = engine_layer_ready(e, e->model->cfg.n_layers);
+    if (rc)
+        return rc;
     const int dim = e->model->cfg.dim;
     wtensor_row_f32(&e->model->norm, 0, s->norm_w);
     for (int t = t0; t < n; t++)
         rmsnorm(s->xb + (size_t)(t - t0) * dim, s->x + (size_t)t * dim, s->norm_w, dim, e->model->cfg.norm_eps);
     matmul(s, &e->model->output, s->xb, n - t0, logits, e->model->cfg.vocab_size);
+    return 0;
 }
 
 static int cpu_forward(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
-    for (int i = 0; i < n; i += CPU_BLOCK) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i += CPU_BLOCK) {
         int b = n - i < CPU_BLOCK ? n - i : CPU_BLOCK;
-        block(e, ids + i, b, pos + i);
-        if (logits && i + b == n)
-            head(e, b - 1, b, logits);
+        rc = block(e, ids + i, b, pos + i);
+        if (!rc && logits && i + b == n)
+            rc = head(e, b - 1, b, logits);
     }
-    return 0;
+    return rc;
 }
 
 static int cpu_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
     const size_t V = (size_t)e->model->cfg.vocab_size;
-    for (int i = 0; i < n; i += CPU_BLOCK) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i += CPU_BLOCK) {
         int b = n - i < CPU_BLOCK ? n - i : CPU_BLOCK;
-        block(e, ids + i, b, pos + i);
-        head(e, 0, b, logits + (size_t)i * V);
+        rc = block(e, ids + i, b, pos + i);
+        if (!rc)
+            rc = head(e, 0, b, logits + (size_t)i * V);
     }
-    return 0;
+    return rc;
 }
 
 static void cpu_reset(struct engine *e)
@@ -247,6 +294,7 @@ static void cpu_close(struct engine *e)
     struct cpu_state *s = e->impl;
     if (!s)
         return;
+    tpool_destroy(s->pool);
     free(s->x);
     free(s->scores);
     free(s->wrow);
@@ -277,7 +325,15 @@ int engine_cpu_open(struct engine *e, struct bora_err *err)
     if (!s)
         return bora_errf(err, -ENOMEM, "out of memory");
     e->impl = s;
-    s->n_threads = omp_get_num_procs();
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    s->n_threads = e->n_threads > 0 ? e->n_threads : cores > 0 ? (int)cores : 1;
+    if (s->n_threads > TPOOL_MAX_THREADS)
+        s->n_threads = TPOOL_MAX_THREADS;
+    int prc = tpool_create(&s->pool, s->n_threads);
+    if (prc) {
+        cpu_close(e);
+        return bora_errf(err, prc, "CPU engine: cannot start %d threads", s->n_threads);
+    }
     size_t wl = (size_t)c->dim;
     if ((size_t)c->hidden_dim > wl)
         wl = (size_t)c->hidden_dim;

@@ -66,6 +66,29 @@ static int hf_set(struct hf_vocab *hv, int32_t id, json_t *str, uint8_t type)
     return 0;
 }
 
+/* Pieces and types from model.vocab, then added_tokens (special → control, else user-defined). */
+static void hf_fill(struct hf_vocab *hv, json_t *vocab, json_t *added, const char *unk, bool byte_fallback)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(vocab, k, v) {
+        int32_t id = (int32_t)json_integer_value(v);
+        hv->piece[id] = k;
+        hv->len[id] = (uint32_t)strlen(k);
+        bool is_byte = byte_fallback && hv->len[id] == 6 && !strncmp(k, "<0x", 3) && k[5] == '>';
+        hv->type[id] = unk && !strcmp(k, unk) ? SP_UNKNOWN : is_byte ? SP_BYTE : SP_NORMAL;
+    }
+    size_t i;
+    json_array_foreach(added, i, v) {
+        int32_t id = (int32_t)json_integer_value(json_object_get(v, "id"));
+        json_t *c = json_object_get(v, "content");
+        bool special = json_is_true(json_object_get(v, "special"));
+        uint8_t ty = unk && !strcmp(json_string_value(c), unk) ? SP_UNKNOWN
+                   : special ? SP_CONTROL : SP_USER_DEFINED;
+        hf_set(hv, id, c, ty);
+    }
+}
+
 /* merges: "a b" strings or ["a", "b"] pairs; the merged piece gets score -rank. */
 static int hf_merges(struct hf_vocab *hv, json_t *vocab, json_t *merges, const char *name,
                      struct bora_err *err)
@@ -145,24 +168,7 @@ static int hf_build(json_t *root, const char *name, struct tokenizer **out, stru
     }
     bool byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
     const char *unk = json_string_value(json_object_get(model, "unk_token"));
-    const char *k;
-    json_t *v;
-    json_object_foreach(vocab, k, v) {
-        int32_t id = (int32_t)json_integer_value(v);
-        hv.piece[id] = k;
-        hv.len[id] = (uint32_t)strlen(k);
-        bool is_byte = byte_fallback && hv.len[id] == 6 && !strncmp(k, "<0x", 3) && k[5] == '>';
-        hv.type[id] = unk && !strcmp(k, unk) ? SP_UNKNOWN : is_byte ? SP_BYTE : SP_NORMAL;
-    }
-    size_t i;
-    json_array_foreach(added, i, v) {
-        int32_t id = (int32_t)json_integer_value(json_object_get(v, "id"));
-        json_t *c = json_object_get(v, "content");
-        bool special = json_is_true(json_object_get(v, "special"));
-        uint8_t ty = unk && !strcmp(json_string_value(c), unk) ? SP_UNKNOWN
-                   : special ? SP_CONTROL : SP_USER_DEFINED;
-        hf_set(&hv, id, c, ty);
-    }
+    hf_fill(&hv, vocab, added, unk, byte_fallback);
     for (int32_t id = 0; id < hv.n; id++)
         if (!hv.piece[id] || hv.len[id] == 0) {
             rc = bora_errf(err, -EINVAL, "%s: id %d has no piece", name, id);
@@ -182,6 +188,8 @@ static int hf_build(json_t *root, const char *name, struct tokenizer **out, stru
         .byte_fallback = byte_fallback,
     };
     /* added tokens may also define <s>, </s> */
+    size_t i;
+    json_t *v;
     json_array_foreach(added, i, v) {
         const char *c = json_string_value(json_object_get(v, "content"));
         int32_t id = (int32_t)json_integer_value(json_object_get(v, "id"));

@@ -17,6 +17,7 @@
 #define SP_CACHE_WORD_MAX 48u             /* longest word (normalized bytes) kept in the cache */
 #define SP_CACHE_BYTES (256u << 10)       /* word bytes held; the cache is cleared when full */
 #define SP_CACHE_IDS (64u << 10)          /* ids held */
+#define SP_SMALL_WORD 16                  /* words of up to this many symbols merge without a heap */
 #define SP_SCRATCH_INITIAL_TEXT (16u << 10)  /* text bytes the scratch is sized (and faulted in) for at open */
 
 struct sp_sym {
@@ -250,25 +251,24 @@ static inline int32_t pair_lookup(const struct sp_model *m, int32_t a, int32_t b
     }
 }
 
+/* The piece that symbols l and r (adjacent) join into, or -1. */
+static inline int32_t pair_join(const struct sp_model *m, const char *norm, const struct sp_sym *sym,
+                                int32_t l, int32_t r)
+{
+    if (l < 0 || r < 0 || sym[l].freeze || sym[r].freeze)
+        return -1;
+    if (m->pair)
+        return sym[l].id < 0 || sym[r].id < 0 ? -1 : pair_lookup(m, sym[l].id, sym[r].id);
+    int32_t id = sp_lookup(m, norm + sym[l].start, sym[l].len + sym[r].len);
+    return id >= 0 && m->merge_ok[id] ? id : -1;
+}
+
 static inline void try_pair(const struct sp_model *m, const char *norm, const struct sp_sym *sym,
                             int32_t l, int32_t r, struct sp_pair *heap, size_t *nh)
 {
-    if (l < 0 || r < 0 || sym[l].freeze || sym[r].freeze)
-        return;
-    uint32_t size = sym[l].len + sym[r].len;
-    int32_t id;
-    if (m->pair) {
-        if (sym[l].id < 0 || sym[r].id < 0)
-            return;
-        id = pair_lookup(m, sym[l].id, sym[r].id);
-    } else {
-        id = sp_lookup(m, norm + sym[l].start, size);
-        if (id >= 0 && !m->merge_ok[id])
-            id = -1;
-    }
-    if (id < 0)
-        return;
-    heap_push(heap, nh, (struct sp_pair){ m->score[id], l, r, size, id });
+    int32_t id = pair_join(m, norm, sym, l, r);
+    if (id >= 0)
+        heap_push(heap, nh, (struct sp_pair){ m->score[id], l, r, sym[l].len + sym[r].len, id });
 }
 
 static int sp_emit(const struct sp_model *m, int32_t id, const char *p, size_t n, int32_t *ids,
@@ -323,10 +323,47 @@ static int32_t sp_symbols(const struct sp_model *m, const char *norm, size_t nle
     return ns;
 }
 
+/* sp_merge_run for a short word: the best pair is found by a scan of the live symbols (the same
+ * choice as the heap's: highest score, leftmost on ties), cheaper than a heap at this size. */
+static void sp_merge_small(const struct sp_model *m, const char *norm, struct sp_sym *sym, int32_t a,
+                           int32_t b)
+{
+    int32_t join[SP_SMALL_WORD];   /* piece joining symbol a+i with its next, or -1 */
+    for (int32_t i = a; i < b; i++)
+        join[i - a] = i + 1 < b ? pair_join(m, norm, sym, i, i + 1) : -1;
+    for (;;) {
+        int32_t best = -1;
+        float best_score = 0;
+        for (int32_t i = a; i >= 0; i = sym[i].next) {
+            int32_t j = join[i - a];
+            if (j >= 0 && (best < 0 || m->score[j] > best_score)) {
+                best = i;
+                best_score = m->score[j];
+            }
+        }
+        if (best < 0)
+            return;
+        struct sp_sym *L = &sym[best], *R = &sym[L->next];
+        L->len += R->len;
+        L->id = join[best - a];
+        L->next = R->next;
+        if (R->next >= 0)
+            sym[R->next].prev = best;
+        R->len = 0;
+        join[best - a] = pair_join(m, norm, sym, best, L->next);
+        if (L->prev >= 0)
+            join[L->prev - a] = pair_join(m, norm, sym, L->prev, best);
+    }
+}
+
 /* Merges symbols [a, b) (a linked run) until no adjacent pair joins into a piece. */
 static void sp_merge_run(const struct sp_model *m, const char *norm, struct sp_sym *sym, int32_t a,
                          int32_t b, struct sp_pair *heap)
 {
+    if (b - a <= SP_SMALL_WORD) {
+        sp_merge_small(m, norm, sym, a, b);
+        return;
+    }
     size_t nh = 0;
     for (int32_t i = a; i + 1 < b; i++)
         try_pair(m, norm, sym, i, i + 1, heap, &nh);
@@ -611,6 +648,52 @@ static int sp_pairs_build(struct sp_model *m, const struct sp_build *b, const ch
     return 0;
 }
 
+/* Per-piece arrays: scores, types, mergeability, attributes and byte values. */
+static int sp_pieces_fill(struct tokenizer *t, struct sp_model *m, const struct sp_build *b,
+                          uint8_t *byte_val)
+{
+    size_t n = (size_t)b->n;
+    m->score = malloc(n * sizeof *m->score);
+    m->type = malloc(n);
+    m->merge_ok = malloc(n);
+    t->piece_attr = calloc(n, 1);
+    if (!m->score || !m->type || !m->merge_ok || !t->piece_attr)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ty = b->type[i];
+        m->score[i] = b->score[i];
+        m->type[i] = ty;
+        bool normal = ty == SP_NORMAL || ty == SP_USER_DEFINED || ty == SP_UNUSED;
+        m->merge_ok[i] = normal && (!b->mergeable || b->mergeable[i]);
+        t->piece_attr[i] = ty == SP_CONTROL ? TOK_ATTR_CONTROL : ty == SP_BYTE ? TOK_ATTR_BYTE
+                         : ty == SP_UNKNOWN ? TOK_ATTR_UNKNOWN : ty == SP_USER_DEFINED ? TOK_ATTR_USER : 0;
+        if (ty == SP_BYTE) {
+            int v = parse_byte_piece(b->piece[i], b->len[i]);
+            byte_val[i] = (uint8_t)(v < 0 ? 0 : v);
+        }
+    }
+    return 0;
+}
+
+/* The encode scratch and the word cache, faulted in now rather than on the first request. */
+static int sp_scratch_init(struct sp_model *m)
+{
+    if (scratch_reserve(&m->scratch, SP_SCRATCH_INITIAL_TEXT))
+        return -ENOMEM;
+    memset(m->scratch.norm, 0, m->scratch.norm_cap);
+    memset(m->scratch.sym, 0, m->scratch.sym_cap * sizeof *m->scratch.sym);
+    memset(m->scratch.heap, 0, m->scratch.heap_cap * sizeof *m->scratch.heap);
+    m->cache.slot = malloc(SP_CACHE_SLOTS * sizeof *m->cache.slot);
+    m->cache.bytes = malloc(SP_CACHE_BYTES);
+    m->cache.ids = malloc(SP_CACHE_IDS * sizeof *m->cache.ids);
+    if (!m->cache.slot || !m->cache.bytes || !m->cache.ids)
+        return -ENOMEM;
+    memset(m->cache.slot, 0, SP_CACHE_SLOTS * sizeof *m->cache.slot);
+    memset(m->cache.bytes, 0, SP_CACHE_BYTES);
+    memset(m->cache.ids, 0, SP_CACHE_IDS * sizeof *m->cache.ids);
+    return 0;
+}
+
 int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const char *name,
                         struct bora_err *err)
 {
@@ -625,63 +708,25 @@ int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const 
         free(t); free(m); free(byte_val);
         return bora_errf(err, -ENOMEM, "%s: out of memory", name);
     }
-    t->impl = m;
-    t->destroy = sp_destroy;
-    t->encode = sp_encode;
-    t->kind = TOKENIZER_SENTENCEPIECE;
-    t->n_vocab = b->n;
-    t->strip_first_space = b->add_dummy_prefix || b->remove_extra_ws;
+    *t = (struct tokenizer){ .kind = TOKENIZER_SENTENCEPIECE, .n_vocab = b->n, .bos_id = b->bos_id,
+                             .eos_id = b->eos_id, .unk_id = b->unk_id,
+                             .strip_first_space = b->add_dummy_prefix || b->remove_extra_ws,
+                             .encode = sp_encode, .destroy = sp_destroy, .impl = m };
     m->t = t;
     atomic_flag_clear(&m->busy);
     m->add_dummy_prefix = b->add_dummy_prefix;
     m->remove_extra_ws = b->remove_extra_ws;
     m->escape_ws = b->escape_ws;
     m->byte_fallback = b->byte_fallback;
-    t->bos_id = b->bos_id;
-    t->eos_id = b->eos_id;
-    t->unk_id = b->unk_id;
-    size_t n = (size_t)b->n;
-    m->score = malloc(n * sizeof *m->score);
-    m->type = malloc(n);
-    m->merge_ok = malloc(n);
-    t->piece_attr = calloc(n, 1);
-    if (!m->score || !m->type || !m->merge_ok || !t->piece_attr) {
-        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
-        goto err;
-    }
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ty = b->type[i];
-        m->score[i] = b->score[i];
-        m->type[i] = ty;
-        bool normal = ty == SP_NORMAL || ty == SP_USER_DEFINED || ty == SP_UNUSED;
-        m->merge_ok[i] = normal && (!b->mergeable || b->mergeable[i]);
-        t->piece_attr[i] = ty == SP_CONTROL ? TOK_ATTR_CONTROL : ty == SP_BYTE ? TOK_ATTR_BYTE
-                         : ty == SP_UNKNOWN ? TOK_ATTR_UNKNOWN : ty == SP_USER_DEFINED ? TOK_ATTR_USER : 0;
-        if (ty == SP_BYTE) {
-            int v = parse_byte_piece(b->piece[i], b->len[i]);
-            byte_val[i] = (uint8_t)(v < 0 ? 0 : v);
-        }
-    }
-    if ((rc = tokenizer_tables_build(t, b->piece, b->len, byte_val, true)) != 0) {
+    if ((rc = sp_pieces_fill(t, m, b, byte_val)) != 0
+        || (rc = tokenizer_tables_build(t, b->piece, b->len, byte_val, true)) != 0) {
         rc = bora_errf(err, rc, "%s: out of memory", name);
         goto err;
     }
-    if ((rc = sp_index(m, b, name, err)) != 0)
+    if ((rc = sp_index(m, b, name, err)) != 0 || (rc = sp_pairs_build(m, b, name, err)) != 0)
         goto err;
-    if ((rc = sp_pairs_build(m, b, name, err)) != 0)
-        goto err;
-    if (scratch_reserve(&m->scratch, SP_SCRATCH_INITIAL_TEXT)) {
-        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
-        goto err;
-    }
-    memset(m->scratch.norm, 0, m->scratch.norm_cap);   /* fault the pages in now, not on the first request */
-    memset(m->scratch.sym, 0, m->scratch.sym_cap * sizeof *m->scratch.sym);
-    memset(m->scratch.heap, 0, m->scratch.heap_cap * sizeof *m->scratch.heap);
-    m->cache.slot = calloc(SP_CACHE_SLOTS, sizeof *m->cache.slot);
-    m->cache.bytes = malloc(SP_CACHE_BYTES);
-    m->cache.ids = malloc(SP_CACHE_IDS * sizeof *m->cache.ids);
-    if (!m->cache.slot || !m->cache.bytes || !m->cache.ids) {
-        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
+    if ((rc = sp_scratch_init(m)) != 0) {
+        rc = bora_errf(err, rc, "%s: out of memory", name);
         goto err;
     }
     free(byte_val);

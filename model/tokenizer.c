@@ -128,10 +128,12 @@ static int open_kind(struct tokenizer **out, const uint8_t *buf, size_t len, con
     while (i < len && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t'))
         i++;
     if (i < len && buf[i] == '{') {
-        /* Tekken files have top-level "config" and "vocab"; HF files a "model" object. */
-        if (memmem(buf, len, "\"model\"", 7))
+        /* Tekken files have "config" with a "pattern" and "vocab" entries with "token_bytes"
+         * (their token_str values may well contain "model"); HF files a "model" object. */
+        bool tekken = memmem(buf, len, "\"token_bytes\"", 13) && memmem(buf, len, "\"pattern\"", 9);
+        if (!tekken && memmem(buf, len, "\"model\"", 7))
             return hfjson_open(out, (const char *)buf, len, name, err);
-        return bora_errf(err, -ENOTSUP, "%s: Tekken tokenizers are not supported yet", name);
+        return tekken_tokenizer_open(out, (const char *)buf, len, name, err);
     }
     return sentencepiece_open(out, buf, len, name, err);
 }
@@ -144,6 +146,8 @@ static void chat_ids_fill(struct tokenizer *t)
         [CHAT_TOK_TOOL_CALLS] = "[TOOL_CALLS]", [CHAT_TOK_AVAILABLE_TOOLS] = "[AVAILABLE_TOOLS]",
         [CHAT_TOK_AVAILABLE_TOOLS_END] = "[/AVAILABLE_TOOLS]",
         [CHAT_TOK_TOOL_RESULTS] = "[TOOL_RESULTS]", [CHAT_TOK_TOOL_RESULTS_END] = "[/TOOL_RESULTS]",
+        [CHAT_TOK_SYSTEM_PROMPT] = "[SYSTEM_PROMPT]", [CHAT_TOK_SYSTEM_PROMPT_END] = "[/SYSTEM_PROMPT]",
+        [CHAT_TOK_TOOL_CONTENT] = "[TOOL_CONTENT]",
     };
     for (int k = 0; k < CHAT_TOK_COUNT; k++)
         t->chat_id[k] = -1;
@@ -206,16 +210,20 @@ void tokenizer_close(struct tokenizer *t)
 int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const uint32_t *lens,
                            const uint8_t *byte_val, bool sp_spaces)
 {
-    size_t n = (size_t)t->n_vocab, total = 0;
-    for (size_t i = 0; i < n; i++)
+    static const uint8_t unk_surface[5] = { ' ', 0xE2, 0x81, 0x87, ' ' };   /* " ⁇ " */
+    size_t n = (size_t)t->n_vocab, total = 0, extra = 0;
+    for (size_t i = 0; i < n; i++) {
         total += lens[i];
+        if (t->piece_attr[i] & TOK_ATTR_UNKNOWN)
+            extra += sizeof unk_surface;
+    }
     t->piece_off = malloc((n + 1) * sizeof *t->piece_off);
     t->dec_off = malloc((n + 1) * sizeof *t->dec_off);
     t->piece_str = malloc(total + 1);
-    t->dec_bytes = malloc(total + 16);   /* decoded ≤ piece (▁ 3 bytes → 1), " ⁇ " ≤ 5 */
+    t->dec_bytes = malloc(total + extra + 1);   /* decoded ≤ piece (▁ 3 bytes → 1), + " ⁇ " */
     if (!t->piece_off || !t->dec_off || !t->piece_str || !t->dec_bytes)
         return -ENOMEM;
-    if (total > UINT32_MAX - 16)
+    if (total + extra > UINT32_MAX - 1)
         return -EOVERFLOW;
     uint32_t po = 0, dq = 0;
     for (size_t i = 0; i < n; i++) {
@@ -230,11 +238,9 @@ int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const
             t->dec_bytes[dq++] = byte_val[i];
             continue;
         }
-        if (a & TOK_ATTR_UNKNOWN) {   /* SentencePiece's unk surface " ⁇ " (≤ piece length) */
-            static const uint8_t unk[5] = { ' ', 0xE2, 0x81, 0x87, ' ' };
-            size_t k = lens[i] < sizeof unk ? lens[i] : sizeof unk;
-            memcpy(t->dec_bytes + dq, unk, k);
-            dq += (uint32_t)k;
+        if (a & TOK_ATTR_UNKNOWN) {   /* SentencePiece decodes <unk> as " ⁇ " */
+            memcpy(t->dec_bytes + dq, unk_surface, sizeof unk_surface);
+            dq += (uint32_t)sizeof unk_surface;
             continue;
         }
         const uint8_t *p = (const uint8_t *)pieces[i];
@@ -333,15 +339,19 @@ void detok_init(struct detok *d, const struct tokenizer *t)
     d->at_start = true;
 }
 
+/* Output bytes: copied while they fit, counted always (n = bytes needed). */
 struct sink {
     char *out;
     size_t cap, n;
+    bool over;
 };
 
 static void sink_put(struct sink *s, const void *p, size_t n)
 {
-    if (s->n + n <= s->cap)
+    if (!s->over && s->n + n <= s->cap)
         memcpy(s->out + s->n, p, n);
+    else
+        s->over = true;
     s->n += n;
 }
 
@@ -390,27 +400,36 @@ static void detok_feed(struct detok *d, struct sink *s, const uint8_t *p, size_t
     }
 }
 
-int detok_push(struct detok *d, int32_t id, char *out, size_t cap, size_t *n_out)
+/* Feeds one id into d (always committed). */
+static void detok_push_sink(struct detok *d, int32_t id, struct sink *s)
 {
     const struct tokenizer *t = d->t;
-    *n_out = 0;
-    if (unlikely(id < 0 || id >= t->n_vocab))
-        return -EINVAL;
-    struct detok next = *d;
-    struct sink s = { out, cap, 0 };
     uint8_t a = t->piece_attr[id];
+    if (a & TOK_ATTR_CONTROL) {
+        if (t->kind == TOKENIZER_TEKKEN)   /* mistral-common decodes runs between specials apart */
+            detok_drain(d, s, true);
+        return;
+    }
     const uint8_t *p = t->dec_bytes + t->dec_off[id];
     size_t n = t->dec_off[id + 1] - t->dec_off[id];
-    if (!(a & TOK_ATTR_CONTROL)) {
-        if (next.at_start && t->strip_first_space && (a & TOK_ATTR_LEAD_SPACE)) {
-            p++;
-            n--;
-        }
-        next.at_start = false;
-        detok_feed(&next, &s, p, n);
+    if (d->at_start && t->strip_first_space && (a & TOK_ATTR_LEAD_SPACE)) {
+        p++;
+        n--;
     }
+    d->at_start = false;
+    detok_feed(d, s, p, n);
+}
+
+int detok_push(struct detok *d, int32_t id, char *out, size_t cap, size_t *n_out)
+{
+    *n_out = 0;
+    if (unlikely(id < 0 || id >= d->t->n_vocab))
+        return -EINVAL;
+    struct detok next = *d;
+    struct sink s = { out, cap, 0, false };
+    detok_push_sink(&next, id, &s);
     *n_out = s.n;
-    if (s.n > cap)
+    if (s.over)
         return -ENOSPC;
     *d = next;
     return 0;
@@ -419,10 +438,10 @@ int detok_push(struct detok *d, int32_t id, char *out, size_t cap, size_t *n_out
 int detok_flush(struct detok *d, char *out, size_t cap, size_t *n_out)
 {
     struct detok next = *d;
-    struct sink s = { out, cap, 0 };
+    struct sink s = { out, cap, 0, false };
     detok_drain(&next, &s, true);
     *n_out = s.n;
-    if (s.n > cap)
+    if (s.over)
         return -ENOSPC;
     *d = next;
     return 0;
@@ -433,28 +452,14 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, ch
 {
     struct detok d;
     detok_init(&d, t);
-    size_t total = 0;
-    bool full = false;
-    for (size_t i = 0; i <= n; i++) {
-        size_t got = 0;
-        char *dst = full || !out ? NULL : out + total;
-        size_t room = full ? 0 : cap - total;
-        int rc = i < n ? detok_push(&d, ids[i], dst, room, &got)
-                       : detok_flush(&d, dst, room, &got);
-        if (rc == -EINVAL)
-            return rc;
-        if (rc == -ENOSPC) {   /* keep counting: push into a scratch of the needed size */
-            char tmp[DETOK_MAX_DELTA * 4];
-            full = true;
-            if (got > sizeof tmp)
-                return -EOVERFLOW;
-            rc = i < n ? detok_push(&d, ids[i], tmp, sizeof tmp, &got)
-                       : detok_flush(&d, tmp, sizeof tmp, &got);
-            if (rc)
-                return rc;
-        }
-        total += got;
+    struct sink s = { out, out ? cap : 0, 0, false };
+    *n_out = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (unlikely(ids[i] < 0 || ids[i] >= t->n_vocab))
+            return -EINVAL;
+        detok_push_sink(&d, ids[i], &s);
     }
-    *n_out = total;
-    return full ? -ENOSPC : 0;
+    detok_drain(&d, &s, true);
+    *n_out = s.n;
+    return s.over ? -ENOSPC : 0;
 }

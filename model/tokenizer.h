@@ -1,5 +1,5 @@
 /* tokenizer.h — the one tokenizer API of bora: text ⇄ token ids for Mistral models, whatever
- * the file kind (SentencePiece tokenizer.model, Hugging Face tokenizer.json, later Tekken),
+ * the file kind (SentencePiece tokenizer.model, Hugging Face tokenizer.json, Tekken tekken.json),
  * a streaming detokenizer for generated ids, and the instruct chat template. */
 #ifndef BORA_MODEL_TOKENIZER_H
 #define BORA_MODEL_TOKENIZER_H
@@ -18,11 +18,11 @@ struct tokenizer;
 /* ---- open / close ---------------------------------------------------------------------- */
 
 /* path: a model directory (looks for tekken.json, tokenizer.model*, tokenizer.json in that
- * order) or a tokenizer file (kind by content: protobuf → SentencePiece, JSON with "vocab" and
- * "config" → Tekken, JSON with "model" → Hugging Face). The caller owns *out.
+ * order) or a tokenizer file (kind by content: protobuf → SentencePiece, JSON with "token_bytes"
+ * and "pattern" → Tekken, other JSON with "model" → Hugging Face). The caller owns *out.
  * Errors: -ENOENT (no tokenizer in the directory / no such file), -EINVAL (malformed file:
  * message names the file and the offset or key), -ENOTSUP (a kind or option bora does not
- * implement, e.g. Unigram models, a normalization charsmap, Tekken before it lands), -ENOMEM. */
+ * implement, e.g. Unigram models, a normalization charsmap), -ENOMEM. */
 int tokenizer_open(struct tokenizer **out, const char *path, struct bora_err *err);
 void tokenizer_close(struct tokenizer *t);
 
@@ -62,7 +62,8 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, ch
 /* Streaming detokenizer: caller-owned state, no allocation. Each id maps to its bytes; bytes
  * that may still start a UTF-8 sequence are held until it is complete, so every delta is
  * whole code points. Concatenated deltas + detok_flush == tokenizer_decode(all ids). */
-#define DETOK_MAX_DELTA 64   /* enough for any single push of the Mistral vocabularies */
+#define DETOK_MAX_DELTA 256  /* an out buffer this large fits any single push of the Mistral
+                                vocabularies (longest piece + held bytes); -ENOSPC otherwise */
 struct detok {
     const struct tokenizer *t;
     uint8_t pend[4];     /* bytes of an incomplete UTF-8 sequence */
@@ -88,17 +89,23 @@ struct chat_message {
 };
 
 /* Encodes a conversation in the model's instruct format (mistral-common v3 when the
- * vocabulary has the [INST] control token, v1 otherwise): BOS, [INST] user [/INST],
+ * vocabulary has the [INST] control token, v1 otherwise; v7 for a Tekken tokenizer whose
+ * config.version is v7 or later or absent; -ENOTSUP for a SentencePiece vocabulary with
+ * [SYSTEM_PROMPT]): BOS, [INST] user [/INST],
  * assistant text + EOS, all system messages joined by "\n\n" before the last user message
  * (v3; before the first in v1), tool messages as [TOOL_RESULTS] text [/TOOL_RESULTS].
+ * v7: as v3, but each system message is [SYSTEM_PROMPT] text [/SYSTEM_PROMPT] where it
+ * stands, never inside a user message; a tool message is [TOOL_RESULTS] call id [TOOL_CONTENT]
+ * content [/TOOL_RESULTS]; an assistant message may have text before its [TOOL_CALLS].
  * Returns 0 and *n_out; -ENOSPC with *n_out = ids needed; -EINVAL (unknown role, no user
  * message, invalid UTF-8: message says which message); -ENOMEM. Thread: any. */
 int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m, size_t n,
                          int32_t *ids, size_t cap, size_t *n_out, struct bora_err *err);
 
 /* A mistral-common ChatCompletionRequest as JSON ({"messages": [...], "tools": [...]}, with
- * assistant "tool_calls" and tool "tool_call_id") → ids, exactly as mistral-common's v3
- * SentencePiece instruct tokenizer does (tools, tool calls and results re-serialised as
+ * assistant "tool_calls" and tool "tool_call_id"; a final assistant message with "prefix": true
+ * is continued, without EOS) → ids, exactly as mistral-common's v3 or v7
+ * instruct tokenizer does (tools, tool calls and results re-serialised as
  * Python's json.dumps does). Returns as chat_encode_messages; -EINVAL names the JSON problem
  * (position or key); -ENOTSUP for tools with a v1 vocabulary. Allocates (jansson). */
 int chat_encode_request_json(const struct tokenizer *t, const char *json, size_t len,

@@ -26,7 +26,9 @@ enum {
 /* Control tokens of the instruct formats (chat_id[], -1 when the vocabulary lacks them). */
 enum chat_tok {
     CHAT_TOK_INST, CHAT_TOK_INST_END, CHAT_TOK_TOOL_CALLS, CHAT_TOK_AVAILABLE_TOOLS,
-    CHAT_TOK_AVAILABLE_TOOLS_END, CHAT_TOK_TOOL_RESULTS, CHAT_TOK_TOOL_RESULTS_END, CHAT_TOK_COUNT
+    CHAT_TOK_AVAILABLE_TOOLS_END, CHAT_TOK_TOOL_RESULTS, CHAT_TOK_TOOL_RESULTS_END,
+    CHAT_TOK_SYSTEM_PROMPT, CHAT_TOK_SYSTEM_PROMPT_END, CHAT_TOK_TOOL_CONTENT,   /* v7 and later */
+    CHAT_TOK_COUNT
 };
 
 struct tokenizer {
@@ -44,6 +46,9 @@ struct tokenizer {
     uint8_t *dec_bytes;
     uint8_t *piece_attr;                     /* (n_vocab) TOK_ATTR_* */
     int32_t chat_id[CHAT_TOK_COUNT];         /* filled by the front after the kind opened */
+    bool chat_v7;                            /* set by the kind: instruct format v7 (system
+                                                messages as [SYSTEM_PROMPT] blocks in place,
+                                                tool results as id [TOOL_CONTENT] content) */
 
     /* kind hooks: encode without BOS; destroy frees impl */
     int (*encode)(const struct tokenizer *t, const char *text, size_t len, int32_t *ids,
@@ -69,6 +74,8 @@ int sentencepiece_open(struct tokenizer **out, const uint8_t *buf, size_t len, c
                        struct bora_err *err);
 int hfjson_open(struct tokenizer **out, const char *buf, size_t len, const char *name,
                 struct bora_err *err);
+int tekken_tokenizer_open(struct tokenizer **out, const char *buf, size_t len, const char *name,
+                          struct bora_err *err);   /* model/tekken_tokenizer.c */
 
 /* UTF-8 helpers (strict: no overlongs, surrogates or code points past U+10FFFF). */
 /* Length of the valid sequence at s (n bytes available): >0 complete, 0 if s[0..n) is a

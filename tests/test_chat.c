@@ -188,6 +188,15 @@ static void test_system_and_tool_placement(void **state)
     struct bora_err err = { "" };
     assert_int_equal(chat_encode_messages(t, m, sizeof m / sizeof *m, got, MAX_IDS, &n, &err), 0);
     assert_ids_equal("placement", got, n, exp, ne);
+    /* a final assistant "prefix" is continued: its text, no EOS */
+    const char *req = "{\"messages\": [{\"role\": \"user\", \"content\": \"u1\"},"
+                      " {\"role\": \"assistant\", \"content\": \"a1\", \"prefix\": true}]}";
+    ne = 0;
+    exp[ne++] = 1;
+    exp[ne++] = inst; ne += enc(t, "u1", exp + ne); exp[ne++] = inst_end;
+    ne += enc(t, "a1", exp + ne);
+    assert_int_equal(chat_encode_request_json(t, req, strlen(req), got, MAX_IDS, &n, &err), 0);
+    assert_ids_equal("prefix", got, n, exp, ne);
     tokenizer_close(t);
 }
 
@@ -258,6 +267,12 @@ static void test_bad_requests(void **state)
                       -EINVAL, "tools[0]");
     expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}], \"tools\": 7}", -EINVAL, "\"tools\"");
     expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"\\ud800\"}]}", -EINVAL, "line 1");
+    expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\", \"prefix\": true}]}", -EINVAL,
+                      "only a final assistant message");
+    /* a v7 vocabulary has its own format: refused, not encoded wrongly as v3 */
+    struct tokenizer *t7 = open_ok("tests/data/tokenizers/v7/tokenizer.model.v7");
+    expect_json_error(t7, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}]}", -ENOTSUP, "v7");
+    tokenizer_close(t7);
     /* message-array API: unknown role, invalid UTF-8 */
     int32_t ids[64];
     size_t n;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -205,6 +206,28 @@ static void test_dir_open(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/tokenizer.model"));
 }
 
+/* v7 (tokenizer.model.v7) opens; it has v3's normal pieces, so plain text encodes as in the v3
+ * reference cases; [SYSTEM_PROMPT] is a control token. */
+static void test_v7_model(void **state)
+{
+    (void)state;
+    struct tokenizer *t = open_ok(TOK_DIR "/v7/tokenizer.model.v7");
+    assert_int_equal(tokenizer_vocab_size(t), 32768);
+    assert_true(tokenizer_is_control(t, tokenizer_piece_id(t, "[SYSTEM_PROMPT]")));
+    json_t *root = load_cases("v3");
+    size_t i;
+    json_t *c;
+    int32_t ids[MAX_IDS], exp[MAX_IDS];
+    json_array_foreach(json_object_get(root, "cases"), i, c) {
+        json_t *js = json_object_get(c, "text");
+        size_t n, ne = ids_from_json(json_object_get(c, "ids_with_bos"), exp);
+        assert_int_equal(tokenizer_encode(t, json_string_value(js), json_string_length(js), true, ids, MAX_IDS, &n, NULL), 0);
+        assert_ids_equal(json_string_value(json_object_get(c, "name")), ids, n, exp, ne);
+    }
+    json_decref(root);
+    tokenizer_close(t);
+}
+
 /* ---- encode edge cases ------------------------------------------------------------------ */
 
 static void test_enospc(void **state)
@@ -337,6 +360,51 @@ static void test_random_round_trip(void **state)
     tokenizer_close(t1);
 }
 
+/* Two threads encoding with one tokenizer: one holds the shared scratch and word cache, the other
+ * falls back to a private scratch; both must get the reference ids every time. */
+struct conc_arg {
+    const struct tokenizer *t;
+    json_t *cases;
+    int failures;
+};
+
+static void *conc_worker(void *p)
+{
+    struct conc_arg *a = p;
+    int32_t *ids = malloc(MAX_IDS * sizeof *ids), *exp = malloc(MAX_IDS * sizeof *exp);
+    for (int rep = 0; rep < 20; rep++) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(a->cases, i, c) {
+            json_t *js = json_object_get(c, "text");
+            size_t n, ne = ids_from_json(json_object_get(c, "ids"), exp);
+            if (tokenizer_encode(a->t, json_string_value(js), json_string_length(js), false, ids, MAX_IDS, &n, NULL)
+                || n != ne || memcmp(ids, exp, n * sizeof *ids))
+                a->failures++;
+        }
+    }
+    free(ids);
+    free(exp);
+    return NULL;
+}
+
+static void test_concurrent_encode(void **state)
+{
+    (void)state;
+    struct tokenizer *t = open_ok(V3_PATH);
+    json_t *root = load_cases("v3");
+    struct conc_arg a[2] = { { t, json_object_get(root, "cases"), 0 }, { t, json_object_get(root, "cases"), 0 } };
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, conc_worker, &a[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(a[0].failures, 0);
+    assert_int_equal(a[1].failures, 0);
+    json_decref(root);
+    tokenizer_close(t);
+}
+
 /* ---- streaming detokenizer -------------------------------------------------------------- */
 
 static void push_expect(struct detok *d, int32_t id, const char *want)
@@ -387,6 +455,9 @@ static void test_detok_stream(void **state)
     assert_memory_equal(out, "\xEF\xBF\xBD\xEF\xBF\xBD", 6);
     assert_int_equal(detok_push(&d, -1, out, sizeof out, &k), -EINVAL);
     assert_int_equal(detok_push(&d, 32768, out, sizeof out, &k), -EINVAL);
+    /* <unk> decodes to sentencepiece's " ⁇ " */
+    detok_init(&d, t);
+    push_expect(&d, 0, " \xE2\x81\x87 ");
     /* a piece that does not fit: -ENOSPC, then the same push succeeds with room */
     detok_init(&d, t);
     push_expect(&d, hello, "Hello");
@@ -706,11 +777,13 @@ int main(void)
         cmocka_unit_test(test_specials),
         cmocka_unit_test(test_user_defined),
         cmocka_unit_test(test_dir_open),
+        cmocka_unit_test(test_v7_model),
         cmocka_unit_test(test_enospc),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_nul_bytes),
         cmocka_unit_test(test_megabyte_of_spaces),
         cmocka_unit_test(test_random_round_trip),
+        cmocka_unit_test(test_concurrent_encode),
         cmocka_unit_test(test_detok_stream),
         cmocka_unit_test(test_hand_model),
         cmocka_unit_test(test_corrupt_model),
