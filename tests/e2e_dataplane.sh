@@ -100,6 +100,45 @@ a=$($bora client --tcp 127.0.0.1:$port --ids "$prompt" -n 8 --temperature 0.8 --
 b=$($bora client --udp 127.0.0.1:$port --ids "$prompt" -n 8 --temperature 0.8 --seed 42 --json 2>/dev/null | ids_of)
 [ -n "$a" ] && [ "$a" = "$b" ] || fail "same seed gave '$a' and '$b'"
 
+# ---- UDP loss: a proxy drops the first GENERATE and the first copy of every third frame;
+#      bora client repairs by seq gaps, RESEND and resending the GENERATE ----
+cat >"$tmp/lossy.py" <<'PY'
+import select, socket, struct, sys
+server, listen_port, stats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); up.connect(("127.0.0.1", server))
+down = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); down.bind(("127.0.0.1", listen_port))
+client, seen, gens, dropped = None, set(), 0, 0
+while True:
+    r, _, _ = select.select([up, down], [], [], 20)
+    if not r: break
+    for s in r:
+        d = s.recv(70000) if s is up else None
+        if s is down:
+            d, client = down.recvfrom(70000)
+            if d[4] == 1:
+                gens += 1
+                if gens == 1: continue                  # the first GENERATE is lost
+            up.send(d)
+        elif client:
+            seq, rid = struct.unpack_from("<IQ", d, 12)
+            if seq % 3 == 1 and (rid, seq) not in seen:  # first copy of every third frame lost
+                seen.add((rid, seq)); dropped += 1
+                continue
+            down.sendto(d, client)
+    open(stats, "w").write(f"{gens} {dropped}\n")
+PY
+lport=$(free_port)
+python3 "$tmp/lossy.py" "$port" "$lport" "$tmp/lossy.txt" &
+proxy=$!
+sleep 0.3
+got=$($bora client --udp 127.0.0.1:$lport --ids "$prompt" -n 12 --ignore-eos --json 2>"$tmp/c.err" | ids_of) ||
+    fail "client through the lossy proxy: $(cat "$tmp/c.err")"
+kill "$proxy" 2>/dev/null; wait "$proxy" 2>/dev/null
+[ "$got" = "$local_ids" ] || fail "ids through loss '$got', bora generate '$local_ids'"
+read -r gens dropped <"$tmp/lossy.txt"
+[ "$gens" -ge 2 ] && [ "$dropped" -ge 4 ] || fail "the proxy saw $gens GENERATEs and dropped $dropped frames"
+echo "lossy proxy: $gens GENERATEs seen (first dropped), $dropped frames dropped, completion intact"
+
 # ---- bora client errors: message, exit 1 ----
 out=$($bora client --udp 127.0.0.1:$port --ids 1,40000 -n 4 2>&1); rc=$?
 [ $rc -eq 1 ] && grep -q "BAD_PARAMS" <<<"$out" || fail "id >= vocab: rc $rc, '$out'"
