@@ -1,4 +1,5 @@
-/* server_int.h — internals shared by server.c (io thread), decoder.c (decoder thread) and
+/* server_int.h — internals shared by server.c (kernel sockets' io thread), dpdk_port.c (its poll
+ * thread), port.c (what every transport does with frames), decoder.c (the decoder thread) and
  * flows.c (request flow table and RESEND frame log). Not a public API. */
 #ifndef BORA_DATAPLANE_SERVER_INT_H
 #define BORA_DATAPLANE_SERVER_INT_H
@@ -18,7 +19,7 @@
 
 /* Tunables (units in the names). */
 #define DP_FRAME_SLOT        384        /* bytes of one server frame in a response event */
-#define DP_RESP_RING_SLOTS   4096       /* response events between decoder and io thread */
+#define DP_RESP_RING_SLOTS   4096       /* response events between the decoder and a transport */
 #define DP_POOL_SLACK        256        /* request objects beyond queue_depth + 1 (in transit) */
 #define DP_RETAIN_FLOWS      8192       /* finished UDP requests kept for RESEND */
 #define DP_RETAIN_US         5000000ull /* 5 s after DONE (rule 14) */
@@ -46,8 +47,8 @@ struct dp_peer {
     uint32_t conn_gen;
 };
 
-/* One request: a pool object, owned by the io thread until enqueued, then by the decoder
- * until its last response event, then by the io thread which returns it to the pool. */
+/* One request: a pool object of its port, owned by the transport thread until enqueued, then by
+ * the decoder until its last response event, then by the transport, which returns it. */
 struct dp_req {
     /* written by the io thread before enqueue; read-only afterwards */
     uint64_t rid;
@@ -125,10 +126,10 @@ static inline uint32_t dp_flows_index(const struct dp_flows *t, const struct dp_
     return (uint32_t)(f - t->f);
 }
 
-/* Shared between the io thread and the decoder thread. */
+/* Shared by the transport threads and the decoder thread. */
 struct dp_shared {
     struct ring intake;            /* struct dp_req * (MP/SC): transports → decoder */
-    /* n_waiting: requests accepted and not yet decoding. The io thread reserves a place with a
+    /* n_waiting: requests accepted and not yet decoding. A transport reserves a place with a
      * CAS (acq_rel) before enqueueing; the decoder releases it (fetch_sub, release). */
     alignas(64) _Atomic uint32_t n_waiting;
     alignas(64) _Atomic uint32_t draining;     /* io → decoder: SIGTERM seen (release/acquire) */
