@@ -15,7 +15,7 @@
 
 #define CONSOLE_LINE_MAX      1024   /* bytes of one command line */
 #define CONSOLE_ARGS_MAX      16     /* words of one command */
-#define CONSOLE_TEXT_MAX      128    /* bytes of a name in a report */
+#define CONSOLE_TEXT_MAX      192    /* bytes of a name in a report */
 #define CONSOLE_REQUESTS_MAX  256    /* requests listed by `requests` */
 #define CONSOLE_TENSORS_MAX   32     /* tensor groups listed by `model` */
 #define CONSOLE_VRAM_MAX      8      /* VRAM categories listed by `model` */

@@ -3,6 +3,7 @@
 #include "console/metrics.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,6 +20,19 @@ void metrics_init(struct metrics *m)
 {
     memset(m, 0, sizeof *m);
     m->start_ns = metrics_now_ns();
+}
+
+struct metrics *metrics_create(void)
+{
+    struct metrics *m = aligned_alloc(METRICS_CACHE_LINE, sizeof *m);
+    if (m)
+        metrics_init(m);
+    return m;
+}
+
+void metrics_destroy(struct metrics *m)
+{
+    free(m);
 }
 
 struct metrics_shard *metrics_shard_claim(struct metrics *m, const char *name)

@@ -109,8 +109,14 @@ struct metrics_snapshot {
 
 /* ---- set-up (one thread, before the writers start) ---- */
 
-/* Zeroes m and stamps the start time. Cannot fail. m is large (~90 KiB): keep it off the stack. */
+/* Zeroes m and stamps the start time. Cannot fail. m is large (~300 KiB) and must be
+ * METRICS_CACHE_LINE-aligned: static, or from metrics_create. */
 void metrics_init(struct metrics *m);
+
+/* A new registry (cache-line-aligned allocation, initialised); NULL when out of memory.
+ * metrics_destroy frees it once no thread writes or reads it any more. */
+struct metrics *metrics_create(void);
+void metrics_destroy(struct metrics *m);
 
 /* Gives the calling thread its own shard, named for listings. Any thread, once per
  * writer thread; thread-safe. Returns the shard, or NULL when all METRICS_SHARDS_MAX
