@@ -15,6 +15,7 @@ static const struct subcommand subcommands[] = {
     /* one line per subcommand; keep sorted by topic */
     /* @@SUBCOMMANDS@@ */
     { "passwd", cmd_passwd, "passwd [--stdin]                    make the operator password hash for [console] password_hash" },
+    { "client", cmd_client, "client (--udp|--tcp) HOST:PORT (--prompt TEXT | --chat FILE | --ids LIST) [-n N] [--temperature T] [--seed S] [--json]" },
     { "info", cmd_info, "info MODEL_DIR                      architecture, shapes, dtypes, parameters, bytes" },
     { "logits", cmd_logits, "logits MODEL_DIR --ids LIST --out FILE [--backend B] [--precision P]" },
     { "generate", cmd_generate, "generate MODEL_DIR (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--backend B] [--precision P] [--json]" },

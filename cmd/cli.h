@@ -11,5 +11,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_chat_encode(int argc, char **argv);
 int cmd_passwd(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 #endif

@@ -1,0 +1,154 @@
+/* server_int.h — internals shared by server.c (io thread), decoder.c (decoder thread) and
+ * flows.c (request flow table and RESEND frame log). Not a public API. */
+#ifndef BORA_DATAPLANE_SERVER_INT_H
+#define BORA_DATAPLANE_SERVER_INT_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "dataplane/bwp.h"
+#include "dataplane/generator.h"
+#include "dataplane/pool.h"
+#include "dataplane/ring.h"
+#include "dataplane/server.h"
+
+/* Tunables (units in the names). */
+#define DP_FRAME_SLOT        384        /* bytes of one server frame in a response event */
+#define DP_RESP_RING_SLOTS   4096       /* response events between decoder and io thread */
+#define DP_POOL_SLACK        256        /* request objects beyond queue_depth + 1 (in transit) */
+#define DP_RETAIN_FLOWS      8192       /* finished UDP requests kept for RESEND */
+#define DP_RETAIN_US         5000000ull /* 5 s after DONE (rule 14) */
+#define DP_LOG_BYTES         (16u << 20)/* RESEND frame log */
+#define DP_REPLAY_SLOTS      65536      /* AUTH replay window entries */
+#define DP_TCP_MAX_CONNS     1024
+#define DP_TCP_WBUF_BYTES    (1u << 20) /* per connection; a client that lets it fill is dropped */
+#define DP_UDP_BATCH         32         /* datagrams per recvmmsg */
+#define DP_IDLE_WAIT_MS      100        /* io thread housekeeping period when idle */
+#define DP_DECODER_IDLE_MS   50
+
+enum dp_cancel { DP_RUN = 0, DP_CANCELLED = 1, DP_SILENT = 2 };
+
+/* A peer: UDP address, or TCP connection (conn index + 1, generation). */
+struct dp_peer {
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } a;
+    socklen_t alen;                /* 0 for TCP */
+    uint32_t conn;                 /* TCP: index + 1; 0 for UDP */
+    uint32_t conn_gen;
+};
+
+/* One request: a pool object, owned by the io thread until enqueued, then by the decoder
+ * until its last response event, then by the io thread which returns it to the pool. */
+struct dp_req {
+    /* written by the io thread before enqueue; read-only afterwards */
+    uint64_t rid;
+    uint32_t flow;                 /* flow index (io thread's) */
+    struct gen_request rq;         /* rq.prompt points at prompt[] below */
+    uint64_t t_accept_us;
+    uint64_t deadline_us;          /* absolute */
+    bool want_ids;
+    /* cancel: stored (release) by the io thread, loaded (acquire) by the decoder every step */
+    _Atomic uint32_t cancel;       /* enum dp_cancel */
+    /* decoder-owned */
+    uint32_t seq;                  /* next frame's seq */
+    uint32_t prompt_tokens, cached_tokens, completion_tokens;
+    uint64_t t_start_us, t_first_us;
+    alignas(8) uint8_t prompt[];   /* (max_prompt_bytes) */
+};
+
+#define DP_EV_LAST 0x1u            /* the request's final frame: the io thread frees it */
+
+/* One response event (decoder → io thread): a built frame for req's peer. */
+struct dp_event {
+    struct dp_req *req;
+    uint32_t flags;                /* DP_EV_* */
+    uint32_t len;                  /* frame bytes (0: nothing to send, e.g. silent cancel) */
+    uint8_t frame[DP_FRAME_SLOT];
+};
+
+enum dp_flow_state { DP_FLOW_FREE = 0, DP_FLOW_LIVE, DP_FLOW_DONE };
+
+/* A request as the io thread tracks it: in flight (LIVE) or finished and retained (DONE). */
+struct dp_flow {
+    struct dp_peer peer;
+    uint64_t rid;
+    uint32_t hnext;                /* hash chain: flow index + 1, 0 = end */
+    uint32_t lnext, lprev;         /* done FIFO (index + 1) */
+    uint8_t state;
+    struct dp_req *req;            /* LIVE */
+    uint64_t done_us;
+    uint32_t n_frames;             /* frames sent so far (next seq) */
+    uint64_t pos[BWP_RESEND_KEEP]; /* log position of frame seq at pos[seq % KEEP] (UDP) */
+};
+
+/* io-thread state of flows and retained frames. */
+struct dp_flows {
+    struct dp_flow *f;             /* (n) */
+    uint32_t n, n_free;
+    uint32_t *free_stack;          /* (n) */
+    uint32_t *buckets;             /* (n_buckets) flow index + 1 */
+    uint32_t n_buckets;            /* power of two */
+    uint32_t done_head, done_tail; /* FIFO of DONE flows, oldest first (index + 1) */
+    uint8_t *log;                  /* (DP_LOG_BYTES) frames as sent */
+    uint64_t log_head;             /* bytes ever written (monotonic) */
+};
+
+int dp_flows_init(struct dp_flows *t, uint32_t n, struct bora_err *err);
+void dp_flows_fini(struct dp_flows *t);
+/* Finds the flow of (peer, rid), any state but FREE; NULL if none. */
+struct dp_flow *dp_flows_find(struct dp_flows *t, const struct dp_peer *p, uint64_t rid);
+/* New LIVE flow (an existing DONE flow of the same key must have been released). Evicts the
+ * oldest DONE flow when none is free; NULL when every flow is LIVE. */
+struct dp_flow *dp_flows_add(struct dp_flows *t, const struct dp_peer *p, uint64_t rid);
+/* LIVE → DONE (kept for RESEND until now + DP_RETAIN_US), or freed when keep is false. */
+void dp_flows_done(struct dp_flows *t, struct dp_flow *f, uint64_t now_us, bool keep);
+void dp_flows_release(struct dp_flows *t, struct dp_flow *f);
+/* Frees DONE flows older than DP_RETAIN_US. */
+void dp_flows_expire(struct dp_flows *t, uint64_t now_us);
+/* Appends a sent frame to the log as the flow's next seq (UDP). */
+void dp_flows_log(struct dp_flows *t, struct dp_flow *f, const uint8_t *frame, uint32_t len);
+/* Frame seq of f if still retained: pointer and *len; NULL otherwise. */
+const uint8_t *dp_flows_frame(const struct dp_flows *t, const struct dp_flow *f, uint32_t seq,
+                              uint32_t *len);
+static inline uint32_t dp_flows_index(const struct dp_flows *t, const struct dp_flow *f)
+{
+    return (uint32_t)(f - t->f);
+}
+
+/* Shared between the io thread and the decoder thread. */
+struct dp_shared {
+    struct ring intake;            /* struct dp_req * (MP/SC): transports → decoder */
+    struct ring resp;              /* struct dp_event (SP/SC): decoder → io thread */
+    /* n_waiting: requests accepted and not yet decoding. The io thread reserves a place with a
+     * CAS (acq_rel) before enqueueing; the decoder releases it (fetch_sub, release). */
+    alignas(64) _Atomic uint32_t n_waiting;
+    alignas(64) _Atomic uint32_t draining;     /* io → decoder: SIGTERM seen (release/acquire) */
+    _Atomic uint32_t shutdown_now;             /* io → decoder: grace over, end everything */
+    _Atomic uint32_t quit;                     /* io → decoder: exit the thread */
+    alignas(64) _Atomic uint32_t io_sleeping;  /* io thread in epoll_wait (Dekker with resp) */
+    int io_efd;                                /* eventfd waking the io thread */
+    alignas(64) _Atomic uint32_t dec_sleeping; /* decoder parked (Dekker with intake) */
+    int dec_efd;                               /* eventfd waking the decoder */
+    uint32_t queue_depth;
+    const struct bwp_key *key;                 /* NULL = no AUTH */
+    struct generator *gen;
+    struct dp_req **fifo;                      /* (queue_depth) decoder's waiting list */
+};
+
+/* Decoder thread body (decoder.c); arg is struct dp_shared *. */
+void *dp_decoder_main(void *arg);
+/* Wakes the decoder if it is parked (called by transports after enqueueing). */
+void dp_decoder_kick(struct dp_shared *sh);
+
+/* Writes zeros over [p, p+n) so its pages are resident now (not at first use). */
+void dp_touch(void *p, size_t n);
+uint64_t dp_now_us(void);          /* CLOCK_REALTIME µs (the AUTH clock; vDSO, no syscall) */
+uint64_t dp_mono_us(void);         /* CLOCK_MONOTONIC µs */
+
+#endif
