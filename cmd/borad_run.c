@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cmd/borad.h"
+#include "cmd/borad_console.h"
 #include "dataplane/gen_engine.h"
 #include "dataplane/server.h"
 #include "model/default_model.h"
@@ -117,10 +118,20 @@ int borad_run(const struct bora_config *cfg)
         .request_timeout_ms = cfg->limits.request_timeout_ms,
         .shutdown_grace_ms = cfg->limits.shutdown_grace_ms, .key = key.len ? &key : NULL,
     };
+    struct metrics *metrics = metrics_create();        /* console figures, lock-free */
+    dc.metrics = metrics;
     struct bora_err err = { "" };
     struct dp_server *s;
-    if (dp_server_open(&s, &dc, &g, &err) < 0) {
-        fprintf(stderr, "borad: %s\n", err.msg);
+    if (!metrics || dp_server_open(&s, &dc, &g, &err) < 0) {
+        fprintf(stderr, "borad: %s\n", metrics ? err.msg : "out of memory");
+        metrics_destroy(metrics);
+        g.ops->close(&g);
+        return 1;
+    }
+    struct borad_console *con;
+    if (borad_console_start(&con, cfg, metrics, s, &g, dir) < 0) {
+        dp_server_close(s);
+        metrics_destroy(metrics);
         g.ops->close(&g);
         return 1;
     }
@@ -130,7 +141,9 @@ int borad_run(const struct bora_config *cfg)
     int rc = pthread_create(&sig_t, NULL, signal_thread, &w);
     if (rc) {
         fprintf(stderr, "borad: cannot start the signal thread: %s\n", strerror(rc));
+        borad_console_stop(con);
         dp_server_close(s);
+        metrics_destroy(metrics);
         g.ops->close(&g);
         return 1;
     }
@@ -139,7 +152,9 @@ int borad_run(const struct bora_config *cfg)
         fprintf(stderr, "borad: dataplane: %s\n", err.msg);
     pthread_kill(sig_t, SIGUSR1);                   /* release the waiter if no signal came */
     pthread_join(sig_t, NULL);
+    borad_console_stop(con);
     dp_server_close(s);
+    metrics_destroy(metrics);
     g.ops->close(&g);
     if (rc == 0)
         fprintf(stderr, "borad: drained, exiting\n");

@@ -37,6 +37,8 @@ void metrics_destroy(struct metrics *m)
 
 struct metrics_shard *metrics_shard_claim(struct metrics *m, const char *name)
 {
+    if (!m)
+        return NULL;
     /* an RMW, as several threads may start at once; the shard is zero from metrics_init */
     uint32_t i = atomic_fetch_add_explicit(&m->n_shards, 1, memory_order_acq_rel);
     if (i >= METRICS_SHARDS_MAX) {
@@ -166,6 +168,12 @@ void metrics_request_error(struct metrics_shard *s, unsigned code)
         return;
     metrics_add_(&s->outcome[METRICS_OUTCOME_ERROR], 1);
     metrics_add_(&s->error_by_code[code < METRICS_ERROR_CODES ? code : 0], 1);
+}
+
+void metrics_frame_error(struct metrics_shard *s, unsigned code)
+{
+    if (s)
+        metrics_add_(&s->error_by_code[code < METRICS_ERROR_CODES ? code : 0], 1);
 }
 
 void metrics_gauge_set(struct metrics *m, enum metrics_gauge g, uint64_t v)

@@ -119,8 +119,8 @@ struct metrics *metrics_create(void);
 void metrics_destroy(struct metrics *m);
 
 /* Gives the calling thread its own shard, named for listings. Any thread, once per
- * writer thread; thread-safe. Returns the shard, or NULL when all METRICS_SHARDS_MAX
- * are taken (the caller then keeps no figures). */
+ * writer thread; thread-safe. Returns the shard, or NULL when m is NULL or all
+ * METRICS_SHARDS_MAX are taken (the caller then keeps no figures: every writer takes NULL). */
 struct metrics_shard *metrics_shard_claim(struct metrics *m, const char *name);
 
 /* ---- hot path (the shard's owner thread only; no locks, no syscalls) ---- */
@@ -156,8 +156,12 @@ void metrics_tokens_decoded(struct metrics_shard *s, uint64_t n, uint64_t now_ns
 /* A request ended with DONE: outcome, token counts, TTFT, end-to-end and queue wait. */
 void metrics_request_done(struct metrics_shard *s, const struct metrics_done *d);
 
-/* A request ended with ERROR code (1..11; others are counted as code 0). */
+/* A request ended with ERROR code (1..11; others are counted as code 0): counted as an
+ * outcome and by code. */
 void metrics_request_error(struct metrics_shard *s, unsigned code);
+/* An ERROR that concerns one frame only (protocol.md rule 8: DUPLICATE, a malformed
+ * CANCEL/PING/RESEND): counted by code, not as a request outcome. */
+void metrics_frame_error(struct metrics_shard *s, unsigned code);
 
 /* Sets a gauge (one writer per gauge). Any thread. */
 void metrics_gauge_set(struct metrics *m, enum metrics_gauge g, uint64_t v);

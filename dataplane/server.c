@@ -60,6 +60,8 @@ struct dp_server {
     uint8_t tx[TX_CAP];
     struct dp_event evs[EV_BURST];
     _Atomic uint32_t stop;         /* set by dp_server_stop (any thread, signal handler) */
+    _Atomic uint32_t paused;       /* console drain: store release (any thread), load acquire (io) */
+    struct metrics_shard *ms;      /* io thread's metrics shard (NULL = none) */
     bool draining;
     uint64_t drain_start_us;
     uint32_t n_live;               /* requests in flight */
@@ -185,6 +187,7 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     s->shutdown_grace_ms = cfg->shutdown_grace_ms;
     s->sh.queue_depth = cfg->queue_depth;
     s->sh.gen = gen;
+    s->sh.metrics = cfg->metrics;
     uint32_t n_req = cfg->queue_depth + 1 + DP_POOL_SLACK;
     s->rcap = bwp_frame_max(&s->lim) + (64u << 10);
     if ((rc = pool_init(&s->reqs, n_req, sizeof(struct dp_req) + cfg->max_prompt_bytes, err)) < 0 ||
@@ -271,6 +274,16 @@ void dp_server_stats(const struct dp_server *s, struct dp_stats *out)
     *out = s->stats;
 }
 
+void dp_server_pause(struct dp_server *s, bool paused)
+{
+    atomic_store_explicit(&s->paused, paused, memory_order_release);   /* partner: accept path */
+}
+
+bool dp_server_paused(const struct dp_server *s)
+{
+    return atomic_load_explicit(&s->paused, memory_order_acquire);
+}
+
 void dp_server_stop(struct dp_server *s)
 {
     /* release pairs with the io loop's acquire load */
@@ -313,6 +326,7 @@ static void tcp_append(struct dp_server *s, uint32_t ci, const uint8_t *frame, s
 static void send_to_peer(struct dp_server *s, const struct dp_peer *p, const uint8_t *frame, size_t len)
 {
     s->stats.tx_frames++;
+    metrics_dp_count(s->ms, p->conn ? METRICS_TCP : METRICS_UDP, METRICS_TX, 1);
     if (p->conn) {
         if (s->conns[p->conn - 1].gen == p->conn_gen)
             tcp_append(s, p->conn - 1, frame, len);
@@ -320,7 +334,8 @@ static void send_to_peer(struct dp_server *s, const struct dp_peer *p, const uin
     }
     /* UDP loss is the client's to repair (RESEND); a full socket buffer drops like the network */
     ssize_t rc = sendto(s->udp_fd, frame, len, MSG_DONTWAIT, &p->a.sa, p->alen);
-    (void)rc;
+    if (unlikely(rc < 0))
+        metrics_dp_count(s->ms, METRICS_UDP, METRICS_DROP, 1);
 }
 
 static void send_error(struct dp_server *s, const struct dp_peer *p, uint64_t rid, uint16_t code,
@@ -329,6 +344,10 @@ static void send_error(struct dp_server *s, const struct dp_peer *p, uint64_t ri
     size_t n = bwp_build_error(s->tx, sizeof s->tx, rid, 0, code, msg, no_trailer ? NULL : s->sh.key,
                                dp_now_us());
     s->stats.errors++;
+    if (code == BWP_E_DUPLICATE)        /* rule 8: concerns this frame, not a request */
+        metrics_frame_error(s->ms, code);
+    else
+        metrics_request_error(s->ms, code);
     send_to_peer(s, p, s->tx, n);
 }
 
@@ -409,7 +428,8 @@ static void on_generate(struct dp_server *s, const struct dp_peer *p, const stru
         send_error(s, p, rid, BWP_E_DUPLICATE, "request_id already in flight", false);
         return;
     }
-    if (s->draining) {
+    /* acquire pairs with dp_server_pause's release */
+    if (s->draining || atomic_load_explicit(&s->paused, memory_order_acquire)) {
         send_error(s, p, rid, BWP_E_SHUTTING_DOWN, "server is draining; not accepted", false);
         return;
     }
@@ -472,11 +492,13 @@ static void on_frame(struct dp_server *s, const struct dp_peer *p, const uint8_t
 {
     struct bwp_client_frame f;
     s->stats.rx_frames++;
+    metrics_dp_count(s->ms, p->conn ? METRICS_TCP : METRICS_UDP, METRICS_RX, 1);
     struct bwp_verdict v = bwp_parse_client(buf, n, p->conn ? BWP_TCP : BWP_UDP, &s->lim,
                                             s->sh.key ? &s->replay : NULL, peer_key(p),
                                             s->sh.key ? dp_now_us() : 0, &f);
     if (v.code) {
         s->stats.rejected++;
+        metrics_dp_count(s->ms, p->conn ? METRICS_TCP : METRICS_UDP, METRICS_MALFORMED, 1);
         if (v.answer)
             send_error(s, p, v.request_id, v.code, v.msg, v.no_trailer);
         if (v.close && p->conn)
@@ -743,6 +765,7 @@ static int wait_timeout_ms(struct dp_server *s)
 int dp_server_run(struct dp_server *s, struct bora_err *err)
 {
     struct epoll_event evs[EV_BURST];
+    s->ms = metrics_shard_claim(s->sh.metrics, "io");
     int rc = pthread_create(&s->decoder, NULL, dp_decoder_main, &s->sh);
     if (rc)
         return bora_errf(err, -rc, "dataplane: cannot start the decoder thread: %s", strerror(rc));

@@ -23,6 +23,7 @@ struct dp_config {
     uint32_t request_timeout_ms;   /* deadline when a GENERATE says 0 */
     uint32_t shutdown_grace_ms;    /* drain: time queued/running requests get to finish */
     const struct bwp_key *key;     /* pre-shared AUTH key, NULL = none */
+    struct metrics *metrics;       /* console metrics registry (outlives the server), NULL = none */
 };
 
 /* Live counters (read by snapshot; each written by one thread). */
@@ -48,6 +49,10 @@ void dp_server_close(struct dp_server *s);
 /* Ports actually bound (useful when the config asked for port 0); 0 when off. */
 int dp_server_udp_port(const struct dp_server *s);
 int dp_server_tcp_port(const struct dp_server *s);
+/* Console drain/resume: while paused, new GENERATEs get SHUTTING_DOWN and everything
+ * accepted goes on; unlike dp_server_stop, the server keeps running. Any thread. */
+void dp_server_pause(struct dp_server *s, bool paused);
+bool dp_server_paused(const struct dp_server *s);
 /* Snapshot of the counters. */
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out);
 

@@ -14,6 +14,7 @@
 #include "dataplane/pool.h"
 #include "dataplane/ring.h"
 #include "dataplane/server.h"
+#include "console/metrics.h"
 
 /* Tunables (units in the names). */
 #define DP_FRAME_SLOT        384        /* bytes of one server frame in a response event */
@@ -139,6 +140,7 @@ struct dp_shared {
     const struct bwp_key *key;                 /* NULL = no AUTH */
     struct generator *gen;
     struct dp_req **fifo;                      /* (queue_depth) decoder's waiting list */
+    struct metrics *metrics;                   /* console registry; each thread claims a shard */
 };
 
 /* Decoder thread body (decoder.c); arg is struct dp_shared *. */
