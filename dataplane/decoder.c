@@ -260,7 +260,7 @@ static void step_current(struct decoder *d, uint64_t now)
     if (!r->t_first_us)
         r->t_first_us = dp_mono_us();
     r->completion_tokens++;
-    metrics_tokens_decoded(d->ms, 1, r->t_first_us * 1000u);
+    metrics_tokens_decoded(d->ms, 1, now * 1000u);   /* now: dp_mono_us of this step */
     send_token(d, r, &tok);
     io_kick(d->sh);
     if (r->completion_tokens >= r->rq.max_tokens)
