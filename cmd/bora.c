@@ -14,6 +14,7 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     /* one line per subcommand; keep sorted by topic */
     /* @@SUBCOMMANDS@@ */
+    { "passwd", cmd_passwd, "passwd [--stdin]                    make the operator password hash for [console] password_hash" },
     { "client", cmd_client, "client (--udp|--tcp) HOST:PORT (--prompt TEXT | --chat FILE | --ids LIST) [-n N] [--temperature T] [--seed S] [--json]" },
     { "coldstart", cmd_bench_coldstart, "coldstart --preset tiny|small|mistral-7b --dir DIR [--precision fp8|bf16] [--prompt N] [--backend B] [--json]" },
     { "info", cmd_info, "info MODEL_DIR                      architecture, shapes, dtypes, parameters, bytes" },

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cmd/borad.h"
+#include "cmd/borad_console.h"
 #include "dataplane/gen_engine.h"
 #include "dataplane/server.h"
 #include "model/default_model.h"
@@ -134,10 +135,20 @@ int borad_run(const struct bora_config *cfg)
                                    .udp_port = (uint16_t)cfg->dataplane.dpdk_port };
     if (cfg->dataplane.dpdk[0])
         dc.dpdk = &dpdk;
+    struct metrics *metrics = metrics_create();        /* console figures, lock-free */
+    dc.metrics = metrics;
     struct bora_err err = { "" };
     struct dp_server *s;
-    if (dp_server_open(&s, &dc, &g, &err) < 0) {
-        fprintf(stderr, "borad: %s\n", err.msg);
+    if (!metrics || dp_server_open(&s, &dc, &g, &err) < 0) {
+        fprintf(stderr, "borad: %s\n", metrics ? err.msg : "out of memory");
+        metrics_destroy(metrics);
+        g.ops->close(&g);
+        return 1;
+    }
+    struct borad_console *con;
+    if (borad_console_start(&con, cfg, metrics, s, &g, dir) < 0) {
+        dp_server_close(s);
+        metrics_destroy(metrics);
         g.ops->close(&g);
         return 1;
     }
@@ -147,7 +158,9 @@ int borad_run(const struct bora_config *cfg)
     int rc = pthread_create(&sig_t, NULL, signal_thread, &w);
     if (rc) {
         fprintf(stderr, "borad: cannot start the signal thread: %s\n", strerror(rc));
+        borad_console_stop(con);
         dp_server_close(s);
+        metrics_destroy(metrics);
         g.ops->close(&g);
         return 1;
     }
@@ -164,7 +177,9 @@ int borad_run(const struct bora_config *cfg)
     }
     pthread_kill(sig_t, SIGUSR1);                   /* release the waiter if no signal came */
     pthread_join(sig_t, NULL);
+    borad_console_stop(con);
     dp_server_close(s);
+    metrics_destroy(metrics);
     g.ops->close(&g);
     if (rc == 0)
         fprintf(stderr, "borad: drained, exiting\n");

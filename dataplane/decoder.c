@@ -21,6 +21,7 @@ struct decoder {
     uint32_t fifo_n;
     struct dp_req *cur;            /* decoding now, or NULL */
     struct dp_event ev;            /* scratch event being built */
+    struct metrics_shard *ms;      /* the decoder's metrics shard (NULL = none) */
 };
 
 uint64_t dp_now_us(void)
@@ -111,6 +112,9 @@ static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
         .ttft_us = r->t_first_us ? (uint32_t)(r->t_first_us - r->t_accept_us) : 0,
         .total_us = (uint32_t)(now - r->t_accept_us),
     };
+    struct metrics_done md = { finish, done.prompt_tokens, done.cached_tokens, done.completion_tokens,
+                               done.queue_us, done.ttft_us, done.total_us };
+    metrics_request_done(d->ms, &md);
     size_t n = 0;
     if (!silent(r))
         n = bwp_build_done(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, &done, d->sh->key,
@@ -122,6 +126,7 @@ static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
 static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, const char *msg)
 {
     size_t n = 0;
+    metrics_request_error(d->ms, code);
     if (!silent(r))
         n = bwp_build_error(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, code, msg, d->sh->key,
                             dp_now_us());
@@ -133,6 +138,7 @@ static void waiting_release(struct decoder *d)
 {
     /* release pairs with the transports' CAS (acq_rel) reserving a place */
     atomic_fetch_sub_explicit(&d->sh->n_waiting, 1, memory_order_release);
+    metrics_count(d->ms, METRICS_QUEUE_OUT, 1);
 }
 
 /* Why a held request must end now (0 = keep going), as a DONE finish code + 1. */
@@ -179,6 +185,7 @@ static bool intake(struct decoder *d)
 {
     struct dp_req *batch[DEC_INTAKE_BURST];
     unsigned n = ring_dequeue_burst(&d->sh->intake, batch, DEC_INTAKE_BURST);
+    metrics_count(d->ms, METRICS_QUEUE_IN, n);
     for (unsigned i = 0; i < n; i++)
         admit(d, batch[i]);
     return n > 0;
@@ -253,6 +260,7 @@ static void step_current(struct decoder *d, uint64_t now)
     if (!r->t_first_us)
         r->t_first_us = dp_mono_us();
     r->completion_tokens++;
+    metrics_tokens_decoded(d->ms, 1, now * 1000u);   /* now: dp_mono_us of this step */
     send_token(d, r, &tok);
     io_kick(r->port);
     if (r->completion_tokens >= r->rq.max_tokens)
@@ -285,7 +293,7 @@ static void park(struct decoder *d, int timeout_ms)
 void *dp_decoder_main(void *arg)
 {
     struct dp_shared *sh = arg;
-    struct decoder d = { .sh = sh, .fifo = sh->fifo };
+    struct decoder d = { .sh = sh, .fifo = sh->fifo, .ms = metrics_shard_claim(sh->metrics, "decoder") };
     /* acquire pairs with the io thread's release store of quit */
     while (!atomic_load_explicit(&sh->quit, memory_order_acquire)) {
         bool got = intake(&d);

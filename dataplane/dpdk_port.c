@@ -322,6 +322,8 @@ static void *poll_main(void *arg)
     struct dp_dpdk *d = arg;
     struct rte_mbuf *pkts[DPDK_BURST];
     rte_thread_register();
+    d->port.ms = metrics_shard_claim(d->port.sh->metrics, "dpdk");
+    d->port.mt = METRICS_DPDK;
     uint32_t idle = 0, iter = 0;
     /* acquire pairs with dp_dpdk_stop's release */
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {

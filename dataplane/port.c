@@ -45,9 +45,15 @@ void dp_port_fini(struct dp_port *p)
     p->replay_slots = NULL;
 }
 
+static enum metrics_transport peer_transport(const struct dp_port *p, const struct dp_peer *peer)
+{
+    return peer->conn ? METRICS_TCP : p->mt;
+}
+
 static void send_frame(struct dp_port *p, const struct dp_peer *peer, const uint8_t *frame, size_t len)
 {
     p->stats.tx_frames++;
+    metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_TX, 1);
     p->ops->send(p, peer, frame, len);
 }
 
@@ -57,6 +63,10 @@ void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, 
     size_t n = bwp_build_error(p->tx, sizeof p->tx, rid, 0, code, msg, no_trailer ? NULL : p->sh->key,
                                dp_now_us());
     p->stats.errors++;
+    if (code == BWP_E_DUPLICATE)        /* rule 8: concerns this frame, not a request */
+        metrics_frame_error(p->ms, code);
+    else
+        metrics_request_error(p->ms, code);
     send_frame(p, peer, p->tx, n);
 }
 
@@ -86,8 +96,10 @@ static bool reserve_waiting(struct dp_shared *sh)
 
 static bool draining(const struct dp_shared *sh)
 {
-    /* acquire pairs with the io thread's release store when SIGTERM is seen */
-    return atomic_load_explicit(&sh->draining, memory_order_acquire) != 0;
+    /* acquire pairs with the io thread's release store when SIGTERM is seen, and with
+     * dp_server_pause's release store (console drain) */
+    return atomic_load_explicit(&sh->draining, memory_order_acquire) != 0 ||
+           atomic_load_explicit(&sh->paused, memory_order_acquire) != 0;
 }
 
 static void fill_request(struct dp_port *p, struct dp_req *r, struct dp_flow *fl, const struct bwp_generate *g)
@@ -173,6 +185,7 @@ void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct s
     struct dp_shared *sh = p->sh;
     struct bwp_client_frame f;
     p->stats.rx_frames++;
+    metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_RX, 1);
     if (sh->n_allow && !dp_allow_match(sh->allow, sh->n_allow, from)) {
         p->stats.rejected++;
         /* answered only when the frame names a request (rule 2 still applies) */
@@ -185,6 +198,7 @@ void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct s
                                             sh->key ? dp_now_us() : 0, &f);
     if (v.code) {
         p->stats.rejected++;
+        metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_MALFORMED, 1);
         if (v.answer)
             dp_port_error(p, peer, v.request_id, v.code, v.msg, v.no_trailer);
         if (v.close && peer->conn && p->ops->close_peer)

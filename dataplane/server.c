@@ -194,6 +194,7 @@ static int shared_init(struct dp_server *s, const struct dp_config *cfg, struct 
         memcpy(sh->allow, cfg->allow, sizeof *sh->allow * cfg->n_allow);
     sh->queue_depth = cfg->queue_depth;
     sh->gen = gen;
+    sh->metrics = cfg->metrics;
     int rc = ring_init(&sh->intake, cfg->queue_depth + 1 + DP_POOL_SLACK, sizeof(struct dp_req *), 0, err);
     if (rc < 0)
         return rc;
@@ -297,6 +298,16 @@ void dp_server_stats(const struct dp_server *s, struct dp_stats *out)
     out->tcp_conns = s->tcp_conns;
 }
 
+void dp_server_pause(struct dp_server *s, bool paused)
+{
+    atomic_store_explicit(&s->sh.paused, paused, memory_order_release);   /* partner: port.c draining() */
+}
+
+bool dp_server_paused(const struct dp_server *s)
+{
+    return atomic_load_explicit(&s->sh.paused, memory_order_acquire);
+}
+
 void dp_server_stop(struct dp_server *s)
 {
     /* release pairs with the io loop's acquire load */
@@ -347,7 +358,8 @@ static void port_send(struct dp_port *port, const struct dp_peer *p, const uint8
     }
     if (len > DP_FRAME_SLOT) {
         ssize_t rc = sendto(s->udp_fd, frame, len, MSG_DONTWAIT, &p->a.sa, p->alen);
-        (void)rc;
+        if (unlikely(rc < 0))
+            metrics_dp_count(port->ms, METRICS_UDP, METRICS_DROP, 1);
         return;
     }
     /* batched: one sendmmsg per loop turn (or per DP_UDP_BATCH frames) */
@@ -371,14 +383,18 @@ static void flush_udp(struct dp_server *s)
         if (k <= 0) {
             if (k < 0 && errno == EINTR)
                 continue;
-            if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
                 off++;                           /* this datagram was refused (e.g. no route): skip it */
-            else
+                metrics_dp_count(s->port.ms, METRICS_UDP, METRICS_DROP, 1);
+            } else {
                 break;
+            }
             continue;
         }
         off += (uint32_t)k;
     }
+    if (off < s->n_utx)                          /* socket buffer full: dropped like the network would */
+        metrics_dp_count(s->port.ms, METRICS_UDP, METRICS_DROP, s->n_utx - off);
     s->n_utx = 0;
 }
 
@@ -673,6 +689,8 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
 {
     struct epoll_event evs[EV_BURST];
     uint64_t last_activity = 0;
+    s->port.ms = metrics_shard_claim(s->sh.metrics, "io");
+    s->port.mt = METRICS_UDP;
     int rc = pthread_create(&s->decoder, NULL, dp_decoder_main, &s->sh);
     if (rc)
         return bora_errf(err, -rc, "dataplane: cannot start the decoder thread: %s", strerror(rc));

@@ -33,6 +33,7 @@ struct dp_config {
     uint32_t n_allow;              /* ≤ DP_ALLOW_MAX */
     uint32_t rate_limit;           /* GENERATEs per second per client address; 0 = off */
     const struct dp_dpdk_config *dpdk;  /* a DPDK port besides the sockets; NULL = none */
+    struct metrics *metrics;       /* console metrics registry (outlives the server), NULL = none */
 };
 
 /* Live counters (read by snapshot; each written by one thread). */
@@ -58,7 +59,11 @@ void dp_server_close(struct dp_server *s);
 /* Ports actually bound (useful when the config asked for port 0); 0 when off. */
 int dp_server_udp_port(const struct dp_server *s);
 int dp_server_tcp_port(const struct dp_server *s);
-/* Snapshot of the counters (kernel sockets). */
+/* Console drain/resume: while paused, new GENERATEs get SHUTTING_DOWN and everything
+ * accepted goes on; unlike dp_server_stop, the server keeps running. Any thread. */
+void dp_server_pause(struct dp_server *s, bool paused);
+bool dp_server_paused(const struct dp_server *s);
+/* Snapshot of the counters. */
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out);
 /* The DPDK port, or NULL when none is configured. */
 const struct dp_dpdk *dp_server_dpdk(const struct dp_server *s);

@@ -16,6 +16,7 @@
 #include "dataplane/pool.h"
 #include "dataplane/ring.h"
 #include "dataplane/server.h"
+#include "console/metrics.h"
 
 /* Tunables (units in the names). */
 #define DP_FRAME_SLOT        384        /* bytes of one server frame in a response event */
@@ -133,6 +134,7 @@ struct dp_shared {
      * CAS (acq_rel) before enqueueing; the decoder releases it (fetch_sub, release). */
     alignas(64) _Atomic uint32_t n_waiting;
     alignas(64) _Atomic uint32_t draining;     /* io → decoder: SIGTERM seen (release/acquire) */
+    _Atomic uint32_t paused;                   /* console drain: release by dp_server_pause, acquire by ports */
     _Atomic uint32_t shutdown_now;             /* io → decoder: grace over, end everything */
     _Atomic uint32_t quit;                     /* io → decoder: exit the thread */
     alignas(64) _Atomic uint32_t dec_sleeping; /* decoder parked (Dekker with intake) */
@@ -147,6 +149,7 @@ struct dp_shared {
     uint32_t n_allow;
     uint32_t request_timeout_ms;
     uint32_t rate_limit;
+    struct metrics *metrics;                   /* console registry; each thread claims a shard */
 };
 
 /* ---- a transport's request handling (port.c), shared by kernel sockets and DPDK ---- */
@@ -184,6 +187,8 @@ struct dp_port {
     int efd;                       /* eventfd that wakes the transport; -1 = it polls */
     alignas(64) _Atomic uint32_t n_live;   /* requests in flight (written by the owner) */
     struct dp_stats stats;
+    struct metrics_shard *ms;      /* owner thread's console metrics shard (NULL = none) */
+    enum metrics_transport mt;     /* METRICS_UDP for kernel sockets (TCP peers counted as TCP), METRICS_DPDK */
     uint8_t tx[DP_PORT_TX_CAP];
     struct dp_event evs[DP_PORT_EV_BURST];
 };
