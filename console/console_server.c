@@ -257,6 +257,30 @@ static int socket_clear_stale(const struct sockaddr_un *a, struct bora_err *err)
     return 0;
 }
 
+/* Creates the socket's directory (e.g. /run/bora after a reboot), mode 0755, parents first. */
+static int socket_dir_ensure(const char *path, struct bora_err *err)
+{
+    char dir[sizeof ((struct sockaddr_un *)0)->sun_path];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = 0;
+    for (char *p = dir + 1;; p++) {
+        bool end = *p == 0;
+        if (*p == '/' || end) {
+            *p = 0;
+            if (mkdir(dir, 0755) && errno != EEXIST)
+                return bora_errf(err, -errno, "console socket '%s': cannot create directory '%s': %s "
+                                 "(set [console] socket to a writable path)", path, dir, strerror(errno));
+            if (end)
+                break;
+            *p = '/';
+        }
+    }
+    return 0;
+}
+
 static int socket_open(struct console_server *s, struct bora_err *err)
 {
     const struct config_console *cfg = s->cfg;
@@ -264,7 +288,10 @@ static int socket_open(struct console_server *s, struct bora_err *err)
     if (strlen(cfg->socket) >= sizeof a.sun_path)
         return bora_errf(err, -ENAMETOOLONG, "console socket '%s': path too long", cfg->socket);
     strcpy(a.sun_path, cfg->socket);
-    int rc = socket_clear_stale(&a, err);
+    int rc = socket_dir_ensure(cfg->socket, err);
+    if (rc)
+        return rc;
+    rc = socket_clear_stale(&a, err);
     if (rc)
         return rc;
     unsigned uid = (unsigned)-1, gid = (unsigned)-1;
