@@ -1,0 +1,292 @@
+/* attention.cu — decode attention for one new token (flash-decoding): blocks (kv head, split)
+ * each score a slice of the cached keys for all query heads of their group (GQA), keep the
+ * unnormalised softmax-weighted sum of values with its max and sum, and the last block of each
+ * kv head to finish combines the slices. RoPE, the Ministral-3 query scale and the KV-cache
+ * write of the new token are fused in. Budget: 2 × n_kv × head_dim × 2 bytes per attended key at
+ * streaming bandwidth (≈ 1–3 % of a decode step's bytes). */
+#include <math.h>
+
+#include "kernels/kern_util.cuh"
+#include "kernels/kern_rope.cuh"
+
+#define ATTN_THREADS 128
+#define ATTN_WARPS (ATTN_THREADS / 32)
+
+struct attn_params {
+    const float *qkv;
+    uint16_t *kc, *vc;
+    float *out, *part;
+    int *counters;
+    const int *pos;
+    int max_ctx, n_heads, n_kv, hd, window, n_split, chunk_max;
+    float softmax_scale;
+    struct kern_rope rope;
+};
+
+__device__ __forceinline__ void attn_unpack8(uint4 v, float f[8])
+{
+    f[0] = kern_bf16_lo(v.x); f[1] = kern_bf16_hi(v.x);
+    f[2] = kern_bf16_lo(v.y); f[3] = kern_bf16_hi(v.y);
+    f[4] = kern_bf16_lo(v.z); f[5] = kern_bf16_hi(v.z);
+    f[6] = kern_bf16_lo(v.w); f[7] = kern_bf16_hi(v.w);
+}
+
+/* Partial layout per split s: o (n_heads*hd) then m (n_heads) then l (n_heads). */
+__device__ __forceinline__ float *attn_part(const struct attn_params &p, int s)
+{
+    return p.part + (size_t)s * (size_t)p.n_heads * (p.hd + 2);
+}
+
+template <int GM, int LPK>
+__global__ void __launch_bounds__(ATTN_THREADS)
+attn_kernel(struct attn_params p)
+{
+    extern __shared__ float sm[];
+    __shared__ int s_last;
+    constexpr int KPW = 32 / LPK;            /* keys per warp step */
+    const int hd = LPK * 8;
+    const int g = blockIdx.x, s = blockIdx.y;
+    const int G = p.n_heads / p.n_kv;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    float *q_s = sm;                          /* G × hd */
+    float *sc = q_s + G * hd;                 /* G × chunk_max */
+    float *red = sc + G * p.chunk_max;        /* ATTN_WARPS × G × hd */
+    float *ml = red + ATTN_WARPS * G * hd;    /* G × 2 */
+
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int pos = *p.pos;
+    const int start = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+    const int len = pos - start + 1;
+    const int chunk = (len + p.n_split - 1) / p.n_split;
+    const int j0 = start + s * chunk;
+    int j1 = j0 + chunk;
+    if (j1 > pos + 1)
+        j1 = pos + 1;
+    const int n = j1 - j0;
+    const int q_dim = p.n_heads * hd, kv_dim = p.n_kv * hd;
+    const int half = hd / 2;
+
+    /* rotated, scaled queries of this group */
+    const float qs = kern_query_scale(&p.rope, pos) * p.softmax_scale;
+    for (int i = tid; i < G * half; i += ATTN_THREADS) {
+        int h = i / half, k = i % half, a, b;
+        kern_rope_pair(&p.rope, hd, k, &a, &b);
+        float c, sn;
+        kern_rope_cs(&p.rope, pos, k, &c, &sn);
+        const float *q = p.qkv + (size_t)(g * G + h) * hd;
+        float x0 = q[a], x1 = q[b];
+        q_s[h * hd + a] = (x0 * c - x1 * sn) * qs;
+        q_s[h * hd + b] = (x0 * sn + x1 * c) * qs;
+    }
+    /* the block whose slice holds pos writes the new key (rotated) and value */
+    uint16_t *kc = p.kc + (size_t)g * p.max_ctx * hd;
+    uint16_t *vc = p.vc + (size_t)g * p.max_ctx * hd;
+    if (n > 0 && pos < j1) {
+        const float *k = p.qkv + q_dim + (size_t)g * hd;
+        const float *v = p.qkv + q_dim + kv_dim + (size_t)g * hd;
+        for (int k2 = tid; k2 < half; k2 += ATTN_THREADS) {
+            int a, b;
+            kern_rope_pair(&p.rope, hd, k2, &a, &b);
+            float c, sn;
+            kern_rope_cs(&p.rope, pos, k2, &c, &sn);
+            float x0 = k[a], x1 = k[b];
+            kc[(size_t)pos * hd + a] = kern_f32_to_bf16(x0 * c - x1 * sn);
+            kc[(size_t)pos * hd + b] = kern_f32_to_bf16(x0 * sn + x1 * c);
+        }
+        for (int d = tid; d < hd; d += ATTN_THREADS)
+            vc[(size_t)pos * hd + d] = kern_f32_to_bf16(v[d]);
+    }
+    __syncthreads();
+
+    const int sub = lane / LPK, dl = (lane % LPK) * 8;
+    /* scores */
+    for (int base = warp * KPW; base < n; base += ATTN_WARPS * KPW) {
+        int j = base + sub;
+        bool ok = j < n;
+        float kf[8];
+        uint4 kv = ok ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+        attn_unpack8(kv, kf);
+#pragma unroll
+        for (int h = 0; h < GM; h++) {
+            if (h >= G)
+                break;
+            const float4 *qv = (const float4 *)(q_s + h * hd + dl);
+            float4 a = qv[0], b = qv[1];
+            float d = a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
+                      b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+#pragma unroll
+            for (int o = LPK / 2; o > 0; o >>= 1)
+                d += __shfl_xor_sync(0xffffffffu, d, o);
+            if (ok && lane % LPK == 0)
+                sc[h * p.chunk_max + j] = d;
+        }
+    }
+    __syncthreads();
+    /* softmax pieces per head */
+    for (int h = warp; h < G; h += ATTN_WARPS) {
+        float m = -INFINITY;
+        for (int j = lane; j < n; j += 32)
+            m = fmaxf(m, sc[h * p.chunk_max + j]);
+        m = kern_warp_max(m);
+        float l = 0.f;
+        for (int j = lane; j < n; j += 32) {
+            float e = __expf(sc[h * p.chunk_max + j] - m);
+            sc[h * p.chunk_max + j] = e;
+            l += e;
+        }
+        l = kern_warp_sum(l);
+        if (lane == 0) {
+            ml[2 * h] = m;
+            ml[2 * h + 1] = l;
+        }
+    }
+    __syncthreads();
+    /* weighted values */
+    float acc[GM][8];
+#pragma unroll
+    for (int h = 0; h < GM; h++)
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            acc[h][i] = 0.f;
+    for (int base = warp * KPW; base < n; base += ATTN_WARPS * KPW) {
+        int j = base + sub;
+        if (j < n) {
+            float vf[8];
+            attn_unpack8(*(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl), vf);
+#pragma unroll
+            for (int h = 0; h < GM; h++) {
+                if (h >= G)
+                    break;
+                float pj = sc[h * p.chunk_max + j];
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    acc[h][i] = fmaf(pj, vf[i], acc[h][i]);
+            }
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < GM; h++) {
+        if (h >= G)
+            break;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float v = acc[h][i];
+#pragma unroll
+            for (int o = LPK; o < 32; o <<= 1)
+                v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (sub == 0)
+                red[(warp * G + h) * hd + dl + i] = v;
+        }
+    }
+    __syncthreads();
+    float *part = attn_part(p, s);
+    for (int i = tid; i < G * hd; i += ATTN_THREADS) {
+        float v = 0.f;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS; w++)
+            v += red[w * G * hd + i];
+        part[(size_t)g * G * hd + i] = v;
+    }
+    for (int h = tid; h < G; h += ATTN_THREADS) {
+        part[q_dim + g * G + h] = n > 0 ? ml[2 * h] : -INFINITY;
+        part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
+    }
+    /* the last block of this kv head combines the splits */
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int prev = atomicAdd(&p.counters[g], 1);
+        s_last = prev == p.n_split - 1;
+        if (s_last)
+            p.counters[g] = 0;
+    }
+    __syncthreads();
+    if (!s_last)
+        return;
+    __threadfence();
+    for (int i = tid; i < G * hd; i += ATTN_THREADS) {
+        int h = i / hd;
+        int qh = g * G + h;
+        float M = -INFINITY;
+        for (int t = 0; t < p.n_split; t++)
+            M = fmaxf(M, __ldcg(attn_part(p, t) + q_dim + qh));
+        float num = 0.f, den = 0.f;
+        for (int t = 0; t < p.n_split; t++) {
+            const float *pt = attn_part(p, t);
+            float mt = __ldcg(pt + q_dim + qh);
+            if (mt == -INFINITY)
+                continue;
+            float f = __expf(mt - M);
+            num += f * __ldcg(pt + (size_t)g * G * hd + i);
+            den += f * __ldcg(pt + q_dim + p.n_heads + qh);
+        }
+        p.out[(size_t)g * G * hd + i] = num / den;
+    }
+}
+
+template <int GM, int LPK>
+static int attn_launch(const struct attn_params &p, cudaStream_t s, struct bora_err *err)
+{
+    int G = p.n_heads / p.n_kv;
+    size_t smem = sizeof(float) * ((size_t)G * p.hd + (size_t)G * p.chunk_max +
+                                   (size_t)ATTN_WARPS * G * p.hd + 2 * (size_t)G);
+    if (smem > 200 * 1024)
+        return bora_errf(err, -EINVAL, "attention: %zu bytes of shared memory needed (chunk %d keys)",
+                         smem, p.chunk_max);
+    auto k = attn_kernel<GM, LPK>;
+    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    KCHECK(kern_launch(k, dim3(p.n_kv, p.n_split), dim3(ATTN_THREADS), smem, s, p));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+template <int GM>
+static int attn_launch_hd(const struct attn_params &p, cudaStream_t s, struct bora_err *err)
+{
+    switch (p.hd) {
+    case 32: return attn_launch<GM, 4>(p, s, err);
+    case 64: return attn_launch<GM, 8>(p, s, err);
+    case 128: return attn_launch<GM, 16>(p, s, err);
+    case 256: return attn_launch<GM, 32>(p, s, err);
+    }
+    return bora_errf(err, -EINVAL, "attention: head_dim %d not supported (32, 64, 128, 256)", p.hd);
+}
+
+extern "C" int kern_attention(const struct kern_attn_args *a, struct CUstream_st *stream,
+                              struct bora_err *err)
+{
+    if (a->n_kv <= 0 || a->n_heads % a->n_kv)
+        return bora_errf(err, -EINVAL, "attention: %d query heads not a multiple of %d kv heads",
+                         a->n_heads, a->n_kv);
+    int G = a->n_heads / a->n_kv;
+    if (G > KERN_ATTN_MAX_GROUP)
+        return bora_errf(err, -EINVAL, "attention: group of %d query heads per kv head (max %d)", G,
+                         KERN_ATTN_MAX_GROUP);
+    if (a->n_split < 1)
+        return bora_errf(err, -EINVAL, "attention: n_split %d", a->n_split);
+    struct attn_params p;
+    p.qkv = a->qkv;
+    p.kc = a->k_cache;
+    p.vc = a->v_cache;
+    p.out = a->out;
+    p.part = a->partial;
+    p.counters = a->counters;
+    p.pos = a->d_pos;
+    p.max_ctx = a->max_ctx;
+    p.n_heads = a->n_heads;
+    p.n_kv = a->n_kv;
+    p.hd = a->head_dim;
+    p.window = a->window;
+    p.n_split = a->n_split;
+    int len = a->window > 0 && a->window < a->max_ctx ? a->window : a->max_ctx;
+    p.chunk_max = (len + a->n_split - 1) / a->n_split;
+    p.softmax_scale = 1.f / sqrtf((float)a->head_dim);
+    p.rope = a->rope;
+    cudaStream_t s = (cudaStream_t)stream;
+    if (G <= 4)
+        return attn_launch_hd<4>(p, s, err);
+    if (G <= 8)
+        return attn_launch_hd<8>(p, s, err);
+    return attn_launch_hd<16>(p, s, err);
+}

@@ -1,0 +1,285 @@
+/* gemv.cu — the decode GEMV: y = W x for BF16 or FP8 e4m3 weights (per-tensor and per-row
+ * scales), fp32 x and accumulation, with fused RMSNorm on x and store / residual-add / SwiGLU
+ * epilogues. This is where decode time goes: budget ≥ 90 % of the streaming-read bandwidth.
+ *
+ * Shape: one block per SM of KERN_GEMV_THREADS threads keeps x (normalised) in shared memory in
+ * a swizzled layout (conflict-free 16-byte reads); each warp takes units of
+ * KERN_GEMV_ROWS_PER_WARP rows from an atomic counter (balanced to one unit) and streams them
+ * with 16-byte loads, GEMV_UNROLL vectors per row in flight, warp-shuffle reduction. Before it
+ * waits for the previous kernel it grabs its first unit and prefetches it into L2. */
+#include "kernels/kern_util.cuh"
+
+#define GEMV_UNROLL 2
+#define R KERN_GEMV_ROWS_PER_WARP
+
+/* Gets the next unit for this warp; the last grab of the launch resets the counter to 0. */
+__device__ __forceinline__ int gemv_grab(int *counter, int n_units, int total_warps)
+{
+    int lane = threadIdx.x & 31, v = 0;
+    if (lane == 0) {
+        v = atomicAdd(counter, 1);
+        if (v == n_units + total_warps - 1)
+            *counter = 0;
+    }
+    return __shfl_sync(0xffffffffu, v, 0);
+}
+
+/* Loads x (optionally rms-normalised) into shared memory: element c lives at float4 slot
+ * (k × nvec + c / EPV), lane k = (c % EPV) / 4, so that lane-consecutive vectors read
+ * consecutive float4s. swz = false stores it linearly. */
+template <int EPV>
+__device__ void gemv_load_x(float *xs, const float *x, int cols, const float *norm_w, float eps,
+                            bool swz, float *scratch)
+{
+    float rstd = 1.f;
+    if (norm_w) {
+        float ss = 0.f;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = x[c];
+            ss += v * v;
+        }
+        ss = kern_block_sum(ss, scratch);
+        rstd = rsqrtf(ss / (float)cols + eps);
+    }
+    int nvec = cols / EPV;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float v = x[c];
+        if (norm_w)
+            v = v * rstd * norm_w[c];
+        int idx = c;
+        if (swz) {
+            int q = c / EPV, r = c % EPV;
+            idx = (((r >> 2) * nvec + q) << 2) + (r & 3);
+        }
+        xs[idx] = v;
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ float gemv_scale(float scale, const float *row_scale, int r)
+{
+    return row_scale ? scale * row_scale[r] : scale;
+}
+
+template <int MODE>
+__device__ __forceinline__ void gemv_store(float *y, const float (&acc)[R], int r0, int rows,
+                                           float scale, const float *row_scale)
+{
+    if (MODE == KERN_GEMV_SWIGLU) {
+#pragma unroll
+        for (int i = 0; i < R; i += 2) {
+            if (r0 + i + 1 < rows) {
+                float g = acc[i] * gemv_scale(scale, row_scale, r0 + i);
+                float u = acc[i + 1] * gemv_scale(scale, row_scale, r0 + i + 1);
+                y[(r0 + i) >> 1] = g / (1.f + __expf(-g)) * u;
+            }
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            if (r0 + i < rows) {
+                float v = acc[i] * gemv_scale(scale, row_scale, r0 + i);
+                if (MODE == KERN_GEMV_ADD)
+                    y[r0 + i] += v;
+                else
+                    y[r0 + i] = v;
+            }
+        }
+    }
+}
+
+/* dot of one 16-byte weight vector with the matching x from shared memory. */
+template <int FP8>
+__device__ __forceinline__ float gemv_dot(uint4 w, const float4 *xs, int vi, int nvec)
+{
+    const uint32_t ww[4] = {w.x, w.y, w.z, w.w};
+    float s = 0.f;
+    if (FP8) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 xv = xs[k * nvec + vi];
+            float2 a = kern_e4m3x2(ww[k]);
+            float2 b = kern_e4m3x2(ww[k] >> 16);
+            s = fmaf(a.x, xv.x, s);
+            s = fmaf(a.y, xv.y, s);
+            s = fmaf(b.x, xv.z, s);
+            s = fmaf(b.y, xv.w, s);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            float4 xv = xs[k * nvec + vi];
+            s = fmaf(kern_bf16_lo(ww[2 * k]), xv.x, s);
+            s = fmaf(kern_bf16_hi(ww[2 * k]), xv.y, s);
+            s = fmaf(kern_bf16_lo(ww[2 * k + 1]), xv.z, s);
+            s = fmaf(kern_bf16_hi(ww[2 * k + 1]), xv.w, s);
+        }
+    }
+    return s;
+}
+
+template <int FP8, int MODE>
+__global__ void __launch_bounds__(KERN_GEMV_THREADS, 2)
+gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
+                const float *__restrict__ row_scale, const float *x, float *y,
+                const float *__restrict__ norm_w, float eps, int *counter)
+{
+    extern __shared__ float4 xs4[];
+    __shared__ float scratch[32];
+    constexpr int EPV = FP8 ? 16 : 8;
+    const int nvec = cols / EPV;
+    const size_t row_bytes = (size_t)cols * (FP8 ? 1 : 2);
+    const int lane = threadIdx.x & 31;
+    const int n_units = (rows + R - 1) / R;
+    const int total_warps = gridDim.x * (blockDim.x >> 5);
+
+    kern_grid_launch_next();
+    int unit = gemv_grab(counter, n_units, total_warps);
+    if (unit < n_units) {   /* weights do not depend on the previous kernel: start them now */
+        for (int i = 0; i < R; i++) {
+            int r = unit * R + i;
+            if (r >= rows)
+                break;
+            const uint8_t *rp = w + (size_t)r * row_bytes;
+            for (size_t off = (size_t)lane * 128; off < row_bytes && off < 32 * 128 * 2; off += 32 * 128)
+                kern_prefetch_l2(rp + off);
+        }
+    }
+    kern_grid_wait();
+    gemv_load_x<EPV>((float *)xs4, x, cols, norm_w, eps, true, scratch);
+
+    while (unit < n_units) {
+        int next = gemv_grab(counter, n_units, total_warps);
+        const int r0 = unit * R;
+        const uint8_t *base = w + (size_t)r0 * row_bytes;
+        float acc[R];
+#pragma unroll
+        for (int i = 0; i < R; i++)
+            acc[i] = 0.f;
+        for (int v0 = lane; v0 < nvec; v0 += 32 * GEMV_UNROLL) {
+            uint4 wv[GEMV_UNROLL][R];
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++)
+#pragma unroll
+                for (int i = 0; i < R; i++) {
+                    int vi = v0 + u * 32;
+                    if (vi < nvec && r0 + i < rows)
+                        wv[u][i] = kern_ld_stream(base + (size_t)i * row_bytes + (size_t)vi * 16);
+                    else
+                        wv[u][i] = make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                int vi = v0 + u * 32;
+                if (vi < nvec) {
+#pragma unroll
+                    for (int i = 0; i < R; i++)
+                        acc[i] += gemv_dot<FP8>(wv[u][i], xs4, vi, nvec);
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < R; i++)
+            acc[i] = kern_warp_sum(acc[i]);
+        if (lane == 0)
+            gemv_store<MODE>(y, acc, r0, rows, scale, row_scale);
+        unit = next;
+    }
+}
+
+/* Any width: one warp per R rows, element loads, x linear in shared memory. */
+template <int FP8, int MODE>
+__global__ void __launch_bounds__(256)
+gemv_scalar_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
+                   const float *__restrict__ row_scale, const float *x, float *y,
+                   const float *__restrict__ norm_w, float eps)
+{
+    extern __shared__ float4 xs4[];
+    __shared__ float scratch[32];
+    const float *xs = (const float *)xs4;
+    kern_grid_launch_next();
+    kern_grid_wait();
+    gemv_load_x<1>((float *)xs4, x, cols, norm_w, eps, false, scratch);
+    const int lane = threadIdx.x & 31;
+    const int r0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
+    if (r0 >= rows)
+        return;
+    float acc[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        acc[i] = 0.f;
+        if (r0 + i >= rows)
+            continue;
+        for (int c = lane; c < cols; c += 32) {
+            size_t e = (size_t)(r0 + i) * cols + c;
+            float wv = FP8 ? kern_e4m3(w[e]) : kern_bf16(((const uint16_t *)w)[e]);
+            acc[i] = fmaf(wv, xs[c], acc[i]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        acc[i] = kern_warp_sum(acc[i]);
+    if (lane == 0)
+        gemv_store<MODE>(y, acc, r0, rows, scale, row_scale);
+}
+
+template <int FP8, int MODE>
+static int gemv_launch(const struct kern_gemv_args *a, cudaStream_t s, struct bora_err *err)
+{
+    const struct kern_mat *m = &a->m;
+    size_t smem = (size_t)m->cols * sizeof(float);
+    int epv = FP8 ? 16 : 8;
+    bool vec = m->cols % epv == 0 && ((uintptr_t)m->w & 15) == 0;
+    int dev, sms;
+    KCHECK(cudaGetDevice(&dev));
+    KCHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    if (vec) {
+        auto k = gemv_vec_kernel<FP8, MODE>;
+        KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        int units = (m->rows + R - 1) / R, wpb = KERN_GEMV_THREADS / 32;
+        int grid = (units + wpb - 1) / wpb;
+        if (grid > sms)
+            grid = sms;
+        KCHECK(kern_launch(k, dim3(grid), dim3(KERN_GEMV_THREADS), smem, s, (const uint8_t *)m->w,
+                           m->rows, m->cols, m->scale, m->row_scale, a->x, a->y, a->norm_w,
+                           a->norm_eps, a->counter));
+    } else {
+        auto k = gemv_scalar_kernel<FP8, MODE>;
+        KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        int rows_per_block = 8 * R;
+        int grid = (m->rows + rows_per_block - 1) / rows_per_block;
+        KCHECK(kern_launch(k, dim3(grid), dim3(256), smem, s, (const uint8_t *)m->w, m->rows,
+                           m->cols, m->scale, m->row_scale, a->x, a->y, a->norm_w, a->norm_eps));
+    }
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+extern "C" int kern_gemv(const struct kern_gemv_args *a, struct CUstream_st *stream,
+                         struct bora_err *err)
+{
+    const struct kern_mat *m = &a->m;
+    if (m->rows <= 0 || m->cols <= 0)
+        return bora_errf(err, -EINVAL, "gemv: bad shape %d x %d", m->rows, m->cols);
+    if ((size_t)m->cols * sizeof(float) > 200 * 1024)
+        return bora_errf(err, -EINVAL, "gemv: %d columns exceed shared memory (max %d)", m->cols,
+                         200 * 1024 / 4);
+    if (a->mode == KERN_GEMV_SWIGLU && m->rows % 2)
+        return bora_errf(err, -EINVAL, "gemv: swiglu needs an even row count, got %d", m->rows);
+    if (!a->counter)
+        return bora_errf(err, -EINVAL, "gemv: no work counter");
+    cudaStream_t s = (cudaStream_t)stream;
+    bool fp8 = m->dtype == BORA_DT_F8_E4M3;
+    if (!fp8 && m->dtype != BORA_DT_BF16)
+        return bora_errf(err, -EINVAL, "gemv: weight dtype %s not supported (BF16 or F8_E4M3)",
+                         bora_dtype_name(m->dtype));
+    switch (a->mode) {
+    case KERN_GEMV_STORE:
+        return fp8 ? gemv_launch<1, KERN_GEMV_STORE>(a, s, err) : gemv_launch<0, KERN_GEMV_STORE>(a, s, err);
+    case KERN_GEMV_ADD:
+        return fp8 ? gemv_launch<1, KERN_GEMV_ADD>(a, s, err) : gemv_launch<0, KERN_GEMV_ADD>(a, s, err);
+    case KERN_GEMV_SWIGLU:
+        return fp8 ? gemv_launch<1, KERN_GEMV_SWIGLU>(a, s, err) : gemv_launch<0, KERN_GEMV_SWIGLU>(a, s, err);
+    }
+    return bora_errf(err, -EINVAL, "gemv: bad mode %d", (int)a->mode);
+}
