@@ -14,6 +14,8 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     /* one line per subcommand; keep sorted by topic */
     /* @@SUBCOMMANDS@@ */
+    { "bench", cmd_bench, "bench (decode|gemv) --preset NAME [--precision fp8|bf16] [--ctx N] [--tokens N] [--json]" },
+    { "plan", cmd_plan, "plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N] [--gpu h200|h100|l40s|rtx4090|local]" },
     { "info", cmd_info, "info MODEL_DIR                      architecture, shapes, dtypes, parameters, bytes" },
     { "logits", cmd_logits, "logits MODEL_DIR --ids LIST --out FILE [--backend B] [--precision P]" },
     { "generate", cmd_generate, "generate MODEL_DIR (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--backend B] [--precision P] [--json]" },
