@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# gpu.sh — the whole GPU job in one device call: build with CUDA, run the GPU tests, then the
+# decode benchmarks (Mistral-7B FP8/BF16 at ctx 512, Mistral Medium 3.5 FP8 at ctx 8192) and the
+# GEMV-alone figures; every log lands under $OUT (default /tmp/bora-gpu).
+# usage (repo root, deps unpacked: source .deps/unpack.sh): bash bench/gpu.sh [--quick]
+set -uo pipefail
+OUT=${OUT:-/tmp/bora-gpu}
+mkdir -p "$OUT"
+log=$OUT/log
+status=0
+step() { echo; echo "=== $*" | tee -a "$log"; }
+run() { "$@" 2>&1 | tee -a "$log"; local rc=${PIPESTATUS[0]}; [ $rc -eq 0 ] || { echo "FAILED ($rc): $*" | tee -a "$log"; status=1; }; return $rc; }
+
+step "machine"
+run nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem,driver_version --format=csv
+step "build"
+run make -j16 CUDA=1 all >/dev/null || { echo "build failed" | tee -a "$log"; exit 1; }
+step "test-gpu"
+make test-gpu 2>&1 | tee "$OUT/test-gpu.log" | grep -vE '^\[ (RUN|      OK) ' | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+step "gemv alone"
+run build/bora bench gemv --preset mistral-7b --precision fp8
+run build/bora bench gemv --preset mistral-7b --precision bf16
+step "decode"
+{
+run build/bora bench decode --preset mistral-7b --precision fp8 --ctx 512 --tokens 256 --json
+run build/bora bench decode --preset mistral-7b --precision bf16 --ctx 512 --tokens 256 --json
+run build/bora bench decode --preset mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32 --json
+} | tee "$OUT/decode.jsonl"
+step "summary"
+python3 - "$OUT/decode.jsonl" <<'PY' | tee -a "$log"
+import json, sys
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    print(f"{r['preset']:20s} {r['precision']:5s} ctx {r['ctx']:6d}  {r['ms_per_token']:8.3f} ms/tok "
+          f"{r['tok_per_s']:8.1f} tok/s  {r['gbps']:7.1f} GB/s  {r['pct_of_read_bw']:5.1f} % of {r['read_bw_gbps']:.0f} GB/s  "
+          f"mem {r['gpu_mem_used_bytes']/1e9:.1f} GB")
+PY
+exit $status
