@@ -21,6 +21,14 @@ int engine_cuda_open_synthetic(struct engine *e, uint64_t seed, struct bora_err 
 int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, double *ms,
                              int32_t *last, struct bora_err *err);
 
+/* The GEMVs of a decode step, by kind; the engine times every launch shape of each at open. */
+enum engine_cuda_gemv {
+    ENGINE_CUDA_GEMV_QKV = 0, ENGINE_CUDA_GEMV_WO, ENGINE_CUDA_GEMV_GATE_UP, ENGINE_CUDA_GEMV_DOWN,
+    ENGINE_CUDA_GEMV_HEAD, ENGINE_CUDA_GEMV_KINDS
+};
+/* The chosen launch shape (kern_gemv variant) of a kind and its time per launch in µs. */
+int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us);
+
 /* The arena layout the engine uses. */
 const struct plan_layout *engine_cuda_layout(const struct engine *e);
 /* Message of the last failure of forward/forward_all ("" if none). */
