@@ -11,9 +11,10 @@
 
 #define ATTN_THREADS 256
 #define ATTN_WARPS (ATTN_THREADS / 32)
-#define ATTN_MIN_CHUNK 32   /* keys per split below which fewer splits are used */
+#define ATTN_MIN_CHUNK 64   /* keys per split below which fewer splits are used */
 #define ATTN_KEY_UNROLL 4   /* key loads in flight per lane */
-#define ATTN_COMBINE_EPT 8  /* outputs per thread in the combine */
+#define ATTN_COMBINE_EPT 6     /* outputs per thread in the combine */
+#define ATTN_COMBINE_SPLITS 8  /* splits whose partials are loaded together */
 
 struct attn_params {
     const float *qkv;
@@ -258,21 +259,31 @@ attn_kernel(struct attn_params p)
             cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
     }
     __syncthreads();
-    /* each thread sums ATTN_COMBINE_EPT outputs at once: that many loads per split in flight */
+    /* each thread sums ATTN_COMBINE_EPT outputs, ATTN_COMBINE_SPLITS splits at a time: all
+     * those loads in flight together */
     for (int b = 0; b < G * hd; b += ATTN_THREADS * ATTN_COMBINE_EPT) {
         float num[ATTN_COMBINE_EPT];
 #pragma unroll
         for (int k = 0; k < ATTN_COMBINE_EPT; k++)
             num[k] = 0.f;
-#pragma unroll 2
-        for (int t = 0; t < n_eff; t++) {
-            const float *pt = attn_part(p, t) + (size_t)g * G * hd;
+        for (int t0 = 0; t0 < n_eff; t0 += ATTN_COMBINE_SPLITS) {
+            float o[ATTN_COMBINE_SPLITS][ATTN_COMBINE_EPT];
 #pragma unroll
-            for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
-                int i = b + k * ATTN_THREADS + tid;
-                if (i < G * hd)
-                    num[k] += cw[(i / hd) * p.n_split + t] * __ldcg(pt + i);
-            }
+            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
+#pragma unroll
+                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                    int i = b + k * ATTN_THREADS + tid;
+                    o[dt][k] = t0 + dt < n_eff && i < G * hd
+                                   ? __ldcg(attn_part(p, t0 + dt) + (size_t)g * G * hd + i) : 0.f;
+                }
+#pragma unroll
+            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
+#pragma unroll
+                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                    int i = b + k * ATTN_THREADS + tid;
+                    if (t0 + dt < n_eff && i < G * hd)
+                        num[k] += cw[(i / hd) * p.n_split + t0 + dt] * o[dt][k];
+                }
         }
 #pragma unroll
         for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
