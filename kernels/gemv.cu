@@ -268,6 +268,10 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
     }
 }
 
+/* Bytes of a matrix the pipelined kernel asks the copy engine to pull into L2 before it waits
+ * for the previous kernel: memory is idle during that kernel's latency-bound phases. */
+#define GEMV_L2_PREFETCH (24u << 20)
+
 /* Loads one batch: vectors v0 + u*32 (u < UU) of the RR rows starting at row r0. */
 template <int RR, int UU>
 __device__ __forceinline__ void gemv_load_batch(uint4 (&b)[UU][RR], const uint8_t *w, size_t row_bytes, int rows,
@@ -311,6 +315,14 @@ gemv_pipe_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
         gemv_load_batch<RR, UU>(A, w, row_bytes, rows, nvec, cu * RR, lane);
         if (lane == 0)
             raw = atomicAdd(counter, 1);
+    }
+    if (lane == 0) {   /* and the start of the matrix (what the first units read) into L2 */
+        size_t total = (size_t)rows * row_bytes;
+        size_t budget = total < GEMV_L2_PREFETCH ? total : GEMV_L2_PREFETCH;
+        size_t per = (budget / (size_t)total_warps + 15) & ~(size_t)15;
+        size_t off = (size_t)gemv_first_unit() * per;
+        if (per && off < budget)
+            kern_prefetch_bulk(w + off, (uint32_t)(budget - off < per ? budget - off : per));
     }
     gemv_load_norm(nw_s, norm_w, cols);
     kern_grid_wait();
