@@ -15,15 +15,15 @@
 /* PF = -1: the pipelined kernel (next batch loaded while this one is used; first batch in
  * flight before the wait for the previous kernel). */
 #define GEMV_VARIANTS(X)       \
-    X(0, 4, 2, 256, 1, -1, 0)  \
-    X(1, 4, 2, 512, 1, -1, 0)  \
-    X(2, 2, 2, 512, 1, -1, 0)  \
-    X(3, 4, 1, 512, 1, -1, 0)  \
-    X(4, 2, 4, 256, 1, -1, 0)  \
-    X(5, 4, 2, 512, 1, 0, 0)   \
-    X(6, 2, 4, 512, 2, 0, 0)   \
-    X(7, 4, 4, 256, 2, 0, 1)   \
-    X(8, 8, 1, 512, 2, 0, 1)
+    X(0, 4, 2, 512, 1, -1, 0)  \
+    X(1, 2, 2, 512, 1, -1, 0)  \
+    X(2, 4, 1, 512, 1, -1, 0)  \
+    X(3, 2, 2, 512, 2, -1, 0)  \
+    X(4, 4, 1, 512, 2, -1, 0)  \
+    X(5, 2, 1, 512, 2, -1, 0)  \
+    X(6, 4, 2, 512, 1, 0, 0)   \
+    X(7, 2, 4, 512, 2, 0, 0)   \
+    X(8, 4, 4, 256, 2, 0, 1)
 
 /* Bulk-prefetches chunk `chunk` (CH bytes of each row) of the RR rows of `unit` into L2. */
 template <int RR, int CH>
@@ -268,10 +268,6 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
     }
 }
 
-/* Bytes of a matrix the pipelined kernel asks the copy engine to pull into L2 before it waits
- * for the previous kernel: memory is idle during that kernel's latency-bound phases. */
-#define GEMV_L2_PREFETCH (24u << 20)
-
 /* Loads one batch: vectors v0 + u*32 (u < UU) of the RR rows starting at row r0. */
 template <int RR, int UU>
 __device__ __forceinline__ void gemv_load_batch(uint4 (&b)[UU][RR], const uint8_t *w, size_t row_bytes, int rows,
@@ -315,14 +311,6 @@ gemv_pipe_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
         gemv_load_batch<RR, UU>(A, w, row_bytes, rows, nvec, cu * RR, lane);
         if (lane == 0)
             raw = atomicAdd(counter, 1);
-    }
-    if (lane == 0) {   /* and the start of the matrix (what the first units read) into L2 */
-        size_t total = (size_t)rows * row_bytes;
-        size_t budget = total < GEMV_L2_PREFETCH ? total : GEMV_L2_PREFETCH;
-        size_t per = (budget / (size_t)total_warps + 15) & ~(size_t)15;
-        size_t off = (size_t)gemv_first_unit() * per;
-        if (per && off < budget)
-            kern_prefetch_bulk(w + off, (uint32_t)(budget - off < per ? budget - off : per));
     }
     gemv_load_norm(nw_s, norm_w, cols);
     kern_grid_wait();
@@ -420,6 +408,7 @@ static int gemv_launch_k(K k, const struct kern_gemv_args *a, cudaStream_t s, in
     const struct kern_mat *m = &a->m;
     size_t smem = (size_t)m->cols * sizeof(float) * (a->norm_w ? 2 : 1);
     KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
     KCHECK(kern_launch(k, dim3(grid), dim3(th), smem, s, (const uint8_t *)m->w, m->rows, m->cols, m->scale,
                        m->row_scale, a->x, a->y, a->norm_w, a->norm_eps, a->counter));
     return 0;
