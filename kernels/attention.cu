@@ -41,6 +41,31 @@ __device__ __forceinline__ float *attn_part(const struct attn_params &p, int s)
     return p.part + (size_t)s * (size_t)p.n_heads * (p.hd + 2);
 }
 
+/* Stage ST of the reduce-scatter of d[GM] over LPK lanes (offsets LPK/2, LPK/4, ..., 1): while a
+ * lane holds more than one head, partners swap halves; then plain butterflies. Compile-time
+ * indices only, so d stays in registers. */
+template <int GM, int LPK, int ST>
+__device__ __forceinline__ void attn_reduce_scatter(float (&d)[GM], int lane, int &hbase)
+{
+    constexpr int o = LPK >> (ST + 1);
+    constexpr int c = GM >> ST;
+    if constexpr (o >= 1) {
+        const bool up = (lane & o) != 0;
+        if constexpr (c > 1) {
+#pragma unroll
+            for (int i = 0; i < c / 2; i++) {
+                float send = up ? d[i] : d[i + c / 2];
+                float keep = up ? d[i + c / 2] : d[i];
+                d[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+            }
+            hbase += up ? c / 2 : 0;
+        } else {
+            d[0] += __shfl_xor_sync(0xffffffffu, d[0], o);
+        }
+        attn_reduce_scatter<GM, LPK, ST + 1>(d, lane, hbase);
+    }
+}
+
 /* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
 template <int GM, int LPK>
 __global__ void __launch_bounds__(ATTN_THREADS, 2)
@@ -128,19 +153,29 @@ attn_kernel(struct attn_params p)
             int j = base + u * STEP + sub;
             float kf[8];
             attn_unpack8(kv[u], kf);
+            float d[GM];   /* this lane's 8-dim part of q_h . k for every head of the group */
 #pragma unroll
             for (int h = 0; h < GM; h++) {
-                if (h >= G)
-                    break;
-                const float4 *qv = (const float4 *)(q_s + h * hd + dl);
-                float4 a = qv[0], b = qv[1];
-                float d = a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
-                          b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+                d[h] = 0.f;
+                if (h < G) {
+                    const float4 *qv = (const float4 *)(q_s + h * hd + dl);
+                    float4 a = qv[0], b = qv[1];
+                    d[h] = a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
+                           b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+                }
+            }
+            /* reduce-scatter over the LPK lanes of this key: each stage halves the heads a lane
+             * holds (GM/2 + GM/4 + ... shuffles instead of GM × log2(LPK)); lanes left with one
+             * head finish with plain butterflies */
+            int hbase = 0;
+            attn_reduce_scatter<GM, LPK, 0>(d, lane, hbase);
+            constexpr int LEFT = GM >= LPK ? GM / LPK : 1;   /* heads per lane at the end */
+            constexpr int DUP = GM >= LPK ? 0 : LPK / GM - 1; /* lanes holding the same sums */
+            if (j < n && ((lane % LPK) & DUP) == 0) {
 #pragma unroll
-                for (int o = LPK / 2; o > 0; o >>= 1)
-                    d += __shfl_xor_sync(0xffffffffu, d, o);
-                if (j < n && lane % LPK == 0)
-                    sc[h * p.chunk_max + j] = d;
+                for (int i = 0; i < LEFT; i++)
+                    if (hbase + i < G)
+                        sc[(hbase + i) * p.chunk_max + j] = d[i];
             }
         }
     }

@@ -150,6 +150,46 @@ __device__ __forceinline__ void gemv_e4m3x4_f16(uint32_t w, uint32_t &lo, uint32
     hi = ((q >> 1) & 0x3fff3fffu) | (q & 0x80008000u);
 }
 
+/* dot of one 16-byte weight vector with x already in registers (xv: 4 float4 for FP8, 2 for BF16). */
+template <int FP8, int CVT>
+__device__ __forceinline__ float gemv_dot_x(uint4 w, const float4 (&xv)[4])
+{
+    const uint32_t ww[4] = {w.x, w.y, w.z, w.w};
+    float s = 0.f;
+    if (FP8 && CVT == 0) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float2 a = kern_e4m3x2(ww[k]);
+            float2 b = kern_e4m3x2(ww[k] >> 16);
+            s = fmaf(a.x, xv[k].x, s);
+            s = fmaf(a.y, xv[k].y, s);
+            s = fmaf(b.x, xv[k].z, s);
+            s = fmaf(b.y, xv[k].w, s);
+        }
+    } else if (FP8) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            uint32_t lo, hi;
+            gemv_e4m3x4_f16(ww[k], lo, hi);
+            float2 a = __half22float2(*reinterpret_cast<__half2 *>(&lo));
+            float2 b = __half22float2(*reinterpret_cast<__half2 *>(&hi));
+            s = fmaf(a.x, xv[k].x, s);
+            s = fmaf(a.y, xv[k].y, s);
+            s = fmaf(b.x, xv[k].z, s);
+            s = fmaf(b.y, xv[k].w, s);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            s = fmaf(kern_bf16_lo(ww[2 * k]), xv[k].x, s);
+            s = fmaf(kern_bf16_hi(ww[2 * k]), xv[k].y, s);
+            s = fmaf(kern_bf16_lo(ww[2 * k + 1]), xv[k].z, s);
+            s = fmaf(kern_bf16_hi(ww[2 * k + 1]), xv[k].w, s);
+        }
+    }
+    return s;
+}
+
 /* dot of one 16-byte weight vector with the matching x from shared memory. */
 template <int FP8, int CVT>
 __device__ __forceinline__ float gemv_dot(uint4 w, const float4 *xs, int vi, int nvec)
@@ -339,9 +379,13 @@ gemv_pipe_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
         for (int u = 0; u < UU; u++) {
             int vi = v0 + u * 32;
             if (vi < nvec) {
+                float4 xv[4];   /* x for this vector, read once for all RR rows */
+#pragma unroll
+                for (int k = 0; k < (FP8 ? 4 : 2); k++)
+                    xv[k] = xs4[k * nvec + vi];
 #pragma unroll
                 for (int i = 0; i < RR; i++)
-                    acc[i] += gemv_dot<FP8, CVT>(A[u][i], xs4, vi, nvec);
+                    acc[i] += gemv_dot_x<FP8, CVT>(A[u][i], xv);
             }
         }
         if (ci + 1 == n_it) {
