@@ -10,22 +10,20 @@
 #include "kernels/kern_util.cuh"
 
 
-/* A variant: rows per warp, vectors per row per iteration, threads, blocks per SM the registers
- * allow (launch bounds), blocks per SM launched (GM < BPS leaves room for the next kernel's
- * blocks, which then start their loads before this one ends), L2 prefetch distance
- * (iterations; 0 none; -1 the pipelined kernel: next batch loaded while this one is used, first
- * batch in flight before the wait for the previous kernel), FP8 decode (0 hardware cvt, 1
- * integer bit moves). */
-#define GEMV_VARIANTS(X)          \
-    X(0, 4, 2, 512, 1, 1, -1, 0)  \
-    X(1, 2, 2, 512, 1, 1, -1, 0)  \
-    X(2, 4, 1, 512, 1, 1, -1, 0)  \
-    X(3, 2, 2, 512, 2, 2, -1, 0)  \
-    X(4, 2, 2, 512, 2, 1, -1, 0)  \
-    X(5, 4, 1, 512, 2, 1, -1, 0)  \
-    X(6, 2, 1, 512, 2, 2, -1, 0)  \
-    X(7, 4, 2, 512, 1, 1, 0, 0)   \
-    X(8, 2, 4, 512, 2, 2, 0, 0)
+/* A variant: rows per warp, vectors per row per iteration, threads, blocks per SM, L2 prefetch
+ * distance (iterations, 0 = none), FP8 decode (0 hardware cvt, 1 integer bit moves). */
+/* PF = -1: the pipelined kernel (next batch loaded while this one is used; first batch in
+ * flight before the wait for the previous kernel). */
+#define GEMV_VARIANTS(X)       \
+    X(0, 4, 2, 512, 1, -1, 0)  \
+    X(1, 2, 2, 512, 1, -1, 0)  \
+    X(2, 4, 1, 512, 1, -1, 0)  \
+    X(3, 2, 2, 512, 2, -1, 0)  \
+    X(4, 4, 1, 512, 2, -1, 0)  \
+    X(5, 2, 1, 512, 2, -1, 0)  \
+    X(6, 4, 2, 512, 1, 0, 0)   \
+    X(7, 2, 4, 512, 2, 0, 0)   \
+    X(8, 4, 4, 256, 2, 0, 1)
 
 /* Bulk-prefetches chunk `chunk` (CH bytes of each row) of the RR rows of `unit` into L2. */
 template <int RR, int CH>
@@ -460,13 +458,13 @@ static int gemv_launch_k(K k, const struct kern_gemv_args *a, cudaStream_t s, in
     return 0;
 }
 
-template <int FP8, int MODE, int RR, int UU, int TH, int BPS, int GM, int PF, int CVT>
+template <int FP8, int MODE, int RR, int UU, int TH, int BPS, int PF, int CVT>
 static int gemv_launch_vec(const struct kern_gemv_args *a, cudaStream_t s, int sms, struct bora_err *err)
 {
     int units = (a->m.rows + RR - 1) / RR, wpb = TH / 32;
     int grid = (units + wpb - 1) / wpb;
-    if (grid > sms * GM)
-        grid = sms * GM;
+    if (grid > sms * BPS)
+        grid = sms * BPS;
     if constexpr (PF < 0)
         return gemv_launch_k(gemv_pipe_kernel<FP8, MODE, RR, UU, TH, BPS, CVT>, a, s, grid, TH, err);
     else
@@ -485,11 +483,11 @@ static int gemv_launch(const struct kern_gemv_args *a, cudaStream_t s, struct bo
     KCHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     if (vec) {
         int v = a->variant;
-#define GEMV_CASE(id, RR, UU, TH, BPS, GM, PF, CVT)                                             \
+#define GEMV_CASE(id, RR, UU, TH, BPS, PF, CVT)                                                 \
     case id:                                                                                    \
         if (MODE == KERN_GEMV_SWIGLU && RR % 2)                                                 \
             return bora_errf(err, -EINVAL, "gemv: variant %d has odd rows per warp (swiglu)", id); \
-        if (gemv_launch_vec<FP8, MODE, RR, UU, TH, BPS, GM, PF, CVT>(a, s, sms, err))           \
+        if (gemv_launch_vec<FP8, MODE, RR, UU, TH, BPS, PF, CVT>(a, s, sms, err))               \
             return -EIO;                                                                        \
         break;
         switch (v) {
@@ -510,7 +508,7 @@ static int gemv_launch(const struct kern_gemv_args *a, cudaStream_t s, struct bo
     return 0;
 }
 
-#define GEMV_COUNT(id, RR, UU, TH, BPS, GM, PF, CVT) +1
+#define GEMV_COUNT(id, RR, UU, TH, BPS, PF, CVT) +1
 extern "C" int kern_gemv_variants(void) { return 0 GEMV_VARIANTS(GEMV_COUNT); }
 #undef GEMV_COUNT
 
