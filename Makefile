@@ -28,6 +28,12 @@ ifneq ($(CU_SRCS),)
   CFLAGS  += -DBORA_CUDA=1 -I$(CUDA_HOME)/include
   LDLIBS_LIB += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
+# DPDK port (dataplane/dpdk_port.c): built in when pkg-config finds libdpdk; DPDK=0 leaves it out.
+DPDK ?= $(shell pkg-config --exists libdpdk 2>/dev/null && echo 1 || echo 0)
+ifeq ($(DPDK),1)
+  $(BUILD)/obj/dataplane/dpdk_port.o: CFLAGS += -DBORA_DPDK=1 $(shell pkg-config --cflags libdpdk)
+  LDLIBS_LIB += $(shell pkg-config --libs libdpdk)
+endif
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.cu.o)
 LIB       = $(BUILD)/libbora.a
 
@@ -89,7 +95,9 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/driver.o $(
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS_LIB)
 
-test: all
+# test and run first install what is missing, then re-read this Makefile (DPDK is detected then).
+test: deps
+	@$(MAKE) --no-print-directory all
 	@bash tests/run.sh $(BUILD)
 
 test-gpu: all
@@ -102,8 +110,10 @@ FUZZ_ITERS ?= 20000
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do echo "== $$f"; $$f --iters $(FUZZ_ITERS) || exit 1; done
 
-run: all
-	$(BUILD)/bora run-default
+# The appliance on its built-in default model, UDP and TCP on 127.0.0.1:7474.
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/borad -c config/bora.ini
 
 clean:
 	rm -rf $(BUILD)

@@ -16,10 +16,17 @@ static const struct subcommand subcommands[] = {
     /* @@SUBCOMMANDS@@ */
     { "bench", cmd_bench, "bench (decode|gemv) --preset NAME [--precision fp8|bf16] [--ctx N] [--tokens N] [--json]" },
     { "plan", cmd_plan, "plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N] [--gpu h200|h100|l40s|rtx4090|local]" },
+    { "passwd", cmd_passwd, "passwd [--stdin]                    make the operator password hash for [console] password_hash" },
+    { "client", cmd_client, "client (--udp|--tcp) HOST:PORT (--prompt TEXT | --chat FILE | --ids LIST) [-n N] [--temperature T] [--seed S] [--json]" },
+    { "coldstart", cmd_bench_coldstart, "coldstart --preset tiny|small|mistral-7b --dir DIR [--precision fp8|bf16] [--prompt N] [--backend B] [--json]" },
     { "info", cmd_info, "info MODEL_DIR                      architecture, shapes, dtypes, parameters, bytes" },
     { "logits", cmd_logits, "logits MODEL_DIR --ids LIST --out FILE [--backend B] [--precision P]" },
     { "generate", cmd_generate, "generate MODEL_DIR (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--backend B] [--precision P] [--json]" },
+    { "synth", cmd_synth, "synth DIR [--arch mistral|ministral3] [--vocab N] [--tokenizer FILE] ...  write a small random-weight checkpoint" },
     { "run-default", cmd_run_default, "run-default                         generate from the built-in default model" },
+    { "tokenize", cmd_tokenize, "tokenize MODEL_DIR|TOKENIZER_FILE (--text TEXT | --file F) [--bos]" },
+    { "detokenize", cmd_detokenize, "detokenize MODEL_DIR|TOKENIZER_FILE ID..." },
+    { "chat-encode", cmd_chat_encode, "chat-encode MODEL_DIR|TOKENIZER_FILE REQUEST.json" },
     { NULL, NULL, NULL },
 };
 

@@ -36,6 +36,7 @@ struct bench_opts {
 static const char bench_usage[] =
     "usage: bora bench decode --preset NAME [--precision fp8|bf16] [--ctx N] [--tokens N] [--layers N] [--json]\n"
     "       bora bench gemv --preset NAME [--precision fp8|bf16]\n"
+    "       bora bench coldstart ...   (see bora coldstart)\n"
     "presets: mistral-7b ministral-8b mistral-small-24b mistral-medium-3.5\n";
 
 static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
@@ -364,6 +365,8 @@ static int bench_gemv(const struct bench_opts *o)
 
 int cmd_bench(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "coldstart"))
+        return cmd_bench_coldstart(argc - 1, argv + 1);
     if (argc < 2 || (strcmp(argv[1], "decode") && strcmp(argv[1], "gemv"))) {
         fprintf(stderr, "%s", bench_usage);
         return 2;

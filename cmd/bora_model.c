@@ -13,7 +13,7 @@
 int cmd_info(int argc, char **argv)
 {
     struct run_opts o;
-    if (run_opts_parse(&o, argc, argv, "info MODEL_DIR [--precision bf16|fp8]") || !o.model_dir)
+    if (run_opts_parse(&o, argc, argv, "info MODEL_DIR [--precision bf16|fp8]") || (!o.model_dir && !o.is_default))
         return 2;
     struct model *m;
     if (open_model(&o, &m))
@@ -49,7 +49,7 @@ int cmd_logits(int argc, char **argv)
     const char *usage = "logits MODEL_DIR --ids 1,3,7694 [--backend cpu|cuda] [--precision bf16|fp8] --out FILE";
     if (run_opts_parse(&o, argc, argv, usage))
         return 2;
-    if (!o.model_dir || !o.n_ids || !o.out) {
+    if ((!o.model_dir && !o.is_default) || !o.n_ids || !o.out) {
         fprintf(stderr, "usage: bora %s\n", usage);
         return 2;
     }
@@ -99,7 +99,7 @@ int cmd_generate(int argc, char **argv)
                         "[--precision bf16|fp8] [--json]";
     if (run_opts_parse(&o, argc, argv, usage))
         return 2;
-    if (!o.model_dir) {
+    if (!o.model_dir && !o.is_default) {
         fprintf(stderr, "usage: bora %s\n", usage);
         return 2;
     }

@@ -1,8 +1,268 @@
-/* boractl.c — operator console client (placeholder main until the console lands). */
+/* boractl.c — the operator console client: sends commands to borad's console socket.
+ * One-shot (`boractl stats`), interactive with line editing and history (libedit), and the
+ * forced command of the SSH `operator` account (runs $SSH_ORIGINAL_COMMAND when set).
+ * Exit status: 0 ok, 1 the command failed or borad is unreachable, 2 usage. */
+#include <editline/readline.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
 
-int main(void)
+#include "console/console.h"
+#include "console/console_server.h"
+
+#define BORACTL_DEFAULT_SOCKET "/run/bora/console.sock"
+#define BORACTL_HISTORY        ".boractl_history"
+#define BORACTL_HISTORY_LINES  500
+
+struct boractl_args {
+    const char *socket;
+    bool json;
+    int first_cmd;          /* index of the first command word in argv; argc if none */
+};
+
+static void usage(FILE *f)
 {
-    fprintf(stderr, "boractl: not built yet\n");
-    return 1;
+    fprintf(f, "usage: boractl [--socket PATH] [--json] [COMMAND [ARGS...]]\n"
+               "  --socket PATH   borad's console socket (default $BORA_CONSOLE_SOCKET or %s)\n"
+               "  --json          machine-readable answers\n"
+               "Without COMMAND, reads commands interactively (line editing, history in ~/%s).\n"
+               "Under SSH's forced command, $SSH_ORIGINAL_COMMAND is the command. 'help' lists them.\n",
+            BORACTL_DEFAULT_SOCKET, BORACTL_HISTORY);
+}
+
+static int args_parse(int argc, char **argv, struct boractl_args *a)
+{
+    const char *env = getenv("BORA_CONSOLE_SOCKET");
+    a->socket = env && *env ? env : BORACTL_DEFAULT_SOCKET;
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
+        if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+            a->socket = argv[++i];
+        } else if (!strcmp(argv[i], "--json")) {
+            a->json = true;
+        } else if (!strcmp(argv[i], "--help")) {
+            usage(stdout);
+            exit(0);
+        } else {
+            fprintf(stderr, "boractl: unknown option '%s' (try 'boractl --help')\n", argv[i]);
+            return 2;
+        }
+    }
+    a->first_cmd = i;
+    return 0;
+}
+
+static int connect_console(const char *path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof a.sun_path) {
+        fprintf(stderr, "boractl: socket path '%s' is too long\n", path);
+        return -1;
+    }
+    strcpy(a.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        fprintf(stderr, "boractl: cannot connect to '%s': %s (is borad running with [console] socket = %s?)\n",
+                path, strerror(errno), path);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w, n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Terminal in raw-ish mode while `stats watch` runs, so any key ends it. */
+static bool tty_raw(struct termios *saved)
+{
+    if (!isatty(0) || tcgetattr(0, saved))
+        return false;
+    struct termios t = *saved;
+    t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    return tcsetattr(0, TCSANOW, &t) == 0;
+}
+
+/* Copies the answer to stdout until the end marker; while watching, a key (or the end of
+ * stdin) on fd 0 tells the server to stop. Returns the console_rc, or -1 if borad hung up. */
+static int answer_read(int fd, bool watch)
+{
+    char buf[4096];
+    bool stdin_open = watch;
+    int rc = 0;
+    bool in_rc = false;
+    struct termios saved;
+    bool raw = watch && tty_raw(&saved);
+    for (;;) {
+        struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = 0, .events = POLLIN } };
+        if (poll(p, stdin_open ? 2 : 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -1;
+            break;
+        }
+        if (stdin_open && p[1].revents) {
+            ssize_t n = read(0, buf, sizeof buf);
+            (void)n;
+            stdin_open = false;
+            if (send_all(fd, "\n", 1)) {
+                rc = -1;
+                break;
+            }
+        }
+        if (!p[0].revents)
+            continue;
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) {
+            rc = -1;
+            break;
+        }
+        ssize_t i = 0;
+        if (!in_rc) {
+            char *end = memchr(buf, CONSOLE_END_BYTE, (size_t)n);
+            size_t text = end ? (size_t)(end - buf) : (size_t)n;
+            fwrite(buf, 1, text, stdout);
+            if (!end)
+                continue;
+            in_rc = true;
+            i = (ssize_t)text + 1;
+        }
+        for (; i < n && buf[i] != '\n'; i++)
+            rc = rc * 10 + (buf[i] - '0');
+        if (i < n)
+            break;
+    }
+    if (raw)
+        tcsetattr(0, TCSANOW, &saved);
+    fflush(stdout);
+    if (rc < 0)
+        fprintf(stderr, "boractl: borad closed the console connection\n");
+    return rc;
+}
+
+/* Sends one command line; returns the console_rc or -1. */
+static int command_run(int fd, const char *line, bool json)
+{
+    char buf[CONSOLE_LINE_MAX + 16];
+    int n = snprintf(buf, sizeof buf, "%s%s\n", json ? "--json " : "", line);
+    if (n < 0 || (size_t)n >= sizeof buf) {
+        fprintf(stderr, "boractl: command line too long\n");
+        return CONSOLE_USAGE;
+    }
+    if (strchr(line, '\n')) {
+        fprintf(stderr, "boractl: a command is one line\n");
+        return CONSOLE_USAGE;
+    }
+    if (send_all(fd, buf, (size_t)n)) {
+        fprintf(stderr, "boractl: borad closed the console connection\n");
+        return -1;
+    }
+    char copy[CONSOLE_LINE_MAX];
+    char *argv[CONSOLE_ARGS_MAX];
+    snprintf(copy, sizeof copy, "%s", line);
+    int argc = console_split(copy, argv, CONSOLE_ARGS_MAX);
+    bool watch = argc >= 2 && !strcmp(argv[0], "stats") && !strcmp(argv[1], "watch");
+    return answer_read(fd, watch);
+}
+
+static int exit_status(int rc)
+{
+    return rc == CONSOLE_OK || rc == CONSOLE_QUIT ? 0 : rc == CONSOLE_USAGE ? 2 : 1;
+}
+
+static void history_path(char *buf, size_t n)
+{
+    const char *home = getenv("HOME");
+    buf[0] = 0;
+    if (home && *home)
+        snprintf(buf, n, "%s/%s", home, BORACTL_HISTORY);
+}
+
+/* The next command line (malloc'd), from libedit on a terminal or stdin otherwise; NULL at EOF. */
+static char *line_next(bool tty)
+{
+    if (tty)
+        return readline("bora> ");
+    char buf[CONSOLE_LINE_MAX];
+    if (!fgets(buf, sizeof buf, stdin))
+        return NULL;
+    buf[strcspn(buf, "\n")] = 0;
+    return strdup(buf);
+}
+
+static int interactive(int fd, bool json)
+{
+    char hist[4096];
+    bool tty = isatty(0);
+    history_path(hist, sizeof hist);
+    if (tty) {
+        using_history();
+        stifle_history(BORACTL_HISTORY_LINES);
+        if (hist[0])
+            read_history(hist);
+        printf("bora console; 'help' lists the commands, 'quit' ends.\n");
+    }
+    int rc = 0;
+    char *line;
+    while ((line = line_next(tty))) {
+        if (tty && line[strspn(line, " \t")])
+            add_history(line);
+        rc = line[strspn(line, " \t")] ? command_run(fd, line, json) : 0;
+        free(line);
+        if (rc < 0 || rc == CONSOLE_QUIT)
+            break;
+    }
+    if (tty && hist[0])
+        write_history(hist);
+    return rc < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct boractl_args a = { 0 };
+    if (args_parse(argc, argv, &a))
+        return 2;
+    char line[CONSOLE_LINE_MAX];
+    size_t len = 0;
+    line[0] = 0;
+    for (int i = a.first_cmd; i < argc; i++) {
+        /* words with blanks are quoted again so the server splits them the same way */
+        bool quote = strpbrk(argv[i], " \t") != NULL;
+        int n = snprintf(line + len, sizeof line - len, "%s%s%s%s", len ? " " : "", quote ? "\"" : "",
+                         argv[i], quote ? "\"" : "");
+        if (n < 0 || (size_t)n >= sizeof line - len) {
+            fprintf(stderr, "boractl: command line too long\n");
+            return 2;
+        }
+        len += (size_t)n;
+    }
+    const char *ssh = getenv("SSH_ORIGINAL_COMMAND");
+    if (!len && ssh && ssh[strspn(ssh, " \t")])
+        snprintf(line, sizeof line, "%s", ssh);       /* ssh operator@host COMMAND */
+    int fd = connect_console(a.socket);
+    if (fd < 0)
+        return 1;
+    int rc = line[0] ? exit_status(command_run(fd, line, a.json)) : interactive(fd, a.json);
+    close(fd);
+    return rc;
 }

@@ -12,5 +12,9 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_chat_encode(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_passwd(int argc, char **argv);
+int cmd_client(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_bench_coldstart(int argc, char **argv);   /* cmd/bora_coldstart.c; `bora bench coldstart` */
 
 #endif

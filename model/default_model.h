@@ -4,7 +4,9 @@
 #ifndef BORA_MODEL_DEFAULT_MODEL_H
 #define BORA_MODEL_DEFAULT_MODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
@@ -19,5 +21,18 @@ int default_model_ensure(char *out, size_t cap, struct bora_err *err);
 
 /* Generates the default model into dir (which must not exist). Deterministic. */
 int default_model_write(const char *dir, struct bora_err *err);
+
+/* A synthetic HF-layout checkpoint (BF16, random weights, deterministic from seed): used for
+ * the default model, for tests of shapes the fixtures lack (e.g. a Tekken-sized vocabulary)
+ * and by `bora synth`. */
+struct synth_spec {
+    bool ministral3;             /* Ministral3ForCausalLM with YaRN + query scaling, else Mistral */
+    int dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, vocab, max_pos;
+    uint64_t seed;
+    const char *tokenizer_path;  /* copied into dir (tekken.json / tokenizer.json / tokenizer.model); NULL: Mistral v3 */
+};
+/* Writes config.json, model.safetensors and the tokenizer into dir (which must not exist).
+ * Errors: -EINVAL (inconsistent shape), -errno naming the path. */
+int synth_model_write(const char *dir, const struct synth_spec *spec, struct bora_err *err);
 
 #endif

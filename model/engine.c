@@ -27,13 +27,21 @@ int engine_open(struct engine **out, const struct model *m, const struct engine_
     if (!e)
         return bora_errf(err, -ENOMEM, "out of memory");
     e->model = m;
+    e->n_threads = o && o->n_threads > 0 ? o->n_threads : 0;
+    e->layer_wait = o ? o->layer_wait : NULL;
+    e->layer_wait_ctx = o ? o->layer_wait_ctx : NULL;
+    e->layers_ready = e->layer_wait ? -2 : m->cfg.n_layers;
     e->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : ENGINE_DEFAULT_CTX;
     if ((!o || o->max_ctx <= 0) && m->cfg.max_pos > 0 && m->cfg.max_pos < e->max_ctx)
         e->max_ctx = m->cfg.max_pos;
     enum engine_backend b = o ? o->backend : ENGINE_BACKEND_AUTO;
     int rc;
     if (b == ENGINE_BACKEND_CUDA) {
-        rc = engine_cuda_open(e, err);
+        rc = engine_layer_ready(e, m->cfg.n_layers);   /* it copies every weight at open */
+        if (rc)
+            bora_errf(err, rc, "weights did not arrive: %s", strerror(-rc));
+        else
+            rc = engine_cuda_open(e, err);
     } else if (b == ENGINE_BACKEND_AUTO) {
         struct bora_err cuda_err;
         rc = engine_cuda_open(e, &cuda_err);
@@ -85,6 +93,26 @@ int engine_forward_all(struct engine *e, const int32_t *ids, int n, int pos, flo
 void engine_reset(struct engine *e)
 {
     e->ops->reset(e);
+}
+
+int engine_layer_ready(struct engine *e, int layer)
+{
+    while (e->layers_ready < layer) {
+        int rc = e->layer_wait(e->layer_wait_ctx, e->layers_ready + 1);
+        if (rc)
+            return rc;
+        e->layers_ready++;
+    }
+    return 0;
+}
+
+int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v)
+{
+    if (!e->ops->kv_read)
+        return -ENOTSUP;
+    if (layer < 0 || layer >= e->model->cfg.n_layers || pos < 0 || pos >= e->max_ctx)
+        return -EINVAL;
+    return e->ops->kv_read(e, layer, pos, k, v);
 }
 
 const char *engine_backend_name(const struct engine *e)

@@ -14,6 +14,12 @@ struct engine_opts {
     enum engine_backend backend;
     int max_ctx;          /* KV cache capacity in tokens (0: min(model max_pos, 4096)) */
     int n_threads;        /* CPU backend threads (0: all cores) */
+    /* Optional, for a pipelined cold start: called before the engine first reads layer l's
+     * weights (l = -1: embeddings; l = n_layers: final norm and head), in increasing l, from
+     * the thread running the forward; returns 0 or -errno, which fails that forward. A backend
+     * that copies all weights at open (CUDA) calls it once with n_layers from engine_open. */
+    int (*layer_wait)(void *ctx, int layer);
+    void *layer_wait_ctx;
 };
 
 struct engine;
@@ -28,12 +34,19 @@ struct engine_ops {
     int (*forward_all)(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
     void (*reset)(struct engine *e);
     void (*close)(struct engine *e);
+    /* Optional (NULL: -ENOTSUP): copies layer `layer`'s cached key and value rows at `pos`
+     * (n_kv_heads*head_dim floats each, after RoPE) into k and v. For tests. */
+    int (*kv_read)(struct engine *e, int layer, int pos, float *k, float *v);
 };
 
 struct engine {
     const struct engine_ops *ops;
     const struct model *model;    /* borrowed; must outlive the engine */
     int max_ctx;
+    int n_threads;                /* from engine_opts (0: all cores) */
+    int (*layer_wait)(void *ctx, int layer);   /* from engine_opts, or NULL */
+    void *layer_wait_ctx;
+    int layers_ready;             /* highest layer confirmed by layer_wait */
     void *impl;                   /* backend state */
 };
 
@@ -53,8 +66,13 @@ int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *
 int engine_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
 /* Forgets the sequence (the cache is overwritten from position 0 next). */
 void engine_reset(struct engine *e);
+/* Reads one cached K/V row (see engine_ops.kv_read). Errors: -ENOTSUP, -EINVAL. */
+int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v);
 const char *engine_backend_name(const struct engine *e);
 int engine_backend_parse(const char *s, enum engine_backend *out);
+
+/* For backends: makes sure layer l's weights are resident (see engine_opts.layer_wait). */
+int engine_layer_ready(struct engine *e, int layer);
 
 /* Backend constructors (used by engine_open). */
 int engine_cpu_open(struct engine *e, struct bora_err *err);

@@ -1,0 +1,469 @@
+/* console.c — the command interpreter every way in shares (socket, serial, SSH): splits a
+ * line, runs the command against struct console_ops and the metrics, writes text or JSON. */
+#include "console/console_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+void console_init(struct console *c, const struct console_ops *ops, struct metrics *m)
+{
+    c->ops = ops;
+    c->metrics = m;
+    c->start_ns = m ? m->start_ns : metrics_now_ns();
+}
+
+int console_split(char *line, char **argv, int cap)
+{
+    int n = 0;
+    char *p = line;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        if (!*p)
+            return n;
+        if (n == cap)
+            return -EINVAL;
+        char q = (*p == '"' || *p == '\'') ? *p++ : 0;
+        argv[n++] = p;
+        if (q) {
+            char *e = strchr(p, q);
+            if (!e)
+                return -EINVAL;
+            *e = 0;
+            p = e + 1;
+        } else {
+            while (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+                p++;
+            if (*p)
+                *p++ = 0;
+        }
+    }
+}
+
+/* ---- answers ---- */
+
+static void json_out(FILE *out, json_t *o)
+{
+    json_dumpf(o, out, JSON_COMPACT | JSON_ENSURE_ASCII);
+    fputc('\n', out);
+    json_decref(o);
+}
+
+static int fail(FILE *out, bool json, int rc, const char *msg)
+{
+    if (json)
+        json_out(out, json_pack("{s:b,s:s}", "ok", 0, "error", msg));
+    else
+        fprintf(out, "error: %s\n", msg);
+    return rc;
+}
+
+static int ok(FILE *out, bool json, const char *msg)
+{
+    if (json)
+        json_out(out, json_pack("{s:b,s:s}", "ok", 1, "message", msg));
+    else
+        fprintf(out, "%s\n", msg);
+    return CONSOLE_OK;
+}
+
+#define NEED_OP(c, op, out, json) \
+    do { if (!(c)->ops || !(c)->ops->op) return fail(out, json, CONSOLE_ERROR, #op " is not supported by this daemon"); } while (0)
+
+/* ---- commands ---- */
+
+static const char *const help_lines[] = {
+    "help                      this list",
+    "status                    model, backend, precision, uptime, state",
+    "stats [watch]             metrics (watch: refresh every second until a key is pressed)",
+    "requests                  queued and running requests, with age",
+    "cancel ID                 cancel request ID",
+    "model                     shapes, dtypes, bytes, VRAM by category",
+    "config show               the running configuration (secrets hidden)",
+    "config set KEY VALUE      change a live key (validated as at start-up)",
+    "drain | resume            stop / start accepting new requests",
+    "reload                    reopen the model; queued requests are kept",
+    "log level L               error | warn | info | debug",
+    "metrics                   Prometheus text exposition format",
+    "shutdown                  stop the daemon (as SIGTERM)",
+    "quit                      end this session",
+    "Put --json first (or last) for machine-readable output.",
+};
+
+static int cmd_help(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    (void)c, (void)argc, (void)argv;
+    if (json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < BORA_ARRAY_LEN(help_lines); i++)
+            json_array_append_new(a, json_string(help_lines[i]));
+        json_out(out, json_pack("{s:b,s:o}", "ok", 1, "commands", a));
+    } else {
+        for (size_t i = 0; i < BORA_ARRAY_LEN(help_lines); i++)
+            fprintf(out, "%s\n", help_lines[i]);
+    }
+    return CONSOLE_OK;
+}
+
+static const char *state_name(int s)
+{
+    static const char *const n[] = { "starting", "serving", "draining", "reloading", "stopping" };
+    return s >= 0 && s < (int)BORA_ARRAY_LEN(n) ? n[s] : "unknown";
+}
+
+static int cmd_status(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    (void)argc, (void)argv;
+    NEED_OP(c, status, out, json);
+    struct console_status st = { 0 };
+    struct bora_err err = { { 0 } };
+    if (c->ops->status(c->ops->ctx, &st, &err))
+        return fail(out, json, CONSOLE_ERROR, err.msg);
+    double up = (double)(metrics_now_ns() - c->start_ns) / 1e9;
+    if (json) {
+        json_out(out, json_pack("{s:b,s:s,s:s,s:s,s:f,s:s,s:i,s:i}", "ok", 1, "model", st.model,
+                                "backend", st.backend, "precision", st.precision, "uptime_s", up,
+                                "state", state_name(st.state), "queued", (int)st.queued,
+                                "running", (int)st.running));
+    } else {
+        fprintf(out, "model      %s\nbackend    %s\nprecision  %s\nuptime     %.1f s\n"
+                "state      %s\nrequests   %u queued, %u running\n", st.model, st.backend,
+                st.precision, up, state_name(st.state), st.queued, st.running);
+    }
+    return CONSOLE_OK;
+}
+
+static int cmd_stats(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    if (argc > 2 || (argc == 2 && strcmp(argv[1], "watch")))
+        return fail(out, json, CONSOLE_USAGE, "usage: stats [watch]");
+    if (argc == 2)
+        return CONSOLE_WATCH;
+    struct metrics_snapshot *s = calloc(1, sizeof *s);
+    if (!s)
+        return fail(out, json, CONSOLE_ERROR, "out of memory");
+    if (c->metrics)
+        metrics_snapshot_take(c->metrics, s, 0);
+    if (json)
+        json_out(out, console_stats_json(s));
+    else
+        console_stats_text(s, out);
+    free(s);
+    return CONSOLE_OK;
+}
+
+static int cmd_metrics(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    (void)argc, (void)argv, (void)json;
+    struct metrics_snapshot *s = calloc(1, sizeof *s);
+    if (!s)
+        return fail(out, json, CONSOLE_ERROR, "out of memory");
+    if (c->metrics)
+        metrics_snapshot_take(c->metrics, s, 0);
+    console_prometheus(c, s, out);   /* the exposition format is the machine form */
+    free(s);
+    return CONSOLE_OK;
+}
+
+static int cmd_requests(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    (void)argc, (void)argv;
+    NEED_OP(c, requests, out, json);
+    struct console_request *r = calloc(CONSOLE_REQUESTS_MAX, sizeof *r);
+    struct bora_err err = { { 0 } };
+    if (!r)
+        return fail(out, json, CONSOLE_ERROR, "out of memory");
+    int n = c->ops->requests(c->ops->ctx, r, CONSOLE_REQUESTS_MAX, &err);
+    if (n < 0) {
+        free(r);
+        return fail(out, json, CONSOLE_ERROR, err.msg);
+    }
+    int shown = n < CONSOLE_REQUESTS_MAX ? n : CONSOLE_REQUESTS_MAX;
+    if (json) {
+        json_t *a = json_array();
+        for (int i = 0; i < shown; i++)
+            json_array_append_new(a, json_pack("{s:I,s:s,s:s,s:I,s:i,s:i}", "id", (json_int_t)r[i].id,
+                "client", r[i].client, "state", r[i].running ? "running" : "queued",
+                "age_us", (json_int_t)r[i].age_us, "prompt_tokens", (int)r[i].prompt_tokens,
+                "completion_tokens", (int)r[i].completion_tokens));
+        json_out(out, json_pack("{s:b,s:i,s:o}", "ok", 1, "total", n, "requests", a));
+    } else {
+        fprintf(out, "%-20s %-8s %10s %8s %8s  %s\n", "ID", "STATE", "AGE_MS", "PROMPT", "TOKENS", "CLIENT");
+        for (int i = 0; i < shown; i++)
+            fprintf(out, "%-20" PRIu64 " %-8s %10.1f %8u %8u  %s\n", r[i].id,
+                    r[i].running ? "running" : "queued", (double)r[i].age_us / 1e3,
+                    r[i].prompt_tokens, r[i].completion_tokens, r[i].client);
+        fprintf(out, "%d request%s", n, n == 1 ? "" : "s");
+        fprintf(out, n > shown ? " (first %d shown)\n" : "\n", shown);
+    }
+    free(r);
+    return CONSOLE_OK;
+}
+
+static int cmd_cancel(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    if (argc != 2)
+        return fail(out, json, CONSOLE_USAGE, "usage: cancel ID");
+    NEED_OP(c, cancel, out, json);
+    char *end;
+    errno = 0;
+    unsigned long long id = strtoull(argv[1], &end, 0);
+    if (errno || *end || argv[1][0] == '-' || !id) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cancel: '%.100s' is not a request id (a positive integer)", argv[1]);
+        return fail(out, json, CONSOLE_USAGE, msg);
+    }
+    struct bora_err err = { { 0 } };
+    if (c->ops->cancel(c->ops->ctx, id, &err))
+        return fail(out, json, CONSOLE_ERROR, err.msg);
+    char msg[64];
+    snprintf(msg, sizeof msg, "cancelled %llu", id);
+    return ok(out, json, msg);
+}
+
+static json_t *shape_json(const struct console_tensor *t)
+{
+    json_t *a = json_array();
+    for (int d = 0; d < t->ndim && d < 4; d++)
+        json_array_append_new(a, json_integer(t->shape[d]));
+    return a;
+}
+
+static int cmd_model(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    (void)argc, (void)argv;
+    NEED_OP(c, model, out, json);
+    struct console_model *m = calloc(1, sizeof *m);
+    struct bora_err err = { { 0 } };
+    if (!m)
+        return fail(out, json, CONSOLE_ERROR, "out of memory");
+    if (c->ops->model(c->ops->ctx, m, &err)) {
+        free(m);
+        return fail(out, json, CONSOLE_ERROR, err.msg);
+    }
+    if (json) {
+        json_t *t = json_array(), *v = json_object();
+        for (int i = 0; i < m->n_tensors && i < CONSOLE_TENSORS_MAX; i++)
+            json_array_append_new(t, json_pack("{s:s,s:s,s:o,s:i,s:I}", "name", m->tensor[i].name,
+                "dtype", m->tensor[i].dtype, "shape", shape_json(&m->tensor[i]),
+                "count", (int)m->tensor[i].count, "bytes", (json_int_t)m->tensor[i].bytes));
+        for (int i = 0; i < m->n_vram && i < CONSOLE_VRAM_MAX; i++)
+            json_object_set_new(v, m->vram[i].category, json_integer((json_int_t)m->vram[i].bytes));
+        json_out(out, json_pack("{s:b,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:I,s:o,s:o}",
+            "ok", 1, "name", m->name, "arch", m->arch, "n_layers", (int)m->n_layers, "dim", (int)m->dim,
+            "hidden_dim", (int)m->hidden_dim, "n_heads", (int)m->n_heads, "n_kv_heads", (int)m->n_kv_heads,
+            "head_dim", (int)m->head_dim, "vocab", (int)m->vocab, "max_ctx", (int)m->max_ctx,
+            "n_params", (json_int_t)m->n_params, "weight_bytes", (json_int_t)m->weight_bytes,
+            "tensors", t, "vram", v));
+    } else {
+        fprintf(out, "model      %s (%s)\nshape      %u layers, dim %u, hidden %u, heads %u/%u kv, "
+                "head_dim %u, vocab %u, max_ctx %u\nparams     %" PRIu64 " (%.1f MiB of weights)\n",
+                m->name, m->arch, m->n_layers, m->dim, m->hidden_dim, m->n_heads, m->n_kv_heads,
+                m->head_dim, m->vocab, m->max_ctx, m->n_params, (double)m->weight_bytes / (1 << 20));
+        for (int i = 0; i < m->n_tensors && i < CONSOLE_TENSORS_MAX; i++) {
+            const struct console_tensor *t = &m->tensor[i];
+            char shape[96] = "";
+            size_t len = 0;
+            for (int d = 0; d < t->ndim && d < 4; d++)
+                len += (size_t)snprintf(shape + len, sizeof shape - len, d ? " x %lld" : "%lld",
+                                        (long long)t->shape[d]);
+            fprintf(out, "  %-36s %-6s %-22s x%-4u %10.2f MiB\n", t->name, t->dtype, shape, t->count,
+                    (double)t->bytes / (1 << 20));
+        }
+        for (int i = 0; i < m->n_vram && i < CONSOLE_VRAM_MAX; i++)
+            fprintf(out, "vram %-16s %10.2f MiB\n", m->vram[i].category, (double)m->vram[i].bytes / (1 << 20));
+    }
+    free(m);
+    return CONSOLE_OK;
+}
+
+static int simple_op(struct console *c, int (*op)(void *, struct bora_err *), const char *name,
+                     const char *done, bool json, FILE *out)
+{
+    if (!c->ops || !op) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s is not supported by this daemon", name);
+        return fail(out, json, CONSOLE_ERROR, msg);
+    }
+    struct bora_err err = { { 0 } };
+    if (op(c->ops->ctx, &err))
+        return fail(out, json, CONSOLE_ERROR, err.msg);
+    return ok(out, json, done);
+}
+
+static int cmd_control(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    if (argc != 1) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "usage: %s (no arguments)", argv[0]);
+        return fail(out, json, CONSOLE_USAGE, msg);
+    }
+    const struct console_ops *o = c->ops;
+    if (!strcmp(argv[0], "drain"))
+        return simple_op(c, o ? o->drain : NULL, "drain", "draining: new requests are refused", json, out);
+    if (!strcmp(argv[0], "resume"))
+        return simple_op(c, o ? o->resume : NULL, "resume", "serving: new requests are accepted", json, out);
+    if (!strcmp(argv[0], "reload"))
+        return simple_op(c, o ? o->reload : NULL, "reload", "model reloaded", json, out);
+    return simple_op(c, o ? o->shutdown : NULL, "shutdown", "shutting down", json, out);
+}
+
+/* ---- config ---- */
+
+static bool key_secret(const char *key)
+{
+    return !strcmp(key, "dataplane.psk") || !strcmp(key, "console.password_hash");
+}
+
+static int config_show(struct console *c, const struct bora_config *cfg, bool json, FILE *out)
+{
+    (void)c;
+    if (!json) {
+        if (config_dump(cfg, out, 0))
+            return fail(out, json, CONSOLE_ERROR, "config show: writing failed");
+        return CONSOLE_OK;
+    }
+    json_t *o = json_object(), *live = json_array();
+    char val[CONFIG_VALUE_MAX + 64];
+    const char *k;
+    for (size_t i = 0; (k = config_key_name(i)); i++) {
+        if (key_secret(k))
+            json_object_set_new(o, k, config_get(cfg, k, val, sizeof val) > 0 ? json_string("(set, hidden)")
+                                                                               : json_string(""));
+        else if (config_get(cfg, k, val, sizeof val) >= 0)
+            json_object_set_new(o, k, json_string(val));
+        if (config_key_is_live(k) == 1)
+            json_array_append_new(live, json_string(k));
+    }
+    json_out(out, json_pack("{s:b,s:o,s:o}", "ok", 1, "config", o, "live", live));
+    return CONSOLE_OK;
+}
+
+/* Checks and applies one live key: known, live, valid on the running config, accepted. */
+static int config_change(struct console *c, const char *key, const char *value, bool json, FILE *out)
+{
+    char msg[BORA_ERR_MSG_MAX + 64];
+    int live = config_key_is_live(key);
+    if (live < 0) {
+        snprintf(msg, sizeof msg, "config set: unknown key '%.100s' (see 'config show')", key);
+        return fail(out, json, CONSOLE_USAGE, msg);
+    }
+    if (!live) {
+        snprintf(msg, sizeof msg, "config set: key '%.100s' is not live: change it in the file and restart borad", key);
+        return fail(out, json, CONSOLE_ERROR, msg);
+    }
+    if (!c->ops || !c->ops->config_read || !c->ops->config_apply)
+        return fail(out, json, CONSOLE_ERROR, "config set is not supported by this daemon");
+    struct bora_config *cfg = malloc(sizeof *cfg);
+    struct bora_err err = { { 0 } };
+    int rc = CONSOLE_ERROR;
+    if (!cfg)
+        return fail(out, json, CONSOLE_ERROR, "out of memory");
+    if (c->ops->config_read(c->ops->ctx, cfg, &err) ||
+        config_set(cfg, key, value, &err) ||          /* validated as at start-up */
+        c->ops->config_apply(c->ops->ctx, key, value, &err)) {
+        rc = fail(out, json, CONSOLE_ERROR, err.msg);
+    } else {
+        char now[CONFIG_VALUE_MAX + 64];
+        config_get(cfg, key, now, sizeof now);
+        snprintf(msg, sizeof msg, "%s = %s", key, key_secret(key) ? "(set, hidden)" : now);
+        rc = ok(out, json, msg);
+    }
+    free(cfg);
+    return rc;
+}
+
+/* Joins argv[from..argc) with single blanks into buf (a value may hold blanks). */
+static void join_words(char *buf, size_t n, int argc, char **argv, int from)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = from; i < argc && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, i > from ? " %s" : "%s", argv[i]);
+}
+
+static int cmd_config(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    if (argc == 2 && !strcmp(argv[1], "show")) {
+        if (!c->ops || !c->ops->config_read)
+            return fail(out, json, CONSOLE_ERROR, "config show is not supported by this daemon");
+        struct bora_config *cfg = malloc(sizeof *cfg);
+        struct bora_err err = { { 0 } };
+        if (!cfg)
+            return fail(out, json, CONSOLE_ERROR, "out of memory");
+        int rc = c->ops->config_read(c->ops->ctx, cfg, &err) ? fail(out, json, CONSOLE_ERROR, err.msg)
+                                                            : config_show(c, cfg, json, out);
+        free(cfg);
+        return rc;
+    }
+    if (argc >= 4 && !strcmp(argv[1], "set")) {
+        char value[CONSOLE_LINE_MAX];
+        join_words(value, sizeof value, argc, argv, 3);
+        return config_change(c, argv[2], value, json, out);
+    }
+    if (argc == 3 && !strcmp(argv[1], "set"))
+        return config_change(c, argv[2], "", json, out);   /* an empty value, as "key =" */
+    return fail(out, json, CONSOLE_USAGE, "usage: config show | config set KEY VALUE");
+}
+
+static int cmd_log(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    if (argc != 3 || strcmp(argv[1], "level"))
+        return fail(out, json, CONSOLE_USAGE, "usage: log level error|warn|info|debug");
+    return config_change(c, "console.log_level", argv[2], json, out);
+}
+
+static int cmd_quit(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    (void)c, (void)argc, (void)argv, (void)json, (void)out;
+    return CONSOLE_QUIT;
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(struct console *c, int argc, char **argv, bool json, FILE *out);
+} commands[] = {
+    { "help", cmd_help }, { "status", cmd_status }, { "stats", cmd_stats },
+    { "requests", cmd_requests }, { "cancel", cmd_cancel }, { "model", cmd_model },
+    { "config", cmd_config }, { "drain", cmd_control }, { "resume", cmd_control },
+    { "reload", cmd_control }, { "shutdown", cmd_control }, { "log", cmd_log },
+    { "metrics", cmd_metrics }, { "quit", cmd_quit }, { "exit", cmd_quit },
+};
+
+int console_exec(struct console *c, int argc, char **argv, bool json, FILE *out)
+{
+    /* "--json" may come first or last */
+    while (argc > 0 && !strcmp(argv[0], "--json")) {
+        json = true;
+        argv++, argc--;
+    }
+    while (argc > 0 && !strcmp(argv[argc - 1], "--json")) {
+        json = true;
+        argc--;
+    }
+    if (argc == 0)
+        return fail(out, json, CONSOLE_USAGE, "no command (try 'help')");
+    for (size_t i = 0; i < BORA_ARRAY_LEN(commands); i++)
+        if (!strcmp(argv[0], commands[i].name))
+            return commands[i].fn(c, argc, argv, json, out);
+    char msg[160];
+    snprintf(msg, sizeof msg, "unknown command '%.100s' (try 'help')", argv[0]);
+    return fail(out, json, CONSOLE_USAGE, msg);
+}
+
+int console_exec_line(struct console *c, const char *line, bool json, FILE *out)
+{
+    char buf[CONSOLE_LINE_MAX];
+    char *argv[CONSOLE_ARGS_MAX];
+    size_t len = strlen(line);
+    if (len >= sizeof buf)
+        return fail(out, json, CONSOLE_USAGE, "command line too long");
+    memcpy(buf, line, len + 1);
+    int n = console_split(buf, argv, CONSOLE_ARGS_MAX);
+    if (n < 0)
+        return fail(out, json, CONSOLE_USAGE, "unbalanced quote or too many words");
+    if (n == 0)
+        return CONSOLE_OK;
+    return console_exec(c, n, argv, json, out);
+}

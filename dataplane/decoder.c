@@ -1,0 +1,320 @@
+/* decoder.c — the decoder thread: takes requests from the intake ring, counts their prompt
+ * tokens and answers ACCEPTED (with the queue position), keeps them in a FIFO, and decodes one
+ * at a time through the generator, pushing TOKEN / DONE / ERROR frames to the response ring.
+ * Between steps it checks cancel flags, deadlines and the drain state of every request it
+ * holds, so a queued request ends as soon as it is cancelled or expires. */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dataplane/server_int.h"
+
+#define DEC_INTAKE_BURST 32
+
+struct decoder {
+    struct dp_shared *sh;
+    struct dp_req **fifo;          /* (queue_depth) waiting requests, oldest first */
+    uint32_t fifo_n;
+    struct dp_req *cur;            /* decoding now, or NULL */
+    struct dp_event ev;            /* scratch event being built */
+    struct metrics_shard *ms;      /* the decoder's metrics shard (NULL = none) */
+};
+
+uint64_t dp_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t dp_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void dp_decoder_kick(struct dp_shared *sh)
+{
+    /* Dekker with the decoder's park: our ring enqueue (release) then this fence, against its
+     * store of dec_sleeping then fence then ring check. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&sh->dec_sleeping, memory_order_relaxed)) {
+        uint64_t one = 1;
+        ssize_t rc = write(sh->dec_efd, &one, sizeof one);
+        (void)rc;
+    }
+}
+
+/* ---- response events ---- */
+
+static void io_kick(struct dp_port *p)
+{
+    /* Dekker with the transport's sleep: resp enqueue, fence, load sleeping */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (p->efd >= 0 && atomic_load_explicit(&p->sleeping, memory_order_relaxed)) {
+        uint64_t one = 1;
+        ssize_t rc = write(p->efd, &one, sizeof one);
+        (void)rc;
+    }
+}
+
+static void push_event(struct decoder *d, struct dp_req *r, uint32_t len, uint32_t flags)
+{
+    d->ev.req = r;
+    d->ev.len = len;
+    d->ev.flags = flags;
+    unsigned spins = 0;
+    while (ring_enqueue_burst(&r->port->resp, &d->ev, 1) == 0) {   /* transport behind: wait */
+        io_kick(r->port);
+        if (++spins > 64)
+            sched_yield();
+    }
+}
+
+static bool silent(const struct dp_req *r)
+{
+    /* acquire pairs with the io thread's release store of cancel */
+    return atomic_load_explicit(&r->cancel, memory_order_acquire) == DP_SILENT;
+}
+
+static void send_accepted(struct decoder *d, struct dp_req *r, uint32_t position)
+{
+    size_t n = 0;
+    if (!silent(r))
+        n = bwp_build_accepted(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, position,
+                               r->prompt_tokens, d->sh->key, dp_now_us());
+    push_event(d, r, (uint32_t)n, 0);
+}
+
+static void send_token(struct decoder *d, struct dp_req *r, const struct gen_token *t)
+{
+    size_t n = 0;
+    if (!silent(r))
+        n = bwp_build_token(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, &t->id,
+                            r->want_ids ? 1 : 0, t->text, t->text_len, d->sh->key, dp_now_us());
+    push_event(d, r, (uint32_t)n, 0);
+}
+
+static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
+{
+    uint64_t now = dp_mono_us();
+    struct bwp_done done = {
+        .finish = finish,
+        .prompt_tokens = r->prompt_tokens,
+        .cached_tokens = r->cached_tokens,
+        .completion_tokens = r->completion_tokens,
+        .queue_us = (uint32_t)((r->t_start_us ? r->t_start_us : now) - r->t_accept_us),
+        .ttft_us = r->t_first_us ? (uint32_t)(r->t_first_us - r->t_accept_us) : 0,
+        .total_us = (uint32_t)(now - r->t_accept_us),
+    };
+    struct metrics_done md = { finish, done.prompt_tokens, done.cached_tokens, done.completion_tokens,
+                               done.queue_us, done.ttft_us, done.total_us };
+    metrics_request_done(d->ms, &md);
+    size_t n = 0;
+    if (!silent(r))
+        n = bwp_build_done(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, &done, d->sh->key,
+                           dp_now_us());
+    push_event(d, r, (uint32_t)n, DP_EV_LAST);
+    io_kick(r->port);
+}
+
+static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, const char *msg)
+{
+    size_t n = 0;
+    metrics_request_error(d->ms, code);
+    if (!silent(r))
+        n = bwp_build_error(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, code, msg, d->sh->key,
+                            dp_now_us());
+    push_event(d, r, (uint32_t)n, DP_EV_LAST);
+    io_kick(r->port);
+}
+
+static void waiting_release(struct decoder *d)
+{
+    /* release pairs with the transports' CAS (acq_rel) reserving a place */
+    atomic_fetch_sub_explicit(&d->sh->n_waiting, 1, memory_order_release);
+    metrics_count(d->ms, METRICS_QUEUE_OUT, 1);
+}
+
+/* Why a held request must end now (0 = keep going), as a DONE finish code + 1. */
+static int end_reason(const struct decoder *d, const struct dp_req *r, uint64_t now)
+{
+    if (atomic_load_explicit(&r->cancel, memory_order_acquire) != DP_RUN)
+        return BWP_FINISH_CANCELLED + 1;
+    if (now >= r->deadline_us)
+        return BWP_FINISH_DEADLINE + 1;
+    /* acquire pairs with the io thread's release store when the grace period is over */
+    if (atomic_load_explicit(&d->sh->shutdown_now, memory_order_acquire))
+        return BWP_FINISH_SHUTDOWN + 1;
+    return 0;
+}
+
+/* ---- intake: new requests get their token count and ACCEPTED ---- */
+
+static uint16_t prepare_error_code(int rc)
+{
+    return rc == -EINVAL ? BWP_E_BAD_PARAMS : rc == -E2BIG ? BWP_E_TOO_LARGE : BWP_E_INTERNAL;
+}
+
+static void admit(struct decoder *d, struct dp_req *r)
+{
+    struct bora_err err = { "" };
+    r->seq = 0;
+    r->prompt_tokens = r->cached_tokens = r->completion_tokens = 0;
+    r->t_start_us = r->t_first_us = 0;
+    uint32_t n_tok = 0;
+    int rc = d->sh->gen->ops->prepare(d->sh->gen, &r->rq, &n_tok, &err);
+    if (rc < 0) {
+        waiting_release(d);
+        finish_error(d, r, prepare_error_code(rc), err.msg);
+        return;
+    }
+    r->prompt_tokens = n_tok;
+    /* 0 = decoding now; the first waiting request is 1 (rule 11) */
+    uint32_t position = d->cur ? d->fifo_n + 1 : d->fifo_n;
+    send_accepted(d, r, position);
+    d->fifo[d->fifo_n++] = r;
+}
+
+static bool intake(struct decoder *d)
+{
+    struct dp_req *batch[DEC_INTAKE_BURST];
+    unsigned n = ring_dequeue_burst(&d->sh->intake, batch, DEC_INTAKE_BURST);
+    metrics_count(d->ms, METRICS_QUEUE_IN, n);
+    for (unsigned i = 0; i < n; i++)
+        admit(d, batch[i]);
+    return n > 0;
+}
+
+/* Ends every waiting request that was cancelled, expired, or is cut off by the drain. */
+static void sweep(struct decoder *d, uint64_t now)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < d->fifo_n; i++) {
+        struct dp_req *r = d->fifo[i];
+        int why = end_reason(d, r, now);
+        if (why) {
+            waiting_release(d);
+            finish_done(d, r, (uint8_t)(why - 1));
+        } else {
+            d->fifo[keep++] = r;
+        }
+    }
+    d->fifo_n = keep;
+}
+
+/* ---- decoding ---- */
+
+static void start_next(struct decoder *d)
+{
+    struct dp_req *r = d->fifo[0];
+    memmove(d->fifo, d->fifo + 1, sizeof *d->fifo * --d->fifo_n);
+    waiting_release(d);
+    r->t_start_us = dp_mono_us();
+    struct bora_err err = { "" };
+    uint32_t n_tok = r->prompt_tokens, cached = 0;
+    int rc = d->sh->gen->ops->start(d->sh->gen, &r->rq, &n_tok, &cached, &err);
+    if (rc < 0) {
+        d->sh->gen->ops->finish(d->sh->gen);
+        finish_error(d, r, BWP_E_INTERNAL, err.msg[0] ? err.msg : "generator failed to start");
+        return;
+    }
+    r->prompt_tokens = n_tok;
+    r->cached_tokens = cached;
+    d->cur = r;
+}
+
+static void end_current(struct decoder *d, uint8_t finish)
+{
+    d->sh->gen->ops->finish(d->sh->gen);
+    finish_done(d, d->cur, finish);
+    d->cur = NULL;
+}
+
+static void step_current(struct decoder *d, uint64_t now)
+{
+    struct dp_req *r = d->cur;
+    int why = end_reason(d, r, now);
+    if (why) {
+        end_current(d, (uint8_t)(why - 1));
+        return;
+    }
+    struct gen_token tok;
+    struct bora_err err = { "" };
+    int rc = d->sh->gen->ops->step(d->sh->gen, &tok, &err);
+    if (rc < 0) {
+        d->sh->gen->ops->finish(d->sh->gen);
+        finish_error(d, r, BWP_E_INTERNAL, err.msg[0] ? err.msg : "generator step failed");
+        d->cur = NULL;
+        return;
+    }
+    if (rc == GEN_EOS) {
+        end_current(d, BWP_FINISH_EOS);
+        return;
+    }
+    if (!r->t_first_us)
+        r->t_first_us = dp_mono_us();
+    r->completion_tokens++;
+    metrics_tokens_decoded(d->ms, 1, now * 1000u);   /* now: dp_mono_us of this step */
+    send_token(d, r, &tok);
+    io_kick(r->port);
+    if (r->completion_tokens >= r->rq.max_tokens)
+        end_current(d, BWP_FINISH_MAX_TOKENS);
+}
+
+/* Polls the intake ring for DP_DECODER_SPIN_US, then parks until it has something or the
+ * timeout passes. */
+static void park(struct decoder *d, int timeout_ms)
+{
+    struct dp_shared *sh = d->sh;
+    uint64_t until = dp_mono_us() + DP_DECODER_SPIN_US;
+    while (dp_mono_us() < until)
+        for (int i = 0; i < 64; i++)
+            if (ring_count(&sh->intake))
+                return;
+    atomic_store_explicit(&sh->dec_sleeping, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);   /* pairs with dp_decoder_kick's fence */
+    if (ring_count(&sh->intake) == 0 && !atomic_load_explicit(&sh->quit, memory_order_acquire)) {
+        struct pollfd pfd = { .fd = sh->dec_efd, .events = POLLIN };
+        if (poll(&pfd, 1, timeout_ms) > 0) {
+            uint64_t v;
+            ssize_t rc = read(sh->dec_efd, &v, sizeof v);
+            (void)rc;
+        }
+    }
+    atomic_store_explicit(&sh->dec_sleeping, 0, memory_order_relaxed);
+}
+
+void *dp_decoder_main(void *arg)
+{
+    struct dp_shared *sh = arg;
+    struct decoder d = { .sh = sh, .fifo = sh->fifo, .ms = metrics_shard_claim(sh->metrics, "decoder") };
+    /* acquire pairs with the io thread's release store of quit */
+    while (!atomic_load_explicit(&sh->quit, memory_order_acquire)) {
+        bool got = intake(&d);
+        uint64_t now = dp_mono_us();
+        if (d.fifo_n)
+            sweep(&d, now);
+        if (d.cur)
+            step_current(&d, now);
+        else if (d.fifo_n)
+            start_next(&d);
+        else if (!got)
+            park(&d, DP_DECODER_IDLE_MS);
+    }
+    /* quit comes only once every request has ended; anything left is ended for shutdown */
+    while (intake(&d))
+        ;
+    if (d.cur)
+        end_current(&d, BWP_FINISH_SHUTDOWN);
+    for (uint32_t i = 0; i < d.fifo_n; i++) {
+        waiting_release(&d);
+        finish_done(&d, d.fifo[i], BWP_FINISH_SHUTDOWN);
+    }
+    return NULL;
+}

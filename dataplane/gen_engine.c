@@ -1,0 +1,246 @@
+/* gen_engine.c — the generator vtable over model + engine + sampler: prepare counts and checks
+ * the prompt, start prefills it, each step samples one id from the last logits (running the
+ * engine for the previous token first, so the last token of a request costs no forward). */
+#include "dataplane/gen_engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataplane/bwp.h"
+#include "model/sampler.h"
+#include "model/tokenizer.h"
+
+#define GE_MAX_MESSAGES 1024       /* chat messages in one prompt */
+
+struct gen_engine {
+    struct model *m;
+    struct engine *e;
+    struct sampler s;
+    float *logits;                 /* (vocab) logits of the last position run */
+    int32_t *ids;                  /* (max_ctx) prompt scratch */
+    int pos;                       /* tokens in the KV cache */
+    int32_t pending;               /* sampled id not yet run through the engine, or -1 */
+    bool ignore_eos;
+    int32_t eos_id;
+    uint32_t produced, max_tokens; /* tokens of this request so far, its limit */
+    struct tokenizer *tok;         /* NULL when the checkpoint has none (ids only) */
+    struct detok detok;
+    struct chat_message *msgs;     /* (GE_MAX_MESSAGES) scratch for kind-1 prompts */
+};
+
+/* Kind-1 messages → ids with the model's chat template. */
+static int encode_chat(struct gen_engine *ge, const struct gen_request *rq, size_t *n, struct bora_err *err)
+{
+    const uint8_t *p = rq->prompt, *end = p + rq->prompt_len, *text;
+    uint8_t role;
+    uint32_t len;
+    size_t k = 0;
+    while (bwp_msg_next(&p, end, &role, &text, &len) > 0) {
+        if (k == GE_MAX_MESSAGES)
+            return bora_errf(err, -EINVAL, "more than %d chat messages", GE_MAX_MESSAGES);
+        ge->msgs[k++] = (struct chat_message){ .role = role, .text = (const char *)text, .len = len };
+    }
+    return chat_encode_messages(ge->tok, ge->msgs, k, ge->ids, (size_t)ge->e->max_ctx, n, err);
+}
+
+/* Text prompts: BOS + text (kind 0) or the chat template (kind 1). */
+static int encode_text(struct gen_engine *ge, const struct gen_request *rq, int *n, struct bora_err *err)
+{
+    if (!ge->tok)
+        return bora_errf(err, -EINVAL, "the model has no tokenizer: send token ids (prompt_kind 2)");
+    size_t count = 0;
+    int rc = rq->prompt_kind == 0
+        ? tokenizer_encode(ge->tok, (const char *)rq->prompt, rq->prompt_len, true, ge->ids,
+                           (size_t)ge->e->max_ctx, &count, err)
+        : encode_chat(ge, rq, &count, err);
+    if (rc == -ENOSPC || (rc == 0 && count >= (size_t)ge->e->max_ctx))
+        return bora_errf(err, -E2BIG, "prompt of %zu tokens does not fit the context of %d tokens",
+                         count, ge->e->max_ctx);
+    if (rc == -EINVAL || rc == -E2BIG)
+        return rc;                      /* message from the tokenizer names the problem */
+    if (rc < 0)
+        return bora_errf(err, -EIO, "tokenizer failed: %s", strerror(-rc));
+    *n = (int)count;
+    return 0;
+}
+
+/* Token ids of rq into ge->ids; -EINVAL / -E2BIG with a message. */
+static int prompt_ids(struct gen_engine *ge, const struct gen_request *rq, int *n, struct bora_err *err)
+{
+    if (rq->prompt_kind != 2)
+        return encode_text(ge, rq, n, err);
+    uint32_t count = rq->prompt_len / 4;
+    if (count >= (uint32_t)ge->e->max_ctx)
+        return bora_errf(err, -E2BIG, "prompt of %u tokens does not fit the context of %d tokens",
+                         count, ge->e->max_ctx);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t id = bwp_rd32(rq->prompt + 4 * i);
+        if (id >= (uint32_t)ge->m->cfg.vocab_size)
+            return bora_errf(err, -EINVAL, "token id %u is outside the vocabulary (%d)", id,
+                             ge->m->cfg.vocab_size);
+        ge->ids[i] = (int32_t)id;
+    }
+    *n = (int)count;
+    return 0;
+}
+
+static int ge_prepare(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
+                      struct bora_err *err)
+{
+    struct gen_engine *ge = g->impl;
+    int n = 0;
+    int rc = prompt_ids(ge, rq, &n, err);
+    if (rc < 0)
+        return rc;
+    *prompt_tokens = (uint32_t)n;
+    return 0;
+}
+
+static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
+                    uint32_t *cached_tokens, struct bora_err *err)
+{
+    struct gen_engine *ge = g->impl;
+    int n = 0;
+    int rc = prompt_ids(ge, rq, &n, err);
+    if (rc < 0)
+        return rc;
+    struct sampler_params sp = { .temperature = rq->temperature, .top_p = rq->top_p,
+                                 .top_k = rq->top_k, .seed = rq->seed };
+    if (sampler_reset(&ge->s, &sp) < 0)
+        return bora_errf(err, -EINVAL, "sampling parameters refused by the sampler");
+    engine_reset(ge->e);
+    rc = engine_forward(ge->e, ge->ids, n, 0, ge->logits);
+    if (rc < 0)
+        return bora_errf(err, -EIO, "engine prefill of %d tokens failed: %s", n, strerror(-rc));
+    ge->pos = n;
+    ge->pending = -1;
+    ge->ignore_eos = rq->ignore_eos;
+    ge->produced = 0;
+    ge->max_tokens = rq->max_tokens;
+    if (ge->tok)
+        detok_init(&ge->detok, ge->tok);
+    *prompt_tokens = (uint32_t)n;
+    *cached_tokens = 0;
+    return 0;
+}
+
+static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *err)
+{
+    struct gen_engine *ge = g->impl;
+    if (ge->pending >= 0) {
+        if (ge->pos >= ge->e->max_ctx)
+            return GEN_EOS;                    /* context full: the sequence stops here */
+        int rc = engine_forward(ge->e, &ge->pending, 1, ge->pos, ge->logits);
+        if (rc < 0)
+            return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos, strerror(-rc));
+        ge->pos++;
+    }
+    int32_t id = sampler_sample(&ge->s, ge->logits);
+    if (id == ge->eos_id && !ge->ignore_eos)
+        return GEN_EOS;
+    ge->pending = id;
+    out->id = (uint32_t)id;
+    out->text_len = 0;
+    if (ge->tok) {
+        size_t n = 0, m = 0;
+        if (detok_push(&ge->detok, id, out->text, DETOK_MAX_DELTA, &n) < 0)
+            n = 0;
+        /* the request's last token carries what the detokenizer still holds */
+        if (++ge->produced == ge->max_tokens && detok_flush(&ge->detok, out->text + n, DETOK_MAX_DELTA, &m) < 0)
+            m = 0;
+        out->text_len = (uint16_t)(n + m);
+    }
+    return GEN_TOKEN;
+}
+
+static void ge_finish(struct generator *g)
+{
+    struct gen_engine *ge = g->impl;
+    ge->pending = -1;
+}
+
+static void ge_close(struct generator *g)
+{
+    struct gen_engine *ge = g->impl;
+    if (!ge)
+        return;
+    sampler_fini(&ge->s);
+    tokenizer_close(ge->tok);
+    free(ge->msgs);
+    if (ge->e)
+        engine_close(ge->e);
+    if (ge->m)
+        model_close(ge->m);
+    free(ge->logits);
+    free(ge->ids);
+    free(ge);
+    g->impl = NULL;
+}
+
+static const struct generator_ops gen_engine_ops = {
+    .name = "engine", .prepare = ge_prepare, .start = ge_start, .step = ge_step,
+    .finish = ge_finish, .close = ge_close,
+};
+
+int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct bora_err *err)
+{
+    memset(g, 0, sizeof *g);
+    struct gen_engine *ge = calloc(1, sizeof *ge);
+    if (!ge)
+        return bora_errf(err, -ENOMEM, "out of memory");
+    g->impl = ge;
+    g->ops = &gen_engine_ops;
+    struct model_open_opts mo = { .precision = o->precision };
+    int rc = model_open(&ge->m, o->model_dir, &mo, err);
+    if (rc < 0)
+        goto err;
+    struct engine_opts eo = { .backend = o->backend, .max_ctx = o->max_ctx, .n_threads = o->n_threads };
+    if ((rc = engine_open(&ge->e, ge->m, &eo, err)) < 0)
+        goto err;
+    struct sampler_params sp = { .temperature = 0, .top_p = 1 };
+    if ((rc = sampler_init(&ge->s, ge->m->cfg.vocab_size, &sp)) < 0) {
+        bora_errf(err, rc, "sampler: cannot allocate %d candidates", ge->m->cfg.vocab_size);
+        goto err;
+    }
+    ge->logits = malloc(sizeof *ge->logits * (size_t)ge->m->cfg.vocab_size);
+    ge->ids = malloc(sizeof *ge->ids * (size_t)ge->e->max_ctx);
+    if (!ge->logits || !ge->ids) {
+        rc = bora_errf(err, -ENOMEM, "out of memory for logits and prompt ids");
+        goto err;
+    }
+    ge->eos_id = ge->m->cfg.eos_id;
+    if (ge->m->tokenizer_path[0]) {
+        if ((rc = tokenizer_open(&ge->tok, ge->m->tokenizer_path, err)) < 0)
+            goto err;
+        if (tokenizer_vocab_size(ge->tok) > ge->m->cfg.vocab_size) {
+            rc = bora_errf(err, -EINVAL, "%s: tokenizer has %d tokens, the model only %d",
+                           ge->m->tokenizer_path, tokenizer_vocab_size(ge->tok), ge->m->cfg.vocab_size);
+            goto err;
+        }
+        ge->eos_id = tokenizer_eos_id(ge->tok);
+        ge->msgs = malloc(sizeof *ge->msgs * GE_MAX_MESSAGES);
+        if (!ge->msgs) {
+            rc = bora_errf(err, -ENOMEM, "out of memory");
+            goto err;
+        }
+    }
+    g->vocab_size = (uint32_t)ge->m->cfg.vocab_size;
+    g->max_ctx = (uint32_t)ge->e->max_ctx;
+    g->loaded = true;
+    return 0;
+err:
+    ge_close(g);
+    return rc;
+}
+
+const struct model *gen_engine_model(const struct generator *g)
+{
+    return g->impl ? ((const struct gen_engine *)g->impl)->m : NULL;
+}
+
+const char *gen_engine_backend(const struct generator *g)
+{
+    return g->impl ? engine_backend_name(((const struct gen_engine *)g->impl)->e) : "none";
+}

@@ -1,0 +1,29 @@
+/* gen_engine.h — the product's generator: a model checkpoint run by the engine (CPU or CUDA
+ * backend) with the seeded sampler, behind the dataplane's generator vtable. Prompts of kind 2
+ * (token ids) are used as given; kinds 0 (BOS + text) and 1 (chat template) go through the checkpoint's
+ * tokenizer; TOKEN text comes from the streaming detokenizer. */
+#ifndef BORA_DATAPLANE_GEN_ENGINE_H
+#define BORA_DATAPLANE_GEN_ENGINE_H
+
+#include "common/err.h"
+#include "dataplane/generator.h"
+#include "model/engine.h"
+#include "model/model.h"
+
+struct gen_engine_opts {
+    const char *model_dir;             /* checkpoint directory */
+    enum engine_backend backend;
+    enum model_precision precision;
+    int max_ctx;                       /* 0 = engine default */
+    int n_threads;                     /* CPU backend threads (0 = all) */
+};
+
+/* Loads the model and opens the engine; fills g (g->impl owned; g->ops->close frees it).
+ * Errors: those of model_open / engine_open (message names the file or the backend), -ENOMEM.
+ * Thread: open from one thread; afterwards g is used by the decoder thread only. */
+int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct bora_err *err);
+/* The loaded model (for banners); NULL before open. */
+const struct model *gen_engine_model(const struct generator *g);
+const char *gen_engine_backend(const struct generator *g);
+
+#endif

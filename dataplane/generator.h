@@ -1,0 +1,65 @@
+/* generator.h — what the decoder thread needs from a model: a vtable that counts a prompt's
+ * tokens, starts a sequence (tokenize + prefill), produces one token (id + UTF-8 text delta)
+ * per step, and abandons a sequence. The dataplane depends only on this; gen_engine.c backs it
+ * with the engine, sampler and tokenizer, and tests back it with tests/support generators.
+ * Thread: every call comes from the one decoder thread, one request at a time. */
+#ifndef BORA_DATAPLANE_GENERATOR_H
+#define BORA_DATAPLANE_GENERATOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define GEN_TEXT_MAX 256           /* bytes of text delta one step may return */
+
+/* One request's prompt and sampling parameters (prompt bytes as on the wire, borrowed). */
+struct gen_request {
+    uint8_t prompt_kind;           /* 0 text (BOS added), 1 chat messages (template), 2 u32 ids */
+    const uint8_t *prompt;
+    uint32_t prompt_len;           /* bytes */
+    uint16_t max_tokens;           /* the decoder stops at this count; passed for planning */
+    bool ignore_eos;               /* EOS is an ordinary token */
+    float temperature, top_p;      /* 0 = greedy; 1 = off */
+    uint32_t top_k;                /* 0 = off */
+    uint64_t seed;
+};
+
+/* One generated token. */
+struct gen_token {
+    uint32_t id;
+    uint16_t text_len;             /* complete UTF-8 sequences only; may be 0 */
+    char text[GEN_TEXT_MAX];
+};
+
+enum gen_step_result { GEN_EOS = 0, GEN_TOKEN = 1 };
+
+struct generator;
+struct generator_ops {
+    const char *name;
+    /* Tokenizes rq (as start would) to count its tokens, without touching the sequence being
+     * decoded. Errors: -EINVAL (prompt unusable: id out of range, longer than the context;
+     * message says why → BAD_PARAMS), -E2BIG (→ TOO_LARGE), other (→ INTERNAL). */
+    int (*prepare)(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
+                   struct bora_err *err);
+    /* Starts the sequence of rq (tokenize, prefix cache, prefill). *cached_tokens = prompt
+     * tokens served from a cache. Errors as prepare, plus -EIO (engine failure). */
+    int (*start)(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
+                 uint32_t *cached_tokens, struct bora_err *err);
+    /* Samples the next token: GEN_TOKEN with *out filled, GEN_EOS (EOS sampled and not
+     * ignored: nothing to send), or a negative error (-EIO: engine failure). */
+    int (*step)(struct generator *g, struct gen_token *out, struct bora_err *err);
+    /* Ends the current sequence (after EOS, max_tokens, cancel, deadline, error). */
+    void (*finish)(struct generator *g);
+    void (*close)(struct generator *g);
+};
+
+struct generator {
+    const struct generator_ops *ops;
+    uint32_t vocab_size;           /* kind-2 ids must be below this (0 = unknown) */
+    uint32_t max_ctx;              /* tokens of context (prompt + completion); 0 = unknown */
+    bool loaded;                   /* PONG flags bit 0 */
+    void *impl;
+};
+
+#endif

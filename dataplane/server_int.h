@@ -1,0 +1,229 @@
+/* server_int.h — internals shared by server.c (kernel sockets' io thread), dpdk_port.c (its poll
+ * thread), port.c (what every transport does with frames), decoder.c (the decoder thread) and
+ * flows.c (request flow table and RESEND frame log). Not a public API. */
+#ifndef BORA_DATAPLANE_SERVER_INT_H
+#define BORA_DATAPLANE_SERVER_INT_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "dataplane/bwp.h"
+#include "dataplane/generator.h"
+#include "dataplane/limits.h"
+#include "dataplane/pool.h"
+#include "dataplane/ring.h"
+#include "dataplane/server.h"
+#include "console/metrics.h"
+
+/* Tunables (units in the names). */
+#define DP_FRAME_SLOT        384        /* bytes of one server frame in a response event */
+#define DP_RESP_RING_SLOTS   4096       /* response events between the decoder and a transport */
+#define DP_POOL_SLACK        256        /* request objects beyond queue_depth + 1 (in transit) */
+#define DP_RETAIN_FLOWS      8192       /* finished UDP requests kept for RESEND */
+#define DP_RETAIN_US         5000000ull /* 5 s after DONE (rule 14) */
+#define DP_LOG_BYTES         (16u << 20)/* RESEND frame log */
+#define DP_REPLAY_SLOTS      65536      /* AUTH replay window entries */
+#define DP_TCP_MAX_CONNS     1024
+#define DP_TCP_WBUF_BYTES    (1u << 20) /* per connection; a client that lets it fill is dropped */
+#define DP_UDP_BATCH         32         /* datagrams per recvmmsg */
+#define DP_IDLE_WAIT_MS      100        /* io thread housekeeping period when idle */
+#define DP_DECODER_IDLE_MS   50
+#define DP_IO_SPIN_US        50         /* io thread polls (no sleep) this long after activity */
+#define DP_DECODER_SPIN_US   50         /* decoder polls the intake ring before parking */
+
+enum dp_cancel { DP_RUN = 0, DP_CANCELLED = 1, DP_SILENT = 2 };
+
+/* A peer: UDP address, or TCP connection (conn index + 1, generation). */
+struct dp_peer {
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } a;
+    socklen_t alen;                /* 0 for TCP */
+    uint32_t conn;                 /* TCP: index + 1; 0 for UDP */
+    uint32_t conn_gen;
+};
+
+/* One request: a pool object of its port, owned by the transport thread until enqueued, then by
+ * the decoder until its last response event, then by the transport, which returns it. */
+struct dp_req {
+    /* written by the io thread before enqueue; read-only afterwards */
+    uint64_t rid;
+    struct dp_port *port;          /* the transport that owns it (and gets its frames) */
+    uint32_t flow;                 /* flow index in port->flows */
+    struct gen_request rq;         /* rq.prompt points at prompt[] below */
+    uint64_t t_accept_us;
+    uint64_t deadline_us;          /* absolute */
+    bool want_ids;
+    /* cancel: stored (release) by the io thread, loaded (acquire) by the decoder every step */
+    _Atomic uint32_t cancel;       /* enum dp_cancel */
+    /* decoder-owned */
+    uint32_t seq;                  /* next frame's seq */
+    uint32_t prompt_tokens, cached_tokens, completion_tokens;
+    uint64_t t_start_us, t_first_us;
+    alignas(8) uint8_t prompt[];   /* (max_prompt_bytes) */
+};
+
+#define DP_EV_LAST 0x1u            /* the request's final frame: the io thread frees it */
+
+/* One response event (decoder → io thread): a built frame for req's peer. */
+struct dp_event {
+    struct dp_req *req;
+    uint32_t flags;                /* DP_EV_* */
+    uint32_t len;                  /* frame bytes (0: nothing to send, e.g. silent cancel) */
+    uint8_t frame[DP_FRAME_SLOT];
+};
+
+enum dp_flow_state { DP_FLOW_FREE = 0, DP_FLOW_LIVE, DP_FLOW_DONE };
+
+/* A request as the io thread tracks it: in flight (LIVE) or finished and retained (DONE). */
+struct dp_flow {
+    struct dp_peer peer;
+    uint64_t rid;
+    uint32_t hnext;                /* hash chain: flow index + 1, 0 = end */
+    uint32_t lnext, lprev;         /* done FIFO (index + 1) */
+    uint8_t state;
+    struct dp_req *req;            /* LIVE */
+    uint64_t done_us;
+    uint32_t n_frames;             /* frames sent so far (next seq) */
+    uint64_t pos[BWP_RESEND_KEEP]; /* log position of frame seq at pos[seq % KEEP] (UDP) */
+};
+
+/* io-thread state of flows and retained frames. */
+struct dp_flows {
+    struct dp_flow *f;             /* (n) */
+    uint32_t n, n_free;
+    uint32_t *free_stack;          /* (n) */
+    uint32_t *buckets;             /* (n_buckets) flow index + 1 */
+    uint32_t n_buckets;            /* power of two */
+    uint32_t done_head, done_tail; /* FIFO of DONE flows, oldest first (index + 1) */
+    uint8_t *log;                  /* (DP_LOG_BYTES) frames as sent */
+    uint64_t log_head;             /* bytes ever written (monotonic) */
+};
+
+int dp_flows_init(struct dp_flows *t, uint32_t n, struct bora_err *err);
+void dp_flows_fini(struct dp_flows *t);
+/* Finds the flow of (peer, rid), any state but FREE; NULL if none. */
+struct dp_flow *dp_flows_find(struct dp_flows *t, const struct dp_peer *p, uint64_t rid);
+/* New LIVE flow (an existing DONE flow of the same key must have been released). Evicts the
+ * oldest DONE flow when none is free; NULL when every flow is LIVE. */
+struct dp_flow *dp_flows_add(struct dp_flows *t, const struct dp_peer *p, uint64_t rid);
+/* LIVE → DONE (kept for RESEND until now + DP_RETAIN_US), or freed when keep is false. */
+void dp_flows_done(struct dp_flows *t, struct dp_flow *f, uint64_t now_us, bool keep);
+void dp_flows_release(struct dp_flows *t, struct dp_flow *f);
+/* Frees DONE flows older than DP_RETAIN_US. */
+void dp_flows_expire(struct dp_flows *t, uint64_t now_us);
+/* Appends a sent frame to the log as the flow's next seq (UDP). */
+void dp_flows_log(struct dp_flows *t, struct dp_flow *f, const uint8_t *frame, uint32_t len);
+/* Frame seq of f if still retained: pointer and *len; NULL otherwise. */
+const uint8_t *dp_flows_frame(const struct dp_flows *t, const struct dp_flow *f, uint32_t seq,
+                              uint32_t *len);
+static inline uint32_t dp_flows_index(const struct dp_flows *t, const struct dp_flow *f)
+{
+    return (uint32_t)(f - t->f);
+}
+
+/* Shared by the transport threads and the decoder thread. */
+struct dp_shared {
+    struct ring intake;            /* struct dp_req * (MP/SC): transports → decoder */
+    /* n_waiting: requests accepted and not yet decoding. A transport reserves a place with a
+     * CAS (acq_rel) before enqueueing; the decoder releases it (fetch_sub, release). */
+    alignas(64) _Atomic uint32_t n_waiting;
+    alignas(64) _Atomic uint32_t draining;     /* io → decoder: SIGTERM seen (release/acquire) */
+    _Atomic uint32_t paused;                   /* console drain: release by dp_server_pause, acquire by ports */
+    _Atomic uint32_t shutdown_now;             /* io → decoder: grace over, end everything */
+    _Atomic uint32_t quit;                     /* io → decoder: exit the thread */
+    alignas(64) _Atomic uint32_t dec_sleeping; /* decoder parked (Dekker with intake) */
+    int dec_efd;                               /* eventfd waking the decoder */
+    uint32_t queue_depth;
+    const struct bwp_key *key;                 /* NULL = no AUTH */
+    struct generator *gen;
+    struct dp_req **fifo;                      /* (queue_depth) decoder's waiting list */
+    /* policy, read-only after open (every transport applies the same) */
+    struct bwp_limits lim;
+    struct dp_cidr allow[DP_ALLOW_MAX];
+    uint32_t n_allow;
+    uint32_t request_timeout_ms;
+    uint32_t rate_limit;
+    struct metrics *metrics;                   /* console registry; each thread claims a shard */
+};
+
+/* ---- a transport's request handling (port.c), shared by kernel sockets and DPDK ---- */
+
+struct dp_port;
+struct dp_port_ops {
+    /* Sends (or queues) one frame to peer. */
+    void (*send)(struct dp_port *p, const struct dp_peer *peer, const uint8_t *frame, size_t len);
+    /* A request of peer was accepted into the intake ring. May be NULL. */
+    void (*request_started)(struct dp_port *p, const struct dp_peer *peer);
+    /* A request of peer ended (its last frame was handed to send). May be NULL. */
+    void (*request_ended)(struct dp_port *p, const struct dp_peer *peer);
+    /* A frame asked for the connection to be closed (TCP rules 2, 3). May be NULL. */
+    void (*close_peer)(struct dp_port *p, const struct dp_peer *peer);
+};
+
+#define DP_PORT_EV_BURST 64
+#define DP_PORT_TX_CAP   (BWP_HDR_SIZE + 4 + 256 + BWP_TRAILER_SIZE)
+
+/* One transport's requests: its pool, flows, replay window, rate buckets, and the response
+ * ring the decoder fills for it. Owned by one transport thread; the decoder only pushes to
+ * resp and reads sleeping/efd. */
+struct dp_port {
+    const struct dp_port_ops *ops;
+    void *owner;                   /* the transport */
+    struct dp_shared *sh;
+    struct pool reqs;              /* struct dp_req + prompt */
+    struct dp_flows flows;
+    struct bwp_replay replay;
+    struct bwp_replay_slot *replay_slots;
+    struct dp_rate rate;
+    struct ring resp;              /* struct dp_event (SP/SC): decoder → this transport */
+    /* sleeping: set by the transport before it blocks (Dekker with resp, see io_kick) */
+    alignas(64) _Atomic uint32_t sleeping;
+    int efd;                       /* eventfd that wakes the transport; -1 = it polls */
+    alignas(64) _Atomic uint32_t n_live;   /* requests in flight (written by the owner) */
+    struct dp_stats stats;
+    struct metrics_shard *ms;      /* owner thread's console metrics shard (NULL = none) */
+    enum metrics_transport mt;     /* METRICS_UDP for kernel sockets (TCP peers counted as TCP), METRICS_DPDK */
+    uint8_t tx[DP_PORT_TX_CAP];
+    struct dp_event evs[DP_PORT_EV_BURST];
+};
+
+int dp_port_init(struct dp_port *p, struct dp_shared *sh, const struct dp_port_ops *ops, void *owner,
+                 int efd, struct bora_err *err);
+void dp_port_fini(struct dp_port *p);
+/* Handles one client frame from peer (tcp: a whole frame from the stream); from is the
+ * client's address (allow list, rate limit). */
+void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct sockaddr *from,
+                   const uint8_t *buf, size_t n);
+/* Sends an ERROR that concerns only one frame (seq 0, not retained). */
+void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, uint16_t code,
+                   const char *msg, bool no_trailer);
+/* Sends what the decoder put on the response ring; true if there was anything. */
+bool dp_port_responses(struct dp_port *p);
+/* Silently cancels every live request of a TCP connection (rule 15). */
+void dp_port_cancel_conn(struct dp_port *p, uint32_t conn, uint32_t conn_gen);
+/* The AUTH replay window's name for a peer. */
+uint64_t dp_peer_key(const struct dp_peer *peer);
+/* Frees retained flows past their time. */
+void dp_port_tick(struct dp_port *p, uint64_t now_us);
+static inline uint32_t dp_port_live(const struct dp_port *p)
+{
+    return atomic_load_explicit(&p->n_live, memory_order_relaxed);
+}
+
+/* Decoder thread body (decoder.c); arg is struct dp_shared *. */
+void *dp_decoder_main(void *arg);
+/* Wakes the decoder if it is parked (called by transports after enqueueing). */
+void dp_decoder_kick(struct dp_shared *sh);
+
+/* Writes zeros over [p, p+n) so its pages are resident now (not at first use). */
+void dp_touch(void *p, size_t n);
+uint64_t dp_now_us(void);          /* CLOCK_REALTIME µs (the AUTH clock; vDSO, no syscall) */
+uint64_t dp_mono_us(void);         /* CLOCK_MONOTONIC µs */
+
+#endif

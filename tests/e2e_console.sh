@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# e2e_console.sh — the console as an operator meets it, on the test double daemon
+# (build/tests/test_console --serve): boractl one-shot and interactive on the UNIX socket,
+# stats --json against the recorded values, metrics as Prometheus text, drain/resume, the
+# serial line through a socat pty pair (login, wrong password, stats watch, lockout), shutdown.
+set -u
+build=${1:-build}
+command -v python3 >/dev/null || { echo "SKIP: python3 not installed"; exit 77; }
+command -v socat >/dev/null || { echo "SKIP: socat not installed (scripts/deps.sh installs it)"; exit 77; }
+tmp=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+wait_for() {   # wait_for TEST-EXPRESSION... : polls up to 10 s
+    for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done; return 1
+}
+ctl() { "$build/boractl" --socket "$tmp/c.sock" "$@"; }
+py=tests/support/console_e2e.py
+
+pw="correct horse battery"
+hash=$(printf '%s\n' "$pw" | "$build/bora" passwd --stdin 2>/dev/null) || fail "bora passwd failed"
+case $hash in "password_hash = \$argon2id\$"*) ;; *) fail "bora passwd printed '$hash'" ;; esac
+printf '%s\n' "short" | "$build/bora" passwd --stdin 2>"$tmp/err" && fail "bora passwd took a 5-byte password"
+grep -q "8..256 bytes" "$tmp/err" || fail "bora passwd: no clear message for a short password"
+
+socat pty,raw,echo=0,link="$tmp/ttyS" pty,raw,echo=0,link="$tmp/ttyOp" 2>"$tmp/socat.log" & pids+=($!)
+wait_for test -e "$tmp/ttyOp" -a -e "$tmp/ttyS" || fail "socat made no pty pair"
+cat >"$tmp/bora.ini" <<INI
+[console]
+socket = $tmp/c.sock
+serial = $(readlink -f "$tmp/ttyS")
+baud = 115200
+$hash
+max_login_failures = 3
+INI
+"$build/tests/test_console" --serve "$tmp/bora.ini" --synthetic 500 "$tmp/values.txt" 2>"$tmp/daemon.log" & daemon=$!
+pids+=($daemon)
+wait_for test -S "$tmp/c.sock" || { cat "$tmp/daemon.log"; fail "the console socket never appeared"; }
+[ "$(stat -c %a "$tmp/c.sock")" = 600 ] || fail "socket mode is $(stat -c %a "$tmp/c.sock"), not 600"
+
+# one-shot, text and JSON
+ctl status | grep -q "state *serving" || fail "boractl status"
+ctl --json stats >"$tmp/stats.json" || fail "boractl --json stats exited $?"
+python3 $py stats "$tmp/stats.json" "$tmp/values.txt" || fail "stats do not match the recorded requests"
+ctl metrics >"$tmp/metrics.txt" || fail "boractl metrics exited $?"
+python3 $py prom "$tmp/metrics.txt" || fail "metrics is not Prometheus text"
+ctl requests | grep -q "^101 *running" || fail "boractl requests"
+ctl frobnicate 2>&1 | grep -q "unknown command 'frobnicate'" || fail "unknown command message"
+ctl frobnicate >/dev/null; [ $? = 2 ] || fail "unknown command should exit 2"
+ctl cancel 999 >/dev/null; [ $? = 1 ] || fail "cancel of an unknown id should exit 1"
+ctl config set limits.queue_depth 4 | grep -q "not live" || fail "non-live key accepted"
+ctl config set limits.max_tokens 99 | grep -q "limits.max_tokens = 99" || fail "live key not set"
+ctl config show | grep -q "^max_tokens = 99" || fail "config show does not show the new value"
+ctl config show | grep -q 'argon2' && fail "config show reveals the password hash"
+# drain / resume
+ctl drain >/dev/null && ctl status | grep -q "state *draining" || fail "drain"
+ctl --json status | python3 -c 'import json,sys; assert json.load(sys.stdin)["state"]=="draining"' || fail "status --json"
+ctl resume >/dev/null && ctl status | grep -q "state *serving" || fail "resume"
+# interactive (stdin not a terminal: one command per line, same session)
+printf 'status\nrequests\nquit\nstatus\n' | ctl >"$tmp/inter.txt" || fail "interactive boractl exited $?"
+[ "$(grep -c 'state *serving' "$tmp/inter.txt")" = 1 ] || fail "interactive: quit did not end the session"
+# stats watch ends on a key (stdin here: a byte after two refreshes)
+( sleep 1.5; printf 'x' ) | ctl --json stats watch >"$tmp/watch.txt" || fail "stats watch exited $?"
+[ "$(wc -l <"$tmp/watch.txt")" -ge 2 ] || fail "stats watch did not refresh"
+
+# the serial line, as a person at a terminal
+python3 $py serial "$tmp/ttyOp" "$pw" 3 || fail "serial console"
+
+# shutdown ends the daemon
+ctl shutdown | grep -q "shutting down" || fail "shutdown"
+for _ in $(seq 200); do kill -0 $daemon 2>/dev/null || break; sleep 0.05; done
+kill -0 $daemon 2>/dev/null && fail "daemon still running after shutdown"
+wait $daemon || fail "daemon exited $? after shutdown"
+[ -e "$tmp/c.sock" ] && fail "socket left behind"
+ctl status 2>&1 | grep -q "cannot connect" || fail "boractl without daemon: no clear message"
+echo "e2e_console: ok"

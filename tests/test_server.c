@@ -1,0 +1,756 @@
+/* test_server.c — a real dp_server on loopback (UDP and TCP) with the test generator, driven
+ * by a client built from protocol.md: streaming, interleaving, every ERROR the server decides
+ * (BAD_FRAME, BAD_VERSION, TOO_LARGE, BUSY, AUTH, BAD_PARAMS, DUPLICATE, INTERNAL,
+ * SHUTTING_DOWN), CANCEL, deadlines, RESEND, half-close, connection close, PONG, and the drain. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "tests/support/bwp_test.h"
+#include "tests/support/gen_test.h"
+
+#define T_MS 5000   /* generous per-step timeout */
+
+static struct test_srv SRV;
+
+static int setup_default(void **s)
+{
+    (void)s;
+    struct dp_config c = test_srv_config();
+    return test_srv_start(&SRV, &c);
+}
+
+static int teardown_default(void **s)
+{
+    (void)s;
+    return test_srv_stop(&SRV) == 0 ? 0 : -1;
+}
+
+static struct bwp_conn open_conn(bool tcp)
+{
+    struct bwp_conn c;
+    struct bora_err err;
+    if (bwp_conn_open(&c, tcp ? SRV.tcp : SRV.udp, tcp, &err) < 0)
+        fail_msg("connect: %s", err.msg);
+    return c;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* The text gen_test emits for a kind-0 prompt, independently recomputed. */
+static void expected_text(const char *prompt, uint32_t n, char *out, size_t cap)
+{
+    struct gen_request rq = { .prompt = (const uint8_t *)prompt, .prompt_len = (uint32_t)strlen(prompt) };
+    size_t at = 0;
+    out[0] = 0;
+    for (uint32_t i = 0; i < n; i++)
+        at += (size_t)snprintf(out + at, cap - at, "w%u ", gen_test_token_id(&rq, i));
+}
+
+static void check_clean(const struct test_req *r)
+{
+    assert_false(r->bad_seq);
+    assert_false(r->after_end);
+    assert_true(r->ended);
+}
+
+/* ---- streaming ---- */
+
+static void stream_one(bool tcp, uint8_t options)
+{
+    struct bwp_conn c = open_conn(tcp);
+    struct test_req r = { .rid = 77 };
+    assert_int_equal(test_send_text(&c, 77, "hello", 5, options, 0, NULL), 0);
+    assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
+    check_clean(&r);
+    assert_true(r.accepted);
+    assert_int_equal(r.queue_position, 0);
+    assert_int_equal(r.prompt_tokens, 6);          /* gen_test: bytes + BOS */
+    assert_true(r.done);
+    assert_int_equal(r.d.finish, BWP_FINISH_MAX_TOKENS);
+    assert_int_equal(r.d.prompt_tokens, 6);
+    assert_int_equal(r.d.completion_tokens, 5);
+    assert_int_equal(r.n_tokens, 5);
+    assert_int_equal(r.next_seq, 7);               /* ACCEPTED + 5 TOKEN + DONE */
+    assert_true(r.d.ttft_us > 0 && r.d.ttft_us <= r.d.total_us);
+    char want[256];
+    expected_text("hello", 5, want, sizeof want);
+    assert_string_equal(r.text, want);
+    assert_int_equal(r.n_ids, options & BWP_OPT_IDS ? 5 : 0);
+    if (options & BWP_OPT_IDS) {
+        struct gen_request rq = { .prompt = (const uint8_t *)"hello", .prompt_len = 5 };
+        for (uint32_t i = 0; i < 5; i++)
+            assert_int_equal(r.ids[i], gen_test_token_id(&rq, i));
+    }
+    bwp_conn_close(&c);
+}
+
+static void test_stream_udp(void **s) { (void)s; stream_one(false, 0); stream_one(false, BWP_OPT_IDS); }
+static void test_stream_tcp(void **s) { (void)s; stream_one(true, 0); stream_one(true, BWP_OPT_IDS); }
+
+static void test_tcp_interleaved(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(true);
+    struct test_req r[6] = { { .rid = 1 }, { .rid = 2 }, { .rid = 3 }, { .rid = 4 }, { .rid = 5 }, { .rid = 6 } };
+    /* all six frames in one write: the server must split the stream into frames */
+    uint8_t buf[2048];
+    size_t at = 0;
+    for (int i = 0; i < 6; i++) {
+        char p[32];
+        snprintf(p, sizeof p, "prompt %d", i);
+        struct bwp_generate g = { .max_tokens = (uint16_t)(2 + i), .top_p = 1,
+                                  .prompt_len = (uint32_t)strlen(p), .prompt = (const uint8_t *)p };
+        at += bwp_build_generate(buf + at, sizeof buf - at, r[i].rid, &g, NULL, 0);
+    }
+    assert_int_equal(bwp_conn_send(&c, buf, at), 0);
+    assert_int_equal(test_collect(&c, r, 6, T_MS, NULL), 6);
+    for (int i = 0; i < 6; i++) {
+        check_clean(&r[i]);
+        assert_true(r[i].done);
+        assert_int_equal(r[i].d.completion_tokens, 2 + i);
+        char p[32], want[256];
+        snprintf(p, sizeof p, "prompt %d", i);
+        expected_text(p, 2 + (uint32_t)i, want, sizeof want);
+        assert_string_equal(r[i].text, want);
+    }
+    /* nobody waits behind more requests than arrived before it (exact positions: busy test) */
+    for (int i = 0; i < 6; i++)
+        assert_true(r[i].queue_position <= (uint32_t)i);
+    bwp_conn_close(&c);
+}
+
+static void test_eos_and_ignore_eos(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(false);
+    struct test_req r[2] = { { .rid = 10 }, { .rid = 11 } };
+    test_send_text(&c, 10, "x eos=3", 50, 0, 0, NULL);
+    test_send_text(&c, 11, "x eos=3", 6, BWP_OPT_IGNORE_EOS, 0, NULL);
+    assert_int_equal(test_collect(&c, r, 2, T_MS, NULL), 2);
+    check_clean(&r[0]);
+    assert_int_equal(r[0].d.finish, BWP_FINISH_EOS);
+    assert_int_equal(r[0].d.completion_tokens, 3);     /* EOS neither sent nor counted */
+    assert_int_equal(r[0].n_tokens, 3);
+    check_clean(&r[1]);
+    assert_int_equal(r[1].d.finish, BWP_FINISH_MAX_TOKENS);
+    assert_int_equal(r[1].n_tokens, 6);
+    bwp_conn_close(&c);
+}
+
+static void test_utf8_deltas(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(false);
+    struct test_req r = { .rid = 12 };
+    test_send_text(&c, 12, "utf8", 4, 0, 0, NULL);
+    assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
+    check_clean(&r);
+    assert_int_equal(r.n_tokens, 4);                   /* one TOKEN per token, even empty ones */
+    assert_string_equal(r.text, "\xc3\xa9\xc3\xa9");
+    bwp_conn_close(&c);
+}
+
+/* ---- cancel, deadline, queue, busy, duplicate, pong ---- */
+
+static void test_cancel(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(false);
+    uint8_t buf[512];
+    struct bwp_server_frame f;
+    /* cancelling an unknown id has no answer: the next frame is the PONG */
+    size_t n = bwp_build_simple(buf, sizeof buf, BWP_CANCEL, 999, NULL, 0);
+    bwp_conn_send(&c, buf, n);
+    n = bwp_build_simple(buf, sizeof buf, BWP_PING, 998, NULL, 0);
+    bwp_conn_send(&c, buf, n);
+    assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+    assert_int_equal(f.h.type, BWP_PONG);
+    assert_int_equal(f.h.request_id, 998);
+    assert_int_equal(f.h.seq, 0);
+    assert_int_equal(f.u.pong.flags & BWP_PONG_LOADED, BWP_PONG_LOADED);
+    /* a running request ends with DONE(cancelled) */
+    struct test_req r = { .rid = 20 };
+    test_send_text(&c, 20, "sleep=10", 500, 0, 0, NULL);
+    while (r.n_tokens < 2) {
+        assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+        test_apply(&r, 1, &f);
+    }
+    n = bwp_build_simple(buf, sizeof buf, BWP_CANCEL, 20, NULL, 0);
+    bwp_conn_send(&c, buf, n);
+    bwp_conn_send(&c, buf, n);                         /* idempotent */
+    assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
+    check_clean(&r);
+    assert_int_equal(r.d.finish, BWP_FINISH_CANCELLED);
+    assert_true(r.d.completion_tokens >= 2 && r.d.completion_tokens < 500);
+    assert_int_equal(r.d.completion_tokens, r.n_tokens);
+    bwp_conn_close(&c);
+}
+
+static void test_deadline(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(true);
+    struct test_req r[2] = { { .rid = 30 }, { .rid = 31 } };
+    test_send_text(&c, 30, "sleep=20", 500, 0, 150, NULL);
+    test_send_text(&c, 31, "queued", 5, 0, 50, NULL);      /* expires while waiting */
+    assert_int_equal(test_collect(&c, r, 2, T_MS, NULL), 2);
+    check_clean(&r[0]);
+    assert_int_equal(r[0].d.finish, BWP_FINISH_DEADLINE);
+    assert_true(r[0].d.total_us >= 150000);
+    assert_true(r[0].d.total_us < 1000000);
+    check_clean(&r[1]);
+    assert_int_equal(r[1].queue_position, 1);
+    assert_int_equal(r[1].d.finish, BWP_FINISH_DEADLINE);
+    assert_int_equal(r[1].d.completion_tokens, 0);
+    assert_int_equal(r[1].d.ttft_us, 0);                   /* no TOKEN sent */
+    assert_true(r[1].d.queue_us >= 50000);                 /* whole time in the queue */
+    assert_true(r[1].d.queue_us <= r[1].d.total_us);
+    bwp_conn_close(&c);
+}
+
+static void test_busy_queue_pong_duplicate(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(false);
+    uint8_t buf[512];
+    struct bwp_server_frame f;
+    enum { N = 10 };   /* 1 decoding + 8 waiting (queue_depth) + 1 refused */
+    struct test_req r[N];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < N; i++) {
+        r[i].rid = 100 + (uint64_t)i;
+        test_send_text(&c, r[i].rid, "sleep=30", 400, 0, 0, NULL);
+        if (i == 0) {   /* let the first reach the decoder */
+            while (!r[0].accepted) {
+                assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+                test_apply(r, N, &f);
+            }
+        }
+    }
+    /* the 10th gets BUSY; the others are ACCEPTED with positions 0, 1, 2 … 8 */
+    while (!r[N - 1].ended || !r[N - 2].accepted) {
+        assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+        test_apply(r, N, &f);
+    }
+    assert_int_equal(r[N - 1].error, BWP_E_BUSY);
+    assert_false(r[N - 1].accepted);
+    for (int i = 0; i < N - 1; i++)
+        assert_int_equal(r[i].queue_position, (uint32_t)i);
+    /* PONG counts the waiting requests, not the one decoding */
+    size_t n = bwp_build_simple(buf, sizeof buf, BWP_PING, 555, NULL, 0);
+    bwp_conn_send(&c, buf, n);
+    /* DUPLICATE: the second GENERATE for 101 concerns only that frame (seq 0) */
+    test_send_text(&c, 101, "again", 3, 0, 0, NULL);
+    bool pong = false, dup = false;
+    while (!pong || !dup) {
+        assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+        if (f.h.type == BWP_PONG) {
+            assert_int_equal(f.u.pong.queue_depth, 8);
+            pong = true;
+        } else if (f.h.type == BWP_ERROR && f.h.request_id == 101) {
+            assert_int_equal(f.u.error.code, BWP_E_DUPLICATE);
+            assert_int_equal(f.h.seq, 0);
+            dup = true;
+        } else {
+            test_apply(r, N, &f);
+        }
+    }
+    /* cancel everything; each ends with exactly one DONE(cancelled) */
+    for (int i = 0; i < N - 1; i++) {
+        n = bwp_build_simple(buf, sizeof buf, BWP_CANCEL, r[i].rid, NULL, 0);
+        bwp_conn_send(&c, buf, n);
+    }
+    assert_int_equal(test_collect(&c, r, N, T_MS, NULL), N);
+    for (int i = 0; i < N - 1; i++) {
+        check_clean(&r[i]);
+        assert_int_equal(r[i].d.finish, BWP_FINISH_CANCELLED);
+    }
+    bwp_conn_close(&c);
+}
+
+/* ---- ERROR codes over the wire ---- */
+
+static void expect_error(struct bwp_conn *c, uint64_t rid, uint16_t code)
+{
+    uint8_t buf[512];
+    struct bwp_server_frame f;
+    assert_int_equal(test_recv(c, buf, sizeof buf, &f, T_MS, NULL), 1);
+    if (f.h.type != BWP_ERROR || f.u.error.code != code)
+        fail_msg("rid %llu: expected ERROR %s, got type 0x%x code %s", (unsigned long long)rid,
+                 bwp_code_name(code), f.h.type, f.h.type == BWP_ERROR ? bwp_code_name(f.u.error.code) : "-");
+    assert_int_equal(f.h.request_id, rid);
+    assert_int_equal(f.h.seq, 0);
+    assert_true(f.u.error.msg_len > 0);
+}
+
+static void ping_pong(struct bwp_conn *c, uint64_t rid)
+{
+    uint8_t buf[512];
+    struct bwp_server_frame f;
+    size_t n = bwp_build_simple(buf, sizeof buf, BWP_PING, rid, NULL, 0);
+    assert_int_equal(bwp_conn_send(c, buf, n), 0);
+    assert_int_equal(test_recv(c, buf, sizeof buf, &f, T_MS, NULL), 1);
+    assert_int_equal(f.h.type, BWP_PONG);
+    assert_int_equal(f.h.request_id, rid);
+}
+
+static void test_errors_udp(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(false);
+    uint8_t b[8192];
+    size_t n;
+    /* unanswerable: short datagram, bad magic → silence (the PONG comes next) */
+    bwp_conn_send(&c, (const uint8_t *)"BWP1", 4);
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 1, NULL, 0);
+    b[0] = 'X';
+    bwp_conn_send(&c, b, n);
+    ping_pong(&c, 2);
+    /* BAD_VERSION */
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 3, NULL, 0);
+    b[3] = '7';
+    bwp_conn_send(&c, b, n);
+    expect_error(&c, 3, BWP_E_BAD_VERSION);
+    /* BAD_FRAME: wrong datagram size, request_id 0, reserved */
+    struct bwp_generate g = { .max_tokens = 4, .top_p = 1, .prompt_len = 2, .prompt = (const uint8_t *)"hi" };
+    n = bwp_build_generate(b, sizeof b, 4, &g, NULL, 0);
+    bwp_conn_send(&c, b, n - 1);
+    expect_error(&c, 4, BWP_E_BAD_FRAME);
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 0, NULL, 0);
+    bwp_conn_send(&c, b, n);
+    expect_error(&c, 0, BWP_E_BAD_FRAME);
+    /* TOO_LARGE: prompt over max_prompt_bytes (4096) */
+    static uint8_t big[5000];
+    memset(big, 'a', sizeof big);
+    g.prompt = big;
+    g.prompt_len = 4097;
+    n = bwp_build_generate(b, sizeof b, 5, &g, NULL, 0);
+    bwp_conn_send(&c, b, n);
+    expect_error(&c, 5, BWP_E_TOO_LARGE);
+    /* BAD_PARAMS: max_tokens over the limit; prepare refusing the prompt */
+    g.prompt = (const uint8_t *)"hi";
+    g.prompt_len = 2;
+    g.max_tokens = 513;
+    n = bwp_build_generate(b, sizeof b, 6, &g, NULL, 0);
+    bwp_conn_send(&c, b, n);
+    expect_error(&c, 6, BWP_E_BAD_PARAMS);
+    test_send_text(&c, 7, "bad=prepare", 4, 0, 0, NULL);
+    expect_error(&c, 7, BWP_E_BAD_PARAMS);
+    /* kind-2 id ≥ vocab */
+    uint8_t ids[8];
+    bwp_wr32(ids, 5);
+    bwp_wr32(ids + 4, GEN_TEST_VOCAB);
+    g = (struct bwp_generate){ .max_tokens = 4, .prompt_kind = 2, .top_p = 1, .prompt_len = 8, .prompt = ids };
+    n = bwp_build_generate(b, sizeof b, 8, &g, NULL, 0);
+    bwp_conn_send(&c, b, n);
+    expect_error(&c, 8, BWP_E_BAD_PARAMS);
+    /* AUTH: a trailer on a server without a key */
+    struct bwp_key key = { .bytes = "k", .len = 1 };
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 9, &key, 1);
+    bwp_conn_send(&c, b, n);
+    expect_error(&c, 9, BWP_E_AUTH);
+    /* INTERNAL: the generator fails at start (after ACCEPTED) or mid-stream */
+    struct test_req r[2] = { { .rid = 10 }, { .rid = 11 } };
+    test_send_text(&c, 10, "fail=start", 4, 0, 0, NULL);
+    test_send_text(&c, 11, "fail=step", 8, 0, 0, NULL);
+    assert_int_equal(test_collect(&c, r, 2, T_MS, NULL), 2);
+    check_clean(&r[0]);
+    check_clean(&r[1]);
+    assert_true(r[0].accepted);
+    assert_int_equal(r[0].error, BWP_E_INTERNAL);
+    assert_int_equal(r[1].n_tokens, 2);
+    assert_int_equal(r[1].error, BWP_E_INTERNAL);
+    assert_false(r[1].done);
+    /* the appliance keeps serving */
+    stream_one(false, 0);
+    bwp_conn_close(&c);
+}
+
+static void expect_closed(struct bwp_conn *c)
+{
+    uint8_t buf[512];
+    long n = bwp_conn_recv(c, buf, sizeof buf, T_MS);
+    assert_true(n == -EPIPE || n == -ECONNRESET);
+}
+
+static void test_errors_tcp(void **s)
+{
+    (void)s;
+    uint8_t b[8192];
+    size_t n;
+    /* bad magic: ERROR BAD_FRAME with request_id 0, then close */
+    struct bwp_conn c = open_conn(true);
+    bwp_conn_send(&c, (const uint8_t *)"HTTP/1.1 GET /", 14);
+    expect_error(&c, 0, BWP_E_BAD_FRAME);
+    expect_closed(&c);
+    bwp_conn_close(&c);
+    /* wrong version: BAD_VERSION with the header's id, then close */
+    c = open_conn(true);
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 44, NULL, 0);
+    b[3] = '2';
+    bwp_conn_send(&c, b, n);
+    expect_error(&c, 44, BWP_E_BAD_VERSION);
+    expect_closed(&c);
+    bwp_conn_close(&c);
+    /* oversize ≤ 16 MiB: TOO_LARGE, payload skipped, connection stays usable */
+    c = open_conn(true);
+    uint32_t len = 300000;
+    bwp_put_header(b, BWP_GENERATE, 0, len, 0, 45);
+    bwp_conn_send(&c, b, 24);
+    memset(b, 0xee, sizeof b);
+    for (uint32_t sent = 0; sent < len; sent += 8192)
+        bwp_conn_send(&c, b, len - sent < 8192 ? len - sent : 8192);
+    expect_error(&c, 45, BWP_E_TOO_LARGE);
+    ping_pong(&c, 46);
+    /* a malformed CANCEL for a running request concerns only that frame */
+    struct test_req r = { .rid = 47 };
+    test_send_text(&c, 47, "sleep=5", 6, 0, 0, NULL);
+    bwp_put_header(b, BWP_CANCEL, 0, 2, 0, 47);
+    b[24] = b[25] = 0;
+    bwp_conn_send(&c, b, 26);
+    uint8_t fb[512];
+    struct bwp_server_frame f;
+    bool err_seen = false;
+    while (!r.ended) {
+        assert_int_equal(test_recv(&c, fb, sizeof fb, &f, T_MS, NULL), 1);
+        if (f.h.type == BWP_ERROR && f.u.error.code == BWP_E_BAD_FRAME) {   /* not the request's end */
+            assert_int_equal(f.u.error.code, BWP_E_BAD_FRAME);
+            err_seen = true;
+            continue;
+        }
+        test_apply(&r, 1, &f);
+    }
+    assert_true(err_seen);
+    check_clean(&r);
+    assert_int_equal(r.d.finish, BWP_FINISH_MAX_TOKENS);
+    /* RESEND is ignored on TCP: the PONG is the next frame */
+    n = bwp_build_resend(b, sizeof b, 47, 0, NULL, 0);
+    bwp_conn_send(&c, b, n);
+    ping_pong(&c, 48);
+    /* over 16 MiB: TOO_LARGE, then close */
+    bwp_put_header(b, BWP_GENERATE, 0, (16u << 20) + 1, 0, 49);
+    bwp_conn_send(&c, b, 24);
+    expect_error(&c, 49, BWP_E_TOO_LARGE);
+    expect_closed(&c);
+    bwp_conn_close(&c);
+}
+
+/* ---- RESEND, half-close, connection close ---- */
+
+static void test_resend_udp(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(false);
+    uint8_t frames[16][512], b[512];
+    long lens[16];
+    test_send_text(&c, 60, "resend me", 6, BWP_OPT_IDS, 0, NULL);
+    int n = 0;
+    for (;;) {   /* ACCEPTED, 6 TOKEN, DONE */
+        lens[n] = bwp_conn_recv(&c, frames[n], 512, T_MS);
+        assert_true(lens[n] > 0);
+        if (frames[n++][4] == BWP_DONE)
+            break;
+    }
+    assert_int_equal(n, 8);
+    size_t m = bwp_build_resend(b, sizeof b, 60, 3, NULL, 0);
+    bwp_conn_send(&c, b, m);
+    for (int i = 3; i < 8; i++) {            /* the same bytes again, from seq 3 on */
+        uint8_t got[512];
+        long k = bwp_conn_recv(&c, got, sizeof got, T_MS);
+        assert_int_equal(k, lens[i]);
+        assert_memory_equal(got, frames[i], (size_t)k);
+    }
+    /* RESEND past the end, or of an unknown id: nothing (the PONG comes next) */
+    m = bwp_build_resend(b, sizeof b, 60, 8, NULL, 0);
+    bwp_conn_send(&c, b, m);
+    m = bwp_build_resend(b, sizeof b, 61, 0, NULL, 0);
+    bwp_conn_send(&c, b, m);
+    ping_pong(&c, 62);
+    /* the id may be reused once its request is done */
+    struct test_req r = { .rid = 60 };
+    test_send_text(&c, 60, "again", 2, 0, 0, NULL);
+    assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
+    check_clean(&r);
+    assert_true(r.done);
+    bwp_conn_close(&c);
+}
+
+static void test_tcp_half_close(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(true);
+    struct test_req r = { .rid = 70 };
+    test_send_text(&c, 70, "sleep=5", 10, 0, 0, NULL);
+    assert_int_equal(bwp_conn_shutdown_write(&c), 0);   /* does not cancel */
+    assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
+    check_clean(&r);
+    assert_int_equal(r.d.finish, BWP_FINISH_MAX_TOKENS);
+    assert_int_equal(r.n_tokens, 10);
+    expect_closed(&c);                                   /* then the server closes */
+    bwp_conn_close(&c);
+}
+
+static void test_tcp_close_cancels(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(true);
+    test_send_text(&c, 80, "sleep=50", 500, 0, 0, NULL);   /* would take 25 s */
+    test_send_text(&c, 81, "sleep=50", 500, 0, 0, NULL);
+    uint8_t b[512];
+    struct bwp_server_frame f;
+    assert_int_equal(test_recv(&c, b, sizeof b, &f, T_MS, NULL), 1);
+    bwp_conn_close(&c);                                    /* cancels both silently */
+    sleep_ms(200);
+    struct bwp_conn d = open_conn(false);
+    struct test_req r = { .rid = 82 };
+    test_send_text(&d, 82, "next", 3, 0, 0, NULL);
+    assert_int_equal(test_collect(&d, &r, 1, 2000, NULL), 1);
+    check_clean(&r);
+    assert_int_equal(r.queue_position, 0);                 /* the decoder was free again */
+    bwp_conn_close(&d);
+}
+
+/* ---- AUTH on a keyed server ---- */
+
+static void test_auth_server(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct bwp_key key = { .len = 32 };
+    memcpy(key.bytes, "0123456789abcdef0123456789abcdef", 32);
+    struct dp_config cfg = test_srv_config();
+    cfg.key = &key;
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct bwp_conn c = open_conn(false);
+    uint8_t b[512];
+    struct bwp_server_frame f;
+    /* unsigned frame: AUTH, answered without trailer */
+    size_t n = bwp_build_simple(b, sizeof b, BWP_PING, 1, NULL, 0);
+    bwp_conn_send(&c, b, n);
+    long k = bwp_conn_recv(&c, b, sizeof b, T_MS);
+    assert_true(k > 0);
+    assert_int_equal(bwp_parse_server(b, (size_t)k, NULL, false, &f), 0);
+    assert_int_equal(f.u.error.code, BWP_E_AUTH);
+    assert_int_equal(f.h.flags & BWP_FLAG_AUTH, 0);
+    /* signed request: every answer carries a valid trailer */
+    struct test_req r = { .rid = 2 };
+    test_send_text(&c, 2, "signed", 3, 0, 0, &key);
+    assert_int_equal(test_collect(&c, &r, 1, T_MS, &key), 1);
+    check_clean(&r);
+    assert_true(r.done);
+    assert_int_equal(r.n_tokens, 3);
+    /* a replayed frame: AUTH */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 3, &key, now);
+    bwp_conn_send(&c, b, n);
+    bwp_conn_send(&c, b, n);
+    uint8_t fb[512];
+    assert_int_equal(test_recv(&c, fb, sizeof fb, &f, T_MS, &key), 1);
+    assert_int_equal(f.h.type, BWP_PONG);
+    k = bwp_conn_recv(&c, fb, sizeof fb, T_MS);
+    assert_int_equal(bwp_parse_server(fb, (size_t)k, NULL, false, &f), 0);
+    assert_int_equal(f.u.error.code, BWP_E_AUTH);
+    /* a stale timestamp: AUTH */
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 4, &key, now - 31000000ull);
+    bwp_conn_send(&c, b, n);
+    k = bwp_conn_recv(&c, fb, sizeof fb, T_MS);
+    assert_int_equal(bwp_parse_server(fb, (size_t)k, NULL, false, &f), 0);
+    assert_int_equal(f.u.error.code, BWP_E_AUTH);
+    bwp_conn_close(&c);
+    /* TCP: an oversize frame is skipped, its trailer checked on the way (AUTH before TOO_LARGE) */
+    static uint8_t big[5000], fb2[8192];
+    memset(big, 'z', sizeof big);
+    struct bwp_generate g = { .max_tokens = 2, .top_p = 1, .prompt_len = sizeof big, .prompt = big };
+    struct bwp_key wrong = key;
+    wrong.bytes[3] ^= 1;
+    for (int bad = 0; bad < 2; bad++) {
+        struct bwp_conn t = open_conn(true);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        n = bwp_build_generate(fb2, sizeof fb2, 50, &g, bad ? &wrong : &key, now);
+        bwp_conn_send(&t, fb2, n);
+        k = bwp_conn_recv(&t, fb, sizeof fb, T_MS);
+        assert_true(k > 0);
+        assert_int_equal(bwp_parse_server(fb, (size_t)k, bad ? NULL : &key, false, &f), 0);
+        assert_int_equal(f.u.error.code, bad ? BWP_E_AUTH : BWP_E_TOO_LARGE);
+        assert_int_equal(f.h.request_id, 50);
+        n = bwp_build_simple(fb2, sizeof fb2, BWP_PING, 51, &key, now + 1);   /* still open */
+        bwp_conn_send(&t, fb2, n);
+        assert_int_equal(test_recv(&t, fb, sizeof fb, &f, T_MS, &key), 1);
+        assert_int_equal(f.h.type, BWP_PONG);
+        bwp_conn_close(&t);
+    }
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
+/* ---- allow list and rate limit ---- */
+
+static void test_forbidden_and_rate_limited(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_cidr only_ten = { .family = AF_INET, .addr = { 10 }, .prefix = 8 };
+    struct dp_config cfg = test_srv_config();
+    cfg.allow = &only_ten;
+    cfg.n_allow = 1;
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    for (int tcp = 0; tcp < 2; tcp++) {               /* 127.0.0.1 is not in 10/8 */
+        struct bwp_conn c = open_conn(tcp);
+        test_send_text(&c, 5, "hi", 2, 0, 0, NULL);
+        expect_error(&c, 5, BWP_E_FORBIDDEN);
+        uint8_t b[64];
+        size_t n = bwp_build_simple(b, sizeof b, BWP_PING, 6, NULL, 0);
+        bwp_conn_send(&c, b, n);
+        expect_error(&c, 6, BWP_E_FORBIDDEN);
+        bwp_conn_close(&c);
+    }
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    struct dp_cidr loop = { .family = AF_INET, .addr = { 127 }, .prefix = 8 };
+    cfg.allow = &loop;
+    cfg.rate_limit = 4;                               /* 4 requests a second, burst 4 */
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct bwp_conn c = open_conn(false);
+    struct test_req r[8];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 8; i++) {
+        r[i].rid = 10 + (uint64_t)i;
+        test_send_text(&c, r[i].rid, "x", 1, 0, 0, NULL);
+    }
+    assert_int_equal(test_collect(&c, r, 8, T_MS, NULL), 8);
+    int limited = 0, done = 0;
+    for (int i = 0; i < 8; i++) {
+        check_clean(&r[i]);
+        limited += r[i].error == BWP_E_RATE_LIMITED;
+        done += r[i].done;
+    }
+    assert_int_equal(done, 4);
+    assert_int_equal(limited, 4);
+    sleep_ms(600);                                    /* refilled: two more tokens */
+    struct test_req again = { .rid = 30 };
+    test_send_text(&c, 30, "x", 1, 0, 0, NULL);
+    assert_int_equal(test_collect(&c, &again, 1, T_MS, NULL), 1);
+    assert_true(again.done);
+    bwp_conn_close(&c);
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
+/* ---- drain ---- */
+
+static void test_drain_finishes_queued(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct bwp_conn c = open_conn(false);
+    struct test_req r[3] = { { .rid = 1 }, { .rid = 2 }, { .rid = 3 } };
+    test_send_text(&c, 1, "sleep=10", 10, 0, 0, NULL);
+    test_send_text(&c, 2, "sleep=10", 10, 0, 0, NULL);
+    uint8_t b[512];
+    struct bwp_server_frame f;
+    while (!r[1].accepted) {
+        assert_int_equal(test_recv(&c, b, sizeof b, &f, T_MS, NULL), 1);
+        test_apply(r, 3, &f);
+    }
+    dp_server_stop(SRV.s);
+    sleep_ms(20);
+    test_send_text(&c, 3, "late", 3, 0, 0, NULL);          /* new: SHUTTING_DOWN */
+    size_t n = bwp_build_simple(b, sizeof b, BWP_PING, 9, NULL, 0);
+    bwp_conn_send(&c, b, n);
+    bool pong = false;
+    while (!(r[0].ended && r[1].ended && r[2].ended && pong)) {
+        assert_int_equal(test_recv(&c, b, sizeof b, &f, T_MS, NULL), 1);
+        if (f.h.type == BWP_PONG) {
+            assert_int_equal(f.u.pong.flags & BWP_PONG_DRAINING, BWP_PONG_DRAINING);
+            pong = true;
+            continue;
+        }
+        test_apply(r, 3, &f);
+    }
+    assert_int_equal(r[2].error, BWP_E_SHUTTING_DOWN);
+    for (int i = 0; i < 2; i++) {                          /* both served in full */
+        check_clean(&r[i]);
+        assert_int_equal(r[i].d.finish, BWP_FINISH_MAX_TOKENS);
+        assert_int_equal(r[i].n_tokens, 10);
+    }
+    pthread_join(SRV.t, NULL);
+    assert_int_equal(SRV.rc, 0);
+    dp_server_close(SRV.s);
+    gen_test_close(&SRV.g);
+    bwp_conn_close(&c);
+    SRV = saved;
+}
+
+static void test_drain_grace_expires(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
+    cfg.shutdown_grace_ms = 100;
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct bwp_conn c = open_conn(true);
+    struct test_req r[2] = { { .rid = 1 }, { .rid = 2 } };
+    test_send_text(&c, 1, "sleep=50", 500, 0, 0, NULL);
+    test_send_text(&c, 2, "sleep=50", 500, 0, 0, NULL);
+    uint8_t b[512];
+    struct bwp_server_frame f;
+    while (!r[1].accepted) {
+        assert_int_equal(test_recv(&c, b, sizeof b, &f, T_MS, NULL), 1);
+        test_apply(r, 2, &f);
+    }
+    dp_server_stop(SRV.s);
+    assert_int_equal(test_collect(&c, r, 2, T_MS, NULL), 2);
+    for (int i = 0; i < 2; i++) {
+        check_clean(&r[i]);
+        assert_int_equal(r[i].d.finish, BWP_FINISH_SHUTDOWN);
+    }
+    assert_true(r[0].n_tokens < 500);
+    pthread_join(SRV.t, NULL);
+    assert_int_equal(SRV.rc, 0);
+    dp_server_close(SRV.s);
+    gen_test_close(&SRV.g);
+    bwp_conn_close(&c);
+    SRV = saved;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stream_udp),
+        cmocka_unit_test(test_stream_tcp),
+        cmocka_unit_test(test_tcp_interleaved),
+        cmocka_unit_test(test_eos_and_ignore_eos),
+        cmocka_unit_test(test_utf8_deltas),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_busy_queue_pong_duplicate),
+        cmocka_unit_test(test_errors_udp),
+        cmocka_unit_test(test_errors_tcp),
+        cmocka_unit_test(test_resend_udp),
+        cmocka_unit_test(test_tcp_half_close),
+        cmocka_unit_test(test_tcp_close_cancels),
+        cmocka_unit_test(test_auth_server),
+        cmocka_unit_test(test_forbidden_and_rate_limited),
+        cmocka_unit_test(test_drain_finishes_queued),
+        cmocka_unit_test(test_drain_grace_expires),
+    };
+    return cmocka_run_group_tests_name("server", tests, setup_default, teardown_default);
+}
