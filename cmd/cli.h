@@ -10,6 +10,8 @@ int cmd_run_default(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_chat_encode(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 int cmd_passwd(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 int cmd_synth(int argc, char **argv);

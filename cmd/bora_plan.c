@@ -1,0 +1,207 @@
+/* bora_plan.c — `bora plan`: will a model fit on a GPU, and what decode speed does its memory
+ * bandwidth allow, in FP8 and in BF16. Pure arithmetic over the model's configuration (the
+ * same layout the CUDA engine allocates, kernels/plan.c); no GPU needed except for --gpu local. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cli.h"
+#include "kernels/plan.h"
+#include "model/model.h"
+
+#ifdef BORA_CUDA
+#include "kernels/kernels.h"
+#endif
+
+#define PLAN_DEFAULT_CTX 8192
+#define PLAN_CONFIG_MAX (1 << 20)   /* bytes of config.json / params.json read */
+
+static const char plan_usage[] =
+    "usage: bora plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N]\n"
+    "                 [--gpu h200|h100|l40s|rtx4090|local]\n"
+    "exit status: 0 the chosen precision fits, 1 it does not (or an error), 2 usage\n";
+
+/* Reads DIR/config.json (HF) or DIR/params.json (native) into *cfg. */
+static int plan_read_config(const char *dir, struct model_config *cfg, bool *fp8_ckpt, struct bora_err *err)
+{
+    char path[4200];
+    bool hf = true;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        hf = false;
+        snprintf(path, sizeof path, "%s/params.json", dir);
+        f = fopen(path, "rb");
+    }
+    if (!f)
+        return bora_errf(err, -ENOENT, "%s: neither config.json nor params.json found", dir);
+    char *buf = malloc(PLAN_CONFIG_MAX + 1);
+    if (!buf) {
+        fclose(f);
+        return bora_errf(err, -ENOMEM, "out of memory");
+    }
+    size_t n = fread(buf, 1, PLAN_CONFIG_MAX, f);
+    int rd_err = ferror(f);
+    fclose(f);
+    if (rd_err) {
+        free(buf);
+        return bora_errf(err, -EIO, "%s: read error", path);
+    }
+    buf[n] = 0;
+    int rc = hf ? model_config_parse_hf(buf, n, path, cfg, err) : model_config_parse_native(buf, n, path, cfg, err);
+    *fp8_ckpt = strstr(buf, "\"fp8\"") != NULL;
+    free(buf);
+    return rc;
+}
+
+static int plan_gpu(const char *name, struct plan_gpu *g, struct bora_err *err)
+{
+    if (strcmp(name, "local")) {
+        const struct plan_gpu *k = plan_gpu_find(name);
+        if (!k)
+            return bora_errf(err, -EINVAL, "--gpu: unknown GPU '%s' (h200, h100, l40s, rtx4090, local)", name);
+        *g = *k;
+        return 0;
+    }
+#ifdef BORA_CUDA
+    struct kern_device d;
+    int rc = kern_device_query(&d, err);
+    if (rc)
+        return rc;
+    static char gname[300];   /* set once, read by this command only */
+    snprintf(gname, sizeof gname, "local: %s", d.name);
+    *g = (struct plan_gpu){ gname, d.free_bytes, 0 };
+    void *buf;
+    size_t bytes = 1ull << 30;
+    if ((rc = kern_malloc(&buf, bytes, err)))
+        return rc;
+    rc = kern_fill_random(buf, BORA_DT_BF16, bytes / 2, 1.0f, 3, err);
+    if (!rc)
+        rc = kern_bandwidth_read(buf, bytes, 5, &g->read_gbps, err);
+    kern_free(buf);
+    return rc;
+#else
+    return bora_errf(err, -ENODEV, "--gpu local: built without CUDA; name a GPU (h200, h100, l40s, rtx4090)");
+#endif
+}
+
+struct plan_col {
+    struct plan_layout l;
+    uint64_t step_bytes;     /* weights + KV at a full context */
+    bool fits;
+};
+
+static int plan_one(const struct model_config *c, enum bora_dtype lin, int ctx, const struct plan_gpu *g,
+                    struct plan_col *col, struct bora_err *err)
+{
+    struct plan_dtypes dt = { lin, BORA_DT_BF16, BORA_DT_BF16 };
+    int rc = plan_layout_compute(c, &dt, ctx, &col->l, err);
+    if (rc)
+        return rc;
+    col->step_bytes = col->l.step_weight_bytes + plan_kv_step_bytes(c, &col->l, ctx - 1);
+    struct bora_err tmp;
+    col->fits = plan_check_fit(&col->l, ctx, g->mem_bytes, &tmp) == 0;
+    return 0;
+}
+
+int cmd_plan(int argc, char **argv)
+{
+    const char *dir = NULL, *preset = NULL, *gpu = "h200";
+    enum model_precision prec = MODEL_PRECISION_AUTO;
+    int ctx = PLAN_DEFAULT_CTX;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (a[0] != '-' || !a[1]) {
+            if (dir) {
+                fprintf(stderr, "bora plan: one model directory only ('%s' and '%s')\n%s", dir, a, plan_usage);
+                return 2;
+            }
+            dir = a;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "bora plan: %s needs a value\n%s", a, plan_usage);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--preset")) {
+            preset = v;
+        } else if (!strcmp(a, "--precision")) {
+            if (model_precision_parse(v, &prec) || prec == MODEL_PRECISION_AUTO) {
+                fprintf(stderr, "bora plan: --precision: expected fp8 or bf16 (got '%s')\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--ctx")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (end == v || *end || n < 1 || n > (1 << 24)) {
+                fprintf(stderr, "bora plan: --ctx: expected tokens in [1, %d] (got '%s')\n", 1 << 24, v);
+                return 2;
+            }
+            ctx = (int)n;
+        } else if (!strcmp(a, "--gpu")) {
+            gpu = v;
+        } else {
+            fprintf(stderr, "bora plan: unknown option '%s'\n%s", a, plan_usage);
+            return 2;
+        }
+    }
+    if (!dir == !preset) {
+        fprintf(stderr, "bora plan: give a MODEL_DIR or --preset NAME (one of them)\n%s", plan_usage);
+        return 2;
+    }
+    struct bora_err err = { "" };
+    struct model_config cfg;
+    bool fp8_ckpt = false;
+    if (preset) {
+        const struct model_config *p = plan_preset_find(preset);
+        if (!p) {
+            fprintf(stderr, "bora plan: --preset: unknown preset '%s' (mistral-7b, ministral-8b, "
+                            "mistral-small-24b, mistral-medium-3.5)\n", preset);
+            return 2;
+        }
+        cfg = *p;
+    } else if (plan_read_config(dir, &cfg, &fp8_ckpt, &err)) {
+        fprintf(stderr, "bora plan: %s\n", err.msg);
+        return 1;
+    }
+    if (prec == MODEL_PRECISION_AUTO)
+        prec = fp8_ckpt || preset ? MODEL_PRECISION_FP8 : MODEL_PRECISION_BF16;
+    struct plan_gpu g;
+    struct plan_col col[2];   /* fp8, bf16 */
+    if (plan_gpu(gpu, &g, &err) || plan_one(&cfg, BORA_DT_F8_E4M3, ctx, &g, &col[0], &err) ||
+        plan_one(&cfg, BORA_DT_BF16, ctx, &g, &col[1], &err)) {
+        fprintf(stderr, "bora plan: %s\n", err.msg);
+        return 1;
+    }
+    printf("plan  %s  (%d layers, dim %d, %d/%d heads x %d, ffn %d, vocab %d)\n", preset ? preset : dir,
+           cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim, cfg.vocab_size);
+    printf("GPU   %s: %.1f GB, streaming read %.0f GB/s;  KV cache for %d tokens (bf16)\n\n", g.name,
+           g.mem_bytes / 1e9, g.read_gbps, ctx);
+    printf("%-34s %14s %14s\n", "", "fp8", "bf16");
+#define ROW(label, fmt, a, b) printf("%-34s " fmt " " fmt "\n", label, a, b)
+    ROW("weights (GB)", "%14.2f", col[0].l.weight_bytes / 1e9, col[1].l.weight_bytes / 1e9);
+    ROW("KV cache (GB)", "%14.2f", col[0].l.kv_bytes / 1e9, col[1].l.kv_bytes / 1e9);
+    ROW("activations + workspace (GB)", "%14.3f", col[0].l.act_bytes / 1e9, col[1].l.act_bytes / 1e9);
+    ROW("CUDA reserve (GB)", "%14.2f", PLAN_CUDA_RESERVE / 1e9, PLAN_CUDA_RESERVE / 1e9);
+    ROW("total needed (GB)", "%14.2f", (col[0].l.total + PLAN_CUDA_RESERVE) / 1e9,
+        (col[1].l.total + PLAN_CUDA_RESERVE) / 1e9);
+    ROW("fits", "%14s", col[0].fits ? "yes" : "NO", col[1].fits ? "yes" : "NO");
+    ROW("bytes read per token at ctx (GB)", "%14.3f", col[0].step_bytes / 1e9, col[1].step_bytes / 1e9);
+    ROW("decode tok/s, bandwidth bound", "%14.1f", g.read_gbps * 1e9 / col[0].step_bytes,
+        g.read_gbps * 1e9 / col[1].step_bytes);
+    ROW("decode tok/s at 90 % of it", "%14.1f", 0.9 * g.read_gbps * 1e9 / col[0].step_bytes,
+        0.9 * g.read_gbps * 1e9 / col[1].step_bytes);
+#undef ROW
+    const struct plan_col *sel = &col[prec == MODEL_PRECISION_FP8 ? 0 : 1];
+    const char *pn = prec == MODEL_PRECISION_FP8 ? "fp8" : "bf16";
+    if (sel->fits) {
+        printf("\n%s fits: %.2f GB of %.1f GB\n", pn, (sel->l.total + PLAN_CUDA_RESERVE) / 1e9, g.mem_bytes / 1e9);
+        return 0;
+    }
+    plan_check_fit(&sel->l, ctx, g.mem_bytes, &err);
+    printf("\n%s does not fit: %s\n", pn, err.msg);
+    return 1;
+}

@@ -1,0 +1,707 @@
+/* engine_cuda.c — the CUDA engine backend: one device arena (weights as stored, FP8 with its
+ * scales or BF16; bf16 KV cache; fp32 activations) laid out by plan.c, and the whole decode step
+ * (embedding, per layer 4 GEMVs + attention, head, sampling) captured once into a CUDA graph
+ * that reads its position and token from device memory, so every step replays it. Prompts run
+ * one token per replay. Budget per step: plan_layout.step_weight_bytes + KV bytes at ≥ 90 % of
+ * the streaming-read bandwidth. */
+#ifdef BORA_CUDA
+#include "kernels/engine_cuda.h"
+
+#include <cuda_runtime_api.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define ECHECK(call)                                                                            \
+    do {                                                                                        \
+        cudaError_t e_ = (call);                                                                \
+        if (e_ != cudaSuccess)                                                                  \
+            return bora_errf(err, -EIO, "%s: %s (%s:%d)", #call, cudaGetErrorString(e_),        \
+                             __FILE__, __LINE__);                                               \
+    } while (0)
+
+struct cuda_impl {
+    struct plan_layout lay;
+    uint8_t *arena;                 /* device, lay.total bytes */
+    cudaStream_t stream;
+    cudaGraphExec_t graph;          /* NULL until captured */
+    struct kern_state *h_in;        /* pinned: state uploaded before a run */
+    struct kern_state *h_out;       /* pinned: state copied back by the graph */
+    int32_t *h_ids;                 /* pinned (max_ctx) */
+    float *h_logits;                /* pinned (vocab) */
+    struct plan_dtypes dt;
+    int variant[ENGINE_CUDA_GEMV_KINDS];   /* GEMV launch shape per kind, chosen at open */
+    float tuned_us[ENGINE_CUDA_GEMV_KINDS];
+    struct bora_err last;
+};
+
+static enum bora_dtype gpu_dtype(enum bora_dtype d)
+{
+    return d == BORA_DT_F8_E4M3 ? BORA_DT_F8_E4M3 : BORA_DT_BF16;
+}
+
+static struct cuda_impl *impl_of(const struct engine *e) { return (struct cuda_impl *)e->impl; }
+static uint8_t *at(struct cuda_impl *s, size_t off) { return s->arena + off; }
+static uint8_t *layer_at(struct cuda_impl *s, int l, size_t off)
+{
+    return s->arena + s->lay.layers + (size_t)l * s->lay.layer_stride + off;
+}
+
+/* ---- upload ---- */
+
+/* Copies w's rows into dst (row r at dst + r × pitch) as dtype `want`, converting F32/F16/BF16
+ * to BF16 on the host when needed; writes w's combined scale per row at rs[r × rs_step]. */
+static int upload_rows(const struct wtensor *w, enum bora_dtype want, uint8_t *dst, size_t pitch,
+                       float *h_rs, int rs_step, const char *what, struct bora_err *err)
+{
+    if (gpu_dtype(w->dtype) != want)
+        return bora_errf(err, -EINVAL, "%s: dtype %s differs from the other linear weights (%s)", what,
+                         bora_dtype_name(w->dtype), bora_dtype_name(want));
+    size_t row_bytes = (size_t)w->cols * bora_dtype_size(want);
+    if (h_rs)
+        for (int64_t r = 0; r < w->rows; r++)
+            h_rs[r * rs_step] = w->scale * (w->row_scale ? w->row_scale[r] : 1.0f);
+    if (w->dtype == want) {
+        ECHECK(cudaMemcpy2D(dst, pitch, w->data, row_bytes, row_bytes, (size_t)w->rows,
+                            cudaMemcpyHostToDevice));
+        return 0;
+    }
+    uint16_t *tmp = malloc((size_t)w->rows * row_bytes);
+    if (!tmp)
+        return bora_errf(err, -ENOMEM, "%s: no host memory to convert to BF16", what);
+    size_t n = (size_t)w->rows * (size_t)w->cols;
+    for (size_t i = 0; i < n; i++) {
+        float f = w->dtype == BORA_DT_F32 ? ((const float *)w->data)[i]
+                                          : bora_f16_to_f32(((const uint16_t *)w->data)[i]);
+        tmp[i] = bora_f32_to_bf16(f);
+    }
+    cudaError_t ce = cudaMemcpy2D(dst, pitch, tmp, row_bytes, row_bytes, (size_t)w->rows,
+                                  cudaMemcpyHostToDevice);
+    free(tmp);
+    ECHECK(ce);
+    return 0;
+}
+
+static int upload_f32(void *dst, const float *src, size_t n, struct bora_err *err)
+{
+    ECHECK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice));
+    return 0;
+}
+
+/* A norm vector (any dtype) as fp32. */
+static int upload_norm(void *dst, const struct wtensor *w, struct bora_err *err)
+{
+    float *tmp = malloc((size_t)w->cols * sizeof(float));
+    if (!tmp)
+        return bora_errf(err, -ENOMEM, "no host memory for a norm");
+    wtensor_row_f32(w, 0, tmp);
+    int rc = upload_f32(dst, tmp, (size_t)w->cols, err);
+    free(tmp);
+    return rc;
+}
+
+static int upload_layer(struct cuda_impl *s, const struct model *m, int l, float *h_rs,
+                        struct bora_err *err)
+{
+    const struct layer_weights *L = &m->layers[l];
+    const struct model_config *c = &m->cfg;
+    const enum bora_dtype dt = s->dt.linear;
+    const size_t eb = bora_dtype_size(dt);
+    const size_t dim = (size_t)c->dim, hid = (size_t)c->hidden_dim;
+    const size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    char what[64];
+    int rc;
+    uint8_t *qkv = layer_at(s, l, s->lay.l_qkv);
+    snprintf(what, sizeof what, "layer %d wq", l);
+    if ((rc = upload_rows(&L->wq, dt, qkv, dim * eb, h_rs, 1, what, err)))
+        return rc;
+    snprintf(what, sizeof what, "layer %d wk", l);
+    if ((rc = upload_rows(&L->wk, dt, qkv + q_dim * dim * eb, dim * eb, h_rs + q_dim, 1, what, err)))
+        return rc;
+    snprintf(what, sizeof what, "layer %d wv", l);
+    if ((rc = upload_rows(&L->wv, dt, qkv + (q_dim + kv_dim) * dim * eb, dim * eb, h_rs + q_dim + kv_dim, 1,
+                          what, err)))
+        return rc;
+    if ((rc = upload_f32(layer_at(s, l, s->lay.l_qkv_rs), h_rs, q_dim + 2 * kv_dim, err)))
+        return rc;
+    snprintf(what, sizeof what, "layer %d wo", l);
+    if ((rc = upload_rows(&L->wo, dt, layer_at(s, l, s->lay.l_wo), q_dim * eb, h_rs, 1, what, err)) ||
+        (rc = upload_f32(layer_at(s, l, s->lay.l_wo_rs), h_rs, dim, err)))
+        return rc;
+    uint8_t *gu = layer_at(s, l, s->lay.l_gu);
+    snprintf(what, sizeof what, "layer %d gate", l);
+    if ((rc = upload_rows(&L->w_gate, dt, gu, 2 * dim * eb, h_rs, 2, what, err)))
+        return rc;
+    snprintf(what, sizeof what, "layer %d up", l);
+    if ((rc = upload_rows(&L->w_up, dt, gu + dim * eb, 2 * dim * eb, h_rs + 1, 2, what, err)) ||
+        (rc = upload_f32(layer_at(s, l, s->lay.l_gu_rs), h_rs, 2 * hid, err)))
+        return rc;
+    snprintf(what, sizeof what, "layer %d down", l);
+    if ((rc = upload_rows(&L->w_down, dt, layer_at(s, l, s->lay.l_down), hid * eb, h_rs, 1, what, err)) ||
+        (rc = upload_f32(layer_at(s, l, s->lay.l_down_rs), h_rs, dim, err)))
+        return rc;
+    if ((rc = upload_norm(layer_at(s, l, s->lay.l_attn_norm), &L->attn_norm, err)) ||
+        (rc = upload_norm(layer_at(s, l, s->lay.l_ffn_norm), &L->ffn_norm, err)))
+        return rc;
+    return 0;
+}
+
+static int upload_model(struct cuda_impl *s, const struct model *m, struct bora_err *err)
+{
+    const struct model_config *c = &m->cfg;
+    size_t max_rows = (size_t)c->vocab_size;
+    size_t r2 = (size_t)c->n_heads * c->head_dim + 2 * (size_t)c->n_kv_heads * c->head_dim;
+    if (r2 > max_rows)
+        max_rows = r2;
+    if (2 * (size_t)c->hidden_dim > max_rows)
+        max_rows = 2 * (size_t)c->hidden_dim;
+    float *h_rs = malloc(max_rows * sizeof(float));
+    if (!h_rs)
+        return bora_errf(err, -ENOMEM, "no host memory for row scales");
+    int rc = upload_rows(&m->tok_emb, s->dt.emb, at(s, s->lay.emb),
+                         (size_t)c->dim * bora_dtype_size(s->dt.emb), h_rs, 1, "token embedding", err);
+    if (!rc)
+        rc = upload_f32(at(s, s->lay.emb_rs), h_rs, (size_t)c->vocab_size, err);
+    if (!rc && !c->tied) {
+        rc = upload_rows(&m->output, s->dt.out, at(s, s->lay.out),
+                         (size_t)c->dim * bora_dtype_size(s->dt.out), h_rs, 1, "output head", err);
+        if (!rc)
+            rc = upload_f32(at(s, s->lay.out_rs), h_rs, (size_t)c->vocab_size, err);
+    }
+    if (!rc)
+        rc = upload_norm(at(s, s->lay.norm), &m->norm, err);
+    for (int l = 0; !rc && l < c->n_layers; l++)
+        rc = upload_layer(s, m, l, h_rs, err);
+    free(h_rs);
+    if (!rc)
+        rc = upload_f32(at(s, s->lay.inv_freq), m->rope_inv_freq, (size_t)c->head_dim / 2, err);
+    return rc;
+}
+
+/* Random weights on the GPU: values uniform with variance 1/cols (unit-scale outputs). */
+static int fill_mat(uint8_t *w, float *rs, enum bora_dtype dt, size_t rows, size_t cols, uint64_t seed,
+                    struct bora_err *err)
+{
+    float amp = sqrtf(3.0f / (float)cols);
+    int rc;
+    if (dt == BORA_DT_F8_E4M3) {
+        if ((rc = kern_fill_random(w, dt, rows * cols, 1.0f, seed, err)))
+            return rc;
+        return kern_fill_f32(rs, rows, amp, err);
+    }
+    if ((rc = kern_fill_random(w, dt, rows * cols, amp, seed, err)))
+        return rc;
+    return kern_fill_f32(rs, rows, 1.0f, err);
+}
+
+static int fill_synthetic(struct cuda_impl *s, const struct model *m, uint64_t seed, struct bora_err *err)
+{
+    const struct model_config *c = &m->cfg;
+    const size_t dim = (size_t)c->dim, hid = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
+    const size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    int rc;
+    if ((rc = kern_fill_random(at(s, s->lay.emb), s->dt.emb, V * dim, 1.0f, seed++, err)) ||
+        (rc = kern_fill_f32((float *)at(s, s->lay.emb_rs), V, 1.0f, err)))
+        return rc;
+    if (!c->tied && (rc = fill_mat(at(s, s->lay.out), (float *)at(s, s->lay.out_rs), s->dt.out, V, dim,
+                                   seed++, err)))
+        return rc;
+    if ((rc = kern_fill_f32((float *)at(s, s->lay.norm), dim, 1.0f, err)))
+        return rc;
+    for (int l = 0; l < c->n_layers; l++) {
+        const enum bora_dtype dt = s->dt.linear;
+        if ((rc = fill_mat(layer_at(s, l, s->lay.l_qkv), (float *)layer_at(s, l, s->lay.l_qkv_rs), dt,
+                           q_dim + 2 * kv_dim, dim, seed++, err)) ||
+            (rc = fill_mat(layer_at(s, l, s->lay.l_wo), (float *)layer_at(s, l, s->lay.l_wo_rs), dt, dim,
+                           q_dim, seed++, err)) ||
+            (rc = fill_mat(layer_at(s, l, s->lay.l_gu), (float *)layer_at(s, l, s->lay.l_gu_rs), dt, 2 * hid,
+                           dim, seed++, err)) ||
+            (rc = fill_mat(layer_at(s, l, s->lay.l_down), (float *)layer_at(s, l, s->lay.l_down_rs), dt, dim,
+                           hid, seed++, err)) ||
+            (rc = kern_fill_f32((float *)layer_at(s, l, s->lay.l_attn_norm), dim, 1.0f, err)) ||
+            (rc = kern_fill_f32((float *)layer_at(s, l, s->lay.l_ffn_norm), dim, 1.0f, err)))
+            return rc;
+    }
+    /* a "prefilled" cache: attention over it reads real-looking values */
+    size_t kv_elems = s->lay.kv_bytes / 2;
+    if ((rc = kern_fill_random(at(s, s->lay.kv), BORA_DT_BF16, kv_elems, 1.0f, seed++, err)))
+        return rc;
+    if ((rc = upload_f32(at(s, s->lay.inv_freq), m->rope_inv_freq, (size_t)c->head_dim / 2, err)))
+        return rc;
+    return kern_sync(err);
+}
+
+/* ---- the decode step ---- */
+
+/* The GEMV of `kind` (enum engine_cuda_gemv) in layer l. */
+static struct kern_gemv_args gemv_of(struct engine *e, int kind, int l)
+{
+    struct cuda_impl *s = impl_of(e);
+    const struct model_config *c = &e->model->cfg;
+    const struct plan_layout *L = &s->lay;
+    const int dim = c->dim, hid = c->hidden_dim, V = c->vocab_size;
+    const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int *cnt = (int *)at(s, L->counters) + (size_t)l * (4 + c->n_kv_heads);
+    struct kern_gemv_args g = { 0 };
+    g.norm_eps = c->norm_eps;
+    g.variant = s->variant[kind];
+    switch (kind) {
+    case ENGINE_CUDA_GEMV_QKV:
+        g.m = (struct kern_mat){ s->dt.linear, layer_at(s, l, L->l_qkv), q_dim + 2 * kv_dim, dim, 1.0f,
+                                 (const float *)layer_at(s, l, L->l_qkv_rs) };
+        g.x = (float *)at(s, L->x), g.y = (float *)at(s, L->qkv), g.mode = KERN_GEMV_STORE;
+        g.norm_w = (const float *)layer_at(s, l, L->l_attn_norm), g.counter = cnt;
+        break;
+    case ENGINE_CUDA_GEMV_WO:
+        g.m = (struct kern_mat){ s->dt.linear, layer_at(s, l, L->l_wo), dim, q_dim, 1.0f,
+                                 (const float *)layer_at(s, l, L->l_wo_rs) };
+        g.x = (float *)at(s, L->att), g.y = (float *)at(s, L->x), g.mode = KERN_GEMV_ADD, g.counter = cnt + 1;
+        break;
+    case ENGINE_CUDA_GEMV_GATE_UP:
+        g.m = (struct kern_mat){ s->dt.linear, layer_at(s, l, L->l_gu), 2 * hid, dim, 1.0f,
+                                 (const float *)layer_at(s, l, L->l_gu_rs) };
+        g.x = (float *)at(s, L->x), g.y = (float *)at(s, L->h), g.mode = KERN_GEMV_SWIGLU;
+        g.norm_w = (const float *)layer_at(s, l, L->l_ffn_norm), g.counter = cnt + 2;
+        break;
+    case ENGINE_CUDA_GEMV_DOWN:
+        g.m = (struct kern_mat){ s->dt.linear, layer_at(s, l, L->l_down), dim, hid, 1.0f,
+                                 (const float *)layer_at(s, l, L->l_down_rs) };
+        g.x = (float *)at(s, L->h), g.y = (float *)at(s, L->x), g.mode = KERN_GEMV_ADD, g.counter = cnt + 3;
+        break;
+    default: /* head */
+        g.m = c->tied ? (struct kern_mat){ s->dt.emb, at(s, L->emb), V, dim, 1.0f, (const float *)at(s, L->emb_rs) }
+                      : (struct kern_mat){ s->dt.out, at(s, L->out), V, dim, 1.0f, (const float *)at(s, L->out_rs) };
+        g.x = (float *)at(s, L->x), g.y = (float *)at(s, L->logits), g.mode = KERN_GEMV_STORE;
+        g.norm_w = (const float *)at(s, L->norm);
+        g.counter = (int *)at(s, L->counters) + (size_t)c->n_layers * (4 + c->n_kv_heads);
+        break;
+    }
+    return g;
+}
+
+/* Times `reps` launches of one GEMV kind captured in a graph, rotating over layers so the
+ * weights come from memory, not L2; *us = microseconds per launch. */
+static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const int nl = kind == ENGINE_CUDA_GEMV_HEAD ? 1 : e->model->cfg.n_layers;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    int rc = 0;
+    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+    for (int i = 0; i < reps && !rc; i++) {
+        struct kern_gemv_args a = gemv_of(e, kind, i % nl);
+        /* back-to-back launches may overlap (PDL): each takes its own work counter */
+        a.counter = (int *)at(s, s->lay.counters) + s->lay.n_counters - PLAN_TUNE_COUNTERS + i % PLAN_TUNE_COUNTERS;
+        rc = kern_gemv(&a, (struct CUstream_st *)s->stream, err);
+    }
+    cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
+    if (rc) {
+        if (g)
+            cudaGraphDestroy(g);
+        return rc;
+    }
+    ECHECK(ce);
+    ce = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    ECHECK(ce);
+    float best = 1e30f;
+    ce = cudaEventCreate(&e0);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e1);
+    for (int t = 0; t < 3 && ce == cudaSuccess; t++) {
+        float ms = 0;
+        ce = cudaEventRecord(e0, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaGraphLaunch(x, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaEventRecord(e1, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaEventSynchronize(e1);
+        if (ce == cudaSuccess)
+            ce = cudaEventElapsedTime(&ms, e0, e1);
+        if (t > 0 && ms < best)
+            best = ms;
+    }
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    cudaGraphExecDestroy(x);
+    ECHECK(ce);
+    *us = best * 1e3f / (float)reps;
+    return 0;
+}
+
+/* Picks, for each GEMV kind, the launch shape that runs fastest on this model's matrices. */
+static int tune_gemv(struct engine *e, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const int nv = kern_gemv_variants();
+    for (int k = 0; k < ENGINE_CUDA_GEMV_KINDS; k++) {
+        int best_v = 0;
+        float best = 1e30f;
+        for (int v = 0; v < nv; v++) {
+            s->variant[k] = v;
+            float us = 0;
+            struct bora_err tmp;
+            int rc = time_gemv(e, k, k == ENGINE_CUDA_GEMV_HEAD ? 4 : 16, &us, &tmp);
+            if (rc == -EINVAL)
+                continue;   /* this shape does not apply (e.g. odd rows per warp for SwiGLU) */
+            if (rc)
+                return bora_errf(err, rc, "tuning GEMV kind %d variant %d: %s", k, v, tmp.msg);
+            if (us < best) {
+                best = us;
+                best_v = v;
+            }
+        }
+        s->variant[k] = best_v;
+        s->tuned_us[k] = best;
+    }
+    return 0;
+}
+
+static struct kern_mat mat(struct cuda_impl *s, uint8_t *w, uint8_t *rs, enum bora_dtype dt, int rows,
+                           int cols)
+{
+    /* BF16 weights whose scales are all 1 skip the scale read */
+    struct kern_mat k = { dt, w, rows, cols, 1.0f, (const float *)rs };
+    (void)s;
+    return k;
+}
+
+/* The attention of layer l. */
+static struct kern_attn_args attn_of(struct engine *e, int l)
+{
+    struct cuda_impl *s = impl_of(e);
+    const struct model_config *c = &e->model->cfg;
+    const struct plan_layout *L = &s->lay;
+    uint8_t *kc = at(s, L->kv + (size_t)l * L->kv_layer_stride);
+    int *cnt = (int *)at(s, L->counters) + (size_t)l * (4 + c->n_kv_heads);
+    struct kern_rope rope = { (const float *)at(s, L->inv_freq), e->model->rope_attn_factor,
+                              c->rope_interleaved, (float)c->qscale_beta, c->qscale_orig_max };
+    struct kern_attn_args a = {
+        .qkv = (float *)at(s, L->qkv), .k_cache = (uint16_t *)kc,
+        .v_cache = (uint16_t *)(kc + L->kv_layer_stride / 2), .out = (float *)at(s, L->att),
+        .partial = (float *)at(s, L->partial), .counters = cnt + 4,
+        .d_pos = &((struct kern_state *)at(s, L->state))->pos, .max_ctx = e->max_ctx, .n_heads = c->n_heads,
+        .n_kv = c->n_kv_heads, .head_dim = c->head_dim, .window = c->sliding_window, .n_split = L->n_split,
+        .rope = rope,
+    };
+    return a;
+}
+
+static int enqueue_step(struct engine *e, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const struct model_config *c = &e->model->cfg;
+    const struct plan_layout *L = &s->lay;
+    const int dim = c->dim, V = c->vocab_size;
+    struct CUstream_st *st = (struct CUstream_st *)s->stream;
+    float *x = (float *)at(s, L->x), *logits = (float *)at(s, L->logits);
+    struct kern_state *state = (struct kern_state *)at(s, L->state);
+    int rc;
+
+    struct kern_mat emb = mat(s, at(s, L->emb), at(s, L->emb_rs), s->dt.emb, V, dim);
+    if ((rc = kern_embed(x, &emb, state, (int32_t *)at(s, L->tokens), st, err)))
+        return rc;
+    for (int l = 0; l < c->n_layers; l++) {
+        struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_QKV, l);
+        if ((rc = kern_gemv(&g, st, err)))
+            return rc;
+        struct kern_attn_args a = attn_of(e, l);
+        if ((rc = kern_attention(&a, st, err)))
+            return rc;
+        for (int k = ENGINE_CUDA_GEMV_WO; k <= ENGINE_CUDA_GEMV_DOWN; k++) {
+            g = gemv_of(e, k, l);
+            if ((rc = kern_gemv(&g, st, err)))
+                return rc;
+        }
+    }
+    struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_HEAD, 0);
+    if ((rc = kern_gemv(&g, st, err)))
+        return rc;
+    if ((rc = kern_sample(logits, V, state, st, err)))
+        return rc;
+    ECHECK(cudaMemcpyAsync(s->h_out, state, sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
+    return 0;
+}
+
+static int capture(struct engine *e, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    cudaGraph_t g;
+    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+    int rc = enqueue_step(e, err);
+    cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
+    if (rc)
+        return rc;
+    ECHECK(ce);
+    ce = cudaGraphInstantiate(&s->graph, g, 0);
+    cudaGraphDestroy(g);
+    ECHECK(ce);
+    return 0;
+}
+
+/* Uploads the state (pos, fed_end, greedy) and the fed ids. */
+static int set_state(struct cuda_impl *s, const int32_t *ids, int n, int pos, struct bora_err *err)
+{
+    struct kern_state *d = (struct kern_state *)at(s, s->lay.state);
+    memset(s->h_in, 0, sizeof *s->h_in);
+    s->h_in->pos = pos;
+    s->h_in->fed_end = pos + n;
+    s->h_in->temperature = 0.0f;
+    s->h_in->top_p = 1.0f;
+    if (ids) {
+        memcpy(s->h_ids, ids, (size_t)n * sizeof *ids);
+        ECHECK(cudaMemcpyAsync(at(s, s->lay.tokens) + (size_t)pos * 4, s->h_ids, (size_t)n * 4,
+                               cudaMemcpyHostToDevice, s->stream));
+    }
+    ECHECK(cudaMemcpyAsync(d, s->h_in, sizeof *d, cudaMemcpyHostToDevice, s->stream));
+    return 0;
+}
+
+static int run_tokens(struct engine *e, const int32_t *ids, int n, int pos, float *logits, bool all)
+{
+    struct cuda_impl *s = impl_of(e);
+    struct bora_err *err = &s->last;
+    const size_t V = (size_t)e->model->cfg.vocab_size;
+    err->msg[0] = 0;
+    int rc = set_state(s, ids, n, pos, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        ECHECK(cudaGraphLaunch(s->graph, s->stream));
+        if (logits && (all || i == n - 1)) {
+            ECHECK(cudaMemcpyAsync(s->h_logits, at(s, s->lay.logits), V * 4, cudaMemcpyDeviceToHost,
+                                   s->stream));
+            ECHECK(cudaStreamSynchronize(s->stream));
+            memcpy(logits + (all ? (size_t)i * V : 0), s->h_logits, V * 4);
+        }
+    }
+    ECHECK(cudaStreamSynchronize(s->stream));
+    if (s->h_out->error)
+        return bora_errf(err, -EINVAL, "a token id outside the vocabulary reached the GPU");
+    return 0;
+}
+
+static int cuda_forward(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
+{
+    return run_tokens(e, ids, n, pos, logits, false);
+}
+
+static int cuda_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
+{
+    return run_tokens(e, ids, n, pos, logits, true);
+}
+
+static void cuda_reset(struct engine *e)
+{
+    (void)e;   /* positions restart at 0; cache entries are written before they are read */
+}
+
+static void cuda_close(struct engine *e)
+{
+    struct cuda_impl *s = impl_of(e);
+    if (!s)
+        return;
+    if (s->graph)
+        cudaGraphExecDestroy(s->graph);
+    if (s->stream)
+        cudaStreamDestroy(s->stream);
+    kern_free(s->arena);
+    kern_host_free(s->h_in);
+    kern_host_free(s->h_out);
+    kern_host_free(s->h_ids);
+    kern_host_free(s->h_logits);
+    free(s);
+    e->impl = NULL;
+}
+
+static const struct engine_ops cuda_ops = {
+    .name = "cuda",
+    .forward = cuda_forward,
+    .forward_all = cuda_forward_all,
+    .reset = cuda_reset,
+    .close = cuda_close,
+};
+
+static int pick_dtypes(const struct model *m, struct plan_dtypes *dt)
+{
+    dt->linear = gpu_dtype(m->layers[0].wq.dtype);
+    dt->emb = gpu_dtype(m->tok_emb.dtype);
+    dt->out = m->cfg.tied ? dt->emb : gpu_dtype(m->output.dtype);
+    return 0;
+}
+
+static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct bora_err *err)
+{
+    const struct model *m = e->model;
+    const struct model_config *c = &m->cfg;
+    struct kern_device dev;
+    int rc = kern_device_query(&dev, err);
+    if (rc)
+        return rc;
+    if (dev.cc_major < 9)
+        return bora_errf(err, -ENODEV, "GPU %s has compute capability %d.%d; this build needs 9.0 (sm_90a)",
+                         dev.name, dev.cc_major, dev.cc_minor);
+    struct cuda_impl *s = calloc(1, sizeof *s);
+    if (!s)
+        return bora_errf(err, -ENOMEM, "out of memory");
+    e->impl = s;
+    e->ops = &cuda_ops;
+    pick_dtypes(m, &s->dt);
+    if ((rc = plan_layout_compute(c, &s->dt, e->max_ctx, &s->lay, err)) ||
+        (rc = plan_check_fit(&s->lay, e->max_ctx, dev.free_bytes, err)))
+        goto fail;
+    if ((rc = kern_malloc((void **)&s->arena, s->lay.total, err)))
+        goto fail;
+    if ((rc = kern_host_alloc((void **)&s->h_in, sizeof *s->h_in, err)) ||
+        (rc = kern_host_alloc((void **)&s->h_out, sizeof *s->h_out, err)) ||
+        (rc = kern_host_alloc((void **)&s->h_ids, (size_t)e->max_ctx * 4, err)) ||
+        (rc = kern_host_alloc((void **)&s->h_logits, (size_t)c->vocab_size * 4, err)))
+        goto fail;
+    memset(s->h_out, 0, sizeof *s->h_out);
+    if (cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking) != cudaSuccess) {
+        rc = bora_errf(err, -EIO, "cudaStreamCreateWithFlags failed (%s:%d)", __FILE__, __LINE__);
+        goto fail;
+    }
+    rc = synthetic ? fill_synthetic(s, m, seed, err) : upload_model(s, m, err);
+    if (rc)
+        goto fail;
+    if ((rc = kern_memset(at(s, s->lay.x), 0, s->lay.counters - s->lay.x, err)) ||
+        (rc = kern_memset(at(s, s->lay.counters), 0, (size_t)s->lay.n_counters * 4, err)) ||
+        (rc = kern_memset(at(s, s->lay.state), 0, sizeof(struct kern_state), err)) ||
+        (rc = kern_memset(at(s, s->lay.tokens), 0, (size_t)e->max_ctx * 4, err)) ||
+        (rc = kern_sync(err)))
+        goto fail;
+    if ((rc = tune_gemv(e, err)) || (rc = capture(e, err)))
+        goto fail;
+    return 0;
+fail:
+    cuda_close(e);
+    e->ops = NULL;
+    return rc;
+}
+
+int engine_cuda_open(struct engine *e, struct bora_err *err)
+{
+    return open_common(e, false, 0, err);
+}
+
+int engine_cuda_open_synthetic(struct engine *e, uint64_t seed, struct bora_err *err)
+{
+    return open_common(e, true, seed, err);
+}
+
+int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, double *ms, int32_t *last,
+                             struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    if (n <= 0 || pos < 0 || pos + n > e->max_ctx)
+        return bora_errf(err, -EINVAL, "decode: positions %d..%d outside the %d-token cache", pos, pos + n,
+                         e->max_ctx);
+    int rc = set_state(s, &first, 1, pos, err);
+    if (rc)
+        return rc;
+    cudaEvent_t e0, e1;
+    ECHECK(cudaEventCreate(&e0));
+    ECHECK(cudaEventCreate(&e1));
+    cudaError_t ce = cudaEventRecord(e0, s->stream);
+    for (int i = 0; i < n && ce == cudaSuccess; i++)
+        ce = cudaGraphLaunch(s->graph, s->stream);
+    if (ce == cudaSuccess)
+        ce = cudaEventRecord(e1, s->stream);
+    if (ce == cudaSuccess)
+        ce = cudaEventSynchronize(e1);
+    float t = 0;
+    if (ce == cudaSuccess)
+        ce = cudaEventElapsedTime(&t, e0, e1);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    ECHECK(ce);
+    *ms = t;
+    *last = s->h_out->sampled;
+    return 0;
+}
+
+const struct plan_layout *engine_cuda_layout(const struct engine *e)
+{
+    return &impl_of(e)->lay;
+}
+
+int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const int nl = e->model->cfg.n_layers;
+    if (pos < 0 || pos >= e->max_ctx)
+        return bora_errf(err, -EINVAL, "attention timing: position %d outside the %d-token cache", pos, e->max_ctx);
+    int rc = set_state(s, NULL, 0, pos, err);
+    if (rc)
+        return rc;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+    for (int l = 0; l < nl && !rc; l++) {
+        struct kern_attn_args a = attn_of(e, l);
+        rc = kern_attention(&a, (struct CUstream_st *)s->stream, err);
+    }
+    cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
+    if (rc) {
+        if (g)
+            cudaGraphDestroy(g);
+        return rc;
+    }
+    ECHECK(ce);
+    ce = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    ECHECK(ce);
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    float best = 1e30f;
+    ce = cudaEventCreate(&e0);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e1);
+    for (int t = 0; t < 3 && ce == cudaSuccess; t++) {
+        float ms = 0;
+        ce = cudaEventRecord(e0, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaGraphLaunch(x, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaEventRecord(e1, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaEventSynchronize(e1);
+        if (ce == cudaSuccess)
+            ce = cudaEventElapsedTime(&ms, e0, e1);
+        if (t > 0 && ms < best)
+            best = ms;
+    }
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    cudaGraphExecDestroy(x);
+    ECHECK(ce);
+    *us = best * 1e3f / (float)nl;
+    return 0;
+}
+
+int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us)
+{
+    const struct cuda_impl *s = impl_of(e);
+    if (kind < 0 || kind >= ENGINE_CUDA_GEMV_KINDS)
+        return -EINVAL;
+    if (us)
+        *us = s->tuned_us[kind];
+    return s->variant[kind];
+}
+
+const char *engine_cuda_last_error(const struct engine *e)
+{
+    return impl_of(e)->last.msg;
+}
+#endif

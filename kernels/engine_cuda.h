@@ -1,0 +1,41 @@
+/* engine_cuda.h — what the CUDA backend offers beyond the engine vtable: a synthetic model with
+ * random weights generated on the GPU (benchmarks of shapes too large to hold on the host), a
+ * timed greedy decode run, and the last device error. Built only with CUDA (BORA_CUDA). */
+#ifndef BORA_KERNELS_ENGINE_CUDA_H
+#define BORA_KERNELS_ENGINE_CUDA_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "kernels/plan.h"
+#include "model/engine.h"
+
+/* Like engine_cuda_open, but e->model's tensors carry only dtype and shape (data NULL): the
+ * weights, scales and KV cache are filled with random values on the GPU from seed. The norm
+ * weights are 1 and RoPE uses e->model->rope_inv_freq. Same errors as engine_cuda_open. */
+int engine_cuda_open_synthetic(struct engine *e, uint64_t seed, struct bora_err *err);
+
+/* Runs n greedy decode steps from position pos (token `first` at pos), each step fed the id
+ * the previous one chose on the GPU, launched back to back; *ms = elapsed device time.
+ * *last = the id chosen by the last step. Errors: -EINVAL (pos + n > max_ctx), -EIO. */
+int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, double *ms,
+                             int32_t *last, struct bora_err *err);
+
+/* The GEMVs of a decode step, by kind; the engine times every launch shape of each at open. */
+enum engine_cuda_gemv {
+    ENGINE_CUDA_GEMV_QKV = 0, ENGINE_CUDA_GEMV_WO, ENGINE_CUDA_GEMV_GATE_UP, ENGINE_CUDA_GEMV_DOWN,
+    ENGINE_CUDA_GEMV_HEAD, ENGINE_CUDA_GEMV_KINDS
+};
+/* The chosen launch shape (kern_gemv variant) of a kind and its time per launch in µs. */
+int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us);
+
+/* Times the attention of every layer at position pos (graph of n_layers launches, best of 2
+ * replays): *us per layer. Overwrites the cache entry at pos. Errors: -EINVAL, -EIO. */
+int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora_err *err);
+
+/* The arena layout the engine uses. */
+const struct plan_layout *engine_cuda_layout(const struct engine *e);
+/* Message of the last failure of forward/forward_all ("" if none). */
+const char *engine_cuda_last_error(const struct engine *e);
+
+#endif

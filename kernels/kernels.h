@@ -1,0 +1,169 @@
+/* kernels.h — the plain-C boundary of bora's CUDA kernels for single-request decode: FP8/BF16
+ * GEMV (with fused RMSNorm, residual add or SwiGLU epilogues), RoPE, flash-decoding attention,
+ * embedding, sampling, random fill and a streaming-read bandwidth probe.
+ *
+ * Conventions: every pointer named d_* or documented "device" is device memory; activations are
+ * fp32; the KV cache is bf16; weights are BF16 or FP8 e4m3 (w = q × scale × row_scale[r]).
+ * Every function returns 0 or -EIO (a CUDA call or launch failed; the message names the call,
+ * file and line) or -EINVAL (unsupported shape; the message names it). Launches are asynchronous
+ * on `stream` (NULL = legacy default stream) and use programmatic dependent launch, so they may
+ * be captured into a CUDA graph. Thread: any host thread, one stream at a time per buffer.
+ * Defined only when built with CUDA (BORA_CUDA); callers guard with #ifdef BORA_CUDA. */
+#ifndef BORA_KERNELS_KERNELS_H
+#define BORA_KERNELS_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {   /* the project headers below have no C++ guards of their own */
+#endif
+#include "common/err.h"
+#include "model/safetensors.h"
+
+struct CUstream_st;   /* cudaStream_t */
+
+/* Flash-decoding: blocks of attention per layer aimed at (kv heads × splits ≈ this). */
+#define KERN_ATTN_MAX_GROUP 16          /* query heads per kv head */
+#define KERN_SAMPLE_MAX_K 1024          /* top-k/top-p work within this many candidates */
+
+struct kern_device {
+    char name[256];
+    int sm_count;
+    int cc_major, cc_minor;
+    size_t total_bytes, free_bytes;
+    size_t l2_bytes;
+};
+
+/* Fills *d for the current device. -ENODEV when no GPU is usable (message says why). */
+int kern_device_query(struct kern_device *d, struct bora_err *err);
+
+/* Thin checked wrappers so C code (engine, tests, bench) needs no CUDA headers. */
+int kern_malloc(void **d_ptr, size_t bytes, struct bora_err *err);
+void kern_free(void *d_ptr);
+int kern_host_alloc(void **h_ptr, size_t bytes, struct bora_err *err);   /* pinned */
+void kern_host_free(void *h_ptr);
+int kern_copy_h2d(void *d_dst, const void *h_src, size_t bytes, struct bora_err *err);
+int kern_copy_d2h(void *h_dst, const void *d_src, size_t bytes, struct bora_err *err);
+int kern_memset(void *d_ptr, int byte, size_t bytes, struct bora_err *err);
+int kern_sync(struct bora_err *err);
+
+/* A weight matrix in device memory: rows × cols row-major, BF16 or F8_E4M3;
+ * value = elem × scale × (row_scale ? row_scale[r] : 1). */
+struct kern_mat {
+    enum bora_dtype dtype;
+    const void *w;
+    int rows, cols;
+    float scale;
+    const float *row_scale;   /* (rows) device, or NULL */
+};
+
+enum kern_gemv_mode {
+    KERN_GEMV_STORE = 0,   /* y[r] = (W x)[r] */
+    KERN_GEMV_ADD,         /* y[r] += (W x)[r] (residual add) */
+    KERN_GEMV_SWIGLU,      /* rows interleave gate/up: y[i] = silu((Wx)[2i]) × (Wx)[2i+1] */
+};
+
+struct kern_gemv_args {
+    struct kern_mat m;
+    const float *x;           /* (cols) fp32 device */
+    float *y;                 /* (rows, or rows/2 for SWIGLU) fp32 device */
+    enum kern_gemv_mode mode;
+    const float *norm_w;      /* non-NULL: x is replaced by rmsnorm(x) × norm_w (cols) first */
+    float norm_eps;
+    int *counter;             /* device int, 0 before the first launch; the kernel leaves it 0 */
+    int variant;              /* launch shape, 0 .. kern_gemv_variants() - 1 (0: a safe default) */
+};
+
+/* Number of GEMV launch shapes; callers may time them on their matrices and keep the fastest.
+ * A variant with odd rows per warp refuses SWIGLU with -EINVAL. */
+int kern_gemv_variants(void);
+
+/* y = W x (see modes). Budget: reads rows × cols × elem bytes once at ≥ 90 % of streaming read
+ * bandwidth for cols % 16 == 0 (fp8) / % 8 == 0 (bf16); other widths take a slower path.
+ * -EINVAL for an unsupported dtype, SWIGLU with odd rows, or cols beyond shared memory. */
+int kern_gemv(const struct kern_gemv_args *a, struct CUstream_st *stream, struct bora_err *err);
+
+/* y = rmsnorm(x) × w over n elements (fp32). y may equal x. */
+int kern_rmsnorm(float *y, const float *x, const float *w, int n, float eps,
+                 struct CUstream_st *stream, struct bora_err *err);
+
+struct kern_rope {
+    const float *inv_freq;    /* (head_dim/2) device */
+    float attn_factor;        /* multiplies cos and sin (YaRN mscale) */
+    bool interleaved;         /* rotate (2i, 2i+1) instead of (i, i + d/2) */
+    float qscale_beta;        /* Ministral-3: q *= 1 + beta ln(1 + floor(pos / orig)); 0 = off */
+    int qscale_orig_max;
+};
+
+/* Rotates n_heads vectors of head_dim in place at position *d_pos; with is_query, also applies
+ * the Ministral-3 query scale. */
+int kern_rope_apply(float *vec, int n_heads, int head_dim, const int *d_pos, const struct kern_rope *r,
+                    bool is_query, struct CUstream_st *stream, struct bora_err *err);
+
+/* Decode attention for one new token at position *d_pos, split across blocks along the sequence
+ * and combined by the last block of each kv head (flash-decoding). Reads raw (un-rotated) q, k, v
+ * from qkv, applies RoPE (and query scaling), writes k, v as bf16 into the cache at *d_pos, and
+ * writes softmax(q k^T / sqrt(hd)) v over keys j with pos - j < window (all when window = 0).
+ * Budget: reads 2 × n_kv × hd × 2 bytes per attended key. */
+struct kern_attn_args {
+    const float *qkv;         /* q (n_heads*hd) | k (n_kv*hd) | v (n_kv*hd), fp32 device */
+    uint16_t *k_cache;        /* (n_kv, max_ctx, hd) bf16 device, this layer */
+    uint16_t *v_cache;
+    float *out;               /* (n_heads*hd) fp32 device */
+    float *partial;           /* plan_attn_partial_floats() fp32 device scratch */
+    int *counters;            /* (n_kv) device ints, 0 before the first launch; left 0 */
+    const int *d_pos;
+    int max_ctx, n_heads, n_kv, head_dim, window;
+    int n_split;              /* plan_attn_splits() (kernels/plan.h) */
+    struct kern_rope rope;
+};
+int kern_attention(const struct kern_attn_args *a, struct CUstream_st *stream, struct bora_err *err);
+
+/* y[i] = silu(gate[i]) × up[i];  y[i] += x[i]. */
+int kern_swiglu(float *y, const float *gate, const float *up, int n, struct CUstream_st *stream,
+                struct bora_err *err);
+int kern_add(float *y, const float *x, int n, struct CUstream_st *stream, struct bora_err *err);
+
+/* Device-resident decode state, read by the step's kernels so one captured graph serves every
+ * position. The embedding takes tokens[pos] while pos < fed_end, else `sampled`, and records it
+ * in tokens[pos]; the sampler writes `sampled` and advances pos. */
+struct kern_state {
+    int32_t pos;
+    int32_t fed_end;
+    int32_t sampled;
+    int32_t top_k;            /* 0: no top-k cut (within KERN_SAMPLE_MAX_K) */
+    float temperature;        /* <= 0: greedy (argmax, lowest id on ties) */
+    float top_p;              /* (0, 1]; 1 = off */
+    uint32_t seed;
+    int32_t error;            /* set non-zero by a kernel that met a bad id */
+};
+
+/* x = dequantized row of emb chosen as described at struct kern_state. */
+int kern_embed(float *x, const struct kern_mat *emb, struct kern_state *d_state, int32_t *d_tokens,
+               struct CUstream_st *stream, struct bora_err *err);
+
+/* Picks the next id from logits (vocab) per d_state's sampling settings, stores it in
+ * d_state->sampled and advances d_state->pos. Random draws hash (seed, pos). */
+int kern_sample(const float *logits, int vocab, struct kern_state *d_state,
+                struct CUstream_st *stream, struct bora_err *err);
+
+/* Fills n elements of dtype (BF16, F8_E4M3 or F32) with uniform values in [-amp, amp]
+ * (hash of seed and index: no host copy). */
+int kern_fill_random(void *d, enum bora_dtype dtype, size_t n, float amp, uint64_t seed,
+                     struct bora_err *err);
+/* Fills n floats with value. */
+int kern_fill_f32(float *d, size_t n, float value, struct bora_err *err);
+
+/* Streaming-read bandwidth: reads `bytes` of d (16-byte loads, 8 blocks/SM) `iters` times
+ * after a warm-up and returns the median rate in GB/s (1e9 bytes/s). */
+int kern_bandwidth_read(const void *d, size_t bytes, int iters, double *gbps, struct bora_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,323 @@
+/* misc.cu — the small kernels of a decode step (RMSNorm, RoPE, SwiGLU, residual add, embedding
+ * lookup), random fill for synthetic models, the streaming-read bandwidth probe, and checked
+ * wrappers over the CUDA runtime so C callers need no CUDA headers. Each of these moves a few
+ * KB per token; their budget is launch latency (≈ 2 µs), not bandwidth. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kern_util.cuh"
+#include "kernels/kern_rope.cuh"
+
+extern "C" int kern_device_query(struct kern_device *d, struct bora_err *err)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        return bora_errf(err, -ENODEV, "no CUDA device: %s",
+                         e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
+    int dev;
+    KCHECK(cudaGetDevice(&dev));
+    cudaDeviceProp p;
+    KCHECK(cudaGetDeviceProperties(&p, dev));
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", p.name);
+    d->sm_count = p.multiProcessorCount;
+    d->cc_major = p.major;
+    d->cc_minor = p.minor;
+    d->l2_bytes = (size_t)p.l2CacheSize;
+    KCHECK(cudaMemGetInfo(&d->free_bytes, &d->total_bytes));
+    return 0;
+}
+
+extern "C" int kern_malloc(void **d_ptr, size_t bytes, struct bora_err *err)
+{
+    cudaError_t e = cudaMalloc(d_ptr, bytes);
+    if (e != cudaSuccess) {
+        *d_ptr = NULL;
+        return bora_errf(err, e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO,
+                         "cudaMalloc(%zu bytes): %s (%s:%d)", bytes, cudaGetErrorString(e),
+                         __FILE__, __LINE__);
+    }
+    return 0;
+}
+extern "C" void kern_free(void *d_ptr) { if (d_ptr) cudaFree(d_ptr); }
+extern "C" int kern_host_alloc(void **h_ptr, size_t bytes, struct bora_err *err)
+{
+    KCHECK(cudaMallocHost(h_ptr, bytes));
+    return 0;
+}
+extern "C" void kern_host_free(void *h_ptr) { if (h_ptr) cudaFreeHost(h_ptr); }
+extern "C" int kern_copy_h2d(void *d_dst, const void *h_src, size_t bytes, struct bora_err *err)
+{
+    KCHECK(cudaMemcpy(d_dst, h_src, bytes, cudaMemcpyHostToDevice));
+    return 0;
+}
+extern "C" int kern_copy_d2h(void *h_dst, const void *d_src, size_t bytes, struct bora_err *err)
+{
+    KCHECK(cudaMemcpy(h_dst, d_src, bytes, cudaMemcpyDeviceToHost));
+    return 0;
+}
+extern "C" int kern_memset(void *d_ptr, int byte, size_t bytes, struct bora_err *err)
+{
+    KCHECK(cudaMemset(d_ptr, byte, bytes));
+    return 0;
+}
+extern "C" int kern_sync(struct bora_err *err)
+{
+    KCHECK(cudaDeviceSynchronize());
+    return 0;
+}
+
+/* ---- RMSNorm ---- */
+__global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int n, float eps)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        ss += x[i] * x[i];
+    ss = kern_block_sum(ss, scratch);
+    float rstd = rsqrtf(ss / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        y[i] = x[i] * rstd * w[i];
+}
+
+extern "C" int kern_rmsnorm(float *y, const float *x, const float *w, int n, float eps,
+                            struct CUstream_st *stream, struct bora_err *err)
+{
+    KCHECK(kern_launch(rmsnorm_kernel, dim3(1), dim3(1024), 0, (cudaStream_t)stream, y, x, w, n, eps));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- RoPE (standalone; attention applies the same rotation in place) ---- */
+__global__ void rope_kernel(float *vec, int n_heads, int hd, const int *d_pos, struct kern_rope r,
+                            int is_query)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    int pos = *d_pos;
+    float qs = is_query ? kern_query_scale(&r, pos) : 1.f;
+    int half = hd / 2;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n_heads * half; i += gridDim.x * blockDim.x) {
+        int h = i / half, k = i % half;
+        float *v = vec + (size_t)h * hd;
+        int a, b;
+        kern_rope_pair(&r, hd, k, &a, &b);
+        float c, s;
+        kern_rope_cs(&r, pos, k, &c, &s);
+        float x0 = v[a], x1 = v[b];
+        v[a] = (x0 * c - x1 * s) * qs;
+        v[b] = (x0 * s + x1 * c) * qs;
+    }
+}
+
+extern "C" int kern_rope_apply(float *vec, int n_heads, int head_dim, const int *d_pos,
+                               const struct kern_rope *r, bool is_query,
+                               struct CUstream_st *stream, struct bora_err *err)
+{
+    if (head_dim % 2)
+        return bora_errf(err, -EINVAL, "rope: odd head_dim %d", head_dim);
+    int n = n_heads * head_dim / 2, grid = (n + 255) / 256;
+    KCHECK(kern_launch(rope_kernel, dim3(grid), dim3(256), 0, (cudaStream_t)stream, vec, n_heads,
+                       head_dim, d_pos, *r, (int)is_query));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- SwiGLU, add ---- */
+__global__ void swiglu_kernel(float *y, const float *g, const float *u, int n)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        y[i] = g[i] / (1.f + __expf(-g[i])) * u[i];
+}
+__global__ void add_kernel(float *y, const float *x, int n)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+extern "C" int kern_swiglu(float *y, const float *gate, const float *up, int n,
+                           struct CUstream_st *stream, struct bora_err *err)
+{
+    KCHECK(kern_launch(swiglu_kernel, dim3((n + 255) / 256), dim3(256), 0, (cudaStream_t)stream, y,
+                       gate, up, n));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+extern "C" int kern_add(float *y, const float *x, int n, struct CUstream_st *stream,
+                        struct bora_err *err)
+{
+    KCHECK(kern_launch(add_kernel, dim3((n + 255) / 256), dim3(256), 0, (cudaStream_t)stream, y, x, n));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- embedding ---- */
+__global__ void embed_kernel(float *x, struct kern_mat m, struct kern_state *st, int32_t *tokens)
+{
+    __shared__ int sid;
+    kern_grid_launch_next();
+    kern_grid_wait();
+    if (threadIdx.x == 0) {
+        int pos = st->pos;
+        int id = pos < st->fed_end ? tokens[pos] : st->sampled;
+        if (id < 0 || id >= m.rows) {
+            st->error = 1;
+            id = 0;
+        }
+        if (blockIdx.x == 0)
+            tokens[pos] = id;
+        sid = id;
+    }
+    __syncthreads();
+    size_t row = (size_t)sid;
+    float sc = m.row_scale ? m.scale * m.row_scale[row] : m.scale;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < m.cols; c += gridDim.x * blockDim.x) {
+        size_t e = row * m.cols + c;
+        float v = m.dtype == BORA_DT_F8_E4M3 ? kern_e4m3(((const uint8_t *)m.w)[e])
+                                             : kern_bf16(((const uint16_t *)m.w)[e]);
+        x[c] = v * sc;
+    }
+}
+
+extern "C" int kern_embed(float *x, const struct kern_mat *emb, struct kern_state *d_state,
+                          int32_t *d_tokens, struct CUstream_st *stream, struct bora_err *err)
+{
+    if (emb->dtype != BORA_DT_BF16 && emb->dtype != BORA_DT_F8_E4M3)
+        return bora_errf(err, -EINVAL, "embed: dtype %s not supported", bora_dtype_name(emb->dtype));
+    int grid = (emb->cols + 255) / 256;
+    KCHECK(kern_launch(embed_kernel, dim3(grid), dim3(256), 0, (cudaStream_t)stream, x, *emb,
+                       d_state, d_tokens));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- random fill ---- */
+__device__ __forceinline__ uint64_t kern_mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+__global__ void fill_random_kernel(void *d, int dtype, size_t n, float amp, uint64_t seed)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t h = kern_mix64(seed ^ (i * 0x632be59bd9b4e019ull));
+        float u = ((float)(h >> 40) * (1.f / 16777216.f)) * 2.f - 1.f;   /* [-1, 1) */
+        float v = u * amp;
+        if (dtype == BORA_DT_F32)
+            ((float *)d)[i] = v;
+        else if (dtype == BORA_DT_BF16)
+            ((uint16_t *)d)[i] = kern_f32_to_bf16(v);
+        else
+            ((uint8_t *)d)[i] = (uint8_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+    }
+}
+
+extern "C" int kern_fill_random(void *d, enum bora_dtype dtype, size_t n, float amp, uint64_t seed,
+                                struct bora_err *err)
+{
+    if (dtype != BORA_DT_F32 && dtype != BORA_DT_BF16 && dtype != BORA_DT_F8_E4M3)
+        return bora_errf(err, -EINVAL, "fill: dtype %s not supported", bora_dtype_name(dtype));
+    if (n == 0)
+        return 0;
+    size_t blocks = (n + 255) / 256;
+    if (blocks > 65536)
+        blocks = 65536;
+    fill_random_kernel<<<(unsigned)blocks, 256>>>(d, (int)dtype, n, amp, seed);
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+__global__ void fill_f32_kernel(float *d, size_t n, float v)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        d[i] = v;
+}
+extern "C" int kern_fill_f32(float *d, size_t n, float value, struct bora_err *err)
+{
+    if (n == 0)
+        return 0;
+    size_t blocks = (n + 255) / 256;
+    if (blocks > 65536)
+        blocks = 65536;
+    fill_f32_kernel<<<(unsigned)blocks, 256>>>(d, n, value);
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- streaming-read bandwidth ---- */
+__global__ void read_kernel(const uint4 *p, size_t n, unsigned *sink)
+{
+    uint32_t acc = 0;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+        uint4 a = kern_ld_stream(p + i), b = kern_ld_stream(p + i + stride);
+        uint4 c = kern_ld_stream(p + i + 2 * stride), d = kern_ld_stream(p + i + 3 * stride);
+        acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;
+    }
+    for (; i < n; i += stride) {
+        uint4 a = kern_ld_stream(p + i);
+        acc ^= a.x ^ a.y ^ a.z ^ a.w;
+    }
+    if (acc == 0x12345678u)
+        *sink = acc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+extern "C" int kern_bandwidth_read(const void *d, size_t bytes, int iters, double *gbps,
+                                   struct bora_err *err)
+{
+    if (iters < 1 || iters > 64)
+        return bora_errf(err, -EINVAL, "bandwidth: iters %d outside 1..64", iters);
+    int dev, sms;
+    KCHECK(cudaGetDevice(&dev));
+    KCHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    unsigned *sink;
+    KCHECK(cudaMalloc(&sink, sizeof *sink));
+    cudaEvent_t e0, e1;
+    KCHECK(cudaEventCreate(&e0));
+    KCHECK(cudaEventCreate(&e1));
+    size_t n = bytes / 16;
+    double t[64];
+    int rc = 0;
+    for (int it = -2; it < iters && rc == 0; it++) {
+        cudaEventRecord(e0);
+        read_kernel<<<sms * 8, 512>>>((const uint4 *)d, n, sink);
+        cudaEventRecord(e1);
+        cudaError_t e = cudaEventSynchronize(e1);
+        if (e == cudaSuccess)
+            e = cudaGetLastError();
+        if (e != cudaSuccess) {
+            rc = bora_errf(err, -EIO, "bandwidth read kernel: %s (%s:%d)", cudaGetErrorString(e),
+                           __FILE__, __LINE__);
+            break;
+        }
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (it >= 0)
+            t[it] = (double)(n * 16) / (ms * 1e-3) / 1e9;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(sink);
+    if (rc)
+        return rc;
+    qsort(t, (size_t)iters, sizeof t[0], cmp_double);
+    *gbps = t[iters / 2];
+    return 0;
+}

@@ -1,0 +1,75 @@
+/* plan.h — GPU memory arithmetic shared by `bora plan` and the CUDA engine: where every weight,
+ * the KV cache and the activations live in the one device arena, how many bytes that is, and how
+ * many bytes a decode step reads. Plain C, no GPU needed; pure functions over a model_config.
+ * Also the named model presets (bench, plan) and the GPU table (plan). */
+#ifndef BORA_KERNELS_PLAN_H
+#define BORA_KERNELS_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "model/model.h"
+
+#define PLAN_ALIGN 256                  /* bytes; every region starts on this boundary */
+#define PLAN_ATTN_TARGET_BLOCKS 264     /* attention blocks per layer at most (2 per SM on an H200) */
+#define PLAN_TUNE_COUNTERS 64
+#define PLAN_CUDA_RESERVE (768ull << 20)   /* bytes kept free for the CUDA context, graphs, cuBLAS */
+
+/* Element types as held on the GPU (BF16 or F8_E4M3 for matrices). */
+struct plan_dtypes {
+    enum bora_dtype linear;   /* q k v o gate up down */
+    enum bora_dtype emb;      /* token embedding */
+    enum bora_dtype out;      /* output head (ignored when cfg->tied) */
+};
+
+/* Byte offsets into the arena. Per-layer regions are at layers + l × layer_stride + l_*;
+ * the K cache of layer l at kv + l × kv_layer_stride, its V cache half a stride further. */
+struct plan_layout {
+    size_t emb, emb_rs, out, out_rs, norm, inv_freq;
+    size_t layers, layer_stride;
+    size_t l_qkv, l_qkv_rs, l_wo, l_wo_rs, l_gu, l_gu_rs, l_down, l_down_rs, l_attn_norm, l_ffn_norm;
+    size_t kv, kv_layer_stride;
+    size_t x, qkv, att, h, logits, partial, counters, tokens, state;
+    int n_split;                 /* attention splits per kv head */
+    int n_counters;              /* ints at counters: per layer 4 GEMV + n_kv attention, 1 for the
+                                  * head, then PLAN_TUNE_COUNTERS for timing launches at open */
+    uint64_t weight_bytes;       /* weights, scales, norms, RoPE table */
+    uint64_t kv_bytes;
+    uint64_t act_bytes;          /* activations and workspace */
+    uint64_t total;              /* arena size */
+    uint64_t step_weight_bytes;  /* weight bytes one decode step reads (one embedding row) */
+    uint64_t kv_bytes_per_key;   /* KV bytes a step reads per attended position */
+};
+
+/* Computes the layout for cfg with dtypes dt and a KV cache of max_ctx tokens.
+ * Errors: -EINVAL (non-positive dimension, head_dim odd, heads not a multiple of kv heads,
+ * dtype other than BF16/F8_E4M3; message names it). */
+int plan_layout_compute(const struct model_config *cfg, const struct plan_dtypes *dt, int max_ctx,
+                        struct plan_layout *out, struct bora_err *err);
+
+/* KV bytes a decode step at position pos reads (sliding window honoured). */
+uint64_t plan_kv_step_bytes(const struct model_config *cfg, const struct plan_layout *l, int pos);
+
+/* Attention splits per kv head and the scratch they need (floats). */
+int plan_attn_splits(int n_kv, int max_ctx, int window);
+size_t plan_attn_partial_floats(int n_heads, int head_dim, int n_split);
+
+/* Refusal check shared with the engine: 0 if total + PLAN_CUDA_RESERVE fits in avail_bytes,
+ * else -ENOMEM with "needs X GB (weights W, KV K for N tokens, activations A) but the GPU has
+ * Y GB free". */
+int plan_check_fit(const struct plan_layout *l, int max_ctx, uint64_t avail_bytes, struct bora_err *err);
+
+/* Named shapes: mistral-7b, ministral-8b, mistral-small-24b, mistral-medium-3.5. NULL if unknown. */
+const struct model_config *plan_preset_find(const char *name);
+const char *plan_preset_name(int i);   /* i-th preset name, NULL past the end */
+
+struct plan_gpu {
+    const char *name;
+    uint64_t mem_bytes;     /* usable device memory */
+    double read_gbps;       /* streaming-read bandwidth, GB/s (measured where noted, else datasheet × 0.95) */
+};
+const struct plan_gpu *plan_gpu_find(const char *name);
+const char *plan_gpu_name(int i);
+
+#endif

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# e2e_plan.sh — `bora plan` from the command line: a preset and a fixture directory, the
+# fits / does-not-fit exit status, and usage errors. CPU only.
+set -u
+b=${1:-build}/bora
+[ -x "$b" ] || { echo "no $b"; exit 1; }
+fail() { echo "e2e_plan: $*"; exit 1; }
+out=$("$b" plan --preset mistral-7b --precision fp8 --ctx 512 --gpu h200) || fail "7b fp8 on h200 should fit"
+grep -q "fp8 fits" <<<"$out" || fail "no verdict: $out"
+grep -qE "decode tok/s, bandwidth bound +[0-9.]+ +[0-9.]+" <<<"$out" || fail "no tok/s row: $out"
+"$b" plan --preset mistral-medium-3.5 --precision bf16 --ctx 8192 >/tmp/e2e_plan.$$ 2>&1
+rc=$?; out=$(cat /tmp/e2e_plan.$$); rm -f /tmp/e2e_plan.$$
+[ $rc -eq 1 ] || fail "medium bf16 on h200 should not fit (rc $rc)"
+grep -q "does not fit" <<<"$out" || fail "no refusal text: $out"
+"$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 8192 >/dev/null || fail "medium fp8 ctx 8192 should fit an h200"
+"$b" plan tests/data/fixtures/mistral-tiny-bf16 --gpu rtx4090 | grep -q "4 layers, dim 64" || fail "fixture dir not read"
+"$b" plan --preset nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown preset should be a usage error"
+"$b" plan >/dev/null 2>&1; [ $? -eq 2 ] || fail "no model should be a usage error"
+"$b" plan /nonexistent >/dev/null 2>&1; [ $? -eq 1 ] || fail "missing dir should fail"
+echo "e2e_plan: ok"

@@ -1,0 +1,550 @@
+/* gpu_kernels.c — each CUDA kernel against a plain C reference (double accumulation) on odd
+ * sizes: GEMV (FP8 per-row and per-tensor scales, BF16; vector and any-width paths; fused
+ * RMSNorm, residual add, SwiGLU), RMSNorm, RoPE, attention (GQA, sliding window, YaRN factor,
+ * interleaved pairs, query scaling, several splits), embedding and sampling. Skips loudly
+ * without a GPU or without a CUDA build. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+
+#ifdef BORA_CUDA
+#include "kernels/kernels.h"
+#include "kernels/plan.h"
+
+/* fp32 accumulation over ≤ 1040 terms vs double: rounding ≤ ~1e-6 relative; 1e-4 is loose
+ * enough for any summation order and tight enough to catch a wrong element or scale. */
+#define TOL_F32 1e-4
+/* Attention keeps K and V in bf16 (8-bit mantissa); the reference rounds the same way, but a
+ * cos/sin differing in the last bit can flip one rounding: ≤ 2^-8 relative in one element. */
+#define TOL_ATTN 2e-3
+
+static uint64_t rng_state = 0x243f6a8885a308d3ull;
+static float frand(void)   /* uniform [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static bool gpu_ready(void)
+{
+    struct kern_device d;
+    struct bora_err err = { "" };
+    if (kern_device_query(&d, &err)) {
+        fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
+        return false;
+    }
+    return true;
+}
+#define NEED_GPU()          \
+    do {                    \
+        if (!gpu_ready()) { \
+            skip();         \
+            return;         \
+        }                   \
+    } while (0)
+
+#define OK(call)                                            \
+    do {                                                    \
+        struct bora_err err_ = { "" };                      \
+        int rc_ = (call);                                   \
+        if (rc_)                                            \
+            fail_msg("%s: %d %s", #call, rc_, err_.msg);    \
+    } while (0)
+#define E (&err_)
+
+static void *dev_upload(const void *h, size_t bytes)
+{
+    void *d = NULL;
+    struct bora_err err_ = { "" };
+    if (kern_malloc(&d, bytes, E) || (h && kern_copy_h2d(d, h, bytes, E)))
+        fail_msg("upload %zu bytes: %s", bytes, err_.msg);
+    return d;
+}
+static void dev_download(void *h, const void *d, size_t bytes)
+{
+    struct bora_err err_ = { "" };
+    if (kern_sync(E) || kern_copy_d2h(h, d, bytes, E))
+        fail_msg("download: %s", err_.msg);
+}
+
+static double max_abs_d(const double *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+static void check_close(const char *what, const float *got, const double *ref, size_t n, double tol)
+{
+    double mx = max_abs_d(ref, n), worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            fail_msg("%s[%zu] = %g (not finite)", what, i, got[i]);
+        double d = fabs(got[i] - ref[i]);
+        if (d > worst) {
+            worst = d;
+            wi = i;
+        }
+    }
+    printf("  %s: %zu values, max |err| / max|ref| = %.2e\n", what, n, worst / mx);
+    if (worst > tol * mx)
+        fail_msg("%s[%zu] = %.7g, reference %.7g (tolerance %.0e x %.3g)", what, wi, got[wi], ref[wi], tol, mx);
+}
+
+/* ---- GEMV ---- */
+
+struct gemv_case {
+    enum bora_dtype dt;
+    int rows, cols;
+    bool row_scale, norm;
+    enum kern_gemv_mode mode;
+};
+
+static void run_gemv(const struct gemv_case *t)
+{
+    const size_t R = (size_t)t->rows, C = (size_t)t->cols, eb = bora_dtype_size(t->dt);
+    uint8_t *w = malloc(R * C * eb);
+    float *wf = malloc(R * C * sizeof(float)), *x = malloc(C * 4), *nw = malloc(C * 4), *rs = malloc(R * 4);
+    float *y0 = malloc(R * 4), *y = malloc(R * 4);
+    double *ref = malloc(R * sizeof(double));
+    assert_non_null(ref);
+    for (size_t i = 0; i < R * C; i++) {
+        float v = frand() * (t->dt == BORA_DT_F8_E4M3 ? 400.0f : 1.0f);
+        if (t->dt == BORA_DT_F8_E4M3) {
+            w[i] = bora_f32_to_e4m3(v);
+            wf[i] = bora_e4m3_to_f32(w[i]);
+        } else {
+            uint16_t b = bora_f32_to_bf16(v);
+            memcpy(w + 2 * i, &b, 2);
+            wf[i] = bora_bf16_to_f32(b);
+        }
+    }
+    const float scale = t->dt == BORA_DT_F8_E4M3 ? 1.0f / 448.0f : 1.0f;
+    for (size_t i = 0; i < C; i++) {
+        x[i] = frand() * 3.0f;
+        nw[i] = 0.5f + frand() * 0.4f;
+    }
+    for (size_t r = 0; r < R; r++) {
+        rs[r] = t->row_scale ? 0.5f + frand() * 0.25f : 1.0f;
+        y0[r] = frand();
+    }
+    /* reference in double */
+    double inv = 1.0;
+    if (t->norm) {
+        double ss = 0;
+        for (size_t c = 0; c < C; c++)
+            ss += (double)x[c] * x[c];
+        inv = 1.0 / sqrt(ss / C + 1e-5);
+    }
+    double *acc = calloc(R, sizeof(double));
+    for (size_t r = 0; r < R; r++) {
+        for (size_t c = 0; c < C; c++)
+            acc[r] += (double)wf[r * C + c] * (t->norm ? (float)(x[c] * inv) * nw[c] : x[c]);
+        acc[r] *= (double)scale * rs[r];
+    }
+    size_t n_out = t->mode == KERN_GEMV_SWIGLU ? R / 2 : R;
+    for (size_t i = 0; i < n_out; i++) {
+        if (t->mode == KERN_GEMV_SWIGLU) {
+            double g = acc[2 * i], u = acc[2 * i + 1];
+            ref[i] = g / (1.0 + exp(-g)) * u;
+        } else {
+            ref[i] = acc[i] + (t->mode == KERN_GEMV_ADD ? y0[i] : 0.0);
+        }
+    }
+    void *dw = dev_upload(w, R * C * eb);
+    float *dx = dev_upload(x, C * 4), *dnw = dev_upload(nw, C * 4), *drs = dev_upload(rs, R * 4);
+    float *dy = dev_upload(y0, R * 4);
+    int *cnt = dev_upload(NULL, sizeof(int));
+    OK(kern_memset(cnt, 0, sizeof(int), E));
+    struct kern_gemv_args a = { .m = { t->dt, dw, t->rows, t->cols, scale, t->row_scale ? drs : NULL },
+                                .x = dx, .y = dy, .mode = t->mode, .norm_w = t->norm ? dnw : NULL,
+                                .norm_eps = 1e-5f, .counter = cnt };
+    /* every launch shape, twice each: the work counter must come back to 0 for the second
+     * launch (ADD: y reset first) */
+    for (int rep = 0; rep < 2 * kern_gemv_variants(); rep++) {
+        a.variant = rep / 2;
+        if (t->mode == KERN_GEMV_SWIGLU) {   /* shapes with odd rows per warp refuse SwiGLU */
+            struct bora_err e2 = { "" };
+            OK(kern_copy_h2d(dy, y0, R * 4, E));
+            int rc = kern_gemv(&a, NULL, &e2);
+            if (rc == -EINVAL)
+                continue;
+            assert_int_equal(rc, 0);
+        }
+        OK(kern_copy_h2d(dy, y0, R * 4, E));
+        OK(kern_gemv(&a, NULL, E));
+        dev_download(y, dy, n_out * 4);
+        char what[128];
+        snprintf(what, sizeof what, "gemv %s %dx%d%s%s mode %d variant %d run %d", bora_dtype_name(t->dt),
+                 t->rows, t->cols, t->row_scale ? " row-scale" : "", t->norm ? " +norm" : "", (int)t->mode,
+                 a.variant, rep % 2);
+        check_close(what, y, ref, n_out, TOL_F32);
+        int c_after;
+        dev_download(&c_after, cnt, sizeof c_after);
+        assert_int_equal(c_after, 0);
+    }
+    kern_free(dw), kern_free(dx), kern_free(dnw), kern_free(drs), kern_free(dy), kern_free(cnt);
+    free(w), free(wf), free(x), free(nw), free(rs), free(y0), free(y), free(ref), free(acc);
+}
+
+static void test_gemv(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    const struct gemv_case cases[] = {
+        { BORA_DT_F8_E4M3, 1003, 1040, true, false, KERN_GEMV_STORE },   /* vector path, odd rows */
+        { BORA_DT_F8_E4M3, 517, 333, true, true, KERN_GEMV_STORE },      /* any-width path */
+        { BORA_DT_F8_E4M3, 4099, 4096, false, true, KERN_GEMV_ADD },     /* per-tensor scale */
+        { BORA_DT_F8_E4M3, 1002, 2064, true, true, KERN_GEMV_SWIGLU },
+        { BORA_DT_BF16, 1001, 1032, false, true, KERN_GEMV_STORE },
+        { BORA_DT_BF16, 77, 75, false, false, KERN_GEMV_ADD },
+        { BORA_DT_BF16, 2050, 520, true, false, KERN_GEMV_SWIGLU },
+        { BORA_DT_BF16, 3, 14344, false, true, KERN_GEMV_STORE },        /* fewer rows than a block */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_gemv(&cases[i]);
+}
+
+static void test_gemv_rejects(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    int cnt_h = 0;
+    int *cnt = dev_upload(&cnt_h, sizeof cnt_h);
+    struct bora_err err = { "" };
+    struct kern_gemv_args a = { .m = { BORA_DT_F32, cnt, 4, 4, 1, NULL }, .x = (float *)cnt, .y = (float *)cnt,
+                                .counter = cnt };
+    assert_int_equal(kern_gemv(&a, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "F32"));
+    a.m.dtype = BORA_DT_BF16;
+    a.m.rows = 5;
+    a.mode = KERN_GEMV_SWIGLU;
+    assert_int_equal(kern_gemv(&a, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "even"));
+    kern_free(cnt);
+}
+
+/* ---- RMSNorm, SwiGLU, add ---- */
+static void test_small_ops(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    const int n = 3001;
+    float *x = malloc(n * 4), *w = malloc(n * 4), *g = malloc(n * 4), *y = malloc(n * 4);
+    double *ref = malloc(n * sizeof(double));
+    double ss = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = frand() * 5, w[i] = frand(), g[i] = frand() * 4;
+        ss += (double)x[i] * x[i];
+    }
+    float *dx = dev_upload(x, n * 4), *dw = dev_upload(w, n * 4), *dg = dev_upload(g, n * 4), *dy = dev_upload(NULL, n * 4);
+    OK(kern_rmsnorm(dy, dx, dw, n, 1e-6f, NULL, E));
+    dev_download(y, dy, n * 4);
+    for (int i = 0; i < n; i++)
+        ref[i] = x[i] / sqrt(ss / n + 1e-6) * w[i];
+    check_close("rmsnorm", y, ref, n, TOL_F32);
+    OK(kern_swiglu(dy, dg, dx, n, NULL, E));
+    dev_download(y, dy, n * 4);
+    for (int i = 0; i < n; i++)
+        ref[i] = g[i] / (1.0 + exp(-(double)g[i])) * x[i];
+    check_close("swiglu", y, ref, n, TOL_F32);
+    OK(kern_add(dy, dw, n, NULL, E));
+    dev_download(y, dy, n * 4);
+    for (int i = 0; i < n; i++)
+        ref[i] += w[i];
+    check_close("add", y, ref, n, TOL_F32);
+    kern_free(dx), kern_free(dw), kern_free(dg), kern_free(dy);
+    free(x), free(w), free(g), free(y), free(ref);
+}
+
+/* ---- RoPE (reference: the model's own helpers) ---- */
+static void rope_ref(double *v, const float *in, int n_heads, int hd, int pos, const float *inv, float af,
+                     bool inter, double qs)
+{
+    for (int h = 0; h < n_heads; h++)
+        for (int k = 0; k < hd / 2; k++) {
+            int a = inter ? 2 * k : k, b = inter ? 2 * k + 1 : k + hd / 2;
+            double ang = (double)pos * inv[k], c = cos(ang) * af, s = sin(ang) * af;
+            double x0 = in[h * hd + a], x1 = in[h * hd + b];
+            v[h * hd + a] = (x0 * c - x1 * s) * qs;
+            v[h * hd + b] = (x0 * s + x1 * c) * qs;
+        }
+}
+
+static void test_rope(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    const int nh = 5, hd = 64, n = nh * hd;
+    float inv[32], x[5 * 64], y[5 * 64];
+    double ref[5 * 64];
+    for (int k = 0; k < hd / 2; k++)
+        inv[k] = (float)pow(10000.0, -2.0 * k / hd);
+    for (int i = 0; i < n; i++)
+        x[i] = frand();
+    float *dinv = dev_upload(inv, sizeof inv), *dx = dev_upload(NULL, sizeof x);
+    int *dpos = dev_upload(NULL, sizeof(int));
+    for (int variant = 0; variant < 2; variant++) {
+        int pos = variant ? 1234 : 37;
+        bool inter = variant == 1;
+        struct kern_rope r = { dinv, variant ? 1.2772589f : 1.0f, inter, variant ? 0.1f : 0.0f, 32 };
+        OK(kern_copy_h2d(dpos, &pos, sizeof pos, E));
+        OK(kern_copy_h2d(dx, x, sizeof x, E));
+        OK(kern_rope_apply(dx, nh, hd, dpos, &r, true, NULL, E));
+        dev_download(y, dx, sizeof y);
+        double qs = variant ? 1.0 + 0.1 * log(1.0 + floor(pos / 32.0)) : 1.0;
+        rope_ref(ref, x, nh, hd, pos, inv, r.attn_factor, inter, qs);
+        /* angles up to 1234 rad in fp32: argument error ≤ 1234 × 6e-8 */
+        check_close(inter ? "rope interleaved+yarn+qscale" : "rope rotate-half", y, ref, n, 2e-4);
+    }
+    kern_free(dinv), kern_free(dx), kern_free(dpos);
+}
+
+/* ---- attention ---- */
+struct attn_case {
+    int n_heads, n_kv, hd, max_ctx, window, steps;
+    bool inter;
+    float af, beta;
+};
+
+static float bf16_round(float f) { return bora_bf16_to_f32(bora_f32_to_bf16(f)); }
+
+static void run_attention(const struct attn_case *t)
+{
+    const int q_dim = t->n_heads * t->hd, kv_dim = t->n_kv * t->hd, G = t->n_heads / t->n_kv;
+    const int qkv_n = q_dim + 2 * kv_dim;
+    float *inv = malloc(t->hd / 2 * 4), *qkv = malloc(qkv_n * 4), *out = malloc(q_dim * 4);
+    double *kc = calloc((size_t)t->max_ctx * kv_dim, sizeof(double)), *vc = calloc((size_t)t->max_ctx * kv_dim, sizeof(double));
+    double *ref = malloc(q_dim * sizeof(double)), *qr = malloc(q_dim * sizeof(double)), *kr = malloc(kv_dim * sizeof(double));
+    double *sc = malloc(t->max_ctx * sizeof(double));
+    for (int k = 0; k < t->hd / 2; k++)
+        inv[k] = (float)pow(1e6, -2.0 * k / t->hd);
+    int n_split = plan_attn_splits(t->n_kv, t->max_ctx, t->window);
+    size_t part = plan_attn_partial_floats(t->n_heads, t->hd, n_split);
+    float *dinv = dev_upload(inv, t->hd / 2 * 4), *dqkv = dev_upload(NULL, qkv_n * 4), *dout = dev_upload(NULL, q_dim * 4);
+    float *dpart = dev_upload(NULL, part * 4);
+    uint16_t *dk = dev_upload(NULL, (size_t)t->max_ctx * kv_dim * 2), *dv = dev_upload(NULL, (size_t)t->max_ctx * kv_dim * 2);
+    int *dcnt = dev_upload(NULL, t->n_kv * sizeof(int)), *dpos = dev_upload(NULL, sizeof(int));
+    OK(kern_memset(dcnt, 0, t->n_kv * sizeof(int), E));
+    struct kern_rope r = { dinv, t->af, t->inter, t->beta, 8 };
+    struct kern_attn_args a = { .qkv = dqkv, .k_cache = dk, .v_cache = dv, .out = dout, .partial = dpart,
+                                .counters = dcnt, .d_pos = dpos, .max_ctx = t->max_ctx, .n_heads = t->n_heads,
+                                .n_kv = t->n_kv, .head_dim = t->hd, .window = t->window, .n_split = n_split,
+                                .rope = r };
+    double worst = 0;
+    for (int pos = 0; pos < t->steps; pos++) {
+        for (int i = 0; i < qkv_n; i++)
+            qkv[i] = frand() * 2;
+        OK(kern_copy_h2d(dqkv, qkv, qkv_n * 4, E));
+        OK(kern_copy_h2d(dpos, &pos, sizeof pos, E));
+        OK(kern_attention(&a, NULL, E));
+        dev_download(out, dout, q_dim * 4);
+        /* reference: rotate, cache in bf16, softmax over the window */
+        double qs = t->beta != 0 ? 1.0 + t->beta * log(1.0 + floor(pos / 8.0)) : 1.0;
+        rope_ref(qr, qkv, t->n_heads, t->hd, pos, inv, t->af, t->inter, qs);
+        rope_ref(kr, qkv + q_dim, t->n_kv, t->hd, pos, inv, t->af, t->inter, 1.0);
+        for (int i = 0; i < kv_dim; i++) {
+            kc[(size_t)pos * kv_dim + i] = bf16_round((float)kr[i]);
+            vc[(size_t)pos * kv_dim + i] = bf16_round(qkv[q_dim + kv_dim + i]);
+        }
+        int start = t->window > 0 && pos - t->window + 1 > 0 ? pos - t->window + 1 : 0;
+        for (int h = 0; h < t->n_heads; h++) {
+            int g = h / G;
+            double m = -INFINITY, l = 0;
+            for (int j = start; j <= pos; j++) {
+                double d = 0;
+                for (int i = 0; i < t->hd; i++)
+                    d += qr[h * t->hd + i] * kc[(size_t)j * kv_dim + g * t->hd + i];
+                sc[j] = d / sqrt((double)t->hd);
+                m = fmax(m, sc[j]);
+            }
+            for (int j = start; j <= pos; j++)
+                l += sc[j] = exp(sc[j] - m);
+            for (int i = 0; i < t->hd; i++) {
+                double o = 0;
+                for (int j = start; j <= pos; j++)
+                    o += sc[j] * vc[(size_t)j * kv_dim + g * t->hd + i];
+                ref[h * t->hd + i] = o / l;
+            }
+        }
+        double mx = max_abs_d(ref, q_dim);
+        for (int i = 0; i < q_dim; i++) {
+            if (!isfinite(out[i]) || fabs(out[i] - ref[i]) > TOL_ATTN * mx)
+                fail_msg("attention heads %d/%d hd %d window %d pos %d: out[%d] = %.6g, reference %.6g", t->n_heads,
+                         t->n_kv, t->hd, t->window, pos, i, out[i], ref[i]);
+            worst = fmax(worst, fabs(out[i] - ref[i]) / mx);
+        }
+    }
+    printf("  attention %d/%d heads, hd %d, window %d, %d splits, %s%s: %d steps, max |err| / max|ref| = %.2e\n",
+           t->n_heads, t->n_kv, t->hd, t->window, n_split, t->inter ? "interleaved" : "rotate-half",
+           t->beta != 0 ? " + qscale" : "", t->steps, worst);
+    kern_free(dinv), kern_free(dqkv), kern_free(dout), kern_free(dpart), kern_free(dk), kern_free(dv);
+    kern_free(dcnt), kern_free(dpos);
+    free(inv), free(qkv), free(out), free(kc), free(vc), free(ref), free(qr), free(kr), free(sc);
+}
+
+static void test_attention(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    const struct attn_case cases[] = {
+        { 8, 2, 128, 300, 0, 300, false, 1.0f, 0.0f },     /* GQA 4, full context, many splits */
+        { 4, 1, 32, 200, 37, 120, true, 1.2772589f, 0.1f }, /* MQA, window, interleaved, YaRN, qscale */
+        { 12, 1, 64, 90, 0, 90, false, 1.0f, 0.0f },       /* group of 12 */
+        { 6, 6, 256, 40, 16, 40, false, 1.0f, 0.0f },      /* no grouping, hd 256, window */
+        { 8, 4, 16, 700, 0, 700, true, 1.0f, 0.0f },       /* hd 16, long: 22 splits of 32 keys */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_attention(&cases[i]);
+}
+
+/* ---- embedding and sampling ---- */
+static void test_embed(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    const int V = 37, D = 300;
+    uint8_t w[37 * 300];
+    float rs[37], x[300];
+    double ref[300];
+    for (int i = 0; i < V * D; i++)
+        w[i] = bora_f32_to_e4m3(frand() * 300);
+    for (int r = 0; r < V; r++)
+        rs[r] = 0.01f + r * 0.001f;
+    struct kern_state s = { .pos = 5, .fed_end = 6 };
+    int32_t tokens[8] = { 0, 0, 0, 0, 0, 29, 0, 0 };
+    uint8_t *dw = dev_upload(w, sizeof w);
+    float *drs = dev_upload(rs, sizeof rs), *dx = dev_upload(NULL, sizeof x);
+    struct kern_state *ds = dev_upload(&s, sizeof s);
+    int32_t *dt = dev_upload(tokens, sizeof tokens);
+    struct kern_mat m = { BORA_DT_F8_E4M3, dw, V, D, 0.5f, drs };
+    OK(kern_embed(dx, &m, ds, dt, NULL, E));
+    dev_download(x, dx, sizeof x);
+    for (int c = 0; c < D; c++)
+        ref[c] = bora_e4m3_to_f32(w[29 * D + c]) * 0.5 * rs[29];
+    check_close("embed fed id 29", x, ref, D, 1e-6);
+    /* past fed_end the sampled id is used and recorded */
+    s.pos = 6, s.sampled = 3;
+    OK(kern_copy_h2d(ds, &s, sizeof s, E));
+    OK(kern_embed(dx, &m, ds, dt, NULL, E));
+    dev_download(x, dx, sizeof x);
+    dev_download(tokens, dt, sizeof tokens);
+    assert_int_equal(tokens[6], 3);
+    for (int c = 0; c < D; c++)
+        ref[c] = bora_e4m3_to_f32(w[3 * D + c]) * 0.5 * rs[3];
+    check_close("embed sampled id 3", x, ref, D, 1e-6);
+    kern_free(dw), kern_free(drs), kern_free(dx), kern_free(ds), kern_free(dt);
+}
+
+static int32_t sample_once(float *dl, int V, struct kern_state *ds, struct kern_state s)
+{
+    struct kern_state out;
+    OK(kern_copy_h2d(ds, &s, sizeof s, E));
+    OK(kern_sample(dl, V, ds, NULL, E));
+    dev_download(&out, ds, sizeof out);
+    assert_int_equal(out.pos, s.pos + 1);
+    return out.sampled;
+}
+
+static void test_sample(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    const int V = 131071;
+    float *l = malloc(V * 4);
+    for (int i = 0; i < V; i++)
+        l[i] = frand() * 4;
+    l[77777] = 9.0f;          /* the argmax, tied with a later id */
+    l[100000] = 9.0f;
+    l[5] = 8.5f, l[60000] = 8.4f, l[123] = 8.3f, l[99] = 8.2f;   /* the rest of the top 6 */
+    float *dl = dev_upload(l, V * 4);
+    struct kern_state *ds = dev_upload(NULL, sizeof(struct kern_state));
+    struct kern_state s = { .pos = 10, .top_p = 1.0f };
+    assert_int_equal(sample_once(dl, V, ds, s), 77777);           /* greedy: lowest id on ties */
+    s.temperature = 1.0f, s.top_k = 1;
+    assert_int_equal(sample_once(dl, V, ds, s), 77777);
+    s.top_k = 0, s.top_p = 1e-6f;
+    assert_int_equal(sample_once(dl, V, ds, s), 77777);           /* nucleus of one */
+    /* top-k 5 at temperature 1: only the 5 largest, each seen, the two 9.0 ones most often */
+    const int allowed[5] = { 77777, 100000, 5, 60000, 123 };
+    int seen[5] = { 0 };
+    s.top_k = 5, s.top_p = 1.0f;
+    for (int i = 0; i < 400; i++) {
+        s.pos = i, s.seed = 42;
+        int32_t id = sample_once(dl, V, ds, s);
+        int k = 0;
+        while (k < 5 && allowed[k] != id)
+            k++;
+        if (k == 5)
+            fail_msg("top-k 5 drew id %d, outside the 5 largest", id);
+        seen[k]++;
+    }
+    printf("  top-k 5 draws: %d %d %d %d %d\n", seen[0], seen[1], seen[2], seen[3], seen[4]);
+    for (int k = 0; k < 5; k++)
+        assert_true(seen[k] > 0);
+    assert_true(seen[0] > seen[4] && seen[1] > seen[4]);
+    /* top-p 0.45 over the top 6 (p ∝ e^9, e^9, e^8.5, e^8.4, e^8.3, e^8.2 → 0.244, 0.244, 0.148,
+     * ...): the first id alone is below 0.45, the first two reach 0.488, so only they are drawn */
+    s.top_k = 6, s.top_p = 0.45f;
+    for (int i = 0; i < 100; i++) {
+        s.pos = i, s.seed = 7;
+        int32_t id = sample_once(dl, V, ds, s);
+        assert_true(id == 77777 || id == 100000);
+    }
+    kern_free(dl), kern_free(ds);
+    free(l);
+}
+
+static void test_bandwidth_probe(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    void *d = dev_upload(NULL, 256u << 20);
+    double g = 0;
+    OK(kern_fill_random(d, BORA_DT_BF16, 128u << 20, 1.0f, 1, E));
+    OK(kern_bandwidth_read(d, 256u << 20, 3, &g, E));
+    printf("  streaming read of 256 MiB: %.0f GB/s\n", g);
+    assert_true(g > 100 && g < 20000);
+    kern_free(d);
+}
+#else
+static void test_no_cuda(void **st)
+{
+    (void)st;
+    fprintf(stderr, "SKIP: built without CUDA: GPU kernel tests not run\n");
+    skip();
+}
+#endif
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#ifdef BORA_CUDA
+        cmocka_unit_test(test_gemv),
+        cmocka_unit_test(test_gemv_rejects),
+        cmocka_unit_test(test_small_ops),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_bandwidth_probe),
+#else
+        cmocka_unit_test(test_no_cuda),
+#endif
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,125 @@
+/* test_plan.c — the GPU memory arithmetic (kernels/plan.c) against independently known figures:
+ * Mistral-7B-v0.3's published parameter count, its 128 KiB/token bf16 KV cache, and the fit
+ * verdicts `bora plan` and the CUDA engine's refusal share. CPU only. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "kernels/plan.h"
+
+#define MISTRAL_7B_V03_PARAMS 7248023552ull   /* as published for Mistral-7B-v0.3 (vocab 32768) */
+
+static const struct plan_dtypes BF16 = { BORA_DT_BF16, BORA_DT_BF16, BORA_DT_BF16 };
+static const struct plan_dtypes FP8 = { BORA_DT_F8_E4M3, BORA_DT_BF16, BORA_DT_BF16 };
+
+static void test_7b_bytes(void **st)
+{
+    (void)st;
+    const struct model_config *c = plan_preset_find("mistral-7b");
+    assert_non_null(c);
+    struct plan_layout l;
+    assert_int_equal(plan_layout_compute(c, &BF16, 8192, &l, NULL), 0);
+    const uint64_t V = 32768, D = 4096, L = 32;
+    /* norms are held as fp32 (4 bytes), everything else bf16; a step reads one embedding row */
+    uint64_t norm_params = L * 2 * D + D;
+    uint64_t expect = 2 * (MISTRAL_7B_V03_PARAMS - V * D - norm_params) + 4 * norm_params + 2 * D;
+    assert_int_equal(l.step_weight_bytes, expect);
+    /* the arena holds all weights (with the whole embedding), aligned, plus row scales */
+    uint64_t held = 2 * (MISTRAL_7B_V03_PARAMS - norm_params) + 4 * norm_params;
+    assert_true(l.weight_bytes >= held);
+    assert_true(l.weight_bytes < held + 64ull * 1024 * 1024);
+    /* 2 (K, V) × 32 layers × 8 heads × 128 × 2 bytes = 128 KiB per token */
+    assert_int_equal(l.kv_bytes_per_key, 131072);
+    assert_int_equal(l.kv_bytes, 131072ull * 8192);
+    assert_int_equal(plan_kv_step_bytes(c, &l, 99), 100ull * 131072);
+    assert_true(l.act_bytes < 4u << 20);
+    assert_int_equal(l.total % PLAN_ALIGN, 0);
+    assert_int_equal(l.layers % PLAN_ALIGN, 0);
+    assert_int_equal(l.layer_stride % PLAN_ALIGN, 0);
+}
+
+static void test_fp8_halves_linear(void **st)
+{
+    (void)st;
+    const struct model_config *c = plan_preset_find("mistral-small-24b");
+    struct plan_layout b, f;
+    assert_int_equal(plan_layout_compute(c, &BF16, 4096, &b, NULL), 0);
+    assert_int_equal(plan_layout_compute(c, &FP8, 4096, &f, NULL), 0);
+    /* linear weights halve; embedding and head stay bf16; fp8 adds 4 bytes per row of scales */
+    uint64_t head = 131072ull * 5120 * 2;   /* output head, read whole each step */
+    uint64_t lin_b = b.step_weight_bytes - head, lin_f = f.step_weight_bytes - head;
+    assert_true(lin_f * 2 > lin_b);
+    assert_true(lin_f * 2 < lin_b + lin_b / 100);
+    assert_int_equal(b.kv_bytes, f.kv_bytes);
+}
+
+static void test_fit_verdicts(void **st)
+{
+    (void)st;
+    const struct model_config *c = plan_preset_find("mistral-medium-3.5");
+    const struct plan_gpu *h200 = plan_gpu_find("h200"), *h100 = plan_gpu_find("h100");
+    assert_non_null(h200);
+    assert_non_null(h100);
+    struct plan_layout f, b;
+    struct bora_err err = { "" };
+    assert_int_equal(plan_layout_compute(c, &FP8, 8192, &f, NULL), 0);
+    assert_int_equal(plan_layout_compute(c, &BF16, 8192, &b, NULL), 0);
+    assert_int_equal(plan_check_fit(&f, 8192, h200->mem_bytes, &err), 0);      /* ~132 GB in ~150 */
+    assert_int_equal(plan_check_fit(&b, 8192, h200->mem_bytes, &err), -ENOMEM); /* ~254 GB */
+    assert_non_null(strstr(err.msg, "GB"));
+    assert_non_null(strstr(err.msg, "8192 tokens"));
+    assert_non_null(strstr(err.msg, "available"));
+    assert_int_equal(plan_check_fit(&f, 8192, h100->mem_bytes, &err), -ENOMEM);
+}
+
+static void test_window_caps_kv_reads(void **st)
+{
+    (void)st;
+    struct model_config c = *plan_preset_find("mistral-7b");
+    c.sliding_window = 4096;
+    struct plan_layout l;
+    assert_int_equal(plan_layout_compute(&c, &BF16, 32768, &l, NULL), 0);
+    assert_int_equal(plan_kv_step_bytes(&c, &l, 30000), 4096ull * 131072);
+    assert_int_equal(plan_kv_step_bytes(&c, &l, 100), 101ull * 131072);
+    assert_int_equal(plan_attn_splits(8, 32768, 4096), 33);   /* ceil(264 / 8) */
+    assert_int_equal(plan_attn_splits(8, 10, 0), 10);   /* never more splits than keys */
+}
+
+static void test_rejects_bad_shapes(void **st)
+{
+    (void)st;
+    struct model_config c = *plan_preset_find("mistral-7b");
+    struct plan_layout l;
+    struct bora_err err = { "" };
+    c.n_kv_heads = 7;
+    assert_int_equal(plan_layout_compute(&c, &BF16, 512, &l, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "kv heads 7"));
+    c = *plan_preset_find("mistral-7b");
+    c.dim = 0;
+    assert_int_equal(plan_layout_compute(&c, &BF16, 512, &l, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "dim 0"));
+    struct plan_dtypes f32 = { BORA_DT_F32, BORA_DT_BF16, BORA_DT_BF16 };
+    assert_int_equal(plan_layout_compute(plan_preset_find("mistral-7b"), &f32, 512, &l, &err), -EINVAL);
+    assert_int_equal(plan_layout_compute(plan_preset_find("mistral-7b"), &BF16, 0, &l, &err), -EINVAL);
+    assert_null(plan_preset_find("mistral-huge"));
+    assert_null(plan_gpu_find("a100"));
+    assert_string_equal(plan_preset_name(0), "mistral-7b");
+    assert_null(plan_preset_name(4));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_7b_bytes),
+        cmocka_unit_test(test_fp8_halves_linear),
+        cmocka_unit_test(test_fit_verdicts),
+        cmocka_unit_test(test_window_caps_kv_reads),
+        cmocka_unit_test(test_rejects_bad_shapes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
