@@ -20,6 +20,9 @@ static const struct subcommand subcommands[] = {
     { "logits", cmd_logits, "logits MODEL_DIR --ids LIST --out FILE [--backend B] [--precision P]" },
     { "generate", cmd_generate, "generate MODEL_DIR (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--backend B] [--precision P] [--json]" },
     { "run-default", cmd_run_default, "run-default                         generate from the built-in default model" },
+    { "tokenize", cmd_tokenize, "tokenize MODEL_DIR|TOKENIZER_FILE (--text TEXT | --file F) [--bos]" },
+    { "detokenize", cmd_detokenize, "detokenize MODEL_DIR|TOKENIZER_FILE ID..." },
+    { "chat-encode", cmd_chat_encode, "chat-encode MODEL_DIR|TOKENIZER_FILE REQUEST.json" },
     { NULL, NULL, NULL },
 };
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "model/default_model.h"
+#include "model/tokenizer.h"
 
 int parse_id_list(const char *s, int32_t *ids, int cap, int *n)
 {
@@ -187,24 +188,109 @@ int open_engine(const struct run_opts *o, const struct model *m, int tokens, str
     return 0;
 }
 
+/* Reads a whole file (for --chat); NULL with a message on failure. */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "bora: %s: cannot open: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        n += fread(b + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *nb = realloc(b, cap *= 2);
+        if (!nb)
+            free(b);
+        b = nb;
+    }
+    if (!b || ferror(f)) {
+        fprintf(stderr, "bora: %s: cannot read\n", path);
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *len = n;
+    return b;
+}
+
+/* Turns --prompt (BOS + text, no template) or --chat (the model's chat template) into ids. */
+static int encode_prompt(struct run_opts *o, const struct tokenizer *tok)
+{
+    struct bora_err err = { "" };
+    size_t n = 0;
+    int rc;
+    if (o->prompt) {
+        rc = tokenizer_encode(tok, o->prompt, strlen(o->prompt), true, o->ids, RUN_MAX_IDS, &n, &err);
+    } else {
+        size_t len;
+        char *json = slurp(o->chat_file, &len);
+        if (!json)
+            return -EINVAL;
+        rc = chat_encode_request_json(tok, json, len, o->ids, RUN_MAX_IDS, &n, &err);
+        free(json);
+    }
+    if (rc == -ENOSPC)
+        fprintf(stderr, "bora: the prompt is longer than %d tokens\n", RUN_MAX_IDS);
+    else if (rc)
+        fprintf(stderr, "bora: %s: %s\n", o->prompt ? "--prompt" : o->chat_file, err.msg);
+    o->n_ids = (int)n;
+    return rc;
+}
+
+/* Appends s (JSON-escaped) to stdout. */
+static void json_string(const char *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
 int generate_run(struct run_opts *o)
 {
     if (!o->n_ids && !o->prompt && !o->chat_file) {
         fprintf(stderr, "bora: generate needs --ids, --prompt or --chat\n");
         return -EINVAL;
     }
-    if (o->prompt || o->chat_file) {
-        fprintf(stderr, "bora: --prompt/--chat need the tokenizer, which this build does not have yet; use --ids\n");
-        return -ENOTSUP;
-    }
     struct model *m;
     if (open_model(o, &m))
         return -1;
     int rc = -1;
     struct engine *e = NULL;
+    struct tokenizer *tok = NULL;
     struct sampler s = { 0 };
     int32_t *out_ids = NULL;
     float *logits = NULL;
+    char *text = NULL;
+    size_t text_len = 0;
+    struct bora_err err = { "" };
+    if (m->tokenizer_path[0]) {
+        if (tokenizer_open(&tok, m->tokenizer_path, &err)) {
+            fprintf(stderr, "bora: %s\n", err.msg);
+            goto out;
+        }
+        if (tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
+            fprintf(stderr, "bora: %s: tokenizer has %d tokens, the model only %d\n", m->tokenizer_path,
+                    tokenizer_vocab_size(tok), m->cfg.vocab_size);
+            goto out;
+        }
+    } else if (o->prompt || o->chat_file) {
+        fprintf(stderr, "bora: %s: no tokenizer (tekken.json, tokenizer.model or tokenizer.json) for --prompt/--chat\n", m->dir);
+        goto out;
+    }
+    if ((o->prompt || o->chat_file) && encode_prompt(o, tok))
+        goto out;
     for (int i = 0; i < o->n_ids; i++)
         if (o->ids[i] >= m->cfg.vocab_size) {
             fprintf(stderr, "bora: --ids: token id %d is outside the vocabulary (%d)\n", o->ids[i], m->cfg.vocab_size);
@@ -218,20 +304,32 @@ int generate_run(struct run_opts *o)
     }
     logits = malloc((size_t)m->cfg.vocab_size * sizeof *logits);
     out_ids = malloc((size_t)o->n_tokens * sizeof *out_ids);
-    if (!logits || !out_ids) {
+    text = malloc((size_t)o->n_tokens * DETOK_MAX_DELTA + DETOK_MAX_DELTA);
+    if (!logits || !out_ids || !text) {
         fprintf(stderr, "bora: out of memory\n");
         goto out;
     }
+    struct detok d;
+    if (tok)
+        detok_init(&d, tok);
+    int32_t eos = tok ? tokenizer_eos_id(tok) : m->cfg.eos_id;
     int r = engine_forward(e, o->ids, o->n_ids, 0, logits), n = 0, pos = o->n_ids;
     while (!r && n < o->n_tokens) {
         int32_t id = sampler_sample(&s, logits);
-        if (id == m->cfg.eos_id && !o->ignore_eos)
+        if (id == eos && !o->ignore_eos)
             break;
         out_ids[n++] = id;
+        size_t dn = 0;
+        if (tok)
+            detok_push(&d, id, text + text_len, DETOK_MAX_DELTA, &dn);
         if (!o->json) {
-            printf("%s%d", n > 1 ? " " : "", id);
+            if (tok)
+                fwrite(text + text_len, 1, dn, stdout);
+            else
+                printf("%s%d", n > 1 ? " " : "", id);
             fflush(stdout);
         }
+        text_len += dn;
         if (n < o->n_tokens)
             r = engine_forward(e, &id, 1, pos++, logits);
     }
@@ -239,19 +337,30 @@ int generate_run(struct run_opts *o)
         fprintf(stderr, "bora: engine failed: %s\n", strerror(-r));
         goto out;
     }
+    if (tok) {
+        size_t dn = 0;
+        detok_flush(&d, text + text_len, DETOK_MAX_DELTA, &dn);
+        if (!o->json)
+            fwrite(text + text_len, 1, dn, stdout);
+        text_len += dn;
+    }
     if (o->json) {
         printf("{\"ids\":[");
         for (int i = 0; i < n; i++)
             printf("%s%d", i ? "," : "", out_ids[i]);
-        printf("],\"text\":\"\"}\n");
+        printf("],\"text\":");
+        json_string(text, text_len);
+        printf("}\n");
     } else {
         printf("\n");
     }
     rc = 0;
 out:
+    free(text);
     free(logits);
     free(out_ids);
     sampler_fini(&s);
+    tokenizer_close(tok);
     engine_close(e);
     model_close(m);
     return rc;

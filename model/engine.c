@@ -87,6 +87,15 @@ void engine_reset(struct engine *e)
     e->ops->reset(e);
 }
 
+int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v)
+{
+    if (!e->ops->kv_read)
+        return -ENOTSUP;
+    if (layer < 0 || layer >= e->model->cfg.n_layers || pos < 0 || pos >= e->max_ctx)
+        return -EINVAL;
+    return e->ops->kv_read(e, layer, pos, k, v);
+}
+
 const char *engine_backend_name(const struct engine *e)
 {
     return e->ops->name;

@@ -28,6 +28,9 @@ struct engine_ops {
     int (*forward_all)(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
     void (*reset)(struct engine *e);
     void (*close)(struct engine *e);
+    /* Optional (NULL: -ENOTSUP): copies layer `layer`'s cached key and value rows at `pos`
+     * (n_kv_heads*head_dim floats each, after RoPE) into k and v. For tests. */
+    int (*kv_read)(struct engine *e, int layer, int pos, float *k, float *v);
 };
 
 struct engine {
@@ -53,6 +56,8 @@ int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *
 int engine_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
 /* Forgets the sequence (the cache is overwritten from position 0 next). */
 void engine_reset(struct engine *e);
+/* Reads one cached K/V row (see engine_ops.kv_read). Errors: -ENOTSUP, -EINVAL. */
+int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v);
 const char *engine_backend_name(const struct engine *e);
 int engine_backend_parse(const char *s, enum engine_backend *out);
 

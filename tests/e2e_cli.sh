@@ -33,6 +33,15 @@ got=$($bora generate $fx --ids "$prompt" -n 12 --ignore-eos --backend cpu --json
       python3 -c "import json,sys;print(','.join(map(str,json.load(sys.stdin)['ids'])))")
 [ "$got" = "$want" ] || fail "greedy ids $got, want $want"
 
+# --prompt is BOS + the tokenizer's ids; --json's text is the detokenized completion
+pids=$($bora tokenize $fx --text "Where is my order #4512?" --bos | tr -d '[] ')
+a=$($bora generate $fx --prompt "Where is my order #4512?" -n 10 --ignore-eos --backend cpu --json | tail -1)
+b=$($bora generate $fx --ids "$pids" -n 10 --ignore-eos --backend cpu --json | tail -1)
+[ "$a" = "$b" ] || fail "--prompt and --ids disagree: $a vs $b"
+gids=$(python3 -c "import json,sys;print(' '.join(map(str,json.loads(sys.argv[1])['ids'])))" "$a")
+text=$(python3 -c "import json,sys;print(json.loads(sys.argv[1])['text'])" "$a")
+[ "$($bora detokenize $fx $gids)" = "$text" ] || fail "--json text is not the detokenized ids"
+
 $bora info $fx | grep -q "MistralForCausalLM" || fail "bora info"
 
 # bad input: a clear message naming the problem, non-zero exit, no crash

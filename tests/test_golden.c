@@ -21,7 +21,7 @@
 /* FP8 e4m3 has 3 mantissa bits: a per-row-scaled weight carries a relative rounding error of
  * up to 2^-4 (RMS ≈ 2^-4/√3 ≈ 3.6 %). The fixtures' dot products are only 64–192 long, so
  * these errors average out less than in a real model; measured worst over all positions of
- * all fixtures: 7.4e-2 × max|logit|. The bound leaves 2×; a wrong scale or rounding mode
+ * all fixtures: 9.5e-2 × max|logit|. The bound leaves 1.6×; a wrong scale or rounding mode
  * lands at O(1). */
 #define TOL_FP8 1.5e-1f
 /* Converting FP8 weights to BF16 (8 mantissa bits) rounds each weight by ≤ 2^-9 relative. */
@@ -152,12 +152,60 @@ static void test_greedy(void **state)
     fixture_free(&f);
 }
 
+/* A prompt run as one batched prefill gives the same last-position logits and the same KV
+ * cache as the same prompt fed one token at a time (only the summation grouping differs). */
+#define TOL_PREFILL 1e-5f
+
+static void test_prefill_matches_stepwise(void **state)
+{
+    const struct golden *g = *state;
+    struct fixture f;
+    struct model *m;
+    struct engine *e1, *e2;
+    if (!load(g, &f, &m, &e1)) {
+        skip();
+        return;
+    }
+    struct bora_err err;
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 256 };
+    assert_int_equal(engine_open(&e2, m, &eo, &err), 0);
+    const struct model_config *c = &m->cfg;
+    const size_t V = (size_t)f.vocab, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    float *a = malloc(V * sizeof *a), *b = malloc(V * sizeof *b);
+    float *k1 = malloc(kvd * sizeof *k1), *v1 = malloc(kvd * sizeof *v1), *k2 = malloc(kvd * sizeof *k2),
+          *v2 = malloc(kvd * sizeof *v2);
+    for (int ci = 0; ci < f.n_cases; ci++) {
+        const struct fix_case *fc = &f.cases[ci];
+        engine_reset(e1);
+        engine_reset(e2);
+        assert_int_equal(engine_forward(e1, fc->prompt, fc->n_prompt, 0, a), 0);
+        for (int p = 0; p < fc->n_prompt; p++)
+            assert_int_equal(engine_forward(e2, &fc->prompt[p], 1, p, p + 1 == fc->n_prompt ? b : NULL), 0);
+        float rel = fix_max_abs_diff(a, b, V) / fix_max_abs(b, V);
+        if (rel > TOL_PREFILL)
+            fail_msg("%s case %d: prefill vs stepwise logits differ by %.3g × max", g->name, ci, rel);
+        for (int l = 0; l < c->n_layers; l++)
+            for (int p = 0; p < fc->n_prompt; p++) {
+                assert_int_equal(engine_kv_read(e1, l, p, k1, v1), 0);
+                assert_int_equal(engine_kv_read(e2, l, p, k2, v2), 0);
+                float dk = fix_max_abs_diff(k1, k2, kvd), dv = fix_max_abs_diff(v1, v2, kvd);
+                if (dk > TOL_PREFILL * fix_max_abs(k2, kvd) || dv > TOL_PREFILL * fix_max_abs(v2, kvd))
+                    fail_msg("%s case %d layer %d position %d: KV differs (k %.3g, v %.3g)", g->name, ci, l, p, dk, dv);
+            }
+    }
+    free(a), free(b), free(k1), free(v1), free(k2), free(v2);
+    engine_close(e2);
+    engine_close(e1);
+    model_close(m);
+    fixture_free(&f);
+}
+
 #define N_FIX (sizeof fixture_names / sizeof *fixture_names)
 
 int main(void)
 {
     static struct golden exact[N_FIX], conv[N_FIX];
-    struct CMUnitTest tests[4 * N_FIX];
+    struct CMUnitTest tests[5 * N_FIX];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         exact[i] = (struct golden){ fixture_names[i], MODEL_PRECISION_AUTO, TOL_EXACT, NEAR_TIE };
@@ -168,6 +216,7 @@ int main(void)
         tests[n++] = (struct CMUnitTest){ "greedy", test_greedy, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "logits_converted", test_logits, NULL, NULL, &conv[i] };
         tests[n++] = (struct CMUnitTest){ "greedy_converted", test_greedy, NULL, NULL, &conv[i] };
+        tests[n++] = (struct CMUnitTest){ "prefill_matches_stepwise", test_prefill_matches_stepwise, NULL, NULL, &exact[i] };
     }
     return _cmocka_run_group_tests("golden", tests, n, NULL, NULL);
 }
