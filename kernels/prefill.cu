@@ -1,0 +1,281 @@
+/* prefill.cu — the row kernels of a prefill chunk (one block per token): embedding, residual add
+ * + RMSNorm + activation quantization, QKV scaling + RoPE + KV-cache write, SwiGLU +
+ * quantization. Each reads and writes its rows once or twice (the second read hits L1/L2);
+ * budget ≈ bytes moved at ≥ 60 % of the streaming-read bandwidth (≈ 5 µs per MB of rows). */
+#include <math.h>
+
+#include "kernels/kern_util.cuh"
+#include "kernels/kern_rope.cuh"
+#include "kernels/prefill.h"
+
+#define PF_THREADS 256
+
+__device__ __forceinline__ float pf_block_max(float v, float *scratch)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = kern_warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        scratch[warp] = v;
+    __syncthreads();
+    float t = lane < nw ? scratch[lane] : 0.f;
+    return kern_warp_max(t);
+}
+
+__device__ __forceinline__ uint8_t pf_to_e4m3(float v)
+{
+    return (uint8_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+}
+
+__device__ __forceinline__ float pf_raw(const struct kern_raw &r, int rows, int t, int c, float ts)
+{
+    return kern_bf16(r.raw[(size_t)t * rows + c]) * r.w_scale[c] * ts;
+}
+
+/* Writes row t of out from the values f(c) for c < cols: FP8 with a per-token scale (two passes
+ * over f), BF16 in one. `scratch` holds 32 floats. */
+template <typename F>
+__device__ __forceinline__ void pf_store_row(const struct kern_act &out, int t, int cols, F f, float *scratch)
+{
+    if (out.dtype == BORA_DT_BF16) {
+        uint16_t *o = (uint16_t *)out.q + (size_t)t * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            o[c] = kern_f32_to_bf16(f(c));
+        return;
+    }
+    float amax = 0.f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        amax = fmaxf(amax, fabsf(f(c)));
+    amax = pf_block_max(amax, scratch);
+    const float s = amax > 0.f ? amax / KERN_FP8_MAX : 1.f;
+    const float inv = 1.f / s;
+    uint8_t *o = (uint8_t *)out.q + (size_t)t * cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        o[c] = pf_to_e4m3(f(c) * inv);
+    if (threadIdx.x == 0)
+        out.scale[t] = s;
+}
+
+/* ---- embedding ---- */
+
+__global__ void pf_embed_kernel(float *x, struct kern_mat emb, const int32_t *ids, int *bad)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, cols = emb.cols;
+    const int id = ids[t];
+    float *xr = x + (size_t)t * cols;
+    if (id < 0 || id >= emb.rows) {
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            xr[c] = 0.f;
+        if (threadIdx.x == 0)
+            *bad = 1;
+        return;
+    }
+    const float s = emb.scale * (emb.row_scale ? emb.row_scale[id] : 1.f);
+    if (emb.dtype == BORA_DT_F8_E4M3) {
+        const uint8_t *w = (const uint8_t *)emb.w + (size_t)id * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            xr[c] = kern_e4m3(w[c]) * s;
+    } else {
+        const uint16_t *w = (const uint16_t *)emb.w + (size_t)id * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            xr[c] = kern_bf16(w[c]) * s;
+    }
+}
+
+extern "C" int kern_pf_embed(float *x, const struct kern_mat *emb, const int32_t *d_ids, int n, int *d_bad,
+                             struct CUstream_st *stream, struct bora_err *err)
+{
+    if (emb->dtype != BORA_DT_F8_E4M3 && emb->dtype != BORA_DT_BF16)
+        return bora_errf(err, -EINVAL, "prefill embed: dtype %s", bora_dtype_name(emb->dtype));
+    if (n <= 0)
+        return bora_errf(err, -EINVAL, "prefill embed: %d tokens", n);
+    KCHECK(kern_launch(pf_embed_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, x, *emb, d_ids, d_bad));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- residual add + RMSNorm + quantization ---- */
+
+__global__ void pf_add_norm_quant_kernel(float *x, struct kern_raw delta, const float *norm_w, float eps,
+                                         struct kern_act out, int dim)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x;
+    float *xr = x + (size_t)t * dim;
+    const float ts = delta.t_scale ? delta.t_scale[t] : 1.f;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        float v = xr[c];
+        if (delta.raw) {
+            v += pf_raw(delta, dim, t, c, ts);
+            xr[c] = v;
+        }
+        ss += v * v;
+    }
+    if (!norm_w)
+        return;
+    ss = kern_block_sum(ss, scratch);
+    const float rstd = rsqrtf(ss / (float)dim + eps);
+    pf_store_row(out, t, dim, [&](int c) { return xr[c] * rstd * norm_w[c]; }, scratch);
+}
+
+static int pf_check_act(const struct kern_act *a, const char *what, struct bora_err *err)
+{
+    if (a->dtype == BORA_DT_BF16)
+        return 0;
+    if (a->dtype == BORA_DT_F8_E4M3 && a->scale)
+        return 0;
+    return bora_errf(err, -EINVAL, "%s: activations must be BF16 or F8_E4M3 with scales (got %s%s)", what,
+                     bora_dtype_name(a->dtype), a->scale ? "" : " without scales");
+}
+
+extern "C" int kern_pf_add_norm_quant(float *x, const struct kern_raw *delta, const float *norm_w, float eps,
+                                      const struct kern_act *out, int n, int dim, struct CUstream_st *stream,
+                                      struct bora_err *err)
+{
+    struct kern_raw d = { 0, 0, 0 };
+    struct kern_act o = { BORA_DT_BF16, 0, 0 };
+    if (delta)
+        d = *delta;
+    if (norm_w) {
+        int rc = pf_check_act(out, "prefill norm", err);
+        if (rc)
+            return rc;
+        o = *out;
+    }
+    if (n <= 0 || dim <= 0)
+        return bora_errf(err, -EINVAL, "prefill norm: %d rows of %d", n, dim);
+    KCHECK(kern_launch(pf_add_norm_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, x, d, norm_w,
+                       eps, o, dim));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- quantization of bf16 rows ---- */
+
+__global__ void pf_quant_kernel(const uint16_t *in, struct kern_act out, int cols)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x;
+    const uint16_t *r = in + (size_t)t * cols;
+    pf_store_row(out, t, cols, [&](int c) { return kern_bf16(r[c]); }, scratch);
+}
+
+extern "C" int kern_pf_quant(const uint16_t *in, const struct kern_act *out, int n, int cols,
+                             struct CUstream_st *stream, struct bora_err *err)
+{
+    int rc = pf_check_act(out, "prefill quant", err);
+    if (rc)
+        return rc;
+    if (n <= 0 || cols <= 0)
+        return bora_errf(err, -EINVAL, "prefill quant: %d rows of %d", n, cols);
+    KCHECK(kern_launch(pf_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, in, *out, cols));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- QKV: scales, RoPE, query scale, KV write ---- */
+
+struct pf_qkv_params {
+    struct kern_raw qkv;
+    uint16_t *q_out, *kc, *vc;
+    int pos0, max_ctx, n_heads, n_kv, hd;
+    float q_mult;
+    struct kern_rope rope;
+};
+
+__global__ void pf_qkv_post_kernel(struct pf_qkv_params p)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, pos = p.pos0 + t, hd = p.hd, half = hd / 2;
+    const int qd = p.n_heads * hd, kvd = p.n_kv * hd, rows = qd + 2 * kvd;
+    const float ts = p.qkv.t_scale ? p.qkv.t_scale[t] : 1.f;
+    const float qs = kern_query_scale(&p.rope, pos) * p.q_mult;
+    uint16_t *qo = p.q_out + (size_t)t * qd;
+    for (int i = threadIdx.x; i < (p.n_heads + p.n_kv) * half; i += blockDim.x) {
+        const int h = i / half, k = i % half;
+        int a, b;
+        kern_rope_pair(&p.rope, hd, k, &a, &b);
+        float c, s;
+        kern_rope_cs(&p.rope, pos, k, &c, &s);
+        const int base = h * hd;   /* q heads then k heads: k rows follow q rows */
+        const float x0 = pf_raw(p.qkv, rows, t, base + a, ts), x1 = pf_raw(p.qkv, rows, t, base + b, ts);
+        const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        if (h < p.n_heads) {
+            qo[base + a] = kern_f32_to_bf16(y0 * qs);
+            qo[base + b] = kern_f32_to_bf16(y1 * qs);
+        } else {
+            uint16_t *kr = p.kc + ((size_t)(h - p.n_heads) * p.max_ctx + pos) * hd;
+            kr[a] = kern_f32_to_bf16(y0);
+            kr[b] = kern_f32_to_bf16(y1);
+        }
+    }
+    for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+        const int h = i / hd, d = i % hd;
+        p.vc[((size_t)h * p.max_ctx + pos) * hd + d] = kern_f32_to_bf16(pf_raw(p.qkv, rows, t, qd + kvd + i, ts));
+    }
+}
+
+extern "C" int kern_pf_qkv_post(const struct kern_qkv_post_args *a, struct CUstream_st *stream, struct bora_err *err)
+{
+    if (a->n <= 0 || a->head_dim <= 0 || a->head_dim % 2 || a->n_kv <= 0 || a->pos0 < 0 ||
+        a->pos0 + a->n > a->max_ctx)
+        return bora_errf(err, -EINVAL, "prefill qkv: %d tokens at %d (cache %d), head_dim %d, %d kv heads", a->n,
+                         a->pos0, a->max_ctx, a->head_dim, a->n_kv);
+    struct pf_qkv_params p;
+    p.qkv = a->qkv;
+    p.q_out = a->q_out;
+    p.kc = a->k_cache;
+    p.vc = a->v_cache;
+    p.pos0 = a->pos0;
+    p.max_ctx = a->max_ctx;
+    p.n_heads = a->n_heads;
+    p.n_kv = a->n_kv;
+    p.hd = a->head_dim;
+    p.q_mult = a->q_mult;
+    p.rope = a->rope;
+    KCHECK(kern_launch(pf_qkv_post_kernel, dim3(a->n), dim3(PF_THREADS), 0, (cudaStream_t)stream, p));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- SwiGLU + quantization ---- */
+
+__global__ void pf_swiglu_quant_kernel(struct kern_raw gu, struct kern_act out, int hid)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x;
+    const float ts = gu.t_scale ? gu.t_scale[t] : 1.f;
+    const uint32_t *r = (const uint32_t *)(gu.raw + (size_t)t * 2 * hid);
+    const float2 *ws = (const float2 *)gu.w_scale;
+    pf_store_row(out, t, hid,
+                 [&](int i) {
+                     uint32_t two = r[i];
+                     float2 w = ws[i];
+                     float g = kern_bf16_lo(two) * w.x * ts, u = kern_bf16_hi(two) * w.y * ts;
+                     return g / (1.f + expf(-g)) * u;
+                 },
+                 scratch);
+}
+
+extern "C" int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, int n, int hid,
+                                    struct CUstream_st *stream, struct bora_err *err)
+{
+    int rc = pf_check_act(out, "prefill swiglu", err);
+    if (rc)
+        return rc;
+    if (n <= 0 || hid <= 0)
+        return bora_errf(err, -EINVAL, "prefill swiglu: %d rows of %d", n, hid);
+    KCHECK(kern_launch(pf_swiglu_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, *gu, *out, hid));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
