@@ -274,7 +274,7 @@ static int bench_gemv(const struct bench_opts *o)
         if (!rc && (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess ||
                     cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess))
             rc = bora_errf(&err, -EIO, "stream/event creation failed");
-        if (!rc && cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
+        if (!rc && cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) != cudaSuccess)
             rc = bora_errf(&err, -EIO, "cudaStreamBeginCapture failed");
         for (int it = 0; !rc && it < iters; it++) {
             struct kern_gemv_args g = { .m = { dt, w + (size_t)(it % copies) * mb, shapes[si].rows,

@@ -9,8 +9,10 @@
 #include "kernels/kern_util.cuh"
 #include "kernels/kern_rope.cuh"
 
-#define ATTN_THREADS 128
+#define ATTN_THREADS 256
 #define ATTN_WARPS (ATTN_THREADS / 32)
+#define ATTN_MIN_CHUNK 32   /* keys per split below which fewer splits are used */
+#define ATTN_KEY_UNROLL 4   /* key loads in flight per lane */
 
 struct attn_params {
     const float *qkv;
@@ -37,6 +39,7 @@ __device__ __forceinline__ float *attn_part(const struct attn_params &p, int s)
     return p.part + (size_t)s * (size_t)p.n_heads * (p.hd + 2);
 }
 
+/* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
 template <int GM, int LPK>
 __global__ void __launch_bounds__(ATTN_THREADS)
 attn_kernel(struct attn_params p)
@@ -44,28 +47,40 @@ attn_kernel(struct attn_params p)
     extern __shared__ float sm[];
     __shared__ int s_last;
     constexpr int KPW = 32 / LPK;            /* keys per warp step */
+    constexpr int STEP = ATTN_WARPS * KPW;   /* keys per block step */
     const int hd = LPK * 8;
     const int g = blockIdx.x, s = blockIdx.y;
     const int G = p.n_heads / p.n_kv;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    float *q_s = sm;                          /* G × hd */
-    float *sc = q_s + G * hd;                 /* G × chunk_max */
-    float *red = sc + G * p.chunk_max;        /* ATTN_WARPS × G × hd */
-    float *ml = red + ATTN_WARPS * G * hd;    /* G × 2 */
+    float *q_s = sm;
+    float *sc = q_s + G * hd;
+    float *red = sc + G * p.chunk_max;
+    float *ml = red + ATTN_WARPS * G * hd;
+    float *cm = ml + 2 * G;
+    float *cw = cm + G * p.n_split;
 
     kern_grid_launch_next();
     kern_grid_wait();
     const int pos = *p.pos;
     const int start = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
     const int len = pos - start + 1;
-    const int chunk = (len + p.n_split - 1) / p.n_split;
+    int n_eff = (len + ATTN_MIN_CHUNK - 1) / ATTN_MIN_CHUNK;
+    if (n_eff > p.n_split)
+        n_eff = p.n_split;
+    const int chunk = (len + n_eff - 1) / n_eff;
     const int j0 = start + s * chunk;
     int j1 = j0 + chunk;
     if (j1 > pos + 1)
         j1 = pos + 1;
-    const int n = j1 - j0;
+    const int n = s < n_eff ? j1 - j0 : 0;
     const int q_dim = p.n_heads * hd, kv_dim = p.n_kv * hd;
     const int half = hd / 2;
+    uint16_t *kc = p.kc + (size_t)g * p.max_ctx * hd;
+    uint16_t *vc = p.vc + (size_t)g * p.max_ctx * hd;
+    if (tid == 0 && n > 1) {   /* stream this slice of the cache into L2 during the prologue */
+        kern_prefetch_bulk(kc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
+        kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
+    }
 
     /* rotated, scaled queries of this group */
     const float qs = kern_query_scale(&p.rope, pos) * p.softmax_scale;
@@ -80,8 +95,6 @@ attn_kernel(struct attn_params p)
         q_s[h * hd + b] = (x0 * sn + x1 * c) * qs;
     }
     /* the block whose slice holds pos writes the new key (rotated) and value */
-    uint16_t *kc = p.kc + (size_t)g * p.max_ctx * hd;
-    uint16_t *vc = p.vc + (size_t)g * p.max_ctx * hd;
     if (n > 0 && pos < j1) {
         const float *k = p.qkv + q_dim + (size_t)g * hd;
         const float *v = p.qkv + q_dim + kv_dim + (size_t)g * hd;
@@ -100,26 +113,33 @@ attn_kernel(struct attn_params p)
     __syncthreads();
 
     const int sub = lane / LPK, dl = (lane % LPK) * 8;
-    /* scores */
-    for (int base = warp * KPW; base < n; base += ATTN_WARPS * KPW) {
-        int j = base + sub;
-        bool ok = j < n;
-        float kf[8];
-        uint4 kv = ok ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
-        attn_unpack8(kv, kf);
+    /* scores, ATTN_KEY_UNROLL key loads in flight per lane */
+    for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
+        uint4 kv[ATTN_KEY_UNROLL];
 #pragma unroll
-        for (int h = 0; h < GM; h++) {
-            if (h >= G)
-                break;
-            const float4 *qv = (const float4 *)(q_s + h * hd + dl);
-            float4 a = qv[0], b = qv[1];
-            float d = a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
-                      b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+            int j = base + u * STEP + sub;
+            kv[u] = j < n ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+        }
 #pragma unroll
-            for (int o = LPK / 2; o > 0; o >>= 1)
-                d += __shfl_xor_sync(0xffffffffu, d, o);
-            if (ok && lane % LPK == 0)
-                sc[h * p.chunk_max + j] = d;
+        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+            int j = base + u * STEP + sub;
+            float kf[8];
+            attn_unpack8(kv[u], kf);
+#pragma unroll
+            for (int h = 0; h < GM; h++) {
+                if (h >= G)
+                    break;
+                const float4 *qv = (const float4 *)(q_s + h * hd + dl);
+                float4 a = qv[0], b = qv[1];
+                float d = a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
+                          b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+#pragma unroll
+                for (int o = LPK / 2; o > 0; o >>= 1)
+                    d += __shfl_xor_sync(0xffffffffu, d, o);
+                if (j < n && lane % LPK == 0)
+                    sc[h * p.chunk_max + j] = d;
+            }
         }
     }
     __syncthreads();
@@ -149,19 +169,28 @@ attn_kernel(struct attn_params p)
 #pragma unroll
         for (int i = 0; i < 8; i++)
             acc[h][i] = 0.f;
-    for (int base = warp * KPW; base < n; base += ATTN_WARPS * KPW) {
-        int j = base + sub;
-        if (j < n) {
-            float vf[8];
-            attn_unpack8(*(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl), vf);
+    for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
+        uint4 vv[ATTN_KEY_UNROLL];
 #pragma unroll
-            for (int h = 0; h < GM; h++) {
-                if (h >= G)
-                    break;
-                float pj = sc[h * p.chunk_max + j];
+        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+            int j = base + u * STEP + sub;
+            vv[u] = j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+        }
 #pragma unroll
-                for (int i = 0; i < 8; i++)
-                    acc[h][i] = fmaf(pj, vf[i], acc[h][i]);
+        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+            int j = base + u * STEP + sub;
+            if (j < n) {
+                float vf[8];
+                attn_unpack8(vv[u], vf);
+#pragma unroll
+                for (int h = 0; h < GM; h++) {
+                    if (h >= G)
+                        break;
+                    float pj = sc[h * p.chunk_max + j];
+#pragma unroll
+                    for (int i = 0; i < 8; i++)
+                        acc[h][i] = fmaf(pj, vf[i], acc[h][i]);
+                }
             }
         }
     }
@@ -181,16 +210,18 @@ attn_kernel(struct attn_params p)
     }
     __syncthreads();
     float *part = attn_part(p, s);
-    for (int i = tid; i < G * hd; i += ATTN_THREADS) {
-        float v = 0.f;
+    if (s < n_eff) {
+        for (int i = tid; i < G * hd; i += ATTN_THREADS) {
+            float v = 0.f;
 #pragma unroll
-        for (int w = 0; w < ATTN_WARPS; w++)
-            v += red[w * G * hd + i];
-        part[(size_t)g * G * hd + i] = v;
-    }
-    for (int h = tid; h < G; h += ATTN_THREADS) {
-        part[q_dim + g * G + h] = n > 0 ? ml[2 * h] : -INFINITY;
-        part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
+            for (int w = 0; w < ATTN_WARPS; w++)
+                v += red[w * G * hd + i];
+            part[(size_t)g * G * hd + i] = v;
+        }
+        for (int h = tid; h < G; h += ATTN_THREADS) {
+            part[q_dim + g * G + h] = n > 0 ? ml[2 * h] : -INFINITY;
+            part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
+        }
     }
     /* the last block of this kv head combines the splits */
     __threadfence();
@@ -205,23 +236,34 @@ attn_kernel(struct attn_params p)
     if (!s_last)
         return;
     __threadfence();
+    for (int i = tid; i < G * n_eff; i += ATTN_THREADS) {   /* gather every split's max and sum */
+        int h = i / n_eff, t = i % n_eff, qh = g * G + h;
+        const float *pt = attn_part(p, t);
+        cm[h * p.n_split + t] = __ldcg(pt + q_dim + qh);
+        cw[h * p.n_split + t] = __ldcg(pt + q_dim + p.n_heads + qh);
+    }
+    __syncthreads();
+    for (int h = tid; h < G; h += ATTN_THREADS) {   /* weight of each split: e^(m_t - M) / Σ */
+        float M = -INFINITY, den = 0.f;
+        for (int t = 0; t < n_eff; t++)
+            M = fmaxf(M, cm[h * p.n_split + t]);
+        for (int t = 0; t < n_eff; t++) {
+            float mt = cm[h * p.n_split + t];
+            float f = mt == -INFINITY ? 0.f : __expf(mt - M);
+            den += f * cw[h * p.n_split + t];
+            cm[h * p.n_split + t] = f;
+        }
+        for (int t = 0; t < n_eff; t++)
+            cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
+    }
+    __syncthreads();
     for (int i = tid; i < G * hd; i += ATTN_THREADS) {
         int h = i / hd;
-        int qh = g * G + h;
-        float M = -INFINITY;
-        for (int t = 0; t < p.n_split; t++)
-            M = fmaxf(M, __ldcg(attn_part(p, t) + q_dim + qh));
-        float num = 0.f, den = 0.f;
-        for (int t = 0; t < p.n_split; t++) {
-            const float *pt = attn_part(p, t);
-            float mt = __ldcg(pt + q_dim + qh);
-            if (mt == -INFINITY)
-                continue;
-            float f = __expf(mt - M);
-            num += f * __ldcg(pt + (size_t)g * G * hd + i);
-            den += f * __ldcg(pt + q_dim + p.n_heads + qh);
-        }
-        p.out[(size_t)g * G * hd + i] = num / den;
+        float num = 0.f;
+#pragma unroll 8
+        for (int t = 0; t < n_eff; t++)
+            num += cw[h * p.n_split + t] * __ldcg(attn_part(p, t) + (size_t)g * G * hd + i);
+        p.out[(size_t)g * G * hd + i] = num;
     }
 }
 
@@ -230,7 +272,7 @@ static int attn_launch(const struct attn_params &p, cudaStream_t s, struct bora_
 {
     int G = p.n_heads / p.n_kv;
     size_t smem = sizeof(float) * ((size_t)G * p.hd + (size_t)G * p.chunk_max +
-                                   (size_t)ATTN_WARPS * G * p.hd + 2 * (size_t)G);
+                                   (size_t)ATTN_WARPS * G * p.hd + 2 * (size_t)G + 2 * (size_t)G * p.n_split);
     if (smem > 200 * 1024)
         return bora_errf(err, -EINVAL, "attention: %zu bytes of shared memory needed (chunk %d keys)",
                          smem, p.chunk_max);
@@ -245,12 +287,13 @@ template <int GM>
 static int attn_launch_hd(const struct attn_params &p, cudaStream_t s, struct bora_err *err)
 {
     switch (p.hd) {
+    case 16: return attn_launch<GM, 2>(p, s, err);
     case 32: return attn_launch<GM, 4>(p, s, err);
     case 64: return attn_launch<GM, 8>(p, s, err);
     case 128: return attn_launch<GM, 16>(p, s, err);
     case 256: return attn_launch<GM, 32>(p, s, err);
     }
-    return bora_errf(err, -EINVAL, "attention: head_dim %d not supported (32, 64, 128, 256)", p.hd);
+    return bora_errf(err, -EINVAL, "attention: head_dim %d not supported (16, 32, 64, 128, 256)", p.hd);
 }
 
 extern "C" int kern_attention(const struct kern_attn_args *a, struct CUstream_st *stream,

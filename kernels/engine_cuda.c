@@ -314,7 +314,7 @@ static int capture(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     cudaGraph_t g;
-    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal));
+    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     int rc = enqueue_step(e, err);
     cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
     if (rc)

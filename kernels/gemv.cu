@@ -11,6 +11,22 @@
 
 #define GEMV_UNROLL 2
 #define R KERN_GEMV_ROWS_PER_WARP
+#define GEMV_CHUNK (32 * GEMV_UNROLL * 16)   /* bytes of one row a warp reads per iteration */
+#define GEMV_PF_DIST 4                       /* iterations the L2 prefetch runs ahead */
+
+/* Bulk-prefetches chunk `chunk` of the R rows of `unit` into L2 (lanes 0..R-1, one row each). */
+__device__ __forceinline__ void gemv_prefetch(const uint8_t *w, size_t row_bytes, int rows, int n_units,
+                                              int unit, int chunk, int lane)
+{
+    if (lane >= R || unit >= n_units)
+        return;
+    int r = unit * R + lane;
+    size_t off = (size_t)chunk * GEMV_CHUNK;
+    if (r < rows && off < row_bytes) {
+        size_t len = row_bytes - off < GEMV_CHUNK ? row_bytes - off : GEMV_CHUNK;
+        kern_prefetch_bulk(w + (size_t)r * row_bytes + off, (uint32_t)len);
+    }
+}
 
 /* Gets the next unit for this warp; the last grab of the launch resets the counter to 0. */
 __device__ __forceinline__ int gemv_grab(int *counter, int n_units, int total_warps)
@@ -133,18 +149,12 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
     const int n_units = (rows + R - 1) / R;
     const int total_warps = gridDim.x * (blockDim.x >> 5);
 
+    const int n_chunks = (int)((row_bytes + GEMV_CHUNK - 1) / GEMV_CHUNK);
     kern_grid_launch_next();
     int unit = gemv_grab(counter, n_units, total_warps);
-    if (unit < n_units) {   /* weights do not depend on the previous kernel: start them now */
-        for (int i = 0; i < R; i++) {
-            int r = unit * R + i;
-            if (r >= rows)
-                break;
-            const uint8_t *rp = w + (size_t)r * row_bytes;
-            for (size_t off = (size_t)lane * 128; off < row_bytes && off < 32 * 128 * 2; off += 32 * 128)
-                kern_prefetch_l2(rp + off);
-        }
-    }
+    /* weights do not depend on the previous kernel: start streaming them now */
+    for (int c = 0; c < GEMV_PF_DIST; c++)
+        gemv_prefetch(w, row_bytes, rows, n_units, unit, c, lane);
     kern_grid_wait();
     gemv_load_x<EPV>((float *)xs4, x, cols, norm_w, eps, true, scratch);
 
@@ -156,7 +166,13 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
 #pragma unroll
         for (int i = 0; i < R; i++)
             acc[i] = 0.f;
-        for (int v0 = lane; v0 < nvec; v0 += 32 * GEMV_UNROLL) {
+        int it = 0;
+        for (int v0 = lane; v0 < nvec + lane; v0 += 32 * GEMV_UNROLL, it++) {
+            int t = it + GEMV_PF_DIST;   /* keep the prefetch stream GEMV_PF_DIST chunks ahead */
+            if (t < n_chunks)
+                gemv_prefetch(w, row_bytes, rows, n_units, unit, t, lane);
+            else
+                gemv_prefetch(w, row_bytes, rows, n_units, next, t - n_chunks, lane);
             uint4 wv[GEMV_UNROLL][R];
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; u++)

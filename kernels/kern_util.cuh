@@ -107,6 +107,13 @@ __device__ __forceinline__ void kern_prefetch_l2(const void *p)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+/* Asks the copy engine to bring `bytes` (multiple of 16, 16-byte aligned) into L2: memory
+ * parallelism that costs no registers. */
+__device__ __forceinline__ void kern_prefetch_bulk(const void *p, uint32_t bytes)
+{
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+}
+
 /* Sum over a block of up to 1024 threads; `scratch` holds 32 floats. All threads get the sum. */
 __device__ __forceinline__ float kern_block_sum(float v, float *scratch)
 {

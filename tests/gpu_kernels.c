@@ -395,6 +395,7 @@ static void test_attention(void **st)
         { 4, 1, 32, 200, 37, 120, true, 1.2772589f, 0.1f }, /* MQA, window, interleaved, YaRN, qscale */
         { 12, 1, 64, 90, 0, 90, false, 1.0f, 0.0f },       /* group of 12 */
         { 6, 6, 256, 40, 16, 40, false, 1.0f, 0.0f },      /* no grouping, hd 256, window */
+        { 8, 4, 16, 700, 0, 700, true, 1.0f, 0.0f },       /* hd 16, long: 22 splits of 32 keys */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_attention(&cases[i]);
@@ -485,8 +486,9 @@ static void test_sample(void **st)
     for (int k = 0; k < 5; k++)
         assert_true(seen[k] > 0);
     assert_true(seen[0] > seen[4] && seen[1] > seen[4]);
-    /* top-p 0.5 over the top 6 (p ∝ e^9, e^9, e^8.5, ...): only the two 9.0 ids reach 0.5 */
-    s.top_k = 6, s.top_p = 0.5f;
+    /* top-p 0.45 over the top 6 (p ∝ e^9, e^9, e^8.5, e^8.4, e^8.3, e^8.2 → 0.244, 0.244, 0.148,
+     * ...): the first id alone is below 0.45, the first two reach 0.488, so only they are drawn */
+    s.top_k = 6, s.top_p = 0.45f;
     for (int i = 0; i < 100; i++) {
         s.pos = i, s.seed = 7;
         int32_t id = sample_once(dl, V, ds, s);
