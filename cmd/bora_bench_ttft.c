@@ -30,11 +30,11 @@ struct ttft_opts {
     enum model_precision precision;
     int prompts[TTFT_MAX_PROMPTS], n_prompts;
     int runs, chunk;
-    bool json;
+    bool json, profile;
 };
 
 static const char ttft_usage[] =
-    "usage: bora bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--runs N] [--chunk N] [--json]\n"
+    "usage: bora bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--runs N] [--chunk N] [--json] [--profile]\n"
     "       (defaults: --precision fp8 --prompt 128,512,2048,8192 --runs 7 --chunk 2048)\n";
 
 static int ttft_int(const char *opt, const char *s, int lo, int hi, int *out)
@@ -85,8 +85,8 @@ static int ttft_parse(struct ttft_opts *o, int argc, char **argv)
                              .runs = TTFT_RUNS_DEFAULT, .chunk = 0 };
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--json")) {
-            o->json = true;
+        if (!strcmp(a, "--json") || !strcmp(a, "--profile")) {
+            *(a[2] == 'j' ? &o->json : &o->profile) = true;
             continue;
         }
         if (!v) {
@@ -162,6 +162,36 @@ static int ttft_measure(struct engine *e, int n, int runs, double *median, doubl
     return rc;
 }
 
+/* One more prefill with CUDA events around every launch: where the time goes. */
+static int ttft_profile(struct engine *e, int n, bool json, struct bora_err *err)
+{
+    struct prefill_run *p = engine_cuda_prefill(e);
+    double ms[PREFILL_PROF_KINDS], t, sum = 0;
+    int32_t first;
+    int rc = prefill_run_profile(p, true, err);
+    if (!rc)
+        rc = ttft_measure(e, n, 1, &t, &t, &first, err);
+    prefill_run_profile_read(p, ms);
+    prefill_run_profile(p, false, err);
+    if (rc)
+        return rc;
+    /* ttft_measure ran warm-up + 1 prefills with events: per prefill */
+    for (int k = 0; k < PREFILL_PROF_KINDS; k++)
+        sum += ms[k] /= TTFT_WARMUP + 1;
+    if (json) {
+        printf("{\"bench\":\"ttft_profile\",\"prompt\":%d", n);
+        for (int k = 0; k < PREFILL_PROF_KINDS; k++)
+            printf(",\"%s_ms\":%.3f", prefill_prof_name(k), ms[k]);
+        printf(",\"sum_ms\":%.3f}\n", sum);
+        return 0;
+    }
+    printf("    profile (device time per prefill, events around each launch):");
+    for (int k = 0; k < PREFILL_PROF_KINDS; k++)
+        printf(" %s %.3f ms;", prefill_prof_name(k), ms[k]);
+    printf(" sum %.3f ms\n", sum);
+    return 0;
+}
+
 static int ttft_run(const struct ttft_opts *o)
 {
     struct bora_err err = { "" };
@@ -218,6 +248,10 @@ static int ttft_run(const struct ttft_opts *o)
             if (!strcmp(o->preset, "mistral-7b") && o->precision == MODEL_PRECISION_FP8 && (n == 2048 || n == 128))
                 printf("  budget <= %.0f ms", n == 2048 ? TTFT_BUDGET_7B_2048_MS : TTFT_BUDGET_7B_128_MS);
             printf("\n");
+        }
+        if (o->profile && (rc = ttft_profile(&e, n, o->json, &err))) {
+            fprintf(stderr, "bora bench ttft: profile: %s\n", err.msg);
+            status = 1;
         }
         fflush(stdout);
     }

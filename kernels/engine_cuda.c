@@ -654,6 +654,11 @@ int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int32_t *first
     return 0;
 }
 
+struct prefill_run *engine_cuda_prefill(struct engine *e)
+{
+    return impl_of(e)->pf;
+}
+
 int engine_cuda_prefill_path(struct engine *e)
 {
     return kern_gemm_last_path(prefill_run_gemm(impl_of(e)->pf));

@@ -34,6 +34,8 @@ void engine_cuda_set_cancel(struct engine *e, const atomic_bool *flag);
  * time. Errors: -EINVAL (bad ids, n < 2, n > max_ctx), -EIO. */
 int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int32_t *first, double *ms,
                      struct bora_err *err);
+/* The engine's prefill runner (profiling, GEMM path; kernels/prefill_run.h). */
+struct prefill_run *engine_cuda_prefill(struct engine *e);
 /* 1 if the last prefill GEMM ran on cuBLASLt, 0 if on the CUDA-core fallback. */
 int engine_cuda_prefill_path(struct engine *e);
 

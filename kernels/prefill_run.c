@@ -24,6 +24,14 @@
     } while (0)
 
 #define LOG2E 1.4426950408889634
+#define PROF_PAIRS 4096   /* timed launches per prefill when profiling */
+
+struct prefill_prof {
+    cudaEvent_t ev[2 * PROF_PAIRS];
+    int kind[PROF_PAIRS];
+    int n;
+    double ms[PREFILL_PROF_KINDS];
+};
 
 struct prefill_run {
     struct prefill_model m;
@@ -36,7 +44,75 @@ struct prefill_run {
     uint16_t *raw;        /* (chunk, max(qkv rows, 2 hidden, dim)) bf16 GEMM output */
     uint16_t *q, *att;    /* (chunk, q_dim) bf16 */
     int *bad;             /* device int: an id outside the vocabulary was met */
+    struct prefill_prof *prof;   /* NULL unless profiling */
 };
+
+static void prof_begin(struct prefill_run *p, struct CUstream_st *st)
+{
+    if (p->prof && p->prof->n < PROF_PAIRS)
+        cudaEventRecord(p->prof->ev[2 * p->prof->n], (cudaStream_t)st);
+}
+static void prof_end(struct prefill_run *p, int kind, struct CUstream_st *st)
+{
+    if (p->prof && p->prof->n < PROF_PAIRS) {
+        cudaEventRecord(p->prof->ev[2 * p->prof->n + 1], (cudaStream_t)st);
+        p->prof->kind[p->prof->n++] = kind;
+    }
+}
+static int prof_collect(struct prefill_run *p, struct CUstream_st *st, struct bora_err *err)
+{
+    struct prefill_prof *f = p->prof;
+    if (!f)
+        return 0;
+    PCHECK(cudaStreamSynchronize((cudaStream_t)st));
+    for (int i = 0; i < f->n; i++) {
+        float t = 0;
+        PCHECK(cudaEventElapsedTime(&t, f->ev[2 * i], f->ev[2 * i + 1]));
+        f->ms[f->kind[i]] += t;
+    }
+    f->n = 0;
+    return 0;
+}
+
+const char *prefill_prof_name(int kind)
+{
+    static const char *const names[PREFILL_PROF_KINDS] = { "gemm qkv", "gemm o", "gemm gate/up", "gemm down",
+                                                           "attention", "row kernels" };
+    return kind >= 0 && kind < PREFILL_PROF_KINDS ? names[kind] : "?";
+}
+
+int prefill_run_profile(struct prefill_run *p, bool on, struct bora_err *err)
+{
+    if (p->prof) {
+        for (int i = 0; i < 2 * PROF_PAIRS; i++)
+            cudaEventDestroy(p->prof->ev[i]);
+        free(p->prof);
+        p->prof = NULL;
+    }
+    if (!on)
+        return 0;
+    struct prefill_prof *f = calloc(1, sizeof *f);
+    if (!f)
+        return bora_errf(err, -ENOMEM, "prefill profile: no host memory");
+    for (int i = 0; i < 2 * PROF_PAIRS; i++)
+        if (cudaEventCreate(&f->ev[i]) != cudaSuccess) {
+            for (int j = 0; j < i; j++)
+                cudaEventDestroy(f->ev[j]);
+            free(f);
+            return bora_errf(err, -EIO, "prefill profile: cudaEventCreate failed");
+        }
+    p->prof = f;
+    return 0;
+}
+
+void prefill_run_profile_read(struct prefill_run *p, double ms[PREFILL_PROF_KINDS])
+{
+    for (int k = 0; k < PREFILL_PROF_KINDS; k++) {
+        ms[k] = p->prof ? p->prof->ms[k] : 0;
+        if (p->prof)
+            p->prof->ms[k] = 0;
+    }
+}
 
 static size_t max3(size_t a, size_t b, size_t c)
 {
@@ -93,6 +169,7 @@ void prefill_run_close(struct prefill_run *p)
 {
     if (!p)
         return;
+    prefill_run_profile(p, false, NULL);
     kern_gemm_destroy(p->gemm);
     kern_free(p->ws);
     free(p);
@@ -106,12 +183,25 @@ static uint8_t *L_at(const struct prefill_run *p, int l, size_t off)
     return p->m.arena + p->m.lay->layers + (size_t)l * p->m.lay->layer_stride + off;
 }
 
-static int gemm(struct prefill_run *p, const void *w, const void *x, int rows, int cols, int n,
+static int gemm(struct prefill_run *p, int kind, const void *w, const void *x, int rows, int cols, int n,
                 struct CUstream_st *st, struct bora_err *err)
 {
     struct kern_gemm_args a = { p->m.dt->linear, w, x, p->raw, rows, cols, n };
-    return kern_gemm_run(p->gemm, &a, st, err);
+    prof_begin(p, st);
+    int rc = kern_gemm_run(p->gemm, &a, st, err);
+    prof_end(p, kind, st);
+    return rc;
 }
+
+/* A row kernel or attention launch, timed when profiling. */
+#define TIMED(kind, call)                  \
+    do {                                   \
+        prof_begin(p, st);                 \
+        int rc_ = (call);                  \
+        prof_end(p, (kind), st);           \
+        if (rc_)                           \
+            return rc_;                    \
+    } while (0)
 
 /* One layer for n tokens at pos0 whose normalized, quantized input is in p->act. rows_out:
  * 0 = stop after the KV write, 1 = only the last token goes on, else all. */
@@ -127,7 +217,7 @@ static int run_layer(struct prefill_run *p, int l, int n, int pos0, int rows_out
     float *ts = fp8 ? p->act_scale : NULL;
     int rc;
 
-    if ((rc = gemm(p, L_at(p, l, L->l_qkv), p->act, qd + 2 * kvd, dim, n, st, err)))
+    if ((rc = gemm(p, PREFILL_PROF_GEMM_QKV, L_at(p, l, L->l_qkv), p->act, qd + 2 * kvd, dim, n, st, err)))
         return rc;
     uint8_t *kc = p->m.arena + L->kv + (size_t)l * L->kv_layer_stride;
     struct kern_qkv_post_args qa = {
@@ -138,8 +228,7 @@ static int run_layer(struct prefill_run *p, int l, int n, int pos0, int rows_out
         .rope = { (const float *)(p->m.arena + L->inv_freq), p->m.rope_attn_factor, c->rope_interleaved,
                   (float)c->qscale_beta, c->qscale_orig_max },
     };
-    if ((rc = kern_pf_qkv_post(&qa, st, err)))
-        return rc;
+    TIMED(PREFILL_PROF_ROWS, kern_pf_qkv_post(&qa, st, err));
     if (rows_out == 0)
         return 0;
     const int r0 = rows_out == 1 ? n - 1 : 0, nr = n - r0;
@@ -148,31 +237,28 @@ static int run_layer(struct prefill_run *p, int l, int n, int pos0, int rows_out
         .pos0 = pos0 + r0, .max_ctx = p->m.max_ctx, .n_heads = c->n_heads, .n_kv = c->n_kv_heads, .head_dim = hd,
         .window = c->sliding_window,
     };
-    if ((rc = kern_pf_attention(&aa, st, err)))
-        return rc;
+    TIMED(PREFILL_PROF_ATTN, kern_pf_attention(&aa, st, err));
     const void *o_in = p->att;
     if (fp8) {
-        if ((rc = kern_pf_quant(p->att, &A, nr, qd, st, err)))
-            return rc;
+        TIMED(PREFILL_PROF_ROWS, kern_pf_quant(p->att, &A, nr, qd, st, err));
         o_in = p->act;
     }
     float *x = p->x + (size_t)r0 * dim;
-    if ((rc = gemm(p, L_at(p, l, L->l_wo), o_in, dim, qd, nr, st, err)))
+    if ((rc = gemm(p, PREFILL_PROF_GEMM_O, L_at(p, l, L->l_wo), o_in, dim, qd, nr, st, err)))
         return rc;
     struct kern_raw d = { p->raw, (const float *)L_at(p, l, L->l_wo_rs), ts };
-    if ((rc = kern_pf_add_norm_quant(x, &d, (const float *)L_at(p, l, L->l_ffn_norm), c->norm_eps, &A, nr, dim, st,
-                                     err)))
-        return rc;
-    if ((rc = gemm(p, L_at(p, l, L->l_gu), p->act, 2 * hid, dim, nr, st, err)))
+    TIMED(PREFILL_PROF_ROWS,
+          kern_pf_add_norm_quant(x, &d, (const float *)L_at(p, l, L->l_ffn_norm), c->norm_eps, &A, nr, dim, st, err));
+    if ((rc = gemm(p, PREFILL_PROF_GEMM_GU, L_at(p, l, L->l_gu), p->act, 2 * hid, dim, nr, st, err)))
         return rc;
     struct kern_raw gu = { p->raw, (const float *)L_at(p, l, L->l_gu_rs), ts };
-    if ((rc = kern_pf_swiglu_quant(&gu, &A, nr, hid, st, err)))
-        return rc;
-    if ((rc = gemm(p, L_at(p, l, L->l_down), p->act, dim, hid, nr, st, err)))
+    TIMED(PREFILL_PROF_ROWS, kern_pf_swiglu_quant(&gu, &A, nr, hid, st, err));
+    if ((rc = gemm(p, PREFILL_PROF_GEMM_DOWN, L_at(p, l, L->l_down), p->act, dim, hid, nr, st, err)))
         return rc;
     d = (struct kern_raw){ p->raw, (const float *)L_at(p, l, L->l_down_rs), ts };
     const float *next_norm = l + 1 < c->n_layers ? (const float *)L_at(p, l + 1, L->l_attn_norm) : NULL;
-    return kern_pf_add_norm_quant(x, &d, next_norm, c->norm_eps, &A, nr, dim, st, err);
+    TIMED(PREFILL_PROF_ROWS, kern_pf_add_norm_quant(x, &d, next_norm, c->norm_eps, &A, nr, dim, st, err));
+    return 0;
 }
 
 static int run_chunk(struct prefill_run *p, const int32_t *d_ids, int n, int pos0, bool last, struct CUstream_st *st,
@@ -206,10 +292,11 @@ int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int p
     if (n <= 0 || pos < 0 || pos + n > p->m.max_ctx)
         return bora_errf(err, -EINVAL, "prefill: positions %d..%d outside the %d-token cache", pos, pos + n,
                          p->m.max_ctx);
+    int rc = 0;
     for (int done = 0; done < n;) {
         const int k = n - done < p->chunk ? n - done : p->chunk;
         const bool last = done + k == n;
-        int rc = run_chunk(p, d_ids + done, k, pos + done, last, stream, err);
+        rc = run_chunk(p, d_ids + done, k, pos + done, last, stream, err);
         if (rc)
             return rc;
         done += k;
@@ -219,7 +306,7 @@ int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int p
                 return bora_errf(err, -ECANCELED, "prefill cancelled after %d of %d tokens", done, n);
         }
     }
-    return 0;
+    return prof_collect(p, stream, err);
 }
 
 double prefill_flops(const struct model_config *c, int n, int pos)

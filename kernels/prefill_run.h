@@ -47,6 +47,18 @@ struct kern_gemm *prefill_run_gemm(struct prefill_run *p);
 int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int pos, struct CUstream_st *stream,
                        const atomic_bool *cancel, struct bora_err *err);
 
+/* Optional per-kind timing (bench --profile): CUDA events around every launch, summed after
+ * each prefill. Kinds: */
+enum prefill_prof_kind {
+    PREFILL_PROF_GEMM_QKV, PREFILL_PROF_GEMM_O, PREFILL_PROF_GEMM_GU, PREFILL_PROF_GEMM_DOWN,
+    PREFILL_PROF_ATTN, PREFILL_PROF_ROWS, PREFILL_PROF_KINDS
+};
+const char *prefill_prof_name(int kind);
+/* on: creates the events (-EIO); off: destroys them. */
+int prefill_run_profile(struct prefill_run *p, bool on, struct bora_err *err);
+/* Milliseconds per kind summed over the prefills since the last read (zeroed by the read). */
+void prefill_run_profile_read(struct prefill_run *p, double ms[PREFILL_PROF_KINDS]);
+
 /* FLOPs of a prefill of n tokens after pos cached ones: 2 × linear weights per token plus
  * 4 × head_dim per visible (query, key) pair per head, plus the output head for one token. */
 double prefill_flops(const struct model_config *cfg, int n, int pos);
