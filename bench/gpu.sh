@@ -39,6 +39,6 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     print(f"{r['preset']:20s} {r['precision']:5s} ctx {r['ctx']:6d}  {r['ms_per_token']:8.3f} ms/tok "
           f"{r['tok_per_s']:8.1f} tok/s  {r['gbps']:7.1f} GB/s  {r['pct_of_read_bw']:5.1f} % of {r['read_bw_gbps']:.0f} GB/s  "
-          f"mem {r['gpu_mem_used_bytes']/1e9:.1f} GB")
+          f"mem {r['gpu_mem_used_bytes']/1e9:.1f} GB\n    {r.get('gemv','')}")
 PY
 exit $status

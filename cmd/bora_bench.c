@@ -204,15 +204,22 @@ static int bench_decode(const struct bench_opts *o)
     double gbps = bytes / (ms_tok * 1e-3) / 1e9;
     double used = (double)(after.total_bytes - after.free_bytes);
     const char *prec = o->precision == MODEL_PRECISION_FP8 ? "fp8" : "bf16";
+    static const char *const kinds[] = { "qkv", "wo", "gate_up", "down", "head" };
+    char shapes[256] = "";
+    for (int k = 0, n = 0; k < ENGINE_CUDA_GEMV_KINDS && n < (int)sizeof shapes; k++) {
+        float us = 0;
+        int v = engine_cuda_gemv_choice(&e, k, &us);
+        n += snprintf(shapes + n, sizeof shapes - (size_t)n, "%s%s v%d %.1fus", k ? ", " : "", kinds[k], v, us);
+    }
     if (o->json) {
         printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"precision\":\"%s\",\"ctx\":%d,\"tokens\":%d,"
                "\"gpu\":\"%s\",\"bytes_per_token\":%.0f,\"weight_bytes_per_token\":%llu,"
                "\"kv_bytes_per_token\":%.0f,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f,\"gbps\":%.1f,"
                "\"read_bw_gbps\":%.1f,\"pct_of_read_bw\":%.1f,\"gpu_mem_used_bytes\":%.0f,"
-               "\"arena_bytes\":%llu,\"last_id\":%d}\n",
+               "\"arena_bytes\":%llu,\"last_id\":%d,\"gemv\":\"%s\"}\n",
                o->preset, prec, o->ctx, o->tokens, dev.name, bytes,
                (unsigned long long)lay->step_weight_bytes, kv_tok, ms_tok, 1e3 / ms_tok, gbps, bw,
-               100.0 * gbps / bw, used, (unsigned long long)lay->total, last);
+               100.0 * gbps / bw, used, (unsigned long long)lay->total, last, shapes);
     } else {
         printf("bench decode  %s %s  ctx %d, %d tokens  on %s\n", o->preset, prec, o->ctx, o->tokens, dev.name);
         printf("  bytes/token     %.3f GB (weights %.3f GB + KV %.3f GB)\n", bytes / 1e9,
@@ -224,10 +231,64 @@ static int bench_decode(const struct bench_opts *o)
         printf("  %% of read bw    %.1f %%   (budget >= 90 %%)\n", 100.0 * gbps / bw);
         printf("  GPU memory used %.2f GB (arena %.2f GB; %.2f GB free before)\n", used / 1e9,
                lay->total / 1e9, free0 / 1e9);
+        printf("  GEMV shapes     %s\n", shapes);
     }
     e.ops->close(&e);
     bench_synthetic_free(&m);
     return 0;
+}
+
+/* GB/s of `iters` GEMVs captured in one graph (as in the engine), rotating over `copies`
+ * matrices so that the weights come from memory; the best of 3 timed replays. */
+static int gemv_rate(enum bora_dtype dt, uint8_t *w, size_t mb, int copies, int rows, int cols,
+                     enum kern_gemv_mode mode, int variant, float *x, float *y, float *rs, int *cnt,
+                     double *gbps, struct bora_err *err)
+{
+    const int iters = 64;
+    cudaStream_t stream = NULL;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    int rc = 0;
+    if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
+        rc = bora_errf(err, -EIO, "stream/event creation failed");
+    if (!rc && cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) != cudaSuccess)
+        rc = bora_errf(err, -EIO, "cudaStreamBeginCapture failed");
+    for (int it = 0; !rc && it < iters; it++) {
+        struct kern_gemv_args g = { .m = { dt, w + (size_t)(it % copies) * mb, rows, cols, 1.0f, rs },
+                                    .x = x, .y = y, .mode = mode, .counter = cnt + it % 64, .variant = variant };
+        rc = kern_gemv(&g, (struct CUstream_st *)stream, err);
+    }
+    if (stream && cudaStreamEndCapture(stream, &graph) != cudaSuccess && !rc)
+        rc = bora_errf(err, -EIO, "cudaStreamEndCapture failed");
+    if (!rc && cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess)
+        rc = bora_errf(err, -EIO, "cudaGraphInstantiate failed");
+    double best = 0;
+    for (int rep = 0; !rc && rep < 4; rep++) {
+        float ms = 0;
+        if (cudaEventRecord(e0, stream) != cudaSuccess || cudaGraphLaunch(exec, stream) != cudaSuccess ||
+            cudaEventRecord(e1, stream) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
+            cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
+            rc = bora_errf(err, -EIO, "graph launch failed: %s", cudaGetErrorString(cudaGetLastError()));
+            break;
+        }
+        double g = (double)mb * iters / (ms * 1e-3) / 1e9;
+        if (rep > 0 && g > best)   /* rep 0 is the warm-up */
+            best = g;
+    }
+    if (exec)
+        cudaGraphExecDestroy(exec);
+    if (graph)
+        cudaGraphDestroy(graph);
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    if (stream)
+        cudaStreamDestroy(stream);
+    *gbps = best;
+    return rc;
 }
 
 /* GEMV alone on each matrix shape of a preset, rotating over copies that exceed the L2. */
@@ -266,55 +327,21 @@ static int bench_gemv(const struct bench_opts *o)
         if (!rc) rc = kern_fill_random(x, BORA_DT_F32, (size_t)shapes[si].cols, 1.0f, 12, &err);
         if (!rc) rc = kern_fill_f32(rs, (size_t)shapes[si].rows, 0.01f, &err);
         if (!rc) rc = kern_memset(cnt, 0, 64 * sizeof(int), &err);
-        double best = 0;
-        /* `iters` launches captured in one graph (as in the engine), timed with events */
-        const int iters = 100;
-        cudaStream_t stream = NULL;
-        cudaGraph_t graph = NULL;
-        cudaGraphExec_t exec = NULL;
-        cudaEvent_t e0 = NULL, e1 = NULL;
-        if (!rc && (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess ||
-                    cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess))
-            rc = bora_errf(&err, -EIO, "stream/event creation failed");
-        if (!rc && cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) != cudaSuccess)
-            rc = bora_errf(&err, -EIO, "cudaStreamBeginCapture failed");
-        for (int it = 0; !rc && it < iters; it++) {
-            struct kern_gemv_args g = { .m = { dt, w + (size_t)(it % copies) * mb, shapes[si].rows,
-                                               shapes[si].cols, 1.0f, rs },
-                                        .x = x, .y = y, .mode = shapes[si].mode, .counter = cnt + it % 64 };
-            rc = kern_gemv(&g, (struct CUstream_st *)stream, &err);
-        }
-        if (stream && cudaStreamEndCapture(stream, &graph) != cudaSuccess && !rc)
-            rc = bora_errf(&err, -EIO, "cudaStreamEndCapture failed");
-        if (!rc && cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess)
-            rc = bora_errf(&err, -EIO, "cudaGraphInstantiate failed");
-        for (int rep = 0; !rc && rep < 4; rep++) {
-            float ms = 0;
-            if (cudaEventRecord(e0, stream) != cudaSuccess || cudaGraphLaunch(exec, stream) != cudaSuccess ||
-                cudaEventRecord(e1, stream) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
-                cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
-                rc = bora_errf(&err, -EIO, "graph launch failed: %s", cudaGetErrorString(cudaGetLastError()));
-                break;
+        printf("  %-8s %6d x %-6d %7.1f MB:", shapes[si].name, shapes[si].rows, shapes[si].cols, mb / 1e6);
+        for (int v = 0; !rc && v < kern_gemv_variants(); v++) {
+            double g = 0;
+            rc = gemv_rate(dt, w, mb, copies, shapes[si].rows, shapes[si].cols, shapes[si].mode, v, x, y, rs, cnt,
+                           &g, &err);
+            if (rc == -EINVAL) {   /* shape not valid for this mode */
+                rc = 0;
+                printf("   v%d    -  ", v);
+                continue;
             }
-            double g = (double)mb * iters / (ms * 1e-3) / 1e9;
-            if (rep > 0 && g > best)   /* rep 0 is the warm-up */
-                best = g;
+            printf("   v%d %4.1f%%", v, 100 * g / bw);
         }
-        if (exec)
-            cudaGraphExecDestroy(exec);
-        if (graph)
-            cudaGraphDestroy(graph);
-        if (e0)
-            cudaEventDestroy(e0);
-        if (e1)
-            cudaEventDestroy(e1);
-        if (stream)
-            cudaStreamDestroy(stream);
+        printf("\n");
         if (rc)
             fprintf(stderr, "bora bench gemv: %s: %s\n", shapes[si].name, err.msg);
-        else
-            printf("  %-8s %6d x %-6d %8.1f MB  %7.1f GB/s  %5.1f %% of read bw (%.2f us)\n", shapes[si].name,
-                   shapes[si].rows, shapes[si].cols, mb / 1e6, best, 100 * best / bw, mb / best / 1e3);
         kern_free(w);
         kern_free(x);
         kern_free(y);

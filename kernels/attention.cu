@@ -323,7 +323,9 @@ extern "C" int kern_attention(const struct kern_attn_args *a, struct CUstream_st
     p.window = a->window;
     p.n_split = a->n_split;
     int len = a->window > 0 && a->window < a->max_ctx ? a->window : a->max_ctx;
-    p.chunk_max = (len + a->n_split - 1) / a->n_split;
+    p.chunk_max = (len + a->n_split - 1) / a->n_split;   /* must match the kernel's split rule */
+    if (p.chunk_max < ATTN_MIN_CHUNK)
+        p.chunk_max = ATTN_MIN_CHUNK;
     p.softmax_scale = 1.f / sqrtf((float)a->head_dim);
     p.rope = a->rope;
     cudaStream_t s = (cudaStream_t)stream;

@@ -37,6 +37,8 @@ struct cuda_impl {
     int32_t *h_ids;                 /* pinned (max_ctx) */
     float *h_logits;                /* pinned (vocab) */
     struct plan_dtypes dt;
+    int variant[ENGINE_CUDA_GEMV_KINDS];   /* GEMV launch shape per kind, chosen at open */
+    float tuned_us[ENGINE_CUDA_GEMV_KINDS];
     struct bora_err last;
     struct prefill_run *pf;         /* batched prefill of prompts (n > 1) */
     const atomic_bool *cancel;      /* checked between prefill chunks; may be NULL */
@@ -240,6 +242,133 @@ static int fill_synthetic(struct cuda_impl *s, const struct model *m, uint64_t s
 
 /* ---- the decode step ---- */
 
+/* The GEMV of `kind` (enum engine_cuda_gemv) in layer l. */
+static struct kern_gemv_args gemv_of(struct engine *e, int kind, int l)
+{
+    struct cuda_impl *s = impl_of(e);
+    const struct model_config *c = &e->model->cfg;
+    const struct plan_layout *L = &s->lay;
+    const int dim = c->dim, hid = c->hidden_dim, V = c->vocab_size;
+    const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int *cnt = (int *)at(s, L->counters) + (size_t)l * (4 + c->n_kv_heads);
+    struct kern_gemv_args g = { 0 };
+    g.norm_eps = c->norm_eps;
+    g.variant = s->variant[kind];
+    switch (kind) {
+    case ENGINE_CUDA_GEMV_QKV:
+        g.m = (struct kern_mat){ s->dt.linear, layer_at(s, l, L->l_qkv), q_dim + 2 * kv_dim, dim, 1.0f,
+                                 (const float *)layer_at(s, l, L->l_qkv_rs) };
+        g.x = (float *)at(s, L->x), g.y = (float *)at(s, L->qkv), g.mode = KERN_GEMV_STORE;
+        g.norm_w = (const float *)layer_at(s, l, L->l_attn_norm), g.counter = cnt;
+        break;
+    case ENGINE_CUDA_GEMV_WO:
+        g.m = (struct kern_mat){ s->dt.linear, layer_at(s, l, L->l_wo), dim, q_dim, 1.0f,
+                                 (const float *)layer_at(s, l, L->l_wo_rs) };
+        g.x = (float *)at(s, L->att), g.y = (float *)at(s, L->x), g.mode = KERN_GEMV_ADD, g.counter = cnt + 1;
+        break;
+    case ENGINE_CUDA_GEMV_GATE_UP:
+        g.m = (struct kern_mat){ s->dt.linear, layer_at(s, l, L->l_gu), 2 * hid, dim, 1.0f,
+                                 (const float *)layer_at(s, l, L->l_gu_rs) };
+        g.x = (float *)at(s, L->x), g.y = (float *)at(s, L->h), g.mode = KERN_GEMV_SWIGLU;
+        g.norm_w = (const float *)layer_at(s, l, L->l_ffn_norm), g.counter = cnt + 2;
+        break;
+    case ENGINE_CUDA_GEMV_DOWN:
+        g.m = (struct kern_mat){ s->dt.linear, layer_at(s, l, L->l_down), dim, hid, 1.0f,
+                                 (const float *)layer_at(s, l, L->l_down_rs) };
+        g.x = (float *)at(s, L->h), g.y = (float *)at(s, L->x), g.mode = KERN_GEMV_ADD, g.counter = cnt + 3;
+        break;
+    default: /* head */
+        g.m = c->tied ? (struct kern_mat){ s->dt.emb, at(s, L->emb), V, dim, 1.0f, (const float *)at(s, L->emb_rs) }
+                      : (struct kern_mat){ s->dt.out, at(s, L->out), V, dim, 1.0f, (const float *)at(s, L->out_rs) };
+        g.x = (float *)at(s, L->x), g.y = (float *)at(s, L->logits), g.mode = KERN_GEMV_STORE;
+        g.norm_w = (const float *)at(s, L->norm);
+        g.counter = (int *)at(s, L->counters) + L->n_counters - 1;
+        break;
+    }
+    return g;
+}
+
+/* Times `reps` launches of one GEMV kind captured in a graph, rotating over layers so the
+ * weights come from memory, not L2; *us = microseconds per launch. */
+static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const int nl = kind == ENGINE_CUDA_GEMV_HEAD ? 1 : e->model->cfg.n_layers;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    int rc = 0;
+    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+    for (int i = 0; i < reps && !rc; i++) {
+        struct kern_gemv_args a = gemv_of(e, kind, i % nl);
+        rc = kern_gemv(&a, (struct CUstream_st *)s->stream, err);
+    }
+    cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
+    if (rc) {
+        if (g)
+            cudaGraphDestroy(g);
+        return rc;
+    }
+    ECHECK(ce);
+    ce = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    ECHECK(ce);
+    float best = 1e30f;
+    ce = cudaEventCreate(&e0);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e1);
+    for (int t = 0; t < 3 && ce == cudaSuccess; t++) {
+        float ms = 0;
+        ce = cudaEventRecord(e0, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaGraphLaunch(x, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaEventRecord(e1, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaEventSynchronize(e1);
+        if (ce == cudaSuccess)
+            ce = cudaEventElapsedTime(&ms, e0, e1);
+        if (t > 0 && ms < best)
+            best = ms;
+    }
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    cudaGraphExecDestroy(x);
+    ECHECK(ce);
+    *us = best * 1e3f / (float)reps;
+    return 0;
+}
+
+/* Picks, for each GEMV kind, the launch shape that runs fastest on this model's matrices. */
+static int tune_gemv(struct engine *e, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const int nv = kern_gemv_variants();
+    for (int k = 0; k < ENGINE_CUDA_GEMV_KINDS; k++) {
+        int best_v = 0;
+        float best = 1e30f;
+        for (int v = 0; v < nv; v++) {
+            s->variant[k] = v;
+            float us = 0;
+            struct bora_err tmp;
+            int rc = time_gemv(e, k, k == ENGINE_CUDA_GEMV_HEAD ? 4 : 16, &us, &tmp);
+            if (rc == -EINVAL)
+                continue;   /* this shape does not apply (e.g. odd rows per warp for SwiGLU) */
+            if (rc)
+                return bora_errf(err, rc, "tuning GEMV kind %d variant %d: %s", k, v, tmp.msg);
+            if (us < best) {
+                best = us;
+                best_v = v;
+            }
+        }
+        s->variant[k] = best_v;
+        s->tuned_us[k] = best;
+    }
+    return 0;
+}
+
 static struct kern_mat mat(struct cuda_impl *s, uint8_t *w, uint8_t *rs, enum bora_dtype dt, int rows,
                            int cols)
 {
@@ -253,20 +382,14 @@ static struct kern_mat mat(struct cuda_impl *s, uint8_t *w, uint8_t *rs, enum bo
 static int enqueue_head(struct engine *e, bool sample, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
-    const struct model_config *c = &e->model->cfg;
     const struct plan_layout *L = &s->lay;
     struct CUstream_st *st = (struct CUstream_st *)s->stream;
-    float *logits = (float *)at(s, L->logits);
     int rc;
-    struct kern_gemv_args g = { 0 };
-    g.m = c->tied ? mat(s, at(s, L->emb), at(s, L->emb_rs), s->dt.emb, c->vocab_size, c->dim)
-                  : mat(s, at(s, L->out), at(s, L->out_rs), s->dt.out, c->vocab_size, c->dim);
-    g.x = (float *)at(s, L->x), g.y = logits, g.mode = KERN_GEMV_STORE;
-    g.norm_w = (const float *)at(s, L->norm), g.norm_eps = c->norm_eps;
-    g.counter = (int *)at(s, L->counters) + L->n_counters - 1;
+    struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_HEAD, 0);
     if ((rc = kern_gemv(&g, st, err)))
         return rc;
-    if (sample && (rc = kern_sample(logits, c->vocab_size, (struct kern_state *)at(s, L->state), st, err)))
+    if (sample && (rc = kern_sample((float *)at(s, L->logits), e->model->cfg.vocab_size,
+                                    (struct kern_state *)at(s, L->state), st, err)))
         return rc;
     return 0;
 }
@@ -276,11 +399,10 @@ static int enqueue_step(struct engine *e, struct bora_err *err)
     struct cuda_impl *s = impl_of(e);
     const struct model_config *c = &e->model->cfg;
     const struct plan_layout *L = &s->lay;
-    const int dim = c->dim, hd = c->head_dim, hid = c->hidden_dim, V = c->vocab_size;
-    const int q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    const int dim = c->dim, hd = c->head_dim, V = c->vocab_size;
     struct CUstream_st *st = (struct CUstream_st *)s->stream;
     float *x = (float *)at(s, L->x), *qkv = (float *)at(s, L->qkv), *att = (float *)at(s, L->att);
-    float *h = (float *)at(s, L->h);
+    float *logits = (float *)at(s, L->logits);
     int *counters = (int *)at(s, L->counters);
     struct kern_state *state = (struct kern_state *)at(s, L->state);
     int rc;
@@ -292,12 +414,7 @@ static int enqueue_step(struct engine *e, struct bora_err *err)
                               c->rope_interleaved, (float)c->qscale_beta, c->qscale_orig_max };
     for (int l = 0; l < c->n_layers; l++) {
         int *cnt = counters + (size_t)l * (4 + c->n_kv_heads);
-        struct kern_gemv_args g = { 0 };
-        g.m = mat(s, layer_at(s, l, L->l_qkv), layer_at(s, l, L->l_qkv_rs), s->dt.linear,
-                  q_dim + 2 * kv_dim, dim);
-        g.x = x, g.y = qkv, g.mode = KERN_GEMV_STORE;
-        g.norm_w = (const float *)layer_at(s, l, L->l_attn_norm), g.norm_eps = c->norm_eps;
-        g.counter = cnt;
+        struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_QKV, l);
         if ((rc = kern_gemv(&g, st, err)))
             return rc;
         uint8_t *kc = at(s, L->kv + (size_t)l * L->kv_layer_stride);
@@ -309,22 +426,16 @@ static int enqueue_step(struct engine *e, struct bora_err *err)
         };
         if ((rc = kern_attention(&a, st, err)))
             return rc;
-        g = (struct kern_gemv_args){ 0 };
-        g.m = mat(s, layer_at(s, l, L->l_wo), layer_at(s, l, L->l_wo_rs), s->dt.linear, dim, q_dim);
-        g.x = att, g.y = x, g.mode = KERN_GEMV_ADD, g.counter = cnt + 1;
-        if ((rc = kern_gemv(&g, st, err)))
-            return rc;
-        g.m = mat(s, layer_at(s, l, L->l_gu), layer_at(s, l, L->l_gu_rs), s->dt.linear, 2 * hid, dim);
-        g.x = x, g.y = h, g.mode = KERN_GEMV_SWIGLU, g.counter = cnt + 2;
-        g.norm_w = (const float *)layer_at(s, l, L->l_ffn_norm), g.norm_eps = c->norm_eps;
-        if ((rc = kern_gemv(&g, st, err)))
-            return rc;
-        g.m = mat(s, layer_at(s, l, L->l_down), layer_at(s, l, L->l_down_rs), s->dt.linear, dim, hid);
-        g.x = h, g.y = x, g.mode = KERN_GEMV_ADD, g.counter = cnt + 3, g.norm_w = NULL;
-        if ((rc = kern_gemv(&g, st, err)))
-            return rc;
+        for (int k = ENGINE_CUDA_GEMV_WO; k <= ENGINE_CUDA_GEMV_DOWN; k++) {
+            g = gemv_of(e, k, l);
+            if ((rc = kern_gemv(&g, st, err)))
+                return rc;
+        }
     }
-    if ((rc = enqueue_head(e, true, err)))
+    struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_HEAD, 0);
+    if ((rc = kern_gemv(&g, st, err)))
+        return rc;
+    if ((rc = kern_sample(logits, V, state, st, err)))
         return rc;
     ECHECK(cudaMemcpyAsync(s->h_out, state, sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
     return 0;
@@ -556,12 +667,13 @@ static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct b
     rc = synthetic ? fill_synthetic(s, m, seed, err) : upload_model(s, m, err);
     if (rc)
         goto fail;
-    if ((rc = kern_memset(at(s, s->lay.counters), 0, (size_t)s->lay.n_counters * 4, err)) ||
+    if ((rc = kern_memset(at(s, s->lay.x), 0, s->lay.counters - s->lay.x, err)) ||
+        (rc = kern_memset(at(s, s->lay.counters), 0, (size_t)s->lay.n_counters * 4, err)) ||
         (rc = kern_memset(at(s, s->lay.state), 0, sizeof(struct kern_state), err)) ||
         (rc = kern_memset(at(s, s->lay.tokens), 0, (size_t)e->max_ctx * 4, err)) ||
         (rc = kern_sync(err)))
         goto fail;
-    if ((rc = capture(e, err)))
+    if ((rc = tune_gemv(e, err)) || (rc = capture(e, err)))
         goto fail;
     if ((rc = open_prefill(e, PREFILL_CHUNK_DEFAULT, err)))
         goto fail;
@@ -616,6 +728,16 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
 const struct plan_layout *engine_cuda_layout(const struct engine *e)
 {
     return &impl_of(e)->lay;
+}
+
+int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us)
+{
+    const struct cuda_impl *s = impl_of(e);
+    if (kind < 0 || kind >= ENGINE_CUDA_GEMV_KINDS)
+        return -EINVAL;
+    if (us)
+        *us = s->tuned_us[kind];
+    return s->variant[kind];
 }
 
 const char *engine_cuda_last_error(const struct engine *e)

@@ -38,6 +38,13 @@ int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int32_t *first
 struct prefill_run *engine_cuda_prefill(struct engine *e);
 /* 1 if the last prefill GEMM ran on cuBLASLt, 0 if on the CUDA-core fallback. */
 int engine_cuda_prefill_path(struct engine *e);
+/* The GEMVs of a decode step, by kind; the engine times every launch shape of each at open. */
+enum engine_cuda_gemv {
+    ENGINE_CUDA_GEMV_QKV = 0, ENGINE_CUDA_GEMV_WO, ENGINE_CUDA_GEMV_GATE_UP, ENGINE_CUDA_GEMV_DOWN,
+    ENGINE_CUDA_GEMV_HEAD, ENGINE_CUDA_GEMV_KINDS
+};
+/* The chosen launch shape (kern_gemv variant) of a kind and its time per launch in µs. */
+int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us);
 
 /* The arena layout the engine uses. */
 const struct plan_layout *engine_cuda_layout(const struct engine *e);

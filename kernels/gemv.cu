@@ -2,28 +2,39 @@
  * scales), fp32 x and accumulation, with fused RMSNorm on x and store / residual-add / SwiGLU
  * epilogues. This is where decode time goes: budget ≥ 90 % of the streaming-read bandwidth.
  *
- * Shape: one block per SM of KERN_GEMV_THREADS threads keeps x (normalised) in shared memory in
- * a swizzled layout (conflict-free 16-byte reads); each warp takes units of
- * KERN_GEMV_ROWS_PER_WARP rows from an atomic counter (balanced to one unit) and streams them
- * with 16-byte loads, GEMV_UNROLL vectors per row in flight, warp-shuffle reduction. Before it
- * waits for the previous kernel it grabs its first unit and prefetches it into L2. */
+ * Shape: blocks keep x (normalised) in shared memory in a swizzled layout (conflict-free 16-byte
+ * reads); each warp takes units of RR rows from an atomic counter (balanced to one unit) and
+ * streams them with 16-byte loads, UU vectors per row in flight, warp-shuffle reduction;
+ * optionally a bulk L2 prefetch runs PF iterations ahead. Several shapes (variants) exist: the
+ * engine times them on its own matrices at open and keeps the fastest (kern_gemv_variants). */
 #include "kernels/kern_util.cuh"
 
-#define GEMV_UNROLL 2
-#define R KERN_GEMV_ROWS_PER_WARP
-#define GEMV_CHUNK (32 * GEMV_UNROLL * 16)   /* bytes of one row a warp reads per iteration */
-#define GEMV_PF_DIST 4                       /* iterations the L2 prefetch runs ahead */
 
-/* Bulk-prefetches chunk `chunk` of the R rows of `unit` into L2 (lanes 0..R-1, one row each). */
+/* A variant: rows per warp, vectors per row per iteration, threads, blocks per SM, L2 prefetch
+ * distance (iterations, 0 = none), FP8 decode (0 hardware cvt, 1 integer bit moves). */
+#define GEMV_VARIANTS(X)      \
+    X(0, 4, 2, 512, 1, 0, 0)  \
+    X(1, 4, 2, 512, 2, 0, 0)  \
+    X(2, 2, 4, 512, 2, 0, 0)  \
+    X(3, 4, 2, 512, 2, 4, 0)  \
+    X(4, 4, 2, 512, 2, 0, 1)  \
+    X(5, 2, 4, 512, 2, 0, 1)  \
+    X(6, 4, 4, 256, 2, 0, 1)  \
+    X(7, 2, 2, 256, 4, 0, 1)  \
+    X(8, 8, 1, 512, 2, 0, 1)  \
+    X(9, 2, 4, 512, 2, 3, 1)
+
+/* Bulk-prefetches chunk `chunk` (CH bytes of each row) of the RR rows of `unit` into L2. */
+template <int RR, int CH>
 __device__ __forceinline__ void gemv_prefetch(const uint8_t *w, size_t row_bytes, int rows, int n_units,
                                               int unit, int chunk, int lane)
 {
-    if (lane >= R || unit >= n_units)
+    if (lane >= RR || unit >= n_units)
         return;
-    int r = unit * R + lane;
-    size_t off = (size_t)chunk * GEMV_CHUNK;
+    int r = unit * RR + lane;
+    size_t off = (size_t)chunk * CH;
     if (r < rows && off < row_bytes) {
-        size_t len = row_bytes - off < GEMV_CHUNK ? row_bytes - off : GEMV_CHUNK;
+        size_t len = row_bytes - off < CH ? row_bytes - off : CH;
         kern_prefetch_bulk(w + (size_t)r * row_bytes + off, (uint32_t)len);
     }
 }
@@ -77,24 +88,25 @@ __device__ __forceinline__ float gemv_scale(float scale, const float *row_scale,
     return row_scale ? scale * row_scale[r] : scale;
 }
 
-template <int MODE>
-__device__ __forceinline__ void gemv_store(float *y, const float (&acc)[R], int r0, int rows,
-                                           float scale, const float *row_scale)
+/* post: multiplies every sum (undoes the 2^-8 of the integer FP8 decode). */
+template <int MODE, int RR>
+__device__ __forceinline__ void gemv_store(float *y, const float (&acc)[RR], int r0, int rows,
+                                           float scale, const float *row_scale, float post)
 {
     if (MODE == KERN_GEMV_SWIGLU) {
 #pragma unroll
-        for (int i = 0; i < R; i += 2) {
+        for (int i = 0; i + 1 < RR; i += 2) {
             if (r0 + i + 1 < rows) {
-                float g = acc[i] * gemv_scale(scale, row_scale, r0 + i);
-                float u = acc[i + 1] * gemv_scale(scale, row_scale, r0 + i + 1);
+                float g = acc[i] * post * gemv_scale(scale, row_scale, r0 + i);
+                float u = acc[i + 1] * post * gemv_scale(scale, row_scale, r0 + i + 1);
                 y[(r0 + i) >> 1] = g / (1.f + __expf(-g)) * u;
             }
         }
     } else {
 #pragma unroll
-        for (int i = 0; i < R; i++) {
+        for (int i = 0; i < RR; i++) {
             if (r0 + i < rows) {
-                float v = acc[i] * gemv_scale(scale, row_scale, r0 + i);
+                float v = acc[i] * post * gemv_scale(scale, row_scale, r0 + i);
                 if (MODE == KERN_GEMV_ADD)
                     y[r0 + i] += v;
                 else
@@ -104,18 +116,40 @@ __device__ __forceinline__ void gemv_store(float *y, const float (&acc)[R], int 
     }
 }
 
+/* Four e4m3 bytes → two f16x2 words holding value × 2^-8 (integer ops only): bytes (0, 1) and
+ * (2, 3). e4m3 is f16 with one exponent bit fewer: magnitude << 7, sign kept. */
+__device__ __forceinline__ void gemv_e4m3x4_f16(uint32_t w, uint32_t &lo, uint32_t &hi)
+{
+    uint32_t p = __byte_perm(w, 0, 0x1404), q = __byte_perm(w, 0, 0x3424);
+    lo = ((p >> 1) & 0x3fff3fffu) | (p & 0x80008000u);
+    hi = ((q >> 1) & 0x3fff3fffu) | (q & 0x80008000u);
+}
+
 /* dot of one 16-byte weight vector with the matching x from shared memory. */
-template <int FP8>
+template <int FP8, int CVT>
 __device__ __forceinline__ float gemv_dot(uint4 w, const float4 *xs, int vi, int nvec)
 {
     const uint32_t ww[4] = {w.x, w.y, w.z, w.w};
     float s = 0.f;
-    if (FP8) {
+    if (FP8 && CVT == 0) {
 #pragma unroll
         for (int k = 0; k < 4; k++) {
             float4 xv = xs[k * nvec + vi];
             float2 a = kern_e4m3x2(ww[k]);
             float2 b = kern_e4m3x2(ww[k] >> 16);
+            s = fmaf(a.x, xv.x, s);
+            s = fmaf(a.y, xv.y, s);
+            s = fmaf(b.x, xv.z, s);
+            s = fmaf(b.y, xv.w, s);
+        }
+    } else if (FP8) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 xv = xs[k * nvec + vi];
+            uint32_t lo, hi;
+            gemv_e4m3x4_f16(ww[k], lo, hi);
+            float2 a = __half22float2(*reinterpret_cast<__half2 *>(&lo));
+            float2 b = __half22float2(*reinterpret_cast<__half2 *>(&hi));
             s = fmaf(a.x, xv.x, s);
             s = fmaf(a.y, xv.y, s);
             s = fmaf(b.x, xv.z, s);
@@ -134,8 +168,8 @@ __device__ __forceinline__ float gemv_dot(uint4 w, const float4 *xs, int vi, int
     return s;
 }
 
-template <int FP8, int MODE>
-__global__ void __launch_bounds__(KERN_GEMV_THREADS, 2)
+template <int FP8, int MODE, int RR, int UU, int TH, int BPS, int PF, int CVT>
+__global__ void __launch_bounds__(TH, BPS)
 gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
                 const float *__restrict__ row_scale, const float *x, float *y,
                 const float *__restrict__ norm_w, float eps, int *counter)
@@ -143,41 +177,45 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
     extern __shared__ float4 xs4[];
     __shared__ float scratch[32];
     constexpr int EPV = FP8 ? 16 : 8;
+    constexpr int CH = 32 * UU * 16;
     const int nvec = cols / EPV;
     const size_t row_bytes = (size_t)cols * (FP8 ? 1 : 2);
     const int lane = threadIdx.x & 31;
-    const int n_units = (rows + R - 1) / R;
+    const int n_units = (rows + RR - 1) / RR;
     const int total_warps = gridDim.x * (blockDim.x >> 5);
+    const int n_chunks = (int)((row_bytes + CH - 1) / CH);
 
-    const int n_chunks = (int)((row_bytes + GEMV_CHUNK - 1) / GEMV_CHUNK);
     kern_grid_launch_next();
     int unit = gemv_grab(counter, n_units, total_warps);
     /* weights do not depend on the previous kernel: start streaming them now */
-    for (int c = 0; c < GEMV_PF_DIST; c++)
-        gemv_prefetch(w, row_bytes, rows, n_units, unit, c, lane);
+#pragma unroll
+    for (int c = 0; c < PF; c++)
+        gemv_prefetch<RR, CH>(w, row_bytes, rows, n_units, unit, c, lane);
     kern_grid_wait();
     gemv_load_x<EPV>((float *)xs4, x, cols, norm_w, eps, true, scratch);
 
     while (unit < n_units) {
         int next = gemv_grab(counter, n_units, total_warps);
-        const int r0 = unit * R;
+        const int r0 = unit * RR;
         const uint8_t *base = w + (size_t)r0 * row_bytes;
-        float acc[R];
+        float acc[RR];
 #pragma unroll
-        for (int i = 0; i < R; i++)
+        for (int i = 0; i < RR; i++)
             acc[i] = 0.f;
         int it = 0;
-        for (int v0 = lane; v0 < nvec + lane; v0 += 32 * GEMV_UNROLL, it++) {
-            int t = it + GEMV_PF_DIST;   /* keep the prefetch stream GEMV_PF_DIST chunks ahead */
-            if (t < n_chunks)
-                gemv_prefetch(w, row_bytes, rows, n_units, unit, t, lane);
-            else
-                gemv_prefetch(w, row_bytes, rows, n_units, next, t - n_chunks, lane);
-            uint4 wv[GEMV_UNROLL][R];
+        for (int v0 = lane; v0 < nvec + lane; v0 += 32 * UU, it++) {
+            if (PF) {   /* keep the prefetch stream PF chunks ahead, into the next unit */
+                int t = it + PF;
+                if (t < n_chunks)
+                    gemv_prefetch<RR, CH>(w, row_bytes, rows, n_units, unit, t, lane);
+                else
+                    gemv_prefetch<RR, CH>(w, row_bytes, rows, n_units, next, t - n_chunks, lane);
+            }
+            uint4 wv[UU][RR];
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; u++)
+            for (int u = 0; u < UU; u++)
 #pragma unroll
-                for (int i = 0; i < R; i++) {
+                for (int i = 0; i < RR; i++) {
                     int vi = v0 + u * 32;
                     if (vi < nvec && r0 + i < rows)
                         wv[u][i] = kern_ld_stream(base + (size_t)i * row_bytes + (size_t)vi * 16);
@@ -185,25 +223,25 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
                         wv[u][i] = make_uint4(0, 0, 0, 0);
                 }
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; u++) {
+            for (int u = 0; u < UU; u++) {
                 int vi = v0 + u * 32;
                 if (vi < nvec) {
 #pragma unroll
-                    for (int i = 0; i < R; i++)
-                        acc[i] += gemv_dot<FP8>(wv[u][i], xs4, vi, nvec);
+                    for (int i = 0; i < RR; i++)
+                        acc[i] += gemv_dot<FP8, CVT>(wv[u][i], xs4, vi, nvec);
                 }
             }
         }
 #pragma unroll
-        for (int i = 0; i < R; i++)
+        for (int i = 0; i < RR; i++)
             acc[i] = kern_warp_sum(acc[i]);
         if (lane == 0)
-            gemv_store<MODE>(y, acc, r0, rows, scale, row_scale);
+            gemv_store<MODE, RR>(y, acc, r0, rows, scale, row_scale, FP8 && CVT ? 256.f : 1.f);
         unit = next;
     }
 }
 
-/* Any width: one warp per R rows, element loads, x linear in shared memory. */
+/* Any width: one warp per 4 rows, element loads, x linear in shared memory. */
 template <int FP8, int MODE>
 __global__ void __launch_bounds__(256)
 gemv_scalar_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
@@ -217,12 +255,12 @@ gemv_scalar_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scal
     kern_grid_wait();
     gemv_load_x<1>((float *)xs4, x, cols, norm_w, eps, false, scratch);
     const int lane = threadIdx.x & 31;
-    const int r0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
+    const int r0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * 4;
     if (r0 >= rows)
         return;
-    float acc[R];
+    float acc[4];
 #pragma unroll
-    for (int i = 0; i < R; i++) {
+    for (int i = 0; i < 4; i++) {
         acc[i] = 0.f;
         if (r0 + i >= rows)
             continue;
@@ -233,10 +271,26 @@ gemv_scalar_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scal
         }
     }
 #pragma unroll
-    for (int i = 0; i < R; i++)
+    for (int i = 0; i < 4; i++)
         acc[i] = kern_warp_sum(acc[i]);
     if (lane == 0)
-        gemv_store<MODE>(y, acc, r0, rows, scale, row_scale);
+        gemv_store<MODE, 4>(y, acc, r0, rows, scale, row_scale, 1.f);
+}
+
+template <int FP8, int MODE, int RR, int UU, int TH, int BPS, int PF, int CVT>
+static int gemv_launch_vec(const struct kern_gemv_args *a, cudaStream_t s, int sms, struct bora_err *err)
+{
+    const struct kern_mat *m = &a->m;
+    size_t smem = (size_t)m->cols * sizeof(float);
+    auto k = gemv_vec_kernel<FP8, MODE, RR, UU, TH, BPS, PF, CVT>;
+    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int units = (m->rows + RR - 1) / RR, wpb = TH / 32;
+    int grid = (units + wpb - 1) / wpb;
+    if (grid > sms * BPS)
+        grid = sms * BPS;
+    KCHECK(kern_launch(k, dim3(grid), dim3(TH), smem, s, (const uint8_t *)m->w, m->rows, m->cols, m->scale,
+                       m->row_scale, a->x, a->y, a->norm_w, a->norm_eps, a->counter));
+    return 0;
 }
 
 template <int FP8, int MODE>
@@ -250,19 +304,24 @@ static int gemv_launch(const struct kern_gemv_args *a, cudaStream_t s, struct bo
     KCHECK(cudaGetDevice(&dev));
     KCHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     if (vec) {
-        auto k = gemv_vec_kernel<FP8, MODE>;
-        KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        int units = (m->rows + R - 1) / R, wpb = KERN_GEMV_THREADS / 32;
-        int grid = (units + wpb - 1) / wpb;
-        if (grid > sms)
-            grid = sms;
-        KCHECK(kern_launch(k, dim3(grid), dim3(KERN_GEMV_THREADS), smem, s, (const uint8_t *)m->w,
-                           m->rows, m->cols, m->scale, m->row_scale, a->x, a->y, a->norm_w,
-                           a->norm_eps, a->counter));
+        int v = a->variant;
+#define GEMV_CASE(id, RR, UU, TH, BPS, PF, CVT)                                                 \
+    case id:                                                                                    \
+        if (MODE == KERN_GEMV_SWIGLU && RR % 2)                                                 \
+            return bora_errf(err, -EINVAL, "gemv: variant %d has odd rows per warp (swiglu)", id); \
+        if (gemv_launch_vec<FP8, MODE, RR, UU, TH, BPS, PF, CVT>(a, s, sms, err))               \
+            return -EIO;                                                                        \
+        break;
+        switch (v) {
+            GEMV_VARIANTS(GEMV_CASE)
+        default:
+            return bora_errf(err, -EINVAL, "gemv: no variant %d", v);
+        }
+#undef GEMV_CASE
     } else {
         auto k = gemv_scalar_kernel<FP8, MODE>;
         KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        int rows_per_block = 8 * R;
+        int rows_per_block = 8 * 4;
         int grid = (m->rows + rows_per_block - 1) / rows_per_block;
         KCHECK(kern_launch(k, dim3(grid), dim3(256), smem, s, (const uint8_t *)m->w, m->rows,
                            m->cols, m->scale, m->row_scale, a->x, a->y, a->norm_w, a->norm_eps));
@@ -270,6 +329,10 @@ static int gemv_launch(const struct kern_gemv_args *a, cudaStream_t s, struct bo
     KCHECK(cudaGetLastError());
     return 0;
 }
+
+#define GEMV_COUNT(id, RR, UU, TH, BPS, PF, CVT) +1
+extern "C" int kern_gemv_variants(void) { return 0 GEMV_VARIANTS(GEMV_COUNT); }
+#undef GEMV_COUNT
 
 extern "C" int kern_gemv(const struct kern_gemv_args *a, struct CUstream_st *stream,
                          struct bora_err *err)

@@ -26,9 +26,6 @@ extern "C" {   /* the project headers below have no C++ guards of their own */
 
 struct CUstream_st;   /* cudaStream_t */
 
-/* GEMV launch shape: threads per block and rows per warp (see kernels/gemv.cu). */
-#define KERN_GEMV_THREADS 512
-#define KERN_GEMV_ROWS_PER_WARP 4
 /* Flash-decoding: blocks of attention per layer aimed at (kv heads × splits ≈ this). */
 #define KERN_ATTN_MAX_GROUP 16          /* query heads per kv head */
 #define KERN_SAMPLE_MAX_K 1024          /* top-k/top-p work within this many candidates */
@@ -78,7 +75,12 @@ struct kern_gemv_args {
     const float *norm_w;      /* non-NULL: x is replaced by rmsnorm(x) × norm_w (cols) first */
     float norm_eps;
     int *counter;             /* device int, 0 before the first launch; the kernel leaves it 0 */
+    int variant;              /* launch shape, 0 .. kern_gemv_variants() - 1 (0: a safe default) */
 };
+
+/* Number of GEMV launch shapes; callers may time them on their matrices and keep the fastest.
+ * A variant with odd rows per warp refuses SWIGLU with -EINVAL. */
+int kern_gemv_variants(void);
 
 /* y = W x (see modes). Budget: reads rows × cols × elem bytes once at ≥ 90 % of streaming read
  * bandwidth for cols % 16 == 0 (fp8) / % 8 == 0 (bf16); other widths take a slower path.
