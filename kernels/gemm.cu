@@ -218,10 +218,16 @@ extern "C" int kern_gemm_run(struct kern_gemm *g, const struct kern_gemm_args *a
             return rc;
         if (e->ok) {
             const float one = 1.0f, zero = 0.0f;
-            LTCHECK(cublasLtMatmul(g->lt, &e->desc, &one, a->w, &e->la, a->x, &e->lb, &zero, a->y, &e->lc, a->y,
-                                   &e->lc, &e->algo, g->ws, KERN_GEMM_WORKSPACE, s));
-            g->last_path = 1;
-            return 0;
+            cublasStatus_t st = cublasLtMatmul(g->lt, &e->desc, &one, a->w, &e->la, a->x, &e->lb, &zero, a->y,
+                                               &e->lc, a->y, &e->lc, &e->algo, g->ws, KERN_GEMM_WORKSPACE, s);
+            if (st == CUBLAS_STATUS_SUCCESS) {
+                g->last_path = 1;
+                return 0;
+            }
+            if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE)
+                return bora_errf(err, -EIO, "cublasLtMatmul %d×%d×%d: cuBLAS status %d", a->rows, a->cols, a->n,
+                                 (int)st);
+            e->ok = 0;   /* refused at run time: this shape takes the fallback from now on */
         }
     }
     g->last_path = 0;
