@@ -194,6 +194,9 @@ static int bench_decode(const struct bench_opts *o)
         bench_synthetic_free(&m);
         return 1;
     }
+    float attn_us = 0;
+    if (engine_cuda_time_attention(&e, o->ctx + o->tokens / 2, &attn_us, &err))
+        fprintf(stderr, "bora bench: attention timing: %s\n", err.msg);
     qsort(ms_runs, BENCH_REPEATS, sizeof ms_runs[0], cmp_d);
     double ms_tok = ms_runs[BENCH_REPEATS / 2];
     uint64_t kv = 0;
@@ -211,6 +214,7 @@ static int bench_decode(const struct bench_opts *o)
         int v = engine_cuda_gemv_choice(&e, k, &us);
         n += snprintf(shapes + n, sizeof shapes - (size_t)n, "%s%s v%d %.1fus", k ? ", " : "", kinds[k], v, us);
     }
+    snprintf(shapes + strlen(shapes), sizeof shapes - strlen(shapes), ", attention %.1fus", attn_us);
     if (o->json) {
         printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"precision\":\"%s\",\"ctx\":%d,\"tokens\":%d,"
                "\"gpu\":\"%s\",\"bytes_per_token\":%.0f,\"weight_bytes_per_token\":%llu,"

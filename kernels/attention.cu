@@ -13,6 +13,7 @@
 #define ATTN_WARPS (ATTN_THREADS / 32)
 #define ATTN_MIN_CHUNK 32   /* keys per split below which fewer splits are used */
 #define ATTN_KEY_UNROLL 4   /* key loads in flight per lane */
+#define ATTN_COMBINE_EPT 8  /* outputs per thread in the combine */
 
 struct attn_params {
     const float *qkv;
@@ -257,13 +258,28 @@ attn_kernel(struct attn_params p)
             cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
     }
     __syncthreads();
-    for (int i = tid; i < G * hd; i += ATTN_THREADS) {
-        int h = i / hd;
-        float num = 0.f;
-#pragma unroll 8
-        for (int t = 0; t < n_eff; t++)
-            num += cw[h * p.n_split + t] * __ldcg(attn_part(p, t) + (size_t)g * G * hd + i);
-        p.out[(size_t)g * G * hd + i] = num;
+    /* each thread sums ATTN_COMBINE_EPT outputs at once: that many loads per split in flight */
+    for (int b = 0; b < G * hd; b += ATTN_THREADS * ATTN_COMBINE_EPT) {
+        float num[ATTN_COMBINE_EPT];
+#pragma unroll
+        for (int k = 0; k < ATTN_COMBINE_EPT; k++)
+            num[k] = 0.f;
+#pragma unroll 2
+        for (int t = 0; t < n_eff; t++) {
+            const float *pt = attn_part(p, t) + (size_t)g * G * hd;
+#pragma unroll
+            for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                int i = b + k * ATTN_THREADS + tid;
+                if (i < G * hd)
+                    num[k] += cw[(i / hd) * p.n_split + t] * __ldcg(pt + i);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+            int i = b + k * ATTN_THREADS + tid;
+            if (i < G * hd)
+                p.out[(size_t)g * G * hd + i] = num[k];
+        }
     }
 }
 

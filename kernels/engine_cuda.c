@@ -282,7 +282,7 @@ static struct kern_gemv_args gemv_of(struct engine *e, int kind, int l)
                       : (struct kern_mat){ s->dt.out, at(s, L->out), V, dim, 1.0f, (const float *)at(s, L->out_rs) };
         g.x = (float *)at(s, L->x), g.y = (float *)at(s, L->logits), g.mode = KERN_GEMV_STORE;
         g.norm_w = (const float *)at(s, L->norm);
-        g.counter = (int *)at(s, L->counters) + L->n_counters - 1;
+        g.counter = (int *)at(s, L->counters) + (size_t)c->n_layers * (4 + c->n_kv_heads);
         break;
     }
     return g;
@@ -301,6 +301,8 @@ static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bor
     ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     for (int i = 0; i < reps && !rc; i++) {
         struct kern_gemv_args a = gemv_of(e, kind, i % nl);
+        /* back-to-back launches may overlap (PDL): each takes its own work counter */
+        a.counter = (int *)at(s, s->lay.counters) + s->lay.n_counters - PLAN_TUNE_COUNTERS + i % PLAN_TUNE_COUNTERS;
         rc = kern_gemv(&a, (struct CUstream_st *)s->stream, err);
     }
     cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
@@ -394,36 +396,46 @@ static int enqueue_head(struct engine *e, bool sample, struct bora_err *err)
     return 0;
 }
 
+/* The attention of layer l. */
+static struct kern_attn_args attn_of(struct engine *e, int l)
+{
+    struct cuda_impl *s = impl_of(e);
+    const struct model_config *c = &e->model->cfg;
+    const struct plan_layout *L = &s->lay;
+    uint8_t *kc = at(s, L->kv + (size_t)l * L->kv_layer_stride);
+    int *cnt = (int *)at(s, L->counters) + (size_t)l * (4 + c->n_kv_heads);
+    struct kern_rope rope = { (const float *)at(s, L->inv_freq), e->model->rope_attn_factor,
+                              c->rope_interleaved, (float)c->qscale_beta, c->qscale_orig_max };
+    struct kern_attn_args a = {
+        .qkv = (float *)at(s, L->qkv), .k_cache = (uint16_t *)kc,
+        .v_cache = (uint16_t *)(kc + L->kv_layer_stride / 2), .out = (float *)at(s, L->att),
+        .partial = (float *)at(s, L->partial), .counters = cnt + 4,
+        .d_pos = &((struct kern_state *)at(s, L->state))->pos, .max_ctx = e->max_ctx, .n_heads = c->n_heads,
+        .n_kv = c->n_kv_heads, .head_dim = c->head_dim, .window = c->sliding_window, .n_split = L->n_split,
+        .rope = rope,
+    };
+    return a;
+}
+
 static int enqueue_step(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     const struct model_config *c = &e->model->cfg;
     const struct plan_layout *L = &s->lay;
-    const int dim = c->dim, hd = c->head_dim, V = c->vocab_size;
+    const int dim = c->dim, V = c->vocab_size;
     struct CUstream_st *st = (struct CUstream_st *)s->stream;
-    float *x = (float *)at(s, L->x), *qkv = (float *)at(s, L->qkv), *att = (float *)at(s, L->att);
-    float *logits = (float *)at(s, L->logits);
-    int *counters = (int *)at(s, L->counters);
+    float *x = (float *)at(s, L->x), *logits = (float *)at(s, L->logits);
     struct kern_state *state = (struct kern_state *)at(s, L->state);
     int rc;
 
     struct kern_mat emb = mat(s, at(s, L->emb), at(s, L->emb_rs), s->dt.emb, V, dim);
     if ((rc = kern_embed(x, &emb, state, (int32_t *)at(s, L->tokens), st, err)))
         return rc;
-    struct kern_rope rope = { (const float *)at(s, L->inv_freq), e->model->rope_attn_factor,
-                              c->rope_interleaved, (float)c->qscale_beta, c->qscale_orig_max };
     for (int l = 0; l < c->n_layers; l++) {
-        int *cnt = counters + (size_t)l * (4 + c->n_kv_heads);
         struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_QKV, l);
         if ((rc = kern_gemv(&g, st, err)))
             return rc;
-        uint8_t *kc = at(s, L->kv + (size_t)l * L->kv_layer_stride);
-        struct kern_attn_args a = {
-            .qkv = qkv, .k_cache = (uint16_t *)kc, .v_cache = (uint16_t *)(kc + L->kv_layer_stride / 2),
-            .out = att, .partial = (float *)at(s, L->partial), .counters = cnt + 4,
-            .d_pos = &state->pos, .max_ctx = e->max_ctx, .n_heads = c->n_heads, .n_kv = c->n_kv_heads,
-            .head_dim = hd, .window = c->sliding_window, .n_split = L->n_split, .rope = rope,
-        };
+        struct kern_attn_args a = attn_of(e, l);
         if ((rc = kern_attention(&a, st, err)))
             return rc;
         for (int k = ENGINE_CUDA_GEMV_WO; k <= ENGINE_CUDA_GEMV_DOWN; k++) {
@@ -728,6 +740,61 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
 const struct plan_layout *engine_cuda_layout(const struct engine *e)
 {
     return &impl_of(e)->lay;
+}
+
+int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const int nl = e->model->cfg.n_layers;
+    if (pos < 0 || pos >= e->max_ctx)
+        return bora_errf(err, -EINVAL, "attention timing: position %d outside the %d-token cache", pos, e->max_ctx);
+    int rc = set_state(s, NULL, 0, pos, err);
+    if (rc)
+        return rc;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+    for (int l = 0; l < nl && !rc; l++) {
+        struct kern_attn_args a = attn_of(e, l);
+        rc = kern_attention(&a, (struct CUstream_st *)s->stream, err);
+    }
+    cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
+    if (rc) {
+        if (g)
+            cudaGraphDestroy(g);
+        return rc;
+    }
+    ECHECK(ce);
+    ce = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    ECHECK(ce);
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    float best = 1e30f;
+    ce = cudaEventCreate(&e0);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e1);
+    for (int t = 0; t < 3 && ce == cudaSuccess; t++) {
+        float ms = 0;
+        ce = cudaEventRecord(e0, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaGraphLaunch(x, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaEventRecord(e1, s->stream);
+        if (ce == cudaSuccess)
+            ce = cudaEventSynchronize(e1);
+        if (ce == cudaSuccess)
+            ce = cudaEventElapsedTime(&ms, e0, e1);
+        if (t > 0 && ms < best)
+            best = ms;
+    }
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    cudaGraphExecDestroy(x);
+    ECHECK(ce);
+    *us = best * 1e3f / (float)nl;
+    return 0;
 }
 
 int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us)

@@ -46,6 +46,10 @@ enum engine_cuda_gemv {
 /* The chosen launch shape (kern_gemv variant) of a kind and its time per launch in µs. */
 int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us);
 
+/* Times the attention of every layer at position pos (graph of n_layers launches, best of 2
+ * replays): *us per layer. Overwrites the cache entry at pos. Errors: -EINVAL, -EIO. */
+int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora_err *err);
+
 /* The arena layout the engine uses. */
 const struct plan_layout *engine_cuda_layout(const struct engine *e);
 /* Message of the last failure of forward/forward_all ("" if none). */

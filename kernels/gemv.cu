@@ -12,17 +12,18 @@
 
 /* A variant: rows per warp, vectors per row per iteration, threads, blocks per SM, L2 prefetch
  * distance (iterations, 0 = none), FP8 decode (0 hardware cvt, 1 integer bit moves). */
-#define GEMV_VARIANTS(X)      \
-    X(0, 4, 2, 512, 1, 0, 0)  \
-    X(1, 4, 2, 512, 2, 0, 0)  \
-    X(2, 2, 4, 512, 2, 0, 0)  \
-    X(3, 4, 2, 512, 2, 4, 0)  \
-    X(4, 4, 2, 512, 2, 0, 1)  \
-    X(5, 2, 4, 512, 2, 0, 1)  \
-    X(6, 4, 4, 256, 2, 0, 1)  \
-    X(7, 2, 2, 256, 4, 0, 1)  \
-    X(8, 8, 1, 512, 2, 0, 1)  \
-    X(9, 2, 4, 512, 2, 3, 1)
+/* PF = -1: the pipelined kernel (next batch loaded while this one is used; first batch in
+ * flight before the wait for the previous kernel). */
+#define GEMV_VARIANTS(X)       \
+    X(0, 4, 2, 256, 1, -1, 0)  \
+    X(1, 4, 2, 512, 1, -1, 0)  \
+    X(2, 2, 2, 512, 1, -1, 0)  \
+    X(3, 4, 1, 512, 1, -1, 0)  \
+    X(4, 2, 4, 256, 1, -1, 0)  \
+    X(5, 4, 2, 512, 1, 0, 0)   \
+    X(6, 2, 4, 512, 2, 0, 0)   \
+    X(7, 4, 4, 256, 2, 0, 1)   \
+    X(8, 8, 1, 512, 2, 0, 1)
 
 /* Bulk-prefetches chunk `chunk` (CH bytes of each row) of the RR rows of `unit` into L2. */
 template <int RR, int CH>
@@ -241,6 +242,100 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
     }
 }
 
+/* Loads one batch: vectors v0 + u*32 (u < UU) of the RR rows starting at row r0. */
+template <int RR, int UU>
+__device__ __forceinline__ void gemv_load_batch(uint4 (&b)[UU][RR], const uint8_t *w, size_t row_bytes, int rows,
+                                                int nvec, int r0, int v0)
+{
+#pragma unroll
+    for (int u = 0; u < UU; u++)
+#pragma unroll
+        for (int i = 0; i < RR; i++) {
+            int vi = v0 + u * 32;
+            b[u][i] = vi < nvec && r0 + i < rows
+                          ? kern_ld_stream(w + (size_t)(r0 + i) * row_bytes + (size_t)vi * 16)
+                          : make_uint4(0, 0, 0, 0);
+        }
+}
+
+/* Pipelined: a warp walks (unit, iteration) pairs, loading the next batch before using the
+ * current one; it asks for its next unit one unit ahead and reads the answer only when needed. */
+template <int FP8, int MODE, int RR, int UU, int TH, int BPS, int CVT>
+__global__ void __launch_bounds__(TH, BPS)
+gemv_pipe_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
+                 const float *__restrict__ row_scale, const float *x, float *y,
+                 const float *__restrict__ norm_w, float eps, int *counter)
+{
+    extern __shared__ float4 xs4[];
+    __shared__ float scratch[32];
+    constexpr int EPV = FP8 ? 16 : 8;
+    const int nvec = cols / EPV;
+    const size_t row_bytes = (size_t)cols * (FP8 ? 1 : 2);
+    const int lane = threadIdx.x & 31;
+    const int n_units = (rows + RR - 1) / RR;
+    const int total_warps = gridDim.x * (blockDim.x >> 5);
+    const int n_it = (nvec + 32 * UU - 1) / (32 * UU);
+
+    kern_grid_launch_next();
+    int cu = gemv_grab(counter, n_units, total_warps);
+    int raw = 0;   /* lane 0: the pending grab for the unit after cu */
+    uint4 A[UU][RR];
+    if (cu < n_units) {   /* weights do not depend on the previous kernel: first batch now */
+        gemv_load_batch<RR, UU>(A, w, row_bytes, rows, nvec, cu * RR, lane);
+        if (lane == 0)
+            raw = atomicAdd(counter, 1);
+    }
+    kern_grid_wait();
+    gemv_load_x<EPV>((float *)xs4, x, cols, norm_w, eps, true, scratch);
+
+    float acc[RR];
+#pragma unroll
+    for (int i = 0; i < RR; i++)
+        acc[i] = 0.f;
+    int ci = 0;
+    while (cu < n_units) {
+        uint4 B[UU][RR];
+        int su = cu, si = ci + 1;
+        if (si == n_it) {   /* the next batch starts the next unit: collect the pending grab */
+            if (lane == 0 && raw == n_units + total_warps - 1)
+                *counter = 0;
+            su = __shfl_sync(0xffffffffu, raw, 0);
+            si = 0;
+        }
+        if (su < n_units)
+            gemv_load_batch<RR, UU>(B, w, row_bytes, rows, nvec, su * RR, si * 32 * UU + lane);
+        if (si == 0 && su < n_units && lane == 0)
+            raw = atomicAdd(counter, 1);   /* ask one unit ahead */
+        const int v0 = ci * 32 * UU + lane;
+#pragma unroll
+        for (int u = 0; u < UU; u++) {
+            int vi = v0 + u * 32;
+            if (vi < nvec) {
+#pragma unroll
+                for (int i = 0; i < RR; i++)
+                    acc[i] += gemv_dot<FP8, CVT>(A[u][i], xs4, vi, nvec);
+            }
+        }
+        if (ci + 1 == n_it) {
+#pragma unroll
+            for (int i = 0; i < RR; i++)
+                acc[i] = kern_warp_sum(acc[i]);
+            if (lane == 0)
+                gemv_store<MODE, RR>(y, acc, cu * RR, rows, scale, row_scale, FP8 && CVT ? 256.f : 1.f);
+#pragma unroll
+            for (int i = 0; i < RR; i++)
+                acc[i] = 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < UU; u++)
+#pragma unroll
+            for (int i = 0; i < RR; i++)
+                A[u][i] = B[u][i];
+        cu = su;
+        ci = si;
+    }
+}
+
 /* Any width: one warp per 4 rows, element loads, x linear in shared memory. */
 template <int FP8, int MODE>
 __global__ void __launch_bounds__(256)
@@ -277,20 +372,28 @@ gemv_scalar_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scal
         gemv_store<MODE, 4>(y, acc, r0, rows, scale, row_scale, 1.f);
 }
 
-template <int FP8, int MODE, int RR, int UU, int TH, int BPS, int PF, int CVT>
-static int gemv_launch_vec(const struct kern_gemv_args *a, cudaStream_t s, int sms, struct bora_err *err)
+template <typename K>
+static int gemv_launch_k(K k, const struct kern_gemv_args *a, cudaStream_t s, int grid, int th, struct bora_err *err)
 {
     const struct kern_mat *m = &a->m;
     size_t smem = (size_t)m->cols * sizeof(float);
-    auto k = gemv_vec_kernel<FP8, MODE, RR, UU, TH, BPS, PF, CVT>;
     KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    int units = (m->rows + RR - 1) / RR, wpb = TH / 32;
+    KCHECK(kern_launch(k, dim3(grid), dim3(th), smem, s, (const uint8_t *)m->w, m->rows, m->cols, m->scale,
+                       m->row_scale, a->x, a->y, a->norm_w, a->norm_eps, a->counter));
+    return 0;
+}
+
+template <int FP8, int MODE, int RR, int UU, int TH, int BPS, int PF, int CVT>
+static int gemv_launch_vec(const struct kern_gemv_args *a, cudaStream_t s, int sms, struct bora_err *err)
+{
+    int units = (a->m.rows + RR - 1) / RR, wpb = TH / 32;
     int grid = (units + wpb - 1) / wpb;
     if (grid > sms * BPS)
         grid = sms * BPS;
-    KCHECK(kern_launch(k, dim3(grid), dim3(TH), smem, s, (const uint8_t *)m->w, m->rows, m->cols, m->scale,
-                       m->row_scale, a->x, a->y, a->norm_w, a->norm_eps, a->counter));
-    return 0;
+    if constexpr (PF < 0)
+        return gemv_launch_k(gemv_pipe_kernel<FP8, MODE, RR, UU, TH, BPS, CVT>, a, s, grid, TH, err);
+    else
+        return gemv_launch_k(gemv_vec_kernel<FP8, MODE, RR, UU, TH, BPS, PF, CVT>, a, s, grid, TH, err);
 }
 
 template <int FP8, int MODE>

@@ -99,7 +99,7 @@ int plan_layout_compute(const struct model_config *c, const struct plan_dtypes *
     o->kv_bytes_per_key = 2 * kv_dim * 2 * (uint64_t)c->n_layers;
 
     o->n_split = plan_attn_splits(c->n_kv_heads, max_ctx, c->sliding_window);
-    o->n_counters = c->n_layers * (4 + c->n_kv_heads) + 1;
+    o->n_counters = c->n_layers * (4 + c->n_kv_heads) + 1 + PLAN_TUNE_COUNTERS;
     size_t act0 = cur;
     o->x = take(&cur, dim * 4);
     o->qkv = take(&cur, qkv_rows * 4);

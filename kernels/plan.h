@@ -13,6 +13,7 @@
 
 #define PLAN_ALIGN 256                  /* bytes; every region starts on this boundary */
 #define PLAN_ATTN_TARGET_BLOCKS 264     /* attention blocks per layer (2 per SM on an H200) */
+#define PLAN_TUNE_COUNTERS 64
 #define PLAN_CUDA_RESERVE (768ull << 20)   /* bytes kept free for the CUDA context, graphs, cuBLAS */
 
 /* Element types as held on the GPU (BF16 or F8_E4M3 for matrices). */
@@ -31,7 +32,8 @@ struct plan_layout {
     size_t kv, kv_layer_stride;
     size_t x, qkv, att, h, logits, partial, counters, tokens, state;
     int n_split;                 /* attention splits per kv head */
-    int n_counters;              /* ints at counters: per layer 4 GEMV + n_kv attention, then 1 */
+    int n_counters;              /* ints at counters: per layer 4 GEMV + n_kv attention, 1 for the
+                                  * head, then PLAN_TUNE_COUNTERS for timing launches at open */
     uint64_t weight_bytes;       /* weights, scales, norms, RoPE table */
     uint64_t kv_bytes;
     uint64_t act_bytes;          /* activations and workspace */
