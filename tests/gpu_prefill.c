@@ -193,11 +193,9 @@ static void check_quant_row(const uint8_t *q, float scale, const double *ref, in
     }
 }
 
-static void test_add_norm_quant(void **st)
+static void check_add_norm_quant(int dim)
 {
-    (void)st;
-    NEED_GPU();
-    const int n = 13, dim = 200;
+    const int n = 13;
     const float eps = 1e-5f;
     float *x = rand_f32((size_t)n * dim, -3, 3), *ws = rand_f32(dim, 0.5f, 1.5f), *ts = rand_f32(n, 0.1f, 2);
     float *nw = rand_f32(dim, 0.2f, 2);
@@ -253,11 +251,19 @@ static void test_add_norm_quant(void **st)
     kern_free(dx), kern_free(dws), kern_free(dts), kern_free(dnw), kern_free(dsc), kern_free(draw), kern_free(dq);
 }
 
-static void test_swiglu_quant(void **st)
+/* 200 and 4096: the vector kernel (multiple of 8); 203: the scalar one. */
+static void test_add_norm_quant(void **st)
 {
     (void)st;
     NEED_GPU();
-    const int n = 9, hid = 150;
+    check_add_norm_quant(200);
+    check_add_norm_quant(203);
+    check_add_norm_quant(4096);
+}
+
+static void check_swiglu_quant(int hid)
+{
+    const int n = 9;
     uint16_t *raw = rand_bf16((size_t)n * 2 * hid, 3);
     float *ws = rand_f32(2 * hid, 0.5f, 1.5f), *ts = rand_f32(n, 0.2f, 2);
     uint16_t *draw = dev_upload(raw, (size_t)n * 2 * hid * 2);
@@ -281,6 +287,56 @@ static void test_swiglu_quant(void **st)
     }
     free(raw), free(ws), free(ts), free(hq), free(hs), free(ref);
     kern_free(draw), kern_free(dws), kern_free(dts), kern_free(dsc), kern_free(dq);
+}
+
+/* 150: the scalar kernel; 152 and 14336 (a 57 KB row in shared memory): the vector one. */
+static void test_swiglu_quant(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    check_swiglu_quant(150);
+    check_swiglu_quant(152);
+    check_swiglu_quant(14336);
+}
+
+/* Attention output (bf16) → per-token FP8: 136 takes the vector kernel, 130 the scalar one. */
+static void check_quant(int cols)
+{
+    const int n = 11;
+    uint16_t *in = rand_bf16((size_t)n * cols, 5);
+    in[3] = bora_f32_to_bf16(0.0f);
+    for (int c = 0; c < cols; c++)   /* one all-zero row: scale 1, zeros */
+        in[(size_t)4 * cols + c] = 0;
+    uint16_t *din = dev_upload(in, (size_t)n * cols * 2);
+    uint8_t *dq = dev_upload(NULL, (size_t)n * cols);
+    float *dsc = dev_upload(NULL, n * 4), *hs = malloc(n * 4);
+    struct kern_act out = { BORA_DT_F8_E4M3, dq, dsc };
+    OK(kern_pf_quant(din, &out, n, cols, NULL, E));
+    uint8_t *hq = malloc((size_t)n * cols);
+    dev_download(hq, dq, (size_t)n * cols);
+    dev_download(hs, dsc, n * 4);
+    double *ref = malloc(cols * sizeof *ref);
+    for (int t = 0; t < n; t++) {
+        for (int c = 0; c < cols; c++)
+            ref[c] = bora_bf16_to_f32(in[(size_t)t * cols + c]);
+        if (t == 4) {
+            assert_true(hs[t] == 1.0f);
+            for (int c = 0; c < cols; c++)
+                assert_true(bora_e4m3_to_f32(hq[(size_t)t * cols + c]) == 0.0f);
+            continue;
+        }
+        check_quant_row(hq + (size_t)t * cols, hs[t], ref, cols, "quant", t);
+    }
+    free(in), free(hs), free(hq), free(ref);
+    kern_free(din), kern_free(dq), kern_free(dsc);
+}
+
+static void test_quant(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    check_quant(136);
+    check_quant(130);
 }
 
 /* ---- QKV post + attention ---- */
@@ -475,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_add_norm_quant),
         cmocka_unit_test(test_swiglu_quant),
+        cmocka_unit_test(test_quant),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_embed),
 #else
