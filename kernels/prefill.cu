@@ -14,7 +14,7 @@
 #define PF_THREADS 256
 #define PF_VEC_THREADS 256
 #define PF_UNROLL 4          /* 16-byte loads in flight per thread in the vector kernels */
-#define PF_SMEM_DEFAULT (48 * 1024)
+#define PF_SMEM_DEFAULT (32 * 1024)   /* above this, raise the kernel's dynamic shared-memory limit (48 KB minus static) */
 
 __device__ __forceinline__ float pf_block_max(float v, float *scratch)
 {
