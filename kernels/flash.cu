@@ -98,8 +98,10 @@ __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS) fa_kernel(struct fa
 
     kern_grid_launch_next();
     kern_grid_wait();
-    const int qt = gridDim.x - 1 - blockIdx.x;   /* longest rows first */
-    const int h = blockIdx.y, G = p.n_heads / p.n_kv, kvh = h / G;
+    /* heads vary fastest and query tiles go from the last (most keys) down, so the blocks
+     * dispatched first are the longest of every head (longest-first scheduling) */
+    const int qt = gridDim.y - 1 - blockIdx.y;
+    const int h = blockIdx.x, G = p.n_heads / p.n_kv, kvh = h / G;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const int hd_all = p.n_heads * D;
     const int t_first = qt * FA_BQ;
@@ -258,7 +260,9 @@ static int fa_launch(const struct fa_params &p, cudaStream_t s, struct bora_err 
 {
     const size_t smem = (size_t)4 * FA_BK * (D + FA_PAD) * sizeof(uint16_t);
     KCHECK(cudaFuncSetAttribute(fa_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    dim3 grid((p.n + FA_BQ - 1) / FA_BQ, p.n_heads);
+    if ((p.n + FA_BQ - 1) / FA_BQ > 65535)
+        return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
+    dim3 grid(p.n_heads, (p.n + FA_BQ - 1) / FA_BQ);
     KCHECK(kern_launch(fa_kernel<D>, grid, dim3(FA_THREADS), smem, s, p));
     KCHECK(cudaGetLastError());
     return 0;
