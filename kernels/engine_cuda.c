@@ -502,10 +502,13 @@ static int check_ids(const struct engine *e, const int32_t *ids, int n, int pos,
 static int enqueue_prefill(struct engine *e, const int32_t *ids, int n, int pos, bool sample, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
-    int rc = set_state(s, ids, n, pos, err);
+    int32_t *d_ids = (int32_t *)at(s, s->lay.tokens) + pos;
+    memcpy(s->h_ids, ids, (size_t)n * sizeof *ids);
+    ECHECK(cudaMemcpyAsync(d_ids, s->h_ids, (size_t)n * 4, cudaMemcpyHostToDevice, s->stream));
+    /* the state as after a decode step at the last prompt position: the sampler draws for it */
+    int rc = set_state(s, NULL, 1, pos + n - 1, err);
     if (rc)
         return rc;
-    const int32_t *d_ids = (const int32_t *)at(s, s->lay.tokens) + pos;
     if ((rc = prefill_run_tokens(s->pf, d_ids, n, pos, (struct CUstream_st *)s->stream, s->cancel, err)))
         return rc;
     return enqueue_head(e, sample, err);
