@@ -690,7 +690,19 @@ static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct b
         goto fail;
     if ((rc = tune_gemv(e, err)) || (rc = capture(e, err)))
         goto fail;
-    if ((rc = open_prefill(e, PREFILL_CHUNK_DEFAULT, err)))
+    /* a GPU too full for the prefill workspace takes smaller chunks, at worst none (prompts
+     * then run one decode step per token) */
+    for (int chunk = PREFILL_CHUNK_DEFAULT; chunk >= PREFILL_CHUNK_MIN; chunk /= 4) {
+        rc = open_prefill(e, chunk, err);
+        if (rc != -ENOMEM)
+            break;
+    }
+    if (rc == -ENOMEM) {
+        fprintf(stderr, "cuda engine: no memory for a prefill workspace; prompts run token by token: %s\n", err->msg);
+        err->msg[0] = 0;
+        rc = 0;
+    }
+    if (rc)
         goto fail;
     return 0;
 fail:

@@ -146,6 +146,7 @@ int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, in
     const size_t total = o_bad + 256;
     int rc = kern_malloc((void **)&p->ws, total, err);
     if (rc) {
+        (void)cudaGetLastError();   /* an allocation failure must not surface at the next launch check */
         free(p);
         return bora_errf(err, rc, "prefill: %zu MB of workspace for %d-token chunks: %s", total >> 20, chunk,
                          err->msg);
