@@ -29,6 +29,16 @@ run timeout 200 build/bora bench decode --preset mistral-7b --precision fp8 --ct
 run timeout 200 build/bora bench decode --preset mistral-7b --precision bf16 --ctx 512 --tokens 256 --json
 run timeout 200 build/bora bench decode --preset mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32 --json
 } | tee "$OUT/decode.jsonl"
+step "profile (ncu, attention and GEMV of 2 layers)"
+if [ "${BORA_NCU:-1}" = 1 ] && command -v ncu >/dev/null; then
+    for k in attn_kernel gemv_pipe; do
+        timeout 120 ncu --clock-control none -k regex:$k -c 2 \
+            --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+            build/bora bench decode --preset mistral-medium-3.5 --layers 2 --ctx 8192 --tokens 4 \
+            >>"$OUT/ncu.txt" 2>&1
+    done
+    grep -E "attn_kernel|gemv_pipe|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Stall|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Block Limit|Issued Ipc" "$OUT/ncu.txt" | head -120 | tee -a "$log"
+fi
 step "summary"
 python3 - "$OUT/decode.jsonl" <<'PY' | tee -a "$log"
 import json, sys

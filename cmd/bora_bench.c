@@ -30,11 +30,12 @@ struct bench_opts {
     const char *preset;
     enum model_precision precision;
     int ctx, tokens;
+    int layers;           /* 0: the preset's; else fewer layers (profiling) */
     bool json;
 };
 
 static const char bench_usage[] =
-    "usage: bora bench decode --preset NAME [--precision fp8|bf16] [--ctx N] [--tokens N] [--json]\n"
+    "usage: bora bench decode --preset NAME [--precision fp8|bf16] [--ctx N] [--tokens N] [--layers N] [--json]\n"
     "       bora bench gemv --preset NAME [--precision fp8|bf16]\n"
     "       bora bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--runs N] [--chunk N] [--json]\n"
     "presets: mistral-7b ministral-8b mistral-small-24b mistral-medium-3.5\n";
@@ -54,7 +55,7 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 
 static int bench_parse(struct bench_opts *o, int argc, char **argv)
 {
-    *o = (struct bench_opts){ NULL, MODEL_PRECISION_FP8, 512, 128, false };
+    *o = (struct bench_opts){ NULL, MODEL_PRECISION_FP8, 512, 128, 0, false };
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--json")) {
@@ -76,6 +77,9 @@ static int bench_parse(struct bench_opts *o, int argc, char **argv)
         } else if (!strcmp(a, "--ctx")) {
             if (parse_int(a, v, 1, 1 << 20, &o->ctx))
                 return -EINVAL;
+        } else if (!strcmp(a, "--layers")) {
+            if (parse_int(a, v, 1, 1000, &o->layers))
+                return -EINVAL;
         } else if (!strcmp(a, "--tokens")) {
             if (parse_int(a, v, 1, 100000, &o->tokens))
                 return -EINVAL;
@@ -94,10 +98,12 @@ static int bench_parse(struct bench_opts *o, int argc, char **argv)
 
 #ifdef BORA_CUDA
 /* A model whose tensors carry shape and dtype only (the engine fills them on the GPU). */
-int bench_synthetic_model(struct model *m, const char *preset, enum model_precision p)
+int bench_synthetic_model(struct model *m, const char *preset, enum model_precision p, int layers)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *plan_preset_find(preset);
+    if (layers > 0 && layers < m->cfg.n_layers)
+        m->cfg.n_layers = layers;
     const struct model_config *c = &m->cfg;
     enum bora_dtype lin = p == MODEL_PRECISION_FP8 ? BORA_DT_F8_E4M3 : BORA_DT_BF16;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
@@ -165,7 +171,7 @@ static int bench_decode(const struct bench_opts *o)
         return 1;
     }
     struct model m;
-    if (bench_synthetic_model(&m, o->preset, o->precision)) {
+    if (bench_synthetic_model(&m, o->preset, o->precision, o->layers)) {
         fprintf(stderr, "bora bench: out of memory\n");
         return 1;
     }

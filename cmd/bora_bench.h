@@ -5,9 +5,9 @@
 
 #include "model/model.h"
 
-/* Fills m with preset's shapes, linear weights in p's dtype, no data. -ENOMEM. Free with
- * bench_synthetic_free. */
-int bench_synthetic_model(struct model *m, const char *preset, enum model_precision p);
+/* Fills m with preset's shapes (only its first `layers` layers when 0 < layers < all), linear
+ * weights in p's dtype, no data. -ENOMEM. Free with bench_synthetic_free. */
+int bench_synthetic_model(struct model *m, const char *preset, enum model_precision p, int layers);
 void bench_synthetic_free(struct model *m);
 
 /* `bora bench ttft ...` (argv[1] == "ttft"); returns the exit status. */

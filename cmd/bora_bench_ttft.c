@@ -204,7 +204,7 @@ static int ttft_run(const struct ttft_opts *o)
     for (int i = 0; i < o->n_prompts; i++)
         max_prompt = o->prompts[i] > max_prompt ? o->prompts[i] : max_prompt;
     struct model m;
-    if (bench_synthetic_model(&m, o->preset, o->precision)) {
+    if (bench_synthetic_model(&m, o->preset, o->precision, 0)) {
         fprintf(stderr, "bora bench ttft: out of memory\n");
         return 1;
     }

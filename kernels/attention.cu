@@ -11,9 +11,10 @@
 
 #define ATTN_THREADS 256
 #define ATTN_WARPS (ATTN_THREADS / 32)
-#define ATTN_MIN_CHUNK 32   /* keys per split below which fewer splits are used */
+#define ATTN_MIN_CHUNK 64   /* keys per split below which fewer splits are used */
 #define ATTN_KEY_UNROLL 4   /* key loads in flight per lane */
-#define ATTN_COMBINE_EPT 8  /* outputs per thread in the combine */
+#define ATTN_COMBINE_EPT 6     /* outputs per thread in the combine */
+#define ATTN_COMBINE_SPLITS 8  /* splits whose partials are loaded together */
 
 struct attn_params {
     const float *qkv;
@@ -42,7 +43,7 @@ __device__ __forceinline__ float *attn_part(const struct attn_params &p, int s)
 
 /* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
 template <int GM, int LPK>
-__global__ void __launch_bounds__(ATTN_THREADS)
+__global__ void __launch_bounds__(ATTN_THREADS, 2)
 attn_kernel(struct attn_params p)
 {
     extern __shared__ float sm[];
@@ -163,50 +164,53 @@ attn_kernel(struct attn_params p)
         }
     }
     __syncthreads();
-    /* weighted values */
-    float acc[GM][8];
+    /* weighted values, HV heads per pass over the slice (bounds the accumulators' registers) */
+    constexpr int HV = GM < 8 ? GM : 8;
+    for (int h0 = 0; h0 < G; h0 += HV) {
+        float acc[HV][8];
 #pragma unroll
-    for (int h = 0; h < GM; h++)
+        for (int h = 0; h < HV; h++)
 #pragma unroll
-        for (int i = 0; i < 8; i++)
-            acc[h][i] = 0.f;
-    for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
-        uint4 vv[ATTN_KEY_UNROLL];
+            for (int i = 0; i < 8; i++)
+                acc[h][i] = 0.f;
+        for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
+            uint4 vv[ATTN_KEY_UNROLL];
 #pragma unroll
-        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
-            int j = base + u * STEP + sub;
-            vv[u] = j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
-        }
+            for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+                int j = base + u * STEP + sub;
+                vv[u] = j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+            }
 #pragma unroll
-        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
-            int j = base + u * STEP + sub;
-            if (j < n) {
-                float vf[8];
-                attn_unpack8(vv[u], vf);
+            for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+                int j = base + u * STEP + sub;
+                if (j < n) {
+                    float vf[8];
+                    attn_unpack8(vv[u], vf);
 #pragma unroll
-                for (int h = 0; h < GM; h++) {
-                    if (h >= G)
-                        break;
-                    float pj = sc[h * p.chunk_max + j];
+                    for (int h = 0; h < HV; h++) {
+                        if (h0 + h >= G)
+                            break;
+                        float pj = sc[(h0 + h) * p.chunk_max + j];
 #pragma unroll
-                    for (int i = 0; i < 8; i++)
-                        acc[h][i] = fmaf(pj, vf[i], acc[h][i]);
+                        for (int i = 0; i < 8; i++)
+                            acc[h][i] = fmaf(pj, vf[i], acc[h][i]);
+                    }
                 }
             }
         }
-    }
 #pragma unroll
-    for (int h = 0; h < GM; h++) {
-        if (h >= G)
-            break;
+        for (int h = 0; h < HV; h++) {
+            if (h0 + h >= G)
+                break;
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            float v = acc[h][i];
+            for (int i = 0; i < 8; i++) {
+                float v = acc[h][i];
 #pragma unroll
-            for (int o = LPK; o < 32; o <<= 1)
-                v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (sub == 0)
-                red[(warp * G + h) * hd + dl + i] = v;
+                for (int o = LPK; o < 32; o <<= 1)
+                    v += __shfl_xor_sync(0xffffffffu, v, o);
+                if (sub == 0)
+                    red[(warp * G + h0 + h) * hd + dl + i] = v;
+            }
         }
     }
     __syncthreads();
@@ -258,21 +262,31 @@ attn_kernel(struct attn_params p)
             cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
     }
     __syncthreads();
-    /* each thread sums ATTN_COMBINE_EPT outputs at once: that many loads per split in flight */
+    /* each thread sums ATTN_COMBINE_EPT outputs, ATTN_COMBINE_SPLITS splits at a time: all
+     * those loads in flight together */
     for (int b = 0; b < G * hd; b += ATTN_THREADS * ATTN_COMBINE_EPT) {
         float num[ATTN_COMBINE_EPT];
 #pragma unroll
         for (int k = 0; k < ATTN_COMBINE_EPT; k++)
             num[k] = 0.f;
-#pragma unroll 2
-        for (int t = 0; t < n_eff; t++) {
-            const float *pt = attn_part(p, t) + (size_t)g * G * hd;
+        for (int t0 = 0; t0 < n_eff; t0 += ATTN_COMBINE_SPLITS) {
+            float o[ATTN_COMBINE_SPLITS][ATTN_COMBINE_EPT];
 #pragma unroll
-            for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
-                int i = b + k * ATTN_THREADS + tid;
-                if (i < G * hd)
-                    num[k] += cw[(i / hd) * p.n_split + t] * __ldcg(pt + i);
-            }
+            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
+#pragma unroll
+                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                    int i = b + k * ATTN_THREADS + tid;
+                    o[dt][k] = t0 + dt < n_eff && i < G * hd
+                                   ? __ldcg(attn_part(p, t0 + dt) + (size_t)g * G * hd + i) : 0.f;
+                }
+#pragma unroll
+            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
+#pragma unroll
+                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                    int i = b + k * ATTN_THREADS + tid;
+                    if (t0 + dt < n_eff && i < G * hd)
+                        num[k] += cw[(i / hd) * p.n_split + t0 + dt] * o[dt][k];
+                }
         }
 #pragma unroll
         for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
@@ -294,6 +308,7 @@ static int attn_launch(const struct attn_params &p, cudaStream_t s, struct bora_
                          smem, p.chunk_max);
     auto k = attn_kernel<GM, LPK>;
     KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
     KCHECK(kern_launch(k, dim3(p.n_kv, p.n_split), dim3(ATTN_THREADS), smem, s, p));
     KCHECK(cudaGetLastError());
     return 0;

@@ -15,15 +15,15 @@
 /* PF = -1: the pipelined kernel (next batch loaded while this one is used; first batch in
  * flight before the wait for the previous kernel). */
 #define GEMV_VARIANTS(X)       \
-    X(0, 4, 2, 256, 1, -1, 0)  \
-    X(1, 4, 2, 512, 1, -1, 0)  \
-    X(2, 2, 2, 512, 1, -1, 0)  \
-    X(3, 4, 1, 512, 1, -1, 0)  \
-    X(4, 2, 4, 256, 1, -1, 0)  \
-    X(5, 4, 2, 512, 1, 0, 0)   \
-    X(6, 2, 4, 512, 2, 0, 0)   \
-    X(7, 4, 4, 256, 2, 0, 1)   \
-    X(8, 8, 1, 512, 2, 0, 1)
+    X(0, 4, 2, 512, 1, -1, 0)  \
+    X(1, 2, 2, 512, 1, -1, 0)  \
+    X(2, 4, 1, 512, 1, -1, 0)  \
+    X(3, 2, 2, 512, 2, -1, 0)  \
+    X(4, 4, 1, 512, 2, -1, 0)  \
+    X(5, 2, 1, 512, 2, -1, 0)  \
+    X(6, 4, 2, 512, 1, 0, 0)   \
+    X(7, 2, 4, 512, 2, 0, 0)   \
+    X(8, 4, 4, 256, 2, 0, 1)
 
 /* Bulk-prefetches chunk `chunk` (CH bytes of each row) of the RR rows of `unit` into L2. */
 template <int RR, int CH>
@@ -40,46 +40,70 @@ __device__ __forceinline__ void gemv_prefetch(const uint8_t *w, size_t row_bytes
     }
 }
 
-/* Gets the next unit for this warp; the last grab of the launch resets the counter to 0. */
+/* Units: warp w first takes unit w (no atomic before its first loads), then asks the counter:
+ * unit = total_warps + atomicAdd(counter, 1). The last grab of the launch resets the counter. */
+__device__ __forceinline__ int gemv_last_grab(int n_units, int total_warps)
+{
+    int extra = n_units > total_warps ? n_units - total_warps : 0;
+    int grabbing = n_units < total_warps ? n_units : total_warps;
+    return extra + grabbing - 1;
+}
+
 __device__ __forceinline__ int gemv_grab(int *counter, int n_units, int total_warps)
 {
     int lane = threadIdx.x & 31, v = 0;
     if (lane == 0) {
         v = atomicAdd(counter, 1);
-        if (v == n_units + total_warps - 1)
+        if (v == gemv_last_grab(n_units, total_warps))
             *counter = 0;
     }
-    return __shfl_sync(0xffffffffu, v, 0);
+    return total_warps + __shfl_sync(0xffffffffu, v, 0);
+}
+
+__device__ __forceinline__ int gemv_first_unit(void)
+{
+    return blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
 }
 
 /* Loads x (optionally rms-normalised) into shared memory: element c lives at float4 slot
  * (k × nvec + c / EPV), lane k = (c % EPV) / 4, so that lane-consecutive vectors read
  * consecutive float4s. swz = false stores it linearly. */
 template <int EPV>
-__device__ void gemv_load_x(float *xs, const float *x, int cols, const float *norm_w, float eps,
+__device__ __forceinline__ int gemv_xidx(int c, int nvec, bool swz)
+{
+    if (!swz)
+        return c;
+    int q = c / EPV, r = c % EPV;
+    return (((r >> 2) * nvec + q) << 2) + (r & 3);
+}
+
+/* Before the wait: the norm weights (they do not depend on the previous kernel) into nw_s. */
+__device__ __forceinline__ void gemv_load_norm(float *nw_s, const float *norm_w, int cols)
+{
+    if (norm_w)
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            nw_s[c] = norm_w[c];
+}
+
+/* Loads x into shared memory in one pass, then (with a norm) scales it there by
+ * rsqrt(mean(x^2) + eps) × norm_w: element c lives at float4 slot (k × nvec + c / EPV),
+ * k = (c % EPV) / 4, so lane-consecutive vectors read consecutive float4s (swz), else linear. */
+template <int EPV>
+__device__ void gemv_load_x(float *xs, const float *x, int cols, const float *nw_s, bool norm, float eps,
                             bool swz, float *scratch)
 {
-    float rstd = 1.f;
-    if (norm_w) {
-        float ss = 0.f;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            float v = x[c];
-            ss += v * v;
-        }
-        ss = kern_block_sum(ss, scratch);
-        rstd = rsqrtf(ss / (float)cols + eps);
-    }
     int nvec = cols / EPV;
+    float ss = 0.f;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         float v = x[c];
-        if (norm_w)
-            v = v * rstd * norm_w[c];
-        int idx = c;
-        if (swz) {
-            int q = c / EPV, r = c % EPV;
-            idx = (((r >> 2) * nvec + q) << 2) + (r & 3);
-        }
-        xs[idx] = v;
+        ss += v * v;
+        xs[gemv_xidx<EPV>(c, nvec, swz)] = v;
+    }
+    if (norm) {
+        ss = kern_block_sum(ss, scratch);   /* synchronizes the block */
+        float rstd = rsqrtf(ss / (float)cols + eps);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            xs[gemv_xidx<EPV>(c, nvec, swz)] *= rstd * nw_s[c];
     }
     __syncthreads();
 }
@@ -186,14 +210,16 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
     const int total_warps = gridDim.x * (blockDim.x >> 5);
     const int n_chunks = (int)((row_bytes + CH - 1) / CH);
 
+    float *nw_s = (float *)xs4 + cols;
     kern_grid_launch_next();
-    int unit = gemv_grab(counter, n_units, total_warps);
+    int unit = gemv_first_unit();
     /* weights do not depend on the previous kernel: start streaming them now */
 #pragma unroll
     for (int c = 0; c < PF; c++)
         gemv_prefetch<RR, CH>(w, row_bytes, rows, n_units, unit, c, lane);
+    gemv_load_norm(nw_s, norm_w, cols);
     kern_grid_wait();
-    gemv_load_x<EPV>((float *)xs4, x, cols, norm_w, eps, true, scratch);
+    gemv_load_x<EPV>((float *)xs4, x, cols, nw_s, norm_w != NULL, eps, true, scratch);
 
     while (unit < n_units) {
         int next = gemv_grab(counter, n_units, total_warps);
@@ -276,8 +302,9 @@ gemv_pipe_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
     const int total_warps = gridDim.x * (blockDim.x >> 5);
     const int n_it = (nvec + 32 * UU - 1) / (32 * UU);
 
+    float *nw_s = (float *)xs4 + cols;
     kern_grid_launch_next();
-    int cu = gemv_grab(counter, n_units, total_warps);
+    int cu = gemv_first_unit();
     int raw = 0;   /* lane 0: the pending grab for the unit after cu */
     uint4 A[UU][RR];
     if (cu < n_units) {   /* weights do not depend on the previous kernel: first batch now */
@@ -285,8 +312,9 @@ gemv_pipe_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
         if (lane == 0)
             raw = atomicAdd(counter, 1);
     }
+    gemv_load_norm(nw_s, norm_w, cols);
     kern_grid_wait();
-    gemv_load_x<EPV>((float *)xs4, x, cols, norm_w, eps, true, scratch);
+    gemv_load_x<EPV>((float *)xs4, x, cols, nw_s, norm_w != NULL, eps, true, scratch);
 
     float acc[RR];
 #pragma unroll
@@ -297,9 +325,9 @@ gemv_pipe_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scale,
         uint4 B[UU][RR];
         int su = cu, si = ci + 1;
         if (si == n_it) {   /* the next batch starts the next unit: collect the pending grab */
-            if (lane == 0 && raw == n_units + total_warps - 1)
+            if (lane == 0 && raw == gemv_last_grab(n_units, total_warps))
                 *counter = 0;
-            su = __shfl_sync(0xffffffffu, raw, 0);
+            su = total_warps + __shfl_sync(0xffffffffu, raw, 0);
             si = 0;
         }
         if (su < n_units)
@@ -346,9 +374,11 @@ gemv_scalar_kernel(const uint8_t *__restrict__ w, int rows, int cols, float scal
     extern __shared__ float4 xs4[];
     __shared__ float scratch[32];
     const float *xs = (const float *)xs4;
+    float *nw_s = (float *)xs4 + cols;
     kern_grid_launch_next();
+    gemv_load_norm(nw_s, norm_w, cols);
     kern_grid_wait();
-    gemv_load_x<1>((float *)xs4, x, cols, norm_w, eps, false, scratch);
+    gemv_load_x<1>((float *)xs4, x, cols, nw_s, norm_w != NULL, eps, false, scratch);
     const int lane = threadIdx.x & 31;
     const int r0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * 4;
     if (r0 >= rows)
@@ -376,8 +406,9 @@ template <typename K>
 static int gemv_launch_k(K k, const struct kern_gemv_args *a, cudaStream_t s, int grid, int th, struct bora_err *err)
 {
     const struct kern_mat *m = &a->m;
-    size_t smem = (size_t)m->cols * sizeof(float);
+    size_t smem = (size_t)m->cols * sizeof(float) * (a->norm_w ? 2 : 1);
     KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
     KCHECK(kern_launch(k, dim3(grid), dim3(th), smem, s, (const uint8_t *)m->w, m->rows, m->cols, m->scale,
                        m->row_scale, a->x, a->y, a->norm_w, a->norm_eps, a->counter));
     return 0;
@@ -400,7 +431,7 @@ template <int FP8, int MODE>
 static int gemv_launch(const struct kern_gemv_args *a, cudaStream_t s, struct bora_err *err)
 {
     const struct kern_mat *m = &a->m;
-    size_t smem = (size_t)m->cols * sizeof(float);
+    size_t smem = (size_t)m->cols * sizeof(float) * (a->norm_w ? 2 : 1);
     int epv = FP8 ? 16 : 8;
     bool vec = m->cols % epv == 0 && ((uintptr_t)m->w & 15) == 0;
     int dev, sms;
@@ -443,9 +474,9 @@ extern "C" int kern_gemv(const struct kern_gemv_args *a, struct CUstream_st *str
     const struct kern_mat *m = &a->m;
     if (m->rows <= 0 || m->cols <= 0)
         return bora_errf(err, -EINVAL, "gemv: bad shape %d x %d", m->rows, m->cols);
-    if ((size_t)m->cols * sizeof(float) > 200 * 1024)
-        return bora_errf(err, -EINVAL, "gemv: %d columns exceed shared memory (max %d)", m->cols,
-                         200 * 1024 / 4);
+    if ((size_t)m->cols * sizeof(float) * (a->norm_w ? 2 : 1) > 200 * 1024)
+        return bora_errf(err, -EINVAL, "gemv: %d columns%s exceed shared memory (max %d)", m->cols,
+                         a->norm_w ? " with a fused norm" : "", a->norm_w ? 100 * 1024 / 4 : 200 * 1024 / 4);
     if (a->mode == KERN_GEMV_SWIGLU && m->rows % 2)
         return bora_errf(err, -EINVAL, "gemv: swiglu needs an even row count, got %d", m->rows);
     if (!a->counter)

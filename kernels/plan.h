@@ -12,7 +12,7 @@
 #include "model/model.h"
 
 #define PLAN_ALIGN 256                  /* bytes; every region starts on this boundary */
-#define PLAN_ATTN_TARGET_BLOCKS 264     /* attention blocks per layer (2 per SM on an H200) */
+#define PLAN_ATTN_TARGET_BLOCKS 264     /* attention blocks per layer at most (2 per SM on an H200) */
 #define PLAN_TUNE_COUNTERS 64
 #define PLAN_CUDA_RESERVE (768ull << 20)   /* bytes kept free for the CUDA context, graphs, cuBLAS */
 

@@ -86,7 +86,7 @@ static void test_window_caps_kv_reads(void **st)
     assert_int_equal(plan_layout_compute(&c, &BF16, 32768, &l, NULL), 0);
     assert_int_equal(plan_kv_step_bytes(&c, &l, 30000), 4096ull * 131072);
     assert_int_equal(plan_kv_step_bytes(&c, &l, 100), 101ull * 131072);
-    assert_int_equal(plan_attn_splits(8, 32768, 4096), 33);
+    assert_int_equal(plan_attn_splits(8, 32768, 4096), 33);   /* ceil(264 / 8) */
     assert_int_equal(plan_attn_splits(8, 10, 0), 10);   /* never more splits than keys */
 }
 
