@@ -59,11 +59,16 @@ $(BUILD)/.deps-ok: scripts/deps.sh
 	@bash scripts/deps.sh
 	@mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-ok
+# Objects are rebuilt when the flags change (e.g. nvcc appears, or CUDA=0 is given).
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW := $(CFLAGS) | $(NVFLAGS) | $(LDLIBS_LIB) | $(CU_SRCS)
+$(shell mkdir -p $(BUILD) && (echo '$(FLAGS_NOW)' | cmp -s - $(FLAGS_STAMP) || echo '$(FLAGS_NOW)' > $(FLAGS_STAMP)))
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.deps-ok
+$(BUILD)/obj/%.cu.o: %.cu $(FLAGS_STAMP) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cmd/bora_bench.h"
 #include "cmd/cli.h"
 #include "kernels/plan.h"
 #include "model/model.h"
@@ -36,6 +37,7 @@ struct bench_opts {
 static const char bench_usage[] =
     "usage: bora bench decode --preset NAME [--precision fp8|bf16] [--ctx N] [--tokens N] [--layers N] [--json]\n"
     "       bora bench gemv --preset NAME [--precision fp8|bf16]\n"
+    "       bora bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--runs N] [--chunk N] [--json]\n"
     "       bora bench coldstart ...   (see bora coldstart)\n"
     "presets: mistral-7b ministral-8b mistral-small-24b mistral-medium-3.5\n";
 
@@ -97,7 +99,7 @@ static int bench_parse(struct bench_opts *o, int argc, char **argv)
 
 #ifdef BORA_CUDA
 /* A model whose tensors carry shape and dtype only (the engine fills them on the GPU). */
-static int synthetic_model(struct model *m, const char *preset, enum model_precision p, int layers)
+int bench_synthetic_model(struct model *m, const char *preset, enum model_precision p, int layers)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *plan_preset_find(preset);
@@ -132,7 +134,7 @@ static int synthetic_model(struct model *m, const char *preset, enum model_preci
     return 0;
 }
 
-static void synthetic_free(struct model *m)
+void bench_synthetic_free(struct model *m)
 {
     free(m->layers);
     free(m->rope_inv_freq);
@@ -170,7 +172,7 @@ static int bench_decode(const struct bench_opts *o)
         return 1;
     }
     struct model m;
-    if (synthetic_model(&m, o->preset, o->precision, o->layers)) {
+    if (bench_synthetic_model(&m, o->preset, o->precision, o->layers)) {
         fprintf(stderr, "bora bench: out of memory\n");
         return 1;
     }
@@ -179,7 +181,7 @@ static int bench_decode(const struct bench_opts *o)
     rc = engine_cuda_open_synthetic(&e, BENCH_SEED, &err);
     if (rc) {
         fprintf(stderr, "bora bench: %s: %s\n", o->preset, err.msg);
-        synthetic_free(&m);
+        bench_synthetic_free(&m);
         return 1;
     }
     struct kern_device after;
@@ -196,7 +198,7 @@ static int bench_decode(const struct bench_opts *o)
     if (rc) {
         fprintf(stderr, "bora bench: decode: %s\n", err.msg);
         e.ops->close(&e);
-        synthetic_free(&m);
+        bench_synthetic_free(&m);
         return 1;
     }
     float attn_us = 0;
@@ -243,7 +245,7 @@ static int bench_decode(const struct bench_opts *o)
         printf("  GEMV shapes     %s\n", shapes);
     }
     e.ops->close(&e);
-    synthetic_free(&m);
+    bench_synthetic_free(&m);
     return 0;
 }
 
@@ -365,6 +367,8 @@ static int bench_gemv(const struct bench_opts *o)
 
 int cmd_bench(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "ttft"))
+        return cmd_bench_ttft(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "coldstart"))
         return cmd_bench_coldstart(argc - 1, argv + 1);
     if (argc < 2 || (strcmp(argv[1], "decode") && strcmp(argv[1], "gemv"))) {

@@ -13,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/kernels.h"
+#include "kernels/prefill.h"
+#include "kernels/prefill_run.h"
 
 #define ECHECK(call)                                                                            \
     do {                                                                                        \
@@ -37,6 +40,8 @@ struct cuda_impl {
     int variant[ENGINE_CUDA_GEMV_KINDS];   /* GEMV launch shape per kind, chosen at open */
     float tuned_us[ENGINE_CUDA_GEMV_KINDS];
     struct bora_err last;
+    struct prefill_run *pf;         /* batched prefill of prompts (n > 1) */
+    const atomic_bool *cancel;      /* checked between prefill chunks; may be NULL */
 };
 
 static enum bora_dtype gpu_dtype(enum bora_dtype d)
@@ -375,6 +380,22 @@ static struct kern_mat mat(struct cuda_impl *s, uint8_t *w, uint8_t *rs, enum bo
     return k;
 }
 
+/* Final norm + output head on the decode activation x → logits; then, if sample, the sampler. */
+static int enqueue_head(struct engine *e, bool sample, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const struct plan_layout *L = &s->lay;
+    struct CUstream_st *st = (struct CUstream_st *)s->stream;
+    int rc;
+    struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_HEAD, 0);
+    if ((rc = kern_gemv(&g, st, err)))
+        return rc;
+    if (sample && (rc = kern_sample((float *)at(s, L->logits), e->model->cfg.vocab_size,
+                                    (struct kern_state *)at(s, L->state), st, err)))
+        return rc;
+    return 0;
+}
+
 /* The attention of layer l. */
 static struct kern_attn_args attn_of(struct engine *e, int l)
 {
@@ -466,13 +487,61 @@ static int set_state(struct cuda_impl *s, const int32_t *ids, int n, int pos, st
     return 0;
 }
 
+static int check_ids(const struct engine *e, const int32_t *ids, int n, int pos, struct bora_err *err)
+{
+    if (n <= 0 || pos < 0 || pos + n > e->max_ctx)
+        return bora_errf(err, -EINVAL, "positions %d..%d outside the %d-token cache", pos, pos + n, e->max_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= e->model->cfg.vocab_size)
+            return bora_errf(err, -EINVAL, "token id %d at prompt index %d outside the vocabulary (%d)", ids[i], i,
+                             e->model->cfg.vocab_size);
+    return 0;
+}
+
+/* Prompt of n > 1 tokens: ids → chunked prefill → head (→ sampler when sample). Asynchronous. */
+static int enqueue_prefill(struct engine *e, const int32_t *ids, int n, int pos, bool sample, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    int32_t *d_ids = (int32_t *)at(s, s->lay.tokens) + pos;
+    memcpy(s->h_ids, ids, (size_t)n * sizeof *ids);
+    ECHECK(cudaMemcpyAsync(d_ids, s->h_ids, (size_t)n * 4, cudaMemcpyHostToDevice, s->stream));
+    /* the state as after a decode step at the last prompt position: the sampler draws for it */
+    int rc = set_state(s, NULL, 1, pos + n - 1, err);
+    if (rc)
+        return rc;
+    if ((rc = prefill_run_tokens(s->pf, d_ids, n, pos, (struct CUstream_st *)s->stream, s->cancel, err)))
+        return rc;
+    return enqueue_head(e, sample, err);
+}
+
+static int run_prefill(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
+{
+    struct cuda_impl *s = impl_of(e);
+    struct bora_err *err = &s->last;
+    const size_t V = (size_t)e->model->cfg.vocab_size;
+    int rc = enqueue_prefill(e, ids, n, pos, false, err);
+    if (rc)
+        return rc;
+    if (logits)
+        ECHECK(cudaMemcpyAsync(s->h_logits, at(s, s->lay.logits), V * 4, cudaMemcpyDeviceToHost, s->stream));
+    ECHECK(cudaStreamSynchronize(s->stream));
+    if (logits)
+        memcpy(logits, s->h_logits, V * 4);
+    return 0;
+}
+
 static int run_tokens(struct engine *e, const int32_t *ids, int n, int pos, float *logits, bool all)
 {
     struct cuda_impl *s = impl_of(e);
     struct bora_err *err = &s->last;
     const size_t V = (size_t)e->model->cfg.vocab_size;
     err->msg[0] = 0;
-    int rc = set_state(s, ids, n, pos, err);
+    int rc = check_ids(e, ids, n, pos, err);
+    if (rc)
+        return rc;
+    if (n > 1 && !all && s->pf)
+        return run_prefill(e, ids, n, pos, logits);
+    rc = set_state(s, ids, n, pos, err);
     if (rc)
         return rc;
     for (int i = 0; i < n; i++) {
@@ -505,11 +574,40 @@ static void cuda_reset(struct engine *e)
     (void)e;   /* positions restart at 0; cache entries are written before they are read */
 }
 
+/* Layer `layer`'s K and V rows at pos (bf16 on the GPU) as floats. */
+static int cuda_kv_read(struct engine *e, int layer, int pos, float *k, float *v)
+{
+    struct cuda_impl *s = impl_of(e);
+    struct bora_err *err = &s->last;
+    const struct model_config *c = &e->model->cfg;
+    const int hd = c->head_dim;
+    if (layer < 0 || layer >= c->n_layers || pos < 0 || pos >= e->max_ctx)
+        return bora_errf(err, -EINVAL, "kv_read: layer %d position %d outside %d layers × %d positions", layer, pos,
+                         c->n_layers, e->max_ctx);
+    ECHECK(cudaStreamSynchronize(s->stream));
+    const uint8_t *kc = at(s, s->lay.kv + (size_t)layer * s->lay.kv_layer_stride);
+    const uint8_t *vc = kc + s->lay.kv_layer_stride / 2;
+    uint16_t row[512];
+    if (hd > 512)
+        return bora_errf(err, -EINVAL, "kv_read: head_dim %d", hd);
+    for (int h = 0; h < c->n_kv_heads; h++) {
+        size_t off = ((size_t)h * e->max_ctx + pos) * hd * 2;
+        ECHECK(cudaMemcpy(row, kc + off, (size_t)hd * 2, cudaMemcpyDeviceToHost));
+        for (int d = 0; d < hd; d++)
+            k[h * hd + d] = bora_bf16_to_f32(row[d]);
+        ECHECK(cudaMemcpy(row, vc + off, (size_t)hd * 2, cudaMemcpyDeviceToHost));
+        for (int d = 0; d < hd; d++)
+            v[h * hd + d] = bora_bf16_to_f32(row[d]);
+    }
+    return 0;
+}
+
 static void cuda_close(struct engine *e)
 {
     struct cuda_impl *s = impl_of(e);
     if (!s)
         return;
+    prefill_run_close(s->pf);
     if (s->graph)
         cudaGraphExecDestroy(s->graph);
     if (s->stream)
@@ -529,6 +627,7 @@ static const struct engine_ops cuda_ops = {
     .forward_all = cuda_forward_all,
     .reset = cuda_reset,
     .close = cuda_close,
+    .kv_read = cuda_kv_read,
 };
 
 static int pick_dtypes(const struct model *m, struct plan_dtypes *dt)
@@ -537,6 +636,15 @@ static int pick_dtypes(const struct model *m, struct plan_dtypes *dt)
     dt->emb = gpu_dtype(m->tok_emb.dtype);
     dt->out = m->cfg.tied ? dt->emb : gpu_dtype(m->output.dtype);
     return 0;
+}
+
+static int open_prefill(struct engine *e, int chunk, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    struct prefill_model pm = { &e->model->cfg, &s->lay, &s->dt, s->arena, e->max_ctx, e->model->rope_attn_factor };
+    prefill_run_close(s->pf);
+    s->pf = NULL;
+    return prefill_run_open(&s->pf, &pm, chunk, err);
 }
 
 static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct bora_err *err)
@@ -581,6 +689,20 @@ static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct b
         (rc = kern_sync(err)))
         goto fail;
     if ((rc = tune_gemv(e, err)) || (rc = capture(e, err)))
+        goto fail;
+    /* a GPU too full for the prefill workspace takes smaller chunks, at worst none (prompts
+     * then run one decode step per token) */
+    for (int chunk = PREFILL_CHUNK_DEFAULT; chunk >= PREFILL_CHUNK_MIN; chunk /= 4) {
+        rc = open_prefill(e, chunk, err);
+        if (rc != -ENOMEM)
+            break;
+    }
+    if (rc == -ENOMEM) {
+        fprintf(stderr, "cuda engine: no memory for a prefill workspace; prompts run token by token: %s\n", err->msg);
+        err->msg[0] = 0;
+        rc = 0;
+    }
+    if (rc)
         goto fail;
     return 0;
 fail:
@@ -703,5 +825,46 @@ int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us)
 const char *engine_cuda_last_error(const struct engine *e)
 {
     return impl_of(e)->last.msg;
+}
+int engine_cuda_set_prefill_chunk(struct engine *e, int tokens, struct bora_err *err)
+{
+    if (tokens < PREFILL_CHUNK_MIN)
+        return bora_errf(err, -EINVAL, "prefill chunk of %d tokens (at least %d)", tokens, PREFILL_CHUNK_MIN);
+    return open_prefill(e, tokens, err);
+}
+
+void engine_cuda_set_cancel(struct engine *e, const atomic_bool *flag)
+{
+    impl_of(e)->cancel = flag;
+}
+
+int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int32_t *first, double *ms, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = check_ids(e, ids, n, 0, err);
+    if (rc)
+        return rc;
+    if (n < 2)
+        return bora_errf(err, -EINVAL, "ttft: a prompt of %d tokens (at least 2)", n);
+    if ((rc = enqueue_prefill(e, ids, n, 0, true, err)))
+        return rc;
+    ECHECK(cudaMemcpyAsync(s->h_out, at(s, s->lay.state), sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
+    ECHECK(cudaStreamSynchronize(s->stream));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *first = s->h_out->sampled;
+    *ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    return 0;
+}
+
+struct prefill_run *engine_cuda_prefill(struct engine *e)
+{
+    return impl_of(e)->pf;
+}
+
+int engine_cuda_prefill_path(struct engine *e)
+{
+    return kern_gemm_last_path(prefill_run_gemm(impl_of(e)->pf));
 }
 #endif

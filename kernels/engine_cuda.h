@@ -4,6 +4,7 @@
 #ifndef BORA_KERNELS_ENGINE_CUDA_H
 #define BORA_KERNELS_ENGINE_CUDA_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -21,6 +22,22 @@ int engine_cuda_open_synthetic(struct engine *e, uint64_t seed, struct bora_err 
 int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, double *ms,
                              int32_t *last, struct bora_err *err);
 
+/* Prompts (forward with n > 1) run as a batched prefill in chunks of this many tokens (default
+ * PREFILL_CHUNK_DEFAULT, kernels/prefill_run.h); reallocates the prefill workspace.
+ * Errors: -EINVAL (below PREFILL_CHUNK_MIN), -ENOMEM. Not while a forward runs. */
+int engine_cuda_set_prefill_chunk(struct engine *e, int tokens, struct bora_err *err);
+/* A flag the prefill reads (acquire) between chunks; when true, forward returns -ECANCELED with
+ * the finished chunks in the cache. NULL: none. The flag must outlive its use. */
+void engine_cuda_set_cancel(struct engine *e, const atomic_bool *flag);
+/* Time to first token: from ids[0..n) on the host (n ≥ 2, positions 0..n-1) through prefill,
+ * final norm, output head and the greedy sampler to the first id on the host; *ms is wall
+ * time. Errors: -EINVAL (bad ids, n < 2, n > max_ctx), -EIO. */
+int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int32_t *first, double *ms,
+                     struct bora_err *err);
+/* The engine's prefill runner (profiling, GEMM path; kernels/prefill_run.h). */
+struct prefill_run *engine_cuda_prefill(struct engine *e);
+/* 1 if the last prefill GEMM ran on cuBLASLt, 0 if on the CUDA-core fallback. */
+int engine_cuda_prefill_path(struct engine *e);
 /* The GEMVs of a decode step, by kind; the engine times every launch shape of each at open. */
 enum engine_cuda_gemv {
     ENGINE_CUDA_GEMV_QKV = 0, ENGINE_CUDA_GEMV_WO, ENGINE_CUDA_GEMV_GATE_UP, ENGINE_CUDA_GEMV_DOWN,

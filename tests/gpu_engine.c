@@ -142,7 +142,10 @@ static void test_greedy(void **state)
         engine_reset(cpu);
         engine_reset(gpu);
         assert_int_equal(engine_forward(cpu, c->prompt, c->n_prompt, 0, lc), 0);
-        assert_int_equal(engine_forward(gpu, c->prompt, c->n_prompt, 0, lg), 0);
+        /* one decode step per prompt token too: prompts of n > 1 would run the batched prefill,
+         * whose FP8 activations tests/gpu_prefill_engine.c checks against this path */
+        for (int p = 0; p < c->n_prompt; p++)
+            assert_int_equal(engine_forward(gpu, &c->prompt[p], 1, p, p + 1 == c->n_prompt ? lg : NULL), 0);
         for (int k = 0; k < c->n_greedy; k++) {
             int32_t ic = sampler_argmax(lc, f.vocab), ig = sampler_argmax(lg, f.vocab);
             float second = -INFINITY;

@@ -10,7 +10,7 @@
 #include <string.h>
 
 extern "C" {
-#include "mem/wstream_cuda.h"
+#include "kernels/wstream_cuda.h"
 }
 
 #define WSC_CHECK(call)                                                                        \

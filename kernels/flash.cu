@@ -1,0 +1,298 @@
+/* flash.cu — prefill attention on tensor cores (flash-attention 2 style): a block takes 64 queries
+ * of one head (4 warps × 16 rows), walks the 64-key tiles of its kv head that any of them may see
+ * (causal, sliding window; GQA by head / group), double-buffers K and V tiles in shared memory
+ * with cp.async, computes S = Q Kᵀ and O += P V with bf16 mma.sync (fp32 accumulation) and keeps
+ * an online softmax in base 2, so no n × n matrix exists anywhere. Budget: see prefill.h
+ * (≥ 250 TFLOP/s at n = 2048, head_dim 128, counting 4 · hd FLOP per visible query-key pair). */
+#include <cuda_bf16.h>
+#include <math.h>
+
+#include "kernels/kern_util.cuh"
+#include "kernels/prefill.h"
+
+#define FA_WARPS 4
+#define FA_THREADS (FA_WARPS * 32)
+#define FA_BQ (FA_WARPS * 16)   /* queries per block */
+#define FA_BK 64                /* keys per tile */
+#define FA_MIN_BLOCKS 2         /* blocks per SM (3 would cap registers at 168: spills at head_dim 128) */
+#define FA_PAD 8                /* bf16 elements of padding per smem row (keeps ldmatrix conflict-free) */
+
+struct fa_params {
+    const uint16_t *q, *kc, *vc;
+    uint16_t *out;
+    int n, pos0, max_ctx, n_heads, n_kv, window;
+};
+
+__device__ __forceinline__ uint32_t fa_smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global → shared, zero-filled when !valid. */
+__device__ __forceinline__ void fa_cp16(void *dst, const void *src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(fa_smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void fa_cp_commit(void) { asm volatile("cp.async.commit_group;" ::); }
+template <int N>
+__device__ __forceinline__ void fa_cp_wait(void) { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+__device__ __forceinline__ void fa_ldsm_x4(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(fa_smem_addr(p)));
+}
+__device__ __forceinline__ void fa_ldsm_x4_t(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(fa_smem_addr(p)));
+}
+
+/* c (16 × 8 fp32) += a (16 × 16 bf16, row) · b (16 × 8 bf16, col) */
+__device__ __forceinline__ void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                 "{%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two floats → bf16x2 (round to nearest even), lo in the low half: one instruction. */
+__device__ __forceinline__ uint32_t fa_pack(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* 2^x, approximate (2 ulp), 2^-inf = 0: one MUFU instruction. */
+__device__ __forceinline__ float fa_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Loads keys [k0, k0 + FA_BK) of one kv head (rows ≥ kend zero-filled) into a (FA_BK, D + FA_PAD) tile. */
+template <int D>
+__device__ __forceinline__ void fa_load_tile(uint16_t *tile, const uint16_t *base, int k0, int kend)
+{
+    constexpr int CH = D / 8;   /* 16-byte chunks per row */
+    for (int i = threadIdx.x; i < FA_BK * CH; i += FA_THREADS) {
+        const int r = i / CH, ch = i % CH, key = k0 + r;
+        const bool ok = key < kend;
+        fa_cp16(tile + r * (D + FA_PAD) + ch * 8, base + (size_t)(ok ? key : 0) * D + ch * 8, ok);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS) fa_kernel(struct fa_params p)
+{
+    extern __shared__ __align__(16) uint16_t fa_sm[];
+    constexpr int LD = D + FA_PAD;
+    constexpr int KS = D / 16;   /* k-steps over the head dimension */
+    constexpr int ND = D / 8;    /* 8-wide output tiles */
+    uint16_t *ks = fa_sm, *vs = fa_sm + 2 * FA_BK * LD;
+
+    kern_grid_launch_next();
+    kern_grid_wait();
+    /* heads vary fastest and query tiles go from the last (most keys) down, so the blocks
+     * dispatched first are the longest of every head (longest-first scheduling) */
+    const int qt = gridDim.y - 1 - blockIdx.y;
+    const int h = blockIdx.x, G = p.n_heads / p.n_kv, kvh = h / G;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const int hd_all = p.n_heads * D;
+    const int t_first = qt * FA_BQ;
+    const int t_last = min(p.n, t_first + FA_BQ) - 1;
+    const int kend = p.pos0 + p.n;                /* cache rows written so far */
+    const int kmax = p.pos0 + t_last;             /* last key any query here sees */
+    int kmin = 0;
+    if (p.window > 0)
+        kmin = max(0, p.pos0 + t_first - p.window + 1);
+    const int tile0 = kmin / FA_BK, tile1 = kmax / FA_BK;
+    const uint16_t *kbase = p.kc + (size_t)kvh * p.max_ctx * D;
+    const uint16_t *vbase = p.vc + (size_t)kvh * p.max_ctx * D;
+
+    fa_load_tile<D>(ks, kbase, tile0 * FA_BK, kend);
+    fa_load_tile<D>(vs, vbase, tile0 * FA_BK, kend);
+    fa_cp_commit();
+
+    /* this warp's 16 query rows as A fragments (rows ≥ n read as zero) */
+    const int r0 = t_first + warp * 16 + g, r1 = r0 + 8;
+    uint32_t qa[KS][4];
+#pragma unroll
+    for (int s = 0; s < KS; s++) {
+        const int c = s * 16 + 2 * tq;
+        const uint16_t *q0 = p.q + (size_t)r0 * hd_all + (size_t)h * D + c;
+        const uint16_t *q1 = p.q + (size_t)r1 * hd_all + (size_t)h * D + c;
+        qa[s][0] = r0 < p.n ? *(const uint32_t *)q0 : 0u;
+        qa[s][1] = r1 < p.n ? *(const uint32_t *)q1 : 0u;
+        qa[s][2] = r0 < p.n ? *(const uint32_t *)(q0 + 8) : 0u;
+        qa[s][3] = r1 < p.n ? *(const uint32_t *)(q1 + 8) : 0u;
+    }
+    const int qp0 = p.pos0 + r0, qp1 = p.pos0 + r1;
+
+    float o[ND][4];
+#pragma unroll
+    for (int d = 0; d < ND; d++)
+        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+
+    for (int tile = tile0; tile <= tile1; tile++) {
+        const int buf = (tile - tile0) & 1;
+        if (tile < tile1) {
+            fa_load_tile<D>(ks + (buf ^ 1) * FA_BK * LD, kbase, (tile + 1) * FA_BK, kend);
+            fa_load_tile<D>(vs + (buf ^ 1) * FA_BK * LD, vbase, (tile + 1) * FA_BK, kend);
+            fa_cp_commit();
+            fa_cp_wait<1>();
+        } else {
+            fa_cp_wait<0>();
+        }
+        __syncthreads();
+        const uint16_t *kt = ks + buf * FA_BK * LD, *vt = vs + buf * FA_BK * LD;
+        const int k0 = tile * FA_BK;
+
+        /* S = Q Kᵀ : 16 rows × 64 keys per warp, 8 tiles of 8 keys */
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        const int mat = lane >> 3, mr = lane & 7;
+#pragma unroll
+        for (int ksx = 0; ksx < KS; ksx++) {
+#pragma unroll
+            for (int jp = 0; jp < 4; jp++) {
+                uint32_t b[4];
+                fa_ldsm_x4(b, kt + (jp * 16 + mr + (mat >> 1) * 8) * LD + ksx * 16 + (mat & 1) * 8);
+                fa_mma(s[2 * jp], qa[ksx], b[0], b[1]);
+                fa_mma(s[2 * jp + 1], qa[ksx], b[2], b[3]);
+            }
+        }
+        /* mask where the tile crosses the diagonal or the window edge */
+        const bool need_mask = k0 + FA_BK - 1 > p.pos0 + t_first + warp * 16 ||
+                               (p.window > 0 && p.pos0 + t_first + warp * 16 + 15 - k0 >= p.window) ||
+                               k0 + FA_BK > kend;
+        if (need_mask) {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int kp = k0 + j * 8 + 2 * tq + (e & 1);
+                    const int qp = e < 2 ? qp0 : qp1;
+                    const bool ok = kp <= qp && kp < kend && (p.window <= 0 || qp - kp < p.window);
+                    if (!ok)
+                        s[j][e] = -INFINITY;
+                }
+        }
+        /* online softmax (base 2: q carries log2 e) */
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+        const float a0 = fa_exp2(m0 - u0), a1 = fa_exp2(m1 - u1);   /* m = -inf → 0 */
+        m0 = n0;
+        m1 = n1;
+        float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = fa_exp2(s[j][0] - u0);
+            s[j][1] = fa_exp2(s[j][1] - u0);
+            s[j][2] = fa_exp2(s[j][2] - u1);
+            s[j][3] = fa_exp2(s[j][3] - u1);
+            ps0 += s[j][0] + s[j][1];
+            ps1 += s[j][2] + s[j][3];
+        }
+        l0 = l0 * a0 + ps0;
+        l1 = l1 * a1 + ps1;
+#pragma unroll
+        for (int d = 0; d < ND; d++) {
+            o[d][0] *= a0;
+            o[d][1] *= a0;
+            o[d][2] *= a1;
+            o[d][3] *= a1;
+        }
+        /* O += P V */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t pa[4];
+            pa[0] = fa_pack(s[2 * kk][0], s[2 * kk][1]);
+            pa[1] = fa_pack(s[2 * kk][2], s[2 * kk][3]);
+            pa[2] = fa_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[3] = fa_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t b[4];
+                fa_ldsm_x4_t(b, vt + (kk * 16 + mr + (mat & 1) * 8) * LD + dp * 16 + (mat >> 1) * 8);
+                fa_mma(o[2 * dp], pa, b[0], b[1]);
+                fa_mma(o[2 * dp + 1], pa, b[2], b[3]);
+            }
+        }
+        __syncthreads();   /* the next iteration's load overwrites the other buffer's twin */
+    }
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        const int c = h * D + d * 8 + 2 * tq;
+        if (r0 < p.n)
+            *(uint32_t *)(p.out + (size_t)r0 * hd_all + c) = fa_pack(o[d][0] * i0, o[d][1] * i0);
+        if (r1 < p.n)
+            *(uint32_t *)(p.out + (size_t)r1 * hd_all + c) = fa_pack(o[d][2] * i1, o[d][3] * i1);
+    }
+}
+
+template <int D>
+static int fa_launch(const struct fa_params &p, cudaStream_t s, struct bora_err *err)
+{
+    const size_t smem = (size_t)4 * FA_BK * (D + FA_PAD) * sizeof(uint16_t);
+    KCHECK(cudaFuncSetAttribute(fa_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if ((p.n + FA_BQ - 1) / FA_BQ > 65535)
+        return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
+    dim3 grid(p.n_heads, (p.n + FA_BQ - 1) / FA_BQ);
+    KCHECK(kern_launch(fa_kernel<D>, grid, dim3(FA_THREADS), smem, s, p));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstream_st *stream, struct bora_err *err)
+{
+    if (a->n_kv <= 0 || a->n_heads % a->n_kv)
+        return bora_errf(err, -EINVAL, "prefill attention: %d query heads not a multiple of %d kv heads", a->n_heads,
+                         a->n_kv);
+    if (a->n <= 0 || a->pos0 < 0 || a->pos0 + a->n > a->max_ctx)
+        return bora_errf(err, -EINVAL, "prefill attention: %d queries at %d outside the %d-token cache", a->n, a->pos0,
+                         a->max_ctx);
+    struct fa_params p;
+    p.q = a->q;
+    p.kc = a->k_cache;
+    p.vc = a->v_cache;
+    p.out = a->out;
+    p.n = a->n;
+    p.pos0 = a->pos0;
+    p.max_ctx = a->max_ctx;
+    p.n_heads = a->n_heads;
+    p.n_kv = a->n_kv;
+    p.window = a->window;
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (a->head_dim) {
+    case 16: return fa_launch<16>(p, s, err);
+    case 32: return fa_launch<32>(p, s, err);
+    case 64: return fa_launch<64>(p, s, err);
+    case 128: return fa_launch<128>(p, s, err);
+    }
+    return bora_errf(err, -EINVAL, "prefill attention: head_dim %d not supported (16, 32, 64, 128)", a->head_dim);
+}

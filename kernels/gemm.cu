@@ -1,0 +1,235 @@
+/* gemm.cu — prefill GEMMs: y (n × rows, bf16 raw sums) = x (n × cols) · wᵀ with w row-major
+ * (rows × cols), FP8 e4m3 or BF16, through cuBLASLt (the "TN" form Hopper FP8 needs: A = w read
+ * transposed, B = x), one algorithm per shape chosen by the heuristic once and cached with its
+ * descriptors, and a plain tiled CUDA-core kernel for shapes cuBLASLt refuses. Budget: see
+ * prefill.h (≥ 1.2 PFLOP/s FP8 at n ≥ 512). */
+#include <cublasLt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kern_util.cuh"
+#include "kernels/prefill.h"
+
+#define LTCHECK(call)                                                                          \
+    do {                                                                                       \
+        cublasStatus_t s_ = (call);                                                            \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                       \
+            return bora_errf(err, -EIO, "%s: cuBLAS status %d (%s:%d)", #call, (int)s_,        \
+                             __FILE__, __LINE__);                                              \
+    } while (0)
+
+struct gemm_entry {
+    int rows, cols, n;
+    enum bora_dtype dt;
+    int ok;                                /* 1: cuBLASLt algo below; 0: use the fallback */
+    cublasLtMatmulDescOpaque_t desc;
+    cublasLtMatrixLayoutOpaque_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+};
+
+struct kern_gemm {
+    cublasLtHandle_t lt;
+    cublasLtMatmulPreferenceOpaque_t pref;
+    void *ws;                              /* device, KERN_GEMM_WORKSPACE bytes */
+    struct gemm_entry cache[KERN_GEMM_CACHE];
+    int n_cache;
+    struct gemm_entry scratch;             /* shapes beyond the cache */
+    bool force_fallback;
+    int last_path;
+};
+
+extern "C" int kern_gemm_create(struct kern_gemm **out, struct bora_err *err)
+{
+    *out = NULL;
+    struct kern_gemm *g = (struct kern_gemm *)calloc(1, sizeof *g);
+    if (!g)
+        return bora_errf(err, -ENOMEM, "gemm: no host memory for the context");
+    cublasStatus_t s = cublasLtCreate(&g->lt);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        free(g);
+        return bora_errf(err, -EIO, "cublasLtCreate: status %d", (int)s);
+    }
+    size_t ws = KERN_GEMM_WORKSPACE;
+    cudaError_t ce = cudaMalloc(&g->ws, ws);
+    if (ce != cudaSuccess) {
+        cublasLtDestroy(g->lt);
+        free(g);
+        return bora_errf(err, -ENOMEM, "gemm: cudaMalloc(%zu bytes of workspace): %s", ws, cudaGetErrorString(ce));
+    }
+    if (cublasLtMatmulPreferenceInit(&g->pref) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulPreferenceSetAttribute(&g->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                             sizeof ws) != CUBLAS_STATUS_SUCCESS) {
+        kern_gemm_destroy(g);
+        return bora_errf(err, -EIO, "gemm: cuBLASLt preference setup failed");
+    }
+    *out = g;
+    return 0;
+}
+
+extern "C" void kern_gemm_destroy(struct kern_gemm *g)
+{
+    if (!g)
+        return;
+    if (g->ws)
+        cudaFree(g->ws);
+    cublasLtDestroy(g->lt);
+    free(g);
+}
+
+extern "C" void kern_gemm_force_fallback(struct kern_gemm *g, bool on) { g->force_fallback = on; }
+extern "C" int kern_gemm_last_path(const struct kern_gemm *g) { return g->last_path; }
+
+/* Fills e's descriptors for its shape and asks the heuristic; e->ok = 0 when nothing fits. */
+static int gemm_plan(struct kern_gemm *g, struct gemm_entry *e, struct bora_err *err)
+{
+    const bool fp8 = e->dt == BORA_DT_F8_E4M3;
+    const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+    e->ok = 0;
+    if (fp8 && (e->cols % 16 || e->rows % 16))
+        return 0;   /* FP8 needs 16-byte aligned leading dimensions */
+    if (!fp8 && (e->cols % 8 || e->rows % 8))
+        return 0;
+    LTCHECK(cublasLtMatmulDescInit(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    LTCHECK(cublasLtMatmulDescSetAttribute(&e->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LTCHECK(cublasLtMatmulDescSetAttribute(&e->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (fp8) {
+        int8_t fast = KERN_GEMM_FP8_FAST_ACCUM;
+        LTCHECK(cublasLtMatmulDescSetAttribute(&e->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast));
+    }
+    /* column-major view: A = w as (cols × rows), B = x as (cols × n), D = y as (rows × n) */
+    LTCHECK(cublasLtMatrixLayoutInit(&e->la, in, (uint64_t)e->cols, (uint64_t)e->rows, (int64_t)e->cols));
+    LTCHECK(cublasLtMatrixLayoutInit(&e->lb, in, (uint64_t)e->cols, (uint64_t)e->n, (int64_t)e->cols));
+    LTCHECK(cublasLtMatrixLayoutInit(&e->lc, CUDA_R_16BF, (uint64_t)e->rows, (uint64_t)e->n, (int64_t)e->rows));
+    cublasLtMatmulHeuristicResult_t res;
+    int nres = 0;
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(g->lt, &e->desc, &e->la, &e->lb, &e->lc, &e->lc, &g->pref,
+                                                      1, &res, &nres);
+    if (s != CUBLAS_STATUS_SUCCESS || nres < 1 || res.state != CUBLAS_STATUS_SUCCESS)
+        return 0;
+    e->algo = res.algo;
+    e->ok = 1;
+    return 0;
+}
+
+static int gemm_find(struct kern_gemm *g, const struct kern_gemm_args *a, struct gemm_entry **out,
+                     struct bora_err *err)
+{
+    for (int i = 0; i < g->n_cache; i++) {
+        struct gemm_entry *e = &g->cache[i];
+        if (e->rows == a->rows && e->cols == a->cols && e->n == a->n && e->dt == a->dtype) {
+            *out = e;
+            return 0;
+        }
+    }
+    struct gemm_entry *e = g->n_cache < KERN_GEMM_CACHE ? &g->cache[g->n_cache] : &g->scratch;
+    memset(e, 0, sizeof *e);
+    e->rows = a->rows, e->cols = a->cols, e->n = a->n, e->dt = a->dtype;
+    int rc = gemm_plan(g, e, err);
+    if (rc)
+        return rc;
+    if (e != &g->scratch)
+        g->n_cache++;
+    *out = e;
+    return 0;
+}
+
+/* ---- fallback: 64 × 64 output tile per block, 16 × 16 threads of 4 × 4, K in steps of 32 ---- */
+
+#define FB_T 64
+#define FB_K 32
+
+template <bool FP8>
+__device__ __forceinline__ float fb_load(const void *p, size_t i)
+{
+    if (FP8)
+        return kern_e4m3(((const uint8_t *)p)[i]);
+    return kern_bf16(((const uint16_t *)p)[i]);
+}
+
+template <bool FP8>
+__global__ void __launch_bounds__(256) gemm_fallback_kernel(const void *w, const void *x, uint16_t *y, int rows,
+                                                           int cols, int n)
+{
+    __shared__ float ws[FB_K][FB_T + 1], xs[FB_K][FB_T + 1];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int r0 = blockIdx.x * FB_T, t0 = blockIdx.y * FB_T;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < cols; k0 += FB_K) {
+        for (int i = threadIdx.x; i < FB_K * FB_T; i += 256) {
+            int kk = i % FB_K, rr = i / FB_K;
+            int c = k0 + kk;
+            ws[kk][rr] = (r0 + rr < rows && c < cols) ? fb_load<FP8>(w, (size_t)(r0 + rr) * cols + c) : 0.f;
+            xs[kk][rr] = (t0 + rr < n && c < cols) ? fb_load<FP8>(x, (size_t)(t0 + rr) * cols + c) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll 4
+        for (int kk = 0; kk < FB_K; kk++) {
+            float wv[4], xv[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                wv[i] = ws[kk][tx + 16 * i];
+                xv[i] = xs[kk][ty + 16 * i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    acc[i][j] = fmaf(xv[i], wv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int t = t0 + ty + 16 * i, r = r0 + tx + 16 * j;
+            if (t < n && r < rows)
+                y[(size_t)t * rows + r] = kern_f32_to_bf16(acc[i][j]);
+        }
+}
+
+static int gemm_fallback(const struct kern_gemm_args *a, cudaStream_t s, struct bora_err *err)
+{
+    dim3 grid((a->rows + FB_T - 1) / FB_T, (a->n + FB_T - 1) / FB_T);
+    if (a->dtype == BORA_DT_F8_E4M3)
+        KCHECK(kern_launch(gemm_fallback_kernel<true>, grid, dim3(256), 0, s, a->w, a->x, a->y, a->rows, a->cols, a->n));
+    else
+        KCHECK(kern_launch(gemm_fallback_kernel<false>, grid, dim3(256), 0, s, a->w, a->x, a->y, a->rows, a->cols,
+                           a->n));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+extern "C" int kern_gemm_run(struct kern_gemm *g, const struct kern_gemm_args *a, struct CUstream_st *stream,
+                             struct bora_err *err)
+{
+    if (a->dtype != BORA_DT_F8_E4M3 && a->dtype != BORA_DT_BF16)
+        return bora_errf(err, -EINVAL, "gemm: dtype %s not supported (F8_E4M3 or BF16)", bora_dtype_name(a->dtype));
+    if (a->rows <= 0 || a->cols <= 0 || a->n <= 0)
+        return bora_errf(err, -EINVAL, "gemm: shape %d × %d × %d", a->rows, a->cols, a->n);
+    cudaStream_t s = (cudaStream_t)stream;
+    if (!g->force_fallback) {
+        struct gemm_entry *e;
+        int rc = gemm_find(g, a, &e, err);
+        if (rc)
+            return rc;
+        if (e->ok) {
+            const float one = 1.0f, zero = 0.0f;
+            cublasStatus_t st = cublasLtMatmul(g->lt, &e->desc, &one, a->w, &e->la, a->x, &e->lb, &zero, a->y,
+                                               &e->lc, a->y, &e->lc, &e->algo, g->ws, KERN_GEMM_WORKSPACE, s);
+            if (st == CUBLAS_STATUS_SUCCESS) {
+                g->last_path = 1;
+                return 0;
+            }
+            if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE)
+                return bora_errf(err, -EIO, "cublasLtMatmul %d×%d×%d: cuBLAS status %d", a->rows, a->cols, a->n,
+                                 (int)st);
+            e->ok = 0;   /* refused at run time: this shape takes the fallback from now on */
+        }
+    }
+    g->last_path = 0;
+    return gemm_fallback(a, s, err);
+}

@@ -1,0 +1,559 @@
+/* prefill.cu — the row kernels of a prefill chunk (one block per token): embedding, residual add
+ * + RMSNorm + activation quantization, QKV scaling + RoPE + KV-cache write, SwiGLU +
+ * quantization. Rows whose length is a multiple of 8 take the vector kernels: 16-byte loads,
+ * several in flight per thread, the row kept in shared memory between the reduction and the
+ * quantization so global memory is read once; other lengths take plain scalar kernels.
+ * Budget ≈ bytes moved at ≥ 60 % of the streaming-read bandwidth (≈ 0.5 µs per MB of rows). */
+#include <cuda_bf16.h>
+#include <math.h>
+
+#include "kernels/kern_util.cuh"
+#include "kernels/kern_rope.cuh"
+#include "kernels/prefill.h"
+
+#define PF_THREADS 256
+#define PF_VEC_THREADS 256
+#define PF_UNROLL 4          /* 16-byte loads in flight per thread in the vector kernels */
+#define PF_SMEM_DEFAULT (32 * 1024)   /* above this, raise the kernel's dynamic shared-memory limit (48 KB minus static) */
+
+__device__ __forceinline__ float pf_block_max(float v, float *scratch)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = kern_warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        scratch[warp] = v;
+    __syncthreads();
+    float t = lane < nw ? scratch[lane] : 0.f;
+    return kern_warp_max(t);
+}
+
+__device__ __forceinline__ uint8_t pf_to_e4m3(float v)
+{
+    return (uint8_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+}
+
+__device__ __forceinline__ float pf_raw(const struct kern_raw &r, int rows, int t, int c, float ts)
+{
+    return kern_bf16(r.raw[(size_t)t * rows + c]) * r.w_scale[c] * ts;
+}
+
+/* Writes row t of out from the values f(c) for c < cols: FP8 with a per-token scale (two passes
+ * over f), BF16 in one. `scratch` holds 32 floats. */
+template <typename F>
+__device__ __forceinline__ void pf_store_row(const struct kern_act &out, int t, int cols, F f, float *scratch)
+{
+    if (out.dtype == BORA_DT_BF16) {
+        uint16_t *o = (uint16_t *)out.q + (size_t)t * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            o[c] = kern_f32_to_bf16(f(c));
+        return;
+    }
+    float amax = 0.f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        amax = fmaxf(amax, fabsf(f(c)));
+    amax = pf_block_max(amax, scratch);
+    const float s = amax > 0.f ? amax / KERN_FP8_MAX : 1.f;
+    const float inv = 1.f / s;
+    uint8_t *o = (uint8_t *)out.q + (size_t)t * cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        o[c] = pf_to_e4m3(f(c) * inv);
+    if (threadIdx.x == 0)
+        out.scale[t] = s;
+}
+
+
+/* ---- vector helpers (8 elements = one 16-byte bf16 load) ---- */
+
+__device__ __forceinline__ void pf_unpack8(uint4 v, float f[8])
+{
+    f[0] = kern_bf16_lo(v.x); f[1] = kern_bf16_hi(v.x);
+    f[2] = kern_bf16_lo(v.y); f[3] = kern_bf16_hi(v.y);
+    f[4] = kern_bf16_lo(v.z); f[5] = kern_bf16_hi(v.z);
+    f[6] = kern_bf16_lo(v.w); f[7] = kern_bf16_hi(v.w);
+}
+__device__ __forceinline__ uint32_t pf_bf2(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);   /* round to nearest even, lo in the low half */
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+__device__ __forceinline__ uint4 pf_pack8(const float f[8])
+{
+    return make_uint4(pf_bf2(f[0], f[1]), pf_bf2(f[2], f[3]), pf_bf2(f[4], f[5]), pf_bf2(f[6], f[7]));
+}
+__device__ __forceinline__ uint32_t pf_e4m3x2(float lo, float hi)
+{
+    return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
+__device__ __forceinline__ void pf_ld8f(const float *p, float f[8])
+{
+    float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+__device__ __forceinline__ void pf_st8f(float *p, const float f[8])
+{
+    ((float4 *)p)[0] = make_float4(f[0], f[1], f[2], f[3]);
+    ((float4 *)p)[1] = make_float4(f[4], f[5], f[6], f[7]);
+}
+
+/* Writes row t of out from the row in shared memory (cols % 8 == 0; each thread reads back the
+ * 8-groups it wrote, so no barrier is needed before the block reduction inside). */
+__device__ __forceinline__ void pf_finish_row(const struct kern_act &out, int t, int cols, const float *row,
+                                              float amax, float *scratch)
+{
+    const int n8 = cols / 8;
+    if (out.dtype == BORA_DT_BF16) {
+        uint4 *o = (uint4 *)((uint16_t *)out.q + (size_t)t * cols);
+        for (int c8 = threadIdx.x; c8 < n8; c8 += blockDim.x) {
+            float f[8];
+            pf_ld8f(row + 8 * c8, f);
+            o[c8] = pf_pack8(f);
+        }
+        return;
+    }
+    amax = pf_block_max(amax, scratch);
+    const float s = amax > 0.f ? amax / KERN_FP8_MAX : 1.f, inv = 1.f / s;
+    uint2 *o = (uint2 *)((uint8_t *)out.q + (size_t)t * cols);
+    for (int c8 = threadIdx.x; c8 < n8; c8 += blockDim.x) {
+        float f[8];
+        pf_ld8f(row + 8 * c8, f);
+        uint32_t lo = pf_e4m3x2(f[0] * inv, f[1] * inv) | (pf_e4m3x2(f[2] * inv, f[3] * inv) << 16);
+        uint32_t hi = pf_e4m3x2(f[4] * inv, f[5] * inv) | (pf_e4m3x2(f[6] * inv, f[7] * inv) << 16);
+        o[c8] = make_uint2(lo, hi);
+    }
+    if (threadIdx.x == 0)
+        out.scale[t] = s;
+}
+
+static int pf_smem_for(const void *k, size_t bytes, struct bora_err *err)
+{
+    if (bytes > 200 * 1024)
+        return bora_errf(err, -EINVAL, "prefill: a row of %zu bytes does not fit in shared memory", bytes);
+    if (bytes > PF_SMEM_DEFAULT)
+        KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return 0;
+}
+
+__global__ void pf_add_norm_quant_vec(float *x, struct kern_raw delta, const float *norm_w, float eps,
+                                      struct kern_act out, int dim)
+{
+    extern __shared__ float4 pf_row4[];
+    float *row = (float *)pf_row4;
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, n8 = dim / 8;
+    float *xr = x + (size_t)t * dim;
+    const float ts = delta.t_scale ? delta.t_scale[t] : 1.f;
+    const uint4 *raw = delta.raw ? (const uint4 *)(delta.raw + (size_t)t * dim) : NULL;
+    float ss = 0.f;
+#pragma unroll 4
+    for (int c8 = threadIdx.x; c8 < n8; c8 += blockDim.x) {
+        float v[8];
+        pf_ld8f(xr + 8 * c8, v);
+        if (raw) {
+            float r[8], w[8];
+            pf_unpack8(raw[c8], r);
+            pf_ld8f(delta.w_scale + 8 * c8, w);
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                v[i] += r[i] * w[i] * ts;
+            pf_st8f(xr + 8 * c8, v);
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            ss += v[i] * v[i];
+        pf_st8f(row + 8 * c8, v);
+    }
+    if (!norm_w)
+        return;
+    ss = kern_block_sum(ss, scratch);
+    const float rstd = rsqrtf(ss / (float)dim + eps);
+    float amax = 0.f;
+    for (int c8 = threadIdx.x; c8 < n8; c8 += blockDim.x) {
+        float v[8], w[8];
+        pf_ld8f(row + 8 * c8, v);
+        pf_ld8f(norm_w + 8 * c8, w);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            v[i] = v[i] * rstd * w[i];
+            amax = fmaxf(amax, fabsf(v[i]));
+        }
+        pf_st8f(row + 8 * c8, v);
+    }
+    pf_finish_row(out, t, dim, row, amax, scratch);
+}
+
+__global__ void pf_quant_vec(const uint16_t *in, struct kern_act out, int cols)
+{
+    extern __shared__ float4 pf_row4[];
+    float *row = (float *)pf_row4;
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, n8 = cols / 8;
+    const uint4 *r = (const uint4 *)(in + (size_t)t * cols);
+    float amax = 0.f;
+#pragma unroll 4
+    for (int c8 = threadIdx.x; c8 < n8; c8 += blockDim.x) {
+        float v[8];
+        pf_unpack8(r[c8], v);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            amax = fmaxf(amax, fabsf(v[i]));
+        pf_st8f(row + 8 * c8, v);
+    }
+    pf_finish_row(out, t, cols, row, amax, scratch);
+}
+
+__global__ void pf_swiglu_quant_vec(struct kern_raw gu, struct kern_act out, int hid)
+{
+    extern __shared__ float4 pf_row4[];
+    float *row = (float *)pf_row4;
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, n8 = hid / 8;
+    const float ts = gu.t_scale ? gu.t_scale[t] : 1.f;
+    const uint4 *r = (const uint4 *)(gu.raw + (size_t)t * 2 * hid);
+    float amax = 0.f;
+#pragma unroll 4
+    for (int c8 = threadIdx.x; c8 < n8; c8 += blockDim.x) {
+        float a[8], b[8], w[16], h[8];
+        pf_unpack8(r[2 * c8], a);       /* gate, up of outputs 8c8 .. 8c8+3 */
+        pf_unpack8(r[2 * c8 + 1], b);   /* and 8c8+4 .. 8c8+7 */
+        pf_ld8f(gu.w_scale + 16 * c8, w);
+        pf_ld8f(gu.w_scale + 16 * c8 + 8, w + 8);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float g0 = a[2 * i] * w[2 * i] * ts, u0 = a[2 * i + 1] * w[2 * i + 1] * ts;
+            float g1 = b[2 * i] * w[8 + 2 * i] * ts, u1 = b[2 * i + 1] * w[8 + 2 * i + 1] * ts;
+            h[i] = g0 / (1.f + __expf(-g0)) * u0;
+            h[4 + i] = g1 / (1.f + __expf(-g1)) * u1;
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            amax = fmaxf(amax, fabsf(h[i]));
+        pf_st8f(row + 8 * c8, h);
+    }
+    pf_finish_row(out, t, hid, row, amax, scratch);
+}
+
+/* ---- embedding ---- */
+
+__global__ void pf_embed_kernel(float *x, struct kern_mat emb, const int32_t *ids, int *bad)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, cols = emb.cols;
+    const int id = ids[t];
+    float *xr = x + (size_t)t * cols;
+    if (id < 0 || id >= emb.rows) {
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            xr[c] = 0.f;
+        if (threadIdx.x == 0)
+            *bad = 1;
+        return;
+    }
+    const float s = emb.scale * (emb.row_scale ? emb.row_scale[id] : 1.f);
+    if (emb.dtype == BORA_DT_F8_E4M3) {
+        const uint8_t *w = (const uint8_t *)emb.w + (size_t)id * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            xr[c] = kern_e4m3(w[c]) * s;
+    } else {
+        const uint16_t *w = (const uint16_t *)emb.w + (size_t)id * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            xr[c] = kern_bf16(w[c]) * s;
+    }
+}
+
+extern "C" int kern_pf_embed(float *x, const struct kern_mat *emb, const int32_t *d_ids, int n, int *d_bad,
+                             struct CUstream_st *stream, struct bora_err *err)
+{
+    if (emb->dtype != BORA_DT_F8_E4M3 && emb->dtype != BORA_DT_BF16)
+        return bora_errf(err, -EINVAL, "prefill embed: dtype %s", bora_dtype_name(emb->dtype));
+    if (n <= 0)
+        return bora_errf(err, -EINVAL, "prefill embed: %d tokens", n);
+    KCHECK(kern_launch(pf_embed_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, x, *emb, d_ids, d_bad));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- residual add + RMSNorm + quantization ---- */
+
+__global__ void pf_add_norm_quant_kernel(float *x, struct kern_raw delta, const float *norm_w, float eps,
+                                         struct kern_act out, int dim)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x;
+    float *xr = x + (size_t)t * dim;
+    const float ts = delta.t_scale ? delta.t_scale[t] : 1.f;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        float v = xr[c];
+        if (delta.raw) {
+            v += pf_raw(delta, dim, t, c, ts);
+            xr[c] = v;
+        }
+        ss += v * v;
+    }
+    if (!norm_w)
+        return;
+    ss = kern_block_sum(ss, scratch);
+    const float rstd = rsqrtf(ss / (float)dim + eps);
+    pf_store_row(out, t, dim, [&](int c) { return xr[c] * rstd * norm_w[c]; }, scratch);
+}
+
+static int pf_check_act(const struct kern_act *a, const char *what, struct bora_err *err)
+{
+    if (a->dtype == BORA_DT_BF16)
+        return 0;
+    if (a->dtype == BORA_DT_F8_E4M3 && a->scale)
+        return 0;
+    return bora_errf(err, -EINVAL, "%s: activations must be BF16 or F8_E4M3 with scales (got %s%s)", what,
+                     bora_dtype_name(a->dtype), a->scale ? "" : " without scales");
+}
+
+extern "C" int kern_pf_add_norm_quant(float *x, const struct kern_raw *delta, const float *norm_w, float eps,
+                                      const struct kern_act *out, int n, int dim, struct CUstream_st *stream,
+                                      struct bora_err *err)
+{
+    struct kern_raw d = { 0, 0, 0 };
+    struct kern_act o = { BORA_DT_BF16, 0, 0 };
+    if (delta)
+        d = *delta;
+    if (norm_w) {
+        int rc = pf_check_act(out, "prefill norm", err);
+        if (rc)
+            return rc;
+        o = *out;
+    }
+    if (n <= 0 || dim <= 0)
+        return bora_errf(err, -EINVAL, "prefill norm: %d rows of %d", n, dim);
+    if (dim % 8 == 0) {
+        const size_t smem = (size_t)dim * 4;
+        int rc = pf_smem_for((const void *)pf_add_norm_quant_vec, smem, err);
+        if (rc)
+            return rc;
+        KCHECK(kern_launch(pf_add_norm_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, x, d,
+                           norm_w, eps, o, dim));
+    } else {
+        KCHECK(kern_launch(pf_add_norm_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, x, d,
+                           norm_w, eps, o, dim));
+    }
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- quantization of bf16 rows ---- */
+
+__global__ void pf_quant_kernel(const uint16_t *in, struct kern_act out, int cols)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x;
+    const uint16_t *r = in + (size_t)t * cols;
+    pf_store_row(out, t, cols, [&](int c) { return kern_bf16(r[c]); }, scratch);
+}
+
+extern "C" int kern_pf_quant(const uint16_t *in, const struct kern_act *out, int n, int cols,
+                             struct CUstream_st *stream, struct bora_err *err)
+{
+    int rc = pf_check_act(out, "prefill quant", err);
+    if (rc)
+        return rc;
+    if (n <= 0 || cols <= 0)
+        return bora_errf(err, -EINVAL, "prefill quant: %d rows of %d", n, cols);
+    if (cols % 8 == 0) {
+        const size_t smem = (size_t)cols * 4;
+        if ((rc = pf_smem_for((const void *)pf_quant_vec, smem, err)))
+            return rc;
+        KCHECK(kern_launch(pf_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, in, *out, cols));
+    } else {
+        KCHECK(kern_launch(pf_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, in, *out, cols));
+    }
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- QKV: scales, RoPE, query scale, KV write ---- */
+
+struct pf_qkv_params {
+    struct kern_raw qkv;
+    uint16_t *q_out, *kc, *vc;
+    int pos0, max_ctx, n_heads, n_kv, hd;
+    float q_mult;
+    struct kern_rope rope;
+};
+
+__global__ void pf_qkv_post_kernel(struct pf_qkv_params p)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, pos = p.pos0 + t, hd = p.hd, half = hd / 2;
+    const int qd = p.n_heads * hd, kvd = p.n_kv * hd, rows = qd + 2 * kvd;
+    const float ts = p.qkv.t_scale ? p.qkv.t_scale[t] : 1.f;
+    const float qs = kern_query_scale(&p.rope, pos) * p.q_mult;
+    uint16_t *qo = p.q_out + (size_t)t * qd;
+    for (int i = threadIdx.x; i < (p.n_heads + p.n_kv) * half; i += blockDim.x) {
+        const int h = i / half, k = i % half;
+        int a, b;
+        kern_rope_pair(&p.rope, hd, k, &a, &b);
+        float c, s;
+        kern_rope_cs(&p.rope, pos, k, &c, &s);
+        const int base = h * hd;   /* q heads then k heads: k rows follow q rows */
+        const float x0 = pf_raw(p.qkv, rows, t, base + a, ts), x1 = pf_raw(p.qkv, rows, t, base + b, ts);
+        const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        if (h < p.n_heads) {
+            qo[base + a] = kern_f32_to_bf16(y0 * qs);
+            qo[base + b] = kern_f32_to_bf16(y1 * qs);
+        } else {
+            uint16_t *kr = p.kc + ((size_t)(h - p.n_heads) * p.max_ctx + pos) * hd;
+            kr[a] = kern_f32_to_bf16(y0);
+            kr[b] = kern_f32_to_bf16(y1);
+        }
+    }
+    for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+        const int h = i / hd, d = i % hd;
+        p.vc[((size_t)h * p.max_ctx + pos) * hd + d] = kern_f32_to_bf16(pf_raw(p.qkv, rows, t, qd + kvd + i, ts));
+    }
+}
+
+/* head_dim % 16 == 0: cos/sin once per token in shared memory, 8 elements per 16-byte access. */
+__global__ void pf_qkv_post_vec(struct pf_qkv_params p)
+{
+    extern __shared__ float4 pf_row4[];
+    float *cs = (float *)pf_row4;   /* cos (hd/2) then sin (hd/2) */
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, pos = p.pos0 + t, hd = p.hd, half = hd / 2;
+    const int qd = p.n_heads * hd, kvd = p.n_kv * hd, rows = qd + 2 * kvd;
+    for (int k = threadIdx.x; k < half; k += blockDim.x)
+        kern_rope_cs(&p.rope, pos, k, &cs[k], &cs[half + k]);
+    __syncthreads();
+    const float ts = p.qkv.t_scale ? p.qkv.t_scale[t] : 1.f;
+    const float qs = kern_query_scale(&p.rope, pos) * p.q_mult;
+    const uint16_t *raw = p.qkv.raw + (size_t)t * rows;
+    const int iph = p.rope.interleaved ? hd / 8 : half / 8;   /* 8-groups per head */
+    const int items = (p.n_heads + p.n_kv) * iph;
+    for (int it = threadIdx.x; it < items; it += blockDim.x) {
+        const int h = it / iph, j = it % iph, base = h * hd;
+        const bool isq = h < p.n_heads;
+        const float m = isq ? qs : 1.f;
+        uint16_t *dst = isq ? p.q_out + (size_t)t * qd + base
+                            : p.kc + ((size_t)(h - p.n_heads) * p.max_ctx + pos) * hd;
+        if (p.rope.interleaved) {
+            float e[8], w[8];
+            pf_unpack8(*(const uint4 *)(raw + base + 8 * j), e);
+            pf_ld8f(p.qkv.w_scale + base + 8 * j, w);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int k = 4 * j + i;
+                const float c = cs[k], s = cs[half + k];
+                const float x0 = e[2 * i] * w[2 * i] * ts, x1 = e[2 * i + 1] * w[2 * i + 1] * ts;
+                e[2 * i] = (x0 * c - x1 * s) * m;
+                e[2 * i + 1] = (x0 * s + x1 * c) * m;
+            }
+            *(uint4 *)(dst + 8 * j) = pf_pack8(e);
+        } else {
+            const int k0 = 8 * j;
+            float a[8], b[8], wa[8], wb[8];
+            pf_unpack8(*(const uint4 *)(raw + base + k0), a);
+            pf_unpack8(*(const uint4 *)(raw + base + half + k0), b);
+            pf_ld8f(p.qkv.w_scale + base + k0, wa);
+            pf_ld8f(p.qkv.w_scale + base + half + k0, wb);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const float c = cs[k0 + i], s = cs[half + k0 + i];
+                const float x0 = a[i] * wa[i] * ts, x1 = b[i] * wb[i] * ts;
+                a[i] = (x0 * c - x1 * s) * m;
+                b[i] = (x0 * s + x1 * c) * m;
+            }
+            *(uint4 *)(dst + k0) = pf_pack8(a);
+            *(uint4 *)(dst + half + k0) = pf_pack8(b);
+        }
+    }
+    for (int it = threadIdx.x; it < kvd / 8; it += blockDim.x) {
+        const int h = (8 * it) / hd, d = (8 * it) % hd;
+        float v[8], w[8];
+        pf_unpack8(*(const uint4 *)(raw + qd + kvd + 8 * it), v);
+        pf_ld8f(p.qkv.w_scale + qd + kvd + 8 * it, w);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] *= w[i] * ts;
+        *(uint4 *)(p.vc + ((size_t)h * p.max_ctx + pos) * hd + d) = pf_pack8(v);
+    }
+}
+
+extern "C" int kern_pf_qkv_post(const struct kern_qkv_post_args *a, struct CUstream_st *stream, struct bora_err *err)
+{
+    if (a->n <= 0 || a->head_dim <= 0 || a->head_dim % 2 || a->n_kv <= 0 || a->pos0 < 0 ||
+        a->pos0 + a->n > a->max_ctx)
+        return bora_errf(err, -EINVAL, "prefill qkv: %d tokens at %d (cache %d), head_dim %d, %d kv heads", a->n,
+                         a->pos0, a->max_ctx, a->head_dim, a->n_kv);
+    struct pf_qkv_params p;
+    p.qkv = a->qkv;
+    p.q_out = a->q_out;
+    p.kc = a->k_cache;
+    p.vc = a->v_cache;
+    p.pos0 = a->pos0;
+    p.max_ctx = a->max_ctx;
+    p.n_heads = a->n_heads;
+    p.n_kv = a->n_kv;
+    p.hd = a->head_dim;
+    p.q_mult = a->q_mult;
+    p.rope = a->rope;
+    if (p.hd % 16 == 0)
+        KCHECK(kern_launch(pf_qkv_post_vec, dim3(a->n), dim3(PF_VEC_THREADS), (size_t)p.hd * 4, (cudaStream_t)stream,
+                           p));
+    else
+        KCHECK(kern_launch(pf_qkv_post_kernel, dim3(a->n), dim3(PF_THREADS), 0, (cudaStream_t)stream, p));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- SwiGLU + quantization ---- */
+
+__global__ void pf_swiglu_quant_kernel(struct kern_raw gu, struct kern_act out, int hid)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x;
+    const float ts = gu.t_scale ? gu.t_scale[t] : 1.f;
+    const uint32_t *r = (const uint32_t *)(gu.raw + (size_t)t * 2 * hid);
+    const float2 *ws = (const float2 *)gu.w_scale;
+    pf_store_row(out, t, hid,
+                 [&](int i) {
+                     uint32_t two = r[i];
+                     float2 w = ws[i];
+                     float g = kern_bf16_lo(two) * w.x * ts, u = kern_bf16_hi(two) * w.y * ts;
+                     return g / (1.f + expf(-g)) * u;
+                 },
+                 scratch);
+}
+
+extern "C" int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, int n, int hid,
+                                    struct CUstream_st *stream, struct bora_err *err)
+{
+    int rc = pf_check_act(out, "prefill swiglu", err);
+    if (rc)
+        return rc;
+    if (n <= 0 || hid <= 0)
+        return bora_errf(err, -EINVAL, "prefill swiglu: %d rows of %d", n, hid);
+    if (hid % 8 == 0) {
+        const size_t smem = (size_t)hid * 4;
+        if ((rc = pf_smem_for((const void *)pf_swiglu_quant_vec, smem, err)))
+            return rc;
+        KCHECK(kern_launch(pf_swiglu_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, *gu, *out,
+                           hid));
+    } else {
+        KCHECK(kern_launch(pf_swiglu_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, *gu, *out,
+                           hid));
+    }
+    KCHECK(cudaGetLastError());
+    return 0;
+}

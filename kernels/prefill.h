@@ -1,0 +1,137 @@
+/* prefill.h — the plain-C boundary of bora's batched prefill kernels: a prompt chunk of n tokens
+ * runs through each layer as tensor-core GEMMs (cuBLASLt, FP8 e4m3 or BF16) joined by fused
+ * row kernels (residual add + RMSNorm + activation quantization, QKV scaling + RoPE + KV write,
+ * SwiGLU + quantization) and a flash-attention kernel over the cached prefix plus the chunk.
+ *
+ * Scaling scheme (FP8 models). Weights are e4m3 with one fp32 scale per output row (per-tensor
+ * scales arrive as equal rows). Activations are quantized on the fly per token: row t of an
+ * activation matrix becomes q[t][c] = e4m3_satfinite(a[t][c] / s[t]) with s[t] = max_c |a[t][c]| / 448
+ * (s = 1 for an all-zero row). The GEMM runs with unit scales into a bf16 matrix of raw sums,
+ * and the row kernel that consumes it applies y[t][r] = raw[t][r] × w_scale[r] × s[t] in fp32 while
+ * it does its own work, so no pass exists only to scale. BF16 models use the same kernels with
+ * bf16 activations and no token scale (s = NULL ≡ 1).
+ *
+ * Conventions as kernels.h: d_* and "device" pointers are device memory, launches are
+ * asynchronous on `stream`, every function returns 0, -EINVAL (shape or dtype not supported;
+ * the message names it) or -EIO (a CUDA or cuBLASLt call failed; the message names the call).
+ * Thread: one host thread per kern_gemm context and per set of buffers at a time.
+ * Defined only when built with CUDA (BORA_CUDA). */
+#ifndef BORA_KERNELS_PREFILL_H
+#define BORA_KERNELS_PREFILL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KERN_FP8_MAX 448.0f                  /* largest finite e4m3 magnitude */
+#define KERN_GEMM_WORKSPACE (32u << 20)      /* bytes of cuBLASLt workspace, allocated once */
+#define KERN_GEMM_CACHE 64                   /* shapes whose algorithm choice is remembered */
+#define KERN_GEMM_FP8_FAST_ACCUM 1           /* Hopper FP8 fast accumulation (≈ 10 % faster) */
+
+/* ---- GEMM ---- */
+
+struct kern_gemm;   /* cuBLASLt handle, workspace, per-shape algorithm cache */
+
+/* Creates a GEMM context on the current device (workspace of KERN_GEMM_WORKSPACE bytes).
+ * Caller owns *out and frees it with kern_gemm_destroy. -EIO, -ENOMEM. */
+int kern_gemm_create(struct kern_gemm **out, struct bora_err *err);
+void kern_gemm_destroy(struct kern_gemm *g);
+
+struct kern_gemm_args {
+    enum bora_dtype dtype;   /* F8_E4M3 (both operands e4m3) or BF16 (both bf16) */
+    const void *w;           /* (rows, cols) row-major device: weights as stored, no scales */
+    const void *x;           /* (n, cols) row-major device: activations */
+    uint16_t *y;             /* (n, rows) row-major bf16 device: y[t][r] = Σ_c w[r][c] x[t][c] */
+    int rows, cols, n;
+};
+
+/* y = x wᵀ (raw sums, no scales) on tensor cores through cuBLASLt; the algorithm is chosen by
+ * the heuristic the first time a shape is seen and remembered (KERN_GEMM_CACHE shapes; later
+ * ones query each time). Shapes cuBLASLt refuses (FP8 needs cols % 16 == 0 and rows % 16 == 0)
+ * run a plain tiled CUDA-core kernel instead. Budget: ≥ 1.2 PFLOP/s FP8, ≥ 600 TFLOP/s BF16 at
+ * n ≥ 512 on an H200. No allocation after the first call of a shape. */
+int kern_gemm_run(struct kern_gemm *g, const struct kern_gemm_args *a, struct CUstream_st *stream,
+                  struct bora_err *err);
+/* Forces the CUDA-core kernel (tests) or lets cuBLASLt choose again (default). */
+void kern_gemm_force_fallback(struct kern_gemm *g, bool on);
+/* 1 if the last kern_gemm_run used cuBLASLt, 0 if the fallback kernel. */
+int kern_gemm_last_path(const struct kern_gemm *g);
+
+/* ---- row kernels over n tokens ---- */
+
+/* Activations handed to a GEMM: e4m3 with a per-token scale, or bf16 (scale NULL). */
+struct kern_act {
+    enum bora_dtype dtype;   /* F8_E4M3 or BF16 */
+    void *q;                 /* (n, cols) device */
+    float *scale;            /* (n) device for F8_E4M3; NULL for BF16 */
+};
+
+/* A GEMM result waiting for its scales: value[t][r] = raw[t][r] × w_scale[r] × (t_scale ? t_scale[t] : 1). */
+struct kern_raw {
+    const uint16_t *raw;     /* (n, rows) bf16 device */
+    const float *w_scale;    /* (rows) device */
+    const float *t_scale;    /* (n) device or NULL */
+};
+
+/* x[t] = dequantized row ids[t] of emb (fp32, n × emb->cols). An id outside [0, emb->rows) gives
+ * a zero row and sets *d_bad to 1 (device int). */
+int kern_pf_embed(float *x, const struct kern_mat *emb, const int32_t *d_ids, int n, int *d_bad,
+                  struct CUstream_st *stream, struct bora_err *err);
+
+/* For each token t < n: if delta.raw, x[t] += scaled delta (residual add); then if norm_w,
+ * out[t] = quantize(rmsnorm(x[t]) × norm_w) (see the scheme above). dim = row length. */
+int kern_pf_add_norm_quant(float *x, const struct kern_raw *delta, const float *norm_w, float eps,
+                           const struct kern_act *out, int n, int dim, struct CUstream_st *stream,
+                           struct bora_err *err);
+
+/* Quantizes n rows of bf16 `in` (n × cols) into out (per-token scale for FP8, copy for BF16). */
+int kern_pf_quant(const uint16_t *in, const struct kern_act *out, int n, int cols,
+                  struct CUstream_st *stream, struct bora_err *err);
+
+/* From the QKV GEMM result (rows q | k | v per token, n_heads/n_kv heads of head_dim): q is
+ * scaled, rotated for position pos0 + t, multiplied by the Ministral-3 query scale and by
+ * q_mult, and stored bf16 in q_out (n, n_heads, hd); k (rotated) and v are stored bf16 into the
+ * caches (n_kv, max_ctx, hd) at positions pos0 + t. */
+struct kern_qkv_post_args {
+    struct kern_raw qkv;
+    uint16_t *q_out;
+    uint16_t *k_cache, *v_cache;
+    int n, pos0, max_ctx, n_heads, n_kv, head_dim;
+    float q_mult;
+    struct kern_rope rope;
+};
+int kern_pf_qkv_post(const struct kern_qkv_post_args *a, struct CUstream_st *stream, struct bora_err *err);
+
+/* From the gate/up GEMM result with rows interleaved (2i gate, 2i+1 up): h[t][i] =
+ * silu(gate) × up, quantized into out (n × hid). */
+int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, int n, int hid,
+                         struct CUstream_st *stream, struct bora_err *err);
+
+/* ---- attention ---- */
+
+/* Causal flash attention (tensor cores, online softmax, no n × n buffer) for n queries at
+ * positions pos0..pos0+n-1 over cached keys 0..pos0+n-1 (the chunk's own K/V already written by
+ * kern_pf_qkv_post). Query t of head h sees key j when j ≤ pos0 + t and (window == 0 or
+ * pos0 + t - j < window); query heads h use kv head h / (n_heads / n_kv). q must carry the
+ * softmax scale (1/√hd) × log2(e) (qkv_post's q_mult): scores are in base 2.
+ * head_dim ∈ {16, 32, 64, 128}. Budget: ≥ 250 TFLOP/s at n = 2048, hd = 128 on an H200. */
+struct kern_pf_attn_args {
+    const uint16_t *q;       /* (n, n_heads, hd) bf16 device */
+    const uint16_t *k_cache; /* (n_kv, max_ctx, hd) bf16 device, this layer */
+    const uint16_t *v_cache;
+    uint16_t *out;           /* (n, n_heads, hd) bf16 device */
+    int n, pos0, max_ctx, n_heads, n_kv, head_dim, window;
+};
+int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstream_st *stream, struct bora_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,66 @@
+/* prefill_run.h — chunked prefill of one sequence over the CUDA engine's arena (kernels/plan.h):
+ * a prompt of n tokens runs in chunks of at most `chunk` tokens, each chunk through every layer
+ * as GEMMs + row kernels + flash attention (kernels/prefill.h), writing K and V for every
+ * position and leaving the last token's final hidden state (before the final norm) in the
+ * arena's decode activation x, where the engine's output head picks it up.
+ * Thread: the engine's thread; one runner per engine. Built only with CUDA (BORA_CUDA). */
+#ifndef BORA_KERNELS_PREFILL_RUN_H
+#define BORA_KERNELS_PREFILL_RUN_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "kernels/kernels.h"
+#include "kernels/plan.h"
+#include "model/model.h"
+
+#define PREFILL_CHUNK_DEFAULT 2048   /* tokens per chunk: workspace ≈ chunk × (4 dim + 2 × 2 q_dim
+                                      * + 2 max(qkv, 2 hidden) + hidden) bytes, ≈ 210 MB for 7B */
+#define PREFILL_CHUNK_MIN 16
+
+struct prefill_run;
+
+/* What the runner reads: the engine's arena and how it is laid out. Borrowed; must outlive it. */
+struct prefill_model {
+    const struct model_config *cfg;
+    const struct plan_layout *lay;
+    const struct plan_dtypes *dt;
+    uint8_t *arena;                 /* device */
+    int max_ctx;
+    float rope_attn_factor;
+};
+
+/* Allocates the workspace for chunks of `chunk` tokens (clamped to [PREFILL_CHUNK_MIN, max_ctx])
+ * and a cuBLASLt context. Caller owns *out. Errors: -ENOMEM (message gives the bytes), -EIO. */
+int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, int chunk, struct bora_err *err);
+void prefill_run_close(struct prefill_run *p);
+int prefill_run_chunk_size(const struct prefill_run *p);
+/* The GEMM context (the bench reads which path ran). */
+struct kern_gemm *prefill_run_gemm(struct prefill_run *p);
+
+/* Runs tokens d_ids[0..n) (device, already validated) at positions pos..pos+n-1 on `stream`.
+ * Between chunks it waits for the previous chunk and returns -ECANCELED if *cancel (may be NULL)
+ * became true; the cache then holds the finished chunks. Errors: -EINVAL (pos + n > max_ctx),
+ * -EIO, -ECANCELED. */
+int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int pos, struct CUstream_st *stream,
+                       const atomic_bool *cancel, struct bora_err *err);
+
+/* Optional per-kind timing (bench --profile): CUDA events around every launch, summed after
+ * each prefill. Kinds: */
+enum prefill_prof_kind {
+    PREFILL_PROF_GEMM_QKV, PREFILL_PROF_GEMM_O, PREFILL_PROF_GEMM_GU, PREFILL_PROF_GEMM_DOWN,
+    PREFILL_PROF_ATTN, PREFILL_PROF_ROWS, PREFILL_PROF_KINDS
+};
+const char *prefill_prof_name(int kind);
+/* on: creates the events (-EIO); off: destroys them. */
+int prefill_run_profile(struct prefill_run *p, bool on, struct bora_err *err);
+/* Milliseconds per kind summed over the prefills since the last read (zeroed by the read). */
+void prefill_run_profile_read(struct prefill_run *p, double ms[PREFILL_PROF_KINDS]);
+
+/* FLOPs of a prefill of n tokens after pos cached ones: 2 × linear weights per token plus
+ * 4 × head_dim per visible (query, key) pair per head, plus the output head for one token. */
+double prefill_flops(const struct model_config *cfg, int n, int pos);
+
+#endif

@@ -1,0 +1,269 @@
+/* gpu_prefill_engine.c — the CUDA engine's batched prefill against the same engine fed one token
+ * at a time (its decode graph, fp32 activations), on every golden fixture as stored and
+ * converted: last-position logits, greedy id, and every cached K/V row of every layer; on the
+ * fixture prompts, on a 157-token prompt in one chunk and in 16-token chunks (prefix +
+ * sliding window across chunks), and a cancelled multi-chunk prefill. Skips loudly without a GPU
+ * or without a CUDA build. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/engine.h"
+#include "model/sampler.h"
+#include "tests/support/fixtures.h"
+
+#ifdef BORA_CUDA
+#include "kernels/engine_cuda.h"
+
+/* Prefill feeds the GEMMs bf16 activations (BF16 models: 2^-9 relative rounding per element)
+ * or per-token FP8 e4m3 activations (FP8 models: ≤ 2^-4 relative per element), where the
+ * stepwise path keeps fp32. Emulating exactly that in the CPU engine on these fixtures (157-token
+ * prompt, every position) moved, relative to the fp32 run:
+ *   logits (max |Δ| / max |logit| per position)   BF16 ≤ 6.4e-3   FP8 ≤ 1.0e-1
+ *   one K or V row (max |Δ| / max |row|)          BF16 ≤ 9.2e-3   FP8 ≤ 1.7e-1
+ *   one layer's K or V (relative RMS)              BF16 ≤ 4.1e-3   FP8 ≤ 6.0e-2
+ * The bounds below leave about 2× over those (bf16 KV on both sides adds ≤ 2^-9). A wrong
+ * position, window, scale or head mapping moves the BF16 runs (the same kernels) by tens of
+ * percent, and a KV row not written moves its row by ~100 % in either precision. */
+struct tol {
+    float logits, kv_row, kv_rms;
+};
+static const struct tol TOL_BF16 = { 2e-2f, 2e-2f, 1e-2f };
+static const struct tol TOL_FP8 = { 2e-1f, 3.5e-1f, 1.2e-1f };
+#define CTX 256
+#define LONG 157
+
+static const char *const fixture_names[] = {
+    "mistral-tiny-bf16", "mistral-tiny-fp8", "mistral-tiny-native-swa", "mistral-tiny-tied-mqa", "ministral3-tiny-yarn",
+};
+
+struct pcase {
+    const char *name;
+    enum model_precision precision;
+};
+
+struct pctx {
+    struct fixture f;
+    struct model *m;
+    struct engine *e;
+    struct tol tol;
+};
+
+static bool open_ctx(const struct pcase *pc, struct pctx *x)
+{
+    char dir[4096];
+    if (!fixture_find(pc->name, dir, sizeof dir)) {
+        fprintf(stderr, "SKIP: fixture %s not found\n", pc->name);
+        return false;
+    }
+    struct bora_err err = { "" };
+    struct model_open_opts mo = { .precision = pc->precision };
+    assert_int_equal(fixture_load(&x->f, dir), 0);
+    if (model_open(&x->m, dir, &mo, &err))
+        fail_msg("%s: %s", pc->name, err.msg);
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = CTX };
+    int rc = engine_open(&x->e, x->m, &eo, &err);
+    if (rc == -ENODEV) {
+        fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
+        model_close(x->m);
+        fixture_free(&x->f);
+        return false;
+    }
+    if (rc)
+        fail_msg("%s: CUDA engine: %s", pc->name, err.msg);
+    x->tol = x->m->layers[0].wq.dtype == BORA_DT_F8_E4M3 ? TOL_FP8 : TOL_BF16;
+    return true;
+}
+
+static void close_ctx(struct pctx *x)
+{
+    engine_close(x->e);
+    model_close(x->m);
+    fixture_free(&x->f);
+}
+
+struct kv_snap {
+    float *k, *v;   /* (n_layers, n, kv_dim) */
+};
+
+static void kv_take(struct pctx *x, int n, struct kv_snap *s)
+{
+    const struct model_config *c = &x->m->cfg;
+    const size_t kvd = (size_t)c->n_kv_heads * c->head_dim;
+    s->k = malloc((size_t)c->n_layers * n * kvd * sizeof(float));
+    s->v = malloc((size_t)c->n_layers * n * kvd * sizeof(float));
+    for (int l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < n; p++) {
+            size_t o = ((size_t)l * n + p) * kvd;
+            assert_int_equal(engine_kv_read(x->e, l, p, s->k + o, s->v + o), 0);
+        }
+}
+
+/* Prefill of ids[0..n) vs the same ids one at a time: logits, greedy id, every K/V row. */
+static float compare(const struct pcase *pc, struct pctx *x, const int32_t *ids, int n, const char *what)
+{
+    const struct model_config *c = &x->m->cfg;
+    const size_t V = (size_t)c->vocab_size, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    float *a = malloc(V * sizeof *a), *b = malloc(V * sizeof *b);
+    struct kv_snap sa, sb;
+    engine_reset(x->e);
+    if (engine_forward(x->e, ids, n, 0, a))
+        fail_msg("%s %s: prefill failed: %s", pc->name, what, engine_cuda_last_error(x->e));
+    kv_take(x, n, &sa);
+    engine_reset(x->e);
+    for (int p = 0; p < n; p++)
+        assert_int_equal(engine_forward(x->e, &ids[p], 1, p, p + 1 == n ? b : NULL), 0);
+    kv_take(x, n, &sb);
+    for (size_t i = 0; i < V; i++)
+        if (!isfinite(a[i]))
+            fail_msg("%s %s: prefill logit %zu = %g", pc->name, what, i, a[i]);
+    const float mx = fix_max_abs(b, V), rel = fix_max_abs_diff(a, b, V) / mx;
+    if (rel > x->tol.logits)
+        fail_msg("%s (%s) %s, %d tokens: prefill vs stepwise logits differ by %.3g × max|logit| > %.2g", pc->name,
+                 model_precision_name(pc->precision), what, n, rel, x->tol.logits);
+    int ia = sampler_argmax(a, (int)V), ib = sampler_argmax(b, (int)V);
+    float second = -INFINITY;
+    for (size_t i = 0; i < V; i++)
+        if ((int)i != ib && b[i] > second)
+            second = b[i];
+    if (ia != ib && b[ib] - second > 2 * x->tol.logits * mx)
+        fail_msg("%s %s: prefill greedy id %d, stepwise %d (margin %.3g)", pc->name, what, ia, ib, b[ib] - second);
+    float worst = rel;
+    for (int l = 0; l < c->n_layers; l++) {
+        double num[2] = { 0, 0 }, den[2] = { 0, 0 };
+        for (int p = 0; p < n; p++) {
+            size_t o = ((size_t)l * n + p) * kvd;
+            float dk = fix_max_abs_diff(sa.k + o, sb.k + o, kvd) / fix_max_abs(sb.k + o, kvd);
+            float dv = fix_max_abs_diff(sa.v + o, sb.v + o, kvd) / fix_max_abs(sb.v + o, kvd);
+            if (!(dk <= x->tol.kv_row) || !(dv <= x->tol.kv_row))
+                fail_msg("%s (%s) %s: layer %d position %d: KV after prefill differs from stepwise (k %.3g, v %.3g "
+                         "of the row's max) > %.2g",
+                         pc->name, model_precision_name(pc->precision), what, l, p, dk, dv, x->tol.kv_row);
+            for (size_t i = 0; i < kvd; i++) {
+                num[0] += (double)(sa.k[o + i] - sb.k[o + i]) * (sa.k[o + i] - sb.k[o + i]);
+                den[0] += (double)sb.k[o + i] * sb.k[o + i];
+                num[1] += (double)(sa.v[o + i] - sb.v[o + i]) * (sa.v[o + i] - sb.v[o + i]);
+                den[1] += (double)sb.v[o + i] * sb.v[o + i];
+            }
+        }
+        for (int kv = 0; kv < 2; kv++) {
+            float r = (float)sqrt(num[kv] / den[kv]);
+            if (!(r <= x->tol.kv_rms))
+                fail_msg("%s (%s) %s: layer %d: %s cache after prefill differs from stepwise by %.3g RMS > %.2g",
+                         pc->name, model_precision_name(pc->precision), what, l, kv ? "V" : "K", r, x->tol.kv_rms);
+            worst = fmaxf(worst, r);
+        }
+    }
+    free(a), free(b), free(sa.k), free(sa.v), free(sb.k), free(sb.v);
+    return worst;
+}
+
+/* A long prompt from the fixture's own ids (prompts and continuations, repeated). */
+static int32_t *long_prompt(const struct fixture *f, int n)
+{
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    int k = 0;
+    while (k < n)
+        for (int ci = 0; ci < f->n_cases && k < n; ci++) {
+            const struct fix_case *c = &f->cases[ci];
+            for (int i = 0; i < c->n_prompt && k < n; i++)
+                ids[k++] = c->prompt[i];
+            for (int i = 0; i < c->n_greedy && k < n; i++)
+                ids[k++] = c->greedy[i];
+        }
+    return ids;
+}
+
+static void test_prefill_vs_stepwise(void **state)
+{
+    const struct pcase *pc = *state;
+    struct pctx x;
+    if (!open_ctx(pc, &x)) {
+        skip();
+        return;
+    }
+    float worst = 0;
+    char what[64];
+    for (int ci = 0; ci < x.f.n_cases; ci++) {
+        snprintf(what, sizeof what, "case %d", ci);
+        worst = fmaxf(worst, compare(pc, &x, x.f.cases[ci].prompt, x.f.cases[ci].n_prompt, what));
+    }
+    int32_t *ids = long_prompt(&x.f, LONG);
+    worst = fmaxf(worst, compare(pc, &x, ids, LONG, "long prompt, one chunk"));
+    struct bora_err err = { "" };
+    if (engine_cuda_set_prefill_chunk(x.e, 16, &err))
+        fail_msg("chunk 16: %s", err.msg);
+    worst = fmaxf(worst, compare(pc, &x, ids, LONG, "long prompt, 16-token chunks"));
+    printf("  %s (%s): prefill vs stepwise, worst of logits and per-layer KV RMS %.2e (tolerances %.2g, %.2g)\n",
+           pc->name, model_precision_name(pc->precision), worst, x.tol.logits, x.tol.kv_rms);
+    free(ids);
+    close_ctx(&x);
+}
+
+/* A cancel flag set before a multi-chunk prefill stops it after the first chunk. */
+static void test_cancel(void **state)
+{
+    (void)state;
+    struct pcase pc = { "mistral-tiny-bf16", MODEL_PRECISION_AUTO };
+    struct pctx x;
+    if (!open_ctx(&pc, &x)) {
+        skip();
+        return;
+    }
+    struct bora_err err = { "" };
+    assert_int_equal(engine_cuda_set_prefill_chunk(x.e, 16, &err), 0);
+    atomic_bool stop;
+    atomic_init(&stop, true);
+    engine_cuda_set_cancel(x.e, &stop);
+    int32_t *ids = long_prompt(&x.f, 100);
+    assert_int_equal(engine_forward(x.e, ids, 100, 0, NULL), -ECANCELED);
+    assert_non_null(strstr(engine_cuda_last_error(x.e), "16 of 100"));
+    atomic_store(&stop, false);
+    assert_int_equal(engine_forward(x.e, ids, 100, 0, NULL), 0);
+    engine_cuda_set_cancel(x.e, NULL);
+    int32_t bad[3] = { 1, -5, 2 };
+    assert_int_equal(engine_forward(x.e, bad, 3, 0, NULL), -EINVAL);
+    free(ids);
+    close_ctx(&x);
+}
+
+#define N_FIX (sizeof fixture_names / sizeof *fixture_names)
+
+int main(void)
+{
+    static struct pcase exact[N_FIX], conv[N_FIX];
+    struct CMUnitTest tests[2 * N_FIX + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < N_FIX; i++) {
+        bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
+        exact[i] = (struct pcase){ fixture_names[i], MODEL_PRECISION_AUTO };
+        conv[i] = (struct pcase){ fixture_names[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8 };
+        tests[n++] = (struct CMUnitTest){ "prefill_vs_stepwise", test_prefill_vs_stepwise, NULL, NULL, &exact[i] };
+        tests[n++] = (struct CMUnitTest){ "prefill_vs_stepwise_converted", test_prefill_vs_stepwise, NULL, NULL,
+                                          &conv[i] };
+    }
+    tests[n++] = (struct CMUnitTest){ "prefill_cancel", test_cancel, NULL, NULL, NULL };
+    return _cmocka_run_group_tests("gpu_prefill_engine", tests, n, NULL, NULL);
+}
+#else
+static void test_no_cuda(void **st)
+{
+    (void)st;
+    fprintf(stderr, "SKIP: built without CUDA: GPU prefill engine tests not run\n");
+    skip();
+}
+int main(void)
+{
+    const struct CMUnitTest tests[] = { cmocka_unit_test(test_no_cuda) };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+#endif
