@@ -155,7 +155,9 @@ static int upload_layer(struct cuda_impl *s, const struct model *m, int l, float
     return 0;
 }
 
-static int upload_model(struct cuda_impl *s, const struct model *m, struct bora_err *err)
+/* Uploads in the order a streamed load delivers (embeddings, layers, then final norm and head),
+ * waiting for each part with engine_layer_ready so a cold start overlaps reading and copying. */
+static int upload_model(struct engine *e, struct cuda_impl *s, const struct model *m, struct bora_err *err)
 {
     const struct model_config *c = &m->cfg;
     size_t max_rows = (size_t)c->vocab_size;
@@ -167,10 +169,22 @@ static int upload_model(struct cuda_impl *s, const struct model *m, struct bora_
     float *h_rs = malloc(max_rows * sizeof(float));
     if (!h_rs)
         return bora_errf(err, -ENOMEM, "no host memory for row scales");
-    int rc = upload_rows(&m->tok_emb, s->dt.emb, at(s, s->lay.emb),
+    int rc = engine_layer_ready(e, -1);
+    if (rc)
+        bora_errf(err, rc, "embeddings did not arrive: %s", strerror(-rc));
+    if (!rc)
+        rc = upload_rows(&m->tok_emb, s->dt.emb, at(s, s->lay.emb),
                          (size_t)c->dim * bora_dtype_size(s->dt.emb), h_rs, 1, "token embedding", err);
     if (!rc)
         rc = upload_f32(at(s, s->lay.emb_rs), h_rs, (size_t)c->vocab_size, err);
+    for (int l = 0; !rc && l < c->n_layers; l++) {
+        if ((rc = engine_layer_ready(e, l)))
+            bora_errf(err, rc, "layer %d did not arrive: %s", l, strerror(-rc));
+        else
+            rc = upload_layer(s, m, l, h_rs, err);
+    }
+    if (!rc && (rc = engine_layer_ready(e, c->n_layers)))
+        bora_errf(err, rc, "the output head did not arrive: %s", strerror(-rc));
     if (!rc && !c->tied) {
         rc = upload_rows(&m->output, s->dt.out, at(s, s->lay.out),
                          (size_t)c->dim * bora_dtype_size(s->dt.out), h_rs, 1, "output head", err);
@@ -179,8 +193,6 @@ static int upload_model(struct cuda_impl *s, const struct model *m, struct bora_
     }
     if (!rc)
         rc = upload_norm(at(s, s->lay.norm), &m->norm, err);
-    for (int l = 0; !rc && l < c->n_layers; l++)
-        rc = upload_layer(s, m, l, h_rs, err);
     free(h_rs);
     if (!rc)
         rc = upload_f32(at(s, s->lay.inv_freq), m->rope_inv_freq, (size_t)c->head_dim / 2, err);
@@ -679,7 +691,7 @@ static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct b
         rc = bora_errf(err, -EIO, "cudaStreamCreateWithFlags failed (%s:%d)", __FILE__, __LINE__);
         goto fail;
     }
-    rc = synthetic ? fill_synthetic(s, m, seed, err) : upload_model(s, m, err);
+    rc = synthetic ? fill_synthetic(s, m, seed, err) : upload_model(e, s, m, err);
     if (rc)
         goto fail;
     if ((rc = kern_memset(at(s, s->lay.x), 0, s->lay.counters - s->lay.x, err)) ||

@@ -37,11 +37,7 @@ int engine_open(struct engine **out, const struct model *m, const struct engine_
     enum engine_backend b = o ? o->backend : ENGINE_BACKEND_AUTO;
     int rc;
     if (b == ENGINE_BACKEND_CUDA) {
-        rc = engine_layer_ready(e, m->cfg.n_layers);   /* it copies every weight at open */
-        if (rc)
-            bora_errf(err, rc, "weights did not arrive: %s", strerror(-rc));
-        else
-            rc = engine_cuda_open(e, err);
+        rc = engine_cuda_open(e, err);   /* waits for each layer as it uploads it */
     } else if (b == ENGINE_BACKEND_AUTO) {
         struct bora_err cuda_err;
         rc = engine_cuda_open(e, &cuda_err);
@@ -97,6 +93,8 @@ void engine_reset(struct engine *e)
 
 int engine_layer_ready(struct engine *e, int layer)
 {
+    if (!e->layer_wait)
+        return 0;
     while (e->layers_ready < layer) {
         int rc = e->layer_wait(e->layer_wait_ctx, e->layers_ready + 1);
         if (rc)

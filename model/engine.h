@@ -17,7 +17,7 @@ struct engine_opts {
     /* Optional, for a pipelined cold start: called before the engine first reads layer l's
      * weights (l = -1: embeddings; l = n_layers: final norm and head), in increasing l, from
      * the thread running the forward; returns 0 or -errno, which fails that forward. A backend
-     * that copies all weights at open (CUDA) calls it once with n_layers from engine_open. */
+     * that copies the weights at open (CUDA) calls it for each part as it uploads it. */
     int (*layer_wait)(void *ctx, int layer);
     void *layer_wait_ctx;
 };
