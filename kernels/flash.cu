@@ -1,5 +1,7 @@
 /* flash.cu — prefill attention on tensor cores (flash-attention 2 style): a block takes 64 queries
- * of one head (4 warps × 16 rows), walks the 64-key tiles of its kv head that any of them may see
+ * of one head (narrow: 4 warps × 16 rows, Q fragments in registers) or 128 (wide: 4 warps × 32
+ * rows, Q in shared memory, each K/V fragment feeding two mma; chosen when the grid still fills
+ * the GPU twice over), walks the 64-key tiles of its kv head that any of them may see
  * (causal, sliding window; GQA by head / group), double-buffers K and V tiles in shared memory
  * with cp.async, computes S = Q Kᵀ and O += P V with bf16 mma.sync (fp32 accumulation) and keeps
  * an online softmax in base 2, so no n × n matrix exists anywhere. Budget: see prefill.h
@@ -10,11 +12,11 @@
 #include "kernels/kern_util.cuh"
 #include "kernels/prefill.h"
 
-#define FA_WARPS 4
-#define FA_THREADS (FA_WARPS * 32)
-#define FA_BQ (FA_WARPS * 16)   /* queries per block */
+#define FA_WARPS 4              /* warps per block of the narrow kernel, 16 query rows each */
 #define FA_BK 64                /* keys per tile */
-#define FA_MIN_BLOCKS 2         /* blocks per SM (3 would cap registers at 168: spills at head_dim 128) */
+/* blocks per SM: 256 threads at ≤ 255 registers fit once, 128 threads twice (3 would cap
+ * registers at 168: spills at head_dim 128) */
+#define FA_MIN_BLOCKS(W) ((W) >= 8 ? 1 : 2)
 #define FA_PAD 8                /* bf16 elements of padding per smem row (keeps ldmatrix conflict-free) */
 
 struct fa_params {
@@ -76,20 +78,22 @@ __device__ __forceinline__ float fa_exp2(float x)
 }
 
 /* Loads keys [k0, k0 + FA_BK) of one kv head (rows ≥ kend zero-filled) into a (FA_BK, D + FA_PAD) tile. */
-template <int D>
+template <int D, int W>
 __device__ __forceinline__ void fa_load_tile(uint16_t *tile, const uint16_t *base, int k0, int kend)
 {
     constexpr int CH = D / 8;   /* 16-byte chunks per row */
-    for (int i = threadIdx.x; i < FA_BK * CH; i += FA_THREADS) {
+#pragma unroll
+    for (int i = threadIdx.x; i < FA_BK * CH; i += W * 32) {
         const int r = i / CH, ch = i % CH, key = k0 + r;
         const bool ok = key < kend;
         fa_cp16(tile + r * (D + FA_PAD) + ch * 8, base + (size_t)(ok ? key : 0) * D + ch * 8, ok);
     }
 }
 
-template <int D>
-__global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS) fa_kernel(struct fa_params p)
+template <int D, int W>
+__global__ void __launch_bounds__(W * 32, FA_MIN_BLOCKS(W)) fa_kernel(struct fa_params p)
 {
+    constexpr int BQ = W * 16;   /* queries per block */
     extern __shared__ __align__(16) uint16_t fa_sm[];
     constexpr int LD = D + FA_PAD;
     constexpr int KS = D / 16;   /* k-steps over the head dimension */
@@ -104,8 +108,8 @@ __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS) fa_kernel(struct fa
     const int h = blockIdx.x, G = p.n_heads / p.n_kv, kvh = h / G;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const int hd_all = p.n_heads * D;
-    const int t_first = qt * FA_BQ;
-    const int t_last = min(p.n, t_first + FA_BQ) - 1;
+    const int t_first = qt * BQ;
+    const int t_last = min(p.n, t_first + BQ) - 1;
     const int kend = p.pos0 + p.n;                /* cache rows written so far */
     const int kmax = p.pos0 + t_last;             /* last key any query here sees */
     int kmin = 0;
@@ -115,8 +119,8 @@ __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS) fa_kernel(struct fa
     const uint16_t *kbase = p.kc + (size_t)kvh * p.max_ctx * D;
     const uint16_t *vbase = p.vc + (size_t)kvh * p.max_ctx * D;
 
-    fa_load_tile<D>(ks, kbase, tile0 * FA_BK, kend);
-    fa_load_tile<D>(vs, vbase, tile0 * FA_BK, kend);
+    fa_load_tile<D, W>(ks, kbase, tile0 * FA_BK, kend);
+    fa_load_tile<D, W>(vs, vbase, tile0 * FA_BK, kend);
     fa_cp_commit();
 
     /* this warp's 16 query rows as A fragments (rows ≥ n read as zero) */
@@ -143,8 +147,8 @@ __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS) fa_kernel(struct fa
     for (int tile = tile0; tile <= tile1; tile++) {
         const int buf = (tile - tile0) & 1;
         if (tile < tile1) {
-            fa_load_tile<D>(ks + (buf ^ 1) * FA_BK * LD, kbase, (tile + 1) * FA_BK, kend);
-            fa_load_tile<D>(vs + (buf ^ 1) * FA_BK * LD, vbase, (tile + 1) * FA_BK, kend);
+            fa_load_tile<D, W>(ks + (buf ^ 1) * FA_BK * LD, kbase, (tile + 1) * FA_BK, kend);
+            fa_load_tile<D, W>(vs + (buf ^ 1) * FA_BK * LD, vbase, (tile + 1) * FA_BK, kend);
             fa_cp_commit();
             fa_cp_wait<1>();
         } else {
@@ -153,6 +157,14 @@ __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS) fa_kernel(struct fa
         __syncthreads();
         const uint16_t *kt = ks + buf * FA_BK * LD, *vt = vs + buf * FA_BK * LD;
         const int k0 = tile * FA_BK;
+        /* a tile none of this warp's rows sees (past its diagonal, before its window, or rows
+         * past n) leaves m, l and o as they are: skip its arithmetic, keep the barriers */
+        const int wq0 = p.pos0 + t_first + warp * 16;   /* first query position of this warp */
+        if (k0 > wq0 + 15 || t_first + warp * 16 >= p.n ||
+            (p.window > 0 && wq0 - (k0 + FA_BK - 1) >= p.window)) {
+            __syncthreads();
+            continue;
+        }
 
         /* S = Q Kᵀ : 16 rows × 64 keys per warp, 8 tiles of 8 keys */
         float s[8][4];
@@ -255,15 +267,232 @@ __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS) fa_kernel(struct fa
     }
 }
 
+/* The wide variant: 4 warps × 32 query rows (two 16-row m-tiles per warp, so every K and V
+ * fragment read from shared memory feeds two mma), Q staged in shared memory and read back per
+ * k-step by ldmatrix (registers go to the two accumulator sets instead). */
+#define FA2_WARPS 4
+#define FA2_MT 2
+#define FA2_BQ (FA2_WARPS * 16 * FA2_MT)
+
 template <int D>
+__global__ void __launch_bounds__(FA2_WARPS * 32, 2) fa2_kernel(struct fa_params p)
+{
+    extern __shared__ __align__(16) uint16_t fa_sm[];
+    constexpr int LD = D + FA_PAD;
+    constexpr int KS = D / 16;
+    constexpr int ND = D / 8;
+    constexpr int MT = FA2_MT;
+    uint16_t *qs = fa_sm, *ks = fa_sm + FA2_BQ * LD, *vs = ks + 2 * FA_BK * LD;
+
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int qt = gridDim.y - 1 - blockIdx.y;
+    const int h = blockIdx.x, G = p.n_heads / p.n_kv, kvh = h / G;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const int hd_all = p.n_heads * D;
+    const int t_first = qt * FA2_BQ;
+    const int t_last = min(p.n, t_first + FA2_BQ) - 1;
+    const int kend = p.pos0 + p.n;
+    const int kmax = p.pos0 + t_last;
+    int kmin = 0;
+    if (p.window > 0)
+        kmin = max(0, p.pos0 + t_first - p.window + 1);
+    const int tile0 = kmin / FA_BK, tile1 = kmax / FA_BK;
+    const uint16_t *kbase = p.kc + (size_t)kvh * p.max_ctx * D;
+    const uint16_t *vbase = p.vc + (size_t)kvh * p.max_ctx * D;
+
+    {   /* Q rows t_first .. t_first + FA2_BQ - 1 of head h (rows ≥ n zero-filled) */
+        constexpr int CH = D / 8;
+        for (int i = threadIdx.x; i < FA2_BQ * CH; i += FA2_WARPS * 32) {
+            const int r = i / CH, ch = i % CH, t = t_first + r;
+            const bool ok = t < p.n;
+            fa_cp16(qs + r * LD + ch * 8, p.q + (size_t)(ok ? t : 0) * hd_all + (size_t)h * D + ch * 8, ok);
+        }
+    }
+    fa_load_tile<D, FA2_WARPS>(ks, kbase, tile0 * FA_BK, kend);
+    fa_load_tile<D, FA2_WARPS>(vs, vbase, tile0 * FA_BK, kend);
+    fa_cp_commit();
+
+    const int wrow = warp * 16 * MT;   /* this warp's first row within the block */
+    int qp[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        qp[mt][0] = p.pos0 + t_first + wrow + mt * 16 + g;
+        qp[mt][1] = qp[mt][0] + 8;
+    }
+    float o[MT][ND][4];
+    float m[MT][2], l[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int d = 0; d < ND; d++)
+            o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.f;
+    }
+    const int mat = lane >> 3, mr = lane & 7;
+    const int wq0 = p.pos0 + t_first + wrow;   /* first query position of this warp */
+
+    for (int tile = tile0; tile <= tile1; tile++) {
+        const int buf = (tile - tile0) & 1;
+        if (tile < tile1) {
+            fa_load_tile<D, FA2_WARPS>(ks + (buf ^ 1) * FA_BK * LD, kbase, (tile + 1) * FA_BK, kend);
+            fa_load_tile<D, FA2_WARPS>(vs + (buf ^ 1) * FA_BK * LD, vbase, (tile + 1) * FA_BK, kend);
+            fa_cp_commit();
+            fa_cp_wait<1>();
+        } else {
+            fa_cp_wait<0>();
+        }
+        __syncthreads();
+        const uint16_t *kt = ks + buf * FA_BK * LD, *vt = vs + buf * FA_BK * LD;
+        const int k0 = tile * FA_BK;
+        if (k0 > wq0 + 16 * MT - 1 || t_first + wrow >= p.n ||
+            (p.window > 0 && wq0 - (k0 + FA_BK - 1) >= p.window)) {
+            __syncthreads();
+            continue;
+        }
+
+        float s[MT][8][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+#pragma unroll
+        for (int ksx = 0; ksx < KS; ksx++) {
+            uint32_t qf[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                fa_ldsm_x4(qf[mt], qs + (wrow + mt * 16 + (lane & 15)) * LD + ksx * 16 + (lane >> 4) * 8);
+#pragma unroll
+            for (int jp = 0; jp < 4; jp++) {
+                uint32_t b[4];
+                fa_ldsm_x4(b, kt + (jp * 16 + mr + (mat >> 1) * 8) * LD + ksx * 16 + (mat & 1) * 8);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    fa_mma(s[mt][2 * jp], qf[mt], b[0], b[1]);
+                    fa_mma(s[mt][2 * jp + 1], qf[mt], b[2], b[3]);
+                }
+            }
+        }
+        const bool need_mask = k0 + FA_BK - 1 > wq0 ||
+                               (p.window > 0 && wq0 + 16 * MT - 1 - k0 >= p.window) || k0 + FA_BK > kend;
+        uint32_t pa[MT][4][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            if (need_mask) {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int kp = k0 + j * 8 + 2 * tq + (e & 1);
+                        const int q = qp[mt][e >> 1];
+                        const bool ok = kp <= q && kp < kend && (p.window <= 0 || q - kp < p.window);
+                        if (!ok)
+                            s[mt][j][e] = -INFINITY;
+                    }
+            }
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                mx0 = fmaxf(mx0, fmaxf(s[mt][j][0], s[mt][j][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[mt][j][2], s[mt][j][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float n0 = fmaxf(m[mt][0], mx0), n1 = fmaxf(m[mt][1], mx1);
+            const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+            const float a0 = fa_exp2(m[mt][0] - u0), a1 = fa_exp2(m[mt][1] - u1);
+            m[mt][0] = n0;
+            m[mt][1] = n1;
+            float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                s[mt][j][0] = fa_exp2(s[mt][j][0] - u0);
+                s[mt][j][1] = fa_exp2(s[mt][j][1] - u0);
+                s[mt][j][2] = fa_exp2(s[mt][j][2] - u1);
+                s[mt][j][3] = fa_exp2(s[mt][j][3] - u1);
+                ps0 += s[mt][j][0] + s[mt][j][1];
+                ps1 += s[mt][j][2] + s[mt][j][3];
+            }
+            l[mt][0] = l[mt][0] * a0 + ps0;
+            l[mt][1] = l[mt][1] * a1 + ps1;
+#pragma unroll
+            for (int d = 0; d < ND; d++) {
+                o[mt][d][0] *= a0;
+                o[mt][d][1] *= a0;
+                o[mt][d][2] *= a1;
+                o[mt][d][3] *= a1;
+            }
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                pa[mt][kk][0] = fa_pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pa[mt][kk][1] = fa_pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pa[mt][kk][2] = fa_pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pa[mt][kk][3] = fa_pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t b[4];
+                fa_ldsm_x4_t(b, vt + (kk * 16 + mr + (mat & 1) * 8) * LD + dp * 16 + (mat >> 1) * 8);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    fa_mma(o[mt][2 * dp], pa[mt][kk], b[0], b[1]);
+                    fa_mma(o[mt][2 * dp + 1], pa[mt][kk], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        float l0 = l[mt][0], l1 = l[mt][1];
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
+        const int r0 = t_first + wrow + mt * 16 + g, r1 = r0 + 8;
+#pragma unroll
+        for (int d = 0; d < ND; d++) {
+            const int c = h * D + d * 8 + 2 * tq;
+            if (r0 < p.n)
+                *(uint32_t *)(p.out + (size_t)r0 * hd_all + c) = fa_pack(o[mt][d][0] * i0, o[mt][d][1] * i0);
+            if (r1 < p.n)
+                *(uint32_t *)(p.out + (size_t)r1 * hd_all + c) = fa_pack(o[mt][d][2] * i1, o[mt][d][3] * i1);
+        }
+    }
+}
+
+template <int D>
+static int fa2_launch(const struct fa_params &p, cudaStream_t s, struct bora_err *err)
+{
+    const size_t smem = (size_t)(FA2_BQ + 4 * FA_BK) * (D + FA_PAD) * sizeof(uint16_t);
+    KCHECK(cudaFuncSetAttribute(fa2_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if ((p.n + FA2_BQ - 1) / FA2_BQ > 65535)
+        return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
+    dim3 grid(p.n_heads, (p.n + FA2_BQ - 1) / FA2_BQ);
+    KCHECK(kern_launch(fa2_kernel<D>, grid, dim3(FA2_WARPS * 32), smem, s, p));
+    KCHECK(cudaGetLastError());
+    return 0;
+}
+
+template <int D, int W>
 static int fa_launch(const struct fa_params &p, cudaStream_t s, struct bora_err *err)
 {
+    constexpr int BQ = W * 16;
     const size_t smem = (size_t)4 * FA_BK * (D + FA_PAD) * sizeof(uint16_t);
-    KCHECK(cudaFuncSetAttribute(fa_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    if ((p.n + FA_BQ - 1) / FA_BQ > 65535)
+    KCHECK(cudaFuncSetAttribute(fa_kernel<D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if ((p.n + BQ - 1) / BQ > 65535)
         return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
-    dim3 grid(p.n_heads, (p.n + FA_BQ - 1) / FA_BQ);
-    KCHECK(kern_launch(fa_kernel<D>, grid, dim3(FA_THREADS), smem, s, p));
+    dim3 grid(p.n_heads, (p.n + BQ - 1) / BQ);
+    KCHECK(kern_launch(fa_kernel<D, W>, grid, dim3(W * 32), smem, s, p));
     KCHECK(cudaGetLastError());
     return 0;
 }
@@ -288,11 +517,31 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
     p.n_kv = a->n_kv;
     p.window = a->window;
     cudaStream_t s = (cudaStream_t)stream;
-    switch (a->head_dim) {
-    case 16: return fa_launch<16>(p, s, err);
-    case 32: return fa_launch<32>(p, s, err);
-    case 64: return fa_launch<64>(p, s, err);
-    case 128: return fa_launch<128>(p, s, err);
+    if (a->tile < KERN_PF_ATTN_AUTO || a->tile > KERN_PF_ATTN_WIDE)
+        return bora_errf(err, -EINVAL, "prefill attention: block shape %d (0 auto, 1 narrow, 2 wide)", a->tile);
+    int tile = a->tile;
+    if (tile == KERN_PF_ATTN_AUTO) {
+        int dev = 0, sms = 132;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            (void)cudaGetLastError();
+        const long wide_blocks = (long)a->n_heads * ((a->n + FA2_BQ - 1) / FA2_BQ);
+        tile = wide_blocks >= 2L * sms ? KERN_PF_ATTN_WIDE : KERN_PF_ATTN_NARROW;
+    }
+    if (tile == KERN_PF_ATTN_WIDE) {
+        switch (a->head_dim) {
+        case 16: return fa2_launch<16>(p, s, err);
+        case 32: return fa2_launch<32>(p, s, err);
+        case 64: return fa2_launch<64>(p, s, err);
+        case 128: return fa2_launch<128>(p, s, err);
+        }
+    } else {
+        switch (a->head_dim) {
+        case 16: return fa_launch<16, FA_WARPS>(p, s, err);
+        case 32: return fa_launch<32, FA_WARPS>(p, s, err);
+        case 64: return fa_launch<64, FA_WARPS>(p, s, err);
+        case 128: return fa_launch<128, FA_WARPS>(p, s, err);
+        }
     }
     return bora_errf(err, -EINVAL, "prefill attention: head_dim %d not supported (16, 32, 64, 128)", a->head_dim);
 }

@@ -79,8 +79,58 @@ extern "C" void kern_gemm_destroy(struct kern_gemm *g)
 extern "C" void kern_gemm_force_fallback(struct kern_gemm *g, bool on) { g->force_fallback = on; }
 extern "C" int kern_gemm_last_path(const struct kern_gemm *g) { return g->last_path; }
 
-/* Fills e's descriptors for its shape and asks the heuristic; e->ok = 0 when nothing fits. */
-static int gemm_plan(struct kern_gemm *g, struct gemm_entry *e, struct bora_err *err)
+/* Times the heuristic's candidates for e on a's operands (GEMM_TUNE_REPS launches each, after one
+ * untimed) and keeps the fastest in e->algo. Synchronizes the stream; the outputs it writes are
+ * overwritten by the real launch that follows. Any CUDA failure leaves the heuristic's first. */
+#define GEMM_TUNE_CANDIDATES 8
+#define GEMM_TUNE_MIN_N 256    /* smaller shapes keep the heuristic's first choice untimed */
+#define GEMM_TUNE_REPS 3
+
+static void gemm_tune(struct kern_gemm *g, struct gemm_entry *e, const struct kern_gemm_args *a,
+                      const cublasLtMatmulHeuristicResult_t *res, int nres, cudaStream_t s)
+{
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
+        goto out;
+    {
+        const float one = 1.0f, zero = 0.0f;
+        float best = 1e30f;
+        for (int i = 0; i < nres; i++) {
+            if (res[i].state != CUBLAS_STATUS_SUCCESS)
+                continue;
+            bool ok = true;
+            for (int r = 0; r <= GEMM_TUNE_REPS && ok; r++) {
+                if (r == 1)
+                    ok = cudaEventRecord(e0, s) == cudaSuccess;
+                ok = ok && cublasLtMatmul(g->lt, &e->desc, &one, a->w, &e->la, a->x, &e->lb, &zero, a->y, &e->lc,
+                                          a->y, &e->lc, &res[i].algo, g->ws, KERN_GEMM_WORKSPACE,
+                                          s) == CUBLAS_STATUS_SUCCESS;
+            }
+            float ms = 0;
+            if (!ok || cudaEventRecord(e1, s) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
+                cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
+                (void)cudaGetLastError();
+                continue;
+            }
+            if (ms < best) {
+                best = ms;
+                e->algo = res[i].algo;
+            }
+        }
+    }
+out:
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    (void)cudaGetLastError();
+}
+
+/* Fills e's descriptors for its shape and asks the heuristic; e->ok = 0 when nothing fits. When
+ * `tune` (a cached shape with n ≥ GEMM_TUNE_MIN_N, stream not capturing), times the heuristic's
+ * first GEMM_TUNE_CANDIDATES on a's operands and keeps the fastest: a one-time cost per shape. */
+static int gemm_plan(struct kern_gemm *g, struct gemm_entry *e, const struct kern_gemm_args *a, bool tune,
+                     cudaStream_t s, struct bora_err *err)
 {
     const bool fp8 = e->dt == BORA_DT_F8_E4M3;
     const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
@@ -101,19 +151,25 @@ static int gemm_plan(struct kern_gemm *g, struct gemm_entry *e, struct bora_err 
     LTCHECK(cublasLtMatrixLayoutInit(&e->la, in, (uint64_t)e->cols, (uint64_t)e->rows, (int64_t)e->cols));
     LTCHECK(cublasLtMatrixLayoutInit(&e->lb, in, (uint64_t)e->cols, (uint64_t)e->n, (int64_t)e->cols));
     LTCHECK(cublasLtMatrixLayoutInit(&e->lc, CUDA_R_16BF, (uint64_t)e->rows, (uint64_t)e->n, (int64_t)e->rows));
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[GEMM_TUNE_CANDIDATES];
     int nres = 0;
-    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(g->lt, &e->desc, &e->la, &e->lb, &e->lc, &e->lc, &g->pref,
-                                                      1, &res, &nres);
-    if (s != CUBLAS_STATUS_SUCCESS || nres < 1 || res.state != CUBLAS_STATUS_SUCCESS)
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    if (tune && (e->n < GEMM_TUNE_MIN_N || cudaStreamIsCapturing(s, &cap) != cudaSuccess ||
+                 cap != cudaStreamCaptureStatusNone))
+        tune = false;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(g->lt, &e->desc, &e->la, &e->lb, &e->lc, &e->lc, &g->pref,
+                                                       tune ? GEMM_TUNE_CANDIDATES : 1, res, &nres);
+    if (st != CUBLAS_STATUS_SUCCESS || nres < 1 || res[0].state != CUBLAS_STATUS_SUCCESS)
         return 0;
-    e->algo = res.algo;
+    e->algo = res[0].algo;
     e->ok = 1;
+    if (tune && nres > 1)
+        gemm_tune(g, e, a, res, nres, s);
     return 0;
 }
 
 static int gemm_find(struct kern_gemm *g, const struct kern_gemm_args *a, struct gemm_entry **out,
-                     struct bora_err *err)
+                     cudaStream_t s, struct bora_err *err)
 {
     for (int i = 0; i < g->n_cache; i++) {
         struct gemm_entry *e = &g->cache[i];
@@ -125,7 +181,7 @@ static int gemm_find(struct kern_gemm *g, const struct kern_gemm_args *a, struct
     struct gemm_entry *e = g->n_cache < KERN_GEMM_CACHE ? &g->cache[g->n_cache] : &g->scratch;
     memset(e, 0, sizeof *e);
     e->rows = a->rows, e->cols = a->cols, e->n = a->n, e->dt = a->dtype;
-    int rc = gemm_plan(g, e, err);
+    int rc = gemm_plan(g, e, a, e != &g->scratch, s, err);
     if (rc)
         return rc;
     if (e != &g->scratch)
@@ -213,7 +269,7 @@ extern "C" int kern_gemm_run(struct kern_gemm *g, const struct kern_gemm_args *a
     cudaStream_t s = (cudaStream_t)stream;
     if (!g->force_fallback) {
         struct gemm_entry *e;
-        int rc = gemm_find(g, a, &e, err);
+        int rc = gemm_find(g, a, &e, s, err);
         if (rc)
             return rc;
         if (e->ok) {

@@ -125,6 +125,129 @@ __device__ __forceinline__ void pf_finish_row(const struct kern_act &out, int t,
         out.scale[t] = s;
 }
 
+/* ---- register-resident rows: each thread keeps its NPT 8-groups (c8 = threadIdx.x + k ·
+ * blockDim.x) in registers between the reduction and the store, so there is no shared-memory
+ * round trip and no shared memory limiting the blocks per SM; all NPT loads go out before the
+ * first use. For rows of at most NPT · 8 · PF_VEC_THREADS elements. */
+
+#define PF_REG_MAX 8   /* largest NPT instantiated */
+
+template <int NPT>
+__device__ __forceinline__ void pf_finish_row_reg(const struct kern_act &out, int t, int n8, float v[NPT][8],
+                                                  float amax, float *scratch)
+{
+    if (out.dtype == BORA_DT_BF16) {
+        uint4 *o = (uint4 *)((uint16_t *)out.q + (size_t)t * n8 * 8);
+#pragma unroll
+        for (int k = 0; k < NPT; k++) {
+            const int c8 = threadIdx.x + k * blockDim.x;
+            if (c8 < n8)
+                o[c8] = pf_pack8(v[k]);
+        }
+        return;
+    }
+    amax = pf_block_max(amax, scratch);
+    const float s = amax > 0.f ? amax / KERN_FP8_MAX : 1.f, inv = 1.f / s;
+    uint2 *o = (uint2 *)((uint8_t *)out.q + (size_t)t * n8 * 8);
+#pragma unroll
+    for (int k = 0; k < NPT; k++) {
+        const int c8 = threadIdx.x + k * blockDim.x;
+        if (c8 < n8) {
+            const float *f = v[k];
+            uint32_t lo = pf_e4m3x2(f[0] * inv, f[1] * inv) | (pf_e4m3x2(f[2] * inv, f[3] * inv) << 16);
+            uint32_t hi = pf_e4m3x2(f[4] * inv, f[5] * inv) | (pf_e4m3x2(f[6] * inv, f[7] * inv) << 16);
+            o[c8] = make_uint2(lo, hi);
+        }
+    }
+    if (threadIdx.x == 0)
+        out.scale[t] = s;
+}
+
+template <int NPT>
+__global__ void pf_add_norm_quant_reg(float *x, struct kern_raw delta, const float *norm_w, float eps,
+                                      struct kern_act out, int dim)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, n8 = dim / 8;
+    float *xr = x + (size_t)t * dim;
+    const float ts = delta.t_scale ? delta.t_scale[t] : 1.f;
+    const uint4 *raw = delta.raw ? (const uint4 *)(delta.raw + (size_t)t * dim) : NULL;
+    float v[NPT][8];
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < NPT; k++) {
+        const int c8 = threadIdx.x + k * blockDim.x;
+        if (c8 < n8) {
+            pf_ld8f(xr + 8 * c8, v[k]);
+            if (raw) {
+                float r[8], w[8];
+                pf_unpack8(raw[c8], r);
+                pf_ld8f(delta.w_scale + 8 * c8, w);
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    v[k][i] += r[i] * w[i] * ts;
+                pf_st8f(xr + 8 * c8, v[k]);
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                ss += v[k][i] * v[k][i];
+        }
+    }
+    if (!norm_w)
+        return;
+    ss = kern_block_sum(ss, scratch);
+    const float rstd = rsqrtf(ss / (float)dim + eps);
+    float amax = 0.f;
+#pragma unroll
+    for (int k = 0; k < NPT; k++) {
+        const int c8 = threadIdx.x + k * blockDim.x;
+        if (c8 < n8) {
+            float w[8];
+            pf_ld8f(norm_w + 8 * c8, w);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                v[k][i] = v[k][i] * rstd * w[i];
+                amax = fmaxf(amax, fabsf(v[k][i]));
+            }
+        }
+    }
+    pf_finish_row_reg<NPT>(out, t, n8, v, amax, scratch);
+}
+
+template <int NPT>
+__global__ void pf_quant_reg(const uint16_t *in, struct kern_act out, int cols)
+{
+    __shared__ float scratch[32];
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, n8 = cols / 8;
+    const uint4 *r = (const uint4 *)(in + (size_t)t * cols);
+    float v[NPT][8];
+    float amax = 0.f;
+#pragma unroll
+    for (int k = 0; k < NPT; k++) {
+        const int c8 = threadIdx.x + k * blockDim.x;
+        if (c8 < n8) {
+            pf_unpack8(r[c8], v[k]);
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                amax = fmaxf(amax, fabsf(v[k][i]));
+        }
+    }
+    pf_finish_row_reg<NPT>(out, t, n8, v, amax, scratch);
+}
+
+/* The instance of a register-resident kernel (k1, k2, k4, k8 = NPT 1, 2, 4, 8) whose NPT covers
+ * n8 groups per row at PF_VEC_THREADS threads, or nullptr when the row is longer. */
+template <typename F>
+static F pf_pick_reg(int n8, F k1, F k2, F k4, F k8)
+{
+    const int need = (n8 + PF_VEC_THREADS - 1) / PF_VEC_THREADS;
+    return need <= 1 ? k1 : need <= 2 ? k2 : need <= 4 ? k4 : need <= PF_REG_MAX ? k8 : nullptr;
+}
+
 static int pf_smem_for(const void *k, size_t bytes, struct bora_err *err)
 {
     if (bytes > 200 * 1024)
@@ -332,7 +455,11 @@ extern "C" int kern_pf_add_norm_quant(float *x, const struct kern_raw *delta, co
     }
     if (n <= 0 || dim <= 0)
         return bora_errf(err, -EINVAL, "prefill norm: %d rows of %d", n, dim);
-    if (dim % 8 == 0) {
+    auto kreg = pf_pick_reg(dim / 8, pf_add_norm_quant_reg<1>, pf_add_norm_quant_reg<2>, pf_add_norm_quant_reg<4>,
+                            pf_add_norm_quant_reg<8>);
+    if (dim % 8 == 0 && kreg) {
+        KCHECK(kern_launch(kreg, dim3(n), dim3(PF_VEC_THREADS), 0, (cudaStream_t)stream, x, d, norm_w, eps, o, dim));
+    } else if (dim % 8 == 0) {
         const size_t smem = (size_t)dim * 4;
         int rc = pf_smem_for((const void *)pf_add_norm_quant_vec, smem, err);
         if (rc)
@@ -367,7 +494,10 @@ extern "C" int kern_pf_quant(const uint16_t *in, const struct kern_act *out, int
         return rc;
     if (n <= 0 || cols <= 0)
         return bora_errf(err, -EINVAL, "prefill quant: %d rows of %d", n, cols);
-    if (cols % 8 == 0) {
+    auto kreg = pf_pick_reg(cols / 8, pf_quant_reg<1>, pf_quant_reg<2>, pf_quant_reg<4>, pf_quant_reg<8>);
+    if (cols % 8 == 0 && kreg) {
+        KCHECK(kern_launch(kreg, dim3(n), dim3(PF_VEC_THREADS), 0, (cudaStream_t)stream, in, *out, cols));
+    } else if (cols % 8 == 0) {
         const size_t smem = (size_t)cols * 4;
         if ((rc = pf_smem_for((const void *)pf_quant_vec, smem, err)))
             return rc;

@@ -51,11 +51,14 @@ struct kern_gemm_args {
     int rows, cols, n;
 };
 
-/* y = x wᵀ (raw sums, no scales) on tensor cores through cuBLASLt; the algorithm is chosen by
- * the heuristic the first time a shape is seen and remembered (KERN_GEMM_CACHE shapes; later
- * ones query each time). Shapes cuBLASLt refuses (FP8 needs cols % 16 == 0 and rows % 16 == 0)
- * run a plain tiled CUDA-core kernel instead. Budget: ≥ 1.2 PFLOP/s FP8, ≥ 600 TFLOP/s BF16 at
- * n ≥ 512 on an H200. No allocation after the first call of a shape. */
+/* y = x wᵀ (raw sums, no scales) on tensor cores through cuBLASLt; the algorithm is chosen the
+ * first time a shape is seen and remembered (KERN_GEMM_CACHE shapes; later ones ask the
+ * heuristic each time): for n ≥ 256 on a stream that is not capturing, the heuristic's first 8
+ * candidates are timed on the call's own operands (one stream synchronization and a few
+ * milliseconds, once per shape) and the fastest kept; otherwise the heuristic's first. Shapes
+ * cuBLASLt refuses (FP8 needs cols % 16 == 0 and rows % 16 == 0) run a plain tiled CUDA-core
+ * kernel instead. Budget: ≥ 1.2 PFLOP/s FP8, ≥ 600 TFLOP/s BF16 at n ≥ 512 on an H200. No
+ * allocation after the first call of a shape. */
 int kern_gemm_run(struct kern_gemm *g, const struct kern_gemm_args *a, struct CUstream_st *stream,
                   struct bora_err *err);
 /* Forces the CUDA-core kernel (tests) or lets cuBLASLt choose again (default). */
@@ -115,18 +118,25 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
 
 /* ---- attention ---- */
 
+/* Block shapes of kern_pf_attention (kern_pf_attn_args.tile). */
+#define KERN_PF_ATTN_AUTO 0     /* wide when it still gives ≥ 2 blocks per multiprocessor, else narrow */
+#define KERN_PF_ATTN_NARROW 1   /* 64 queries per block, 4 warps of 16 rows */
+#define KERN_PF_ATTN_WIDE 2     /* 128 queries per block, 4 warps of 32 rows (half the shared-memory reads per FLOP) */
+
 /* Causal flash attention (tensor cores, online softmax, no n × n buffer) for n queries at
  * positions pos0..pos0+n-1 over cached keys 0..pos0+n-1 (the chunk's own K/V already written by
  * kern_pf_qkv_post). Query t of head h sees key j when j ≤ pos0 + t and (window == 0 or
  * pos0 + t - j < window); query heads h use kv head h / (n_heads / n_kv). q must carry the
  * softmax scale (1/√hd) × log2(e) (qkv_post's q_mult): scores are in base 2.
- * head_dim ∈ {16, 32, 64, 128}. Budget: ≥ 250 TFLOP/s at n = 2048, hd = 128 on an H200. */
+ * head_dim ∈ {16, 32, 64, 128}. Budget: ≥ 250 TFLOP/s at n = 2048, hd = 128 on an H200
+ * (measured ≈ 240 wide, ≈ 195 narrow, 2026-11-29). */
 struct kern_pf_attn_args {
     const uint16_t *q;       /* (n, n_heads, hd) bf16 device */
     const uint16_t *k_cache; /* (n_kv, max_ctx, hd) bf16 device, this layer */
     const uint16_t *v_cache;
     uint16_t *out;           /* (n, n_heads, hd) bf16 device */
     int n, pos0, max_ctx, n_heads, n_kv, head_dim, window;
+    int tile;                /* KERN_PF_ATTN_*: 0 (auto) unless a test wants one shape */
 };
 int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstream_st *stream, struct bora_err *err);
 

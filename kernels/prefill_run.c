@@ -77,7 +77,9 @@ static int prof_collect(struct prefill_run *p, struct CUstream_st *st, struct bo
 const char *prefill_prof_name(int kind)
 {
     static const char *const names[PREFILL_PROF_KINDS] = { "gemm qkv", "gemm o", "gemm gate/up", "gemm down",
-                                                           "attention", "row kernels" };
+                                                           "attention", "qkv rope+kv",
+                                                           "attn quant", "add+norm+quant",
+                                                           "swiglu+quant" };
     return kind >= 0 && kind < PREFILL_PROF_KINDS ? names[kind] : "?";
 }
 
@@ -229,7 +231,7 @@ static int run_layer(struct prefill_run *p, int l, int n, int pos0, int rows_out
         .rope = { (const float *)(p->m.arena + L->inv_freq), p->m.rope_attn_factor, c->rope_interleaved,
                   (float)c->qscale_beta, c->qscale_orig_max },
     };
-    TIMED(PREFILL_PROF_ROWS, kern_pf_qkv_post(&qa, st, err));
+    TIMED(PREFILL_PROF_ROW_QKV, kern_pf_qkv_post(&qa, st, err));
     if (rows_out == 0)
         return 0;
     const int r0 = rows_out == 1 ? n - 1 : 0, nr = n - r0;
@@ -241,24 +243,24 @@ static int run_layer(struct prefill_run *p, int l, int n, int pos0, int rows_out
     TIMED(PREFILL_PROF_ATTN, kern_pf_attention(&aa, st, err));
     const void *o_in = p->att;
     if (fp8) {
-        TIMED(PREFILL_PROF_ROWS, kern_pf_quant(p->att, &A, nr, qd, st, err));
+        TIMED(PREFILL_PROF_ROW_QUANT, kern_pf_quant(p->att, &A, nr, qd, st, err));
         o_in = p->act;
     }
     float *x = p->x + (size_t)r0 * dim;
     if ((rc = gemm(p, PREFILL_PROF_GEMM_O, L_at(p, l, L->l_wo), o_in, dim, qd, nr, st, err)))
         return rc;
     struct kern_raw d = { p->raw, (const float *)L_at(p, l, L->l_wo_rs), ts };
-    TIMED(PREFILL_PROF_ROWS,
+    TIMED(PREFILL_PROF_ROW_NORM,
           kern_pf_add_norm_quant(x, &d, (const float *)L_at(p, l, L->l_ffn_norm), c->norm_eps, &A, nr, dim, st, err));
     if ((rc = gemm(p, PREFILL_PROF_GEMM_GU, L_at(p, l, L->l_gu), p->act, 2 * hid, dim, nr, st, err)))
         return rc;
     struct kern_raw gu = { p->raw, (const float *)L_at(p, l, L->l_gu_rs), ts };
-    TIMED(PREFILL_PROF_ROWS, kern_pf_swiglu_quant(&gu, &A, nr, hid, st, err));
+    TIMED(PREFILL_PROF_ROW_SWIGLU, kern_pf_swiglu_quant(&gu, &A, nr, hid, st, err));
     if ((rc = gemm(p, PREFILL_PROF_GEMM_DOWN, L_at(p, l, L->l_down), p->act, dim, hid, nr, st, err)))
         return rc;
     d = (struct kern_raw){ p->raw, (const float *)L_at(p, l, L->l_down_rs), ts };
     const float *next_norm = l + 1 < c->n_layers ? (const float *)L_at(p, l + 1, L->l_attn_norm) : NULL;
-    TIMED(PREFILL_PROF_ROWS, kern_pf_add_norm_quant(x, &d, next_norm, c->norm_eps, &A, nr, dim, st, err));
+    TIMED(PREFILL_PROF_ROW_NORM, kern_pf_add_norm_quant(x, &d, next_norm, c->norm_eps, &A, nr, dim, st, err));
     return 0;
 }
 

@@ -51,7 +51,8 @@ int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int p
  * each prefill. Kinds: */
 enum prefill_prof_kind {
     PREFILL_PROF_GEMM_QKV, PREFILL_PROF_GEMM_O, PREFILL_PROF_GEMM_GU, PREFILL_PROF_GEMM_DOWN,
-    PREFILL_PROF_ATTN, PREFILL_PROF_ROWS, PREFILL_PROF_KINDS
+    PREFILL_PROF_ATTN, PREFILL_PROF_ROW_QKV, PREFILL_PROF_ROW_QUANT, PREFILL_PROF_ROW_NORM,
+    PREFILL_PROF_ROW_SWIGLU, PREFILL_PROF_KINDS
 };
 const char *prefill_prof_name(int kind);
 /* on: creates the events (-EIO); off: destroys them. */

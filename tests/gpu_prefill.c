@@ -251,7 +251,8 @@ static void check_add_norm_quant(int dim)
     kern_free(dx), kern_free(dws), kern_free(dts), kern_free(dnw), kern_free(dsc), kern_free(draw), kern_free(dq);
 }
 
-/* 200 and 4096: the vector kernel (multiple of 8); 203: the scalar one. */
+/* Multiples of 8 up to 8 · 256 · 8 take the register kernels (200, 4096, 6144, 12288: 1, 2, 4
+ * and 8 groups per thread), 20480 the shared-memory one; 203 the scalar one. */
 static void test_add_norm_quant(void **st)
 {
     (void)st;
@@ -259,6 +260,9 @@ static void test_add_norm_quant(void **st)
     check_add_norm_quant(200);
     check_add_norm_quant(203);
     check_add_norm_quant(4096);
+    check_add_norm_quant(6144);
+    check_add_norm_quant(12288);
+    check_add_norm_quant(20480);
 }
 
 static void check_swiglu_quant(int hid)
@@ -335,8 +339,10 @@ static void test_quant(void **st)
 {
     (void)st;
     NEED_GPU();
-    check_quant(136);
-    check_quant(130);
+    check_quant(136);     /* register kernel, 1 group per thread */
+    check_quant(130);     /* scalar */
+    check_quant(4096);    /* register kernel, 2 groups per thread (attention output of 7B) */
+    check_quant(16400);   /* past the register kernels: shared memory */
 }
 
 /* ---- QKV post + attention ---- */
@@ -385,12 +391,9 @@ static void check_attention(const struct attn_case *ac)
     struct kern_rope rope = { dinv, 1.1f, ac->interleaved, ac->qscale_beta, 16 };
     struct kern_qkv_post_args qa = { { draw, dws, dts }, dq, dkc, dvc, n, pos0, C, H, KV, hd, q_mult, rope };
     OK(kern_pf_qkv_post(&qa, NULL, E));
-    struct kern_pf_attn_args aa = { dq, dkc, dvc, dout, n, pos0, C, H, KV, hd, ac->window };
-    OK(kern_pf_attention(&aa, NULL, E));
     uint16_t *hkc = malloc(cache_elems * 2), *hvc = malloc(cache_elems * 2), *hout = malloc((size_t)n * qd * 2);
     dev_download(hkc, dkc, cache_elems * 2);
     dev_download(hvc, dvc, cache_elems * 2);
-    dev_download(hout, dout, (size_t)n * qd * 2);
 
     /* reference: q (bf16 as the kernel stores it), K/V rows of the chunk */
     double *v = malloc(hd * sizeof *v);
@@ -422,41 +425,50 @@ static void check_attention(const struct attn_case *ac)
             }
         }
     }
-    double vmax = 0, worst = 0;
+    double vmax = 0;
     for (size_t i = 0; i < cache_elems; i++)
         if (vc[i] != 0x7fc0)
             vmax = fmax(vmax, fabs(bora_bf16_to_f32(vc[i])));
     double *sc = malloc((size_t)C * sizeof *sc), *o = malloc(hd * sizeof *o);
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < H; h++) {
-            const int pos = pos0 + t, kh = h / G;
-            const int start = ac->window > 0 && pos - ac->window + 1 > 0 ? pos - ac->window + 1 : 0;
-            double mx = -INFINITY, l = 0;
-            for (int j = start; j <= pos; j++) {
-                double s = 0;
-                for (int d = 0; d < hd; d++)
-                    s += (double)q[(size_t)t * qd + h * hd + d] * bora_bf16_to_f32(kc[((size_t)kh * C + j) * hd + d]);
-                sc[j] = s;
-                mx = fmax(mx, s);
+    /* both block shapes on every case (the automatic choice takes the narrow one at these sizes) */
+    for (int tile = KERN_PF_ATTN_NARROW; tile <= KERN_PF_ATTN_WIDE; tile++) {
+        struct kern_pf_attn_args aa = { dq, dkc, dvc, dout, n, pos0, C, H, KV, hd, ac->window, tile };
+        OK(kern_pf_attention(&aa, NULL, E));
+        dev_download(hout, dout, (size_t)n * qd * 2);
+        double worst = 0;
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < H; h++) {
+                const int pos = pos0 + t, kh = h / G;
+                const int start = ac->window > 0 && pos - ac->window + 1 > 0 ? pos - ac->window + 1 : 0;
+                double mx = -INFINITY, l = 0;
+                for (int j = start; j <= pos; j++) {
+                    double s = 0;
+                    for (int d = 0; d < hd; d++)
+                        s += (double)q[(size_t)t * qd + h * hd + d] *
+                             bora_bf16_to_f32(kc[((size_t)kh * C + j) * hd + d]);
+                    sc[j] = s;
+                    mx = fmax(mx, s);
+                }
+                memset(o, 0, hd * sizeof *o);
+                for (int j = start; j <= pos; j++) {
+                    double p = exp2(sc[j] - mx);
+                    l += p;
+                    for (int d = 0; d < hd; d++)
+                        o[d] += p * bora_bf16_to_f32(vc[((size_t)kh * C + j) * hd + d]);
+                }
+                for (int d = 0; d < hd; d++) {
+                    double got = bora_bf16_to_f32(hout[(size_t)t * qd + h * hd + d]), want = o[d] / l;
+                    if (!isfinite(got) || fabs(got - want) > TOL_ATTN * vmax)
+                        fail_msg("attention (%s blocks) hd %d H %d KV %d n %d pos0 %d window %d: query %d head %d "
+                                 "dim %d: %g, reference %g",
+                                 tile == KERN_PF_ATTN_WIDE ? "wide" : "narrow", hd, H, KV, n, pos0, ac->window, t, h, d,
+                                 got, want);
+                    worst = fmax(worst, fabs(got - want) / vmax);
+                }
             }
-            memset(o, 0, hd * sizeof *o);
-            for (int j = start; j <= pos; j++) {
-                double p = exp2(sc[j] - mx);
-                l += p;
-                for (int d = 0; d < hd; d++)
-                    o[d] += p * bora_bf16_to_f32(vc[((size_t)kh * C + j) * hd + d]);
-            }
-            for (int d = 0; d < hd; d++) {
-                double got = bora_bf16_to_f32(hout[(size_t)t * qd + h * hd + d]), want = o[d] / l;
-                if (!isfinite(got) || fabs(got - want) > TOL_ATTN * vmax)
-                    fail_msg("attention hd %d H %d KV %d n %d pos0 %d window %d: query %d head %d dim %d: %g, "
-                             "reference %g",
-                             hd, H, KV, n, pos0, ac->window, t, h, d, got, want);
-                worst = fmax(worst, fabs(got - want) / vmax);
-            }
-        }
-    printf("  attention hd %3d heads %d/%d n %3d pos0 %3d window %3d: worst %.2e of max|v|\n", hd, H, KV, n, pos0,
-           ac->window, worst);
+        printf("  attention (%s) hd %3d heads %d/%d n %3d pos0 %3d window %3d: worst %.2e of max|v|\n",
+               tile == KERN_PF_ATTN_WIDE ? "wide  " : "narrow", hd, H, KV, n, pos0, ac->window, worst);
+    }
     free(inv_freq), free(raw), free(ws), free(ts), free(kc), free(vc), free(hkc), free(hvc), free(hout), free(v);
     free(q), free(sc), free(o);
     kern_free(dinv), kern_free(dws), kern_free(dts), kern_free(draw), kern_free(dq), kern_free(dkc), kern_free(dvc);
@@ -479,9 +491,13 @@ static void test_attention(void **st)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_attention(&cases[i]);
     struct bora_err err = { "" };
-    struct kern_pf_attn_args bad = { NULL, NULL, NULL, NULL, 4, 0, 16, 4, 2, 48, 0 };
+    struct kern_pf_attn_args bad = { NULL, NULL, NULL, NULL, 4, 0, 16, 4, 2, 48, 0, 0 };
     assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "head_dim 48"));
+    bad.head_dim = 128;
+    bad.tile = 7;
+    assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "block shape 7"));
 }
 
 static void test_embed(void **st)
