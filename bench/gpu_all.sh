@@ -27,12 +27,14 @@ for args in "mistral-7b --precision fp8 --ctx 512 --tokens 256" "mistral-7b --pr
 done | tee "$OUT/decode.jsonl"
 step "ttft"
 T=200 run build/bora bench ttft --preset mistral-7b --precision fp8 --prompt 128,512,2048,8192 --json | tee "$OUT/ttft.jsonl"
+T=60 run build/bora bench ttft --preset mistral-7b --precision fp8 --prompt 2048 --profile
 T=150 run build/bora bench ttft --preset mistral-medium-3.5 --precision fp8 --prompt 2048 --runs 3 --json | tee -a "$OUT/ttft.jsonl"
 if [ "${BORA_COLDSTART:-1}" = 1 ]; then
     step "cold start (mistral-7b fp8)"
     dir=/var/tmp/bora-coldstart-mistral-7b
     ulimit -l unlimited 2>/dev/null || true
     T=240 run build/bora coldstart --preset mistral-7b --precision fp8 --dir "$dir" --backend cuda --prompt 512 --json | tee "$OUT/coldstart.json"
+    T=150 run build/bora coldstart --preset mistral-7b --precision fp8 --dir "$dir" --backend cuda --prompt 512 --qd 16 --buf 4194304 --json | tee -a "$OUT/coldstart.json"
 fi
 step "done (status $status)"
 exit $status
