@@ -129,8 +129,9 @@ static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
     if (!silent(r))
         n = bwp_build_done(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, &done, d->sh->key,
                            dp_now_us());
+    struct dp_port *port = r->port;     /* r is the transport's once its last event is out */
     push_event(d, r, (uint32_t)n, DP_EV_LAST);
-    io_kick(r->port);
+    io_kick(port);
 }
 
 static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, const char *msg)
@@ -140,8 +141,9 @@ static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, con
     if (!silent(r))
         n = bwp_build_error(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, code, msg, d->sh->key,
                             dp_now_us());
+    struct dp_port *port = r->port;     /* r is the transport's once its last event is out */
     push_event(d, r, (uint32_t)n, DP_EV_LAST);
-    io_kick(r->port);
+    io_kick(port);
 }
 
 static void waiting_release(struct decoder *d)
