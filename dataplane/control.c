@@ -1,7 +1,6 @@
-/* control.c — the console's handles on a running server: the live policy (RCU-style swap of
- * an immutable struct dp_policy, readers protected by hazards), and requests to the decoder
- * thread (list, cancel by id, swap the generator) through the single-slot struct dp_ctl that
- * the decoder answers between steps. Only console threads call these; they may block. */
+/* control.c — the console's handles on a running server (console threads only; they may block):
+ * the live policy (immutable struct dp_policy swapped RCU-style, readers hold hazards), and
+ * requests the decoder answers between steps (list, cancel by id, swap the generator). */
 #include <errno.h>
 #include <string.h>
 #include <time.h>

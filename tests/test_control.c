@@ -1,7 +1,6 @@
-/* test_control.c — the console's handles on a running dp_server (dataplane/control.c): the list
- * of held requests, cancel by request id (DONE(cancelled) as a client CANCEL, protocol.md rule
- * 13), the live policy (max_tokens, max_prompt_bytes, allow list, request timeout, rate), and
- * the generator swap at a request boundary that keeps the queue. Real server on loopback. */
+/* test_control.c — dataplane/control.c on a real loopback server: the list of held requests,
+ * cancel by id (DONE(cancelled), protocol.md rule 13), the live policy (max_tokens, prompt bytes,
+ * allow list, timeout, rate), and the generator swap at a request boundary keeping the queue. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
