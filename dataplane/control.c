@@ -116,9 +116,11 @@ static int ctl_begin(struct dp_shared *sh, const char *what, struct bora_err *er
     uint32_t last = atomic_load_explicit(&sh->ctl.req_seq, memory_order_relaxed);
     uint64_t until = dp_mono_us() + 1000ull * DP_CTL_WAIT_MS;
     while (!ctl_answered(&sh->ctl, last)) {
-        if (atomic_load_explicit(&sh->ctl.closed, memory_order_seq_cst) || dp_mono_us() > until) {
+        bool closed = atomic_load_explicit(&sh->ctl.closed, memory_order_seq_cst);
+        if (closed || dp_mono_us() > until) {
             pthread_mutex_unlock(&sh->ctl_lock);
-            return bora_errf(err, -EBUSY, "%s: the decoder is still busy with an earlier request", what);
+            return closed ? bora_errf(err, -ESHUTDOWN, "%s: the decoder has stopped", what)
+                          : bora_errf(err, -EBUSY, "%s: the decoder is still busy with an earlier request", what);
         }
         ctl_nap();
     }

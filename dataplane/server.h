@@ -87,7 +87,8 @@ int dp_server_set_policy(struct dp_server *s, const struct dp_config *cfg, struc
 void dp_server_counts(const struct dp_server *s, uint32_t *queued, uint32_t *running);
 /* The requests the decoder holds, running one first then the queue in order: up to cap into
  * out, *total = how many there are. The decoder answers between steps. Console threads only.
- * Errors: -ETIMEDOUT (no answer within DP_CTL_WAIT_MS), -ESHUTDOWN (decoder gone). */
+ * Errors: -ETIMEDOUT (no answer within DP_CTL_WAIT_MS), -EBUSY (an earlier timed-out request
+ * is still unanswered), -ESHUTDOWN (decoder gone). */
 int dp_server_requests(struct dp_server *s, struct dp_req_info *out, size_t cap, uint32_t *total,
                        struct bora_err *err);
 /* Cancels every running or queued request whose request_id is rid, whatever its client (each
