@@ -1,14 +1,18 @@
 /* borad_console.c — the console_ops borad supplies: status from the generator and the
- * dataplane, drain/resume as a pause of new requests, shutdown as SIGTERM, the model's
- * shapes and bytes, and a running copy of the config that `config set` changes. */
+ * dataplane, the decoder's requests (list, cancel by id), drain/resume as a pause of new
+ * requests, reload as a new generator swapped in at a request boundary, shutdown as SIGTERM,
+ * the model's shapes and bytes, and a running copy of the config whose live keys `config set`
+ * changes and hands to the dataplane. */
 #include "cmd/borad_console.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd/borad.h"
 #include "console/console.h"
 #include "console/console_server.h"
 #include "dataplane/gen_engine.h"
@@ -18,34 +22,136 @@ struct borad_console {
     struct console c;
     struct console_ops ops;
     struct console_server *srv;
-    pthread_mutex_t lock;               /* guards cfg */
+    pthread_mutex_t lock;               /* guards cfg, backend, precision */
     struct bora_config cfg;             /* the running config (live keys change it) */
+    struct bora_config start_cfg;       /* as borad started: the model settings `reload` uses */
     struct dp_server *s;
-    const struct generator *g;
+    pthread_mutex_t gen_lock;           /* guards reading *g against a reload's swap */
+    pthread_mutex_t reload_lock;        /* one reload at a time */
+    const struct generator *g;          /* the decoder's generator (its contents swap on reload) */
+    char backend[32], precision[32];    /* of the generator serving now */
     char dir[CONSOLE_TEXT_MAX];
+    char model_dir[4096];
     _Atomic bool stopping;
+    _Atomic bool reloading;
 };
+
+/* Caches what status reports about g (bc->lock held; g not being swapped). */
+static void describe_generator(struct borad_console *bc, const struct generator *g)
+{
+    static const char *const precisions[] = { "auto", "bf16", "fp8" };
+    const struct model *m = gen_engine_model(g);
+    snprintf(bc->backend, sizeof bc->backend, "%s", gen_engine_backend(g));
+    snprintf(bc->precision, sizeof bc->precision, "%s",
+             m ? bora_dtype_name(m->linear_dtype) : precisions[bc->cfg.model.precision % 3]);
+}
 
 static int op_status(void *ctx, struct console_status *o, struct bora_err *err)
 {
     (void)err;
     struct borad_console *bc = ctx;
-    static const char *const precisions[] = { "auto", "bf16", "fp8" };
-    const struct model *m = gen_engine_model(bc->g);
     snprintf(o->model, sizeof o->model, "%s", bc->dir);
-    snprintf(o->backend, sizeof o->backend, "%s", gen_engine_backend(bc->g));
-    snprintf(o->precision, sizeof o->precision, "%s",
-             m ? bora_dtype_name(m->linear_dtype) : precisions[bc->cfg.model.precision % 3]);
+    pthread_mutex_lock(&bc->lock);
+    snprintf(o->backend, sizeof o->backend, "%s", bc->backend);
+    snprintf(o->precision, sizeof o->precision, "%s", bc->precision);
+    pthread_mutex_unlock(&bc->lock);
     o->state = atomic_load(&bc->stopping) ? CONSOLE_STATE_STOPPING
+             : atomic_load(&bc->reloading) ? CONSOLE_STATE_RELOADING
              : dp_server_paused(bc->s) ? CONSOLE_STATE_DRAINING : CONSOLE_STATE_SERVING;
-    struct metrics_snapshot *s = malloc(sizeof *s);
-    if (s && bc->c.metrics) {
-        metrics_snapshot_take(bc->c.metrics, s, 0);
-        uint64_t in = s->counter[METRICS_QUEUE_IN], out = s->counter[METRICS_QUEUE_OUT];
-        o->queued = in > out ? (uint32_t)(in - out) : 0;
-    }
-    free(s);
+    dp_server_counts(bc->s, &o->queued, &o->running);
     return 0;
+}
+
+/* "udp 10.0.0.7:4242", "tcp [::1]:5000 #3", "dpdk 10.0.0.9:4000" */
+static void client_name(const struct dp_req_info *r, char *buf, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    bool v6 = r->from.ss_family == AF_INET6;
+    if (r->from.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&r->from;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        port = ntohs(a->sin_port);
+    } else if (v6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&r->from;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        port = ntohs(a->sin6_port);
+    }
+    int k = snprintf(buf, n, v6 ? "%s [%s]:%u" : "%s %s:%u", metrics_transport_name(r->transport), ip, port);
+    if (r->conn && k > 0 && (size_t)k < n)
+        snprintf(buf + k, n - (size_t)k, " #%u", r->conn - 1);
+}
+
+static int op_requests(void *ctx, struct console_request *out, size_t cap, struct bora_err *err)
+{
+    struct borad_console *bc = ctx;
+    struct dp_req_info *r = malloc(sizeof *r * DP_LIST_MAX);
+    if (!r)
+        return bora_errf(err, -ENOMEM, "requests: out of memory");
+    uint32_t total = 0;
+    int rc = dp_server_requests(bc->s, r, DP_LIST_MAX, &total, err);
+    if (rc == 0) {
+        size_t n = total < cap ? total : cap;
+        n = n < DP_LIST_MAX ? n : DP_LIST_MAX;
+        for (size_t i = 0; i < n; i++) {
+            out[i] = (struct console_request){ .id = r[i].rid, .running = r[i].running, .age_us = r[i].age_us,
+                                               .prompt_tokens = r[i].prompt_tokens,
+                                               .completion_tokens = r[i].completion_tokens };
+            client_name(&r[i], out[i].client, sizeof out[i].client);
+        }
+        rc = (int)total;
+    }
+    free(r);
+    return rc;
+}
+
+static int op_cancel(void *ctx, uint64_t id, struct bora_err *err)
+{
+    struct borad_console *bc = ctx;
+    uint32_t n = 0;
+    int rc = dp_server_cancel(bc->s, id, &n, err);
+    if (rc < 0)
+        return rc;
+    if (n == 0)
+        return bora_errf(err, -ENOENT, "cancel: no queued or running request has id %llu", (unsigned long long)id);
+    fprintf(stderr, "borad: console: cancelled request %llu (%u client%s)\n", (unsigned long long)id, n,
+            n == 1 ? "" : "s");
+    return 0;
+}
+
+/* Opens the model again (same directory and settings) beside the serving one, then has the
+ * decoder swap it in once the running request is done; the old one is closed after. */
+static int op_reload(void *ctx, struct bora_err *err)
+{
+    struct borad_console *bc = ctx;
+    if (atomic_load(&bc->stopping))
+        return bora_errf(err, -ESHUTDOWN, "reload: borad is shutting down");
+    if (pthread_mutex_trylock(&bc->reload_lock))
+        return bora_errf(err, -EBUSY, "reload: a reload is already running");
+    atomic_store(&bc->reloading, true);
+    struct generator ng;
+    struct bora_err e = { "" };
+    int rc = borad_generator_open(&bc->start_cfg, bc->model_dir, &ng, &e);
+    if (rc < 0) {
+        bora_errf(err, rc, "reload: model %s: %s; the old model keeps serving", bc->model_dir, e.msg);
+    } else {
+        pthread_mutex_lock(&bc->gen_lock);
+        rc = dp_server_swap_generator(bc->s, &ng, err);   /* ng now holds the old one */
+        if (rc == 0) {
+            pthread_mutex_lock(&bc->lock);
+            describe_generator(bc, bc->g);
+            pthread_mutex_unlock(&bc->lock);
+        }
+        pthread_mutex_unlock(&bc->gen_lock);
+        ng.ops->close(&ng);
+    }
+    atomic_store(&bc->reloading, false);
+    pthread_mutex_unlock(&bc->reload_lock);
+    if (rc == 0)
+        fprintf(stderr, "borad: console: model %s reloaded\n", bc->model_dir);
+    else
+        fprintf(stderr, "borad: console: %s\n", err->msg);
+    return rc;
 }
 
 static int op_drain(void *ctx, struct bora_err *err)
@@ -91,9 +197,8 @@ static void tensor_add(struct console_model *o, const char *name, const struct w
     t->bytes = (uint64_t)w->rows * (uint64_t)w->cols * bora_dtype_size(w->dtype) * count;
 }
 
-static int op_model(void *ctx, struct console_model *o, struct bora_err *err)
+static int model_describe(struct borad_console *bc, struct console_model *o, struct bora_err *err)
 {
-    struct borad_console *bc = ctx;
     const struct model *m = gen_engine_model(bc->g);
     if (!m)
         return bora_errf(err, -ENODEV, "model: no model is loaded");
@@ -125,6 +230,15 @@ static int op_model(void *ctx, struct console_model *o, struct bora_err *err)
     return 0;
 }
 
+static int op_model(void *ctx, struct console_model *o, struct bora_err *err)
+{
+    struct borad_console *bc = ctx;
+    pthread_mutex_lock(&bc->gen_lock);     /* waits while a reload swaps the model */
+    int rc = model_describe(bc, o, err);
+    pthread_mutex_unlock(&bc->gen_lock);
+    return rc;
+}
+
 static int op_config_read(void *ctx, struct bora_config *out, struct bora_err *err)
 {
     (void)err;
@@ -135,16 +249,39 @@ static int op_config_read(void *ctx, struct bora_config *out, struct bora_err *e
     return 0;
 }
 
+/* Sets key on a copy of the running config; a [dataplane] or [limits] key goes to the dataplane
+ * (which may refuse it) before the copy becomes the running config. */
 static int op_config_apply(void *ctx, const char *key, const char *value, struct bora_err *err)
 {
     struct borad_console *bc = ctx;
+    struct bora_config *next = malloc(sizeof *next);
+    if (!next)
+        return bora_errf(err, -ENOMEM, "config set: out of memory");
     pthread_mutex_lock(&bc->lock);
-    int rc = config_set(&bc->cfg, key, value, err);
+    *next = bc->cfg;
+    int rc = config_set(next, key, value, err);
+    if (!rc && (!strncmp(key, "dataplane.", 10) || !strncmp(key, "limits.", 7))) {
+        struct dp_config dc = { 0 };
+        struct dp_cidr allow[DP_ALLOW_MAX];
+        borad_dp_live(next, &dc, allow);
+        rc = dp_server_set_policy(bc->s, &dc, err);
+    }
+    if (!rc)
+        bc->cfg = *next;
     pthread_mutex_unlock(&bc->lock);
+    free(next);
     if (!rc)
         fprintf(stderr, "borad: console: %s = %s\n", key,
                 strstr(key, "password") || strstr(key, "psk") ? "(hidden)" : value);
     return rc;
+}
+
+static void borad_console_free(struct borad_console *bc)
+{
+    pthread_mutex_destroy(&bc->lock);
+    pthread_mutex_destroy(&bc->gen_lock);
+    pthread_mutex_destroy(&bc->reload_lock);
+    free(bc);
 }
 
 int borad_console_start(struct borad_console **out, const struct bora_config *cfg, struct metrics *m,
@@ -159,21 +296,25 @@ int borad_console_start(struct borad_console **out, const struct bora_config *cf
         return -ENOMEM;
     }
     pthread_mutex_init(&bc->lock, NULL);
-    bc->cfg = *cfg;
+    pthread_mutex_init(&bc->gen_lock, NULL);
+    pthread_mutex_init(&bc->reload_lock, NULL);
+    bc->cfg = bc->start_cfg = *cfg;
     bc->s = s;
     bc->g = g;
+    describe_generator(bc, g);
     snprintf(bc->dir, sizeof bc->dir, "%s", dir);
+    snprintf(bc->model_dir, sizeof bc->model_dir, "%s", dir);
     bc->ops = (struct console_ops){
-        .ctx = bc, .status = op_status, .model = op_model, .drain = op_drain, .resume = op_resume,
-        .shutdown = op_shutdown, .config_read = op_config_read, .config_apply = op_config_apply,
+        .ctx = bc, .status = op_status, .requests = op_requests, .cancel = op_cancel, .model = op_model,
+        .drain = op_drain, .resume = op_resume, .reload = op_reload, .shutdown = op_shutdown,
+        .config_read = op_config_read, .config_apply = op_config_apply,
     };
     console_init(&bc->c, &bc->ops, m);
     struct bora_err err = { "" };
     int rc = console_server_start(&bc->srv, &bc->c, &bc->cfg.console, &err);
     if (rc) {
         fprintf(stderr, "borad: %s\n", err.msg);
-        pthread_mutex_destroy(&bc->lock);
-        free(bc);
+        borad_console_free(bc);
         return rc;
     }
     fprintf(stderr, "borad: console on %s%s%s (boractl --socket %s)\n",
@@ -188,6 +329,5 @@ void borad_console_stop(struct borad_console *bc)
     if (!bc)
         return;
     console_server_stop(bc->srv);
-    pthread_mutex_destroy(&bc->lock);
-    free(bc);
+    borad_console_free(bc);
 }

@@ -11,7 +11,8 @@
 struct borad_console;
 
 /* Starts the console ways in of cfg->console (nothing when neither socket nor serial is
- * set) over server s, generator g (model in dir) and registry m, all of which outlive it.
+ * set) over server s, generator g (model in dir; `reload` has the decoder swap its contents
+ * for a newly opened one) and registry m, all of which outlive it.
  * Called from borad_run's thread. Returns 0 with *out set (NULL when no console is
  * configured), or -errno after printing what is wrong. */
 int borad_console_start(struct borad_console **out, const struct bora_config *cfg, struct metrics *m,

@@ -52,6 +52,36 @@ static int refuse_unsupported(const struct bora_config *cfg)
     return 0;
 }
 
+int borad_generator_open(const struct bora_config *cfg, const char *dir, struct generator *g,
+                         struct bora_err *err)
+{
+    static const enum engine_backend backends[] = { ENGINE_BACKEND_AUTO, ENGINE_BACKEND_CPU, ENGINE_BACKEND_CUDA };
+    static const enum model_precision precisions[] = { MODEL_PRECISION_AUTO, MODEL_PRECISION_BF16, MODEL_PRECISION_FP8 };
+    struct gen_engine_opts o = {
+        .model_dir = dir, .backend = backends[cfg->model.backend % 3],
+        .precision = precisions[cfg->model.precision % 3], .max_ctx = (int)cfg->model.max_ctx,
+        .n_threads = (int)cfg->engine.threads,
+    };
+    return gen_engine_open(g, &o, err);
+}
+
+void borad_dp_live(const struct bora_config *cfg, struct dp_config *dc, struct dp_cidr allow[DP_ALLOW_MAX])
+{
+    uint32_t n_allow = cfg->dataplane.n_allow < DP_ALLOW_MAX ? cfg->dataplane.n_allow : DP_ALLOW_MAX;
+    for (uint32_t i = 0; i < n_allow; i++) {
+        allow[i].family = cfg->dataplane.allow[i].family;
+        memcpy(allow[i].addr, cfg->dataplane.allow[i].addr, 16);
+        allow[i].prefix = cfg->dataplane.allow[i].prefix;
+    }
+    dc->allow = allow;
+    dc->n_allow = n_allow;
+    dc->rate_limit = cfg->dataplane.rate_limit;
+    dc->max_prompt_bytes = cfg->limits.max_prompt_bytes;
+    dc->max_tokens = cfg->limits.max_tokens;
+    dc->request_timeout_ms = cfg->limits.request_timeout_ms;
+    dc->shutdown_grace_ms = cfg->limits.shutdown_grace_ms;
+}
+
 static int open_generator(const struct bora_config *cfg, struct generator *g, char *dir, size_t cap)
 {
     struct bora_err err = { "" };
@@ -61,14 +91,7 @@ static int open_generator(const struct bora_config *cfg, struct generator *g, ch
         fprintf(stderr, "borad: built-in default model: %s\n", err.msg);
         return -1;
     }
-    static const enum engine_backend backends[] = { ENGINE_BACKEND_AUTO, ENGINE_BACKEND_CPU, ENGINE_BACKEND_CUDA };
-    static const enum model_precision precisions[] = { MODEL_PRECISION_AUTO, MODEL_PRECISION_BF16, MODEL_PRECISION_FP8 };
-    struct gen_engine_opts o = {
-        .model_dir = dir, .backend = backends[cfg->model.backend],
-        .precision = precisions[cfg->model.precision], .max_ctx = (int)cfg->model.max_ctx,
-        .n_threads = (int)cfg->engine.threads,
-    };
-    if (gen_engine_open(g, &o, &err) < 0) {
+    if (borad_generator_open(cfg, dir, g, &err) < 0) {
         fprintf(stderr, "borad: model %s: %s\n", dir, err.msg);
         return -1;
     }
@@ -118,19 +141,10 @@ int borad_run(const struct bora_config *cfg)
     struct bwp_key key = { .len = cfg->dataplane.psk_len };
     memcpy(key.bytes, cfg->dataplane.psk, cfg->dataplane.psk_len);
     struct dp_cidr allow[DP_ALLOW_MAX];
-    uint32_t n_allow = cfg->dataplane.n_allow < DP_ALLOW_MAX ? cfg->dataplane.n_allow : DP_ALLOW_MAX;
-    for (uint32_t i = 0; i < n_allow; i++) {
-        allow[i].family = cfg->dataplane.allow[i].family;
-        memcpy(allow[i].addr, cfg->dataplane.allow[i].addr, 16);
-        allow[i].prefix = cfg->dataplane.allow[i].prefix;
-    }
     struct dp_config dc = {
-        .udp = udp, .tcp = tcp, .queue_depth = cfg->limits.queue_depth,
-        .max_prompt_bytes = cfg->limits.max_prompt_bytes, .max_tokens = cfg->limits.max_tokens,
-        .request_timeout_ms = cfg->limits.request_timeout_ms,
-        .shutdown_grace_ms = cfg->limits.shutdown_grace_ms, .key = key.len ? &key : NULL,
-        .allow = allow, .n_allow = n_allow, .rate_limit = cfg->dataplane.rate_limit,
+        .udp = udp, .tcp = tcp, .queue_depth = cfg->limits.queue_depth, .key = key.len ? &key : NULL,
     };
+    borad_dp_live(cfg, &dc, allow);
     struct dp_dpdk_config dpdk = { .eal_args = cfg->dataplane.dpdk, .ip = cfg->dataplane.dpdk_ip,
                                    .udp_port = (uint16_t)cfg->dataplane.dpdk_port };
     if (cfg->dataplane.dpdk[0])

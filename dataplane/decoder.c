@@ -2,7 +2,8 @@
  * tokens and answers ACCEPTED (with the queue position), keeps them in a FIFO, and decodes one
  * at a time through the generator, pushing TOKEN / DONE / ERROR frames to the response ring.
  * Between steps it checks cancel flags, deadlines and the drain state of every request it
- * holds, so a queued request ends as soon as it is cancelled or expires. */
+ * holds, so a queued request ends as soon as it is cancelled or expires. Also between steps it
+ * answers the console's requests (list, cancel by id, swap the generator once idle). */
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
@@ -22,7 +23,16 @@ struct decoder {
     struct dp_req *cur;            /* decoding now, or NULL */
     struct dp_event ev;            /* scratch event being built */
     struct metrics_shard *ms;      /* the decoder's metrics shard (NULL = none) */
+    uint32_t ctl_done;             /* last console request answered (sh->ctl.done_seq) */
+    uint32_t swap_done;            /* last generator swap done (sh->ctl.swap_done) */
 };
+
+static void set_cur(struct decoder *d, struct dp_req *r)
+{
+    d->cur = r;
+    /* relaxed: a figure for the console's status, nothing hangs on it */
+    atomic_store_explicit(&d->sh->n_running, r ? 1u : 0u, memory_order_relaxed);
+}
 
 uint64_t dp_now_us(void)
 {
@@ -119,8 +129,9 @@ static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
     if (!silent(r))
         n = bwp_build_done(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, &done, d->sh->key,
                            dp_now_us());
+    struct dp_port *port = r->port;     /* r is the transport's once its last event is out */
     push_event(d, r, (uint32_t)n, DP_EV_LAST);
-    io_kick(r->port);
+    io_kick(port);
 }
 
 static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, const char *msg)
@@ -130,8 +141,9 @@ static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, con
     if (!silent(r))
         n = bwp_build_error(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, code, msg, d->sh->key,
                             dp_now_us());
+    struct dp_port *port = r->port;     /* r is the transport's once its last event is out */
     push_event(d, r, (uint32_t)n, DP_EV_LAST);
-    io_kick(r->port);
+    io_kick(port);
 }
 
 static void waiting_release(struct decoder *d)
@@ -226,14 +238,14 @@ static void start_next(struct decoder *d)
     }
     r->prompt_tokens = n_tok;
     r->cached_tokens = cached;
-    d->cur = r;
+    set_cur(d, r);
 }
 
 static void end_current(struct decoder *d, uint8_t finish)
 {
     d->sh->gen->ops->finish(d->sh->gen);
     finish_done(d, d->cur, finish);
-    d->cur = NULL;
+    set_cur(d, NULL);
 }
 
 static void step_current(struct decoder *d, uint64_t now)
@@ -250,7 +262,7 @@ static void step_current(struct decoder *d, uint64_t now)
     if (rc < 0) {
         d->sh->gen->ops->finish(d->sh->gen);
         finish_error(d, r, BWP_E_INTERNAL, err.msg[0] ? err.msg : "generator step failed");
-        d->cur = NULL;
+        set_cur(d, NULL);
         return;
     }
     if (rc == GEN_EOS) {
@@ -267,6 +279,96 @@ static void step_current(struct decoder *d, uint64_t now)
         end_current(d, BWP_FINISH_MAX_TOKENS);
 }
 
+/* ---- console requests (struct dp_ctl) ---- */
+
+static bool ctl_pending(const struct decoder *d)
+{
+    /* relaxed: only a hint to stay awake; ctl_serve loads them again with acquire */
+    return atomic_load_explicit(&d->sh->ctl.req_seq, memory_order_relaxed) != d->ctl_done ||
+           atomic_load_explicit(&d->sh->ctl.swap_seq, memory_order_relaxed) != d->swap_done;
+}
+
+static void ctl_info(struct dp_req_info *o, const struct dp_req *r, bool running, uint64_t now)
+{
+    memset(o, 0, sizeof *o);
+    o->rid = r->rid;
+    o->transport = r->transport;
+    o->running = running;
+    o->conn = r->conn;
+    memcpy(&o->from, &r->from, sizeof r->from);
+    o->age_us = now > r->t_accept_us ? now - r->t_accept_us : 0;
+    o->prompt_tokens = r->prompt_tokens;
+    o->completion_tokens = r->completion_tokens;
+}
+
+static void ctl_list(struct decoder *d, struct dp_ctl *c)
+{
+    uint64_t now = dp_mono_us();
+    uint32_t n = 0;
+    if (d->cur)
+        ctl_info(&c->list[n++], d->cur, true, now);
+    for (uint32_t i = 0; i < d->fifo_n && n < DP_LIST_MAX; i++)
+        ctl_info(&c->list[n++], d->fifo[i], false, now);
+    c->total = (d->cur ? 1 : 0) + d->fifo_n;
+}
+
+static uint32_t ctl_cancel_one(struct dp_req *r, uint64_t rid)
+{
+    uint32_t run = DP_RUN;
+    /* relaxed: read back by this thread (end_reason); the io thread only stores CANCELLED or
+     * SILENT (release), so the CAS fails only when a client's cancel already landed */
+    return r->rid == rid && atomic_compare_exchange_strong_explicit(&r->cancel, &run, DP_CANCELLED,
+                                                                    memory_order_relaxed,
+                                                                    memory_order_relaxed);
+}
+
+static void ctl_cancel(struct decoder *d, struct dp_ctl *c)
+{
+    uint32_t n = d->cur ? ctl_cancel_one(d->cur, c->rid) : 0;
+    for (uint32_t i = 0; i < d->fifo_n; i++)
+        n += ctl_cancel_one(d->fifo[i], c->rid);
+    c->total = n;
+}
+
+/* Swaps in the console's new generator once no request is decoding (queued ones wait). */
+static void ctl_swap(struct decoder *d, struct dp_ctl *c)
+{
+    /* acquire pairs with the console's store of swap_seq after setting swap_gen */
+    uint32_t seq = atomic_load_explicit(&c->swap_seq, memory_order_acquire);
+    if (seq == d->swap_done || d->cur)
+        return;
+    struct generator old = *d->sh->gen;
+    *d->sh->gen = *c->swap_gen;
+    *c->swap_gen = old;
+    /* relaxed: PONG's flag (see port.c) */
+    atomic_store_explicit(&d->sh->gen_loaded, d->sh->gen->loaded, memory_order_relaxed);
+    d->swap_done = seq;
+    /* release pairs with the console's acquire: the old generator is in *swap_gen */
+    atomic_store_explicit(&c->swap_done, seq, memory_order_release);
+}
+
+/* Answers the console's pending requests: LIST and CANCEL at once, a swap once no request is
+ * decoding. Cancelled requests end in the sweep/step that follows. */
+static void ctl_serve(struct decoder *d)
+{
+    struct dp_ctl *c = &d->sh->ctl;
+    ctl_swap(d, c);
+    /* acquire pairs with the console's store of req_seq after writing the arguments */
+    uint32_t seq = atomic_load_explicit(&c->req_seq, memory_order_acquire);
+    if (seq == d->ctl_done)
+        return;
+    c->rc = 0;
+    if (c->op == DP_CTL_LIST)
+        ctl_list(d, c);
+    else if (c->op == DP_CTL_CANCEL)
+        ctl_cancel(d, c);
+    else
+        c->rc = -EINVAL;
+    d->ctl_done = seq;
+    /* release pairs with the console's acquire: the answer is written */
+    atomic_store_explicit(&c->done_seq, seq, memory_order_release);
+}
+
 /* Polls the intake ring for DP_DECODER_SPIN_US, then parks until it has something or the
  * timeout passes. */
 static void park(struct decoder *d, int timeout_ms)
@@ -275,11 +377,12 @@ static void park(struct decoder *d, int timeout_ms)
     uint64_t until = dp_mono_us() + DP_DECODER_SPIN_US;
     while (dp_mono_us() < until)
         for (int i = 0; i < 64; i++)
-            if (ring_count(&sh->intake))
+            if (ring_count(&sh->intake) || ctl_pending(d))
                 return;
     atomic_store_explicit(&sh->dec_sleeping, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);   /* pairs with dp_decoder_kick's fence */
-    if (ring_count(&sh->intake) == 0 && !atomic_load_explicit(&sh->quit, memory_order_acquire)) {
+    if (ring_count(&sh->intake) == 0 && !ctl_pending(d) &&
+        !atomic_load_explicit(&sh->quit, memory_order_acquire)) {
         struct pollfd pfd = { .fd = sh->dec_efd, .events = POLLIN };
         if (poll(&pfd, 1, timeout_ms) > 0) {
             uint64_t v;
@@ -297,6 +400,7 @@ void *dp_decoder_main(void *arg)
     /* acquire pairs with the io thread's release store of quit */
     while (!atomic_load_explicit(&sh->quit, memory_order_acquire)) {
         bool got = intake(&d);
+        ctl_serve(&d);
         uint64_t now = dp_mono_us();
         if (d.fifo_n)
             sweep(&d, now);
@@ -307,6 +411,8 @@ void *dp_decoder_main(void *arg)
         else if (!got)
             park(&d, DP_DECODER_IDLE_MS);
     }
+    /* seq_cst pairs with the console's load after posting: no request is answered from now on */
+    atomic_store_explicit(&sh->ctl.closed, 1, memory_order_seq_cst);
     /* quit comes only once every request has ended; anything left is ended for shutdown */
     while (intake(&d))
         ;

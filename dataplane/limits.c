@@ -55,10 +55,7 @@ bool dp_allow_match(const struct dp_cidr *allow, uint32_t n, const struct sockad
 
 int dp_rate_init(struct dp_rate *r, uint32_t per_s, struct bora_err *err)
 {
-    r->per_s = per_s;
-    r->slots = NULL;
-    if (!per_s)
-        return 0;
+    r->per_s = per_s;              /* the table exists even when off: the rate is live */
     r->slots = calloc(DP_RATE_SLOTS, sizeof *r->slots);
     if (!r->slots)
         return bora_errf(err, -ENOMEM, "dataplane: cannot allocate the rate-limit table");

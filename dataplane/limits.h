@@ -33,7 +33,8 @@ struct dp_rate {
     struct dp_rate_slot *slots;     /* (DP_RATE_SLOTS) */
 };
 
-/* per_s 0 disables (no table). Errors: -ENOMEM. */
+/* per_s 0 disables; the table is allocated either way, so the owner may change per_s later
+ * (a live config change) without allocating. Errors: -ENOMEM. */
 int dp_rate_init(struct dp_rate *r, uint32_t per_s, struct bora_err *err);
 void dp_rate_fini(struct dp_rate *r);
 /* Takes one request from sa's bucket (capacity per_s, refilled per_s a second): true if

@@ -16,12 +16,15 @@ int dp_port_init(struct dp_port *p, struct dp_shared *sh, const struct dp_port_o
     p->owner = owner;
     p->sh = sh;
     p->efd = efd;
+    if (sh->n_readers >= DP_POLICY_READERS)
+        return bora_errf(err, -EINVAL, "dataplane: more than %d transports", DP_POLICY_READERS);
+    p->hz = &sh->hazard[sh->n_readers++];
     uint32_t n_req = sh->queue_depth + 1 + DP_POOL_SLACK;
     int rc;
     if ((rc = pool_init(&p->reqs, n_req, sizeof(struct dp_req) + sh->lim.max_prompt_bytes, err)) < 0 ||
         (rc = ring_init(&p->resp, DP_RESP_RING_SLOTS, sizeof(struct dp_event), RING_SP_ENQ, err)) < 0 ||
         (rc = dp_flows_init(&p->flows, n_req + DP_RETAIN_FLOWS, err)) < 0 ||
-        (rc = dp_rate_init(&p->rate, sh->rate_limit, err)) < 0)
+        (rc = dp_rate_init(&p->rate, 0, err)) < 0)
         goto err;
     p->replay_slots = malloc(sizeof *p->replay_slots * DP_REPLAY_SLOTS);
     if (!p->replay_slots) {
@@ -102,7 +105,21 @@ static bool draining(const struct dp_shared *sh)
            atomic_load_explicit(&sh->paused, memory_order_acquire) != 0;
 }
 
-static void fill_request(struct dp_port *p, struct dp_req *r, struct dp_flow *fl, const struct bwp_generate *g)
+/* The client's address and transport, for the console's `requests`. */
+static void fill_client(struct dp_port *p, struct dp_req *r, const struct dp_peer *peer,
+                        const struct sockaddr *from)
+{
+    r->transport = (uint8_t)peer_transport(p, peer);
+    r->conn = peer->conn;
+    size_t n = !from ? 0 : from->sa_family == AF_INET ? sizeof r->from.in
+             : from->sa_family == AF_INET6 ? sizeof r->from.in6 : 0;
+    r->from.sa.sa_family = AF_UNSPEC;
+    if (n)
+        memcpy(&r->from, from, n);
+}
+
+static void fill_request(struct dp_port *p, const struct dp_policy *pol, struct dp_req *r,
+                         struct dp_flow *fl, const struct bwp_generate *g)
 {
     r->rid = fl->rid;
     r->port = p;
@@ -115,12 +132,12 @@ static void fill_request(struct dp_port *p, struct dp_req *r, struct dp_flow *fl
                                   .top_k = g->top_k, .seed = g->seed };
     r->want_ids = g->options & BWP_OPT_IDS;
     r->t_accept_us = dp_mono_us();
-    r->deadline_us = r->t_accept_us + 1000ull * (g->deadline_ms ? g->deadline_ms : p->sh->request_timeout_ms);
+    r->deadline_us = r->t_accept_us + 1000ull * (g->deadline_ms ? g->deadline_ms : pol->request_timeout_ms);
     atomic_store_explicit(&r->cancel, DP_RUN, memory_order_relaxed);   /* published by the enqueue */
 }
 
-static void on_generate(struct dp_port *p, const struct dp_peer *peer, const struct sockaddr *from,
-                        const struct bwp_client_frame *f)
+static void on_generate(struct dp_port *p, const struct dp_policy *pol, const struct dp_peer *peer,
+                        const struct sockaddr *from, const struct bwp_client_frame *f)
 {
     uint64_t rid = f->h.request_id;
     struct dp_flow *fl = dp_flows_find(&p->flows, peer, rid);
@@ -128,6 +145,7 @@ static void on_generate(struct dp_port *p, const struct dp_peer *peer, const str
         dp_port_error(p, peer, rid, BWP_E_DUPLICATE, "request_id already in flight", false);
         return;
     }
+    p->rate.per_s = pol->rate_limit;                      /* live: the table is always there */
     if (!dp_rate_take(&p->rate, from, dp_mono_us())) {
         dp_port_error(p, peer, rid, BWP_E_RATE_LIMITED, "over this client's request rate; retry later", false);
         return;
@@ -151,7 +169,8 @@ static void on_generate(struct dp_port *p, const struct dp_peer *peer, const str
         dp_port_error(p, peer, rid, BWP_E_BUSY, "no request slot free; retry later", false);
         return;
     }
-    fill_request(p, r, fl, &f->gen);
+    fill_request(p, pol, r, fl, &f->gen);
+    fill_client(p, r, peer, from);
     fl->req = r;
     atomic_store_explicit(&p->n_live, dp_port_live(p) + 1, memory_order_relaxed);
     p->stats.accepted++;
@@ -179,21 +198,32 @@ static void on_resend(struct dp_port *p, const struct dp_peer *peer, const struc
     }
 }
 
+static void port_frame(struct dp_port *p, const struct dp_policy *pol, const struct dp_peer *peer,
+                       const struct sockaddr *from, const uint8_t *buf, size_t n);
+
 void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct sockaddr *from,
                    const uint8_t *buf, size_t n)
+{
+    const struct dp_policy *pol = dp_policy_enter(p->hz, p->sh);
+    port_frame(p, pol, peer, from, buf, n);
+    dp_policy_exit(p->hz);
+}
+
+static void port_frame(struct dp_port *p, const struct dp_policy *pol, const struct dp_peer *peer,
+                       const struct sockaddr *from, const uint8_t *buf, size_t n)
 {
     struct dp_shared *sh = p->sh;
     struct bwp_client_frame f;
     p->stats.rx_frames++;
     metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_RX, 1);
-    if (sh->n_allow && !dp_allow_match(sh->allow, sh->n_allow, from)) {
+    if (pol->n_allow && !dp_allow_match(pol->allow, pol->n_allow, from)) {
         p->stats.rejected++;
         /* answered only when the frame names a request (rule 2 still applies) */
         if (n >= BWP_HDR_SIZE && !memcmp(buf, "BWP1", 4) && bwp_rd64(buf + 16) != 0)
             dp_port_error(p, peer, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", true);
         return;
     }
-    struct bwp_verdict v = bwp_parse_client(buf, n, peer->conn ? BWP_TCP : BWP_UDP, &sh->lim,
+    struct bwp_verdict v = bwp_parse_client(buf, n, peer->conn ? BWP_TCP : BWP_UDP, &pol->lim,
                                             sh->key ? &p->replay : NULL, dp_peer_key(peer),
                                             sh->key ? dp_now_us() : 0, &f);
     if (v.code) {
@@ -207,7 +237,7 @@ void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct s
     }
     switch (f.h.type) {
     case BWP_GENERATE:
-        on_generate(p, peer, from, &f);
+        on_generate(p, pol, peer, from, &f);
         break;
     case BWP_CANCEL: {
         struct dp_flow *fl = dp_flows_find(&p->flows, peer, f.h.request_id);
@@ -216,7 +246,8 @@ void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct s
         break;
     }
     case BWP_PING: {
-        uint32_t flags = (sh->gen->loaded ? BWP_PONG_LOADED : 0) | (draining(sh) ? BWP_PONG_DRAINING : 0);
+        /* relaxed: a flag for the client, no data hangs on it (partner: decoder's swap) */
+        uint32_t flags = (atomic_load_explicit(&sh->gen_loaded, memory_order_relaxed) ? BWP_PONG_LOADED : 0) | (draining(sh) ? BWP_PONG_DRAINING : 0);
         size_t m = bwp_build_pong(p->tx, sizeof p->tx, f.h.request_id,
                                   atomic_load_explicit(&sh->n_waiting, memory_order_relaxed), flags,
                                   sh->key, dp_now_us());

@@ -44,7 +44,6 @@ struct dp_conn {
 struct dp_server {
     struct dp_shared sh;
     struct bwp_key key;
-    uint32_t shutdown_grace_ms;
     struct dp_port port;           /* the kernel sockets' requests */
     struct dp_dpdk *dpdk;          /* the DPDK port, or NULL */
     int ep, udp_fd, tcp_fd, io_efd;
@@ -176,6 +175,20 @@ static const struct dp_port_ops kernel_port_ops = {
     .close_peer = port_close_peer,
 };
 
+/* The live part of cfg as a policy (limits from base: key, vocabulary). */
+void dp_policy_fill(struct dp_policy *pol, const struct dp_config *cfg, const struct bwp_limits *base)
+{
+    pol->lim = *base;
+    pol->lim.max_prompt_bytes = cfg->max_prompt_bytes;
+    pol->lim.max_tokens = cfg->max_tokens;
+    pol->request_timeout_ms = cfg->request_timeout_ms;
+    pol->shutdown_grace_ms = cfg->shutdown_grace_ms;
+    pol->rate_limit = cfg->rate_limit;
+    pol->n_allow = cfg->n_allow;
+    if (cfg->n_allow)
+        memcpy(pol->allow, cfg->allow, sizeof *pol->allow * cfg->n_allow);
+}
+
 /* The state every transport and the decoder share: policy, intake ring, decoder FIFO. */
 static int shared_init(struct dp_server *s, const struct dp_config *cfg, struct generator *gen,
                        struct bora_err *err)
@@ -187,13 +200,14 @@ static int shared_init(struct dp_server *s, const struct dp_config *cfg, struct 
     }
     sh->lim = (struct bwp_limits){ .max_prompt_bytes = cfg->max_prompt_bytes, .max_tokens = cfg->max_tokens,
                                    .vocab_size = gen->vocab_size, .key = sh->key };
-    sh->request_timeout_ms = cfg->request_timeout_ms;
-    sh->rate_limit = cfg->rate_limit;
-    sh->n_allow = cfg->n_allow;
-    if (cfg->n_allow)
-        memcpy(sh->allow, cfg->allow, sizeof *sh->allow * cfg->n_allow);
+    dp_policy_fill(&sh->pol_slot[0], cfg, &sh->lim);
+    atomic_store_explicit(&sh->policy, &sh->pol_slot[0], memory_order_release);  /* before any thread */
     sh->queue_depth = cfg->queue_depth;
     sh->gen = gen;
+    atomic_store_explicit(&sh->gen_loaded, gen->loaded, memory_order_relaxed);
+    sh->ctl.list = calloc(DP_LIST_MAX, sizeof *sh->ctl.list);
+    if (!sh->ctl.list)
+        return bora_errf(err, -ENOMEM, "dataplane: out of memory");
     sh->metrics = cfg->metrics;
     int rc = ring_init(&sh->intake, cfg->queue_depth + 1 + DP_POOL_SLACK, sizeof(struct dp_req *), 0, err);
     if (rc < 0)
@@ -217,7 +231,9 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     if (!s)
         return bora_errf(err, -ENOMEM, "dataplane: out of memory");
     s->ep = s->udp_fd = s->tcp_fd = s->io_efd = s->sh.dec_efd = -1;
-    s->shutdown_grace_ms = cfg->shutdown_grace_ms;
+    pthread_mutex_init(&s->sh.pol_lock, NULL);
+    pthread_mutex_init(&s->sh.ctl_lock, NULL);
+    pthread_mutex_init(&s->sh.swap_lock, NULL);
     if ((rc = shared_init(s, cfg, gen, err)) < 0)
         goto err;
     s->io_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -282,6 +298,10 @@ void dp_server_close(struct dp_server *s)
     dp_port_fini(&s->port);
     ring_fini(&s->sh.intake);
     free(s->sh.fifo);
+    free(s->sh.ctl.list);
+    pthread_mutex_destroy(&s->sh.pol_lock);
+    pthread_mutex_destroy(&s->sh.ctl_lock);
+    pthread_mutex_destroy(&s->sh.swap_lock);
     free(s->conns);
     free(s->dirty);
     free(s->ubuf);
@@ -292,6 +312,8 @@ int dp_server_udp_port(const struct dp_server *s) { return s->udp_port; }
 const struct dp_dpdk *dp_server_dpdk(const struct dp_server *s) { return s->dpdk; }
 int dp_server_tcp_port(const struct dp_server *s) { return s->tcp_port; }
 
+struct dp_shared *dp_server_shared(struct dp_server *s) { return &s->sh; }
+
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out)
 {
     *out = s->port.stats;
@@ -301,6 +323,13 @@ void dp_server_stats(const struct dp_server *s, struct dp_stats *out)
 void dp_server_pause(struct dp_server *s, bool paused)
 {
     atomic_store_explicit(&s->sh.paused, paused, memory_order_release);   /* partner: port.c draining() */
+}
+
+void dp_server_counts(const struct dp_server *s, uint32_t *queued, uint32_t *running)
+{
+    /* relaxed: figures for the console (partners: port.c's CAS, the decoder's stores) */
+    *queued = atomic_load_explicit(&s->sh.n_waiting, memory_order_relaxed);
+    *running = atomic_load_explicit(&s->sh.n_running, memory_order_relaxed);
 }
 
 bool dp_server_paused(const struct dp_server *s)
@@ -581,7 +610,10 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         if (need > bwp_frame_max(&s->sh.lim)) {           /* rule 7 */
             v = bwp_parse_oversize(c->rbuf + off, &s->sh.lim);
             s->port.stats.rejected++;
-            if (s->sh.n_allow && !dp_allow_match(s->sh.allow, s->sh.n_allow, (const struct sockaddr *)&c->addr))
+            const struct dp_policy *pol = dp_policy_enter(s->port.hz, &s->sh);
+            bool refused = pol->n_allow && !dp_allow_match(pol->allow, pol->n_allow, (const struct sockaddr *)&c->addr);
+            dp_policy_exit(s->port.hz);
+            if (refused)
                 v = (struct bwp_verdict){ .code = BWP_E_FORBIDDEN, .answer = v.request_id != 0, .close = v.close,
                                           .no_trailer = true, .request_id = v.request_id,
                                           .msg = "client address not allowed" };
@@ -670,8 +702,12 @@ static void drain_tick(struct dp_server *s, uint64_t now)
         s->drain_start_us = now;
         atomic_store_explicit(&s->sh.draining, 1, memory_order_release);
     }
-    if (s->draining && now - s->drain_start_us >= 1000ull * s->shutdown_grace_ms &&
-        !atomic_load_explicit(&s->sh.shutdown_now, memory_order_relaxed)) {
+    if (!s->draining || atomic_load_explicit(&s->sh.shutdown_now, memory_order_relaxed))
+        return;
+    const struct dp_policy *pol = dp_policy_enter(s->port.hz, &s->sh);
+    uint64_t grace_us = 1000ull * pol->shutdown_grace_ms;
+    dp_policy_exit(s->port.hz);
+    if (now - s->drain_start_us >= grace_us) {
         /* release pairs with the decoder's acquire in end_reason */
         atomic_store_explicit(&s->sh.shutdown_now, 1, memory_order_release);
         dp_decoder_kick(&s->sh);

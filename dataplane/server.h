@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "common/err.h"
 #include "dataplane/bwp.h"
@@ -43,6 +44,19 @@ struct dp_stats {
 
 struct dp_server;
 
+#define DP_LIST_MAX 256                /* requests one dp_server_requests answer lists */
+
+/* One request the decoder holds, as dp_server_requests reports it. */
+struct dp_req_info {
+    uint64_t rid;                      /* request_id as the client chose it */
+    uint8_t transport;                 /* enum metrics_transport: UDP, TCP, DPDK */
+    bool running;                      /* false = queued */
+    uint32_t conn;                     /* TCP: connection index + 1 */
+    struct sockaddr_storage from;      /* the client's address (family 0 = unknown) */
+    uint64_t age_us;                   /* since ACCEPTED */
+    uint32_t prompt_tokens, completion_tokens;
+};
+
 /* Binds the sockets and allocates every pool, ring and table (no allocation afterwards
  * except per TCP connection buffers at accept). gen is borrowed and used by the decoder
  * thread only. Errors: -EINVAL (bad address or limit; message names it), -EADDRINUSE and
@@ -63,6 +77,30 @@ int dp_server_tcp_port(const struct dp_server *s);
  * accepted goes on; unlike dp_server_stop, the server keeps running. Any thread. */
 void dp_server_pause(struct dp_server *s, bool paused);
 bool dp_server_paused(const struct dp_server *s);
+/* Live policy (config keys marked live): max_prompt_bytes, max_tokens, request_timeout_ms,
+ * shutdown_grace_ms, allow/n_allow and rate_limit of cfg are applied to every frame from now on
+ * (other fields are ignored). max_prompt_bytes may not exceed the start-up value (buffers are
+ * sized by it). Console threads only (it waits for in-flight frames to leave the old policy).
+ * Errors: -EINVAL with a message naming the value. */
+int dp_server_set_policy(struct dp_server *s, const struct dp_config *cfg, struct bora_err *err);
+/* Requests waiting (not decoding) and decoding now (0 or 1). Any thread, no waiting. */
+void dp_server_counts(const struct dp_server *s, uint32_t *queued, uint32_t *running);
+/* The requests the decoder holds, running one first then the queue in order: up to cap into
+ * out, *total = how many there are. The decoder answers between steps. Console threads only.
+ * Errors: -ETIMEDOUT (no answer within DP_CTL_WAIT_MS), -EBUSY (an earlier timed-out request
+ * is still unanswered), -ESHUTDOWN (decoder gone). */
+int dp_server_requests(struct dp_server *s, struct dp_req_info *out, size_t cap, uint32_t *total,
+                       struct bora_err *err);
+/* Cancels every running or queued request whose request_id is rid, whatever its client (each
+ * ends with DONE(cancelled), as a client CANCEL: rule 13); *n = how many. Console threads only.
+ * Errors: as dp_server_requests. */
+int dp_server_cancel(struct dp_server *s, uint64_t rid, uint32_t *n, struct bora_err *err);
+/* Swaps the decoder's generator for *g at a request boundary: the running request finishes
+ * first, queued ones wait (and are then decoded by the new one); *g receives the old
+ * generator, for the caller to close. The new one must accept the same prompts (same model
+ * directory). Console threads only; waits as long as the running request takes.
+ * Errors: -ESHUTDOWN (decoder gone; *g unchanged). */
+int dp_server_swap_generator(struct dp_server *s, struct generator *g, struct bora_err *err);
 /* Snapshot of the counters. */
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out);
 /* The DPDK port, or NULL when none is configured. */

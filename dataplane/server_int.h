@@ -33,6 +33,8 @@
 #define DP_DECODER_IDLE_MS   50
 #define DP_IO_SPIN_US        50         /* io thread polls (no sleep) this long after activity */
 #define DP_DECODER_SPIN_US   50         /* decoder polls the intake ring before parking */
+#define DP_POLICY_READERS    4          /* transport threads that read the live policy */
+#define DP_CTL_WAIT_MS       10000      /* console: longest wait for the decoder's answer */
 
 enum dp_cancel { DP_RUN = 0, DP_CANCELLED = 1, DP_SILENT = 2 };
 
@@ -59,6 +61,13 @@ struct dp_req {
     uint64_t t_accept_us;
     uint64_t deadline_us;          /* absolute */
     bool want_ids;
+    uint8_t transport;             /* enum metrics_transport (TCP for a TCP peer) */
+    uint32_t conn;                 /* TCP: connection index + 1; 0 otherwise */
+    union {                        /* the client's address (console `requests`) */
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } from;
     /* cancel: stored (release) by the io thread, loaded (acquire) by the decoder every step */
     _Atomic uint32_t cancel;       /* enum dp_cancel */
     /* decoder-owned */
@@ -127,6 +136,45 @@ static inline uint32_t dp_flows_index(const struct dp_flows *t, const struct dp_
     return (uint32_t)(f - t->f);
 }
 
+/* The live policy every transport applies (config keys marked live). A published policy is
+ * immutable; dp_server_set_policy writes the spare one of two and swaps the pointer (RCU
+ * style), then waits until no reader's hazard names the old one before it may be reused. */
+struct dp_policy {
+    struct bwp_limits lim;         /* max_prompt_bytes ≤ the start-up one (buffers), max_tokens, vocab */
+    struct dp_cidr allow[DP_ALLOW_MAX];
+    uint32_t n_allow;              /* 0 = everyone */
+    uint32_t request_timeout_ms;
+    uint32_t rate_limit;           /* GENERATEs per second per client address; 0 = off */
+    uint32_t shutdown_grace_ms;
+};
+
+/* One reader's hazard: the policy it is using now, or NULL (own cache line). */
+struct dp_hazard {
+    alignas(64) _Atomic(const struct dp_policy *) p;
+};
+
+/* Console → decoder requests, served between decode steps (decoder.c). Console threads
+ * serialise on sh->ctl_lock / sh->swap_lock (the decoder never locks); arguments and answers
+ * are written before the release store of a *_seq / *_done and read after the partner's
+ * acquire. A swap has its own slot: it waits for the running request, lists and cancels don't. */
+enum dp_ctl_op { DP_CTL_LIST = 1, DP_CTL_CANCEL };
+
+struct dp_ctl {
+    alignas(64) _Atomic uint32_t req_seq;   /* console: release after writing args; decoder: acquire */
+    alignas(64) _Atomic uint32_t done_seq;  /* decoder: release after answering; console: acquire */
+    alignas(64) _Atomic uint32_t swap_seq;  /* console: release after setting swap_gen; decoder: acquire */
+    alignas(64) _Atomic uint32_t swap_done; /* decoder: release after swapping; console: acquire */
+    _Atomic uint32_t closed;                /* decoder: seq_cst when it exits; console: seq_cst */
+    /* arguments */
+    int op;                                 /* enum dp_ctl_op */
+    uint64_t rid;                           /* CANCEL */
+    struct generator *swap_gen;             /* the new generator; receives the old one */
+    /* answers */
+    int rc;
+    uint32_t total;                         /* LIST: requests held; CANCEL: requests cancelled */
+    struct dp_req_info *list;               /* (DP_LIST_MAX) LIST answer */
+};
+
 /* Shared by the transport threads and the decoder thread. */
 struct dp_shared {
     struct ring intake;            /* struct dp_req * (MP/SC): transports → decoder */
@@ -141,16 +189,48 @@ struct dp_shared {
     int dec_efd;                               /* eventfd waking the decoder */
     uint32_t queue_depth;
     const struct bwp_key *key;                 /* NULL = no AUTH */
-    struct generator *gen;
+    struct generator *gen;                     /* decoder's (swapped by DP_CTL_SWAP) */
+    _Atomic uint32_t gen_loaded;               /* PONG bit 0: decoder release, ports relaxed */
+    alignas(64) _Atomic uint32_t n_running;    /* 0/1 decoding now: decoder relaxed store, console relaxed load */
     struct dp_req **fifo;                      /* (queue_depth) decoder's waiting list */
-    /* policy, read-only after open (every transport applies the same) */
+    /* start-up limits: buffer sizes (pool objects, TCP read buffers) and the AUTH key */
     struct bwp_limits lim;
-    struct dp_cidr allow[DP_ALLOW_MAX];
-    uint32_t n_allow;
-    uint32_t request_timeout_ms;
-    uint32_t rate_limit;
+    /* live policy: published by dp_server_set_policy (release), read through dp_policy_enter */
+    alignas(64) _Atomic(const struct dp_policy *) policy;
+    struct dp_policy pol_slot[2];
+    struct dp_hazard hazard[DP_POLICY_READERS];
+    uint32_t n_readers;                        /* hazards handed out (at open, one thread) */
+    struct dp_ctl ctl;
+    pthread_mutex_t pol_lock;                  /* console threads: one policy writer at a time */
+    pthread_mutex_t ctl_lock;                  /* console threads: one list/cancel at a time */
+    pthread_mutex_t swap_lock;                 /* console threads: one generator swap at a time */
     struct metrics *metrics;                   /* console registry; each thread claims a shard */
 };
+
+/* The policy for one frame: publishes it as this reader's hazard, re-checking that it is still
+ * current (seq_cst store then load, partner: dp_server_set_policy's seq_cst store and hazard
+ * scan). Call dp_policy_exit when done with it; never keep it across frames. */
+static inline const struct dp_policy *dp_policy_enter(struct dp_hazard *h, struct dp_shared *sh)
+{
+    const struct dp_policy *pol = atomic_load_explicit(&sh->policy, memory_order_acquire);
+    for (;;) {
+        atomic_store_explicit(&h->p, pol, memory_order_seq_cst);
+        const struct dp_policy *now = atomic_load_explicit(&sh->policy, memory_order_seq_cst);
+        if (now == pol)
+            return pol;
+        pol = now;
+    }
+}
+static inline void dp_policy_exit(struct dp_hazard *h)
+{
+    /* release: our reads of the policy happen before the writer sees NULL (acquire scan) */
+    atomic_store_explicit(&h->p, NULL, memory_order_release);
+}
+
+/* The server's shared state (control.c reaches it through this). */
+struct dp_shared *dp_server_shared(struct dp_server *s);
+/* The live fields of cfg as a policy; base gives the rest of the limits (key, vocabulary). */
+void dp_policy_fill(struct dp_policy *pol, const struct dp_config *cfg, const struct bwp_limits *base);
 
 /* ---- a transport's request handling (port.c), shared by kernel sockets and DPDK ---- */
 
@@ -176,6 +256,7 @@ struct dp_port {
     const struct dp_port_ops *ops;
     void *owner;                   /* the transport */
     struct dp_shared *sh;
+    struct dp_hazard *hz;          /* this thread's policy hazard (in sh) */
     struct pool reqs;              /* struct dp_req + prompt */
     struct dp_flows flows;
     struct bwp_replay replay;

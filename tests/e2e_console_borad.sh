@@ -3,7 +3,11 @@
 # `bora client` requests over UDP and TCP, then `boractl --json stats` must show the counts,
 # token sums and TTFT / end-to-end / queue-wait percentiles that the clients' DONE frames
 # carried; `metrics` parses as Prometheus text; drain refuses new work (SHUTTING_DOWN,
-# counted), resume accepts again; `shutdown` stops borad with exit 0.
+# counted), resume accepts again; a long request running and one queued are listed by
+# `requests`, `cancel ID` ends the running one with DONE(cancelled), `reload` waits for it
+# and keeps the queued one (served by the reloaded model), a reload of a broken model
+# directory fails and the old model keeps serving; `config set` of live limits and the allow
+# list takes effect on the next request; `shutdown` stops borad with exit 0.
 set -u
 build=${1:-build}
 fx=tests/data/fixtures/mistral-tiny-bf16
@@ -18,21 +22,22 @@ read -r udp tcp < <(python3 -c '
 import socket
 u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.bind(("127.0.0.1",0))
 t=socket.socket(); t.bind(("127.0.0.1",0)); print(u.getsockname()[1], t.getsockname()[1])')
+cp -r $fx "$tmp/model"             # a copy: the reload test breaks it for a while
 cat >"$tmp/bora.ini" <<INI
 [model]
-path = $fx
+path = $tmp/model
 backend = cpu
 [engine]
 threads = 1
 [dataplane]
 udp = 127.0.0.1:$udp
 tcp = 127.0.0.1:$tcp
+[limits]
+max_tokens = 4000
 [console]
 socket = $tmp/c.sock
 INI
-# OpenMP's spinning workers starve the io and decoder threads on small machines (TTFT of
-# seconds instead of milliseconds); passive waiting keeps this test quick (see the report)
-OMP_WAIT_POLICY=passive "$build/borad" -c "$tmp/bora.ini" 2>"$tmp/borad.log" & borad=$!
+"$build/borad" -c "$tmp/bora.ini" 2>"$tmp/borad.log" & borad=$!
 pids+=($borad)
 for _ in $(seq 200); do [ -S "$tmp/c.sock" ] && break; kill -0 $borad 2>/dev/null || break; sleep 0.05; done
 [ -S "$tmp/c.sock" ] || fail "borad did not open its console socket"
@@ -94,6 +99,77 @@ ctl --json stats | python3 -c 'import json,sys; s=json.load(sys.stdin); assert s
 ctl resume >/dev/null || fail "resume"
 "$build/bora" client --udp 127.0.0.1:$udp --ids 1,5,6 -n 2 --ignore-eos >/dev/null 2>&1 || fail "request refused after resume"
 ctl model | grep -q "layers.*attention.wq" || fail "model"
+
+# ---- requests, cancel, reload: a long request runs, a short one waits behind it ----
+gen() { python3 tests/support/console_e2e.py gen $tcp "$@"; }
+# polls `requests --json` until the python condition on r (the answer) holds
+wait_requests() {
+    for _ in $(seq 200); do
+        ctl --json requests >"$tmp/req.json" 2>/dev/null &&
+            python3 -c "import json,sys; r=json.load(open('$tmp/req.json')); sys.exit(not ($1))" && return 0
+        sleep 0.05
+    done
+    fail "requests never showed: $1 (last: $(cat "$tmp/req.json"))"
+}
+gen 101 4000 1,5,6 >"$tmp/long.json" & plong=$!; pids+=($plong)
+wait_requests 'any(q["id"] == 101 and q["state"] == "running" for q in r["requests"])'
+gen 202 3 1,7,8 >"$tmp/queued.json" & pq=$!; pids+=($pq)
+wait_requests 'r["total"] == 2'
+python3 - "$tmp/req.json" <<'PY' || fail "requests: $(cat "$tmp/req.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+run, q = r["requests"]
+assert (run["id"], run["state"], q["id"], q["state"]) == (101, "running", 202, "queued"), r
+for x in (run, q):
+    assert x["client"].startswith("tcp 127.0.0.1:") and x["prompt_tokens"] == 3, x
+    assert 0 < x["age_us"] < 30e6, x
+assert run["age_us"] > q["age_us"], "the running request was accepted first"
+assert q["completion_tokens"] == 0 and run["completion_tokens"] >= 0, r
+PY
+ctl requests | grep -q "^202 *queued" || fail "text requests: $(ctl requests)"
+ctl status | grep -q "1 queued, 1 running" || fail "status counts: $(ctl status)"
+ctl reload >"$tmp/reload.out" 2>&1 & preload=$!          # waits for the running request
+for _ in $(seq 200); do ctl status | grep -q "state *reloading" && break; sleep 0.05; done
+ctl status | grep -q "state *reloading" || fail "status during reload: $(ctl status)"
+out=$(ctl cancel 101 2>&1); grep -q "cancelled 101" <<<"$out" || fail "cancel 101: $out; $(ctl requests)"
+wait $plong || fail "long request client"
+python3 -c "import json,sys; d=json.load(open('$tmp/long.json')); sys.exit(not (d['finish'] == 2 and d['completion_tokens'] < 4000))" ||
+    fail "cancelled request: $(cut -c1-300 "$tmp/long.json")"
+wait $preload || fail "reload: $(cat "$tmp/reload.out")"
+grep -q "model reloaded" "$tmp/reload.out" || fail "reload said: $(cat "$tmp/reload.out")"
+wait $pq || fail "queued request client"
+gen 203 3 1,7,8 >"$tmp/again.json" || fail "request after reload"
+python3 - "$tmp/queued.json" "$tmp/again.json" <<'PY' || fail "queued request across the reload: $(cat "$tmp/queued.json")"
+import json, sys
+q, again = (json.load(open(f)) for f in sys.argv[1:3])
+assert q["accepted"] == 1 and q["finish"] == 1 and q["completion_tokens"] == 3, q
+assert q["ids"] == again["ids"] and len(q["ids"]) == 3, (q["ids"], again["ids"])  # same model, greedy
+PY
+out=$(ctl cancel 101 2>&1) && fail "cancel of a finished request succeeded"
+grep -q "no queued or running request has id 101" <<<"$out" || fail "cancel unknown: $out"
+# a reload of a broken directory fails; the old model keeps serving
+mv "$tmp/model/config.json" "$tmp/model/config.off"
+out=$(ctl reload 2>&1) && fail "reload of a broken model succeeded"
+grep -q "config.json" <<<"$out" && grep -q "old model keeps serving" <<<"$out" || fail "failed reload said: $out"
+mv "$tmp/model/config.off" "$tmp/model/config.json"
+ctl status | grep -q "state *serving" || fail "status after a failed reload"
+gen 204 3 1,7,8 >"$tmp/after.json" || fail "request after a failed reload"
+cmp -s <(python3 -c "import json; print(json.load(open('$tmp/after.json'))['ids'])") \
+       <(python3 -c "import json; print(json.load(open('$tmp/again.json'))['ids'])") || fail "served differently after a failed reload"
+
+# ---- live config: limits and the allow list apply to the next request ----
+finish_of() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(d['error'] if d['error'] else 'done%d' % d['finish'])"; }
+ctl config set limits.max_tokens 4 >/dev/null || fail "config set limits.max_tokens 4"
+[ "$(gen 301 8 1,5,6 | finish_of)" = 6 ] || fail "max_tokens 8 over a live limit of 4 was not BAD_PARAMS"
+[ "$(gen 302 4 1,5,6 | finish_of)" = done1 ] || fail "max_tokens 4 refused under a limit of 4"
+ctl config set limits.max_tokens 0 >/dev/null 2>&1 && fail "limits.max_tokens 0 accepted"
+ctl config set limits.max_prompt_bytes 999999999 >/dev/null 2>&1 && fail "max_prompt_bytes above the start-up buffers accepted"
+ctl config set dataplane.allow 10.0.0.0/8 >/dev/null || fail "config set dataplane.allow"
+[ "$(gen 303 2 1,5,6 | finish_of)" = 11 ] || fail "a client outside the live allow list was not FORBIDDEN"
+ctl config set dataplane.allow 127.0.0.0/8 >/dev/null || fail "config set dataplane.allow back"
+[ "$(gen 304 2 1,5,6 | finish_of)" = done1 ] || fail "allowed again"
+ctl --json config show | grep -q '"limits.max_tokens": *"4"' || ctl config show | grep -q "max_tokens *= *4" ||
+    fail "config show does not show the live value"
 
 ctl shutdown >/dev/null || fail "shutdown"
 for _ in $(seq 200); do kill -0 $borad 2>/dev/null || break; sleep 0.05; done

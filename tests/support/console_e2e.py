@@ -1,8 +1,47 @@
 #!/usr/bin/env python3
 """console_e2e.py — helpers for the console end-to-end scripts: drive the serial line as a
 person would (through the far end of a socat pty pair), check `stats --json` against
-values the clients measured, and check Prometheus text exposition independently."""
-import json, math, os, re, select, sys, time
+values the clients measured, check Prometheus text exposition independently, and run one
+BWP/1 request over TCP with a chosen request_id (written from protocol.md alone)."""
+import json, math, os, re, select, socket, struct, sys, time
+
+BWP_HDR = struct.Struct("<4sBBHIIQ")
+
+def bwp_generate(port, rid, ids, max_tokens, ignore_eos=True, timeout=30.0):
+    """Sends GENERATE (token ids, greedy, ids streamed) on a TCP connection to 127.0.0.1:port
+    and reads until DONE or ERROR. Returns a dict: accepted (queue position), ids, finish,
+    completion_tokens, error (code), all None when absent."""
+    prompt = b"".join(struct.pack("<I", i) for i in ids)
+    body = struct.pack("<HBBffIQII", max_tokens, 2, 1 | (2 if ignore_eos else 0), 0.0, 1.0, 0, 0, 0,
+                       len(prompt)) + prompt
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(BWP_HDR.pack(b"BWP1", 1, 0, 0, len(body), 0, rid) + body)
+    out = {"rid": rid, "accepted": None, "ids": [], "finish": None, "completion_tokens": None, "error": None}
+    data, end = b"", time.time() + timeout
+    while time.time() < end:
+        while len(data) >= 24:
+            magic, t, flags, res, length, seq, r = BWP_HDR.unpack_from(data)
+            assert magic == b"BWP1" and r == rid, (magic, r)
+            if len(data) < 24 + length:
+                break
+            b, data = data[24:24 + length], data[24 + length:]
+            if t == 0x81:
+                out["accepted"] = struct.unpack_from("<I", b)[0]
+            elif t == 0x82:
+                n_ids = struct.unpack_from("<H", b)[0]
+                out["ids"] += list(struct.unpack_from("<%dI" % n_ids, b, 4))
+            elif t == 0x84:
+                out["finish"] = b[0]
+                out["completion_tokens"] = struct.unpack_from("<I", b, 12)[0]
+                return out
+            elif t == 0x85:
+                out["error"] = struct.unpack_from("<H", b)[0]
+                return out
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sys.exit(f"FAIL: request {rid}: no DONE or ERROR (got {out})")
 
 def expect(fd, pattern, timeout=10.0, buf=None):
     """Reads fd until pattern (regex) appears; returns the text read. Fails after timeout."""
@@ -140,5 +179,9 @@ if __name__ == "__main__":
         n, hist = prom_check(open(sys.argv[2]).read())
         assert n > 50 and "bora_ttft_seconds" in hist, (n, list(hist))
         print(f"metrics: {n} samples, {len(hist)} histograms parse as Prometheus text")
+    elif cmd == "gen":            # gen PORT RID MAX_TOKENS IDS: one request, its outcome as JSON
+        ids = [int(x) for x in sys.argv[5].split(",")]
+        print(json.dumps(bwp_generate(int(sys.argv[2]), int(sys.argv[3]), ids, int(sys.argv[4]))), flush=True)
     else:
-        sys.exit("usage: console_e2e.py serial TTY PASSWORD MAXFAIL | stats JSON VALUES | prom FILE")
+        sys.exit("usage: console_e2e.py serial TTY PASSWORD MAXFAIL | stats JSON VALUES | prom FILE | "
+                 "gen PORT RID MAX_TOKENS IDS")
