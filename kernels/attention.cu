@@ -342,10 +342,10 @@ static int attn_launch(const struct attn_params &p, cudaStream_t s, struct bora_
         return bora_errf(err, -EINVAL, "attention: %zu bytes of shared memory needed (chunk %d keys)",
                          smem, p.chunk_max);
     auto k = attn_kernel<GM, LPK>;
-    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
-    KCHECK(kern_launch(k, dim3(p.n_kv, p.n_split), dim3(ATTN_THREADS), smem, s, p));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    CUDA_CHECK(kern_launch(k, dim3(p.n_kv, p.n_split), dim3(ATTN_THREADS), smem, s, p));
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 

@@ -15,17 +15,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/cuda_check.h"
 #include "kernels/kernels.h"
 #include "kernels/prefill.h"
 #include "kernels/prefill_run.h"
 
-#define ECHECK(call)                                                                            \
-    do {                                                                                        \
-        cudaError_t e_ = (call);                                                                \
-        if (e_ != cudaSuccess)                                                                  \
-            return bora_errf(err, -EIO, "%s: %s (%s:%d)", #call, cudaGetErrorString(e_),        \
-                             __FILE__, __LINE__);                                               \
-    } while (0)
 
 struct cuda_impl {
     struct plan_layout lay;
@@ -71,7 +65,7 @@ static int upload_rows(const struct wtensor *w, enum bora_dtype want, uint8_t *d
         for (int64_t r = 0; r < w->rows; r++)
             h_rs[r * rs_step] = w->scale * (w->row_scale ? w->row_scale[r] : 1.0f);
     if (w->dtype == want) {
-        ECHECK(cudaMemcpy2D(dst, pitch, w->data, row_bytes, row_bytes, (size_t)w->rows,
+        CUDA_CHECK(cudaMemcpy2D(dst, pitch, w->data, row_bytes, row_bytes, (size_t)w->rows,
                             cudaMemcpyHostToDevice));
         return 0;
     }
@@ -87,13 +81,13 @@ static int upload_rows(const struct wtensor *w, enum bora_dtype want, uint8_t *d
     cudaError_t ce = cudaMemcpy2D(dst, pitch, tmp, row_bytes, row_bytes, (size_t)w->rows,
                                   cudaMemcpyHostToDevice);
     free(tmp);
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     return 0;
 }
 
 static int upload_f32(void *dst, const float *src, size_t n, struct bora_err *err)
 {
-    ECHECK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice));
     return 0;
 }
 
@@ -310,7 +304,7 @@ static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bor
     cudaGraphExec_t x = NULL;
     cudaEvent_t e0 = NULL, e1 = NULL;
     int rc = 0;
-    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+    CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     for (int i = 0; i < reps && !rc; i++) {
         struct kern_gemv_args a = gemv_of(e, kind, i % nl);
         /* back-to-back launches may overlap (PDL): each takes its own work counter */
@@ -323,10 +317,10 @@ static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bor
             cudaGraphDestroy(g);
         return rc;
     }
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     ce = cudaGraphInstantiate(&x, g, 0);
     cudaGraphDestroy(g);
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     float best = 1e30f;
     ce = cudaEventCreate(&e0);
     if (ce == cudaSuccess)
@@ -350,7 +344,7 @@ static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bor
     if (e1)
         cudaEventDestroy(e1);
     cudaGraphExecDestroy(x);
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     *us = best * 1e3f / (float)reps;
     return 0;
 }
@@ -461,7 +455,7 @@ static int enqueue_step(struct engine *e, struct bora_err *err)
         return rc;
     if ((rc = kern_sample(logits, V, state, st, err)))
         return rc;
-    ECHECK(cudaMemcpyAsync(s->h_out, state, sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
+    CUDA_CHECK(cudaMemcpyAsync(s->h_out, state, sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
     return 0;
 }
 
@@ -469,15 +463,15 @@ static int capture(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     cudaGraph_t g;
-    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+    CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     int rc = enqueue_step(e, err);
     cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
     if (rc)
         return rc;
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     ce = cudaGraphInstantiate(&s->graph, g, 0);
     cudaGraphDestroy(g);
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     return 0;
 }
 
@@ -492,10 +486,10 @@ static int set_state(struct cuda_impl *s, const int32_t *ids, int n, int pos, st
     s->h_in->top_p = 1.0f;
     if (ids) {
         memcpy(s->h_ids, ids, (size_t)n * sizeof *ids);
-        ECHECK(cudaMemcpyAsync(at(s, s->lay.tokens) + (size_t)pos * 4, s->h_ids, (size_t)n * 4,
+        CUDA_CHECK(cudaMemcpyAsync(at(s, s->lay.tokens) + (size_t)pos * 4, s->h_ids, (size_t)n * 4,
                                cudaMemcpyHostToDevice, s->stream));
     }
-    ECHECK(cudaMemcpyAsync(d, s->h_in, sizeof *d, cudaMemcpyHostToDevice, s->stream));
+    CUDA_CHECK(cudaMemcpyAsync(d, s->h_in, sizeof *d, cudaMemcpyHostToDevice, s->stream));
     return 0;
 }
 
@@ -516,7 +510,7 @@ static int enqueue_prefill(struct engine *e, const int32_t *ids, int n, int pos,
     struct cuda_impl *s = impl_of(e);
     int32_t *d_ids = (int32_t *)at(s, s->lay.tokens) + pos;
     memcpy(s->h_ids, ids, (size_t)n * sizeof *ids);
-    ECHECK(cudaMemcpyAsync(d_ids, s->h_ids, (size_t)n * 4, cudaMemcpyHostToDevice, s->stream));
+    CUDA_CHECK(cudaMemcpyAsync(d_ids, s->h_ids, (size_t)n * 4, cudaMemcpyHostToDevice, s->stream));
     /* the state as after a decode step at the last prompt position: the sampler draws for it */
     int rc = set_state(s, NULL, 1, pos + n - 1, err);
     if (rc)
@@ -535,8 +529,8 @@ static int run_prefill(struct engine *e, const int32_t *ids, int n, int pos, flo
     if (rc)
         return rc;
     if (logits)
-        ECHECK(cudaMemcpyAsync(s->h_logits, at(s, s->lay.logits), V * 4, cudaMemcpyDeviceToHost, s->stream));
-    ECHECK(cudaStreamSynchronize(s->stream));
+        CUDA_CHECK(cudaMemcpyAsync(s->h_logits, at(s, s->lay.logits), V * 4, cudaMemcpyDeviceToHost, s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
     if (logits)
         memcpy(logits, s->h_logits, V * 4);
     return 0;
@@ -557,15 +551,15 @@ static int run_tokens(struct engine *e, const int32_t *ids, int n, int pos, floa
     if (rc)
         return rc;
     for (int i = 0; i < n; i++) {
-        ECHECK(cudaGraphLaunch(s->graph, s->stream));
+        CUDA_CHECK(cudaGraphLaunch(s->graph, s->stream));
         if (logits && (all || i == n - 1)) {
-            ECHECK(cudaMemcpyAsync(s->h_logits, at(s, s->lay.logits), V * 4, cudaMemcpyDeviceToHost,
+            CUDA_CHECK(cudaMemcpyAsync(s->h_logits, at(s, s->lay.logits), V * 4, cudaMemcpyDeviceToHost,
                                    s->stream));
-            ECHECK(cudaStreamSynchronize(s->stream));
+            CUDA_CHECK(cudaStreamSynchronize(s->stream));
             memcpy(logits + (all ? (size_t)i * V : 0), s->h_logits, V * 4);
         }
     }
-    ECHECK(cudaStreamSynchronize(s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
     if (s->h_out->error)
         return bora_errf(err, -EINVAL, "a token id outside the vocabulary reached the GPU");
     return 0;
@@ -596,7 +590,7 @@ static int cuda_kv_read(struct engine *e, int layer, int pos, float *k, float *v
     if (layer < 0 || layer >= c->n_layers || pos < 0 || pos >= e->max_ctx)
         return bora_errf(err, -EINVAL, "kv_read: layer %d position %d outside %d layers × %d positions", layer, pos,
                          c->n_layers, e->max_ctx);
-    ECHECK(cudaStreamSynchronize(s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
     const uint8_t *kc = at(s, s->lay.kv + (size_t)layer * s->lay.kv_layer_stride);
     const uint8_t *vc = kc + s->lay.kv_layer_stride / 2;
     uint16_t row[512];
@@ -604,10 +598,10 @@ static int cuda_kv_read(struct engine *e, int layer, int pos, float *k, float *v
         return bora_errf(err, -EINVAL, "kv_read: head_dim %d", hd);
     for (int h = 0; h < c->n_kv_heads; h++) {
         size_t off = ((size_t)h * e->max_ctx + pos) * hd * 2;
-        ECHECK(cudaMemcpy(row, kc + off, (size_t)hd * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(row, kc + off, (size_t)hd * 2, cudaMemcpyDeviceToHost));
         for (int d = 0; d < hd; d++)
             k[h * hd + d] = bora_bf16_to_f32(row[d]);
-        ECHECK(cudaMemcpy(row, vc + off, (size_t)hd * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(row, vc + off, (size_t)hd * 2, cudaMemcpyDeviceToHost));
         for (int d = 0; d < hd; d++)
             v[h * hd + d] = bora_bf16_to_f32(row[d]);
     }
@@ -744,8 +738,8 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
     if (rc)
         return rc;
     cudaEvent_t e0, e1;
-    ECHECK(cudaEventCreate(&e0));
-    ECHECK(cudaEventCreate(&e1));
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
     cudaError_t ce = cudaEventRecord(e0, s->stream);
     for (int i = 0; i < n && ce == cudaSuccess; i++)
         ce = cudaGraphLaunch(s->graph, s->stream);
@@ -758,7 +752,7 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
         ce = cudaEventElapsedTime(&t, e0, e1);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     *ms = t;
     *last = s->h_out->sampled;
     return 0;
@@ -780,7 +774,7 @@ int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora
         return rc;
     cudaGraph_t g = NULL;
     cudaGraphExec_t x = NULL;
-    ECHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+    CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     for (int l = 0; l < nl && !rc; l++) {
         struct kern_attn_args a = attn_of(e, l);
         rc = kern_attention(&a, (struct CUstream_st *)s->stream, err);
@@ -791,10 +785,10 @@ int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora
             cudaGraphDestroy(g);
         return rc;
     }
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     ce = cudaGraphInstantiate(&x, g, 0);
     cudaGraphDestroy(g);
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     cudaEvent_t e0 = NULL, e1 = NULL;
     float best = 1e30f;
     ce = cudaEventCreate(&e0);
@@ -819,7 +813,7 @@ int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora
     if (e1)
         cudaEventDestroy(e1);
     cudaGraphExecDestroy(x);
-    ECHECK(ce);
+    CUDA_CHECK(ce);
     *us = best * 1e3f / (float)nl;
     return 0;
 }
@@ -862,8 +856,8 @@ int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int32_t *first
         return bora_errf(err, -EINVAL, "ttft: a prompt of %d tokens (at least 2)", n);
     if ((rc = enqueue_prefill(e, ids, n, 0, true, err)))
         return rc;
-    ECHECK(cudaMemcpyAsync(s->h_out, at(s, s->lay.state), sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
-    ECHECK(cudaStreamSynchronize(s->stream));
+    CUDA_CHECK(cudaMemcpyAsync(s->h_out, at(s, s->lay.state), sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
     clock_gettime(CLOCK_MONOTONIC, &t1);
     *first = s->h_out->sampled;
     *ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6;

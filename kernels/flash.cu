@@ -474,12 +474,12 @@ template <int D>
 static int fa2_launch(const struct fa_params &p, cudaStream_t s, struct bora_err *err)
 {
     const size_t smem = (size_t)(FA2_BQ + 4 * FA_BK) * (D + FA_PAD) * sizeof(uint16_t);
-    KCHECK(cudaFuncSetAttribute(fa2_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    CUDA_CHECK(cudaFuncSetAttribute(fa2_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     if ((p.n + FA2_BQ - 1) / FA2_BQ > 65535)
         return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
     dim3 grid(p.n_heads, (p.n + FA2_BQ - 1) / FA2_BQ);
-    KCHECK(kern_launch(fa2_kernel<D>, grid, dim3(FA2_WARPS * 32), smem, s, p));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(kern_launch(fa2_kernel<D>, grid, dim3(FA2_WARPS * 32), smem, s, p));
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -488,12 +488,12 @@ static int fa_launch(const struct fa_params &p, cudaStream_t s, struct bora_err 
 {
     constexpr int BQ = W * 16;
     const size_t smem = (size_t)4 * FA_BK * (D + FA_PAD) * sizeof(uint16_t);
-    KCHECK(cudaFuncSetAttribute(fa_kernel<D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    CUDA_CHECK(cudaFuncSetAttribute(fa_kernel<D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     if ((p.n + BQ - 1) / BQ > 65535)
         return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
     dim3 grid(p.n_heads, (p.n + BQ - 1) / BQ);
-    KCHECK(kern_launch(fa_kernel<D, W>, grid, dim3(W * 32), smem, s, p));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(kern_launch(fa_kernel<D, W>, grid, dim3(W * 32), smem, s, p));
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 

@@ -251,11 +251,11 @@ static int gemm_fallback(const struct kern_gemm_args *a, cudaStream_t s, struct 
 {
     dim3 grid((a->rows + FB_T - 1) / FB_T, (a->n + FB_T - 1) / FB_T);
     if (a->dtype == BORA_DT_F8_E4M3)
-        KCHECK(kern_launch(gemm_fallback_kernel<true>, grid, dim3(256), 0, s, a->w, a->x, a->y, a->rows, a->cols, a->n));
+        CUDA_CHECK(kern_launch(gemm_fallback_kernel<true>, grid, dim3(256), 0, s, a->w, a->x, a->y, a->rows, a->cols, a->n));
     else
-        KCHECK(kern_launch(gemm_fallback_kernel<false>, grid, dim3(256), 0, s, a->w, a->x, a->y, a->rows, a->cols,
+        CUDA_CHECK(kern_launch(gemm_fallback_kernel<false>, grid, dim3(256), 0, s, a->w, a->x, a->y, a->rows, a->cols,
                            a->n));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 

@@ -451,9 +451,9 @@ static int gemv_launch_k(K k, const struct kern_gemv_args *a, cudaStream_t s, in
 {
     const struct kern_mat *m = &a->m;
     size_t smem = (size_t)m->cols * sizeof(float) * (a->norm_w ? 2 : 1);
-    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
-    KCHECK(kern_launch(k, dim3(grid), dim3(th), smem, s, (const uint8_t *)m->w, m->rows, m->cols, m->scale,
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    CUDA_CHECK(kern_launch(k, dim3(grid), dim3(th), smem, s, (const uint8_t *)m->w, m->rows, m->cols, m->scale,
                        m->row_scale, a->x, a->y, a->norm_w, a->norm_eps, a->counter));
     return 0;
 }
@@ -479,8 +479,8 @@ static int gemv_launch(const struct kern_gemv_args *a, cudaStream_t s, struct bo
     int epv = FP8 ? 16 : 8;
     bool vec = m->cols % epv == 0 && ((uintptr_t)m->w & 15) == 0;
     int dev, sms;
-    KCHECK(cudaGetDevice(&dev));
-    KCHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     if (vec) {
         int v = a->variant;
 #define GEMV_CASE(id, RR, UU, TH, BPS, PF, CVT)                                                 \
@@ -498,13 +498,13 @@ static int gemv_launch(const struct kern_gemv_args *a, cudaStream_t s, struct bo
 #undef GEMV_CASE
     } else {
         auto k = gemv_scalar_kernel<FP8, MODE>;
-        KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         int rows_per_block = 8 * 4;
         int grid = (m->rows + rows_per_block - 1) / rows_per_block;
-        KCHECK(kern_launch(k, dim3(grid), dim3(256), smem, s, (const uint8_t *)m->w, m->rows,
+        CUDA_CHECK(kern_launch(k, dim3(grid), dim3(256), smem, s, (const uint8_t *)m->w, m->rows,
                            m->cols, m->scale, m->row_scale, a->x, a->y, a->norm_w, a->norm_eps));
     }
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 

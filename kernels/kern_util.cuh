@@ -11,15 +11,8 @@
 #include <stdint.h>
 
 #include "kernels/kernels.h"
+#include "kernels/cuda_check.h"
 
-/* Returns -EIO with "call: cuda error text (file:line)" when a CUDA call fails. */
-#define KCHECK(call)                                                                      \
-    do {                                                                                  \
-        cudaError_t e_ = (call);                                                          \
-        if (e_ != cudaSuccess)                                                            \
-            return bora_errf(err, -EIO, "%s: %s (%s:%d)", #call, cudaGetErrorString(e_),  \
-                             __FILE__, __LINE__);                                         \
-    } while (0)
 
 /* Launches k with programmatic stream serialization allowed: the next kernel may start while
  * this one drains; each kernel calls kern_grid_wait() before it reads what its predecessor wrote. */

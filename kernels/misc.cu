@@ -17,16 +17,16 @@ extern "C" int kern_device_query(struct kern_device *d, struct bora_err *err)
         return bora_errf(err, -ENODEV, "no CUDA device: %s",
                          e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
     int dev;
-    KCHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDevice(&dev));
     cudaDeviceProp p;
-    KCHECK(cudaGetDeviceProperties(&p, dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
     memset(d, 0, sizeof *d);
     snprintf(d->name, sizeof d->name, "%s", p.name);
     d->sm_count = p.multiProcessorCount;
     d->cc_major = p.major;
     d->cc_minor = p.minor;
     d->l2_bytes = (size_t)p.l2CacheSize;
-    KCHECK(cudaMemGetInfo(&d->free_bytes, &d->total_bytes));
+    CUDA_CHECK(cudaMemGetInfo(&d->free_bytes, &d->total_bytes));
     return 0;
 }
 
@@ -44,28 +44,28 @@ extern "C" int kern_malloc(void **d_ptr, size_t bytes, struct bora_err *err)
 extern "C" void kern_free(void *d_ptr) { if (d_ptr) cudaFree(d_ptr); }
 extern "C" int kern_host_alloc(void **h_ptr, size_t bytes, struct bora_err *err)
 {
-    KCHECK(cudaMallocHost(h_ptr, bytes));
+    CUDA_CHECK(cudaMallocHost(h_ptr, bytes));
     return 0;
 }
 extern "C" void kern_host_free(void *h_ptr) { if (h_ptr) cudaFreeHost(h_ptr); }
 extern "C" int kern_copy_h2d(void *d_dst, const void *h_src, size_t bytes, struct bora_err *err)
 {
-    KCHECK(cudaMemcpy(d_dst, h_src, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_dst, h_src, bytes, cudaMemcpyHostToDevice));
     return 0;
 }
 extern "C" int kern_copy_d2h(void *h_dst, const void *d_src, size_t bytes, struct bora_err *err)
 {
-    KCHECK(cudaMemcpy(h_dst, d_src, bytes, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(h_dst, d_src, bytes, cudaMemcpyDeviceToHost));
     return 0;
 }
 extern "C" int kern_memset(void *d_ptr, int byte, size_t bytes, struct bora_err *err)
 {
-    KCHECK(cudaMemset(d_ptr, byte, bytes));
+    CUDA_CHECK(cudaMemset(d_ptr, byte, bytes));
     return 0;
 }
 extern "C" int kern_sync(struct bora_err *err)
 {
-    KCHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
 
@@ -87,8 +87,8 @@ __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int n, 
 extern "C" int kern_rmsnorm(float *y, const float *x, const float *w, int n, float eps,
                             struct CUstream_st *stream, struct bora_err *err)
 {
-    KCHECK(kern_launch(rmsnorm_kernel, dim3(1), dim3(1024), 0, (cudaStream_t)stream, y, x, w, n, eps));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(kern_launch(rmsnorm_kernel, dim3(1), dim3(1024), 0, (cudaStream_t)stream, y, x, w, n, eps));
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -121,9 +121,9 @@ extern "C" int kern_rope_apply(float *vec, int n_heads, int head_dim, const int 
     if (head_dim % 2)
         return bora_errf(err, -EINVAL, "rope: odd head_dim %d", head_dim);
     int n = n_heads * head_dim / 2, grid = (n + 255) / 256;
-    KCHECK(kern_launch(rope_kernel, dim3(grid), dim3(256), 0, (cudaStream_t)stream, vec, n_heads,
+    CUDA_CHECK(kern_launch(rope_kernel, dim3(grid), dim3(256), 0, (cudaStream_t)stream, vec, n_heads,
                        head_dim, d_pos, *r, (int)is_query));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -145,16 +145,16 @@ __global__ void add_kernel(float *y, const float *x, int n)
 extern "C" int kern_swiglu(float *y, const float *gate, const float *up, int n,
                            struct CUstream_st *stream, struct bora_err *err)
 {
-    KCHECK(kern_launch(swiglu_kernel, dim3((n + 255) / 256), dim3(256), 0, (cudaStream_t)stream, y,
+    CUDA_CHECK(kern_launch(swiglu_kernel, dim3((n + 255) / 256), dim3(256), 0, (cudaStream_t)stream, y,
                        gate, up, n));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 extern "C" int kern_add(float *y, const float *x, int n, struct CUstream_st *stream,
                         struct bora_err *err)
 {
-    KCHECK(kern_launch(add_kernel, dim3((n + 255) / 256), dim3(256), 0, (cudaStream_t)stream, y, x, n));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(kern_launch(add_kernel, dim3((n + 255) / 256), dim3(256), 0, (cudaStream_t)stream, y, x, n));
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -192,9 +192,9 @@ extern "C" int kern_embed(float *x, const struct kern_mat *emb, struct kern_stat
     if (emb->dtype != BORA_DT_BF16 && emb->dtype != BORA_DT_F8_E4M3)
         return bora_errf(err, -EINVAL, "embed: dtype %s not supported", bora_dtype_name(emb->dtype));
     int grid = (emb->cols + 255) / 256;
-    KCHECK(kern_launch(embed_kernel, dim3(grid), dim3(256), 0, (cudaStream_t)stream, x, *emb,
+    CUDA_CHECK(kern_launch(embed_kernel, dim3(grid), dim3(256), 0, (cudaStream_t)stream, x, *emb,
                        d_state, d_tokens));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -233,7 +233,7 @@ extern "C" int kern_fill_random(void *d, enum bora_dtype dtype, size_t n, float 
     if (blocks > 65536)
         blocks = 65536;
     fill_random_kernel<<<(unsigned)blocks, 256>>>(d, (int)dtype, n, amp, seed);
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -250,7 +250,7 @@ extern "C" int kern_fill_f32(float *d, size_t n, float value, struct bora_err *e
     if (blocks > 65536)
         blocks = 65536;
     fill_f32_kernel<<<(unsigned)blocks, 256>>>(d, n, value);
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -285,13 +285,13 @@ extern "C" int kern_bandwidth_read(const void *d, size_t bytes, int iters, doubl
     if (iters < 1 || iters > 64)
         return bora_errf(err, -EINVAL, "bandwidth: iters %d outside 1..64", iters);
     int dev, sms;
-    KCHECK(cudaGetDevice(&dev));
-    KCHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     unsigned *sink;
-    KCHECK(cudaMalloc(&sink, sizeof *sink));
+    CUDA_CHECK(cudaMalloc(&sink, sizeof *sink));
     cudaEvent_t e0, e1;
-    KCHECK(cudaEventCreate(&e0));
-    KCHECK(cudaEventCreate(&e1));
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
     size_t n = bytes / 16;
     double t[64];
     int rc = 0;

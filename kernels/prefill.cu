@@ -253,7 +253,7 @@ static int pf_smem_for(const void *k, size_t bytes, struct bora_err *err)
     if (bytes > 200 * 1024)
         return bora_errf(err, -EINVAL, "prefill: a row of %zu bytes does not fit in shared memory", bytes);
     if (bytes > PF_SMEM_DEFAULT)
-        KCHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     return 0;
 }
 
@@ -397,8 +397,8 @@ extern "C" int kern_pf_embed(float *x, const struct kern_mat *emb, const int32_t
         return bora_errf(err, -EINVAL, "prefill embed: dtype %s", bora_dtype_name(emb->dtype));
     if (n <= 0)
         return bora_errf(err, -EINVAL, "prefill embed: %d tokens", n);
-    KCHECK(kern_launch(pf_embed_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, x, *emb, d_ids, d_bad));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(kern_launch(pf_embed_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, x, *emb, d_ids, d_bad));
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -458,19 +458,19 @@ extern "C" int kern_pf_add_norm_quant(float *x, const struct kern_raw *delta, co
     auto kreg = pf_pick_reg(dim / 8, pf_add_norm_quant_reg<1>, pf_add_norm_quant_reg<2>, pf_add_norm_quant_reg<4>,
                             pf_add_norm_quant_reg<8>);
     if (dim % 8 == 0 && kreg) {
-        KCHECK(kern_launch(kreg, dim3(n), dim3(PF_VEC_THREADS), 0, (cudaStream_t)stream, x, d, norm_w, eps, o, dim));
+        CUDA_CHECK(kern_launch(kreg, dim3(n), dim3(PF_VEC_THREADS), 0, (cudaStream_t)stream, x, d, norm_w, eps, o, dim));
     } else if (dim % 8 == 0) {
         const size_t smem = (size_t)dim * 4;
         int rc = pf_smem_for((const void *)pf_add_norm_quant_vec, smem, err);
         if (rc)
             return rc;
-        KCHECK(kern_launch(pf_add_norm_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, x, d,
+        CUDA_CHECK(kern_launch(pf_add_norm_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, x, d,
                            norm_w, eps, o, dim));
     } else {
-        KCHECK(kern_launch(pf_add_norm_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, x, d,
+        CUDA_CHECK(kern_launch(pf_add_norm_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, x, d,
                            norm_w, eps, o, dim));
     }
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -496,16 +496,16 @@ extern "C" int kern_pf_quant(const uint16_t *in, const struct kern_act *out, int
         return bora_errf(err, -EINVAL, "prefill quant: %d rows of %d", n, cols);
     auto kreg = pf_pick_reg(cols / 8, pf_quant_reg<1>, pf_quant_reg<2>, pf_quant_reg<4>, pf_quant_reg<8>);
     if (cols % 8 == 0 && kreg) {
-        KCHECK(kern_launch(kreg, dim3(n), dim3(PF_VEC_THREADS), 0, (cudaStream_t)stream, in, *out, cols));
+        CUDA_CHECK(kern_launch(kreg, dim3(n), dim3(PF_VEC_THREADS), 0, (cudaStream_t)stream, in, *out, cols));
     } else if (cols % 8 == 0) {
         const size_t smem = (size_t)cols * 4;
         if ((rc = pf_smem_for((const void *)pf_quant_vec, smem, err)))
             return rc;
-        KCHECK(kern_launch(pf_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, in, *out, cols));
+        CUDA_CHECK(kern_launch(pf_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, in, *out, cols));
     } else {
-        KCHECK(kern_launch(pf_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, in, *out, cols));
+        CUDA_CHECK(kern_launch(pf_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, in, *out, cols));
     }
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -637,11 +637,11 @@ extern "C" int kern_pf_qkv_post(const struct kern_qkv_post_args *a, struct CUstr
     p.q_mult = a->q_mult;
     p.rope = a->rope;
     if (p.hd % 16 == 0)
-        KCHECK(kern_launch(pf_qkv_post_vec, dim3(a->n), dim3(PF_VEC_THREADS), (size_t)p.hd * 4, (cudaStream_t)stream,
+        CUDA_CHECK(kern_launch(pf_qkv_post_vec, dim3(a->n), dim3(PF_VEC_THREADS), (size_t)p.hd * 4, (cudaStream_t)stream,
                            p));
     else
-        KCHECK(kern_launch(pf_qkv_post_kernel, dim3(a->n), dim3(PF_THREADS), 0, (cudaStream_t)stream, p));
-    KCHECK(cudaGetLastError());
+        CUDA_CHECK(kern_launch(pf_qkv_post_kernel, dim3(a->n), dim3(PF_THREADS), 0, (cudaStream_t)stream, p));
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
@@ -678,12 +678,12 @@ extern "C" int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern
         const size_t smem = (size_t)hid * 4;
         if ((rc = pf_smem_for((const void *)pf_swiglu_quant_vec, smem, err)))
             return rc;
-        KCHECK(kern_launch(pf_swiglu_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, *gu, *out,
+        CUDA_CHECK(kern_launch(pf_swiglu_quant_vec, dim3(n), dim3(PF_VEC_THREADS), smem, (cudaStream_t)stream, *gu, *out,
                            hid));
     } else {
-        KCHECK(kern_launch(pf_swiglu_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, *gu, *out,
+        CUDA_CHECK(kern_launch(pf_swiglu_quant_kernel, dim3(n), dim3(PF_THREADS), 0, (cudaStream_t)stream, *gu, *out,
                            hid));
     }
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }

@@ -13,15 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cuda_check.h"
 #include "kernels/prefill.h"
 
-#define PCHECK(call)                                                                            \
-    do {                                                                                        \
-        cudaError_t e_ = (call);                                                                \
-        if (e_ != cudaSuccess)                                                                  \
-            return bora_errf(err, -EIO, "%s: %s (%s:%d)", #call, cudaGetErrorString(e_),        \
-                             __FILE__, __LINE__);                                               \
-    } while (0)
 
 #define LOG2E 1.4426950408889634
 #define PROF_PAIRS 4096   /* timed launches per prefill when profiling */
@@ -64,10 +58,10 @@ static int prof_collect(struct prefill_run *p, struct CUstream_st *st, struct bo
     struct prefill_prof *f = p->prof;
     if (!f)
         return 0;
-    PCHECK(cudaStreamSynchronize((cudaStream_t)st));
+    CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)st));
     for (int i = 0; i < f->n; i++) {
         float t = 0;
-        PCHECK(cudaEventElapsedTime(&t, f->ev[2 * i], f->ev[2 * i + 1]));
+        CUDA_CHECK(cudaEventElapsedTime(&t, f->ev[2 * i], f->ev[2 * i + 1]));
         f->ms[f->kind[i]] += t;
     }
     f->n = 0;
@@ -284,7 +278,7 @@ static int run_chunk(struct prefill_run *p, const int32_t *d_ids, int n, int pos
             return rc;
     }
     if (last)
-        PCHECK(cudaMemcpyAsync(p->m.arena + L->x, p->x + (size_t)(n - 1) * c->dim, (size_t)c->dim * 4,
+        CUDA_CHECK(cudaMemcpyAsync(p->m.arena + L->x, p->x + (size_t)(n - 1) * c->dim, (size_t)c->dim * 4,
                                cudaMemcpyDeviceToDevice, (cudaStream_t)st));
     return 0;
 }
@@ -304,7 +298,7 @@ int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int p
             return rc;
         done += k;
         if (!last) {
-            PCHECK(cudaStreamSynchronize((cudaStream_t)stream));
+            CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)stream));
             if (cancel && atomic_load_explicit(cancel, memory_order_acquire))
                 return bora_errf(err, -ECANCELED, "prefill cancelled after %d of %d tokens", done, n);
         }

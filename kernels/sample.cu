@@ -235,8 +235,8 @@ extern "C" int kern_sample(const float *logits, int vocab, struct kern_state *d_
 {
     if (vocab <= 0)
         return bora_errf(err, -EINVAL, "sample: vocab %d", vocab);
-    KCHECK(kern_launch(sample_kernel, dim3(1), dim3(SAMPLE_THREADS), 0, (cudaStream_t)stream, logits,
+    CUDA_CHECK(kern_launch(sample_kernel, dim3(1), dim3(SAMPLE_THREADS), 0, (cudaStream_t)stream, logits,
                        vocab, d_state));
-    KCHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
     return 0;
 }

@@ -12,14 +12,8 @@
 extern "C" {
 #include "kernels/wstream_cuda.h"
 }
+#include "kernels/cuda_check.h"
 
-#define WSC_CHECK(call)                                                                        \
-    do {                                                                                       \
-        cudaError_t e_ = (call);                                                               \
-        if (e_ != cudaSuccess)                                                                 \
-            return bora_errf(err, -EIO, "%s: %s (%s:%d)", #call, cudaGetErrorString(e_),       \
-                             __FILE__, __LINE__);                                              \
-    } while (0)
 
 #define WSC_QUANT_THREADS 256
 
@@ -60,7 +54,7 @@ static int wsc_copy(struct wstream_cuda_sink *s, const struct wstream_chunk *c, 
 {
     const struct wstream_item *it = c->item;
     if (!it->row_bytes || it->row_bytes == it->dst_pitch) {
-        WSC_CHECK(cudaMemcpyAsync((uint8_t *)it->dst + c->item_off, c->data, c->len, cudaMemcpyHostToDevice, s->stream));
+        CUDA_CHECK(cudaMemcpyAsync((uint8_t *)it->dst + c->item_off, c->data, c->len, cudaMemcpyHostToDevice, s->stream));
         return 0;
     }
     // pitched destination: partial first row, whole rows as one 2D copy, partial last row
@@ -71,14 +65,14 @@ static int wsc_copy(struct wstream_cuda_sink *s, const struct wstream_chunk *c, 
         uint8_t *d = (uint8_t *)it->dst + r * it->dst_pitch + in;
         if (in == 0 && left >= it->row_bytes) {
             uint64_t rows = left / it->row_bytes;
-            WSC_CHECK(cudaMemcpy2DAsync(d, it->dst_pitch, src, it->row_bytes, it->row_bytes, rows,
+            CUDA_CHECK(cudaMemcpy2DAsync(d, it->dst_pitch, src, it->row_bytes, it->row_bytes, rows,
                                         cudaMemcpyHostToDevice, s->stream));
             uint64_t n = rows * it->row_bytes;
             src += n, off += n, left -= n;
             continue;
         }
         uint64_t n = it->row_bytes - in < left ? it->row_bytes - in : left;
-        WSC_CHECK(cudaMemcpyAsync(d, src, n, cudaMemcpyHostToDevice, s->stream));
+        CUDA_CHECK(cudaMemcpyAsync(d, src, n, cudaMemcpyHostToDevice, s->stream));
         src += n, off += n, left -= n;
     }
     return 0;
@@ -97,7 +91,7 @@ static int wsc_on_chunk(void *ctx, const struct wstream_chunk *c, struct bora_er
     if (qz && s->item_done[c->item_index] == c->item->len) {   // all bytes queued on this stream: quantize after them
         wsc_quant_rows<<<(unsigned)qz->rows, WSC_QUANT_THREADS, 0, s->stream>>>(
             (const __nv_bfloat16 *)c->item->dst, qz->cols, qz->q, qz->q_pitch, qz->row_scale);
-        WSC_CHECK(cudaGetLastError());
+        CUDA_CHECK(cudaGetLastError());
         s->quantized++;
     }
     return 0;
@@ -108,7 +102,7 @@ static int wsc_buf_done(void *ctx, int buf, struct bora_err *err)
     struct wstream_cuda_sink *s = (struct wstream_cuda_sink *)ctx;
     if (buf < 0 || buf >= s->n_bufs)
         return bora_errf(err, -EINVAL, "wstream cuda sink: buffer %d of %d", buf, s->n_bufs);
-    WSC_CHECK(cudaEventRecord(s->ev[buf], s->stream));
+    CUDA_CHECK(cudaEventRecord(s->ev[buf], s->stream));
     return 0;   // held until the event completes
 }
 
@@ -127,7 +121,7 @@ static int wsc_buf_poll(void *ctx, int buf, bool wait, struct bora_err *err)
 static int wsc_flush(void *ctx, struct bora_err *err)
 {
     struct wstream_cuda_sink *s = (struct wstream_cuda_sink *)ctx;
-    WSC_CHECK(cudaStreamSynchronize(s->stream));
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
     return 0;
 }
 
