@@ -52,6 +52,13 @@ static uint8_t *layer_at(struct cuda_impl *s, int l, size_t off)
 
 /* ---- upload ---- */
 
+/* w's combined scale of row r at h_rs[r × rs_step]. */
+static void fill_rs(const struct wtensor *w, float *h_rs, int rs_step)
+{
+    for (int64_t r = 0; r < w->rows; r++)
+        h_rs[r * rs_step] = w->scale * (w->row_scale ? w->row_scale[r] : 1.0f);
+}
+
 /* Copies w's rows into dst (row r at dst + r × pitch) as dtype `want`, converting F32/F16/BF16
  * to BF16 on the host when needed; writes w's combined scale per row at rs[r × rs_step]. */
 static int upload_rows(const struct wtensor *w, enum bora_dtype want, uint8_t *dst, size_t pitch,
@@ -62,8 +69,7 @@ static int upload_rows(const struct wtensor *w, enum bora_dtype want, uint8_t *d
                          bora_dtype_name(w->dtype), bora_dtype_name(want));
     size_t row_bytes = (size_t)w->cols * bora_dtype_size(want);
     if (h_rs)
-        for (int64_t r = 0; r < w->rows; r++)
-            h_rs[r * rs_step] = w->scale * (w->row_scale ? w->row_scale[r] : 1.0f);
+        fill_rs(w, h_rs, rs_step);
     if (w->dtype == want) {
         CUDA_CHECK(cudaMemcpy2D(dst, pitch, w->data, row_bytes, row_bytes, (size_t)w->rows,
                             cudaMemcpyHostToDevice));
@@ -653,7 +659,9 @@ static int open_prefill(struct engine *e, int chunk, struct bora_err *err)
     return prefill_run_open(&s->pf, &pm, chunk, err);
 }
 
-static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct bora_err *err)
+/* Device checks, the arena, pinned host buffers and the stream; no weights yet. Closes the
+ * engine (e->ops NULL) on failure. */
+static int open_arena(struct engine *e, struct bora_err *err)
 {
     const struct model *m = e->model;
     const struct model_config *c = &m->cfg;
@@ -685,9 +693,19 @@ static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct b
         rc = bora_errf(err, -EIO, "cudaStreamCreateWithFlags failed (%s:%d)", __FILE__, __LINE__);
         goto fail;
     }
-    rc = synthetic ? fill_synthetic(s, m, seed, err) : upload_model(e, s, m, err);
-    if (rc)
-        goto fail;
+    return 0;
+fail:
+    cuda_close(e);
+    e->ops = NULL;
+    return rc;
+}
+
+/* After the weights are in the arena: activations zeroed, GEMVs tuned, the step captured, the
+ * prefill workspace. Closes the engine on failure. */
+static int open_tail(struct engine *e, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    int rc;
     if ((rc = kern_memset(at(s, s->lay.x), 0, s->lay.counters - s->lay.x, err)) ||
         (rc = kern_memset(at(s, s->lay.counters), 0, (size_t)s->lay.n_counters * 4, err)) ||
         (rc = kern_memset(at(s, s->lay.state), 0, sizeof(struct kern_state), err)) ||
@@ -717,9 +735,130 @@ fail:
     return rc;
 }
 
+static int open_common(struct engine *e, bool synthetic, uint64_t seed, struct bora_err *err)
+{
+    int rc = open_arena(e, err);
+    if (rc)
+        return rc;
+    struct cuda_impl *s = impl_of(e);
+    rc = synthetic ? fill_synthetic(s, e->model, seed, err) : upload_model(e, s, e->model, err);
+    if (rc) {
+        cuda_close(e);
+        e->ops = NULL;
+        return rc;
+    }
+    return open_tail(e, err);
+}
+
 int engine_cuda_open(struct engine *e, struct bora_err *err)
 {
     return open_common(e, false, 0, err);
+}
+
+int engine_cuda_open_deferred(struct engine *e, struct bora_err *err)
+{
+    return open_arena(e, err);
+}
+
+/* One matrix's destination; -ENOTSUP when its dtype is not the arena's (needs conversion). */
+static int wdst(struct model_direct_dst *d, const struct wtensor *w, enum bora_dtype want, uint8_t *dst,
+                size_t pitch, int group)
+{
+    if (w->dtype != want || !w->data)
+        return -ENOTSUP;
+    *d = (struct model_direct_dst){ .w = w, .dst = dst, .row_bytes = (uint64_t)w->cols * bora_dtype_size(want),
+                                    .pitch = pitch, .group = group };
+    return 0;
+}
+
+int engine_cuda_weight_dsts(struct engine *e, struct model_direct_dst *out, int cap, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const struct model *m = e->model;
+    const struct model_config *c = &m->cfg;
+    const enum bora_dtype dt = s->dt.linear;
+    const size_t eb = bora_dtype_size(dt), dim = (size_t)c->dim;
+    const size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    const int need = 7 * c->n_layers + 2;
+    if (cap < need)
+        return bora_errf(err, -EINVAL, "weight destinations: room for %d, the model has %d matrices", cap, need);
+    int n = 0, rc = wdst(&out[n++], &m->tok_emb, s->dt.emb, at(s, s->lay.emb), dim * bora_dtype_size(s->dt.emb), 0);
+    for (int l = 0; !rc && l < c->n_layers; l++) {
+        const struct layer_weights *L = &m->layers[l];
+        uint8_t *qkv = layer_at(s, l, s->lay.l_qkv), *gu = layer_at(s, l, s->lay.l_gu);
+        if ((rc = wdst(&out[n++], &L->wq, dt, qkv, dim * eb, 1 + l)) ||
+            (rc = wdst(&out[n++], &L->wk, dt, qkv + q_dim * dim * eb, dim * eb, 1 + l)) ||
+            (rc = wdst(&out[n++], &L->wv, dt, qkv + (q_dim + kv_dim) * dim * eb, dim * eb, 1 + l)) ||
+            (rc = wdst(&out[n++], &L->wo, dt, layer_at(s, l, s->lay.l_wo), q_dim * eb, 1 + l)) ||
+            (rc = wdst(&out[n++], &L->w_gate, dt, gu, 2 * dim * eb, 1 + l)) ||
+            (rc = wdst(&out[n++], &L->w_up, dt, gu + dim * eb, 2 * dim * eb, 1 + l)) ||
+            (rc = wdst(&out[n++], &L->w_down, dt, layer_at(s, l, s->lay.l_down), (size_t)c->hidden_dim * eb, 1 + l)))
+            break;
+    }
+    if (!rc && !c->tied)
+        rc = wdst(&out[n++], &m->output, s->dt.out, at(s, s->lay.out), dim * bora_dtype_size(s->dt.out),
+                  c->n_layers + 1);
+    if (rc)
+        return bora_errf(err, rc, "a matrix is stored as another dtype than the GPU holds it: load through the host");
+    return n;
+}
+
+/* Everything but the matrices: row scales, norms, RoPE table (host-side values, small). */
+static int upload_small(struct cuda_impl *s, const struct model *m, struct bora_err *err)
+{
+    const struct model_config *c = &m->cfg;
+    const size_t V = (size_t)c->vocab_size, dim = (size_t)c->dim, hid = (size_t)c->hidden_dim;
+    const size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t max_rows = V > 2 * hid ? V : 2 * hid;
+    if (q_dim + 2 * kv_dim > max_rows)
+        max_rows = q_dim + 2 * kv_dim;
+    float *h = malloc(max_rows * sizeof *h);
+    if (!h)
+        return bora_errf(err, -ENOMEM, "no host memory for row scales");
+    fill_rs(&m->tok_emb, h, 1);
+    int rc = upload_f32(at(s, s->lay.emb_rs), h, V, err);
+    for (int l = 0; !rc && l < c->n_layers; l++) {
+        const struct layer_weights *L = &m->layers[l];
+        fill_rs(&L->wq, h, 1);
+        fill_rs(&L->wk, h + q_dim, 1);
+        fill_rs(&L->wv, h + q_dim + kv_dim, 1);
+        if ((rc = upload_f32(layer_at(s, l, s->lay.l_qkv_rs), h, q_dim + 2 * kv_dim, err)))
+            break;
+        fill_rs(&L->wo, h, 1);
+        if ((rc = upload_f32(layer_at(s, l, s->lay.l_wo_rs), h, dim, err)))
+            break;
+        fill_rs(&L->w_gate, h, 2);
+        fill_rs(&L->w_up, h + 1, 2);
+        if ((rc = upload_f32(layer_at(s, l, s->lay.l_gu_rs), h, 2 * hid, err)))
+            break;
+        fill_rs(&L->w_down, h, 1);
+        if ((rc = upload_f32(layer_at(s, l, s->lay.l_down_rs), h, dim, err)) ||
+            (rc = upload_norm(layer_at(s, l, s->lay.l_attn_norm), &L->attn_norm, err)) ||
+            (rc = upload_norm(layer_at(s, l, s->lay.l_ffn_norm), &L->ffn_norm, err)))
+            break;
+    }
+    if (!rc && !c->tied) {
+        fill_rs(&m->output, h, 1);
+        rc = upload_f32(at(s, s->lay.out_rs), h, V, err);
+    }
+    free(h);
+    if (!rc)
+        rc = upload_norm(at(s, s->lay.norm), &m->norm, err);
+    if (!rc)
+        rc = upload_f32(at(s, s->lay.inv_freq), m->rope_inv_freq, (size_t)c->head_dim / 2, err);
+    return rc;
+}
+
+int engine_cuda_open_finish(struct engine *e, bool streamed, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    int rc = streamed ? upload_small(s, e->model, err) : upload_model(e, s, e->model, err);
+    if (rc) {
+        cuda_close(e);
+        e->ops = NULL;
+        return rc;
+    }
+    return open_tail(e, err);
 }
 
 int engine_cuda_open_synthetic(struct engine *e, uint64_t seed, struct bora_err *err)

@@ -8,13 +8,30 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include <stdbool.h>
+
 #include "kernels/plan.h"
+#include "mem/model_direct.h"
 #include "model/engine.h"
 
 /* Like engine_cuda_open, but e->model's tensors carry only dtype and shape (data NULL): the
  * weights, scales and KV cache are filled with random values on the GPU from seed. The norm
  * weights are 1 and RoPE uses e->model->rope_inv_freq. Same errors as engine_cuda_open. */
 int engine_cuda_open_synthetic(struct engine *e, uint64_t seed, struct bora_err *err);
+
+/* Direct loading (a loader writes the matrices into the arena itself):
+ * engine_cuda_open_deferred is engine_cuda_open up to the allocated arena (nothing uploaded;
+ * e->ops set, so engine_close works); engine_cuda_weight_dsts then fills out[0..n) with every
+ * matrix's device destination (row r at dst + r × pitch; gate/up rows interleave, q/k/v
+ * follow each other) and returns n (7 n_layers + 2 at most, tied: one fewer), or -ENOTSUP when
+ * a matrix is stored as another dtype than the arena's (then finish with streamed = false,
+ * which uploads from the host tensors as engine_cuda_open does). engine_cuda_open_finish
+ * writes row scales, norms and the RoPE table from the host (streamed = true) and tunes and
+ * captures. Errors: those of engine_cuda_open; on failure of open_deferred / open_finish the
+ * backend is closed (e->ops NULL: free e, do not engine_close it). */
+int engine_cuda_open_deferred(struct engine *e, struct bora_err *err);
+int engine_cuda_weight_dsts(struct engine *e, struct model_direct_dst *out, int cap, struct bora_err *err);
+int engine_cuda_open_finish(struct engine *e, bool streamed, struct bora_err *err);
 
 /* Runs n greedy decode steps from position pos (token `first` at pos), each step fed the id
  * the previous one chose on the GPU, launched back to back; *ms = elapsed device time.

@@ -1,0 +1,202 @@
+/* model_load_cuda.c — weights from the shards straight into the CUDA arena (see model_load_cuda.h). */
+#include "kernels/model_load_cuda.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef BORA_CUDA
+#include <cuda_runtime_api.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "kernels/engine_cuda.h"
+#include "kernels/wstream_cuda.h"
+#include "mem/model_direct.h"
+#include "mem/wstream.h"
+
+/* Staging buffers: aligned host memory, page-locked for the GPU (cudaHostRegister), so the
+ * async copies are true DMA and O_DIRECT / io_uring registration see ordinary pages. */
+static void *stage_alloc(void *ctx, size_t bytes)
+{
+    (void)ctx;
+    void *p = NULL;
+    if (posix_memalign(&p, WSTREAM_ALIGN, bytes))
+        return NULL;
+    if (cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+        cudaGetLastError();
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void stage_free(void *ctx, void *p)
+{
+    (void)ctx;
+    cudaHostUnregister(p);
+    free(p);
+}
+
+struct reader {
+    const struct wstream_plan *plan;
+    struct wstream_opts wo;
+    struct wstream_stats st;
+    struct bora_err err;
+    int rc;
+    pthread_t th;
+    bool started;
+};
+
+/* One part: its own ring, staging buffers, copy stream. */
+static void *reader_run(void *arg)
+{
+    struct reader *r = arg;
+    struct wstream *ws = NULL;
+    struct wstream_cuda_sink *cs = NULL;
+    struct wstream_sink sink;
+    int n_bufs = r->wo.n_bufs;
+    r->rc = wstream_open(&ws, r->plan, &r->wo, &r->err);
+    if (!r->rc)
+        r->rc = wstream_cuda_sink_open(&cs, n_bufs, r->plan->n_items, &r->err);
+    if (!r->rc) {
+        wstream_cuda_sink_bind(cs, &sink);
+        r->rc = wstream_run(ws, &sink, &r->err);
+    }
+    if (ws)
+        wstream_stats_get(ws, &r->st);
+    wstream_cuda_sink_close(cs);
+    wstream_close(ws);
+    return NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Runs every part on its own thread (the first on this one); first error wins. */
+static int stream_parts(const struct model_direct_plan *p, const struct wstream_opts *wo,
+                        struct model_load_cuda_stats *st, struct bora_err *err)
+{
+    const int n = model_direct_plan_parts(p);
+    struct reader r[MODEL_DIRECT_PARTS_MAX];
+    memset(r, 0, sizeof r);
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        r[i].plan = model_direct_plan_part(p, i);
+        r[i].wo = *wo;
+        if (i > 0 && pthread_create(&r[i].th, NULL, reader_run, &r[i]) == 0)
+            r[i].started = true;
+        else if (i > 0)
+            reader_run(&r[i]);   /* no thread: run it here, in turn */
+    }
+    reader_run(&r[0]);
+    int rc = 0;
+    st->registered = true;
+    for (int i = 0; i < n; i++) {
+        if (r[i].started)
+            pthread_join(r[i].th, NULL);
+        if (r[i].rc && !rc) {
+            rc = r[i].rc;
+            *err = r[i].err;
+        }
+        st->bytes += r[i].st.bytes_delivered;
+        st->registered = st->registered && r[i].st.registered;
+        if (r[i].st.buffered_files)
+            st->direct = false;
+    }
+    st->seconds = now_s() - t0;
+    return rc;
+}
+
+static int load(struct engine *e, const struct model *m, const struct model_load_cuda_opts *lo,
+                struct model_load_cuda_stats *st, struct bora_err *err)
+{
+    const int cap = 7 * m->cfg.n_layers + 2;
+    struct model_direct_dst *d = calloc((size_t)cap, sizeof *d);
+    if (!d)
+        return bora_errf(err, -ENOMEM, "direct load: out of memory");
+    struct bora_err derr = { "" };
+    int n = engine_cuda_weight_dsts(e, d, cap, &derr);
+    if (n == -ENOTSUP) {
+        free(d);
+        return engine_cuda_open_finish(e, false, err);   /* conversions: through the host */
+    }
+    if (n < 0) {
+        *err = derr;
+        free(d);
+        return n;
+    }
+    bool buffered = lo->mode == MODEL_LOAD_CUDA_BUFFERED || (lo->mode == MODEL_LOAD_CUDA_AUTO && model_direct_cached(m));
+    int parts = lo->parts > 0 ? lo->parts : buffered ? MODEL_LOAD_CUDA_PARTS_CACHED : 1;
+    if (parts > MODEL_DIRECT_PARTS_MAX)
+        parts = MODEL_DIRECT_PARTS_MAX;
+    struct model_direct_plan *p = NULL;
+    int rc = model_direct_plan_build(&p, m, d, n, parts, err);
+    if (!rc) {
+        struct wstream_opts wo = { .qd = lo->qd, .buf_bytes = lo->buf_bytes,
+                                   .direct = buffered ? WSTREAM_DIRECT_OFF : WSTREAM_DIRECT_AUTO,
+                                   .buf_alloc = stage_alloc, .buf_free = stage_free };
+        int qd = wo.qd > 0 ? wo.qd : WSTREAM_QD_DEFAULT;
+        if (qd < WSTREAM_QD_MIN)
+            qd = WSTREAM_QD_MIN;
+        wo.n_bufs = qd + qd / 2;
+        st->streamed = true;
+        st->direct = !buffered;
+        st->parts = model_direct_plan_parts(p);
+        rc = stream_parts(p, &wo, st, err);
+    }
+    model_direct_plan_free(p);
+    free(d);
+    if (rc)
+        return rc;
+    double t0 = now_s();
+    rc = engine_cuda_open_finish(e, true, err);
+    st->finish_s = now_s() - t0;
+    return rc;
+}
+
+int model_load_cuda(struct engine **out, const struct model *m, const struct engine_opts *o,
+                    const struct model_load_cuda_opts *lo, struct model_load_cuda_stats *st, struct bora_err *err)
+{
+    *out = NULL;
+    struct model_load_cuda_opts dflt = { 0 };
+    struct model_load_cuda_stats st_local;
+    if (!lo)
+        lo = &dflt;
+    if (!st)
+        st = &st_local;
+    memset(st, 0, sizeof *st);
+    struct engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return bora_errf(err, -ENOMEM, "out of memory");
+    e->model = m;
+    e->n_threads = o ? o->n_threads : 0;
+    e->layers_ready = m->cfg.n_layers;
+    e->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 4096;
+    if ((!o || o->max_ctx <= 0) && m->cfg.max_pos > 0 && m->cfg.max_pos < e->max_ctx)
+        e->max_ctx = m->cfg.max_pos;
+    double t0 = now_s();
+    int rc = engine_cuda_open_deferred(e, err);
+    st->open_s = now_s() - t0;
+    if (!rc && (rc = load(e, m, lo, st, err)) && e->ops)
+        e->ops->close(e);   /* a load error after the arena: the backend is still open */
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+#else
+int model_load_cuda(struct engine **out, const struct model *m, const struct engine_opts *o,
+                    const struct model_load_cuda_opts *lo, struct model_load_cuda_stats *st, struct bora_err *err)
+{
+    (void)m, (void)o, (void)lo, (void)st;
+    *out = NULL;
+    return bora_errf(err, -ENODEV, "this build has no CUDA backend (make CUDA=1)");
+}
+#endif

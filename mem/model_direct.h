@@ -1,0 +1,47 @@
+/* model_direct.h — plans for loading a model's matrices straight from its shards into their
+ * final (device) places: one destination per tensor (row r at dst + r × pitch), turned into
+ * one or more wstream plans that cover contiguous file ranges of about equal size, so that
+ * several readers (threads) can each stream one part. Pure: no I/O besides mincore. */
+#ifndef BORA_MEM_MODEL_DIRECT_H
+#define BORA_MEM_MODEL_DIRECT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "mem/wstream.h"
+#include "model/model.h"
+
+#define MODEL_DIRECT_PARTS_MAX 32
+
+/* Where one tensor's bytes go (as stored in the checkpoint, no conversion). */
+struct model_direct_dst {
+    const struct wtensor *w;   /* its data must point into one of the model's mapped shards */
+    void *dst;                 /* row r at dst + r × pitch */
+    uint64_t row_bytes;        /* bytes of one stored row (cols × dtype size) */
+    uint64_t pitch;            /* ≥ row_bytes; = row_bytes: contiguous */
+    int group;                 /* caller's grouping (0 embeddings, 1 + l layers, …); kept as is */
+};
+
+struct model_direct_plan;
+
+/* Builds n_parts (1..MODEL_DIRECT_PARTS_MAX, fewer when there are fewer tensors) plans over
+ * d[0..n), in file order, each a run of whole tensors of about total ÷ n_parts bytes. Every
+ * plan has one group (0). Errors: -EINVAL naming the tensor (data outside every shard, pitch
+ * below the row, rows × row_bytes ≠ its bytes), -ENOMEM. d and m must outlive the plan. */
+int model_direct_plan_build(struct model_direct_plan **out, const struct model *m, const struct model_direct_dst *d,
+                            int n, int n_parts, struct bora_err *err);
+int model_direct_plan_parts(const struct model_direct_plan *p);
+const struct wstream_plan *model_direct_plan_part(const struct model_direct_plan *p, int i);
+/* Σ bytes of the tensors. */
+uint64_t model_direct_plan_bytes(const struct model_direct_plan *p);
+void model_direct_plan_free(struct model_direct_plan *p);
+
+/* True when ≥ 90 % of every shard's pages are in the page cache (then buffered reads from
+ * memory beat O_DIRECT, which would go to the disk again). */
+bool model_direct_cached(const struct model *m);
+
+/* A wstream sink for host memory that honours row_bytes/dst_pitch (tests, CPU staging). */
+extern const struct wstream_sink model_direct_sink_host;
+
+#endif
