@@ -121,7 +121,7 @@ static int load(struct engine *e, const struct model *m, const struct model_load
         return bora_errf(err, -ENOMEM, "direct load: out of memory");
     struct bora_err derr = { "" };
     int n = engine_cuda_weight_dsts(e, d, cap, &derr);
-    if (n == -ENOTSUP) {
+    if (n == -ENOTSUP || (n >= 0 && !model_direct_all_mapped(m, d, n))) {
         free(d);
         return engine_cuda_open_finish(e, false, err);   /* conversions: through the host */
     }

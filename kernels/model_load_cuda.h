@@ -38,7 +38,8 @@ struct model_load_cuda_stats {
 
 /* Opens a CUDA engine for m (o: max_ctx; backend and layer_wait ignored) with its matrices
  * streamed directly into the arena; the rest (scales, norms, RoPE) comes from the host tensors.
- * Falls back to the host upload (as engine_cuda_open) when a matrix needs a conversion.
+ * Falls back to the host upload (as engine_cuda_open) when a matrix needs a conversion or was
+ * converted at model_open (it then lives in host memory, not in a shard).
  * Errors: those of engine_cuda_open; of wstream_open / wstream_run (file, offset); -ENODEV
  * without a CUDA build. st may be NULL. Caller owns *out (engine_close). */
 int model_load_cuda(struct engine **out, const struct model *m, const struct engine_opts *o,

@@ -137,6 +137,17 @@ void model_direct_plan_free(struct model_direct_plan *p)
     free(p);
 }
 
+bool model_direct_all_mapped(const struct model *m, const struct model_direct_dst *d, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const struct wtensor *w = d[i].w;
+        uint64_t off;
+        if (!w->data || shard_of(m, w->data, (uint64_t)(w->rows * w->cols) * bora_dtype_size(w->dtype), &off) < 0)
+            return false;
+    }
+    return true;
+}
+
 bool model_direct_cached(const struct model *m)
 {
     for (int i = 0; i < m->n_shards; i++) {

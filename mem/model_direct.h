@@ -37,6 +37,10 @@ const struct wstream_plan *model_direct_plan_part(const struct model_direct_plan
 uint64_t model_direct_plan_bytes(const struct model_direct_plan *p);
 void model_direct_plan_free(struct model_direct_plan *p);
 
+/* True when every d[i].w's bytes lie in one of m's mapped shards (false: some tensor was
+ * converted at load, e.g. BF16 → FP8, and lives in host memory: load it through the host). */
+bool model_direct_all_mapped(const struct model *m, const struct model_direct_dst *d, int n);
+
 /* True when ≥ 90 % of every shard's pages are in the page cache (then buffered reads from
  * memory beat O_DIRECT, which would go to the disk again). */
 bool model_direct_cached(const struct model *m);

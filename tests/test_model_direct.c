@@ -186,7 +186,34 @@ static void test_refusals(void **state)
     f->d[5].w = &fake;
     assert_int_equal(model_direct_plan_build(&p, m, f->d, f->n, 2, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "tensor 5"));
+    assert_false(model_direct_all_mapped(m, f->d, f->n));
+    f->d[5].w = &m->layers[0].w_gate;
+    assert_true(model_direct_all_mapped(m, f->d, f->n));
     assert_int_equal(model_direct_plan_build(&p, m, f->d, f->n, MODEL_DIRECT_PARTS_MAX + 1, &err), -EINVAL);
+    free(f->arena);
+    free(f);
+    model_close(m);
+}
+
+/* A BF16 checkpoint opened as FP8 holds its matrices in host memory: not streamable. */
+static void test_converted_not_mapped(void **state)
+{
+    (void)state;
+    char dir[4096];
+    if (!fixture_find("mistral-tiny-bf16", dir, sizeof dir)) {
+        fprintf(stderr, "SKIP: fixture mistral-tiny-bf16 not found\n");
+        skip();
+    }
+    struct model *m = NULL;
+    struct bora_err err = { "" };
+    struct model_open_opts mo = { .precision = MODEL_PRECISION_FP8 };
+    if (model_open(&m, dir, &mo, &err))
+        fail_msg("%s", err.msg);
+    struct fake *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    fake_layout(f, m);
+    assert_false(model_direct_all_mapped(m, f->d, f->n));
+    assert_true(model_direct_all_mapped(m, f->d, 1));   /* the embedding stays BF16, mapped */
     free(f->arena);
     free(f);
     model_close(m);
@@ -200,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_fp8_fixture),
         cmocka_unit_test(test_tied_fixture),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_converted_not_mapped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
