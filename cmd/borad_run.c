@@ -118,7 +118,7 @@ static void banner(const struct bora_config *cfg, const struct generator *g, con
         fprintf(stderr, "  bora client --%s %s --prompt 'Hello! Where is my order?' -n 16\n",
                 udp[0] ? "udp" : "tcp", ep);
     fprintf(stderr, "  bora client --%s %s --ids 1,1032,1049 -n 16 --json\n", udp[0] ? "udp" : "tcp", ep);
-    fprintf(stderr, "  (protocol: docs in protocol.md; SIGTERM drains and exits 0)\n");
+    fprintf(stderr, "  (protocol: docs/CLIENTS.md; SIGTERM drains and exits 0)\n");
 }
 
 int borad_run(const struct bora_config *cfg)
