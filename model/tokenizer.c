@@ -124,6 +124,8 @@ static int dir_find(const char *dir, char *out, size_t cap, struct bora_err *err
 static int open_kind(struct tokenizer **out, const uint8_t *buf, size_t len, const char *name,
                        struct bora_err *err)
 {
+    if (!buf || !len)
+        return bora_errf(err, -EINVAL, "%s: empty tokenizer file", name);
     size_t i = 0;
     while (i < len && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t'))
         i++;
