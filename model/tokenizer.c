@@ -124,12 +124,10 @@ static int dir_find(const char *dir, char *out, size_t cap, struct bora_err *err
 static int open_kind(struct tokenizer **out, const uint8_t *buf, size_t len, const char *name,
                        struct bora_err *err)
 {
-    if (!buf || !len)
-        return bora_errf(err, -EINVAL, "%s: empty tokenizer file", name);
     size_t i = 0;
     while (i < len && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t'))
         i++;
-    if (i < len && buf[i] == '{') {
+    if (buf && i < len && buf[i] == '{') {
         /* Tekken files have "config" with a "pattern" and "vocab" entries with "token_bytes"
          * (their token_str values may well contain "model"); HF files a "model" object. */
         bool tekken = memmem(buf, len, "\"token_bytes\"", 13) && memmem(buf, len, "\"pattern\"", 9);
