@@ -222,15 +222,17 @@ static int bench_decode(const struct bench_opts *o)
         n += snprintf(shapes + n, sizeof shapes - (size_t)n, "%s%s v%d %.1fus", k ? ", " : "", kinds[k], v, us);
     }
     snprintf(shapes + strlen(shapes), sizeof shapes - strlen(shapes), ", attention %.1fus", attn_us);
+    const char *why = "";
+    const char *path = engine_cuda_decode_path(&e, &why);
     if (o->json) {
         printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"precision\":\"%s\",\"ctx\":%d,\"tokens\":%d,"
                "\"gpu\":\"%s\",\"bytes_per_token\":%.0f,\"weight_bytes_per_token\":%llu,"
                "\"kv_bytes_per_token\":%.0f,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f,\"gbps\":%.1f,"
                "\"read_bw_gbps\":%.1f,\"pct_of_read_bw\":%.1f,\"gpu_mem_used_bytes\":%.0f,"
-               "\"arena_bytes\":%llu,\"last_id\":%d,\"gemv\":\"%s\"}\n",
+               "\"arena_bytes\":%llu,\"last_id\":%d,\"path\":\"%s\",\"gemv\":\"%s\"}\n",
                o->preset, prec, o->ctx, o->tokens, dev.name, bytes,
                (unsigned long long)lay->step_weight_bytes, kv_tok, ms_tok, 1e3 / ms_tok, gbps, bw,
-               100.0 * gbps / bw, used, (unsigned long long)lay->total, last, shapes);
+               100.0 * gbps / bw, used, (unsigned long long)lay->total, last, path, shapes);
     } else {
         printf("bench decode  %s %s  ctx %d, %d tokens  on %s\n", o->preset, prec, o->ctx, o->tokens, dev.name);
         printf("  bytes/token     %.3f GB (weights %.3f GB + KV %.3f GB)\n", bytes / 1e9,
@@ -242,6 +244,7 @@ static int bench_decode(const struct bench_opts *o)
         printf("  %% of read bw    %.1f %%   (budget >= 90 %%)\n", 100.0 * gbps / bw);
         printf("  GPU memory used %.2f GB (arena %.2f GB; %.2f GB free before)\n", used / 1e9,
                lay->total / 1e9, free0 / 1e9);
+        printf("  decode path     %s%s%s\n", path, *why ? ": " : "", why);
         printf("  GEMV shapes     %s\n", shapes);
     }
     e.ops->close(&e);

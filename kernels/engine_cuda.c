@@ -35,6 +35,11 @@ struct cuda_impl {
     float tuned_us[ENGINE_CUDA_GEMV_KINDS];
     struct bora_err last;
     struct prefill_run *pf;         /* batched prefill of prompts (n > 1) */
+    struct kern_device dev;
+    bool mega;                      /* the layers run as one persistent kernel (decode_mega.cu) */
+    struct kern_mega_args mega_args;
+    int *d_sync;                    /* its phase counters */
+    char mega_why[sizeof(struct bora_err)];   /* why the persistent kernel is off ("" when on) */
     const atomic_bool *cancel;      /* checked between prefill chunks; may be NULL */
 };
 
@@ -360,7 +365,7 @@ static int tune_gemv(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     const int nv = kern_gemv_variants();
-    for (int k = 0; k < ENGINE_CUDA_GEMV_KINDS; k++) {
+    for (int k = s->mega ? ENGINE_CUDA_GEMV_HEAD : 0; k < ENGINE_CUDA_GEMV_KINDS; k++) {
         int best_v = 0;
         float best = 1e30f;
         for (int v = 0; v < nv; v++) {
@@ -443,7 +448,9 @@ static int enqueue_step(struct engine *e, struct bora_err *err)
     struct kern_mat emb = mat(s, at(s, L->emb), at(s, L->emb_rs), s->dt.emb, V, dim);
     if ((rc = kern_embed(x, &emb, state, (int32_t *)at(s, L->tokens), st, err)))
         return rc;
-    for (int l = 0; l < c->n_layers; l++) {
+    if (s->mega && (rc = kern_decode_layers(&s->mega_args, st, err)))
+        return rc;
+    for (int l = 0; !s->mega && l < c->n_layers; l++) {
         struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_QKV, l);
         if ((rc = kern_gemv(&g, st, err)))
             return rc;
@@ -625,6 +632,7 @@ static void cuda_close(struct engine *e)
     if (s->stream)
         cudaStreamDestroy(s->stream);
     kern_free(s->arena);
+    kern_free(s->d_sync);
     kern_host_free(s->h_in);
     kern_host_free(s->h_out);
     kern_host_free(s->h_ids);
@@ -677,6 +685,7 @@ static int open_arena(struct engine *e, struct bora_err *err)
         return bora_errf(err, -ENOMEM, "out of memory");
     e->impl = s;
     e->ops = &cuda_ops;
+    s->dev = dev;
     pick_dtypes(m, &s->dt);
     if ((rc = plan_layout_compute(c, &s->dt, e->max_ctx, &s->lay, err)) ||
         (rc = plan_check_fit(&s->lay, e->max_ctx, dev.free_bytes, err)))
@@ -700,6 +709,55 @@ fail:
     return rc;
 }
 
+/* The persistent decode kernel's arguments; s->mega when it takes this model and GPU (and the
+ * environment does not ask for the per-kernel step with BORA_DECODE=kernels). */
+static int setup_mega(struct engine *e, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const struct model_config *c = &e->model->cfg;
+    const struct plan_layout *L = &s->lay;
+    struct kern_attn_args at0 = attn_of(e, 0);
+    struct kern_mega_args *a = &s->mega_args;
+    *a = (struct kern_mega_args){
+        .dtype = s->dt.linear, .layers = at(s, L->layers), .layer_stride = L->layer_stride,
+        .l_qkv = L->l_qkv, .l_qkv_rs = L->l_qkv_rs, .l_wo = L->l_wo, .l_wo_rs = L->l_wo_rs,
+        .l_gu = L->l_gu, .l_gu_rs = L->l_gu_rs, .l_down = L->l_down, .l_down_rs = L->l_down_rs,
+        .l_attn_norm = L->l_attn_norm, .l_ffn_norm = L->l_ffn_norm,
+        .kv = at(s, L->kv), .kv_layer_stride = L->kv_layer_stride,
+        .x = (float *)at(s, L->x), .qkv = (float *)at(s, L->qkv), .att = (float *)at(s, L->att),
+        .h = (float *)at(s, L->h), .partial = (float *)at(s, L->partial),
+        .d_pos = at0.d_pos, .n_layers = c->n_layers, .dim = c->dim, .hidden = c->hidden_dim,
+        .n_heads = c->n_heads, .n_kv = c->n_kv_heads, .head_dim = c->head_dim, .max_ctx = e->max_ctx,
+        .window = c->sliding_window, .n_split = L->n_split, .eps = c->norm_eps, .rope = at0.rope,
+        .sm_count = s->dev.sm_count, .smem_optin = s->dev.smem_optin,
+        .cb_max = getenv("BORA_MEGA_CB") ? atoi(getenv("BORA_MEGA_CB")) : 0,         /* tuning experiments */
+        .pf_bytes = getenv("BORA_MEGA_PF") ? atoi(getenv("BORA_MEGA_PF")) * 1024 : 0,   /* KiB; tuning */
+        .ns_max = getenv("BORA_MEGA_NS") ? atoi(getenv("BORA_MEGA_NS")) : 0,
+        .flags = getenv("BORA_MEGA_FLAGS") ? atoi(getenv("BORA_MEGA_FLAGS")) : 0,
+        .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
+    };
+    s->mega = false;
+    const char *want = getenv("BORA_DECODE");
+    if (want && strcmp(want, "kernels") == 0) {
+        snprintf(s->mega_why, sizeof s->mega_why, "BORA_DECODE=kernels");
+        return 0;
+    }
+    struct bora_err why = { 0 };
+    int rc = kern_mega_check(a, &why);
+    if (rc == -ENOTSUP) {
+        snprintf(s->mega_why, sizeof s->mega_why, "%s", why.msg);
+        return 0;
+    }
+    if (rc)
+        return bora_errf(err, rc, "%s", why.msg);
+    if ((rc = kern_malloc((void **)&s->d_sync, kern_mega_sync_ints(c->n_layers, c->n_kv_heads) * sizeof(int), err)))
+        return rc;
+    a->sync = s->d_sync;
+    s->mega = true;
+    s->mega_why[0] = 0;
+    return 0;
+}
+
 /* After the weights are in the arena: activations zeroed, GEMVs tuned, the step captured, the
  * prefill workspace. Closes the engine on failure. */
 static int open_tail(struct engine *e, struct bora_err *err)
@@ -712,7 +770,7 @@ static int open_tail(struct engine *e, struct bora_err *err)
         (rc = kern_memset(at(s, s->lay.tokens), 0, (size_t)e->max_ctx * 4, err)) ||
         (rc = kern_sync(err)))
         goto fail;
-    if ((rc = tune_gemv(e, err)) || (rc = capture(e, err)))
+    if ((rc = setup_mega(e, err)) || (rc = tune_gemv(e, err)) || (rc = capture(e, err)))
         goto fail;
     /* a GPU too full for the prefill workspace takes smaller chunks, at worst none (prompts
      * then run one decode step per token) */
@@ -965,6 +1023,14 @@ int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us)
     if (us)
         *us = s->tuned_us[kind];
     return s->variant[kind];
+}
+
+const char *engine_cuda_decode_path(const struct engine *e, const char **why)
+{
+    const struct cuda_impl *s = impl_of(e);
+    if (why)
+        *why = s->mega_why;
+    return s->mega ? "persistent" : "kernels";
 }
 
 const char *engine_cuda_last_error(const struct engine *e)

@@ -36,6 +36,7 @@ struct kern_device {
     int cc_major, cc_minor;
     size_t total_bytes, free_bytes;
     size_t l2_bytes;
+    int smem_optin;           /* shared memory a block may opt in to (bytes) */
 };
 
 /* Fills *d for the current device. -ENODEV when no GPU is usable (message says why). */
@@ -122,6 +123,40 @@ struct kern_attn_args {
     struct kern_rope rope;
 };
 int kern_attention(const struct kern_attn_args *a, struct CUstream_st *stream, struct bora_err *err);
+
+/* The persistent decode kernel (decode_mega.cu): every layer of one decode step — rmsnorm, qkv,
+ * attention (as kern_attention, RoPE and the cache write included), wo + residual, rmsnorm,
+ * gate/up + SwiGLU, down + residual — in one launch of one block per SM that streams the
+ * weights through shared memory without stopping at phase boundaries. Layer l's matrices and
+ * their per-row scales (w = q × rs[row]) are at layers + l × layer_stride + l_*, laid out as the
+ * engine's arena (q|k|v rows back to back; gate/up rows interleaved); layer l's K cache at
+ * kv + l × kv_layer_stride and its V cache half a stride further. x (dim) is read at the start
+ * and holds the residual stream at the end. Budget: the layers' weight bytes at ≥ 90 % of the
+ * streaming-read bandwidth. -ENOTSUP (message says why) for shapes it does not take: callers
+ * then run the per-kernel step. */
+struct kern_mega_args {
+    enum bora_dtype dtype;                      /* BF16 or F8_E4M3 */
+    const uint8_t *layers;
+    size_t layer_stride;
+    size_t l_qkv, l_qkv_rs, l_wo, l_wo_rs, l_gu, l_gu_rs, l_down, l_down_rs, l_attn_norm, l_ffn_norm;
+    uint8_t *kv;
+    size_t kv_layer_stride;
+    float *x, *qkv, *att, *h, *partial;         /* activations as the per-kernel step uses them */
+    int *sync;                                  /* kern_mega_sync_ints() ints, device (zeroed per launch) */
+    const int *d_pos;
+    int n_layers, dim, hidden, n_heads, n_kv, head_dim, max_ctx, window, n_split;
+    float eps;
+    struct kern_rope rope;
+    int sm_count, smem_optin;                   /* from kern_device: SMs, shared bytes per block */
+    int cb_max;                                 /* bytes of a row per pipeline stage at most (0: 2048) */
+    int pf_bytes;                               /* L2 read-ahead per SM beyond the ring (0: none) */
+    int ns_max;                                 /* pipeline stages at most (0: as many as fit) */
+    int flags;                                  /* variants (decode_mega.cu MEGA_F_*); 0 = default */
+    int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
+};
+size_t kern_mega_sync_ints(int n_layers, int n_kv);
+int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err);
+int kern_decode_layers(const struct kern_mega_args *a, struct CUstream_st *stream, struct bora_err *err);
 
 /* y[i] = silu(gate[i]) × up[i];  y[i] += x[i]. */
 int kern_swiglu(float *y, const float *gate, const float *up, int n, struct CUstream_st *stream,

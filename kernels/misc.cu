@@ -26,6 +26,7 @@ extern "C" int kern_device_query(struct kern_device *d, struct bora_err *err)
     d->cc_major = p.major;
     d->cc_minor = p.minor;
     d->l2_bytes = (size_t)p.l2CacheSize;
+    d->smem_optin = (int)p.sharedMemPerBlockOptin;
     CUDA_CHECK(cudaMemGetInfo(&d->free_bytes, &d->total_bytes));
     return 0;
 }

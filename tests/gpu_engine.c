@@ -16,6 +16,9 @@
 
 #include "model/engine.h"
 #include "model/sampler.h"
+#ifdef BORA_CUDA
+#include "kernels/engine_cuda.h"
+#endif
 #include "tests/support/fixtures.h"
 
 /* Both backends read the same weights and accumulate in fp32. The CUDA engine keeps K and V in
@@ -37,6 +40,7 @@ static const char *const fixture_names[] = {
 struct gcase {
     const char *name;
     enum model_precision precision;
+    bool kernels;   /* the per-kernel decode step (BORA_DECODE=kernels) instead of the persistent one */
 };
 
 static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m, struct engine **cpu,
@@ -54,7 +58,10 @@ static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m
     if (rc)
         fail_msg("%s: %s", g->name, err.msg);
     struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = CTX };
+    if (g->kernels)
+        setenv("BORA_DECODE", "kernels", 1);
     rc = engine_open(gpu, *m, &eo, &err);
+    unsetenv("BORA_DECODE");
     if (rc == -ENODEV) {
         fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
         model_close(*m);
@@ -63,6 +70,13 @@ static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m
     }
     if (rc)
         fail_msg("%s: CUDA engine: %s", g->name, err.msg);
+#ifdef BORA_CUDA
+    const char *why = "";
+    const char *path = engine_cuda_decode_path(*gpu, &why);
+    printf("  %s: decode path %s%s%s\n", g->name, path, *why ? ": " : "", why);
+    if (strcmp(path, g->kernels ? "kernels" : "persistent") != 0)
+        fail_msg("%s: decode path %s (%s), wanted %s", g->name, path, why, g->kernels ? "kernels" : "persistent");
+#endif
     eo.backend = ENGINE_BACKEND_CPU;
     rc = engine_open(cpu, *m, &eo, &err);
     if (rc)
@@ -208,17 +222,20 @@ static void test_refuses_too_big(void **state)
 
 int main(void)
 {
-    static struct gcase exact[N_FIX], conv[N_FIX];
-    struct CMUnitTest tests[4 * N_FIX + 1];
+    static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX];
+    struct CMUnitTest tests[6 * N_FIX + 1];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
-        exact[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO };
-        conv[i] = (struct gcase){ fixture_names[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8 };
+        exact[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, false };
+        conv[i] = (struct gcase){ fixture_names[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8, false };
+        kern[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, true };
         tests[n++] = (struct CMUnitTest){ "cuda_logits", test_logits, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_greedy", test_greedy, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_logits_converted", test_logits, NULL, NULL, &conv[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_greedy_converted", test_greedy, NULL, NULL, &conv[i] };
+        tests[n++] = (struct CMUnitTest){ "cuda_kernels_logits", test_logits, NULL, NULL, &kern[i] };
+        tests[n++] = (struct CMUnitTest){ "cuda_kernels_greedy", test_greedy, NULL, NULL, &kern[i] };
     }
     tests[n++] = (struct CMUnitTest){ "cuda_refuses_too_big", test_refuses_too_big, NULL, NULL, NULL };
     return _cmocka_run_group_tests("gpu_engine", tests, n, NULL, NULL);

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# gpu_decode.sh — the decode loop on the H200 in one device call: the CUDA-vs-CPU engine tests
+# (persistent and per-kernel step) and the decode benchmarks, from binaries built beforehand
+# (BIN: a folder holding bora, gpu_engine, gpu_kernels; default build/ and build/tests/).
+# usage (repo root on the device machine): source .deps/unpack.sh && BIN=DIR bash bench/gpu_decode.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/bora-gpu}
+mkdir -p "$OUT"
+BORA=${BIN:+$BIN/bora}; BORA=${BORA:-build/bora}
+TESTS=${BIN:-build/tests}
+step() { echo; echo "=== $(date -u +%T) $*"; }
+step machine
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv,noheader
+if [ "${DECODE_TESTS:-1}" = 1 ]; then
+    step "gpu_engine (CUDA vs CPU engine, every fixture)"
+    timeout 300 "$TESTS/gpu_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -60
+    step "gpu_kernels"
+    timeout 120 "$TESTS/gpu_kernels" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
+fi
+step decode
+for args in "mistral-7b --precision fp8 --ctx 512 --tokens 256" "mistral-7b --precision bf16 --ctx 512 --tokens 256" \
+            "mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32" ${DECODE_EXTRA:-}; do
+    timeout 150 "$BORA" bench decode --preset $args --json
+done 2>&1 | tee "$OUT/decode.jsonl"
+step "decode, per-kernel step (BORA_DECODE=kernels)"
+BORA_DECODE=kernels timeout 100 "$BORA" bench decode --preset mistral-7b --precision fp8 --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
+for cb in ${MEGA_CBS:-}; do
+    step "decode, persistent, stage rows of $cb bytes (BORA_MEGA_CB)"
+    for pr in fp8 bf16; do
+        BORA_MEGA_CB=$cb timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
+    done
+done
+for pf in ${MEGA_PFS:-}; do
+    step "decode, persistent, L2 read-ahead $pf KiB per SM (BORA_MEGA_PF)"
+    for pr in fp8 bf16; do
+        BORA_MEGA_PF=$pf timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
+    done
+done
+for v in ${MEGA_VARS:-}; do   # e.g. "FLAGS=4 NS=3;FLAGS=4": each a set of BORA_MEGA_* settings
+    envs=$(echo "$v" | tr ';' ' ' | sed 's/\([A-Z_]*=\)/BORA_MEGA_\1/g')
+    step "decode, persistent, $envs"
+    for pr in ${MEGA_PRECS:-fp8}; do
+        env $envs timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
+    done
+done
+for d in ${MEGA_DBGS:-}; do
+    step "decode, persistent, diagnostics $d (BORA_MEGA_DEBUG: 1 no math, 2 no grid waits, 4 no attention; results wrong)"
+    BORA_MEGA_DEBUG=$d timeout 100 "$BORA" bench decode --preset mistral-7b --precision fp8 --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
+done
+step done

@@ -1,0 +1,814 @@
+/* decode_mega.cu — every transformer layer of one decode step in one persistent kernel, so the
+ * weights stream from memory without a gap at any kernel boundary.
+ *
+ * One block per SM: a producer warp streams the block's share of every matrix of every layer,
+ * in order, through a ring of shared-memory stages with bulk asynchronous copies (TMA,
+ * cp.async.bulk + mbarrier); sixteen consumer warps multiply each stage with the layer's input
+ * vector on the tensor cores (mma.sync m16n8k16: FP8 e4m3 weights converted to f16 in
+ * registers, BF16 as stored; the vector split into a high and a low half-precision part, the
+ * two placed in different columns of the B operand so one MMA carries both). Between the
+ * phases of a layer (qkv → attention → wo → gate/up → down) the blocks meet at counters in
+ * global memory; while a block waits, its producer keeps filling the ring with the next
+ * phase's weights, so the memory system never idles on a barrier. Attention is flash-decoding
+ * (kern_attn.cuh) on two 256-thread halves of the consumers per block.
+ *
+ * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
+ * element lies in [2^13, 2^14) before the hi/lo split (no f16 overflow; ≈ 2^-22 relative
+ * error), the scale is undone after the sum. */
+#include "kernels/kern_attn.cuh"
+
+#include <cuda_fp16.h>
+
+#define MEGA_CW 16                      /* consumer warps */
+#define MEGA_CT (MEGA_CW * 32)          /* consumer threads */
+#define MEGA_THREADS (MEGA_CT + 32)     /* + the producer warp */
+#define MEGA_ROWS 16                    /* rows per group: the MMA's M */
+#define MEGA_BAR_C 1                    /* named barrier of all consumer threads */
+#define MEGA_BAR_H 2                    /* 2 and 3: the attention halves */
+#define MEGA_CB_MAX 2048                /* bytes of a row per stage at most */
+#define MEGA_MIN_RING (64 * 1024)       /* a ring smaller than this is not worth it */
+
+enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
+/* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
+enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
+/* Variants under test (kern_mega_args.flags; results stay right). */
+enum { MEGA_F_VEC_BATCH = 1, MEGA_F_KV_PREFETCH = 2, MEGA_F_X_HI_ONLY = 4 };
+enum { PH_QKV, PH_ATT, PH_WO, PH_GU, PH_DOWN, PH_N };
+
+struct mega_mat {
+    size_t w_off, rs_off;   /* in a layer */
+    int rows, cols, row_bytes;
+    int cb, pitch, nkc;     /* bytes of a row per stage, their pitch in the stage, stages per row */
+    int n_groups, extra;    /* groups of MEGA_ROWS rows; n_groups % blocks */
+};
+
+struct mega_params {
+    const uint8_t *layers;
+    size_t layer_stride;
+    struct mega_mat mat[MEGA_MATS];
+    size_t attn_norm_off, ffn_norm_off;
+    uint8_t *kv;
+    size_t kv_layer_stride;
+    float *x, *qkv, *att, *h;
+    int *sync;              /* PH_N per layer, then n_kv per layer (attention combine) */
+    int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
+    float eps;
+    int ns, slot_bytes, attn_halves, debug, pf_stages, flags;
+    size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off;
+    struct attn_params ap;
+};
+
+/* ---- PTX helpers ---- */
+
+__device__ __forceinline__ uint32_t mega_smem(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t *b, int count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(mega_smem(b)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *b, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mega_smem(b)), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive(uint64_t *b)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(mega_smem(b)) : "memory");
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity)
+{
+    asm volatile("{\n"
+                 ".reg .pred P1;\n"
+                 "WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+                 "@!P1 bra WAIT;\n"
+                 "}\n" ::"r"(mega_smem(b)),
+                 "r"(parity)
+                 : "memory");
+}
+
+/* bytes (multiple of 16, both ends 16-byte aligned) from global to shared memory; completion
+ * counted on barrier b. */
+__device__ __forceinline__ void mega_bulk(void *dst, const void *src, uint32_t bytes, uint64_t *b)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     mega_smem(dst)),
+                 "l"(src), "r"(bytes), "r"(mega_smem(b))
+                 : "memory");
+}
+
+__device__ __forceinline__ int mega_ld_acquire(const int *p)
+{
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ uint32_t mega_e4m3x2(uint32_t two)
+{
+    uint32_t r;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"((uint16_t)two));
+    return r;
+}
+
+__device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                        uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* ---- the schedule both roles walk ---- */
+
+/* Groups [*start, *start + *count) of matrix m in layer l for block b: every block gets
+ * n_groups / nb, and the n_groups % nb extra ones go to blocks starting at a rotating offset
+ * (so the blocks that had one more of one matrix have one fewer of the next). */
+__device__ __forceinline__ void mega_groups(const struct mega_params &p, int l, int m, int b, int *start,
+                                            int *count)
+{
+    const struct mega_mat &M = p.mat[m];
+    int off = l * p.extra_sum;
+    for (int i = 0; i < m; i++)
+        off += p.mat[i].extra;
+    off %= p.nb;
+    const int base = M.n_groups / p.nb, extra = M.extra;
+    int before;
+    if (off + extra <= p.nb)
+        before = min(max(b - off, 0), extra);
+    else
+        before = min(b, off + extra - p.nb) + max(b - off, 0);
+    const int has = ((b - off + p.nb) % p.nb) < extra;
+    *start = b * base + before;
+    *count = base + has;
+}
+
+struct mega_ring {
+    int slot, round;
+};
+
+__device__ __forceinline__ void mega_ring_next(struct mega_ring &r, int ns)
+{
+    if (++r.slot == ns) {
+        r.slot = 0;
+        r.round++;
+    }
+}
+
+/* A position in the stage sequence every block walks: layer, matrix, group, column chunk. */
+struct mega_cursor {
+    int l, m, gi, kc, g0, gn;
+};
+
+/* Moves c to the next matrix that has groups for block b (c->l == n_layers at the end). */
+__device__ __forceinline__ void mega_cursor_settle(const struct mega_params &p, struct mega_cursor &c, int b)
+{
+    while (c.l < p.n_layers) {
+        mega_groups(p, c.l, c.m, b, &c.g0, &c.gn);
+        if (c.gn > 0)
+            return;
+        if (++c.m == MEGA_MATS) {
+            c.m = 0;
+            c.l++;
+        }
+    }
+}
+
+__device__ __forceinline__ void mega_cursor_next(const struct mega_params &p, struct mega_cursor &c, int b)
+{
+    if (++c.kc < p.mat[c.m].nkc)
+        return;
+    c.kc = 0;
+    if (++c.gi < c.gn)
+        return;
+    c.gi = 0;
+    if (++c.m == MEGA_MATS) {
+        c.m = 0;
+        c.l++;
+    }
+    mega_cursor_settle(p, c, b);
+}
+
+/* The producer warp: every stage of every matrix of every layer, in the consumers' order, into
+ * the ring; pf stages further ahead, an L2 prefetch of the same rows, so that the memory
+ * system keeps streaming while the ring is full (attention, phase barriers). */
+__device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_t *full, uint64_t *empty)
+{
+    const int lane = threadIdx.x & 31, b = blockIdx.x;
+    struct mega_ring r = { 0, 0 };
+    struct mega_cursor c = { 0, 0, 0, 0, 0, 0 }, f = c;
+    mega_cursor_settle(p, c, b);
+    mega_cursor_settle(p, f, b);
+    for (int i = 0; i < p.pf_stages && f.l < p.n_layers; i++)
+        mega_cursor_next(p, f, b);
+    while (c.l < p.n_layers) {
+        const struct mega_mat &M = p.mat[c.m];
+        const int row0 = (c.g0 + c.gi) * MEGA_ROWS;
+        const int nr = min(MEGA_ROWS, M.rows - row0);
+        const uint8_t *W = p.layers + (size_t)c.l * p.layer_stride + M.w_off;
+        if (p.pf_stages > 0 && f.l < p.n_layers) {
+            const struct mega_mat &F = p.mat[f.m];
+            const int frow = (f.g0 + f.gi) * MEGA_ROWS + lane;
+            if (lane < MEGA_ROWS && frow < F.rows)
+                kern_prefetch_bulk(p.layers + (size_t)f.l * p.layer_stride + F.w_off + (size_t)frow * F.row_bytes +
+                                       (size_t)f.kc * F.cb,
+                                   (uint32_t)F.cb);
+            mega_cursor_next(p, f, b);
+        }
+        if (r.round > 0)
+            mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
+        if (lane == 0)
+            mbar_expect_tx(&full[r.slot], (uint32_t)(nr * M.cb));
+        __syncwarp();
+        if (lane < nr)
+            mega_bulk(ring + (size_t)r.slot * p.slot_bytes + (size_t)lane * M.pitch,
+                      W + (size_t)(row0 + lane) * M.row_bytes + (size_t)c.kc * M.cb, (uint32_t)M.cb, &full[r.slot]);
+        mega_ring_next(r, p.ns);
+        mega_cursor_next(p, c, b);
+    }
+}
+
+/* ---- consumer side ---- */
+
+__device__ __forceinline__ void mega_bar_c(void)
+{
+    attn_bar(MEGA_BAR_C, MEGA_CT);
+}
+
+/* Waits until *ctr reaches target (every block finished the phase), then all consumers go on. */
+__device__ __forceinline__ void mega_wait(const int *ctr, int target, int tid, int debug)
+{
+    if (tid == 0 && !(debug & MEGA_DBG_NO_WAIT))
+        while (mega_ld_acquire(ctr) < target)
+            ;
+    mega_bar_c();
+}
+
+/* This block's consumers are done with a phase: count it once their writes are visible. */
+__device__ __forceinline__ void mega_arrive(int *ctr, int tid)
+{
+    mega_bar_c();
+    if (tid == 0) {
+        __threadfence();
+        atomicAdd(ctr, 1);
+    }
+}
+
+/* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
+ * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
+ * lo (f16 for FP8 weights, bf16 for BF16) at xh / xl. Returns 2^-e. */
+#define MEGA_VEC_BATCH 16   /* vector loads in flight per thread */
+
+template <int FP8>
+__device__ float mega_load_vec_batched(const float *in, int n, const float *nw, float eps, uint16_t *xh, uint16_t *xl,
+                               float *scr, int tid)
+{
+    const int lane = tid & 31, w = tid >> 5;
+    float ss = 0.f, am = 0.f;
+    for (int base = tid; base < n; base += MEGA_VEC_BATCH * MEGA_CT) {
+        float v[MEGA_VEC_BATCH];
+#pragma unroll
+        for (int i = 0; i < MEGA_VEC_BATCH; i++) {
+            const int c = base + i * MEGA_CT;
+            v[i] = c < n ? __ldcg(in + c) : 0.f;
+        }
+#pragma unroll
+        for (int i = 0; i < MEGA_VEC_BATCH; i++) {
+            const int c = base + i * MEGA_CT;
+            ss += v[i] * v[i];
+            am = fmaxf(am, fabsf(nw && c < n ? v[i] * nw[c] : v[i]));
+        }
+    }
+    ss = kern_warp_sum(ss);
+    am = kern_warp_max(am);
+    if (lane == 0) {
+        scr[w] = ss;
+        scr[MEGA_CW + w] = am;
+    }
+    mega_bar_c();
+    ss = 0.f;
+    am = 0.f;
+#pragma unroll
+    for (int i = 0; i < MEGA_CW; i++) {
+        ss += scr[i];
+        am = fmaxf(am, scr[MEGA_CW + i]);
+    }
+    const float rstd = nw ? rsqrtf(ss / (float)n + eps) : 1.f;
+    const float amx = am * rstd;
+    int e = 0;
+    if (amx > 0.f && isfinite(amx)) {
+        int ex;
+        frexpf(amx, &ex);
+        e = min(max(14 - ex, -100), 100);
+    }
+    const float sf = rstd * ldexpf(1.f, e);
+    for (int base = tid; base < n; base += MEGA_VEC_BATCH * MEGA_CT) {
+        float v[MEGA_VEC_BATCH];
+#pragma unroll
+        for (int i = 0; i < MEGA_VEC_BATCH; i++) {
+            const int c = base + i * MEGA_CT;
+            v[i] = c < n ? __ldcg(in + c) : 0.f;
+        }
+#pragma unroll
+        for (int i = 0; i < MEGA_VEC_BATCH; i++) {
+            const int c = base + i * MEGA_CT;
+            if (c >= n)
+                break;
+            const float y = (nw ? v[i] * nw[c] : v[i]) * sf;
+            if (FP8) {
+                const __half hi = __float2half_rn(y);
+                xh[c] = __half_as_ushort(hi);
+                if (xl != xh)
+                    xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
+            } else {
+                const uint16_t hi = kern_f32_to_bf16(y);
+                xh[c] = hi;
+                if (xl != xh)
+                    xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
+            }
+        }
+    }
+    mega_bar_c();
+    return ldexpf(xl != xh ? 1.f : 0.5f, -e);
+}
+
+/* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
+ * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
+ * lo (f16 for FP8 weights, bf16 for BF16) at xh / xl (xl == xh: hi only). Returns 2^-e. */
+template <int FP8>
+__device__ float mega_load_vec(const float *in, int n, const float *nw, float eps, uint16_t *xh, uint16_t *xl,
+                               float *scr, int tid, int flags)
+{
+    if (flags & MEGA_F_VEC_BATCH)
+        return mega_load_vec_batched<FP8>(in, n, nw, eps, xh, xl, scr, tid);
+    const int lane = tid & 31, w = tid >> 5;
+    float ss = 0.f, am = 0.f;
+    for (int c = tid; c < n; c += MEGA_CT) {
+        float v = __ldcg(in + c);
+        ss += v * v;
+        am = fmaxf(am, fabsf(nw ? v * nw[c] : v));
+    }
+    ss = kern_warp_sum(ss);
+    am = kern_warp_max(am);
+    if (lane == 0) {
+        scr[w] = ss;
+        scr[MEGA_CW + w] = am;
+    }
+    mega_bar_c();
+    ss = 0.f;
+    am = 0.f;
+#pragma unroll
+    for (int i = 0; i < MEGA_CW; i++) {
+        ss += scr[i];
+        am = fmaxf(am, scr[MEGA_CW + i]);
+    }
+    const float rstd = nw ? rsqrtf(ss / (float)n + eps) : 1.f;
+    const float amx = am * rstd;
+    int e = 0;
+    if (amx > 0.f && isfinite(amx)) {
+        int ex;
+        frexpf(amx, &ex);
+        e = min(max(14 - ex, -100), 100);
+    }
+    const float sf = rstd * ldexpf(1.f, e);
+    const bool split = xl != xh;
+    for (int c = tid; c < n; c += MEGA_CT) {
+        float v = __ldcg(in + c);
+        float y = (nw ? v * nw[c] : v) * sf;
+        if (FP8) {
+            __half hi = __float2half_rn(y);
+            xh[c] = __half_as_ushort(hi);
+            if (split)
+                xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
+        } else {
+            uint16_t hi = kern_f32_to_bf16(y);
+            xh[c] = hi;
+            if (split)
+                xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
+        }
+    }
+    mega_bar_c();
+    /* hi only: columns 0-3 and 4-7 both hold W·hi, summed below: halve */
+    return ldexpf(split ? 1.f : 0.5f, -e);
+}
+
+enum { EPI_STORE, EPI_ADD, EPI_SWIGLU };
+
+/* One stage: 16 rows × cb bytes at sb times the vector part from column byte kc × cb. Warp w
+ * takes 64-byte steps w, w + 16, ...; lane (g = lane / 4, q = lane % 4) loads 16 bytes of rows
+ * g and g + 8 and the matching 16 vector elements (hi for g < 4, lo otherwise). */
+template <int FP8>
+__device__ __forceinline__ void mega_step(float (&c0)[4], float (&c1)[4], const uint8_t *ra, int pitch,
+                                          const uint16_t *xp)
+{
+    const uint4 A = *(const uint4 *)ra;
+    const uint4 B = *(const uint4 *)(ra + 8 * (size_t)pitch);
+    const uint32_t aw[4] = { A.x, A.y, A.z, A.w }, bw[4] = { B.x, B.y, B.z, B.w };
+    if (FP8) {
+        const uint4 X0 = *(const uint4 *)xp, X1 = *(const uint4 *)(xp + 8);
+        const uint32_t xw[8] = { X0.x, X0.y, X0.z, X0.w, X1.x, X1.y, X1.z, X1.w };
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            mma_f16(i & 1 ? c1 : c0, mega_e4m3x2(aw[i]), mega_e4m3x2(bw[i]), mega_e4m3x2(aw[i] >> 16),
+                    mega_e4m3x2(bw[i] >> 16), xw[2 * i], xw[2 * i + 1]);
+    } else {
+        const uint4 X = *(const uint4 *)xp;
+        const uint32_t xw[4] = { X.x, X.y, X.z, X.w };
+        mma_bf16(c0, aw[0], bw[0], aw[1], bw[1], xw[0], xw[1]);
+        mma_bf16(c1, aw[2], bw[2], aw[3], bw[3], xw[2], xw[3]);
+    }
+}
+
+/* One stage: 16 rows × cb bytes at sb times the vector part from column byte kc × cb. Warp w
+ * takes 64-byte steps w, w + 16, ...; lane (g = lane / 4, q = lane % 4) loads 16 bytes of rows
+ * g and g + 8 and the matching 16 vector elements (hi for g < 4, lo otherwise). Two
+ * accumulator chains so consecutive MMAs do not wait on each other. */
+template <int FP8>
+__device__ __forceinline__ void mega_stage(float (&c0)[4], float (&c1)[4], const uint8_t *sb, int pitch, int cb,
+                                           int kc, const uint16_t *xh, const uint16_t *xl, int w, int lane)
+{
+    const int g = lane >> 2, q = lane & 3;
+    const uint16_t *xv = (g < 4 ? xh : xl) + (FP8 ? (size_t)kc * cb + 16 * q : (((size_t)kc * cb) >> 1) + 8 * q);
+    const uint8_t *rb = sb + (size_t)g * pitch + 16 * q;
+    const int steps = cb >> 6;
+#pragma unroll 2
+    for (int st = w; st < steps; st += MEGA_CW)
+        mega_step<FP8>(c0, c1, rb + st * 64, pitch, xv + (FP8 ? st * 64 : st * 32));
+}
+
+/* All of this block's groups of matrix m in layer l: consume their stages, reduce each group
+ * across the warps and write it out (epi). */
+template <int FP8, int EPI>
+__device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t *ring, uint64_t *full,
+                             uint64_t *empty, struct mega_ring &r, const uint16_t *xh, const uint16_t *xl,
+                             float post, float *red, int &red_sel, float *out, int tid)
+{
+    const int lane = tid & 31, w = tid >> 5;
+    const struct mega_mat &M = p.mat[m];
+    const float *rs = (const float *)(p.layers + (size_t)l * p.layer_stride + M.rs_off);
+    int g0, gn;
+    mega_groups(p, l, m, blockIdx.x, &g0, &gn);
+    for (int gi = 0; gi < gn; gi++) {
+        const int row0 = (g0 + gi) * MEGA_ROWS;
+        /* the epilogue's inputs, loaded now so their latency hides behind the stages */
+        float rs0 = 0.f, rs1 = 0.f, res = 0.f;
+        if (tid < MEGA_ROWS) {
+            const int rr = EPI == EPI_SWIGLU ? row0 + 2 * (tid & 7) + (tid >> 3) : row0 + tid;
+            if (rr < M.rows) {
+                rs0 = rs[rr];
+                if (EPI == EPI_ADD)
+                    res = __ldcg(out + rr);   /* rows move between blocks: never a stale L1 line */
+            }
+            if (EPI == EPI_SWIGLU && tid < MEGA_ROWS / 2 && row0 + 2 * tid + 1 < M.rows)
+                rs1 = rs[row0 + 2 * tid + 1];
+        }
+        float c0[4] = { 0.f, 0.f, 0.f, 0.f }, c1[4] = { 0.f, 0.f, 0.f, 0.f };
+        for (int kc = 0; kc < M.nkc; kc++) {
+            mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
+            if (!(p.debug & MEGA_DBG_NO_MATH))
+                mega_stage<FP8>(c0, c1, ring + (size_t)r.slot * p.slot_bytes, M.pitch, M.cb, kc, xh, xl, w, lane);
+            __syncwarp();
+            if (lane == 0)
+                mbar_arrive(&empty[r.slot]);
+            mega_ring_next(r, p.ns);
+        }
+        /* column 0 holds W·hi, column 4 W·lo: lanes q = 0 and q = 2 */
+        const float a0 = c0[0] + c1[0], a2 = c0[2] + c1[2];
+        const float r0 = a0 + __shfl_xor_sync(0xffffffffu, a0, 2);
+        const float r1 = a2 + __shfl_xor_sync(0xffffffffu, a2, 2);
+        float *rb = red + red_sel * (MEGA_CW * MEGA_ROWS);
+        red_sel ^= 1;
+        if ((lane & 3) == 0) {
+            rb[w * MEGA_ROWS + (lane >> 2)] = r0;
+            rb[w * MEGA_ROWS + (lane >> 2) + 8] = r1;
+        }
+        mega_bar_c();
+        if (EPI == EPI_SWIGLU) {
+            if (tid < MEGA_ROWS / 2) {
+                const int rg = row0 + 2 * tid;
+                if (rg + 1 < M.rows) {
+                    float sg = 0.f, su = 0.f;
+#pragma unroll
+                    for (int i = 0; i < MEGA_CW; i++) {
+                        sg += rb[i * MEGA_ROWS + 2 * tid];
+                        su += rb[i * MEGA_ROWS + 2 * tid + 1];
+                    }
+                    const float gv = sg * post * rs0, uv = su * post * rs1;
+                    out[rg >> 1] = gv / (1.f + __expf(-gv)) * uv;
+                }
+            }
+        } else if (tid < MEGA_ROWS) {
+            const int row = row0 + tid;
+            if (row < M.rows) {
+                float s = 0.f;
+#pragma unroll
+                for (int i = 0; i < MEGA_CW; i++)
+                    s += rb[i * MEGA_ROWS + tid];
+                const float v = s * post * rs0;
+                out[row] = EPI == EPI_ADD ? res + v : v;
+            }
+        }
+    }
+}
+
+template <int FP8, int GM, int LPK>
+__global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_constant__ struct mega_params p)
+{
+    extern __shared__ __align__(128) uint8_t sm[];
+    uint8_t *ring = sm + p.ring_off;
+    uint64_t *full = (uint64_t *)(sm + p.bar_off), *empty = full + p.ns;
+    float *red = (float *)(sm + p.red_off);
+    float *scr = (float *)(sm + p.scr_off);
+    int *s_last = (int *)(scr + 2 * MEGA_CW);
+    uint8_t *u = sm + p.u_off;
+    const int tid = threadIdx.x;
+
+    if (tid == 0) {
+        for (int i = 0; i < p.ns; i++) {
+            mbar_init(&full[i], 1);
+            mbar_init(&empty[i], MEGA_CW);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (tid >= MEGA_CT) {
+        mega_produce(p, ring, full, empty);
+        return;
+    }
+
+    uint16_t *xh = (uint16_t *)u, *xl = (p.flags & MEGA_F_X_HI_ONLY) ? xh : (uint16_t *)(u + p.xl_off);
+    struct mega_ring r = { 0, 0 };
+    int red_sel = 0;
+    const int nb = p.nb;
+    for (int l = 0; l < p.n_layers; l++) {
+        const uint8_t *Lb = p.layers + (size_t)l * p.layer_stride;
+        int *sy = p.sync + (size_t)l * PH_N;
+        uint16_t *kc = (uint16_t *)(p.kv + (size_t)l * p.kv_layer_stride);
+        uint16_t *vc = (uint16_t *)(p.kv + (size_t)l * p.kv_layer_stride + p.kv_layer_stride / 2);
+        if ((p.flags & MEGA_F_KV_PREFETCH) && (tid & 255) == 0 && (tid >> 8) < p.attn_halves)   /* cache slices into L2 early */
+            for (int it = blockIdx.x * p.attn_halves + (tid >> 8); it < p.n_kv * p.ap.n_split; it += nb * p.attn_halves)
+                attn_prefetch(p.ap, kc, vc, it % p.n_kv, it / p.n_kv);
+        /* qkv = W_qkv rmsnorm(x) */
+        if (l > 0)
+            mega_wait(sy - PH_N + PH_DOWN, nb, tid, p.debug);
+        float post = mega_load_vec<FP8>(p.x, p.dim, (const float *)(Lb + p.attn_norm_off), p.eps, xh, xl, scr, tid, p.flags);
+        mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, ring, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
+        mega_arrive(sy + PH_QKV, tid);
+        /* attention: items (kv head, split) over the halves of every block */
+        mega_wait(sy + PH_QKV, nb, tid, p.debug);
+        {
+            const int half = tid >> 8;
+            if (half < p.attn_halves && !(p.debug & MEGA_DBG_NO_ATTN)) {
+                int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;
+                float *as = (float *)(u + (size_t)half * p.attn_half_bytes);
+                const int workers = nb * p.attn_halves;
+                for (int it = blockIdx.x * p.attn_halves + half; it < p.n_kv * p.ap.n_split; it += workers)
+                    attn_item<GM, LPK, 256>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, as, s_last + half,
+                                            tid & 255, MEGA_BAR_H + half);
+            }
+        }
+        mega_arrive(sy + PH_ATT, tid);
+        /* x += W_o att */
+        mega_wait(sy + PH_ATT, nb, tid, p.debug);
+        post = mega_load_vec<FP8>(p.att, p.q_dim, NULL, 0.f, xh, xl, scr, tid, p.flags);
+        mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid);
+        mega_arrive(sy + PH_WO, tid);
+        /* h = silu(gate) × up of rmsnorm(x) */
+        mega_wait(sy + PH_WO, nb, tid, p.debug);
+        post = mega_load_vec<FP8>(p.x, p.dim, (const float *)(Lb + p.ffn_norm_off), p.eps, xh, xl, scr, tid, p.flags);
+        mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, ring, full, empty, r, xh, xl, post, red, red_sel, p.h, tid);
+        mega_arrive(sy + PH_GU, tid);
+        /* x += W_down h */
+        mega_wait(sy + PH_GU, nb, tid, p.debug);
+        post = mega_load_vec<FP8>(p.h, p.hid, NULL, 0.f, xh, xl, scr, tid, p.flags);
+        mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid);
+        mega_arrive(sy + PH_DOWN, tid);
+    }
+}
+
+/* ---- host side ---- */
+
+extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv)
+{
+    return (size_t)n_layers * (PH_N + (size_t)n_kv);
+}
+
+/* Largest multiple of 64 that divides row_bytes and is at most cb_max (0: none). */
+static int mega_cb(int row_bytes, int cb_max)
+{
+    for (int c = cb_max / 64 * 64; c >= 64; c -= 64)
+        if (row_bytes % c == 0)
+            return c;
+    return 0;
+}
+
+static int mega_hd_lpk(int hd)
+{
+    return hd == 16 ? 2 : hd == 32 ? 4 : hd == 64 ? 8 : hd == 128 ? 16 : 0;
+}
+
+/* Fills p (everything but what the kernel instance needs) and *smem; -ENOTSUP with the reason. */
+static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, size_t *smem, struct bora_err *err)
+{
+    memset(p, 0, sizeof *p);
+    if (a->dtype != BORA_DT_F8_E4M3 && a->dtype != BORA_DT_BF16)
+        return bora_errf(err, -ENOTSUP, "persistent decode: weights of dtype %s", bora_dtype_name(a->dtype));
+    if (a->n_kv <= 0 || a->n_heads % a->n_kv || a->n_heads / a->n_kv > KERN_ATTN_MAX_GROUP)
+        return bora_errf(err, -ENOTSUP, "persistent decode: %d query heads over %d kv heads", a->n_heads, a->n_kv);
+    if (!mega_hd_lpk(a->head_dim) || (a->head_dim == 16 && a->n_heads / a->n_kv > 8))
+        return bora_errf(err, -ENOTSUP, "persistent decode: head_dim %d (16, 32, 64 or 128)", a->head_dim);
+    if (a->sm_count < 1 || a->smem_optin < 64 * 1024)
+        return bora_errf(err, -ENOTSUP, "persistent decode: %d SMs, %d bytes of shared memory per block",
+                         a->sm_count, a->smem_optin);
+    const int es = a->dtype == BORA_DT_F8_E4M3 ? 1 : 2;
+    const int q_dim = a->n_heads * a->head_dim, kv_dim = a->n_kv * a->head_dim;
+    const int rows[MEGA_MATS] = { q_dim + 2 * kv_dim, a->dim, 2 * a->hidden, a->dim };
+    const int cols[MEGA_MATS] = { a->dim, q_dim, a->dim, a->hidden };
+    const size_t w_off[MEGA_MATS] = { a->l_qkv, a->l_wo, a->l_gu, a->l_down };
+    const size_t rs_off[MEGA_MATS] = { a->l_qkv_rs, a->l_wo_rs, a->l_gu_rs, a->l_down_rs };
+    p->nb = a->sm_count;
+    int slot = 0, kmax = 0;
+    for (int m = 0; m < MEGA_MATS; m++) {
+        struct mega_mat *M = &p->mat[m];
+        M->w_off = w_off[m];
+        M->rs_off = rs_off[m];
+        M->rows = rows[m];
+        M->cols = cols[m];
+        M->row_bytes = cols[m] * es;
+        M->cb = mega_cb(M->row_bytes, a->cb_max > 0 ? a->cb_max : MEGA_CB_MAX);
+        if (!M->cb)
+            return bora_errf(err, -ENOTSUP, "persistent decode: rows of %d bytes (a multiple of 64 needed)",
+                             M->row_bytes);
+        M->pitch = M->cb % 128 == 0 ? M->cb + 64 : M->cb;   /* rows g and g+1 on different banks */
+        M->nkc = M->row_bytes / M->cb;
+        M->n_groups = (rows[m] + MEGA_ROWS - 1) / MEGA_ROWS;
+        M->extra = M->n_groups % p->nb;
+        p->extra_sum += M->extra;
+        if (MEGA_ROWS * M->pitch > slot)
+            slot = MEGA_ROWS * M->pitch;
+        if (cols[m] > kmax)
+            kmax = cols[m];
+    }
+    if (rows[MEGA_GU] % 2)
+        return bora_errf(err, -ENOTSUP, "persistent decode: odd gate/up rows");
+    p->slot_bytes = (slot + 127) / 128 * 128;
+    /* shared memory: ring | barriers | red | scratch | union(x hi/lo, attention halves) */
+    const size_t xbytes = (size_t)kmax * 2;
+    const size_t xl_off = (xbytes + 127) / 128 * 128;
+    const size_t xbuf = (a->flags & MEGA_F_X_HI_ONLY) ? xl_off : 2 * xl_off;
+    const int G = a->n_heads / a->n_kv;
+    const int chunk_max = attn_chunk_max(a->max_ctx, a->window, a->n_split);
+    const size_t ahalf = (attn_smem_bytes(G, a->head_dim, chunk_max, a->n_split, 256) + 127) / 128 * 128;
+    const size_t fixed = 2 * sizeof(float) * MEGA_CW * MEGA_ROWS + 256 + 128;   /* red, scratch, alignment */
+    const size_t total = (size_t)a->smem_optin;
+    int halves = 2;
+    size_t uni = xbuf > 2 * ahalf ? xbuf : 2 * ahalf;
+    if (total < fixed + uni + MEGA_MIN_RING + 16 * 16) {
+        halves = 1;
+        uni = xbuf > ahalf ? xbuf : ahalf;
+    }
+    if (total < fixed + uni + 16 * 16 + 2 * (size_t)p->slot_bytes)
+        return bora_errf(err, -ENOTSUP, "persistent decode: %zu bytes of shared memory needed, %d available",
+                         fixed + uni + 2 * (size_t)p->slot_bytes, a->smem_optin);
+    int ns = (int)((total - fixed - uni) / ((size_t)p->slot_bytes + 16));
+    if (ns > 32)
+        ns = 32;
+    if (a->ns_max > 0 && ns > a->ns_max)
+        ns = a->ns_max < 2 ? 2 : a->ns_max;
+    p->ns = ns;
+    {   /* L2 read-ahead beyond the ring, in stages (bytes per SM: a->pf_bytes, default 128 KiB) */
+        const int pf = a->pf_bytes > 0 ? a->pf_bytes : 0;
+        p->pf_stages = pf / p->slot_bytes;
+    }
+    p->attn_halves = halves;
+    p->ring_off = 0;
+    p->bar_off = (size_t)ns * p->slot_bytes;
+    p->red_off = p->bar_off + (size_t)ns * 16;
+    p->scr_off = p->red_off + 2 * sizeof(float) * MEGA_CW * MEGA_ROWS;
+    p->u_off = (p->scr_off + 256 + 127) / 128 * 128;
+    p->xl_off = xl_off;
+    p->attn_half_bytes = ahalf;
+    *smem = p->u_off + uni;
+    if (*smem > total)
+        return bora_errf(err, -ENOTSUP, "persistent decode: layout of %zu bytes over %zu", *smem, total);
+
+    p->layers = a->layers;
+    p->layer_stride = a->layer_stride;
+    p->attn_norm_off = a->l_attn_norm;
+    p->ffn_norm_off = a->l_ffn_norm;
+    p->kv = a->kv;
+    p->kv_layer_stride = a->kv_layer_stride;
+    p->x = a->x;
+    p->qkv = a->qkv;
+    p->att = a->att;
+    p->h = a->h;
+    p->sync = a->sync;
+    p->n_layers = a->n_layers;
+    p->dim = a->dim;
+    p->hid = a->hidden;
+    p->q_dim = q_dim;
+    p->n_kv = a->n_kv;
+    p->eps = a->eps;
+    p->debug = a->debug;
+    p->flags = a->flags;
+    struct attn_params *ap = &p->ap;
+    ap->qkv = a->qkv;
+    ap->out = a->att;
+    ap->part = a->partial;
+    ap->pos = a->d_pos;
+    ap->max_ctx = a->max_ctx;
+    ap->n_heads = a->n_heads;
+    ap->n_kv = a->n_kv;
+    ap->hd = a->head_dim;
+    ap->window = a->window;
+    ap->n_split = a->n_split;
+    ap->chunk_max = chunk_max;
+    ap->softmax_scale = 1.f / sqrtf((float)a->head_dim);
+    ap->rope = a->rope;
+    return 0;
+}
+
+extern "C" int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err)
+{
+    struct mega_params p;
+    size_t smem;
+    return mega_setup(a, &p, &smem, err);
+}
+
+template <int FP8, int GM, int LPK>
+static int mega_launch(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
+{
+    auto k = mega_kernel<FP8, GM, LPK>;
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, MEGA_THREADS, smem));
+    if (per_sm < 1)
+        return bora_errf(err, -ENOTSUP, "persistent decode: a block (%d threads, %zu bytes) does not fit an SM",
+                         MEGA_THREADS, smem);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(p.nb);
+    cfg.blockDim = dim3(MEGA_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeCooperative;   /* the blocks wait on each other: all resident */
+    at[0].val.cooperative = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, k, p));
+    CUDA_CHECK(cudaGetLastError());
+    return 0;
+}
+
+template <int FP8, int GM>
+static int mega_launch_hd(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
+{
+    switch (p.ap.hd) {
+    case 16: return GM <= 8 ? mega_launch<FP8, GM, 2>(p, smem, s, err)
+                            : bora_errf(err, -ENOTSUP, "persistent decode: head_dim 16 with %d-head groups", GM);
+    case 32: return mega_launch<FP8, GM, 4>(p, smem, s, err);
+    case 64: return mega_launch<FP8, GM, 8>(p, smem, s, err);
+    default: return mega_launch<FP8, GM, 16>(p, smem, s, err);
+    }
+}
+
+template <int FP8>
+static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
+{
+    const int G = p.ap.n_heads / p.ap.n_kv;
+    if (G <= 4)
+        return mega_launch_hd<FP8, 4>(p, smem, s, err);
+    if (G <= 8)
+        return mega_launch_hd<FP8, 8>(p, smem, s, err);
+    return mega_launch_hd<FP8, 16>(p, smem, s, err);
+}
+
+extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstream_st *stream, struct bora_err *err)
+{
+    struct mega_params p;
+    size_t smem;
+    int rc = mega_setup(a, &p, &smem, err);
+    if (rc)
+        return rc;
+    cudaStream_t s = (cudaStream_t)stream;
+    CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv) * sizeof(int), s));
+    if (a->dtype == BORA_DT_F8_E4M3)
+        return mega_launch_g<1>(p, smem, s, err);
+    return mega_launch_g<0>(p, smem, s, err);
+}

@@ -1,0 +1,371 @@
+/* kern_attn.cuh — the body of decode attention for one (kv head, split) work item, shared by the
+ * standalone flash-decoding kernel (attention.cu) and the persistent decode kernel
+ * (decode_mega.cu): NT threads (tid 0..NT-1) of one block work on it and synchronise with named
+ * barrier `bar` (0 = the whole block). Internal to kernels/. */
+#ifndef BORA_KERNELS_KERN_ATTN_CUH
+#define BORA_KERNELS_KERN_ATTN_CUH
+
+#include <math.h>
+
+#include "kernels/kern_util.cuh"
+#include "kernels/kern_rope.cuh"
+
+/* Barrier `id` over `n` threads (id 0 with n = blockDim.x is __syncthreads). */
+__device__ __forceinline__ void attn_bar(int id, int n)
+{
+    asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
+
+#define ATTN_MIN_CHUNK 64   /* keys per split below which fewer splits are used */
+#define ATTN_KEY_UNROLL 4   /* key loads in flight per lane */
+#define ATTN_COMBINE_EPT 6     /* outputs per thread in the combine */
+#define ATTN_COMBINE_SPLITS 8  /* splits whose partials are loaded together */
+
+struct attn_params {
+    const float *qkv;
+    uint16_t *kc, *vc;
+    float *out, *part;
+    int *counters;
+    const int *pos;
+    int max_ctx, n_heads, n_kv, hd, window, n_split, chunk_max;
+    float softmax_scale;
+    struct kern_rope rope;
+};
+
+__device__ __forceinline__ void attn_unpack8(uint4 v, float f[8])
+{
+    f[0] = kern_bf16_lo(v.x); f[1] = kern_bf16_hi(v.x);
+    f[2] = kern_bf16_lo(v.y); f[3] = kern_bf16_hi(v.y);
+    f[4] = kern_bf16_lo(v.z); f[5] = kern_bf16_hi(v.z);
+    f[6] = kern_bf16_lo(v.w); f[7] = kern_bf16_hi(v.w);
+}
+
+/* Partial layout per split s: o (n_heads*hd) then m (n_heads) then l (n_heads). */
+__device__ __forceinline__ float *attn_part(const struct attn_params &p, int s)
+{
+    return p.part + (size_t)s * (size_t)p.n_heads * (p.hd + 2);
+}
+
+/* Stage ST of the reduce-scatter of d[GM] over LPK lanes (offsets LPK/2, LPK/4, ..., 1): while a
+ * lane holds more than one head, partners swap halves; then plain butterflies. Compile-time
+ * indices only, so d stays in registers. */
+template <int GM, int LPK, int ST>
+__device__ __forceinline__ void attn_reduce_scatter(float (&d)[GM], int lane, int &hbase)
+{
+    constexpr int o = LPK >> (ST + 1);
+    constexpr int c = GM >> ST;
+    if constexpr (o >= 1) {
+        const bool up = (lane & o) != 0;
+        if constexpr (c > 1) {
+#pragma unroll
+            for (int i = 0; i < c / 2; i++) {
+                float send = up ? d[i] : d[i + c / 2];
+                float keep = up ? d[i + c / 2] : d[i];
+                d[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+            }
+            hbase += up ? c / 2 : 0;
+        } else {
+            d[0] += __shfl_xor_sync(0xffffffffu, d[0], o);
+        }
+        attn_reduce_scatter<GM, LPK, ST + 1>(d, lane, hbase);
+    }
+}
+
+/* The keys split s of a kv head attends for the token at pos: [*j0, *j0 + n) with n returned
+ * (0 for splits beyond the *n_eff the context needs); *j1 = min(j0 + chunk, pos + 1). */
+__device__ __forceinline__ int attn_slice(const struct attn_params &p, int pos, int s, int *j0, int *j1, int *n_eff)
+{
+    const int start = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+    const int len = pos - start + 1;
+    int ne = (len + ATTN_MIN_CHUNK - 1) / ATTN_MIN_CHUNK;
+    if (ne > p.n_split)
+        ne = p.n_split;
+    const int chunk = (len + ne - 1) / ne;
+    *j0 = start + s * chunk;
+    *j1 = *j0 + chunk < pos + 1 ? *j0 + chunk : pos + 1;
+    *n_eff = ne;
+    return s < ne ? *j1 - *j0 : 0;
+}
+
+/* Asks for the cached keys and values item (g, s) will read (all but the new one) in L2. */
+__device__ __forceinline__ void attn_prefetch(const struct attn_params &p, const uint16_t *kc_l, const uint16_t *vc_l,
+                                              int g, int s)
+{
+    int j0, j1, ne;
+    const int n = attn_slice(p, *p.pos, s, &j0, &j1, &ne);
+    if (n > 1) {
+        const size_t off = ((size_t)g * p.max_ctx + j0) * p.hd;
+        kern_prefetch_bulk(kc_l + off, (uint32_t)((n - 1) * p.hd * 2));
+        kern_prefetch_bulk(vc_l + off, (uint32_t)((n - 1) * p.hd * 2));
+    }
+}
+
+/* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
+template <int GM, int LPK, int NT>
+__device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
+                                          int *counters, int g, int s, float *sm, int *s_last_p, int tid, int bar)
+{
+    constexpr int ATTN_WARPS_ = NT / 32;
+    constexpr int KPW = 32 / LPK;            /* keys per warp step */
+    constexpr int STEP = ATTN_WARPS_ * KPW;  /* keys per block step */
+    const int hd = LPK * 8;
+    const int G = p.n_heads / p.n_kv;
+    const int lane = tid & 31, warp = tid >> 5;
+    float *q_s = sm;
+    float *sc = q_s + G * hd;
+    float *red = sc + G * p.chunk_max;
+    float *ml = red + ATTN_WARPS_ * G * hd;
+    float *cm = ml + 2 * G;
+    float *cw = cm + G * p.n_split;
+
+    const int pos = *p.pos;
+    int j0, j1, n_eff;
+    const int n = attn_slice(p, pos, s, &j0, &j1, &n_eff);
+    const int q_dim = p.n_heads * hd, kv_dim = p.n_kv * hd;
+    const int half = hd / 2;
+    uint16_t *kc = kc_l + (size_t)g * p.max_ctx * hd;
+    uint16_t *vc = vc_l + (size_t)g * p.max_ctx * hd;
+    if (tid == 0 && n > 1) {   /* stream this slice of the cache into L2 during the prologue */
+        kern_prefetch_bulk(kc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
+        kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
+    }
+
+    /* rotated, scaled queries of this group */
+    const float qs = kern_query_scale(&p.rope, pos) * p.softmax_scale;
+    for (int i = tid; i < G * half; i += NT) {
+        int h = i / half, k = i % half, a, b;
+        kern_rope_pair(&p.rope, hd, k, &a, &b);
+        float c, sn;
+        kern_rope_cs(&p.rope, pos, k, &c, &sn);
+        const float *q = p.qkv + (size_t)(g * G + h) * hd;
+        float x0 = __ldcg(q + a), x1 = __ldcg(q + b);   /* written by other blocks (persistent kernel) */
+        q_s[h * hd + a] = (x0 * c - x1 * sn) * qs;
+        q_s[h * hd + b] = (x0 * sn + x1 * c) * qs;
+    }
+    /* the block whose slice holds pos writes the new key (rotated) and value */
+    if (n > 0 && pos < j1) {
+        const float *k = p.qkv + q_dim + (size_t)g * hd;
+        const float *v = p.qkv + q_dim + kv_dim + (size_t)g * hd;
+        for (int k2 = tid; k2 < half; k2 += NT) {
+            int a, b;
+            kern_rope_pair(&p.rope, hd, k2, &a, &b);
+            float c, sn;
+            kern_rope_cs(&p.rope, pos, k2, &c, &sn);
+            float x0 = __ldcg(k + a), x1 = __ldcg(k + b);
+            kc[(size_t)pos * hd + a] = kern_f32_to_bf16(x0 * c - x1 * sn);
+            kc[(size_t)pos * hd + b] = kern_f32_to_bf16(x0 * sn + x1 * c);
+        }
+        for (int d = tid; d < hd; d += NT)
+            vc[(size_t)pos * hd + d] = kern_f32_to_bf16(__ldcg(v + d));
+    }
+    attn_bar(bar, NT);
+
+    const int sub = lane / LPK, dl = (lane % LPK) * 8;
+    /* scores, ATTN_KEY_UNROLL key loads in flight per lane */
+    for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
+        uint4 kv[ATTN_KEY_UNROLL];
+#pragma unroll
+        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+            int j = base + u * STEP + sub;
+            kv[u] = j < n ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+            int j = base + u * STEP + sub;
+            float kf[8];
+            attn_unpack8(kv[u], kf);
+            float d[GM];   /* this lane's 8-dim part of q_h . k for every head of the group */
+#pragma unroll
+            for (int h = 0; h < GM; h++) {
+                d[h] = 0.f;
+                if (h < G) {
+                    const float4 *qv = (const float4 *)(q_s + h * hd + dl);
+                    float4 a = qv[0], b = qv[1];
+                    d[h] = a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
+                           b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+                }
+            }
+            /* reduce-scatter over the LPK lanes of this key: each stage halves the heads a lane
+             * holds (GM/2 + GM/4 + ... shuffles instead of GM × log2(LPK)); lanes left with one
+             * head finish with plain butterflies */
+            int hbase = 0;
+            attn_reduce_scatter<GM, LPK, 0>(d, lane, hbase);
+            constexpr int LEFT = GM >= LPK ? GM / LPK : 1;   /* heads per lane at the end */
+            constexpr int DUP = GM >= LPK ? 0 : LPK / GM - 1; /* lanes holding the same sums */
+            if (j < n && ((lane % LPK) & DUP) == 0) {
+#pragma unroll
+                for (int i = 0; i < LEFT; i++)
+                    if (hbase + i < G)
+                        sc[(hbase + i) * p.chunk_max + j] = d[i];
+            }
+        }
+    }
+    attn_bar(bar, NT);
+    /* softmax pieces per head */
+    for (int h = warp; h < G; h += ATTN_WARPS_) {
+        float m = -INFINITY;
+        for (int j = lane; j < n; j += 32)
+            m = fmaxf(m, sc[h * p.chunk_max + j]);
+        m = kern_warp_max(m);
+        float l = 0.f;
+        for (int j = lane; j < n; j += 32) {
+            float e = __expf(sc[h * p.chunk_max + j] - m);
+            sc[h * p.chunk_max + j] = e;
+            l += e;
+        }
+        l = kern_warp_sum(l);
+        if (lane == 0) {
+            ml[2 * h] = m;
+            ml[2 * h + 1] = l;
+        }
+    }
+    attn_bar(bar, NT);
+    /* weighted values, HV heads per pass over the slice (bounds the accumulators' registers) */
+    constexpr int HV = GM < 8 ? GM : 8;
+    for (int h0 = 0; h0 < G; h0 += HV) {
+        float acc[HV][8];
+#pragma unroll
+        for (int h = 0; h < HV; h++)
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                acc[h][i] = 0.f;
+        for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
+            uint4 vv[ATTN_KEY_UNROLL];
+#pragma unroll
+            for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+                int j = base + u * STEP + sub;
+                vv[u] = j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+                int j = base + u * STEP + sub;
+                if (j < n) {
+                    float vf[8];
+                    attn_unpack8(vv[u], vf);
+#pragma unroll
+                    for (int h = 0; h < HV; h++) {
+                        if (h0 + h >= G)
+                            break;
+                        float pj = sc[(h0 + h) * p.chunk_max + j];
+#pragma unroll
+                        for (int i = 0; i < 8; i++)
+                            acc[h][i] = fmaf(pj, vf[i], acc[h][i]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < HV; h++) {
+            if (h0 + h >= G)
+                break;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                float v = acc[h][i];
+#pragma unroll
+                for (int o = LPK; o < 32; o <<= 1)
+                    v += __shfl_xor_sync(0xffffffffu, v, o);
+                if (sub == 0)
+                    red[(warp * G + h0 + h) * hd + dl + i] = v;
+            }
+        }
+    }
+    attn_bar(bar, NT);
+    float *part = attn_part(p, s);
+    if (s < n_eff) {
+        for (int i = tid; i < G * hd; i += NT) {
+            float v = 0.f;
+#pragma unroll
+            for (int w = 0; w < ATTN_WARPS_; w++)
+                v += red[w * G * hd + i];
+            part[(size_t)g * G * hd + i] = v;
+        }
+        for (int h = tid; h < G; h += NT) {
+            part[q_dim + g * G + h] = n > 0 ? ml[2 * h] : -INFINITY;
+            part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
+        }
+    }
+    /* the last block of this kv head combines the splits */
+    __threadfence();
+    attn_bar(bar, NT);
+    if (tid == 0) {
+        int prev = atomicAdd(&counters[g], 1);
+        *s_last_p = prev == p.n_split - 1;
+        if (*s_last_p)
+            counters[g] = 0;
+    }
+    attn_bar(bar, NT);
+    if (!*s_last_p)
+        return;
+    __threadfence();
+    for (int i = tid; i < G * n_eff; i += NT) {   /* gather every split's max and sum */
+        int h = i / n_eff, t = i % n_eff, qh = g * G + h;
+        const float *pt = attn_part(p, t);
+        cm[h * p.n_split + t] = __ldcg(pt + q_dim + qh);
+        cw[h * p.n_split + t] = __ldcg(pt + q_dim + p.n_heads + qh);
+    }
+    attn_bar(bar, NT);
+    for (int h = tid; h < G; h += NT) {   /* weight of each split: e^(m_t - M) / Σ */
+        float M = -INFINITY, den = 0.f;
+        for (int t = 0; t < n_eff; t++)
+            M = fmaxf(M, cm[h * p.n_split + t]);
+        for (int t = 0; t < n_eff; t++) {
+            float mt = cm[h * p.n_split + t];
+            float f = mt == -INFINITY ? 0.f : __expf(mt - M);
+            den += f * cw[h * p.n_split + t];
+            cm[h * p.n_split + t] = f;
+        }
+        for (int t = 0; t < n_eff; t++)
+            cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
+    }
+    attn_bar(bar, NT);
+    /* each thread sums ATTN_COMBINE_EPT outputs, ATTN_COMBINE_SPLITS splits at a time: all
+     * those loads in flight together */
+    for (int b = 0; b < G * hd; b += NT * ATTN_COMBINE_EPT) {
+        float num[ATTN_COMBINE_EPT];
+#pragma unroll
+        for (int k = 0; k < ATTN_COMBINE_EPT; k++)
+            num[k] = 0.f;
+        for (int t0 = 0; t0 < n_eff; t0 += ATTN_COMBINE_SPLITS) {
+            float o[ATTN_COMBINE_SPLITS][ATTN_COMBINE_EPT];
+#pragma unroll
+            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
+#pragma unroll
+                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                    int i = b + k * NT + tid;
+                    o[dt][k] = t0 + dt < n_eff && i < G * hd
+                                   ? __ldcg(attn_part(p, t0 + dt) + (size_t)g * G * hd + i) : 0.f;
+                }
+#pragma unroll
+            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
+#pragma unroll
+                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                    int i = b + k * NT + tid;
+                    if (t0 + dt < n_eff && i < G * hd)
+                        num[k] += cw[(i / hd) * p.n_split + t0 + dt] * o[dt][k];
+                }
+        }
+#pragma unroll
+        for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+            int i = b + k * NT + tid;
+            if (i < G * hd)
+                p.out[(size_t)g * G * hd + i] = num[k];
+        }
+    }
+}
+
+/* Shared memory (bytes) attn_item needs for NT threads. */
+static inline size_t attn_smem_bytes(int G, int hd, int chunk_max, int n_split, int nt)
+{
+    return sizeof(float) * ((size_t)G * hd + (size_t)G * chunk_max + (size_t)(nt / 32) * G * hd + 2 * (size_t)G +
+                            2 * (size_t)G * n_split);
+}
+
+/* Keys per split the kernel's split rule can give (the scores buffer's size). */
+static inline int attn_chunk_max(int max_ctx, int window, int n_split)
+{
+    int len = window > 0 && window < max_ctx ? window : max_ctx;
+    int c = (len + n_split - 1) / n_split;
+    return c < ATTN_MIN_CHUNK ? ATTN_MIN_CHUNK : c;
+}
+
+#endif
