@@ -77,9 +77,32 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* Runs every part on its own thread (the first on this one); first error wins. */
-static int stream_parts(const struct model_direct_plan *p, const struct wstream_opts *wo,
-                        struct model_load_cuda_stats *st, struct bora_err *err)
+/* While the readers run: the engine's preparation (kernels/engine_cuda.h), then an optional
+ * throw-away prompt that loads the prefill kernels (its results are garbage: the weights are
+ * still arriving; the real prompt rewrites every cache entry it reads). */
+static int prepare_engine(struct engine *e, int warm_tokens, struct bora_err *err)
+{
+    int rc = engine_cuda_prepare(e, err);
+    if (rc || warm_tokens < 2)
+        return rc;
+    if (warm_tokens > e->max_ctx)
+        warm_tokens = e->max_ctx;
+    int32_t *ids = malloc((size_t)warm_tokens * sizeof *ids);
+    if (!ids)
+        return bora_errf(err, -ENOMEM, "direct load: out of memory");
+    for (int i = 0; i < warm_tokens; i++)
+        ids[i] = 1 + i % (e->model->cfg.vocab_size - 1);
+    rc = e->ops->forward(e, ids, warm_tokens, 0, NULL);
+    free(ids);
+    if (rc)
+        return bora_errf(err, rc, "direct load: warm-up prompt: %s", engine_cuda_last_error(e));
+    return 0;
+}
+
+/* Runs every part on its own thread while this one prepares the engine (unless lo->serial);
+ * first error wins, the readers' before the preparation's. */
+static int stream_parts(struct engine *e, const struct model_direct_plan *p, const struct wstream_opts *wo,
+                        const struct model_load_cuda_opts *lo, struct model_load_cuda_stats *st, struct bora_err *err)
 {
     const int n = model_direct_plan_parts(p);
     struct reader r[MODEL_DIRECT_PARTS_MAX];
@@ -88,12 +111,20 @@ static int stream_parts(const struct model_direct_plan *p, const struct wstream_
     for (int i = 0; i < n; i++) {
         r[i].plan = model_direct_plan_part(p, i);
         r[i].wo = *wo;
-        if (i > 0 && pthread_create(&r[i].th, NULL, reader_run, &r[i]) == 0)
-            r[i].started = true;
-        else if (i > 0)
-            reader_run(&r[i]);   /* no thread: run it here, in turn */
+        if ((lo->serial && i == 0) || pthread_create(&r[i].th, NULL, reader_run, &r[i]))
+            continue;
+        r[i].started = true;
     }
-    reader_run(&r[0]);
+    struct bora_err perr = { "" };
+    int prc = 0;
+    if (!lo->serial) {
+        prc = prepare_engine(e, lo->warm_tokens, &perr);
+        st->prepare_s = now_s() - t0;
+        st->prepared = prc == 0;
+    }
+    for (int i = 0; i < n; i++)
+        if (!r[i].started)
+            reader_run(&r[i]);   /* no thread (or serial): run it here, in turn */
     int rc = 0;
     st->registered = true;
     for (int i = 0; i < n; i++) {
@@ -109,6 +140,10 @@ static int stream_parts(const struct model_direct_plan *p, const struct wstream_
             st->direct = false;
     }
     st->seconds = now_s() - t0;
+    if (!rc && prc) {
+        rc = prc;
+        *err = perr;
+    }
     return rc;
 }
 
@@ -143,11 +178,14 @@ static int load(struct engine *e, const struct model *m, const struct model_load
         int qd = wo.qd > 0 ? wo.qd : WSTREAM_QD_DEFAULT;
         if (qd < WSTREAM_QD_MIN)
             qd = WSTREAM_QD_MIN;
-        wo.n_bufs = qd + qd / 2;
+        /* page-cache reads complete at submission: a few buffers cover the copies in flight,
+         * and each one costs a registration with CUDA and io_uring */
+        wo.n_bufs = lo->bufs > 0 ? lo->bufs : buffered ? MODEL_LOAD_CUDA_BUFS_CACHED : qd + qd / 2;
         st->streamed = true;
         st->direct = !buffered;
         st->parts = model_direct_plan_parts(p);
-        rc = stream_parts(p, &wo, st, err);
+        st->bufs = wo.n_bufs;
+        rc = stream_parts(e, p, &wo, lo, st, err);
     }
     model_direct_plan_free(p);
     free(d);
@@ -180,6 +218,8 @@ int model_load_cuda(struct engine **out, const struct model *m, const struct eng
     if ((!o || o->max_ctx <= 0) && m->cfg.max_pos > 0 && m->cfg.max_pos < e->max_ctx)
         e->max_ctx = m->cfg.max_pos;
     double t0 = now_s();
+    cudaFree(NULL);   /* the context: timed apart from the arena (an error shows at the next call) */
+    st->ctx_s = now_s() - t0;
     int rc = engine_cuda_open_deferred(e, err);
     st->open_s = now_s() - t0;
     if (!rc && (rc = load(e, m, lo, st, err)) && e->ops)

@@ -15,6 +15,7 @@
 #include "model/model.h"
 
 #define MODEL_LOAD_CUDA_PARTS_CACHED 8   /* readers when the file is mostly in the page cache */
+#define MODEL_LOAD_CUDA_BUFS_CACHED 8    /* staging buffers per buffered reader */
 
 enum model_load_cuda_mode { MODEL_LOAD_CUDA_AUTO = 0, MODEL_LOAD_CUDA_DIRECT, MODEL_LOAD_CUDA_BUFFERED };
 
@@ -23,6 +24,11 @@ struct model_load_cuda_opts {
     size_t buf_bytes;                /* 0 = WSTREAM_BUF_BYTES_DEFAULT */
     enum model_load_cuda_mode mode;  /* AUTO: buffered when mincore says mostly cached */
     int parts;                       /* readers; 0 = 1 direct, MODEL_LOAD_CUDA_PARTS_CACHED buffered */
+    int bufs;                        /* staging buffers per reader; 0 = MODEL_LOAD_CUDA_BUFS_CACHED
+                                      * buffered, qd + qd/2 direct */
+    bool serial;                     /* prepare the engine after the stream, not during it */
+    int warm_tokens;                 /* > 1: a throw-away prompt of this many tokens during the
+                                      * stream loads the prefill kernels; 0 none */
 };
 
 struct model_load_cuda_stats {
@@ -32,8 +38,13 @@ struct model_load_cuda_stats {
     int parts;
     uint64_t bytes;        /* bytes delivered to the GPU */
     double seconds;        /* wall time of the streaming (all readers) */
-    double open_s;         /* CUDA device, arena, stream (before the first read) */
-    double finish_s;       /* scales, norms, RoPE, GEMV tuning, graph capture, prefill workspace */
+    int bufs;              /* staging buffers per reader */
+    double ctx_s;          /* CUDA context (part of open_s) */
+    double open_s;         /* CUDA context, device, arena, stream (before the first read) */
+    bool prepared;         /* the engine was prepared while the weights streamed */
+    double prepare_s;      /* its time (scales, norms, RoPE, GEMV tuning, graph, prefill workspace,
+                            * warm-up prompt), overlapped with the stream */
+    double finish_s;       /* after the stream: the rest (serial: all of the above) */
 };
 
 /* Opens a CUDA engine for m (o: max_ctx; backend and layer_wait ignored) with its matrices

@@ -1,6 +1,7 @@
 /* gpu_direct_load.c — the direct cold-start path (kernels/model_load_cuda.h) against the
  * normal CUDA engine on the golden fixtures: weights streamed from the file straight into the
- * arena (one O_DIRECT reader; three buffered readers) must give the same logits, bit for bit,
+ * arena (one O_DIRECT reader; three buffered readers; the engine prepared during or after the
+ * stream; a warm-up prompt run while the weights arrive) must give the same logits, bit for bit,
  * for a prompt (prefill) and a decode step; a checkpoint that needs conversion (BF16 → FP8)
  * falls back to the host upload and matches too. Skips loudly without a GPU or a CUDA build. */
 #include <setjmp.h>
@@ -98,6 +99,10 @@ static void check_fixture(const char *name, enum model_precision prec, bool expe
         { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10 },
         { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 3, .buf_bytes = 64 << 10 },
         { 0 },
+        /* the engine prepared after the stream; two staging buffers per reader */
+        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .bufs = 2, .serial = true },
+        /* a warm-up prompt over the whole cache, run while the weights arrive, leaves no trace */
+        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .warm_tokens = CTX },
     };
     for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
         struct engine *e = NULL;
