@@ -8,6 +8,8 @@
 #ifdef BORA_CUDA
 #include <cuda_runtime_api.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "kernels/engine_cuda.h"
@@ -15,8 +17,9 @@
 #include "mem/model_direct.h"
 #include "mem/wstream.h"
 
-/* Staging buffers: aligned host memory, page-locked for the GPU (cudaHostRegister), so the
- * async copies are true DMA and O_DIRECT / io_uring registration see ordinary pages. */
+/* Staging buffers, one way: each its own aligned host block, page-locked for the GPU
+ * (cudaHostRegister), so the async copies are true DMA and O_DIRECT / io_uring registration
+ * see ordinary pages. */
 static void *stage_alloc(void *ctx, size_t bytes)
 {
     (void)ctx;
@@ -38,9 +41,69 @@ static void stage_free(void *ctx, void *p)
     free(p);
 }
 
+/* The other way: one mapping per reader (2 MiB aligned, transparent huge pages asked for),
+ * registered once and carved into the buffers. Registration costs about a millisecond per
+ * MiB of 4 KiB pages, which is why a buffered reader keeps few buffers. */
+#define STAGE_HUGE (2u << 20)
+
+struct stage_block {
+    uint8_t *map, *base;
+    size_t map_bytes, bytes, used;
+    bool registered;
+};
+
+static int block_open(struct stage_block *b, size_t bytes, bool huge, struct bora_err *err)
+{
+    memset(b, 0, sizeof *b);
+    b->bytes = (bytes + STAGE_HUGE - 1) & ~(size_t)(STAGE_HUGE - 1);
+    b->map_bytes = b->bytes + STAGE_HUGE;
+    void *m = mmap(NULL, b->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        b->map = NULL;
+        return bora_errf(err, -errno, "direct load: %zu bytes of staging: %s", b->map_bytes, strerror(errno));
+    }
+    b->map = m;
+    b->base = (uint8_t *)(((uintptr_t)m + STAGE_HUGE - 1) & ~(uintptr_t)(STAGE_HUGE - 1));
+    if (huge)
+        madvise(b->base, b->bytes, MADV_HUGEPAGE);   /* advice: refused, the pages stay small */
+    cudaError_t ce = cudaHostRegister(b->base, b->bytes, cudaHostRegisterDefault);
+    if (ce != cudaSuccess) {
+        cudaGetLastError();
+        return bora_errf(err, -ENOMEM, "direct load: cudaHostRegister of %zu bytes of staging: %s", b->bytes,
+                         cudaGetErrorString(ce));
+    }
+    b->registered = true;
+    return 0;
+}
+
+static void block_close(struct stage_block *b)
+{
+    if (b->registered)
+        cudaHostUnregister(b->base);
+    if (b->map)
+        munmap(b->map, b->map_bytes);
+    memset(b, 0, sizeof *b);
+}
+
+static void *block_carve(void *ctx, size_t bytes)
+{
+    struct stage_block *b = ctx;
+    if (bytes > b->bytes - b->used)
+        return NULL;
+    void *p = b->base + b->used;
+    b->used += bytes;
+    return p;
+}
+
+static void block_keep(void *ctx, void *p)
+{
+    (void)ctx, (void)p;   /* block_close frees the block */
+}
+
 struct reader {
     const struct wstream_plan *plan;
     struct wstream_opts wo;
+    int stage;             /* model_load_cuda_opts.stage */
     struct wstream_stats st;
     struct bora_err err;
     int rc;
@@ -55,8 +118,16 @@ static void *reader_run(void *arg)
     struct wstream *ws = NULL;
     struct wstream_cuda_sink *cs = NULL;
     struct wstream_sink sink;
+    struct stage_block blk = { 0 };
     int n_bufs = r->wo.n_bufs;
-    r->rc = wstream_open(&ws, r->plan, &r->wo, &r->err);
+    if (r->stage != MODEL_LOAD_CUDA_STAGE_EACH) {
+        size_t buf = r->wo.buf_bytes ? r->wo.buf_bytes : WSTREAM_BUF_BYTES_DEFAULT;
+        buf = (buf + WSTREAM_ALIGN - 1) & ~(size_t)(WSTREAM_ALIGN - 1);
+        r->rc = block_open(&blk, (size_t)n_bufs * buf, r->stage == MODEL_LOAD_CUDA_STAGE_HUGE, &r->err);
+        r->wo.buf_alloc = block_carve, r->wo.buf_free = block_keep, r->wo.buf_ctx = &blk;
+    }
+    if (!r->rc)
+        r->rc = wstream_open(&ws, r->plan, &r->wo, &r->err);
     if (!r->rc)
         r->rc = wstream_cuda_sink_open(&cs, n_bufs, r->plan->n_items, &r->err);
     if (!r->rc) {
@@ -67,6 +138,7 @@ static void *reader_run(void *arg)
         wstream_stats_get(ws, &r->st);
     wstream_cuda_sink_close(cs);
     wstream_close(ws);
+    block_close(&blk);
     return NULL;
 }
 
@@ -111,6 +183,7 @@ static int stream_parts(struct engine *e, const struct model_direct_plan *p, con
     for (int i = 0; i < n; i++) {
         r[i].plan = model_direct_plan_part(p, i);
         r[i].wo = *wo;
+        r[i].stage = lo->stage;
         if ((lo->serial && i == 0) || pthread_create(&r[i].th, NULL, reader_run, &r[i]))
             continue;
         r[i].started = true;

@@ -18,6 +18,9 @@
 #define MODEL_LOAD_CUDA_BUFS_CACHED 8    /* staging buffers per buffered reader */
 
 enum model_load_cuda_mode { MODEL_LOAD_CUDA_AUTO = 0, MODEL_LOAD_CUDA_DIRECT, MODEL_LOAD_CUDA_BUFFERED };
+/* Staging memory per reader: one block with huge pages asked for (default), one block of small
+ * pages, or each buffer registered on its own. */
+enum model_load_cuda_stage { MODEL_LOAD_CUDA_STAGE_HUGE = 0, MODEL_LOAD_CUDA_STAGE_BLOCK, MODEL_LOAD_CUDA_STAGE_EACH };
 
 struct model_load_cuda_opts {
     int qd;                          /* per reader; 0 = WSTREAM_QD_DEFAULT */
@@ -26,6 +29,7 @@ struct model_load_cuda_opts {
     int parts;                       /* readers; 0 = 1 direct, MODEL_LOAD_CUDA_PARTS_CACHED buffered */
     int bufs;                        /* staging buffers per reader; 0 = MODEL_LOAD_CUDA_BUFS_CACHED
                                       * buffered, qd + qd/2 direct */
+    enum model_load_cuda_stage stage;
     bool serial;                     /* prepare the engine after the stream, not during it */
     int warm_tokens;                 /* > 1: a throw-away prompt of this many tokens during the
                                       * stream loads the prefill kernels; 0 none */

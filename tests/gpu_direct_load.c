@@ -97,10 +97,11 @@ static void check_fixture(const char *name, enum model_precision prec, bool expe
     run_ids(ref, &f, a);
     const struct model_load_cuda_opts modes[] = {
         { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10 },
-        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 3, .buf_bytes = 64 << 10 },
+        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 3, .buf_bytes = 64 << 10, .stage = MODEL_LOAD_CUDA_STAGE_BLOCK },
         { 0 },
-        /* the engine prepared after the stream; two staging buffers per reader */
-        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .bufs = 2, .serial = true },
+        /* the engine prepared after the stream; two staging buffers per reader, each its own */
+        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .bufs = 2, .serial = true,
+          .stage = MODEL_LOAD_CUDA_STAGE_EACH },
         /* a warm-up prompt over the whole cache, run while the weights arrive, leaves no trace */
         { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .warm_tokens = CTX },
     };
