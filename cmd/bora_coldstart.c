@@ -338,6 +338,8 @@ static int child_direct(const struct cs_opts *o, struct model *m, double t0)
         lo.bufs = atoi(k);
     if ((k = getenv("BORA_COLDSTART_SERIAL")))
         lo.serial = atoi(k) != 0;
+    if ((k = getenv("BORA_COLDSTART_NO_PREFETCH")))
+        lo.no_prefetch = atoi(k) != 0;
     if ((k = getenv("BORA_COLDSTART_STAGE")))
         lo.stage = (enum model_load_cuda_stage)atoi(k);
     if ((k = getenv("BORA_COLDSTART_WARM")))
@@ -355,9 +357,10 @@ static int child_direct(const struct cs_opts *o, struct model *m, double t0)
         return 1;
     }
     double t_first = now_s() - t0;
-    fprintf(stderr, "coldstart direct: start→model %.3f s, CUDA open %.3f s (context %.3f s), stream %.3f s "
-            "(%d part(s) × %d buffers; engine prepared meanwhile in %.3f s), finish %.3f s, prompt %.3f s\n", t_host,
-            st.open_s, st.ctx_s, st.seconds, st.parts, st.bufs, st.prepare_s, st.finish_s, t_first - t_res);
+    fprintf(stderr, "coldstart direct: start→model %.3f s, CUDA open %.3f s (context %.3f s; %.2f GB prefetched "
+            "meanwhile), stream %.3f s (%d reader(s) × %d buffers; engine prepared meanwhile in %.3f s), finish %.3f s, "
+            "prompt %.3f s\n", t_host, st.open_s, st.ctx_s, st.prefetched / 1e9, st.seconds, st.parts, st.bufs,
+            st.prepare_s, st.finish_s, t_first - t_res);
     if (getenv("BORA_COLDSTART_TWICE")) {   /* diagnosis: the same prompt again, first-use costs paid */
         double t2 = now_s();
         int again = 0;

@@ -96,11 +96,12 @@ static void check_fixture(const char *name, enum model_precision prec, bool expe
     assert_non_null(b);
     run_ids(ref, &f, a);
     const struct model_load_cuda_opts modes[] = {
-        { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10 },
+        { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10 },   /* prefetched prefix + O_DIRECT */
+        { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10, .no_prefetch = true },
         { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 3, .buf_bytes = 64 << 10, .stage = MODEL_LOAD_CUDA_STAGE_BLOCK },
         { 0 },
         /* the engine prepared after the stream; two staging buffers per reader, each its own */
-        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .bufs = 2, .serial = true,
+        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .bufs = 2, .serial = true, .warm_tokens = -1,
           .stage = MODEL_LOAD_CUDA_STAGE_EACH },
         /* a warm-up prompt over the whole cache, run while the weights arrive, leaves no trace */
         { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .warm_tokens = CTX },
@@ -119,9 +120,9 @@ static void check_fixture(const char *name, enum model_precision prec, bool expe
         char what[128];
         snprintf(what, sizeof what, "%s (%s, mode %zu)", name, model_precision_name(prec), k);
         compare(what, ref, e, a, b, n);
-        fprintf(stderr, "%s: %s, %d part(s), %llu bytes in %.3f s: logits match\n", what,
+        fprintf(stderr, "%s: %s, %d reader(s), %llu bytes (%llu prefetched) in %.3f s: logits match\n", what,
                 st.streamed ? (st.direct ? "O_DIRECT" : "buffered") : "host upload", st.parts,
-                (unsigned long long)st.bytes, st.seconds);
+                (unsigned long long)st.bytes, (unsigned long long)st.prefetched, st.seconds);
         engine_close(e);
     }
     free(a);
