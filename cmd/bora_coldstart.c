@@ -329,8 +329,8 @@ static int child_direct(const struct cs_opts *o, struct model *m, double t0)
     struct model_load_cuda_stats st;
     struct model_load_cuda_opts lo = { .qd = o->qd, .buf_bytes = o->buf_bytes };
     /* tuning knobs (defaults: model_load_cuda's): readers, staging buffers per reader, the
-     * engine prepared after the stream instead of during it, staging (0 huge-page block, 1 block,
-     * 2 each buffer), a warm-up prompt's tokens */
+     * engine prepared after the stream instead of during it, the cold prefetch, staging (0
+     * huge-page block, 1 block, 2 each buffer), a warm-up prompt's tokens */
     const char *k;
     if ((k = getenv("BORA_COLDSTART_PARTS")))
         lo.parts = atoi(k);
@@ -338,8 +338,8 @@ static int child_direct(const struct cs_opts *o, struct model *m, double t0)
         lo.bufs = atoi(k);
     if ((k = getenv("BORA_COLDSTART_SERIAL")))
         lo.serial = atoi(k) != 0;
-    if ((k = getenv("BORA_COLDSTART_NO_PREFETCH")))
-        lo.no_prefetch = atoi(k) != 0;
+    if ((k = getenv("BORA_COLDSTART_PREFETCH")))
+        lo.prefetch = atoi(k) != 0;
     if ((k = getenv("BORA_COLDSTART_STAGE")))
         lo.stage = (enum model_load_cuda_stage)atoi(k);
     if ((k = getenv("BORA_COLDSTART_WARM")))

@@ -380,7 +380,7 @@ int model_load_cuda(struct engine **out, const struct model *m, const struct eng
         e->max_ctx = m->cfg.max_pos;
     bool buffered = lo->mode == MODEL_LOAD_CUDA_BUFFERED || (lo->mode == MODEL_LOAD_CUDA_AUTO && model_direct_cached(m));
     struct prefetch pf = { 0 };
-    if (!buffered && !lo->no_prefetch)
+    if (!buffered && lo->prefetch)
         prefetch_start(&pf, m);
     double t0 = now_s();
     cudaFree(NULL);   /* the context: timed apart from the arena (an error shows at the next call) */

@@ -1,9 +1,9 @@
 /* model_load_cuda.h — the direct cold-start path: a CUDA engine whose weight matrices are
  * streamed from the checkpoint's shards straight into the device arena (io_uring into pinned,
  * registered staging buffers → cudaMemcpyAsync on a copy stream; one copy, no host block).
- * Cold page cache: while the CUDA context and the arena are made, a thread reads the files'
- * start into the page cache; then buffered readers take what it covered and one O_DIRECT
- * stream the rest. Mostly cached: several buffered readers on their own threads, each over a
+ * Cold page cache: one O_DIRECT stream (opt-in: while the CUDA context and the arena are made,
+ * a thread reads the files' start into the page cache; buffered readers then take what it
+ * covered and the O_DIRECT stream the rest). Mostly cached: several buffered readers on their own threads, each over a
  * contiguous part of the file, so the page-cache copy runs in parallel. Either way the engine
  * is prepared (scales, GEMV tuning, graph capture, prefill workspace) on the calling thread
  * while the readers run. Staging: one pinned block per reader, few buffers when buffered.
@@ -38,7 +38,8 @@ struct model_load_cuda_opts {
                                       * buffered, qd + qd/2 direct */
     enum model_load_cuda_stage stage;
     bool serial;                     /* prepare the engine after the stream, not during it */
-    bool no_prefetch;                /* cold: no page-cache prefetch while the context is made */
+    bool prefetch;                   /* cold: read the files' start into the page cache while the
+                                      * context is made (opt-in: no gain measured yet) */
     int warm_tokens;                 /* a throw-away prompt of this many tokens during the stream
                                       * loads the prefill kernels; 0 = MODEL_LOAD_CUDA_WARM_TOKENS,
                                       * < 2 (e.g. -1) none */

@@ -96,8 +96,8 @@ static void check_fixture(const char *name, enum model_precision prec, bool expe
     assert_non_null(b);
     run_ids(ref, &f, a);
     const struct model_load_cuda_opts modes[] = {
-        { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10 },   /* prefetched prefix + O_DIRECT */
-        { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10, .no_prefetch = true },
+        { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10, .prefetch = true },   /* prefix + O_DIRECT */
+        { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10 },
         { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 3, .buf_bytes = 64 << 10, .stage = MODEL_LOAD_CUDA_STAGE_BLOCK },
         { 0 },
         /* the engine prepared after the stream; two staging buffers per reader, each its own */
