@@ -16,6 +16,10 @@ if [ "${DECODE_TESTS:-1}" = 1 ]; then
     timeout 300 "$TESTS/gpu_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -60
     step "gpu_kernels"
     timeout 120 "$TESTS/gpu_kernels" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
+    if [ -x "$TESTS/gpu_direct_load" ]; then
+        step "gpu_direct_load"
+        timeout 200 "$TESTS/gpu_direct_load" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
+    fi
 fi
 step decode
 for args in "mistral-7b --precision fp8 --ctx 512 --tokens 256" "mistral-7b --precision bf16 --ctx 512 --tokens 256" \

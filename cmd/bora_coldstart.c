@@ -328,9 +328,22 @@ static int child_direct(const struct cs_opts *o, struct model *m, double t0)
     struct engine *e = NULL;
     struct model_load_cuda_stats st;
     struct model_load_cuda_opts lo = { .qd = o->qd, .buf_bytes = o->buf_bytes };
-    const char *parts = getenv("BORA_COLDSTART_PARTS");   /* readers (tuning); default: model_load_cuda's */
-    if (parts)
-        lo.parts = atoi(parts);
+    /* tuning knobs (defaults: model_load_cuda's): readers, staging buffers per reader, the
+     * engine prepared after the stream instead of during it, the cold prefetch, staging (0
+     * huge-page block, 1 block, 2 each buffer), a warm-up prompt's tokens */
+    const char *k;
+    if ((k = getenv("BORA_COLDSTART_PARTS")))
+        lo.parts = atoi(k);
+    if ((k = getenv("BORA_COLDSTART_BUFS")))
+        lo.bufs = atoi(k);
+    if ((k = getenv("BORA_COLDSTART_SERIAL")))
+        lo.serial = atoi(k) != 0;
+    if ((k = getenv("BORA_COLDSTART_PREFETCH")))
+        lo.prefetch = atoi(k) != 0;
+    if ((k = getenv("BORA_COLDSTART_STAGE")))
+        lo.stage = (enum model_load_cuda_stage)atoi(k);
+    if ((k = getenv("BORA_COLDSTART_WARM")))
+        lo.warm_tokens = atoi(k);
     struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = o->prompt + 16 };
     double t_host = now_s() - t0;
     int best = 0, rc = model_load_cuda(&e, m, &eo, &lo, &st, &err);
@@ -344,8 +357,16 @@ static int child_direct(const struct cs_opts *o, struct model *m, double t0)
         return 1;
     }
     double t_first = now_s() - t0;
-    fprintf(stderr, "coldstart direct: start→model %.3f s, CUDA open %.3f s, stream %.3f s (%d part(s)), finish %.3f s, "
-            "prompt %.3f s\n", t_host, st.open_s, st.seconds, st.parts, st.finish_s, t_first - t_res);
+    fprintf(stderr, "coldstart direct: start→model %.3f s, CUDA open %.3f s (context %.3f s; %.2f GB prefetched "
+            "meanwhile), stream %.3f s (%d reader(s) × %d buffers; engine prepared meanwhile in %.3f s), finish %.3f s, "
+            "prompt %.3f s\n", t_host, st.open_s, st.ctx_s, st.prefetched / 1e9, st.seconds, st.parts, st.bufs,
+            st.prepare_s, st.finish_s, t_first - t_res);
+    if (getenv("BORA_COLDSTART_TWICE")) {   /* diagnosis: the same prompt again, first-use costs paid */
+        double t2 = now_s();
+        int again = 0;
+        if (!prompt_first(o, e, &again, &err))
+            fprintf(stderr, "coldstart direct: the prompt again %.3f s (token %d, first %d)\n", now_s() - t2, again, best);
+    }
     char how[160];
     if (st.streamed)
         snprintf(how, sizeof how, "direct,%s,%s,x%d,%.2fGB/s", st.direct ? "O_DIRECT" : "buffered",

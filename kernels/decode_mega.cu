@@ -32,7 +32,10 @@ enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
-enum { MEGA_F_VEC_BATCH = 1, MEGA_F_KV_PREFETCH = 2, MEGA_F_X_HI_ONLY = 4 };
+enum { MEGA_F_VEC_BATCH = 1, MEGA_F_KV_PREFETCH = 2, MEGA_F_X_HI_ONLY = 4, MEGA_F_TWO_PASS = 8 };
+/* Per layer, the largest |input| of each matrix phase, as float bits (atomicMax), written by
+ * the phase that produces the input so the reader needs one pass over it. */
+enum { AM_QKV, AM_WO, AM_GU, AM_DOWN, AM_N };
 enum { PH_QKV, PH_ATT, PH_WO, PH_GU, PH_DOWN, PH_N };
 
 struct mega_mat {
@@ -408,6 +411,79 @@ __device__ float mega_load_vec(const float *in, int n, const float *nw, float ep
     return ldexpf(split ? 1.f : 0.5f, -e);
 }
 
+/* One pass: like mega_load_vec, with the largest |input × nw| known beforehand (amax bits,
+ * final once the phase that wrote the input has met its barrier); the rms norm is applied to
+ * the sums instead (W (x nw rstd) = rstd W (x nw)). Returns the factor for the sums. */
+template <int FP8>
+__device__ float mega_load_vec1(const float *in, int n, const float *nw, float eps, const int *amax_bits,
+                                uint16_t *xh, uint16_t *xl, float *scr, int tid)
+{
+    const int lane = tid & 31, w = tid >> 5;
+    const float am = __int_as_float(__ldcg(amax_bits));
+    int e = 0;
+    if (am > 0.f && isfinite(am)) {
+        int ex;
+        frexpf(am, &ex);
+        e = min(max(14 - ex, -100), 100);
+    }
+    const float sf = ldexpf(1.f, e);
+    const bool split = xl != xh;
+    float ss = 0.f;
+    for (int base = tid; base < n; base += 8 * MEGA_CT) {
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int c = base + i * MEGA_CT;
+            v[i] = c < n ? __ldcg(in + c) : 0.f;
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int c = base + i * MEGA_CT;
+            if (c < n) {
+                ss += v[i] * v[i];
+                const float y = (nw ? v[i] * nw[c] : v[i]) * sf;
+                if (FP8) {
+                    const __half hi = __float2half_rn(y);
+                    xh[c] = __half_as_ushort(hi);
+                    if (split)
+                        xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
+                } else {
+                    const uint16_t hi = kern_f32_to_bf16(y);
+                    xh[c] = hi;
+                    if (split)
+                        xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
+                }
+            }
+        }
+    }
+    float rstd = 1.f;
+    if (nw) {
+        ss = kern_warp_sum(ss);
+        if (lane == 0)
+            scr[w] = ss;
+    }
+    mega_bar_c();
+    if (nw) {
+        ss = 0.f;
+#pragma unroll
+        for (int i = 0; i < MEGA_CW; i++)
+            ss += scr[i];
+        rstd = rsqrtf(ss / (float)n + eps);
+    }
+    return rstd * ldexpf(split ? 1.f : 0.5f, -e);
+}
+
+/* Largest |v| over lanes 0-15 of warp 0 (the epilogue threads) into *amax. All 16 call it. */
+__device__ __forceinline__ void mega_amax16(int *amax, float v, int tid)
+{
+    v = fabsf(v);
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0x0000ffffu, v, o));
+    if (tid == 0 && amax)
+        atomicMax(amax, __float_as_int(v));
+}
+
 enum { EPI_STORE, EPI_ADD, EPI_SWIGLU };
 
 /* One stage: 16 rows × cb bytes at sb times the vector part from column byte kc × cb. Warp w
@@ -457,7 +533,8 @@ __device__ __forceinline__ void mega_stage(float (&c0)[4], float (&c1)[4], const
 template <int FP8, int EPI>
 __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t *ring, uint64_t *full,
                              uint64_t *empty, struct mega_ring &r, const uint16_t *xh, const uint16_t *xl,
-                             float post, float *red, int &red_sel, float *out, int tid)
+                             float post, float *red, int &red_sel, float *out, int tid, int *amax = nullptr,
+                             const float *next_nw = nullptr)
 {
     const int lane = tid & 31, w = tid >> 5;
     const struct mega_mat &M = p.mat[m];
@@ -500,9 +577,10 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
         }
         mega_bar_c();
         if (EPI == EPI_SWIGLU) {
-            if (tid < MEGA_ROWS / 2) {
+            if (tid < MEGA_ROWS) {
                 const int rg = row0 + 2 * tid;
-                if (rg + 1 < M.rows) {
+                float hv = 0.f;
+                if (tid < MEGA_ROWS / 2 && rg + 1 < M.rows) {
                     float sg = 0.f, su = 0.f;
 #pragma unroll
                     for (int i = 0; i < MEGA_CW; i++) {
@@ -510,19 +588,25 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                         su += rb[i * MEGA_ROWS + 2 * tid + 1];
                     }
                     const float gv = sg * post * rs0, uv = su * post * rs1;
-                    out[rg >> 1] = gv / (1.f + __expf(-gv)) * uv;
+                    hv = gv / (1.f + __expf(-gv)) * uv;
+                    out[rg >> 1] = hv;
                 }
+                mega_amax16(amax, hv, tid);
             }
         } else if (tid < MEGA_ROWS) {
             const int row = row0 + tid;
+            float nv = 0.f;
             if (row < M.rows) {
                 float s = 0.f;
 #pragma unroll
                 for (int i = 0; i < MEGA_CW; i++)
                     s += rb[i * MEGA_ROWS + tid];
                 const float v = s * post * rs0;
-                out[row] = EPI == EPI_ADD ? res + v : v;
+                const float y = EPI == EPI_ADD ? res + v : v;
+                out[row] = y;
+                nv = next_nw ? y * next_nw[row] : y;
             }
+            mega_amax16(amax, nv, tid);
         }
     }
 }
@@ -564,10 +648,14 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         if ((p.flags & MEGA_F_KV_PREFETCH) && (tid & 255) == 0 && (tid >> 8) < p.attn_halves)   /* cache slices into L2 early */
             for (int it = blockIdx.x * p.attn_halves + (tid >> 8); it < p.n_kv * p.ap.n_split; it += nb * p.attn_halves)
                 attn_prefetch(p.ap, kc, vc, it % p.n_kv, it / p.n_kv);
+        int *am = p.sync + (size_t)p.n_layers * (PH_N + p.n_kv) + (size_t)l * AM_N;
+        const bool one = !(p.flags & MEGA_F_TWO_PASS);
+        const float *attn_nw = (const float *)(Lb + p.attn_norm_off), *ffn_nw = (const float *)(Lb + p.ffn_norm_off);
         /* qkv = W_qkv rmsnorm(x) */
         if (l > 0)
             mega_wait(sy - PH_N + PH_DOWN, nb, tid, p.debug);
-        float post = mega_load_vec<FP8>(p.x, p.dim, (const float *)(Lb + p.attn_norm_off), p.eps, xh, xl, scr, tid, p.flags);
+        float post = one && l > 0 ? mega_load_vec1<FP8>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
+                                  : mega_load_vec<FP8>(p.x, p.dim, attn_nw, p.eps, xh, xl, scr, tid, p.flags);
         mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, ring, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
         mega_arrive(sy + PH_QKV, tid);
         /* attention: items (kv head, split) over the halves of every block */
@@ -580,24 +668,32 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                 const int workers = nb * p.attn_halves;
                 for (int it = blockIdx.x * p.attn_halves + half; it < p.n_kv * p.ap.n_split; it += workers)
                     attn_item<GM, LPK, 256>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, as, s_last + half,
-                                            tid & 255, MEGA_BAR_H + half);
+                                            tid & 255, MEGA_BAR_H + half, am + AM_WO);
             }
         }
         mega_arrive(sy + PH_ATT, tid);
         /* x += W_o att */
         mega_wait(sy + PH_ATT, nb, tid, p.debug);
-        post = mega_load_vec<FP8>(p.att, p.q_dim, NULL, 0.f, xh, xl, scr, tid, p.flags);
-        mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid);
+        post = one ? mega_load_vec1<FP8>(p.att, p.q_dim, NULL, 0.f, am + AM_WO, xh, xl, scr, tid)
+                   : mega_load_vec<FP8>(p.att, p.q_dim, NULL, 0.f, xh, xl, scr, tid, p.flags);
+        mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
+                                   am + AM_GU, ffn_nw);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
         mega_wait(sy + PH_WO, nb, tid, p.debug);
-        post = mega_load_vec<FP8>(p.x, p.dim, (const float *)(Lb + p.ffn_norm_off), p.eps, xh, xl, scr, tid, p.flags);
-        mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, ring, full, empty, r, xh, xl, post, red, red_sel, p.h, tid);
+        post = one ? mega_load_vec1<FP8>(p.x, p.dim, ffn_nw, p.eps, am + AM_GU, xh, xl, scr, tid)
+                   : mega_load_vec<FP8>(p.x, p.dim, ffn_nw, p.eps, xh, xl, scr, tid, p.flags);
+        mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, ring, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
+                                      am + AM_DOWN);
         mega_arrive(sy + PH_GU, tid);
         /* x += W_down h */
         mega_wait(sy + PH_GU, nb, tid, p.debug);
-        post = mega_load_vec<FP8>(p.h, p.hid, NULL, 0.f, xh, xl, scr, tid, p.flags);
-        mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid);
+        post = one ? mega_load_vec1<FP8>(p.h, p.hid, NULL, 0.f, am + AM_DOWN, xh, xl, scr, tid)
+                   : mega_load_vec<FP8>(p.h, p.hid, NULL, 0.f, xh, xl, scr, tid, p.flags);
+        const bool last = l + 1 == p.n_layers;
+        mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
+                                   last ? nullptr : am + AM_N + AM_QKV,
+                                   last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
         mega_arrive(sy + PH_DOWN, tid);
     }
 }
@@ -606,7 +702,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
 
 extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv)
 {
-    return (size_t)n_layers * (PH_N + (size_t)n_kv);
+    return (size_t)n_layers * (PH_N + (size_t)n_kv + AM_N);
 }
 
 /* Largest multiple of 64 that divides row_bytes and is at most cb_max (0: none). */

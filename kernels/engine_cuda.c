@@ -41,6 +41,7 @@ struct cuda_impl {
     int *d_sync;                    /* its phase counters */
     char mega_why[sizeof(struct bora_err)];   /* why the persistent kernel is off ("" when on) */
     const atomic_bool *cancel;      /* checked between prefill chunks; may be NULL */
+    bool prepared;                  /* engine_cuda_prepare done: open_finish has nothing left */
 };
 
 static enum bora_dtype gpu_dtype(enum bora_dtype d)
@@ -737,6 +738,8 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
     };
     s->mega = false;
+    kern_free(s->d_sync);
+    s->d_sync = NULL;
     const char *want = getenv("BORA_DECODE");
     if (want && strcmp(want, "kernels") == 0) {
         snprintf(s->mega_why, sizeof s->mega_why, "BORA_DECODE=kernels");
@@ -758,9 +761,9 @@ static int setup_mega(struct engine *e, struct bora_err *err)
     return 0;
 }
 
-/* After the weights are in the arena: activations zeroed, GEMVs tuned, the step captured, the
- * prefill workspace. Closes the engine on failure. */
-static int open_tail(struct engine *e, struct bora_err *err)
+/* Activations zeroed, GEMVs tuned, the step captured, the prefill workspace. Needs the arena,
+ * not the weights' values (tuning only times launches). Leaves the engine open on failure. */
+static int tail_work(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     int rc;
@@ -768,10 +771,9 @@ static int open_tail(struct engine *e, struct bora_err *err)
         (rc = kern_memset(at(s, s->lay.counters), 0, (size_t)s->lay.n_counters * 4, err)) ||
         (rc = kern_memset(at(s, s->lay.state), 0, sizeof(struct kern_state), err)) ||
         (rc = kern_memset(at(s, s->lay.tokens), 0, (size_t)e->max_ctx * 4, err)) ||
-        (rc = kern_sync(err)))
-        goto fail;
-    if ((rc = setup_mega(e, err)) || (rc = tune_gemv(e, err)) || (rc = capture(e, err)))
-        goto fail;
+        (rc = kern_sync(err)) || (rc = setup_mega(e, err)) || (rc = tune_gemv(e, err)) ||
+        (rc = capture(e, err)))
+        return rc;
     /* a GPU too full for the prefill workspace takes smaller chunks, at worst none (prompts
      * then run one decode step per token) */
     for (int chunk = PREFILL_CHUNK_DEFAULT; chunk >= PREFILL_CHUNK_MIN; chunk /= 4) {
@@ -784,12 +786,17 @@ static int open_tail(struct engine *e, struct bora_err *err)
         err->msg[0] = 0;
         rc = 0;
     }
-    if (rc)
-        goto fail;
-    return 0;
-fail:
-    cuda_close(e);
-    e->ops = NULL;
+    return rc;
+}
+
+/* After the weights are in the arena: tail_work; closes the engine on failure. */
+static int open_tail(struct engine *e, struct bora_err *err)
+{
+    int rc = tail_work(e, err);
+    if (rc) {
+        cuda_close(e);
+        e->ops = NULL;
+    }
     return rc;
 }
 
@@ -907,9 +914,27 @@ static int upload_small(struct cuda_impl *s, const struct model *m, struct bora_
     return rc;
 }
 
+int engine_cuda_prepare(struct engine *e, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    int rc = upload_small(s, e->model, err);
+    if (!rc)
+        rc = tail_work(e, err);
+    s->prepared = rc == 0;
+    return rc;
+}
+
 int engine_cuda_open_finish(struct engine *e, bool streamed, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
+    if (streamed && s->prepared) {
+        int rc = kern_sync(err);   /* the tuning's launches; the copies finished before */
+        if (rc) {
+            cuda_close(e);
+            e->ops = NULL;
+        }
+        return rc;
+    }
     int rc = streamed ? upload_small(s, e->model, err) : upload_model(e, s, e->model, err);
     if (rc) {
         cuda_close(e);

@@ -32,6 +32,14 @@ int engine_cuda_open_synthetic(struct engine *e, uint64_t seed, struct bora_err 
 int engine_cuda_open_deferred(struct engine *e, struct bora_err *err);
 int engine_cuda_weight_dsts(struct engine *e, struct model_direct_dst *out, int cap, struct bora_err *err);
 int engine_cuda_open_finish(struct engine *e, bool streamed, struct bora_err *err);
+/* Optional, between engine_cuda_open_deferred and engine_cuda_open_finish(streamed = true):
+ * everything open_finish does that needs the arena but not the matrices' values (row scales,
+ * norms and RoPE from the host, GEMV tuning — it times launches only — graph capture, prefill
+ * workspace), so it may run on one thread while others still copy the matrices into the arena
+ * on their own non-blocking streams; open_finish then only synchronizes. Thread: the one that
+ * calls open_finish afterwards. Errors: those of open_finish; the engine stays open (close it
+ * with e->ops->close once the copies have stopped). */
+int engine_cuda_prepare(struct engine *e, struct bora_err *err);
 
 /* Runs n greedy decode steps from position pos (token `first` at pos), each step fed the id
  * the previous one chose on the GPU, launched back to back; *ms = elapsed device time.

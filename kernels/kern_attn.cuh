@@ -103,7 +103,8 @@ __device__ __forceinline__ void attn_prefetch(const struct attn_params &p, const
 /* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
 template <int GM, int LPK, int NT>
 __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
-                                          int *counters, int g, int s, float *sm, int *s_last_p, int tid, int bar)
+                                          int *counters, int g, int s, float *sm, int *s_last_p, int tid, int bar,
+                                          int *amax = nullptr)
 {
     constexpr int ATTN_WARPS_ = NT / 32;
     constexpr int KPW = 32 / LPK;            /* keys per warp step */
@@ -344,11 +345,19 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
                         num[k] += cw[(i / hd) * p.n_split + t0 + dt] * o[dt][k];
                 }
         }
+        float mx = 0.f;
 #pragma unroll
         for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
             int i = b + k * NT + tid;
-            if (i < G * hd)
+            if (i < G * hd) {
                 p.out[(size_t)g * G * hd + i] = num[k];
+                mx = fmaxf(mx, fabsf(num[k]));
+            }
+        }
+        if (amax) {   /* the largest |output|, for a reader that scales it (persistent kernel) */
+            mx = kern_warp_max(mx);
+            if ((tid & 31) == 0)
+                atomicMax(amax, __float_as_int(mx));
         }
     }
 }

@@ -148,6 +148,27 @@ bool model_direct_all_mapped(const struct model *m, const struct model_direct_ds
     return true;
 }
 
+int model_direct_split_before(const struct model *m, struct model_direct_dst *d, int n, int shard, uint64_t off)
+{
+    struct model_direct_dst *tmp = malloc((size_t)(n > 0 ? n : 1) * sizeof *tmp);
+    if (!tmp)
+        return 0;   /* nothing counts as before: every tensor is read from the disk */
+    int k = 0, j = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            const struct wtensor *w = d[i].w;
+            uint64_t len = (uint64_t)(w->rows * w->cols) * bora_dtype_size(w->dtype), at = 0;
+            int s = w->data ? shard_of(m, w->data, len, &at) : -1;
+            bool before = s >= 0 && (s < shard || (s == shard && at + len <= off));
+            if (before == (pass == 0))
+                tmp[j++] = d[i];
+            k += pass == 0 && before;
+        }
+    memcpy(d, tmp, (size_t)n * sizeof *d);
+    free(tmp);
+    return k;
+}
+
 bool model_direct_cached(const struct model *m)
 {
     for (int i = 0; i < m->n_shards; i++) {

@@ -41,6 +41,12 @@ void model_direct_plan_free(struct model_direct_plan *p);
  * converted at load, e.g. BF16 → FP8, and lives in host memory: load it through the host). */
 bool model_direct_all_mapped(const struct model *m, const struct model_direct_dst *d, int n);
 
+/* Reorders d[0..n) so that the tensors lying entirely before byte `off` of shard `shard` (or in
+ * an earlier shard) come first, each side keeping its order; returns how many come first.
+ * For a load that read a prefix of the files into the page cache (buffered readers take the
+ * first k, an O_DIRECT reader the rest). Tensors outside every shard count as after. */
+int model_direct_split_before(const struct model *m, struct model_direct_dst *d, int n, int shard, uint64_t off);
+
 /* True when ≥ 90 % of every shard's pages are in the page cache (then buffered reads from
  * memory beat O_DIRECT, which would go to the disk again). */
 bool model_direct_cached(const struct model *m);

@@ -1,6 +1,7 @@
 /* gpu_direct_load.c — the direct cold-start path (kernels/model_load_cuda.h) against the
  * normal CUDA engine on the golden fixtures: weights streamed from the file straight into the
- * arena (one O_DIRECT reader; three buffered readers) must give the same logits, bit for bit,
+ * arena (one O_DIRECT reader; three buffered readers; the engine prepared during or after the
+ * stream; a warm-up prompt run while the weights arrive) must give the same logits, bit for bit,
  * for a prompt (prefill) and a decode step; a checkpoint that needs conversion (BF16 → FP8)
  * falls back to the host upload and matches too. Skips loudly without a GPU or a CUDA build. */
 #include <setjmp.h>
@@ -95,9 +96,15 @@ static void check_fixture(const char *name, enum model_precision prec, bool expe
     assert_non_null(b);
     run_ids(ref, &f, a);
     const struct model_load_cuda_opts modes[] = {
+        { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10, .prefetch = true },   /* prefix + O_DIRECT */
         { .mode = MODEL_LOAD_CUDA_DIRECT, .parts = 1, .buf_bytes = 64 << 10 },
-        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 3, .buf_bytes = 64 << 10 },
+        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 3, .buf_bytes = 64 << 10, .stage = MODEL_LOAD_CUDA_STAGE_BLOCK },
         { 0 },
+        /* the engine prepared after the stream; two staging buffers per reader, each its own */
+        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .bufs = 2, .serial = true, .warm_tokens = -1,
+          .stage = MODEL_LOAD_CUDA_STAGE_EACH },
+        /* a warm-up prompt over the whole cache, run while the weights arrive, leaves no trace */
+        { .mode = MODEL_LOAD_CUDA_BUFFERED, .parts = 2, .buf_bytes = 64 << 10, .warm_tokens = CTX },
     };
     for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
         struct engine *e = NULL;
@@ -113,9 +120,9 @@ static void check_fixture(const char *name, enum model_precision prec, bool expe
         char what[128];
         snprintf(what, sizeof what, "%s (%s, mode %zu)", name, model_precision_name(prec), k);
         compare(what, ref, e, a, b, n);
-        fprintf(stderr, "%s: %s, %d part(s), %llu bytes in %.3f s: logits match\n", what,
+        fprintf(stderr, "%s: %s, %d reader(s), %llu bytes (%llu prefetched) in %.3f s: logits match\n", what,
                 st.streamed ? (st.direct ? "O_DIRECT" : "buffered") : "host upload", st.parts,
-                (unsigned long long)st.bytes, st.seconds);
+                (unsigned long long)st.bytes, (unsigned long long)st.prefetched, st.seconds);
         engine_close(e);
     }
     free(a);

@@ -137,6 +137,60 @@ static void stream_parts(const char *fixture, int parts, enum wstream_direct dir
     model_close(m);
 }
 
+/* A prefix split: the tensors wholly before the middle of the file first, the rest after; both
+ * sides streamed (buffered and O_DIRECT) rebuild every tensor. */
+static void test_split_before(void **state)
+{
+    (void)state;
+    struct model *m = NULL;
+    if (!open_fixture("mistral-tiny-fp8", &m))
+        skip();
+    struct fake *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    fake_layout(f, m);
+    const uint64_t mid = m->shards[0].map_bytes / 2;
+    const struct wtensor *seen[7 * 64 + 2];
+    for (int i = 0; i < f->n; i++)
+        seen[i] = f->d[i].w;
+    int k = model_direct_split_before(m, f->d, f->n, 0, mid);
+    assert_true(k > 0 && k < f->n);
+    for (int i = 0; i < f->n; i++) {
+        const struct wtensor *w = f->d[i].w;
+        uint64_t end = (uint64_t)((const uint8_t *)w->data - (const uint8_t *)m->shards[0].map) + tbytes(w);
+        if (i < k)
+            assert_true(end <= mid);
+        else
+            assert_true(end > mid);
+        int hits = 0;   /* a permutation: each tensor once */
+        for (int j = 0; j < f->n; j++)
+            hits += seen[j] == w;
+        assert_int_equal(hits, 1);
+        for (int j = 0; j < i; j++)
+            assert_ptr_not_equal(f->d[j].w, w);
+    }
+    assert_int_equal(model_direct_split_before(m, f->d, f->n, 1, 0), f->n);   /* all before a later shard */
+    assert_int_equal(model_direct_split_before(m, f->d, f->n, 0, 0), 0);
+    k = model_direct_split_before(m, f->d, f->n, 0, mid);
+    struct bora_err err = { "" };
+    for (int side = 0; side < 2; side++) {
+        struct model_direct_plan *p = NULL;
+        int first = side ? k : 0, cnt = side ? f->n - k : k;
+        assert_int_equal(model_direct_plan_build(&p, m, f->d + first, cnt, 1, &err), 0);
+        struct wstream *ws = NULL;
+        struct wstream_opts wo = { .direct = side ? WSTREAM_DIRECT_AUTO : WSTREAM_DIRECT_OFF, .buf_bytes = 64 << 10 };
+        assert_int_equal(wstream_open(&ws, model_direct_plan_part(p, 0), &wo, &err), 0);
+        if (wstream_run(ws, &model_direct_sink_host, &err))
+            fail_msg("side %d: %s", side, err.msg);
+        wstream_close(ws);
+        model_direct_plan_free(p);
+    }
+    for (int i = 0; i < f->n; i++)
+        check_rows(&f->d[i]);
+    free(f->arena);
+    free(f);
+    model_close(m);
+}
+
 static void test_one_part_direct(void **state)
 {
     (void)state;
@@ -228,6 +282,7 @@ int main(void)
         cmocka_unit_test(test_tied_fixture),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_converted_not_mapped),
+        cmocka_unit_test(test_split_before),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
