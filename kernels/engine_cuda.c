@@ -366,7 +366,7 @@ static int tune_gemv(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     const int nv = kern_gemv_variants();
-    for (int k = s->mega ? ENGINE_CUDA_GEMV_HEAD : 0; k < ENGINE_CUDA_GEMV_KINDS; k++) {
+    for (int k = 0; k < ENGINE_CUDA_GEMV_KINDS; k++) {
         int best_v = 0;
         float best = 1e30f;
         for (int v = 0; v < nv; v++) {
@@ -477,6 +477,10 @@ static int capture(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     cudaGraph_t g;
+    if (s->graph) {
+        cudaGraphExecDestroy(s->graph);
+        s->graph = NULL;
+    }
     CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     int rc = enqueue_step(e, err);
     cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
@@ -740,11 +744,6 @@ static int setup_mega(struct engine *e, struct bora_err *err)
     s->mega = false;
     kern_free(s->d_sync);
     s->d_sync = NULL;
-    const char *want = getenv("BORA_DECODE");
-    if (want && strcmp(want, "kernels") == 0) {
-        snprintf(s->mega_why, sizeof s->mega_why, "BORA_DECODE=kernels");
-        return 0;
-    }
     struct bora_err why = { 0 };
     int rc = kern_mega_check(a, &why);
     if (rc == -ENOTSUP) {
@@ -761,6 +760,73 @@ static int setup_mega(struct engine *e, struct bora_err *err)
     return 0;
 }
 
+/* ms per decode step of the captured graph: a warm-up replay, then n timed, from position 0. */
+static int time_step(struct engine *e, int n, float *ms, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    int32_t tok = 1;
+    int rc = set_state(s, &tok, 1, 0, err);
+    if (rc)
+        return rc;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    cudaError_t ce = cudaGraphLaunch(s->graph, s->stream);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e0);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e1);
+    if (ce == cudaSuccess)
+        ce = cudaEventRecord(e0, s->stream);
+    for (int i = 0; i < n && ce == cudaSuccess; i++)
+        ce = cudaGraphLaunch(s->graph, s->stream);
+    if (ce == cudaSuccess)
+        ce = cudaEventRecord(e1, s->stream);
+    if (ce == cudaSuccess)
+        ce = cudaEventSynchronize(e1);
+    if (ce == cudaSuccess)
+        ce = cudaEventElapsedTime(ms, e0, e1);
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    CUDA_CHECK(ce);
+    *ms /= (float)n;
+    return 0;
+}
+
+/* Captures the decode step. With the persistent kernel available, both schedules are captured
+ * and timed on this model and GPU and the faster is kept, unless BORA_DECODE=kernels or
+ * =persistent asks for one. */
+static int choose_step(struct engine *e, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const char *want = getenv("BORA_DECODE");
+    const bool avail = s->mega;
+    int rc;
+    if (want && strcmp(want, "kernels") == 0) {
+        s->mega = false;
+        snprintf(s->mega_why, sizeof s->mega_why, "BORA_DECODE=kernels");
+        return capture(e, err);
+    }
+    if (!avail || (want && strcmp(want, "persistent") == 0))
+        return capture(e, err);
+    const int n = e->max_ctx - 2 < 4 ? e->max_ctx - 2 : 4;
+    if (n < 1)
+        return capture(e, err);
+    float t_p = 0, t_k = 0;
+    if ((rc = capture(e, err)) || (rc = time_step(e, n, &t_p, err)))
+        return rc;
+    s->mega = false;
+    if ((rc = capture(e, err)) || (rc = time_step(e, n, &t_k, err)))
+        return rc;
+    s->mega = t_p <= t_k;
+    if (s->mega) {
+        snprintf(s->mega_why, sizeof s->mega_why, "timed %.3f ms vs %.3f ms per step for the per-kernel one", t_p, t_k);
+        return capture(e, err);
+    }
+    snprintf(s->mega_why, sizeof s->mega_why, "timed %.3f ms per step vs %.3f ms for the persistent kernel", t_k, t_p);
+    return 0;
+}
+
 /* Activations zeroed, GEMVs tuned, the step captured, the prefill workspace. Needs the arena,
  * not the weights' values (tuning only times launches). Leaves the engine open on failure. */
 static int tail_work(struct engine *e, struct bora_err *err)
@@ -772,7 +838,7 @@ static int tail_work(struct engine *e, struct bora_err *err)
         (rc = kern_memset(at(s, s->lay.state), 0, sizeof(struct kern_state), err)) ||
         (rc = kern_memset(at(s, s->lay.tokens), 0, (size_t)e->max_ctx * 4, err)) ||
         (rc = kern_sync(err)) || (rc = setup_mega(e, err)) || (rc = tune_gemv(e, err)) ||
-        (rc = capture(e, err)))
+        (rc = choose_step(e, err)))
         return rc;
     /* a GPU too full for the prefill workspace takes smaller chunks, at worst none (prompts
      * then run one decode step per token) */

@@ -78,8 +78,9 @@ int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora
 /* The arena layout the engine uses. */
 const struct plan_layout *engine_cuda_layout(const struct engine *e);
 /* How decode steps run: "persistent" (every layer in one kernel, kern_decode_layers) or
- * "kernels" (a kernel per GEMV and attention); *why (if why) says why not persistent ("" when
- * it is). BORA_DECODE=kernels in the environment at open picks the per-kernel step. */
+ * "kernels" (a kernel per GEMV and attention); *why (if why) says why (the timing that chose it,
+ * or why the persistent kernel does not apply). At open both are timed and the faster kept;
+ * BORA_DECODE=kernels or =persistent in the environment picks one. */
 const char *engine_cuda_decode_path(const struct engine *e, const char **why);
 /* Message of the last failure of forward/forward_all ("" if none). */
 const char *engine_cuda_last_error(const struct engine *e);

@@ -158,6 +158,8 @@ static void test_converted_falls_back(void **state)
 
 int main(void)
 {
+    /* both engines of a comparison run the same decode schedule (no timing choice at open) */
+    setenv("BORA_DECODE", "persistent", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_fp8),

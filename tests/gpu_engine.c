@@ -58,8 +58,7 @@ static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m
     if (rc)
         fail_msg("%s: %s", g->name, err.msg);
     struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = CTX };
-    if (g->kernels)
-        setenv("BORA_DECODE", "kernels", 1);
+    setenv("BORA_DECODE", g->kernels ? "kernels" : "persistent", 1);
     rc = engine_open(gpu, *m, &eo, &err);
     unsetenv("BORA_DECODE");
     if (rc == -ENODEV) {
@@ -74,7 +73,7 @@ static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m
     const char *why = "";
     const char *path = engine_cuda_decode_path(*gpu, &why);
     printf("  %s: decode path %s%s%s\n", g->name, path, *why ? ": " : "", why);
-    if (strcmp(path, g->kernels ? "kernels" : "persistent") != 0)
+    if (strcmp(path, g->kernels ? "kernels" : "persistent") != 0)   /* every fixture fits it */
         fail_msg("%s: decode path %s (%s), wanted %s", g->name, path, why, g->kernels ? "kernels" : "persistent");
 #endif
     eo.backend = ENGINE_BACKEND_CPU;
