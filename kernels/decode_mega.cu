@@ -32,7 +32,7 @@ enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
-enum { MEGA_F_VEC_BATCH = 1, MEGA_F_KV_PREFETCH = 2, MEGA_F_X_HI_ONLY = 4, MEGA_F_TWO_PASS = 8 };
+enum { MEGA_F_VEC_BATCH = 1, MEGA_F_KV_PREFETCH = 2, MEGA_F_X_HI_ONLY = 4, MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16 };
 /* Per layer, the largest |input| of each matrix phase, as float bits (atomicMax), written by
  * the phase that produces the input so the reader needs one pass over it. */
 enum { AM_QKV, AM_WO, AM_GU, AM_DOWN, AM_N };
@@ -95,6 +95,18 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity)
                  "r"(parity)
                  : "memory");
 }
+
+/* bytes (multiple of 16, both ends 16-byte aligned) from global to shared memory; completion
+ * counted on barrier b; L2 keeps them under `policy` (weights: evict first, so the stream does
+ * not push the KV cache and the activations out of L2). */
+__device__ __forceinline__ void mega_bulk_hint(void *dst, const void *src, uint32_t bytes, uint64_t *b, uint64_t policy)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
+                     mega_smem(dst)),
+                 "l"(src), "r"(bytes), "r"(mega_smem(b)), "l"(policy)
+                 : "memory");
+}
+
 
 /* bytes (multiple of 16, both ends 16-byte aligned) from global to shared memory; completion
  * counted on barrier b. */
@@ -216,6 +228,8 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_
     const int lane = threadIdx.x & 31, b = blockIdx.x;
     struct mega_ring r = { 0, 0 };
     struct mega_cursor c = { 0, 0, 0, 0, 0, 0 }, f = c;
+    const bool evict_first = !(p.flags & MEGA_F_EVICT_NORMAL);
+    const uint64_t policy = kern_policy_evict_first();
     mega_cursor_settle(p, c, b);
     mega_cursor_settle(p, f, b);
     for (int i = 0; i < p.pf_stages && f.l < p.n_layers; i++)
@@ -239,9 +253,14 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_
         if (lane == 0)
             mbar_expect_tx(&full[r.slot], (uint32_t)(nr * M.cb));
         __syncwarp();
-        if (lane < nr)
-            mega_bulk(ring + (size_t)r.slot * p.slot_bytes + (size_t)lane * M.pitch,
-                      W + (size_t)(row0 + lane) * M.row_bytes + (size_t)c.kc * M.cb, (uint32_t)M.cb, &full[r.slot]);
+        if (lane < nr) {
+            uint8_t *dst = ring + (size_t)r.slot * p.slot_bytes + (size_t)lane * M.pitch;
+            const uint8_t *src = W + (size_t)(row0 + lane) * M.row_bytes + (size_t)c.kc * M.cb;
+            if (evict_first)
+                mega_bulk_hint(dst, src, (uint32_t)M.cb, &full[r.slot], policy);
+            else
+                mega_bulk(dst, src, (uint32_t)M.cb, &full[r.slot]);
+        }
         mega_ring_next(r, p.ns);
         mega_cursor_next(p, c, b);
     }

@@ -85,13 +85,23 @@ __device__ __forceinline__ float kern_warp_max(float v)
     return v;
 }
 
-/* 16-byte streaming load that does not allocate in L1 (weights are read once per token). */
+/* An L2 policy for data read once (weights): evicted first, so a weight stream does not push
+ * the KV cache and the activations out of L2. */
+__device__ __forceinline__ uint64_t kern_policy_evict_first(void)
+{
+    uint64_t pol;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    return pol;
+}
+
+/* 16-byte streaming load that does not allocate in L1 and is evicted first from L2 (weights
+ * are read once per token). */
 __device__ __forceinline__ uint4 kern_ld_stream(const void *p)
 {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+    asm("ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
+                 : "l"(p), "l"(kern_policy_evict_first()));
     return v;
 }
 
