@@ -34,13 +34,8 @@ for cb in ${MEGA_CBS:-}; do
         BORA_MEGA_CB=$cb timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
     done
 done
-for pf in ${MEGA_PFS:-}; do
-    step "decode, persistent, L2 read-ahead $pf KiB per SM (BORA_MEGA_PF)"
-    for pr in fp8 bf16; do
-        BORA_MEGA_PF=$pf timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
-    done
 done
-for v in ${MEGA_VARS:-}; do   # e.g. "FLAGS=4 NS=3;FLAGS=4": each a set of BORA_MEGA_* settings
+for v in ${MEGA_VARS:-}; do   # e.g. "NS=3 FLAGS=16;DEBUG=4": each a set of BORA_MEGA_* settings
     envs=$(echo "$v" | tr ';' ' ' | sed 's/\([A-Z_]*=\)/BORA_MEGA_\1/g')
     step "decode, persistent, $envs"
     for pr in ${MEGA_PRECS:-fp8}; do

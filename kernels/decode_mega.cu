@@ -9,8 +9,11 @@
  * two placed in different columns of the B operand so one MMA carries both). Between the
  * phases of a layer (qkv → attention → wo → gate/up → down) the blocks meet at counters in
  * global memory; while a block waits, its producer keeps filling the ring with the next
- * phase's weights, so the memory system never idles on a barrier. Attention is flash-decoding
- * (kern_attn.cuh) on two 256-thread halves of the consumers per block.
+ * phase's weights (as far as the ring reaches: a few µs). The phase that writes a layer input
+ * also publishes its largest magnitude, so its readers convert it in one pass. Weights are
+ * read with an L2 evict-first policy. Attention is flash-decoding (kern_attn.cuh) on two
+ * 256-thread halves of the consumers per block. What it reaches and where the rest of the time
+ * goes: docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
  * element lies in [2^13, 2^14) before the hi/lo split (no f16 overflow; ≈ 2^-22 relative
@@ -32,7 +35,7 @@ enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
-enum { MEGA_F_VEC_BATCH = 1, MEGA_F_KV_PREFETCH = 2, MEGA_F_X_HI_ONLY = 4, MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16 };
+enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16 };
 /* Per layer, the largest |input| of each matrix phase, as float bits (atomicMax), written by
  * the phase that produces the input so the reader needs one pass over it. */
 enum { AM_QKV, AM_WO, AM_GU, AM_DOWN, AM_N };
@@ -56,7 +59,7 @@ struct mega_params {
     int *sync;              /* PH_N per layer, then n_kv per layer (attention combine) */
     int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
     float eps;
-    int ns, slot_bytes, attn_halves, debug, pf_stages, flags;
+    int ns, slot_bytes, attn_halves, debug, flags;
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off;
     struct attn_params ap;
 };
@@ -221,33 +224,21 @@ __device__ __forceinline__ void mega_cursor_next(const struct mega_params &p, st
 }
 
 /* The producer warp: every stage of every matrix of every layer, in the consumers' order, into
- * the ring; pf stages further ahead, an L2 prefetch of the same rows, so that the memory
- * system keeps streaming while the ring is full (attention, phase barriers). */
+ * the ring. (An L2 read-ahead of later stages with cp.async.bulk.prefetch was measured slower at
+ * every distance, 64-512 KiB per SM: docs/PERFORMANCE_GPU.md.) */
 __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_t *full, uint64_t *empty)
 {
     const int lane = threadIdx.x & 31, b = blockIdx.x;
     struct mega_ring r = { 0, 0 };
-    struct mega_cursor c = { 0, 0, 0, 0, 0, 0 }, f = c;
+    struct mega_cursor c = { 0, 0, 0, 0, 0, 0 };
     const bool evict_first = !(p.flags & MEGA_F_EVICT_NORMAL);
     const uint64_t policy = kern_policy_evict_first();
     mega_cursor_settle(p, c, b);
-    mega_cursor_settle(p, f, b);
-    for (int i = 0; i < p.pf_stages && f.l < p.n_layers; i++)
-        mega_cursor_next(p, f, b);
     while (c.l < p.n_layers) {
         const struct mega_mat &M = p.mat[c.m];
         const int row0 = (c.g0 + c.gi) * MEGA_ROWS;
         const int nr = min(MEGA_ROWS, M.rows - row0);
         const uint8_t *W = p.layers + (size_t)c.l * p.layer_stride + M.w_off;
-        if (p.pf_stages > 0 && f.l < p.n_layers) {
-            const struct mega_mat &F = p.mat[f.m];
-            const int frow = (f.g0 + f.gi) * MEGA_ROWS + lane;
-            if (lane < MEGA_ROWS && frow < F.rows)
-                kern_prefetch_bulk(p.layers + (size_t)f.l * p.layer_stride + F.w_off + (size_t)frow * F.row_bytes +
-                                       (size_t)f.kc * F.cb,
-                                   (uint32_t)F.cb);
-            mega_cursor_next(p, f, b);
-        }
         if (r.round > 0)
             mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
         if (lane == 0)
@@ -295,90 +286,13 @@ __device__ __forceinline__ void mega_arrive(int *ctr, int tid)
 /* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
  * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
  * lo (f16 for FP8 weights, bf16 for BF16) at xh / xl. Returns 2^-e. */
-#define MEGA_VEC_BATCH 16   /* vector loads in flight per thread */
-
-template <int FP8>
-__device__ float mega_load_vec_batched(const float *in, int n, const float *nw, float eps, uint16_t *xh, uint16_t *xl,
-                               float *scr, int tid)
-{
-    const int lane = tid & 31, w = tid >> 5;
-    float ss = 0.f, am = 0.f;
-    for (int base = tid; base < n; base += MEGA_VEC_BATCH * MEGA_CT) {
-        float v[MEGA_VEC_BATCH];
-#pragma unroll
-        for (int i = 0; i < MEGA_VEC_BATCH; i++) {
-            const int c = base + i * MEGA_CT;
-            v[i] = c < n ? __ldcg(in + c) : 0.f;
-        }
-#pragma unroll
-        for (int i = 0; i < MEGA_VEC_BATCH; i++) {
-            const int c = base + i * MEGA_CT;
-            ss += v[i] * v[i];
-            am = fmaxf(am, fabsf(nw && c < n ? v[i] * nw[c] : v[i]));
-        }
-    }
-    ss = kern_warp_sum(ss);
-    am = kern_warp_max(am);
-    if (lane == 0) {
-        scr[w] = ss;
-        scr[MEGA_CW + w] = am;
-    }
-    mega_bar_c();
-    ss = 0.f;
-    am = 0.f;
-#pragma unroll
-    for (int i = 0; i < MEGA_CW; i++) {
-        ss += scr[i];
-        am = fmaxf(am, scr[MEGA_CW + i]);
-    }
-    const float rstd = nw ? rsqrtf(ss / (float)n + eps) : 1.f;
-    const float amx = am * rstd;
-    int e = 0;
-    if (amx > 0.f && isfinite(amx)) {
-        int ex;
-        frexpf(amx, &ex);
-        e = min(max(14 - ex, -100), 100);
-    }
-    const float sf = rstd * ldexpf(1.f, e);
-    for (int base = tid; base < n; base += MEGA_VEC_BATCH * MEGA_CT) {
-        float v[MEGA_VEC_BATCH];
-#pragma unroll
-        for (int i = 0; i < MEGA_VEC_BATCH; i++) {
-            const int c = base + i * MEGA_CT;
-            v[i] = c < n ? __ldcg(in + c) : 0.f;
-        }
-#pragma unroll
-        for (int i = 0; i < MEGA_VEC_BATCH; i++) {
-            const int c = base + i * MEGA_CT;
-            if (c >= n)
-                break;
-            const float y = (nw ? v[i] * nw[c] : v[i]) * sf;
-            if (FP8) {
-                const __half hi = __float2half_rn(y);
-                xh[c] = __half_as_ushort(hi);
-                if (xl != xh)
-                    xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
-            } else {
-                const uint16_t hi = kern_f32_to_bf16(y);
-                xh[c] = hi;
-                if (xl != xh)
-                    xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
-            }
-        }
-    }
-    mega_bar_c();
-    return ldexpf(xl != xh ? 1.f : 0.5f, -e);
-}
-
 /* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
  * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
  * lo (f16 for FP8 weights, bf16 for BF16) at xh / xl (xl == xh: hi only). Returns 2^-e. */
 template <int FP8>
 __device__ float mega_load_vec(const float *in, int n, const float *nw, float eps, uint16_t *xh, uint16_t *xl,
-                               float *scr, int tid, int flags)
+                               float *scr, int tid)
 {
-    if (flags & MEGA_F_VEC_BATCH)
-        return mega_load_vec_batched<FP8>(in, n, nw, eps, xh, xl, scr, tid);
     const int lane = tid & 31, w = tid >> 5;
     float ss = 0.f, am = 0.f;
     for (int c = tid; c < n; c += MEGA_CT) {
@@ -655,7 +569,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         return;
     }
 
-    uint16_t *xh = (uint16_t *)u, *xl = (p.flags & MEGA_F_X_HI_ONLY) ? xh : (uint16_t *)(u + p.xl_off);
+    uint16_t *xh = (uint16_t *)u, *xl = (uint16_t *)(u + p.xl_off);
     struct mega_ring r = { 0, 0 };
     int red_sel = 0;
     const int nb = p.nb;
@@ -664,9 +578,6 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         int *sy = p.sync + (size_t)l * PH_N;
         uint16_t *kc = (uint16_t *)(p.kv + (size_t)l * p.kv_layer_stride);
         uint16_t *vc = (uint16_t *)(p.kv + (size_t)l * p.kv_layer_stride + p.kv_layer_stride / 2);
-        if ((p.flags & MEGA_F_KV_PREFETCH) && (tid & 255) == 0 && (tid >> 8) < p.attn_halves)   /* cache slices into L2 early */
-            for (int it = blockIdx.x * p.attn_halves + (tid >> 8); it < p.n_kv * p.ap.n_split; it += nb * p.attn_halves)
-                attn_prefetch(p.ap, kc, vc, it % p.n_kv, it / p.n_kv);
         int *am = p.sync + (size_t)p.n_layers * (PH_N + p.n_kv) + (size_t)l * AM_N;
         const bool one = !(p.flags & MEGA_F_TWO_PASS);
         const float *attn_nw = (const float *)(Lb + p.attn_norm_off), *ffn_nw = (const float *)(Lb + p.ffn_norm_off);
@@ -674,7 +585,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         if (l > 0)
             mega_wait(sy - PH_N + PH_DOWN, nb, tid, p.debug);
         float post = one && l > 0 ? mega_load_vec1<FP8>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
-                                  : mega_load_vec<FP8>(p.x, p.dim, attn_nw, p.eps, xh, xl, scr, tid, p.flags);
+                                  : mega_load_vec<FP8>(p.x, p.dim, attn_nw, p.eps, xh, xl, scr, tid);
         mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, ring, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
         mega_arrive(sy + PH_QKV, tid);
         /* attention: items (kv head, split) over the halves of every block */
@@ -694,21 +605,21 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         /* x += W_o att */
         mega_wait(sy + PH_ATT, nb, tid, p.debug);
         post = one ? mega_load_vec1<FP8>(p.att, p.q_dim, NULL, 0.f, am + AM_WO, xh, xl, scr, tid)
-                   : mega_load_vec<FP8>(p.att, p.q_dim, NULL, 0.f, xh, xl, scr, tid, p.flags);
+                   : mega_load_vec<FP8>(p.att, p.q_dim, NULL, 0.f, xh, xl, scr, tid);
         mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    am + AM_GU, ffn_nw);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
         mega_wait(sy + PH_WO, nb, tid, p.debug);
         post = one ? mega_load_vec1<FP8>(p.x, p.dim, ffn_nw, p.eps, am + AM_GU, xh, xl, scr, tid)
-                   : mega_load_vec<FP8>(p.x, p.dim, ffn_nw, p.eps, xh, xl, scr, tid, p.flags);
+                   : mega_load_vec<FP8>(p.x, p.dim, ffn_nw, p.eps, xh, xl, scr, tid);
         mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, ring, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
                                       am + AM_DOWN);
         mega_arrive(sy + PH_GU, tid);
         /* x += W_down h */
         mega_wait(sy + PH_GU, nb, tid, p.debug);
         post = one ? mega_load_vec1<FP8>(p.h, p.hid, NULL, 0.f, am + AM_DOWN, xh, xl, scr, tid)
-                   : mega_load_vec<FP8>(p.h, p.hid, NULL, 0.f, xh, xl, scr, tid, p.flags);
+                   : mega_load_vec<FP8>(p.h, p.hid, NULL, 0.f, xh, xl, scr, tid);
         const bool last = l + 1 == p.n_layers;
         mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    last ? nullptr : am + AM_N + AM_QKV,
@@ -786,7 +697,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     /* shared memory: ring | barriers | red | scratch | union(x hi/lo, attention halves) */
     const size_t xbytes = (size_t)kmax * 2;
     const size_t xl_off = (xbytes + 127) / 128 * 128;
-    const size_t xbuf = (a->flags & MEGA_F_X_HI_ONLY) ? xl_off : 2 * xl_off;
+    const size_t xbuf = 2 * xl_off;
     const int G = a->n_heads / a->n_kv;
     const int chunk_max = attn_chunk_max(a->max_ctx, a->window, a->n_split);
     const size_t ahalf = (attn_smem_bytes(G, a->head_dim, chunk_max, a->n_split, 256) + 127) / 128 * 128;
@@ -807,10 +718,6 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     if (a->ns_max > 0 && ns > a->ns_max)
         ns = a->ns_max < 2 ? 2 : a->ns_max;
     p->ns = ns;
-    {   /* L2 read-ahead beyond the ring, in stages (bytes per SM: a->pf_bytes, default 128 KiB) */
-        const int pf = a->pf_bytes > 0 ? a->pf_bytes : 0;
-        p->pf_stages = pf / p->slot_bytes;
-    }
     p->attn_halves = halves;
     p->ring_off = 0;
     p->bar_off = (size_t)ns * p->slot_bytes;

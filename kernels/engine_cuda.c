@@ -714,8 +714,9 @@ fail:
     return rc;
 }
 
-/* The persistent decode kernel's arguments; s->mega when it takes this model and GPU (and the
- * environment does not ask for the per-kernel step with BORA_DECODE=kernels). */
+/* The persistent decode kernel's arguments and counters; s->mega when it takes this model and
+ * GPU (choose_step then decides whether it runs). BORA_MEGA_CB / _NS / _FLAGS / _DEBUG are
+ * diagnostics for kernel work (docs/PERFORMANCE_GPU.md), never needed in service. */
 static int setup_mega(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
@@ -736,7 +737,6 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .window = c->sliding_window, .n_split = L->n_split, .eps = c->norm_eps, .rope = at0.rope,
         .sm_count = s->dev.sm_count, .smem_optin = s->dev.smem_optin,
         .cb_max = getenv("BORA_MEGA_CB") ? atoi(getenv("BORA_MEGA_CB")) : 0,         /* tuning experiments */
-        .pf_bytes = getenv("BORA_MEGA_PF") ? atoi(getenv("BORA_MEGA_PF")) * 1024 : 0,   /* KiB; tuning */
         .ns_max = getenv("BORA_MEGA_NS") ? atoi(getenv("BORA_MEGA_NS")) : 0,
         .flags = getenv("BORA_MEGA_FLAGS") ? atoi(getenv("BORA_MEGA_FLAGS")) : 0,
         .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */

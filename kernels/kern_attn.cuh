@@ -87,19 +87,6 @@ __device__ __forceinline__ int attn_slice(const struct attn_params &p, int pos, 
     return s < ne ? *j1 - *j0 : 0;
 }
 
-/* Asks for the cached keys and values item (g, s) will read (all but the new one) in L2. */
-__device__ __forceinline__ void attn_prefetch(const struct attn_params &p, const uint16_t *kc_l, const uint16_t *vc_l,
-                                              int g, int s)
-{
-    int j0, j1, ne;
-    const int n = attn_slice(p, *p.pos, s, &j0, &j1, &ne);
-    if (n > 1) {
-        const size_t off = ((size_t)g * p.max_ctx + j0) * p.hd;
-        kern_prefetch_bulk(kc_l + off, (uint32_t)((n - 1) * p.hd * 2));
-        kern_prefetch_bulk(vc_l + off, (uint32_t)((n - 1) * p.hd * 2));
-    }
-}
-
 /* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
 template <int GM, int LPK, int NT>
 __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,

@@ -149,9 +149,8 @@ struct kern_mega_args {
     struct kern_rope rope;
     int sm_count, smem_optin;                   /* from kern_device: SMs, shared bytes per block */
     int cb_max;                                 /* bytes of a row per pipeline stage at most (0: 2048) */
-    int pf_bytes;                               /* L2 read-ahead per SM beyond the ring (0: none) */
     int ns_max;                                 /* pipeline stages at most (0: as many as fit) */
-    int flags;                                  /* variants (decode_mega.cu MEGA_F_*); 0 = default */
+    int flags;                                  /* A/B variants (decode_mega.cu MEGA_F_*); 0 = default */
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
 };
 size_t kern_mega_sync_ints(int n_layers, int n_kv);
