@@ -813,8 +813,14 @@ static int choose_step(struct engine *e, struct bora_err *err)
     if (n < 1)
         return capture(e, err);
     float t_p = 0, t_k = 0;
-    if ((rc = capture(e, err)) || (rc = time_step(e, n, &t_p, err)))
-        return rc;
+    struct bora_err why = { "" };
+    if ((rc = capture(e, &why)) || (rc = time_step(e, n, &t_p, &why))) {
+        /* e.g. a cooperative launch refused on a GPU shared with other work: keep serving */
+        s->mega = false;
+        snprintf(s->mega_why, sizeof s->mega_why, "the persistent kernel failed at open: %s", why.msg);
+        fprintf(stderr, "cuda engine: %s; using the per-kernel decode step\n", s->mega_why);
+        return capture(e, err);
+    }
     s->mega = false;
     if ((rc = capture(e, err)) || (rc = time_step(e, n, &t_k, err)))
         return rc;
