@@ -815,7 +815,10 @@ static int choose_step(struct engine *e, struct bora_err *err)
     float t_p = 0, t_k = 0;
     struct bora_err why = { "" };
     if ((rc = capture(e, &why)) || (rc = time_step(e, n, &t_p, &why))) {
-        /* e.g. a cooperative launch refused on a GPU shared with other work: keep serving */
+        /* e.g. a cooperative launch refused on a GPU shared with other work: keep serving. The
+         * refused launch stays the runtime's last error until read: clear it, or the next
+         * launch's check would report it again. */
+        (void)cudaGetLastError();
         s->mega = false;
         snprintf(s->mega_why, sizeof s->mega_why, "the persistent kernel failed at open: %s", why.msg);
         fprintf(stderr, "cuda engine: %s; using the per-kernel decode step\n", s->mega_why);
