@@ -283,12 +283,25 @@ __device__ __forceinline__ void mega_arrive(int *ctr, int tid)
     }
 }
 
+/* y as hi + lo at element c (f16 for FP8 weights, bf16 for BF16). */
+template <int FP8>
+__device__ __forceinline__ void mega_store_hi_lo(float y, uint16_t *xh, uint16_t *xl, int c)
+{
+    if (FP8) {
+        const __half hi = __float2half_rn(y);
+        xh[c] = __half_as_ushort(hi);
+        xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
+    } else {
+        const uint16_t hi = kern_f32_to_bf16(y);
+        xh[c] = hi;
+        xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
+    }
+}
+
 /* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
  * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
- * lo (f16 for FP8 weights, bf16 for BF16) at xh / xl. Returns 2^-e. */
-/* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
- * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
- * lo (f16 for FP8 weights, bf16 for BF16) at xh / xl (xl == xh: hi only). Returns 2^-e. */
+ * lo at xh / xl. Two passes (the largest magnitude first); layer 0's input, whose writer
+ * publishes none. Returns 2^-e. */
 template <int FP8>
 __device__ float mega_load_vec(const float *in, int n, const float *nw, float eps, uint16_t *xh, uint16_t *xl,
                                float *scr, int tid)
@@ -323,25 +336,12 @@ __device__ float mega_load_vec(const float *in, int n, const float *nw, float ep
         e = min(max(14 - ex, -100), 100);
     }
     const float sf = rstd * ldexpf(1.f, e);
-    const bool split = xl != xh;
     for (int c = tid; c < n; c += MEGA_CT) {
-        float v = __ldcg(in + c);
-        float y = (nw ? v * nw[c] : v) * sf;
-        if (FP8) {
-            __half hi = __float2half_rn(y);
-            xh[c] = __half_as_ushort(hi);
-            if (split)
-                xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
-        } else {
-            uint16_t hi = kern_f32_to_bf16(y);
-            xh[c] = hi;
-            if (split)
-                xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
-        }
+        const float v = __ldcg(in + c);
+        mega_store_hi_lo<FP8>((nw ? v * nw[c] : v) * sf, xh, xl, c);
     }
     mega_bar_c();
-    /* hi only: columns 0-3 and 4-7 both hold W·hi, summed below: halve */
-    return ldexpf(split ? 1.f : 0.5f, -e);
+    return ldexpf(1.f, -e);
 }
 
 /* One pass: like mega_load_vec, with the largest |input × nw| known beforehand (amax bits,
@@ -360,7 +360,6 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
         e = min(max(14 - ex, -100), 100);
     }
     const float sf = ldexpf(1.f, e);
-    const bool split = xl != xh;
     float ss = 0.f;
     for (int base = tid; base < n; base += 8 * MEGA_CT) {
         float v[8];
@@ -374,18 +373,7 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
             const int c = base + i * MEGA_CT;
             if (c < n) {
                 ss += v[i] * v[i];
-                const float y = (nw ? v[i] * nw[c] : v[i]) * sf;
-                if (FP8) {
-                    const __half hi = __float2half_rn(y);
-                    xh[c] = __half_as_ushort(hi);
-                    if (split)
-                        xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
-                } else {
-                    const uint16_t hi = kern_f32_to_bf16(y);
-                    xh[c] = hi;
-                    if (split)
-                        xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
-                }
+                mega_store_hi_lo<FP8>((nw ? v[i] * nw[c] : v[i]) * sf, xh, xl, c);
             }
         }
     }
@@ -403,7 +391,7 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
             ss += scr[i];
         rstd = rsqrtf(ss / (float)n + eps);
     }
-    return rstd * ldexpf(split ? 1.f : 0.5f, -e);
+    return rstd * ldexpf(1.f, -e);
 }
 
 /* Largest |v| over lanes 0-15 of warp 0 (the epilogue threads) into *amax. All 16 call it. */

@@ -306,6 +306,43 @@ static struct kern_gemv_args gemv_of(struct engine *e, int kind, int l)
     return g;
 }
 
+/* Device time of `launches` back-to-back replays of x on stream st, after `warm` untimed
+ * replays; *ms = the shortest of `tries` such runs (milliseconds for all `launches`). */
+static int graph_ms(cudaStream_t st, cudaGraphExec_t x, int warm, int launches, int tries, float *ms,
+                    struct bora_err *err)
+{
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    cudaError_t ce = cudaSuccess;
+    for (int i = 0; i < warm && ce == cudaSuccess; i++)
+        ce = cudaGraphLaunch(x, st);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e0);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e1);
+    float best = 1e30f;
+    for (int t = 0; t < tries && ce == cudaSuccess; t++) {
+        float m = 0;
+        ce = cudaEventRecord(e0, st);
+        for (int i = 0; i < launches && ce == cudaSuccess; i++)
+            ce = cudaGraphLaunch(x, st);
+        if (ce == cudaSuccess)
+            ce = cudaEventRecord(e1, st);
+        if (ce == cudaSuccess)
+            ce = cudaEventSynchronize(e1);
+        if (ce == cudaSuccess)
+            ce = cudaEventElapsedTime(&m, e0, e1);
+        if (ce == cudaSuccess && m < best)
+            best = m;
+    }
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    CUDA_CHECK(ce);
+    *ms = best;
+    return 0;
+}
+
 /* Times `reps` launches of one GEMV kind captured in a graph, rotating over layers so the
  * weights come from memory, not L2; *us = microseconds per launch. */
 static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bora_err *err)
@@ -314,7 +351,6 @@ static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bor
     const int nl = kind == ENGINE_CUDA_GEMV_HEAD ? 1 : e->model->cfg.n_layers;
     cudaGraph_t g = NULL;
     cudaGraphExec_t x = NULL;
-    cudaEvent_t e0 = NULL, e1 = NULL;
     int rc = 0;
     CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     for (int i = 0; i < reps && !rc; i++) {
@@ -333,30 +369,11 @@ static int time_gemv(struct engine *e, int kind, int reps, float *us, struct bor
     ce = cudaGraphInstantiate(&x, g, 0);
     cudaGraphDestroy(g);
     CUDA_CHECK(ce);
-    float best = 1e30f;
-    ce = cudaEventCreate(&e0);
-    if (ce == cudaSuccess)
-        ce = cudaEventCreate(&e1);
-    for (int t = 0; t < 3 && ce == cudaSuccess; t++) {
-        float ms = 0;
-        ce = cudaEventRecord(e0, s->stream);
-        if (ce == cudaSuccess)
-            ce = cudaGraphLaunch(x, s->stream);
-        if (ce == cudaSuccess)
-            ce = cudaEventRecord(e1, s->stream);
-        if (ce == cudaSuccess)
-            ce = cudaEventSynchronize(e1);
-        if (ce == cudaSuccess)
-            ce = cudaEventElapsedTime(&ms, e0, e1);
-        if (t > 0 && ms < best)
-            best = ms;
-    }
-    if (e0)
-        cudaEventDestroy(e0);
-    if (e1)
-        cudaEventDestroy(e1);
+    float best = 0;
+    rc = graph_ms(s->stream, x, 1, 1, 2, &best, err);
     cudaGraphExecDestroy(x);
-    CUDA_CHECK(ce);
+    if (rc)
+        return rc;
     *us = best * 1e3f / (float)reps;
     return 0;
 }
@@ -768,27 +785,8 @@ static int time_step(struct engine *e, int n, float *ms, struct bora_err *err)
     int rc = set_state(s, &tok, 1, 0, err);
     if (rc)
         return rc;
-    cudaEvent_t e0 = NULL, e1 = NULL;
-    cudaError_t ce = cudaGraphLaunch(s->graph, s->stream);
-    if (ce == cudaSuccess)
-        ce = cudaEventCreate(&e0);
-    if (ce == cudaSuccess)
-        ce = cudaEventCreate(&e1);
-    if (ce == cudaSuccess)
-        ce = cudaEventRecord(e0, s->stream);
-    for (int i = 0; i < n && ce == cudaSuccess; i++)
-        ce = cudaGraphLaunch(s->graph, s->stream);
-    if (ce == cudaSuccess)
-        ce = cudaEventRecord(e1, s->stream);
-    if (ce == cudaSuccess)
-        ce = cudaEventSynchronize(e1);
-    if (ce == cudaSuccess)
-        ce = cudaEventElapsedTime(ms, e0, e1);
-    if (e0)
-        cudaEventDestroy(e0);
-    if (e1)
-        cudaEventDestroy(e1);
-    CUDA_CHECK(ce);
+    if ((rc = graph_ms(s->stream, s->graph, 1, n, 1, ms, err)))
+        return rc;
     *ms /= (float)n;
     return 0;
 }
@@ -1034,22 +1032,9 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
     int rc = set_state(s, &first, 1, pos, err);
     if (rc)
         return rc;
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    cudaError_t ce = cudaEventRecord(e0, s->stream);
-    for (int i = 0; i < n && ce == cudaSuccess; i++)
-        ce = cudaGraphLaunch(s->graph, s->stream);
-    if (ce == cudaSuccess)
-        ce = cudaEventRecord(e1, s->stream);
-    if (ce == cudaSuccess)
-        ce = cudaEventSynchronize(e1);
     float t = 0;
-    if (ce == cudaSuccess)
-        ce = cudaEventElapsedTime(&t, e0, e1);
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    CUDA_CHECK(ce);
+    if ((rc = graph_ms(s->stream, s->graph, 0, n, 1, &t, err)))
+        return rc;
     *ms = t;
     *last = s->h_out->sampled;
     return 0;
@@ -1086,31 +1071,11 @@ int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora
     ce = cudaGraphInstantiate(&x, g, 0);
     cudaGraphDestroy(g);
     CUDA_CHECK(ce);
-    cudaEvent_t e0 = NULL, e1 = NULL;
-    float best = 1e30f;
-    ce = cudaEventCreate(&e0);
-    if (ce == cudaSuccess)
-        ce = cudaEventCreate(&e1);
-    for (int t = 0; t < 3 && ce == cudaSuccess; t++) {
-        float ms = 0;
-        ce = cudaEventRecord(e0, s->stream);
-        if (ce == cudaSuccess)
-            ce = cudaGraphLaunch(x, s->stream);
-        if (ce == cudaSuccess)
-            ce = cudaEventRecord(e1, s->stream);
-        if (ce == cudaSuccess)
-            ce = cudaEventSynchronize(e1);
-        if (ce == cudaSuccess)
-            ce = cudaEventElapsedTime(&ms, e0, e1);
-        if (t > 0 && ms < best)
-            best = ms;
-    }
-    if (e0)
-        cudaEventDestroy(e0);
-    if (e1)
-        cudaEventDestroy(e1);
+    float best = 0;
+    rc = graph_ms(s->stream, x, 1, 1, 2, &best, err);
     cudaGraphExecDestroy(x);
-    CUDA_CHECK(ce);
+    if (rc)
+        return rc;
     *us = best * 1e3f / (float)nl;
     return 0;
 }
