@@ -34,7 +34,6 @@ for cb in ${MEGA_CBS:-}; do
         BORA_MEGA_CB=$cb timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
     done
 done
-done
 for v in ${MEGA_VARS:-}; do   # e.g. "NS=3 FLAGS=16;DEBUG=4": each a set of BORA_MEGA_* settings
     envs=$(echo "$v" | tr ';' ' ' | sed 's/\([A-Z_]*=\)/BORA_MEGA_\1/g')
     step "decode, persistent, $envs"
