@@ -201,6 +201,8 @@ static int bench_decode(const struct bench_opts *o)
         bench_synthetic_free(&m);
         return 1;
     }
+    if (getenv("BORA_MEGA_TRACE") && engine_cuda_mega_trace(&e, o->ctx + o->tokens / 2, stderr, &err))
+        fprintf(stderr, "bora bench: trace: %s\n", err.msg);
     float attn_us = 0;
     if (engine_cuda_time_attention(&e, o->ctx + o->tokens / 2, &attn_us, &err))
         fprintf(stderr, "bora bench: attention timing: %s\n", err.msg);

@@ -3,7 +3,7 @@
  *
  * One block per SM: a producer warp streams the block's share of every matrix of every layer,
  * in order, through a ring of shared-memory stages with bulk asynchronous copies (TMA,
- * cp.async.bulk + mbarrier); sixteen consumer warps multiply each stage with the layer's input
+ * cp.async.bulk + mbarrier); fifteen consumer warps multiply each stage with the layer's input
  * vector on the tensor cores (mma.sync m16n8k16: FP8 e4m3 weights converted to f16 in
  * registers, BF16 as stored; the vector split into a high and a low half-precision part, the
  * two placed in different columns of the B operand so one MMA carries both). Between the
@@ -12,7 +12,7 @@
  * phase's weights (as far as the ring reaches: a few µs). The phase that writes a layer input
  * also publishes its largest magnitude, so its readers convert it in one pass. Weights are
  * read with an L2 evict-first policy. Attention is flash-decoding (kern_attn.cuh) on two
- * 256-thread halves of the consumers per block. What it reaches and where the rest of the time
+ * 224-thread halves of the consumers per block. What it reaches and where the rest of the time
  * goes: docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
@@ -22,9 +22,11 @@
 
 #include <cuda_fp16.h>
 
-#define MEGA_CW 16                      /* consumer warps */
+#define MEGA_CW 15                      /* consumer warps */
 #define MEGA_CT (MEGA_CW * 32)          /* consumer threads */
-#define MEGA_THREADS (MEGA_CT + 32)     /* + the producer warp */
+#define MEGA_THREADS (MEGA_CT + 32)     /* + the producer warp: 16 warps, so 128 registers a thread
+                                         * (17 warps are allocated as 20: 96 registers, spills) */
+#define MEGA_AT 224                     /* threads of an attention half (7 warps; the 15th idles) */
 #define MEGA_ROWS 16                    /* rows per group: the MMA's M */
 #define MEGA_BAR_C 1                    /* named barrier of all consumer threads */
 #define MEGA_BAR_H 2                    /* 2 and 3: the attention halves */
@@ -35,7 +37,11 @@ enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
-enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16 };
+enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_ATTN_PF = 32 };
+/* Trace (kern_mega_args.trace): per block and layer MEGA_TR_N timestamps (ns, %globaltimer) —
+ * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
+enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
+       TR_GU_WAIT, TR_GU_LOAD, TR_GU, TR_DOWN_WAIT, TR_DOWN_LOAD, TR_DOWN, TR_PROD, MEGA_TR_N = TR_PROD + 4 };
 /* Per layer, the largest |input| of each matrix phase, as float bits (atomicMax), written by
  * the phase that produces the input so the reader needs one pass over it. */
 enum { AM_QKV, AM_WO, AM_GU, AM_DOWN, AM_N };
@@ -61,8 +67,16 @@ struct mega_params {
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags;
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off;
+    unsigned long long *trace;
     struct attn_params ap;
 };
+
+__device__ __forceinline__ unsigned long long mega_now(void)
+{
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
+}
 
 /* ---- PTX helpers ---- */
 
@@ -234,13 +248,26 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_
     const bool evict_first = !(p.flags & MEGA_F_EVICT_NORMAL);
     const uint64_t policy = kern_policy_evict_first();
     mega_cursor_settle(p, c, b);
+    unsigned long long blocked = 0;
+    int tl = c.l, tm = c.m;
     while (c.l < p.n_layers) {
         const struct mega_mat &M = p.mat[c.m];
         const int row0 = (c.g0 + c.gi) * MEGA_ROWS;
         const int nr = min(MEGA_ROWS, M.rows - row0);
         const uint8_t *W = p.layers + (size_t)c.l * p.layer_stride + M.w_off;
-        if (r.round > 0)
+        if (p.trace && (c.l != tl || c.m != tm)) {
+            if (lane == 0)
+                p.trace[((size_t)b * p.n_layers + tl) * MEGA_TR_N + TR_PROD + tm] = blocked;
+            blocked = 0;
+            tl = c.l;
+            tm = c.m;
+        }
+        if (r.round > 0) {
+            const unsigned long long t0 = p.trace ? mega_now() : 0;
             mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
+            if (p.trace)
+                blocked += mega_now() - t0;
+        }
         if (lane == 0)
             mbar_expect_tx(&full[r.slot], (uint32_t)(nr * M.cb));
         __syncwarp();
@@ -255,6 +282,8 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_
         mega_ring_next(r, p.ns);
         mega_cursor_next(p, c, b);
     }
+    if (p.trace && lane == 0 && tl < p.n_layers)
+        p.trace[((size_t)b * p.n_layers + tl) * MEGA_TR_N + TR_PROD + tm] = blocked;
 }
 
 /* ---- consumer side ---- */
@@ -344,47 +373,94 @@ __device__ float mega_load_vec(const float *in, int n, const float *nw, float ep
     return ldexpf(1.f, -e);
 }
 
+/* Four values as hi + lo at elements 4 c4 .. 4 c4 + 3 (two 8-byte shared stores). */
+template <int FP8>
+__device__ __forceinline__ void mega_store4_hi_lo(float4 y, uint16_t *xh, uint16_t *xl, int c4)
+{
+    const float v[4] = { y.x, y.y, y.z, y.w };
+    uint32_t h[4], l[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        if (FP8) {
+            const __half hi = __float2half_rn(v[k]);
+            h[k] = __half_as_ushort(hi);
+            l[k] = __half_as_ushort(__float2half_rn(v[k] - __half2float(hi)));
+        } else {
+            const uint16_t hi = kern_f32_to_bf16(v[k]);
+            h[k] = hi;
+            l[k] = kern_f32_to_bf16(v[k] - kern_bf16(hi));
+        }
+    }
+    *(uint2 *)(xh + 4 * (size_t)c4) = make_uint2(h[0] | h[1] << 16, h[2] | h[3] << 16);
+    *(uint2 *)(xl + 4 * (size_t)c4) = make_uint2(l[0] | l[1] << 16, l[2] | l[3] << 16);
+}
+
 /* One pass: like mega_load_vec, with the largest |input × nw| known beforehand (amax bits,
  * final once the phase that wrote the input has met its barrier); the rms norm is applied to
- * the sums instead (W (x nw rstd) = rstd W (x nw)). Returns the factor for the sums. */
-template <int FP8>
+ * the sums instead (W (x nw rstd) = rstd W (x nw)). n is a multiple of 4. Every load of a batch
+ * (the input, the norm weights, the max) is in flight at once: one round trip through L2 for
+ * inputs up to B × 4 × MEGA_CT values. Returns the factor for the sums. */
+template <int FP8, int NORM>
 __device__ float mega_load_vec1(const float *in, int n, const float *nw, float eps, const int *amax_bits,
                                 uint16_t *xh, uint16_t *xl, float *scr, int tid)
 {
-    const int lane = tid & 31, w = tid >> 5;
-    const float am = __int_as_float(__ldcg(amax_bits));
+    constexpr int B = NORM ? 4 : 8;   /* float4s per thread and batch */
+    const int lane = tid & 31, w = tid >> 5, n4 = n >> 2;
+    const float4 *in4 = (const float4 *)in, *nw4 = (const float4 *)nw;
+    const int amb = __ldcg(amax_bits);
+    float ss = 0.f;
+    for (int base = tid; base < n4; base += B * MEGA_CT) {
+        float4 v[B], g[B];
+#pragma unroll
+        for (int i = 0; i < B; i++) {
+            const int c = base + i * MEGA_CT;
+            v[i] = c < n4 ? __ldcg(in4 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+            if (NORM)
+                g[i] = c < n4 ? __ldg(nw4 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        const float am = __int_as_float(amb);
+        int e = 0;
+        if (am > 0.f && isfinite(am)) {
+            int ex;
+            frexpf(am, &ex);
+            e = min(max(14 - ex, -100), 100);
+        }
+        const float sf = ldexpf(1.f, e);
+#pragma unroll
+        for (int i = 0; i < B; i++) {
+            const int c = base + i * MEGA_CT;
+            if (c < n4) {
+                float4 y = v[i];
+                ss += y.x * y.x + y.y * y.y + y.z * y.z + y.w * y.w;
+                if (NORM) {
+                    y.x *= g[i].x;
+                    y.y *= g[i].y;
+                    y.z *= g[i].z;
+                    y.w *= g[i].w;
+                }
+                y.x *= sf;
+                y.y *= sf;
+                y.z *= sf;
+                y.w *= sf;
+                mega_store4_hi_lo<FP8>(y, xh, xl, c);
+            }
+        }
+    }
+    const float am = __int_as_float(amb);
     int e = 0;
     if (am > 0.f && isfinite(am)) {
         int ex;
         frexpf(am, &ex);
         e = min(max(14 - ex, -100), 100);
     }
-    const float sf = ldexpf(1.f, e);
-    float ss = 0.f;
-    for (int base = tid; base < n; base += 8 * MEGA_CT) {
-        float v[8];
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int c = base + i * MEGA_CT;
-            v[i] = c < n ? __ldcg(in + c) : 0.f;
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int c = base + i * MEGA_CT;
-            if (c < n) {
-                ss += v[i] * v[i];
-                mega_store_hi_lo<FP8>((nw ? v[i] * nw[c] : v[i]) * sf, xh, xl, c);
-            }
-        }
-    }
     float rstd = 1.f;
-    if (nw) {
+    if (NORM) {
         ss = kern_warp_sum(ss);
         if (lane == 0)
             scr[w] = ss;
     }
     mega_bar_c();
-    if (nw) {
+    if (NORM) {
         ss = 0.f;
 #pragma unroll
         for (int i = 0; i < MEGA_CW; i++)
@@ -562,6 +638,13 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
     int red_sel = 0;
     const int nb = p.nb;
     for (int l = 0; l < p.n_layers; l++) {
+        unsigned long long *tr = p.trace ? p.trace + ((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N : nullptr;
+#define MEGA_TR(e)                       \
+    do {                                 \
+        if (tr && tid == 0)              \
+            tr[e] = mega_now();          \
+    } while (0)
+        MEGA_TR(TR_START);
         const uint8_t *Lb = p.layers + (size_t)l * p.layer_stride;
         int *sy = p.sync + (size_t)l * PH_N;
         uint16_t *kc = (uint16_t *)(p.kv + (size_t)l * p.kv_layer_stride);
@@ -570,49 +653,79 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         const bool one = !(p.flags & MEGA_F_TWO_PASS);
         const float *attn_nw = (const float *)(Lb + p.attn_norm_off), *ffn_nw = (const float *)(Lb + p.ffn_norm_off);
         /* qkv = W_qkv rmsnorm(x) */
+        if ((p.flags & MEGA_F_ATTN_PF) && tid % MEGA_AT == 0 && tid / MEGA_AT < p.attn_halves &&
+            !(p.debug & MEGA_DBG_NO_ATTN)) {
+            /* this half's attention items: their cached keys and values into L2 during the qkv phase */
+            const int pos = *p.ap.pos, workers = nb * p.attn_halves, hd = p.ap.hd;
+            for (int it = tid / MEGA_AT * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers) {
+                int j0, j1, ne;
+                const int n = attn_slice(p.ap, pos, it / p.n_kv, &j0, &j1, &ne);
+                if (n > 1) {
+                    const size_t o = ((size_t)(it % p.n_kv) * p.ap.max_ctx + j0) * hd;
+                    kern_prefetch_bulk(kc + o, (uint32_t)((n - 1) * hd * 2));
+                    kern_prefetch_bulk(vc + o, (uint32_t)((n - 1) * hd * 2));
+                }
+            }
+        }
         if (l > 0)
             mega_wait(sy - PH_N + PH_DOWN, nb, tid, p.debug);
-        float post = one && l > 0 ? mega_load_vec1<FP8>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
+        MEGA_TR(TR_QKV_WAIT);
+        float post = one && l > 0 ? mega_load_vec1<FP8, 1>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
                                   : mega_load_vec<FP8>(p.x, p.dim, attn_nw, p.eps, xh, xl, scr, tid);
+        MEGA_TR(TR_QKV_LOAD);
         mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, ring, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
+        MEGA_TR(TR_QKV);
         mega_arrive(sy + PH_QKV, tid);
         /* attention: items (kv head, split) over the halves of every block */
         mega_wait(sy + PH_QKV, nb, tid, p.debug);
+        MEGA_TR(TR_ATT_WAIT);
         {
-            const int half = tid >> 8;
+            const int half = tid / MEGA_AT;
             if (half < p.attn_halves && !(p.debug & MEGA_DBG_NO_ATTN)) {
                 int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;
                 float *as = (float *)(u + (size_t)half * p.attn_half_bytes);
                 const int workers = nb * p.attn_halves;
-                for (int it = blockIdx.x * p.attn_halves + half; it < p.n_kv * p.ap.n_split; it += workers)
-                    attn_item<GM, LPK, 256>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, as, s_last + half,
-                                            tid & 255, MEGA_BAR_H + half, am + AM_WO);
+                /* half 0 of every block first: the items the context needs spread over the SMs */
+                for (int it = half * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers)
+                    attn_item<GM, LPK, MEGA_AT>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, as, s_last + half,
+                                            tid - half * MEGA_AT, MEGA_BAR_H + half, am + AM_WO);
             }
         }
+        MEGA_TR(TR_ATT);
         mega_arrive(sy + PH_ATT, tid);
         /* x += W_o att */
         mega_wait(sy + PH_ATT, nb, tid, p.debug);
-        post = one ? mega_load_vec1<FP8>(p.att, p.q_dim, NULL, 0.f, am + AM_WO, xh, xl, scr, tid)
+        MEGA_TR(TR_WO_WAIT);
+        post = one ? mega_load_vec1<FP8, 0>(p.att, p.q_dim, NULL, 0.f, am + AM_WO, xh, xl, scr, tid)
                    : mega_load_vec<FP8>(p.att, p.q_dim, NULL, 0.f, xh, xl, scr, tid);
+        MEGA_TR(TR_WO_LOAD);
         mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    am + AM_GU, ffn_nw);
+        MEGA_TR(TR_WO);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
         mega_wait(sy + PH_WO, nb, tid, p.debug);
-        post = one ? mega_load_vec1<FP8>(p.x, p.dim, ffn_nw, p.eps, am + AM_GU, xh, xl, scr, tid)
+        MEGA_TR(TR_GU_WAIT);
+        post = one ? mega_load_vec1<FP8, 1>(p.x, p.dim, ffn_nw, p.eps, am + AM_GU, xh, xl, scr, tid)
                    : mega_load_vec<FP8>(p.x, p.dim, ffn_nw, p.eps, xh, xl, scr, tid);
+        MEGA_TR(TR_GU_LOAD);
         mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, ring, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
                                       am + AM_DOWN);
+        MEGA_TR(TR_GU);
         mega_arrive(sy + PH_GU, tid);
         /* x += W_down h */
         mega_wait(sy + PH_GU, nb, tid, p.debug);
-        post = one ? mega_load_vec1<FP8>(p.h, p.hid, NULL, 0.f, am + AM_DOWN, xh, xl, scr, tid)
+        MEGA_TR(TR_DOWN_WAIT);
+        post = one ? mega_load_vec1<FP8, 0>(p.h, p.hid, NULL, 0.f, am + AM_DOWN, xh, xl, scr, tid)
                    : mega_load_vec<FP8>(p.h, p.hid, NULL, 0.f, xh, xl, scr, tid);
+        MEGA_TR(TR_DOWN_LOAD);
         const bool last = l + 1 == p.n_layers;
         mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    last ? nullptr : am + AM_N + AM_QKV,
                                    last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
+        MEGA_TR(TR_DOWN);
         mega_arrive(sy + PH_DOWN, tid);
+#undef MEGA_TR
     }
 }
 
@@ -681,6 +794,9 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     }
     if (rows[MEGA_GU] % 2)
         return bora_errf(err, -ENOTSUP, "persistent decode: odd gate/up rows");
+    if (a->dim % 4 || q_dim % 4 || a->hidden % 4 || (a->l_attn_norm | a->l_ffn_norm | a->layer_stride) % 16)
+        return bora_errf(err, -ENOTSUP, "persistent decode: vectors not in float4s (dim %d, q_dim %d, hidden %d)",
+                         a->dim, q_dim, a->hidden);
     p->slot_bytes = (slot + 127) / 128 * 128;
     /* shared memory: ring | barriers | red | scratch | union(x hi/lo, attention halves) */
     const size_t xbytes = (size_t)kmax * 2;
@@ -688,7 +804,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     const size_t xbuf = 2 * xl_off;
     const int G = a->n_heads / a->n_kv;
     const int chunk_max = attn_chunk_max(a->max_ctx, a->window, a->n_split);
-    const size_t ahalf = (attn_smem_bytes(G, a->head_dim, chunk_max, a->n_split, 256) + 127) / 128 * 128;
+    const size_t ahalf = (attn_smem_bytes(G, a->head_dim, chunk_max, a->n_split, MEGA_AT) + 127) / 128 * 128;
     const size_t fixed = 2 * sizeof(float) * MEGA_CW * MEGA_ROWS + 256 + 128;   /* red, scratch, alignment */
     const size_t total = (size_t)a->smem_optin;
     int halves = 2;
@@ -737,6 +853,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->eps = a->eps;
     p->debug = a->debug;
     p->flags = a->flags;
+    p->trace = a->trace;
     struct attn_params *ap = &p->ap;
     ap->qkv = a->qkv;
     ap->out = a->att;
@@ -752,6 +869,11 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     ap->softmax_scale = 1.f / sqrtf((float)a->head_dim);
     ap->rope = a->rope;
     return 0;
+}
+
+extern "C" size_t kern_mega_trace_slots(int n_layers, int sm_count)
+{
+    return (size_t)n_layers * sm_count * MEGA_TR_N;
 }
 
 extern "C" int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err)

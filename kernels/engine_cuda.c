@@ -1045,6 +1045,87 @@ const struct plan_layout *engine_cuda_layout(const struct engine *e)
     return &impl_of(e)->lay;
 }
 
+int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    const int nl = e->model->cfg.n_layers, nb = s->mega_args.sm_count;
+    enum { N = 19, P = 15 };   /* decode_mega.cu MEGA_TR_N, TR_PROD */
+    if (!s->mega)
+        return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel is not in use");
+    if (kern_mega_trace_slots(nl, nb) != (size_t)nl * nb * N)
+        return bora_errf(err, -EINVAL, "trace: layout mismatch");
+    if (pos < 0 || pos >= e->max_ctx)
+        return bora_errf(err, -EINVAL, "trace: position %d outside the %d-token cache", pos, e->max_ctx);
+    const size_t n = (size_t)nl * nb * N;
+    unsigned long long *d = NULL, *h = calloc(n, sizeof *h);
+    if (!h)
+        return bora_errf(err, -ENOMEM, "trace: out of memory");
+    int rc = set_state(s, NULL, 0, pos, err);
+    if (!rc)
+        rc = kern_malloc((void **)&d, n * sizeof *d, err);
+    struct kern_mega_args a = s->mega_args;
+    a.trace = d;
+    for (int rep = 0; !rc && rep < 3; rep++)   /* the last of three runs is reported */
+        if (!(rc = kern_memset(d, 0, n * sizeof *d, err)))
+            rc = kern_decode_layers(&a, (struct CUstream_st *)s->stream, err);
+    if (!rc && cudaStreamSynchronize(s->stream) != cudaSuccess)
+        rc = bora_errf(err, -EIO, "trace: %s", cudaGetErrorString(cudaGetLastError()));
+    if (!rc && cudaMemcpy(h, d, n * sizeof *h, cudaMemcpyDeviceToHost) != cudaSuccess)
+        rc = bora_errf(err, -EIO, "trace: copy: %s", cudaGetErrorString(cudaGetLastError()));
+    kern_free(d);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    static const char *const seg[] = { "wait x", "load x", "qkv", "wait qkv", "attention", "wait att",
+                                       "load att", "wo", "wait wo", "load x", "gate/up", "wait gu",
+                                       "load h", "down" };
+    double sum[14] = { 0 }, prod[4] = { 0 }, spread[14] = { 0 }, att_busy = 0;
+    int att_n = 0;
+    unsigned long long t_min = ~0ull, t_max = 0;
+    for (int b = 0; b < nb; b++)
+        for (int l = 0; l < nl; l++) {
+            const unsigned long long *t = h + ((size_t)b * nl + l) * N;
+            for (int k = 0; k < 14; k++)
+                sum[k] += (double)(t[k + 1] - t[k]);
+            for (int m = 0; m < 4; m++)
+                prod[m] += (double)t[P + m];
+            if (t[5] - t[4] > 1500) {   /* blocks that had attention work */
+                att_busy += (double)(t[5] - t[4]);
+                att_n++;
+            }
+            if (t[0] < t_min)
+                t_min = t[0];
+            if (t[14] > t_max)
+                t_max = t[14];
+        }
+    for (int l = 0; l < nl; l++)
+        for (int k = 0; k < 14; k++) {
+            unsigned long long lo = ~0ull, hi = 0;
+            for (int b = 0; b < nb; b++) {
+                unsigned long long v = h[((size_t)b * nl + l) * N + k + 1];
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
+            spread[k] += (double)(hi - lo);
+        }
+    const double per = 1e3 * nl * nb;   /* ns → µs per block-layer */
+    double tot = 0;
+    fprintf(f, "mega trace at position %d: %d layers x %d blocks, step %.1f us (%.2f us per layer)\n", pos, nl, nb,
+            (t_max - t_min) / 1e3, (t_max - t_min) / 1e3 / nl);
+    fprintf(f, "  %-10s %9s %12s\n", "segment", "mean us", "spread us");
+    for (int k = 0; k < 14; k++) {
+        fprintf(f, "  %-10s %9.2f %12.2f\n", seg[k], sum[k] / per, spread[k] / 1e3 / nl);
+        tot += sum[k] / per;
+    }
+    fprintf(f, "  %-10s %9.2f\n", "sum", tot);
+    fprintf(f, "  attention on the %d block-layers that had items: %.2f us\n", att_n, att_n ? att_busy / att_n / 1e3 : 0.);
+    fprintf(f, "  producer blocked on a full ring, per layer: qkv %.2f, wo %.2f, gate/up %.2f, down %.2f us\n",
+            prod[0] / per, prod[1] / per, prod[2] / per, prod[3] / per);
+    free(h);
+    return 0;
+}
+
 int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);

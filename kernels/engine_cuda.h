@@ -4,6 +4,7 @@
 #ifndef BORA_KERNELS_ENGINE_CUDA_H
 #define BORA_KERNELS_ENGINE_CUDA_H
 
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -46,6 +47,12 @@ int engine_cuda_prepare(struct engine *e, struct bora_err *err);
  * *last = the id chosen by the last step. Errors: -EINVAL (pos + n > max_ctx), -EIO. */
 int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, double *ms,
                              int32_t *last, struct bora_err *err);
+
+/* Diagnostics of the persistent decode kernel: runs the layers of one step at position pos with
+ * its trace on and prints to f where the time of a layer goes (each phase's wait, input load
+ * and stream, averaged over blocks and layers; the producer's time blocked on a full ring).
+ * -ENOTSUP when the persistent kernel is not in use. */
+int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *err);
 
 /* Prompts (forward with n > 1) run as a batched prefill in chunks of this many tokens (default
  * PREFILL_CHUNK_DEFAULT, kernels/prefill_run.h); reallocates the prefill workspace.

@@ -20,6 +20,12 @@ __device__ __forceinline__ void attn_bar(int id, int n)
 #define ATTN_KEY_UNROLL 4   /* key loads in flight per lane */
 #define ATTN_COMBINE_EPT 6     /* outputs per thread in the combine */
 #define ATTN_COMBINE_SPLITS 8  /* splits whose partials are loaded together */
+#ifndef ATTN_PRE
+#define ATTN_PRE 1             /* 0: no early cache loads; 1: keys loaded with the queries; 2: keys and values */
+#endif
+#ifndef ATTN_FAST_COMBINE
+#define ATTN_FAST_COMBINE 1    /* short contexts: the combine loads every split's outputs at once */
+#endif
 
 struct attn_params {
     const float *qkv;
@@ -109,11 +115,28 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     const int pos = *p.pos;
     int j0, j1, n_eff;
     const int n = attn_slice(p, pos, s, &j0, &j1, &n_eff);
+    if (s >= n_eff)   /* a split the context does not need: no work, and not counted below */
+        return;
     const int q_dim = p.n_heads * hd, kv_dim = p.n_kv * hd;
     const int half = hd / 2;
     uint16_t *kc = kc_l + (size_t)g * p.max_ctx * hd;
     uint16_t *vc = vc_l + (size_t)g * p.max_ctx * hd;
-    if (tid == 0 && n > 1) {   /* stream this slice of the cache into L2 during the prologue */
+    const int sub = lane / LPK, dl = (lane % LPK) * 8;
+    /* the first keys and values of this slice that are already cached (all but the new
+     * position) are loaded now, with the queries: their round trips overlap */
+    constexpr bool PRE = ATTN_PRE > 0 && GM <= 8, PREV = ATTN_PRE > 1 && GM <= 8;
+    uint4 kpre[ATTN_KEY_UNROLL], vpre[ATTN_KEY_UNROLL];
+    if (PRE) {
+#pragma unroll
+        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+            const int j = warp * KPW + u * STEP + sub;
+            const bool ok = j < n && j0 + j < pos;
+            kpre[u] = ok ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+            if (PREV)
+                vpre[u] = ok ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+        }
+    }
+    if (tid == 0 && n > 1) {   /* the slice streams into L2 during the prologue */
         kern_prefetch_bulk(kc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
         kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
     }
@@ -148,14 +171,15 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     }
     attn_bar(bar, NT);
 
-    const int sub = lane / LPK, dl = (lane % LPK) * 8;
     /* scores, ATTN_KEY_UNROLL key loads in flight per lane */
     for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
         uint4 kv[ATTN_KEY_UNROLL];
+        const bool first = PRE && base == warp * KPW;
 #pragma unroll
         for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
             int j = base + u * STEP + sub;
-            kv[u] = j < n ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+            kv[u] = first && j0 + j < pos ? kpre[u]
+                    : j < n ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
@@ -219,10 +243,12 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
                 acc[h][i] = 0.f;
         for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
             uint4 vv[ATTN_KEY_UNROLL];
+            const bool first = PREV && base == warp * KPW && h0 == 0;
 #pragma unroll
             for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
                 int j = base + u * STEP + sub;
-                vv[u] = j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+                vv[u] = first && j0 + j < pos ? vpre[u]
+                        : j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
             for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
@@ -277,7 +303,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     attn_bar(bar, NT);
     if (tid == 0) {
         int prev = atomicAdd(&counters[g], 1);
-        *s_last_p = prev == p.n_split - 1;
+        *s_last_p = prev == n_eff - 1;
         if (*s_last_p)
             counters[g] = 0;
     }
@@ -285,6 +311,21 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     if (!*s_last_p)
         return;
     __threadfence();
+    /* few splits and one element block (short contexts): every split's outputs are loaded
+     * together with the maxima and sums below, in one round trip */
+    constexpr int FEPT = (GM * LPK * 8 + NT - 1) / NT;
+    constexpr int FSPL = !ATTN_FAST_COMBINE ? 0 : FEPT <= 2 ? 16 : FEPT <= 3 ? 12 : 0;
+    const bool fast = FSPL > 0 && n_eff <= FSPL && G * hd <= NT * FEPT;
+    float of[FSPL > 0 ? FSPL : 1][FEPT];
+    if (FSPL > 0 && fast) {
+#pragma unroll
+        for (int t = 0; t < (FSPL > 0 ? FSPL : 1); t++)
+#pragma unroll
+            for (int k = 0; k < FEPT; k++) {
+                const int i = k * NT + tid;
+                of[t][k] = t < n_eff && i < G * hd ? __ldcg(attn_part(p, t) + (size_t)g * G * hd + i) : 0.f;
+            }
+    }
     for (int i = tid; i < G * n_eff; i += NT) {   /* gather every split's max and sum */
         int h = i / n_eff, t = i % n_eff, qh = g * G + h;
         const float *pt = attn_part(p, t);
@@ -306,6 +347,28 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
     }
     attn_bar(bar, NT);
+    if (FSPL > 0 && fast) {
+        float mx = 0.f;
+#pragma unroll
+        for (int k = 0; k < FEPT; k++) {
+            const int i = k * NT + tid;
+            if (i < G * hd) {
+                float num = 0.f;
+#pragma unroll
+                for (int t = 0; t < (FSPL > 0 ? FSPL : 1); t++)
+                    if (t < n_eff)
+                        num += cw[(i / hd) * p.n_split + t] * of[t][k];
+                p.out[(size_t)g * G * hd + i] = num;
+                mx = fmaxf(mx, fabsf(num));
+            }
+        }
+        if (amax) {
+            mx = kern_warp_max(mx);
+            if ((tid & 31) == 0)
+                atomicMax(amax, __float_as_int(mx));
+        }
+        return;
+    }
     /* each thread sums ATTN_COMBINE_EPT outputs, ATTN_COMBINE_SPLITS splits at a time: all
      * those loads in flight together */
     for (int b = 0; b < G * hd; b += NT * ATTN_COMBINE_EPT) {

@@ -152,8 +152,12 @@ struct kern_mega_args {
     int ns_max;                                 /* pipeline stages at most (0: as many as fit) */
     int flags;                                  /* A/B variants (decode_mega.cu MEGA_F_*); 0 = default */
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
+    unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
 };
 size_t kern_mega_sync_ints(int n_layers, int n_kv);
+/* Slots of the trace (per block and layer: the consumers' phase boundaries, then the producer's
+ * time blocked on a full ring for each matrix; decode_mega.cu TR_*). Diagnostics. */
+size_t kern_mega_trace_slots(int n_layers, int sm_count);
 int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err);
 int kern_decode_layers(const struct kern_mega_args *a, struct CUstream_st *stream, struct bora_err *err);
 
