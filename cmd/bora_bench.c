@@ -225,7 +225,7 @@ static int bench_decode(const struct bench_opts *o)
     }
     snprintf(shapes + strlen(shapes), sizeof shapes - strlen(shapes), ", attention %.1fus", attn_us);
     const char *why = "";
-    const char *path = engine_cuda_decode_path(&e, &why);
+    const char *path = engine_cuda_decode_path(&e, o->ctx, &why);
     if (o->json) {
         printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"precision\":\"%s\",\"ctx\":%d,\"tokens\":%d,"
                "\"gpu\":\"%s\",\"bytes_per_token\":%.0f,\"weight_bytes_per_token\":%llu,"

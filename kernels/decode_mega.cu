@@ -659,7 +659,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             const int pos = *p.ap.pos, workers = nb * p.attn_halves, hd = p.ap.hd;
             for (int it = tid / MEGA_AT * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers) {
                 int j0, j1, ne;
-                const int n = attn_slice(p.ap, pos, it / p.n_kv, &j0, &j1, &ne);
+                const int n = attn_slice(p.ap, pos, it / p.n_kv, &j0, &j1, &ne, attn_min_chunk<LPK, MEGA_AT>());
                 if (n > 1) {
                     const size_t o = ((size_t)(it % p.n_kv) * p.ap.max_ctx + j0) * hd;
                     kern_prefetch_bulk(kc + o, (uint32_t)((n - 1) * hd * 2));

@@ -9,6 +9,7 @@
 
 #include <cuda_runtime_api.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,9 @@ struct cuda_impl {
     struct plan_layout lay;
     uint8_t *arena;                 /* device, lay.total bytes */
     cudaStream_t stream;
-    cudaGraphExec_t graph;          /* NULL until captured */
+    cudaGraphExec_t graph;          /* NULL until captured; the step below position alt_from */
+    cudaGraphExec_t graph_alt;      /* NULL, or the other schedule's step, from position alt_from on */
+    int alt_from;
     struct kern_state *h_in;        /* pinned: state uploaded before a run */
     struct kern_state *h_out;       /* pinned: state copied back by the graph */
     int32_t *h_ids;                 /* pinned (max_ctx) */
@@ -36,7 +39,7 @@ struct cuda_impl {
     struct bora_err last;
     struct prefill_run *pf;         /* batched prefill of prompts (n > 1) */
     struct kern_device dev;
-    bool mega;                      /* the layers run as one persistent kernel (decode_mega.cu) */
+    bool mega;                      /* graph runs the layers as one persistent kernel (decode_mega.cu) */
     struct kern_mega_args mega_args;
     int *d_sync;                    /* its phase counters */
     char mega_why[sizeof(struct bora_err)];   /* why the persistent kernel is off ("" when on) */
@@ -490,22 +493,58 @@ static int enqueue_step(struct engine *e, struct bora_err *err)
     return 0;
 }
 
-static int capture(struct engine *e, struct bora_err *err)
+/* Captures the decode step into *dst (replacing what is there) with the persistent kernel
+ * (mega) or the per-kernel schedule; s->mega is left as mega. */
+static int capture_to(struct engine *e, bool mega, cudaGraphExec_t *dst, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     cudaGraph_t g;
-    if (s->graph) {
-        cudaGraphExecDestroy(s->graph);
-        s->graph = NULL;
+    if (*dst) {
+        cudaGraphExecDestroy(*dst);
+        *dst = NULL;
     }
+    s->mega = mega;
     CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     int rc = enqueue_step(e, err);
     cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
     if (rc)
         return rc;
     CUDA_CHECK(ce);
-    ce = cudaGraphInstantiate(&s->graph, g, 0);
+    ce = cudaGraphInstantiate(dst, g, 0);
     cudaGraphDestroy(g);
+    CUDA_CHECK(ce);
+    return 0;
+}
+
+/* The decode step for the token at position pos. */
+static cudaGraphExec_t graph_at(const struct cuda_impl *s, int pos)
+{
+    return s->graph_alt && pos >= s->alt_from ? s->graph_alt : s->graph;
+}
+
+/* Device ms of n decode steps from position pos, each with the step graph of its position. */
+static int steps_ms(struct cuda_impl *s, int pos, int n, float *ms, struct bora_err *err)
+{
+    if (!s->graph_alt || pos + n <= s->alt_from || pos >= s->alt_from)
+        return graph_ms(s->stream, graph_at(s, pos), 0, n, 1, ms, err);
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    cudaError_t ce = cudaEventCreate(&e0);
+    if (ce == cudaSuccess)
+        ce = cudaEventCreate(&e1);
+    if (ce == cudaSuccess)
+        ce = cudaEventRecord(e0, s->stream);
+    for (int i = 0; i < n && ce == cudaSuccess; i++)
+        ce = cudaGraphLaunch(graph_at(s, pos + i), s->stream);
+    if (ce == cudaSuccess)
+        ce = cudaEventRecord(e1, s->stream);
+    if (ce == cudaSuccess)
+        ce = cudaEventSynchronize(e1);
+    if (ce == cudaSuccess)
+        ce = cudaEventElapsedTime(ms, e0, e1);
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
     CUDA_CHECK(ce);
     return 0;
 }
@@ -586,7 +625,7 @@ static int run_tokens(struct engine *e, const int32_t *ids, int n, int pos, floa
     if (rc)
         return rc;
     for (int i = 0; i < n; i++) {
-        CUDA_CHECK(cudaGraphLaunch(s->graph, s->stream));
+        CUDA_CHECK(cudaGraphLaunch(graph_at(s, pos + i), s->stream));
         if (logits && (all || i == n - 1)) {
             CUDA_CHECK(cudaMemcpyAsync(s->h_logits, at(s, s->lay.logits), V * 4, cudaMemcpyDeviceToHost,
                                    s->stream));
@@ -651,6 +690,8 @@ static void cuda_close(struct engine *e)
     prefill_run_close(s->pf);
     if (s->graph)
         cudaGraphExecDestroy(s->graph);
+    if (s->graph_alt)
+        cudaGraphExecDestroy(s->graph_alt);
     if (s->stream)
         cudaStreamDestroy(s->stream);
     kern_free(s->arena);
@@ -777,60 +818,101 @@ static int setup_mega(struct engine *e, struct bora_err *err)
     return 0;
 }
 
-/* ms per decode step of the captured graph: a warm-up replay, then n timed, from position 0. */
-static int time_step(struct engine *e, int n, float *ms, struct bora_err *err)
+/* ms per decode step of graph x: a warm-up replay, then n timed, from position pos. */
+static int time_step(struct engine *e, cudaGraphExec_t x, int pos, int n, float *ms, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     int32_t tok = 1;
-    int rc = set_state(s, &tok, 1, 0, err);
+    int rc = set_state(s, &tok, 1, pos, err);
     if (rc)
         return rc;
-    if ((rc = graph_ms(s->stream, s->graph, 1, n, 1, ms, err)))
+    if ((rc = graph_ms(s->stream, x, 1, n, 1, ms, err)))
         return rc;
     *ms /= (float)n;
     return 0;
 }
 
 /* Captures the decode step. With the persistent kernel available, both schedules are captured
- * and timed on this model and GPU and the faster is kept, unless BORA_DECODE=kernels or
- * =persistent asks for one. */
+ * and timed on this model and GPU, at the first position and near the end of the cache (the
+ * persistent kernel gains most when the context is short; attention grows with it): the faster
+ * at each end is kept, and where they differ the engine switches at the position where the
+ * timings cross (linear in the position between the two). BORA_DECODE=kernels or =persistent
+ * asks for one; BORA_DECODE_SWITCH=N forces persistent below position N and the per-kernel
+ * step from N on (tests). */
 static int choose_step(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
-    const char *want = getenv("BORA_DECODE");
+    const char *want = getenv("BORA_DECODE"), *sw = getenv("BORA_DECODE_SWITCH");
     const bool avail = s->mega;
     int rc;
+    if (s->graph_alt) {
+        cudaGraphExecDestroy(s->graph_alt);
+        s->graph_alt = NULL;
+    }
+    s->alt_from = INT_MAX;
     if (want && strcmp(want, "kernels") == 0) {
-        s->mega = false;
         snprintf(s->mega_why, sizeof s->mega_why, "BORA_DECODE=kernels");
-        return capture(e, err);
+        return capture_to(e, false, &s->graph, err);
     }
     if (!avail || (want && strcmp(want, "persistent") == 0))
-        return capture(e, err);
+        return capture_to(e, avail, &s->graph, err);
+    if (sw && atoi(sw) > 0) {
+        s->alt_from = atoi(sw);
+        snprintf(s->mega_why, sizeof s->mega_why, "BORA_DECODE_SWITCH=%d", s->alt_from);
+        if ((rc = capture_to(e, false, &s->graph_alt, err)))
+            return rc;
+        return capture_to(e, true, &s->graph, err);
+    }
     const int n = e->max_ctx - 2 < 4 ? e->max_ctx - 2 : 4;
     if (n < 1)
-        return capture(e, err);
-    float t_p = 0, t_k = 0;
+        return capture_to(e, true, &s->graph, err);
+    const int lo = 0, hi = e->max_ctx - n - 1;
+    float tp0 = 0, tk0 = 0, tp1 = 0, tk1 = 0;
+    cudaGraphExec_t gp = NULL, gk = NULL;
     struct bora_err why = { "" };
-    if ((rc = capture(e, &why)) || (rc = time_step(e, n, &t_p, &why))) {
+    if ((rc = capture_to(e, true, &gp, &why)) || (rc = time_step(e, gp, lo, n, &tp0, &why)) ||
+        (hi > 64 && (rc = time_step(e, gp, hi, n, &tp1, &why)))) {
         /* e.g. a cooperative launch refused on a GPU shared with other work: keep serving. The
          * refused launch stays the runtime's last error until read: clear it, or the next
          * launch's check would report it again. */
         (void)cudaGetLastError();
-        s->mega = false;
+        if (gp)
+            cudaGraphExecDestroy(gp);
         snprintf(s->mega_why, sizeof s->mega_why, "the persistent kernel failed at open: %s", why.msg);
         fprintf(stderr, "cuda engine: %s; using the per-kernel decode step\n", s->mega_why);
-        return capture(e, err);
+        return capture_to(e, false, &s->graph, err);
     }
-    s->mega = false;
-    if ((rc = capture(e, err)) || (rc = time_step(e, n, &t_k, err)))
+    if ((rc = capture_to(e, false, &gk, err)) || (rc = time_step(e, gk, lo, n, &tk0, err)) ||
+        (hi > 64 && (rc = time_step(e, gk, hi, n, &tk1, err)))) {
+        cudaGraphExecDestroy(gp);
+        if (gk)
+            cudaGraphExecDestroy(gk);
         return rc;
-    s->mega = t_p <= t_k;
-    if (s->mega) {
-        snprintf(s->mega_why, sizeof s->mega_why, "timed %.3f ms vs %.3f ms per step for the per-kernel one", t_p, t_k);
-        return capture(e, err);
     }
-    snprintf(s->mega_why, sizeof s->mega_why, "timed %.3f ms per step vs %.3f ms for the persistent kernel", t_k, t_p);
+    if (hi <= 64) {
+        tp1 = tp0;
+        tk1 = tk0;
+    }
+    if (s->graph)
+        cudaGraphExecDestroy(s->graph);
+    const double d0 = tp0 - tk0, d1 = tp1 - tk1;   /* < 0: persistent faster */
+    const bool p_lo = d0 <= 0, p_hi = d1 <= 0;
+    s->graph = p_lo ? gp : gk;
+    s->mega = p_lo;
+    if (p_lo == p_hi) {
+        cudaGraphExecDestroy(p_lo ? gk : gp);
+        snprintf(s->mega_why, sizeof s->mega_why,
+                 "timed %.3f / %.3f ms per step at positions %d / %d vs %.3f / %.3f ms for the %s", p_lo ? tp0 : tk0,
+                 p_lo ? tp1 : tk1, lo, hi, p_lo ? tk0 : tp0, p_lo ? tk1 : tp1,
+                 p_lo ? "per-kernel step" : "persistent kernel");
+        return 0;
+    }
+    s->graph_alt = p_lo ? gk : gp;
+    s->alt_from = lo + (int)((double)(hi - lo) * d0 / (d0 - d1)) + 1;
+    snprintf(s->mega_why, sizeof s->mega_why,
+             "%s below position %d, then %s (timed persistent %.3f / %.3f ms, per-kernel %.3f / %.3f ms at "
+             "positions %d / %d)", p_lo ? "persistent" : "per-kernel", s->alt_from, p_lo ? "per-kernel" : "persistent",
+             tp0, tp1, tk0, tk1, lo, hi);
     return 0;
 }
 
@@ -1033,7 +1115,7 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
     if (rc)
         return rc;
     float t = 0;
-    if ((rc = graph_ms(s->stream, s->graph, 0, n, 1, &t, err)))
+    if ((rc = steps_ms(s, pos, n, &t, err)))
         return rc;
     *ms = t;
     *last = s->h_out->sampled;
@@ -1050,8 +1132,8 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
     struct cuda_impl *s = impl_of(e);
     const int nl = e->model->cfg.n_layers, nb = s->mega_args.sm_count;
     enum { N = 19, P = 15 };   /* decode_mega.cu MEGA_TR_N, TR_PROD */
-    if (!s->mega)
-        return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel is not in use");
+    if (!s->d_sync)
+        return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel is not available");
     if (kern_mega_trace_slots(nl, nb) != (size_t)nl * nb * N)
         return bora_errf(err, -EINVAL, "trace: layout mismatch");
     if (pos < 0 || pos >= e->max_ctx)
@@ -1171,12 +1253,13 @@ int engine_cuda_gemv_choice(const struct engine *e, int kind, float *us)
     return s->variant[kind];
 }
 
-const char *engine_cuda_decode_path(const struct engine *e, const char **why)
+const char *engine_cuda_decode_path(const struct engine *e, int pos, const char **why)
 {
     const struct cuda_impl *s = impl_of(e);
     if (why)
         *why = s->mega_why;
-    return s->mega ? "persistent" : "kernels";
+    const bool alt = s->graph_alt && pos >= s->alt_from;
+    return s->mega != alt ? "persistent" : "kernels";
 }
 
 const char *engine_cuda_last_error(const struct engine *e)

@@ -84,12 +84,14 @@ int engine_cuda_time_attention(struct engine *e, int pos, float *us, struct bora
 
 /* The arena layout the engine uses. */
 const struct plan_layout *engine_cuda_layout(const struct engine *e);
-/* How decode steps run: "persistent" (every layer in one kernel, kern_decode_layers) or
- * "kernels" (a kernel per GEMV and attention); *why (if why) says why (the timing that chose it,
- * or why the persistent kernel does not apply). At open both are timed and the faster kept (the
- * per-kernel step also when the persistent kernel fails to launch, e.g. on a GPU shared with
- * other work); BORA_DECODE=kernels or =persistent in the environment picks one. */
-const char *engine_cuda_decode_path(const struct engine *e, const char **why);
+/* The decode schedule the engine runs for the token at position pos: "persistent" (every layer
+ * in one persistent kernel) or "kernels" (a kernel per GEMV and attention); *why (if why) says
+ * why (the timings that chose it, or why the persistent kernel does not apply). At open both
+ * are timed at the first position and near the end of the cache; the faster at each end is
+ * kept, and where they differ the engine switches schedule at the position where the timings
+ * cross (the per-kernel step also when the persistent kernel fails to launch, e.g. on a GPU
+ * shared with other work). BORA_DECODE=kernels or =persistent in the environment picks one. */
+const char *engine_cuda_decode_path(const struct engine *e, int pos, const char **why);
 /* Message of the last failure of forward/forward_all ("" if none). */
 const char *engine_cuda_last_error(const struct engine *e);
 

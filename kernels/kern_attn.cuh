@@ -77,13 +77,23 @@ __device__ __forceinline__ void attn_reduce_scatter(float (&d)[GM], int lane, in
     }
 }
 
+/* Keys per split at least: ATTN_MIN_CHUNK, or fewer when NT threads load fewer keys in one
+ * pass (so a split's keys and values are each one round trip). */
+template <int LPK, int NT>
+__device__ __forceinline__ constexpr int attn_min_chunk()
+{
+    return (NT / 32) * (32 / LPK) * ATTN_KEY_UNROLL < ATTN_MIN_CHUNK ? (NT / 32) * (32 / LPK) * ATTN_KEY_UNROLL
+                                                                   : ATTN_MIN_CHUNK;
+}
+
 /* The keys split s of a kv head attends for the token at pos: [*j0, *j0 + n) with n returned
  * (0 for splits beyond the *n_eff the context needs); *j1 = min(j0 + chunk, pos + 1). */
-__device__ __forceinline__ int attn_slice(const struct attn_params &p, int pos, int s, int *j0, int *j1, int *n_eff)
+__device__ __forceinline__ int attn_slice(const struct attn_params &p, int pos, int s, int *j0, int *j1, int *n_eff,
+                                          int minc = ATTN_MIN_CHUNK)
 {
     const int start = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
     const int len = pos - start + 1;
-    int ne = (len + ATTN_MIN_CHUNK - 1) / ATTN_MIN_CHUNK;
+    int ne = (len + minc - 1) / minc;
     if (ne > p.n_split)
         ne = p.n_split;
     const int chunk = (len + ne - 1) / ne;
@@ -114,7 +124,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
 
     const int pos = *p.pos;
     int j0, j1, n_eff;
-    const int n = attn_slice(p, pos, s, &j0, &j1, &n_eff);
+    const int n = attn_slice(p, pos, s, &j0, &j1, &n_eff, attn_min_chunk<LPK, NT>());
     if (s >= n_eff)   /* a split the context does not need: no work, and not counted below */
         return;
     const int q_dim = p.n_heads * hd, kv_dim = p.n_kv * hd;

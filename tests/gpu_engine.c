@@ -41,6 +41,7 @@ struct gcase {
     const char *name;
     enum model_precision precision;
     bool kernels;   /* the per-kernel decode step (BORA_DECODE=kernels) instead of the persistent one */
+    int switch_at;  /* > 0: persistent below this position, the per-kernel step from it (BORA_DECODE_SWITCH) */
 };
 
 static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m, struct engine **cpu,
@@ -58,9 +59,17 @@ static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m
     if (rc)
         fail_msg("%s: %s", g->name, err.msg);
     struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = CTX };
-    setenv("BORA_DECODE", g->kernels ? "kernels" : "persistent", 1);
+    if (g->switch_at > 0) {
+        char at[16];
+        snprintf(at, sizeof at, "%d", g->switch_at);
+        setenv("BORA_DECODE_SWITCH", at, 1);
+        unsetenv("BORA_DECODE");
+    } else {
+        setenv("BORA_DECODE", g->kernels ? "kernels" : "persistent", 1);
+    }
     rc = engine_open(gpu, *m, &eo, &err);
     unsetenv("BORA_DECODE");
+    unsetenv("BORA_DECODE_SWITCH");
     if (rc == -ENODEV) {
         fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
         model_close(*m);
@@ -71,10 +80,13 @@ static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m
         fail_msg("%s: CUDA engine: %s", g->name, err.msg);
 #ifdef BORA_CUDA
     const char *why = "";
-    const char *path = engine_cuda_decode_path(*gpu, &why);
+    const char *path = engine_cuda_decode_path(*gpu, 0, &why);
     printf("  %s: decode path %s%s%s\n", g->name, path, *why ? ": " : "", why);
     if (strcmp(path, g->kernels ? "kernels" : "persistent") != 0)   /* every fixture fits it */
         fail_msg("%s: decode path %s (%s), wanted %s", g->name, path, why, g->kernels ? "kernels" : "persistent");
+    if (g->switch_at > 0 && (strcmp(engine_cuda_decode_path(*gpu, g->switch_at - 1, NULL), "persistent") != 0 ||
+                             strcmp(engine_cuda_decode_path(*gpu, g->switch_at, NULL), "kernels") != 0))
+        fail_msg("%s: no switch to the per-kernel step at position %d (%s)", g->name, g->switch_at, why);
 #endif
     eo.backend = ENGINE_BACKEND_CPU;
     rc = engine_open(cpu, *m, &eo, &err);
@@ -221,20 +233,24 @@ static void test_refuses_too_big(void **state)
 
 int main(void)
 {
-    static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX];
-    struct CMUnitTest tests[6 * N_FIX + 1];
+    static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
+    struct CMUnitTest tests[8 * N_FIX + 1];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
-        exact[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, false };
-        conv[i] = (struct gcase){ fixture_names[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8, false };
-        kern[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, true };
+        exact[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, false, 0 };
+        conv[i] = (struct gcase){ fixture_names[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8, false, 0 };
+        kern[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, true, 0 };
+        /* both schedules in one sequence: the step graph changes at position 5, mid-prompt */
+        swit[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, false, 5 };
         tests[n++] = (struct CMUnitTest){ "cuda_logits", test_logits, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_greedy", test_greedy, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_logits_converted", test_logits, NULL, NULL, &conv[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_greedy_converted", test_greedy, NULL, NULL, &conv[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_kernels_logits", test_logits, NULL, NULL, &kern[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_kernels_greedy", test_greedy, NULL, NULL, &kern[i] };
+        tests[n++] = (struct CMUnitTest){ "cuda_switch_logits", test_logits, NULL, NULL, &swit[i] };
+        tests[n++] = (struct CMUnitTest){ "cuda_switch_greedy", test_greedy, NULL, NULL, &swit[i] };
     }
     tests[n++] = (struct CMUnitTest){ "cuda_refuses_too_big", test_refuses_too_big, NULL, NULL, NULL };
     return _cmocka_run_group_tests("gpu_engine", tests, n, NULL, NULL);
