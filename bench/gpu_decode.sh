@@ -22,9 +22,10 @@ if [ "${DECODE_TESTS:-1}" = 1 ]; then
     fi
 fi
 step decode
-for args in "mistral-7b --precision fp8 --ctx 512 --tokens 256" "mistral-7b --precision bf16 --ctx 512 --tokens 256" \
-            "mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32" ${DECODE_EXTRA:-}; do
-    timeout 150 "$BORA" bench decode --preset $args --json
+# DECODE_EXTRA: more runs, ';'-separated (e.g. "mistral-small-24b --precision fp8 --ctx 512 --tokens 64")
+IFS=';' read -ra runs <<< "mistral-7b --precision fp8 --ctx 512 --tokens 256;mistral-7b --precision bf16 --ctx 512 --tokens 256;mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32;${DECODE_EXTRA:-}"
+for args in "${runs[@]}"; do
+    [ -n "$args" ] && timeout 150 "$BORA" bench decode --preset $args --json
 done 2>&1 | tee "$OUT/decode.jsonl"
 step "decode, per-kernel step (BORA_DECODE=kernels)"
 BORA_DECODE=kernels timeout 100 "$BORA" bench decode --preset mistral-7b --precision fp8 --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
@@ -35,7 +36,7 @@ for cb in ${MEGA_CBS:-}; do
     done
 done
 for v in ${MEGA_VARS:-}; do   # e.g. "NS=3 FLAGS=16;DEBUG=4": each a set of BORA_MEGA_* settings
-    envs=$(echo "$v" | tr ';' ' ' | sed 's/\([A-Z_]*=\)/BORA_MEGA_\1/g')
+    envs=$(echo "$v" | tr ';' ' ' | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")
     step "decode, persistent, $envs"
     for pr in ${MEGA_PRECS:-fp8}; do
         env $envs timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"

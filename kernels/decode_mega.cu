@@ -68,6 +68,7 @@ struct mega_params {
     int ns, slot_bytes, attn_halves, debug, flags;
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off;
     unsigned long long *trace;
+    int l2_ahead;           /* bytes of gate/up per block prefetched into L2 during attention */
     struct attn_params ap;
 };
 
@@ -681,6 +682,19 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         MEGA_TR(TR_ATT_WAIT);
         {
             const int half = tid / MEGA_AT;
+            if (p.l2_ahead > 0 && tid == 2 * MEGA_AT) {
+                /* a warp attention leaves idle: while the attention holds the consumers and the
+                 * ring is full, this block's first gate/up rows stream into L2 (the ring's
+                 * copies of them then come from L2) */
+                int g0, gn;
+                mega_groups(p, l, MEGA_GU, blockIdx.x, &g0, &gn);
+                const struct mega_mat &M = p.mat[MEGA_GU];
+                const size_t gb = (size_t)MEGA_ROWS * M.row_bytes;
+                size_t bytes = min((size_t)gn * gb, (size_t)p.l2_ahead);
+                const uint8_t *src = Lb + M.w_off + (size_t)g0 * gb;
+                for (size_t o = 0; o < bytes; o += 65536)
+                    kern_prefetch_bulk(src + o, (uint32_t)min((size_t)65536, bytes - o));
+            }
             if (half < p.attn_halves && !(p.debug & MEGA_DBG_NO_ATTN)) {
                 int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;
                 float *as = (float *)(u + (size_t)half * p.attn_half_bytes);
@@ -854,6 +868,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->debug = a->debug;
     p->flags = a->flags;
     p->trace = a->trace;
+    p->l2_ahead = a->l2_ahead / 16 * 16;
     struct attn_params *ap = &p->ap;
     ap->qkv = a->qkv;
     ap->out = a->att;

@@ -772,6 +772,10 @@ fail:
     return rc;
 }
 
+/* Gate/up bytes per SM the persistent kernel reads ahead into L2 while attention runs (0: none;
+ * BORA_MEGA_L2=KiB overrides). */
+#define MEGA_L2_AHEAD_DEFAULT 0
+
 /* The persistent decode kernel's arguments and counters; s->mega when it takes this model and
  * GPU (choose_step then decides whether it runs). BORA_MEGA_CB / _NS / _FLAGS / _DEBUG are
  * diagnostics for kernel work (docs/PERFORMANCE_GPU.md), never needed in service. */
@@ -798,6 +802,7 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .ns_max = getenv("BORA_MEGA_NS") ? atoi(getenv("BORA_MEGA_NS")) : 0,
         .flags = getenv("BORA_MEGA_FLAGS") ? atoi(getenv("BORA_MEGA_FLAGS")) : 0,
         .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
+        .l2_ahead = getenv("BORA_MEGA_L2") ? atoi(getenv("BORA_MEGA_L2")) * 1024 : MEGA_L2_AHEAD_DEFAULT,
     };
     s->mega = false;
     kern_free(s->d_sync);

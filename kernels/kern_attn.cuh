@@ -151,33 +151,75 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
         kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
     }
 
-    /* rotated, scaled queries of this group */
+    /* rotated, scaled queries of this group; the item whose slice holds pos also writes the new
+     * key (rotated) and value. Every load first, then the math: one round trip. */
     const float qs = kern_query_scale(&p.rope, pos) * p.softmax_scale;
-    for (int i = tid; i < G * half; i += NT) {
-        int h = i / half, k = i % half, a, b;
-        kern_rope_pair(&p.rope, hd, k, &a, &b);
-        float c, sn;
-        kern_rope_cs(&p.rope, pos, k, &c, &sn);
-        const float *q = p.qkv + (size_t)(g * G + h) * hd;
-        float x0 = __ldcg(q + a), x1 = __ldcg(q + b);   /* written by other blocks (persistent kernel) */
-        q_s[h * hd + a] = (x0 * c - x1 * sn) * qs;
-        q_s[h * hd + b] = (x0 * sn + x1 * c) * qs;
+    constexpr int QI = (GM * LPK * 4 + NT - 1) / NT, KI = (LPK * 4 + NT - 1) / NT, VI = (LPK * 8 + NT - 1) / NT;
+    const bool writer = n > 0 && pos < j1;
+    const float *kn = p.qkv + q_dim + (size_t)g * hd, *vn = p.qkv + q_dim + kv_dim + (size_t)g * hd;
+    float q0[QI], q1[QI], qf[QI], k0[KI], k1[KI], kf[KI], vn_[VI];
+#pragma unroll
+    for (int u = 0; u < QI; u++) {
+        const int i = tid + u * NT;
+        q0[u] = q1[u] = qf[u] = 0.f;
+        if (i < G * half) {
+            int a, b;
+            kern_rope_pair(&p.rope, hd, i % half, &a, &b);
+            const float *q = p.qkv + (size_t)(g * G + i / half) * hd;
+            q0[u] = __ldcg(q + a);   /* written by other blocks (persistent kernel) */
+            q1[u] = __ldcg(q + b);
+            qf[u] = p.rope.inv_freq[i % half];
+        }
     }
-    /* the block whose slice holds pos writes the new key (rotated) and value */
-    if (n > 0 && pos < j1) {
-        const float *k = p.qkv + q_dim + (size_t)g * hd;
-        const float *v = p.qkv + q_dim + kv_dim + (size_t)g * hd;
-        for (int k2 = tid; k2 < half; k2 += NT) {
+#pragma unroll
+    for (int u = 0; u < KI; u++) {
+        const int k2 = tid + u * NT;
+        k0[u] = k1[u] = kf[u] = 0.f;
+        if (writer && k2 < half) {
             int a, b;
             kern_rope_pair(&p.rope, hd, k2, &a, &b);
-            float c, sn;
-            kern_rope_cs(&p.rope, pos, k2, &c, &sn);
-            float x0 = __ldcg(k + a), x1 = __ldcg(k + b);
-            kc[(size_t)pos * hd + a] = kern_f32_to_bf16(x0 * c - x1 * sn);
-            kc[(size_t)pos * hd + b] = kern_f32_to_bf16(x0 * sn + x1 * c);
+            k0[u] = __ldcg(kn + a);
+            k1[u] = __ldcg(kn + b);
+            kf[u] = p.rope.inv_freq[k2];
         }
-        for (int d = tid; d < hd; d += NT)
-            vc[(size_t)pos * hd + d] = kern_f32_to_bf16(__ldcg(v + d));
+    }
+#pragma unroll
+    for (int u = 0; u < VI; u++) {
+        const int d = tid + u * NT;
+        vn_[u] = writer && d < hd ? __ldcg(vn + d) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < QI; u++) {
+        const int i = tid + u * NT;
+        if (i < G * half) {
+            const int h = i / half, k = i % half;
+            int a, b;
+            kern_rope_pair(&p.rope, hd, k, &a, &b);
+            float c, sn;
+            kern_rope_cs_f(&p.rope, pos, qf[u], &c, &sn);
+            q_s[h * hd + a] = (q0[u] * c - q1[u] * sn) * qs;
+            q_s[h * hd + b] = (q0[u] * sn + q1[u] * c) * qs;
+        }
+    }
+    if (writer) {
+#pragma unroll
+        for (int u = 0; u < KI; u++) {
+            const int k2 = tid + u * NT;
+            if (k2 < half) {
+                int a, b;
+                kern_rope_pair(&p.rope, hd, k2, &a, &b);
+                float c, sn;
+                kern_rope_cs_f(&p.rope, pos, kf[u], &c, &sn);
+                kc[(size_t)pos * hd + a] = kern_f32_to_bf16(k0[u] * c - k1[u] * sn);
+                kc[(size_t)pos * hd + b] = kern_f32_to_bf16(k0[u] * sn + k1[u] * c);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < VI; u++) {
+            const int d = tid + u * NT;
+            if (d < hd)
+                vc[(size_t)pos * hd + d] = kern_f32_to_bf16(vn_[u]);
+        }
     }
     attn_bar(bar, NT);
 

@@ -17,13 +17,19 @@ __device__ __forceinline__ void kern_rope_pair(const struct kern_rope *r, int hd
     }
 }
 
-__device__ __forceinline__ void kern_rope_cs(const struct kern_rope *r, int pos, int k, float *c, float *s)
+/* cos and sin of position pos at the frequency f = r->inv_freq[k], attention factor applied. */
+__device__ __forceinline__ void kern_rope_cs_f(const struct kern_rope *r, int pos, float f, float *c, float *s)
 {
-    float ang = (float)pos * r->inv_freq[k];
+    float ang = (float)pos * f;
     float sv, cv;
     sincosf(ang, &sv, &cv);
     *c = cv * r->attn_factor;
     *s = sv * r->attn_factor;
+}
+
+__device__ __forceinline__ void kern_rope_cs(const struct kern_rope *r, int pos, int k, float *c, float *s)
+{
+    kern_rope_cs_f(r, pos, r->inv_freq[k], c, s);
 }
 
 __device__ __forceinline__ float kern_query_scale(const struct kern_rope *r, int pos)
