@@ -41,7 +41,8 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_ATTN_PF = 32 };
 /* Trace (kern_mega_args.trace): per block and layer MEGA_TR_N timestamps (ns, %globaltimer) —
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
-       TR_GU_WAIT, TR_GU_LOAD, TR_GU, TR_DOWN_WAIT, TR_DOWN_LOAD, TR_DOWN, TR_PROD, MEGA_TR_N = TR_PROD + 4 };
+       TR_GU_WAIT, TR_GU_LOAD, TR_GU, TR_DOWN_WAIT, TR_DOWN_LOAD, TR_DOWN, TR_PROD, TR_ATT_ITEM = TR_PROD + 4,
+       MEGA_TR_N = TR_ATT_ITEM + 7 };   /* TR_ATT_ITEM: attn_item's 7 steps, half 0's first item */
 /* Per layer, the largest |input| of each matrix phase, as float bits (atomicMax), written by
  * the phase that produces the input so the reader needs one pass over it. */
 enum { AM_QKV, AM_WO, AM_GU, AM_DOWN, AM_N };
@@ -702,7 +703,8 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                 /* half 0 of every block first: the items the context needs spread over the SMs */
                 for (int it = half * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers)
                     attn_item<GM, LPK, MEGA_AT>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, as, s_last + half,
-                                            tid - half * MEGA_AT, MEGA_BAR_H + half, am + AM_WO);
+                                            tid - half * MEGA_AT, MEGA_BAR_H + half, am + AM_WO,
+                                            tr && it < nb ? tr + TR_ATT_ITEM : nullptr);
             }
         }
         MEGA_TR(TR_ATT);

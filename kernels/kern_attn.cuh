@@ -107,8 +107,17 @@ __device__ __forceinline__ int attn_slice(const struct attn_params &p, int pos, 
 template <int GM, int LPK, int NT>
 __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
                                           int *counters, int g, int s, float *sm, int *s_last_p, int tid, int bar,
-                                          int *amax = nullptr)
+                                          int *amax = nullptr, unsigned long long *tr = nullptr)
 {
+    /* tr (diagnostics): %globaltimer at the item's steps, by thread 0 */
+#define ATTN_TR(i)                                                         \
+    do {                                                                   \
+        if (tr && tid == 0) {                                              \
+            unsigned long long t_;                                         \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));          \
+            tr[i] = t_;                                                    \
+        }                                                                  \
+    } while (0)
     constexpr int ATTN_WARPS_ = NT / 32;
     constexpr int KPW = 32 / LPK;            /* keys per warp step */
     constexpr int STEP = ATTN_WARPS_ * KPW;  /* keys per block step */
@@ -127,6 +136,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     const int n = attn_slice(p, pos, s, &j0, &j1, &n_eff, attn_min_chunk<LPK, NT>());
     if (s >= n_eff)   /* a split the context does not need: no work, and not counted below */
         return;
+    ATTN_TR(0);
     const int q_dim = p.n_heads * hd, kv_dim = p.n_kv * hd;
     const int half = hd / 2;
     uint16_t *kc = kc_l + (size_t)g * p.max_ctx * hd;
@@ -222,6 +232,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
         }
     }
     attn_bar(bar, NT);
+    ATTN_TR(1);
 
     /* scores, ATTN_KEY_UNROLL key loads in flight per lane */
     for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
@@ -265,6 +276,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
         }
     }
     attn_bar(bar, NT);
+    ATTN_TR(2);
     /* softmax pieces per head */
     for (int h = warp; h < G; h += ATTN_WARPS_) {
         float m = -INFINITY;
@@ -284,6 +296,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
         }
     }
     attn_bar(bar, NT);
+    ATTN_TR(3);
     /* weighted values, HV heads per pass over the slice (bounds the accumulators' registers) */
     constexpr int HV = GM < 8 ? GM : 8;
     for (int h0 = 0; h0 < G; h0 += HV) {
@@ -336,6 +349,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
         }
     }
     attn_bar(bar, NT);
+    ATTN_TR(4);
     float *part = attn_part(p, s);
     if (s < n_eff) {
         for (int i = tid; i < G * hd; i += NT) {
@@ -360,6 +374,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             counters[g] = 0;
     }
     attn_bar(bar, NT);
+    ATTN_TR(5);
     if (!*s_last_p)
         return;
     __threadfence();
@@ -419,6 +434,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             if ((tid & 31) == 0)
                 atomicMax(amax, __float_as_int(mx));
         }
+        ATTN_TR(6);
         return;
     }
     /* each thread sums ATTN_COMBINE_EPT outputs, ATTN_COMBINE_SPLITS splits at a time: all
@@ -463,6 +479,8 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
         }
     }
 }
+
+#undef ATTN_TR
 
 /* Shared memory (bytes) attn_item needs for NT threads. */
 static inline size_t attn_smem_bytes(int G, int hd, int chunk_max, int n_split, int nt)
