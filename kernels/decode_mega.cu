@@ -42,7 +42,7 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_ATTN_PF = 32 };
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
        TR_GU_WAIT, TR_GU_LOAD, TR_GU, TR_DOWN_WAIT, TR_DOWN_LOAD, TR_DOWN, TR_PROD, TR_ATT_ITEM = TR_PROD + 4,
-       MEGA_TR_N = TR_ATT_ITEM + 7 };   /* TR_ATT_ITEM: attn_item's 7 steps, half 0's first item */
+       MEGA_TR_N = TR_ATT_ITEM + 9 };   /* TR_ATT_ITEM: attn_item's 9 steps, half 0's first item */
 /* Per layer, the largest |input| of each matrix phase, as float bits (atomicMax), written by
  * the phase that produces the input so the reader needs one pass over it. */
 enum { AM_QKV, AM_WO, AM_GU, AM_DOWN, AM_N };

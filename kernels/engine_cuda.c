@@ -1136,7 +1136,7 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
 {
     struct cuda_impl *s = impl_of(e);
     const int nl = e->model->cfg.n_layers, nb = s->mega_args.sm_count;
-    enum { N = 26, P = 15, A = 19 };   /* decode_mega.cu MEGA_TR_N, TR_PROD, TR_ATT_ITEM */
+    enum { N = 28, P = 15, A = 19 };   /* decode_mega.cu MEGA_TR_N, TR_PROD, TR_ATT_ITEM */
     if (!s->d_sync)
         return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel is not available");
     if (kern_mega_trace_slots(nl, nb) != (size_t)nl * nb * N)
@@ -1167,7 +1167,7 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
     static const char *const seg[] = { "wait x", "load x", "qkv", "wait qkv", "attention", "wait att",
                                        "load att", "wo", "wait wo", "load x", "gate/up", "wait gu",
                                        "load h", "down" };
-    double sum[14] = { 0 }, prod[4] = { 0 }, spread[14] = { 0 }, att_busy = 0, item[7] = { 0 };
+    double sum[14] = { 0 }, prod[4] = { 0 }, spread[14] = { 0 }, att_busy = 0, item[9] = { 0 };
     int att_n = 0, item_n = 0, comb_n = 0;
     unsigned long long t_min = ~0ull, t_max = 0;
     for (int b = 0; b < nb; b++)
@@ -1186,8 +1186,10 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
                 for (int k = 1; k < 6; k++)
                     item[k] += (double)(t[A + k] - t[A + k - 1]);
                 item_n++;
-                if (t[A + 6] > t[A + 5]) {
+                if (t[A + 8] > t[A + 5]) {   /* this item combined: gather, weights, sums */
                     item[6] += (double)(t[A + 6] - t[A + 5]);
+                    item[7] += (double)(t[A + 7] - t[A + 6]);
+                    item[8] += (double)(t[A + 8] - t[A + 7]);
                     comb_n++;
                 }
             }
@@ -1219,9 +1221,10 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
     fprintf(f, "  attention on the %d block-layers that had items: %.2f us\n", att_n, att_n ? att_busy / att_n / 1e3 : 0.);
     if (item_n)
         fprintf(f, "  attention item (%d items): start %.2f, q/k/v in %.2f, scores %.2f, softmax %.2f, values %.2f, "
-                   "partial out %.2f us; combine (%d) %.2f us\n", item_n, item[0] / item_n / 1e3,
-                item[1] / item_n / 1e3, item[2] / item_n / 1e3, item[3] / item_n / 1e3, item[4] / item_n / 1e3,
-                item[5] / item_n / 1e3, comb_n, comb_n ? item[6] / comb_n / 1e3 : 0.);
+                   "partial out %.2f us; combine (%d): weights %.2f, barrier %.2f, sums %.2f us\n", item_n,
+                item[0] / item_n / 1e3, item[1] / item_n / 1e3, item[2] / item_n / 1e3, item[3] / item_n / 1e3,
+                item[4] / item_n / 1e3, item[5] / item_n / 1e3, comb_n, comb_n ? item[6] / comb_n / 1e3 : 0.,
+                comb_n ? item[7] / comb_n / 1e3 : 0., comb_n ? item[8] / comb_n / 1e3 : 0.);
     fprintf(f, "  producer blocked on a full ring, per layer: qkv %.2f, wo %.2f, gate/up %.2f, down %.2f us\n",
             prod[0] / per, prod[1] / per, prod[2] / per, prod[3] / per);
     free(h);

@@ -21,7 +21,10 @@ __device__ __forceinline__ void attn_bar(int id, int n)
 #define ATTN_COMBINE_EPT 6     /* outputs per thread in the combine */
 #define ATTN_COMBINE_SPLITS 8  /* splits whose partials are loaded together */
 #ifndef ATTN_PRE
-#define ATTN_PRE 1             /* 0: no early cache loads; 1: keys loaded with the queries; 2: keys and values */
+#define ATTN_PRE 0             /* early cache loads into registers: 0 none; 1 keys; 2 keys and values */
+#endif
+#ifndef ATTN_L1PF
+#define ATTN_L1PF 1            /* the first pass's cached keys and values prefetched into L1 at the start */
 #endif
 #ifndef ATTN_FAST_COMBINE
 #define ATTN_FAST_COMBINE 1    /* short contexts: the combine loads every split's outputs at once */
@@ -154,6 +157,16 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             kpre[u] = ok ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
             if (PREV)
                 vpre[u] = ok ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+        }
+    }
+    if (ATTN_L1PF) {   /* no registers held: the loads below then hit L1 */
+#pragma unroll
+        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
+            const int j = warp * KPW + u * STEP + sub;
+            if (j < n && j0 + j < pos) {   /* never the new position: it is written during this step */
+                kern_prefetch_l1(kc + (size_t)(j0 + j) * hd + dl);
+                kern_prefetch_l1(vc + (size_t)(j0 + j) * hd + dl);
+            }
         }
     }
     if (tid == 0 && n > 1) {   /* the slice streams into L2 during the prologue */
@@ -364,20 +377,23 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
         }
     }
-    /* the last block of this kv head combines the splits */
-    __threadfence();
+    /* the last block of this kv head combines the splits. One thread fences for the block after
+     * the barrier (release of every thread's partials before the count; acquire of the other
+     * splits' after it), the others read through L2 after the next barrier. */
     attn_bar(bar, NT);
     if (tid == 0) {
+        __threadfence();
         int prev = atomicAdd(&counters[g], 1);
         *s_last_p = prev == n_eff - 1;
-        if (*s_last_p)
+        if (*s_last_p) {
             counters[g] = 0;
+            __threadfence();
+        }
     }
     attn_bar(bar, NT);
     ATTN_TR(5);
     if (!*s_last_p)
         return;
-    __threadfence();
     /* few splits and one element block (short contexts): every split's outputs are loaded
      * together with the maxima and sums below, in one round trip */
     constexpr int FEPT = (GM * LPK * 8 + NT - 1) / NT;
@@ -393,27 +409,32 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
                 of[t][k] = t < n_eff && i < G * hd ? __ldcg(attn_part(p, t) + (size_t)g * G * hd + i) : 0.f;
             }
     }
-    for (int i = tid; i < G * n_eff; i += NT) {   /* gather every split's max and sum */
-        int h = i / n_eff, t = i % n_eff, qh = g * G + h;
-        const float *pt = attn_part(p, t);
-        cm[h * p.n_split + t] = __ldcg(pt + q_dim + qh);
-        cw[h * p.n_split + t] = __ldcg(pt + q_dim + p.n_heads + qh);
-    }
-    attn_bar(bar, NT);
-    for (int h = tid; h < G; h += NT) {   /* weight of each split: e^(m_t - M) / Σ */
-        float M = -INFINITY, den = 0.f;
-        for (int t = 0; t < n_eff; t++)
-            M = fmaxf(M, cm[h * p.n_split + t]);
-        for (int t = 0; t < n_eff; t++) {
-            float mt = cm[h * p.n_split + t];
-            float f = mt == -INFINITY ? 0.f : __expf(mt - M);
+    /* weight of each split, e^(m_t - M) / Σ_t e^(m_t - M) l_t: a warp per head, a lane per split */
+    for (int h = warp; h < G; h += ATTN_WARPS_) {
+        const int qh = g * G + h;
+        float M = -INFINITY;
+        for (int t = lane; t < n_eff; t += 32) {
+            const float *pt = attn_part(p, t);
+            const float mt = __ldcg(pt + q_dim + qh);
+            cm[h * p.n_split + t] = mt;
+            cw[h * p.n_split + t] = __ldcg(pt + q_dim + p.n_heads + qh);
+            M = fmaxf(M, mt);
+        }
+        M = kern_warp_max(M);
+        float den = 0.f;
+        for (int t = lane; t < n_eff; t += 32) {
+            const float mt = cm[h * p.n_split + t];
+            const float f = mt == -INFINITY ? 0.f : __expf(mt - M);
             den += f * cw[h * p.n_split + t];
             cm[h * p.n_split + t] = f;
         }
-        for (int t = 0; t < n_eff; t++)
+        den = kern_warp_sum(den);
+        for (int t = lane; t < n_eff; t += 32)
             cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
     }
+    ATTN_TR(6);
     attn_bar(bar, NT);
+    ATTN_TR(7);
     if (FSPL > 0 && fast) {
         float mx = 0.f;
 #pragma unroll
@@ -434,7 +455,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             if ((tid & 31) == 0)
                 atomicMax(amax, __float_as_int(mx));
         }
-        ATTN_TR(6);
+        ATTN_TR(8);
         return;
     }
     /* each thread sums ATTN_COMBINE_EPT outputs, ATTN_COMBINE_SPLITS splits at a time: all
@@ -478,6 +499,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
                 atomicMax(amax, __float_as_int(mx));
         }
     }
+    ATTN_TR(8);
 }
 
 #undef ATTN_TR

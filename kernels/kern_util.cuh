@@ -105,6 +105,11 @@ __device__ __forceinline__ uint4 kern_ld_stream(const void *p)
     return v;
 }
 
+__device__ __forceinline__ void kern_prefetch_l1(const void *p)
+{
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
+
 __device__ __forceinline__ void kern_prefetch_l2(const void *p)
 {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
