@@ -399,6 +399,15 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     constexpr int FEPT = (GM * LPK * 8 + NT - 1) / NT;
     constexpr int FSPL = !ATTN_FAST_COMBINE ? 0 : FEPT <= 2 ? 16 : FEPT <= 3 ? 12 : 0;
     const bool fast = FSPL > 0 && n_eff <= FSPL && G * hd <= NT * FEPT;
+    /* a warp per head, a lane per split: the maxima and sums are loaded first (volatile loads
+     * keep that order), then the outputs, so both are in flight before either is used */
+    const bool one = n_eff <= 32 && G <= ATTN_WARPS_;
+    float m1 = -INFINITY, l1 = 0.f;
+    if (one && warp < G && lane < n_eff) {
+        const float *pt = attn_part(p, lane);
+        m1 = kern_ldcg_v(pt + q_dim + g * G + warp);
+        l1 = kern_ldcg_v(pt + q_dim + p.n_heads + g * G + warp);
+    }
     float of[FSPL > 0 ? FSPL : 1][FEPT];
     if (FSPL > 0 && fast) {
 #pragma unroll
@@ -406,11 +415,18 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
 #pragma unroll
             for (int k = 0; k < FEPT; k++) {
                 const int i = k * NT + tid;
-                of[t][k] = t < n_eff && i < G * hd ? __ldcg(attn_part(p, t) + (size_t)g * G * hd + i) : 0.f;
+                of[t][k] = t < n_eff && i < G * hd ? kern_ldcg_v(attn_part(p, t) + (size_t)g * G * hd + i) : 0.f;
             }
     }
-    /* weight of each split, e^(m_t - M) / Σ_t e^(m_t - M) l_t: a warp per head, a lane per split */
-    for (int h = warp; h < G; h += ATTN_WARPS_) {
+    if (one && warp < G) {   /* weight of split `lane`: e^(m_t - M) / Σ_t e^(m_t - M) l_t */
+        const float M = kern_warp_max(m1);
+        const float f = lane < n_eff && m1 != -INFINITY ? __expf(m1 - M) : 0.f;
+        const float den = kern_warp_sum(f * l1);
+        if (lane < n_eff)
+            cw[warp * p.n_split + lane] = f / den;
+    }
+    /* the same for more splits or more heads than warps */
+    for (int h = warp; !one && h < G; h += ATTN_WARPS_) {
         const int qh = g * G + h;
         float M = -INFINITY;
         for (int t = lane; t < n_eff; t += 32) {

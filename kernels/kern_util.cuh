@@ -105,6 +105,14 @@ __device__ __forceinline__ uint4 kern_ld_stream(const void *p)
     return v;
 }
 
+/* A float read through L2 (other SMs' writes) whose place among the loads the compiler keeps. */
+__device__ __forceinline__ float kern_ldcg_v(const float *p)
+{
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
 __device__ __forceinline__ void kern_prefetch_l1(const void *p)
 {
     asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
