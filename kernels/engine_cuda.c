@@ -900,11 +900,11 @@ static int choose_step(struct engine *e, struct bora_err *err)
     }
     if (s->graph)
         cudaGraphExecDestroy(s->graph);
-    const double d0 = tp0 - tk0, d1 = tp1 - tk1;   /* < 0: persistent faster */
-    const bool p_lo = d0 <= 0, p_hi = d1 <= 0;
+    bool p_lo;
+    const int from = plan_switch_position(tp0, tk0, tp1, tk1, lo, hi, &p_lo);
     s->graph = p_lo ? gp : gk;
     s->mega = p_lo;
-    if (p_lo == p_hi) {
+    if (from == INT_MAX) {
         cudaGraphExecDestroy(p_lo ? gk : gp);
         snprintf(s->mega_why, sizeof s->mega_why,
                  "timed %.3f / %.3f ms per step at positions %d / %d vs %.3f / %.3f ms for the %s", p_lo ? tp0 : tk0,
@@ -913,7 +913,7 @@ static int choose_step(struct engine *e, struct bora_err *err)
         return 0;
     }
     s->graph_alt = p_lo ? gk : gp;
-    s->alt_from = lo + (int)((double)(hi - lo) * d0 / (d0 - d1)) + 1;
+    s->alt_from = from;
     snprintf(s->mega_why, sizeof s->mega_why,
              "%s below position %d, then %s (timed persistent %.3f / %.3f ms, per-kernel %.3f / %.3f ms at "
              "positions %d / %d)", p_lo ? "persistent" : "per-kernel", s->alt_from, p_lo ? "per-kernel" : "persistent",

@@ -51,7 +51,7 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
 /* Diagnostics of the persistent decode kernel: runs the layers of one step at position pos with
  * its trace on and prints to f where the time of a layer goes (each phase's wait, input load
  * and stream, averaged over blocks and layers; the producer's time blocked on a full ring).
- * -ENOTSUP when the persistent kernel is not in use. */
+ * -ENOTSUP when the persistent kernel does not take this model. */
 int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *err);
 
 /* Prompts (forward with n > 1) run as a batched prefill in chunks of this many tokens (default

@@ -3,6 +3,7 @@
 #include "kernels/plan.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,18 @@ int plan_attn_splits(int n_kv, int max_ctx, int window)
     if (s > len)
         s = len;
     return s < 1 ? 1 : s;
+}
+
+int plan_switch_position(double a_lo, double b_lo, double a_hi, double b_hi, int lo, int hi, bool *a_first)
+{
+    const double d0 = a_lo - b_lo, d1 = a_hi - b_hi;   /* <= 0: A at least as fast */
+    *a_first = d0 <= 0;
+    if ((d0 <= 0) == (d1 <= 0) || hi <= lo)
+        return INT_MAX;
+    /* the crossing of the two lines, then the first position past it */
+    const double x = (double)lo + (double)(hi - lo) * d0 / (d0 - d1);
+    int at = (int)x + 1;
+    return at <= lo ? lo + 1 : at > hi ? hi : at;
 }
 
 size_t plan_attn_partial_floats(int n_heads, int head_dim, int n_split)

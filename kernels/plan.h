@@ -6,6 +6,7 @@
 #define BORA_KERNELS_PLAN_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -53,6 +54,11 @@ uint64_t plan_kv_step_bytes(const struct model_config *cfg, const struct plan_la
 
 /* Attention splits per kv head and the scratch they need (floats). */
 int plan_attn_splits(int n_kv, int max_ctx, int window);
+/* Which decode schedule to run where, from step times of schedule A and B measured at positions
+ * lo < hi (ms; assumed linear in the position between them, as attention is): returns the
+ * position from which the schedule that is slower at lo takes over (INT_MAX: never), and sets
+ * *a_first when A is the faster (or equal) at lo. Ties go to A. */
+int plan_switch_position(double a_lo, double b_lo, double a_hi, double b_hi, int lo, int hi, bool *a_first);
 size_t plan_attn_partial_floats(int n_heads, int head_dim, int n_split);
 
 /* Refusal check shared with the engine: 0 if total + PLAN_CUDA_RESERVE fits in avail_bytes,

@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "kernels/plan.h"
@@ -112,6 +114,33 @@ static void test_rejects_bad_shapes(void **st)
     assert_null(plan_preset_name(4));
 }
 
+/* The engine's choice between its two decode schedules from timings at two positions. */
+static void test_switch_position(void **st)
+{
+    (void)st;
+    bool a_first = false;
+    /* A faster at both ends: never switch */
+    assert_int_equal(plan_switch_position(2.0, 3.0, 4.0, 5.0, 0, 1000, &a_first), INT_MAX);
+    assert_true(a_first);
+    /* B faster at both ends */
+    assert_int_equal(plan_switch_position(3.0, 2.0, 5.0, 4.0, 0, 1000, &a_first), INT_MAX);
+    assert_false(a_first);
+    /* A faster at 0 by 1 ms, slower at 1000 by 3 ms: the lines cross at 250, B from 251 */
+    assert_int_equal(plan_switch_position(2.0, 3.0, 7.0, 4.0, 0, 1000, &a_first), 251);
+    assert_true(a_first);
+    /* the Medium 3.5 figures measured on the H200: persistent 32.171 / 36.898 ms, per-kernel
+     * 36.596 / 38.065 ms at positions 0 / 2075: persistent throughout that range */
+    assert_int_equal(plan_switch_position(32.171, 36.596, 36.898, 38.065, 0, 2075, &a_first), INT_MAX);
+    assert_true(a_first);
+    /* B faster first, A later: from where A takes over */
+    assert_int_equal(plan_switch_position(5.0, 4.0, 5.0, 6.0, 100, 300, &a_first), 201);
+    assert_false(a_first);
+    /* ties go to A; degenerate range */
+    assert_int_equal(plan_switch_position(1.0, 1.0, 1.0, 1.0, 0, 10, &a_first), INT_MAX);
+    assert_true(a_first);
+    assert_int_equal(plan_switch_position(1.0, 2.0, 3.0, 2.0, 5, 5, &a_first), INT_MAX);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +149,7 @@ int main(void)
         cmocka_unit_test(test_fit_verdicts),
         cmocka_unit_test(test_window_caps_kv_reads),
         cmocka_unit_test(test_rejects_bad_shapes),
+        cmocka_unit_test(test_switch_position),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
