@@ -37,7 +37,7 @@ enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
-enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_ATTN_PF = 32 };
+enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16 };
 /* Trace (kern_mega_args.trace): per block and layer MEGA_TR_N timestamps (ns, %globaltimer) —
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
@@ -69,7 +69,6 @@ struct mega_params {
     int ns, slot_bytes, attn_halves, debug, flags;
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off;
     unsigned long long *trace;
-    int l2_ahead;           /* bytes of gate/up per block prefetched into L2 during attention */
     struct attn_params ap;
 };
 
@@ -610,6 +609,26 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
     }
 }
 
+/* A phase's start: wait until every block finished the phase that writes its input (counter ctr),
+ * then load the input (one pass with the published max amax unless two-pass), rms-normalised
+ * with nw when NORM; trace events ev (wait done) and ev + 1 (input loaded). Returns the factor
+ * for the sums. */
+template <int FP8, int NORM>
+__device__ __forceinline__ float mega_phase_in(const struct mega_params &p, const int *ctr, const float *in, int n,
+                                               const float *nw, const int *amax, uint16_t *xh, uint16_t *xl,
+                                               float *scr, int tid, unsigned long long *tr, int ev)
+{
+    mega_wait(ctr, p.nb, tid, p.debug);
+    if (tr && tid == 0)
+        tr[ev] = mega_now();
+    const float eps = NORM ? p.eps : 0.f;
+    const float post = !(p.flags & MEGA_F_TWO_PASS) ? mega_load_vec1<FP8, NORM>(in, n, nw, eps, amax, xh, xl, scr, tid)
+                                                   : mega_load_vec<FP8>(in, n, nw, eps, xh, xl, scr, tid);
+    if (tr && tid == 0)
+        tr[ev + 1] = mega_now();
+    return post;
+}
+
 template <int FP8, int GM, int LPK>
 __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_constant__ struct mega_params p)
 {
@@ -655,20 +674,6 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         const bool one = !(p.flags & MEGA_F_TWO_PASS);
         const float *attn_nw = (const float *)(Lb + p.attn_norm_off), *ffn_nw = (const float *)(Lb + p.ffn_norm_off);
         /* qkv = W_qkv rmsnorm(x) */
-        if ((p.flags & MEGA_F_ATTN_PF) && tid % MEGA_AT == 0 && tid / MEGA_AT < p.attn_halves &&
-            !(p.debug & MEGA_DBG_NO_ATTN)) {
-            /* this half's attention items: their cached keys and values into L2 during the qkv phase */
-            const int pos = *p.ap.pos, workers = nb * p.attn_halves, hd = p.ap.hd;
-            for (int it = tid / MEGA_AT * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers) {
-                int j0, j1, ne;
-                const int n = attn_slice(p.ap, pos, it / p.n_kv, &j0, &j1, &ne, attn_min_chunk<LPK, MEGA_AT>());
-                if (n > 1) {
-                    const size_t o = ((size_t)(it % p.n_kv) * p.ap.max_ctx + j0) * hd;
-                    kern_prefetch_bulk(kc + o, (uint32_t)((n - 1) * hd * 2));
-                    kern_prefetch_bulk(vc + o, (uint32_t)((n - 1) * hd * 2));
-                }
-            }
-        }
         if (l > 0)
             mega_wait(sy - PH_N + PH_DOWN, nb, tid, p.debug);
         MEGA_TR(TR_QKV_WAIT);
@@ -683,19 +688,6 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         MEGA_TR(TR_ATT_WAIT);
         {
             const int half = tid / MEGA_AT;
-            if (p.l2_ahead > 0 && tid == 2 * MEGA_AT) {
-                /* a warp attention leaves idle: while the attention holds the consumers and the
-                 * ring is full, this block's first gate/up rows stream into L2 (the ring's
-                 * copies of them then come from L2) */
-                int g0, gn;
-                mega_groups(p, l, MEGA_GU, blockIdx.x, &g0, &gn);
-                const struct mega_mat &M = p.mat[MEGA_GU];
-                const size_t gb = (size_t)MEGA_ROWS * M.row_bytes;
-                size_t bytes = min((size_t)gn * gb, (size_t)p.l2_ahead);
-                const uint8_t *src = Lb + M.w_off + (size_t)g0 * gb;
-                for (size_t o = 0; o < bytes; o += 65536)
-                    kern_prefetch_bulk(src + o, (uint32_t)min((size_t)65536, bytes - o));
-            }
             if (half < p.attn_halves && !(p.debug & MEGA_DBG_NO_ATTN)) {
                 int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;
                 float *as = (float *)(u + (size_t)half * p.attn_half_bytes);
@@ -710,31 +702,19 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         MEGA_TR(TR_ATT);
         mega_arrive(sy + PH_ATT, tid);
         /* x += W_o att */
-        mega_wait(sy + PH_ATT, nb, tid, p.debug);
-        MEGA_TR(TR_WO_WAIT);
-        post = one ? mega_load_vec1<FP8, 0>(p.att, p.q_dim, NULL, 0.f, am + AM_WO, xh, xl, scr, tid)
-                   : mega_load_vec<FP8>(p.att, p.q_dim, NULL, 0.f, xh, xl, scr, tid);
-        MEGA_TR(TR_WO_LOAD);
+        post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr, TR_WO_WAIT);
         mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    am + AM_GU, ffn_nw);
         MEGA_TR(TR_WO);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
-        mega_wait(sy + PH_WO, nb, tid, p.debug);
-        MEGA_TR(TR_GU_WAIT);
-        post = one ? mega_load_vec1<FP8, 1>(p.x, p.dim, ffn_nw, p.eps, am + AM_GU, xh, xl, scr, tid)
-                   : mega_load_vec<FP8>(p.x, p.dim, ffn_nw, p.eps, xh, xl, scr, tid);
-        MEGA_TR(TR_GU_LOAD);
+        post = mega_phase_in<FP8, 1>(p, sy + PH_WO, p.x, p.dim, ffn_nw, am + AM_GU, xh, xl, scr, tid, tr, TR_GU_WAIT);
         mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, ring, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
                                       am + AM_DOWN);
         MEGA_TR(TR_GU);
         mega_arrive(sy + PH_GU, tid);
         /* x += W_down h */
-        mega_wait(sy + PH_GU, nb, tid, p.debug);
-        MEGA_TR(TR_DOWN_WAIT);
-        post = one ? mega_load_vec1<FP8, 0>(p.h, p.hid, NULL, 0.f, am + AM_DOWN, xh, xl, scr, tid)
-                   : mega_load_vec<FP8>(p.h, p.hid, NULL, 0.f, xh, xl, scr, tid);
-        MEGA_TR(TR_DOWN_LOAD);
+        post = mega_phase_in<FP8, 0>(p, sy + PH_GU, p.h, p.hid, NULL, am + AM_DOWN, xh, xl, scr, tid, tr, TR_DOWN_WAIT);
         const bool last = l + 1 == p.n_layers;
         mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    last ? nullptr : am + AM_N + AM_QKV,
@@ -870,7 +850,6 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->debug = a->debug;
     p->flags = a->flags;
     p->trace = a->trace;
-    p->l2_ahead = a->l2_ahead / 16 * 16;
     struct attn_params *ap = &p->ap;
     ap->qkv = a->qkv;
     ap->out = a->att;

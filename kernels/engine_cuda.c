@@ -309,10 +309,10 @@ static struct kern_gemv_args gemv_of(struct engine *e, int kind, int l)
     return g;
 }
 
-/* Device time of `launches` back-to-back replays of x on stream st, after `warm` untimed
- * replays; *ms = the shortest of `tries` such runs (milliseconds for all `launches`). */
-static int graph_ms(cudaStream_t st, cudaGraphExec_t x, int warm, int launches, int tries, float *ms,
-                    struct bora_err *err)
+/* Like graph_ms (below), with launch i (from 0, warm-ups not counted) of alt instead of x from
+ * i = alt_from on (alt NULL: never). */
+static int graph_ms_alt(cudaStream_t st, cudaGraphExec_t x, cudaGraphExec_t alt, int alt_from, int warm,
+                        int launches, int tries, float *ms, struct bora_err *err)
 {
     cudaEvent_t e0 = NULL, e1 = NULL;
     cudaError_t ce = cudaSuccess;
@@ -327,7 +327,7 @@ static int graph_ms(cudaStream_t st, cudaGraphExec_t x, int warm, int launches, 
         float m = 0;
         ce = cudaEventRecord(e0, st);
         for (int i = 0; i < launches && ce == cudaSuccess; i++)
-            ce = cudaGraphLaunch(x, st);
+            ce = cudaGraphLaunch(alt && i >= alt_from ? alt : x, st);
         if (ce == cudaSuccess)
             ce = cudaEventRecord(e1, st);
         if (ce == cudaSuccess)
@@ -345,6 +345,15 @@ static int graph_ms(cudaStream_t st, cudaGraphExec_t x, int warm, int launches, 
     *ms = best;
     return 0;
 }
+
+/* Device time of `launches` back-to-back replays of x on stream st, after `warm` untimed
+ * replays; *ms = the shortest of `tries` such runs (milliseconds for all `launches`). */
+static int graph_ms(cudaStream_t st, cudaGraphExec_t x, int warm, int launches, int tries, float *ms,
+                    struct bora_err *err)
+{
+    return graph_ms_alt(st, x, NULL, INT_MAX, warm, launches, tries, ms, err);
+}
+
 
 /* Times `reps` launches of one GEMV kind captured in a graph, rotating over layers so the
  * weights come from memory, not L2; *us = microseconds per launch. */
@@ -525,28 +534,9 @@ static cudaGraphExec_t graph_at(const struct cuda_impl *s, int pos)
 /* Device ms of n decode steps from position pos, each with the step graph of its position. */
 static int steps_ms(struct cuda_impl *s, int pos, int n, float *ms, struct bora_err *err)
 {
-    if (!s->graph_alt || pos + n <= s->alt_from || pos >= s->alt_from)
+    if (!s->graph_alt || pos >= s->alt_from)
         return graph_ms(s->stream, graph_at(s, pos), 0, n, 1, ms, err);
-    cudaEvent_t e0 = NULL, e1 = NULL;
-    cudaError_t ce = cudaEventCreate(&e0);
-    if (ce == cudaSuccess)
-        ce = cudaEventCreate(&e1);
-    if (ce == cudaSuccess)
-        ce = cudaEventRecord(e0, s->stream);
-    for (int i = 0; i < n && ce == cudaSuccess; i++)
-        ce = cudaGraphLaunch(graph_at(s, pos + i), s->stream);
-    if (ce == cudaSuccess)
-        ce = cudaEventRecord(e1, s->stream);
-    if (ce == cudaSuccess)
-        ce = cudaEventSynchronize(e1);
-    if (ce == cudaSuccess)
-        ce = cudaEventElapsedTime(ms, e0, e1);
-    if (e0)
-        cudaEventDestroy(e0);
-    if (e1)
-        cudaEventDestroy(e1);
-    CUDA_CHECK(ce);
-    return 0;
+    return graph_ms_alt(s->stream, s->graph, s->graph_alt, s->alt_from - pos, 0, n, 1, ms, err);
 }
 
 /* Uploads the state (pos, fed_end, greedy) and the fed ids. */
@@ -772,10 +762,6 @@ fail:
     return rc;
 }
 
-/* Gate/up bytes per SM the persistent kernel reads ahead into L2 while attention runs (0: none;
- * BORA_MEGA_L2=KiB overrides). */
-#define MEGA_L2_AHEAD_DEFAULT 0
-
 /* The persistent decode kernel's arguments and counters; s->mega when it takes this model and
  * GPU (choose_step then decides whether it runs). BORA_MEGA_CB / _NS / _FLAGS / _DEBUG are
  * diagnostics for kernel work (docs/PERFORMANCE_GPU.md), never needed in service. */
@@ -802,7 +788,6 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .ns_max = getenv("BORA_MEGA_NS") ? atoi(getenv("BORA_MEGA_NS")) : 0,
         .flags = getenv("BORA_MEGA_FLAGS") ? atoi(getenv("BORA_MEGA_FLAGS")) : 0,
         .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
-        .l2_ahead = getenv("BORA_MEGA_L2") ? atoi(getenv("BORA_MEGA_L2")) * 1024 : MEGA_L2_AHEAD_DEFAULT,
     };
     s->mega = false;
     kern_free(s->d_sync);

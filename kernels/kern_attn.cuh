@@ -20,15 +20,6 @@ __device__ __forceinline__ void attn_bar(int id, int n)
 #define ATTN_KEY_UNROLL 4   /* key loads in flight per lane */
 #define ATTN_COMBINE_EPT 6     /* outputs per thread in the combine */
 #define ATTN_COMBINE_SPLITS 8  /* splits whose partials are loaded together */
-#ifndef ATTN_PRE
-#define ATTN_PRE 0             /* early cache loads into registers: 0 none; 1 keys; 2 keys and values */
-#endif
-#ifndef ATTN_L1PF
-#define ATTN_L1PF 1            /* the first pass's cached keys and values prefetched into L1 at the start */
-#endif
-#ifndef ATTN_FAST_COMBINE
-#define ATTN_FAST_COMBINE 1    /* short contexts: the combine loads every split's outputs at once */
-#endif
 
 struct attn_params {
     const float *qkv;
@@ -145,30 +136,6 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     uint16_t *kc = kc_l + (size_t)g * p.max_ctx * hd;
     uint16_t *vc = vc_l + (size_t)g * p.max_ctx * hd;
     const int sub = lane / LPK, dl = (lane % LPK) * 8;
-    /* the first keys and values of this slice that are already cached (all but the new
-     * position) are loaded now, with the queries: their round trips overlap */
-    constexpr bool PRE = ATTN_PRE > 0 && GM <= 8, PREV = ATTN_PRE > 1 && GM <= 8;
-    uint4 kpre[ATTN_KEY_UNROLL], vpre[ATTN_KEY_UNROLL];
-    if (PRE) {
-#pragma unroll
-        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
-            const int j = warp * KPW + u * STEP + sub;
-            const bool ok = j < n && j0 + j < pos;
-            kpre[u] = ok ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
-            if (PREV)
-                vpre[u] = ok ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
-        }
-    }
-    if (ATTN_L1PF) {   /* no registers held: the loads below then hit L1 */
-#pragma unroll
-        for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
-            const int j = warp * KPW + u * STEP + sub;
-            if (j < n && j0 + j < pos) {   /* never the new position: it is written during this step */
-                kern_prefetch_l1(kc + (size_t)(j0 + j) * hd + dl);
-                kern_prefetch_l1(vc + (size_t)(j0 + j) * hd + dl);
-            }
-        }
-    }
     if (tid == 0 && n > 1) {   /* the slice streams into L2 during the prologue */
         kern_prefetch_bulk(kc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
         kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
@@ -250,12 +217,10 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     /* scores, ATTN_KEY_UNROLL key loads in flight per lane */
     for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
         uint4 kv[ATTN_KEY_UNROLL];
-        const bool first = PRE && base == warp * KPW;
 #pragma unroll
         for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
             int j = base + u * STEP + sub;
-            kv[u] = first && j0 + j < pos ? kpre[u]
-                    : j < n ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+            kv[u] = j < n ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
@@ -321,12 +286,10 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
                 acc[h][i] = 0.f;
         for (int base = warp * KPW; base < n; base += STEP * ATTN_KEY_UNROLL) {
             uint4 vv[ATTN_KEY_UNROLL];
-            const bool first = PREV && base == warp * KPW && h0 == 0;
 #pragma unroll
             for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
                 int j = base + u * STEP + sub;
-                vv[u] = first && j0 + j < pos ? vpre[u]
-                        : j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+                vv[u] = j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
             for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
@@ -397,7 +360,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     /* few splits and one element block (short contexts): every split's outputs are loaded
      * together with the maxima and sums below, in one round trip */
     constexpr int FEPT = (GM * LPK * 8 + NT - 1) / NT;
-    constexpr int FSPL = !ATTN_FAST_COMBINE ? 0 : FEPT <= 2 ? 16 : FEPT <= 3 ? 12 : 0;
+    constexpr int FSPL = FEPT <= 2 ? 16 : FEPT <= 3 ? 12 : 0;
     const bool fast = FSPL > 0 && n_eff <= FSPL && G * hd <= NT * FEPT;
     /* a warp per head, a lane per split: the maxima and sums are loaded first (volatile loads
      * keep that order), then the outputs, so both are in flight before either is used */

@@ -113,11 +113,6 @@ __device__ __forceinline__ float kern_ldcg_v(const float *p)
     return v;
 }
 
-__device__ __forceinline__ void kern_prefetch_l1(const void *p)
-{
-    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
-}
-
 __device__ __forceinline__ void kern_prefetch_l2(const void *p)
 {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));

@@ -153,7 +153,6 @@ struct kern_mega_args {
     int flags;                                  /* A/B variants (decode_mega.cu MEGA_F_*); 0 = default */
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
     unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
-    int l2_ahead;                               /* bytes of each block's gate/up rows read into L2 during attention */
 };
 size_t kern_mega_sync_ints(int n_layers, int n_kv);
 /* Slots of the trace (per block and layer: the consumers' phase boundaries, then the producer's
