@@ -46,12 +46,14 @@ TEST_SUPPORT = $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJS = $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 BENCH_SRCS = $(wildcard bench/*.c)
 BENCH_BINS = $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+# GPU-only probes (bench/*.cu, standalone CUDA programs): built with CUDA, run by bench/gpu_*.sh
+PROBE_BINS = $(if $(CU_SRCS),$(patsubst bench/%.cu,$(BUILD)/bench/%,$(wildcard bench/*.cu)))
 FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all deps test test-gpu bench fuzz run clean
 .SECONDARY:
-all: $(BINS) $(TEST_BINS) $(GPU_TEST_BINS) $(BENCH_BINS) $(FUZZ_BINS)
+all: $(BINS) $(TEST_BINS) $(GPU_TEST_BINS) $(BENCH_BINS) $(PROBE_BINS) $(FUZZ_BINS)
 
 # Installs missing Debian packages (as root) or prints the exact command; see scripts/deps.sh.
 deps: $(BUILD)/.deps-ok
@@ -93,6 +95,10 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJS) $(LIB)
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS_LIB)
+
+$(BUILD)/bench/%: bench/%.cu $(FLAGS_STAMP) | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(NVCC) -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -o $@ $<
 
 # Fuzz targets use the libFuzzer entry point; tests/fuzz/driver.c runs them on files or
 # random inputs with any compiler (make fuzz FUZZ_ITERS=N).

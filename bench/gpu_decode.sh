@@ -46,4 +46,9 @@ for d in ${MEGA_DBGS:-}; do
     step "decode, persistent, diagnostics $d (BORA_MEGA_DEBUG: 1 no math, 2 no grid waits, 4 no attention; results wrong)"
     BORA_MEGA_DEBUG=$d timeout 100 "$BORA" bench decode --preset mistral-7b --precision fp8 --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
 done
+if [ "${PROBE:-0}" = 1 ]; then   # the ring's streaming ceiling alone (bench/stream_probe.cu)
+    PB=${BIN:+$BIN/bench/stream_probe}; PB=${PB:-build/bench/stream_probe}
+    step "stream probe ($PB)"
+    for rb in 4096 8192; do timeout 120 "$PB" $rb; done 2>&1 | tee "$OUT/stream_probe.txt"
+fi
 step done

@@ -787,6 +787,7 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .cb_max = getenv("BORA_MEGA_CB") ? atoi(getenv("BORA_MEGA_CB")) : 0,         /* tuning experiments */
         .ns_max = getenv("BORA_MEGA_NS") ? atoi(getenv("BORA_MEGA_NS")) : 0,
         .flags = getenv("BORA_MEGA_FLAGS") ? atoi(getenv("BORA_MEGA_FLAGS")) : 0,
+        .ahead = getenv("BORA_MEGA_AHEAD") ? atoi(getenv("BORA_MEGA_AHEAD")) : KERN_MEGA_AHEAD,
         .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
     };
     s->mega = false;

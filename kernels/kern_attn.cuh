@@ -28,6 +28,7 @@ struct attn_params {
     int *counters;
     const int *pos;
     int max_ctx, n_heads, n_kv, hd, window, n_split, chunk_max;
+    int blocks;             /* tensor-core variant (attention.cu): blocks to aim at, all kv heads */
     float softmax_scale;
     struct kern_rope rope;
 };
@@ -97,13 +98,7 @@ __device__ __forceinline__ int attn_slice(const struct attn_params &p, int pos, 
     return s < ne ? *j1 - *j0 : 0;
 }
 
-/* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
-template <int GM, int LPK, int NT>
-__device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
-                                          int *counters, int g, int s, float *sm, int *s_last_p, int tid, int bar,
-                                          int *amax = nullptr, unsigned long long *tr = nullptr)
-{
-    /* tr (diagnostics): %globaltimer at the item's steps, by thread 0 */
+/* tr (diagnostics): %globaltimer at the item's steps, by thread 0 */
 #define ATTN_TR(i)                                                         \
     do {                                                                   \
         if (tr && tid == 0) {                                              \
@@ -112,37 +107,19 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             tr[i] = t_;                                                    \
         }                                                                  \
     } while (0)
-    constexpr int ATTN_WARPS_ = NT / 32;
-    constexpr int KPW = 32 / LPK;            /* keys per warp step */
-    constexpr int STEP = ATTN_WARPS_ * KPW;  /* keys per block step */
+
+/* The item's prologue: the rotated, scaled queries of kv group g into q_s (G × hd floats); the item
+ * whose slice [.., j1) holds pos also writes the new key (rotated) and value into the cache.
+ * Every load first, then the math: one round trip. The caller synchronises before reading q_s
+ * or the new cache row. */
+template <int GM, int LPK, int NT>
+__device__ __forceinline__ void attn_prologue(const struct attn_params &p, uint16_t *kc, uint16_t *vc, int g,
+                                              int pos, int j1, int n, float *q_s, int tid)
+{
     const int hd = LPK * 8;
     const int G = p.n_heads / p.n_kv;
-    const int lane = tid & 31, warp = tid >> 5;
-    float *q_s = sm;
-    float *sc = q_s + G * hd;
-    float *red = sc + G * p.chunk_max;
-    float *ml = red + ATTN_WARPS_ * G * hd;
-    float *cm = ml + 2 * G;
-    float *cw = cm + G * p.n_split;
-
-    const int pos = *p.pos;
-    int j0, j1, n_eff;
-    const int n = attn_slice(p, pos, s, &j0, &j1, &n_eff, attn_min_chunk<LPK, NT>());
-    if (s >= n_eff)   /* a split the context does not need: no work, and not counted below */
-        return;
-    ATTN_TR(0);
     const int q_dim = p.n_heads * hd, kv_dim = p.n_kv * hd;
     const int half = hd / 2;
-    uint16_t *kc = kc_l + (size_t)g * p.max_ctx * hd;
-    uint16_t *vc = vc_l + (size_t)g * p.max_ctx * hd;
-    const int sub = lane / LPK, dl = (lane % LPK) * 8;
-    if (tid == 0 && n > 1) {   /* the slice streams into L2 during the prologue */
-        kern_prefetch_bulk(kc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
-        kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
-    }
-
-    /* rotated, scaled queries of this group; the item whose slice holds pos also writes the new
-     * key (rotated) and value. Every load first, then the math: one round trip. */
     const float qs = kern_query_scale(&p.rope, pos) * p.softmax_scale;
     constexpr int QI = (GM * LPK * 4 + NT - 1) / NT, KI = (LPK * 4 + NT - 1) / NT, VI = (LPK * 8 + NT - 1) / NT;
     const bool writer = n > 0 && pos < j1;
@@ -211,6 +188,201 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
                 vc[(size_t)pos * hd + d] = kern_f32_to_bf16(vn_[u]);
         }
     }
+}
+
+/* The item's end, once its partial (o, m, l of split s) is written: the last split of kv group g
+ * to finish combines every split into p.out (and the largest |output| into *amax). cm and cw
+ * hold G × n_split floats each; s_last_p is one shared int. All NT threads call it. */
+template <int GM, int LPK, int NT>
+__device__ __forceinline__ void attn_finish(const struct attn_params &p, int *counters, int g, int n_eff, float *cm,
+                                            float *cw, int *s_last_p, int tid, int bar, int *amax,
+                                            unsigned long long *tr)
+{
+    constexpr int ATTN_WARPS_ = NT / 32;
+    const int hd = LPK * 8;
+    const int G = p.n_heads / p.n_kv;
+    const int q_dim = p.n_heads * hd;
+    const int lane = tid & 31, warp = tid >> 5;
+    /* the last block of this kv head combines the splits. One thread fences for the block after
+     * the barrier (release of every thread's partials before the count; acquire of the other
+     * splits' after it), the others read through L2 after the next barrier. */
+    attn_bar(bar, NT);
+    if (tid == 0) {
+        __threadfence();
+        int prev = atomicAdd(&counters[g], 1);
+        *s_last_p = prev == n_eff - 1;
+        if (*s_last_p) {
+            counters[g] = 0;
+            __threadfence();
+        }
+    }
+    attn_bar(bar, NT);
+    ATTN_TR(5);
+    if (!*s_last_p)
+        return;
+    /* few splits and one element block (short contexts): every split's outputs are loaded
+     * together with the maxima and sums below, in one round trip */
+    constexpr int FEPT = (GM * LPK * 8 + NT - 1) / NT;
+    constexpr int FSPL = FEPT <= 2 ? 16 : FEPT <= 3 ? 12 : 0;
+    const bool fast = FSPL > 0 && n_eff <= FSPL && G * hd <= NT * FEPT;
+    /* a warp per head, a lane per split: the maxima and sums are loaded first (volatile loads
+     * keep that order), then the outputs, so both are in flight before either is used */
+    const bool one = n_eff <= 32 && G <= ATTN_WARPS_;
+    float m1 = -INFINITY, l1 = 0.f;
+    if (one && warp < G && lane < n_eff) {
+        const float *pt = attn_part(p, lane);
+        m1 = kern_ldcg_v(pt + q_dim + g * G + warp);
+        l1 = kern_ldcg_v(pt + q_dim + p.n_heads + g * G + warp);
+    }
+    float of[FSPL > 0 ? FSPL : 1][FEPT];
+    if (FSPL > 0 && fast) {
+#pragma unroll
+        for (int t = 0; t < (FSPL > 0 ? FSPL : 1); t++)
+#pragma unroll
+            for (int k = 0; k < FEPT; k++) {
+                const int i = k * NT + tid;
+                of[t][k] = t < n_eff && i < G * hd ? kern_ldcg_v(attn_part(p, t) + (size_t)g * G * hd + i) : 0.f;
+            }
+    }
+    if (one && warp < G) {   /* weight of split `lane`: e^(m_t - M) / Σ_t e^(m_t - M) l_t */
+        const float M = kern_warp_max(m1);
+        const float f = lane < n_eff && m1 != -INFINITY ? __expf(m1 - M) : 0.f;
+        const float den = kern_warp_sum(f * l1);
+        if (lane < n_eff)
+            cw[warp * p.n_split + lane] = f / den;
+    }
+    /* the same for more splits or more heads than warps: every maximum and sum loaded first, in
+     * one pass over the block (one round trip instead of one per head a warp takes) */
+    if (!one) {
+        for (int i = tid; i < G * n_eff; i += NT) {
+            const int h = i / n_eff, t = i % n_eff;
+            const float *pt = attn_part(p, t);
+            cm[h * p.n_split + t] = __ldcg(pt + q_dim + g * G + h);
+            cw[h * p.n_split + t] = __ldcg(pt + q_dim + p.n_heads + g * G + h);
+        }
+        attn_bar(bar, NT);
+    }
+    for (int h = warp; !one && h < G; h += ATTN_WARPS_) {
+        float M = -INFINITY;
+        for (int t = lane; t < n_eff; t += 32)
+            M = fmaxf(M, cm[h * p.n_split + t]);
+        M = kern_warp_max(M);
+        float den = 0.f;
+        for (int t = lane; t < n_eff; t += 32) {
+            const float mt = cm[h * p.n_split + t];
+            const float f = mt == -INFINITY ? 0.f : __expf(mt - M);
+            den += f * cw[h * p.n_split + t];
+            cm[h * p.n_split + t] = f;
+        }
+        den = kern_warp_sum(den);
+        for (int t = lane; t < n_eff; t += 32)
+            cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
+    }
+    ATTN_TR(6);
+    attn_bar(bar, NT);
+    ATTN_TR(7);
+    if (FSPL > 0 && fast) {
+        float mx = 0.f;
+#pragma unroll
+        for (int k = 0; k < FEPT; k++) {
+            const int i = k * NT + tid;
+            if (i < G * hd) {
+                float num = 0.f;
+#pragma unroll
+                for (int t = 0; t < (FSPL > 0 ? FSPL : 1); t++)
+                    if (t < n_eff)
+                        num += cw[(i / hd) * p.n_split + t] * of[t][k];
+                p.out[(size_t)g * G * hd + i] = num;
+                mx = fmaxf(mx, fabsf(num));
+            }
+        }
+        if (amax) {
+            mx = kern_warp_max(mx);
+            if ((tid & 31) == 0)
+                atomicMax(amax, __float_as_int(mx));
+        }
+        ATTN_TR(8);
+        return;
+    }
+    /* each thread sums ATTN_COMBINE_EPT outputs, ATTN_COMBINE_SPLITS splits at a time: all
+     * those loads in flight together */
+    for (int b = 0; b < G * hd; b += NT * ATTN_COMBINE_EPT) {
+        float num[ATTN_COMBINE_EPT];
+#pragma unroll
+        for (int k = 0; k < ATTN_COMBINE_EPT; k++)
+            num[k] = 0.f;
+        for (int t0 = 0; t0 < n_eff; t0 += ATTN_COMBINE_SPLITS) {
+            float o[ATTN_COMBINE_SPLITS][ATTN_COMBINE_EPT];
+#pragma unroll
+            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
+#pragma unroll
+                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                    int i = b + k * NT + tid;
+                    o[dt][k] = t0 + dt < n_eff && i < G * hd
+                                   ? __ldcg(attn_part(p, t0 + dt) + (size_t)g * G * hd + i) : 0.f;
+                }
+#pragma unroll
+            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
+#pragma unroll
+                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+                    int i = b + k * NT + tid;
+                    if (t0 + dt < n_eff && i < G * hd)
+                        num[k] += cw[(i / hd) * p.n_split + t0 + dt] * o[dt][k];
+                }
+        }
+        float mx = 0.f;
+#pragma unroll
+        for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
+            int i = b + k * NT + tid;
+            if (i < G * hd) {
+                p.out[(size_t)g * G * hd + i] = num[k];
+                mx = fmaxf(mx, fabsf(num[k]));
+            }
+        }
+        if (amax) {   /* the largest |output|, for a reader that scales it (persistent kernel) */
+            mx = kern_warp_max(mx);
+            if ((tid & 31) == 0)
+                atomicMax(amax, __float_as_int(mx));
+        }
+    }
+    ATTN_TR(8);
+}
+
+/* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
+template <int GM, int LPK, int NT>
+__device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
+                                          int *counters, int g, int s, float *sm, int *s_last_p, int tid, int bar,
+                                          int *amax = nullptr, unsigned long long *tr = nullptr)
+{
+    constexpr int ATTN_WARPS_ = NT / 32;
+    constexpr int KPW = 32 / LPK;            /* keys per warp step */
+    constexpr int STEP = ATTN_WARPS_ * KPW;  /* keys per block step */
+    const int hd = LPK * 8;
+    const int G = p.n_heads / p.n_kv;
+    const int lane = tid & 31, warp = tid >> 5;
+    float *q_s = sm;
+    float *sc = q_s + G * hd;
+    float *red = sc + G * p.chunk_max;
+    float *ml = red + ATTN_WARPS_ * G * hd;
+    float *cm = ml + 2 * G;
+    float *cw = cm + G * p.n_split;
+
+    const int pos = *p.pos;
+    int j0, j1, n_eff;
+    const int n = attn_slice(p, pos, s, &j0, &j1, &n_eff, attn_min_chunk<LPK, NT>());
+    if (s >= n_eff)   /* a split the context does not need: no work, and not counted below */
+        return;
+    ATTN_TR(0);
+    const int q_dim = p.n_heads * hd;
+    uint16_t *kc = kc_l + (size_t)g * p.max_ctx * hd;
+    uint16_t *vc = vc_l + (size_t)g * p.max_ctx * hd;
+    const int sub = lane / LPK, dl = (lane % LPK) * 8;
+    if (tid == 0 && n > 1) {   /* the slice streams into L2 during the prologue */
+        kern_prefetch_bulk(kc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
+        kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
+    }
+
+    attn_prologue<GM, LPK, NT>(p, kc, vc, g, pos, j1, n, q_s, tid);
     attn_bar(bar, NT);
     ATTN_TR(1);
 
@@ -340,145 +512,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
         }
     }
-    /* the last block of this kv head combines the splits. One thread fences for the block after
-     * the barrier (release of every thread's partials before the count; acquire of the other
-     * splits' after it), the others read through L2 after the next barrier. */
-    attn_bar(bar, NT);
-    if (tid == 0) {
-        __threadfence();
-        int prev = atomicAdd(&counters[g], 1);
-        *s_last_p = prev == n_eff - 1;
-        if (*s_last_p) {
-            counters[g] = 0;
-            __threadfence();
-        }
-    }
-    attn_bar(bar, NT);
-    ATTN_TR(5);
-    if (!*s_last_p)
-        return;
-    /* few splits and one element block (short contexts): every split's outputs are loaded
-     * together with the maxima and sums below, in one round trip */
-    constexpr int FEPT = (GM * LPK * 8 + NT - 1) / NT;
-    constexpr int FSPL = FEPT <= 2 ? 16 : FEPT <= 3 ? 12 : 0;
-    const bool fast = FSPL > 0 && n_eff <= FSPL && G * hd <= NT * FEPT;
-    /* a warp per head, a lane per split: the maxima and sums are loaded first (volatile loads
-     * keep that order), then the outputs, so both are in flight before either is used */
-    const bool one = n_eff <= 32 && G <= ATTN_WARPS_;
-    float m1 = -INFINITY, l1 = 0.f;
-    if (one && warp < G && lane < n_eff) {
-        const float *pt = attn_part(p, lane);
-        m1 = kern_ldcg_v(pt + q_dim + g * G + warp);
-        l1 = kern_ldcg_v(pt + q_dim + p.n_heads + g * G + warp);
-    }
-    float of[FSPL > 0 ? FSPL : 1][FEPT];
-    if (FSPL > 0 && fast) {
-#pragma unroll
-        for (int t = 0; t < (FSPL > 0 ? FSPL : 1); t++)
-#pragma unroll
-            for (int k = 0; k < FEPT; k++) {
-                const int i = k * NT + tid;
-                of[t][k] = t < n_eff && i < G * hd ? kern_ldcg_v(attn_part(p, t) + (size_t)g * G * hd + i) : 0.f;
-            }
-    }
-    if (one && warp < G) {   /* weight of split `lane`: e^(m_t - M) / Σ_t e^(m_t - M) l_t */
-        const float M = kern_warp_max(m1);
-        const float f = lane < n_eff && m1 != -INFINITY ? __expf(m1 - M) : 0.f;
-        const float den = kern_warp_sum(f * l1);
-        if (lane < n_eff)
-            cw[warp * p.n_split + lane] = f / den;
-    }
-    /* the same for more splits or more heads than warps */
-    for (int h = warp; !one && h < G; h += ATTN_WARPS_) {
-        const int qh = g * G + h;
-        float M = -INFINITY;
-        for (int t = lane; t < n_eff; t += 32) {
-            const float *pt = attn_part(p, t);
-            const float mt = __ldcg(pt + q_dim + qh);
-            cm[h * p.n_split + t] = mt;
-            cw[h * p.n_split + t] = __ldcg(pt + q_dim + p.n_heads + qh);
-            M = fmaxf(M, mt);
-        }
-        M = kern_warp_max(M);
-        float den = 0.f;
-        for (int t = lane; t < n_eff; t += 32) {
-            const float mt = cm[h * p.n_split + t];
-            const float f = mt == -INFINITY ? 0.f : __expf(mt - M);
-            den += f * cw[h * p.n_split + t];
-            cm[h * p.n_split + t] = f;
-        }
-        den = kern_warp_sum(den);
-        for (int t = lane; t < n_eff; t += 32)
-            cw[h * p.n_split + t] = cm[h * p.n_split + t] / den;
-    }
-    ATTN_TR(6);
-    attn_bar(bar, NT);
-    ATTN_TR(7);
-    if (FSPL > 0 && fast) {
-        float mx = 0.f;
-#pragma unroll
-        for (int k = 0; k < FEPT; k++) {
-            const int i = k * NT + tid;
-            if (i < G * hd) {
-                float num = 0.f;
-#pragma unroll
-                for (int t = 0; t < (FSPL > 0 ? FSPL : 1); t++)
-                    if (t < n_eff)
-                        num += cw[(i / hd) * p.n_split + t] * of[t][k];
-                p.out[(size_t)g * G * hd + i] = num;
-                mx = fmaxf(mx, fabsf(num));
-            }
-        }
-        if (amax) {
-            mx = kern_warp_max(mx);
-            if ((tid & 31) == 0)
-                atomicMax(amax, __float_as_int(mx));
-        }
-        ATTN_TR(8);
-        return;
-    }
-    /* each thread sums ATTN_COMBINE_EPT outputs, ATTN_COMBINE_SPLITS splits at a time: all
-     * those loads in flight together */
-    for (int b = 0; b < G * hd; b += NT * ATTN_COMBINE_EPT) {
-        float num[ATTN_COMBINE_EPT];
-#pragma unroll
-        for (int k = 0; k < ATTN_COMBINE_EPT; k++)
-            num[k] = 0.f;
-        for (int t0 = 0; t0 < n_eff; t0 += ATTN_COMBINE_SPLITS) {
-            float o[ATTN_COMBINE_SPLITS][ATTN_COMBINE_EPT];
-#pragma unroll
-            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
-#pragma unroll
-                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
-                    int i = b + k * NT + tid;
-                    o[dt][k] = t0 + dt < n_eff && i < G * hd
-                                   ? __ldcg(attn_part(p, t0 + dt) + (size_t)g * G * hd + i) : 0.f;
-                }
-#pragma unroll
-            for (int dt = 0; dt < ATTN_COMBINE_SPLITS; dt++)
-#pragma unroll
-                for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
-                    int i = b + k * NT + tid;
-                    if (t0 + dt < n_eff && i < G * hd)
-                        num[k] += cw[(i / hd) * p.n_split + t0 + dt] * o[dt][k];
-                }
-        }
-        float mx = 0.f;
-#pragma unroll
-        for (int k = 0; k < ATTN_COMBINE_EPT; k++) {
-            int i = b + k * NT + tid;
-            if (i < G * hd) {
-                p.out[(size_t)g * G * hd + i] = num[k];
-                mx = fmaxf(mx, fabsf(num[k]));
-            }
-        }
-        if (amax) {   /* the largest |output|, for a reader that scales it (persistent kernel) */
-            mx = kern_warp_max(mx);
-            if ((tid & 31) == 0)
-                atomicMax(amax, __float_as_int(mx));
-        }
-    }
-    ATTN_TR(8);
+    attn_finish<GM, LPK, NT>(p, counters, g, n_eff, cm, cw, s_last_p, tid, bar, amax, tr);
 }
 
 #undef ATTN_TR

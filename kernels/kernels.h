@@ -28,6 +28,8 @@ struct CUstream_st;   /* cudaStream_t */
 
 /* Flash-decoding: blocks of attention per layer aimed at (kv heads × splits ≈ this). */
 #define KERN_ATTN_MAX_GROUP 16          /* query heads per kv head */
+#define KERN_MEGA_AHEAD 2               /* persistent decode: stages issued ahead of a phase barrier
+                                         * (H200, 7B: 0 / 1 / 2 / 3 / ring → 65.6 / 68.1 / 68.9 / 68.0 / 66.1 % FP8) */
 #define KERN_SAMPLE_MAX_K 1024          /* top-k/top-p work within this many candidates */
 
 struct kern_device {
@@ -151,6 +153,9 @@ struct kern_mega_args {
     int cb_max;                                 /* bytes of a row per pipeline stage at most (0: 2048) */
     int ns_max;                                 /* pipeline stages at most (0: as many as fit) */
     int flags;                                  /* A/B variants (decode_mega.cu MEGA_F_*); 0 = default */
+    int ahead;                                  /* stages of a phase issued before the phase it waits on
+                                                 * is done everywhere (< 0: as many as the ring holds;
+                                                 * the engine uses KERN_MEGA_AHEAD) */
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
     unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
 };
