@@ -21,7 +21,8 @@ attn_kernel(struct attn_params p)
     __shared__ int s_last;
     kern_grid_launch_next();
     kern_grid_wait();
-    attn_item<GM, LPK, ATTN_THREADS>(p, p.kc, p.vc, p.counters, blockIdx.x, blockIdx.y, sm, &s_last, threadIdx.x, 0);
+    attn_item<GM, LPK, ATTN_THREADS>(p, p.kc, p.vc, p.counters, blockIdx.x, blockIdx.y, *p.pos, sm, &s_last,
+                                     threadIdx.x, 0);
 }
 
 template <int GM, int LPK>

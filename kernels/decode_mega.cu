@@ -669,6 +669,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
     }
 
     uint16_t *xh = (uint16_t *)u, *xl = (uint16_t *)(u + p.xl_off);
+    const int pos = *p.ap.pos;   /* read once (written before the launch), not at every attention item */
     struct mega_ring r = { 0, 0 };
     int red_sel = 0;
     const int nb = p.nb;
@@ -708,9 +709,9 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                 const int workers = nb * p.attn_halves;
                 /* half 0 of every block first: the items the context needs spread over the SMs */
                 for (int it = half * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers)
-                    attn_item<GM, LPK, MEGA_AT>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, as, s_last + half,
-                                            tid - half * MEGA_AT, MEGA_BAR_H + half, am + AM_WO,
-                                            tr && it < nb ? tr + TR_ATT_ITEM : nullptr);
+                    attn_item<GM, LPK, MEGA_AT>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, as,
+                                                s_last + half, tid - half * MEGA_AT, MEGA_BAR_H + half,
+                                                am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr);
             }
         }
         MEGA_TR(TR_ATT);

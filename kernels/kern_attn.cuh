@@ -348,11 +348,12 @@ __device__ __forceinline__ void attn_finish(const struct attn_params &p, int *co
     ATTN_TR(8);
 }
 
-/* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split */
+/* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split.
+ * pos: the new token's position (*p.pos, read once by the caller). */
 template <int GM, int LPK, int NT>
 __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
-                                          int *counters, int g, int s, float *sm, int *s_last_p, int tid, int bar,
-                                          int *amax = nullptr, unsigned long long *tr = nullptr)
+                                          int *counters, int g, int s, int pos, float *sm, int *s_last_p, int tid,
+                                          int bar, int *amax = nullptr, unsigned long long *tr = nullptr)
 {
     constexpr int ATTN_WARPS_ = NT / 32;
     constexpr int KPW = 32 / LPK;            /* keys per warp step */
@@ -367,7 +368,6 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     float *cm = ml + 2 * G;
     float *cw = cm + G * p.n_split;
 
-    const int pos = *p.pos;
     int j0, j1, n_eff;
     const int n = attn_slice(p, pos, s, &j0, &j1, &n_eff, attn_min_chunk<LPK, NT>());
     if (s >= n_eff)   /* a split the context does not need: no work, and not counted below */
