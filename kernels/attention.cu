@@ -46,11 +46,13 @@ static int attn_launch(const struct attn_params &p, cudaStream_t s, struct bora_
  * and shared memory). Block (kv head g, split s) of four warps. The group's heads are the rows
  * of the MMA's A operand (Q in bf16 with log2 e folded in, rows ≥ G zero); each warp scores 16
  * keys of every 64-key tile (S = Q Kᵀ), keeps a base-2 online softmax per head and adds P V for
- * its keys, flash-attention style; K and V tiles are double-buffered with cp.async. The warps'
- * (max, sum, output) merge in shared memory into the split's partial, which attn_finish combines
- * exactly as attn_item's (same partial layout, maxima in natural-log units). */
+ * its keys, flash-attention style; K and V tiles stream through an AMMA_STAGES-deep cp.async
+ * pipeline, and the splits are sized for about one block per SM. The warps' (max, sum, output)
+ * merge in shared memory into the split's partial, which attn_finish combines exactly as
+ * attn_item's (same partial layout, maxima in natural-log units). Accuracy: q and the softmax
+ * weights in bf16 (tests/gpu_kernels.c states the bound). */
 template <int D>
-__global__ void __launch_bounds__(AMMA_WARPS * 32, 2) attn_mma_kernel(struct attn_params p)
+__global__ void __launch_bounds__(AMMA_WARPS * 32, 1) attn_mma_kernel(struct attn_params p)
 {
     constexpr int LPK = D / 8, LD = D + AMMA_PAD, KS = D / 16, ND = D / 8, CH = D / 8;
     constexpr int NT = AMMA_WARPS * 32;
