@@ -98,7 +98,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 
 $(BUILD)/bench/%: bench/%.cu $(FLAGS_STAMP) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(NVCC) -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -o $@ $<
+	$(NVCC) -std=c++17 -O3 -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -o $@ $<
 
 # Fuzz targets use the libFuzzer entry point; tests/fuzz/driver.c runs them on files or
 # random inputs with any compiler (make fuzz FUZZ_ITERS=N).

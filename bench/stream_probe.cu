@@ -28,6 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kern_tma.cuh"
+#include "kernels/kern_util.cuh"
+
 #define CK(x)                                                                                  \
     do {                                                                                       \
         cudaError_t e_ = (x);                                                                  \
@@ -42,45 +45,11 @@
 
 __device__ unsigned long long g_sink;
 
-__device__ __forceinline__ uint32_t sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-__device__ __forceinline__ void bar_init(uint64_t *b, int n)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(sa(b)), "r"(n) : "memory");
-}
-__device__ __forceinline__ void bar_expect(uint64_t *b, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(b)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void bar_arrive(uint64_t *b)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(sa(b)) : "memory");
-}
-__device__ __forceinline__ void bar_wait(uint64_t *b, uint32_t par)
-{
-    asm volatile("{\n.reg .pred P;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n@!P bra W;\n}\n" ::"r"(
-                     sa(b)),
-                 "r"(par)
-                 : "memory");
-}
-__device__ __forceinline__ uint64_t policy_ef(void)
-{
-    uint64_t p;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-    return p;
-}
-__device__ __forceinline__ void bulk(void *dst, const void *src, uint32_t n, uint64_t *b, uint64_t pol)
-{
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], "
-                 "%4;" ::"r"(sa(dst)),
-                 "l"(src), "r"(n), "r"(sa(b)), "l"(pol)
-                 : "memory");
-}
 __device__ __forceinline__ void tensor2d(void *dst, const CUtensorMap *m, int x, int y, uint64_t *b, uint64_t pol)
 {
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint "
-                 "[%0], [%1, {%2, %3}], [%4], %5;" ::"r"(sa(dst)),
-                 "l"(m), "r"(x), "r"(y), "r"(sa(b)), "l"(pol)
+                 "[%0], [%1, {%2, %3}], [%4], %5;" ::"r"(mega_smem(dst)),
+                 "l"(m), "r"(x), "r"(y), "r"(mega_smem(b)), "l"(pol)
                  : "memory");
 }
 
@@ -123,19 +92,6 @@ struct probe {
     size_t slot;
 };
 
-__device__ __forceinline__ uint32_t e4m3x2(uint32_t two)
-{
-    uint32_t r;
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"((uint16_t)two));
-    return r;
-}
-__device__ __forceinline__ void mma16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                      uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ void mma8(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                      uint32_t b1)
 {
@@ -187,10 +143,10 @@ __device__ __forceinline__ void stage_mma_u(float (&c0)[4], float (&c1)[4], floa
         if (st < steps) {
             const uint32_t aw[4] = { A[k].x, A[k].y, A[k].z, A[k].w }, bw[4] = { B[k].x, B[k].y, B[k].z, B[k].w };
             const uint32_t xw[8] = { X0[k].x, X0[k].y, X0[k].z, X0[k].w, X1[k].x, X1[k].y, X1[k].z, X1[k].w };
-            mma16(c0, e4m3x2(aw[0]), e4m3x2(bw[0]), e4m3x2(aw[0] >> 16), e4m3x2(bw[0] >> 16), xw[0], xw[1]);
-            mma16(c1, e4m3x2(aw[1]), e4m3x2(bw[1]), e4m3x2(aw[1] >> 16), e4m3x2(bw[1] >> 16), xw[2], xw[3]);
-            mma16(c2, e4m3x2(aw[2]), e4m3x2(bw[2]), e4m3x2(aw[2] >> 16), e4m3x2(bw[2] >> 16), xw[4], xw[5]);
-            mma16(c3, e4m3x2(aw[3]), e4m3x2(bw[3]), e4m3x2(aw[3] >> 16), e4m3x2(bw[3] >> 16), xw[6], xw[7]);
+            mma_f16(c0, mega_e4m3x2(aw[0]), mega_e4m3x2(bw[0]), mega_e4m3x2(aw[0] >> 16), mega_e4m3x2(bw[0] >> 16), xw[0], xw[1]);
+            mma_f16(c1, mega_e4m3x2(aw[1]), mega_e4m3x2(bw[1]), mega_e4m3x2(aw[1] >> 16), mega_e4m3x2(bw[1] >> 16), xw[2], xw[3]);
+            mma_f16(c2, mega_e4m3x2(aw[2]), mega_e4m3x2(bw[2]), mega_e4m3x2(aw[2] >> 16), mega_e4m3x2(bw[2] >> 16), xw[4], xw[5]);
+            mma_f16(c3, mega_e4m3x2(aw[3]), mega_e4m3x2(bw[3]), mega_e4m3x2(aw[3] >> 16), mega_e4m3x2(bw[3] >> 16), xw[6], xw[7]);
         }
     }
 }
@@ -214,10 +170,10 @@ __device__ __forceinline__ void stage_mma(float (&c0)[4], float (&c1)[4], const 
 #pragma unroll
         for (int i = 0; i < 4; i++)
             if (FAKE)
-                mma16(i & 1 ? c1 : c0, aw[i] & 0x3F803F80u, bw[i] & 0x3F803F80u, (aw[i] >> 1) & 0x3F803F80u,
+                mma_f16(i & 1 ? c1 : c0, aw[i] & 0x3F803F80u, bw[i] & 0x3F803F80u, (aw[i] >> 1) & 0x3F803F80u,
                       (bw[i] >> 1) & 0x3F803F80u, xw[2 * i], xw[2 * i + 1]);
             else
-                mma16(i & 1 ? c1 : c0, e4m3x2(aw[i]), e4m3x2(bw[i]), e4m3x2(aw[i] >> 16), e4m3x2(bw[i] >> 16),
+                mma_f16(i & 1 ? c1 : c0, mega_e4m3x2(aw[i]), mega_e4m3x2(bw[i]), mega_e4m3x2(aw[i] >> 16), mega_e4m3x2(bw[i] >> 16),
                       xw[2 * i], xw[2 * i + 1]);
     }
 }
@@ -235,8 +191,8 @@ __global__ void __launch_bounds__(THREADS, 1) k_ring(const __grid_constant__ pro
     const long long stages = (long long)(g1 - g0) * nkc;
     if (tid == 0) {
         for (int i = 0; i < P.ns; i++) {
-            bar_init(&full[i], 1);
-            bar_init(&empty[i], CW);
+            mbar_init(&full[i], 1);
+            mbar_init(&empty[i], CW);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -244,28 +200,28 @@ __global__ void __launch_bounds__(THREADS, 1) k_ring(const __grid_constant__ pro
     if (tid >= CW * 32) {
         if (P.nowait)
             return;
-        const uint64_t pol = policy_ef();
+        const uint64_t pol = kern_policy_evict_first();
         int slot = 0, round = 0, g = g0, kc = 0;
         for (long long s = 0; s < stages; s++, kc = kc + 1 == nkc ? (g++, 0) : kc + 1,
                        slot = slot + 1 == P.ns ? (round++, 0) : slot + 1) {
             if (round > 0)
-                bar_wait(&empty[slot], (uint32_t)(round - 1) & 1u);
+                mbar_wait(&empty[slot], (uint32_t)(round - 1) & 1u);
             uint8_t *dst = sm + (size_t)slot * P.slot;
             if (P.nocopy) {
                 if (lane == 0)
-                    bar_arrive(&full[slot]);
+                    mbar_arrive(&full[slot]);
                 continue;
             }
             if (lane == 0)
-                bar_expect(&full[slot], (uint32_t)(16 * P.cb));
+                mbar_expect_tx(&full[slot], (uint32_t)(16 * P.cb));
             __syncwarp();
             if (P.variant == V_ROWS) {
                 if (lane < 16)
-                    bulk(dst + (size_t)lane * P.pitch, P.w + (size_t)(g * 16 + lane) * P.row_bytes + (size_t)kc * P.cb,
+                    mega_bulk_hint(dst + (size_t)lane * P.pitch, P.w + (size_t)(g * 16 + lane) * P.row_bytes + (size_t)kc * P.cb,
                          (uint32_t)P.cb, &full[slot], pol);
             } else if (P.variant == V_CONTIG) {
                 if (lane == 0)
-                    bulk(dst, P.w + ((size_t)g * nkc + kc) * 16 * P.cb, (uint32_t)(16 * P.cb), &full[slot], pol);
+                    mega_bulk_hint(dst, P.w + ((size_t)g * nkc + kc) * 16 * P.cb, (uint32_t)(16 * P.cb), &full[slot], pol);
             } else if (lane == 0) {
                 tensor2d(dst, &tm, kc * (P.cb / 8), g * 16, &full[slot], pol);
             }
@@ -290,7 +246,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_ring(const __grid_constant__ pro
         /* P.batch stages at a time: wait for all, use all, release all */
         int sl = slot, rd = round;
         for (int b = 0; b < P.batch && !P.nowait; b++) {
-            bar_wait(&full[sl], (uint32_t)rd & 1u);
+            mbar_wait(&full[sl], (uint32_t)rd & 1u);
             sl = sl + 1 == P.ns ? (rd++, 0) : sl + 1;
         }
         sl = slot;
@@ -311,7 +267,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_ring(const __grid_constant__ pro
         __syncwarp();
         for (int b = 0; b < P.batch; b++) {
             if (lane == 0 && !P.nowait)
-                bar_arrive(&empty[slot]);
+                mbar_arrive(&empty[slot]);
             slot = slot + 1 == P.ns ? (round++, 0) : slot + 1;
         }
         kc += P.batch - 1;

@@ -149,26 +149,8 @@ __global__ void __launch_bounds__(AMMA_WARPS * 32, 1) attn_mma_kernel(struct att
                         if (t * AMMA_BK + kw + j * 8 + 2 * tq + (e & 1) >= n)
                             sc[j][e] = -INFINITY;
             }
-            float mx0 = fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1]));
-            float mx1 = fmaxf(fmaxf(sc[0][2], sc[0][3]), fmaxf(sc[1][2], sc[1][3]));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-            const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-            const float a0 = fa_exp2(m0 - u0), a1 = fa_exp2(m1 - u1);   /* m = -inf → 0 */
-            m0 = n0;
-            m1 = n1;
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                sc[j][0] = fa_exp2(sc[j][0] - u0);
-                sc[j][1] = fa_exp2(sc[j][1] - u0);
-                sc[j][2] = fa_exp2(sc[j][2] - u1);
-                sc[j][3] = fa_exp2(sc[j][3] - u1);
-            }
-            l0 = l0 * a0 + sc[0][0] + sc[0][1] + sc[1][0] + sc[1][1];
-            l1 = l1 * a1 + sc[0][2] + sc[0][3] + sc[1][2] + sc[1][3];
+            float a0, a1;
+            fa_softmax_step<2>(sc, m0, m1, l0, l1, a0, a1);
             const uint32_t pa[4] = { fa_pack(sc[0][0], sc[0][1]), fa_pack(sc[0][2], sc[0][3]),
                                      fa_pack(sc[1][0], sc[1][1]), fa_pack(sc[1][2], sc[1][3]) };
 #pragma unroll

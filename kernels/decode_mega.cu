@@ -20,6 +20,7 @@
  * element lies in [2^13, 2^14) before the hi/lo split (no f16 overflow; ≈ 2^-22 relative
  * error), the scale is undone after the sum. */
 #include "kernels/kern_attn.cuh"
+#include "kernels/kern_tma.cuh"
 
 #include <cuda_fp16.h>
 
@@ -78,95 +79,6 @@ __device__ __forceinline__ unsigned long long mega_now(void)
     unsigned long long t;
     asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
     return t;
-}
-
-/* ---- PTX helpers ---- */
-
-__device__ __forceinline__ uint32_t mega_smem(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-__device__ __forceinline__ void mbar_init(uint64_t *b, int count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(mega_smem(b)), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void mbar_expect_tx(uint64_t *b, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mega_smem(b)), "r"(bytes)
-                 : "memory");
-}
-
-__device__ __forceinline__ void mbar_arrive(uint64_t *b)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(mega_smem(b)) : "memory");
-}
-
-__device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity)
-{
-    asm volatile("{\n"
-                 ".reg .pred P1;\n"
-                 "WAIT:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-                 "@!P1 bra WAIT;\n"
-                 "}\n" ::"r"(mega_smem(b)),
-                 "r"(parity)
-                 : "memory");
-}
-
-/* bytes (multiple of 16, both ends 16-byte aligned) from global to shared memory; completion
- * counted on barrier b; L2 keeps them under `policy` (weights: evict first, so the stream does
- * not push the KV cache and the activations out of L2). */
-__device__ __forceinline__ void mega_bulk_hint(void *dst, const void *src, uint32_t bytes, uint64_t *b, uint64_t policy)
-{
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
-                     mega_smem(dst)),
-                 "l"(src), "r"(bytes), "r"(mega_smem(b)), "l"(policy)
-                 : "memory");
-}
-
-
-/* bytes (multiple of 16, both ends 16-byte aligned) from global to shared memory; completion
- * counted on barrier b. */
-__device__ __forceinline__ void mega_bulk(void *dst, const void *src, uint32_t bytes, uint64_t *b)
-{
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     mega_smem(dst)),
-                 "l"(src), "r"(bytes), "r"(mega_smem(b))
-                 : "memory");
-}
-
-__device__ __forceinline__ int mega_ld_acquire(const int *p)
-{
-    int v;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-
-__device__ __forceinline__ uint32_t mega_e4m3x2(uint32_t two)
-{
-    uint32_t r;
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"((uint16_t)two));
-    return r;
-}
-
-__device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                        uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 /* ---- the schedule both roles walk ---- */
@@ -342,6 +254,19 @@ __device__ __forceinline__ void mega_store_hi_lo(float y, uint16_t *xh, uint16_t
     }
 }
 
+/* The exponent e that puts |largest| × 2^e in [2^13, 2^14) before the hi/lo split (0 when it
+ * is 0 or not finite). */
+__device__ __forceinline__ int mega_scale_exp(float largest)
+{
+    int e = 0;
+    if (largest > 0.f && isfinite(largest)) {
+        int ex;
+        frexpf(largest, &ex);
+        e = min(max(14 - ex, -100), 100);
+    }
+    return e;
+}
+
 /* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
  * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
  * lo at xh / xl. Two passes (the largest magnitude first); layer 0's input, whose writer
@@ -373,12 +298,7 @@ __device__ float mega_load_vec(const float *in, int n, const float *nw, float ep
     }
     const float rstd = nw ? rsqrtf(ss / (float)n + eps) : 1.f;
     const float amx = am * rstd;
-    int e = 0;
-    if (amx > 0.f && isfinite(amx)) {
-        int ex;
-        frexpf(amx, &ex);
-        e = min(max(14 - ex, -100), 100);
-    }
+    const int e = mega_scale_exp(amx);
     const float sf = rstd * ldexpf(1.f, e);
     for (int c = tid; c < n; c += MEGA_CT) {
         const float v = __ldcg(in + c);
@@ -433,14 +353,8 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
             if (NORM)
                 g[i] = c < n4 ? __ldg(nw4 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
-        const float am = __int_as_float(amb);
-        int e = 0;
-        if (am > 0.f && isfinite(am)) {
-            int ex;
-            frexpf(am, &ex);
-            e = min(max(14 - ex, -100), 100);
-        }
-        const float sf = ldexpf(1.f, e);
+        /* here, after the batch's loads are issued, so they do not wait for the max */
+        const float sf = ldexpf(1.f, mega_scale_exp(__int_as_float(amb)));
 #pragma unroll
         for (int i = 0; i < B; i++) {
             const int c = base + i * MEGA_CT;
@@ -461,13 +375,7 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
             }
         }
     }
-    const float am = __int_as_float(amb);
-    int e = 0;
-    if (am > 0.f && isfinite(am)) {
-        int ex;
-        frexpf(am, &ex);
-        e = min(max(14 - ex, -100), 100);
-    }
+    const int e = mega_scale_exp(__int_as_float(amb));
     float rstd = 1.f;
     if (NORM) {
         ss = kern_warp_sum(ss);

@@ -148,33 +148,8 @@ __global__ void __launch_bounds__(W * 32, FA_MIN_BLOCKS(W)) fa_kernel(struct fa_
                 }
         }
         /* online softmax (base 2: q carries log2 e) */
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-        const float a0 = fa_exp2(m0 - u0), a1 = fa_exp2(m1 - u1);   /* m = -inf → 0 */
-        m0 = n0;
-        m1 = n1;
-        float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = fa_exp2(s[j][0] - u0);
-            s[j][1] = fa_exp2(s[j][1] - u0);
-            s[j][2] = fa_exp2(s[j][2] - u1);
-            s[j][3] = fa_exp2(s[j][3] - u1);
-            ps0 += s[j][0] + s[j][1];
-            ps1 += s[j][2] + s[j][3];
-        }
-        l0 = l0 * a0 + ps0;
-        l1 = l1 * a1 + ps1;
+        float a0, a1;
+        fa_softmax_step<8>(s, m0, m1, l0, l1, a0, a1);
 #pragma unroll
         for (int d = 0; d < ND; d++) {
             o[d][0] *= a0;
@@ -341,33 +316,8 @@ __global__ void __launch_bounds__(FA2_WARPS * 32, 2) fa2_kernel(struct fa_params
                             s[mt][j][e] = -INFINITY;
                     }
             }
-            float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                mx0 = fmaxf(mx0, fmaxf(s[mt][j][0], s[mt][j][1]));
-                mx1 = fmaxf(mx1, fmaxf(s[mt][j][2], s[mt][j][3]));
-            }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float n0 = fmaxf(m[mt][0], mx0), n1 = fmaxf(m[mt][1], mx1);
-            const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-            const float a0 = fa_exp2(m[mt][0] - u0), a1 = fa_exp2(m[mt][1] - u1);
-            m[mt][0] = n0;
-            m[mt][1] = n1;
-            float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                s[mt][j][0] = fa_exp2(s[mt][j][0] - u0);
-                s[mt][j][1] = fa_exp2(s[mt][j][1] - u0);
-                s[mt][j][2] = fa_exp2(s[mt][j][2] - u1);
-                s[mt][j][3] = fa_exp2(s[mt][j][3] - u1);
-                ps0 += s[mt][j][0] + s[mt][j][1];
-                ps1 += s[mt][j][2] + s[mt][j][3];
-            }
-            l[mt][0] = l[mt][0] * a0 + ps0;
-            l[mt][1] = l[mt][1] * a1 + ps1;
+            float a0, a1;
+            fa_softmax_step<8>(s[mt], m[mt][0], m[mt][1], l[mt][0], l[mt][1], a0, a1);
 #pragma unroll
             for (int d = 0; d < ND; d++) {
                 o[mt][d][0] *= a0;

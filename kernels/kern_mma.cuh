@@ -5,6 +5,7 @@
 #define BORA_KERNELS_KERN_MMA_CUH
 
 #include <cuda_bf16.h>
+#include <math.h>
 #include <stdint.h>
 
 __device__ __forceinline__ uint32_t fa_smem_addr(const void *p)
@@ -57,6 +58,45 @@ __device__ __forceinline__ float fa_exp2(float x)
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
+}
+
+/* One step of the base-2 online softmax on a 16-row tile of scores s[NJ][4] in the MMA's C
+ * layout (elements 0, 1 in row g, 2, 3 in row g + 8; a row's other columns in the quad's lanes):
+ * updates the rows' running maxima m0 / m1 and sums l0 / l1, turns s into exp2(s − max) and sets
+ * a0 / a1 to the factors the rows' output accumulators must be scaled by (0 while a row has
+ * seen nothing but −inf). */
+template <int NJ>
+__device__ __forceinline__ void fa_softmax_step(float (&s)[NJ][4], float &m0, float &m1, float &l0, float &l1,
+                                                float &a0, float &a1)
+{
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+    a0 = fa_exp2(m0 - u0);   /* m = -inf → 0 */
+    a1 = fa_exp2(m1 - u1);
+    m0 = n0;
+    m1 = n1;
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        s[j][0] = fa_exp2(s[j][0] - u0);
+        s[j][1] = fa_exp2(s[j][1] - u0);
+        s[j][2] = fa_exp2(s[j][2] - u1);
+        s[j][3] = fa_exp2(s[j][3] - u1);
+        ps0 += s[j][0] + s[j][1];
+        ps1 += s[j][2] + s[j][3];
+    }
+    l0 = l0 * a0 + ps0;
+    l1 = l1 * a1 + ps1;
 }
 
 #endif
