@@ -258,8 +258,8 @@ extern "C" int kern_attention(const struct kern_attn_args *a, struct CUstream_st
     if (G > KERN_ATTN_MAX_GROUP)
         return bora_errf(err, -EINVAL, "attention: group of %d query heads per kv head (max %d)", G,
                          KERN_ATTN_MAX_GROUP);
-    if (a->n_split < 1)
-        return bora_errf(err, -EINVAL, "attention: n_split %d", a->n_split);
+    if (a->n_split < 1 || a->sm_count < 1)
+        return bora_errf(err, -EINVAL, "attention: n_split %d, sm_count %d", a->n_split, a->sm_count);
     struct attn_params p;
     p.qkv = a->qkv;
     p.kc = a->k_cache;
@@ -277,10 +277,7 @@ extern "C" int kern_attention(const struct kern_attn_args *a, struct CUstream_st
     p.chunk_max = attn_chunk_max(a->max_ctx, a->window, a->n_split);
     p.softmax_scale = 1.f / sqrtf((float)a->head_dim);
     p.rope = a->rope;
-    int dev = 0, sms = 0;   /* blocks the tensor-core variant aims at: one per SM */
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    p.blocks = sms;
+    p.blocks = a->sm_count;   /* blocks the tensor-core variant aims at: one per SM */
     cudaStream_t s = (cudaStream_t)stream;
     if (G > 4 && p.hd == 128)   /* large groups: tensor cores */
         return attn_mma_launch<128>(p, s, err);

@@ -459,7 +459,7 @@ static struct kern_attn_args attn_of(struct engine *e, int l)
         .partial = (float *)at(s, L->partial), .counters = cnt + 4,
         .d_pos = &((struct kern_state *)at(s, L->state))->pos, .max_ctx = e->max_ctx, .n_heads = c->n_heads,
         .n_kv = c->n_kv_heads, .head_dim = c->head_dim, .window = c->sliding_window, .n_split = L->n_split,
-        .rope = rope,
+        .sm_count = s->dev.sm_count, .rope = rope,
     };
     return a;
 }

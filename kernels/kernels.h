@@ -122,6 +122,7 @@ struct kern_attn_args {
     const int *d_pos;
     int max_ctx, n_heads, n_kv, head_dim, window;
     int n_split;              /* plan_attn_splits() (kernels/plan.h) */
+    int sm_count;             /* the device's SMs (kern_device): groups > 4 heads split for one block each */
     struct kern_rope rope;
 };
 int kern_attention(const struct kern_attn_args *a, struct CUstream_st *stream, struct bora_err *err);

@@ -347,10 +347,12 @@ static void run_attention(const struct attn_case *t)
     int *dcnt = dev_upload(NULL, t->n_kv * sizeof(int)), *dpos = dev_upload(NULL, sizeof(int));
     OK(kern_memset(dcnt, 0, t->n_kv * sizeof(int), E));
     struct kern_rope r = { dinv, t->af, t->inter, t->beta, 8 };
+    struct kern_device dev;
+    OK(kern_device_query(&dev, E));
     struct kern_attn_args a = { .qkv = dqkv, .k_cache = dk, .v_cache = dv, .out = dout, .partial = dpart,
                                 .counters = dcnt, .d_pos = dpos, .max_ctx = t->max_ctx, .n_heads = t->n_heads,
                                 .n_kv = t->n_kv, .head_dim = t->hd, .window = t->window, .n_split = n_split,
-                                .rope = r };
+                                .sm_count = dev.sm_count, .rope = r };
     double worst = 0;
     for (int pos = 0; pos < t->steps; pos++) {
         for (int i = 0; i < qkv_n; i++)
