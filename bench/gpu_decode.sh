@@ -42,10 +42,26 @@ for v in ${MEGA_VARS:-}; do   # e.g. "NS=3 FLAGS=16;DEBUG=4": each a set of BORA
         env $envs timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
     done
 done
+for v in ${MEDIUM_VARS:-}; do   # the same for Medium 3.5 at 8,192 tokens, persistent forced
+    envs=$(echo "$v" | tr ';' ' ' | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")
+    step "decode, Medium 3.5 persistent, $envs"
+    env $envs BORA_DECODE=persistent timeout 150 "$BORA" bench decode --preset mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 16 --json 2>&1 | tee -a "$OUT/decode.jsonl"
+done
 for d in ${MEGA_DBGS:-}; do
     step "decode, persistent, diagnostics $d (BORA_MEGA_DEBUG: 1 no math, 2 no grid waits, 4 no attention; results wrong)"
     BORA_MEGA_DEBUG=$d timeout 100 "$BORA" bench decode --preset mistral-7b --precision fp8 --ctx 512 --tokens 256 --json 2>&1 | tee -a "$OUT/decode.jsonl"
 done
+if [ "${TRACE_7B:-0}" = 1 ]; then   # 7B on the persistent kernel with its trace (BORA_MEGA_TRACE=1), FP8 and BF16
+    for pr in fp8 bf16; do
+        step "decode, 7B $pr persistent, BORA_MEGA_TRACE=1 ${TRACE_ENV:-}"
+        env ${TRACE_ENV:-} BORA_DECODE=persistent BORA_MEGA_TRACE=1 timeout 100 "$BORA" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 64 2>&1 | tee -a "$OUT/trace_7b.txt"
+    done
+fi
+if [ "${MEDIUM_TRACE:-0}" = 1 ]; then   # Medium 3.5 on the persistent kernel, forced, then its trace
+    step "decode, Medium 3.5 persistent (BORA_DECODE=persistent), then BORA_MEGA_TRACE=1"
+    BORA_DECODE=persistent timeout 150 "$BORA" bench decode --preset mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32 --json 2>&1 | tee -a "$OUT/decode.jsonl"
+    BORA_DECODE=persistent BORA_MEGA_TRACE=1 timeout 150 "$BORA" bench decode --preset mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 16 2>&1 | tee "$OUT/medium_trace.txt"
+fi
 if [ "${PROBE:-0}" = 1 ]; then   # the ring's streaming ceiling alone (bench/stream_probe.cu)
     PB=${BIN:+$BIN/bench/stream_probe}; PB=${PB:-build/bench/stream_probe}
     step "stream probe ($PB)"

@@ -20,6 +20,7 @@
  * element lies in [2^13, 2^14) before the hi/lo split (no f16 overflow; ≈ 2^-22 relative
  * error), the scale is undone after the sum. */
 #include "kernels/kern_attn.cuh"
+#include "kernels/kern_attn_mma.cuh"
 #include "kernels/kern_tma.cuh"
 
 #include <cuda_fp16.h>
@@ -34,12 +35,13 @@
 #define MEGA_BAR_H 2                    /* 2 and 3: the attention halves */
 #define MEGA_CB_MAX 2048                /* bytes of a row per stage at most */
 #define MEGA_MIN_RING (64 * 1024)       /* a ring smaller than this is not worth it */
+#define MEGA_AMMA_STAGES 3              /* tensor-core attention: K/V tiles in flight per block */
 
 enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
-enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16 };
+enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor-core attention for any group */ };
 /* Trace (kern_mega_args.trace): per block and layer MEGA_TR_N timestamps (ns, %globaltimer) —
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
@@ -69,6 +71,7 @@ struct mega_params {
     int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
+    bool amma;              /* attention on the tensor cores (kern_attn_mma.cuh), all consumers on one item */
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off;
     unsigned long long *trace;
     struct attn_params ap;
@@ -551,7 +554,7 @@ __device__ __forceinline__ float mega_phase_in(const struct mega_params &p, cons
     return post;
 }
 
-template <int FP8, int GM, int LPK>
+template <int FP8, int GM, int LPK, int AM>
 __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_constant__ struct mega_params p)
 {
     extern __shared__ __align__(128) uint8_t sm[];
@@ -609,7 +612,14 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         /* attention: items (kv head, split) over the halves of every block */
         mega_wait(sy + PH_QKV, nb, tid, p.debug);
         MEGA_TR(TR_ATT_WAIT);
-        {
+        if constexpr (AM) {   /* large groups: items (kv head, split) on the tensor cores, one per block */
+            if (!(p.debug & MEGA_DBG_NO_ATTN)) {
+                int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;
+                for (int it = blockIdx.x; it < p.n_kv * p.ap.n_split; it += nb)
+                    attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv,
+                                                                         pos, u, s_last, tid, MEGA_BAR_C, am + AM_WO);
+            }
+        } else {
             const int half = tid / MEGA_AT;
             if (half < p.attn_halves && !(p.debug & MEGA_DBG_NO_ATTN)) {
                 int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;
@@ -726,9 +736,16 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     const size_t ahalf = (attn_smem_bytes(G, a->head_dim, chunk_max, a->n_split, MEGA_AT) + 127) / 128 * 128;
     const size_t fixed = 2 * sizeof(float) * MEGA_CW * MEGA_ROWS + 256 + 128;   /* red, scratch, alignment */
     const size_t total = (size_t)a->smem_optin;
+    /* groups of more than 4 heads: the tensor-core attention (as kern_attention), one item per
+     * block on every consumer warp */
+    p->amma = (G > 4 || (a->flags & MEGA_F_AMMA)) && (a->head_dim == 64 || a->head_dim == 128);
     int halves = 2;
     size_t uni = xbuf > 2 * ahalf ? xbuf : 2 * ahalf;
-    if (total < fixed + uni + MEGA_MIN_RING + 16 * 16) {
+    if (p->amma) {
+        const size_t ab = attn_mma_smem_bytes(a->head_dim, MEGA_AMMA_STAGES, G, a->n_split);
+        halves = 1;
+        uni = xbuf > ab ? xbuf : ab;
+    } else if (total < fixed + uni + MEGA_MIN_RING + 16 * 16) {
         halves = 1;
         uni = xbuf > ahalf ? xbuf : ahalf;
     }
@@ -788,6 +805,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     ap->chunk_max = chunk_max;
     ap->softmax_scale = 1.f / sqrtf((float)a->head_dim);
     ap->rope = a->rope;
+    ap->blocks = p->nb;   /* the tensor-core items: about one per block */
     return 0;
 }
 
@@ -803,10 +821,10 @@ extern "C" int kern_mega_check(const struct kern_mega_args *a, struct bora_err *
     return mega_setup(a, &p, &smem, err);
 }
 
-template <int FP8, int GM, int LPK>
+template <int FP8, int GM, int LPK, int AM = 0>
 static int mega_launch(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
 {
-    auto k = mega_kernel<FP8, GM, LPK>;
+    auto k = mega_kernel<FP8, GM, LPK, AM>;
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, MEGA_THREADS, smem));
@@ -844,11 +862,15 @@ template <int FP8>
 static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
 {
     const int G = p.ap.n_heads / p.ap.n_kv;
+    if (p.amma)
+        return p.ap.hd == 64 ? mega_launch<FP8, 16, 8, 1>(p, smem, s, err) : mega_launch<FP8, 16, 16, 1>(p, smem, s, err);
     if (G <= 4)
         return mega_launch_hd<FP8, 4>(p, smem, s, err);
-    if (G <= 8)
-        return mega_launch_hd<FP8, 8>(p, smem, s, err);
-    return mega_launch_hd<FP8, 16>(p, smem, s, err);
+    if (G <= 8)   /* head_dim 16 or 32 here (64 and 128 take the tensor cores) */
+        return p.ap.hd == 16 ? mega_launch<FP8, 8, 2>(p, smem, s, err) : mega_launch<FP8, 8, 4>(p, smem, s, err);
+    if (p.ap.hd == 32)
+        return mega_launch<FP8, 16, 4>(p, smem, s, err);
+    return bora_errf(err, -ENOTSUP, "persistent decode: head_dim %d with %d-head groups", p.ap.hd, G);
 }
 
 extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstream_st *stream, struct bora_err *err)

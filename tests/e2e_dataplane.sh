@@ -103,8 +103,14 @@ b=$($bora client --udp 127.0.0.1:$port --ids "$prompt" -n 8 --temperature 0.8 --
 # ---- UDP loss: a proxy drops the first GENERATE and the first copy of every third frame;
 #      bora client repairs by seq gaps, RESEND and resending the GENERATE ----
 cat >"$tmp/lossy.py" <<'PY'
-import select, socket, struct, sys
+import os, select, signal, socket, struct, sys
 server, listen_port, stats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def save(*_):   # whole file or none: the test may stop the proxy at any instant
+    with open(stats + ".tmp", "w") as f: f.write(f"{gens} {dropped}\n")
+    os.replace(stats + ".tmp", stats)
+def stop(*_):
+    save(); sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
 up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); up.connect(("127.0.0.1", server))
 down = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); down.bind(("127.0.0.1", listen_port))
 client, seen, gens, dropped = None, set(), 0, 0
@@ -125,7 +131,7 @@ while True:
                 seen.add((rid, seq)); dropped += 1
                 continue
             down.sendto(d, client)
-    open(stats, "w").write(f"{gens} {dropped}\n")
+    save()
 PY
 lport=$(free_port)
 python3 "$tmp/lossy.py" "$port" "$lport" "$tmp/lossy.txt" &

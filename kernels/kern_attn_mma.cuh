@@ -1,0 +1,210 @@
+/* kern_attn_mma.cuh — decode attention on the tensor cores for one (kv head, split) work item,
+ * for large query groups (G > 4 query heads per kv head: Mistral Medium 3.5 has 12, where the
+ * per-lane dot products of attn_item are bound by shuffles and shared memory). Shared by the
+ * standalone kernel (attention.cu: a block of four warps per item) and the persistent decode
+ * kernel (decode_mega.cu: every consumer warp of a block on one item). Internal to kernels/.
+ *
+ * The group's heads are the rows of the MMA's A operand (Q in bf16 with log2 e folded in, rows
+ * ≥ G zero). Four key warps score 16 keys each of every 64-key tile (S = Q Kᵀ), keep a base-2
+ * online softmax per head and add P V for their keys, flash-attention style; with NDH = 2 a
+ * second set of four warps takes the other half of the head dimension for P V (it scores the
+ * same keys, so its softmax state is the same: half the output registers a warp). K and V
+ * tiles stream through a STAGES-deep cp.async pipeline that all NT threads feed. The warps'
+ * (max, sum, output) merge in shared memory into the split's partial, which attn_finish
+ * combines exactly as attn_item's (same partial layout, maxima in natural-log units).
+ * Accuracy: q and the softmax weights in bf16 (tests/gpu_kernels.c states the bound). */
+#ifndef BORA_KERNELS_KERN_ATTN_MMA_CUH
+#define BORA_KERNELS_KERN_ATTN_MMA_CUH
+
+#include "kernels/kern_attn.cuh"
+#include "kernels/kern_mma.cuh"
+
+#define AMMA_KW 4                     /* key warps: 16 keys of a tile each */
+#define AMMA_BK (AMMA_KW * 16)        /* keys per tile */
+#define AMMA_PAD 8                    /* bf16 elements of padding per tile row (ldmatrix without conflicts) */
+
+/* Shared memory (bytes) of an item: STAGES × (K, V) tiles | q G·D | cm, cw G·n_split each | the
+ * warps' (max, sum) — the warps' outputs reuse the tiles' space. */
+static inline size_t attn_mma_smem_bytes(int D, int stages, int G, int n_split)
+{
+    return (size_t)2 * stages * AMMA_BK * (D + AMMA_PAD) * 2 +
+           sizeof(float) * ((size_t)G * D + 2 * (size_t)G * n_split + AMMA_KW * 16 * 2);
+}
+
+/* Splits of whole tiles, about one per block (p.blocks in all, over the kv heads): the keys of
+ * split s for the token at pos, as attn_slice. */
+__device__ __forceinline__ int attn_mma_slice(const struct attn_params &p, int pos, int s, int *j0, int *j1,
+                                              int *n_eff)
+{
+    const int start = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+    const int tb = max(1, p.blocks / p.n_kv), per = (pos - start + 1 + tb - 1) / tb;
+    return attn_slice(p, pos, s, j0, j1, n_eff, max(AMMA_BK, (per + AMMA_BK - 1) / AMMA_BK * AMMA_BK));
+}
+
+/* Item (kv head g, split s) for the token at pos. NT threads (tid 0..NT-1, NT ≥ 32·AMMA_KW·NDH)
+ * synchronise with named barrier bar; sm holds attn_mma_smem_bytes(D, STAGES, G, p.n_split)
+ * (16-byte aligned); *amax (optional) receives the largest |output| of a combine. */
+template <int D, int NDH, int NT, int STAGES>
+__device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
+                                              int *counters, int g, int s, int pos, uint8_t *sm, int *s_last_p,
+                                              int tid, int bar, int *amax = nullptr)
+{
+    constexpr int LPK = D / 8, LD = D + AMMA_PAD, KS = D / 16, ND = D / 8 / NDH, CH = D / 8;
+    constexpr int CW = AMMA_KW * NDH;   /* compute warps */
+    constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
+    static_assert(NT >= CW * 32 && ND % 2 == 0, "attn_mma_item: threads or head split");
+    const int G = p.n_heads / p.n_kv;
+    uint16_t *tiles = (uint16_t *)sm;
+    float *q_s = (float *)(sm + (size_t)2 * STAGES * AMMA_BK * LD * 2);
+    float *cm = q_s + G * D, *cw = cm + G * p.n_split;
+    float *wml = cw + G * p.n_split;   /* [key warp][16 rows][max, sum] */
+    float *wo = (float *)sm;           /* [key warp][16 rows][D]: the tiles' space, after the last tile */
+    const int warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tq = lane & 3;
+    int j0, j1, n_eff;
+    const int n = attn_mma_slice(p, pos, s, &j0, &j1, &n_eff);
+    if (s >= n_eff)   /* a split the context does not need: no work, and not counted */
+        return;
+    uint16_t *kc = kc_l + (size_t)g * p.max_ctx * D, *vc = vc_l + (size_t)g * p.max_ctx * D;
+    const int ntiles = n > 0 ? (n + AMMA_BK - 1) / AMMA_BK : 0;
+    /* keys [j0 + t·BK, +BK) of K and V into buffer b (keys ≥ j0 + n zero-filled); one commit group
+     * per tile slot, empty past the last tile, so the wait below counts the same every time */
+    auto load_tile = [&](int t) {
+        if (t < ntiles) {
+            const int b = t % STAGES;
+            uint16_t *kt = tiles + (size_t)b * 2 * AMMA_BK * LD, *vt = kt + AMMA_BK * LD;
+            for (int i = tid; i < AMMA_BK * CH; i += NT) {
+                const int r = i / CH, ch = i % CH, j = t * AMMA_BK + r;
+                const bool ok = j < n;
+                const size_t src = (size_t)(j0 + (ok ? j : 0)) * D + ch * 8;
+                fa_cp16(kt + r * LD + ch * 8, kc + src, ok);
+                fa_cp16(vt + r * LD + ch * 8, vc + src, ok);
+            }
+        }
+        fa_cp_commit();
+    };
+    const bool writer = n > 0 && pos < j1;
+    if (!writer)   /* the slice does not hold the new key: its first tiles load during the prologue */
+        for (int t = 0; t < STAGES - 1; t++)
+            load_tile(t);
+    attn_prologue<KERN_ATTN_MAX_GROUP, LPK, NT>(p, kc, vc, g, pos, j1, n, q_s, tid);
+    if (writer)
+        __threadfence();   /* the new key and value reach L2 before cp.async.cg reads them */
+    attn_bar(bar, NT);
+    if (writer)
+        for (int t = 0; t < STAGES - 1; t++)
+            load_tile(t);
+
+    const bool compute = warp < CW;
+    const int kq = warp % AMMA_KW, dh = warp / AMMA_KW, kw = kq * 16;
+    uint32_t qa[KS][4];   /* rows gr and gr + 8: heads gr and gr + 8 of the group */
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+        const int c = k * 16 + 2 * tq;
+        const float *q0 = q_s + gr * D + c, *q1 = q_s + (gr + 8) * D + c;
+        const bool h0 = compute && gr < G, h1 = compute && gr + 8 < G;
+        qa[k][0] = h0 ? fa_pack(q0[0] * LOG2E, q0[1] * LOG2E) : 0u;
+        qa[k][1] = h1 ? fa_pack(q1[0] * LOG2E, q1[1] * LOG2E) : 0u;
+        qa[k][2] = h0 ? fa_pack(q0[8] * LOG2E, q0[9] * LOG2E) : 0u;
+        qa[k][3] = h1 ? fa_pack(q1[8] * LOG2E, q1[9] * LOG2E) : 0u;
+    }
+    float o[ND][4];
+#pragma unroll
+    for (int d = 0; d < ND; d++)
+        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    const int mat = lane >> 3, mr = lane & 7;
+    for (int t = 0; t < ntiles; t++) {
+        fa_cp_wait<STAGES - 2>();   /* tile t has landed (this thread's copies) */
+        attn_bar(bar, NT);          /* everyone's copies; everyone is done with tile t - 1 */
+        load_tile(t + STAGES - 1);  /* into tile t - 1's buffer */
+        const uint16_t *kt = tiles + (size_t)(t % STAGES) * 2 * AMMA_BK * LD, *vt = kt + AMMA_BK * LD;
+        if (compute && t * AMMA_BK + kw < n) {   /* this warp's 16 keys hold at least one of the slice */
+            float sc[2][4] = { { 0.f, 0.f, 0.f, 0.f }, { 0.f, 0.f, 0.f, 0.f } };
+#pragma unroll
+            for (int k = 0; k < KS; k++) {
+                uint32_t b[4];
+                fa_ldsm_x4(b, kt + (kw + mr + (mat >> 1) * 8) * LD + k * 16 + (mat & 1) * 8);
+                fa_mma(sc[0], qa[k], b[0], b[1]);
+                fa_mma(sc[1], qa[k], b[2], b[3]);
+            }
+            if (t * AMMA_BK + kw + 16 > n) {
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (t * AMMA_BK + kw + j * 8 + 2 * tq + (e & 1) >= n)
+                            sc[j][e] = -INFINITY;
+            }
+            float a0, a1;
+            fa_softmax_step<2>(sc, m0, m1, l0, l1, a0, a1);
+            const uint32_t pa[4] = { fa_pack(sc[0][0], sc[0][1]), fa_pack(sc[0][2], sc[0][3]),
+                                     fa_pack(sc[1][0], sc[1][1]), fa_pack(sc[1][2], sc[1][3]) };
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                o[2 * dp][0] *= a0;
+                o[2 * dp][1] *= a0;
+                o[2 * dp][2] *= a1;
+                o[2 * dp][3] *= a1;
+                o[2 * dp + 1][0] *= a0;
+                o[2 * dp + 1][1] *= a0;
+                o[2 * dp + 1][2] *= a1;
+                o[2 * dp + 1][3] *= a1;
+                uint32_t b[4];
+                fa_ldsm_x4_t(b, vt + (kw + mr + (mat & 1) * 8) * LD + dh * (D / NDH) + dp * 16 + (mat >> 1) * 8);
+                fa_mma(o[2 * dp], pa, b[0], b[1]);
+                fa_mma(o[2 * dp + 1], pa, b[2], b[3]);
+            }
+        }
+    }
+    fa_cp_wait<0>();
+    attn_bar(bar, NT);   /* every warp is done with the tiles: their space takes the warps' outputs */
+    if (compute) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        /* the warps' (max, sum, output) → the split's partial */
+        float *ow = wo + (size_t)kq * 16 * D + dh * (D / NDH);
+#pragma unroll
+        for (int d = 0; d < ND; d++) {
+            const int c = d * 8 + 2 * tq;
+            ow[gr * D + c] = o[d][0];
+            ow[gr * D + c + 1] = o[d][1];
+            ow[(gr + 8) * D + c] = o[d][2];
+            ow[(gr + 8) * D + c + 1] = o[d][3];
+        }
+        if (tq == 0 && dh == 0) {
+            wml[(kq * 16 + gr) * 2] = m0;
+            wml[(kq * 16 + gr) * 2 + 1] = l0;
+            wml[(kq * 16 + gr + 8) * 2] = m1;
+            wml[(kq * 16 + gr + 8) * 2 + 1] = l1;
+        }
+    }
+    attn_bar(bar, NT);
+    const int q_dim = p.n_heads * D;
+    float *part = attn_part(p, s);
+    for (int i = tid; i < G * D; i += NT) {
+        const int h = i / D, d = i % D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < AMMA_KW; w++)
+            M = fmaxf(M, wml[(w * 16 + h) * 2]);
+        float ov = 0.f, lv = 0.f;
+        if (M != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < AMMA_KW; w++) {
+                const float f = fa_exp2(wml[(w * 16 + h) * 2] - M);
+                ov += f * wo[((size_t)w * 16 + h) * D + d];
+                lv += f * wml[(w * 16 + h) * 2 + 1];
+            }
+        }
+        part[(size_t)g * G * D + i] = ov;
+        if (d == 0) {
+            part[q_dim + g * G + h] = M == -INFINITY ? -INFINITY : M * LN2;
+            part[q_dim + p.n_heads + g * G + h] = lv;
+        }
+    }
+    attn_finish<KERN_ATTN_MAX_GROUP, LPK, NT>(p, counters, g, n_eff, cm, cw, s_last_p, tid, bar, amax, nullptr);
+}
+
+#endif
