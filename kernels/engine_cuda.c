@@ -786,6 +786,7 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .sm_count = s->dev.sm_count, .smem_optin = s->dev.smem_optin,
         .cb_max = getenv("BORA_MEGA_CB") ? atoi(getenv("BORA_MEGA_CB")) : 0,         /* tuning experiments */
         .ns_max = getenv("BORA_MEGA_NS") ? atoi(getenv("BORA_MEGA_NS")) : 0,
+        .blocks_max = getenv("BORA_MEGA_BLOCKS") ? atoi(getenv("BORA_MEGA_BLOCKS")) : 0,
         .flags = getenv("BORA_MEGA_FLAGS") ? atoi(getenv("BORA_MEGA_FLAGS")) : 0,
         .ahead = getenv("BORA_MEGA_AHEAD") ? atoi(getenv("BORA_MEGA_AHEAD")) : KERN_MEGA_AHEAD,
         .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
@@ -1121,7 +1122,7 @@ const struct plan_layout *engine_cuda_layout(const struct engine *e)
 int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
-    const int nl = e->model->cfg.n_layers, nb = s->mega_args.sm_count;
+    const int nl = e->model->cfg.n_layers, nb = kern_mega_blocks(&s->mega_args);
     enum { N = 28, P = 15, A = 19 };   /* decode_mega.cu MEGA_TR_N, TR_PROD, TR_ATT_ITEM */
     if (!s->d_sync)
         return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel is not available");

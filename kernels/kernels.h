@@ -153,6 +153,7 @@ struct kern_mega_args {
     int sm_count, smem_optin;                   /* from kern_device: SMs, shared bytes per block */
     int cb_max;                                 /* bytes of a row per pipeline stage at most (0: 2048) */
     int ns_max;                                 /* pipeline stages at most (0: as many as fit) */
+    int blocks_max;                             /* blocks of the grid (0: kern_mega_blocks chooses) */
     int flags;                                  /* A/B variants (decode_mega.cu MEGA_F_*); 0 = default */
     int ahead;                                  /* stages of a phase issued before the phase it waits on
                                                  * is done everywhere (< 0: as many as the ring holds;
@@ -165,6 +166,9 @@ size_t kern_mega_sync_ints(int n_layers, int n_kv);
  * time blocked on a full ring for each matrix; decode_mega.cu TR_*). Diagnostics. */
 size_t kern_mega_trace_slots(int n_layers, int sm_count);
 int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err);
+/* The grid the kernel runs: blocks_max when set (at most sm_count), else the count of at most
+ * sm_count blocks that balances the matrices' 16-row groups best (decode_mega.cu). */
+int kern_mega_blocks(const struct kern_mega_args *a);
 int kern_decode_layers(const struct kern_mega_args *a, struct CUstream_st *stream, struct bora_err *err);
 
 /* y[i] = silu(gate[i]) × up[i];  y[i] += x[i]. */
