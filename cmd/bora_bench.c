@@ -203,6 +203,8 @@ static int bench_decode(const struct bench_opts *o)
     }
     if (getenv("BORA_MEGA_TRACE") && engine_cuda_mega_trace(&e, o->ctx + o->tokens / 2, stderr, &err))
         fprintf(stderr, "bora bench: trace: %s\n", err.msg);
+    if (getenv("BORA_STEP_PROFILE") && engine_cuda_step_profile(&e, o->ctx, o->tokens, stderr, &err))
+        fprintf(stderr, "bora bench: step profile: %s\n", err.msg);
     float attn_us = 0;
     if (engine_cuda_time_attention(&e, o->ctx + o->tokens / 2, &attn_us, &err))
         fprintf(stderr, "bora bench: attention timing: %s\n", err.msg);

@@ -464,7 +464,9 @@ static struct kern_attn_args attn_of(struct engine *e, int l)
     return a;
 }
 
-static int enqueue_step(struct engine *e, struct bora_err *err)
+/* marks (diagnostics, not while capturing): events recorded after the embedding, the layers,
+ * the head, the sampler and the copy of the result (engine_cuda_step_profile). */
+static int enqueue_step(struct engine *e, struct bora_err *err, cudaEvent_t *marks)
 {
     struct cuda_impl *s = impl_of(e);
     const struct model_config *c = &e->model->cfg;
@@ -478,6 +480,8 @@ static int enqueue_step(struct engine *e, struct bora_err *err)
     struct kern_mat emb = mat(s, at(s, L->emb), at(s, L->emb_rs), s->dt.emb, V, dim);
     if ((rc = kern_embed(x, &emb, state, (int32_t *)at(s, L->tokens), st, err)))
         return rc;
+    if (marks)
+        CUDA_CHECK(cudaEventRecord(marks[0], s->stream));
     if (s->mega && (rc = kern_decode_layers(&s->mega_args, st, err)))
         return rc;
     for (int l = 0; !s->mega && l < c->n_layers; l++) {
@@ -493,12 +497,20 @@ static int enqueue_step(struct engine *e, struct bora_err *err)
                 return rc;
         }
     }
+    if (marks)
+        CUDA_CHECK(cudaEventRecord(marks[1], s->stream));
     struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_HEAD, 0);
     if ((rc = kern_gemv(&g, st, err)))
         return rc;
+    if (marks)
+        CUDA_CHECK(cudaEventRecord(marks[2], s->stream));
     if ((rc = kern_sample(logits, V, state, st, err)))
         return rc;
+    if (marks)
+        CUDA_CHECK(cudaEventRecord(marks[3], s->stream));
     CUDA_CHECK(cudaMemcpyAsync(s->h_out, state, sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
+    if (marks)
+        CUDA_CHECK(cudaEventRecord(marks[4], s->stream));
     return 0;
 }
 
@@ -514,7 +526,7 @@ static int capture_to(struct engine *e, bool mega, cudaGraphExec_t *dst, struct 
     }
     s->mega = mega;
     CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
-    int rc = enqueue_step(e, err);
+    int rc = enqueue_step(e, err, NULL);
     cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
     if (rc)
         return rc;
@@ -1112,6 +1124,58 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
     *ms = t;
     *last = s->h_out->sampled;
     return 0;
+}
+
+int engine_cuda_step_profile(struct engine *e, int pos, int n, FILE *f, struct bora_err *err)
+{
+    struct cuda_impl *s = impl_of(e);
+    if (n <= 0 || pos < 0 || pos + n > e->max_ctx)
+        return bora_errf(err, -EINVAL, "profile: positions %d..%d outside the %d-token cache", pos, pos + n,
+                         e->max_ctx);
+    enum { K = 6 };   /* start, then after: embedding, layers, head, sampler, copy */
+    cudaEvent_t *ev = calloc((size_t)n * K, sizeof *ev);
+    if (!ev)
+        return bora_errf(err, -ENOMEM, "profile: out of memory");
+    int rc = 0, made = 0;
+    for (; made < n * K && !rc; made++)
+        if (cudaEventCreate(&ev[made]) != cudaSuccess)
+            rc = bora_errf(err, -EIO, "profile: %s", cudaGetErrorString(cudaGetLastError()));
+    const int32_t first = 1;
+    if (!rc)
+        rc = set_state(s, &first, 1, pos, err);
+    const bool mega = s->mega;
+    if (!rc) {
+        s->mega = engine_cuda_decode_path(e, pos, NULL)[0] == 'p';
+        for (int i = 0; i < n && !rc; i++) {   /* enqueued back to back, as the graph replays are */
+            if (cudaEventRecord(ev[i * K], s->stream) != cudaSuccess)
+                rc = bora_errf(err, -EIO, "profile: %s", cudaGetErrorString(cudaGetLastError()));
+            else
+                rc = enqueue_step(e, err, ev + i * K + 1);
+        }
+        s->mega = mega;
+    }
+    if (!rc && cudaStreamSynchronize(s->stream) != cudaSuccess)
+        rc = bora_errf(err, -EIO, "profile: %s", cudaGetErrorString(cudaGetLastError()));
+    if (!rc) {
+        double part[K - 1] = { 0 }, step = 0;
+        float ms;
+        for (int i = 1; i < n; i++) {   /* the first step pays the launches' warm-up */
+            for (int k = 0; k < K - 1; k++)
+                if (cudaEventElapsedTime(&ms, ev[i * K + k], ev[i * K + k + 1]) == cudaSuccess)
+                    part[k] += ms;
+            if (i + 1 < n && cudaEventElapsedTime(&ms, ev[i * K], ev[(i + 1) * K]) == cudaSuccess)
+                step += ms;
+        }
+        const double d = n - 1;
+        fprintf(f, "step profile (%d steps from position %d, launched without a graph, µs per step): embedding %.1f, "
+                   "layers (%s) %.1f, head %.1f, sampler %.1f, copy %.1f; start to start %.1f\n", n - 1, pos,
+                part[0] * 1e3 / d, mega ? "persistent" : "per-kernel", part[1] * 1e3 / d, part[2] * 1e3 / d,
+                part[3] * 1e3 / d, part[4] * 1e3 / d, n > 2 ? step * 1e3 / (n - 2) : 0.);
+    }
+    for (int i = 0; i < made; i++)
+        cudaEventDestroy(ev[i]);
+    free(ev);
+    return rc;
 }
 
 const struct plan_layout *engine_cuda_layout(const struct engine *e)

@@ -54,6 +54,11 @@ int engine_cuda_decode_timed(struct engine *e, int32_t first, int pos, int n, do
  * -ENOTSUP when the persistent kernel does not take this model. */
 int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *err);
 
+/* Diagnostics: n decode steps from position pos enqueued without the graph, with events between
+ * the step's parts (embedding, layers, head, sampler, copy of the result); prints the mean
+ * device time of each to f. Errors: -EINVAL (positions), -EIO. */
+int engine_cuda_step_profile(struct engine *e, int pos, int n, FILE *f, struct bora_err *err);
+
 /* Prompts (forward with n > 1) run as a batched prefill in chunks of this many tokens (default
  * PREFILL_CHUNK_DEFAULT, kernels/prefill_run.h); reallocates the prefill workspace.
  * Errors: -EINVAL (below PREFILL_CHUNK_MIN), -ENOMEM. Not while a forward runs. */

@@ -230,22 +230,25 @@ static void test_refuses_too_big(void **state)
     model_close(m);
 }
 
-/* Large query groups (G > 4: Mistral Medium 3.5 has 12 heads per kv head), which no fixture has:
- * a synthetic checkpoint (random weights, written by synth_model_write) decoded one token at a
- * time on the CUDA engine and on the CPU engine, logits compared at every step and greedy ids
- * while the CPU's margin is clear. These shapes run the tensor-core attention (q and the softmax
- * weights in bf16: ≈ 4e-3 relative on the attention output, tests/gpu_kernels.c), inside the
- * persistent kernel or in the per-kernel step; TOL_CUDA still holds with room for it. With 8 kv
- * heads and ~1,100 positions each split spans several 64-key tiles. */
+/* Shapes no fixture has, on a synthetic checkpoint (random weights, written by synth_model_write)
+ * decoded one token at a time on the CUDA engine and on the CPU engine, logits compared at every
+ * step and greedy ids while the CPU's margin is clear:
+ * - large query groups (G > 4: Mistral Medium 3.5 has 12 heads per kv head) run the tensor-core
+ *   attention (q and the softmax weights in bf16: ≈ 4e-3 relative on the attention output,
+ *   tests/gpu_kernels.c), inside the persistent kernel or in the per-kernel step; TOL_CUDA still
+ *   holds with room for it. With 8 kv heads and ~1,100 positions each split spans several
+ *   64-key tiles;
+ * - 7B-like groups (32/8, head_dim 128) with rows of 2 KiB (the persistent kernel's stage width)
+ *   and a context of several attention splits. */
 struct lgcase {
     const char *what;
     bool ministral3;   /* YaRN + query scaling */
-    int n_heads, n_kv, head_dim, steps;
+    int n_heads, n_kv, head_dim, hidden, steps;
     enum model_precision precision;
     bool kernels;
 };
 
-static void test_large_group(void **state)
+static void test_synthetic(void **state)
 {
     const struct lgcase *g = *state;
 #ifndef BORA_CUDA
@@ -259,7 +262,7 @@ static void test_large_group(void **state)
     char mdir[96];
     snprintf(mdir, sizeof mdir, "%s/m", dir);
     struct synth_spec sp = { .ministral3 = g->ministral3, .dim = 256, .n_layers = 2, .n_heads = g->n_heads,
-                             .n_kv_heads = g->n_kv, .head_dim = g->head_dim, .hidden_dim = 512, .vocab = 32768,
+                             .n_kv_heads = g->n_kv, .head_dim = g->head_dim, .hidden_dim = g->hidden, .vocab = 32768,
                              .max_pos = 4096, .seed = 11 };
     struct bora_err err = { "" };
     int rc = synth_model_write(mdir, &sp, &err);
@@ -338,10 +341,14 @@ int main(void)
 {
     static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
     static const struct lgcase lg[] = {
-        { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 1100, MODEL_PRECISION_AUTO, false },
-        { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 1100, MODEL_PRECISION_FP8, false },
-        { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 1100, MODEL_PRECISION_AUTO, true },
-        { "24/2 heads, head_dim 64, YaRN + query scale, fp8, persistent", true, 24, 2, 64, 600, MODEL_PRECISION_FP8,
+        { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, false },
+        { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_FP8, false },
+        { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, true },
+        { "24/2 heads, head_dim 64, YaRN + query scale, fp8, persistent", true, 24, 2, 64, 512, 600,
+          MODEL_PRECISION_FP8, false },
+        { "32/8 heads, head_dim 128, 2 KiB rows, bf16, persistent", false, 32, 8, 128, 1024, 700, MODEL_PRECISION_AUTO,
+          false },
+        { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 700, MODEL_PRECISION_FP8,
           false },
     };
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof lg / sizeof *lg];
@@ -364,6 +371,6 @@ int main(void)
     }
     tests[n++] = (struct CMUnitTest){ "cuda_refuses_too_big", test_refuses_too_big, NULL, NULL, NULL };
     for (size_t i = 0; i < sizeof lg / sizeof *lg; i++)
-        tests[n++] = (struct CMUnitTest){ "cuda_large_group", test_large_group, NULL, NULL, (void *)&lg[i] };
+        tests[n++] = (struct CMUnitTest){ "cuda_synthetic", test_synthetic, NULL, NULL, (void *)&lg[i] };
     return _cmocka_run_group_tests("gpu_engine", tests, n, NULL, NULL);
 }
