@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_decode.sh — the decode loop on the H200 in one device call: the CUDA-vs-CPU engine tests
 # (persistent and per-kernel step) and the decode benchmarks, from binaries built beforehand
-# (BIN: a folder holding bora, gpu_engine, gpu_kernels; default build/ and build/tests/).
+# (BIN: a folder holding bora, gpu_engine, gpu_kernels and, when built, gpu_direct_load,
+# gpu_prefill, gpu_prefill_engine; default build/ and build/tests/).
 # usage (repo root on the device machine): source .deps/unpack.sh && BIN=DIR bash bench/gpu_decode.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/bora-gpu}
@@ -16,10 +17,11 @@ if [ "${DECODE_TESTS:-1}" = 1 ]; then
     timeout 300 "$TESTS/gpu_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -60
     step "gpu_kernels"
     timeout 120 "$TESTS/gpu_kernels" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
-    if [ -x "$TESTS/gpu_direct_load" ]; then
-        step "gpu_direct_load"
-        timeout 200 "$TESTS/gpu_direct_load" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
-    fi
+    for t in gpu_direct_load gpu_prefill gpu_prefill_engine; do   # when built
+        [ -x "$TESTS/$t" ] || continue
+        step "$t"
+        timeout 200 "$TESTS/$t" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
+    done
 fi
 step decode
 # DECODE_EXTRA: more runs, ';'-separated (e.g. "mistral-small-24b --precision fp8 --ctx 512 --tokens 64")
