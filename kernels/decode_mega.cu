@@ -612,9 +612,9 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         /* attention: items (kv head, split) over the halves of every block */
         mega_wait(sy + PH_QKV, nb, tid, p.debug);
         MEGA_TR(TR_ATT_WAIT);
+        int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;   /* the splits' combine counters */
         if constexpr (AM) {   /* large groups: items (kv head, split) on the tensor cores, one per block */
             if (!(p.debug & MEGA_DBG_NO_ATTN)) {
-                int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;
                 for (int it = blockIdx.x; it < p.n_kv * p.ap.n_split; it += nb)
                     attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv,
                                                                          pos, u, s_last, tid, MEGA_BAR_C, am + AM_WO);
@@ -622,7 +622,6 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         } else {
             const int half = tid / MEGA_AT;
             if (half < p.attn_halves && !(p.debug & MEGA_DBG_NO_ATTN)) {
-                int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;
                 float *as = (float *)(u + (size_t)half * p.attn_half_bytes);
                 const int workers = nb * p.attn_halves;
                 /* half 0 of every block first: the items the context needs spread over the SMs */
@@ -880,31 +879,25 @@ static int mega_launch(const struct mega_params &p, size_t smem, cudaStream_t s,
     return 0;
 }
 
-template <int FP8, int GM>
-static int mega_launch_hd(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
-{
-    switch (p.ap.hd) {
-    case 16: return GM <= 8 ? mega_launch<FP8, GM, 2>(p, smem, s, err)
-                            : bora_errf(err, -ENOTSUP, "persistent decode: head_dim 16 with %d-head groups", GM);
-    case 32: return mega_launch<FP8, GM, 4>(p, smem, s, err);
-    case 64: return mega_launch<FP8, GM, 8>(p, smem, s, err);
-    default: return mega_launch<FP8, GM, 16>(p, smem, s, err);
-    }
-}
-
+/* The instance for the model's group and head size: the tensor-core attention for groups > 4
+ * heads of head_dim 64 / 128 (and MEGA_F_AMMA), attn_item's for the rest (mega_setup has refused
+ * the shapes neither takes). */
 template <int FP8>
 static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
 {
-    const int G = p.ap.n_heads / p.ap.n_kv;
+    const int G = p.ap.n_heads / p.ap.n_kv, hd = p.ap.hd;
     if (p.amma)
-        return p.ap.hd == 64 ? mega_launch<FP8, 16, 8, 1>(p, smem, s, err) : mega_launch<FP8, 16, 16, 1>(p, smem, s, err);
+        return hd == 64 ? mega_launch<FP8, 16, 8, 1>(p, smem, s, err) : mega_launch<FP8, 16, 16, 1>(p, smem, s, err);
     if (G <= 4)
-        return mega_launch_hd<FP8, 4>(p, smem, s, err);
-    if (G <= 8)   /* head_dim 16 or 32 here (64 and 128 take the tensor cores) */
-        return p.ap.hd == 16 ? mega_launch<FP8, 8, 2>(p, smem, s, err) : mega_launch<FP8, 8, 4>(p, smem, s, err);
-    if (p.ap.hd == 32)
+        return hd == 16 ? mega_launch<FP8, 4, 2>(p, smem, s, err)
+             : hd == 32 ? mega_launch<FP8, 4, 4>(p, smem, s, err)
+             : hd == 64 ? mega_launch<FP8, 4, 8>(p, smem, s, err)
+                        : mega_launch<FP8, 4, 16>(p, smem, s, err);
+    if (G <= 8)   /* head_dim 16 or 32 here */
+        return hd == 16 ? mega_launch<FP8, 8, 2>(p, smem, s, err) : mega_launch<FP8, 8, 4>(p, smem, s, err);
+    if (hd == 32)
         return mega_launch<FP8, 16, 4>(p, smem, s, err);
-    return bora_errf(err, -ENOTSUP, "persistent decode: head_dim %d with %d-head groups", p.ap.hd, G);
+    return bora_errf(err, -ENOTSUP, "persistent decode: head_dim %d with %d-head groups", hd, G);
 }
 
 extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstream_st *stream, struct bora_err *err)

@@ -240,7 +240,7 @@ static void test_refuses_too_big(void **state)
  *   64-key tiles;
  * - 7B-like groups (32/8, head_dim 128) with rows of 2 KiB (the persistent kernel's stage width)
  *   and a context of several attention splits. */
-struct lgcase {
+struct synth_case {
     const char *what;
     bool ministral3;   /* YaRN + query scaling */
     int n_heads, n_kv, head_dim, hidden, steps;
@@ -250,16 +250,16 @@ struct lgcase {
 
 static void test_synthetic(void **state)
 {
-    const struct lgcase *g = *state;
+    const struct synth_case *g = *state;
 #ifndef BORA_CUDA
     fprintf(stderr, "SKIP (built without CUDA): %s\n", g->what);
     skip();
     return;
 #endif
-    char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/bora-gpu-lg-XXXXXX");
+    const char *tmp = getenv("TMPDIR");
+    char dir[512], mdir[600];
+    snprintf(dir, sizeof dir, "%s/bora-gpu-synth-XXXXXX", tmp && *tmp ? tmp : "/tmp");   /* mkdtemp's template */
     assert_non_null(mkdtemp(dir));
-    char mdir[96];
     snprintf(mdir, sizeof mdir, "%s/m", dir);
     struct synth_spec sp = { .ministral3 = g->ministral3, .dim = 256, .n_layers = 2, .n_heads = g->n_heads,
                              .n_kv_heads = g->n_kv, .head_dim = g->head_dim, .hidden_dim = g->hidden, .vocab = 32768,
@@ -277,7 +277,7 @@ static void test_synthetic(void **state)
     struct engine *gpu = NULL, *cpu = NULL;
     rc = engine_open(&gpu, m, &eo, &err);
     unsetenv("BORA_DECODE");
-    char cmd[128];
+    char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (rc == -ENODEV) {
         fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
@@ -340,7 +340,7 @@ static void test_synthetic(void **state)
 int main(void)
 {
     static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
-    static const struct lgcase lg[] = {
+    static const struct synth_case synth[] = {
         { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, false },
         { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_FP8, false },
         { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, true },
@@ -351,7 +351,7 @@ int main(void)
         { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 700, MODEL_PRECISION_FP8,
           false },
     };
-    struct CMUnitTest tests[8 * N_FIX + 1 + sizeof lg / sizeof *lg];
+    struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
@@ -370,7 +370,7 @@ int main(void)
         tests[n++] = (struct CMUnitTest){ "cuda_switch_greedy", test_greedy, NULL, NULL, &swit[i] };
     }
     tests[n++] = (struct CMUnitTest){ "cuda_refuses_too_big", test_refuses_too_big, NULL, NULL, NULL };
-    for (size_t i = 0; i < sizeof lg / sizeof *lg; i++)
-        tests[n++] = (struct CMUnitTest){ "cuda_synthetic", test_synthetic, NULL, NULL, (void *)&lg[i] };
+    for (size_t i = 0; i < sizeof synth / sizeof *synth; i++)
+        tests[n++] = (struct CMUnitTest){ "cuda_synthetic", test_synthetic, NULL, NULL, (void *)&synth[i] };
     return _cmocka_run_group_tests("gpu_engine", tests, n, NULL, NULL);
 }
