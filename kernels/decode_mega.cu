@@ -13,7 +13,10 @@
  * bandwidth to the last ones, whose end everyone waits for (+2.5 % on 7B). The phase that writes a layer input
  * also publishes its largest magnitude, so its readers convert it in one pass. Weights are
  * read with an L2 evict-first policy. Attention is flash-decoding (kern_attn.cuh) on two
- * 224-thread halves of the consumers per block. What it reaches and where the rest of the time
+ * 224-thread halves of the consumers per block; up to MEGA_CMB_SPLITS splits the items only
+ * write their partials and every block combines them as it loads wo's input (mega_load_att: no
+ * last-split detection and no second barrier; 7B +3 points FP8, +2 BF16), beyond that the last
+ * split of each kv head combines (attn_finish). What it reaches and where the rest of the time
  * goes: docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
@@ -41,7 +44,11 @@ enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
-enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor-core attention for any group */ };
+enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor-core attention for any group */,
+       MEGA_F_ATT_LAST = 128 /* the last split of a kv head combines the splits (as before the wo phase did) */ };
+#define MEGA_CMB_SPLITS 16      /* splits the wo phase combines as it loads its input, at most */
+#define MEGA_CMB_KM 3           /* float4s of the attention output a consumer thread combines */
+#define MEGA_CMB_TB 4           /* splits whose partial outputs a thread has in flight together */
 /* Trace (kern_mega_args.trace): per block and layer MEGA_TR_N timestamps (ns, %globaltimer) —
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
@@ -72,6 +79,8 @@ struct mega_params {
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
     bool amma;              /* attention on the tensor cores (kern_attn_mma.cuh), all consumers on one item */
+    bool att_in_wo;         /* the wo phase combines the attention splits as it loads its input */
+    size_t cmb_off;         /* its split maxima / weights in shared memory (in the union, after x hi/lo) */
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off;
     unsigned long long *trace;
     struct attn_params ap;
@@ -396,6 +405,122 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
     return rstd * ldexpf(1.f, -e);
 }
 
+/* wo's input when the attention items leave their splits uncombined (p.att_in_wo): every block
+ * combines the ≤ MEGA_CMB_SPLITS partials (kern_attn.cuh layout) itself — the splits' maxima and
+ * sums with the first MEGA_CMB_TB splits' outputs in flight behind them, the weights a warp per
+ * head and a lane per split, then the outputs weighted as they arrive — and stores the result as
+ * hi + lo at xh / xl scaled by its largest magnitude. No last-split detection, no combine by one
+ * block, no second barrier. cmb: 2 × n_heads × MEGA_CMB_SPLITS floats. Returns the factor for
+ * the sums. */
+template <int FP8, int LPK>
+__device__ float mega_load_att(const struct mega_params &p, int pos, uint16_t *xh, uint16_t *xl, float *scr,
+                               float *cmb, int tid)
+{
+    const struct attn_params &ap = p.ap;
+    const int lane = tid & 31, w = tid >> 5;
+    int j0, j1, ne;
+    attn_slice(ap, pos, 0, &j0, &j1, &ne, attn_min_chunk<LPK, MEGA_AT>());
+    const int H = ap.n_heads, hd = ap.hd, qd = H * hd, n4 = qd >> 2;
+    const size_t pst = (size_t)H * (hd + 2);   /* floats of one split's partial */
+    float *cm = cmb, *cw = cmb + H * MEGA_CMB_SPLITS;
+    float mv[2], lv[2];
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int i = tid + u * MEGA_CT;
+        mv[u] = -INFINITY;
+        lv[u] = 0.f;
+        if (i < ne * H) {
+            const float *pt = ap.part + (size_t)(i / H) * pst + qd + i % H;
+            mv[u] = __ldcg(pt);
+            lv[u] = __ldcg(pt + H);
+        }
+    }
+    float4 o[MEGA_CMB_KM][MEGA_CMB_TB];
+#pragma unroll
+    for (int k = 0; k < MEGA_CMB_KM; k++)
+#pragma unroll
+        for (int t = 0; t < MEGA_CMB_TB; t++) {
+            const int c = tid + k * MEGA_CT;
+            o[k][t] = c < n4 && t < ne ? __ldcg((const float4 *)(ap.part + (size_t)t * pst) + c)
+                                       : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int i = tid + u * MEGA_CT;
+        if (i < ne * H) {
+            cm[(i % H) * MEGA_CMB_SPLITS + i / H] = mv[u];
+            cw[(i % H) * MEGA_CMB_SPLITS + i / H] = lv[u];
+        }
+    }
+    mega_bar_c();
+    for (int h = w; h < H; h += MEGA_CW) {   /* weight of split `lane`: e^(m_t - M) / Σ_t e^(m_t - M) l_t */
+        const float m = lane < ne ? cm[h * MEGA_CMB_SPLITS + lane] : -INFINITY;
+        const float l = lane < ne ? cw[h * MEGA_CMB_SPLITS + lane] : 0.f;
+        const float M = kern_warp_max(m);
+        const float f = lane < ne && m != -INFINITY ? __expf(m - M) : 0.f;
+        const float den = kern_warp_sum(f * l);
+        if (lane < ne)
+            cw[h * MEGA_CMB_SPLITS + lane] = f / den;
+    }
+    mega_bar_c();
+    float4 acc[MEGA_CMB_KM];
+#pragma unroll
+    for (int k = 0; k < MEGA_CMB_KM; k++)
+        acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int t0 = 0;;) {
+#pragma unroll
+        for (int k = 0; k < MEGA_CMB_KM; k++) {
+            const int c = tid + k * MEGA_CT;
+            if (c < n4) {
+                const float *wr = cw + (4 * c / hd) * MEGA_CMB_SPLITS + t0;
+#pragma unroll
+                for (int t = 0; t < MEGA_CMB_TB; t++)
+                    if (t0 + t < ne) {
+                        const float f = wr[t];
+                        acc[k].x += f * o[k][t].x;
+                        acc[k].y += f * o[k][t].y;
+                        acc[k].z += f * o[k][t].z;
+                        acc[k].w += f * o[k][t].w;
+                    }
+            }
+        }
+        t0 += MEGA_CMB_TB;
+        if (t0 >= ne)
+            break;
+#pragma unroll
+        for (int k = 0; k < MEGA_CMB_KM; k++)
+#pragma unroll
+            for (int t = 0; t < MEGA_CMB_TB; t++) {
+                const int c = tid + k * MEGA_CT;
+                o[k][t] = c < n4 && t0 + t < ne ? __ldcg((const float4 *)(ap.part + (size_t)(t0 + t) * pst) + c)
+                                                : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+    }
+    float am = 0.f;
+#pragma unroll
+    for (int k = 0; k < MEGA_CMB_KM; k++)
+        if (tid + k * MEGA_CT < n4)
+            am = fmaxf(am, fmaxf(fmaxf(fabsf(acc[k].x), fabsf(acc[k].y)), fmaxf(fabsf(acc[k].z), fabsf(acc[k].w))));
+    am = kern_warp_max(am);
+    if (lane == 0)
+        scr[w] = am;
+    mega_bar_c();
+    am = 0.f;
+#pragma unroll
+    for (int i = 0; i < MEGA_CW; i++)
+        am = fmaxf(am, scr[i]);
+    const int e = mega_scale_exp(am);
+    const float sf = ldexpf(1.f, e);
+#pragma unroll
+    for (int k = 0; k < MEGA_CMB_KM; k++) {
+        const int c = tid + k * MEGA_CT;
+        if (c < n4)
+            mega_store4_hi_lo<FP8>(make_float4(acc[k].x * sf, acc[k].y * sf, acc[k].z * sf, acc[k].w * sf), xh, xl, c);
+    }
+    mega_bar_c();   /* xh / xl complete; scr free again */
+    return ldexpf(1.f, -e);
+}
+
 /* Largest |v| over lanes 0-15 of warp 0 (the epilogue threads) into *amax. All 16 call it. */
 __device__ __forceinline__ void mega_amax16(int *amax, float v, int tid)
 {
@@ -581,6 +706,12 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
 
     uint16_t *xh = (uint16_t *)u, *xl = (uint16_t *)(u + p.xl_off);
     const int pos = *p.ap.pos;   /* read once (written before the launch), not at every attention item */
+    bool cmb = false;            /* this step's splits combined by wo's input load */
+    if (p.att_in_wo) {
+        int j0, j1, ne;
+        attn_slice(p.ap, pos, 0, &j0, &j1, &ne, attn_min_chunk<LPK, MEGA_AT>());
+        cmb = ne <= MEGA_CMB_SPLITS;
+    }
     struct mega_ring r = { 0, 0 };
     int red_sel = 0;
     const int nb = p.nb;
@@ -625,16 +756,31 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                 float *as = (float *)(u + (size_t)half * p.attn_half_bytes);
                 const int workers = nb * p.attn_halves;
                 /* half 0 of every block first: the items the context needs spread over the SMs */
-                for (int it = half * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers)
-                    attn_item<GM, LPK, MEGA_AT>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, as,
-                                                s_last + half, tid - half * MEGA_AT, MEGA_BAR_H + half,
-                                                am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr);
+                for (int it = half * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers) {
+                    unsigned long long *ti = tr && it < nb ? tr + TR_ATT_ITEM : nullptr;
+                    if (cmb)   /* the partials only: wo's input load combines them */
+                        attn_item<GM, LPK, MEGA_AT, false>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, as,
+                                                           s_last + half, tid - half * MEGA_AT, MEGA_BAR_H + half,
+                                                           nullptr, ti);
+                    else
+                        attn_item<GM, LPK, MEGA_AT>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, as,
+                                                    s_last + half, tid - half * MEGA_AT, MEGA_BAR_H + half,
+                                                    am + AM_WO, ti);
+                }
             }
         }
         MEGA_TR(TR_ATT);
         mega_arrive(sy + PH_ATT, tid);
         /* x += W_o att */
-        post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr, TR_WO_WAIT);
+        if (!AM && cmb) {
+            mega_wait(sy + PH_ATT, nb, tid, p.debug);
+            MEGA_TR(TR_WO_WAIT);
+            post = mega_load_att<FP8, LPK>(p, pos, xh, xl, scr, (float *)(u + p.cmb_off), tid);
+            MEGA_TR(TR_WO_LOAD);
+        } else {
+            post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr,
+                                         TR_WO_WAIT);
+        }
         mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    am + AM_GU, ffn_nw);
         MEGA_TR(TR_WO);
@@ -773,14 +919,18 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
      * block on every consumer warp */
     p->amma = (G > 4 || (a->flags & MEGA_F_AMMA)) && (a->head_dim == 64 || a->head_dim == 128);
     int halves = 2;
-    size_t uni = xbuf > 2 * ahalf ? xbuf : 2 * ahalf;
+    /* attn_item's splits combined by wo's input load: an output that fits the loader (and, checked
+     * per step, a context of at most MEGA_CMB_SPLITS splits) */
+    p->att_in_wo = !p->amma && q_dim <= 4 * MEGA_CMB_KM * MEGA_CT && !(a->flags & MEGA_F_ATT_LAST);
+    const size_t xcmb = xbuf + (p->att_in_wo ? 2 * sizeof(float) * a->n_heads * MEGA_CMB_SPLITS : 0);
+    size_t uni = xcmb > 2 * ahalf ? xcmb : 2 * ahalf;
     if (p->amma) {
         const size_t ab = attn_mma_smem_bytes(a->head_dim, MEGA_AMMA_STAGES, G, a->n_split);
         halves = 1;
         uni = xbuf > ab ? xbuf : ab;
     } else if (total < fixed + uni + MEGA_MIN_RING + 16 * 16) {
         halves = 1;
-        uni = xbuf > ahalf ? xbuf : ahalf;
+        uni = xcmb > ahalf ? xcmb : ahalf;
     }
     if (total < fixed + uni + 16 * 16 + 2 * (size_t)p->slot_bytes)
         return bora_errf(err, -ENOTSUP, "persistent decode: %zu bytes of shared memory needed, %d available",
@@ -798,6 +948,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->scr_off = p->red_off + 2 * sizeof(float) * MEGA_CW * MEGA_ROWS;
     p->u_off = (p->scr_off + 256 + 127) / 128 * 128;
     p->xl_off = xl_off;
+    p->cmb_off = xbuf;
     p->attn_half_bytes = ahalf;
     *smem = p->u_off + uni;
     if (*smem > total)

@@ -349,8 +349,10 @@ __device__ __forceinline__ void attn_finish(const struct attn_params &p, int *co
 }
 
 /* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split.
- * pos: the new token's position (*p.pos, read once by the caller). */
-template <int GM, int LPK, int NT>
+ * pos: the new token's position (*p.pos, read once by the caller). COMBINE: the last split of
+ * the kv head combines the splits into p.out (attn_finish); without, the item ends with its
+ * partial written (the caller's barrier orders it) and the reader combines (decode_mega.cu). */
+template <int GM, int LPK, int NT, bool COMBINE = true>
 __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
                                           int *counters, int g, int s, int pos, float *sm, int *s_last_p, int tid,
                                           int bar, int *amax = nullptr, unsigned long long *tr = nullptr)
@@ -512,7 +514,10 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
             part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
         }
     }
-    attn_finish<GM, LPK, NT>(p, counters, g, n_eff, cm, cw, s_last_p, tid, bar, amax, tr);
+    if constexpr (COMBINE)
+        attn_finish<GM, LPK, NT>(p, counters, g, n_eff, cm, cw, s_last_p, tid, bar, amax, tr);
+    else
+        ATTN_TR(5);
 }
 
 #undef ATTN_TR
