@@ -919,9 +919,10 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
      * block on every consumer warp */
     p->amma = (G > 4 || (a->flags & MEGA_F_AMMA)) && (a->head_dim == 64 || a->head_dim == 128);
     int halves = 2;
-    /* attn_item's splits combined by wo's input load: an output that fits the loader (and, checked
-     * per step, a context of at most MEGA_CMB_SPLITS splits) */
-    p->att_in_wo = !p->amma && q_dim <= 4 * MEGA_CMB_KM * MEGA_CT && !(a->flags & MEGA_F_ATT_LAST);
+    /* attn_item's splits combined by wo's input load: an output, and maxima and sums (two a
+     * consumer thread), that fit the loader, and (checked per step) at most MEGA_CMB_SPLITS splits */
+    p->att_in_wo = !p->amma && q_dim <= 4 * MEGA_CMB_KM * MEGA_CT && a->n_heads * MEGA_CMB_SPLITS <= 2 * MEGA_CT &&
+                   !(a->flags & MEGA_F_ATT_LAST);
     const size_t xcmb = xbuf + (p->att_in_wo ? 2 * sizeof(float) * a->n_heads * MEGA_CMB_SPLITS : 0);
     size_t uni = xcmb > 2 * ahalf ? xcmb : 2 * ahalf;
     if (p->amma) {
