@@ -23,6 +23,11 @@ if [ "${DECODE_TESTS:-1}" = 1 ]; then
         timeout 200 "$TESTS/$t" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
     done
 fi
+for v in ${ENGINE_VARS:-}; do   # gpu_engine again under BORA_MEGA_* settings (a variant's correctness), e.g. "FLAGS=256"
+    envs=$(echo "$v" | tr ';' ' ' | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")
+    step "gpu_engine, $envs"
+    env $envs timeout 300 "$TESTS/gpu_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -8
+done
 step decode
 # DECODE_EXTRA: more runs, ';'-separated (e.g. "mistral-small-24b --precision fp8 --ctx 512 --tokens 64")
 IFS=';' read -ra runs <<< "mistral-7b --precision fp8 --ctx 512 --tokens 256;mistral-7b --precision bf16 --ctx 512 --tokens 256;mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32;${DECODE_EXTRA:-}"

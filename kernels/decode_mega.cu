@@ -412,14 +412,12 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
  * hi + lo at xh / xl scaled by its largest magnitude. No last-split detection, no combine by one
  * block, no second barrier. cmb: 2 × n_heads × MEGA_CMB_SPLITS floats. Returns the factor for
  * the sums. */
-template <int FP8, int LPK>
-__device__ float mega_load_att(const struct mega_params &p, int pos, uint16_t *xh, uint16_t *xl, float *scr,
+template <int FP8>
+__device__ float mega_load_att(const struct mega_params &p, int ne, uint16_t *xh, uint16_t *xl, float *scr,
                                float *cmb, int tid)
 {
     const struct attn_params &ap = p.ap;
     const int lane = tid & 31, w = tid >> 5;
-    int j0, j1, ne;
-    attn_slice(ap, pos, 0, &j0, &j1, &ne, attn_min_chunk<LPK, MEGA_AT>());
     const int H = ap.n_heads, hd = ap.hd, qd = H * hd, n4 = qd >> 2;
     const size_t pst = (size_t)H * (hd + 2);   /* floats of one split's partial */
     float *cm = cmb, *cw = cmb + H * MEGA_CMB_SPLITS;
@@ -453,14 +451,12 @@ __device__ float mega_load_att(const struct mega_params &p, int pos, uint16_t *x
         }
     }
     mega_bar_c();
-    for (int h = w; h < H; h += MEGA_CW) {   /* weight of split `lane`: e^(m_t - M) / Σ_t e^(m_t - M) l_t */
+    for (int h = w; h < H; h += MEGA_CW) {   /* a warp per head, a lane per split */
         const float m = lane < ne ? cm[h * MEGA_CMB_SPLITS + lane] : -INFINITY;
         const float l = lane < ne ? cw[h * MEGA_CMB_SPLITS + lane] : 0.f;
-        const float M = kern_warp_max(m);
-        const float f = lane < ne && m != -INFINITY ? __expf(m - M) : 0.f;
-        const float den = kern_warp_sum(f * l);
+        const float wt = attn_split_weight(m, l, lane, ne);
         if (lane < ne)
-            cw[h * MEGA_CMB_SPLITS + lane] = f / den;
+            cw[h * MEGA_CMB_SPLITS + lane] = wt;
     }
     mega_bar_c();
     float4 acc[MEGA_CMB_KM];
@@ -707,10 +703,11 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
     uint16_t *xh = (uint16_t *)u, *xl = (uint16_t *)(u + p.xl_off);
     const int pos = *p.ap.pos;   /* read once (written before the launch), not at every attention item */
     bool cmb = false;            /* this step's splits combined by wo's input load */
+    int cmb_ne = 0;              /* and their count */
     if (p.att_in_wo) {
-        int j0, j1, ne;
-        attn_slice(p.ap, pos, 0, &j0, &j1, &ne, attn_min_chunk<LPK, MEGA_AT>());
-        cmb = ne <= MEGA_CMB_SPLITS;
+        int j0, j1;
+        attn_slice(p.ap, pos, 0, &j0, &j1, &cmb_ne, attn_min_chunk<LPK, MEGA_AT>());
+        cmb = cmb_ne <= MEGA_CMB_SPLITS;
     }
     struct mega_ring r = { 0, 0 };
     int red_sel = 0;
@@ -775,7 +772,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         if (!AM && cmb) {
             mega_wait(sy + PH_ATT, nb, tid, p.debug);
             MEGA_TR(TR_WO_WAIT);
-            post = mega_load_att<FP8, LPK>(p, pos, xh, xl, scr, (float *)(u + p.cmb_off), tid);
+            post = mega_load_att<FP8>(p, cmb_ne, xh, xl, scr, (float *)(u + p.cmb_off), tid);
             MEGA_TR(TR_WO_LOAD);
         } else {
             post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr,

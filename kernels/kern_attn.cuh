@@ -81,6 +81,21 @@ __device__ __forceinline__ constexpr int attn_min_chunk()
                                                                    : ATTN_MIN_CHUNK;
 }
 
+/* The weight of split `lane` of one head among n_eff splits whose maxima m and sums l the lanes
+ * hold (a warp per head, a lane per split): e^(m - M) / Σ_t e^(m_t - M) l_t, M the largest m.
+ * Every lane of the warp calls it; lanes ≥ n_eff get 0 and contribute nothing. */
+__device__ __forceinline__ float attn_split_weight(float m, float l, int lane, int n_eff)
+{
+    if (lane >= n_eff) {
+        m = -INFINITY;
+        l = 0.f;
+    }
+    const float M = kern_warp_max(m);
+    const float f = lane < n_eff && m != -INFINITY ? __expf(m - M) : 0.f;
+    const float den = kern_warp_sum(f * l);
+    return lane < n_eff ? f / den : 0.f;
+}
+
 /* The keys split s of a kv head attends for the token at pos: [*j0, *j0 + n) with n returned
  * (0 for splits beyond the *n_eff the context needs); *j1 = min(j0 + chunk, pos + 1). */
 __device__ __forceinline__ int attn_slice(const struct attn_params &p, int pos, int s, int *j0, int *j1, int *n_eff,
@@ -244,12 +259,10 @@ __device__ __forceinline__ void attn_finish(const struct attn_params &p, int *co
                 of[t][k] = t < n_eff && i < G * hd ? kern_ldcg_v(attn_part(p, t) + (size_t)g * G * hd + i) : 0.f;
             }
     }
-    if (one && warp < G) {   /* weight of split `lane`: e^(m_t - M) / Σ_t e^(m_t - M) l_t */
-        const float M = kern_warp_max(m1);
-        const float f = lane < n_eff && m1 != -INFINITY ? __expf(m1 - M) : 0.f;
-        const float den = kern_warp_sum(f * l1);
+    if (one && warp < G) {
+        const float wt = attn_split_weight(m1, l1, lane, n_eff);
         if (lane < n_eff)
-            cw[warp * p.n_split + lane] = f / den;
+            cw[warp * p.n_split + lane] = wt;
     }
     /* the same for more splits or more heads than warps: every maximum and sum loaded first, in
      * one pass over the block (one round trip instead of one per head a warp takes) */
