@@ -14,9 +14,9 @@
  * also publishes its largest magnitude, so its readers convert it in one pass. Weights are
  * read with an L2 evict-first policy. Attention is flash-decoding (kern_attn.cuh) on two
  * 224-thread halves of the consumers per block; up to MEGA_CMB_SPLITS splits the items only
- * write their partials and every block combines them as it loads wo's input (mega_load_att: no
- * last-split detection and no second barrier; 7B +3 points FP8, +2 BF16), beyond that the last
- * split of each kv head combines (attn_finish). What it reaches and where the rest of the time
+ * write their partials (f16, scaled per item) and every block combines them as it loads wo's
+ * input (mega_load_att: no last-split detection and no second barrier; 7B +3 points FP8, +2
+ * BF16, f16 partials +0.5 FP8), beyond that the last split of each kv head combines (attn_finish). What it reaches and where the rest of the time
  * goes: docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
@@ -26,7 +26,9 @@
 #include "kernels/kern_attn_mma.cuh"
 #include "kernels/kern_tma.cuh"
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <string.h>
 
 #define MEGA_CW 15                      /* consumer warps */
 #define MEGA_CT (MEGA_CW * 32)          /* consumer threads */
@@ -47,8 +49,8 @@ enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor-core attention for any group */,
        MEGA_F_ATT_LAST = 128 /* the last split of a kv head combines the splits (as before the wo phase did) */ };
 #define MEGA_CMB_SPLITS 16      /* splits the wo phase combines as it loads its input, at most */
-#define MEGA_CMB_KM 3           /* float4s of the attention output a consumer thread combines */
-#define MEGA_CMB_TB 4           /* splits whose partial outputs a thread has in flight together */
+#define MEGA_CMB_KM 2           /* 8-output f16 chunks of the attention output a consumer thread combines */
+#define MEGA_CMB_TB 6           /* splits whose partial outputs a thread has in flight together */
 /* Trace (kern_mega_args.trace): per block and layer MEGA_TR_N timestamps (ns, %globaltimer) —
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
@@ -195,12 +197,14 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_
             (c.l > 0 || c.m != MEGA_QKV)) {
             const int ph = c.m == MEGA_QKV ? PH_DOWN : c.m == MEGA_WO ? PH_ATT : c.m == MEGA_GU ? PH_WO : PH_GU;
             const int *ctr = p.sync + (size_t)(c.m == MEGA_QKV ? c.l - 1 : c.l) * PH_N + ph;
-            if (lane == 0)
+            if (lane == 0) {
                 while (mega_ld_acquire(ctr) < p.nb)
                     ;
+            }
             __syncwarp();
             held = c.l * MEGA_MATS + c.m;
         }
+
         if (r.round > 0) {
             const unsigned long long t0 = p.trace ? mega_now() : 0;
             mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
@@ -320,26 +324,38 @@ __device__ float mega_load_vec(const float *in, int n, const float *nw, float ep
     return ldexpf(1.f, -e);
 }
 
+/* Two values as a hi pair (round to nearest even, one conversion for both: f16 for FP8 weights,
+ * bf16 for BF16) and their residuals ra, rb. */
+template <int FP8>
+__device__ __forceinline__ uint32_t mega_pack2(float a, float b, float *ra, float *rb)
+{
+    uint32_t u;
+    float2 f;
+    if (FP8) {
+        const __half2 h = __floats2half2_rn(a, b);
+        f = __half22float2(h);
+        memcpy(&u, &h, 4);
+    } else {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+        f = __bfloat1622float2(h);
+        memcpy(&u, &h, 4);
+    }
+    *ra = a - f.x;
+    *rb = b - f.y;
+    return u;
+}
+
 /* Four values as hi + lo at elements 4 c4 .. 4 c4 + 3 (two 8-byte shared stores). */
 template <int FP8>
 __device__ __forceinline__ void mega_store4_hi_lo(float4 y, uint16_t *xh, uint16_t *xl, int c4)
 {
-    const float v[4] = { y.x, y.y, y.z, y.w };
-    uint32_t h[4], l[4];
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        if (FP8) {
-            const __half hi = __float2half_rn(v[k]);
-            h[k] = __half_as_ushort(hi);
-            l[k] = __half_as_ushort(__float2half_rn(v[k] - __half2float(hi)));
-        } else {
-            const uint16_t hi = kern_f32_to_bf16(v[k]);
-            h[k] = hi;
-            l[k] = kern_f32_to_bf16(v[k] - kern_bf16(hi));
-        }
-    }
-    *(uint2 *)(xh + 4 * (size_t)c4) = make_uint2(h[0] | h[1] << 16, h[2] | h[3] << 16);
-    *(uint2 *)(xl + 4 * (size_t)c4) = make_uint2(l[0] | l[1] << 16, l[2] | l[3] << 16);
+    float r[4], dummy;
+    const uint32_t h01 = mega_pack2<FP8>(y.x, y.y, &r[0], &r[1]);
+    const uint32_t h23 = mega_pack2<FP8>(y.z, y.w, &r[2], &r[3]);
+    const uint32_t l01 = mega_pack2<FP8>(r[0], r[1], &dummy, &dummy);
+    const uint32_t l23 = mega_pack2<FP8>(r[2], r[3], &dummy, &dummy);
+    *(uint2 *)(xh + 4 * (size_t)c4) = make_uint2(h01, h23);
+    *(uint2 *)(xl + 4 * (size_t)c4) = make_uint2(l01, l23);
 }
 
 /* One pass: like mega_load_vec, with the largest |input × nw| known beforehand (amax bits,
@@ -406,77 +422,86 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
 }
 
 /* wo's input when the attention items leave their splits uncombined (p.att_in_wo): every block
- * combines the ≤ MEGA_CMB_SPLITS partials (kern_attn.cuh layout) itself — the splits' maxima and
- * sums with the first MEGA_CMB_TB splits' outputs in flight behind them, the weights a warp per
- * head and a lane per split, then the outputs weighted as they arrive — and stores the result as
- * hi + lo at xh / xl scaled by its largest magnitude. No last-split detection, no combine by one
- * block, no second barrier. cmb: 2 × n_heads × MEGA_CMB_SPLITS floats. Returns the factor for
- * the sums. */
+ * combines the ≤ MEGA_CMB_SPLITS partials itself — written by attn_item's half_out as f16
+ * o / l × 2^e (kern_attn.cuh attn_part_out), half the bytes of f32 sums through L2 — the splits'
+ * maxima, sums and scales with the first MEGA_CMB_TB splits' outputs in flight behind them, the
+ * weights a warp per head and a lane per split, then the outputs weighted as they arrive — and
+ * stores the result as hi + lo at xh / xl scaled by its largest magnitude. No last-split
+ * detection, no combine by one block, no second barrier. cmb: 3 × n_heads × MEGA_CMB_SPLITS
+ * floats. Returns the factor for the sums. */
 template <int FP8>
 __device__ float mega_load_att(const struct mega_params &p, int ne, uint16_t *xh, uint16_t *xl, float *scr,
-                               float *cmb, int tid)
+                                 float *cmb, int tid)
 {
     const struct attn_params &ap = p.ap;
     const int lane = tid & 31, w = tid >> 5;
-    const int H = ap.n_heads, hd = ap.hd, qd = H * hd, n4 = qd >> 2;
+    const int H = ap.n_heads, hd = ap.hd, qd = H * hd, n8 = qd >> 3, G = H / ap.n_kv;
     const size_t pst = (size_t)H * (hd + 2);   /* floats of one split's partial */
-    float *cm = cmb, *cw = cmb + H * MEGA_CMB_SPLITS;
-    float mv[2], lv[2];
+    float *cm = cmb, *cw = cmb + H * MEGA_CMB_SPLITS, *ce = cw + H * MEGA_CMB_SPLITS;
+    float mv[2], lv[2], ev[2];
 #pragma unroll
     for (int u = 0; u < 2; u++) {
         const int i = tid + u * MEGA_CT;
         mv[u] = -INFINITY;
-        lv[u] = 0.f;
+        lv[u] = ev[u] = 0.f;
         if (i < ne * H) {
-            const float *pt = ap.part + (size_t)(i / H) * pst + qd + i % H;
-            mv[u] = __ldcg(pt);
-            lv[u] = __ldcg(pt + H);
+            const float *pt = ap.part + (size_t)(i / H) * pst;
+            mv[u] = __ldcg(pt + qd + i % H);
+            lv[u] = __ldcg(pt + qd + H + i % H);
+            ev[u] = __ldcg(pt + qd / 2 + (i % H) / G);
         }
     }
-    float4 o[MEGA_CMB_KM][MEGA_CMB_TB];
+    uint4 o[MEGA_CMB_KM][MEGA_CMB_TB];
 #pragma unroll
     for (int k = 0; k < MEGA_CMB_KM; k++)
 #pragma unroll
         for (int t = 0; t < MEGA_CMB_TB; t++) {
             const int c = tid + k * MEGA_CT;
-            o[k][t] = c < n4 && t < ne ? __ldcg((const float4 *)(ap.part + (size_t)t * pst) + c)
-                                       : make_float4(0.f, 0.f, 0.f, 0.f);
+            o[k][t] = c < n8 && t < ne ? __ldcg((const uint4 *)(ap.part + (size_t)t * pst) + c) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
     for (int u = 0; u < 2; u++) {
         const int i = tid + u * MEGA_CT;
         if (i < ne * H) {
-            cm[(i % H) * MEGA_CMB_SPLITS + i / H] = mv[u];
-            cw[(i % H) * MEGA_CMB_SPLITS + i / H] = lv[u];
+            const int at = (i % H) * MEGA_CMB_SPLITS + i / H;
+            cm[at] = mv[u];
+            cw[at] = lv[u];
+            ce[at] = ev[u];
         }
     }
     mega_bar_c();
     for (int h = w; h < H; h += MEGA_CW) {   /* a warp per head, a lane per split */
-        const float m = lane < ne ? cm[h * MEGA_CMB_SPLITS + lane] : -INFINITY;
-        const float l = lane < ne ? cw[h * MEGA_CMB_SPLITS + lane] : 0.f;
-        const float wt = attn_split_weight(m, l, lane, ne);
+        const int at = h * MEGA_CMB_SPLITS + lane;
+        const float m = lane < ne ? cm[at] : -INFINITY;
+        const float l = lane < ne ? cw[at] : 0.f;
+        const float wt = attn_split_weight(m, l, lane, ne);   /* of the unnormalised partial */
         if (lane < ne)
-            cw[h * MEGA_CMB_SPLITS + lane] = wt;
+            cw[at] = wt * l * exp2f(-ce[at]);
     }
     mega_bar_c();
-    float4 acc[MEGA_CMB_KM];
+    float acc[MEGA_CMB_KM][8];
 #pragma unroll
     for (int k = 0; k < MEGA_CMB_KM; k++)
-        acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            acc[k][i] = 0.f;
     for (int t0 = 0;;) {
 #pragma unroll
         for (int k = 0; k < MEGA_CMB_KM; k++) {
             const int c = tid + k * MEGA_CT;
-            if (c < n4) {
-                const float *wr = cw + (4 * c / hd) * MEGA_CMB_SPLITS + t0;
+            if (c < n8) {
+                const float *wr = cw + (8 * c / hd) * MEGA_CMB_SPLITS + t0;
 #pragma unroll
                 for (int t = 0; t < MEGA_CMB_TB; t++)
                     if (t0 + t < ne) {
                         const float f = wr[t];
-                        acc[k].x += f * o[k][t].x;
-                        acc[k].y += f * o[k][t].y;
-                        acc[k].z += f * o[k][t].z;
-                        acc[k].w += f * o[k][t].w;
+                        const uint32_t u4[4] = { o[k][t].x, o[k][t].y, o[k][t].z, o[k][t].w };
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            const float2 v = __half22float2(*(const __half2 *)&u4[i]);
+                            acc[k][2 * i] += f * v.x;
+                            acc[k][2 * i + 1] += f * v.y;
+                        }
                     }
             }
         }
@@ -488,15 +513,17 @@ __device__ float mega_load_att(const struct mega_params &p, int ne, uint16_t *xh
 #pragma unroll
             for (int t = 0; t < MEGA_CMB_TB; t++) {
                 const int c = tid + k * MEGA_CT;
-                o[k][t] = c < n4 && t0 + t < ne ? __ldcg((const float4 *)(ap.part + (size_t)(t0 + t) * pst) + c)
-                                                : make_float4(0.f, 0.f, 0.f, 0.f);
+                o[k][t] = c < n8 && t0 + t < ne ? __ldcg((const uint4 *)(ap.part + (size_t)(t0 + t) * pst) + c)
+                                                : make_uint4(0, 0, 0, 0);
             }
     }
     float am = 0.f;
 #pragma unroll
     for (int k = 0; k < MEGA_CMB_KM; k++)
-        if (tid + k * MEGA_CT < n4)
-            am = fmaxf(am, fmaxf(fmaxf(fabsf(acc[k].x), fabsf(acc[k].y)), fmaxf(fabsf(acc[k].z), fabsf(acc[k].w))));
+        if (tid + k * MEGA_CT < n8)
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                am = fmaxf(am, fabsf(acc[k][i]));
     am = kern_warp_max(am);
     if (lane == 0)
         scr[w] = am;
@@ -510,8 +537,12 @@ __device__ float mega_load_att(const struct mega_params &p, int ne, uint16_t *xh
 #pragma unroll
     for (int k = 0; k < MEGA_CMB_KM; k++) {
         const int c = tid + k * MEGA_CT;
-        if (c < n4)
-            mega_store4_hi_lo<FP8>(make_float4(acc[k].x * sf, acc[k].y * sf, acc[k].z * sf, acc[k].w * sf), xh, xl, c);
+        if (c < n8) {
+            mega_store4_hi_lo<FP8>(make_float4(acc[k][0] * sf, acc[k][1] * sf, acc[k][2] * sf, acc[k][3] * sf), xh, xl,
+                                   2 * c);
+            mega_store4_hi_lo<FP8>(make_float4(acc[k][4] * sf, acc[k][5] * sf, acc[k][6] * sf, acc[k][7] * sf), xh, xl,
+                                   2 * c + 1);
+        }
     }
     mega_bar_c();   /* xh / xl complete; scr free again */
     return ldexpf(1.f, -e);
@@ -916,11 +947,13 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
      * block on every consumer warp */
     p->amma = (G > 4 || (a->flags & MEGA_F_AMMA)) && (a->head_dim == 64 || a->head_dim == 128);
     int halves = 2;
-    /* attn_item's splits combined by wo's input load: an output, and maxima and sums (two a
-     * consumer thread), that fit the loader, and (checked per step) at most MEGA_CMB_SPLITS splits */
-    p->att_in_wo = !p->amma && q_dim <= 4 * MEGA_CMB_KM * MEGA_CT && a->n_heads * MEGA_CMB_SPLITS <= 2 * MEGA_CT &&
+    /* attn_item's splits combined by wo's input load: an output (f16, in 8-element chunks), and
+     * maxima and sums (two a consumer thread), that fit the loader, and (checked per step) at
+     * most MEGA_CMB_SPLITS splits */
+    p->att_in_wo = !p->amma && q_dim <= 8 * MEGA_CMB_KM * MEGA_CT && a->head_dim % 8 == 0 &&
+                   a->n_heads * MEGA_CMB_SPLITS <= 2 * MEGA_CT &&
                    !(a->flags & MEGA_F_ATT_LAST);
-    const size_t xcmb = xbuf + (p->att_in_wo ? 2 * sizeof(float) * a->n_heads * MEGA_CMB_SPLITS : 0);
+    const size_t xcmb = xbuf + (p->att_in_wo ? 3 * sizeof(float) * a->n_heads * MEGA_CMB_SPLITS : 0);
     size_t uni = xcmb > 2 * ahalf ? xcmb : 2 * ahalf;
     if (p->amma) {
         const size_t ab = attn_mma_smem_bytes(a->head_dim, MEGA_AMMA_STAGES, G, a->n_split);

@@ -361,10 +361,88 @@ __device__ __forceinline__ void attn_finish(const struct attn_params &p, int *co
     ATTN_TR(8);
 }
 
+/* Writes the partial of split s of kv group g from nws per-warp slices of sums in red (G × hd
+ * floats each) and the heads' maxima and sums in ml: as f32 sums (attn_finish and the combining
+ * load of decode_mega.cu read them) or, half_out, as o / l of every head scaled by 2^e so the
+ * item's largest magnitude lies in [2^13, 2^14) (no f16 overflow whatever the values), in f16
+ * pairs in the first G hd / 2 floats of the kv group's o, e (as a float) after the n_heads hd / 2
+ * floats of o, and m and l as before. n: keys of the split. q_s (the item's queries, no longer
+ * needed) is scratch for one float a warp. All NT threads call it. */
+template <int GM, int LPK, int NT, int NWS>
+__device__ __forceinline__ void attn_part_out(const struct attn_params &p, int g, int s, int n, const float *red,
+                                              const float *ml, float *q_s, int tid, int bar, bool half_out)
+{
+    constexpr int ATTN_WARPS_ = NT / 32;
+    const int hd = LPK * 8;
+    const int G = p.n_heads / p.n_kv;
+    const int q_dim = p.n_heads * hd;
+    const int lane = tid & 31, warp = tid >> 5;
+    float *part = attn_part(p, s);
+    if (half_out) {
+        constexpr int PP = (GM * LPK * 4 + NT - 1) / NT;   /* pairs of outputs a thread */
+        float2 ov[PP];
+        float mx = 0.f;
+#pragma unroll
+        for (int k = 0; k < PP; k++) {
+            const int i2 = tid + k * NT;
+            ov[k] = make_float2(0.f, 0.f);
+            if (i2 < G * hd / 2) {
+#pragma unroll
+                for (int w = 0; w < NWS; w++) {
+                    ov[k].x += red[w * G * hd + 2 * i2];
+                    ov[k].y += red[w * G * hd + 2 * i2 + 1];
+                }
+                const float l = ml[2 * (2 * i2 / hd) + 1];
+                const float il = l > 0.f ? 1.f / l : 0.f;
+                ov[k].x *= il;
+                ov[k].y *= il;
+                mx = fmaxf(mx, fmaxf(fabsf(ov[k].x), fabsf(ov[k].y)));
+            }
+        }
+        mx = kern_warp_max(mx);
+        if (lane == 0)
+            q_s[warp] = mx;
+        attn_bar(bar, NT);
+        mx = 0.f;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS_; w++)
+            mx = fmaxf(mx, q_s[w]);
+        int e = 0;
+        if (mx > 0.f && isfinite(mx)) {
+            int ex;
+            frexpf(mx, &ex);
+            e = min(max(14 - ex, -100), 100);
+        }
+        const float sf = ldexpf(1.f, e);
+        __half2 *po = (__half2 *)part + (size_t)g * G * hd / 2;
+#pragma unroll
+        for (int k = 0; k < PP; k++) {
+            const int i2 = tid + k * NT;
+            if (i2 < G * hd / 2)
+                po[i2] = __floats2half2_rn(ov[k].x * sf, ov[k].y * sf);
+        }
+        if (tid == 0)
+            part[q_dim / 2 + g] = (float)e;
+    } else {
+        for (int i = tid; i < G * hd; i += NT) {
+            float v = 0.f;
+#pragma unroll
+            for (int w = 0; w < NWS; w++)
+                v += red[w * G * hd + i];
+            part[(size_t)g * G * hd + i] = v;
+        }
+    }
+    for (int h = tid; h < G; h += NT) {
+        part[q_dim + g * G + h] = n > 0 ? ml[2 * h] : -INFINITY;
+        part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
+    }
+}
+
 /* Shared memory (floats): q G*hd | scores G*chunk_max | red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split.
  * pos: the new token's position (*p.pos, read once by the caller). COMBINE: the last split of
  * the kv head combines the splits into p.out (attn_finish); without, the item ends with its
- * partial written (the caller's barrier orders it) and the reader combines (decode_mega.cu). */
+ * partial written in f16 (attn_part_out's half_out; the caller's barrier orders it) and the
+ * reader combines (decode_mega.cu mega_load_att). */
 template <int GM, int LPK, int NT, bool COMBINE = true>
 __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
                                           int *counters, int g, int s, int pos, float *sm, int *s_last_p, int tid,
@@ -388,7 +466,6 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     if (s >= n_eff)   /* a split the context does not need: no work, and not counted below */
         return;
     ATTN_TR(0);
-    const int q_dim = p.n_heads * hd;
     uint16_t *kc = kc_l + (size_t)g * p.max_ctx * hd;
     uint16_t *vc = vc_l + (size_t)g * p.max_ctx * hd;
     const int sub = lane / LPK, dl = (lane % LPK) * 8;
@@ -513,25 +590,14 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     }
     attn_bar(bar, NT);
     ATTN_TR(4);
-    float *part = attn_part(p, s);
-    if (s < n_eff) {
-        for (int i = tid; i < G * hd; i += NT) {
-            float v = 0.f;
-#pragma unroll
-            for (int w = 0; w < ATTN_WARPS_; w++)
-                v += red[w * G * hd + i];
-            part[(size_t)g * G * hd + i] = v;
-        }
-        for (int h = tid; h < G; h += NT) {
-            part[q_dim + g * G + h] = n > 0 ? ml[2 * h] : -INFINITY;
-            part[q_dim + p.n_heads + g * G + h] = n > 0 ? ml[2 * h + 1] : 0.f;
-        }
-    }
+    if (s < n_eff)
+        attn_part_out<GM, LPK, NT, ATTN_WARPS_>(p, g, s, n, red, ml, q_s, tid, bar, !COMBINE);
     if constexpr (COMBINE)
         attn_finish<GM, LPK, NT>(p, counters, g, n_eff, cm, cw, s_last_p, tid, bar, amax, tr);
     else
         ATTN_TR(5);
 }
+
 
 #undef ATTN_TR
 
