@@ -8,9 +8,10 @@
  * registers, BF16 as stored; the vector split into a high and a low half-precision part, the
  * two placed in different columns of the B operand so one MMA carries both). Between the
  * phases of a layer (qkv → attention → wo → gate/up → down) the blocks meet at counters in
- * global memory; while a block waits, its producer issues the next phase's first stages — two
- * (KERN_MEGA_AHEAD), not the whole ring: blocks that finish a phase early then leave the
- * bandwidth to the last ones, whose end everyone waits for (+2.5 % on 7B). The phase that writes a layer input
+ * global memory; while a block waits, its producer issues the next phase's first stage (one:
+ * KERN_MEGA_AHEAD), not the whole ring: blocks that finish a phase early then leave the
+ * bandwidth to the last ones, whose end everyone waits for (+2.5 % on 7B, +1 more since the
+ * f16 partials). The phase that writes a layer input
  * also publishes its largest magnitude, so its readers convert it in one pass. Weights are
  * read with an L2 evict-first policy. Attention is flash-decoding (kern_attn.cuh) on two
  * 224-thread halves of the consumers per block; up to MEGA_CMB_SPLITS splits the items only
