@@ -17,7 +17,8 @@
  * 224-thread halves of the consumers per block; up to MEGA_CMB_SPLITS splits the items only
  * write their partials (f16, scaled per item) and every block combines them as it loads wo's
  * input (mega_load_att: no last-split detection and no second barrier; 7B +3 points FP8, +2
- * BF16, f16 partials +0.5 FP8), beyond that the last split of each kv head combines (attn_finish). What it reaches and where the rest of the time
+ * BF16, f16 partials +0.5 FP8), beyond that the last split of each kv head combines
+ * (attn_finish). What it reaches and where the rest of the time
  * goes: docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
@@ -423,8 +424,8 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
 }
 
 /* wo's input when the attention items leave their splits uncombined (p.att_in_wo): every block
- * combines the ≤ MEGA_CMB_SPLITS partials itself — written by attn_item's half_out as f16
- * o / l × 2^e (kern_attn.cuh attn_part_out), half the bytes of f32 sums through L2 — the splits'
+ * combines the ≤ MEGA_CMB_SPLITS partials itself — written by attn_item<…, COMBINE = false> as
+ * f16 o / l × 2^e (kern_attn.cuh attn_part_out), half the bytes of f32 sums through L2 — the splits'
  * maxima, sums and scales with the first MEGA_CMB_TB splits' outputs in flight behind them, the
  * weights a warp per head and a lane per split, then the outputs weighted as they arrive — and
  * stores the result as hi + lo at xh / xl scaled by its largest magnitude. No last-split
@@ -432,7 +433,7 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
  * floats. Returns the factor for the sums. */
 template <int FP8>
 __device__ float mega_load_att(const struct mega_params &p, int ne, uint16_t *xh, uint16_t *xl, float *scr,
-                                 float *cmb, int tid)
+                               float *cmb, int tid)
 {
     const struct attn_params &ap = p.ap;
     const int lane = tid & 31, w = tid >> 5;
@@ -458,7 +459,8 @@ __device__ float mega_load_att(const struct mega_params &p, int ne, uint16_t *xh
 #pragma unroll
         for (int t = 0; t < MEGA_CMB_TB; t++) {
             const int c = tid + k * MEGA_CT;
-            o[k][t] = c < n8 && t < ne ? __ldcg((const uint4 *)(ap.part + (size_t)t * pst) + c) : make_uint4(0, 0, 0, 0);
+            o[k][t] = c < n8 && t < ne ? __ldcg((const uint4 *)(ap.part + (size_t)t * pst) + c)
+                                       : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
     for (int u = 0; u < 2; u++) {
