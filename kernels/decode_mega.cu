@@ -272,19 +272,6 @@ __device__ __forceinline__ void mega_store_hi_lo(float y, uint16_t *xh, uint16_t
     }
 }
 
-/* The exponent e that puts |largest| × 2^e in [2^13, 2^14) before the hi/lo split (0 when it
- * is 0 or not finite). */
-__device__ __forceinline__ int mega_scale_exp(float largest)
-{
-    int e = 0;
-    if (largest > 0.f && isfinite(largest)) {
-        int ex;
-        frexpf(largest, &ex);
-        e = min(max(14 - ex, -100), 100);
-    }
-    return e;
-}
-
 /* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
  * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
  * lo at xh / xl. Two passes (the largest magnitude first); layer 0's input, whose writer
@@ -316,7 +303,7 @@ __device__ float mega_load_vec(const float *in, int n, const float *nw, float ep
     }
     const float rstd = nw ? rsqrtf(ss / (float)n + eps) : 1.f;
     const float amx = am * rstd;
-    const int e = mega_scale_exp(amx);
+    const int e = kern_scale_exp(amx);
     const float sf = rstd * ldexpf(1.f, e);
     for (int c = tid; c < n; c += MEGA_CT) {
         const float v = __ldcg(in + c);
@@ -384,7 +371,7 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
                 g[i] = c < n4 ? __ldg(nw4 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         /* here, after the batch's loads are issued, so they do not wait for the max */
-        const float sf = ldexpf(1.f, mega_scale_exp(__int_as_float(amb)));
+        const float sf = ldexpf(1.f, kern_scale_exp(__int_as_float(amb)));
 #pragma unroll
         for (int i = 0; i < B; i++) {
             const int c = base + i * MEGA_CT;
@@ -405,7 +392,7 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
             }
         }
     }
-    const int e = mega_scale_exp(__int_as_float(amb));
+    const int e = kern_scale_exp(__int_as_float(amb));
     float rstd = 1.f;
     if (NORM) {
         ss = kern_warp_sum(ss);
@@ -535,7 +522,7 @@ __device__ float mega_load_att(const struct mega_params &p, int ne, uint16_t *xh
 #pragma unroll
     for (int i = 0; i < MEGA_CW; i++)
         am = fmaxf(am, scr[i]);
-    const int e = mega_scale_exp(am);
+    const int e = kern_scale_exp(am);
     const float sf = ldexpf(1.f, e);
 #pragma unroll
     for (int k = 0; k < MEGA_CMB_KM; k++) {

@@ -407,12 +407,7 @@ __device__ __forceinline__ void attn_part_out(const struct attn_params &p, int g
 #pragma unroll
         for (int w = 0; w < ATTN_WARPS_; w++)
             mx = fmaxf(mx, q_s[w]);
-        int e = 0;
-        if (mx > 0.f && isfinite(mx)) {
-            int ex;
-            frexpf(mx, &ex);
-            e = min(max(14 - ex, -100), 100);
-        }
+        const int e = kern_scale_exp(mx);
         const float sf = ldexpf(1.f, e);
         __half2 *po = (__half2 *)part + (size_t)g * G * hd / 2;
 #pragma unroll
@@ -597,7 +592,6 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     else
         ATTN_TR(5);
 }
-
 
 #undef ATTN_TR
 

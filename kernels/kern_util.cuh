@@ -85,6 +85,20 @@ __device__ __forceinline__ float kern_warp_max(float v)
     return v;
 }
 
+/* The exponent e that puts |largest| × 2^e in [2^13, 2^14) (0 when largest is 0 or not
+ * finite): values scaled by it fit f16 with room to spare (the persistent decode kernel's hi /
+ * lo input split, the attention items' f16 partials). */
+__device__ __forceinline__ int kern_scale_exp(float largest)
+{
+    int e = 0;
+    if (largest > 0.f && isfinite(largest)) {
+        int ex;
+        frexpf(largest, &ex);
+        e = min(max(14 - ex, -100), 100);
+    }
+    return e;
+}
+
 /* An L2 policy for data read once (weights): evicted first, so a weight stream does not push
  * the KV cache and the activations out of L2. */
 __device__ __forceinline__ uint64_t kern_policy_evict_first(void)
