@@ -437,7 +437,7 @@ static int enqueue_head(struct engine *e, bool sample, struct bora_err *err)
     struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_HEAD, 0);
     if ((rc = kern_gemv(&g, st, err)))
         return rc;
-    if (sample && (rc = kern_sample((float *)at(s, L->logits), e->model->cfg.vocab_size,
+    if (sample && (rc = kern_sample((float *)at(s, L->logits), e->model->cfg.vocab_size, NULL,
                                     (struct kern_state *)at(s, L->state), st, err)))
         return rc;
     return 0;
@@ -504,11 +504,11 @@ static int enqueue_step(struct engine *e, struct bora_err *err, cudaEvent_t *mar
         return rc;
     if (marks)
         CUDA_CHECK(cudaEventRecord(marks[2], s->stream));
-    if ((rc = kern_sample(logits, V, state, st, err)))
+    /* the sampler also writes the state to s->h_out (pinned): no copy node after it */
+    if ((rc = kern_sample(logits, V, state, s->h_out, st, err)))
         return rc;
     if (marks)
         CUDA_CHECK(cudaEventRecord(marks[3], s->stream));
-    CUDA_CHECK(cudaMemcpyAsync(s->h_out, state, sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
     if (marks)
         CUDA_CHECK(cudaEventRecord(marks[4], s->stream));
     return 0;

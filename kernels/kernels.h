@@ -198,8 +198,10 @@ int kern_embed(float *x, const struct kern_mat *emb, struct kern_state *d_state,
                struct CUstream_st *stream, struct bora_err *err);
 
 /* Picks the next id from logits (vocab) per d_state's sampling settings, stores it in
- * d_state->sampled and advances d_state->pos. Random draws hash (seed, pos). */
-int kern_sample(const float *logits, int vocab, struct kern_state *d_state,
+ * d_state->sampled and advances d_state->pos. Random draws hash (seed, pos). h_mirror: NULL, or
+ * pinned host memory (kern_host_alloc) the kernel also writes the final state to, so no copy
+ * back is needed once the stream is synchronised. */
+int kern_sample(const float *logits, int vocab, struct kern_state *d_state, struct kern_state *h_mirror,
                 struct CUstream_st *stream, struct bora_err *err);
 
 /* Fills n elements of dtype (BF16, F8_E4M3 or F32) with uniform values in [-amp, amp]

@@ -465,7 +465,7 @@ static int32_t sample_once(float *dl, int V, struct kern_state *ds, struct kern_
 {
     struct kern_state out;
     OK(kern_copy_h2d(ds, &s, sizeof s, E));
-    OK(kern_sample(dl, V, ds, NULL, E));
+    OK(kern_sample(dl, V, ds, NULL, NULL, E));
     dev_download(&out, ds, sizeof out);
     assert_int_equal(out.pos, s.pos + 1);
     return out.sampled;
@@ -516,7 +516,25 @@ static void test_sample(void **st)
         int32_t id = sample_once(dl, V, ds, s);
         assert_true(id == 77777 || id == 100000);
     }
-    kern_free(dl), kern_free(ds);
+    /* greedy: the largest logit in the scalar tail past the last float4, a NaN that never wins;
+     * then the array one float on (not 16-byte aligned: the scalar path), ids shifted by one */
+    l[V - 1] = 10.0f;
+    l[3] = NAN;
+    float *dl2 = dev_upload(l, V * 4);
+    s = (struct kern_state){ .pos = 10, .top_p = 1.0f };
+    assert_int_equal(sample_once(dl2, V, ds, s), V - 1);
+    assert_int_equal(sample_once(dl2 + 1, V - 2, ds, s), 77776);
+    /* the state mirrored into pinned host memory by the kernel itself */
+    struct kern_state *hm = NULL;
+    OK(kern_host_alloc((void **)&hm, sizeof *hm, E));
+    memset(hm, 0, sizeof *hm);
+    OK(kern_copy_h2d(ds, &s, sizeof s, E));
+    OK(kern_sample(dl2, V, ds, hm, NULL, E));
+    OK(kern_sync(E));
+    assert_int_equal(hm->sampled, V - 1);
+    assert_int_equal(hm->pos, 11);
+    kern_host_free(hm);
+    kern_free(dl), kern_free(dl2), kern_free(ds);
     free(l);
 }
 
