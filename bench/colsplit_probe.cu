@@ -42,6 +42,16 @@
 
 enum { V_ROWS, V_COLS, V_COLS_ROT };
 
+/* The box of tensor map m at (x, y, z) into shared memory, its bytes counted on barrier b. */
+__device__ __forceinline__ void tensor3d(void *dst, const CUtensorMap *m, int x, int y, int z, uint64_t *b,
+                                         uint64_t pol)
+{
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint "
+                 "[%0], [%1, {%2, %3, %4}], [%5], %6;" ::"r"(mega_smem(dst)),
+                 "l"(m), "r"(x), "r"(y), "r"(z), "r"(mega_smem(b)), "l"(pol)
+                 : "memory");
+}
+
 struct cprobe {
     const uint8_t *w;
     int L, dim, hid, es, nb;
@@ -105,7 +115,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_stream(const __grid_constant__ c
                                    (uint32_t)P.cb, &full[slot], pol);
             } else if (lane == 0) {
                 const int st = (first + i) % per_layer;
-                mega_tensor3d(dst, &tm, b * P.kn, st * P.R, l, &full[slot], pol);
+                tensor3d(dst, &tm, b * P.kn, st * P.R, l, &full[slot], pol);
             }
         }
         return;
