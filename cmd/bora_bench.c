@@ -18,6 +18,9 @@
 #include "kernels/engine_cuda.h"
 #include "kernels/kernels.h"
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #endif
 
 #define BENCH_BW_BYTES (4ull << 30)   /* buffer for the streaming-read probe */
@@ -153,6 +156,78 @@ static int measure_bandwidth(double *gbps, struct bora_err *err)
     return rc;
 }
 
+/* The SM clock while the timed decode runs, sampled every 10 ms from NVML (the driver's
+ * libnvidia-ml, opened at run time: without it the bench prints no clock). The same binary
+ * reads several points apart on GPUs of one model whose clocks differ under load: this says
+ * which kind of machine a figure came from. */
+enum { NVML_SM_CLOCK = 1 };
+struct clock_probe {
+    void *lib, *dev;
+    int (*get)(void *, int, unsigned *);
+    pthread_t thread;
+    atomic_int stop;
+    bool running;
+    unsigned min, rated;
+    double sum;
+    int n;
+};
+
+static void *clock_sample(void *arg)
+{
+    struct clock_probe *c = arg;
+    const struct timespec tick = { 0, 10 * 1000 * 1000 };
+    while (!atomic_load(&c->stop)) {
+        unsigned mhz = 0;
+        if (c->get(c->dev, NVML_SM_CLOCK, &mhz) == 0 && mhz) {
+            c->min = c->n && c->min < mhz ? c->min : mhz;
+            c->sum += mhz;
+            c->n++;
+        }
+        nanosleep(&tick, NULL);
+    }
+    return NULL;
+}
+
+static void clock_start(struct clock_probe *c)
+{
+    memset(c, 0, sizeof *c);
+    char bus[32];
+    int dev;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetPCIBusId(bus, sizeof bus, dev) != cudaSuccess)
+        return;
+    if (!(c->lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL)))
+        return;
+    int (*init)(void) = (int (*)(void))dlsym(c->lib, "nvmlInit_v2");
+    int (*by_bus)(const char *, void **) =
+        (int (*)(const char *, void **))dlsym(c->lib, "nvmlDeviceGetHandleByPciBusId_v2");
+    int (*rated)(void *, int, unsigned *) =
+        (int (*)(void *, int, unsigned *))dlsym(c->lib, "nvmlDeviceGetMaxClockInfo");
+    c->get = (int (*)(void *, int, unsigned *))dlsym(c->lib, "nvmlDeviceGetClockInfo");
+    if (!init || !by_bus || !rated || !c->get || init() != 0 || by_bus(bus, &c->dev) != 0) {
+        dlclose(c->lib);
+        c->lib = NULL;
+        return;
+    }
+    rated(c->dev, NVML_SM_CLOCK, &c->rated);
+    c->running = pthread_create(&c->thread, NULL, clock_sample, c) == 0;
+}
+
+static void clock_stop(struct clock_probe *c)
+{
+    if (c->running) {
+        atomic_store(&c->stop, 1);
+        pthread_join(c->thread, NULL);
+        c->running = false;
+    }
+    if (c->lib) {
+        int (*shutdown)(void) = (int (*)(void))dlsym(c->lib, "nvmlShutdown");
+        if (shutdown)
+            shutdown();
+        dlclose(c->lib);
+        c->lib = NULL;
+    }
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -191,10 +266,14 @@ static int bench_decode(const struct bench_opts *o)
     int32_t last = 0;
     int warm = o->tokens < BENCH_WARMUP ? o->tokens : BENCH_WARMUP;
     rc = engine_cuda_decode_timed(&e, 1, o->ctx, warm, &ms, &last, &err);
+    struct clock_probe clk;
+    clock_start(&clk);
     for (int r = 0; !rc && r < BENCH_REPEATS; r++) {
         rc = engine_cuda_decode_timed(&e, 1, o->ctx, o->tokens, &ms, &last, &err);
         ms_runs[r] = ms / o->tokens;
     }
+    clock_stop(&clk);
+    const double clk_mean = clk.n ? clk.sum / clk.n : 0;
     if (rc) {
         fprintf(stderr, "bora bench: decode: %s\n", err.msg);
         e.ops->close(&e);
@@ -233,10 +312,12 @@ static int bench_decode(const struct bench_opts *o)
                "\"gpu\":\"%s\",\"bytes_per_token\":%.0f,\"weight_bytes_per_token\":%llu,"
                "\"kv_bytes_per_token\":%.0f,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f,\"gbps\":%.1f,"
                "\"read_bw_gbps\":%.1f,\"pct_of_read_bw\":%.1f,\"gpu_mem_used_bytes\":%.0f,"
-               "\"arena_bytes\":%llu,\"last_id\":%d,\"path\":\"%s\",\"gemv\":\"%s\"}\n",
+               "\"arena_bytes\":%llu,\"last_id\":%d,\"path\":\"%s\",\"gemv\":\"%s\","
+               "\"sm_clock_mhz_mean\":%.0f,\"sm_clock_mhz_min\":%u,\"sm_clock_mhz_max\":%u}\n",
                o->preset, prec, o->ctx, o->tokens, dev.name, bytes,
                (unsigned long long)lay->step_weight_bytes, kv_tok, ms_tok, 1e3 / ms_tok, gbps, bw,
-               100.0 * gbps / bw, used, (unsigned long long)lay->total, last, path, shapes);
+               100.0 * gbps / bw, used, (unsigned long long)lay->total, last, path, shapes, clk_mean, clk.min,
+               clk.rated);
     } else {
         printf("bench decode  %s %s  ctx %d, %d tokens  on %s\n", o->preset, prec, o->ctx, o->tokens, dev.name);
         printf("  bytes/token     %.3f GB (weights %.3f GB + KV %.3f GB)\n", bytes / 1e9,
@@ -250,6 +331,11 @@ static int bench_decode(const struct bench_opts *o)
                lay->total / 1e9, free0 / 1e9);
         printf("  decode path     %s%s%s\n", path, *why ? ": " : "", why);
         printf("  GEMV shapes     %s\n", shapes);
+        if (clk.n)
+            printf("  SM clock        %.0f MHz mean, %u lowest, during the timed runs (%u MHz the GPU's maximum)\n",
+                   clk_mean, clk.min, clk.rated);
+        else
+            printf("  SM clock        not read (no NVML)\n");
     }
     e.ops->close(&e);
     bench_synthetic_free(&m);
