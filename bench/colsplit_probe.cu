@@ -18,39 +18,12 @@
  * Matrix: L layers of dim rows × hidden columns, element size es (1 FP8, 2 BF16).
  * Build: make (with CUDA) builds build/bench/colsplit_probe.
  * Run:   build/bench/colsplit_probe [es=1]   GB/s and % of the 16-byte-load reference. */
-#include <cuda.h>
-#include <cuda_runtime.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "kernels/kern_tma.cuh"
-#include "kernels/kern_util.cuh"
-
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
+#include "bench/probe_util.cuh"
 
 #define CW 15
 #define THREADS (CW * 32 + 32)
 
 enum { V_ROWS, V_COLS, V_COLS_ROT };
-
-/* The box of tensor map m at (x, y, z) into shared memory, its bytes counted on barrier b. */
-__device__ __forceinline__ void tensor3d(void *dst, const CUtensorMap *m, int x, int y, int z, uint64_t *b,
-                                         uint64_t pol)
-{
-    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint "
-                 "[%0], [%1, {%2, %3, %4}], [%5], %6;" ::"r"(mega_smem(dst)),
-                 "l"(m), "r"(x), "r"(y), "r"(z), "r"(mega_smem(b)), "l"(pol)
-                 : "memory");
-}
 
 struct cprobe {
     const uint8_t *w;
@@ -58,21 +31,6 @@ struct cprobe {
     int variant, cb, pitch, kn, R, ns;
     size_t slot;
 };
-
-__device__ unsigned long long g_sink2;
-
-__global__ void k_ref(const uint4 *p, size_t n)
-{
-    uint4 a = make_uint4(0, 0, 0, 0);
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const uint4 v = __ldcs(p + i);
-        a.x ^= v.x;
-        a.y ^= v.w;
-    }
-    if ((a.x ^ a.y) == 0x12345678u)
-        g_sink2 = a.x;
-}
 
 __global__ void __launch_bounds__(THREADS, 1) k_stream(const __grid_constant__ cprobe P,
                                                        const __grid_constant__ CUtensorMap tm)
@@ -87,14 +45,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_stream(const __grid_constant__ c
     const int per_layer = P.variant == V_ROWS ? (g1 - g0) * nkc : (P.dim + P.R - 1) / P.R;
     const long long stages = (long long)per_layer * P.L;
     const uint32_t box_bytes = P.variant == V_ROWS ? 16u * P.cb : (uint32_t)P.R * P.kn * P.es;
-    if (tid == 0) {
-        for (int i = 0; i < P.ns; i++) {
-            mbar_init(&full[i], 1);
-            mbar_init(&empty[i], CW);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
+    ring_init(full, empty, P.ns, CW);
     if (tid >= CW * 32) {
         const uint64_t pol = kern_policy_evict_first();
         const int first = P.variant == V_COLS_ROT ? per_layer * b / P.nb : 0;
@@ -132,32 +83,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_stream(const __grid_constant__ c
         (void)w;
     }
     if (acc == 0x12345678u)
-        g_sink2 = acc;
-}
-
-typedef CUresult (*encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
-                              const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-
-static float best_ms(void (*launch)(void *), void *c, int reps)
-{
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    float best = 1e30f;
-    launch(c);
-    CK(cudaDeviceSynchronize());
-    for (int r = 0; r < reps; r++) {
-        CK(cudaEventRecord(a));
-        launch(c);
-        CK(cudaEventRecord(b));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        best = ms < best ? ms : best;
-    }
-    CK(cudaGetLastError());
-    return best;
+        g_sink = acc;
 }
 
 struct run_ctx {
@@ -200,13 +126,11 @@ int main(int argc, char **argv)
     CK(cudaMemset(buf, 0x3c, c.bytes));
     P.w = buf;
     const double gb = c.bytes / 1e9;
-    const float ref = best_ms(run_ref, &c, 9);
+    const float ref = time_ms(run_ref, &c, 9);
     printf("W_down of 7B as %d x (%d x %d), %d-byte elements: %.2f GB; %d blocks, %d SMs\n", P.L, P.dim, P.hid, es, gb,
            P.nb, c.sms);
     printf("%-44s %8.1f GB/s\n", "ref (16-byte loads)", gb / (ref / 1e3));
-    encode_fn enc = NULL;
-    cudaDriverEntryPointQueryResult q;
-    CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&enc, 12000, cudaEnableDefault, &q));
+    const encode_fn enc = tensor_encoder();
     CK(cudaFuncSetAttribute(k_stream, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
     struct {
         const char *name;
@@ -243,7 +167,7 @@ int main(int argc, char **argv)
                 continue;
             }
         }
-        const float ms = best_ms(run_stream, &c, 7);
+        const float ms = time_ms(run_stream, &c, 7);
         printf("%-44s %8.1f GB/s  %5.1f %% of ref  (%d stages of %zu bytes)\n", vs[i].name, gb / (ms / 1e3),
                100.0 * ref / ms, P.ns, P.slot);
     }

@@ -21,61 +21,10 @@
  *
  * Build: make (with CUDA) builds build/bench/stream_probe.
  * Run:   build/bench/stream_probe [row_bytes=4096]   GB/s and % of the reference per variant. */
-#include <cuda.h>
-#include <cuda_runtime.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "kernels/kern_tma.cuh"
-#include "kernels/kern_util.cuh"
-
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
+#include "bench/probe_util.cuh"
 
 #define CW 15
 #define THREADS (CW * 32 + 32)
-
-__device__ unsigned long long g_sink;
-
-__device__ __forceinline__ void tensor2d(void *dst, const CUtensorMap *m, int x, int y, uint64_t *b, uint64_t pol)
-{
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint "
-                 "[%0], [%1, {%2, %3}], [%4], %5;" ::"r"(mega_smem(dst)),
-                 "l"(m), "r"(x), "r"(y), "r"(mega_smem(b)), "l"(pol)
-                 : "memory");
-}
-
-__global__ void k_ref(const uint4 *p, size_t n)
-{
-    uint4 a = make_uint4(0, 0, 0, 0);
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    for (; i + 3 * stride < n; i += 4 * stride) {
-        uint4 v[4];
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            v[k] = __ldcs(p + i + k * stride);
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            a.x ^= v[k].x;
-            a.y ^= v[k].y;
-        }
-    }
-    for (; i < n; i += stride) {
-        uint4 v = __ldcs(p + i);
-        a.x ^= v.x;
-    }
-    if ((a.x ^ a.y) == 0x12345678u)
-        g_sink = a.x;
-}
 
 enum { V_ROWS, V_CONTIG, V_TENSOR };
 
@@ -189,14 +138,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_ring(const __grid_constant__ pro
     const int g0 = (int)((long long)groups * blockIdx.x / nb), g1 = (int)((long long)groups * (blockIdx.x + 1) / nb);
     const int nkc = P.row_bytes / P.cb;
     const long long stages = (long long)(g1 - g0) * nkc;
-    if (tid == 0) {
-        for (int i = 0; i < P.ns; i++) {
-            mbar_init(&full[i], 1);
-            mbar_init(&empty[i], CW);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
+    ring_init(full, empty, P.ns, CW);
     if (tid >= CW * 32) {
         if (P.nowait)
             return;
@@ -324,28 +266,6 @@ __global__ void __launch_bounds__(CW * 32, 1) k_ldg(const uint8_t *w, size_t byt
         g_sink = a;
 }
 
-static float time_ms(void (*launch)(void *), void *ctx, int reps)
-{
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    float best = 1e30f;
-    launch(ctx); /* warm-up */
-    CK(cudaDeviceSynchronize());
-    for (int r = 0; r < reps; r++) {
-        CK(cudaEventRecord(a));
-        launch(ctx);
-        CK(cudaEventRecord(b));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        if (ms < best)
-            best = ms;
-    }
-    CK(cudaGetLastError());
-    return best;
-}
-
 struct ctx {
     uint8_t *buf;
     size_t bytes;
@@ -377,10 +297,6 @@ static void run_ldg(void *v)
         k_ldg<16><<<c->sms, CW * 32>>>(c->buf, c->bytes);
 }
 
-typedef CUresult (*encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
-                              const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-
 int main(int argc, char **argv)
 {
     const int row_bytes = argc > 1 ? atoi(argv[1]) : 4096;
@@ -399,9 +315,7 @@ int main(int argc, char **argv)
     printf("buffer %.2f GB, rows of %d bytes, %d SMs, %d bytes smem/block\n", gb, row_bytes, c.sms, optin);
     printf("%-40s %8.1f GB/s\n", "ref (16B loads, 8x256 per SM)", ref_bw);
 
-    encode_fn enc = NULL;
-    cudaDriverEntryPointQueryResult q;
-    CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&enc, 12000, cudaEnableDefault, &q));
+    const encode_fn enc = tensor_encoder();
     CK(cudaFuncSetAttribute(k_ring, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
 
     const int cbs[] = { 1024, 2048, 4096 };
