@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_stream(const __grid_constant__ c
     const int per_layer = P.variant == V_ROWS ? (g1 - g0) * nkc : (P.dim + P.R - 1) / P.R;
     const long long stages = (long long)per_layer * P.L;
     const uint32_t box_bytes = P.variant == V_ROWS ? 16u * P.cb : (uint32_t)P.R * P.kn * P.es;
-    ring_init(full, empty, P.ns, CW);
+    mbar_ring_init(full, empty, P.ns, CW);
     if (tid >= CW * 32) {
         const uint64_t pol = kern_policy_evict_first();
         const int first = P.variant == V_COLS_ROT ? per_layer * b / P.nb : 0;

@@ -1,6 +1,7 @@
 /* probe_util.cuh — what the standalone stream probes (bench/stream_probe.cu,
  * bench/colsplit_probe.cu) share: error checks, the 16-byte-load bandwidth reference, best-of-n
- * timing, the tensor-map encoder from the driver, tensor copies and the ring's barriers. Header
+ * timing, the tensor-map encoder from the driver and tensor copies (the ring's barriers:
+ * kernels/kern_tma.cuh, as the decode kernel's). Header
  * only; each probe is one translation unit. */
 #ifndef BORA_BENCH_PROBE_UTIL_CUH
 #define BORA_BENCH_PROBE_UTIL_CUH
@@ -105,20 +106,6 @@ __device__ __forceinline__ void tensor3d(void *dst, const CUtensorMap *m, int x,
                  "[%0], [%1, {%2, %3, %4}], [%5], %6;" ::"r"(mega_smem(dst)),
                  "l"(m), "r"(x), "r"(y), "r"(z), "r"(mega_smem(b)), "l"(pol)
                  : "memory");
-}
-
-/* A ring of ns stages: full[i] completed by the producer's one arrival (plus the copies' bytes),
- * empty[i] by `consumers` warps; then the whole block syncs. */
-__device__ __forceinline__ void ring_init(uint64_t *full, uint64_t *empty, int ns, int consumers)
-{
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < ns; i++) {
-            mbar_init(&full[i], 1);
-            mbar_init(&empty[i], consumers);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
 }
 
 #endif

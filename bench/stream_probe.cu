@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_ring(const __grid_constant__ pro
     const int g0 = (int)((long long)groups * blockIdx.x / nb), g1 = (int)((long long)groups * (blockIdx.x + 1) / nb);
     const int nkc = P.row_bytes / P.cb;
     const long long stages = (long long)(g1 - g0) * nkc;
-    ring_init(full, empty, P.ns, CW);
+    mbar_ring_init(full, empty, P.ns, CW);
     if (tid >= CW * 32) {
         if (P.nowait)
             return;

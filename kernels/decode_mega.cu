@@ -708,14 +708,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
     uint8_t *u = sm + p.u_off;
     const int tid = threadIdx.x;
 
-    if (tid == 0) {
-        for (int i = 0; i < p.ns; i++) {
-            mbar_init(&full[i], 1);
-            mbar_init(&empty[i], MEGA_CW);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
+    mbar_ring_init(full, empty, p.ns, MEGA_CW);
     if (tid >= MEGA_CT) {
         mega_produce(p, ring, full, empty);
         return;

@@ -18,6 +18,20 @@ __device__ __forceinline__ void mbar_init(uint64_t *b, int count)
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(mega_smem(b)), "r"(count) : "memory");
 }
 
+/* A ring of ns stages: full[i] completes on the producer's one arrival (and its copies' bytes),
+ * empty[i] on `consumers` warps' arrivals. Thread 0 initialises; then the whole block syncs. */
+__device__ __forceinline__ void mbar_ring_init(uint64_t *full, uint64_t *empty, int ns, int consumers)
+{
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < ns; i++) {
+            mbar_init(&full[i], 1);
+            mbar_init(&empty[i], consumers);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+}
+
 __device__ __forceinline__ void mbar_expect_tx(uint64_t *b, uint32_t bytes)
 {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mega_smem(b)), "r"(bytes)
