@@ -6,9 +6,11 @@
 # 8 points: docs/PERFORMANCE_GPU.md).
 # usage (repo root on the device machine): source .deps/unpack.sh && BIN=DIR OLD=DIR bash bench/gpu_ab.sh
 #   BIN: the new bora and test binaries; OLD: a folder with the previous bora
-#   TESTS=1: gpu_engine first; ENGINE_VARS: ';'-free lists of BORA_MEGA_* settings, space-separated
-#   groups ("BLOCKS=12 CB=256" runs twice) for more gpu_engine runs
-#   ROUNDS (2), PRECS ("fp8 bf16"), AB_VARS: settings of the new binary measured in round 1
+#   TESTS=1: gpu_engine first; ENGINE_VARS: BORA_MEGA_* settings (without the prefix) for more
+#   gpu_engine runs, space-separated groups ("BLOCKS=12 CB=256" runs twice), settings within a group
+#   joined by ',' or ';'
+#   ROUNDS (2), PRECS ("fp8 bf16"), AB_VARS: settings of the new binary measured in round 1, space-
+#   separated groups, settings within a group joined by ',' or ';' ("AHEAD=2,TRACE=1 FLAGS=128")
 #   MEDIUM=1: Medium 3.5 FP8 at 8,192 tokens, old and new
 set -uo pipefail
 OUT=${OUT:-/tmp/bora-gpu}
@@ -27,7 +29,7 @@ if [ "${TESTS:-0}" = 1 ]; then
     timeout 300 "$BIN/gpu_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -30
 fi
 for v in ${ENGINE_VARS:-}; do
-    envs=$(echo "$v" | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")
+    envs=$(echo "$v" | tr ',;' '  ' | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")
     step "gpu_engine, $envs"
     env $envs timeout 300 "$BIN/gpu_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -12
 done
@@ -37,7 +39,7 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
         step "round $r $pr: new"; bench "$BIN/bora" "$pr"
         if [ "$r" = 1 ]; then
             for v in ${AB_VARS:-}; do
-                envs=$(echo "$v" | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")
+                envs=$(echo "$v" | tr ',;' '  ' | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")
                 step "round $r $pr: new, $envs"; env $envs bash -c "$(declare -f bench); bench '$BIN/bora' '$pr'"
             done
         fi

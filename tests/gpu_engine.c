@@ -352,6 +352,11 @@ int main(void)
           false },
         { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 1000, MODEL_PRECISION_FP8,
           false },
+        /* hidden 4,032: down's rows in 3 (fp8) / 6 (bf16) column stages of 1,344 bytes (not a power
+         * of two), gate/up's 504 groups over a grid that does not divide them */
+        { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_AUTO, false },
+        { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false },
+        { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false },
     };
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;
