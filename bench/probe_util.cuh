@@ -1,5 +1,5 @@
-/* probe_util.cuh — what the standalone stream probes (bench/stream_probe.cu,
- * bench/colsplit_probe.cu) share: error checks, the 16-byte-load bandwidth reference, best-of-n
+/* probe_util.cuh — what the standalone probes (bench/stream_probe.cu, bench/colsplit_probe.cu,
+ * bench/cluster_probe.cu) share: error checks, the 16-byte-load bandwidth reference, best-of-n
  * timing, the tensor-map encoder from the driver and tensor copies (the ring's barriers:
  * kernels/kern_tma.cuh, as the decode kernel's). Header
  * only; each probe is one translation unit. */
@@ -53,7 +53,7 @@ __global__ void k_ref(const uint4 *p, size_t n)
 }
 
 /* The best of reps timed launches (ms), after one warm-up. */
-static float time_ms(void (*launch)(void *), void *ctx, int reps)
+static inline float time_ms(void (*launch)(void *), void *ctx, int reps)
 {
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
@@ -82,7 +82,7 @@ typedef CUresult (*encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, vo
                               CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 
 /* cuTensorMapEncodeTiled from the driver (no link against libcuda). */
-static encode_fn tensor_encoder(void)
+static inline encode_fn tensor_encoder(void)
 {
     encode_fn enc = NULL;
     cudaDriverEntryPointQueryResult q;
