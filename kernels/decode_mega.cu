@@ -57,7 +57,8 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
        TR_GU_WAIT, TR_GU_LOAD, TR_GU, TR_DOWN_WAIT, TR_DOWN_LOAD, TR_DOWN, TR_PROD, TR_ATT_ITEM = TR_PROD + 4,
-       MEGA_TR_N = TR_ATT_ITEM + 9 };   /* TR_ATT_ITEM: attn_item's 9 steps, half 0's first item */
+       TR_SMID = TR_ATT_ITEM + 9, MEGA_TR_N };   /* TR_ATT_ITEM: attn_item's 9 steps, half 0's first item;
+                                                 * TR_SMID: the SM the block runs on */
 /* Per layer, the largest |input| of each matrix phase, as float bits (atomicMax), written by
  * the phase that produces the input so the reader needs one pass over it. */
 enum { AM_QKV, AM_WO, AM_GU, AM_DOWN, AM_N };
@@ -734,6 +735,11 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             tr[e] = mega_now();          \
     } while (0)
         MEGA_TR(TR_START);
+        if (tr && tid == 0) {
+            unsigned smid;
+            asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+            tr[TR_SMID] = smid;
+        }
         const uint8_t *Lb = p.layers + (size_t)l * p.layer_stride;
         int *sy = p.sync + (size_t)l * PH_N;
         uint16_t *kc = (uint16_t *)(p.kv + (size_t)l * p.kv_layer_stride);

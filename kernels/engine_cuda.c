@@ -1183,11 +1183,87 @@ const struct plan_layout *engine_cuda_layout(const struct engine *e)
     return &impl_of(e)->lay;
 }
 
+/* Pearson correlation of x and y over n values (0 when either is constant). */
+static double trace_corr(const double *x, const double *y, int n)
+{
+    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (int i = 0; i < n; i++) {
+        mx += x[i] / n;
+        my += y[i] / n;
+    }
+    for (int i = 0; i < n; i++) {
+        sxy += (x[i] - mx) * (y[i] - my);
+        sxx += (x[i] - mx) * (x[i] - mx);
+        syy += (y[i] - my) * (y[i] - my);
+    }
+    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : 0;
+}
+
+/* Is a phase's skew the same blocks (SMs) in every layer? For gate/up and down: each block's
+ * stream time (from its input loaded to its end) and its lateness at the end (against the
+ * layer's first block), averaged over the even and over the odd layers; the spread of the
+ * blocks' means, the correlation of the two halves (near 1: the same SMs are slow in every
+ * layer) and the slowest blocks with their SMs. h: the trace (n slots a block and layer). */
+static void trace_blocks(FILE *f, const unsigned long long *h, int nl, int nb, int n, int sm_slot)
+{
+    static const struct { const char *name; int from, to; } ph[2] = { { "gate/up", 10, 11 }, { "down", 13, 14 } };
+    double *v = calloc((size_t)nb * 4, sizeof *v);
+    int *ord = malloc(sizeof *ord * nb);
+    if (!v || !ord) {
+        free(v);
+        free(ord);
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        double *dur[2] = { v, v + nb }, *late[2] = { v + 2 * nb, v + 3 * nb };
+        memset(v, 0, sizeof *v * nb * 4);
+        int cnt[2] = { 0, 0 };
+        for (int l = 0; l < nl; l++) {
+            unsigned long long first = ~0ull;
+            for (int b = 0; b < nb; b++) {
+                const unsigned long long end = h[((size_t)b * nl + l) * n + ph[k].to];
+                first = end < first ? end : first;
+            }
+            for (int b = 0; b < nb; b++) {
+                const unsigned long long *t = h + ((size_t)b * nl + l) * n;
+                dur[l & 1][b] += (double)(t[ph[k].to] - t[ph[k].from]) / 1e3;
+                late[l & 1][b] += (double)(t[ph[k].to] - first) / 1e3;
+            }
+            cnt[l & 1]++;
+        }
+        double lo = 1e30, hi = 0;
+        for (int b = 0; b < nb; b++) {
+            for (int i = 0; i < 2; i++) {
+                dur[i][b] /= cnt[i] ? cnt[i] : 1;
+                late[i][b] /= cnt[i] ? cnt[i] : 1;
+            }
+            const double m = (dur[0][b] + dur[1][b]) / 2;
+            lo = m < lo ? m : lo;
+            hi = m > hi ? m : hi;
+            ord[b] = b;
+        }
+        for (int i = 1; i < nb; i++)   /* latest first, by mean lateness */
+            for (int j = i; j > 0 && late[0][ord[j]] + late[1][ord[j]] > late[0][ord[j - 1]] + late[1][ord[j - 1]]; j--) {
+                const int t = ord[j];
+                ord[j] = ord[j - 1];
+                ord[j - 1] = t;
+            }
+        fprintf(f, "  %s by block: stream time %.2f-%.2f us (block means), even/odd layers r = %.2f; lateness at "
+                   "its end r = %.2f; latest (SM: us):", ph[k].name, lo, hi, trace_corr(dur[0], dur[1], nb),
+                trace_corr(late[0], late[1], nb));
+        for (int i = 0; i < 6 && i < nb; i++)
+            fprintf(f, " %llu: %.2f", h[((size_t)ord[i] * nl) * n + sm_slot], (late[0][ord[i]] + late[1][ord[i]]) / 2);
+        fprintf(f, "\n");
+    }
+    free(v);
+    free(ord);
+}
+
 int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     const int nl = e->model->cfg.n_layers, nb = kern_mega_blocks(&s->mega_args);
-    enum { N = 28, P = 15, A = 19 };   /* decode_mega.cu MEGA_TR_N, TR_PROD, TR_ATT_ITEM */
+    enum { N = 29, P = 15, A = 19, SM = 28 };   /* decode_mega.cu MEGA_TR_N, TR_PROD, TR_ATT_ITEM, TR_SMID */
     if (!s->d_sync)
         return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel is not available");
     if (kern_mega_trace_slots(nl, nb) != (size_t)nl * nb * N)
@@ -1278,6 +1354,7 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
                 comb_n ? item[7] / comb_n / 1e3 : 0., comb_n ? item[8] / comb_n / 1e3 : 0.);
     fprintf(f, "  producer blocked on a full ring, per layer: qkv %.2f, wo %.2f, gate/up %.2f, down %.2f us\n",
             prod[0] / per, prod[1] / per, prod[2] / per, prod[3] / per);
+    trace_blocks(f, h, nl, nb, N, SM);
     free(h);
     return 0;
 }
