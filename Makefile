@@ -98,7 +98,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 
 $(BUILD)/bench/%: bench/%.cu $(FLAGS_STAMP) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(NVCC) -std=c++17 -O3 -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -o $@ $<
+	$(NVCC) -std=c++17 -O3 -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -MMD -MP -MF $@.d -o $@ $<
 
 # Fuzz targets use the libFuzzer entry point; tests/fuzz/driver.c runs them on files or
 # random inputs with any compiler (make fuzz FUZZ_ITERS=N).
@@ -130,6 +130,7 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(wildcard $(BUILD)/bench/*.d)
 
 # The default model embeds the tokenizer with .incbin (not seen by -MMD).
 $(BUILD)/obj/model/default_model.o: model/default/tokenizer.model.v3
