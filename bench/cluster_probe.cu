@@ -271,8 +271,7 @@ int main(int argc, char **argv)
 {
     const size_t smem = (size_t)(argc > 1 ? atoi(argv[1]) : 200) * 1024;
     int sms = 0, optin = 0;
-    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    CK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    probe_device(&sms, &optin);
     if (smem > (size_t)optin || smem < 128 + 16 * PUSH + NS * STAGE) {
         fprintf(stderr, "cluster_probe: %zu bytes of shared memory (between %d and %d)\n", smem,
                 128 + 16 * PUSH + NS * STAGE, optin);
@@ -290,9 +289,7 @@ int main(int argc, char **argv)
 
     cparams P = {};
     P.buf_bytes = (size_t)4 << 30;
-    uint8_t *buf;
-    CK(cudaMalloc(&buf, P.buf_bytes));
-    CK(cudaMemset(buf, 0x3c, P.buf_bytes));
+    uint8_t *buf = probe_buffer(P.buf_bytes);
     P.buf = buf;
     CK(cudaMalloc(&P.ctr, sizeof(int)));
     CK(cudaMalloc(&P.vec, VEC));

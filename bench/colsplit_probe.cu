@@ -110,9 +110,8 @@ int main(int argc, char **argv)
     const int es = argc > 1 ? atoi(argv[1]) : 1;
     run_ctx c;
     memset(&c, 0, sizeof c);
-    CK(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, 0));
     int optin = 0;
-    CK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    probe_device(&c.sms, &optin);
     cprobe &P = c.P;
     P.L = 32;                 /* 7B: 32 layers of W_down, 4096 × 14336 */
     P.dim = 4096;
@@ -121,9 +120,7 @@ int main(int argc, char **argv)
     P.nb = 128;
     P.kn = P.hid / P.nb;      /* 112 hidden units a block */
     c.bytes = (size_t)P.L * P.dim * P.hid * es;
-    uint8_t *buf;
-    CK(cudaMalloc(&buf, c.bytes));
-    CK(cudaMemset(buf, 0x3c, c.bytes));
+    uint8_t *buf = probe_buffer(c.bytes);
     P.w = buf;
     const double gb = c.bytes / 1e9;
     const float ref = time_ms(run_ref, &c, 9);

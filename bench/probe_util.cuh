@@ -52,6 +52,22 @@ __global__ void k_ref(const uint4 *p, size_t n)
         g_sink = a.x;
 }
 
+/* The device's SM count and the shared memory a block may opt in to. */
+static inline void probe_device(int *sms, int *smem_optin)
+{
+    CK(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, 0));
+    CK(cudaDeviceGetAttribute(smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+}
+
+/* A device buffer of bytes, filled with 0x3c (an FP8 / BF16 pattern of finite values). */
+static inline uint8_t *probe_buffer(size_t bytes)
+{
+    void *p;
+    CK(cudaMalloc(&p, bytes));
+    CK(cudaMemset(p, 0x3c, bytes));
+    return (uint8_t *)p;
+}
+
 /* The best of reps timed launches (ms), after one warm-up. */
 static inline float time_ms(void (*launch)(void *), void *ctx, int reps)
 {

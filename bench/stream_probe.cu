@@ -302,13 +302,11 @@ int main(int argc, char **argv)
     const int row_bytes = argc > 1 ? atoi(argv[1]) : 4096;
     ctx c;
     memset(&c, 0, sizeof c);
-    CK(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, 0));
     int optin = 0;
-    CK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    probe_device(&c.sms, &optin);
     c.bytes = (size_t)4 << 30;
     c.bytes -= c.bytes % ((size_t)16 * row_bytes * 1);
-    CK(cudaMalloc(&c.buf, c.bytes));
-    CK(cudaMemset(c.buf, 0x3c, c.bytes));
+    c.buf = probe_buffer(c.bytes);
     const double gb = c.bytes / 1e9;
     const float ref = time_ms(run_ref, &c, 9);
     const double ref_bw = gb / (ref / 1e3);

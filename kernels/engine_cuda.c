@@ -1206,6 +1206,7 @@ static double trace_corr(const double *x, const double *y, int n)
  * layer) and the slowest blocks with their SMs. h: the trace (n slots a block and layer). */
 static void trace_blocks(FILE *f, const unsigned long long *h, int nl, int nb, int n, int sm_slot)
 {
+    /* decode_mega.cu TR_GU_LOAD, TR_GU and TR_DOWN_LOAD, TR_DOWN: each phase's stream */
     static const struct { const char *name; int from, to; } ph[2] = { { "gate/up", 10, 11 }, { "down", 13, 14 } };
     double *v = calloc((size_t)nb * 4, sizeof *v);
     int *ord = malloc(sizeof *ord * nb);
