@@ -11,6 +11,7 @@
 #   joined by ',' or ';'
 #   ROUNDS (2), PRECS ("fp8 bf16"), AB_VARS: settings of the new binary measured in round 1, space-
 #   separated groups, settings within a group joined by ',' or ';' ("AHEAD=2,TRACE=1 FLAGS=128")
+#   AB_ALL=1: the AB_VARS settings in every round, not only the first
 #   MEDIUM=1: Medium 3.5 FP8 at 8,192 tokens, old and new
 set -uo pipefail
 OUT=${OUT:-/tmp/bora-gpu}
@@ -37,7 +38,7 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
     for pr in ${PRECS:-fp8 bf16}; do
         step "round $r $pr: old"; bench "$OLD/bora" "$pr"
         step "round $r $pr: new"; bench "$BIN/bora" "$pr"
-        if [ "$r" = 1 ]; then
+        if [ "$r" = 1 ] || [ "${AB_ALL:-0}" = 1 ]; then
             for v in ${AB_VARS:-}; do
                 envs=$(echo "$v" | tr ',;' '  ' | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")
                 step "round $r $pr: new, $envs"; env $envs bash -c "$(declare -f bench); bench '$BIN/bora' '$pr'"
