@@ -72,7 +72,7 @@ static int plan_gpu(const char *name, struct plan_gpu *g, struct bora_err *err)
         return rc;
     static char gname[300];   /* set once, read by this command only */
     snprintf(gname, sizeof gname, "local: %s", d.name);
-    *g = (struct plan_gpu){ gname, d.free_bytes, 0 };
+    *g = (struct plan_gpu){ gname, d.free_bytes, 0, d.cc_major * 10 + d.cc_minor };
     void *buf;
     size_t bytes = 1ull << 30;
     if ((rc = kern_malloc(&buf, bytes, err)))
@@ -195,6 +195,10 @@ int cmd_plan(int argc, char **argv)
     ROW("decode tok/s at 90 % of it", "%14.1f", 0.9 * g.read_gbps * 1e9 / col[0].step_bytes,
         0.9 * g.read_gbps * 1e9 / col[1].step_bytes);
 #undef ROW
+    if (g.cc < PLAN_CUDA_CC_MIN)
+        printf("\nnote: %s has compute capability %d.%d; bora's CUDA backend needs %d.%d (Hopper: H100, H200),\n"
+               "      so on this GPU bora would run on its CPU backend. The figures above are the arithmetic only.\n",
+               g.name, g.cc / 10, g.cc % 10, PLAN_CUDA_CC_MIN / 10, PLAN_CUDA_CC_MIN % 10);
     const struct plan_col *sel = &col[prec == MODEL_PRECISION_FP8 ? 0 : 1];
     const char *pn = prec == MODEL_PRECISION_FP8 ? "fp8" : "bf16";
     if (sel->fits) {

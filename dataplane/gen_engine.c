@@ -244,3 +244,8 @@ const char *gen_engine_backend(const struct generator *g)
 {
     return g->impl ? engine_backend_name(((const struct gen_engine *)g->impl)->e) : "none";
 }
+
+const char *gen_engine_backend_why(const struct generator *g)
+{
+    return g->impl ? engine_backend_why(((const struct gen_engine *)g->impl)->e) : "";
+}

@@ -742,9 +742,11 @@ static int open_arena(struct engine *e, struct bora_err *err)
     int rc = kern_device_query(&dev, err);
     if (rc)
         return rc;
-    if (dev.cc_major < 9)
-        return bora_errf(err, -ENODEV, "GPU %s has compute capability %d.%d; this build needs 9.0 (sm_90a)",
-                         dev.name, dev.cc_major, dev.cc_minor);
+    if (dev.cc_major * 10 + dev.cc_minor < PLAN_CUDA_CC_MIN)
+        return bora_errf(err, -ENODEV,
+                         "GPU %s has compute capability %d.%d; bora's CUDA backend needs %d.%d (Hopper: H100, H200); "
+                         "use the CPU backend",
+                         dev.name, dev.cc_major, dev.cc_minor, PLAN_CUDA_CC_MIN / 10, PLAN_CUDA_CC_MIN % 10);
     struct cuda_impl *s = calloc(1, sizeof *s);
     if (!s)
         return bora_errf(err, -ENOMEM, "out of memory");

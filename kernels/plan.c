@@ -191,10 +191,10 @@ const char *plan_preset_name(int i)
 /* Memory as the driver reports it; read bandwidth: H200 measured (device.md), others the
  * datasheet figure × 0.95. */
 static const struct plan_gpu gpus[] = {
-    { "h200", 143771ull << 20, 4600.0 },
-    { "h100", 81559ull << 20, 3350.0 * 0.95 },
-    { "l40s", 46068ull << 20, 864.0 * 0.95 },
-    { "rtx4090", 24564ull << 20, 1008.0 * 0.95 },
+    { "h200", 143771ull << 20, 4600.0, 90 },
+    { "h100", 81559ull << 20, 3350.0 * 0.95, 90 },
+    { "l40s", 46068ull << 20, 864.0 * 0.95, 89 },
+    { "rtx4090", 24564ull << 20, 1008.0 * 0.95, 89 },
 };
 
 const struct plan_gpu *plan_gpu_find(const char *name)

@@ -74,7 +74,10 @@ struct plan_gpu {
     const char *name;
     uint64_t mem_bytes;     /* usable device memory */
     double read_gbps;       /* streaming-read bandwidth, GB/s (measured where noted, else datasheet × 0.95) */
+    int cc;                 /* compute capability × 10 (90 = Hopper) */
 };
+/* The compute capability (× 10) bora's CUDA backend needs: its kernels are built for sm_90a. */
+#define PLAN_CUDA_CC_MIN 90
 const struct plan_gpu *plan_gpu_find(const char *name);
 const char *plan_gpu_name(int i);
 

@@ -1,5 +1,6 @@
 /* engine.c — backend selection and the thin public wrappers of the engine API. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,9 +42,10 @@ int engine_open(struct engine **out, const struct model *m, const struct engine_
     } else if (b == ENGINE_BACKEND_AUTO) {
         struct bora_err cuda_err;
         rc = engine_cuda_open(e, &cuda_err);
-        if (rc == -ENODEV)
+        if (rc == -ENODEV) {
             rc = engine_cpu_open(e, err);
-        else if (rc && err)
+            snprintf(e->backend_why, sizeof e->backend_why, "%.*s", (int)sizeof e->backend_why - 1, cuda_err.msg);
+        } else if (rc && err)
             *err = cuda_err;
     } else {
         rc = engine_cpu_open(e, err);
@@ -116,4 +118,9 @@ int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v)
 const char *engine_backend_name(const struct engine *e)
 {
     return e->ops->name;
+}
+
+const char *engine_backend_why(const struct engine *e)
+{
+    return e->backend_why;
 }

@@ -48,6 +48,7 @@ struct engine {
     void *layer_wait_ctx;
     int layers_ready;             /* highest layer confirmed by layer_wait */
     void *impl;                   /* backend state */
+    char backend_why[224];        /* AUTO fell back to the CPU: why CUDA was not used ("" otherwise) */
 };
 
 /* Opens an engine for model m. AUTO picks CUDA when built with it and a GPU is present,
@@ -69,6 +70,9 @@ void engine_reset(struct engine *e);
 /* Reads one cached K/V row (see engine_ops.kv_read). Errors: -ENOTSUP, -EINVAL. */
 int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v);
 const char *engine_backend_name(const struct engine *e);
+/* Backend AUTO that ended on the CPU: the reason CUDA was not used (no device, built without
+ * CUDA, a GPU the CUDA backend does not support); "" when the backend was chosen explicitly. */
+const char *engine_backend_why(const struct engine *e);
 int engine_backend_parse(const char *s, enum engine_backend *out);
 
 /* For backends: makes sure layer l's weights are resident (see engine_opts.layer_wait). */

@@ -154,6 +154,18 @@ static void test_tiny_model_loads_and_runs(void **state)
     int32_t bad = 32;   /* out of vocabulary */
     assert_int_equal(engine_forward(e, &bad, 1, 3, lg), -EINVAL);
     assert_int_equal(engine_forward(e, ids, 3, 7, lg), -EINVAL);   /* past max_ctx */
+    assert_string_equal(engine_backend_why(e), "");               /* the CPU was asked for */
+    engine_close(e);
+    /* AUTO: CUDA where it can run, else the CPU with the reason (no device, no CUDA build,
+     * an unsupported GPU) kept for the daemon's banner */
+    eo.backend = ENGINE_BACKEND_AUTO;
+    assert_int_equal(engine_open(&e, m, &eo, &err), 0);
+    if (!strcmp(engine_backend_name(e), "cpu")) {
+        assert_true(strstr(engine_backend_why(e), "CUDA") != NULL);
+    } else {
+        assert_string_equal(engine_backend_name(e), "cuda");
+        assert_string_equal(engine_backend_why(e), "");
+    }
     engine_close(e);
     model_close(m);
 }
