@@ -120,7 +120,10 @@ static int open_socket(const char *spec, int type, struct bora_err *err)
         return bora_errf(err, -errno, "%s socket for %s: %s", type == SOCK_DGRAM ? "UDP" : "TCP",
                          spec, strerror(errno));
     int one = 1, big = 4 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* TCP: rebind while old connections sit in TIME_WAIT. Not UDP: there SO_REUSEADDR lets a
+     * second daemon bind the same port and silently take its traffic. */
+    if (type == SOCK_STREAM)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (type == SOCK_DGRAM) {
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);

@@ -654,6 +654,29 @@ static void test_forbidden_and_rate_limited(void **s)
 
 /* ---- drain ---- */
 
+/* A second server on a port in use is refused, UDP included (SO_REUSEADDR there would let it
+ * bind and silently take the first one's traffic). */
+static void test_port_in_use(void **s)
+{
+    (void)s;
+    struct generator g;
+    assert_int_equal(gen_test_init(&g), 0);
+    struct dp_server *two = NULL;
+    struct bora_err err = { "" };
+    struct dp_config c = test_srv_config();
+    c.udp = SRV.udp;
+    c.tcp = NULL;
+    assert_int_equal(dp_server_open(&two, &c, &g, &err), -EADDRINUSE);
+    assert_non_null(strstr(err.msg, SRV.udp));
+    assert_null(two);
+    c.udp = NULL;
+    c.tcp = SRV.tcp;
+    assert_int_equal(dp_server_open(&two, &c, &g, &err), -EADDRINUSE);
+    assert_non_null(strstr(err.msg, SRV.tcp));
+    gen_test_close(&g);
+    stream_one(false, 0);   /* the first server still has its traffic */
+}
+
 static void test_drain_finishes_queued(void **s)
 {
     (void)s;
@@ -749,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_tcp_close_cancels),
         cmocka_unit_test(test_auth_server),
         cmocka_unit_test(test_forbidden_and_rate_limited),
+        cmocka_unit_test(test_port_in_use),
         cmocka_unit_test(test_drain_finishes_queued),
         cmocka_unit_test(test_drain_grace_expires),
     };
