@@ -424,9 +424,10 @@ int cmd_client(int argc, char **argv)
         printf("\n");
     }
     if (st.is_done) {
-        fprintf(stderr, "bora client: done (%s): prompt %u tokens, completion %u, queue %.3f ms, "
-                "ttft %.3f ms, total %.3f ms\n", bwp_finish_name(st.done.finish), st.done.prompt_tokens,
-                st.done.completion_tokens, st.done.queue_us / 1e3, st.done.ttft_us / 1e3,
+        fprintf(stderr, "bora client: done (%s): prompt %u tokens (%u from the prefix cache), completion %u, "
+                "queue %.3f ms, ttft %.3f ms, total %.3f ms\n", bwp_finish_name(st.done.finish),
+                st.done.prompt_tokens, st.done.cached_tokens, st.done.completion_tokens, st.done.queue_us / 1e3,
+                st.done.ttft_us / 1e3,
                 st.done.total_us / 1e3);
         status = 0;
     } else {

@@ -60,7 +60,7 @@ int borad_generator_open(const struct bora_config *cfg, const char *dir, struct 
     struct gen_engine_opts o = {
         .model_dir = dir, .backend = backends[cfg->model.backend % 3],
         .precision = precisions[cfg->model.precision % 3], .max_ctx = (int)cfg->model.max_ctx,
-        .n_threads = (int)cfg->engine.threads,
+        .n_threads = (int)cfg->engine.threads, .prefix_cache = cfg->model.prefix_cache,
     };
     return gen_engine_open(g, &o, err);
 }

@@ -530,7 +530,7 @@ const char *const config_sections[] = { "model", "engine", "dataplane", "limits"
 #define STR(fn)       .parse = (fn), .format = format_str
 
 const struct config_key config_keys[] = {
-    { KEY(model, path), STR(parse_str), .help = "checkpoint folder or file; empty = built-in default model" },
+    { KEY(model, path), STR(parse_str), .help = "checkpoint folder; empty = built-in default model" },
     { KEY(model, backend), ENUM(backend_names), .help = "auto | cpu | cuda" },
     { KEY(model, precision), ENUM(precision_names), .help = "weights on the GPU: auto | bf16 | fp8" },
     { KEY(model, max_ctx), UINT(0, 1048576), .help = "context tokens; 0 = the model's maximum" },

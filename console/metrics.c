@@ -155,6 +155,11 @@ void metrics_request_done(struct metrics_shard *s, const struct metrics_done *d)
     metrics_add_(&s->outcome[f], 1);
     metrics_add_(&s->counter[METRICS_PROMPT_TOKENS], d->prompt_tokens);
     metrics_add_(&s->counter[METRICS_CACHED_TOKENS], d->cached_tokens);
+    if (d->prefix_lookup) {
+        metrics_add_(&s->counter[METRICS_PREFIX_LOOKUPS], 1);
+        if (d->cached_tokens)
+            metrics_add_(&s->counter[METRICS_PREFIX_HITS], 1);
+    }
     metrics_add_(&s->counter[METRICS_COMPLETION_TOKENS], d->completion_tokens);
     if (d->ttft_us)
         metrics_hist_record(s, METRICS_TTFT, d->ttft_us);

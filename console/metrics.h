@@ -88,6 +88,8 @@ struct metrics_done {
     int finish;                  /* enum metrics_outcome, 0..4 */
     uint32_t prompt_tokens, cached_tokens, completion_tokens;
     uint32_t queue_us, ttft_us, total_us;   /* ttft_us 0 = no token was sent (not recorded) */
+    bool prefix_lookup;          /* the request started with a prefix-cache lookup (a hit when
+                                  * cached_tokens > 0) */
 };
 
 /* Sum of every shard at one moment. Counters are read one by one, so figures written

@@ -123,7 +123,8 @@ static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
         .total_us = (uint32_t)(now - r->t_accept_us),
     };
     struct metrics_done md = { finish, done.prompt_tokens, done.cached_tokens, done.completion_tokens,
-                               done.queue_us, done.ttft_us, done.total_us };
+                               done.queue_us, done.ttft_us, done.total_us,
+                               r->t_start_us && d->sh->gen->prefix_cache };
     metrics_request_done(d->ms, &md);
     size_t n = 0;
     if (!silent(r))

@@ -1,6 +1,12 @@
 /* gen_engine.c — the generator vtable over model + engine + sampler: prepare counts and checks
  * the prompt, start prefills it, each step samples one id from the last logits (running the
- * engine for the previous token first, so the last token of a request costs no forward). */
+ * engine for the previous token first, so the last token of a request costs no forward).
+ *
+ * Prefix cache: the engine holds one sequence. kv_ids remembers which token ids its KV cache
+ * holds at positions [0, n_kv): the last prompt and every completion token run through the
+ * engine. A new prompt that starts with the same ids (a customer-service bot's system prompt
+ * and conversation so far) is prefilled only from where it differs: positions before that keep
+ * their keys and values. The prompt's last token always runs, for its logits. */
 #include "dataplane/gen_engine.h"
 
 #include <errno.h>
@@ -21,6 +27,9 @@ struct gen_engine {
     float *logits;                 /* (vocab) logits of the last position run */
     int32_t *ids;                  /* (max_ctx) prompt scratch */
     int pos;                       /* tokens in the KV cache */
+    int32_t *kv_ids;               /* (max_ctx) ids whose keys and values the cache holds */
+    int n_kv;                      /* ... at positions [0, n_kv) */
+    bool prefix_cache;
     int32_t pending;               /* sampled id not yet run through the engine, or -1 */
     bool ignore_eos;
     int32_t eos_id;
@@ -110,10 +119,21 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
                                  .top_k = rq->top_k, .seed = rq->seed };
     if (sampler_reset(&ge->s, &sp) < 0)
         return bora_errf(err, -EINVAL, "sampling parameters refused by the sampler");
-    engine_reset(ge->e);
-    rc = engine_forward(ge->e, ge->ids, n, 0, ge->logits);
+    int keep = 0;   /* positions whose keys and values stay */
+    if (ge->prefix_cache) {
+        const int lim = n - 1 < ge->n_kv ? n - 1 : ge->n_kv;
+        while (keep < lim && ge->ids[keep] == ge->kv_ids[keep])
+            keep++;
+    }
+    if (keep == 0)
+        engine_reset(ge->e);
+    ge->n_kv = keep;
+    rc = engine_forward(ge->e, ge->ids + keep, n - keep, keep, ge->logits);
     if (rc < 0)
-        return bora_errf(err, -EIO, "engine prefill of %d tokens failed: %s", n, strerror(-rc));
+        return bora_errf(err, -EIO, "engine prefill of %d tokens at position %d failed: %s", n - keep, keep,
+                         strerror(-rc));
+    memcpy(ge->kv_ids + keep, ge->ids + keep, sizeof *ge->ids * (size_t)(n - keep));
+    ge->n_kv = n;
     ge->pos = n;
     ge->pending = -1;
     ge->ignore_eos = rq->ignore_eos;
@@ -122,7 +142,7 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
     if (ge->tok)
         detok_init(&ge->detok, ge->tok);
     *prompt_tokens = (uint32_t)n;
-    *cached_tokens = 0;
+    *cached_tokens = (uint32_t)keep;
     return 0;
 }
 
@@ -132,10 +152,12 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
     if (ge->pending >= 0) {
         if (ge->pos >= ge->e->max_ctx)
             return GEN_EOS;                    /* context full: the sequence stops here */
+        ge->n_kv = ge->pos;   /* until the position is written */
         int rc = engine_forward(ge->e, &ge->pending, 1, ge->pos, ge->logits);
         if (rc < 0)
             return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos, strerror(-rc));
-        ge->pos++;
+        ge->kv_ids[ge->pos++] = ge->pending;
+        ge->n_kv = ge->pos;
     }
     int32_t id = sampler_sample(&ge->s, ge->logits);
     if (id == ge->eos_id && !ge->ignore_eos)
@@ -175,6 +197,7 @@ static void ge_close(struct generator *g)
         model_close(ge->m);
     free(ge->logits);
     free(ge->ids);
+    free(ge->kv_ids);
     free(ge);
     g->impl = NULL;
 }
@@ -206,7 +229,8 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     }
     ge->logits = malloc(sizeof *ge->logits * (size_t)ge->m->cfg.vocab_size);
     ge->ids = malloc(sizeof *ge->ids * (size_t)ge->e->max_ctx);
-    if (!ge->logits || !ge->ids) {
+    ge->kv_ids = malloc(sizeof *ge->kv_ids * (size_t)ge->e->max_ctx);
+    if (!ge->logits || !ge->ids || !ge->kv_ids) {
         rc = bora_errf(err, -ENOMEM, "out of memory for logits and prompt ids");
         goto err;
     }
@@ -229,6 +253,7 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     g->vocab_size = (uint32_t)ge->m->cfg.vocab_size;
     g->max_ctx = (uint32_t)ge->e->max_ctx;
     g->loaded = true;
+    g->prefix_cache = ge->prefix_cache = o->prefix_cache;
     return 0;
 err:
     ge_close(g);

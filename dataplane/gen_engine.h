@@ -16,6 +16,8 @@ struct gen_engine_opts {
     enum model_precision precision;
     int max_ctx;                       /* 0 = engine default */
     int n_threads;                     /* CPU backend threads (0 = all) */
+    bool prefix_cache;                 /* reuse the KV cache of the longest prefix a new prompt
+                                        * shares with the tokens already in it */
 };
 
 /* Loads the model and opens the engine; fills g (g->impl owned; g->ops->close frees it).

@@ -43,7 +43,8 @@ struct generator_ops {
     int (*prepare)(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
                    struct bora_err *err);
     /* Starts the sequence of rq (tokenize, prefix cache, prefill). *cached_tokens = prompt
-     * tokens served from a cache. Errors as prepare, plus -EIO (engine failure). */
+     * tokens whose keys and values were reused from the sequence before (not computed again).
+     * Errors as prepare, plus -EIO (engine failure). */
     int (*start)(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
                  uint32_t *cached_tokens, struct bora_err *err);
     /* Samples the next token: GEN_TOKEN with *out filled, GEN_EOS (EOS sampled and not
@@ -59,6 +60,7 @@ struct generator {
     uint32_t vocab_size;           /* kind-2 ids must be below this (0 = unknown) */
     uint32_t max_ctx;              /* tokens of context (prompt + completion); 0 = unknown */
     bool loaded;                   /* PONG flags bit 0 */
+    bool prefix_cache;             /* start looks up a cached prefix (counted by the console) */
     void *impl;
 };
 

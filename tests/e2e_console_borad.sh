@@ -73,6 +73,9 @@ t = stats["tokens"]
 assert t["prompt"] == sum(d["prompt_tokens"] for d in done), t
 assert t["completion"] == sum(d["completion_tokens"] for d in done), t
 assert t["decoded"] == t["completion"], t
+assert t["cached"] == sum(d["cached_tokens"] for d in done), t
+pc = stats["prefix_cache"]
+assert pc["lookups"] == len(done) and pc["hits"] == sum(d["cached_tokens"] > 0 for d in done), pc
 check_percentiles(stats, "ttft_us", [d["ttft_us"] for d in done])
 check_percentiles(stats, "e2e_us", [d["total_us"] for d in done])
 check_percentiles(stats, "queue_wait_us", [d["queue_us"] for d in done])
@@ -88,6 +91,19 @@ ctl stats | grep -q "max_tokens $n" || fail "text stats do not show the burst"
 ctl metrics >"$tmp/metrics.txt" || fail "metrics"
 python3 tests/support/console_e2e.py prom "$tmp/metrics.txt" || fail "metrics is not Prometheus text"
 grep -q "^bora_requests_total{outcome=\"max_tokens\"} $n\$" "$tmp/metrics.txt" || fail "metrics count"
+
+# the prefix cache: the same 5-token prompt twice in a row; the second reuses all but its
+# last token (which runs for its logits) and continues exactly as the first did
+for k in 1 2; do
+    "$build/bora" client --tcp 127.0.0.1:$tcp --ids 1,7,8,9,10 -n 4 --ignore-eos --json >"$tmp/p$k.json" ||
+        fail "prefix request $k"
+done
+python3 - "$tmp/p1.json" "$tmp/p2.json" <<'PY' || fail "prefix cache: second request not served from the cache"
+import json, sys
+a, b = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:3])
+assert b["cached_tokens"] == 4 and b["prompt_tokens"] == 5, b
+assert len(a["ids"]) == 4 and a["ids"] == b["ids"], (a, b)
+PY
 
 # drain: a new request is refused with SHUTTING_DOWN and counted; resume: served again
 ctl drain >/dev/null || fail "drain"

@@ -159,7 +159,7 @@ static void *writer(void *p)
     snprintf(name, sizeof name, "w%p", p);
     struct metrics_shard *sh = metrics_shard_claim(a->m, name);
     for (int i = 0; i < a->n; i++) {
-        struct metrics_done d = { METRICS_DONE_MAX_TOKENS, 5, 1, 3, 10, 100 + (uint32_t)i % 7, 1000 };
+        struct metrics_done d = { METRICS_DONE_MAX_TOKENS, 5, 1, 3, 10, 100 + (uint32_t)i % 7, 1000, false };
         metrics_request_done(sh, &d);
         metrics_count(sh, METRICS_QUEUE_IN, 1);
         metrics_count(sh, METRICS_QUEUE_OUT, 1);
@@ -479,11 +479,9 @@ static void record_requests(struct metrics *m, uint64_t *v, int n)
         uint32_t ttft = 200 + (uint32_t)(lcg_next(&seed) % 5000);
         uint32_t total = ttft + (uint32_t)(lcg_next(&seed) % 100000);
         struct metrics_done d = { i % 3 ? METRICS_DONE_MAX_TOKENS : METRICS_DONE_STOP, 10, i % 2 ? 4 : 0, 20,
-                                  50, ttft, total };
+                                  50, ttft, total, true };   /* a lookup; a hit when tokens were cached */
         metrics_count(io, METRICS_QUEUE_IN, 1);
         metrics_count(dec, METRICS_QUEUE_OUT, 1);
-        metrics_count(dec, METRICS_PREFIX_LOOKUPS, 1);
-        metrics_count(dec, METRICS_PREFIX_HITS, i % 2);
         metrics_tokens_decoded(dec, 20, metrics_now_ns());
         metrics_request_done(dec, &d);
         metrics_dp_count(io, METRICS_UDP, METRICS_RX, 1);
@@ -518,6 +516,8 @@ static void test_stats(void **state)
     assert_int_equal(json_integer_value(json_object_get(tok, "completion")), N * 20);
     assert_int_equal(json_integer_value(json_object_get(tok, "cached")), N / 2 * 4);
     assert_true(fabs(json_real_value(json_object_get(json_object_get(o, "prefix_cache"), "hit_rate")) - 0.5) < 1e-9);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "prefix_cache"), "lookups")), N);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "prefix_cache"), "hits")), N / 2);
     assert_int_equal(json_integer_value(json_object_get(o, "queue_depth")), 2);
     json_t *e2e = json_object_get(o, "e2e_us");
     assert_int_equal(json_integer_value(json_object_get(e2e, "count")), N);

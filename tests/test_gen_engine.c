@@ -1,0 +1,173 @@
+/* test_gen_engine.c — the engine-backed generator (dataplane/gen_engine.c) on a golden fixture,
+ * on the CPU backend and, with a GPU, the CUDA backend: the prefix cache. A generator with the
+ * cache on and one with it off serve the same requests (ids prompts, greedy); the ids they
+ * produce must be equal, and the cached one must report exactly the positions it could reuse:
+ * the longest common prefix of the new prompt and the ids whose keys and values the engine
+ * holds (the last prompt plus every completion token that was run through it), never the
+ * prompt's last token. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataplane/bwp.h"
+#include "dataplane/gen_engine.h"
+#include "tests/support/fixtures.h"
+
+#define MAX_IDS 128
+
+struct pair {
+    struct generator on, off;
+    struct fixture f;
+};
+
+static int setup(void **state, enum engine_backend backend)
+{
+    char dir[4096];
+    if (!fixture_find("mistral-tiny-bf16", dir, sizeof dir)) {
+        fprintf(stderr, "SKIP: fixture mistral-tiny-bf16 not found\n");
+        *state = NULL;
+        return 0;
+    }
+    struct pair *p = calloc(1, sizeof *p);
+    if (!p || fixture_load(&p->f, dir))
+        return -1;
+    struct bora_err err = { "" };
+    struct gen_engine_opts o = { .model_dir = dir, .backend = backend, .max_ctx = 256,
+                                 .n_threads = 2, .prefix_cache = true };
+    int rc = gen_engine_open(&p->on, &o, &err);
+    if (rc == -ENODEV && backend == ENGINE_BACKEND_CUDA) {
+        fprintf(stderr, "SKIP: CUDA backend: %s\n", err.msg);
+        fixture_free(&p->f);
+        free(p);
+        *state = NULL;
+        return 0;
+    }
+    if (rc) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    o.prefix_cache = false;
+    if (gen_engine_open(&p->off, &o, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    *state = p;
+    return 0;
+}
+
+static int setup_cpu(void **state)
+{
+    return setup(state, ENGINE_BACKEND_CPU);
+}
+
+static int setup_cuda(void **state)
+{
+    return setup(state, ENGINE_BACKEND_CUDA);
+}
+
+static int teardown(void **state)
+{
+    struct pair *p = *state;
+    if (p) {
+        p->on.ops->close(&p->on);
+        p->off.ops->close(&p->off);
+        fixture_free(&p->f);
+        free(p);
+    }
+    return 0;
+}
+
+/* One greedy request of n ids for k tokens, as the decoder drives it; returns cached_tokens. */
+static uint32_t run(struct generator *g, const int32_t *ids, int n, int k, int32_t *out)
+{
+    uint8_t prompt[4 * MAX_IDS];
+    assert_true(n <= MAX_IDS);
+    for (int i = 0; i < n; i++)
+        bwp_wr32(prompt + 4 * i, (uint32_t)ids[i]);
+    struct gen_request rq = { .prompt_kind = 2, .prompt = prompt, .prompt_len = 4 * (uint32_t)n,
+                              .max_tokens = (uint16_t)k, .ignore_eos = true, .temperature = 0, .top_p = 1 };
+    struct bora_err err = { "" };
+    uint32_t n_tok = 0, cached = 12345;
+    int rc = g->ops->start(g, &rq, &n_tok, &cached, &err);
+    if (rc)
+        fail_msg("start: %s", err.msg);
+    assert_int_equal(n_tok, n);
+    for (int i = 0; i < k; i++) {
+        struct gen_token t;
+        assert_int_equal(g->ops->step(g, &t, &err), GEN_TOKEN);
+        out[i] = (int32_t)t.id;
+    }
+    g->ops->finish(g);
+    return cached;
+}
+
+/* The same request on both generators: equal ids; the cached count of the "on" one. */
+static uint32_t both(struct pair *p, const int32_t *ids, int n, int k, int32_t *out)
+{
+    int32_t off_ids[MAX_IDS];
+    assert_int_equal(run(&p->off, ids, n, k, off_ids), 0);
+    uint32_t cached = run(&p->on, ids, n, k, out);
+    for (int i = 0; i < k; i++)
+        assert_int_equal(out[i], off_ids[i]);
+    return cached;
+}
+
+static void test_prefix_reuse(void **state)
+{
+    struct pair *p = *state;
+    if (!p)
+        skip();
+    assert_true(p->on.prefix_cache);
+    assert_false(p->off.prefix_cache);
+    const struct fix_case *c = &p->f.cases[0];
+    const int n = c->n_prompt;
+    assert_true(n >= 4 && n + 16 <= MAX_IDS);
+    int32_t a[8], b[8], ids[MAX_IDS];
+
+    /* first request: nothing cached; the fixture's greedy reference up to its first near-tie */
+    assert_int_equal(both(p, c->prompt, n, 5, a), 0);
+    for (int i = 0; i < 5 && i < c->n_greedy && c->margin[n + i - 1] >= 1e-2f; i++)
+        assert_int_equal(a[i], c->greedy[i]);
+
+    /* the conversation goes on: prompt + the 5 tokens sent + one more. The engine ran the
+     * first 4 of them (the 5th was sampled and sent, never run): n + 4 positions reused */
+    memcpy(ids, c->prompt, sizeof *ids * (size_t)n);
+    memcpy(ids + n, a, sizeof a[0] * 5);
+    ids[n + 5] = c->prompt[1];
+    assert_int_equal(both(p, ids, n + 6, 6, b), (uint32_t)n + 4);
+
+    /* the same prompt again: all of it is cached but its last token, which runs for logits */
+    int32_t again[8];
+    assert_int_equal(both(p, ids, n + 6, 6, again), (uint32_t)n + 5);
+    assert_memory_equal(again, b, sizeof again[0] * 6);
+
+    /* a shorter prompt that the cache covers: again all but its last token */
+    assert_int_equal(both(p, c->prompt, n / 2, 3, a), (uint32_t)(n / 2 - 1));
+
+    /* a prompt that differs at its first token reuses nothing */
+    memcpy(ids, c->prompt, sizeof *ids * (size_t)n);
+    ids[0] = c->prompt[0] == 1 ? 2 : 1;
+    assert_int_equal(both(p, ids, n, 4, a), 0);
+
+    /* one that differs in the middle reuses what comes before */
+    ids[0] = c->prompt[0];
+    assert_int_equal(both(p, ids, n, 4, a), 0);   /* ids[0] changed back: the cache held the other */
+    ids[n / 2] = ids[n / 2] == 5 ? 6 : 5;
+    assert_int_equal(both(p, ids, n, 4, a), (uint32_t)(n / 2));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_prefix_reuse, setup_cpu, teardown),
+        cmocka_unit_test_setup_teardown(test_prefix_reuse, setup_cuda, teardown),
+    };
+    return cmocka_run_group_tests_name("gen_engine", tests, NULL, NULL);
+}
