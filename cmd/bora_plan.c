@@ -9,6 +9,7 @@
 
 #include "cmd/cli.h"
 #include "kernels/plan.h"
+#include "model/default_model.h"
 #include "model/model.h"
 
 #ifdef BORA_CUDA
@@ -108,6 +109,7 @@ static int plan_one(const struct model_config *c, enum bora_dtype lin, int ctx, 
 
 int cmd_plan(int argc, char **argv)
 {
+    static char default_dir[4096];   /* "default": the built-in default model's folder */
     const char *dir = NULL, *preset = NULL, *gpu = "h200";
     enum model_precision prec = MODEL_PRECISION_AUTO;
     int ctx = PLAN_DEFAULT_CTX;
@@ -163,7 +165,10 @@ int cmd_plan(int argc, char **argv)
             return 2;
         }
         cfg = *p;
-    } else if (plan_read_config(dir, &cfg, &fp8_ckpt, &err)) {
+    } else if (!strcmp(dir, "default") && default_model_ensure(default_dir, sizeof default_dir, &err)) {
+        fprintf(stderr, "bora plan: %s\n", err.msg);
+        return 1;
+    } else if (plan_read_config(!strcmp(dir, "default") ? default_dir : dir, &cfg, &fp8_ckpt, &err)) {
         fprintf(stderr, "bora plan: %s\n", err.msg);
         return 1;
     }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cmd/cli.h"
+#include "model/default_model.h"
 #include "model/tokenizer.h"
 
 #define TOK_MAX_INPUT (64u << 20)   /* bytes read from a --file or REQUEST.json */
@@ -48,9 +49,18 @@ static int read_all(const char *path, char **buf, size_t *len)
     return 0;
 }
 
+/* path: a model directory, a tokenizer file, or "default" (the built-in default model's). */
 static int open_tok(const char *path, struct tokenizer **t)
 {
     struct bora_err err = { "" };
+    static char dflt[4096];   /* this command's only model */
+    if (!strcmp(path, "default")) {
+        if (default_model_ensure(dflt, sizeof dflt, &err)) {
+            fprintf(stderr, "bora: %s\n", err.msg);
+            return -1;
+        }
+        path = dflt;
+    }
     int rc = tokenizer_open(t, path, &err);
     if (rc) {
         fprintf(stderr, "bora: %s\n", err.msg);

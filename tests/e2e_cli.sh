@@ -53,4 +53,14 @@ out=$($bora generate $fx --ids 1,abc 2>&1); rc=$?
 [ $rc -eq 2 ] && grep -q "abc" <<<"$out" || fail "bad --ids: rc $rc, '$out'"
 out=$($bora generate $fx --ids 1 --temperature -1 2>&1); rc=$?
 [ $rc -eq 2 ] && grep -q "temperature" <<<"$out" || fail "bad --temperature: rc $rc, '$out'"
+# "default" names the built-in default model wherever a model directory is taken: its
+# tokenizer is Mistral's real v3 one, so it must tokenize as that file does
+export BORA_HOME="$tmp/home"
+want=$($bora tokenize tests/data/tokenizers/tokenizer.model.v3 --text "Where is my order?" --bos) || fail "tokenize v3"
+got=$($bora tokenize default --text "Where is my order?" --bos 2>/dev/null) || fail "tokenize default exited $?"
+[ "$got" = "$want" ] || fail "tokenize default: $got, the v3 tokenizer: $want"
+ids=$(echo "$want" | tr -d '[] ')
+$bora detokenize default ${ids//,/ } 2>/dev/null | grep -q "Where is my order?" || fail "detokenize default"
+$bora chat-encode default tests/data/chat-samples/no_tools/sample.json >/dev/null 2>&1 || fail "chat-encode default"
+$bora plan default --gpu h200 2>/dev/null | grep -q "fits" || fail "plan default"
 echo "bora CLI ok"
