@@ -17,7 +17,7 @@ if [ "${DECODE_TESTS:-1}" = 1 ]; then
     timeout 300 "$TESTS/gpu_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -60
     step "gpu_kernels"
     timeout 120 "$TESTS/gpu_kernels" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
-    for t in gpu_direct_load gpu_prefill gpu_prefill_engine; do   # when built
+    for t in gpu_direct_load gpu_prefill gpu_prefill_engine test_gen_engine; do   # when built (test_gen_engine: the prefix cache on CUDA)
         [ -x "$TESTS/$t" ] || continue
         step "$t"
         timeout 200 "$TESTS/$t" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15

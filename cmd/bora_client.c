@@ -102,7 +102,10 @@ static int parse_chat(struct client_opts *o, const char *path)
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     if (!root) {
-        fprintf(stderr, "bora client: --chat %s: line %d: %s\n", path, je.line, je.text);
+        if (je.line > 0)
+            fprintf(stderr, "bora client: --chat %s: line %d: %s\n", path, je.line, je.text);
+        else   /* not a parse error: the file could not be read */
+            fprintf(stderr, "bora client: --chat %s: %s\n", path, je.text);
         return 2;
     }
     json_t *msgs = json_is_array(root) ? root : json_object_get(root, "messages");

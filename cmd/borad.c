@@ -1,8 +1,11 @@
 /* borad.c — the appliance daemon's entry: parses the command line, loads and validates the
  * config, then hands over to borad_run (cmd/borad_run.c). Exit status: 0 ok, 1 failure, 2 usage. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include "cmd/borad.h"
 #include "config/config.h"
@@ -62,6 +65,30 @@ static int load(const char *path, struct bora_config *cfg, struct config_diag *d
     return 1;
 }
 
+/* --check-config: [model] path must name a checkpoint folder borad could open (the check does
+ * not load it). Prints the problem and returns 1. */
+static int model_dir_problem(const char *dir, const char *file)
+{
+    struct stat st;
+    char p[4200];
+    if (stat(dir, &st) != 0) {
+        fprintf(stderr, "%s: [model] path '%s': %s\n", file, dir, strerror(errno));
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "%s: [model] path '%s': not a directory (name the checkpoint's folder)\n", file, dir);
+        return 1;
+    }
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if (access(p, R_OK) == 0)
+        return 0;
+    snprintf(p, sizeof p, "%s/params.json", dir);
+    if (access(p, R_OK) == 0)
+        return 0;
+    fprintf(stderr, "%s: [model] path '%s': neither config.json nor params.json is there\n", file, dir);
+    return 1;
+}
+
 static void endpoint_text(const struct config_endpoint *ep, char *buf, size_t n)
 {
     if (!ep->family)
@@ -102,6 +129,8 @@ int main(int argc, char **argv)
     }
     if (a.check) {
         if (load(a.check, &cfg, &diag))
+            return 1;
+        if (cfg.model.path[0] && model_dir_problem(cfg.model.path, a.check))
             return 1;
         printf("%s: ok\n", a.check);
         return 0;

@@ -25,6 +25,17 @@ grep -qF "$bad:9: key 'dataplane.udp':" "$err" || fail "$bad: no line-9 udp erro
 [ $rc -eq 1 ] || fail "missing file: exit $rc"
 grep -qF 'tests/data/config/missing.ini: cannot open' "$err" || fail "missing file: $(cat "$err")"
 
+# [model] path: checked as borad would open it (a folder with config.json or params.json)
+tmpd=$(mktemp -d); trap 'rm -f "$out" "$err"; rm -rf "$tmpd"' EXIT
+for p in /nonexistent/model tests/data/fixtures/mistral-tiny-bf16/model.safetensors tests/data; do
+    printf '[model]\npath = %s\n' "$p" >"$tmpd/m.ini"
+    "$borad" --check-config "$tmpd/m.ini" >"$out" 2>"$err"; rc=$?
+    [ $rc -eq 1 ] && grep -qF "$tmpd/m.ini: [model] path '$p'" "$err" || fail "path $p: exit $rc: $(cat "$err")"
+done
+grep -q "No such file" "$err" && fail "the last path exists: $(cat "$err")"
+printf '[model]\npath = tests/data/fixtures/mistral-tiny-bf16\n' >"$tmpd/m.ini"
+"$borad" --check-config "$tmpd/m.ini" >"$out" 2>"$err" || fail "a fixture folder: $(cat "$err")"
+
 "$borad" --bogus >"$out" 2>"$err"; rc=$?
 [ $rc -eq 2 ] || fail "--bogus: exit $rc, wanted 2"
 

@@ -4,6 +4,7 @@
 # the naive loader agree on the first token, and the JSON carries every figure.
 set -u
 build=${1:-build}
+mkdir -p "$build/tmp"
 dir="$build/tmp/e2e-coldstart-$$"
 trap 'rm -rf "$dir"' EXIT
 out=$("$build/bora" coldstart --preset tiny --dir "$dir" --prompt 16 --backend cpu --no-drop --json 2>/dev/null) ||

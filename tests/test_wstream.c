@@ -28,7 +28,7 @@
 #define N_ITEMS 40
 #define N_GROUPS 5
 
-static char direct_path[512], tmpfs_path[512];
+static char direct_path[1200], tmpfs_path[512];
 static uint8_t *ref;   /* the file's bytes */
 
 static uint64_t rng(uint64_t *x)
@@ -51,12 +51,23 @@ static int setup(void **state)
 {
     (void)state;
     ref = malloc(FILE_BYTES);
+    if (!ref)
+        return -1;
     uint64_t s = 42;
     for (size_t i = 0; i < FILE_BYTES; i++)
         ref[i] = (uint8_t)(rng(&s) >> 56);
-    mkdir("build", 0755);
-    mkdir("build/tmp", 0755);
-    snprintf(direct_path, sizeof direct_path, "build/tmp/wstream-%d.bin", (int)getpid());
+    /* a file on disk, not tmpfs (O_DIRECT): BUILD/tmp of the build this binary is in */
+    char exe[1100];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = 0;
+    char *cut = strstr(exe, "/tests/");
+    if (cut)
+        *cut = 0;
+    else
+        snprintf(exe, sizeof exe, "build");
+    snprintf(direct_path, sizeof direct_path, "%s/tmp", exe);
+    mkdir(direct_path, 0755);
+    snprintf(direct_path, sizeof direct_path, "%s/tmp/wstream-%d.bin", exe, (int)getpid());
     /* tmpfs when there is one (/dev/shm), else /tmp */
     struct stat st;
     snprintf(tmpfs_path, sizeof tmpfs_path, "%s/bora-wstream-%d.bin", stat("/dev/shm", &st) == 0 ? "/dev/shm" : "/tmp",
@@ -251,7 +262,7 @@ static void test_error_names_file_and_offset(void **state)
 static void test_truncated_refused(void **state)
 {
     (void)state;
-    char path[600];
+    char path[sizeof direct_path + 8];
     snprintf(path, sizeof path, "%s.trunc", direct_path);
     write_bytes(path, ref, FILE_BYTES - 100);
     struct wstream_stats st;

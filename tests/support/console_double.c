@@ -304,7 +304,7 @@ int prom_check(const char *text, char *why, size_t wn, int *n_samples)
                 if (strcmp(rest, "counter") && strcmp(rest, "gauge") && strcmp(rest, "histogram") &&
                     strcmp(rest, "summary") && strcmp(rest, "untyped"))
                     return bad(why, wn, ln, "unknown TYPE");
-                snprintf(f.type, sizeof f.type, "%s", rest);
+                snprintf(f.type, sizeof f.type, "%.15s", rest);   /* one of the names above */
             }
             continue;
         }
