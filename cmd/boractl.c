@@ -222,7 +222,7 @@ static int interactive(int fd, bool json)
             read_history(hist);
         printf("bora console; 'help' lists the commands, 'quit' ends.\n");
     }
-    int rc = 0;
+    int rc = 0, worst = 0;   /* commands from a pipe: the worst status of any (scripts see failures) */
     char *line;
     while ((line = line_next(tty))) {
         if (tty && line[strspn(line, " \t")])
@@ -231,10 +231,12 @@ static int interactive(int fd, bool json)
         free(line);
         if (rc < 0 || rc == CONSOLE_QUIT)
             break;
+        if (!tty && exit_status(rc) > worst)
+            worst = exit_status(rc);
     }
     if (tty && hist[0])
         write_history(hist);
-    return rc < 0 ? 1 : 0;
+    return rc < 0 ? 1 : worst;
 }
 
 int main(int argc, char **argv)

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -364,8 +365,12 @@ static const char *generate_params_error(const struct bwp_generate *g, const str
 {
     if (g->max_tokens == 0)
         return "max_tokens is 0";
-    if (g->max_tokens > lim->max_tokens)
-        return "max_tokens over the server limit";
+    if (g->max_tokens > lim->max_tokens) {
+        static _Thread_local char why[64];   /* used before this thread parses again */
+        snprintf(why, sizeof why, "max_tokens %u over the server limit of %u", (unsigned)g->max_tokens,
+                 (unsigned)lim->max_tokens);
+        return why;
+    }
     if (g->options & ~(BWP_OPT_IDS | BWP_OPT_IGNORE_EOS))
         return "unknown options bit set";
     if (!isfinite(g->temperature) || g->temperature < 0)

@@ -606,6 +606,8 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
             break;
         if (need == SIZE_MAX) {                           /* rules 2, 3 */
             s->port.stats.rejected++;
+            metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
+            metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
             dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, false);
             c->closing = true;
             break;
@@ -613,6 +615,8 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         if (need > bwp_frame_max(&s->sh.lim)) {           /* rule 7 */
             v = bwp_parse_oversize(c->rbuf + off, &s->sh.lim);
             s->port.stats.rejected++;
+            metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
+            metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
             const struct dp_policy *pol = dp_policy_enter(s->port.hz, &s->sh);
             bool refused = pol->n_allow && !dp_allow_match(pol->allow, pol->n_allow, (const struct sockaddr *)&c->addr);
             dp_policy_exit(s->port.hz);

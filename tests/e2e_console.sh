@@ -58,6 +58,10 @@ ctl --json status | python3 -c 'import json,sys; assert json.load(sys.stdin)["st
 ctl resume >/dev/null && ctl status | grep -q "state *serving" || fail "resume"
 # interactive (stdin not a terminal: one command per line, same session)
 printf 'status\nrequests\nquit\nstatus\n' | ctl >"$tmp/inter.txt" || fail "interactive boractl exited $?"
+# piped commands: the exit status is the worst of them (a script sees the failure)
+printf 'status\nbogus\nstatus\n' | ctl >/dev/null 2>&1; rc=$?
+[ $rc -ne 0 ] || fail "piped boractl with an unknown command exited 0"
+printf 'status\nrequests\n' | ctl >/dev/null 2>&1 || fail "piped boractl with good commands exited $?"
 [ "$(grep -c 'state *serving' "$tmp/inter.txt")" = 1 ] || fail "interactive: quit did not end the session"
 # stats watch ends on a key (stdin here: a byte after two refreshes)
 ( sleep 1.5; printf 'x' ) | ctl --json stats watch >"$tmp/watch.txt" || fail "stats watch exited $?"

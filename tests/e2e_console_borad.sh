@@ -105,6 +105,22 @@ assert b["cached_tokens"] == 4 and b["prompt_tokens"] == 5, b
 assert len(a["ids"]) == 4 and a["ids"] == b["ids"], (a, b)
 PY
 
+# malformed frames are counted per transport: a datagram and a TCP frame with a bad magic
+python3 - $udp $tcp <<'PY' || fail "could not send the malformed frames"
+import socket, sys, time
+bad = b"XWP1" + bytes(28)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(bad, ("127.0.0.1", int(sys.argv[1])))
+t = socket.create_connection(("127.0.0.1", int(sys.argv[2]))); t.sendall(bad)
+t.settimeout(5); t.recv(4096); t.close()   # the ERROR (BAD_FRAME), then the server closes
+PY
+for _ in $(seq 100); do
+    ctl --json stats >"$tmp/stats.json" || fail "boractl stats exited $?"
+    python3 -c "import json,sys; d=json.load(open('$tmp/stats.json'))['dataplane']; sys.exit(not(d['udp']['malformed'] >= 1 and d['tcp']['malformed'] >= 1))" && break
+    sleep 0.05
+done
+python3 -c "import json,sys; d=json.load(open('$tmp/stats.json'))['dataplane']; assert d['udp']['malformed'] == 1 and d['tcp']['malformed'] == 1, d" ||
+    fail "malformed frames not counted once per transport"
+
 # drain: a new request is refused with SHUTTING_DOWN and counted; resume: served again
 ctl drain >/dev/null || fail "drain"
 ctl status | grep -q "state *draining" || fail "status after drain"

@@ -355,7 +355,9 @@ static void test_rule10_params(void **s)
     g.max_tokens = 0;
     expect(gen_verdict(&g, &LIM), BWP_E_BAD_PARAMS, 42);
     g.max_tokens = 257;
-    expect(gen_verdict(&g, &LIM), BWP_E_BAD_PARAMS, 42);
+    struct bwp_verdict v = gen_verdict(&g, &LIM);
+    expect(v, BWP_E_BAD_PARAMS, 42);
+    assert_string_equal(v.msg, "max_tokens 257 over the server limit of 256");   /* the client learns the limit */
     g.max_tokens = 256;
     expect(gen_verdict(&g, &LIM), BWP_OK, 42);
     const float bad_t[] = { -0.001f, NAN, INFINITY, -INFINITY };
