@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd/borad.h"
 #include "cmd/borad_console.h"
@@ -116,10 +117,23 @@ static void banner(const struct bora_config *cfg, const struct generator *g, con
                 cfg->dataplane.dpdk_port, dp_dpdk_mac(dp_server_dpdk(s)));
     }
     const char *ep = udp[0] ? udp : tcp;
+    /* the bora beside this borad, so the lines can be pasted as they are */
+    char bora[1100] = "bora", exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(bora, sizeof bora, "%s/bora", exe);
+            if (access(bora, X_OK) != 0)
+                snprintf(bora, sizeof bora, "bora");
+        }
+    }
     if (m->tokenizer_path[0])
-        fprintf(stderr, "  bora client --%s %s --prompt 'Hello! Where is my order?' -n 16\n",
+        fprintf(stderr, "  %s client --%s %s --prompt 'Hello! Where is my order?' -n 16\n", bora,
                 udp[0] ? "udp" : "tcp", ep);
-    fprintf(stderr, "  bora client --%s %s --ids 1,1032,1049 -n 16 --json\n", udp[0] ? "udp" : "tcp", ep);
+    fprintf(stderr, "  %s client --%s %s --ids 1,1032,1049 -n 16 --json\n", bora, udp[0] ? "udp" : "tcp", ep);
     fprintf(stderr, "  (protocol: docs/CLIENTS.md; SIGTERM drains and exits 0)\n");
 }
 

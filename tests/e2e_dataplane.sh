@@ -72,7 +72,8 @@ stop_borad() {
 }
 
 tick start; start_borad ""; tick started
-grep -q "bora client --udp 127.0.0.1:$port" "$tmp/borad.log" || fail "banner does not say how to talk to it"
+grep -qF "$(cd "$(dirname "$bora")" && pwd)/bora client --udp 127.0.0.1:$port" "$tmp/borad.log" ||
+    fail "banner does not say how to talk to it (with the bora beside borad): $(grep client "$tmp/borad.log")"
 
 # ---- greedy over the wire == bora generate == reference ----
 prompt=$(python3 -c "import json;c=json.load(open('$fx/reference.json'))['cases'][0];print(','.join(map(str,c['prompt_ids'])))")
