@@ -1432,17 +1432,18 @@ void engine_cuda_set_cancel(struct engine *e, const atomic_bool *flag)
     impl_of(e)->cancel = flag;
 }
 
-int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int32_t *first, double *ms, struct bora_err *err)
+int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int pos, int32_t *first, double *ms,
+                     struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = check_ids(e, ids, n, 0, err);
+    int rc = check_ids(e, ids, n, pos, err);
     if (rc)
         return rc;
     if (n < 2)
         return bora_errf(err, -EINVAL, "ttft: a prompt of %d tokens (at least 2)", n);
-    if ((rc = enqueue_prefill(e, ids, n, 0, true, err)))
+    if ((rc = enqueue_prefill(e, ids, n, pos, true, err)))
         return rc;
     CUDA_CHECK(cudaMemcpyAsync(s->h_out, at(s, s->lay.state), sizeof *s->h_out, cudaMemcpyDeviceToHost, s->stream));
     CUDA_CHECK(cudaStreamSynchronize(s->stream));

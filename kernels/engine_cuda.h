@@ -66,10 +66,11 @@ int engine_cuda_set_prefill_chunk(struct engine *e, int tokens, struct bora_err 
 /* A flag the prefill reads (acquire) between chunks; when true, forward returns -ECANCELED with
  * the finished chunks in the cache. NULL: none. The flag must outlive its use. */
 void engine_cuda_set_cancel(struct engine *e, const atomic_bool *flag);
-/* Time to first token: from ids[0..n) on the host (n ≥ 2, positions 0..n-1) through prefill,
- * final norm, output head and the greedy sampler to the first id on the host; *ms is wall
- * time. Errors: -EINVAL (bad ids, n < 2, n > max_ctx), -EIO. */
-int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int32_t *first, double *ms,
+/* Time to first token: from ids[0..n) on the host (n ≥ 2, positions pos..pos+n-1, after the
+ * pos tokens the cache already holds: a prefix-cache hit when pos > 0) through prefill, final
+ * norm, output head and the greedy sampler to the first id on the host; *ms is wall time.
+ * Errors: -EINVAL (bad ids, n < 2, pos + n > max_ctx), -EIO. */
+int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int pos, int32_t *first, double *ms,
                      struct bora_err *err);
 /* The engine's prefill runner (profiling, GEMM path; kernels/prefill_run.h). */
 struct prefill_run *engine_cuda_prefill(struct engine *e);
