@@ -437,8 +437,8 @@ static int enqueue_head(struct engine *e, bool sample, struct bora_err *err)
     struct kern_gemv_args g = gemv_of(e, ENGINE_CUDA_GEMV_HEAD, 0);
     if ((rc = kern_gemv(&g, st, err)))
         return rc;
-    if (sample && (rc = kern_sample((float *)at(s, L->logits), e->model->cfg.vocab_size, NULL,
-                                    (struct kern_state *)at(s, L->state), st, err)))
+    if (sample && (rc = kern_sample((float *)at(s, L->logits), e->model->cfg.vocab_size,
+                                    (struct kern_state *)at(s, L->state), NULL, st, err)))
         return rc;
     return 0;
 }

@@ -2,7 +2,8 @@
  * at a time (its decode graph, fp32 activations), on every golden fixture as stored and
  * converted: last-position logits, greedy id, and every cached K/V row of every layer; on the
  * fixture prompts, on a 157-token prompt in one chunk and in 16-token chunks (prefix +
- * sliding window across chunks), and a cancelled multi-chunk prefill. Skips loudly without a GPU
+ * sliding window across chunks), a cancelled multi-chunk prefill, and the TTFT path's on-GPU
+ * first id (from position 0 and after a cached prefix). Skips loudly without a GPU
  * or without a CUDA build. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -236,12 +237,47 @@ static void test_cancel(void **state)
     close_ctx(&x);
 }
 
+/* engine_cuda_ttft (what `bora bench ttft` times): the id its on-GPU greedy sampler returns is
+ * the argmax of the logits engine_forward gives for the same prompt, from position 0 and after
+ * a cached prefix (positions 100..). Each pair runs the same prefill, so the ids must be equal. */
+static void test_ttft_first_id(void **state)
+{
+    (void)state;
+    struct pcase pc = { "mistral-tiny-bf16", MODEL_PRECISION_AUTO };
+    struct pctx x;
+    if (!open_ctx(&pc, &x)) {
+        skip();
+        return;
+    }
+    const int V = x.m->cfg.vocab_size, pre = 100;
+    float *lg = malloc((size_t)V * sizeof *lg);
+    int32_t *ids = long_prompt(&x.f, LONG);
+    struct bora_err err = { "" };
+    int32_t first = -1;
+    double ms = 0;
+    for (int at = 0; at <= pre; at += pre) {
+        engine_reset(x.e);
+        if (at)
+            assert_int_equal(engine_forward(x.e, ids, at, 0, NULL), 0);
+        if (engine_cuda_ttft(x.e, ids + at, LONG - at, at, &first, &ms, &err))
+            fail_msg("ttft from position %d: %s", at, err.msg);
+        assert_true(ms > 0);
+        assert_int_equal(engine_forward(x.e, ids + at, LONG - at, at, lg), 0);
+        assert_int_equal(first, sampler_argmax(lg, V));
+    }
+    assert_int_equal(engine_cuda_ttft(x.e, ids, 1, 0, &first, &ms, &err), -EINVAL);     /* one token */
+    assert_int_equal(engine_cuda_ttft(x.e, ids, 2, CTX - 1, &first, &ms, &err), -EINVAL); /* past the cache */
+    free(ids);
+    free(lg);
+    close_ctx(&x);
+}
+
 #define N_FIX (sizeof fixture_names / sizeof *fixture_names)
 
 int main(void)
 {
     static struct pcase exact[N_FIX], conv[N_FIX];
-    struct CMUnitTest tests[2 * N_FIX + 1];
+    struct CMUnitTest tests[2 * N_FIX + 2];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
@@ -252,6 +288,7 @@ int main(void)
                                           &conv[i] };
     }
     tests[n++] = (struct CMUnitTest){ "prefill_cancel", test_cancel, NULL, NULL, NULL };
+    tests[n++] = (struct CMUnitTest){ "ttft_first_id", test_ttft_first_id, NULL, NULL, NULL };
     return _cmocka_run_group_tests("gpu_prefill_engine", tests, n, NULL, NULL);
 }
 #else
