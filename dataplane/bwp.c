@@ -176,15 +176,16 @@ size_t bwp_seal(uint8_t *buf, size_t n, size_t cap, const struct bwp_key *key, u
     buf[5] |= BWP_FLAG_AUTH;
     bwp_wr32(buf + 8, bwp_rd32(buf + 8) + BWP_TRAILER_SIZE);
     bwp_wr64(buf + n, ts_us);
-    mac_compute(key, buf, n + 8, buf + n + 8);
+    mac_compute(key, buf, n, buf + n + 8);   /* protocol.md rule 17: header + payload before the trailer */
     return n + BWP_TRAILER_SIZE;
 }
 
-/* Verifies the trailer in the last 40 bytes of frame[0..n). MAC covers [0, n-32). */
+/* Verifies the trailer in the last 40 bytes of frame[0..n). The MAC covers [0, n-40): the header
+ * as sent and the payload before the trailer, not the timestamp (protocol.md rule 17). */
 static bool mac_ok(const struct bwp_key *key, const uint8_t *frame, size_t n)
 {
     uint8_t mac[32];
-    mac_compute(key, frame, n - BWP_MAC_SIZE, mac);
+    mac_compute(key, frame, n - BWP_TRAILER_SIZE, mac);
     return sodium_memcmp(mac, frame + n - BWP_MAC_SIZE, BWP_MAC_SIZE) == 0;
 }
 
@@ -221,8 +222,9 @@ int bwp_replay_check(struct bwp_replay *r, uint64_t endpoint, uint64_t request_i
     free_slot->endpoint = endpoint;
     free_slot->request_id = request_id;
     free_slot->ts_us = ts_us;
-    /* a timestamp is accepted while within the skew of now: remember it until it cannot be */
-    free_slot->expires_us = (ts_us > now_us ? ts_us : now_us) + 2 * BWP_AUTH_SKEW_US;
+    /* a timestamp is accepted while now ≤ ts + the skew: remember it exactly that long (the
+     * window then holds about 30 s of authenticated frames, not 60 or more) */
+    free_slot->expires_us = ts_us + BWP_AUTH_SKEW_US + 1;
     return 0;
 }
 
@@ -292,8 +294,7 @@ struct bwp_verdict bwp_mac_stream_verdict(struct bwp_mac_stream *m, const struct
     if (m->tail_n < BWP_TRAILER_SIZE)
         return verdict_auth(request_id, "auth trailer truncated");
     uint8_t mac[32];
-    crypto_auth_hmacsha256_update(&m->st, m->tail, 8);   /* the timestamp is MACed too */
-    crypto_auth_hmacsha256_final(&m->st, mac);
+    crypto_auth_hmacsha256_final(&m->st, mac);   /* header + payload; the timestamp is not covered */
     if (sodium_memcmp(mac, m->tail + 8, BWP_MAC_SIZE) != 0)
         return verdict_auth(request_id, "auth MAC wrong");
     uint64_t ts = bwp_rd64(m->tail);
@@ -662,8 +663,9 @@ int bwp_parse_server(const uint8_t *buf, size_t n, const struct bwp_key *key, bo
         if (key && key->len && !mac_ok(key, buf, n))
             return -EACCES;
         body -= BWP_TRAILER_SIZE;
-    } else if (require_auth) {
-        return -EACCES;
+    } else if (require_auth &&
+               !(h->type == BWP_ERROR && body >= 2 && bwp_rd16(buf + BWP_HDR_SIZE) == BWP_E_AUTH)) {
+        return -EACCES;   /* rule 17: only an ERROR answering a frame that failed AUTH is unsigned */
     }
     const uint8_t *p = buf + BWP_HDR_SIZE;
     switch (h->type) {

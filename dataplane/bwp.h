@@ -211,7 +211,8 @@ struct bwp_server_frame {
     } u;
 };
 /* Parses one server frame of exactly n bytes; verifies the trailer when key is set and the
- * AUTH flag is present (require_auth: its absence is an error). Returns 0 or -EBADMSG
+ * AUTH flag is present (require_auth: its absence is an error, except on ERROR AUTH, which
+ * answers a frame that failed authentication and has none: protocol.md rule 17). Returns 0 or -EBADMSG
  * (malformed), -EPROTO (bad magic/version), -EACCES (MAC wrong or missing). */
 int bwp_parse_server(const uint8_t *buf, size_t n, const struct bwp_key *key, bool require_auth,
                      struct bwp_server_frame *out);

@@ -220,7 +220,7 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
         p->stats.rejected++;
         /* answered only when the frame names a request (rule 2 still applies) */
         if (n >= BWP_HDR_SIZE && !memcmp(buf, "BWP1", 4) && bwp_rd64(buf + 16) != 0)
-            dp_port_error(p, peer, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", true);
+            dp_port_error(p, peer, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", false);
         return;
     }
     struct bwp_verdict v = bwp_parse_client(buf, n, peer->conn ? BWP_TCP : BWP_UDP, &pol->lim,

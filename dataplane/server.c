@@ -622,7 +622,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
             dp_policy_exit(s->port.hz);
             if (refused)
                 v = (struct bwp_verdict){ .code = BWP_E_FORBIDDEN, .answer = v.request_id != 0, .close = v.close,
-                                          .no_trailer = true, .request_id = v.request_id,
+                                          .no_trailer = false, .request_id = v.request_id,
                                           .msg = "client address not allowed" };
             else if (v.code == BWP_E_TOO_LARGE && !v.close && s->sh.key) {
                 bwp_mac_stream_init(&c->mac, s->sh.key, c->rbuf + off);   /* answer once skipped */

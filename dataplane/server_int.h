@@ -25,7 +25,8 @@
 #define DP_RETAIN_FLOWS      8192       /* finished UDP requests kept for RESEND */
 #define DP_RETAIN_US         5000000ull /* 5 s after DONE (rule 14) */
 #define DP_LOG_BYTES         (16u << 20)/* RESEND frame log */
-#define DP_REPLAY_SLOTS      65536      /* AUTH replay window entries */
+#define DP_REPLAY_SLOTS      262144     /* AUTH replay window entries (8 MiB): 30 s of ≈ 5,000
+                                         * authenticated frames a second before "window full" */
 #define DP_TCP_MAX_CONNS     1024
 #define DP_TCP_WBUF_BYTES    (1u << 20) /* per connection; a client that lets it fill is dropped */
 #define DP_UDP_BATCH         32         /* datagrams per recvmmsg */

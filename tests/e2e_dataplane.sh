@@ -164,7 +164,7 @@ def frame(t, rid, payload=b"", flags=0, magic=b"BWP1", reserved=0, auth=bool(key
         length = len(payload) + 40
         head = HDR.pack(magic, t, flags | 1, reserved, length, 0, rid)
         ts = struct.pack("<Q", int(time.time() * 1e6))
-        mac = hmac.new(key, head + payload + ts, hashlib.sha256).digest()
+        mac = hmac.new(key, head + payload, hashlib.sha256).digest()   # rule 17: not the timestamp
         return head + payload + ts + mac
     return HDR.pack(magic, t, flags, reserved, len(payload), 0, rid) + payload
 def generate(rid, ids, max_tokens=4, kind=2, options=0, top_p=1.0, prompt=None):
@@ -176,7 +176,7 @@ def parse(b):
     body = b[24:]
     if flags & 1:
         assert key, "trailer from a server without key"
-        assert hmac.compare_digest(hmac.new(key, b[:-32], hashlib.sha256).digest(), b[-32:]), "bad server MAC"
+        assert hmac.compare_digest(hmac.new(key, b[:-40], hashlib.sha256).digest(), b[-32:]), "bad server MAC"
         body = body[:-40]
     return t, seq, rid, body, bool(flags & 1)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -287,5 +287,11 @@ python3 "$tmp/wire.py" "$port" "$psk" || fail "AUTH wire client"
 out=$($bora client --udp 127.0.0.1:$port --ids 1,2 -n 2 --timeout-ms 2000 2>&1); rc=$?
 [ $rc -eq 1 ] && grep -q "AUTH" <<<"$out" || fail "client without key: rc $rc, '$out'"
 $bora client --udp 127.0.0.1:$port --ids 1,2 -n 2 --key $psk >/dev/null 2>&1 || fail "client with key"
+# a wrong key: the server's ERROR AUTH comes without a trailer (rule 17) and the client reports it
+bad=ff${psk:2}
+for t in udp tcp; do
+    out=$($bora client --$t 127.0.0.1:$port --ids 1,2 -n 2 --key $bad --timeout-ms 3000 2>&1); rc=$?
+    [ $rc -eq 1 ] && grep -q "AUTH" <<<"$out" || fail "$t client with a wrong key: rc $rc, '$out'"
+done
 tick stop; stop_borad; tick stopped
 echo "e2e_dataplane: ok"

@@ -525,11 +525,12 @@ static void test_auth(void **s)
     assert_int_equal(n, 24 + 32 + 2 + 40);
     assert_int_equal(b[5], 1);
     assert_int_equal(bwp_rd32(b + 8), 32 + 2 + 40);
-    /* independent check: the trailer is ts + HMAC-SHA-256(key, header+payload+ts) */
+    /* independent check, protocol.md rule 17: the trailer is ts + HMAC-SHA-256(key, the header
+     * as sent + the payload before the trailer); the timestamp is not covered */
     uint8_t mac[32];
     crypto_auth_hmacsha256_state st;
     crypto_auth_hmacsha256_init(&st, key.bytes, 32);
-    crypto_auth_hmacsha256_update(&st, b, n - 32);
+    crypto_auth_hmacsha256_update(&st, b, n - 40);
     crypto_auth_hmacsha256_final(&st, mac);
     assert_memory_equal(mac, b + n - 32, 32);
     assert_int_equal(bwp_rd64(b + n - 40), NOW + 5);
@@ -542,12 +543,22 @@ static void test_auth(void **s)
     expect(v, BWP_E_AUTH, 11);
     assert_true(v.no_trailer);
     expect(bwp_parse_client(b, n, BWP_UDP, &lim, &rp, 2, NOW, &f), BWP_OK, 11);
-    /* any flipped byte: AUTH */
-    for (size_t i = 24; i < n; i += 9) {
+    /* any flipped byte of the header, payload or MAC: AUTH */
+    for (size_t i = 0; i < n; i += i < 24 ? 1 : 9) {
+        if (i >= n - 40 && i < n - 32)
+            continue;                                 /* the timestamp: below */
         memcpy(c, b, n);
         c[i] ^= 0x20;
-        expect(bwp_parse_client(c, n, BWP_UDP, &lim, &rp, 3, NOW, &f), BWP_E_AUTH, 11);
+        struct bwp_verdict vf = bwp_parse_client(c, n, BWP_UDP, &lim, &rp, 3, NOW, &f);
+        if (i >= 24 || vf.code == BWP_OK)             /* header bytes may fail an earlier check */
+            expect(vf, BWP_E_AUTH, i < 24 ? vf.request_id : 11);
     }
+    /* the MAC does not cover the timestamp (rule 17): a changed one within 30 s still verifies;
+     * only the replay window (endpoint, request_id, timestamp) and the skew guard it */
+    memcpy(c, b, n);
+    c[n - 40] ^= 0x01;
+    expect(bwp_parse_client(c, n, BWP_UDP, &lim, &rp, 3, NOW, &f), BWP_OK, 11);
+    expect(bwp_parse_client(c, n, BWP_UDP, &lim, &rp, 3, NOW, &f), BWP_E_AUTH, 11);
     /* wrong key */
     struct bwp_key other = key;
     other.bytes[0] ^= 1;
@@ -577,6 +588,12 @@ static void test_auth(void **s)
     assert_int_equal(sf.u.accepted.prompt_tokens, 3);
     assert_int_equal(bwp_parse_server(b, n, &other, true, &sf), -EACCES);
     n = bwp_build_accepted(b, sizeof b, 16, 0, 0, 3, NULL, 0);
+    assert_int_equal(bwp_parse_server(b, n, &key, true, &sf), -EACCES);
+    /* ... except ERROR AUTH, which answers a frame that failed authentication (rule 17) */
+    n = bwp_build_error(b, sizeof b, 16, 0, BWP_E_AUTH, "auth MAC wrong", NULL, 0);
+    assert_int_equal(bwp_parse_server(b, n, &key, true, &sf), 0);
+    assert_int_equal(sf.u.error.code, BWP_E_AUTH);
+    n = bwp_build_error(b, sizeof b, 16, 0, BWP_E_BUSY, "busy", NULL, 0);
     assert_int_equal(bwp_parse_server(b, n, &key, true, &sf), -EACCES);
     /* oversize TCP frames on a keyed server */
     bwp_put_header(b, BWP_GENERATE, 0, 5000, 0, 17);
@@ -640,8 +657,10 @@ static void test_replay_window(void **s)
     for (uint64_t i = 3; i < 200 && rc == 0; i++)
         rc = bwp_replay_check(&rp, 1, i, NOW, NOW);
     assert_int_equal(rc, -ENOSPC);            /* full of live entries: refuse, never forget */
-    /* after 60 s the entries expire and the window makes room again */
-    assert_int_equal(bwp_replay_check(&rp, 9, 9, NOW + 61000000ull, NOW + 61000000ull), 0);
+    /* an entry lives while its timestamp could still be accepted (now ≤ ts + 30 s), no longer */
+    assert_int_equal(bwp_replay_check(&rp, 9, 9, NOW + 30000000ull, NOW + 30000000ull), -ENOSPC);
+    assert_int_equal(bwp_replay_check(&rp, 9, 9, NOW + 30000001ull, NOW + 30000001ull), 0);
+    assert_int_equal(bwp_replay_check(&rp, 1, 1, NOW, NOW + 30000000ull), -EALREADY);   /* NOW + 1 still there */
 }
 
 /* Every truncation of a valid frame of every type is refused, never accepted. */
