@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -127,6 +128,18 @@ int main(int argc, char **argv)
         usage(rc ? stderr : stdout);
         return rc;
     }
+    /* the kernels' diagnostic switches are for `bora bench`; one of them makes answers wrong */
+    if (getenv("BORA_MEGA_DEBUG") && atoi(getenv("BORA_MEGA_DEBUG"))) {
+        fprintf(stderr, "borad: BORA_MEGA_DEBUG is set: a decode-kernel diagnostic that makes every answer "
+                        "wrong; unset it to serve\n");
+        return 1;
+    }
+    static const char *const tuning[] = { "BORA_MEGA_CB", "BORA_MEGA_NS", "BORA_MEGA_BLOCKS", "BORA_MEGA_FLAGS",
+                                          "BORA_MEGA_AHEAD", "BORA_MEGA_TRACE", "BORA_DECODE", "BORA_DECODE_SWITCH" };
+    for (size_t i = 0; i < sizeof tuning / sizeof *tuning; i++)
+        if (getenv(tuning[i]))
+            fprintf(stderr, "borad: note: %s=%s is set (a tuning experiment for bora bench; decode speed may "
+                            "differ from the documented figures)\n", tuning[i], getenv(tuning[i]));
     if (a.check) {
         if (load(a.check, &cfg, &diag))
             return 1;

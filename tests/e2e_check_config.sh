@@ -36,6 +36,10 @@ grep -q "No such file" "$err" && fail "the last path exists: $(cat "$err")"
 printf '[model]\npath = tests/data/fixtures/mistral-tiny-bf16\n' >"$tmpd/m.ini"
 "$borad" --check-config "$tmpd/m.ini" >"$out" 2>"$err" || fail "a fixture folder: $(cat "$err")"
 
+# the decode kernel's diagnostic switch makes answers wrong: borad refuses to start with it
+BORA_MEGA_DEBUG=4 "$borad" --check-config config/bora.ini >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] && grep -q "BORA_MEGA_DEBUG" "$err" || fail "BORA_MEGA_DEBUG set: exit $rc: $(cat "$err")"
+
 "$borad" --bogus >"$out" 2>"$err"; rc=$?
 [ $rc -eq 2 ] || fail "--bogus: exit $rc, wanted 2"
 
