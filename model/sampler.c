@@ -3,11 +3,12 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Candidates whose logit is this far (in units of temperature) below the maximum have
- * probability < e^-40 relative to the top token and are dropped before sorting. */
+ * probability < e^-40 relative to the top token and are dropped. */
 #define SAMPLER_LOGIT_WINDOW 40.0f
 
 static uint64_t splitmix64(uint64_t *x)
@@ -70,55 +71,132 @@ void sampler_fini(struct sampler *s)
     s->cand = NULL;
 }
 
+/* Two passes, each without a loop-carried dependence through memory: the largest value over
+ * eight independent lanes (NaN never wins a comparison), then its first index. */
 int32_t sampler_argmax(const float *logits, int n)
 {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (logits[i] > logits[best])
-            best = i;
-    return best;
+    float m[8] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            m[j] = logits[i + j] > m[j] ? logits[i + j] : m[j];
+    for (; i < n; i++)
+        m[0] = logits[i] > m[0] ? logits[i] : m[0];
+    float mx = m[0];
+    for (int j = 1; j < 8; j++)
+        mx = m[j] > mx ? m[j] : mx;
+    for (i = 0; i < n; i++)
+        if (logits[i] == mx)
+            return i;
+    return 0;   /* every value NaN */
 }
 
-static int cmp_desc(const void *a, const void *b)
+/* Candidate order: larger p first, then lower id (a strict order: ids are distinct). */
+static inline bool better(const struct sampler_cand *x, const struct sampler_cand *y)
 {
-    const struct sampler_cand *x = a, *y = b;
-    if (x->p != y->p)
-        return x->p < y->p ? 1 : -1;
-    return (x->id > y->id) - (x->id < y->id);   /* deterministic order on ties */
+    return x->p > y->p || (x->p == y->p && x->id < y->id);
 }
 
+static inline void swap_cand(struct sampler_cand *a, struct sampler_cand *b)
+{
+    struct sampler_cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Partitions c[lo, hi) around its middle element: returns a with c[lo, a) better than c[a] and
+ * c[a + 1, hi) worse. Deterministic (no random pivot: same input, same order). */
+static int partition(struct sampler_cand *c, int lo, int hi)
+{
+    swap_cand(&c[lo + (hi - lo) / 2], &c[hi - 1]);
+    const struct sampler_cand pv = c[hi - 1];
+    int a = lo;
+    for (int i = lo; i < hi - 1; i++)
+        if (better(&c[i], &pv))
+            swap_cand(&c[i], &c[a++]);
+    swap_cand(&c[a], &c[hi - 1]);
+    return a;
+}
+
+/* Moves the k best of c[0, n) to c[0, k) (in no particular order); expected O(n). */
+static void select_best(struct sampler_cand *c, int n, int k)
+{
+    int lo = 0, hi = n;
+    while (hi - lo > 1) {
+        int a = partition(c, lo, hi);
+        if (a == k || a + 1 == k)
+            return;
+        if (a > k)
+            hi = a;
+        else
+            lo = a + 1;
+    }
+}
+
+/* The nucleus: moves the best candidates to c[0, m) and returns the smallest m whose mass
+ * (c[i].p, unnormalised weights) reaches target, as a sort by `better` would find it; expected
+ * O(n), only the last few candidates at the cut are sorted. */
+static int nucleus(struct sampler_cand *c, int n, double target)
+{
+    int lo = 0, hi = n;   /* c[0, lo) are better than all of c[lo, n) and weigh acc < target */
+    double acc = 0;
+    while (hi - lo > 32) {
+        int a = partition(c, lo, hi);
+        double mass = 0;
+        for (int i = lo; i <= a; i++)
+            mass += c[i].p;
+        if (acc + mass >= target) {
+            hi = a + 1;   /* the cut lies in c[lo, a] */
+        } else {
+            acc += mass;
+            lo = a + 1;
+        }
+    }
+    for (int i = lo + 1; i < hi; i++) {   /* insertion sort of the few left */
+        struct sampler_cand x = c[i];
+        int j = i;
+        for (; j > lo && better(&x, &c[j - 1]); j--)
+            c[j] = c[j - 1];
+        c[j] = x;
+    }
+    for (int i = lo; i < hi; i++) {
+        acc += c[i].p;
+        if (acc >= target)
+            return i + 1;
+    }
+    return hi;
+}
+
+/* Temperature, then top-k, then top-p over the candidates within SAMPLER_LOGIT_WINDOW of the
+ * best, then one draw. No sort of the whole vocabulary: top-k and top-p select their sets in
+ * expected linear time, and the draw walks the kept set in a fixed order (the distribution does
+ * not depend on the order; the order depends only on the logits, so a seed still reproduces). */
 int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     if (s->p.temperature == 0.0f || s->p.top_k == 1)
         return sampler_argmax(logits, s->vocab);
-    const float t = s->p.temperature;
+    const float t = s->p.temperature, inv_t = 1.0f / t;
     const float mx = logits[sampler_argmax(logits, s->vocab)];
     int n = 0;
-    for (int i = 0; i < s->vocab; i++)
-        if ((mx - logits[i]) / t < SAMPLER_LOGIT_WINDOW) {
+    for (int i = 0; i < s->vocab; i++) {
+        const float d = (logits[i] - mx) * inv_t;   /* log-probability up to a constant, ≤ 0 */
+        if (d > -SAMPLER_LOGIT_WINDOW) {
             s->cand[n].id = i;
-            s->cand[n].p = (logits[i] - mx) / t;   /* log-probability up to a constant */
+            s->cand[n].p = d;
             n++;
         }
-    qsort(s->cand, (size_t)n, sizeof *s->cand, cmp_desc);
-    if (s->p.top_k > 0 && (uint32_t)n > s->p.top_k)
+    }
+    if (s->p.top_k > 0 && (uint32_t)n > s->p.top_k) {
+        select_best(s->cand, n, (int)s->p.top_k);
         n = (int)s->p.top_k;
+    }
     double sum = 0;
     for (int i = 0; i < n; i++) {
         s->cand[i].p = expf(s->cand[i].p);
         sum += s->cand[i].p;
     }
-    if (s->p.top_p < 1.0f) {   /* smallest prefix whose mass reaches top_p */
-        double acc = 0;
-        int keep = n;
-        for (int i = 0; i < n; i++) {
-            acc += s->cand[i].p / sum;
-            if (acc >= s->p.top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-        n = keep;
+    if (s->p.top_p < 1.0f) {   /* the smallest set of the best whose mass reaches top_p */
+        n = nucleus(s->cand, n, (double)s->p.top_p * sum);
         sum = 0;
         for (int i = 0; i < n; i++)
             sum += s->cand[i].p;
