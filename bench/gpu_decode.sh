@@ -22,6 +22,10 @@ if [ "${DECODE_TESTS:-1}" = 1 ]; then
         step "$t"
         timeout 200 "$TESTS/$t" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -15
     done
+    if [ -x "${BIN:-build}/borad" ]; then
+        step "e2e_gpu_borad (borad on the GPU: direct loader, ids, prefix cache)"
+        timeout 120 bash tests/e2e_gpu_borad.sh "${BIN:-build}" 2>&1 | tail -15
+    fi
 fi
 for v in ${ENGINE_VARS:-}; do   # gpu_engine again under BORA_MEGA_* settings (a variant's correctness), e.g. "FLAGS=256"
     envs=$(echo "$v" | tr ';' ' ' | sed "s/\([A-Z][A-Z0-9_]*=\)/BORA_MEGA_\1/g")

@@ -106,6 +106,8 @@ static void banner(const struct bora_config *cfg, const struct generator *g, con
     fprintf(stderr, "borad: serving %s%s (%s, vocab %u, context %u, backend %s)\n", dir,
             cfg->model.path[0] ? "" : " [built-in default: random weights, not a trained model]",
             model_arch_name(m->cfg.arch), g->vocab_size, g->max_ctx, gen_engine_backend(g));
+    if (gen_engine_load_note(g)[0])
+        fprintf(stderr, "borad: %s\n", gen_engine_load_note(g));
     if (gen_engine_backend_why(g)[0])
         fprintf(stderr, "borad: not on a GPU: %s\n", gen_engine_backend_why(g));
     fprintf(stderr, "borad: BWP/1 on udp %s, tcp %s%s — talk to it with:\n", udp[0] ? udp : "off",

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "dataplane/bwp.h"
+#include "kernels/model_load_cuda.h"
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 
@@ -37,6 +38,7 @@ struct gen_engine {
     struct tokenizer *tok;         /* NULL when the checkpoint has none (ids only) */
     struct detok detok;
     struct chat_message *msgs;     /* (GE_MAX_MESSAGES) scratch for kind-1 prompts */
+    char load_note[160];           /* how the weights reached the engine (for the banner) */
 };
 
 /* Kind-1 messages → ids with the model's chat template. */
@@ -220,7 +222,27 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     if (rc < 0)
         goto err;
     struct engine_opts eo = { .backend = o->backend, .max_ctx = o->max_ctx, .n_threads = o->n_threads };
-    if ((rc = engine_open(&ge->e, ge->m, &eo, err)) < 0)
+    /* On a GPU the weights stream from the shards straight into the device arena (io_uring,
+     * O_DIRECT when cold) while the engine is prepared: the cold-start path `bora coldstart`
+     * measures. Without a usable GPU, backend auto goes on to engine_open, which says why. */
+    rc = -ENODEV;
+    if (o->backend != ENGINE_BACKEND_CPU) {
+        struct bora_err lerr = { "" };
+        struct model_load_cuda_stats st;
+        rc = model_load_cuda(&ge->e, ge->m, &eo, NULL, &st, &lerr);
+        if (rc == 0 && st.streamed)
+            snprintf(ge->load_note, sizeof ge->load_note,
+                     "weights streamed into GPU memory: %.2f GB in %.2f s (io_uring, %s, %d reader%s)", st.bytes / 1e9,
+                     st.seconds, st.direct ? "O_DIRECT" : "page cache", st.parts, st.parts == 1 ? "" : "s");
+        else if (rc == 0)
+            snprintf(ge->load_note, sizeof ge->load_note, "weights converted on the host, then copied to the GPU");
+        if (rc < 0 && (rc != -ENODEV || o->backend == ENGINE_BACKEND_CUDA)) {
+            if (err)
+                *err = lerr;
+            goto err;
+        }
+    }
+    if (rc < 0 && (rc = engine_open(&ge->e, ge->m, &eo, err)) < 0)
         goto err;
     struct sampler_params sp = { .temperature = 0, .top_p = 1 };
     if ((rc = sampler_init(&ge->s, ge->m->cfg.vocab_size, &sp)) < 0) {
@@ -268,6 +290,11 @@ const struct model *gen_engine_model(const struct generator *g)
 const char *gen_engine_backend(const struct generator *g)
 {
     return g->impl ? engine_backend_name(((const struct gen_engine *)g->impl)->e) : "none";
+}
+
+const char *gen_engine_load_note(const struct generator *g)
+{
+    return g->impl ? ((const struct gen_engine *)g->impl)->load_note : "";
 }
 
 const char *gen_engine_backend_why(const struct generator *g)
