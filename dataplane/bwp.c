@@ -443,7 +443,9 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
     /* TOO_LARGE */
     if (tr == BWP_UDP && h->length > BWP_UDP_MAX_DGRAM - BWP_HDR_SIZE)
         return verdict(BWP_E_TOO_LARGE, rid, "frame does not fit one UDP datagram");
-    if ((size_t)BWP_HDR_SIZE + h->length > bwp_frame_max(lim))
+    /* TCP: the stream reader refuses frames over the limit before they are buffered (rule 7);
+     * UDP: a datagram that fits is judged by its prompt_len and its sizes, not its length */
+    if (tr == BWP_TCP && (size_t)BWP_HDR_SIZE + h->length > bwp_frame_max(lim))
         return verdict(BWP_E_TOO_LARGE, rid, "frame over the server's size limit");
     if (h->type == BWP_GENERATE && h->length >= BWP_GEN_FIXED + trailer &&
         n >= BWP_HDR_SIZE + BWP_GEN_FIXED) {

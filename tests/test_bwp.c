@@ -331,9 +331,17 @@ static void test_rule7_too_large(void **s)
     /* UDP: a header whose length cannot fit one datagram */
     bwp_put_header(b, BWP_GENERATE, 0, 70000, 0, 42);
     expect(parse(b, 100, BWP_UDP, &LIM, &f), BWP_E_TOO_LARGE, 42);
-    /* a CANCEL over the frame limit: TOO_LARGE before BAD_FRAME */
+    /* rule 7 names only prompt_len and the datagram: over UDP a CANCEL with 2,000 bytes of
+     * payload is malformed (BAD_FRAME), and so is a GENERATE whose length exceeds its prompt */
     bwp_put_header(b, BWP_CANCEL, 0, 2000, 0, 42);
-    expect(parse(b, 24 + 2000, BWP_UDP, &LIM, &f), BWP_E_TOO_LARGE, 42);
+    expect(parse(b, 24 + 2000, BWP_UDP, &LIM, &f), BWP_E_BAD_FRAME, 42);
+    g = gen_text("hi");
+    size_t gn = bwp_build_generate(b, sizeof b, 42, &g, NULL, 0);
+    bwp_wr32(b + 8, bwp_rd32(b + 8) + 1100);
+    expect(parse(b, gn + 1100, BWP_UDP, &LIM, &f), BWP_E_BAD_FRAME, 42);
+    /* on TCP a frame over the limit is TOO_LARGE (the stream reader skips it) */
+    bwp_put_header(b, BWP_CANCEL, 0, 2000, 0, 42);
+    expect(parse(b, 24 + 2000, BWP_TCP, &LIM, &f), BWP_E_TOO_LARGE, 42);
     /* TCP oversize: skipped up to 16 MiB, closed beyond */
     bwp_put_header(b, BWP_GENERATE, 0, 16u << 20, 0, 42);
     struct bwp_verdict v = bwp_parse_oversize(b, &LIM);
