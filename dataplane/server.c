@@ -671,6 +671,19 @@ static void tcp_readable(struct dp_server *s, uint32_t ci)
         }
         if (n == 0) {                /* half-close: keep answering (rule 15) */
             c->rd_eof = true;
+            if (c->rlen > 0 && !c->skip) {   /* the stream ended inside a frame: it is truncated */
+                struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
+                const bool named = c->rlen >= BWP_HDR_SIZE && !memcmp(c->rbuf, "BWP1", 4);
+                s->port.stats.rejected++;
+                metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
+                metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
+                dp_port_error(&s->port, &p, named ? bwp_rd64(c->rbuf + 16) : 0, BWP_E_BAD_FRAME,
+                              named ? "frame truncated by the end of the stream" : "short header at the end of the stream",
+                              false);
+                c->rlen = 0;
+                if (!named)
+                    c->closing = true;   /* rule 2: too broken to name a request */
+            }
             ep_mod(s->ep, c->fd, c->want_out ? EPOLLOUT : 0, TAG_CONN0 + ci);
             conn_mark_dirty(s, ci);
             return;

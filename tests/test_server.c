@@ -398,6 +398,29 @@ static void test_errors_tcp(void **s)
     expect_error(&c, 0, BWP_E_BAD_FRAME);
     expect_closed(&c);
     bwp_conn_close(&c);
+    /* the stream ends inside a header (rule 2): ERROR BAD_FRAME with request_id 0, then close */
+    c = open_conn(true);
+    bwp_conn_send(&c, (const uint8_t *)"BWP1\x03\x00", 6);
+    shutdown(c.fd, SHUT_WR);
+    expect_error(&c, 0, BWP_E_BAD_FRAME);
+    expect_closed(&c);
+    bwp_conn_close(&c);
+    /* ... inside a frame's payload after a good one: the good one is answered, the truncated
+     * one gets BAD_FRAME with its header's id */
+    c = open_conn(true);
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 40, NULL, 0);
+    bwp_put_header(b + n, BWP_RESEND, 0, 4, 0, 41);
+    bwp_conn_send(&c, b, n + 24 + 2);
+    shutdown(c.fd, SHUT_WR);
+    {
+        uint8_t rb[512];
+        struct bwp_server_frame f;
+        assert_int_equal(test_recv(&c, rb, sizeof rb, &f, T_MS, NULL), 1);
+        assert_int_equal(f.h.type, BWP_PONG);
+    }
+    expect_error(&c, 41, BWP_E_BAD_FRAME);
+    expect_closed(&c);
+    bwp_conn_close(&c);
     /* wrong version: BAD_VERSION with the header's id, then close */
     c = open_conn(true);
     n = bwp_build_simple(b, sizeof b, BWP_PING, 44, NULL, 0);
