@@ -133,7 +133,7 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
     rc = engine_forward(ge->e, ge->ids + keep, n - keep, keep, ge->logits);
     if (rc < 0)
         return bora_errf(err, -EIO, "engine prefill of %d tokens at position %d failed: %s", n - keep, keep,
-                         strerror(-rc));
+                         engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
     memcpy(ge->kv_ids + keep, ge->ids + keep, sizeof *ge->ids * (size_t)(n - keep));
     ge->n_kv = n;
     ge->pos = n;
@@ -157,7 +157,8 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
         ge->n_kv = ge->pos;   /* until the position is written */
         int rc = engine_forward(ge->e, &ge->pending, 1, ge->pos, ge->logits);
         if (rc < 0)
-            return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos, strerror(-rc));
+            return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos,
+                             engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
         ge->kv_ids[ge->pos++] = ge->pending;
         ge->n_kv = ge->pos;
     }

@@ -713,6 +713,7 @@ static const struct engine_ops cuda_ops = {
     .reset = cuda_reset,
     .close = cuda_close,
     .kv_read = cuda_kv_read,
+    .last_error = engine_cuda_last_error,
 };
 
 static int pick_dtypes(const struct model *m, struct plan_dtypes *dt)

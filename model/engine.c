@@ -120,6 +120,11 @@ const char *engine_backend_name(const struct engine *e)
     return e->ops->name;
 }
 
+const char *engine_last_error(const struct engine *e)
+{
+    return e->ops->last_error ? e->ops->last_error(e) : "";
+}
+
 const char *engine_backend_why(const struct engine *e)
 {
     return e->backend_why;

@@ -37,6 +37,8 @@ struct engine_ops {
     /* Optional (NULL: -ENOTSUP): copies layer `layer`'s cached key and value rows at `pos`
      * (n_kv_heads*head_dim floats each, after RoPE) into k and v. For tests. */
     int (*kv_read)(struct engine *e, int layer, int pos, float *k, float *v);
+    /* Optional: the message of the last failed forward (which call, file, line), or "". */
+    const char *(*last_error)(const struct engine *e);
 };
 
 struct engine {
@@ -70,6 +72,8 @@ void engine_reset(struct engine *e);
 /* Reads one cached K/V row (see engine_ops.kv_read). Errors: -ENOTSUP, -EINVAL. */
 int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v);
 const char *engine_backend_name(const struct engine *e);
+/* What the last failed forward reported (a CUDA backend names the call, file and line), or "". */
+const char *engine_last_error(const struct engine *e);
 /* Backend AUTO that ended on the CPU: the reason CUDA was not used (no device, built without
  * CUDA, a GPU the CUDA backend does not support); "" when the backend was chosen explicitly. */
 const char *engine_backend_why(const struct engine *e);
