@@ -313,9 +313,10 @@ int generate_run(struct run_opts *o)
     if (tok)
         detok_init(&d, tok);
     int32_t eos = tok ? tokenizer_eos_id(tok) : m->cfg.eos_id;
-    int r = engine_forward(e, o->ids, o->n_ids, 0, logits), n = 0, pos = o->n_ids;
+    /* the same choice of the next id as borad (engine_forward_next: the GPU's sampler on CUDA) */
+    int32_t id = -1;
+    int r = engine_forward_next(e, o->ids, o->n_ids, 0, &s, logits, &id), n = 0, pos = o->n_ids;
     while (!r && n < o->n_tokens) {
-        int32_t id = sampler_sample(&s, logits);
         if (id == eos && !o->ignore_eos)
             break;
         out_ids[n++] = id;
@@ -330,11 +331,13 @@ int generate_run(struct run_opts *o)
             fflush(stdout);
         }
         text_len += dn;
-        if (n < o->n_tokens)
-            r = engine_forward(e, &id, 1, pos++, logits);
+        if (n < o->n_tokens) {
+            const int32_t prev = id;
+            r = engine_forward_next(e, &prev, 1, pos++, &s, logits, &id);
+        }
     }
     if (r) {
-        fprintf(stderr, "bora: engine failed: %s\n", strerror(-r));
+        fprintf(stderr, "bora: engine failed: %s\n", engine_last_error(e)[0] ? engine_last_error(e) : strerror(-r));
         goto out;
     }
     if (tok) {

@@ -1,6 +1,7 @@
 /* gen_engine.c — the generator vtable over model + engine + sampler: prepare counts and checks
- * the prompt, start prefills it, each step samples one id from the last logits (running the
- * engine for the previous token first, so the last token of a request costs no forward).
+ * the prompt, start prefills it and picks the first id, each step runs the previous id and
+ * picks the next (engine_forward_next: on the GPU's own sampler when the backend has one, else
+ * on the host from the logits), so the last token of a request costs no forward.
  *
  * Prefix cache: the engine holds one sequence. kv_ids remembers which token ids its KV cache
  * holds at positions [0, n_kv): the last prompt and every completion token run through the
@@ -25,7 +26,8 @@ struct gen_engine {
     struct model *m;
     struct engine *e;
     struct sampler s;
-    float *logits;                 /* (vocab) logits of the last position run */
+    float *logits;                 /* (vocab) host sampling scratch */
+    int32_t next;                  /* the id picked after the last position run */
     int32_t *ids;                  /* (max_ctx) prompt scratch */
     int pos;                       /* tokens in the KV cache */
     int32_t *kv_ids;               /* (max_ctx) ids whose keys and values the cache holds */
@@ -130,7 +132,7 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
     if (keep == 0)
         engine_reset(ge->e);
     ge->n_kv = keep;
-    rc = engine_forward(ge->e, ge->ids + keep, n - keep, keep, ge->logits);
+    rc = engine_forward_next(ge->e, ge->ids + keep, n - keep, keep, &ge->s, ge->logits, &ge->next);
     if (rc < 0)
         return bora_errf(err, -EIO, "engine prefill of %d tokens at position %d failed: %s", n - keep, keep,
                          engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
@@ -155,14 +157,14 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
         if (ge->pos >= ge->e->max_ctx)
             return GEN_EOS;                    /* context full: the sequence stops here */
         ge->n_kv = ge->pos;   /* until the position is written */
-        int rc = engine_forward(ge->e, &ge->pending, 1, ge->pos, ge->logits);
+        int rc = engine_forward_next(ge->e, &ge->pending, 1, ge->pos, &ge->s, ge->logits, &ge->next);
         if (rc < 0)
             return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos,
                              engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
         ge->kv_ids[ge->pos++] = ge->pending;
         ge->n_kv = ge->pos;
     }
-    int32_t id = sampler_sample(&ge->s, ge->logits);
+    const int32_t id = ge->next;
     if (id == ge->eos_id && !ge->ignore_eos)
         return GEN_EOS;
     ge->pending = id;

@@ -45,6 +45,8 @@ struct cuda_impl {
     char mega_why[sizeof(struct bora_err)];   /* why the persistent kernel is off ("" when on) */
     const atomic_bool *cancel;      /* checked between prefill chunks; may be NULL */
     bool prepared;                  /* engine_cuda_prepare done: open_finish has nothing left */
+    const struct sampler_params *samp;   /* set_state's sampling settings while cuda_forward_sample
+                                          * runs; NULL: greedy */
 };
 
 static enum bora_dtype gpu_dtype(enum bora_dtype d)
@@ -558,8 +560,10 @@ static int set_state(struct cuda_impl *s, const int32_t *ids, int n, int pos, st
     memset(s->h_in, 0, sizeof *s->h_in);
     s->h_in->pos = pos;
     s->h_in->fed_end = pos + n;
-    s->h_in->temperature = 0.0f;
-    s->h_in->top_p = 1.0f;
+    s->h_in->temperature = s->samp ? s->samp->temperature : 0.0f;
+    s->h_in->top_p = s->samp ? s->samp->top_p : 1.0f;
+    s->h_in->top_k = s->samp ? (int32_t)(s->samp->top_k < KERN_SAMPLE_MAX_K ? s->samp->top_k : KERN_SAMPLE_MAX_K) : 0;
+    s->h_in->seed = s->samp ? (uint32_t)(s->samp->seed ^ (s->samp->seed >> 32)) : 0;
     if (ids) {
         memcpy(s->h_ids, ids, (size_t)n * sizeof *ids);
         CUDA_CHECK(cudaMemcpyAsync(at(s, s->lay.tokens) + (size_t)pos * 4, s->h_ids, (size_t)n * 4,
@@ -646,6 +650,39 @@ static int cuda_forward(struct engine *e, const int32_t *ids, int n, int pos, fl
     return run_tokens(e, ids, n, pos, logits, false);
 }
 
+/* The tokens, then the next id from the graph's own sampler (kern_sample) under sp: the prefill
+ * path samples after its head, the step graph after every position (the last one counts). */
+static int cuda_forward_sample(struct engine *e, const int32_t *ids, int n, int pos, const struct sampler_params *sp,
+                               int32_t *id)
+{
+    struct cuda_impl *s = impl_of(e);
+    struct bora_err *err = &s->last;
+    err->msg[0] = 0;
+    int rc = check_ids(e, ids, n, pos, err);
+    if (rc)
+        return rc;
+    s->samp = sp;   /* read by set_state only, in this call */
+    cudaError_t ce = cudaSuccess;
+    if (n > 1 && s->pf) {
+        rc = enqueue_prefill(e, ids, n, pos, true, err);
+        if (!rc && (ce = cudaMemcpyAsync(s->h_out, at(s, s->lay.state), sizeof *s->h_out, cudaMemcpyDeviceToHost,
+                                         s->stream)) != cudaSuccess)
+            rc = bora_errf(err, -EIO, "copy of the sampled id: %s", cudaGetErrorString(ce));
+    } else if (!(rc = set_state(s, ids, n, pos, err))) {
+        for (int i = 0; !rc && i < n; i++)
+            if ((ce = cudaGraphLaunch(graph_at(s, pos + i), s->stream)) != cudaSuccess)
+                rc = bora_errf(err, -EIO, "decode graph at position %d: %s", pos + i, cudaGetErrorString(ce));
+    }
+    s->samp = NULL;
+    if (rc)
+        return rc;
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));   /* the sampler wrote s->h_out (pinned mirror) */
+    if (s->h_out->error)
+        return bora_errf(err, -EINVAL, "a token id outside the vocabulary reached the GPU");
+    *id = s->h_out->sampled;
+    return 0;
+}
+
 static int cuda_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
     return run_tokens(e, ids, n, pos, logits, true);
@@ -713,6 +750,7 @@ static const struct engine_ops cuda_ops = {
     .reset = cuda_reset,
     .close = cuda_close,
     .kv_read = cuda_kv_read,
+    .forward_sample = cuda_forward_sample,
     .last_error = engine_cuda_last_error,
 };
 

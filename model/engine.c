@@ -82,6 +82,20 @@ int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *
     return rc ? rc : e->ops->forward(e, ids, n, pos, logits);
 }
 
+int engine_forward_next(struct engine *e, const int32_t *ids, int n, int pos, struct sampler *s, float *logits,
+                        int32_t *id)
+{
+    int rc = check_ids(e, ids, n, pos);
+    if (rc)
+        return rc;
+    if (e->ops->forward_sample)
+        return e->ops->forward_sample(e, ids, n, pos, &s->p, id);
+    if ((rc = e->ops->forward(e, ids, n, pos, logits)))
+        return rc;
+    *id = sampler_sample(s, logits);
+    return 0;
+}
+
 int engine_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
     int rc = check_ids(e, ids, n, pos);

@@ -7,6 +7,7 @@
 
 #include "common/err.h"
 #include "model/model.h"
+#include "model/sampler.h"
 
 enum engine_backend { ENGINE_BACKEND_AUTO = 0, ENGINE_BACKEND_CPU, ENGINE_BACKEND_CUDA };
 
@@ -37,6 +38,11 @@ struct engine_ops {
     /* Optional (NULL: -ENOTSUP): copies layer `layer`'s cached key and value rows at `pos`
      * (n_kv_heads*head_dim floats each, after RoPE) into k and v. For tests. */
     int (*kv_read)(struct engine *e, int layer, int pos, float *k, float *v);
+    /* Optional (NULL: the host samples from forward's logits): runs the tokens like forward and
+     * picks the next id for the last position with the backend's own sampler under sp (the draw
+     * is a function of sp->seed and the position), so no logits cross to the host. */
+    int (*forward_sample)(struct engine *e, const int32_t *ids, int n, int pos, const struct sampler_params *sp,
+                          int32_t *id);
     /* Optional: the message of the last failed forward (which call, file, line), or "". */
     const char *(*last_error)(const struct engine *e);
 };
@@ -65,6 +71,13 @@ void engine_close(struct engine *e);
  * logits (vocab_size floats, may be NULL) receives the last position's logits.
  * Errors: -EINVAL (pos + n > max_ctx, id out of range), -EIO (device failure). */
 int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
+/* Runs tokens like engine_forward and picks the next id under s's parameters: on the backend's
+ * own sampler when it has one (the CUDA backend: on the GPU, only the id crosses; its random
+ * draw hashes the seed and the position, and top-k / top-p work within its 1,024 best
+ * candidates), else on the host from the logits with s (logits: vocab_size floats of scratch).
+ * Greedy picks the same id either way (the largest logit, lowest id on ties). */
+int engine_forward_next(struct engine *e, const int32_t *ids, int n, int pos, struct sampler *s, float *logits,
+                        int32_t *id);
 /* One row of logits per position (n × vocab_size floats). */
 int engine_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
 /* Forgets the sequence (the cache is overwritten from position 0 next). */

@@ -3,7 +3,8 @@
 # cold-start loader (weights streamed from the shards into the device arena) and says it serves
 # on the cuda backend; greedy ids over UDP equal `bora generate --backend cuda` and the
 # fixture's reference (Hugging Face) up to its first near-tie; the same prompt again is served
-# from the prefix cache with the same ids; SIGTERM exits 0.
+# from the prefix cache with the same ids; a sampled request (temperature 0.8, seed 42) gives
+# the ids `bora generate` gives with the same seed (both sample on the GPU); SIGTERM exits 0.
 set -u
 build=${1:-build}
 bora=$build/bora
@@ -26,6 +27,8 @@ if ! $bora generate $fx --ids "$prompt" -n 8 --ignore-eos --backend cuda --json 
     fail "bora generate --backend cuda: $(cat "$tmp/gen.err")"
 fi
 
+$bora generate $fx --ids "$prompt" -n 8 --ignore-eos --backend cuda --temperature 0.8 --seed 42 --json \
+    >"$tmp/gens.json" 2>"$tmp/gens.err" || fail "bora generate sampled: $(cat "$tmp/gens.err")"
 port=$(python3 -c 'import socket
 u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.bind(("127.0.0.1",0)); print(u.getsockname()[1])')
 cat >"$tmp/bora.ini" <<EOF
@@ -48,10 +51,20 @@ for _ in $(seq 300); do
 done
 grep -q "backend cuda" "$tmp/borad.log" || fail "borad does not serve on the cuda backend"
 grep -q "weights streamed into GPU memory" "$tmp/borad.log" || fail "borad did not stream the weights (direct loader)"
+# first (nothing cached yet, the same path as bora generate): sampled; then greedy twice
+$bora client --udp 127.0.0.1:$port --ids "$prompt" -n 8 --ignore-eos --temperature 0.8 --seed 42 --json \
+    >"$tmp/s.json" 2>"$tmp/s.err" || fail "sampled client: $(cat "$tmp/s.err")"
 for k in 1 2; do
     $bora client --udp 127.0.0.1:$port --ids "$prompt" -n 8 --ignore-eos --json >"$tmp/c$k.json" 2>"$tmp/c$k.err" ||
         fail "client $k: $(cat "$tmp/c$k.err")"
 done
+python3 - "$tmp/gens.json" "$tmp/s.json" <<'PY' || fail "sampled ids differ from bora generate's"
+import json, sys
+last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
+g, s = last(sys.argv[1]), last(sys.argv[2])
+assert g["ids"] == s["ids"], (g["ids"], s["ids"])
+print("e2e_gpu_borad: sampled (T 0.8, seed 42) ids equal bora generate's:", s["ids"])
+PY
 python3 - "$fx/reference.json" "$tmp/gen.json" "$tmp/c1.json" "$tmp/c2.json" <<'PY' || fail "ids differ"
 import json, sys
 c = json.load(open(sys.argv[1]))["cases"][0]

@@ -272,12 +272,85 @@ static void test_ttft_first_id(void **state)
     close_ctx(&x);
 }
 
+/* engine_forward_next on the GPU's own sampler (what borad and bora generate use): greedy picks
+ * the argmax of engine_forward's logits after a prefill and after each decode step; top-k 1 is
+ * greedy; a sampled run is a function of (seed, position): the same seed repeats it, another
+ * seed changes it, and every sampled id lies within the top-p set of that position's logits. */
+static void run_next(struct pctx *x, const int32_t *prompt, int n, const struct sampler_params *p, int k,
+                     int32_t *out, float *lg)
+{
+    struct sampler s;
+    assert_int_equal(sampler_init(&s, x->m->cfg.vocab_size, p), 0);
+    engine_reset(x->e);
+    int32_t id;
+    assert_int_equal(engine_forward_next(x->e, prompt, n, 0, &s, lg, &id), 0);
+    for (int i = 0; i < k; i++) {
+        out[i] = id;
+        if (i + 1 < k)
+            assert_int_equal(engine_forward_next(x->e, &out[i], 1, n + i, &s, lg, &id), 0);
+    }
+    sampler_fini(&s);
+}
+
+static void test_forward_next(void **state)
+{
+    (void)state;
+    struct pcase pc = { "mistral-tiny-bf16", MODEL_PRECISION_AUTO };
+    struct pctx x;
+    if (!open_ctx(&pc, &x)) {
+        skip();
+        return;
+    }
+    const int V = x.m->cfg.vocab_size, K = 12;
+    const struct fix_case *c = &x.f.cases[0];
+    float *lg = malloc((size_t)V * sizeof *lg);
+    int32_t g[12], a[12], b[12], d[12], t1[12];
+    struct sampler_params greedy = { 0, 1, 0, 5 }, top1 = { 0.9f, 1, 1, 5 }, samp = { 0.9f, 0.95f, 0, 42 },
+                          other = { 0.9f, 0.95f, 0, 43 };
+    run_next(&x, c->prompt, c->n_prompt, &greedy, K, g, lg);
+    /* greedy against the logits of the same positions */
+    engine_reset(x.e);
+    assert_int_equal(engine_forward(x.e, c->prompt, c->n_prompt, 0, lg), 0);
+    for (int i = 0; i < K; i++) {
+        assert_int_equal(g[i], sampler_argmax(lg, V));
+        if (i + 1 < K)
+            assert_int_equal(engine_forward(x.e, &g[i], 1, c->n_prompt + i, lg), 0);
+    }
+    run_next(&x, c->prompt, c->n_prompt, &top1, K, t1, lg);
+    assert_memory_equal(t1, g, sizeof g);
+    run_next(&x, c->prompt, c->n_prompt, &samp, K, a, lg);
+    run_next(&x, c->prompt, c->n_prompt, &samp, K, b, lg);
+    assert_memory_equal(a, b, sizeof a);
+    run_next(&x, c->prompt, c->n_prompt, &other, K, d, lg);
+    bool differs = memcmp(a, d, sizeof a) != 0;
+    /* each sampled id within the top-p set of its position (logits from engine_forward) */
+    engine_reset(x.e);
+    assert_int_equal(engine_forward(x.e, c->prompt, c->n_prompt, 0, lg), 0);
+    for (int i = 0; i < K; i++) {
+        const float mx = lg[sampler_argmax(lg, V)];
+        double z = 0, above = 0;
+        for (int j = 0; j < V; j++)
+            z += exp((lg[j] - mx) / samp.temperature);
+        for (int j = 0; j < V; j++)   /* mass of the tokens strictly more likely than a[i] */
+            if (lg[j] > lg[a[i]])
+                above += exp((lg[j] - mx) / samp.temperature);
+        if (!(above / z < samp.top_p + 1e-3))
+            fail_msg("sampled id %d at step %d lies outside the top-p set (mass above it %.4f)", a[i], i, above / z);
+        if (i + 1 < K)
+            assert_int_equal(engine_forward(x.e, &a[i], 1, c->n_prompt + i, lg), 0);
+    }
+    printf("  forward_next on the GPU: greedy = argmax over %d steps; seed 42 repeats; seed 43 %s\n", K,
+           differs ? "differs" : "happens to give the same ids");
+    free(lg);
+    close_ctx(&x);
+}
+
 #define N_FIX (sizeof fixture_names / sizeof *fixture_names)
 
 int main(void)
 {
     static struct pcase exact[N_FIX], conv[N_FIX];
-    struct CMUnitTest tests[2 * N_FIX + 2];
+    struct CMUnitTest tests[2 * N_FIX + 3];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
@@ -289,6 +362,7 @@ int main(void)
     }
     tests[n++] = (struct CMUnitTest){ "prefill_cancel", test_cancel, NULL, NULL, NULL };
     tests[n++] = (struct CMUnitTest){ "ttft_first_id", test_ttft_first_id, NULL, NULL, NULL };
+    tests[n++] = (struct CMUnitTest){ "forward_next", test_forward_next, NULL, NULL, NULL };
     return _cmocka_run_group_tests("gpu_prefill_engine", tests, n, NULL, NULL);
 }
 #else
