@@ -25,6 +25,7 @@ struct decoder {
     struct metrics_shard *ms;      /* the decoder's metrics shard (NULL = none) */
     uint32_t ctl_done;             /* last console request answered (sh->ctl.done_seq) */
     uint32_t swap_done;            /* last generator swap done (sh->ctl.swap_done) */
+    struct dp_req *starting;       /* the request whose prefill runs (its stop callback's subject) */
 };
 
 static void set_cur(struct decoder *d, struct dp_req *r)
@@ -223,6 +224,14 @@ static void sweep(struct decoder *d, uint64_t now)
 
 /* ---- decoding ---- */
 
+/* Called by the generator between prefill blocks: a long prompt stops as soon as its request is
+ * cancelled, expires or is cut off by the drain, not at its end. */
+static int prefill_should_stop(void *ctx)
+{
+    const struct decoder *d = ctx;
+    return d->starting && end_reason(d, d->starting, dp_mono_us()) != 0;
+}
+
 static void start_next(struct decoder *d)
 {
     struct dp_req *r = d->fifo[0];
@@ -231,9 +240,19 @@ static void start_next(struct decoder *d)
     r->t_start_us = dp_mono_us();
     struct bora_err err = { "" };
     uint32_t n_tok = r->prompt_tokens, cached = 0;
+    r->rq.stop = prefill_should_stop;
+    r->rq.stop_ctx = d;
+    d->starting = r;
     int rc = d->sh->gen->ops->start(d->sh->gen, &r->rq, &n_tok, &cached, &err);
+    d->starting = NULL;
     if (rc < 0) {
         d->sh->gen->ops->finish(d->sh->gen);
+        const int why = end_reason(d, r, dp_mono_us());
+        if (rc == -ECANCELED && why) {   /* stopped mid-prefill: it ends as if it had been waiting */
+            r->prompt_tokens = n_tok;
+            finish_done(d, r, (uint8_t)(why - 1));
+            return;
+        }
         finish_error(d, r, BWP_E_INTERNAL, err.msg[0] ? err.msg : "generator failed to start");
         return;
     }

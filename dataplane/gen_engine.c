@@ -132,7 +132,11 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
     if (keep == 0)
         engine_reset(ge->e);
     ge->n_kv = keep;
+    engine_set_stop(ge->e, rq->stop, rq->stop_ctx);
     rc = engine_forward_next(ge->e, ge->ids + keep, n - keep, keep, &ge->s, ge->logits, &ge->next);
+    engine_set_stop(ge->e, NULL, NULL);
+    if (rc == -ECANCELED)
+        return bora_errf(err, -ECANCELED, "prefill of %d tokens stopped before its end", n - keep);
     if (rc < 0)
         return bora_errf(err, -EIO, "engine prefill of %d tokens at position %d failed: %s", n - keep, keep,
                          engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));

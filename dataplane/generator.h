@@ -23,6 +23,10 @@ struct gen_request {
     float temperature, top_p;      /* 0 = greedy; 1 = off */
     uint32_t top_k;                /* 0 = off */
     uint64_t seed;
+    /* Optional: start's prefill calls stop(stop_ctx) between blocks of the prompt and gives up
+     * with -ECANCELED when it returns non-zero (cancelled, past its deadline, shutting down). */
+    int (*stop)(void *stop_ctx);
+    void *stop_ctx;
 };
 
 /* One generated token. */
@@ -44,7 +48,7 @@ struct generator_ops {
                    struct bora_err *err);
     /* Starts the sequence of rq (tokenize, prefix cache, prefill). *cached_tokens = prompt
      * tokens whose keys and values were reused from the sequence before (not computed again).
-     * Errors as prepare, plus -EIO (engine failure). */
+     * Errors as prepare, plus -EIO (engine failure), -ECANCELED (rq->stop said so). */
     int (*start)(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
                  uint32_t *cached_tokens, struct bora_err *err);
     /* Samples the next token: GEN_TOKEN with *out filled, GEN_EOS (EOS sampled and not

@@ -584,6 +584,16 @@ static int check_ids(const struct engine *e, const int32_t *ids, int n, int pos,
     return 0;
 }
 
+/* Between prefill chunks: the test hook's flag, or the engine's stop callback (engine_set_stop). */
+static int prefill_stop(void *ctx)
+{
+    struct engine *e = ctx;
+    const struct cuda_impl *s = impl_of(e);
+    if (s->cancel && atomic_load_explicit(s->cancel, memory_order_acquire))
+        return 1;
+    return e->stop ? e->stop(e->stop_ctx) : 0;
+}
+
 /* Prompt of n > 1 tokens: ids → chunked prefill → head (→ sampler when sample). Asynchronous. */
 static int enqueue_prefill(struct engine *e, const int32_t *ids, int n, int pos, bool sample, struct bora_err *err)
 {
@@ -595,7 +605,7 @@ static int enqueue_prefill(struct engine *e, const int32_t *ids, int n, int pos,
     int rc = set_state(s, NULL, 1, pos + n - 1, err);
     if (rc)
         return rc;
-    if ((rc = prefill_run_tokens(s->pf, d_ids, n, pos, (struct CUstream_st *)s->stream, s->cancel, err)))
+    if ((rc = prefill_run_tokens(s->pf, d_ids, n, pos, (struct CUstream_st *)s->stream, prefill_stop, e, err)))
         return rc;
     return enqueue_head(e, sample, err);
 }

@@ -284,7 +284,7 @@ static int run_chunk(struct prefill_run *p, const int32_t *d_ids, int n, int pos
 }
 
 int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int pos, struct CUstream_st *stream,
-                       const atomic_bool *cancel, struct bora_err *err)
+                       int (*stop)(void *ctx), void *stop_ctx, struct bora_err *err)
 {
     if (n <= 0 || pos < 0 || pos + n > p->m.max_ctx)
         return bora_errf(err, -EINVAL, "prefill: positions %d..%d outside the %d-token cache", pos, pos + n,
@@ -299,7 +299,7 @@ int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int p
         done += k;
         if (!last) {
             CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)stream));
-            if (cancel && atomic_load_explicit(cancel, memory_order_acquire))
+            if (stop && stop(stop_ctx))
                 return bora_errf(err, -ECANCELED, "prefill cancelled after %d of %d tokens", done, n);
         }
     }

@@ -41,11 +41,11 @@ int prefill_run_chunk_size(const struct prefill_run *p);
 struct kern_gemm *prefill_run_gemm(struct prefill_run *p);
 
 /* Runs tokens d_ids[0..n) (device, already validated) at positions pos..pos+n-1 on `stream`.
- * Between chunks it waits for the previous chunk and returns -ECANCELED if *cancel (may be NULL)
- * became true; the cache then holds the finished chunks. Errors: -EINVAL (pos + n > max_ctx),
- * -EIO, -ECANCELED. */
+ * Between chunks it waits for the previous chunk and returns -ECANCELED if stop (may be NULL)
+ * returns non-zero; the cache then holds the finished chunks. Errors: -EINVAL (pos + n >
+ * max_ctx), -EIO, -ECANCELED. */
 int prefill_run_tokens(struct prefill_run *p, const int32_t *d_ids, int n, int pos, struct CUstream_st *stream,
-                       const atomic_bool *cancel, struct bora_err *err);
+                       int (*stop)(void *ctx), void *stop_ctx, struct bora_err *err);
 
 /* Optional per-kind timing (bench --profile): CUDA events around every launch, summed after
  * each prefill. Kinds: */

@@ -134,6 +134,12 @@ const char *engine_backend_name(const struct engine *e)
     return e->ops->name;
 }
 
+void engine_set_stop(struct engine *e, int (*stop)(void *ctx), void *ctx)
+{
+    e->stop = stop;
+    e->stop_ctx = ctx;
+}
+
 const char *engine_last_error(const struct engine *e)
 {
     return e->ops->last_error ? e->ops->last_error(e) : "";

@@ -57,6 +57,8 @@ struct engine {
     int layers_ready;             /* highest layer confirmed by layer_wait */
     void *impl;                   /* backend state */
     char backend_why[224];        /* AUTO fell back to the CPU: why CUDA was not used ("" otherwise) */
+    int (*stop)(void *ctx);       /* engine_set_stop: checked between prefill blocks, or NULL */
+    void *stop_ctx;
 };
 
 /* Opens an engine for model m. AUTO picks CUDA when built with it and a GPU is present,
@@ -85,6 +87,10 @@ void engine_reset(struct engine *e);
 /* Reads one cached K/V row (see engine_ops.kv_read). Errors: -ENOTSUP, -EINVAL. */
 int engine_kv_read(struct engine *e, int layer, int pos, float *k, float *v);
 const char *engine_backend_name(const struct engine *e);
+/* A long prompt's prefill checks stop(ctx) between its blocks (CPU) or chunks (CUDA) and ends
+ * with -ECANCELED when it returns non-zero; the cache then holds the positions done. stop runs
+ * on the forward's thread; NULL removes it. */
+void engine_set_stop(struct engine *e, int (*stop)(void *ctx), void *ctx);
 /* What the last failed forward reported (a CUDA backend names the call, file and line), or "". */
 const char *engine_last_error(const struct engine *e);
 /* Backend AUTO that ended on the CPU: the reason CUDA was not used (no device, built without

@@ -253,6 +253,8 @@ static int cpu_forward(struct engine *e, const int32_t *ids, int n, int pos, flo
 {
     int rc = 0;
     for (int i = 0; i < n && !rc; i += CPU_BLOCK) {
+        if (i > 0 && e->stop && e->stop(e->stop_ctx))
+            return -ECANCELED;   /* positions before pos + i are in the cache */
         int b = n - i < CPU_BLOCK ? n - i : CPU_BLOCK;
         rc = block(e, ids + i, b, pos + i);
         if (!rc && logits && i + b == n)

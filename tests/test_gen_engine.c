@@ -163,11 +163,55 @@ static void test_prefix_reuse(void **state)
     assert_int_equal(both(p, ids, n, 4, a), (uint32_t)(n / 2));
 }
 
+static int stop_calls;
+static int stop_now(void *ctx)
+{
+    (void)ctx;
+    return ++stop_calls >= 1;
+}
+
+/* The prefill stops when the request's stop callback says so (between the CPU engine's 32-token
+ * blocks), start returns -ECANCELED, and the next request is served as if nothing had happened:
+ * no position the stopped prefill left half-done is reused. */
+static void test_stop_mid_prefill(void **state)
+{
+    struct pair *p = *state;
+    if (!p)
+        skip();
+    if (strcmp(gen_engine_backend(&p->on), "cpu")) {
+        fprintf(stderr, "SKIP: the stop test needs a prompt over one prefill chunk (CPU blocks of 32 here)\n");
+        skip();
+    }
+    const struct fix_case *c = &p->f.cases[0];
+    int32_t ids[100], a[4], b[4];
+    for (int i = 0; i < 100; i++)
+        ids[i] = c->prompt[i % c->n_prompt];
+    uint8_t prompt[400];
+    for (int i = 0; i < 100; i++)
+        bwp_wr32(prompt + 4 * i, (uint32_t)ids[i]);
+    struct gen_request rq = { .prompt_kind = 2, .prompt = prompt, .prompt_len = 400, .max_tokens = 4,
+                              .ignore_eos = true, .top_p = 1, .stop = stop_now };
+    struct bora_err err = { "" };
+    uint32_t n_tok = 0, cached = 0;
+    assert_int_equal(both(p, ids, 50, 4, a), 0);      /* the cache holds ids[0, 50) and 3 more */
+    stop_calls = 0;
+    assert_int_equal(p->on.ops->start(&p->on, &rq, &n_tok, &cached, &err), -ECANCELED);
+    assert_int_equal(stop_calls, 1);                  /* after the first block, positions 50..81 */
+    assert_non_null(strstr(err.msg, "stopped"));
+    p->on.ops->finish(&p->on);
+    /* the 50 positions before the stopped prefill are still good; the block it wrote is not
+     * counted: ids as without the cache */
+    assert_int_equal(both(p, ids, 100, 4, a), 50);
+    assert_int_equal(both(p, ids, 100, 4, b), 99);
+    assert_memory_equal(a, b, sizeof a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_prefix_reuse, setup_cpu, teardown),
         cmocka_unit_test_setup_teardown(test_prefix_reuse, setup_cuda, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_mid_prefill, setup_cpu, teardown),
     };
     return cmocka_run_group_tests_name("gen_engine", tests, NULL, NULL);
 }

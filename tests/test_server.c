@@ -200,6 +200,38 @@ static void test_cancel(void **s)
     bwp_conn_close(&c);
 }
 
+/* A long prefill stops as soon as its request is cancelled or expires: DONE(cancelled) or
+ * DONE(deadline) within a few ms, not at the prefill's end (3 s here). */
+static void test_stop_during_prefill(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(true);
+    uint8_t buf[512];
+    struct bwp_server_frame f;
+    struct test_req r = { .rid = 25 };
+    test_send_text(&c, 25, "prefill=3000", 5, 0, 0, NULL);
+    while (!r.accepted) {
+        assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+        test_apply(&r, 1, &f);
+    }
+    sleep_ms(100);                                     /* its prefill is running */
+    size_t n = bwp_build_simple(buf, sizeof buf, BWP_CANCEL, 25, NULL, 0);
+    bwp_conn_send(&c, buf, n);
+    assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
+    check_clean(&r);
+    assert_int_equal(r.d.finish, BWP_FINISH_CANCELLED);
+    assert_int_equal(r.d.completion_tokens, 0);
+    assert_true(r.d.total_us < 2000000);
+    struct test_req d = { .rid = 26 };
+    test_send_text(&c, 26, "prefill=3000", 5, 0, 200, NULL);   /* deadline 200 ms */
+    assert_int_equal(test_collect(&c, &d, 1, T_MS, NULL), 1);
+    check_clean(&d);
+    assert_int_equal(d.d.finish, BWP_FINISH_DEADLINE);
+    assert_true(d.d.total_us >= 200000 && d.d.total_us < 2000000);
+    stream_one(true, 0);                               /* the server goes on serving */
+    bwp_conn_close(&c);
+}
+
 static void test_deadline(void **s)
 {
     (void)s;
@@ -786,6 +818,7 @@ int main(void)
         cmocka_unit_test(test_eos_and_ignore_eos),
         cmocka_unit_test(test_utf8_deltas),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_stop_during_prefill),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_busy_queue_pong_duplicate),
         cmocka_unit_test(test_errors_udp),

@@ -81,6 +81,14 @@ static int t_start(struct generator *g, const struct gen_request *rq, uint32_t *
     struct gen_test *t = g->impl;
     if (has(rq, "fail=start"))
         return bora_errf(err, -EIO, "gen_test: start failed on request");
+    /* "prefill=MS": a prefill that takes MS ms, asking rq->stop every millisecond as the
+     * engine does between blocks */
+    for (long ms = knob(rq, "prefill="); ms > 0; ms--) {
+        if (rq->stop && rq->stop(rq->stop_ctx))
+            return bora_errf(err, -ECANCELED, "gen_test: prefill stopped");
+        struct timespec ts = { 0, 1000000L };
+        nanosleep(&ts, NULL);
+    }
     t->rq = *rq;
     t->i = 0;
     t->eos_after = knob(rq, "eos=");
