@@ -3,6 +3,7 @@
  * requests, reload as a new generator swapped in at a request boundary, shutdown as SIGTERM,
  * the model's shapes and bytes, and a running copy of the config whose live keys `config set`
  * changes and hands to the dataplane. */
+#include "common/log.h"
 #include "cmd/borad_console.h"
 
 #include <arpa/inet.h>
@@ -114,7 +115,7 @@ static int op_cancel(void *ctx, uint64_t id, struct bora_err *err)
         return rc;
     if (n == 0)
         return bora_errf(err, -ENOENT, "cancel: no queued or running request has id %llu", (unsigned long long)id);
-    fprintf(stderr, "borad: console: cancelled request %llu (%u client%s)\n", (unsigned long long)id, n,
+    bora_log(BORA_LOG_INFO, "console: cancelled request %llu (%u client%s)", (unsigned long long)id, n,
             n == 1 ? "" : "s");
     return 0;
 }
@@ -148,9 +149,9 @@ static int op_reload(void *ctx, struct bora_err *err)
     atomic_store(&bc->reloading, false);
     pthread_mutex_unlock(&bc->reload_lock);
     if (rc == 0)
-        fprintf(stderr, "borad: console: model %s reloaded\n", bc->model_dir);
+        bora_log(BORA_LOG_INFO, "console: model %s reloaded", bc->model_dir);
     else
-        fprintf(stderr, "borad: console: %s\n", err->msg);
+        bora_log(BORA_LOG_ERROR, "console: %s", err->msg);
     return rc;
 }
 
@@ -268,11 +269,14 @@ static int op_config_apply(void *ctx, const char *key, const char *value, struct
     }
     if (!rc)
         bc->cfg = *next;
+    const int next_level = next->console.log_level;
     pthread_mutex_unlock(&bc->lock);
     free(next);
+    if (!rc && !strcmp(key, "console.log_level"))
+        bora_log_set_level(next_level);
     if (!rc)
-        fprintf(stderr, "borad: console: %s = %s\n", key,
-                strstr(key, "password") || strstr(key, "psk") ? "(hidden)" : value);
+        bora_log(BORA_LOG_INFO, "console: %s = %s", key,
+                 strstr(key, "password") || strstr(key, "psk") ? "(hidden)" : value);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "cmd/borad.h"
 #include "cmd/borad_console.h"
 #include "dataplane/gen_engine.h"
@@ -141,6 +142,7 @@ static void banner(const struct bora_config *cfg, const struct generator *g, con
 
 int borad_run(const struct bora_config *cfg)
 {
+    bora_log_set_level(cfg->console.log_level);   /* config enum = log levels, error..debug */
     if (refuse_unsupported(cfg) < 0)
         return 1;
     struct signal_waiter w;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "dataplane/server_int.h"
 
 #define DEC_INTAKE_BURST 32
@@ -123,6 +124,10 @@ static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
         .ttft_us = r->t_first_us ? (uint32_t)(r->t_first_us - r->t_accept_us) : 0,
         .total_us = (uint32_t)(now - r->t_accept_us),
     };
+    if (bora_log_on(BORA_LOG_DEBUG))
+        bora_log(BORA_LOG_DEBUG, "request %llu: done (%s): prompt %u tokens (%u cached), completion %u, queue %u us, "
+                 "ttft %u us, total %u us", (unsigned long long)r->rid, bwp_finish_name(finish), done.prompt_tokens,
+                 done.cached_tokens, done.completion_tokens, done.queue_us, done.ttft_us, done.total_us);
     struct metrics_done md = { finish, done.prompt_tokens, done.cached_tokens, done.completion_tokens,
                                done.queue_us, done.ttft_us, done.total_us,
                                r->t_start_us && d->sh->gen->prefix_cache };
@@ -140,6 +145,8 @@ static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, con
 {
     size_t n = 0;
     metrics_request_error(d->ms, code);
+    bora_log(code == BWP_E_INTERNAL ? BORA_LOG_WARN : BORA_LOG_DEBUG, "request %llu: %s: %s",
+             (unsigned long long)r->rid, bwp_code_name(code), msg);
     if (!silent(r))
         n = bwp_build_error(d->ev.frame, DP_FRAME_SLOT, r->rid, r->seq++, code, msg, d->sh->key,
                             dp_now_us());

@@ -203,6 +203,17 @@ ctl config set dataplane.allow 127.0.0.0/8 >/dev/null || fail "config set datapl
 ctl --json config show | grep -q '"limits.max_tokens": *"4"' || ctl config show | grep -q "max_tokens *= *4" ||
     fail "config show does not show the live value"
 
+# log level: debug adds a line per finished request to borad's log; error removes it again
+ctl log level debug >/dev/null || fail "log level debug"
+[ "$(gen 305 2 1,5,6 | finish_of)" = done1 ] || fail "request at log level debug"
+for _ in $(seq 50); do grep -q "borad: debug: request 305: done" "$tmp/borad.log" && break; sleep 0.05; done
+grep -q "borad: debug: request 305: done (max_tokens): prompt 3 tokens" "$tmp/borad.log" ||
+    fail "log level debug: no line for request 305: $(tail -3 "$tmp/borad.log")"
+ctl log level error >/dev/null || fail "log level error"
+[ "$(gen 306 2 1,5,6 | finish_of)" = done1 ] || fail "request at log level error"
+sleep 0.2
+grep -q "request 306" "$tmp/borad.log" && fail "log level error still logs requests"
+
 ctl shutdown >/dev/null || fail "shutdown"
 for _ in $(seq 200); do kill -0 $borad 2>/dev/null || break; sleep 0.05; done
 kill -0 $borad 2>/dev/null && fail "borad still running after shutdown"
