@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "dataplane/bwp.h"
 #include "kernels/model_load_cuda.h"
 #include "model/sampler.h"
@@ -41,7 +43,23 @@ struct gen_engine {
     struct detok detok;
     struct chat_message *msgs;     /* (GE_MAX_MESSAGES) scratch for kind-1 prompts */
     char load_note[160];           /* how the weights reached the engine (for the banner) */
+    /* ids[0, prep_n) hold the tokens of the last prompt prepare counted, whose keyed hash is
+     * prep_key: start reuses them instead of tokenizing the same prompt again */
+    uint8_t hash_key[crypto_shorthash_KEYBYTES];
+    uint64_t prep_key;             /* SipHash of its bytes under hash_key (random per open) */
+    uint32_t prep_len;
+    uint8_t prep_kind;
+    int prep_n;                    /* -1: ids hold no prepared prompt */
 };
+
+static uint64_t prompt_key(const struct gen_engine *ge, const struct gen_request *rq)
+{
+    uint8_t out[crypto_shorthash_BYTES];
+    crypto_shorthash(out, rq->prompt, rq->prompt_len, ge->hash_key);
+    uint64_t k;
+    memcpy(&k, out, sizeof k);
+    return k;
+}
 
 /* Kind-1 messages → ids with the model's chat template. */
 static int encode_chat(struct gen_engine *ge, const struct gen_request *rq, size_t *n, struct bora_err *err)
@@ -104,9 +122,14 @@ static int ge_prepare(struct generator *g, const struct gen_request *rq, uint32_
 {
     struct gen_engine *ge = g->impl;
     int n = 0;
+    ge->prep_n = -1;
     int rc = prompt_ids(ge, rq, &n, err);
     if (rc < 0)
         return rc;
+    ge->prep_n = n;
+    ge->prep_kind = rq->prompt_kind;
+    ge->prep_len = rq->prompt_len;
+    ge->prep_key = prompt_key(ge, rq);
     *prompt_tokens = (uint32_t)n;
     return 0;
 }
@@ -115,10 +138,16 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
                     uint32_t *cached_tokens, struct bora_err *err)
 {
     struct gen_engine *ge = g->impl;
-    int n = 0;
-    int rc = prompt_ids(ge, rq, &n, err);
-    if (rc < 0)
+    int n = 0, rc;
+    /* the request prepare counted last (an idle server: the one just admitted) is in ids already */
+    if (ge->prep_n >= 0 && rq->prompt_kind == ge->prep_kind && rq->prompt_len == ge->prep_len &&
+        prompt_key(ge, rq) == ge->prep_key) {
+        n = ge->prep_n;
+    } else if ((rc = prompt_ids(ge, rq, &n, err)) < 0) {
+        ge->prep_n = -1;
         return rc;
+    }
+    ge->prep_n = -1;   /* ids now belong to this sequence */
     struct sampler_params sp = { .temperature = rq->temperature, .top_p = rq->top_p,
                                  .top_k = rq->top_k, .seed = rq->seed };
     if (sampler_reset(&ge->s, &sp) < 0)
@@ -283,6 +312,12 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     g->max_ctx = (uint32_t)ge->e->max_ctx;
     g->loaded = true;
     g->prefix_cache = ge->prefix_cache = o->prefix_cache;
+    ge->prep_n = -1;
+    if (sodium_init() < 0) {
+        rc = bora_errf(err, -ENOSYS, "libsodium failed to initialise");
+        goto err;
+    }
+    randombytes_buf(ge->hash_key, sizeof ge->hash_key);
     return 0;
 err:
     ge_close(g);

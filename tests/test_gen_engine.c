@@ -84,6 +84,19 @@ static int teardown(void **state)
     return 0;
 }
 
+/* prepare of a prompt (as the decoder does at admission), which start may reuse. */
+static void prepare_ids(struct generator *g, const int32_t *ids, int n)
+{
+    uint8_t prompt[4 * MAX_IDS];
+    for (int i = 0; i < n; i++)
+        bwp_wr32(prompt + 4 * i, (uint32_t)ids[i]);
+    struct gen_request rq = { .prompt_kind = 2, .prompt = prompt, .prompt_len = 4 * (uint32_t)n, .top_p = 1 };
+    struct bora_err err = { "" };
+    uint32_t n_tok = 0;
+    assert_int_equal(g->ops->prepare(g, &rq, &n_tok, &err), 0);
+    assert_int_equal(n_tok, n);
+}
+
 /* One greedy request of n ids for k tokens, as the decoder drives it; returns cached_tokens. */
 static uint32_t run(struct generator *g, const int32_t *ids, int n, int k, int32_t *out)
 {
@@ -151,10 +164,16 @@ static void test_prefix_reuse(void **state)
     /* a shorter prompt that the cache covers: again all but its last token */
     assert_int_equal(both(p, c->prompt, n / 2, 3, a), (uint32_t)(n / 2 - 1));
 
-    /* a prompt that differs at its first token reuses nothing */
+    /* a prompt that differs at its first token reuses nothing; prepared before start (the
+     * tokens prepare found are reused), or after another prompt was prepared (they are not) */
     memcpy(ids, c->prompt, sizeof *ids * (size_t)n);
     ids[0] = c->prompt[0] == 1 ? 2 : 1;
+    prepare_ids(&p->on, ids, n);
     assert_int_equal(both(p, ids, n, 4, a), 0);
+    prepare_ids(&p->on, c->prompt, n);                 /* not the prompt that starts next */
+    int32_t a2[8];
+    assert_int_equal(run(&p->on, ids, n, 4, a2), n - 1);
+    assert_memory_equal(a2, a, sizeof a[0] * 4);
 
     /* one that differs in the middle reuses what comes before */
     ids[0] = c->prompt[0];
