@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dataplane/bwp.h"
 #include "dataplane/client.h"
@@ -268,6 +269,7 @@ int main(void)
     dp_server_stop(s);
     pthread_join(t, NULL);
     dp_server_close(s);
-    printf("(2-core development VM, client and server on the same cores; loopback, no NIC)\n");
+    printf("(%ld cores online, client and server on the same machine; loopback, no NIC)\n",
+           sysconf(_SC_NPROCESSORS_ONLN));
     return rc;
 }
