@@ -1,7 +1,8 @@
 /* gemm.cu — prefill GEMMs: y (n × rows, bf16 raw sums) = x (n × cols) · wᵀ with w row-major
  * (rows × cols), FP8 e4m3 or BF16, through cuBLASLt (the "TN" form Hopper FP8 needs: A = w read
- * transposed, B = x), one algorithm per shape chosen by the heuristic once and cached with its
- * descriptors, and a plain tiled CUDA-core kernel for shapes cuBLASLt refuses. Budget: see
+ * transposed, B = x), one algorithm per shape and bucket of token counts (gemm_bucket) chosen
+ * once and cached with its descriptors, and a plain tiled CUDA-core kernel for shapes cuBLASLt
+ * refuses. Budget: see
  * prefill.h (≥ 1.2 PFLOP/s FP8 at n ≥ 512). */
 #include <cublasLt.h>
 #include <stdlib.h>
@@ -19,7 +20,8 @@
     } while (0)
 
 struct gemm_entry {
-    int rows, cols, n;
+    int rows, cols, n;                     /* n: the token count lb / lc describe now */
+    int bucket;                            /* the cache key's n: gemm_bucket(n) */
     enum bora_dtype dt;
     int ok;                                /* 1: cuBLASLt algo below; 0: use the fallback */
     cublasLtMatmulDescOpaque_t desc;
@@ -168,22 +170,85 @@ static int gemm_plan(struct kern_gemm *g, struct gemm_entry *e, const struct ker
     return 0;
 }
 
+/* Token counts share an algorithm within a bucket: powers of two up to 256, then quarter
+ * octaves (320, 384, 448, 512, 640, … 2,048, 2,560, …), so the n an entry was tuned at and any n
+ * that reuses it differ by at most 25 % above 256 tokens. Prompts of every length (and
+ * prefix-cache suffixes) reuse ≈ 17 entries per matrix instead of tuning, or filling the cache,
+ * once per length (the cost measured when a bucket spanned 300–512: 26 % at 512). */
+static int gemm_bucket(int n)
+{
+    int b = 16;
+    while (b < n && b < 256)
+        b <<= 1;
+    if (n <= b)
+        return b;
+    for (int oct = 256;; oct <<= 1)
+        for (int q = 5; q <= 8; q++)
+            if ((long)oct * q / 4 >= n)
+                return (int)((long)oct * q / 4);
+}
+
+/* e's algorithm (chosen for another n of its bucket) on layouts for a->n: the layouts are
+ * rebuilt and the algorithm checked once per change of n; when cuBLASLt refuses it for this
+ * n, the caller plans this n on its own (returns 1). */
+static int gemm_relayout(struct kern_gemm *g, struct gemm_entry *e, const struct kern_gemm_args *a,
+                         struct bora_err *err)
+{
+    const cudaDataType_t in = e->dt == BORA_DT_F8_E4M3 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+    LTCHECK(cublasLtMatrixLayoutInit(&e->lb, in, (uint64_t)e->cols, (uint64_t)a->n, (int64_t)e->cols));
+    LTCHECK(cublasLtMatrixLayoutInit(&e->lc, CUDA_R_16BF, (uint64_t)e->rows, (uint64_t)a->n, (int64_t)e->rows));
+    e->n = a->n;
+    cublasLtMatmulHeuristicResult_t r;
+    if (cublasLtMatmulAlgoCheck(g->lt, &e->desc, &e->la, &e->lb, &e->lc, &e->lc, &e->algo, &r) !=
+            CUBLAS_STATUS_SUCCESS ||
+        r.state != CUBLAS_STATUS_SUCCESS || r.workspaceSize > KERN_GEMM_WORKSPACE) {
+        e->n = -1;   /* lb / lc describe no checked n: the next call of this bucket checks again */
+        return 1;
+    }
+    return 0;
+}
+
 static int gemm_find(struct kern_gemm *g, const struct kern_gemm_args *a, struct gemm_entry **out,
                      cudaStream_t s, struct bora_err *err)
 {
+    const int bucket = gemm_bucket(a->n);
+    bool found = false;
     for (int i = 0; i < g->n_cache; i++) {
         struct gemm_entry *e = &g->cache[i];
-        if (e->rows == a->rows && e->cols == a->cols && e->n == a->n && e->dt == a->dtype) {
-            *out = e;
-            return 0;
+        if (e->rows == a->rows && e->cols == a->cols && e->bucket == bucket && e->dt == a->dtype) {
+            int rc = e->ok && e->n != a->n ? gemm_relayout(g, e, a, err) : 0;
+            if (rc < 0)
+                return rc;
+            if (rc == 0) {
+                *out = e;
+                return 0;
+            }
+            found = true;   /* the bucket's algorithm does not take this n: plan it on its own */
+            break;
         }
     }
-    struct gemm_entry *e = g->n_cache < KERN_GEMM_CACHE ? &g->cache[g->n_cache] : &g->scratch;
+    struct gemm_entry *e = !found && g->n_cache < KERN_GEMM_CACHE ? &g->cache[g->n_cache] : &g->scratch;
     memset(e, 0, sizeof *e);
-    e->rows = a->rows, e->cols = a->cols, e->n = a->n, e->dt = a->dtype;
-    int rc = gemm_plan(g, e, a, e != &g->scratch, s, err);
+    const bool keep = e != &g->scratch;
+    /* a kept entry serves its whole bucket: choose its algorithm at the bucket's top n when the
+     * buffers hold that many rows (an algorithm tuned for a smaller n measured 10 % slower at
+     * the top: 1,800 → 2,048 tokens), else at this n */
+    struct kern_gemm_args at = *a;
+    if (keep && a->cap_n > a->n)
+        at.n = bucket < a->cap_n ? bucket : a->cap_n;
+    e->rows = a->rows, e->cols = a->cols, e->n = at.n, e->bucket = bucket, e->dt = a->dtype;
+    int rc = gemm_plan(g, e, &at, keep, s, err);
     if (rc)
         return rc;
+    if (e->ok && at.n != a->n) {
+        if ((rc = gemm_relayout(g, e, a, err)) < 0)
+            return rc;
+        if (rc == 1) {   /* cuBLASLt refuses the chosen algorithm at this n: the heuristic's for it */
+            e->n = a->n;
+            if ((rc = gemm_plan(g, e, a, false, s, err)))
+                return rc;
+        }
+    }
     if (e != &g->scratch)
         g->n_cache++;
     *out = e;

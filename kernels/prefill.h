@@ -31,7 +31,7 @@ extern "C" {
 
 #define KERN_FP8_MAX 448.0f                  /* largest finite e4m3 magnitude */
 #define KERN_GEMM_WORKSPACE (32u << 20)      /* bytes of cuBLASLt workspace, allocated once */
-#define KERN_GEMM_CACHE 64                   /* shapes whose algorithm choice is remembered */
+#define KERN_GEMM_CACHE 128                  /* shapes × n buckets whose algorithm is remembered */
 #define KERN_GEMM_FP8_FAST_ACCUM 1           /* Hopper FP8 fast accumulation (≈ 10 % faster) */
 
 /* ---- GEMM ---- */
@@ -49,13 +49,18 @@ struct kern_gemm_args {
     const void *x;           /* (n, cols) row-major device: activations */
     uint16_t *y;             /* (n, rows) row-major bf16 device: y[t][r] = Σ_c w[r][c] x[t][c] */
     int rows, cols, n;
+    int cap_n;               /* rows x and y have room for (≥ n; 0: n): a new n bucket's algorithm is
+                              * then timed at min(bucket top, cap_n), the rows past n as scratch */
 };
 
 /* y = x wᵀ (raw sums, no scales) on tensor cores through cuBLASLt; the algorithm is chosen the
- * first time a shape is seen and remembered (KERN_GEMM_CACHE shapes; later ones ask the
- * heuristic each time): for n ≥ 256 on a stream that is not capturing, the heuristic's first 8
- * candidates are timed on the call's own operands (one stream synchronization and a few
- * milliseconds, once per shape) and the fastest kept; otherwise the heuristic's first. Shapes
+ * first time a shape (rows, cols, dtype and a bucket of n: powers of two up to 256, then
+ * quarter octaves, ≤ 25 % wide) is seen and remembered (KERN_GEMM_CACHE of them; later ones ask the
+ * heuristic each time); another n of the same bucket reuses it after one cublasLtMatmulAlgoCheck
+ * (its own plan if cuBLASLt refuses). For n ≥ 256 on a stream that is not capturing, the
+ * heuristic's first 8 candidates are timed on the call's own operands (one stream
+ * synchronization and a few milliseconds, once per shape and bucket) and the fastest kept;
+ * otherwise the heuristic's first. Shapes
  * cuBLASLt refuses (FP8 needs cols % 16 == 0 and rows % 16 == 0) run a plain tiled CUDA-core
  * kernel instead. Budget: ≥ 1.2 PFLOP/s FP8, ≥ 600 TFLOP/s BF16 at n ≥ 512 on an H200. No
  * allocation after the first call of a shape. */

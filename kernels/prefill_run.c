@@ -183,7 +183,7 @@ static uint8_t *L_at(const struct prefill_run *p, int l, size_t off)
 static int gemm(struct prefill_run *p, int kind, const void *w, const void *x, int rows, int cols, int n,
                 struct CUstream_st *st, struct bora_err *err)
 {
-    struct kern_gemm_args a = { p->m.dt->linear, w, x, p->raw, rows, cols, n };
+    struct kern_gemm_args a = { p->m.dt->linear, w, x, p->raw, rows, cols, n, p->chunk };
     prof_begin(p, st);
     int rc = kern_gemm_run(p->gemm, &a, st, err);
     prof_end(p, kind, st);

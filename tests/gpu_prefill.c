@@ -112,16 +112,24 @@ static double elem(enum bora_dtype dt, const void *p, size_t i)
 
 /* ---- GEMM ---- */
 
-static void check_gemm(struct kern_gemm *g, enum bora_dtype dt, int rows, int cols, int n, int want_path)
+/* cap: rows x and y have room for (kern_gemm_args.cap_n; 0 = n): with cap > n a new bucket's
+ * algorithm is chosen at a larger n on the same buffers, then checked and used at n. */
+static void check_gemm_cap(struct kern_gemm *g, enum bora_dtype dt, int rows, int cols, int n, int cap, int want_path)
 {
     const size_t es = dt == BORA_DT_F8_E4M3 ? 1 : 2;
     void *hw = dt == BORA_DT_F8_E4M3 ? (void *)rand_e4m3((size_t)rows * cols, 400)
                                      : (void *)rand_bf16((size_t)rows * cols, 2);
     void *hx = dt == BORA_DT_F8_E4M3 ? (void *)rand_e4m3((size_t)n * cols, 448)
                                      : (void *)rand_bf16((size_t)n * cols, 2);
-    void *dw = dev_upload(hw, (size_t)rows * cols * es), *dx = dev_upload(hx, (size_t)n * cols * es);
-    uint16_t *dy = dev_upload(NULL, (size_t)n * rows * 2), *hy = malloc((size_t)n * rows * 2);
-    struct kern_gemm_args a = { dt, dw, dx, dy, rows, cols, n };
+    const int room = cap > n ? cap : n;
+    void *dw = dev_upload(hw, (size_t)rows * cols * es), *dx = dev_upload(NULL, (size_t)room * cols * es);
+    uint16_t *dy = dev_upload(NULL, (size_t)room * rows * 2), *hy = malloc((size_t)n * rows * 2);
+    {
+        struct bora_err err_ = { "" };
+        if (kern_copy_h2d(dx, hx, (size_t)n * cols * es, E))
+            fail_msg("upload x: %s", err_.msg);
+    }
+    struct kern_gemm_args a = { dt, dw, dx, dy, rows, cols, n, cap };
     OK(kern_gemm_run(g, &a, NULL, E));
     OK(kern_gemm_run(g, &a, NULL, E));   /* second call: cached algorithm */
     if (want_path >= 0 && kern_gemm_last_path(g) != want_path)
@@ -143,7 +151,7 @@ static void check_gemm(struct kern_gemm *g, enum bora_dtype dt, int rows, int co
             fail_msg("gemm %s %d×%d×%d (path %d): y[%zu] = %g, reference %g", bora_dtype_name(dt), rows, cols, n,
                      kern_gemm_last_path(g), i, y, ref[i]);
     }
-    printf("  gemm %s %d×%d×%d via %s: ok\n", bora_dtype_name(dt), rows, cols, n,
+    printf("  gemm %s %d×%d×%d%s via %s: ok\n", bora_dtype_name(dt), rows, cols, n, cap > n ? " (room for more)" : "",
            kern_gemm_last_path(g) ? "cuBLASLt" : "fallback");
     free(ref);
     free(hw);
@@ -152,6 +160,11 @@ static void check_gemm(struct kern_gemm *g, enum bora_dtype dt, int rows, int co
     kern_free(dw);
     kern_free(dx);
     kern_free(dy);
+}
+
+static void check_gemm(struct kern_gemm *g, enum bora_dtype dt, int rows, int cols, int n, int want_path)
+{
+    check_gemm_cap(g, dt, rows, cols, n, 0, want_path);
 }
 
 static void test_gemm(void **st)
@@ -164,12 +177,19 @@ static void test_gemm(void **st)
     check_gemm(g, BORA_DT_F8_E4M3, 256, 64, 1, -1);
     check_gemm(g, BORA_DT_BF16, 72, 88, 29, 1);
     check_gemm(g, BORA_DT_F8_E4M3, 40, 72, 19, 0);   /* not a multiple of 16: fallback */
+    /* token counts of one bucket share an algorithm: chosen at the bucket's top (300 → 320
+     * rows of room) or at the first n, then reused at other n of the bucket */
+    check_gemm_cap(g, BORA_DT_F8_E4M3, 256, 512, 300, 400, 1);
+    check_gemm_cap(g, BORA_DT_F8_E4M3, 256, 512, 270, 400, 1);
+    check_gemm(g, BORA_DT_F8_E4M3, 256, 512, 290, 1);
+    check_gemm(g, BORA_DT_BF16, 128, 256, 600, 1);
+    check_gemm(g, BORA_DT_BF16, 128, 256, 520, 1);
     kern_gemm_force_fallback(g, true);
     check_gemm(g, BORA_DT_F8_E4M3, 96, 80, 70, 0);
     check_gemm(g, BORA_DT_BF16, 72, 88, 65, 0);
     kern_gemm_force_fallback(g, false);
     struct bora_err err = { "" };
-    struct kern_gemm_args bad = { BORA_DT_F32, NULL, NULL, NULL, 16, 16, 1 };
+    struct kern_gemm_args bad = { BORA_DT_F32, NULL, NULL, NULL, 16, 16, 1, 0 };
     assert_int_equal(kern_gemm_run(g, &bad, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "F32"));
     kern_gemm_destroy(g);
