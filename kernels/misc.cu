@@ -297,19 +297,25 @@ extern "C" int kern_bandwidth_read(const void *d, size_t bytes, int iters, doubl
     double t[64];
     int rc = 0;
     for (int it = -2; it < iters && rc == 0; it++) {
-        cudaEventRecord(e0);
-        read_kernel<<<sms * 8, 512>>>((const uint4 *)d, n, sink);
-        cudaEventRecord(e1);
-        cudaError_t e = cudaEventSynchronize(e1);
-        if (e == cudaSuccess)
+        cudaError_t e = cudaEventRecord(e0);
+        if (e == cudaSuccess) {
+            read_kernel<<<sms * 8, 512>>>((const uint4 *)d, n, sink);
             e = cudaGetLastError();
+        }
+        if (e == cudaSuccess)
+            e = cudaEventRecord(e1);
+        if (e == cudaSuccess)
+            e = cudaEventSynchronize(e1);
+        float ms = 0;
+        if (e == cudaSuccess)
+            e = cudaEventElapsedTime(&ms, e0, e1);
+        if (e == cudaSuccess && !(ms > 0))
+            e = cudaErrorUnknown;   /* no time measured: the figure would be meaningless */
         if (e != cudaSuccess) {
             rc = bora_errf(err, -EIO, "bandwidth read kernel: %s (%s:%d)", cudaGetErrorString(e),
                            __FILE__, __LINE__);
             break;
         }
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
         if (it >= 0)
             t[it] = (double)(n * 16) / (ms * 1e-3) / 1e9;
     }
