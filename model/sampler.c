@@ -104,11 +104,24 @@ static inline void swap_cand(struct sampler_cand *a, struct sampler_cand *b)
     *b = t;
 }
 
-/* Partitions c[lo, hi) around its middle element: returns a with c[lo, a) better than c[a] and
- * c[a + 1, hi) worse. Deterministic (no random pivot: same input, same order). */
+static int cmp_better(const void *a, const void *b)
+{
+    const struct sampler_cand *x = a, *y = b;
+    return better(x, y) ? -1 : better(y, x) ? 1 : 0;
+}
+
+/* Partitions c[lo, hi) around the median of its first, middle and last elements: returns a
+ * with c[lo, a) better than c[a] and c[a + 1, hi) worse. Deterministic (same input, same order). */
 static int partition(struct sampler_cand *c, int lo, int hi)
 {
-    swap_cand(&c[lo + (hi - lo) / 2], &c[hi - 1]);
+    int m = lo + (hi - lo) / 2, l = lo, r = hi - 1;
+    if (better(&c[m], &c[l]))
+        swap_cand(&c[m], &c[l]);
+    if (better(&c[r], &c[l]))
+        swap_cand(&c[r], &c[l]);
+    if (better(&c[r], &c[m]))
+        swap_cand(&c[r], &c[m]);   /* c[l] ≥ c[m] ≥ c[r]: c[m] the median */
+    swap_cand(&c[m], &c[hi - 1]);
     const struct sampler_cand pv = c[hi - 1];
     int a = lo;
     for (int i = lo; i < hi - 1; i++)
@@ -118,11 +131,28 @@ static int partition(struct sampler_cand *c, int lo, int hi)
     return a;
 }
 
-/* Moves the k best of c[0, n) to c[0, k) (in no particular order); expected O(n). */
+/* Partition rounds before a range is sorted instead: a bad run of pivots (logits shaped
+ * against the median of three) cannot make the selection quadratic. */
+static int round_limit(int n)
+{
+    int r = 8;
+    while (n > 1) {
+        n >>= 1;
+        r += 2;
+    }
+    return r;
+}
+
+/* Moves the k best of c[0, n) to c[0, k) (in no particular order); O(n) expected, O(n log n)
+ * at worst. */
 static void select_best(struct sampler_cand *c, int n, int k)
 {
-    int lo = 0, hi = n;
+    int lo = 0, hi = n, rounds = round_limit(n);
     while (hi - lo > 1) {
+        if (--rounds < 0) {
+            qsort(c + lo, (size_t)(hi - lo), sizeof *c, cmp_better);
+            return;
+        }
         int a = partition(c, lo, hi);
         if (a == k || a + 1 == k)
             return;
@@ -140,7 +170,17 @@ static int nucleus(struct sampler_cand *c, int n, double target)
 {
     int lo = 0, hi = n;   /* c[0, lo) are better than all of c[lo, n) and weigh acc < target */
     double acc = 0;
+    int rounds = round_limit(n);
     while (hi - lo > 32) {
+        if (--rounds < 0) {   /* sort what is left and walk it */
+            qsort(c + lo, (size_t)(hi - lo), sizeof *c, cmp_better);
+            for (int i = lo; i < hi; i++) {
+                acc += c[i].p;
+                if (acc >= target)
+                    return i + 1;
+            }
+            return hi;
+        }
         int a = partition(c, lo, hi);
         double mass = 0;
         for (int i = lo; i <= a; i++)
@@ -175,17 +215,21 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     if (s->p.temperature == 0.0f || s->p.top_k == 1)
         return sampler_argmax(logits, s->vocab);
-    const float t = s->p.temperature, inv_t = 1.0f / t;
+    const float t = s->p.temperature;
     const float mx = logits[sampler_argmax(logits, s->vocab)];
     int n = 0;
     for (int i = 0; i < s->vocab; i++) {
-        const float d = (logits[i] - mx) * inv_t;   /* log-probability up to a constant, ≤ 0 */
+        /* log-probability up to a constant, ≤ 0; a division, not a multiplication by 1/t, which
+         * overflows for t below ≈ 3e-39 (the best token's 0 · ∞ would be NaN) */
+        const float d = (logits[i] - mx) / t;
         if (d > -SAMPLER_LOGIT_WINDOW) {
             s->cand[n].id = i;
             s->cand[n].p = d;
             n++;
         }
     }
+    if (n == 0)   /* no finite best (every logit NaN or -inf, or +inf ones): the greedy pick */
+        return sampler_argmax(logits, s->vocab);
     if (s->p.top_k > 0 && (uint32_t)n > s->p.top_k) {
         select_best(s->cand, n, (int)s->p.top_k);
         n = (int)s->p.top_k;

@@ -416,7 +416,42 @@ static void test_sampler(void **state)
     assert_int_equal(sampler_reset(&s, &p), -EINVAL);
     p.temperature = NAN;
     assert_int_equal(sampler_reset(&s, &p), -EINVAL);
+    /* a temperature so small that 1/T overflows still picks the best token */
+    p = (struct sampler_params){ .temperature = 1e-40f, .top_p = 0.9f, .top_k = 0, .seed = 3 };
+    assert_int_equal(sampler_reset(&s, &p), 0);
+    const float one_best[6] = { 0.1f, 2.0f, 1.9f, -1.0f, 1.99f, 0.5f };
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(sampler_sample(&s, one_best), 1);
+    /* no finite best logit (all NaN, or +inf): the greedy pick, never a read outside the scratch */
+    float bad[6] = { NAN, NAN, NAN, NAN, NAN, NAN };
+    p.temperature = 1;
+    assert_int_equal(sampler_reset(&s, &p), 0);
+    assert_int_equal(sampler_sample(&s, bad), 0);
+    bad[3] = INFINITY;
+    assert_int_equal(sampler_sample(&s, bad), 3);
     sampler_fini(&s);
+    /* logits shaped against a median-of-three pivot (a peak in the middle, falling off linearly
+     * on both sides) at Tekken's vocabulary: every pick among the 40 best, and quickly (the
+     * selection falls back to sorting after too many partition rounds) */
+    const int V = 131072, mid = V / 2;
+    float *big = malloc(sizeof *big * V);
+    assert_non_null(big);
+    for (int i = 0; i < V; i++)
+        big[i] = 20.0f - 0.001f * (float)abs(i - mid);
+    p = (struct sampler_params){ .temperature = 0.7f, .top_p = 0.9f, .top_k = 40, .seed = 9 };
+    assert_int_equal(sampler_init(&s, V, &p), 0);
+    for (int k = 0; k < 20; k++) {
+        int id = sampler_sample(&s, big);
+        assert_true(abs(id - mid) <= 20);
+    }
+    p.top_k = 0;   /* top-p alone over a near-flat tail: a large nucleus */
+    assert_int_equal(sampler_reset(&s, &p), 0);
+    for (int k = 0; k < 5; k++) {
+        int id = sampler_sample(&s, big);
+        assert_true(id >= 0 && id < V);
+    }
+    sampler_fini(&s);
+    free(big);
 }
 
 /* The built-in default model is generated deterministically and loads. */
