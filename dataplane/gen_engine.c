@@ -168,7 +168,7 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
         return bora_errf(err, -ECANCELED, "prefill of %d tokens stopped before its end", n - keep);
     if (rc < 0)
         return bora_errf(err, -EIO, "engine prefill of %d tokens at position %d failed: %s", n - keep, keep,
-                         engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
+                         rc == -EIO && engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
     memcpy(ge->kv_ids + keep, ge->ids + keep, sizeof *ge->ids * (size_t)(n - keep));
     ge->n_kv = n;
     ge->pos = n;
@@ -193,7 +193,7 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
         int rc = engine_forward_next(ge->e, &ge->pending, 1, ge->pos, &ge->s, ge->logits, &ge->next);
         if (rc < 0)
             return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos,
-                             engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
+                             rc == -EIO && engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
         ge->kv_ids[ge->pos++] = ge->pending;
         ge->n_kv = ge->pos;
     }
@@ -308,16 +308,16 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
             goto err;
         }
     }
-    g->vocab_size = (uint32_t)ge->m->cfg.vocab_size;
-    g->max_ctx = (uint32_t)ge->e->max_ctx;
-    g->loaded = true;
-    g->prefix_cache = ge->prefix_cache = o->prefix_cache;
     ge->prep_n = -1;
     if (sodium_init() < 0) {
         rc = bora_errf(err, -ENOSYS, "libsodium failed to initialise");
         goto err;
     }
     randombytes_buf(ge->hash_key, sizeof ge->hash_key);
+    g->vocab_size = (uint32_t)ge->m->cfg.vocab_size;
+    g->max_ctx = (uint32_t)ge->e->max_ctx;
+    g->prefix_cache = ge->prefix_cache = o->prefix_cache;
+    g->loaded = true;
     return 0;
 err:
     ge_close(g);

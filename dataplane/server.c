@@ -671,6 +671,13 @@ static void tcp_readable(struct dp_server *s, uint32_t ci)
         }
         if (n == 0) {                /* half-close: keep answering (rule 15) */
             c->rd_eof = true;
+            if (c->skip && c->skip_mac) {   /* inside a keyed oversize frame: its trailer never came */
+                struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
+                dp_port_error(&s->port, &p, c->skip_rid, BWP_E_AUTH, "auth trailer truncated by the end of the stream",
+                              true);
+                c->skip = 0;
+                c->skip_mac = false;
+            }
             if (c->rlen > 0 && !c->skip) {   /* the stream ended inside a frame: it is truncated */
                 struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
                 const bool named = c->rlen >= BWP_HDR_SIZE && !memcmp(c->rbuf, "BWP1", 4);

@@ -651,6 +651,20 @@ static void test_auth_server(void **s)
         assert_int_equal(f.h.type, BWP_PONG);
         bwp_conn_close(&t);
     }
+    /* ... and when the stream ends before its trailer: ERROR AUTH (unsigned), not silence */
+    {
+        struct bwp_conn t = open_conn(true);
+        n = bwp_build_generate(fb2, sizeof fb2, 52, &g, &key, now);
+        bwp_conn_send(&t, fb2, n - 100);
+        shutdown(t.fd, SHUT_WR);
+        k = bwp_conn_recv(&t, fb, sizeof fb, T_MS);
+        assert_true(k > 0);
+        assert_int_equal(bwp_parse_server(fb, (size_t)k, &key, true, &f), 0);
+        assert_int_equal(f.h.type, BWP_ERROR);
+        assert_int_equal(f.u.error.code, BWP_E_AUTH);
+        assert_int_equal(f.h.request_id, 52);
+        bwp_conn_close(&t);
+    }
     assert_int_equal(test_srv_stop(&SRV), 0);
     SRV = saved;
 }
