@@ -231,11 +231,15 @@ static void sweep(struct decoder *d, uint64_t now)
 
 /* ---- decoding ---- */
 
-/* Called by the generator between prefill blocks: a long prompt stops as soon as its request is
- * cancelled, expires or is cut off by the drain, not at its end. */
+static void ctl_answer(struct decoder *d);
+
+/* Called by the generator between prefill blocks: the console's list and cancel are answered
+ * (a long prefill is listed as running and can be cancelled by id), and the prompt stops as soon
+ * as its request is cancelled, expires or is cut off by the drain, not at its end. */
 static int prefill_should_stop(void *ctx)
 {
-    const struct decoder *d = ctx;
+    struct decoder *d = ctx;
+    ctl_answer(d);
     return d->starting && end_reason(d, d->starting, dp_mono_us()) != 0;
 }
 
@@ -328,15 +332,23 @@ static void ctl_info(struct dp_req_info *o, const struct dp_req *r, bool running
     o->completion_tokens = r->completion_tokens;
 }
 
+/* The request being decoded, or the one whose prefill runs (the console is also answered
+ * between prefill blocks). */
+static struct dp_req *running(const struct decoder *d)
+{
+    return d->cur ? d->cur : d->starting;
+}
+
 static void ctl_list(struct decoder *d, struct dp_ctl *c)
 {
     uint64_t now = dp_mono_us();
     uint32_t n = 0;
-    if (d->cur)
-        ctl_info(&c->list[n++], d->cur, true, now);
+    struct dp_req *run = running(d);
+    if (run)
+        ctl_info(&c->list[n++], run, true, now);
     for (uint32_t i = 0; i < d->fifo_n && n < DP_LIST_MAX; i++)
         ctl_info(&c->list[n++], d->fifo[i], false, now);
-    c->total = (d->cur ? 1 : 0) + d->fifo_n;
+    c->total = (run ? 1 : 0) + d->fifo_n;
 }
 
 static uint32_t ctl_cancel_one(struct dp_req *r, uint64_t rid)
@@ -351,7 +363,7 @@ static uint32_t ctl_cancel_one(struct dp_req *r, uint64_t rid)
 
 static void ctl_cancel(struct decoder *d, struct dp_ctl *c)
 {
-    uint32_t n = d->cur ? ctl_cancel_one(d->cur, c->rid) : 0;
+    uint32_t n = running(d) ? ctl_cancel_one(running(d), c->rid) : 0;
     for (uint32_t i = 0; i < d->fifo_n; i++)
         n += ctl_cancel_one(d->fifo[i], c->rid);
     c->total = n;
@@ -362,7 +374,7 @@ static void ctl_swap(struct decoder *d, struct dp_ctl *c)
 {
     /* acquire pairs with the console's store of swap_seq after setting swap_gen */
     uint32_t seq = atomic_load_explicit(&c->swap_seq, memory_order_acquire);
-    if (seq == d->swap_done || d->cur)
+    if (seq == d->swap_done || running(d))
         return;
     struct generator old = *d->sh->gen;
     *d->sh->gen = *c->swap_gen;
@@ -374,12 +386,10 @@ static void ctl_swap(struct decoder *d, struct dp_ctl *c)
     atomic_store_explicit(&c->swap_done, seq, memory_order_release);
 }
 
-/* Answers the console's pending requests: LIST and CANCEL at once, a swap once no request is
- * decoding. Cancelled requests end in the sweep/step that follows. */
-static void ctl_serve(struct decoder *d)
+/* Answers a pending LIST or CANCEL (not a swap: that waits for a request boundary). */
+static void ctl_answer(struct decoder *d)
 {
     struct dp_ctl *c = &d->sh->ctl;
-    ctl_swap(d, c);
     /* acquire pairs with the console's store of req_seq after writing the arguments */
     uint32_t seq = atomic_load_explicit(&c->req_seq, memory_order_acquire);
     if (seq == d->ctl_done)
@@ -394,6 +404,14 @@ static void ctl_serve(struct decoder *d)
     d->ctl_done = seq;
     /* release pairs with the console's acquire: the answer is written */
     atomic_store_explicit(&c->done_seq, seq, memory_order_release);
+}
+
+/* Answers the console's pending requests: LIST and CANCEL at once, a swap once no request is
+ * decoding. Cancelled requests end in the sweep/step that follows. */
+static void ctl_serve(struct decoder *d)
+{
+    ctl_swap(d, &d->sh->ctl);
+    ctl_answer(d);
 }
 
 /* Polls the intake ring for DP_DECODER_SPIN_US, then parks until it has something or the

@@ -130,6 +130,36 @@ static void test_requests_and_cancel(void **s)
     bwp_conn_close(&c);
 }
 
+/* A request whose prefill is running (3 s here) is listed as running and cancelled by id at once:
+ * the decoder answers the console between prefill blocks. */
+static void test_cancel_during_prefill(void **s)
+{
+    (void)s;
+    struct bwp_conn c = open_conn(true);
+    struct test_req r = { .rid = 60 };
+    test_send_text(&c, 60, "prefill=3000", 5, 0, 0, NULL);
+    struct dp_req_info info[DP_LIST_MAX];
+    for (int i = 0; i < 500; i++) {   /* admitted (queued) first, then its prefill starts */
+        list_until(info, 1);
+        if (info[0].running)
+            break;
+        sleep_ms(2);
+    }
+    assert_int_equal(info[0].rid, 60);
+    assert_true(info[0].running);
+    struct bora_err err;
+    uint32_t n = 0;
+    assert_int_equal(dp_server_cancel(SRV.s, 60, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
+    assert_true(r.done && !r.bad_seq && !r.after_end);
+    assert_int_equal(r.d.finish, BWP_FINISH_CANCELLED);
+    assert_int_equal(r.d.completion_tokens, 0);
+    assert_true(r.d.total_us < 2000000);
+    list_until(info, 0);
+    bwp_conn_close(&c);
+}
+
 /* The same id from two clients: both are cancelled. */
 static void test_cancel_every_client(void **s)
 {
@@ -265,6 +295,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_requests_and_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_during_prefill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_every_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_swap_keeps_queue, setup, teardown),
