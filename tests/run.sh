@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run.sh — runs every test binary and end-to-end script, then prints one summary line:
 #   "N passed, N failed, N skipped". Exit status is non-zero if anything failed.
-# usage: tests/run.sh [--gpu] BUILD_DIR     (--gpu: only the GPU tests)
+# usage: tests/run.sh [--gpu] BUILD_DIR     (--gpu: only the GPU tests: gpu_*, test_gen_engine's
+#        CUDA case and e2e_gpu_*.sh)
 set -u
 gpu_only=0
 [ "${1:-}" = --gpu ] && { gpu_only=1; shift; }
@@ -41,6 +42,10 @@ if [ $gpu_only -eq 0 ]; then
     for s in tests/e2e_*.sh; do [ -f "$s" ] && count_script "$s"; done
 fi
 for t in "$build"/tests/gpu_*; do [ -x "$t" ] && count_cmocka "$t"; done
+if [ $gpu_only -eq 1 ]; then   # the GPU halves of tests that also run on the CPU
+    [ -x "$build/tests/test_gen_engine" ] && count_cmocka "$build/tests/test_gen_engine"
+    for s in tests/e2e_gpu_*.sh; do [ -f "$s" ] && count_script "$s"; done
+fi
 
 echo
 [ ${#failed_names[@]} -gt 0 ] && echo "failed: ${failed_names[*]}"
