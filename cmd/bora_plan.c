@@ -113,6 +113,7 @@ int cmd_plan(int argc, char **argv)
     const char *dir = NULL, *preset = NULL, *gpu = "h200";
     enum model_precision prec = MODEL_PRECISION_AUTO;
     int ctx = PLAN_DEFAULT_CTX;
+    bool ctx_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (a[0] != '-' || !a[1]) {
@@ -143,6 +144,7 @@ int cmd_plan(int argc, char **argv)
                 return 2;
             }
             ctx = (int)n;
+            ctx_given = true;
         } else if (!strcmp(a, "--gpu")) {
             gpu = v;
         } else {
@@ -174,6 +176,10 @@ int cmd_plan(int argc, char **argv)
     }
     if (prec == MODEL_PRECISION_AUTO)
         prec = fp8_ckpt || preset ? MODEL_PRECISION_FP8 : MODEL_PRECISION_BF16;
+    /* a model directory says how long its context is: plan for that unless --ctx says otherwise */
+    const bool past_model = cfg.max_pos > 0 && ctx > cfg.max_pos;
+    if (past_model && !ctx_given)
+        ctx = cfg.max_pos;
     struct plan_gpu g;
     struct plan_col col[2];   /* fp8, bf16 */
     if (plan_gpu(gpu, &g, &err) || plan_one(&cfg, BORA_DT_F8_E4M3, ctx, &g, &col[0], &err) ||
@@ -183,8 +189,10 @@ int cmd_plan(int argc, char **argv)
     }
     printf("plan  %s  (%d layers, dim %d, %d/%d heads x %d, ffn %d, vocab %d)\n", preset ? preset : dir,
            cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim, cfg.vocab_size);
-    printf("GPU   %s: %.1f GB, streaming read %.0f GB/s;  KV cache for %d tokens (bf16)\n\n", g.name,
-           g.mem_bytes / 1e9, g.read_gbps, ctx);
+    printf("GPU   %s: %.1f GB, streaming read %.0f GB/s;  KV cache for %d tokens (bf16)%s\n\n", g.name,
+           g.mem_bytes / 1e9, g.read_gbps, ctx,
+           past_model && !ctx_given ? ", the model's context"
+           : past_model ? ", more than the model's context" : "");
     printf("%-34s %14s %14s\n", "", "fp8", "bf16");
 #define ROW(label, fmt, a, b) printf("%-34s " fmt " " fmt "\n", label, a, b)
     ROW("weights (GB)", "%14.2f", col[0].l.weight_bytes / 1e9, col[1].l.weight_bytes / 1e9);

@@ -93,5 +93,8 @@ int cmd_synth(int argc, char **argv)
         return 1;
     }
     fprintf(stderr, "bora synth: wrote %s (%s, random weights)\n", dir, sp.ministral3 ? "Ministral3ForCausalLM" : "MistralForCausalLM");
+    if (!sp.tokenizer_path && sp.vocab < SYNTH_V3_VOCAB)
+        fprintf(stderr, "bora synth: no tokenizer written: Mistral's v3 tokenizer has %d tokens, more than --vocab %d; "
+                        "the model takes token ids (--ids), or give --tokenizer FILE\n", SYNTH_V3_VOCAB, sp.vocab);
     return 0;
 }

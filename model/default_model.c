@@ -191,7 +191,7 @@ int synth_model_write(const char *dir, const struct synth_spec *sp, struct bora_
         snprintf(path, sizeof path, "%s/%s", dir,
                  strstr(base, "tekken") ? "tekken.json" : strstr(base, ".json") ? "tokenizer.json" : "tokenizer.model");
         rc = copy_file(sp->tokenizer_path, path, err);
-    } else {
+    } else if (sp->vocab >= SYNTH_V3_VOCAB) {
         snprintf(path, sizeof path, "%s/tokenizer.model", dir);
         rc = write_text(path, bora_default_tokenizer, (size_t)(bora_default_tokenizer_end - bora_default_tokenizer), err);
     }

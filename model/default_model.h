@@ -29,8 +29,10 @@ struct synth_spec {
     bool ministral3;             /* Ministral3ForCausalLM with YaRN + query scaling, else Mistral */
     int dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, vocab, max_pos;
     uint64_t seed;
-    const char *tokenizer_path;  /* copied into dir (tekken.json / tokenizer.json / tokenizer.model); NULL: Mistral v3 */
+    const char *tokenizer_path;  /* copied into dir (tekken.json / tokenizer.json / tokenizer.model); NULL: Mistral v3
+                                  * when vocab holds its 32,768 tokens, else none (the model takes ids) */
 };
+#define SYNTH_V3_VOCAB 32768         /* tokens of the Mistral v3 tokenizer written by default */
 /* Writes config.json, model.safetensors and the tokenizer into dir (which must not exist).
  * Errors: -EINVAL (inconsistent shape), -errno naming the path. */
 int synth_model_write(const char *dir, const struct synth_spec *spec, struct bora_err *err);

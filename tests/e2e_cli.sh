@@ -63,4 +63,10 @@ ids=$(echo "$want" | tr -d '[] ')
 $bora detokenize default ${ids//,/ } 2>/dev/null | grep -q "Where is my order?" || fail "detokenize default"
 $bora chat-encode default tests/data/chat-samples/no_tools/sample.json >/dev/null 2>&1 || fail "chat-encode default"
 $bora plan default --gpu h200 2>/dev/null | grep -q "fits" || fail "plan default"
+# bora synth with a vocabulary smaller than the default tokenizer's: no tokenizer, and the
+# model it wrote runs on ids (it used to copy the 32,768-token tokenizer, which generate refused)
+$bora synth "$tmp/small" --vocab 1000 --layers 1 2>"$tmp/synth.err" || fail "synth --vocab 1000: $(cat "$tmp/synth.err")"
+grep -q "no tokenizer written" "$tmp/synth.err" || fail "synth --vocab 1000 did not say it wrote no tokenizer"
+[ -e "$tmp/small/tokenizer.model" ] && fail "synth --vocab 1000 wrote the 32,768-token tokenizer"
+$bora generate "$tmp/small" --ids 1,5,7 -n 3 --json 2>/dev/null | grep -q '"ids":\[' || fail "generate on the small synthetic model"
 echo "bora CLI ok"

@@ -15,6 +15,8 @@ grep -q "does not fit" <<<"$out" || fail "no refusal text: $out"
 "$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 8192 >/dev/null || fail "medium fp8 ctx 8192 should fit an h200"
 out=$("$b" plan tests/data/fixtures/mistral-tiny-bf16 --gpu rtx4090) || fail "tiny fixture should fit an rtx4090"
 echo "$out" | grep -q "4 layers, dim 64" || fail "fixture dir not read"
+echo "$out" | grep -q "KV cache for 4096 tokens (bf16), the model's context" ||
+    fail "a model directory's plan is not sized to its context (max_position_embeddings 4096)"
 echo "$out" | grep -q "compute capability 8.9; bora's CUDA backend needs 9.0" || fail "no note that the CUDA backend needs Hopper"
 "$b" plan --preset mistral-7b --gpu h100 | grep -q "compute capability" && fail "an h100 runs the CUDA backend: no note expected"
 "$b" plan --preset nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown preset should be a usage error"
