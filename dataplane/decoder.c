@@ -292,6 +292,10 @@ static void step_current(struct decoder *d, uint64_t now)
     int rc = d->sh->gen->ops->step(d->sh->gen, &tok, &err);
     if (rc < 0) {
         d->sh->gen->ops->finish(d->sh->gen);
+        if (d->sh->gen->prefix_cache) {   /* its start looked the prefix up, as a DONE would count */
+            metrics_count(d->ms, METRICS_PREFIX_LOOKUPS, 1);
+            metrics_count(d->ms, METRICS_PREFIX_HITS, r->cached_tokens > 0);
+        }
         finish_error(d, r, BWP_E_INTERNAL, err.msg[0] ? err.msg : "generator step failed");
         set_cur(d, NULL);
         return;
