@@ -337,7 +337,7 @@ int generate_run(struct run_opts *o)
         }
     }
     if (r) {
-        fprintf(stderr, "bora: engine failed: %s\n", r == -EIO && engine_last_error(e)[0] ? engine_last_error(e) : strerror(-r));
+        fprintf(stderr, "bora: engine failed: %s\n", engine_error_text(e, r));
         goto out;
     }
     if (tok) {

@@ -168,7 +168,7 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
         return bora_errf(err, -ECANCELED, "prefill of %d tokens stopped before its end", n - keep);
     if (rc < 0)
         return bora_errf(err, -EIO, "engine prefill of %d tokens at position %d failed: %s", n - keep, keep,
-                         rc == -EIO && engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
+                         engine_error_text(ge->e, rc));
     memcpy(ge->kv_ids + keep, ge->ids + keep, sizeof *ge->ids * (size_t)(n - keep));
     ge->n_kv = n;
     ge->pos = n;
@@ -193,7 +193,7 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
         int rc = engine_forward_next(ge->e, &ge->pending, 1, ge->pos, &ge->s, ge->logits, &ge->next);
         if (rc < 0)
             return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos,
-                             rc == -EIO && engine_last_error(ge->e)[0] ? engine_last_error(ge->e) : strerror(-rc));
+                             engine_error_text(ge->e, rc));
         ge->kv_ids[ge->pos++] = ge->pending;
         ge->n_kv = ge->pos;
     }

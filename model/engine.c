@@ -145,6 +145,11 @@ const char *engine_last_error(const struct engine *e)
     return e->ops->last_error ? e->ops->last_error(e) : "";
 }
 
+const char *engine_error_text(const struct engine *e, int rc)
+{
+    return rc == -EIO && engine_last_error(e)[0] ? engine_last_error(e) : strerror(-rc);
+}
+
 const char *engine_backend_why(const struct engine *e)
 {
     return e->backend_why;

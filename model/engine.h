@@ -93,6 +93,9 @@ const char *engine_backend_name(const struct engine *e);
 void engine_set_stop(struct engine *e, int (*stop)(void *ctx), void *ctx);
 /* What the last failed forward reported (a CUDA backend names the call, file and line), or "". */
 const char *engine_last_error(const struct engine *e);
+/* The text for a forward's error rc: the backend's own message for a backend failure (-EIO),
+ * else strerror (a message from an earlier failure would be stale). */
+const char *engine_error_text(const struct engine *e, int rc);
 /* Backend AUTO that ended on the CPU: the reason CUDA was not used (no device, built without
  * CUDA, a GPU the CUDA backend does not support); "" when the backend was chosen explicitly. */
 const char *engine_backend_why(const struct engine *e);
