@@ -32,6 +32,11 @@ for v in ${ENGINE_VARS:-}; do   # gpu_engine again under BORA_MEGA_* settings (a
     step "gpu_engine, $envs"
     env $envs timeout 300 "$TESTS/gpu_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -8
 done
+RB=${BIN:+$BIN/bench/readbw_probe}; RB=${RB:-build/bench/readbw_probe}
+if [ -x "$RB" ]; then   # the read ceiling several ways (the decode figures divide by the best two)
+    step "read bandwidth ($RB)"
+    timeout 60 "$RB" 2>&1 | tee "$OUT/readbw_probe.txt"
+fi
 step decode
 # DECODE_EXTRA: more runs, ';'-separated (e.g. "mistral-small-24b --precision fp8 --ctx 512 --tokens 64")
 IFS=';' read -ra runs <<< "mistral-7b --precision fp8 --ctx 512 --tokens 256;mistral-7b --precision bf16 --ctx 512 --tokens 256;mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32;${DECODE_EXTRA:-}"

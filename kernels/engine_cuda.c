@@ -43,7 +43,6 @@ struct cuda_impl {
     struct kern_mega_args mega_args;
     int *d_sync;                    /* its phase counters */
     char mega_why[sizeof(struct bora_err)];   /* why the persistent kernel is off ("" when on) */
-    const atomic_bool *cancel;      /* checked between prefill chunks; may be NULL */
     bool prepared;                  /* engine_cuda_prepare done: open_finish has nothing left */
     const struct sampler_params *samp;   /* set_state's sampling settings while cuda_forward_sample
                                           * runs; NULL: greedy */
@@ -584,13 +583,10 @@ static int check_ids(const struct engine *e, const int32_t *ids, int n, int pos,
     return 0;
 }
 
-/* Between prefill chunks: the test hook's flag, or the engine's stop callback (engine_set_stop). */
+/* Between prefill chunks: the engine's stop callback (engine_set_stop). */
 static int prefill_stop(void *ctx)
 {
-    struct engine *e = ctx;
-    const struct cuda_impl *s = impl_of(e);
-    if (s->cancel && atomic_load_explicit(s->cancel, memory_order_acquire))
-        return 1;
+    const struct engine *e = ctx;
     return e->stop ? e->stop(e->stop_ctx) : 0;
 }
 
@@ -1474,11 +1470,6 @@ int engine_cuda_set_prefill_chunk(struct engine *e, int tokens, struct bora_err 
     if (tokens < PREFILL_CHUNK_MIN)
         return bora_errf(err, -EINVAL, "prefill chunk of %d tokens (at least %d)", tokens, PREFILL_CHUNK_MIN);
     return open_prefill(e, tokens, err);
-}
-
-void engine_cuda_set_cancel(struct engine *e, const atomic_bool *flag)
-{
-    impl_of(e)->cancel = flag;
 }
 
 int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int pos, int32_t *first, double *ms,

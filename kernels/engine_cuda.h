@@ -5,7 +5,6 @@
 #define BORA_KERNELS_ENGINE_CUDA_H
 
 #include <stdio.h>
-#include <stdatomic.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -63,9 +62,6 @@ int engine_cuda_step_profile(struct engine *e, int pos, int n, FILE *f, struct b
  * PREFILL_CHUNK_DEFAULT, kernels/prefill_run.h); reallocates the prefill workspace.
  * Errors: -EINVAL (below PREFILL_CHUNK_MIN), -ENOMEM. Not while a forward runs. */
 int engine_cuda_set_prefill_chunk(struct engine *e, int tokens, struct bora_err *err);
-/* A flag the prefill reads (acquire) between chunks; when true, forward returns -ECANCELED with
- * the finished chunks in the cache. NULL: none. The flag must outlive its use. */
-void engine_cuda_set_cancel(struct engine *e, const atomic_bool *flag);
 /* Time to first token: from ids[0..n) on the host (n ≥ 2, positions pos..pos+n-1, after the
  * pos tokens the cache already holds: a prefix-cache hit when pos > 0) through prefill, final
  * norm, output head and the greedy sampler to the first id on the host; *ms is wall time.

@@ -211,8 +211,13 @@ int kern_fill_random(void *d, enum bora_dtype dtype, size_t n, float amp, uint64
 /* Fills n floats with value. */
 int kern_fill_f32(float *d, size_t n, float value, struct bora_err *err);
 
-/* Streaming-read bandwidth: reads `bytes` of d (16-byte loads, 8 blocks/SM) `iters` times
- * after a warm-up and returns the median rate in GB/s (1e9 bytes/s). */
+/* Streaming-read bandwidth: reads `bytes` of d (16-byte aligned, at least 32 KiB) `iters`
+ * times (1..64) after two warm-ups with each of two readers — 16-byte streaming loads (8 blocks
+ * of 512 threads an SM) and bulk copies (one block an SM, four 32 KiB copies in flight) — and
+ * gives each reader's median in GB/s (1e9 bytes/s). Errors: -EINVAL, -EIO. */
+int kern_bandwidth_read_detail(const void *d, size_t bytes, int iters, double *loads_gbps, double *bulk_gbps,
+                               struct bora_err *err);
+/* The faster of the two readers' medians: the ceiling a decode figure is divided by. */
 int kern_bandwidth_read(const void *d, size_t bytes, int iters, double *gbps, struct bora_err *err);
 
 #ifdef __cplusplus

@@ -8,6 +8,7 @@
 
 #include "kernels/kern_util.cuh"
 #include "kernels/kern_rope.cuh"
+#include "kernels/kern_tma.cuh"
 
 extern "C" int kern_device_query(struct kern_device *d, struct bora_err *err)
 {
@@ -255,23 +256,65 @@ extern "C" int kern_fill_f32(float *d, size_t n, float value, struct bora_err *e
     return 0;
 }
 
-/* ---- streaming-read bandwidth ---- */
+/* ---- streaming-read bandwidth ----
+ * Two readers, each the best of its kind on an H200 (bench/readbw_probe.cu, 2026-11-30, random
+ * data, 8 GiB): 16-byte ld.global.cs loads, four in flight a thread, 8 blocks of 512 an SM
+ * (4.55 TB/s; the L1::no_allocate + L2 evict-first form of the weight loads read only 4.30),
+ * and bulk copies (TMA), one block an SM keeping four 32 KiB copies in flight, each block a
+ * contiguous share (4.61 TB/s: the decode kernel's own way of reading its weights). */
 __global__ void read_kernel(const uint4 *p, size_t n, unsigned *sink)
 {
     uint32_t acc = 0;
     size_t stride = (size_t)gridDim.x * blockDim.x;
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     for (; i + 3 * stride < n; i += 4 * stride) {
-        uint4 a = kern_ld_stream(p + i), b = kern_ld_stream(p + i + stride);
-        uint4 c = kern_ld_stream(p + i + 2 * stride), d = kern_ld_stream(p + i + 3 * stride);
+        uint4 a = __ldcs(p + i), b = __ldcs(p + i + stride);
+        uint4 c = __ldcs(p + i + 2 * stride), d = __ldcs(p + i + 3 * stride);
         acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;
     }
     for (; i < n; i += stride) {
-        uint4 a = kern_ld_stream(p + i);
+        uint4 a = __ldcs(p + i);
         acc ^= a.x ^ a.y ^ a.z ^ a.w;
     }
     if (acc == 0x12345678u)
         *sink = acc;
+}
+
+#define BW_STAGE (32 * 1024)
+#define BW_STAGES 4
+#define BW_SMEM (128 + BW_STAGES * BW_STAGE)
+
+/* Stages [0, stages) of p, a contiguous share a block, through BW_STAGES bulk copies in flight. */
+__global__ void __launch_bounds__(32, 1) read_bulk_kernel(const uint8_t *p, size_t stages)
+{
+    extern __shared__ __align__(128) uint8_t sm[];
+    uint64_t *full = (uint64_t *)sm;
+    uint8_t *ring = sm + 128;
+    if (threadIdx.x != 0)
+        return;
+    const size_t per = (stages + gridDim.x - 1) / gridDim.x, s0 = blockIdx.x * per;
+    const size_t s1 = s0 + per < stages ? s0 + per : stages;
+    if (s0 >= s1)
+        return;
+    for (int i = 0; i < BW_STAGES; i++)
+        mbar_init(&full[i], 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    const uint64_t pol = kern_policy_evict_first();
+    uint32_t parity = 0;
+    size_t issued = s0;
+    for (int i = 0; i < BW_STAGES && issued < s1; i++, issued++) {
+        mbar_expect_tx(&full[i], BW_STAGE);
+        mega_bulk_hint(ring + (size_t)i * BW_STAGE, p + issued * BW_STAGE, BW_STAGE, &full[i], pol);
+    }
+    for (size_t landed = s0, i = 0; landed < s1; landed++, i = (i + 1) % BW_STAGES) {
+        mbar_wait(&full[i], (parity >> i) & 1u);
+        parity ^= 1u << i;
+        if (issued < s1) {
+            mbar_expect_tx(&full[i], BW_STAGE);
+            mega_bulk_hint(ring + (size_t)i * BW_STAGE, p + issued * BW_STAGE, BW_STAGE, &full[i], pol);
+            issued++;
+        }
+    }
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -280,26 +323,28 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-extern "C" int kern_bandwidth_read(const void *d, size_t bytes, int iters, double *gbps,
-                                   struct bora_err *err)
+/* The median GB/s of iters timed runs (after two warm-ups) of one reader over `bytes`. */
+static int time_reader(bool bulk, const void *d, size_t bytes, int iters, int sms, unsigned *sink, double *gbps,
+                       struct bora_err *err)
 {
-    if (iters < 1 || iters > 64)
-        return bora_errf(err, -EINVAL, "bandwidth: iters %d outside 1..64", iters);
-    int dev, sms;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    unsigned *sink;
-    CUDA_CHECK(cudaMalloc(&sink, sizeof *sink));
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    size_t n = bytes / 16;
+    cudaError_t e = cudaEventCreate(&e1);
+    if (e != cudaSuccess) {
+        cudaEventDestroy(e0);
+        return bora_errf(err, -EIO, "bandwidth: %s (%s:%d)", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    const size_t n = bytes / 16, stages = bytes / BW_STAGE;
+    const size_t moved = bulk ? stages * BW_STAGE : n * 16;
     double t[64];
     int rc = 0;
     for (int it = -2; it < iters && rc == 0; it++) {
-        cudaError_t e = cudaEventRecord(e0);
+        e = cudaEventRecord(e0);
         if (e == cudaSuccess) {
-            read_kernel<<<sms * 8, 512>>>((const uint4 *)d, n, sink);
+            if (bulk)
+                read_bulk_kernel<<<sms, 32, BW_SMEM>>>((const uint8_t *)d, stages);
+            else
+                read_kernel<<<sms * 8, 512>>>((const uint4 *)d, n, sink);
             e = cudaGetLastError();
         }
         if (e == cudaSuccess)
@@ -312,19 +357,49 @@ extern "C" int kern_bandwidth_read(const void *d, size_t bytes, int iters, doubl
         if (e == cudaSuccess && !(ms > 0))
             e = cudaErrorUnknown;   /* no time measured: the figure would be meaningless */
         if (e != cudaSuccess) {
-            rc = bora_errf(err, -EIO, "bandwidth read kernel: %s (%s:%d)", cudaGetErrorString(e),
-                           __FILE__, __LINE__);
+            rc = bora_errf(err, -EIO, "bandwidth %s reader: %s (%s:%d)", bulk ? "bulk-copy" : "load",
+                           cudaGetErrorString(e), __FILE__, __LINE__);
             break;
         }
         if (it >= 0)
-            t[it] = (double)(n * 16) / (ms * 1e-3) / 1e9;
+            t[it] = (double)moved / (ms * 1e-3) / 1e9;
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    cudaFree(sink);
     if (rc)
         return rc;
     qsort(t, (size_t)iters, sizeof t[0], cmp_double);
     *gbps = t[iters / 2];
     return 0;
+}
+
+extern "C" int kern_bandwidth_read_detail(const void *d, size_t bytes, int iters, double *loads_gbps,
+                                          double *bulk_gbps, struct bora_err *err)
+{
+    if (iters < 1 || iters > 64)
+        return bora_errf(err, -EINVAL, "bandwidth: iters %d outside 1..64", iters);
+    if (bytes < (size_t)BW_STAGE)
+        return bora_errf(err, -EINVAL, "bandwidth: %zu bytes (at least %d)", bytes, BW_STAGE);
+    if ((uintptr_t)d % 16)
+        return bora_errf(err, -EINVAL, "bandwidth: buffer not 16-byte aligned");
+    int dev, sms;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaFuncSetAttribute(read_bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, BW_SMEM));
+    unsigned *sink;
+    CUDA_CHECK(cudaMalloc(&sink, sizeof *sink));
+    int rc = time_reader(false, d, bytes, iters, sms, sink, loads_gbps, err);
+    if (!rc)
+        rc = time_reader(true, d, bytes, iters, sms, sink, bulk_gbps, err);
+    cudaFree(sink);
+    return rc;
+}
+
+extern "C" int kern_bandwidth_read(const void *d, size_t bytes, int iters, double *gbps, struct bora_err *err)
+{
+    double loads = 0, bulk = 0;
+    int rc = kern_bandwidth_read_detail(d, bytes, iters, &loads, &bulk, err);
+    if (!rc)
+        *gbps = loads > bulk ? loads : bulk;
+    return rc;
 }

@@ -543,11 +543,20 @@ static void test_bandwidth_probe(void **st)
     (void)st;
     NEED_GPU();
     void *d = dev_upload(NULL, 256u << 20);
-    double g = 0;
+    double g = 0, loads = 0, bulk = 0;
     OK(kern_fill_random(d, BORA_DT_BF16, 128u << 20, 1.0f, 1, E));
+    OK(kern_bandwidth_read_detail(d, 256u << 20, 3, &loads, &bulk, E));
     OK(kern_bandwidth_read(d, 256u << 20, 3, &g, E));
-    printf("  streaming read of 256 MiB: %.0f GB/s\n", g);
+    printf("  streaming read of 256 MiB: %.0f GB/s (16-byte loads %.0f, bulk copies %.0f)\n", g, loads, bulk);
+    assert_true(loads > 100 && loads < 20000);
+    assert_true(bulk > 100 && bulk < 20000);
     assert_true(g > 100 && g < 20000);
+    /* what the reader cannot take is refused, not timed */
+    struct bora_err e2 = { "" };
+    assert_int_equal(kern_bandwidth_read(d, 1000, 3, &g, &e2), -EINVAL);
+    assert_non_null(strstr(e2.msg, "bytes"));
+    assert_int_equal(kern_bandwidth_read((char *)d + 8, 1u << 20, 3, &g, &e2), -EINVAL);
+    assert_int_equal(kern_bandwidth_read(d, 1u << 20, 0, &g, &e2), -EINVAL);
     kern_free(d);
 }
 #else

@@ -13,7 +13,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +82,15 @@ static bool open_ctx(const struct pcase *pc, struct pctx *x)
         fail_msg("%s: CUDA engine: %s", pc->name, err.msg);
     x->tol = x->m->layers[0].wq.dtype == BORA_DT_F8_E4M3 ? TOL_FP8 : TOL_BF16;
     return true;
+}
+
+/* The tiny BF16 fixture as stored on the CUDA engine; skips the test (cmocka's skip does not
+ * return) without the fixture or a GPU. */
+static void open_tiny_or_skip(struct pctx *x)
+{
+    static const struct pcase tiny = { "mistral-tiny-bf16", MODEL_PRECISION_AUTO };
+    if (!open_ctx(&tiny, x))
+        skip();
 }
 
 static void close_ctx(struct pctx *x)
@@ -210,27 +218,58 @@ static void test_prefill_vs_stepwise(void **state)
     close_ctx(&x);
 }
 
-/* A cancel flag set before a multi-chunk prefill stops it after the first chunk. */
+/* engine_set_stop (what borad's cancel, deadline and drain use): asked between chunks, never
+ * before the first; a stop after k chunks ends the forward with -ECANCELED, k chunks in the
+ * cache, and the message names them. Without a stop the same prompt runs through. */
+struct stop_after {
+    int calls, after;
+};
+
+static int stop_after_cb(void *ctx)
+{
+    struct stop_after *s = ctx;
+    return ++s->calls >= s->after;
+}
+
 static void test_cancel(void **state)
 {
     (void)state;
-    struct pcase pc = { "mistral-tiny-bf16", MODEL_PRECISION_AUTO };
     struct pctx x;
-    if (!open_ctx(&pc, &x)) {
-        skip();
-        return;
-    }
+    open_tiny_or_skip(&x);
     struct bora_err err = { "" };
     assert_int_equal(engine_cuda_set_prefill_chunk(x.e, 16, &err), 0);
-    atomic_bool stop;
-    atomic_init(&stop, true);
-    engine_cuda_set_cancel(x.e, &stop);
-    int32_t *ids = long_prompt(&x.f, 100);
+    int32_t *ids = long_prompt(&x.f, 100);   /* 7 chunks of 16: 6 questions */
+    struct stop_after s1 = { 0, 1 };
+    engine_set_stop(x.e, stop_after_cb, &s1);
     assert_int_equal(engine_forward(x.e, ids, 100, 0, NULL), -ECANCELED);
-    assert_non_null(strstr(engine_cuda_last_error(x.e), "16 of 100"));
-    atomic_store(&stop, false);
-    assert_int_equal(engine_forward(x.e, ids, 100, 0, NULL), 0);
-    engine_cuda_set_cancel(x.e, NULL);
+    assert_int_equal(s1.calls, 1);
+    assert_non_null(strstr(engine_last_error(x.e), "16 of 100"));
+    engine_reset(x.e);
+    struct stop_after s3 = { 0, 3 };
+    engine_set_stop(x.e, stop_after_cb, &s3);
+    assert_int_equal(engine_forward(x.e, ids, 100, 0, NULL), -ECANCELED);
+    assert_int_equal(s3.calls, 3);
+    assert_non_null(strstr(engine_last_error(x.e), "48 of 100"));
+    /* the 48 positions stay: the rest of the prompt from there ends as the whole prompt does */
+    const size_t V = (size_t)x.m->cfg.vocab_size;
+    float *resumed = malloc(V * sizeof *resumed), *whole = malloc(V * sizeof *whole);
+    engine_set_stop(x.e, NULL, NULL);
+    assert_int_equal(engine_forward(x.e, ids + 48, 52, 48, resumed), 0);
+    engine_reset(x.e);
+    struct stop_after never = { 0, 1 << 30 };
+    engine_set_stop(x.e, stop_after_cb, &never);
+    assert_int_equal(engine_forward(x.e, ids, 100, 0, whole), 0);
+    assert_int_equal(never.calls, 6);
+    float dmax = 0, lmax = 0;
+    for (size_t i = 0; i < V; i++) {
+        dmax = fmaxf(dmax, fabsf(resumed[i] - whole[i]));
+        lmax = fmaxf(lmax, fabsf(whole[i]));
+    }
+    if (!(dmax <= x.tol.logits * lmax))
+        fail_msg("resumed after a cancel: max |dlogit| %.3g of max |logit| %.3g", dmax, lmax);
+    free(resumed);
+    free(whole);
+    engine_set_stop(x.e, NULL, NULL);
     int32_t bad[3] = { 1, -5, 2 };
     assert_int_equal(engine_forward(x.e, bad, 3, 0, NULL), -EINVAL);
     free(ids);
@@ -243,12 +282,8 @@ static void test_cancel(void **state)
 static void test_ttft_first_id(void **state)
 {
     (void)state;
-    struct pcase pc = { "mistral-tiny-bf16", MODEL_PRECISION_AUTO };
     struct pctx x;
-    if (!open_ctx(&pc, &x)) {
-        skip();
-        return;
-    }
+    open_tiny_or_skip(&x);
     const int V = x.m->cfg.vocab_size, pre = 100;
     float *lg = malloc((size_t)V * sizeof *lg);
     int32_t *ids = long_prompt(&x.f, LONG);
@@ -295,12 +330,8 @@ static void run_next(struct pctx *x, const int32_t *prompt, int n, const struct 
 static void test_forward_next(void **state)
 {
     (void)state;
-    struct pcase pc = { "mistral-tiny-bf16", MODEL_PRECISION_AUTO };
     struct pctx x;
-    if (!open_ctx(&pc, &x)) {
-        skip();
-        return;
-    }
+    open_tiny_or_skip(&x);
     const int V = x.m->cfg.vocab_size, K = 12;
     const struct fix_case *c = &x.f.cases[0];
     float *lg = malloc((size_t)V * sizeof *lg);
