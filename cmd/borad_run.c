@@ -151,6 +151,9 @@ int borad_run(const struct bora_config *cfg)
     sigaddset(&w.set, SIGINT);
     sigaddset(&w.set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &w.set, NULL);      /* before any thread starts */
+    /* A peer that goes away (a console session closed mid-answer, `stats watch` killed, a TCP
+     * client gone) is that session's EPIPE, never the daemon's death. */
+    signal(SIGPIPE, SIG_IGN);
     struct generator g;
     char dir[4096];
     if (open_generator(cfg, &g, dir, sizeof dir) < 0)

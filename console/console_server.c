@@ -44,10 +44,17 @@ static bool stopping(struct console_server *s)
     return atomic_load_explicit(&s->stop, memory_order_acquire);   /* partner: console_server_stop */
 }
 
+/* A socket is written with MSG_NOSIGNAL (a closed session is -EIO here, not SIGPIPE for the
+ * process); the serial line, not a socket, with write. */
 static int write_all(int fd, const char *p, size_t n)
 {
+    bool sock = true;
     while (n) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+        if (w < 0 && sock && errno == ENOTSOCK) {
+            sock = false;
+            continue;
+        }
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)

@@ -25,6 +25,8 @@ struct console_server;
  * one is -EADDRINUSE), opens and configures the serial line, then starts one thread each.
  * c and cfg must outlive the server; c->ops->config_read (if any) gives the serial login its
  * current password hash and failure limit, else cfg's are used. Call from one thread.
+ * `stats watch` writes a session through stdio: the process must ignore SIGPIPE (borad does),
+ * or a session closed during it ends the process. The other writes use MSG_NOSIGNAL.
  * Returns 0 with *out set, or -errno with a message naming the path in err. */
 int console_server_start(struct console_server **out, struct console *c,
                          const struct config_console *cfg, struct bora_err *err);

@@ -464,10 +464,10 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
         if (body != 0)
             return verdict(BWP_E_BAD_FRAME, rid, "CANCEL/PING carry no payload");
         break;
-    case BWP_RESEND:
-        if (body != 4)
+    case BWP_RESEND:   /* rule 14: UDP only; on TCP ignored, payload included */
+        if (tr == BWP_UDP && body != 4)
             return verdict(BWP_E_BAD_FRAME, rid, "RESEND payload must be 4 bytes");
-        out->from_seq = bwp_rd32(p);
+        out->from_seq = body == 4 ? bwp_rd32(p) : 0;
         break;
     case BWP_GENERATE: {
         const char *why;

@@ -61,15 +61,15 @@ static void send_frame(struct dp_port *p, const struct dp_peer *peer, const uint
 }
 
 void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, uint16_t code,
-                   const char *msg, bool no_trailer)
+                   const char *msg, bool no_trailer, bool request)
 {
     size_t n = bwp_build_error(p->tx, sizeof p->tx, rid, 0, code, msg, no_trailer ? NULL : p->sh->key,
                                dp_now_us());
     p->stats.errors++;
-    if (code == BWP_E_DUPLICATE)        /* rule 8: concerns this frame, not a request */
-        metrics_frame_error(p->ms, code);
-    else
+    if (request)
         metrics_request_error(p->ms, code);
+    else
+        metrics_frame_error(p->ms, code);
     send_frame(p, peer, p->tx, n);
 }
 
@@ -142,20 +142,21 @@ static void on_generate(struct dp_port *p, const struct dp_policy *pol, const st
     uint64_t rid = f->h.request_id;
     struct dp_flow *fl = dp_flows_find(&p->flows, peer, rid);
     if (fl && fl->state == DP_FLOW_LIVE) {
-        dp_port_error(p, peer, rid, BWP_E_DUPLICATE, "request_id already in flight", false);
+        dp_port_error(p, peer, rid, BWP_E_DUPLICATE, "request_id already in flight", false,
+                      false);   /* rule 8: concerns this frame, not a request */
         return;
     }
     p->rate.per_s = pol->rate_limit;                      /* live: the table is always there */
     if (!dp_rate_take(&p->rate, from, dp_mono_us())) {
-        dp_port_error(p, peer, rid, BWP_E_RATE_LIMITED, "over this client's request rate; retry later", false);
+        dp_port_error(p, peer, rid, BWP_E_RATE_LIMITED, "over this client's request rate; retry later", false, true);
         return;
     }
     if (draining(p->sh)) {
-        dp_port_error(p, peer, rid, BWP_E_SHUTTING_DOWN, "server is draining; not accepted", false);
+        dp_port_error(p, peer, rid, BWP_E_SHUTTING_DOWN, "server is draining; not accepted", false, true);
         return;
     }
     if (!reserve_waiting(p->sh)) {
-        dp_port_error(p, peer, rid, BWP_E_BUSY, "request queue full; retry later", false);
+        dp_port_error(p, peer, rid, BWP_E_BUSY, "request queue full; retry later", false, true);
         return;
     }
     if (fl)
@@ -166,7 +167,7 @@ static void on_generate(struct dp_port *p, const struct dp_policy *pol, const st
         if (r)
             pool_put(&p->reqs, r);
         atomic_fetch_sub_explicit(&p->sh->n_waiting, 1, memory_order_release);
-        dp_port_error(p, peer, rid, BWP_E_BUSY, "no request slot free; retry later", false);
+        dp_port_error(p, peer, rid, BWP_E_BUSY, "no request slot free; retry later", false, true);
         return;
     }
     fill_request(p, pol, r, fl, &f->gen);
@@ -220,7 +221,8 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
         p->stats.rejected++;
         /* answered only when the frame names a request (rule 2 still applies) */
         if (n >= BWP_HDR_SIZE && !memcmp(buf, "BWP1", 4) && bwp_rd64(buf + 16) != 0)
-            dp_port_error(p, peer, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", false);
+            dp_port_error(p, peer, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", false,
+                          dp_frame_is_generate(buf, n));
         return;
     }
     struct bwp_verdict v = bwp_parse_client(buf, n, peer->conn ? BWP_TCP : BWP_UDP, &pol->lim,
@@ -230,7 +232,7 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
         p->stats.rejected++;
         metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_MALFORMED, 1);
         if (v.answer)
-            dp_port_error(p, peer, v.request_id, v.code, v.msg, v.no_trailer);
+            dp_port_error(p, peer, v.request_id, v.code, v.msg, v.no_trailer, dp_frame_is_generate(buf, n));
         if (v.close && peer->conn && p->ops->close_peer)
             p->ops->close_peer(p, peer);
         return;

@@ -35,6 +35,7 @@ struct dp_conn {
     uint64_t skip;                 /* bytes of an oversize frame still to discard */
     bool skip_mac;                 /* … whose AUTH trailer is being checked on the way */
     uint64_t skip_rid;
+    bool skip_gen;                 /* … and it is a GENERATE (its ERROR refuses a request) */
     struct bwp_mac_stream mac;
     uint8_t *rbuf; size_t rlen;    /* (rcap) */
     uint8_t *wbuf; size_t woff, wlen;   /* (DP_TCP_WBUF_BYTES) */
@@ -362,6 +363,8 @@ static void conn_mark_dirty(struct dp_server *s, uint32_t ci)
     }
 }
 
+/* A frame that finds the client's output buffer full is the console's `tcp drop` (one frame;
+ * what the buffer still held goes with the connection, whose requests are cancelled). */
 static void tcp_append(struct dp_server *s, uint32_t ci, const uint8_t *frame, size_t len)
 {
     struct dp_conn *c = &s->conns[ci];
@@ -371,6 +374,7 @@ static void tcp_append(struct dp_server *s, uint32_t ci, const uint8_t *frame, s
         memmove(c->wbuf, c->wbuf + c->woff, c->wlen);
         c->woff = 0;
         if (c->wlen + len > DP_TCP_WBUF_BYTES) {   /* the client stopped reading: drop it */
+            metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_DROP, 1);
             conn_kill(s, ci);
             return;
         }
@@ -595,7 +599,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
             if (c->skip_mac) {                            /* rule 1: AUTH before TOO_LARGE */
                 struct bwp_verdict v = bwp_mac_stream_verdict(&c->mac, &s->sh.lim, &s->port.replay,
                                                               dp_peer_key(&p), c->skip_rid, dp_now_us());
-                dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer);
+                dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer, c->skip_gen);
                 c->skip_mac = false;
             }
             continue;
@@ -608,7 +612,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
             s->port.stats.rejected++;
             metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
             metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
-            dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, false);
+            dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, false, false);   /* not a frame */
             c->closing = true;
             break;
         }
@@ -628,12 +632,14 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
                 bwp_mac_stream_init(&c->mac, s->sh.key, c->rbuf + off);   /* answer once skipped */
                 c->skip_mac = true;
                 c->skip_rid = v.request_id;
+                c->skip_gen = dp_frame_is_generate(c->rbuf + off, avail);
                 off += BWP_HDR_SIZE;
                 c->skip = need - BWP_HDR_SIZE;
                 continue;
             }
             if (v.answer)
-                dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer);
+                dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer,
+                              dp_frame_is_generate(c->rbuf + off, avail));
             if (v.close) {
                 c->closing = true;
                 break;
@@ -674,7 +680,7 @@ static void tcp_readable(struct dp_server *s, uint32_t ci)
             if (c->skip && c->skip_mac) {   /* inside a keyed oversize frame: its trailer never came */
                 struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
                 dp_port_error(&s->port, &p, c->skip_rid, BWP_E_AUTH, "auth trailer truncated by the end of the stream",
-                              true);
+                              true, c->skip_gen);
                 c->skip = 0;
                 c->skip_mac = false;
             }
@@ -686,7 +692,7 @@ static void tcp_readable(struct dp_server *s, uint32_t ci)
                 metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
                 dp_port_error(&s->port, &p, named ? bwp_rd64(c->rbuf + 16) : 0, BWP_E_BAD_FRAME,
                               named ? "frame truncated by the end of the stream" : "short header at the end of the stream",
-                              false);
+                              false, named && dp_frame_is_generate(c->rbuf, c->rlen));
                 c->rlen = 0;
                 if (!named)
                     c->closing = true;   /* rule 2: too broken to name a request */

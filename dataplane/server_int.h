@@ -282,9 +282,17 @@ void dp_port_fini(struct dp_port *p);
  * client's address (allow list, rate limit). */
 void dp_port_frame(struct dp_port *p, const struct dp_peer *peer, const struct sockaddr *from,
                    const uint8_t *buf, size_t n);
-/* Sends an ERROR that concerns only one frame (seq 0, not retained). */
+/* Sends an ERROR that concerns only one frame (seq 0, not retained). `request`: it answers a
+ * GENERATE, which it refuses (counted as a request that ended in this error); otherwise it
+ * answers a frame that is not a request (CANCEL, PING, RESEND, DUPLICATE, unparseable bytes),
+ * counted under its code only. */
 void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, uint16_t code,
-                   const char *msg, bool no_trailer);
+                   const char *msg, bool no_trailer, bool request);
+/* The n bytes at buf start a BWP/1 GENERATE header (magic and type; nothing else checked). */
+static inline bool dp_frame_is_generate(const uint8_t *buf, size_t n)
+{
+    return n > 4 && !memcmp(buf, "BWP1", 4) && buf[4] == BWP_GENERATE;
+}
 /* Sends what the decoder put on the response ring; true if there was anything. */
 bool dp_port_responses(struct dp_port *p);
 /* Silently cancels every live request of a TCP connection (rule 15). */

@@ -43,6 +43,28 @@ for _ in $(seq 200); do [ -S "$tmp/c.sock" ] && break; kill -0 $borad 2>/dev/nul
 [ -S "$tmp/c.sock" ] || fail "borad did not open its console socket"
 ctl status | grep -q "state *serving" || fail "status"
 
+# a console session that goes away ends that session, not borad (no SIGPIPE): answers nobody
+# reads, `stats watch` dropped mid-refresh (an SSH session that dies), a session over the limit
+python3 - "$tmp/c.sock" 2>"$tmp/gone.err" <<'PY'; gone_rc=$?
+import socket, struct, sys, time
+def conn():
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); return s
+for cmd in (b"status\n", b"model\n", b"help\n", b"stats\n"):
+    s = conn(); s.sendall(cmd); s.close()
+s = conn(); s.sendall(b"stats watch\n"); time.sleep(1.2)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); s.close()
+time.sleep(1.5)                                      # the next refresh meets the closed session
+held = [conn() for _ in range(8)]                    # CONSOLE_CLIENTS_MAX sessions
+for _ in range(3):
+    conn().close()                                   # refused, and gone before the refusal
+time.sleep(0.3)
+for s in held: s.close()
+PY
+sleep 0.3
+kill -0 $borad 2>/dev/null || fail "borad died when console sessions went away (exit: $(wait $borad; echo $?))"
+[ $gone_rc = 0 ] || fail "console sessions that go away: $(tail -2 "$tmp/gone.err")"
+ctl status | grep -q "state *serving" || fail "status after sessions that went away"
+
 # the burst: 24 clients at once, half UDP, half TCP, 3..8 tokens each
 n=24
 for i in $(seq $n); do
@@ -120,6 +142,53 @@ for _ in $(seq 100); do
 done
 python3 -c "import json,sys; d=json.load(open('$tmp/stats.json'))['dataplane']; assert d['udp']['malformed'] == 1 and d['tcp']['malformed'] == 1, d" ||
     fail "malformed frames not counted once per transport"
+
+# ERRORs that answer frames which are not requests are counted by code, not as requests:
+# a PING with a payload (UDP and TCP), bytes that are no frame then a close, a truncated
+# CANCEL header; a RESEND on TCP is ignored whatever its payload (rule 14), a refused GENERATE
+# is a request. A client that stops reading while its answers pile up is a TCP drop.
+ctl --json stats >"$tmp/before.json" || fail "stats before the frame errors"
+python3 - $udp $tcp <<'PY' || fail "frame errors: the answers were not as the spec says"
+import socket, struct, sys, time
+udp, tcp = int(sys.argv[1]), int(sys.argv[2])
+def hdr(t, rid, n, flags=0): return b"BWP1" + bytes([t, flags]) + b"\0\0" + struct.pack("<IIQ", n, 0, rid)
+def error_code(fr): return struct.unpack_from("<H", fr, 24)[0] if fr[4] == 0x85 else None
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+u.sendto(hdr(3, 901, 2) + b"xx", ("127.0.0.1", udp))                  # PING with a payload
+assert error_code(u.recv(4096)) == 1
+t = socket.create_connection(("127.0.0.1", tcp)); t.settimeout(5)
+t.sendall(hdr(4, 902, 7) + b"1234567" + hdr(3, 903, 1) + b"x")        # RESEND (ignored), PING + payload
+fr = t.recv(4096); assert fr[4] == 0x85 and struct.unpack_from("<Q", fr, 16)[0] == 903, fr
+t.sendall(hdr(1, 904, 4) + b"\0\0\0\0")                                # GENERATE cut short: a refused request
+fr = t.recv(4096); assert error_code(fr) == 1 and struct.unpack_from("<Q", fr, 16)[0] == 904, fr
+t.close()
+g = socket.create_connection(("127.0.0.1", tcp)); g.sendall(b"xyz"); g.shutdown(socket.SHUT_WR)
+g.settimeout(5); g.recv(4096); g.close()                                 # short header at the end of the stream
+# a client that never reads: PINGs until its 1 MiB of answers cannot be held
+d = socket.socket(); d.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+d.connect(("127.0.0.1", tcp)); d.settimeout(10)
+ping = b"".join(hdr(3, 1000 + i, 0) for i in range(512))
+try:
+    for _ in range(400):
+        d.sendall(ping)
+except OSError:
+    pass                                                                 # the server dropped it
+d.close()
+PY
+for _ in $(seq 100); do
+    ctl --json stats >"$tmp/after.json" || fail "stats after the frame errors"
+    python3 -c "import json,sys; sys.exit(json.load(open('$tmp/after.json'))['dataplane']['tcp']['drop'] < 1)" && break
+    sleep 0.05
+done
+python3 - "$tmp/before.json" "$tmp/after.json" <<'PY' || fail "frame errors counted wrongly"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+d = lambda k: b["requests"][k] - a["requests"][k]
+assert d("total") == 1 and d("error") == 1, (a["requests"], b["requests"])   # only the GENERATE
+bf = b["errors"].get("BAD_FRAME", 0) - a["errors"].get("BAD_FRAME", 0)
+assert bf == 4, (a["errors"], b["errors"])          # 2 PINGs, the GENERATE, the short header
+assert b["dataplane"]["tcp"]["drop"] >= 1, b["dataplane"]
+PY
 
 # drain: a new request is refused with SHUTTING_DOWN and counted; resume: served again
 ctl drain >/dev/null || fail "drain"

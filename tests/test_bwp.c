@@ -289,6 +289,10 @@ static void test_payload_sizes(void **s)
         bwp_put_header(b, BWP_RESEND, 0, len, 0, 6);
         expect(parse(b, 24 + len, BWP_UDP, &LIM, &f), len == 4 ? BWP_OK : BWP_E_BAD_FRAME, 6);
     }
+    for (uint32_t len = 0; len < 9; len++) {   /* rule 14: RESEND on TCP is ignored, payload and all */
+        bwp_put_header(b, BWP_RESEND, 0, len, 0, 6);
+        expect(parse(b, 24 + len, BWP_TCP, &LIM, &f), BWP_OK, 6);
+    }
     bwp_put_header(b, BWP_RESEND, 0, 4, 0, 6);
     bwp_wr32(b + 24, 12);
     expect(parse(b, 28, BWP_UDP, &LIM, &f), BWP_OK, 6);
