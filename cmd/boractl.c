@@ -174,6 +174,13 @@ static int command_run(int fd, const char *line, bool json)
         return CONSOLE_USAGE;
     }
     if (send_all(fd, buf, (size_t)n)) {
+        /* what borad said before it closed (e.g. the idle timeout), if it is still unread */
+        char said[512];
+        ssize_t k = recv(fd, said, sizeof said - 1, MSG_DONTWAIT);
+        if (k > 0) {
+            said[k] = 0;   /* the text ends at the end marker (CONSOLE_END_BYTE is NUL) */
+            fprintf(stderr, "%s%s", said, said[0] && said[strlen(said) - 1] != '\n' ? "\n" : "");
+        }
         fprintf(stderr, "boractl: borad closed the console connection\n");
         return -1;
     }

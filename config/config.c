@@ -44,6 +44,7 @@ void config_defaults(struct bora_config *cfg)
     cfg->console.socket_mode = 0600;
     cfg->console.baud = 115200;
     cfg->console.max_login_failures = 5;
+    cfg->console.idle_timeout_s = 900;
     cfg->console.log_level = CONFIG_LOG_INFO;
 }
 

@@ -83,6 +83,7 @@ struct bora_config {
         uint32_t baud;                    /* serial line speed, a standard rate */
         char password_hash[CONFIG_VALUE_MAX + 1]; /* crypto_pwhash_str() string; "" = none set */
         uint32_t max_login_failures;      /* failed logins before the line is locked */
+        uint32_t idle_timeout_s;          /* a socket session silent this long is closed; 0 = never */
         int log_level;                    /* enum config_log_level */
     } console;
 };

@@ -577,6 +577,8 @@ const struct config_key config_keys[] = {
     { KEY(console, max_login_failures), UINT(1, 1000), .live = true,
       .help = "failed logins before the line is locked" },
     { KEY(console, log_level), ENUM(level_names), .live = true, .help = "error | warn | info | debug" },
+    { KEY(console, idle_timeout_s), UINT(0, 604800),
+      .help = "seconds a silent socket session stays open; 0 = no limit" },
 };
 const size_t config_n_keys = BORA_ARRAY_LEN(config_keys);
 _Static_assert(BORA_ARRAY_LEN(config_keys) <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX");

@@ -80,15 +80,40 @@ static int wait_readable(struct console_server *s, int fd)
 
 /* ---- UNIX socket ---- */
 
+static uint64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+/* wait_readable for a socket session: -ETIMEDOUT once it has been silent for the configured
+ * idle time (cfg->idle_timeout_s; 0 = never) since `since` (ms, mono_ms). */
+static int wait_readable_idle(struct console_server *s, int fd, uint64_t since)
+{
+    const uint64_t idle = (uint64_t)s->cfg->idle_timeout_s * 1000u;
+    while (!stopping(s)) {
+        if (idle && mono_ms() - since >= idle)
+            return -ETIMEDOUT;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int n = poll(&p, 1, CONSOLE_POLL_MS);
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n > 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Reads one '\n'-terminated line byte by byte (no read-ahead: `stats watch` reads the same
  * fd for its key). Returns 1 with a line in buf, 0 at EOF/stop, -E2BIG (line too long,
- * discarded) or -errno. */
+ * discarded), -ETIMEDOUT (no byte for the idle time) or -errno. */
 static int socket_line(struct console_server *s, int fd, char *buf, size_t cap)
 {
     size_t len = 0;
     bool too_long = false;
     for (;;) {
-        int r = wait_readable(s, fd);
+        int r = wait_readable_idle(s, fd, mono_ms());
         if (r <= 0)
             return r;
         char ch;
@@ -160,6 +185,16 @@ static void *socket_session(void *p)
             if (write_all(fd, msg, sizeof msg - 1))
                 break;
             continue;
+        }
+        if (r == -ETIMEDOUT) {   /* sessions are few (CONSOLE_CLIENTS_MAX): free a forgotten one */
+            char msg[96];
+            int n = snprintf(msg, sizeof msg, "error: console session silent for %u s: closed\n",
+                             (unsigned)s->cfg->idle_timeout_s);
+            if (n > 0 && (size_t)n + 3 < sizeof msg) {   /* + the end marker, as after a command */
+                n += snprintf(msg + n, sizeof msg - (size_t)n, "%c%d\n", CONSOLE_END_BYTE, CONSOLE_ERROR);
+                (void)write_all(fd, msg, (size_t)n);
+            }
+            break;
         }
         if (r <= 0 || socket_command(s, fd, line))
             break;

@@ -175,6 +175,8 @@ static const struct bad_case bad_cases[] = {
     { "console.max_login_failures", "0", RANGE(1, 1000) },
     { "console.max_login_failures", "1001", RANGE(1, 1000) },
     { "console.log_level", "trace", "must be one of error, warn, info, debug" },
+    { "console.idle_timeout_s", "604801", RANGE(0, 604800) },
+    { "console.idle_timeout_s", "-1", INTEGER(0, 604800) },
 };
 
 /* The value as the message quotes it: control bytes as \xNN, cut after 80 bytes with "...". */
@@ -416,7 +418,7 @@ static void test_dump_round_trip(void **state)
         { "console.socket_mode", "0640" }, { "console.socket_owner", "bora" },
         { "console.socket_group", "adm" }, { "console.serial", "/dev/ttyUSB0" },
         { "console.baud", "921600" }, { "console.max_login_failures", "3" },
-        { "console.log_level", "warn" },
+        { "console.log_level", "warn" }, { "console.idle_timeout_s", "0" },
     };
     struct bora_config cfg, back, def;
     struct bora_err err = { "" };

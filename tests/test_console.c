@@ -681,6 +681,31 @@ static void test_socket_server(void **state)
     free(t);
     close(fd);
     console_server_stop(s);
+    /* a session silent for idle_timeout_s is told so and closed; one that speaks is served */
+    cfg.console.idle_timeout_s = 1;
+    assert_int_equal(console_server_start(&s, &f->c, &cfg.console, &err), 0);
+    int quiet = socket(AF_UNIX, SOCK_STREAM, 0), busy = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(connect(quiet, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(connect(busy, (struct sockaddr *)&a, sizeof a), 0);
+    for (int i = 0; i < 4; i++) {   /* 1.6 s of commands 0.4 s apart */
+        t = sock_cmd(busy, "status\n", &rc);
+        assert_int_equal(rc, CONSOLE_OK);
+        free(t);
+        usleep(400000);
+    }
+    char got[256] = "";
+    size_t gl = 0;
+    for (ssize_t n; (n = read(quiet, got + gl, sizeof got - 1 - gl)) > 0;)
+        gl += (size_t)n;   /* until the server closes it */
+    got[gl] = 0;
+    assert_non_null(strstr(got, "console session silent for 1 s: closed"));
+    t = sock_cmd(busy, "status\n", &rc);   /* still open: its last command was 0.4 s ago */
+    assert_int_equal(rc, CONSOLE_OK);
+    free(t);
+    close(quiet);
+    close(busy);
+    console_server_stop(s);
+    cfg.console.idle_timeout_s = 900;
     assert_int_equal(stat(cfg.console.socket, &st), -1);      /* removed on stop */
     /* a stale socket file (no listener) is replaced */
     int stale = socket(AF_UNIX, SOCK_STREAM, 0);
