@@ -36,6 +36,7 @@ struct dp_conn {
     bool skip_mac;                 /* … whose AUTH trailer is being checked on the way */
     uint64_t skip_rid;
     bool skip_gen;                 /* … and it is a GENERATE (its ERROR refuses a request) */
+    uint64_t partial_since;        /* dp_mono_us when the unfinished frame began; 0 = none */
     struct bwp_mac_stream mac;
     uint8_t *rbuf; size_t rlen;    /* (rcap) */
     uint8_t *wbuf; size_t woff, wlen;   /* (DP_TCP_WBUF_BYTES) */
@@ -66,6 +67,8 @@ struct dp_server {
     bool draining;
     uint64_t drain_start_us;
     uint64_t tcp_conns;
+    uint64_t frame_timeout_us;     /* dp_config.tcp_frame_timeout_ms */
+    uint64_t next_partial_check;   /* dp_mono_us of the next sweep for stalled frames */
     pthread_t decoder;
 };
 
@@ -249,6 +252,7 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     if ((rc = dp_port_init(&s->port, &s->sh, &kernel_port_ops, s, s->io_efd, err)) < 0)
         goto err;
     s->rcap = bwp_frame_max(&s->sh.lim) + (64u << 10);
+    s->frame_timeout_us = 1000ull * (cfg->tcp_frame_timeout_ms ? cfg->tcp_frame_timeout_ms : DP_TCP_FRAME_TIMEOUT_MS);
     s->conns = calloc(DP_TCP_MAX_CONNS, sizeof *s->conns);
     s->dirty = calloc(DP_TCP_MAX_CONNS, sizeof *s->dirty);
     s->ubuf = malloc((size_t)DP_UDP_BATCH * 65536);
@@ -574,6 +578,7 @@ static void tcp_accept(struct dp_server *s)
         c->n_live = 0;
         c->skip = 0;
         c->skip_mac = false;
+        c->partial_since = 0;
         c->rlen = c->woff = c->wlen = 0;
         ep_add(s->ep, fd, EPOLLIN, TAG_CONN0 + ci);
         s->tcp_conns++;
@@ -656,6 +661,11 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         return;
     memmove(c->rbuf, c->rbuf + off, c->rlen - off);
     c->rlen -= off;
+    /* the unfinished frame's clock: it starts with the frame's first byte */
+    if (c->rlen == 0 && c->skip == 0)
+        c->partial_since = 0;
+    else if (off > 0 || c->partial_since == 0)
+        c->partial_since = dp_mono_us();
     if (c->closing) {
         ep_mod(s->ep, c->fd, EPOLLOUT, TAG_CONN0 + ci);
         c->want_out = true;
@@ -726,6 +736,47 @@ static void conn_event(struct dp_server *s, uint32_t ci, uint32_t events)
 }
 
 /* ---- the loop ---- */
+
+/* A connection whose frame has been arriving for longer than the frame timeout (a client that
+ * stalled mid-frame, or one that trickles bytes to hold a slot) gets BAD_FRAME and is closed:
+ * the stream cannot be resynchronised. Swept every DP_IDLE_WAIT_MS at most. */
+static void partial_tick(struct dp_server *s, uint64_t now)
+{
+    if (now < s->next_partial_check)
+        return;
+    s->next_partial_check = now + 1000ull * DP_IDLE_WAIT_MS;
+    for (uint32_t ci = 0; ci < DP_TCP_MAX_CONNS; ci++) {
+        struct dp_conn *c = &s->conns[ci];
+        if (c->fd < 0 || c->closing || !c->partial_since || (c->rlen == 0 && c->skip == 0) ||
+            now - c->partial_since < s->frame_timeout_us)
+            continue;
+        struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
+        /* the request it names: a frame being received, or an oversize one whose answer waits
+         * for its AUTH trailer; an oversize frame already answered (TOO_LARGE) names none */
+        uint64_t rid = 0;
+        bool request = false;
+        if (c->skip == 0 && c->rlen >= BWP_HDR_SIZE && !memcmp(c->rbuf, "BWP1", 4)) {
+            rid = bwp_rd64(c->rbuf + 16);
+            request = dp_frame_is_generate(c->rbuf, c->rlen);
+        } else if (c->skip && c->skip_mac) {
+            rid = c->skip_rid;
+            request = c->skip_gen;
+        }
+        s->port.stats.rejected++;
+        metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
+        metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
+        dp_port_error(&s->port, &p, rid, BWP_E_BAD_FRAME, "frame not finished within the server's frame timeout; closing",
+                      false, request);
+        c->partial_since = 0;
+        c->rlen = 0;
+        c->skip = 0;
+        c->skip_mac = false;
+        c->closing = true;
+        ep_mod(s->ep, c->fd, EPOLLOUT, TAG_CONN0 + ci);
+        c->want_out = true;
+        conn_mark_dirty(s, ci);
+    }
+}
 
 static void drain_tick(struct dp_server *s, uint64_t now)
 {
@@ -808,6 +859,7 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
         uint64_t now = dp_mono_us();
         dp_port_tick(&s->port, now);
         drain_tick(s, now);
+        partial_tick(s, now);
         if (s->draining && dp_port_live(&s->port) == 0 && ring_count(&s->port.resp) == 0 &&
             dp_dpdk_live(s->dpdk) == 0) {
             dp_port_responses(&s->port);

@@ -35,6 +35,9 @@ struct dp_config {
     uint32_t rate_limit;           /* GENERATEs per second per client address; 0 = off */
     const struct dp_dpdk_config *dpdk;  /* a DPDK port besides the sockets; NULL = none */
     struct metrics *metrics;       /* console metrics registry (outlives the server), NULL = none */
+    uint32_t tcp_frame_timeout_ms; /* a TCP frame must arrive whole this long after its first
+                                    * byte, or BAD_FRAME and the connection closes; 0 = default
+                                    * (DP_TCP_FRAME_TIMEOUT_MS) */
 };
 
 /* Live counters (read by snapshot; each written by one thread). */

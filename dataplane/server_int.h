@@ -31,6 +31,7 @@
 #define DP_TCP_WBUF_BYTES    (1u << 20) /* per connection; a client that lets it fill is dropped */
 #define DP_UDP_BATCH         32         /* datagrams per recvmmsg */
 #define DP_IDLE_WAIT_MS      100        /* io thread housekeeping period when idle */
+#define DP_TCP_FRAME_TIMEOUT_MS 30000u  /* a frame begun and not finished this long: BAD_FRAME, close */
 #define DP_DECODER_IDLE_MS   50
 #define DP_IO_SPIN_US        50         /* io thread polls (no sleep) this long after activity */
 #define DP_DECODER_SPIN_US   50         /* decoder polls the intake ring before parking */

@@ -579,6 +579,45 @@ static void test_tcp_close_cancels(void **s)
     bwp_conn_close(&d);
 }
 
+/* A frame stalled mid-way for longer than the frame timeout: BAD_FRAME naming its request,
+ * then the connection closes. A frame trickled in byte by byte that completes in time, and a
+ * connection idle between frames, are served. */
+static void test_tcp_stalled_frame(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
+    cfg.tcp_frame_timeout_ms = 800;
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    uint8_t b[512];
+    struct bwp_server_frame f;
+    struct bwp_conn stalled = open_conn(true), slow = open_conn(true), idle = open_conn(true);
+    struct bwp_generate g = { .max_tokens = 2, .prompt_kind = BWP_PROMPT_TEXT, .top_p = 1.0f,
+                              .prompt = (const uint8_t *)"hello", .prompt_len = 5 };
+    size_t n = bwp_build_generate(b, sizeof b, 91, &g, NULL, 0);
+    assert_int_equal(bwp_conn_send(&stalled, b, n - 3), 0);   /* all but the last 3 bytes */
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 92, NULL, 0);
+    for (size_t i = 0; i < n; i++) {                          /* 24 bytes in ≈ 240 ms */
+        assert_int_equal(bwp_conn_send(&slow, b + i, 1), 0);
+        sleep_ms(10);
+    }
+    assert_int_equal(test_recv(&slow, b, sizeof b, &f, T_MS, NULL), 1);
+    assert_int_equal(f.h.type, BWP_PONG);
+    assert_int_equal(f.h.request_id, 92);
+    expect_error(&stalled, 91, BWP_E_BAD_FRAME);
+    expect_closed(&stalled);
+    sleep_ms(900);                                            /* idle past the timeout: not a frame */
+    n = bwp_build_simple(b, sizeof b, BWP_PING, 93, NULL, 0);
+    assert_int_equal(bwp_conn_send(&idle, b, n), 0);
+    assert_int_equal(test_recv(&idle, b, sizeof b, &f, T_MS, NULL), 1);
+    assert_int_equal(f.h.type, BWP_PONG);
+    bwp_conn_close(&stalled);
+    bwp_conn_close(&slow);
+    bwp_conn_close(&idle);
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
 /* ---- AUTH on a keyed server ---- */
 
 static void test_auth_server(void **s)
@@ -840,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_resend_udp),
         cmocka_unit_test(test_tcp_half_close),
         cmocka_unit_test(test_tcp_close_cancels),
+        cmocka_unit_test(test_tcp_stalled_frame),
         cmocka_unit_test(test_auth_server),
         cmocka_unit_test(test_forbidden_and_rate_limited),
         cmocka_unit_test(test_port_in_use),
