@@ -43,8 +43,55 @@ int console_split(char *line, char **argv, int cap)
 
 /* ---- answers ---- */
 
+/* Bytes of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, surrogates or code
+ * points above U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    const unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    const size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
+/* s as JSON can carry it: each byte that does not start a well-formed UTF-8 sequence becomes
+ * U+FFFD (an operator's word may be anything, and a message cut at a byte count may end
+ * inside a character). Returns s itself when it is clean, else buf. */
+static const char *utf8_clean(const char *s, char *buf, size_t cap)
+{
+    size_t i = 0, o = 0, k;
+    while (s[i] && (k = utf8_seq((const unsigned char *)s + i)))
+        i += k;
+    if (!s[i])
+        return s;
+    for (i = 0; s[i] && o + 4 < cap;) {
+        k = utf8_seq((const unsigned char *)s + i);
+        if (k) {
+            if (o + k >= cap)
+                break;
+            memcpy(buf + o, s + i, k);
+            o += k, i += k;
+        } else {
+            memcpy(buf + o, "\xef\xbf\xbd", 3);
+            o += 3, i++;
+        }
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+/* One JSON answer line. o is NULL when json_pack refused a string that is not UTF-8 (a model
+ * path in another encoding): the line still says so as JSON, never an empty line. */
 static void json_out(FILE *out, json_t *o)
 {
+    if (!o)
+        o = json_pack("{s:b,s:s}", "ok", 0, "error", "the answer holds text that is not UTF-8 and cannot be sent as JSON");
     json_dumpf(o, out, JSON_COMPACT | JSON_ENSURE_ASCII);
     fputc('\n', out);
     json_decref(o);
@@ -52,8 +99,9 @@ static void json_out(FILE *out, json_t *o)
 
 static int fail(FILE *out, bool json, int rc, const char *msg)
 {
+    char clean[3 * BORA_ERR_MSG_MAX + 256];
     if (json)
-        json_out(out, json_pack("{s:b,s:s}", "ok", 0, "error", msg));
+        json_out(out, json_pack("{s:b,s:s}", "ok", 0, "error", utf8_clean(msg, clean, sizeof clean)));
     else
         fprintf(out, "error: %s\n", msg);
     return rc;
@@ -61,8 +109,9 @@ static int fail(FILE *out, bool json, int rc, const char *msg)
 
 static int ok(FILE *out, bool json, const char *msg)
 {
+    char clean[3 * BORA_ERR_MSG_MAX + 256];
     if (json)
-        json_out(out, json_pack("{s:b,s:s}", "ok", 1, "message", msg));
+        json_out(out, json_pack("{s:b,s:s}", "ok", 1, "message", utf8_clean(msg, clean, sizeof clean)));
     else
         fprintf(out, "%s\n", msg);
     return CONSOLE_OK;

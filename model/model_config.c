@@ -133,6 +133,12 @@ static int validate(struct model_config *c, const char *what, struct bora_err *e
             return bora_errf(err, -EINVAL, "%s: YaRN factor must be ≥ 1 (got '%g')", what, c->yarn_factor);
         if (c->yarn_orig_max <= 0)
             return bora_errf(err, -EINVAL, "%s: YaRN needs original_max_position_embeddings > 0", what);
+        /* the correction range divides by log(rope_theta) and by each beta */
+        if (!(c->rope_theta > 1.0))
+            return bora_errf(err, -EINVAL, "%s: YaRN needs rope_theta > 1 (got '%g')", what, c->rope_theta);
+        if (!(c->yarn_beta_fast > 0) || !(c->yarn_beta_slow > 0))
+            return bora_errf(err, -EINVAL, "%s: YaRN beta_fast and beta_slow (params.json: beta, alpha) must be > 0 (got '%g', '%g')",
+                             what, c->yarn_beta_fast, c->yarn_beta_slow);
     }
     return 0;
 }

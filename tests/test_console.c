@@ -277,6 +277,18 @@ static void test_help_and_unknown(void **state)
     assert_true(json_is_false(json_object_get(o, "ok")));
     assert_non_null(strstr(json_string_value(json_object_get(o, "error")), "frobnicate"));
     json_decref(o);
+    /* words that are not UTF-8, or that the message cuts inside a character, still get a JSON
+     * answer: the bad bytes become U+FFFD (they once made the answer an empty line) */
+    o = run_json(f, "c\x80nfig", CONSOLE_USAGE);
+    assert_true(json_is_false(json_object_get(o, "ok")));
+    assert_non_null(strstr(json_string_value(json_object_get(o, "error")), "c\xef\xbf\xbdnfig"));
+    json_decref(o);
+    char cut[160] = "cancel x";
+    for (int i = 0; i < 60; i++)
+        strcat(cut, "\xc3\xa9");              /* é: '%.100s' cuts the 50th in half */
+    o = run_json(f, cut, CONSOLE_USAGE);
+    assert_true(json_is_false(json_object_get(o, "ok")));
+    json_decref(o);
     t = run(f, "", false, &rc);                 /* a blank line does nothing */
     assert_int_equal(rc, CONSOLE_OK);
     assert_string_equal(t, "");

@@ -359,6 +359,27 @@ static void test_yarn_constants(void **state)
     assert_float_equal(model_query_scale(&c, 31), 1.0f, 0);
     assert_float_equal(model_query_scale(&c, 32), 1.0f + 0.1f * logf(2.0f), 1e-6);
     assert_float_equal(model_query_scale(&c, 100), 1.0f + 0.1f * logf(4.0f), 1e-6);
+    /* YaRN settings whose correction range divides by zero are refused with the key named
+     * (they parsed before and gave NaN RoPE frequencies) */
+    static const struct { const char *from, *to, *says; } bad[] = {
+        { "\"beta_fast\":32.0", "\"beta_fast\":0", "beta_fast and beta_slow" },
+        { "\"beta_slow\":1.0", "\"beta_slow\":0", "beta_fast and beta_slow" },
+        { "\"rope_theta\":1000000.0", "\"rope_theta\":1.0", "rope_theta > 1" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char buf[1024];
+        const char *at = strstr(cfg, bad[i].from);
+        assert_non_null(at);
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - cfg), cfg, bad[i].to, at + strlen(bad[i].from));
+        assert_int_equal(model_config_parse_hf(buf, strlen(buf), "t", &c, &err), -EINVAL);
+        if (!strstr(err.msg, bad[i].says))
+            fail_msg("%s: %s", bad[i].to, err.msg);
+    }
+    const char *native = "{\"dim\":64,\"n_layers\":1,\"head_dim\":32,\"hidden_dim\":8,\"n_heads\":4,\"n_kv_heads\":2,"
+                         "\"norm_eps\":1e-5,\"vocab_size\":32,\"rope_theta\":1.0,"
+                         "\"yarn\":{\"factor\":16.0,\"original_max_position_embeddings\":32,\"beta\":32.0,\"alpha\":1.0}}";
+    assert_int_equal(model_config_parse_native(native, strlen(native), "params.json", &c, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "rope_theta > 1"));
 }
 
 /* ---- sampler ---- */

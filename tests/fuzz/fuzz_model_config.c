@@ -58,6 +58,9 @@ static const char *const seeds[] = {
     "1\"rope_theta\":1,\"rope_parameters\":{\"rope_type\":\"yarn\",\"factor\":4,\"beta_fast\":0,\"beta_slow\":0,"
     "\"original_max_position_embeddings\":1,\"mscale\":0}",
     "1\"hidden_size\":131072,\"num_attention_heads\":1,\"head_dim\":null",
+    "1\"hidden_size\":1e9,\"head_dim\":17,\"rope_theta\":\"1e6\"",
+    "1\"rope_parameters\":5,\"quantization_config\":{\"quant_method\":\"gptq\"}",
+    "[{\"dim\":64}]",
     "2\"yarn\":{\"factor\":1,\"original_max_position_embeddings\":1},\"rope_theta\":1",
     "2\"llama_4_scaling\":{\"beta\":100,\"original_max_position_embeddings\":1},\"sliding_window\":1",
     "2\"n_kv_heads\":null,\"head_dim\":null,\"dim\":66,\"n_heads\":3",
@@ -112,14 +115,20 @@ static void check_config(const struct model_config *c, enum model_layout layout)
         abort();
 }
 
-/* The RoPE tables and query scale come out of any config that parsed; they must not
- * crash. (Whether every table is finite is not checked: see the report on rope_theta 1.) */
+/* The RoPE tables and query scale come out of any config that parsed: finite and positive
+ * (YaRN with beta_fast 0 or rope_theta 1 once parsed and gave NaN tables). */
 static void use_config(const struct model_config *c)
 {
     static float inv[FUZZ_ROPE_HALF_MAX];
     float af;
-    if (c->head_dim / 2 <= FUZZ_ROPE_HALF_MAX)
+    if (c->head_dim / 2 <= FUZZ_ROPE_HALF_MAX) {
         model_rope_init(c, inv, &af);
+        for (int i = 0; i < c->head_dim / 2; i++)
+            if (!(isfinite(inv[i]) && inv[i] > 0))
+                abort();
+        if (!(isfinite(af) && af > 0))
+            abort();
+    }
     static const int pos[] = { 0, 1, 4095, INT_MAX };
     for (size_t i = 0; i < sizeof pos / sizeof *pos; i++)
         if (!(model_query_scale(c, pos[i]) >= 1.0f))
