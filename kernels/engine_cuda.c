@@ -646,7 +646,7 @@ static int run_tokens(struct engine *e, const int32_t *ids, int n, int pos, floa
         }
     }
     CUDA_CHECK(cudaStreamSynchronize(s->stream));
-    if (s->h_out->error)
+    if (s->h_out->error == KERN_STATE_BAD_ID)   /* non-finite logits are the caller's to see here */
         return bora_errf(err, -EINVAL, "a token id outside the vocabulary reached the GPU");
     return 0;
 }
@@ -683,8 +683,10 @@ static int cuda_forward_sample(struct engine *e, const int32_t *ids, int n, int 
     if (rc)
         return rc;
     CUDA_CHECK(cudaStreamSynchronize(s->stream));   /* the sampler wrote s->h_out (pinned mirror) */
-    if (s->h_out->error)
+    if (s->h_out->error == KERN_STATE_BAD_ID)
         return bora_errf(err, -EINVAL, "a token id outside the vocabulary reached the GPU");
+    if (s->h_out->error == KERN_STATE_NONFINITE)
+        return bora_errf(err, -EDOM, "%s at position %d", engine_error_text(e, -EDOM), s->h_out->pos - 1);
     *id = s->h_out->sampled;
     return 0;
 }

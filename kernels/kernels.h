@@ -190,8 +190,11 @@ struct kern_state {
     float temperature;        /* <= 0: greedy (argmax, lowest id on ties) */
     float top_p;              /* (0, 1]; 1 = off */
     uint32_t seed;
-    int32_t error;            /* set non-zero by a kernel that met a bad id */
+    int32_t error;            /* non-zero: KERN_STATE_BAD_ID (the embedding met an id outside the
+                               * vocabulary) or KERN_STATE_NONFINITE (the sampler found no finite
+                               * logit to choose: NaN or infinite weights or activations) */
 };
+enum { KERN_STATE_BAD_ID = 1, KERN_STATE_NONFINITE = 2 };
 
 /* x = dequantized row of emb chosen as described at struct kern_state. */
 int kern_embed(float *x, const struct kern_mat *emb, struct kern_state *d_state, int32_t *d_tokens,

@@ -170,7 +170,7 @@ __global__ void embed_kernel(float *x, struct kern_mat m, struct kern_state *st,
         int pos = st->pos;
         int id = pos < st->fed_end ? tokens[pos] : st->sampled;
         if (id < 0 || id >= m.rows) {
-            st->error = 1;
+            st->error = KERN_STATE_BAD_ID;
             id = 0;
         }
         if (blockIdx.x == 0)

@@ -251,6 +251,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
         id = s_pick;
     }
     if (threadIdx.x == 0) {
+        if (!isfinite(logits[id]))   /* every logit NaN, or an infinite best: no choice made */
+            st->error = KERN_STATE_NONFINITE;
         st->sampled = id;
         st->pos = pos + 1;
         if (mirror)   /* the host's copy, written over the bus (visible once the stream is synchronised) */

@@ -96,11 +96,11 @@ static int open_file(struct ws_file *f, const char *path, bool try_direct, struc
     f->path = path;
     f->fd = -1;
     if (try_direct) {
-        f->fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+        f->fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT | O_NONBLOCK);   /* a FIFO cannot hang */
         f->direct = f->fd >= 0;
     }
     if (f->fd < 0 && (!try_direct || errno == EINVAL))   /* EINVAL: the filesystem refuses O_DIRECT */
-        f->fd = open(path, O_RDONLY | O_CLOEXEC);
+        f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (f->fd < 0)
         return bora_errf(err, -errno, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -108,6 +108,10 @@ static int open_file(struct ws_file *f, const char *path, bool try_direct, struc
         return bora_errf(err, -errno, "%s: cannot stat: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode))
         return bora_errf(err, -EINVAL, "%s: not a regular file", path);
+    /* a regular file: blocking again (io_uring answers -EAGAIN on a non-blocking one rather
+     * than waiting for the disk) */
+    if (fcntl(f->fd, F_SETFL, fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) < 0)
+        return bora_errf(err, -errno, "%s: fcntl: %s", path, strerror(errno));
     f->size = (uint64_t)st.st_size;
     if (!f->direct)
         posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);

@@ -1,5 +1,6 @@
 /* engine.c — backend selection and the thin public wrappers of the engine API. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,8 @@ int engine_forward_next(struct engine *e, const int32_t *ids, int n, int pos, st
     if ((rc = e->ops->forward(e, ids, n, pos, logits)))
         return rc;
     *id = sampler_sample(s, logits);
+    if (!isfinite(logits[*id]))   /* as the GPU sampler: no finite logit to choose from */
+        return -EDOM;
     return 0;
 }
 
@@ -147,6 +150,8 @@ const char *engine_last_error(const struct engine *e)
 
 const char *engine_error_text(const struct engine *e, int rc)
 {
+    if (rc == -EDOM)
+        return "the model produced no finite logit (NaN or infinite weights or activations)";
     return rc == -EIO && engine_last_error(e)[0] ? engine_last_error(e) : strerror(-rc);
 }
 

@@ -77,7 +77,9 @@ int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *
  * own sampler when it has one (the CUDA backend: on the GPU, only the id crosses; its random
  * draw hashes the seed and the position, and top-k / top-p work within its 1,024 best
  * candidates), else on the host from the logits with s (logits: vocab_size floats of scratch).
- * Greedy picks the same id either way (the largest logit, lowest id on ties). */
+ * Greedy picks the same id either way (the largest logit, lowest id on ties). Errors: as
+ * engine_forward, and -EDOM when the chosen id's logit is not finite (every logit NaN, or an
+ * infinite one: NaN or infinite weights or activations; engine_error_text says so). */
 int engine_forward_next(struct engine *e, const int32_t *ids, int n, int pos, struct sampler *s, float *logits,
                         int32_t *id);
 /* One row of logits per position (n × vocab_size floats). */

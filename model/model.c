@@ -39,18 +39,45 @@ int model_precision_parse(const char *s, enum model_precision *out)
     return 0;
 }
 
-static bool file_exists(const char *p)
+/* What is at path: 0 a regular file (or a link to one); -ENOENT nothing at all; else an error
+ * that says what is wrong (a dangling symlink — a Hugging Face cache snapshot whose blob is
+ * gone —, a directory, a FIFO or a device), so a file that is there but unusable is never
+ * mistaken for an absent one. */
+static int probe_file(const char *path, struct bora_err *err)
 {
     struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? -ENOENT : bora_errf(err, -errno, "%s: %s", path, strerror(errno));
+    const bool link = S_ISLNK(st.st_mode);
+    if (stat(path, &st) < 0)   /* -ENOENT is kept for "nothing there" */
+        return bora_errf(err, errno == ENOENT ? -EINVAL : -errno, "%s: %s%s", path,
+                         link && errno == ENOENT ? "dangling symlink: " : "", strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return bora_errf(err, -EINVAL, "%s: not a regular file (%s)", path,
+                         S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket");
+    return 0;
 }
 
-/* Reads a whole small file into a NUL-terminated malloc'd buffer. */
+/* Reads a whole small file into a NUL-terminated malloc'd buffer. Opened non-blocking and
+ * checked to be a regular file before any read, so a FIFO put in its place cannot hang. */
 static int read_file(const char *path, char **buf, size_t *len, struct bora_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
         return bora_errf(err, -errno, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int e = errno;
+        close(fd);
+        return S_ISREG(st.st_mode) ? bora_errf(err, -e, "%s: cannot stat: %s", path, strerror(e))
+                                   : bora_errf(err, -EINVAL, "%s: not a regular file", path);
+    }
+    (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);   /* a regular file: reads as usual */
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return bora_errf(err, -ENOMEM, "%s: out of memory", path);
+    }
     int rc = 0;
     char *b = NULL;
     if (fseek(f, 0, SEEK_END) < 0) {
@@ -145,11 +172,26 @@ static int open_shards(struct model *m, struct bora_err *err)
     globfree(&g);
     if (rc)
         return rc;
+    /* a tensor in two shards (a stale single-file checkpoint beside a sharded one): which is meant? */
+    for (int i = 1; i < m->n_shards; i++)
+        for (int k = 0; k < m->shards[i].n_tensors; k++)
+            for (int j = 0; j < i; j++)
+                if (st_find(&m->shards[j], m->shards[i].tensors[k].name))
+                    return bora_errf(err, -EINVAL, "%s: tensor '%s' is in both %s and %s", m->dir,
+                                     m->shards[i].tensors[k].name, m->shards[j].path, m->shards[i].path);
     /* a sharded checkpoint's index must agree with the shards found */
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", m->dir);
-    if (m->cfg.layout == MODEL_LAYOUT_HF && file_exists(path)) {
+    int have_index = m->cfg.layout == MODEL_LAYOUT_HF ? probe_file(path, err) : -ENOENT;
+    if (have_index != -ENOENT && have_index != 0)
+        return have_index;
+    if (have_index == 0) {
+        char *text = NULL;
+        size_t tlen = 0;
+        if ((rc = read_file(path, &text, &tlen, err)))
+            return rc;
         json_error_t jerr;
-        json_t *idx = json_load_file(path, 0, &jerr);
+        json_t *idx = json_loadb(text, tlen, JSON_REJECT_DUPLICATES, &jerr);
+        free(text);
         if (!idx)
             return bora_errf(err, -EINVAL, "%s: not valid JSON: %s (line %d)", path, jerr.text, jerr.line);
         json_t *wm = json_object_get(idx, "weight_map");
@@ -162,6 +204,16 @@ static int open_shards(struct model *m, struct bora_err *err)
                 int shard;
                 if (!json_is_string(file)) {
                     rc = bora_errf(err, -EINVAL, "%s: weight_map['%s'] is not a file name", path, name);
+                    break;
+                }
+                bool listed = false;   /* the shard it names was found */
+                for (int i = 0; i < m->n_shards && !listed; i++) {
+                    const char *b = strrchr(m->shards[i].path, '/');
+                    listed = !strcmp(b ? b + 1 : m->shards[i].path, json_string_value(file));
+                }
+                if (!listed) {
+                    rc = bora_errf(err, -ENOENT, "%s: shard %s (of tensor '%s') is not in %s", path,
+                                   json_string_value(file), name, m->dir);
                     break;
                 }
                 if (!find_tensor(m, name, &shard)) {
@@ -394,6 +446,38 @@ static int bind_all(struct model *m, struct bora_err *err)
     return 0;
 }
 
+/* Tensors bind_all did not take that say the config and the checkpoint disagree: a layer past
+ * the config's last (a config that keeps only part of the model), or a bias on a layer's
+ * matrix or norm (Mistral has none: bora would leave it out and compute something else).
+ * Tensors outside the layers (a vision encoder of a multimodal checkpoint) and per-layer
+ * extras with no effect on the text decoder (FP8 activation / KV scales, a stored RoPE table)
+ * are left alone. */
+static int check_unused(const struct model *m, struct bora_err *err)
+{
+    const bool hf = m->cfg.layout == MODEL_LAYOUT_HF;
+    char lp[96];
+    snprintf(lp, sizeof lp, "%slayers.", hf ? hf_prefix(m) : "");
+    const size_t lpn = strlen(lp);
+    for (int i = 0; i < m->n_shards; i++)
+        for (int k = 0; k < m->shards[i].n_tensors; k++) {
+            const char *name = m->shards[i].tensors[k].name;
+            if (strncmp(name, lp, lpn))
+                continue;
+            char *end;
+            long layer = strtol(name + lpn, &end, 10);
+            if (end == name + lpn || *end != '.')
+                continue;
+            if (layer >= m->cfg.n_layers)
+                return bora_errf(err, -EINVAL, "%s: tensor '%s' is of layer %ld, but the config has %d layers",
+                                 m->shards[i].path, name, layer, m->cfg.n_layers);
+            const size_t nl = strlen(name);
+            if (nl > 5 && !strcmp(name + nl - 5, ".bias"))
+                return bora_errf(err, -EINVAL, "%s: tensor '%s': a bias, which Mistral models do not have and bora "
+                                 "does not apply", m->shards[i].path, name);
+        }
+    return 0;
+}
+
 static uint64_t wbytes(const struct wtensor *w)
 {
     return (uint64_t)(w->rows * w->cols) * bora_dtype_size(w->dtype) + (w->row_scale ? (uint64_t)w->rows * 4 : 0);
@@ -420,16 +504,26 @@ static void account(struct model *m)
     m->linear_dtype = m->layers[0].wq.dtype;
 }
 
-static void find_tokenizer(struct model *m)
+/* The first tokenizer file present, in order of preference. One that is present but unusable
+ * (a dangling link, a FIFO) is an error, not a reason to fall back to the next. */
+static int find_tokenizer(struct model *m, struct bora_err *err)
 {
     static const char *const names[] = { "tekken.json", "tokenizer.model", "tokenizer.model.v7",
                                          "tokenizer.model.v3", "tokenizer.model.v1", "tokenizer.json" };
     for (size_t i = 0; i < BORA_ARRAY_LEN(names); i++) {
         int n = snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%s/%s", m->dir, names[i]);
-        if (n > 0 && (size_t)n < sizeof m->tokenizer_path && file_exists(m->tokenizer_path))
-            return;
+        if (n <= 0 || (size_t)n >= sizeof m->tokenizer_path)
+            continue;
+        int rc = probe_file(m->tokenizer_path, err);
+        if (rc == 0)
+            return 0;
+        if (rc != -ENOENT) {
+            m->tokenizer_path[0] = 0;
+            return rc;
+        }
     }
     m->tokenizer_path[0] = 0;
+    return 0;
 }
 
 int model_open(struct model **out, const char *dir, const struct model_open_opts *opts, struct bora_err *err)
@@ -448,13 +542,17 @@ int model_open(struct model **out, const char *dir, const struct model_open_opts
     size_t len = 0;
     int rc;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    bool hf = file_exists(path);
+    rc = probe_file(path, err);
+    bool hf = rc == 0;
+    if (rc && rc != -ENOENT)
+        goto err;
     if (!hf) {
         snprintf(path, sizeof path, "%s/params.json", dir);
-        if (!file_exists(path)) {
+        rc = probe_file(path, err);
+        if (rc == -ENOENT)
             rc = bora_errf(err, -ENOENT, "%s: neither config.json (Hugging Face) nor params.json (Mistral) found", dir);
+        if (rc)
             goto err;
-        }
     }
     if ((rc = read_file(path, &buf, &len, err)))
         goto err;
@@ -462,7 +560,7 @@ int model_open(struct model **out, const char *dir, const struct model_open_opts
     free(buf);
     if (rc)
         goto err;
-    if ((rc = open_shards(m, err)) || (rc = bind_all(m, err)))
+    if ((rc = open_shards(m, err)) || (rc = bind_all(m, err)) || (rc = check_unused(m, err)))
         goto err;
     enum model_precision p = opts ? opts->precision : MODEL_PRECISION_AUTO;
     for (int i = 0; i < m->cfg.n_layers && p != MODEL_PRECISION_AUTO; i++)
@@ -484,7 +582,8 @@ int model_open(struct model **out, const char *dir, const struct model_open_opts
     }
     model_rope_init(&m->cfg, m->rope_inv_freq, &m->rope_attn_factor);
     account(m);
-    find_tokenizer(m);
+    if ((rc = find_tokenizer(m, err)))
+        goto err;
     *out = m;
     return 0;
 err:

@@ -83,7 +83,7 @@ static int get_bool(json_t *o, const char *key, const char *what, bool *out, str
 static json_t *load(const char *json, size_t len, const char *what, struct bora_err *err, int *rc)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(json, len, 0, &jerr);
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);   /* a key twice: which one is meant? */
     if (!root) {
         *rc = bora_errf(err, -EINVAL, "%s: not valid JSON: %s (line %d, column %d)", what, jerr.text, jerr.line,
                         jerr.column);
@@ -156,8 +156,13 @@ static int parse_rope_object(json_t *rp, const char *what, struct model_config *
         *theta_set = true;
     }
     json_t *t = json_object_get(rp, "rope_type");
-    if (!t)
+    const char *tkey = "rope_type";
+    if (!t) {
         t = json_object_get(rp, "type");
+        tkey = "type";
+    }
+    if (t && !json_is_null(t) && !json_is_string(t))
+        return bora_errf(err, -EINVAL, "%s: key 'rope_parameters.%s': must be a string", what, tkey);
     const char *type = json_is_string(t) ? json_string_value(t) : "default";
     if (!strcmp(type, "default")) {
         c->rope = ROPE_DEFAULT;
@@ -249,6 +254,14 @@ int model_config_parse_hf(const char *json, size_t len, const char *what, struct
             goto out;
         theta_set = true;
     }
+    /* the activation: Mistral's MLP is SwiGLU, silu(gate) × up; anything else would be computed wrong */
+    json_t *act = json_object_get(o, "hidden_act");
+    if (act && !json_is_null(act) &&
+        (!json_is_string(act) || (strcmp(json_string_value(act), "silu") && strcmp(json_string_value(act), "swish")))) {
+        rc = bora_errf(err, -EINVAL, "%s: key 'hidden_act': only 'silu' is supported (got '%s')", what,
+                       json_is_string(act) ? json_string_value(act) : "not a string");
+        goto out;
+    }
     json_t *rp = json_object_get(o, "rope_parameters");
     if (!rp || json_is_null(rp))
         rp = json_object_get(o, "rope_scaling");
@@ -312,6 +325,10 @@ int model_config_parse_native(const char *json, size_t len, const char *what, st
     if ((rc = get_int(root, "sliding_window", what, 1, 1 << 30, false, &c->sliding_window, err)))
         goto out;
     json_t *y = json_object_get(root, "yarn");
+    if (y && !json_is_null(y) && !json_is_object(y)) {
+        rc = bora_errf(err, -EINVAL, "%s: key 'yarn': must be an object", what);
+        goto out;
+    }
     if (json_is_object(y)) {
         c->rope = ROPE_YARN;
         c->arch = MODEL_ARCH_MINISTRAL3;

@@ -154,7 +154,10 @@ int st_parse_header(const char *buf, size_t hdr_len, uint64_t data_bytes, const 
             goto err;
         n++;
     }
-    /* no two tensors may share bytes */
+    /* As the safetensors format requires (and its reference library checks): the tensors tile
+     * the data area exactly — in offset order each begins where the one before ended, the
+     * first at 0 and the last at its end. So no two share bytes (an empty tensor between them
+     * changes nothing) and no byte is unaccounted for. */
     struct st_tensor *sorted = malloc((size_t)(n ? n : 1) * sizeof *sorted);
     if (!sorted) {
         rc = bora_errf(err, -ENOMEM, "%s: out of memory", what);
@@ -162,14 +165,25 @@ int st_parse_header(const char *buf, size_t hdr_len, uint64_t data_bytes, const 
     }
     memcpy(sorted, ts, (size_t)n * sizeof *ts);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_begin);
-    for (int i = 1; i < n; i++)
-        if (sorted[i].begin < sorted[i - 1].end && sorted[i].end > sorted[i].begin) {
-            rc = bora_errf(err, -EINVAL, "%s: tensors '%s' and '%s' overlap", what, sorted[i - 1].name,
-                           sorted[i].name);
-            free(sorted);
-            goto err;
+    uint64_t expect = 0;
+    const char *prev = NULL;   /* the last non-empty tensor so far */
+    for (int i = 0; i < n && !rc; i++) {
+        if (sorted[i].begin < expect)
+            rc = bora_errf(err, -EINVAL, "%s: tensors '%s' and '%s' overlap", what, prev, sorted[i].name);
+        else if (sorted[i].begin > expect)
+            rc = bora_errf(err, -EINVAL, "%s: data bytes [%llu, %llu) before tensor '%s' belong to no tensor", what,
+                           (unsigned long long)expect, (unsigned long long)sorted[i].begin, sorted[i].name);
+        if (sorted[i].end > sorted[i].begin) {
+            expect = sorted[i].end;
+            prev = sorted[i].name;
         }
+    }
+    if (!rc && expect != data_bytes)
+        rc = bora_errf(err, -EINVAL, "%s: the last %llu data bytes belong to no tensor (the data area is %llu bytes)",
+                       what, (unsigned long long)(data_bytes - expect), (unsigned long long)data_bytes);
     free(sorted);
+    if (rc)
+        goto err;
     json_decref(root);
     *out = ts;
     *n_out = n;
@@ -205,7 +219,7 @@ int st_open(struct st_file *f, const char *path, struct bora_err *err)
     f->fd = -1;
     snprintf(f->path, sizeof f->path, "%s", path);
     int rc;
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* a FIFO in its place cannot hang */
     if (f->fd < 0)
         return bora_errf(err, -errno, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -215,6 +229,10 @@ int st_open(struct st_file *f, const char *path, struct bora_err *err)
     }
     if (!S_ISREG(st.st_mode)) {
         rc = bora_errf(err, -EINVAL, "%s: not a regular file", path);
+        goto err;
+    }
+    if (fcntl(f->fd, F_SETFL, fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) < 0) {   /* a regular file: blocking again */
+        rc = bora_errf(err, -errno, "%s: fcntl: %s", path, strerror(errno));
         goto err;
     }
     if (st.st_size < 8) {

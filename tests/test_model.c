@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "model/default_model.h"
@@ -49,8 +50,8 @@ static void write_file(const char *name, const void *data, size_t n)
     fclose(f);
 }
 
-/* A safetensors file from a header (padded) and `data_bytes` bytes of 0x3c. */
-static void write_st(const char *name, const char *header, size_t data_bytes, uint64_t lie_hlen)
+/* A safetensors file from a header (padded) and `data_bytes` bytes of `fill`. */
+static void write_st_fill(const char *name, const char *header, size_t data_bytes, uint64_t lie_hlen, unsigned char fill)
 {
     size_t hl = strlen(header), pad = (8 - hl % 8) % 8;
     size_t total = 8 + hl + pad + data_bytes;
@@ -60,9 +61,15 @@ static void write_st(const char *name, const char *header, size_t data_bytes, ui
     memcpy(b, &h64, 8);
     memcpy(b + 8, header, hl);
     memset(b + 8 + hl, ' ', pad);
-    memset(b + 8 + hl + pad, 0x3c, data_bytes);
+    memset(b + 8 + hl + pad, fill, data_bytes);
     write_file(name, b, total);
     free(b);
+}
+
+/* The same with data bytes of 0x3c (BF16 0.0115). */
+static void write_st(const char *name, const char *header, size_t data_bytes, uint64_t lie_hlen)
+{
+    write_st_fill(name, header, data_bytes, lie_hlen, 0x3c);
 }
 
 /* A 1-layer model: dim 8, 2 heads of 4, 1 kv head, ffn 16, vocab 32. */
@@ -294,13 +301,122 @@ static void test_sharded_index(void **state)
     write_st("model-00001-of-00001.safetensors", h, data, 0);
     const char *idx = "{\"weight_map\":{\"lm_head.weight\":\"model-00002-of-00002.safetensors\"}}";
     write_file("model.safetensors.index.json", idx, strlen(idx));
-    expect_open_error(-EINVAL, "lm_head.weight", "model-00002-of-00002.safetensors");
+    expect_open_error(-ENOENT, "shard model-00002-of-00002.safetensors (of tensor 'lm_head.weight') is not in", NULL);
     idx = "{\"weight_map\":{\"lm_head.weight\":\"model-00001-of-00001.safetensors\"}}";
     write_file("model.safetensors.index.json", idx, strlen(idx));
     struct model *m;
     struct bora_err err = { "" };
     assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
     model_close(m);
+}
+
+/* Appends tensor `name` (BF16, shape [c]) to a tiny_header() header; *data grows by its bytes. */
+static void add_tensor(char *h, size_t cap, size_t *data, const char *name, int c)
+{
+    size_t n = strlen(h) - 1;   /* over the closing brace */
+    snprintf(h + n, cap - n, ",\"%s\":{\"dtype\":\"BF16\",\"shape\":[%d],\"data_offsets\":[%zu,%zu]}}", name, c,
+             *data, *data + 2 * (size_t)c);
+    *data += 2 * (size_t)c;
+}
+
+/* Files that are there but are not files, checkpoints whose bytes or tensors do not add up,
+ * configs that say what bora would compute differently, and weights that are not numbers. */
+static void test_bad_files_and_tensors(void **state)
+{
+    (void)state;
+    char h[8192], p[600];
+    size_t data = tiny_header(h, sizeof h, NULL, NULL, NULL);
+    alarm(30);   /* a FIFO that blocked the open would hang the test: fail it instead */
+    /* config.json a FIFO, a directory, a dangling link: each named, none taken for "absent" */
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    expect_open_error(-EINVAL, "config.json: not a regular file (a FIFO)", NULL);
+    unlink(p);
+    assert_int_equal(mkdir(p, 0700), 0);
+    expect_open_error(-EINVAL, "config.json: not a regular file (a directory)", NULL);
+    rmdir(p);
+    assert_int_equal(symlink("/nonexistent/blob", p), 0);
+    expect_open_error(-EINVAL, "config.json: dangling symlink", NULL);
+    unlink(p);
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    /* the weights a FIFO */
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    expect_open_error(-EINVAL, "model.safetensors: not a regular file", NULL);
+    unlink(p);
+    /* a tokenizer file present but broken is an error, not a fallback to the next one */
+    write_st("model.safetensors", h, data, 0);
+    snprintf(p, sizeof p, "%s/tekken.json", tmpdir);
+    assert_int_equal(symlink("/nonexistent/blob", p), 0);
+    expect_open_error(-EINVAL, "tekken.json: dangling symlink", NULL);
+    unlink(p);
+    /* the data area must be tiled exactly: trailing bytes, and an empty tensor hiding an overlap */
+    write_st("model.safetensors", h, data + 64, 0);
+    expect_open_error(-EINVAL, "the last 64 data bytes belong to no tensor", NULL);
+    write_st("model.safetensors",
+             "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]},"
+             "\"e\":{\"dtype\":\"BF16\",\"shape\":[0],\"data_offsets\":[6,6]},"
+             "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[6,14]}}", 14, 0);
+    expect_open_error(-EINVAL, "overlap", NULL);
+    write_st("model.safetensors", "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[8,16]}}", 16, 0);
+    expect_open_error(-EINVAL, "data bytes [0, 8) before tensor 'a' belong to no tensor", NULL);
+    /* a bias, and a layer the config does not have */
+    char hb[8192];
+    size_t db = data;
+    snprintf(hb, sizeof hb, "%s", h);
+    add_tensor(hb, sizeof hb, &db, "model.layers.0.self_attn.q_proj.bias", 8);
+    write_st("model.safetensors", hb, db, 0);
+    expect_open_error(-EINVAL, "q_proj.bias': a bias", NULL);
+    db = data;
+    snprintf(hb, sizeof hb, "%s", h);
+    add_tensor(hb, sizeof hb, &db, "model.layers.1.input_layernorm.weight", 8);
+    write_st("model.safetensors", hb, db, 0);
+    expect_open_error(-EINVAL, "is of layer 1, but the config has 1 layers", NULL);
+    db = data;   /* tensors outside the layers (a vision encoder) are left alone */
+    snprintf(hb, sizeof hb, "%s", h);
+    add_tensor(hb, sizeof hb, &db, "vision_tower.patch_conv.weight", 8);
+    write_st("model.safetensors", hb, db, 0);
+    struct model *m = NULL;
+    struct bora_err err = { "" };
+    assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
+    model_close(m);
+    /* the same tensor in two shards */
+    write_st("model.safetensors", h, data, 0);
+    write_st("model-00001-of-00001.safetensors", h, data, 0);
+    expect_open_error(-EINVAL, "tensor 'model.embed_tokens.weight' is in both", NULL);
+    snprintf(p, sizeof p, "%s/model-00001-of-00001.safetensors", tmpdir);
+    unlink(p);
+    /* config values bora would compute differently, or cannot tell apart */
+    static const struct { const char *from, *to, *says; } cfg[] = {
+        { "\"rms_norm_eps\"", "\"hidden_act\":\"gelu\",\"rms_norm_eps\"", "key 'hidden_act': only 'silu'" },
+        { "\"rms_norm_eps\"", "\"hidden_size\":16,\"rms_norm_eps\"", "duplicate object key" },
+        { "\"rms_norm_eps\"", "\"rope_scaling\":{\"rope_type\":5},\"rms_norm_eps\"", "'rope_parameters.rope_type': must be a string" },
+    };
+    for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+        char c[1024];
+        const char *at = strstr(tiny_config, cfg[i].from);
+        snprintf(c, sizeof c, "%.*s%s%s", (int)(at - tiny_config), tiny_config, cfg[i].to, at + strlen(cfg[i].from));
+        write_file("config.json", c, strlen(c));
+        expect_open_error(-EINVAL, cfg[i].says, "config.json");
+    }
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    /* NaN weights (BF16 0xffff) load, but the first step says so instead of emitting id 0 */
+    write_st_fill("model.safetensors", h, data, 0, 0xff);
+    assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
+    struct engine *e;
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 8 };
+    assert_int_equal(engine_open(&e, m, &eo, &err), 0);
+    struct sampler s;
+    struct sampler_params sp = { .temperature = 0, .top_p = 1, .seed = 1 };
+    assert_int_equal(sampler_init(&s, 32, &sp), 0);
+    float lg[32];
+    int32_t ids[2] = { 1, 5 }, id = -1;
+    assert_int_equal(engine_forward_next(e, ids, 2, 0, &s, lg, &id), -EDOM);
+    assert_non_null(strstr(engine_error_text(e, -EDOM), "no finite logit"));
+    sampler_fini(&s);
+    engine_close(e);
+    model_close(m);
+    alarm(0);
 }
 
 /* ---- conversions ---- */
@@ -508,6 +624,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_config, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_files, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_sharded_index, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_bad_files_and_tensors, setup_dir, teardown_dir),
         cmocka_unit_test(test_e4m3_roundtrip),
         cmocka_unit_test(test_bf16_f16),
         cmocka_unit_test(test_yarn_constants),
