@@ -281,9 +281,21 @@ static int bind(struct model *m, struct wtensor *w, const char *name, int64_t ro
         int64_t n = 1;
         for (int d = 0; d < s->n_dims; d++)
             n *= s->shape[d];
-        if (s->dtype >= BORA_DT_COUNT || s->dtype == BORA_DT_F8_E4M3 || (n != 1 && n != rows))
-            return bora_errf(err, -EINVAL, "%s: tensor '%s': expected one scale or one per row (%lld), got %lld of %s",
-                             file, sname, (long long)rows, (long long)n, bora_dtype_name(s->dtype));
+        if (s->dtype >= BORA_DT_COUNT || s->dtype == BORA_DT_F8_E4M3)
+            return bora_errf(err, -EINVAL, "%s: tensor '%s': a scale must be BF16, F16 or F32, not %s", file, sname,
+                             s->dtype >= BORA_DT_COUNT ? "an integer or unknown dtype" : "F8_E4M3");
+        /* per tensor: [] or [1]; per row: [rows] or [rows, 1] (a block grid [2, 64] is neither) */
+        const bool per_tensor = n == 1 && s->n_dims <= 1;
+        const bool per_row = (s->n_dims == 1 && s->shape[0] == rows) ||
+                             (s->n_dims == 2 && s->shape[0] == rows && s->shape[1] == 1);
+        if (!per_tensor && !per_row) {
+            char got[96] = "[", *q = got + 1;
+            for (int d = 0; d < s->n_dims && q < got + 70; d++)
+                q += snprintf(q, (size_t)(got + sizeof got - q), "%s%lld", d ? ", " : "", (long long)s->shape[d]);
+            snprintf(q, (size_t)(got + sizeof got - q), "]");
+            return bora_errf(err, -EINVAL, "%s: tensor '%s': shape %s is neither one scale ([] or [1]) nor one per row ([%lld] or [%lld, 1])",
+                             file, sname, got, (long long)rows, (long long)rows);
+        }
         float *sc = malloc((size_t)n * sizeof *sc);
         if (!sc || own(m, sc)) {
             free(sc);

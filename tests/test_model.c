@@ -111,7 +111,7 @@ static size_t tiny_header(char *h, size_t cap, const char *skip, const char *bad
         bool isbad = bad && !strcmp(bad, s->name);
         int r = s->r + (isbad && !dtype_of_bad ? 1 : 0);
         const char *dt = isbad && dtype_of_bad ? dtype_of_bad : "BF16";
-        size_t es = !strcmp(dt, "I64") ? 8 : 2;
+        size_t es = !strcmp(dt, "I64") ? 8 : !strcmp(dt, "F8_E4M3") ? 1 : 2;
         size_t bytes = (size_t)(r ? r : 1) * (size_t)s->c * es;
         if (s->r)
             n += (size_t)snprintf(h + n, cap - n, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",
@@ -317,6 +317,46 @@ static void add_tensor(char *h, size_t cap, size_t *data, const char *name, int 
     snprintf(h + n, cap - n, ",\"%s\":{\"dtype\":\"BF16\",\"shape\":[%d],\"data_offsets\":[%zu,%zu]}}", name, c,
              *data, *data + 2 * (size_t)c);
     *data += 2 * (size_t)c;
+}
+
+/* Appends tensor `name` of `dtype` (es bytes an element) and shape `dims` ("2,4") of n elements. */
+static void add_tensor_as(char *h, size_t cap, size_t *data, const char *name, const char *dtype, size_t es,
+                          const char *dims, size_t n_el)
+{
+    size_t n = strlen(h) - 1;
+    snprintf(h + n, cap - n, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}}", name, dtype,
+             dims, *data, *data + es * n_el);
+    *data += es * n_el;
+}
+
+/* An FP8 weight's scale: one, or one per row, in a float dtype. */
+static void test_fp8_scales(void **state)
+{
+    (void)state;
+    static const struct { const char *dtype; size_t es; const char *dims; size_t n; const char *says; } cases[] = {
+        { "F32", 4, "", 1, NULL },                 /* one scale, shape [] */
+        { "F32", 4, "8,1", 8, NULL },              /* one per row, [rows, 1] */
+        { "BF16", 2, "8", 8, NULL },               /* one per row, [rows] */
+        { "F32", 4, "2,4", 8, "shape [2, 4] is neither one scale" },
+        { "I16", 2, "8", 8, "a scale must be BF16, F16 or F32" },
+    };
+    write_file("config.json", tiny_config, strlen(tiny_config));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char h[8192];
+        size_t data = tiny_header(h, sizeof h, NULL, "model.layers.0.self_attn.q_proj.weight", "F8_E4M3");
+        add_tensor_as(h, sizeof h, &data, "model.layers.0.self_attn.q_proj.weight_scale_inv", cases[i].dtype, cases[i].es,
+                      cases[i].dims, cases[i].n);
+        write_st("model.safetensors", h, data, 0);
+        if (cases[i].says) {
+            expect_open_error(-EINVAL, cases[i].says, "q_proj.weight_scale_inv");
+        } else {
+            struct model *m = NULL;
+            struct bora_err err = { "" };
+            if (model_open(&m, tmpdir, NULL, &err))
+                fail_msg("scale %s [%s]: %s", cases[i].dtype, cases[i].dims, err.msg);
+            model_close(m);
+        }
+    }
 }
 
 /* Files that are there but are not files, checkpoints whose bytes or tensors do not add up,
@@ -625,6 +665,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_files, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_sharded_index, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_files_and_tensors, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_fp8_scales, setup_dir, teardown_dir),
         cmocka_unit_test(test_e4m3_roundtrip),
         cmocka_unit_test(test_bf16_f16),
         cmocka_unit_test(test_yarn_constants),
