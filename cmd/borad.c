@@ -10,6 +10,7 @@
 
 #include "cmd/borad.h"
 #include "config/config.h"
+#include "console/console_server.h"
 
 struct borad_args {
     const char *config;     /* -c FILE; NULL = built-in defaults */
@@ -145,6 +146,11 @@ int main(int argc, char **argv)
             return 1;
         if (cfg.model.path[0] && model_dir_problem(cfg.model.path, a.check))
             return 1;
+        struct bora_err err = { "" };
+        if (console_server_check(&cfg.console, &err)) {   /* what the start would refuse */
+            fprintf(stderr, "%s: %s\n", a.check, err.msg);
+            return 1;
+        }
         printf("%s: ok\n", a.check);
         return 0;
     }

@@ -31,6 +31,11 @@ struct console_server;
 int console_server_start(struct console_server **out, struct console *c,
                          const struct config_console *cfg, struct bora_err *err);
 
+/* What console_server_start would refuse in cfg without touching anything (for
+ * `borad --check-config`): a socket owner or group that does not resolve, a serial device that
+ * is missing or not a character device. Returns 0, or -errno with the key named in err. */
+int console_server_check(const struct config_console *cfg, struct bora_err *err);
+
 /* Stops every console thread (ends sessions, joins), removes the socket file, frees s.
  * Call from the thread that started it; s may be NULL. */
 void console_server_stop(struct console_server *s);

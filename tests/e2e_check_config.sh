@@ -36,6 +36,16 @@ grep -q "No such file" "$err" && fail "the last path exists: $(cat "$err")"
 printf '[model]\npath = tests/data/fixtures/mistral-tiny-bf16\n' >"$tmpd/m.ini"
 "$borad" --check-config "$tmpd/m.ini" >"$out" 2>"$err" || fail "a fixture folder: $(cat "$err")"
 
+# what the console's start would refuse is reported by the check too
+for kv in "socket_owner = no-such-user-bora:no such user" "socket_group = no-such-group-bora:no such group" \
+          "serial = /dev/ttyNOPE-bora:No such file" "serial = /dev/shm:not a character device"; do
+    printf '[console]\nsocket = %s/c.sock\n%s\n' "$tmpd" "${kv%%:*}" >"$tmpd/c.ini"
+    case ${kv%%:*} in serial*) sed -i '2d' "$tmpd/c.ini" ;; esac
+    "$borad" --check-config "$tmpd/c.ini" >"$out" 2>"$err"; rc=$?
+    [ $rc -eq 1 ] && grep -qF "${kv#*:}" "$err" && grep -qF "$tmpd/c.ini: key 'console." "$err" ||
+        fail "${kv%%:*}: exit $rc: $(cat "$err")"
+done
+
 # the decode kernel's diagnostic switch makes answers wrong: borad refuses to start with it
 BORA_MEGA_DEBUG=4 "$borad" --check-config config/bora.ini >"$out" 2>"$err"; rc=$?
 [ $rc -eq 1 ] && grep -q "BORA_MEGA_DEBUG" "$err" || fail "BORA_MEGA_DEBUG set: exit $rc: $(cat "$err")"
