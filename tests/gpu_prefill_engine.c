@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "model/engine.h"
+#include "model/safetensors.h"
 #include "model/sampler.h"
 #include "tests/support/fixtures.h"
 
@@ -376,12 +377,77 @@ static void test_forward_next(void **state)
     close_ctx(&x);
 }
 
+/* A model whose final norm is NaN: the GPU sampler finds no finite logit and the step fails with
+ * -EDOM saying so, on the decode graph (one token) and after a prefill (a prompt), instead of
+ * handing out id 0. The fixture is copied and its norm's bytes set to 0xff (BF16 NaN). */
+static void test_nonfinite_logits(void **state)
+{
+    (void)state;
+    char src[4096], dir[] = "/tmp/bora-nan-XXXXXX", cmd[9000], path[4200];
+    if (!fixture_find("mistral-tiny-bf16", src, sizeof src)) {
+        fprintf(stderr, "SKIP: fixture mistral-tiny-bf16 not found\n");
+        skip();
+    }
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "cp -r '%s'/. '%s'/", src, dir);
+    assert_int_equal(system(cmd), 0);
+    struct model *m = NULL;
+    struct bora_err err = { "" };
+    assert_int_equal(model_open(&m, dir, NULL, &err), 0);
+    const struct st_tensor *t = st_find(&m->shards[0], "model.norm.weight");
+    assert_non_null(t);
+    const long at = (long)(m->shards[0].data_offset + t->begin);
+    const size_t nb = (size_t)(t->end - t->begin);
+    snprintf(path, sizeof path, "%s", m->shards[0].path);
+    model_close(m);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, at, SEEK_SET), 0);
+    for (size_t i = 0; i < nb; i++)
+        fputc(0xff, f);
+    fclose(f);
+    assert_int_equal(model_open(&m, dir, NULL, &err), 0);
+    struct engine *e;
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = CTX };
+    int rc = engine_open(&e, m, &eo, &err);
+    if (rc == -ENODEV) {
+        model_close(m);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+        fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
+        skip();
+    }
+    assert_int_equal(rc, 0);
+    struct sampler s;
+    struct sampler_params greedy = { 0, 1, 0, 5 }, samp = { 0.9f, 0.95f, 0, 42 };
+    float *lg = malloc((size_t)m->cfg.vocab_size * sizeof *lg);
+    int32_t ids[20], id = -7;
+    for (int i = 0; i < 20; i++)
+        ids[i] = 1 + i * 13 % (m->cfg.vocab_size - 1);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(sampler_init(&s, m->cfg.vocab_size, k ? &samp : &greedy), 0);
+        engine_reset(e);
+        assert_int_equal(engine_forward_next(e, ids, 1, 0, &s, lg, &id), -EDOM);    /* the decode graph */
+        assert_non_null(strstr(engine_last_error(e), "no finite logit"));
+        engine_reset(e);
+        assert_int_equal(engine_forward_next(e, ids, 20, 0, &s, lg, &id), -EDOM);   /* prefill */
+        assert_non_null(strstr(engine_last_error(e), "no finite logit"));
+        assert_int_equal(id, -7);
+        sampler_fini(&s);
+    }
+    free(lg);
+    engine_close(e);
+    model_close(m);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 #define N_FIX (sizeof fixture_names / sizeof *fixture_names)
 
 int main(void)
 {
     static struct pcase exact[N_FIX], conv[N_FIX];
-    struct CMUnitTest tests[2 * N_FIX + 3];
+    struct CMUnitTest tests[2 * N_FIX + 4];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
@@ -394,6 +460,7 @@ int main(void)
     tests[n++] = (struct CMUnitTest){ "prefill_cancel", test_cancel, NULL, NULL, NULL };
     tests[n++] = (struct CMUnitTest){ "ttft_first_id", test_ttft_first_id, NULL, NULL, NULL };
     tests[n++] = (struct CMUnitTest){ "forward_next", test_forward_next, NULL, NULL, NULL };
+    tests[n++] = (struct CMUnitTest){ "nonfinite_logits", test_nonfinite_logits, NULL, NULL, NULL };
     return _cmocka_run_group_tests("gpu_prefill_engine", tests, n, NULL, NULL);
 }
 #else
