@@ -520,8 +520,9 @@ static void account(struct model *m)
  * (a dangling link, a FIFO) is an error, not a reason to fall back to the next. */
 static int find_tokenizer(struct model *m, struct bora_err *err)
 {
-    static const char *const names[] = { "tekken.json", "tokenizer.model", "tokenizer.model.v7",
-                                         "tokenizer.model.v3", "tokenizer.model.v1", "tokenizer.json" };
+    static const char *const names[] = { "tekken.json",        "tokenizer.model",    "tokenizer.model.v7",
+                                         "tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1",
+                                         "tokenizer.json" };   /* as tokenizer.c's dir_find */
     for (size_t i = 0; i < BORA_ARRAY_LEN(names); i++) {
         int n = snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%s/%s", m->dir, names[i]);
         if (n <= 0 || (size_t)n >= sizeof m->tokenizer_path)

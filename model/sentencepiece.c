@@ -982,6 +982,11 @@ int sentencepiece_open(struct tokenizer **out, const uint8_t *buf, size_t len, c
         rc = bora_errf(err, -EINVAL, "%s: no pieces (not a SentencePiece model?)", name);
         goto out;
     }
+    if (!s.has_trainer) {   /* pieces come first in the file: a cut between two of them */
+        rc = bora_errf(err, -EINVAL, "%s: trainer_spec missing after %d pieces (truncated file?)",
+                       name, s.b.n);
+        goto out;
+    }
     if (s.model_type != 2) {
         rc = bora_errf(err, -ENOTSUP, "%s: model_type %llu is not BPE (2)", name,
                        (unsigned long long)s.model_type);

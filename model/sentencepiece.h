@@ -35,8 +35,8 @@ int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const 
 
 /* Parses a serialized ModelProto (buf of len bytes) into a tokenizer. Pure; fuzzed.
  * Errors: -EINVAL (truncated varint, length past the end, bad wire type, bad piece: the message
- * gives name and byte offset), -ENOTSUP (not BPE, a normalization charsmap, whitespace as
- * suffix), -ENOMEM. */
+ * gives name and byte offset; no trainer_spec, as in a file cut after a piece), -ENOTSUP (not
+ * BPE, a normalization charsmap, whitespace as suffix), -ENOMEM. */
 int sentencepiece_open(struct tokenizer **out, const uint8_t *buf, size_t len, const char *name,
                        struct bora_err *err);
 

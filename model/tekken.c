@@ -6,6 +6,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <pcre2.h>
@@ -15,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define TEKKEN_SIMPLE_MERGE_MAX 48          /* bytes: longer pieces use the heap merge */
 #define TEKKEN_JIT_STACK_START  (32 << 10)  /* bytes */
@@ -69,6 +72,7 @@ struct tekken {
     uint8_t *special_control;        /* (n_special) 1 = is_control */
     int32_t bos, eos, unk;
     char version[16];
+    char *name;                      /* the file, for run-time messages (match limit) */
     pcre2_code *re;
     bool jit;
     size_t simple_max;               /* bytes: simple merge up to this piece length */
@@ -265,9 +269,13 @@ static int tekken_work_init(struct tekken_work *w, bool jit)
     return 0;
 }
 
+/* The pattern must be non-empty and unable to match the empty string: an empty match makes
+ * no progress, so the walk would cut the text into single bytes and encode each alone. */
 static int tekken_compile(struct tekken *tk, const char *pattern, const char *name,
                           struct bora_err *err)
 {
+    if (!pattern[0])
+        return bora_errf(err, -EINVAL, "%s: config.pattern is empty", name);
     char *pat = tekken_pattern_rewrite(pattern);
     if (!pat)
         return bora_errf(err, -ENOMEM, "%s: out of memory", name);
@@ -282,6 +290,10 @@ static int tekken_compile(struct tekken *tk, const char *pattern, const char *na
         return bora_errf(err, -EINVAL, "%s: config.pattern rejected by PCRE2 near \"%.20s\": %s",
                          name, pattern + (eo < strlen(pattern) ? eo : strlen(pattern)), msg);
     }
+    uint32_t min_len = 0;
+    if (pcre2_pattern_info(tk->re, PCRE2_INFO_MINLENGTH, &min_len) != 0 || min_len == 0)
+        return bora_errf(err, -EINVAL, "%s: config.pattern \"%.40s\" can match the empty string",
+                         name, pattern);
     tk->jit = pcre2_jit_compile(tk->re, PCRE2_JIT_COMPLETE) == 0;
     if (tekken_work_init(&tk->w, tk->jit))
         return bora_errf(err, -ENOMEM, "%s: out of memory", name);
@@ -500,7 +512,9 @@ static int tekken_open_json(struct tekken **out, json_t *root, const char *name,
         return bora_errf(err, -ENOMEM, "%s: out of memory", name);
     tk->simple_max = TEKKEN_SIMPLE_MERGE_MAX;
     atomic_flag_clear(&tk->w_busy);
-    int rc = tekken_load(tk, root, name, err);
+    tk->name = strdup(name);
+    int rc = tk->name ? tekken_load(tk, root, name, err)
+                      : bora_errf(err, -ENOMEM, "%s: out of memory", name);
     if (rc) {
         tekken_close(tk);
         return rc;
@@ -518,9 +532,23 @@ static int tekken_json_error(const json_error_t *je, const char *name, struct bo
 int tekken_open(struct tekken **out, const char *path, struct bora_err *err)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* a FIFO cannot hang the open */
+    if (fd < 0)
         return bora_errf(err, -errno, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return bora_errf(err, -EINVAL, "%s: not a regular file", path);
+    }
+    (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return bora_errf(err, -ENOMEM, "%s: out of memory", path);
+    }
+    unsigned char bom[3];                            /* skip a UTF-8 byte order mark */
+    if (fread(bom, 1, 3, f) != 3 || bom[0] != 0xEF || bom[1] != 0xBB || bom[2] != 0xBF)
+        rewind(f);
     json_error_t je;
     json_t *root = json_loadf(f, JSON_ALLOW_NUL, &je);
     int rd_err = ferror(f);
@@ -540,6 +568,10 @@ int tekken_open_buffer(struct tekken **out, const char *json, size_t len, const 
                        struct bora_err *err)
 {
     *out = NULL;
+    if (len >= 3 && !memcmp(json, "\xEF\xBB\xBF", 3)) {   /* skip a UTF-8 byte order mark */
+        json += 3;
+        len -= 3;
+    }
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_ALLOW_NUL, &je);
     if (!root)
@@ -562,6 +594,7 @@ void tekken_close(struct tekken *tk)
     free(tk->special_control);
     pcre2_code_free(tk->re);
     tekken_work_fini(&tk->w);
+    free(tk->name);
     free(tk);
 }
 
@@ -790,7 +823,7 @@ static int tekken_next_match(const struct tekken *tk, struct tekken_work *w, con
     if (unlikely(rc < 0)) {
         char msg[160];
         pcre2_get_error_message(rc, (PCRE2_UCHAR *)msg, sizeof msg);
-        return bora_errf(err, -EIO, "tekken: pre-tokenizer failed at byte %zu: %s", off, msg);
+        return bora_errf(err, -EIO, "%s: pre-tokenizer failed at byte %zu: %s", tk->name, off, msg);
     }
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
     *s = ov[0];
@@ -815,9 +848,9 @@ static int tekken_walk_with(const struct tekken *tk, struct tekken_work *w, cons
             e = s = s + 1;
         for (; off < s; off++)
             if ((rc = fn(tk, w, (const uint8_t *)text, off, off + 1, ctx)))
-                return bora_errf(err, rc, "tekken: out of memory");
+                return bora_errf(err, rc, "%s: out of memory", tk->name);
         if (e > s && (rc = fn(tk, w, (const uint8_t *)text, s, e, ctx)))
-            return bora_errf(err, rc, "tekken: out of memory");
+            return bora_errf(err, rc, "%s: out of memory", tk->name);
         off = e > off ? e : off;
     }
     return 0;
@@ -835,7 +868,7 @@ static int tekken_walk(struct tekken *tk, const char *text, size_t len, tekken_p
     }
     struct tekken_work w;
     if (tekken_work_init(&w, tk->jit))
-        return bora_errf(err, -ENOMEM, "tekken: out of memory");
+        return bora_errf(err, -ENOMEM, "%s: out of memory", tk->name);
     int rc = tekken_walk_with(tk, &w, text, len, fn, ctx, err);
     tekken_work_fini(&w);
     return rc;
@@ -855,7 +888,7 @@ long tekken_encode(struct tekken *tk, const char *text, size_t len, int32_t *ids
     if (rc)
         return rc;
     if (o.n > LONG_MAX)
-        return bora_errf(err, -EOVERFLOW, "tekken: too many ids");
+        return bora_errf(err, -EOVERFLOW, "%s: too many ids", tk->name);
     return (long)o.n;
 }
 

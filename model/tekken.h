@@ -24,11 +24,13 @@ struct tekken;
  * tekken_close. The vocabulary is cut to config.default_vocab_size − default_num_special_tokens
  * ranks (as mistral-common does); token_str fields are accepted and ignored; a missing
  * special_tokens list means mistral-common's 20 deprecated ones; unnamed special ids are
- * "<SPECIAL_n>". Errors (message in err names the file and the problem):
+ * "<SPECIAL_n>". A leading UTF-8 byte order mark is skipped. Errors (message in err names the
+ * file and the problem):
  *   -ENOENT/-EIO etc. file unreadable;  -EINVAL JSON syntax (truncated file), missing or
  *   mistyped key, bad base64, duplicate or out-of-range rank, duplicate token bytes, ranks
- *   0..255 not the 256 single bytes, too few vocab entries, pattern rejected by PCRE2;
- *   -ENOMEM. Any thread; the result is independent of every other tokenizer. */
+ *   0..255 not the 256 single bytes, too few vocab entries, pattern rejected by PCRE2, empty
+ *   or able to match the empty string; -ENOMEM. Any thread; the result is independent of every
+ *   other tokenizer. The file name is kept for run-time messages. */
 int tekken_open(struct tekken **out, const char *path, struct bora_err *err);
 
 /* Same, from the JSON text in json[0..len) (not kept); name is used in messages. */
@@ -46,9 +48,10 @@ void tekken_close(struct tekken *tk);
  * token each. Writes at most cap ids to ids and returns the total number of ids the text
  * encodes to (so a return > cap means the output was cut: call again with a bigger buffer).
  * Errors: -ENOMEM (growing the scratch for an unusually long piece), -EOVERFLOW (more than
- * LONG_MAX ids, not reachable in practice), -EIO (PCRE2 match failure, e.g. JIT stack limit;
- * message names the PCRE2 error). Any thread: uses the tokenizer's scratch (no allocation in the
- * steady state), taken with an atomic flag; an overlapping call allocates its own. */
+ * LONG_MAX ids, not reachable in practice), -EIO (PCRE2 match failure, e.g. JIT stack or match
+ * limit of a backtracking pattern; message names the tokenizer file and the PCRE2 error).
+ * Any thread: uses the tokenizer's scratch (no allocation in the steady state), taken with an
+ * atomic flag; an overlapping call allocates its own. */
 long tekken_encode(struct tekken *tk, const char *text, size_t len, int32_t *ids, size_t cap,
                    struct bora_err *err);
 

@@ -1,6 +1,7 @@
 /* tekken_tokenizer.c — the Tekken kind behind the tokenizer front (tokenizer.h): opens a
  * tekken.json with model/tekken.c, fills the front's per-id tables (special tokens are control
- * tokens; the others decode to their raw bytes) and hands encoding to tekken_encode. */
+ * tokens; the others decode to their raw bytes) and hands encoding to tekken_encode. A file
+ * without the special tokens the front needs (<s>, </s>, [INST], [/INST]) is refused. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,23 @@ static bool tekken_kind_is_v7(const struct tekken *tk)
     return atoi(v + 1) >= 7;
 }
 
+/* The special tokens the front relies on: BOS for tokenizer_encode(bos) and the chat template,
+ * EOS to end assistant turns and generation, [INST]/[/INST] for the instruct format (without
+ * them the chat template would fall back to SentencePiece v1 text, which no Tekken model uses).
+ * Every published tekken.json has all four (ids 1 to 4). */
+static int tekken_kind_check_specials(const struct tekken *tk, const char *name, struct bora_err *err)
+{
+    static const char *const need[][2] = {
+        { "<s>", "BOS" }, { "</s>", "EOS" }, { "[INST]", "the chat template" },
+        { "[/INST]", "the chat template" },
+    };
+    for (size_t i = 0; i < BORA_ARRAY_LEN(need); i++)
+        if (tekken_special_find(tk, need[i][0]) < 0)
+            return bora_errf(err, -EINVAL, "%s: special_tokens has no \"%s\" (%s needs it)", name,
+                             need[i][0], need[i][1]);
+    return 0;
+}
+
 static int tekken_kind_tables(struct tokenizer *t, const struct tekken *tk)
 {
     size_t n = (size_t)t->n_vocab;
@@ -64,6 +82,10 @@ int tekken_tokenizer_open(struct tokenizer **out, const char *buf, size_t len, c
     int rc = tekken_open_buffer(&tk, buf, len, name, err);
     if (rc)
         return rc;
+    if ((rc = tekken_kind_check_specials(tk, name, err)) != 0) {
+        tekken_close(tk);
+        return rc;
+    }
     struct tokenizer *t = calloc(1, sizeof *t);
     if (!t) {
         tekken_close(tk);
@@ -74,8 +96,8 @@ int tekken_tokenizer_open(struct tokenizer **out, const char *buf, size_t len, c
     t->encode = tekken_kind_encode;
     t->destroy = tekken_kind_destroy;
     t->n_vocab = tekken_vocab_size(tk);
-    t->bos_id = tekken_bos_id(tk) >= 0 ? tekken_bos_id(tk) : -1;
-    t->eos_id = tekken_eos_id(tk) >= 0 ? tekken_eos_id(tk) : -1;
+    t->bos_id = tekken_bos_id(tk);                  /* both present: checked above */
+    t->eos_id = tekken_eos_id(tk);
     t->unk_id = tekken_unk_id(tk) >= 0 ? tekken_unk_id(tk) : -1;
     t->strip_first_space = false;                    /* no dummy prefix in Tekken */
     t->utf8_maximal_subpart = true;                  /* tiktoken decodes with errors="replace" */

@@ -4,10 +4,12 @@
 #include "model/tokenizer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model/tokenizer_impl.h"
 
@@ -60,15 +62,22 @@ size_t utf8_validate(const uint8_t *s, size_t len)
 
 static int file_read(const char *path, uint8_t **buf, size_t *len, struct bora_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* non-blocking, so a FIFO in the file's place is refused below instead of hanging the open */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
         return bora_errf(err, -errno, "%s: %s", path, strerror(errno));
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return bora_errf(err, -ENOMEM, "%s: out of memory", path);
+    }
     int rc = 0;
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         rc = bora_errf(err, -EINVAL, "%s: not a regular file", path);
         goto out;
     }
+    (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);   /* a regular file: reads as usual */
     if ((uint64_t)st.st_size > TOKENIZER_MAX_FILE) {
         rc = bora_errf(err, -EFBIG, "%s: %lld bytes, larger than the %u-byte limit", path,
                        (long long)st.st_size, TOKENIZER_MAX_FILE);
@@ -98,10 +107,12 @@ static bool path_is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static bool path_is_file(const char *path)
+/* Something is there under that name, usable or not (a dangling link or a FIFO is then
+ * reported by file_read rather than skipped for the next name). */
+static bool path_present(const char *path)
 {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    return lstat(path, &st) == 0;
 }
 
 /* In a model directory: tekken.json, tokenizer.model, tokenizer.model.v*, tokenizer.json. */
@@ -115,27 +126,52 @@ static int dir_find(const char *dir, char *out, size_t cap, struct bora_err *err
         int n = snprintf(out, cap, "%s/%s", dir, names[i]);
         if (n < 0 || (size_t)n >= cap)
             return bora_errf(err, -ENAMETOOLONG, "%s: path too long", dir);
-        if (path_is_file(out))
+        if (path_present(out))
             return 0;
     }
     return bora_errf(err, -ENOENT, "%s: no tekken.json, tokenizer.model* or tokenizer.json", dir);
 }
 
+/* True if name (a path or a bare file name) ends with suffix; whole: the suffix is the whole
+ * last component of the path. */
+static bool name_ends_with(const char *name, const char *suffix, bool whole)
+{
+    size_t n = name ? strlen(name) : 0, k = strlen(suffix);
+    return n >= k && !strcmp(name + n - k, suffix) && (!whole || n == k || name[n - k - 1] == '/');
+}
+
+/* The kind is chosen by content, with the file name as a hint: a file named *.json is JSON
+ * (never protobuf), after an optional UTF-8 byte order mark. JSON with "token_bytes" and
+ * "pattern" is Tekken, other JSON with "model" or "added_tokens" Hugging Face; JSON with neither
+ * is reported as the kind its name says (tokenizer.json: Hugging Face, else Tekken). */
 static int open_kind(struct tokenizer **out, const uint8_t *buf, size_t len, const char *name,
                        struct bora_err *err)
 {
+    if (!buf || len == 0)
+        return bora_errf(err, -EINVAL, "%s: empty file", name);
     size_t i = 0;
+    bool bom = len >= 3 && buf[0] == 0xEF && buf[1] == 0xBB && buf[2] == 0xBF;
+    if (bom)
+        i = 3;
     while (i < len && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t'))
         i++;
-    if (buf && i < len && buf[i] == '{') {
-        /* Tekken files have "config" with a "pattern" and "vocab" entries with "token_bytes"
-         * (their token_str values may well contain "model"); HF files a "model" object. */
-        bool tekken = memmem(buf, len, "\"token_bytes\"", 13) && memmem(buf, len, "\"pattern\"", 9);
-        if (!tekken && memmem(buf, len, "\"model\"", 7))
-            return hfjson_open(out, (const char *)buf, len, name, err);
-        return tekken_tokenizer_open(out, (const char *)buf, len, name, err);
+    bool json = name_ends_with(name, ".json", false) || (i < len && buf[i] == '{');
+    if (!json)
+        return sentencepiece_open(out, buf, len, name, err);
+    if (bom) {                                       /* jansson refuses a BOM */
+        buf += 3;
+        len -= 3;
     }
-    return sentencepiece_open(out, buf, len, name, err);
+    /* Tekken files have "config" with a "pattern" and "vocab" entries with "token_bytes"
+     * (their token_str values may well contain "model"); HF files a "model" object. */
+    bool tekken = memmem(buf, len, "\"token_bytes\"", 13) && memmem(buf, len, "\"pattern\"", 9);
+    bool hf = !tekken && (memmem(buf, len, "\"model\"", 7)
+                          || memmem(buf, len, "\"added_tokens\"", 14));
+    if (!tekken && !hf)
+        hf = name_ends_with(name, "tokenizer.json", true);
+    if (hf)
+        return hfjson_open(out, (const char *)buf, len, name, err);
+    return tekken_tokenizer_open(out, (const char *)buf, len, name, err);
 }
 
 /* Looks up the instruct control tokens once, so the chat encoder needs no search. */

@@ -19,10 +19,14 @@ struct tokenizer;
 
 /* path: a model directory (looks for tekken.json, tokenizer.model*, tokenizer.json in that
  * order) or a tokenizer file (kind by content: protobuf → SentencePiece, JSON with "token_bytes"
- * and "pattern" → Tekken, other JSON with "model" → Hugging Face). The caller owns *out.
+ * and "pattern" → Tekken, other JSON with "model" or "added_tokens" → Hugging Face; a file
+ * named *.json is always read as JSON, after a UTF-8 byte order mark if it has one). The
+ * caller owns *out.
  * Errors: -ENOENT (no tokenizer in the directory / no such file), -EINVAL (malformed file:
- * message names the file and the offset or key), -ENOTSUP (a kind or option bora does not
- * implement, e.g. Unigram models, a normalization charsmap), -ENOMEM. */
+ * message names the file and the offset or key; an empty file; duplicate ids; a Tekken file
+ * without <s>, </s>, [INST] or [/INST], or whose pattern can match the empty string),
+ * -ENOTSUP (a kind or option bora does not implement, e.g. Unigram models, a normalization
+ * charsmap, a tokenizer.json normalizer or pre_tokenizer other than Mistral's), -ENOMEM. */
 int tokenizer_open(struct tokenizer **out, const char *path, struct bora_err *err);
 void tokenizer_close(struct tokenizer *t);
 

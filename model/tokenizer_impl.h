@@ -65,7 +65,8 @@ int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const
 void tokenizer_tables_free(struct tokenizer *t);
 
 /* tokenizer_open on a file already in memory (buf: len bytes, NUL after them not required;
- * owned by the caller). Pure apart from allocation; the fuzz targets call it. */
+ * owned by the caller); name is used in messages, and a name ending in ".json" means JSON.
+ * Pure apart from allocation; the fuzz targets call it. */
 int tokenizer_open_mem(struct tokenizer **out, const uint8_t *buf, size_t len, const char *name,
                        struct bora_err *err);
 

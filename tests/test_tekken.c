@@ -981,6 +981,120 @@ static void test_chat_v7_request(void **state)
     tokenizer_close(t);
 }
 
+/* ---- bad input behind the front ------------------------------------------------------------- */
+
+/* D9: a file named *.json is JSON whatever its first byte (a UTF-8 BOM is skipped), and an empty
+ * tokenizer file is "empty file", naming it. */
+static void test_front_json_name_bom_empty(void **state)
+{
+    (void)state;
+    size_t len;
+    char *nemo = read_file(NEMO_JSON, &len);
+    char *bom = malloc(len + 3);
+    assert_non_null(bom);
+    memcpy(bom, "\xEF\xBB\xBF", 3);
+    memcpy(bom + 3, nemo, len);
+    free(nemo);
+    struct tokenizer *t;
+    struct bora_err err = { "" };
+    if (tokenizer_open_mem(&t, (const uint8_t *)bom, len + 3, "m/tekken.json", &err))
+        fail_msg("%s", err.msg);
+    static const int32_t hello[] = { 1, 22177, 1044, 2606, 1584, 1636, 1063 };
+    int32_t ids[16];
+    size_t n;
+    assert_int_equal(tokenizer_encode(t, "Hello, how are you?", 19, true, ids, 16, &n, &err), 0);
+    assert_int_equal(n, 7);
+    assert_memory_equal(ids, hello, sizeof hello);
+    tokenizer_close(t);
+    struct tekken *tk;                              /* tekken.h skips it too */
+    if (tekken_open_buffer(&tk, bom, len + 3, "bom.json", &err))
+        fail_msg("%s", err.msg);
+    tekken_close(tk);
+    free(bom);
+    /* not sniffed as protobuf: the JSON parser reports it */
+    t = (struct tokenizer *)1;
+    assert_int_equal(tokenizer_open_mem(&t, (const uint8_t *)"\x0a\x02\x0a\x00", 4, "x/tekken.json", &err),
+                     -EINVAL);
+    assert_null(t);
+    if (!strstr(err.msg, "x/tekken.json") || !strstr(err.msg, "JSON"))
+        fail_msg("%s", err.msg);
+    /* an empty tekken.json in a model directory */
+    char dir[] = "/tmp/bora-tekken-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/tekken.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    int rc = tokenizer_open(&t, dir, &err);
+    unlink(path);
+    rmdir(dir);
+    assert_int_equal(rc, -EINVAL);
+    if (!strstr(err.msg, "tekken.json: empty file"))
+        fail_msg("%s", err.msg);
+}
+
+/* D12: the front needs <s>, </s>, [INST] and [/INST]; a tekken.json without one is refused
+ * (the real file with one special token renamed). tekken.h itself still opens it. */
+static void test_front_needs_specials(void **state)
+{
+    (void)state;
+    size_t len;
+    char *nemo = read_file(NEMO_JSON, &len);
+    const char *names[][2] = {
+        { "\"token_str\":\"<s>\"", "\"<s>\"" }, { "\"token_str\":\"</s>\"", "\"</s>\"" },
+        { "\"token_str\":\"[INST]\"", "\"[INST]\"" }, { "\"token_str\":\"[/INST]\"", "\"[/INST]\"" },
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *p = strstr(nemo, names[i][0]);
+        assert_non_null(p);
+        p[13] = 'X';                                 /* "<s>" → "Xs>", "[INST]" → "XINST]", ... */
+        struct tokenizer *t = (struct tokenizer *)1;
+        struct bora_err err = { "" };
+        int rc = tokenizer_open_mem(&t, (const uint8_t *)nemo, len, "nobos/tekken.json", &err);
+        if (rc != -EINVAL || !strstr(err.msg, "nobos/tekken.json") || !strstr(err.msg, names[i][1]))
+            fail_msg("%s: got %d '%s'", names[i][1], rc, err.msg);
+        assert_null(t);
+        struct tekken *tk;
+        if (tekken_open_buffer(&tk, nemo, len, "nobos.json", &err))
+            fail_msg("%s", err.msg);
+        tekken_close(tk);
+        p[13] = names[i][0][13];
+    }
+    free(nemo);
+}
+
+/* D18: a pattern that is empty or can match the empty string is refused at load; a pattern
+ * that exceeds PCRE2's match limit fails at encode time with a message naming the file. */
+static void test_pattern_checks(void **state)
+{
+    (void)state;
+    const char *extra[] = { "ab", "bc" };
+    const char *empty[][2] = {
+        { "", "config.pattern is empty" }, { "a*", "can match the empty string" },
+        { "(?<=a)", "can match the empty string" }, { "x|", "can match the empty string" },
+    };
+    for (size_t i = 0; i < sizeof empty / sizeof empty[0]; i++) {
+        char *js = tiny_json(empty[i][0], extra, 2, 268, NULL, NULL);
+        expect_bad(js, strlen(js), empty[i][1]);
+        free(js);
+    }
+    char *js = tiny_json("(a+)+$", extra, 2, 268, NULL, NULL);
+    struct tokenizer *t;
+    struct bora_err err = { "" };
+    if (tokenizer_open_mem(&t, (const uint8_t *)js, strlen(js), "slow/tekken.json", &err))
+        fail_msg("%s", err.msg);
+    char text[64];
+    memset(text, 'a', 40);
+    text[40] = '!';
+    int32_t ids[64];
+    size_t n;
+    assert_int_equal(tokenizer_encode(t, text, 41, false, ids, 64, &n, &err), -EIO);
+    if (!strstr(err.msg, "slow/tekken.json: pre-tokenizer failed") || !strstr(err.msg, "limit"))
+        fail_msg("%s", err.msg);
+    tokenizer_close(t);
+    free(js);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1003,6 +1117,9 @@ int main(void)
         cmocka_unit_test(test_chat_tekken_v7),
         cmocka_unit_test(test_chat_v7_messages),
         cmocka_unit_test(test_chat_v7_request),
+        cmocka_unit_test(test_front_json_name_bom_empty),
+        cmocka_unit_test(test_front_needs_specials),
+        cmocka_unit_test(test_pattern_checks),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

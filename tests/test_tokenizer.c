@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -201,6 +202,21 @@ static void test_dir_open(void **state)
     assert_non_null(mkdtemp(tmp));
     assert_int_equal(tokenizer_open(&t, tmp, &err), -ENOENT);
     assert_non_null(strstr(err.msg, "tokenizer.model"));
+    /* present but unusable: a FIFO (the open must not wait for a writer) or a dangling link is
+     * named, not skipped for the next candidate */
+    char p[64];
+    snprintf(p, sizeof p, "%s/tokenizer.model", tmp);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    alarm(20);
+    assert_int_equal(tokenizer_open(&t, tmp, &err), -EINVAL);
+    alarm(0);
+    assert_non_null(strstr(err.msg, "tokenizer.model: not a regular file"));
+    unlink(p);
+    snprintf(p, sizeof p, "%s/tekken.json", tmp);
+    assert_int_equal(symlink("/nonexistent/blob", p), 0);
+    assert_int_equal(tokenizer_open(&t, tmp, &err), -ENOENT);
+    assert_non_null(strstr(err.msg, "tekken.json"));
+    unlink(p);
     rmdir(tmp);
     assert_int_equal(tokenizer_open(&t, "/nonexistent/tokenizer.model", &err), -ENOENT);
     assert_non_null(strstr(err.msg, "/nonexistent/tokenizer.model"));
@@ -598,7 +614,8 @@ static void test_corrupt_model(void **state)
         { "\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12, "varint" },
         { "\x0a\x02\x0a\x00", 4, "piece 0 is empty" },
         { "\x0a\x04\x0a\x02\xc3\x28", 6, "not valid UTF-8" },
-        { "", 0, "no pieces" },
+        { "", 0, "empty file" },
+        { "\x12\x00", 2, "no pieces" },
     };
     for (size_t i = 0; i < BORA_ARRAY_LEN(bad); i++) {
         err.msg[0] = 0;
@@ -621,6 +638,39 @@ static void test_corrupt_model(void **state)
             tokenizer_encode(t, "Hello wörld 🦙", 15, true, ids, 64, &n, NULL);
             tokenizer_close(t);
         }
+    }
+}
+
+/* D17: a model cut between two pieces has no trainer_spec (it follows the pieces): that is a
+ * truncated file, not a Unigram model (the TrainerSpec default). */
+static void test_truncated_at_piece(void **state)
+{
+    (void)state;
+    FILE *f = fopen(V3_PATH, "rb");
+    assert_non_null(f);
+    static uint8_t buf[1 << 20];
+    size_t len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    size_t cuts[] = { 1, 1000, 32768 };   /* after this many pieces (v3 has 32,768) */
+    for (size_t c = 0; c < BORA_ARRAY_LEN(cuts); c++) {
+        size_t off = 0;
+        for (size_t k = 0; k < cuts[c]; k++) {   /* field 1 (0x0a), varint length, payload */
+            assert_int_equal(buf[off], 0x0a);
+            size_t n = 0, shift = 0, i = off + 1;
+            do {
+                n |= (size_t)(buf[i] & 0x7f) << shift;
+                shift += 7;
+            } while (buf[i++] & 0x80);
+            off = i + n;
+            assert_true(off < len);
+        }
+        struct tokenizer *t = NULL;
+        struct bora_err err = { "" };
+        assert_int_equal(tokenizer_open_mem(&t, buf, off, "cut.model", &err), -EINVAL);
+        assert_null(t);
+        if (!strstr(err.msg, "cut.model") || !strstr(err.msg, "trainer_spec missing")
+            || !strstr(err.msg, "truncated"))
+            fail_msg("cut after %zu pieces: '%s'", cuts[c], err.msg);
     }
 }
 
@@ -769,6 +819,100 @@ static void test_hf_json_minimal(void **state)
     }
 }
 
+/* The minimal tokenizer.json of test_hf_json_minimal with the given normalizer, pre_tokenizer,
+ * extra model.vocab entries and extra added_tokens (raw JSON fragments). */
+static const char *hf_variant(const char *norm, const char *pre, const char *vocab_extra,
+                              const char *added_extra)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf,
+             "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true},"
+             "  {\"id\": 1, \"content\": \"<s>\", \"special\": true}, {\"id\": 2, \"content\": \"</s>\", \"special\": true}%s],"
+             " \"normalizer\": %s, \"pre_tokenizer\": %s,"
+             " \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"byte_fallback\": true,"
+             "  \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2, \"<0x21>\": 3, \"\xe2\x96\x81\": 4, \"h\": 5, \"i\": 6,"
+             "   \"hi\": 7, \"\xe2\x96\x81hi\": 8%s},"
+             "  \"merges\": [[\"h\", \"i\"], [\"\xe2\x96\x81\", \"hi\"]]}}",
+             added_extra, norm, pre, vocab_extra);
+    return buf;
+}
+
+#define HF_NORM_MISTRAL "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\xe2\x96\x81\"}," \
+                        " {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xe2\x96\x81\"}]}"
+#define HF_PRE_MISTRAL  "{\"type\": \"Metaspace\", \"replacement\": \"\xe2\x96\x81\", \"prepend_scheme\": \"first\", \"split\": false}"
+
+/* D10: only the normalizer / pre_tokenizer spellings of Mistral's files are accepted; others
+ * (ByteLevel, NFKC, a splitting Metaspace, ...) would mis-tokenize and are refused naming them. */
+static void test_hf_json_components(void **state)
+{
+    (void)state;
+    struct tokenizer *t;
+    struct bora_err err = { "" };
+    const char *ok[][2] = { { HF_NORM_MISTRAL, "null" }, { "null", HF_PRE_MISTRAL } };
+    for (size_t i = 0; i < BORA_ARRAY_LEN(ok); i++) {
+        const char *js = hf_variant(ok[i][0], ok[i][1], "", "");
+        if (tokenizer_open_mem(&t, (const uint8_t *)js, strlen(js), "ok.json", &err))
+            fail_msg("variant %zu: %s", i, err.msg);
+        expect_enc(t, "hi hi!", (int32_t[]){ 8, 8, 3 }, 3);
+        tokenizer_close(t);
+    }
+    const char *bad[][3] = {
+        { "null", "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}",
+          "pre_tokenizer ByteLevel" },
+        { "{\"type\": \"NFKC\"}", HF_PRE_MISTRAL, "normalizer NFKC" },
+        { "{\"type\": \"NFKC\"}", "null", "normalizer NFKC" },
+        { "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\xe2\x96\x81\"},"
+          " {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xe2\x96\x81\"}, {\"type\": \"NFKC\"}]}",
+          "null", "Sequence[2] NFKC" },
+        { "null", "{\"type\": \"Metaspace\", \"replacement\": \"\xe2\x96\x81\", \"prepend_scheme\": \"first\", \"split\": true}",
+          "split" },
+        { "null", "{\"type\": \"Metaspace\", \"replacement\": \"\xe2\x96\x81\", \"prepend_scheme\": \"always\", \"split\": false}",
+          "prepend_scheme" },
+        { "null", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\s+\"},"
+          " \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false,"
+          " \"trim_offsets\": true, \"use_regex\": false}]}", "pre_tokenizer Sequence" },
+        { HF_NORM_MISTRAL, "{\"type\": \"ByteLevel\"}", "pre_tokenizer ByteLevel" },
+        { "null", "null", "neither a normalizer nor a pre_tokenizer" },
+    };
+    for (size_t i = 0; i < BORA_ARRAY_LEN(bad); i++) {
+        const char *js = hf_variant(bad[i][0], bad[i][1], "", "");
+        err.msg[0] = 0;
+        t = NULL;
+        int rc = tokenizer_open_mem(&t, (const uint8_t *)js, strlen(js), "dir/tokenizer.json", &err);
+        if (rc != -ENOTSUP || !strstr(err.msg, "dir/tokenizer.json") || !strstr(err.msg, bad[i][2]))
+            fail_msg("case %zu: want -ENOTSUP with '%s', got %d '%s'", i, bad[i][2], rc, err.msg);
+        assert_null(t);
+    }
+}
+
+/* D11: an id given to two different pieces is refused; Mistral's files repeat their control
+ * tokens in added_tokens with the same id and content, which stays accepted. */
+static void test_hf_json_duplicate_ids(void **state)
+{
+    (void)state;
+    struct tokenizer *t;
+    struct bora_err err = { "" };
+    const char *js = hf_variant(HF_NORM_MISTRAL, "null", "",
+                                ", {\"id\": 7, \"content\": \"hi\", \"special\": false}");
+    if (tokenizer_open_mem(&t, (const uint8_t *)js, strlen(js), "same.json", &err))
+        fail_msg("%s", err.msg);
+    tokenizer_close(t);
+    const char *bad[][2] = {
+        { ", \"x\": 6", "" },                                                   /* beside "i": 6 */
+        { "", ", {\"id\": 6, \"content\": \"[INST]\", \"special\": true}" },      /* "i" is 6 */
+        { "", ", {\"id\": 6, \"content\": \"i\", \"special\": true}, {\"id\": 6, \"content\": \"j\"}" },
+    };
+    for (size_t i = 0; i < BORA_ARRAY_LEN(bad); i++) {
+        js = hf_variant(HF_NORM_MISTRAL, "null", bad[i][0], bad[i][1]);
+        err.msg[0] = 0;
+        t = NULL;
+        int rc = tokenizer_open_mem(&t, (const uint8_t *)js, strlen(js), "dup.json", &err);
+        if (rc != -EINVAL || !strstr(err.msg, "dup.json: id 6 defined twice"))
+            fail_msg("case %zu: got %d '%s'", i, rc, err.msg);
+        assert_null(t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -789,6 +933,9 @@ int main(void)
         cmocka_unit_test(test_corrupt_model),
         cmocka_unit_test(test_hf_json_same_as_model),
         cmocka_unit_test(test_hf_json_minimal),
+        cmocka_unit_test(test_truncated_at_piece),
+        cmocka_unit_test(test_hf_json_components),
+        cmocka_unit_test(test_hf_json_duplicate_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
