@@ -3,6 +3,7 @@
  * io_uring read bandwidth of that file, process start → weights resident → first token of a
  * prompt with the streamer, and the same with the naive loader (mmap, per-tensor copies from
  * pageable memory); then the same warm. Budget: streamed first token ≤ 1.15 × bytes ÷ raw + 0.3 s. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -133,6 +134,50 @@ static void cs_fill(uint8_t *b, size_t n, int k, uint64_t *seed, float scale)
             r = 0x3f803f803f803f80ull;                                   /* bf16 1.0 */
         memcpy(b + i, &r, 8);
     }
+}
+
+#define CS_MARKER ".bora-coldstart"   /* in a directory this command made: it may write there again */
+
+/* --dir is overwritten with a synthetic checkpoint: it must be new, empty, or one this command
+ * made before (its marker file). A real checkpoint given by mistake is refused, not replaced. */
+static int scratch_dir(const char *dir)
+{
+    char marker[4200];
+    snprintf(marker, sizeof marker, "%s/" CS_MARKER, dir);
+    if (mkdir(dir, 0755) < 0) {
+        if (errno != EEXIST) {
+            fprintf(stderr, "bora coldstart: %s: cannot create directory: %s\n", dir, strerror(errno));
+            return -1;
+        }
+        if (access(marker, F_OK) != 0) {
+            DIR *d = opendir(dir);
+            if (!d) {
+                fprintf(stderr, "bora coldstart: %s: %s\n", dir, strerror(errno));
+                return -1;
+            }
+            const struct dirent *e;
+            const char *held = NULL;
+            while (!held && (e = readdir(d)))
+                if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+                    held = e->d_name;
+            if (held) {
+                fprintf(stderr, "bora coldstart: %s: not empty (it holds '%s') and not a directory bora coldstart made: "
+                                "it would be overwritten with a synthetic checkpoint; give a new or empty directory\n",
+                        dir, held);
+                closedir(d);
+                return -1;
+            }
+            closedir(d);
+        }
+    }
+    FILE *f = fopen(marker, "w");
+    if (!f) {
+        fprintf(stderr, "bora coldstart: %s: cannot create: %s\n", marker, strerror(errno));
+        return -1;
+    }
+    fputs("bora coldstart scratch directory: its checkpoint is synthetic and rewritten at every run\n", f);
+    fclose(f);
+    return 0;
 }
 
 static int write_config(const struct cs_opts *o)
@@ -680,10 +725,8 @@ int cmd_bench_coldstart(int argc, char **argv)
     }
     if (parse(&o, argc, argv))
         return 2;
-    if (mkdir(o.dir, 0755) < 0 && errno != EEXIST) {
-        fprintf(stderr, "bora coldstart: %s: cannot create directory: %s\n", o.dir, strerror(errno));
+    if (scratch_dir(o.dir))
         return 1;
-    }
     if (write_config(&o))
         return 1;
     int64_t bytes = write_checkpoint(&o);

@@ -16,4 +16,11 @@ done
 grep -q '"tokens_agree":true' <<<"$out" || { echo "e2e_coldstart: streamer and naive loader disagree" >&2; exit 1; }
 "$build/bora" coldstart --preset huge --dir "$dir" 2>&1 | grep -q "not one of tiny" ||
     { echo "e2e_coldstart: bad preset not named" >&2; exit 1; }
+# a directory holding something else (a real checkpoint given by mistake) is refused, untouched
+mkdir -p "$dir-real" && echo '{"keep": 1}' >"$dir-real/config.json"
+"$build/bora" coldstart --preset tiny --dir "$dir-real" --no-drop --backend cpu 2>"$dir-real.err" &&
+    { echo "e2e_coldstart: overwrote a directory it did not make" >&2; exit 1; }
+grep -q "not empty" "$dir-real.err" && grep -qx '{"keep": 1}' "$dir-real/config.json" ||
+    { echo "e2e_coldstart: foreign directory: $(cat "$dir-real.err")" >&2; exit 1; }
+rm -rf "$dir-real" "$dir-real.err"
 exit 0
