@@ -63,6 +63,7 @@ int borad_generator_open(const struct bora_config *cfg, const char *dir, struct 
         .model_dir = dir, .backend = backends[cfg->model.backend % 3],
         .precision = precisions[cfg->model.precision % 3], .max_ctx = (int)cfg->model.max_ctx,
         .n_threads = (int)cfg->engine.threads, .prefix_cache = cfg->model.prefix_cache,
+        .prefill_chunk = (int)cfg->engine.prefill_chunk,
     };
     return gen_engine_open(g, &o, err);
 }

@@ -536,10 +536,10 @@ const struct config_key config_keys[] = {
     { KEY(model, max_ctx), UINT(0, 1048576), .help = "context tokens; 0 = the model's maximum" },
     { KEY(model, prefix_cache), .parse = parse_onoff, .format = format_onoff, .help = "on | off" },
 
-    { KEY(engine, threads), UINT(0, 1024), .help = "CPU threads; 0 = one per core" },
+    { KEY(engine, threads), UINT(0, 256), .help = "CPU threads; 0 = one per core" },
     { KEY(engine, tensor_parallel), .parse = parse_pow2, .format = format_uint, .min = 1, .max = 8,
       .help = "GPUs: 1, 2, 4 or 8" },
-    { KEY(engine, prefill_chunk), UINT(16, 65536), .help = "prompt tokens per prefill step" },
+    { KEY(engine, prefill_chunk), UINT(16, 65536), .help = "prompt tokens per GPU prefill step" },
     { KEY(engine, kv_dtype), ENUM(kv_names), .help = "KV cache: bf16 | fp8" },
 
     { KEY(dataplane, udp), .parse = parse_endpoint, .format = format_endpoint,

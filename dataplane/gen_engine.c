@@ -19,6 +19,10 @@
 
 #include "dataplane/bwp.h"
 #include "kernels/model_load_cuda.h"
+#ifdef BORA_CUDA
+#include "kernels/engine_cuda.h"
+#include "kernels/prefill_run.h"
+#endif
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 
@@ -280,6 +284,11 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     }
     if (rc < 0 && (rc = engine_open(&ge->e, ge->m, &eo, err)) < 0)
         goto err;
+#ifdef BORA_CUDA
+    if (o->prefill_chunk > 0 && o->prefill_chunk != PREFILL_CHUNK_DEFAULT && !strcmp(engine_backend_name(ge->e), "cuda") &&
+        (rc = engine_cuda_set_prefill_chunk(ge->e, o->prefill_chunk, err)) < 0)
+        goto err;
+#endif
     struct sampler_params sp = { .temperature = 0, .top_p = 1 };
     if ((rc = sampler_init(&ge->s, ge->m->cfg.vocab_size, &sp)) < 0) {
         bora_errf(err, rc, "sampler: cannot allocate %d candidates", ge->m->cfg.vocab_size);

@@ -18,6 +18,8 @@ struct gen_engine_opts {
     int n_threads;                     /* CPU backend threads (0 = all) */
     bool prefix_cache;                 /* reuse the KV cache of the longest prefix a new prompt
                                         * shares with the tokens already in it */
+    int prefill_chunk;                 /* CUDA backend: prompt tokens per prefill chunk (0 = the
+                                        * engine's default); the CPU backend ignores it */
 };
 
 /* Loads the model and opens the engine; fills g (g->impl owned; g->ops->close frees it).
