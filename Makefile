@@ -51,7 +51,7 @@ PROBE_BINS = $(if $(CU_SRCS),$(patsubst bench/%.cu,$(BUILD)/bench/%,$(wildcard b
 FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all deps test test-gpu bench fuzz run clean
+.PHONY: all deps test test-gpu bench fuzz run install clean
 .SECONDARY:
 all: $(BINS) $(TEST_BINS) $(GPU_TEST_BINS) $(BENCH_BINS) $(PROBE_BINS) $(FUZZ_BINS)
 
@@ -125,6 +125,14 @@ fuzz: $(FUZZ_BINS)
 run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/borad -c config/bora.ini
+
+# Installs the three programs into $(DESTDIR)$(PREFIX)/bin (default /usr/local/bin) and the
+# sample configuration into $(DESTDIR)/etc/bora/bora.ini unless one is there.
+PREFIX ?= /usr/local
+install: $(BINS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/bora
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	test -e $(DESTDIR)/etc/bora/bora.ini || install -m 640 config/bora.ini $(DESTDIR)/etc/bora/bora.ini
 
 clean:
 	rm -rf $(BUILD)

@@ -7,7 +7,8 @@
  * holds at positions [0, n_kv): the last prompt and every completion token run through the
  * engine. A new prompt that starts with the same ids (a customer-service bot's system prompt
  * and conversation so far) is prefilled only from where it differs: positions before that keep
- * their keys and values. The prompt's last token always runs, for its logits. */
+ * their keys and values. The prompt's last token always runs, for its logits. A prompt that
+ * shares only its first token (BOS) counts as no reuse. */
 #include "dataplane/gen_engine.h"
 
 #include <errno.h>
@@ -161,6 +162,9 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
         const int lim = n - 1 < ge->n_kv ? n - 1 : ge->n_kv;
         while (keep < lim && ge->ids[keep] == ge->kv_ids[keep])
             keep++;
+        if (keep == 1)   /* only the first token (BOS, which every text and chat prompt starts with):
+                          * nothing worth saving, and not a hit of the cache for the console */
+            keep = 0;
     }
     if (keep == 0)
         engine_reset(ge->e);

@@ -178,6 +178,13 @@ static void test_prefix_reuse(void **state)
     /* one that differs in the middle reuses what comes before */
     ids[0] = c->prompt[0];
     assert_int_equal(both(p, ids, n, 4, a), 0);   /* ids[0] changed back: the cache held the other */
+    /* one that shares only its first token (BOS for text and chat prompts) reuses nothing: it
+     * is no hit of the cache */
+    int32_t bos_only[MAX_IDS];
+    memcpy(bos_only, ids, sizeof *ids * (size_t)n);
+    bos_only[1] = ids[1] == 5 ? 6 : 5;
+    assert_int_equal(both(p, bos_only, n, 4, a), 0);
+    assert_int_equal(both(p, ids, n, 4, a), 0);   /* and back: again only the first token shared */
     ids[n / 2] = ids[n / 2] == 5 ? 6 : 5;
     assert_int_equal(both(p, ids, n, 4, a), (uint32_t)(n / 2));
 }
