@@ -27,6 +27,10 @@ int parse_id_list(const char *s, int32_t *ids, int cap, int *n)
             return -EINVAL;
         }
         ids[(*n)++] = (int32_t)v;
+        if (*end == ',' && !end[1]) {
+            fprintf(stderr, "bora: --ids: a trailing ',' (an id is missing)\n");
+            return -EINVAL;
+        }
         s = *end ? end + 1 : end;
     }
     if (!*n) {
@@ -49,8 +53,40 @@ static int parse_num(const char *opt, const char *s, double lo, double hi, doubl
     return 0;
 }
 
+/* Whether the command's usage text lists the option (as "[-n N]", "(--ids LIST |", " --out FILE"):
+ * a command refuses the shared options it does not use instead of ignoring them. */
+static bool usage_lists(const char *usage, const char *opt)
+{
+    const size_t n = strlen(opt);
+    for (const char *p = usage; (p = strstr(p, opt)); p += n) {
+        const char before = p == usage ? ' ' : p[-1], after = p[n];
+        if ((before == ' ' || before == '[' || before == '(' || before == '|') &&
+            (after == ' ' || after == ']' || after == ')' || after == '|' || after == 0))
+            return true;
+    }
+    return false;
+}
+
+/* An integer option: digits only (no fraction, no sign, no hex), within [lo, hi]. */
+static int parse_int(const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || s[0] == '-' || s[0] == '+' || v < lo || v > hi) {
+        fprintf(stderr, "bora: %s: expected a whole number from %ld to %ld (got '%s')\n", opt, lo, hi, s);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
 int run_opts_parse(struct run_opts *o, int argc, char **argv, const char *usage)
 {
+    static const char *const known[] = { "--default", "--ignore-eos", "--json", "--ids", "--prompt", "--chat", "--out",
+                                         "-n", "--temperature", "--top-k", "--top-p", "--seed", "--ctx", "--backend",
+                                         "--precision" };
+    const char *given[sizeof known / sizeof *known] = { 0 };   /* each option once */
     memset(o, 0, offsetof(struct run_opts, ids));
     o->n_ids = 0;
     o->prompt = o->chat_file = o->out = NULL;
@@ -64,7 +100,22 @@ int run_opts_parse(struct run_opts *o, int argc, char **argv, const char *usage)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         double d;
+        long l;
         bool takes = true;
+        if (a[0] == '-' && strcmp(a, "-h") && strcmp(a, "--help")) {
+            size_t k = 0;
+            while (k < sizeof known / sizeof *known && strcmp(a, known[k]))
+                k++;
+            if (k == sizeof known / sizeof *known || (*usage && !usage_lists(usage, a) && strcmp(a, "--default"))) {
+                fprintf(stderr, "bora: unknown option '%s'\nusage: bora %s\n", a, usage);
+                return -EINVAL;
+            }
+            if (given[k]) {
+                fprintf(stderr, "bora: %s given twice\nusage: bora %s\n", a, usage);
+                return -EINVAL;
+            }
+            given[k] = a;
+        }
         if (!strcmp(a, "--default")) {
             o->is_default = true;
             takes = false;
@@ -105,17 +156,17 @@ int run_opts_parse(struct run_opts *o, int argc, char **argv, const char *usage)
         } else if (!strcmp(a, "--out")) {
             o->out = v;
         } else if (!strcmp(a, "-n")) {
-            if (parse_num(a, v, 1, 1 << 20, &d))
+            if (parse_int(a, v, 1, 1 << 20, &l))
                 return -EINVAL;
-            o->n_tokens = (int)d;
+            o->n_tokens = (int)l;
         } else if (!strcmp(a, "--temperature")) {
             if (parse_num(a, v, 0, 100, &d))
                 return -EINVAL;
             o->sp.temperature = (float)d;
         } else if (!strcmp(a, "--top-k")) {
-            if (parse_num(a, v, 0, 1 << 24, &d))
+            if (parse_int(a, v, 0, 1 << 24, &l))
                 return -EINVAL;
-            o->sp.top_k = (uint32_t)d;
+            o->sp.top_k = (uint32_t)l;
         } else if (!strcmp(a, "--top-p")) {
             if (parse_num(a, v, 1e-9, 1, &d))
                 return -EINVAL;
@@ -123,15 +174,15 @@ int run_opts_parse(struct run_opts *o, int argc, char **argv, const char *usage)
         } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
-            o->sp.seed = strtoull(v, &end, 0);
-            if (*end || errno || v[0] == '-') {
+            o->sp.seed = strtoull(v, &end, 10);
+            if (end == v || *end || errno || v[0] == '-' || v[0] == '+') {
                 fprintf(stderr, "bora: --seed: expected an unsigned integer (got '%s')\n", v);
                 return -EINVAL;
             }
         } else if (!strcmp(a, "--ctx")) {
-            if (parse_num(a, v, 1, 1 << 24, &d))
+            if (parse_int(a, v, 1, 1 << 24, &l))
                 return -EINVAL;
-            o->max_ctx = (int)d;
+            o->max_ctx = (int)l;
         } else if (!strcmp(a, "--backend")) {
             if (engine_backend_parse(v, &o->backend)) {
                 fprintf(stderr, "bora: --backend: expected auto, cpu or cuda (got '%s')\n", v);
@@ -146,6 +197,15 @@ int run_opts_parse(struct run_opts *o, int argc, char **argv, const char *usage)
             fprintf(stderr, "bora: unknown option '%s'\nusage: bora %s\n", a, usage);
             return -EINVAL;
         }
+    }
+    /* one prompt: text, a chat file or ids */
+    if ((o->prompt != NULL) + (o->chat_file != NULL) + (o->n_ids > 0) > 1) {
+        fprintf(stderr, "bora: give one of --prompt, --chat and --ids\nusage: bora %s\n", usage);
+        return -EINVAL;
+    }
+    if (o->prompt && !o->prompt[0]) {
+        fprintf(stderr, "bora: --prompt: empty (a request needs at least one character)\n");
+        return -EINVAL;
     }
     return 0;
 }

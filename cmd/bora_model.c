@@ -13,8 +13,12 @@
 int cmd_info(int argc, char **argv)
 {
     struct run_opts o;
-    if (run_opts_parse(&o, argc, argv, "info MODEL_DIR [--precision bf16|fp8]") || (!o.model_dir && !o.is_default))
+    if (run_opts_parse(&o, argc, argv, "info MODEL_DIR|default [--precision bf16|fp8]"))
         return 2;
+    if (!o.model_dir && !o.is_default) {
+        fprintf(stderr, "bora: info: no MODEL_DIR\nusage: bora info MODEL_DIR|default [--precision bf16|fp8]\n");
+        return 2;
+    }
     struct model *m;
     if (open_model(&o, &m))
         return 1;
@@ -69,9 +73,14 @@ int cmd_logits(int argc, char **argv)
         fprintf(stderr, "bora: out of memory for %d × %zu logits\n", o.n_ids, V);
         goto out;
     }
+    for (int i = 0; i < o.n_ids; i++)
+        if (o.ids[i] >= m->cfg.vocab_size) {
+            fprintf(stderr, "bora: --ids: token id %d is outside the vocabulary (%d)\n", o.ids[i], m->cfg.vocab_size);
+            goto out;
+        }
     int r = engine_forward_all(e, o.ids, o.n_ids, 0, logits);
     if (r) {
-        fprintf(stderr, "bora: engine failed: %s\n", strerror(-r));
+        fprintf(stderr, "bora: engine failed: %s\n", engine_error_text(e, r));
         goto out;
     }
     f = fopen(o.out, "wb");
@@ -94,13 +103,17 @@ out:
 int cmd_generate(int argc, char **argv)
 {
     struct run_opts o;
-    const char *usage = "generate MODEL_DIR (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] "
+    const char *usage = "generate MODEL_DIR|default (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] "
                         "[--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--backend cpu|cuda] "
-                        "[--precision bf16|fp8] [--json]";
+                        "[--precision bf16|fp8] [--ctx N] [--json]";
     if (run_opts_parse(&o, argc, argv, usage))
         return 2;
     if (!o.model_dir && !o.is_default) {
-        fprintf(stderr, "usage: bora %s\n", usage);
+        fprintf(stderr, "bora: generate: no MODEL_DIR\nusage: bora %s\n", usage);
+        return 2;
+    }
+    if (!o.prompt && !o.chat_file && !o.n_ids) {
+        fprintf(stderr, "bora: generate: no prompt (--prompt, --chat or --ids)\nusage: bora %s\n", usage);
         return 2;
     }
     return generate_run(&o) ? 1 : 0;
@@ -108,8 +121,11 @@ int cmd_generate(int argc, char **argv)
 
 int cmd_run_default(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "bora: run-default takes no arguments (got '%s'); for options, use "
+                        "'bora generate default ...'\n", argv[1]);
+        return 2;
+    }
     char *args[] = { "generate", "--default", "--prompt",
                      "Hello! My order #4512 has not arrived yet. Can you help me?", "-n", "32", NULL };
     struct run_opts o;

@@ -7,13 +7,16 @@
 
 #include "cmd/cli.h"
 #include "model/default_model.h"
+#include "model/tokenizer.h"
+
+#define SYNTH_MAX_BYTES 64e9   /* a test model; a real one comes from its publisher */
 
 static int num(const char *opt, const char *v, long lo, long hi, long *out)
 {
     char *end;
     errno = 0;
-    long x = v ? strtol(v, &end, 0) : 0;
-    if (!v || *end || errno || x < lo || x > hi) {
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || end == v || *end || errno || x < lo || x > hi) {
         fprintf(stderr, "bora synth: %s: expected an integer in [%ld, %ld] (got '%s')\n", opt, lo, hi, v ? v : "");
         return -EINVAL;
     }
@@ -84,10 +87,41 @@ int cmd_synth(int argc, char **argv)
         i++;
     }
     if (!dir) {
-        fprintf(stderr, "usage: bora %s\n", usage);
+        fprintf(stderr, "bora synth: no DIR\nusage: bora %s\n", usage);
+        return 2;
+    }
+    /* everything that can be wrong is found before the directory is made */
+    if (sp.n_heads % sp.n_kv_heads) {
+        fprintf(stderr, "bora synth: --heads %d is not a multiple of --kv-heads %d\n", sp.n_heads, sp.n_kv_heads);
+        return 2;
+    }
+    if (sp.head_dim % 2) {
+        fprintf(stderr, "bora synth: --head-dim %d: must be even (RoPE rotates pairs)\n", sp.head_dim);
+        return 2;
+    }
+    const double q = (double)sp.n_heads * sp.head_dim, kv = (double)sp.n_kv_heads * sp.head_dim;
+    const double bytes = 2.0 * (2.0 * sp.vocab * sp.dim + sp.dim +
+                                sp.n_layers * (sp.dim * (q + 2 * kv) + q * sp.dim + 3.0 * sp.dim * sp.hidden_dim + 2.0 * sp.dim));
+    if (bytes > SYNTH_MAX_BYTES) {
+        fprintf(stderr, "bora synth: that shape is %.1f GB of BF16 weights; synth writes test models of at most %.0f GB\n",
+                bytes / 1e9, SYNTH_MAX_BYTES / 1e9);
         return 2;
     }
     struct bora_err err = { "" };
+    if (sp.tokenizer_path) {
+        struct tokenizer *t;
+        if (tokenizer_open(&t, sp.tokenizer_path, &err)) {
+            fprintf(stderr, "bora synth: --tokenizer: %s\n", err.msg);
+            return 1;
+        }
+        const int tv = tokenizer_vocab_size(t);
+        tokenizer_close(t);
+        if (tv > sp.vocab) {
+            fprintf(stderr, "bora synth: --tokenizer %s has %d tokens, more than --vocab %d: the model could not take "
+                            "its ids (give --vocab %d or more)\n", sp.tokenizer_path, tv, sp.vocab, tv);
+            return 2;
+        }
+    }
     if (synth_model_write(dir, &sp, &err)) {
         fprintf(stderr, "bora synth: %s\n", err.msg);
         return 1;

@@ -103,14 +103,20 @@ static bool tty_raw(struct termios *saved)
     return tcsetattr(0, TCSANOW, &t) == 0;
 }
 
-/* Copies the answer to stdout until the end marker; while watching, a key (or the end of
- * stdin) on fd 0 tells the server to stop. Returns the console_rc, or -1 if borad hung up. */
+/* Copies the answer until the end marker: a `stats watch` to stdout as it comes; any other
+ * answer is held until its status is known, then goes to stdout (success) or stderr (an error,
+ * so scripts that read stdout see only data). While watching, a key (or the end of stdin) on
+ * fd 0 tells the server to stop. Returns the console_rc, or -1 if borad hung up. */
 static int answer_read(int fd, bool watch)
 {
     char buf[4096];
     bool stdin_open = watch;
     int rc = 0;
     bool in_rc = false;
+    char *held = NULL;
+    size_t held_len = 0;
+    FILE *hold = watch ? NULL : open_memstream(&held, &held_len);
+    FILE *text_out = hold ? hold : stdout;
     struct termios saved;
     bool raw = watch && tty_raw(&saved);
     for (;;) {
@@ -141,7 +147,7 @@ static int answer_read(int fd, bool watch)
         if (!in_rc) {
             char *end = memchr(buf, CONSOLE_END_BYTE, (size_t)n);
             size_t text = end ? (size_t)(end - buf) : (size_t)n;
-            fwrite(buf, 1, text, stdout);
+            fwrite(buf, 1, text, text_out);
             if (!end)
                 continue;
             in_rc = true;
@@ -154,6 +160,11 @@ static int answer_read(int fd, bool watch)
     }
     if (raw)
         tcsetattr(0, TCSANOW, &saved);
+    if (hold) {
+        fclose(hold);
+        fwrite(held, 1, held_len, rc == 0 ? stdout : stderr);
+        free(held);
+    }
     fflush(stdout);
     if (rc < 0)
         fprintf(stderr, "boractl: borad closed the console connection\n");
