@@ -69,4 +69,28 @@ $bora synth "$tmp/small" --vocab 1000 --layers 1 2>"$tmp/synth.err" || fail "syn
 grep -q "no tokenizer written" "$tmp/synth.err" || fail "synth --vocab 1000 did not say it wrote no tokenizer"
 [ -e "$tmp/small/tokenizer.model" ] && fail "synth --vocab 1000 wrote the 32,768-token tokenizer"
 $bora generate "$tmp/small" --ids 1,5,7 -n 3 --json 2>/dev/null | grep -q '"ids":\[' || fail "generate on the small synthetic model"
+# the command line: help everywhere, and bad or conflicting options refused (exit 2, named)
+for c in "tokenize" "detokenize" "synth" "plan" "bench decode" "passwd" "coldstart" "generate" "client"; do
+    out=$($bora $c --help 2>/dev/null); rc=$?
+    [ $rc = 0 ] && grep -q "^usage: bora ${c%% *}" <<<"$out" || fail "bora $c --help: exit $rc, '$out'"
+done
+expect_usage() {   # expect_usage FRAGMENT ARGS...: exit 2 with FRAGMENT on stderr
+    local frag=$1; shift
+    "$bora" "$@" >/dev/null 2>"$tmp/u.err"; local rc=$?
+    [ $rc = 2 ] && grep -qF -- "$frag" "$tmp/u.err" || fail "bora $*: exit $rc, stderr: $(cat "$tmp/u.err")"
+}
+expect_usage "unknown option '--bogus'" generate "$fx" --prompt hi --bogus
+expect_usage "unknown option '--ids'" info "$fx" --ids 1
+expect_usage "give one of --prompt, --chat and --ids" generate "$fx" --prompt hi --ids 1,2
+expect_usage "--prompt given twice" generate "$fx" --prompt a --prompt b
+expect_usage "-n: expected a whole number" generate "$fx" --prompt hi -n 1.5
+expect_usage "--prompt: empty" generate "$fx" --prompt ''
+expect_usage "trailing ','" generate "$fx" --ids 1, -n 2
+expect_usage "no prompt" generate "$fx"
+expect_usage "takes no arguments" run-default --bogus
+expect_usage "is not a multiple of --kv-heads 2" synth "$tmp/bad1" --heads 3 --kv-heads 2
+expect_usage "more than --vocab 100" synth "$tmp/bad2" --tokenizer tests/data/tokenizers/tokenizer.model.v3 --vocab 100
+[ -e "$tmp/bad1" ] || [ -e "$tmp/bad2" ] && fail "a refused synth left a directory behind"
+$bora logits "$fx" --ids 1,99999 --out "$tmp/l.f32" 2>"$tmp/u.err" && fail "logits took an id outside the vocabulary"
+grep -q "token id 99999 is outside the vocabulary" "$tmp/u.err" || fail "logits: $(cat "$tmp/u.err")"
 echo "bora CLI ok"
