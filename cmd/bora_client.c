@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +101,11 @@ static int role_of(const char *r)
 static int parse_chat(struct client_opts *o, const char *path)
 {
     json_error_t je;
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "bora client: --chat %s: not a regular file\n", path);
+        return 2;
+    }
     json_t *root = json_load_file(path, 0, &je);
     if (!root) {
         if (je.line > 0)
@@ -116,12 +122,28 @@ static int parse_chat(struct client_opts *o, const char *path)
         fprintf(stderr, "bora client: --chat %s: expected a non-empty \"messages\" array\n", path);
         rc = 2;
     }
+    /* BWP/1 chat prompts carry (role, text) messages only: tools and tool calls cannot be sent,
+     * and leaving them out silently would change the conversation */
+    const json_t *tools = json_is_object(root) ? json_object_get(root, "tools") : NULL;
+    if (!rc && tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0)) {
+        fprintf(stderr, "bora client: --chat %s: has \"tools\", which a BWP/1 chat prompt cannot carry; encode it "
+                        "with 'bora chat-encode MODEL %s' and send the ids with --ids\n", path, path);
+        rc = 2;
+    }
     json_array_foreach(msgs, i, m) {
         if (rc)
             break;
         const char *role = json_string_value(json_object_get(m, "role"));
         const char *content = json_string_value(json_object_get(m, "content"));
         int r = role ? role_of(role) : -1;
+        const json_t *calls = json_object_get(m, "tool_calls");
+        const bool has_calls = calls && !json_is_null(calls) && !(json_is_array(calls) && json_array_size(calls) == 0);
+        if (has_calls) {   /* a tool message's result is text (role 3); the assistant's structured calls are not */
+            fprintf(stderr, "bora client: --chat %s: message %zu has tool_calls, which a BWP/1 chat prompt cannot "
+                            "carry; encode the request with 'bora chat-encode' and send --ids\n", path, i);
+            rc = 2;
+            break;
+        }
         if (r < 0 || !content) {
             fprintf(stderr, "bora client: --chat %s: message %zu needs a role (system, user, assistant, "
                     "tool) and a string content\n", path, i);

@@ -93,4 +93,6 @@ expect_usage "more than --vocab 100" synth "$tmp/bad2" --tokenizer tests/data/to
 [ -e "$tmp/bad1" ] || [ -e "$tmp/bad2" ] && fail "a refused synth left a directory behind"
 $bora logits "$fx" --ids 1,99999 --out "$tmp/l.f32" 2>"$tmp/u.err" && fail "logits took an id outside the vocabulary"
 grep -q "token id 99999 is outside the vocabulary" "$tmp/u.err" || fail "logits: $(cat "$tmp/u.err")"
+expect_usage 'has "tools", which a BWP/1 chat prompt cannot carry' client --tcp 127.0.0.1:1 \
+    --chat tests/data/chat-samples/get_weather_full/sample.json
 echo "bora CLI ok"
