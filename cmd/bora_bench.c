@@ -419,7 +419,8 @@ static int bench_gemv(const struct bench_opts *o)
         { "down", c->dim, c->hidden_dim, KERN_GEMV_ADD },
     };
     struct read_bw rb;
-    if (measure_bandwidth(&rb, &err)) {
+    struct kern_device dev;
+    if (kern_device_query(&dev, &err) || measure_bandwidth(&rb, &err)) {   /* no GPU: said as decode says it */
         fprintf(stderr, "bora bench: %s\n", err.msg);
         return 1;
     }

@@ -2,6 +2,7 @@
  * completion to stdout. Over UDP it repairs loss itself: a gap in seq or a silence triggers
  * RESEND from the first missing frame (and a lost GENERATE is sent again; the server answers
  * the copy with DUPLICATE, which concerns only that copy). */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -172,6 +173,9 @@ static int parse_key(struct client_opts *o, const char *hex)
     size_t n = strlen(hex);
     if (n % 2 || n / 2 > BWP_KEY_MAX || n == 0)
         return usage_error("--key: expected up to 128 hex digits (got '%s')", hex);
+    for (size_t i = 0; i < n; i++)   /* every character a hex digit ("%2x" took "1g" as 0x01) */
+        if (!isxdigit((unsigned char)hex[i]))
+            return usage_error("--key: not hex: '%s'", hex);
     for (size_t i = 0; i < n / 2; i++) {
         unsigned v;
         if (sscanf(hex + 2 * i, "%2x", &v) != 1)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "model/default_model.h"
 #include "model/tokenizer.h"
@@ -251,6 +252,11 @@ int open_engine(const struct run_opts *o, const struct model *m, int tokens, str
 /* Reads a whole file (for --chat); NULL with a message on failure. */
 static char *slurp(const char *path, size_t *len)
 {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "bora: %s: not a regular file%s\n", path, S_ISDIR(st.st_mode) ? " (a directory)" : "");
+        return NULL;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "bora: %s: cannot open: %s\n", path, strerror(errno));

@@ -55,9 +55,13 @@ int cmd_passwd(int argc, char **argv)
         fprintf(stderr, "bora passwd: no password given\n");
         goto out;
     }
-    if (strlen(pw) < PASSWD_MIN || strlen(pw) > PASSWD_MAX) {
-        fprintf(stderr, "bora passwd: the password must be %d..%d bytes (got %zu)\n", PASSWD_MIN,
-                PASSWD_MAX, strlen(pw));
+    if (strlen(pw) < PASSWD_MIN || strlen(pw) > PASSWD_MAX) {   /* the buffer holds PASSWD_MAX + 1: longer is cut */
+        if (strlen(pw) > PASSWD_MAX)
+            fprintf(stderr, "bora passwd: the password must be %d..%d bytes (got more than %d)\n", PASSWD_MIN,
+                    PASSWD_MAX, PASSWD_MAX);
+        else
+            fprintf(stderr, "bora passwd: the password must be %d..%d bytes (got %zu)\n", PASSWD_MIN, PASSWD_MAX,
+                    strlen(pw));
         goto out;
     }
     if (tty && (read_secret(in, "again: ", again, sizeof again) || strcmp(pw, again))) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmd/cli.h"
 #include "model/default_model.h"
@@ -13,6 +14,11 @@
 
 static int read_all(const char *path, char **buf, size_t *len)
 {
+    struct stat st;
+    if (strcmp(path, "-") && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "bora: %s: not a regular file%s\n", path, S_ISDIR(st.st_mode) ? " (a directory)" : "");
+        return -1;
+    }
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) {
         fprintf(stderr, "bora: %s: %s\n", path, strerror(errno));
@@ -81,7 +87,8 @@ static void print_ids(const int32_t *ids, size_t n)
 typedef int (*encode_fn)(const struct tokenizer *t, const void *arg, int32_t *ids, size_t cap,
                          size_t *n, struct bora_err *err);
 
-static int encode_print(const struct tokenizer *t, encode_fn fn, const void *arg)
+/* src: the input file an error is about (chat-encode's REQUEST.json), or NULL. */
+static int encode_print(const struct tokenizer *t, encode_fn fn, const void *arg, const char *src)
 {
     size_t cap = 4096, n = 0;
     struct bora_err err = { "" };
@@ -98,7 +105,7 @@ static int encode_print(const struct tokenizer *t, encode_fn fn, const void *arg
         if (rc == 0)
             return 0;
         if (rc != -ENOSPC) {
-            fprintf(stderr, "bora: %s\n", err.msg);
+            fprintf(stderr, "bora: %s%s%s\n", src ? src : "", src ? ": " : "", err.msg);
             return 1;
         }
         cap = n;
@@ -156,7 +163,7 @@ int cmd_tokenize(int argc, char **argv)
             goto out;
         a.text = buf;
     }
-    rc = encode_print(t, encode_text, &a);
+    rc = encode_print(t, encode_text, &a, NULL);
 out:
     free(buf);
     tokenizer_close(t);
@@ -225,7 +232,7 @@ int cmd_chat_encode(int argc, char **argv)
     int rc = 1;
     if (read_all(argv[2], &buf, &a.len) == 0) {
         a.text = buf;
-        rc = encode_print(t, encode_request, &a);
+        rc = encode_print(t, encode_request, &a, argv[2]);
         free(buf);
     }
     tokenizer_close(t);

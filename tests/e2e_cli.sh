@@ -95,4 +95,10 @@ $bora logits "$fx" --ids 1,99999 --out "$tmp/l.f32" 2>"$tmp/u.err" && fail "logi
 grep -q "token id 99999 is outside the vocabulary" "$tmp/u.err" || fail "logits: $(cat "$tmp/u.err")"
 expect_usage 'has "tools", which a BWP/1 chat prompt cannot carry' client --tcp 127.0.0.1:1 \
     --chat tests/data/chat-samples/get_weather_full/sample.json
+# a directory where a file belongs is named as one; a key with a non-hex digit is refused
+for c in "generate $fx --chat $tmp" "tokenize $fx --file $tmp" "chat-encode $fx $tmp"; do
+    $bora $c >/dev/null 2>"$tmp/u.err" && fail "bora $c succeeded"
+    grep -q "not a regular file (a directory)" "$tmp/u.err" || fail "bora $c: $(cat "$tmp/u.err")"
+done
+expect_usage "--key: not hex" client --tcp 127.0.0.1:1 --key 1g1g --prompt hi
 echo "bora CLI ok"
