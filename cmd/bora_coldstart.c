@@ -606,9 +606,11 @@ static int parse(struct cs_opts *o, int argc, char **argv)
             o->fp8 = !strcmp(v, "fp8");
         } else if (!strcmp(a, "--prompt") || !strcmp(a, "--qd") || !strcmp(a, "--buf")) {
             char *end;
+            errno = 0;
             long long x = strtoll(v, &end, 10);
-            if (*end || x <= 0 || x > (1ll << 32)) {
-                fprintf(stderr, "bora coldstart: %s '%s': not a positive number\n", a, v);
+            const long long hi = !strcmp(a, "--buf") ? (1ll << 30) : !strcmp(a, "--prompt") ? (1ll << 20) : 4096;
+            if (end == v || *end || errno || x <= 0 || x > hi) {
+                fprintf(stderr, "bora coldstart: %s '%s': expected a whole number from 1 to %lld\n", a, v, hi);
                 return -EINVAL;
             }
             if (!strcmp(a, "--prompt"))
