@@ -23,6 +23,7 @@
 
 
 struct cuda_impl {
+    bool fault_next;                /* engine_cuda_fault_next: the next forward meets a CUDA error */
     struct plan_layout lay;
     uint8_t *arena;                 /* device, lay.total bytes */
     cudaStream_t stream;
@@ -606,13 +607,24 @@ static int enqueue_prefill(struct engine *e, const int32_t *ids, int n, int pos,
     return enqueue_head(e, sample, err);
 }
 
+/* engine_cuda_fault_next's error: a real CUDA API failure (an invalid-argument copy) after the
+ * forward's work is queued, as a device or driver error would surface. */
+static int fault_point(struct cuda_impl *s, struct bora_err *err)
+{
+    if (!s->fault_next)
+        return 0;
+    s->fault_next = false;
+    CUDA_CHECK(cudaMemcpyAsync(NULL, s->h_ids, 4, cudaMemcpyHostToDevice, s->stream));
+    return 0;
+}
+
 static int run_prefill(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
     struct cuda_impl *s = impl_of(e);
     struct bora_err *err = &s->last;
     const size_t V = (size_t)e->model->cfg.vocab_size;
     int rc = enqueue_prefill(e, ids, n, pos, false, err);
-    if (rc)
+    if (rc || (rc = fault_point(s, err)))
         return rc;
     if (logits)
         CUDA_CHECK(cudaMemcpyAsync(s->h_logits, at(s, s->lay.logits), V * 4, cudaMemcpyDeviceToHost, s->stream));
@@ -622,12 +634,20 @@ static int run_prefill(struct engine *e, const int32_t *ids, int n, int pos, flo
     return 0;
 }
 
+/* A failed call before (a non-sticky error: the engine stays usable) leaves its code as the
+ * runtime's "last error", which the next launch check would report as its own: forget it. */
+static void forget_last_error(void)
+{
+    (void)cudaGetLastError();
+}
+
 static int run_tokens(struct engine *e, const int32_t *ids, int n, int pos, float *logits, bool all)
 {
     struct cuda_impl *s = impl_of(e);
     struct bora_err *err = &s->last;
     const size_t V = (size_t)e->model->cfg.vocab_size;
     err->msg[0] = 0;
+    forget_last_error();
     int rc = check_ids(e, ids, n, pos, err);
     if (rc)
         return rc;
@@ -645,6 +665,8 @@ static int run_tokens(struct engine *e, const int32_t *ids, int n, int pos, floa
             memcpy(logits + (all ? (size_t)i * V : 0), s->h_logits, V * 4);
         }
     }
+    if ((rc = fault_point(s, err)))
+        return rc;
     CUDA_CHECK(cudaStreamSynchronize(s->stream));
     if (s->h_out->error == KERN_STATE_BAD_ID)   /* non-finite logits are the caller's to see here */
         return bora_errf(err, -EINVAL, "a token id outside the vocabulary reached the GPU");
@@ -664,6 +686,7 @@ static int cuda_forward_sample(struct engine *e, const int32_t *ids, int n, int 
     struct cuda_impl *s = impl_of(e);
     struct bora_err *err = &s->last;
     err->msg[0] = 0;
+    forget_last_error();
     int rc = check_ids(e, ids, n, pos, err);
     if (rc)
         return rc;
@@ -681,6 +704,8 @@ static int cuda_forward_sample(struct engine *e, const int32_t *ids, int n, int 
     }
     s->samp = NULL;
     if (rc)
+        return rc;
+    if ((rc = fault_point(s, err)))
         return rc;
     CUDA_CHECK(cudaStreamSynchronize(s->stream));   /* the sampler wrote s->h_out (pinned mirror) */
     if (s->h_out->error == KERN_STATE_BAD_ID)
@@ -1474,12 +1499,18 @@ int engine_cuda_set_prefill_chunk(struct engine *e, int tokens, struct bora_err 
     return open_prefill(e, tokens, err);
 }
 
+void engine_cuda_fault_next(struct engine *e)
+{
+    impl_of(e)->fault_next = true;
+}
+
 int engine_cuda_ttft(struct engine *e, const int32_t *ids, int n, int pos, int32_t *first, double *ms,
                      struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    forget_last_error();
     int rc = check_ids(e, ids, n, pos, err);
     if (rc)
         return rc;

@@ -62,6 +62,10 @@ int engine_cuda_step_profile(struct engine *e, int pos, int n, FILE *f, struct b
  * PREFILL_CHUNK_DEFAULT, kernels/prefill_run.h); reallocates the prefill workspace.
  * Errors: -EINVAL (below PREFILL_CHUNK_MIN), -ENOMEM. Not while a forward runs. */
 int engine_cuda_set_prefill_chunk(struct engine *e, int tokens, struct bora_err *err);
+/* Test hook: the next forward meets a real CUDA error (an invalid-argument copy after its work
+ * is queued). It must fail with -EIO naming the call, and the engine must serve the next forward
+ * as if nothing happened (issue #4: "a CUDA error fails the request ... leaves the engine usable"). */
+void engine_cuda_fault_next(struct engine *e);
 /* Time to first token: from ids[0..n) on the host (n ≥ 2, positions pos..pos+n-1, after the
  * pos tokens the cache already holds: a prefix-cache hit when pos > 0) through prefill, final
  * norm, output head and the greedy sampler to the first id on the host; *ms is wall time.

@@ -442,12 +442,62 @@ static void test_nonfinite_logits(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* A CUDA error fails the forward with -EIO naming the call, and leaves the engine usable: the
+ * same request again gives the same logits and ids as before the error, on the decode graph,
+ * on a prefill, and on the GPU sampler's path. */
+static void test_cuda_error_recovers(void **state)
+{
+    (void)state;
+    struct pctx x;
+    open_tiny_or_skip(&x);
+    const int V = x.m->cfg.vocab_size;
+    const struct fix_case *c = &x.f.cases[0];
+    float *ref = malloc((size_t)V * sizeof *ref), *got = malloc((size_t)V * sizeof *got);
+    for (int path = 0; path < 2; path++) {   /* prefill (the prompt), then one decode step */
+        const int at = path ? c->n_prompt - 1 : 0;
+        for (int k = 0; k < 3; k++) {        /* before, with the error, after */
+            engine_reset(x.e);
+            if (path)
+                assert_int_equal(engine_forward(x.e, c->prompt, c->n_prompt - 1, 0, NULL), 0);
+            if (k == 1)
+                engine_cuda_fault_next(x.e);
+            int rc = engine_forward(x.e, c->prompt + at, c->n_prompt - at, at, k ? got : ref);
+            assert_int_equal(rc, k == 1 ? -EIO : 0);
+            if (k == 1 && !strstr(engine_last_error(x.e), "cudaMemcpyAsync"))
+                fail_msg("path %d: the error does not name the call: '%s'", path, engine_last_error(x.e));
+        }
+        float dmax = 0, lmax = 0;
+        for (int i = 0; i < V; i++) {
+            dmax = fmaxf(dmax, fabsf(got[i] - ref[i]));
+            lmax = fmaxf(lmax, fabsf(ref[i]));
+        }
+        if (!(dmax <= 1e-5f * lmax))
+            fail_msg("path %d: logits after the error differ from before by %g (max |logit| %g)", path, dmax, lmax);
+    }
+    struct sampler s;
+    struct sampler_params greedy = { 0, 1, 0, 5 };
+    assert_int_equal(sampler_init(&s, V, &greedy), 0);
+    int32_t id0 = -1, id1 = -1;
+    engine_reset(x.e);
+    engine_cuda_fault_next(x.e);
+    assert_int_equal(engine_forward_next(x.e, c->prompt, c->n_prompt, 0, &s, got, &id0), -EIO);
+    engine_reset(x.e);
+    assert_int_equal(engine_forward_next(x.e, c->prompt, c->n_prompt, 0, &s, got, &id1), 0);
+    engine_reset(x.e);
+    assert_int_equal(engine_forward(x.e, c->prompt, c->n_prompt, 0, ref), 0);
+    assert_int_equal(id1, sampler_argmax(ref, V));
+    sampler_fini(&s);
+    free(ref);
+    free(got);
+    close_ctx(&x);
+}
+
 #define N_FIX (sizeof fixture_names / sizeof *fixture_names)
 
 int main(void)
 {
     static struct pcase exact[N_FIX], conv[N_FIX];
-    struct CMUnitTest tests[2 * N_FIX + 4];
+    struct CMUnitTest tests[2 * N_FIX + 5];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
@@ -461,6 +511,7 @@ int main(void)
     tests[n++] = (struct CMUnitTest){ "ttft_first_id", test_ttft_first_id, NULL, NULL, NULL };
     tests[n++] = (struct CMUnitTest){ "forward_next", test_forward_next, NULL, NULL, NULL };
     tests[n++] = (struct CMUnitTest){ "nonfinite_logits", test_nonfinite_logits, NULL, NULL, NULL };
+    tests[n++] = (struct CMUnitTest){ "cuda_error_recovers", test_cuda_error_recovers, NULL, NULL, NULL };
     return _cmocka_run_group_tests("gpu_prefill_engine", tests, n, NULL, NULL);
 }
 #else
