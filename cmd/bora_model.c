@@ -50,7 +50,7 @@ int cmd_info(int argc, char **argv)
 int cmd_logits(int argc, char **argv)
 {
     struct run_opts o;
-    const char *usage = "logits MODEL_DIR --ids 1,3,7694 [--backend cpu|cuda] [--precision bf16|fp8] --out FILE";
+    const char *usage = "logits MODEL_DIR --ids 1,3,7694 [--backend cpu|cuda] [--precision bf16|fp8] --out FILE|-";
     if (run_opts_parse(&o, argc, argv, usage))
         return 2;
     if ((!o.model_dir && !o.is_default) || !o.n_ids || !o.out) {
@@ -83,14 +83,14 @@ int cmd_logits(int argc, char **argv)
         fprintf(stderr, "bora: engine failed: %s\n", engine_error_text(e, r));
         goto out;
     }
-    f = fopen(o.out, "wb");
+    f = strcmp(o.out, "-") ? fopen(o.out, "wb") : stdout;   /* "-": standard output, as tokenize --file - reads stdin */
     if (!f || fwrite(logits, sizeof *logits, (size_t)o.n_ids * V, f) != (size_t)o.n_ids * V) {
         fprintf(stderr, "bora: %s: cannot write: %s\n", o.out, strerror(errno));
         goto out;
     }
     rc = 0;
 out:
-    if (f && fclose(f) && !rc) {
+    if (f && (f == stdout ? fflush(f) : fclose(f)) && !rc) {
         fprintf(stderr, "bora: %s: write failed: %s\n", o.out, strerror(errno));
         rc = 1;
     }
