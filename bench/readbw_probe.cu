@@ -46,33 +46,8 @@ __global__ void k_loads(const uint4 *p, size_t n)
 __global__ void __launch_bounds__(128, 1) k_bulk(const uint8_t *p, size_t bytes, int ns)
 {
     extern __shared__ __align__(128) uint8_t sm[];
-    uint64_t *full = (uint64_t *)sm;
-    uint8_t *ring = sm + 128;
-    if (threadIdx.x != 0)
-        return;
-    const size_t stages = bytes / STAGE, per = (stages + gridDim.x - 1) / gridDim.x;
-    const size_t s0 = blockIdx.x * per, s1 = s0 + per < stages ? s0 + per : stages;
-    if (s0 >= s1)
-        return;
-    for (int i = 0; i < ns; i++)
-        mbar_init(&full[i], 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    const uint64_t pol = kern_policy_evict_first();
-    uint32_t parity = 0;
-    size_t issued = s0, landed = s0;
-    for (int i = 0; i < ns && issued < s1; i++, issued++) {
-        mbar_expect_tx(&full[i], STAGE);
-        mega_bulk_hint(ring + (size_t)i * STAGE, p + issued * STAGE, STAGE, &full[i], pol);
-    }
-    for (int i = 0; landed < s1; i = (i + 1) % ns, landed++) {
-        mbar_wait(&full[i], (parity >> i) & 1u);
-        parity ^= 1u << i;
-        if (issued < s1) {
-            mbar_expect_tx(&full[i], STAGE);
-            mega_bulk_hint(ring + (size_t)i * STAGE, p + issued * STAGE, STAGE, &full[i], pol);
-            issued++;
-        }
-    }
+    if (threadIdx.x == 0)   /* the reference's own reader (kernels/kern_tma.cuh), ns stages deep */
+        kern_bulk_read_share(p, bytes / STAGE, STAGE, ns, sm, kern_policy_evict_first());
 }
 
 __global__ void k_fill(uint32_t *p, size_t n)

@@ -64,10 +64,20 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Waits until fd is readable or the server stops. Returns 1 readable, 0 stopping, -errno. */
-static int wait_readable(struct console_server *s, int fd)
+static uint64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+/* Waits until fd is readable or the server stops; with idle_ms > 0, gives up with -ETIMEDOUT
+ * once idle_ms have passed since `since` (mono_ms). Returns 1 readable, 0 stopping, -errno. */
+static int wait_readable(struct console_server *s, int fd, uint64_t idle_ms, uint64_t since)
 {
     while (!stopping(s)) {
+        if (idle_ms && mono_ms() - since >= idle_ms)
+            return -ETIMEDOUT;
         struct pollfd p = { .fd = fd, .events = POLLIN };
         int n = poll(&p, 1, CONSOLE_POLL_MS);
         if (n < 0 && errno != EINTR)
@@ -80,31 +90,6 @@ static int wait_readable(struct console_server *s, int fd)
 
 /* ---- UNIX socket ---- */
 
-static uint64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
-
-/* wait_readable for a socket session: -ETIMEDOUT once it has been silent for the configured
- * idle time (cfg->idle_timeout_s; 0 = never) since `since` (ms, mono_ms). */
-static int wait_readable_idle(struct console_server *s, int fd, uint64_t since)
-{
-    const uint64_t idle = (uint64_t)s->cfg->idle_timeout_s * 1000u;
-    while (!stopping(s)) {
-        if (idle && mono_ms() - since >= idle)
-            return -ETIMEDOUT;
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        int n = poll(&p, 1, CONSOLE_POLL_MS);
-        if (n < 0 && errno != EINTR)
-            return -errno;
-        if (n > 0)
-            return 1;
-    }
-    return 0;
-}
-
 /* Reads one '\n'-terminated line byte by byte (no read-ahead: `stats watch` reads the same
  * fd for its key). Returns 1 with a line in buf, 0 at EOF/stop, -E2BIG (line too long,
  * discarded), -ETIMEDOUT (no byte for the idle time) or -errno. */
@@ -113,7 +98,8 @@ static int socket_line(struct console_server *s, int fd, char *buf, size_t cap)
     size_t len = 0;
     bool too_long = false;
     for (;;) {
-        int r = wait_readable_idle(s, fd, mono_ms());
+        /* a session silent for [console] idle_timeout_s (0 = never) is closed */
+        int r = wait_readable(s, fd, (uint64_t)s->cfg->idle_timeout_s * 1000u, mono_ms());
         if (r <= 0)
             return r;
         char ch;
@@ -250,7 +236,7 @@ static void socket_accept_one(struct console_server *s)
 static void *socket_listener(void *p)
 {
     struct console_server *s = p;
-    while (wait_readable(s, s->listen_fd) > 0)
+    while (wait_readable(s, s->listen_fd, 0, 0) > 0)
         socket_accept_one(s);
     return NULL;
 }
@@ -454,7 +440,7 @@ static int serial_line(struct console_server *s, char *buf, size_t cap, bool ech
     int fd = s->serial_fd;
     size_t len = 0;
     for (;;) {
-        int r = wait_readable(s, fd);
+        int r = wait_readable(s, fd, 0, 0);
         if (r <= 0)
             return r ? r : LINE_EOF;
         unsigned char ch;

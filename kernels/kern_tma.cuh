@@ -109,4 +109,37 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* One thread reads this block's contiguous share of `stages` stages of stage_bytes at p into a
+ * ring of ns (≤ 32) stages through bulk copies (L2 evict-first), ns in flight, and discards
+ * them: the streaming-read reference (kern_bandwidth_read) and bench/readbw_probe.cu. The
+ * ring's barriers sit at sm, the stages from sm + 128. */
+__device__ __forceinline__ void kern_bulk_read_share(const uint8_t *p, size_t stages, uint32_t stage_bytes, int ns,
+                                                     uint8_t *sm, uint64_t policy)
+{
+    uint64_t *full = (uint64_t *)sm;
+    uint8_t *ring = sm + 128;
+    const size_t per = (stages + gridDim.x - 1) / gridDim.x, s0 = blockIdx.x * per;
+    const size_t s1 = s0 + per < stages ? s0 + per : stages;
+    if (s0 >= s1)
+        return;
+    for (int i = 0; i < ns; i++)
+        mbar_init(&full[i], 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    uint32_t parity = 0;
+    size_t issued = s0;
+    for (int i = 0; i < ns && issued < s1; i++, issued++) {
+        mbar_expect_tx(&full[i], stage_bytes);
+        mega_bulk_hint(ring + (size_t)i * stage_bytes, p + issued * stage_bytes, stage_bytes, &full[i], policy);
+    }
+    for (size_t landed = s0, i = 0; landed < s1; landed++, i = (i + 1) % (size_t)ns) {
+        mbar_wait(&full[i], (parity >> i) & 1u);
+        parity ^= 1u << i;
+        if (issued < s1) {
+            mbar_expect_tx(&full[i], stage_bytes);
+            mega_bulk_hint(ring + (size_t)i * stage_bytes, p + issued * stage_bytes, stage_bytes, &full[i], policy);
+            issued++;
+        }
+    }
+}
+
 #endif

@@ -288,33 +288,8 @@ __global__ void read_kernel(const uint4 *p, size_t n, unsigned *sink)
 __global__ void __launch_bounds__(32, 1) read_bulk_kernel(const uint8_t *p, size_t stages)
 {
     extern __shared__ __align__(128) uint8_t sm[];
-    uint64_t *full = (uint64_t *)sm;
-    uint8_t *ring = sm + 128;
-    if (threadIdx.x != 0)
-        return;
-    const size_t per = (stages + gridDim.x - 1) / gridDim.x, s0 = blockIdx.x * per;
-    const size_t s1 = s0 + per < stages ? s0 + per : stages;
-    if (s0 >= s1)
-        return;
-    for (int i = 0; i < BW_STAGES; i++)
-        mbar_init(&full[i], 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    const uint64_t pol = kern_policy_evict_first();
-    uint32_t parity = 0;
-    size_t issued = s0;
-    for (int i = 0; i < BW_STAGES && issued < s1; i++, issued++) {
-        mbar_expect_tx(&full[i], BW_STAGE);
-        mega_bulk_hint(ring + (size_t)i * BW_STAGE, p + issued * BW_STAGE, BW_STAGE, &full[i], pol);
-    }
-    for (size_t landed = s0, i = 0; landed < s1; landed++, i = (i + 1) % BW_STAGES) {
-        mbar_wait(&full[i], (parity >> i) & 1u);
-        parity ^= 1u << i;
-        if (issued < s1) {
-            mbar_expect_tx(&full[i], BW_STAGE);
-            mega_bulk_hint(ring + (size_t)i * BW_STAGE, p + issued * BW_STAGE, BW_STAGE, &full[i], pol);
-            issued++;
-        }
-    }
+    if (threadIdx.x == 0)
+        kern_bulk_read_share(p, stages, BW_STAGE, BW_STAGES, sm, kern_policy_evict_first());
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -18,6 +18,15 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/n
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; tail -5 "$tmp/borad.log" 2>/dev/null; exit 1; }
 ctl() { "$build/boractl" --socket "$tmp/c.sock" "$@"; }
+# stats_until FILE PYTHON-CONDITION-ON-s: polls `stats --json` into FILE until the condition holds
+# (counts land just before the frames that report them are sent: this only guards that race)
+stats_until() {
+    for _ in $(seq 100); do
+        ctl --json stats >"$1" || fail "boractl stats exited $?"
+        python3 -c "import json,sys; s=json.load(open('$1')); sys.exit(not ($2))" && return 0
+        sleep 0.05
+    done
+}
 read -r udp tcp < <(python3 -c '
 import socket
 u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.bind(("127.0.0.1",0))
@@ -77,11 +86,7 @@ for p in "${cpids[@]}"; do wait "$p" || fail "a client failed: $(cat "$tmp"/c*.e
 cat "$tmp"/c*.json >"$tmp/clients.jsonl"
 
 # poll until every DONE is counted (it is counted before it is sent; this only guards races)
-for _ in $(seq 100); do
-    ctl --json stats >"$tmp/stats.json" || fail "boractl stats exited $?"
-    python3 -c "import json,sys; sys.exit(json.load(open('$tmp/stats.json'))['requests']['total'] < $n)" && break
-    sleep 0.05
-done
+stats_until "$tmp/stats.json" "s['requests']['total'] >= $n"
 python3 - "$tmp/stats.json" "$tmp/clients.jsonl" <<'PY' || fail "stats do not match what the clients measured"
 import json, sys
 sys.path.insert(0, "tests/support")
@@ -135,11 +140,7 @@ u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(bad, ("127.0.0.1"
 t = socket.create_connection(("127.0.0.1", int(sys.argv[2]))); t.sendall(bad)
 t.settimeout(5); t.recv(4096); t.close()   # the ERROR (BAD_FRAME), then the server closes
 PY
-for _ in $(seq 100); do
-    ctl --json stats >"$tmp/stats.json" || fail "boractl stats exited $?"
-    python3 -c "import json,sys; d=json.load(open('$tmp/stats.json'))['dataplane']; sys.exit(not(d['udp']['malformed'] >= 1 and d['tcp']['malformed'] >= 1))" && break
-    sleep 0.05
-done
+stats_until "$tmp/stats.json" "s['dataplane']['udp']['malformed'] >= 1 and s['dataplane']['tcp']['malformed'] >= 1"
 python3 -c "import json,sys; d=json.load(open('$tmp/stats.json'))['dataplane']; assert d['udp']['malformed'] == 1 and d['tcp']['malformed'] == 1, d" ||
     fail "malformed frames not counted once per transport"
 
@@ -175,11 +176,7 @@ except OSError:
     pass                                                                 # the server dropped it
 d.close()
 PY
-for _ in $(seq 100); do
-    ctl --json stats >"$tmp/after.json" || fail "stats after the frame errors"
-    python3 -c "import json,sys; sys.exit(json.load(open('$tmp/after.json'))['dataplane']['tcp']['drop'] < 1)" && break
-    sleep 0.05
-done
+stats_until "$tmp/after.json" "s['dataplane']['tcp']['drop'] >= 1"
 python3 - "$tmp/before.json" "$tmp/after.json" <<'PY' || fail "frame errors counted wrongly"
 import json, sys
 a, b = (json.load(open(f)) for f in sys.argv[1:3])

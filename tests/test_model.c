@@ -310,15 +310,6 @@ static void test_sharded_index(void **state)
     model_close(m);
 }
 
-/* Appends tensor `name` (BF16, shape [c]) to a tiny_header() header; *data grows by its bytes. */
-static void add_tensor(char *h, size_t cap, size_t *data, const char *name, int c)
-{
-    size_t n = strlen(h) - 1;   /* over the closing brace */
-    snprintf(h + n, cap - n, ",\"%s\":{\"dtype\":\"BF16\",\"shape\":[%d],\"data_offsets\":[%zu,%zu]}}", name, c,
-             *data, *data + 2 * (size_t)c);
-    *data += 2 * (size_t)c;
-}
-
 /* Appends tensor `name` of `dtype` (es bytes an element) and shape `dims` ("2,4") of n elements. */
 static void add_tensor_as(char *h, size_t cap, size_t *data, const char *name, const char *dtype, size_t es,
                           const char *dims, size_t n_el)
@@ -327,6 +318,14 @@ static void add_tensor_as(char *h, size_t cap, size_t *data, const char *name, c
     snprintf(h + n, cap - n, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}}", name, dtype,
              dims, *data, *data + es * n_el);
     *data += es * n_el;
+}
+
+/* The same for a BF16 vector of c elements. */
+static void add_tensor(char *h, size_t cap, size_t *data, const char *name, int c)
+{
+    char dims[16];
+    snprintf(dims, sizeof dims, "%d", c);
+    add_tensor_as(h, cap, data, name, "BF16", 2, dims, (size_t)c);
 }
 
 /* An FP8 weight's scale: one, or one per row, in a float dtype. */

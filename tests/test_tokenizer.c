@@ -584,15 +584,23 @@ static void test_hand_model(void **state)
     assert_non_null(strstr(err.msg, "not BPE"));
 }
 
+/* The real v3 SentencePiece file into buf (it is under 1 MiB); its length. */
+static size_t read_v3(uint8_t *buf, size_t cap)
+{
+    FILE *f = fopen(V3_PATH, "rb");
+    assert_non_null(f);
+    size_t len = fread(buf, 1, cap, f);
+    fclose(f);
+    assert_true(len > 0 && len < cap);
+    return len;
+}
+
 /* Truncations and corruptions of the real v3 file: an error with a message, never a crash. */
 static void test_corrupt_model(void **state)
 {
     (void)state;
-    FILE *f = fopen(V3_PATH, "rb");
-    assert_non_null(f);
     static uint8_t buf[1 << 20];
-    size_t len = fread(buf, 1, sizeof buf, f);
-    fclose(f);
+    const size_t len = read_v3(buf, sizeof buf);
     struct tokenizer *t;
     struct bora_err err;
     size_t cuts[] = { 0, 1, 2, 3, 7, 100, 1001, 50000, 300001, len - 1 };
@@ -646,11 +654,8 @@ static void test_corrupt_model(void **state)
 static void test_truncated_at_piece(void **state)
 {
     (void)state;
-    FILE *f = fopen(V3_PATH, "rb");
-    assert_non_null(f);
     static uint8_t buf[1 << 20];
-    size_t len = fread(buf, 1, sizeof buf, f);
-    fclose(f);
+    const size_t len = read_v3(buf, sizeof buf);
     size_t cuts[] = { 1, 1000, 32768 };   /* after this many pieces (v3 has 32,768) */
     for (size_t c = 0; c < BORA_ARRAY_LEN(cuts); c++) {
         size_t off = 0;
