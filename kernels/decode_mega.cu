@@ -18,7 +18,9 @@
  * write their partials (f16, scaled per item) and every block combines them as it loads wo's
  * input (mega_load_att: no last-split detection and no second barrier; 7B +3 points FP8, +2
  * BF16, f16 partials +0.5 FP8), beyond that the last split of each kv head combines
- * (attn_finish). What it reaches and where the rest of the time
+ * (attn_finish). The tensor-core attention (groups of more than 4 heads) takes one item per
+ * block, and every split combines its share of its kv head (attn_mma_combine_share: Medium 3.5
+ * +0.4 points, the combine 12 µs → 4 µs a layer). What it reaches and where the rest of the time
  * goes: docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
@@ -762,10 +764,14 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         MEGA_TR(TR_ATT_WAIT);
         int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;   /* the splits' combine counters */
         if constexpr (AM) {   /* large groups: items (kv head, split) on the tensor cores, one per block */
+            /* the splits are sized for ap.blocks = nb (attn_mma_slice), so every item with work is
+             * some block's first: all splits of a kv head run at once, and each combines its share
+             * of the head (SHARE) once all are written */
             if (!(p.debug & MEGA_DBG_NO_ATTN)) {
                 for (int it = blockIdx.x; it < p.n_kv * p.ap.n_split; it += nb)
-                    attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv,
-                                                                         pos, u, s_last, tid, MEGA_BAR_C, am + AM_WO);
+                    attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES, true>(
+                        p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C, am + AM_WO,
+                        tr && it < nb ? tr + TR_ATT_ITEM : nullptr);
             }
         } else {
             const int half = tid / MEGA_AT;

@@ -1421,7 +1421,14 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
     }
     fprintf(f, "  %-10s %9.2f\n", "sum", tot);
     fprintf(f, "  attention on the %d block-layers that had items: %.2f us\n", att_n, att_n ? att_busy / att_n / 1e3 : 0.);
-    if (item_n)
+    if (item_n && e->model->cfg.n_heads > 4 * e->model->cfg.n_kv_heads)   /* tensor-core items (kern_attn_mma.cuh) */
+        fprintf(f, "  attention item (tensor cores, %d items): start %.2f, prologue %.2f, tiles %.2f, merge %.2f, "
+                   "partial out %.2f, wait for the kv head's splits %.2f us; its share of the combine (%d): "
+                   "loads %.2f, weights %.2f, sums %.2f us\n",
+                item_n, item[0] / item_n / 1e3, item[1] / item_n / 1e3, item[2] / item_n / 1e3, item[3] / item_n / 1e3,
+                item[4] / item_n / 1e3, item[5] / item_n / 1e3, comb_n, comb_n ? item[6] / comb_n / 1e3 : 0.,
+                comb_n ? item[7] / comb_n / 1e3 : 0., comb_n ? item[8] / comb_n / 1e3 : 0.);
+    else if (item_n)
         fprintf(f, "  attention item (%d items): start %.2f, q/k/v in %.2f, scores %.2f, softmax %.2f, values %.2f, "
                    "partial out %.2f us; combine (%d): weights %.2f, barrier %.2f, sums %.2f us\n", item_n,
                 item[0] / item_n / 1e3, item[1] / item_n / 1e3, item[2] / item_n / 1e3, item[3] / item_n / 1e3,

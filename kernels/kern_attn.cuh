@@ -205,6 +205,27 @@ __device__ __forceinline__ void attn_prologue(const struct attn_params &p, uint1
     }
 }
 
+/* Whether this block holds the last split of kv group g to finish (all NT threads call it, after
+ * writing their partials; all get the same answer). One thread fences for the block after the
+ * barrier (release of every thread's partials before the count; acquire of the other splits'
+ * after it) and resets the counter for the next layer. */
+template <int NT>
+__device__ __forceinline__ bool attn_last_split(int *counters, int g, int n_eff, int *s_last_p, int tid, int bar)
+{
+    attn_bar(bar, NT);
+    if (tid == 0) {
+        __threadfence();
+        int prev = atomicAdd(&counters[g], 1);
+        *s_last_p = prev == n_eff - 1;
+        if (*s_last_p) {
+            counters[g] = 0;
+            __threadfence();
+        }
+    }
+    attn_bar(bar, NT);
+    return *s_last_p != 0;
+}
+
 /* The item's end, once its partial (o, m, l of split s) is written: the last split of kv group g
  * to finish combines every split into p.out (and the largest |output| into *amax). cm and cw
  * hold G × n_split floats each; s_last_p is one shared int. All NT threads call it. */
@@ -218,22 +239,10 @@ __device__ __forceinline__ void attn_finish(const struct attn_params &p, int *co
     const int G = p.n_heads / p.n_kv;
     const int q_dim = p.n_heads * hd;
     const int lane = tid & 31, warp = tid >> 5;
-    /* the last block of this kv head combines the splits. One thread fences for the block after
-     * the barrier (release of every thread's partials before the count; acquire of the other
-     * splits' after it), the others read through L2 after the next barrier. */
-    attn_bar(bar, NT);
-    if (tid == 0) {
-        __threadfence();
-        int prev = atomicAdd(&counters[g], 1);
-        *s_last_p = prev == n_eff - 1;
-        if (*s_last_p) {
-            counters[g] = 0;
-            __threadfence();
-        }
-    }
-    attn_bar(bar, NT);
+    /* the last block of this kv head combines the splits; the others read through L2 */
+    const bool last = attn_last_split<NT>(counters, g, n_eff, s_last_p, tid, bar);
     ATTN_TR(5);
-    if (!*s_last_p)
+    if (!last)
         return;
     /* few splits and one element block (short contexts): every split's outputs are loaded
      * together with the maxima and sums below, in one round trip */
@@ -593,7 +602,6 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
         ATTN_TR(5);
 }
 
-#undef ATTN_TR
 
 /* Shared memory (bytes) attn_item needs for NT threads. */
 static inline size_t attn_smem_bytes(int G, int hd, int chunk_max, int n_split, int nt)

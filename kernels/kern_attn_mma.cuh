@@ -11,7 +11,8 @@
  * same keys, so its softmax state is the same: half the output registers a warp). K and V
  * tiles stream through a STAGES-deep cp.async pipeline that all NT threads feed. The warps'
  * (max, sum, output) merge in shared memory into the split's partial, which attn_finish
- * combines exactly as attn_item's (same partial layout, maxima in natural-log units).
+ * combines exactly as attn_item's (same partial layout, maxima in natural-log units); in the
+ * persistent kernel (SHARE) every split combines its share instead (attn_mma_combine_share).
  * Accuracy: q and the softmax weights in bf16 (tests/gpu_kernels.c states the bound). */
 #ifndef BORA_KERNELS_KERN_ATTN_MMA_CUH
 #define BORA_KERNELS_KERN_ATTN_MMA_CUH
@@ -41,13 +42,104 @@ __device__ __forceinline__ int attn_mma_slice(const struct attn_params &p, int p
     return attn_slice(p, pos, s, j0, j1, n_eff, max(AMMA_BK, (per + AMMA_BK - 1) / AMMA_BK * AMMA_BK));
 }
 
+/* The end of attn_mma_item in the persistent kernel, where every split of a kv head runs at once
+ * (one item per block): instead of the last split combining the head alone — one SM reading
+ * every split's outputs (Medium 3.5: 15 × 6 KiB, ≈ 6 µs at one SM's share of L2 under the
+ * weight stream) — every split waits until the head's splits are all written and combines its
+ * 1/n_eff of the head's outputs (≈ 6 KiB from L2, maxima and sums with them, one round trip).
+ * The counters are not reset (the persistent kernel zeroes them every step). buf: the tiles'
+ * space; cm, cw: G × n_split floats each. */
+template <int D, int NT>
+__device__ __noinline__ void attn_mma_combine_share(const struct attn_params &p, int *counters, int g, int s,
+                                                    int n_eff, float *buf, float *cm, float *cw, int tid, int bar,
+                                                    int *amax, unsigned long long *tr)
+{
+    constexpr int NW = NT / 32;
+    attn_bar(bar, NT);   /* every thread's partial written */
+    if (tid == 0) {
+        __threadfence();
+        atomicAdd(&counters[g], 1);
+        int v;
+        do
+            asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(counters + g) : "memory");
+        while (v < n_eff);
+    }
+    attn_bar(bar, NT);
+    ATTN_TR(5);
+    const int G = p.n_heads / p.n_kv, GD = G * D, q_dim = p.n_heads * D;
+    const int lane = tid & 31, warp = tid >> 5;
+    const int c4 = GD / 4, per4 = (c4 + n_eff - 1) / n_eff;
+    const int i0 = min(s * per4, c4) * 4, i1 = min((s + 1) * per4, c4) * 4, ni = i1 - i0;
+    if (ni <= 0)
+        return;
+    const int h0 = i0 / D, nh = (i1 - 1) / D - h0 + 1, n4 = ni / 4;
+    /* a split's partial starts 16-byte aligned when n_heads · (D + 2) floats are a multiple of 4 */
+    const bool al = p.n_heads % 2 == 0;
+    /* one pass: the outputs of every split in this share, then the maxima and sums of its heads */
+    for (int j = tid; j < n_eff * n4 + nh * n_eff; j += NT) {
+        if (j < n_eff * n4) {
+            const int t = j / n4, c = j % n4;
+            const float *src = attn_part(p, t) + (size_t)g * GD + i0 + 4 * c;
+            float4 v;
+            if (al)
+                v = __ldcg((const float4 *)src);
+            else
+                v = make_float4(__ldcg(src), __ldcg(src + 1), __ldcg(src + 2), __ldcg(src + 3));
+            *(float4 *)(buf + (size_t)t * ni + 4 * c) = v;
+        } else {
+            const int k = j - n_eff * n4, hh = k / n_eff, t = k % n_eff;
+            const float *pt = attn_part(p, t);
+            cm[hh * n_eff + t] = __ldcg(pt + q_dim + g * G + h0 + hh);
+            cw[hh * n_eff + t] = __ldcg(pt + q_dim + p.n_heads + g * G + h0 + hh);
+        }
+    }
+    attn_bar(bar, NT);
+    ATTN_TR(6);
+    for (int hh = warp; hh < nh; hh += NW) {   /* a warp per head: the splits' weights */
+        float M = -INFINITY;
+        for (int t = lane; t < n_eff; t += 32)
+            M = fmaxf(M, cm[hh * n_eff + t]);
+        M = kern_warp_max(M);
+        float den = 0.f;
+        for (int t = lane; t < n_eff; t += 32) {
+            const float mt = cm[hh * n_eff + t];
+            const float f = mt == -INFINITY ? 0.f : __expf(mt - M);
+            den += f * cw[hh * n_eff + t];
+            cm[hh * n_eff + t] = f;
+        }
+        den = kern_warp_sum(den);
+        for (int t = lane; t < n_eff; t += 32)
+            cw[hh * n_eff + t] = den > 0.f ? cm[hh * n_eff + t] / den : 0.f;
+    }
+    attn_bar(bar, NT);
+    ATTN_TR(7);
+    float mx = 0.f;
+    for (int i = tid; i < ni; i += NT) {
+        const float *w = cw + ((i0 + i) / D - h0) * n_eff;
+        float acc = 0.f;
+        for (int t = 0; t < n_eff; t++)
+            acc += w[t] * buf[(size_t)t * ni + i];
+        p.out[(size_t)g * GD + i0 + i] = acc;
+        mx = fmaxf(mx, fabsf(acc));
+    }
+    if (amax) {   /* the largest |output|, for a reader that scales it (persistent kernel) */
+        mx = kern_warp_max(mx);
+        if (lane == 0)
+            atomicMax(amax, __float_as_int(mx));
+    }
+    ATTN_TR(8);
+}
+
 /* Item (kv head g, split s) for the token at pos. NT threads (tid 0..NT-1, NT ≥ 32·AMMA_KW·NDH)
  * synchronise with named barrier bar; sm holds attn_mma_smem_bytes(D, STAGES, G, p.n_split)
- * (16-byte aligned); *amax (optional) receives the largest |output| of a combine. */
-template <int D, int NDH, int NT, int STAGES>
+ * (16-byte aligned); *amax (optional) receives the largest |output| of a combine. SHARE: every
+ * split of kv head g must be running at once or done (the persistent kernel's one item per
+ * block); tr (diagnostics): %globaltimer at the item's steps. */
+template <int D, int NDH, int NT, int STAGES, bool SHARE = false>
 __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
                                               int *counters, int g, int s, int pos, uint8_t *sm, int *s_last_p,
-                                              int tid, int bar, int *amax = nullptr)
+                                              int tid, int bar, int *amax = nullptr,
+                                              unsigned long long *tr = nullptr)
 {
     constexpr int LPK = D / 8, LD = D + AMMA_PAD, KS = D / 16, ND = D / 8 / NDH, CH = D / 8;
     constexpr int CW = AMMA_KW * NDH;   /* compute warps */
@@ -64,6 +156,7 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
     const int n = attn_mma_slice(p, pos, s, &j0, &j1, &n_eff);
     if (s >= n_eff)   /* a split the context does not need: no work, and not counted */
         return;
+    ATTN_TR(0);
     uint16_t *kc = kc_l + (size_t)g * p.max_ctx * D, *vc = vc_l + (size_t)g * p.max_ctx * D;
     const int ntiles = n > 0 ? (n + AMMA_BK - 1) / AMMA_BK : 0;
     /* keys [j0 + t·BK, +BK) of K and V into buffer b (keys ≥ j0 + n zero-filled); one commit group
@@ -90,6 +183,7 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
     if (writer)
         __threadfence();   /* the new key and value reach L2 before cp.async.cg reads them */
     attn_bar(bar, NT);
+    ATTN_TR(1);
     if (writer)
         for (int t = 0; t < STAGES - 1; t++)
             load_tile(t);
@@ -158,6 +252,7 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
     }
     fa_cp_wait<0>();
     attn_bar(bar, NT);   /* every warp is done with the tiles: their space takes the warps' outputs */
+    ATTN_TR(2);
     if (compute) {
         l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
         l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -181,6 +276,7 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
         }
     }
     attn_bar(bar, NT);
+    ATTN_TR(3);
     const int q_dim = p.n_heads * D;
     float *part = attn_part(p, s);
     for (int i = tid; i < G * D; i += NT) {
@@ -204,7 +300,11 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
             part[q_dim + p.n_heads + g * G + h] = lv;
         }
     }
-    attn_finish<KERN_ATTN_MAX_GROUP, LPK, NT>(p, counters, g, n_eff, cm, cw, s_last_p, tid, bar, amax, nullptr);
+    ATTN_TR(4);
+    if (SHARE)
+        attn_mma_combine_share<D, NT>(p, counters, g, s, n_eff, (float *)sm, cm, cw, tid, bar, amax, tr);
+    else
+        attn_finish<KERN_ATTN_MAX_GROUP, LPK, NT>(p, counters, g, n_eff, cm, cw, s_last_p, tid, bar, amax, tr);
 }
 
 #endif
