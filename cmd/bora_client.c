@@ -413,6 +413,25 @@ static void print_json(const struct client_state *st)
     json_decref(o);
 }
 
+/* --json when no complete answer came (no connection, a timeout, a closed connection): the ids
+ * streamed so far, error "TRANSPORT" and the reason, so a script reading stdout sees why. */
+static void print_json_transport(const struct client_state *st, const char *msg)
+{
+    json_t *ids = json_array();
+    for (uint32_t i = 0; i < st->n_ids; i++)
+        json_array_append_new(ids, json_integer(st->ids[i]));
+    json_t *o = json_object();
+    json_object_set_new(o, "ids", ids);
+    json_object_set_new(o, "text", json_stringn(st->text ? st->text : "", st->text_len));
+    json_object_set_new(o, "error", json_string("TRANSPORT"));
+    json_object_set_new(o, "message", json_string(msg));
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(o);
+}
+
 int cmd_client(int argc, char **argv)
 {
     struct client_opts o;
@@ -433,15 +452,20 @@ int cmd_client(int argc, char **argv)
     struct bora_err err = { "" };
     if (bwp_conn_open(&c, o.addr, o.tcp, &err) < 0) {
         fprintf(stderr, "bora client: %s\n", err.msg);
+        if (o.json)
+            print_json_transport(&st, err.msg);
         goto out;
     }
     uint64_t rid = now_us(CLOCK_REALTIME) ^ ((uint64_t)getpid() << 40);
     rid |= 1;
     int rc = exchange(&c, &o, rid, &st);
     if (rc < 0 && !st.ended) {
-        fprintf(stderr, "bora client: %s %s: %s\n", o.tcp ? "tcp" : "udp", o.addr,
-                rc == -ETIMEDOUT ? "no complete answer before --timeout-ms" :
-                rc == -EPIPE ? "server closed the connection" : strerror(-rc));
+        snprintf(err.msg, sizeof err.msg, "%s %s: %s", o.tcp ? "tcp" : "udp", o.addr,
+                 rc == -ETIMEDOUT ? "no complete answer before --timeout-ms" :
+                 rc == -EPIPE ? "server closed the connection" : strerror(-rc));
+        fprintf(stderr, "bora client: %s\n", err.msg);
+        if (o.json)
+            print_json_transport(&st, err.msg);
         goto out;
     }
     if (o.json) {

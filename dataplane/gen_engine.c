@@ -47,7 +47,7 @@ struct gen_engine {
     struct tokenizer *tok;         /* NULL when the checkpoint has none (ids only) */
     struct detok detok;
     struct chat_message *msgs;     /* (GE_MAX_MESSAGES) scratch for kind-1 prompts */
-    char load_note[160];           /* how the weights reached the engine (for the banner) */
+    char load_note[256];           /* how the weights reached the engine, the prefill chunk (banner) */
     /* ids[0, prep_n) hold the tokens of the last prompt prepare counted, whose keyed hash is
      * prep_key: start reuses them instead of tokenizing the same prompt again */
     uint8_t hash_key[crypto_shorthash_KEYBYTES];
@@ -292,6 +292,16 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     if (o->prefill_chunk > 0 && o->prefill_chunk != PREFILL_CHUNK_DEFAULT && !strcmp(engine_backend_name(ge->e), "cuda") &&
         (rc = engine_cuda_set_prefill_chunk(ge->e, o->prefill_chunk, err)) < 0)
         goto err;
+    if (!strcmp(engine_backend_name(ge->e), "cuda")) {   /* the banner says what prompts run as */
+        const struct prefill_run *pf = engine_cuda_prefill(ge->e);
+        const size_t k = strlen(ge->load_note);
+        char chunk[96];
+        if (pf)
+            snprintf(chunk, sizeof chunk, "prompts prefilled in chunks of %d tokens", prefill_run_chunk_size(pf));
+        else
+            snprintf(chunk, sizeof chunk, "prompts run token by token (no room for a prefill workspace)");
+        snprintf(ge->load_note + k, sizeof ge->load_note - k, "%s%s", k ? "; " : "", chunk);
+    }
 #endif
     struct sampler_params sp = { .temperature = 0, .top_p = 1 };
     if ((rc = sampler_init(&ge->s, ge->m->cfg.vocab_size, &sp)) < 0) {

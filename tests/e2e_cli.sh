@@ -101,4 +101,12 @@ for c in "generate $fx --chat $tmp" "tokenize $fx --file $tmp" "chat-encode $fx 
     grep -q "not a regular file (a directory)" "$tmp/u.err" || fail "bora $c: $(cat "$tmp/u.err")"
 done
 expect_usage "--key: not hex" client --tcp 127.0.0.1:1 --key 1g1g --prompt hi
+# client --json with no server: exit 1, and stdout still holds one object that says why
+out=$($bora client --tcp 127.0.0.1:1 --prompt hi --json 2>"$tmp/u.err"); rc=$?
+[ $rc = 1 ] || fail "client --json without a server: exit $rc"
+python3 - "$out" <<'PY' || fail "client --json without a server printed: '$out'"
+import json, sys
+o = json.loads(sys.argv[1])
+assert o["error"] == "TRANSPORT" and o["ids"] == [] and "127.0.0.1:1" in o["message"], o
+PY
 echo "bora CLI ok"

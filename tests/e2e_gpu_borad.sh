@@ -5,6 +5,8 @@
 # fixture's reference (Hugging Face) up to its first near-tie; the same prompt again is served
 # from the prefix cache with the same ids; a sampled request (temperature 0.8, seed 42) gives
 # the ids `bora generate` gives with the same seed (both sample on the GPU); SIGTERM exits 0.
+# Then borad again with `[engine] prefill_chunk = 16`: it says so, and the 20-token prompt,
+# prefilled in two chunks, gives the same greedy ids.
 set -u
 build=${1:-build}
 bora=$build/bora
@@ -80,8 +82,45 @@ for i, (got, ref) in enumerate(zip(a["ids"], c["greedy_ids"])):
 assert b["cached_tokens"] == n - 1 and b["ids"] == a["ids"], ("prefix cache", b)
 print("e2e_gpu_borad: borad on cuda matches bora generate and the reference; cached %d tokens" % b["cached_tokens"])
 PY
+# the default chunk (2,048 tokens) is clamped to the 256-token context
+grep -q "prompts prefilled in chunks of 256 tokens" "$tmp/borad.log" || fail "borad does not state the prefill chunk"
 kill -TERM $pid
 wait $pid; rc=$?
 pid=
 [ $rc -eq 0 ] || fail "borad exited $rc after SIGTERM"
+
+# the prefill chunk from the config: the prompt in chunks of 16 tokens gives the same ids
+printf '[engine]\nprefill_chunk = 16\n' >>"$tmp/bora.ini"
+"$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do
+    grep -q "BWP/1 on" "$tmp/borad.log" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || fail "borad (prefill_chunk = 16) exited at start"
+    sleep 0.1
+done
+grep -q "prompts prefilled in chunks of 16 tokens" "$tmp/borad.log" || fail "borad does not use [engine] prefill_chunk = 16"
+$bora client --udp 127.0.0.1:$port --ids "$prompt" -n 8 --ignore-eos --json >"$tmp/p.json" 2>"$tmp/p.err" ||
+    fail "client (prefill_chunk = 16): $(cat "$tmp/p.err")"
+python3 - "$fx/reference.json" "$tmp/gen.json" "$tmp/p.json" <<'PY' || fail "ids differ with prefill_chunk = 16"
+import json, sys
+c = json.load(open(sys.argv[1]))["cases"][0]
+last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
+gen, p = last(sys.argv[2]), last(sys.argv[3])
+n = len(c["prompt_ids"])
+assert n > 16, ("the prompt must take two chunks", n)
+assert p["cached_tokens"] == 0, ("a fresh borad has nothing cached", p)
+gen_ids = gen["ids"] if "ids" in gen else gen["completion_ids"]
+k = 0   # other chunks round differently: equal up to the reference's first near-tie
+for i, (got, g, ref) in enumerate(zip(p["ids"], gen_ids, c["greedy_ids"])):
+    if c["top1_margin"][n + i - 1] < 1e-2:
+        break
+    assert got == g == ref, ("prefill_chunk 16 at", i, got, g, ref)
+    k += 1
+assert k > 0, "no id before a near-tie to compare"
+print("e2e_gpu_borad: a %d-token prompt in chunks of 16 gives the same %d ids as bora generate and the reference" % (n, k))
+PY
+kill -TERM $pid
+wait $pid; rc=$?
+pid=
+[ $rc -eq 0 ] || fail "borad (prefill_chunk = 16) exited $rc after SIGTERM"
 echo "e2e_gpu_borad: ok"
