@@ -67,27 +67,39 @@ static int load(const char *path, struct bora_config *cfg, struct config_diag *d
     return 1;
 }
 
+/* "FILE:LINE" where the file set key, "FILE" for a key it left at its default. */
+static const char *where(const char *file, const struct bora_config *cfg, const char *key, char *buf, size_t n)
+{
+    const int line = config_key_line(cfg, key);
+    if (line > 0)
+        snprintf(buf, n, "%s:%d", file, line);
+    else
+        snprintf(buf, n, "%s", file);
+    return buf;
+}
+
 /* --check-config: [model] path must name a checkpoint folder borad could open (the check does
  * not load it). Prints the problem and returns 1. */
-static int model_dir_problem(const char *dir, const char *file)
+static int model_dir_problem(const struct bora_config *cfg, const char *file)
 {
+    const char *dir = cfg->model.path;
     struct stat st;
-    char p[4200];
-    if (stat(dir, &st) != 0) {
-        fprintf(stderr, "%s: [model] path '%s': %s\n", file, dir, strerror(errno));
-        return 1;
+    char p[4200], w[4200];
+    const char *problem = NULL;
+    if (stat(dir, &st) != 0)
+        problem = strerror(errno);
+    else if (!S_ISDIR(st.st_mode))
+        problem = "not a directory (name the checkpoint's folder)";
+    else {
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        if (access(p, R_OK) == 0)
+            return 0;
+        snprintf(p, sizeof p, "%s/params.json", dir);
+        if (access(p, R_OK) == 0)
+            return 0;
+        problem = "neither config.json nor params.json is there";
     }
-    if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "%s: [model] path '%s': not a directory (name the checkpoint's folder)\n", file, dir);
-        return 1;
-    }
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    if (access(p, R_OK) == 0)
-        return 0;
-    snprintf(p, sizeof p, "%s/params.json", dir);
-    if (access(p, R_OK) == 0)
-        return 0;
-    fprintf(stderr, "%s: [model] path '%s': neither config.json nor params.json is there\n", file, dir);
+    fprintf(stderr, "%s: key 'model.path': '%s': %s\n", where(file, cfg, "model.path", w, sizeof w), dir, problem);
     return 1;
 }
 
@@ -144,11 +156,13 @@ int main(int argc, char **argv)
     if (a.check) {
         if (load(a.check, &cfg, &diag))
             return 1;
-        if (cfg.model.path[0] && model_dir_problem(cfg.model.path, a.check))
+        if (cfg.model.path[0] && model_dir_problem(&cfg, a.check))
             return 1;
         struct bora_err err = { "" };
-        if (console_server_check(&cfg.console, &err)) {   /* what the start would refuse */
-            fprintf(stderr, "%s: %s\n", a.check, err.msg);
+        const char *key = NULL;
+        if (console_server_check(&cfg.console, &key, &err)) {   /* what the start would refuse */
+            char w[4200];
+            fprintf(stderr, "%s: %s\n", key ? where(a.check, &cfg, key, w, sizeof w) : a.check, err.msg);
             return 1;
         }
         printf("%s: ok\n", a.check);

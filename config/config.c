@@ -365,6 +365,8 @@ int config_validate(const struct bora_config *cfg, struct bora_err *err)
 
 /* ---- parsing a text and a file ---- */
 
+_Static_assert(CONFIG_KEYS_MAX <= CONFIG_KEY_LINES, "raise CONFIG_KEY_LINES");
+
 int config_parse(struct bora_config *cfg, const char *name, const char *text, size_t len,
                  struct config_diag *diag)
 {
@@ -379,6 +381,8 @@ int config_parse(struct bora_config *cfg, const char *name, const char *text, si
     else if (rc > 0 && rc != c.first_syntax_line)
         diag_add(&c, rc, "syntax error");
     check_rules_in_file(&c);
+    for (size_t i = 0; i < CONFIG_KEYS_MAX; i++)
+        cfg->key_line[i] = c.key_line[i] > 0 ? (uint32_t)c.key_line[i] : 0;
     return c.n_errors ? -EINVAL : 0;
 }
 
@@ -448,8 +452,15 @@ int config_set(struct bora_config *cfg, const char *key, const char *value, stru
     int rc = config_validate(&next, err);
     if (rc)
         return rc;
+    next.key_line[k - config_keys] = 0;   /* no longer what the file said */
     *cfg = next;
     return 0;
+}
+
+int config_key_line(const struct bora_config *cfg, const char *key)
+{
+    const struct config_key *k = config_key_find_full(key);
+    return k ? (int)cfg->key_line[k - config_keys] : -ENOENT;
 }
 
 int config_get(const struct bora_config *cfg, const char *key, char *buf, size_t n)

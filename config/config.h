@@ -19,6 +19,7 @@
 #define CONFIG_ALLOW_MAX     16    /* CIDRs in dataplane.allow */
 #define CONFIG_SOCKET_MAX    108   /* sizeof(sun_path), terminator included */
 #define CONFIG_NAME_MAX      33    /* user/group name, terminator included */
+#define CONFIG_KEY_LINES     64    /* per-key line slots (at least config_keys.h CONFIG_KEYS_MAX) */
 #define CONFIG_DIAG_MAX      32    /* messages kept by struct config_diag */
 #define CONFIG_FILE_MAX      (1u << 20) /* bytes of a config file */
 
@@ -86,6 +87,9 @@ struct bora_config {
         uint32_t idle_timeout_s;          /* a socket session silent this long is closed; 0 = never */
         int log_level;                    /* enum config_log_level */
     } console;
+    /* the line of the parsed file that set each key (config_keys.h order); 0 for a default or a
+     * key config_set changed since. Read with config_key_line(). */
+    uint32_t key_line[CONFIG_KEY_LINES];
 };
 
 /* Every message of one parse, in line order: the first CONFIG_DIAG_MAX are kept,
@@ -121,6 +125,10 @@ int config_validate(const struct bora_config *cfg, struct bora_err *err);
  * value), with "key 'section.key': what (got 'value')" in err. Any key can be set; the
  * console must ask config_key_is_live() whether the running daemon honours it. */
 int config_set(struct bora_config *cfg, const char *key, const char *value, struct bora_err *err);
+
+/* The line of the file parsed into cfg that set key ("section.key"): > 0, 0 when the key has
+ * its default or was set by config_set since, -ENOENT for an unknown key. */
+int config_key_line(const struct bora_config *cfg, const char *key);
 
 /* Writes the text form of one key into buf (NUL-terminated). Returns the length,
  * -ENOENT (unknown key) or -ENOSPC (buf too small). Secrets are written too. */

@@ -265,21 +265,28 @@ static int id_resolve(const char *name, bool group, unsigned *out)
     return 0;
 }
 
-int console_server_check(const struct config_console *cfg, struct bora_err *err)
+int console_server_check(const struct config_console *cfg, const char **key, struct bora_err *err)
 {
     unsigned id;
+    const char *k = NULL;
+    int rc = 0;
     if (cfg->socket[0] && cfg->socket_owner[0] && id_resolve(cfg->socket_owner, false, &id))
-        return bora_errf(err, -ENOENT, "key 'console.socket_owner': no such user (got '%s')", cfg->socket_owner);
-    if (cfg->socket[0] && cfg->socket_group[0] && id_resolve(cfg->socket_group, true, &id))
-        return bora_errf(err, -ENOENT, "key 'console.socket_group': no such group (got '%s')", cfg->socket_group);
-    if (cfg->serial[0]) {
+        rc = bora_errf(err, -ENOENT, "key '%s': no such user (got '%s')", k = "console.socket_owner",
+                       cfg->socket_owner);
+    else if (cfg->socket[0] && cfg->socket_group[0] && id_resolve(cfg->socket_group, true, &id))
+        rc = bora_errf(err, -ENOENT, "key '%s': no such group (got '%s')", k = "console.socket_group",
+                       cfg->socket_group);
+    else if (cfg->serial[0]) {
         struct stat st;
         if (stat(cfg->serial, &st) < 0)
-            return bora_errf(err, -errno, "key 'console.serial': '%s': %s", cfg->serial, strerror(errno));
-        if (!S_ISCHR(st.st_mode))
-            return bora_errf(err, -ENOTTY, "key 'console.serial': '%s' is not a character device", cfg->serial);
+            rc = bora_errf(err, -errno, "key '%s': '%s': %s", k = "console.serial", cfg->serial, strerror(errno));
+        else if (!S_ISCHR(st.st_mode))
+            rc = bora_errf(err, -ENOTTY, "key '%s': '%s' is not a character device", k = "console.serial",
+                           cfg->serial);
     }
-    return 0;
+    if (key)
+        *key = k;
+    return rc;
 }
 
 /* A socket file nobody answers on is left over from a crash: remove it. */

@@ -33,8 +33,9 @@ int console_server_start(struct console_server **out, struct console *c,
 
 /* What console_server_start would refuse in cfg without touching anything (for
  * `borad --check-config`): a socket owner or group that does not resolve, a serial device that
- * is missing or not a character device. Returns 0, or -errno with the key named in err. */
-int console_server_check(const struct config_console *cfg, struct bora_err *err);
+ * is missing or not a character device. Returns 0, or -errno with the key named in err and, when
+ * key is not NULL, its name ("console.serial") in *key. */
+int console_server_check(const struct config_console *cfg, const char **key, struct bora_err *err);
 
 /* Stops every console thread (ends sessions, joins), removes the socket file, frees s.
  * Call from the thread that started it; s may be NULL. */

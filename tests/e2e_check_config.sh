@@ -30,7 +30,7 @@ tmpd=$(mktemp -d); trap 'rm -f "$out" "$err"; rm -rf "$tmpd"' EXIT
 for p in /nonexistent/model tests/data/fixtures/mistral-tiny-bf16/model.safetensors tests/data; do
     printf '[model]\npath = %s\n' "$p" >"$tmpd/m.ini"
     "$borad" --check-config "$tmpd/m.ini" >"$out" 2>"$err"; rc=$?
-    [ $rc -eq 1 ] && grep -qF "$tmpd/m.ini: [model] path '$p'" "$err" || fail "path $p: exit $rc: $(cat "$err")"
+    [ $rc -eq 1 ] && grep -qF "$tmpd/m.ini:2: key 'model.path': '$p'" "$err" || fail "path $p: exit $rc: $(cat "$err")"
 done
 grep -q "No such file" "$err" && fail "the last path exists: $(cat "$err")"
 printf '[model]\npath = tests/data/fixtures/mistral-tiny-bf16\n' >"$tmpd/m.ini"
@@ -40,9 +40,10 @@ printf '[model]\npath = tests/data/fixtures/mistral-tiny-bf16\n' >"$tmpd/m.ini"
 for kv in "socket_owner = no-such-user-bora:no such user" "socket_group = no-such-group-bora:no such group" \
           "serial = /dev/ttyNOPE-bora:No such file" "serial = /dev/shm:not a character device"; do
     printf '[console]\nsocket = %s/c.sock\n%s\n' "$tmpd" "${kv%%:*}" >"$tmpd/c.ini"
-    case ${kv%%:*} in serial*) sed -i '2d' "$tmpd/c.ini" ;; esac
+    line=3
+    case ${kv%%:*} in serial*) sed -i '2d' "$tmpd/c.ini"; line=2 ;; esac
     "$borad" --check-config "$tmpd/c.ini" >"$out" 2>"$err"; rc=$?
-    [ $rc -eq 1 ] && grep -qF "${kv#*:}" "$err" && grep -qF "$tmpd/c.ini: key 'console." "$err" ||
+    [ $rc -eq 1 ] && grep -qF "${kv#*:}" "$err" && grep -qF "$tmpd/c.ini:$line: key 'console.${kv%% *}'" "$err" ||
         fail "${kv%%:*}: exit $rc: $(cat "$err")"
 done
 

@@ -353,6 +353,27 @@ static void test_rules_between_keys(void **state)
     assert_string_equal(diag.msg[0], "t.ini:2: key 'engine.kv_dtype': must be bf16: an FP8 KV cache is not implemented (got 'fp8')");
 }
 
+/* config_key_line: where the parsed file set each key, for messages about it made later */
+static void test_key_lines(void **state)
+{
+    (void)state;
+    struct bora_config cfg;
+    struct bora_err err = { "" };
+    assert_int_equal(parse_str(&cfg, "; a comment\n\n[limits]\nmax_tokens = 100\n\n[console]\n"
+                                     "  baud = 9600\n[model]\npath = /m\n"), 0);
+    assert_int_equal(config_key_line(&cfg, "limits.max_tokens"), 4);
+    assert_int_equal(config_key_line(&cfg, "console.baud"), 7);
+    assert_int_equal(config_key_line(&cfg, "model.path"), 9);
+    assert_int_equal(config_key_line(&cfg, "limits.queue_depth"), 0);   /* the default */
+    assert_int_equal(config_key_line(&cfg, "limits.nope"), -ENOENT);
+    assert_int_equal(config_set(&cfg, "limits.max_tokens", "50", &err), 0);
+    assert_int_equal(config_key_line(&cfg, "limits.max_tokens"), 0);   /* no longer the file's */
+    assert_int_equal(config_key_line(&cfg, "console.baud"), 7);
+    assert_int_equal(parse_str(&cfg, "[limits]\nmax_tokens = 0\n"), -EINVAL);   /* a bad value's line too */
+    assert_int_equal(config_key_line(&cfg, "limits.max_tokens"), 2);
+    assert_int_equal(config_key_line(&cfg, "console.baud"), 0);          /* a new parse starts over */
+}
+
 static void test_set_get_live(void **state)
 {
     (void)state;
@@ -495,6 +516,7 @@ int main(void)
         cmocka_unit_test(test_unknown_names),
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_rules_between_keys),
+        cmocka_unit_test(test_key_lines),
         cmocka_unit_test(test_set_get_live),
         cmocka_unit_test(test_dump_round_trip),
         cmocka_unit_test(test_load_errors),
