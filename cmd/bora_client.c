@@ -385,15 +385,29 @@ static int exchange(struct bwp_conn *c, const struct client_opts *o, uint64_t ri
     return rc;
 }
 
-static void print_json(const struct client_state *st)
+/* A string as JSON, or null when its bytes are not UTF-8 (a server that does not follow BWP/1). */
+static json_t *json_text(const char *s, size_t n)
+{
+    json_t *t = json_stringn(s ? s : "", n);
+    return t ? t : json_null();
+}
+
+/* --json: one object with the ids and text received, then what ended the exchange: the
+ * server's DONE (finish, counts, timings) or ERROR (code name, number, message), or, when
+ * transport is not NULL, error "TRANSPORT" and why no complete answer came (no connection, a
+ * timeout, a closed connection), so a script reading stdout always learns the outcome. */
+static void print_json(const struct client_state *st, const char *transport)
 {
     json_t *ids = json_array();
     for (uint32_t i = 0; i < st->n_ids; i++)
         json_array_append_new(ids, json_integer(st->ids[i]));
     json_t *o = json_object();
     json_object_set_new(o, "ids", ids);
-    json_object_set_new(o, "text", json_stringn(st->text ? st->text : "", st->text_len));
-    if (st->is_done) {
+    json_object_set_new(o, "text", json_text(st->text, st->text_len));
+    if (transport) {
+        json_object_set_new(o, "error", json_string("TRANSPORT"));
+        json_object_set_new(o, "message", json_text(transport, strlen(transport)));
+    } else if (st->is_done) {
         json_object_set_new(o, "finish", json_string(bwp_finish_name(st->done.finish)));
         json_object_set_new(o, "prompt_tokens", json_integer(st->done.prompt_tokens));
         json_object_set_new(o, "cached_tokens", json_integer(st->done.cached_tokens));
@@ -404,27 +418,8 @@ static void print_json(const struct client_state *st)
     } else {
         json_object_set_new(o, "error", json_string(bwp_code_name(st->error)));
         json_object_set_new(o, "error_code", json_integer(st->error));
-        json_object_set_new(o, "message", json_string(st->error_msg));
+        json_object_set_new(o, "message", json_text(st->error_msg, strlen(st->error_msg)));
     }
-    char *s = json_dumps(o, JSON_COMPACT);
-    if (s)
-        printf("%s\n", s);
-    free(s);
-    json_decref(o);
-}
-
-/* --json when no complete answer came (no connection, a timeout, a closed connection): the ids
- * streamed so far, error "TRANSPORT" and the reason, so a script reading stdout sees why. */
-static void print_json_transport(const struct client_state *st, const char *msg)
-{
-    json_t *ids = json_array();
-    for (uint32_t i = 0; i < st->n_ids; i++)
-        json_array_append_new(ids, json_integer(st->ids[i]));
-    json_t *o = json_object();
-    json_object_set_new(o, "ids", ids);
-    json_object_set_new(o, "text", json_stringn(st->text ? st->text : "", st->text_len));
-    json_object_set_new(o, "error", json_string("TRANSPORT"));
-    json_object_set_new(o, "message", json_string(msg));
     char *s = json_dumps(o, JSON_COMPACT);
     if (s)
         printf("%s\n", s);
@@ -453,7 +448,7 @@ int cmd_client(int argc, char **argv)
     if (bwp_conn_open(&c, o.addr, o.tcp, &err) < 0) {
         fprintf(stderr, "bora client: %s\n", err.msg);
         if (o.json)
-            print_json_transport(&st, err.msg);
+            print_json(&st, err.msg);
         goto out;
     }
     uint64_t rid = now_us(CLOCK_REALTIME) ^ ((uint64_t)getpid() << 40);
@@ -465,11 +460,11 @@ int cmd_client(int argc, char **argv)
                  rc == -EPIPE ? "server closed the connection" : strerror(-rc));
         fprintf(stderr, "bora client: %s\n", err.msg);
         if (o.json)
-            print_json_transport(&st, err.msg);
+            print_json(&st, err.msg);
         goto out;
     }
     if (o.json) {
-        print_json(&st);
+        print_json(&st, NULL);
     } else if (st.is_done) {
         if (st.text_len == 0)              /* a server without a tokenizer: show the ids */
             for (uint32_t i = 0; i < st.n_ids; i++)

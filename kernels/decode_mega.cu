@@ -853,6 +853,12 @@ static int mega_hd_lpk(int hd)
  * ties go to more blocks. On an H200 (132 SMs) every Mistral shape gets 128: their rows are
  * multiples of 2,048 (128 groups of 16), where 132 blocks leave every phase waiting ≈ 3 % longer
  * on the blocks that have one group more. */
+extern "C" int kern_mega_amma(const struct kern_mega_args *a)
+{
+    const int G = a->n_kv > 0 ? a->n_heads / a->n_kv : 0;
+    return (G > 4 || (a->flags & MEGA_F_AMMA)) && (a->head_dim == 64 || a->head_dim == 128);
+}
+
 extern "C" int kern_mega_blocks(const struct kern_mega_args *a)
 {
     const int hi = a->sm_count;
@@ -940,7 +946,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     const size_t total = (size_t)a->smem_optin;
     /* groups of more than 4 heads: the tensor-core attention (as kern_attention), one item per
      * block on every consumer warp */
-    p->amma = (G > 4 || (a->flags & MEGA_F_AMMA)) && (a->head_dim == 64 || a->head_dim == 128);
+    p->amma = kern_mega_amma(a);
     int halves = 2;
     /* attn_item's splits combined by wo's input load: an output (f16, in 8-element chunks), and
      * maxima and sums (two a consumer thread), that fit the loader, and (checked per step) at

@@ -1421,7 +1421,7 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
     }
     fprintf(f, "  %-10s %9.2f\n", "sum", tot);
     fprintf(f, "  attention on the %d block-layers that had items: %.2f us\n", att_n, att_n ? att_busy / att_n / 1e3 : 0.);
-    if (item_n && e->model->cfg.n_heads > 4 * e->model->cfg.n_kv_heads)   /* tensor-core items (kern_attn_mma.cuh) */
+    if (item_n && kern_mega_amma(&s->mega_args))   /* tensor-core items (kern_attn_mma.cuh) */
         fprintf(f, "  attention item (tensor cores, %d items): start %.2f, prologue %.2f, tiles %.2f, merge %.2f, "
                    "partial out %.2f, wait for the kv head's splits %.2f us; its share of the combine (%d): "
                    "loads %.2f, weights %.2f, sums %.2f us\n",

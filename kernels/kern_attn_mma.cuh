@@ -128,6 +128,9 @@ __device__ __noinline__ void attn_mma_combine_share(const struct attn_params &p,
             atomicMax(amax, __float_as_int(mx));
     }
     ATTN_TR(8);
+    /* No barrier ends the combine: buf (the tiles' space) may still be read by slower warps
+     * when this returns. That is safe because a block's only item with work is its first (see
+     * the caller); a second item with work would need an attn_bar here before its tiles load. */
 }
 
 /* Item (kv head g, split s) for the token at pos. NT threads (tid 0..NT-1, NT ≥ 32·AMMA_KW·NDH)

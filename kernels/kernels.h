@@ -172,6 +172,9 @@ int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err);
 /* The grid the kernel runs: blocks_max when set (at most sm_count), else the count of at most
  * sm_count blocks that balances the matrices' 16-row groups best (decode_mega.cu). */
 int kern_mega_blocks(const struct kern_mega_args *a);
+/* 1 if the persistent kernel runs a's attention on the tensor cores (kern_attn_mma.cuh: groups
+ * of more than 4 query heads, head_dim 64 or 128), 0 if on attn_item (for the trace's labels). */
+int kern_mega_amma(const struct kern_mega_args *a);
 int kern_decode_layers(const struct kern_mega_args *a, struct CUstream_st *stream, struct bora_err *err);
 
 /* y[i] = silu(gate[i]) × up[i];  y[i] += x[i]. */
