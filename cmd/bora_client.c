@@ -309,7 +309,13 @@ static void apply(struct client_state *st, const struct bwp_server_frame *f, boo
         break;
     case BWP_ERROR:
         st->error = f->u.error.code;
-        snprintf(st->error_msg, sizeof st->error_msg, "%.*s", (int)f->u.error.msg_len, f->u.error.msg);
+        {   /* cut at a whole UTF-8 character when the message is longer than the buffer */
+            size_t n = f->u.error.msg_len < sizeof st->error_msg - 1 ? f->u.error.msg_len : sizeof st->error_msg - 1;
+            if (n < f->u.error.msg_len)
+                n = bwp_utf8_complete((const uint8_t *)f->u.error.msg, n);
+            memcpy(st->error_msg, f->u.error.msg, n);
+            st->error_msg[n] = 0;
+        }
         st->ended = true;
         break;
     }
@@ -406,6 +412,7 @@ static void print_json(const struct client_state *st, const char *transport)
     json_object_set_new(o, "text", json_text(st->text, st->text_len));
     if (transport) {
         json_object_set_new(o, "error", json_string("TRANSPORT"));
+        json_object_set_new(o, "error_code", json_null());   /* no BWP/1 code: nothing came */
         json_object_set_new(o, "message", json_text(transport, strlen(transport)));
     } else if (st->is_done) {
         json_object_set_new(o, "finish", json_string(bwp_finish_name(st->done.finish)));

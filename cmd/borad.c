@@ -99,7 +99,7 @@ static int model_dir_problem(const struct bora_config *cfg, const char *file)
             return 0;
         problem = "neither config.json nor params.json is there";
     }
-    fprintf(stderr, "%s: key 'model.path': '%s': %s\n", where(file, cfg, "model.path", w, sizeof w), dir, problem);
+    fprintf(stderr, "%s: key 'model.path': %s (got '%s')\n", where(file, cfg, "model.path", w, sizeof w), problem, dir);
     return 1;
 }
 

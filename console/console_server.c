@@ -279,9 +279,9 @@ int console_server_check(const struct config_console *cfg, const char **key, str
     else if (cfg->serial[0]) {
         struct stat st;
         if (stat(cfg->serial, &st) < 0)
-            rc = bora_errf(err, -errno, "key '%s': '%s': %s", k = "console.serial", cfg->serial, strerror(errno));
+            rc = bora_errf(err, -errno, "key '%s': %s (got '%s')", k = "console.serial", strerror(errno), cfg->serial);
         else if (!S_ISCHR(st.st_mode))
-            rc = bora_errf(err, -ENOTTY, "key '%s': '%s' is not a character device", k = "console.serial",
+            rc = bora_errf(err, -ENOTTY, "key '%s': not a character device (got '%s')", k = "console.serial",
                            cfg->serial);
     }
     if (key)
