@@ -44,13 +44,23 @@ tcp =
 [console]
 socket =
 EOF
-"$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
-pid=$!
-for _ in $(seq 300); do
-    grep -q "BWP/1 on" "$tmp/borad.log" 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || fail "borad exited at start"
-    sleep 0.1
-done
+start_borad() {   # start_borad WHAT: borad on $tmp/bora.ini, until it says it serves
+    "$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 300); do
+        grep -q "BWP/1 on" "$tmp/borad.log" 2>/dev/null && return
+        kill -0 "$pid" 2>/dev/null || fail "$1 exited at start"
+        sleep 0.1
+    done
+    fail "$1 did not start serving in 30 s"
+}
+stop_borad() {   # stop_borad WHAT: SIGTERM must drain and exit 0
+    kill -TERM "$pid"
+    wait "$pid"; local rc=$?
+    pid=
+    [ $rc -eq 0 ] || fail "$1 exited $rc after SIGTERM"
+}
+start_borad borad
 grep -q "backend cuda" "$tmp/borad.log" || fail "borad does not serve on the cuda backend"
 grep -q "weights streamed into GPU memory" "$tmp/borad.log" || fail "borad did not stream the weights (direct loader)"
 # first (nothing cached yet, the same path as bora generate): sampled; then greedy twice
@@ -84,20 +94,11 @@ print("e2e_gpu_borad: borad on cuda matches bora generate and the reference; cac
 PY
 # the default chunk (2,048 tokens) is clamped to the 256-token context
 grep -q "prompts prefilled in chunks of 256 tokens" "$tmp/borad.log" || fail "borad does not state the prefill chunk"
-kill -TERM $pid
-wait $pid; rc=$?
-pid=
-[ $rc -eq 0 ] || fail "borad exited $rc after SIGTERM"
+stop_borad borad
 
 # the prefill chunk from the config: the prompt in chunks of 16 tokens gives the same ids
 printf '[engine]\nprefill_chunk = 16\n' >>"$tmp/bora.ini"
-"$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
-pid=$!
-for _ in $(seq 300); do
-    grep -q "BWP/1 on" "$tmp/borad.log" 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || fail "borad (prefill_chunk = 16) exited at start"
-    sleep 0.1
-done
+start_borad "borad (prefill_chunk = 16)"
 grep -q "prompts prefilled in chunks of 16 tokens" "$tmp/borad.log" || fail "borad does not use [engine] prefill_chunk = 16"
 $bora client --udp 127.0.0.1:$port --ids "$prompt" -n 8 --ignore-eos --json >"$tmp/p.json" 2>"$tmp/p.err" ||
     fail "client (prefill_chunk = 16): $(cat "$tmp/p.err")"
@@ -119,8 +120,5 @@ for i, (got, g, ref) in enumerate(zip(p["ids"], gen_ids, c["greedy_ids"])):
 assert k > 0, "no id before a near-tie to compare"
 print("e2e_gpu_borad: a %d-token prompt in chunks of 16 gives the same %d ids as bora generate and the reference" % (n, k))
 PY
-kill -TERM $pid
-wait $pid; rc=$?
-pid=
-[ $rc -eq 0 ] || fail "borad (prefill_chunk = 16) exited $rc after SIGTERM"
+stop_borad "borad (prefill_chunk = 16)"
 echo "e2e_gpu_borad: ok"

@@ -40,6 +40,14 @@ static int teardown_dir(void **state)
     return system(cmd);
 }
 
+/* base with its first `from` replaced by `to`, into out (n bytes); from must occur in base. */
+static void splice(char *out, size_t n, const char *base, const char *from, const char *to)
+{
+    const char *at = strstr(base, from);
+    assert_non_null(at);
+    snprintf(out, n, "%.*s%s%s", (int)(at - base), base, to, at + strlen(from));
+}
+
 static void write_file(const char *name, const void *data, size_t n)
 {
     char p[512];
@@ -433,8 +441,7 @@ static void test_bad_files_and_tensors(void **state)
     };
     for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
         char c[1024];
-        const char *at = strstr(tiny_config, cfg[i].from);
-        snprintf(c, sizeof c, "%.*s%s%s", (int)(at - tiny_config), tiny_config, cfg[i].to, at + strlen(cfg[i].from));
+        splice(c, sizeof c, tiny_config, cfg[i].from, cfg[i].to);
         write_file("config.json", c, strlen(c));
         expect_open_error(-EINVAL, cfg[i].says, "config.json");
     }
@@ -523,9 +530,7 @@ static void test_yarn_constants(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char buf[1024];
-        const char *at = strstr(cfg, bad[i].from);
-        assert_non_null(at);
-        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - cfg), cfg, bad[i].to, at + strlen(bad[i].from));
+        splice(buf, sizeof buf, cfg, bad[i].from, bad[i].to);
         assert_int_equal(model_config_parse_hf(buf, strlen(buf), "t", &c, &err), -EINVAL);
         if (!strstr(err.msg, bad[i].says))
             fail_msg("%s: %s", bad[i].to, err.msg);
