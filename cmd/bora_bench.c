@@ -321,11 +321,12 @@ static int bench_decode(const struct bench_opts *o)
                "\"kv_bytes_per_token\":%.0f,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f,\"gbps\":%.1f,"
                "\"read_bw_gbps\":%.1f,\"read_bw_loads_gbps\":%.1f,\"read_bw_bulk_gbps\":%.1f,"
                "\"pct_of_read_bw\":%.1f,\"gpu_mem_used_bytes\":%.0f,"
-               "\"arena_bytes\":%llu,\"last_id\":%d,\"path\":\"%s\",\"gemv\":\"%s\","
+               "\"arena_bytes\":%llu,\"last_id\":%d,\"path\":\"%s\",\"persistent_layout\":\"%s\",\"gemv\":\"%s\","
                "\"sm_clock_mhz_mean\":%.0f,\"sm_clock_mhz_min\":%u,\"sm_clock_mhz_max\":%u}\n",
                o->preset, prec, o->ctx, o->tokens, dev.name, bytes,
                (unsigned long long)lay->step_weight_bytes, kv_tok, ms_tok, 1e3 / ms_tok, gbps, bw,
-               rb.loads, rb.bulk, 100.0 * gbps / bw, used, (unsigned long long)lay->total, last, path, shapes, clk_mean, clk.min,
+               rb.loads, rb.bulk, 100.0 * gbps / bw, used, (unsigned long long)lay->total, last, path,
+               engine_cuda_mega_layout(&e), shapes, clk_mean, clk.min,
                clk.rated);
     } else {
         printf("bench decode  %s %s  ctx %d, %d tokens  on %s\n", o->preset, prec, o->ctx, o->tokens, dev.name);
@@ -340,6 +341,8 @@ static int bench_decode(const struct bench_opts *o)
         printf("  GPU memory used %.2f GB (arena %.2f GB; %.2f GB free before)\n", used / 1e9,
                lay->total / 1e9, free0 / 1e9);
         printf("  decode path     %s%s%s\n", path, *why ? ": " : "", why);
+        if (*engine_cuda_mega_layout(&e))
+            printf("  persistent      %s\n", engine_cuda_mega_layout(&e));
         printf("  GEMV shapes     %s\n", shapes);
         if (clk.n)
             printf("  SM clock        %.0f MHz mean, %u lowest, during the timed runs (%u MHz the GPU's maximum)\n",

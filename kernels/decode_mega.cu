@@ -32,6 +32,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <stdio.h>
 #include <string.h>
 
 #define MEGA_CW 15                      /* consumer warps */
@@ -51,7 +52,10 @@ enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
 enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor-core attention for any group */,
-       MEGA_F_ATT_LAST = 128 /* the last split of a kv head combines the splits (as before the wo phase did) */ };
+       MEGA_F_ATT_LAST = 128 /* the last split of a kv head combines the splits (as before the wo phase did) */,
+       MEGA_F_UNION_RING = 256 /* tensor-core attention, FP8: ring stages in the attention's space with h in f16
+                                * (the layout mega_setup picks when it gains stages), forced for tests */,
+       MEGA_F_PLAIN_RING = 512 /* never that layout (A/B) */ };
 #define MEGA_CMB_SPLITS 16      /* splits the wo phase combines as it loads its input, at most */
 #define MEGA_CMB_KM 2           /* 8-output f16 chunks of the attention output a consumer thread combines */
 #define MEGA_CMB_TB 6           /* splits whose partial outputs a thread has in flight together */
@@ -85,10 +89,13 @@ struct mega_params {
     int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
+    int n_out;              /* ring slots before the barriers; slots n_out .. ns - 1 lie in the union at un_off,
+                             * in the attention's space (free outside the attention window) */
+    bool h_hi;              /* down's input (h) as f16 hi only (no lo part): half the buffer */
     bool amma;              /* attention on the tensor cores (kern_attn_mma.cuh), all consumers on one item */
     bool att_in_wo;         /* the wo phase combines the attention splits as it loads its input */
     size_t cmb_off;         /* its split maxima / weights in shared memory (in the union, after x hi/lo) */
-    size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off;
+    size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off, un_off;
     unsigned long long *trace;
     struct attn_params ap;
 };
@@ -127,6 +134,13 @@ __device__ __forceinline__ void mega_groups(const struct mega_params &p, int l, 
 struct mega_ring {
     int slot, round;
 };
+
+/* Ring slot i's bytes: the first n_out before the barriers, the rest in the union's tail. */
+__device__ __forceinline__ uint8_t *mega_slot(const struct mega_params &p, uint8_t *sm, int i)
+{
+    return i < p.n_out ? sm + p.ring_off + (size_t)i * p.slot_bytes
+                       : sm + p.u_off + p.un_off + (size_t)(i - p.n_out) * p.slot_bytes;
+}
 
 __device__ __forceinline__ void mega_ring_next(struct mega_ring &r, int ns)
 {
@@ -173,7 +187,7 @@ __device__ __forceinline__ void mega_cursor_next(const struct mega_params &p, st
 /* The producer warp: every stage of every matrix of every layer, in the consumers' order, into
  * the ring. (An L2 read-ahead of later stages with cp.async.bulk.prefetch was measured slower at
  * every distance, 64-512 KiB per SM: docs/PERFORMANCE_GPU.md.) */
-__device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_t *full, uint64_t *empty)
+__device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t *full, uint64_t *empty)
 {
     const int lane = threadIdx.x & 31, b = blockIdx.x;
     struct mega_ring r = { 0, 0 };
@@ -182,7 +196,7 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_
     const uint64_t policy = kern_policy_evict_first();
     mega_cursor_settle(p, c, b);
     unsigned long long blocked = 0;
-    int tl = c.l, tm = c.m, held = -1;
+    int tl = c.l, tm = c.m, held = -1, att_ok = -1;
     while (c.l < p.n_layers) {
         const struct mega_mat &M = p.mat[c.m];
         const int row0 = (c.g0 + c.gi) * MEGA_ROWS;
@@ -210,6 +224,22 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_
             held = c.l * MEGA_MATS + c.m;
         }
 
+        /* a slot in the attention's space: the attention the stage follows (this layer's past qkv,
+         * else the layer before's) is over in every block, so in this one (its consumers arrive
+         * after the attention's last read); the attention's writes (generic proxy) are then
+         * ordered before the bulk copy's (async proxy) */
+        if (r.slot >= p.n_out) {
+            const int al = c.m == MEGA_QKV ? c.l - 1 : c.l;
+            if (al > att_ok) {
+                if (lane == 0) {
+                    while (mega_ld_acquire(p.sync + (size_t)al * PH_N + PH_ATT) < p.nb)
+                        ;
+                    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+                }
+                __syncwarp();
+                att_ok = al;
+            }
+        }
         if (r.round > 0) {
             const unsigned long long t0 = p.trace ? mega_now() : 0;
             mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
@@ -220,7 +250,7 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *ring, uint64_
             mbar_expect_tx(&full[r.slot], (uint32_t)(nr * M.cb));
         __syncwarp();
         if (lane < nr) {
-            uint8_t *dst = ring + (size_t)r.slot * p.slot_bytes + (size_t)lane * M.pitch;
+            uint8_t *dst = mega_slot(p, sm, r.slot) + (size_t)lane * M.pitch;
             const uint8_t *src = W + (size_t)(row0 + lane) * M.row_bytes + (size_t)c.kc * M.cb;
             if (evict_first)
                 mega_bulk_hint(dst, src, (uint32_t)M.cb, &full[r.slot], policy);
@@ -260,18 +290,20 @@ __device__ __forceinline__ void mega_arrive(int *ctr, int tid)
     }
 }
 
-/* y as hi + lo at element c (f16 for FP8 weights, bf16 for BF16). */
+/* y as hi + lo at element c (f16 for FP8 weights, bf16 for BF16); hi only when xl is NULL. */
 template <int FP8>
 __device__ __forceinline__ void mega_store_hi_lo(float y, uint16_t *xh, uint16_t *xl, int c)
 {
     if (FP8) {
         const __half hi = __float2half_rn(y);
         xh[c] = __half_as_ushort(hi);
-        xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
+        if (xl)
+            xl[c] = __half_as_ushort(__float2half_rn(y - __half2float(hi)));
     } else {
         const uint16_t hi = kern_f32_to_bf16(y);
         xh[c] = hi;
-        xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
+        if (xl)
+            xl[c] = kern_f32_to_bf16(y - kern_bf16(hi));
     }
 }
 
@@ -337,13 +369,18 @@ __device__ __forceinline__ uint32_t mega_pack2(float a, float b, float *ra, floa
     return u;
 }
 
-/* Four values as hi + lo at elements 4 c4 .. 4 c4 + 3 (two 8-byte shared stores). */
+/* Four values as hi + lo at elements 4 c4 .. 4 c4 + 3 (two 8-byte shared stores; hi only when xl
+ * is NULL). */
 template <int FP8>
 __device__ __forceinline__ void mega_store4_hi_lo(float4 y, uint16_t *xh, uint16_t *xl, int c4)
 {
     float r[4], dummy;
     const uint32_t h01 = mega_pack2<FP8>(y.x, y.y, &r[0], &r[1]);
     const uint32_t h23 = mega_pack2<FP8>(y.z, y.w, &r[2], &r[3]);
+    if (!xl) {
+        *(uint2 *)(xh + 4 * (size_t)c4) = make_uint2(h01, h23);
+        return;
+    }
     const uint32_t l01 = mega_pack2<FP8>(r[0], r[1], &dummy, &dummy);
     const uint32_t l23 = mega_pack2<FP8>(r[2], r[3], &dummy, &dummy);
     *(uint2 *)(xh + 4 * (size_t)c4) = make_uint2(h01, h23);
@@ -599,7 +636,7 @@ __device__ __forceinline__ void mega_stage(float (&c0)[4], float (&c1)[4], const
 /* All of this block's groups of matrix m in layer l: consume their stages, reduce each group
  * across the warps and write it out (epi). */
 template <int FP8, int EPI>
-__device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t *ring, uint64_t *full,
+__device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t *sm, uint64_t *full,
                              uint64_t *empty, struct mega_ring &r, const uint16_t *xh, const uint16_t *xl,
                              float post, float *red, int &red_sel, float *out, int tid, int *amax = nullptr,
                              const float *next_nw = nullptr)
@@ -627,7 +664,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
         for (int kc = 0; kc < M.nkc; kc++) {
             mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
             if (!(p.debug & MEGA_DBG_NO_MATH))
-                mega_stage<FP8>(c0, c1, ring + (size_t)r.slot * p.slot_bytes, M.pitch, M.cb, kc, xh, xl, w, lane);
+                mega_stage<FP8>(c0, c1, mega_slot(p, sm, r.slot), M.pitch, M.cb, kc, xh, xl, w, lane);
             __syncwarp();
             if (lane == 0)
                 mbar_arrive(&empty[r.slot]);
@@ -703,7 +740,6 @@ template <int FP8, int GM, int LPK, int AM>
 __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_constant__ struct mega_params p)
 {
     extern __shared__ __align__(128) uint8_t sm[];
-    uint8_t *ring = sm + p.ring_off;
     uint64_t *full = (uint64_t *)(sm + p.bar_off), *empty = full + p.ns;
     float *red = (float *)(sm + p.red_off);
     float *scr = (float *)(sm + p.scr_off);
@@ -713,7 +749,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
 
     mbar_ring_init(full, empty, p.ns, MEGA_CW);
     if (tid >= MEGA_CT) {
-        mega_produce(p, ring, full, empty);
+        mega_produce(p, sm, full, empty);
         return;
     }
 
@@ -756,7 +792,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         float post = one && l > 0 ? mega_load_vec1<FP8, 1>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
                                   : mega_load_vec<FP8>(p.x, p.dim, attn_nw, p.eps, xh, xl, scr, tid);
         MEGA_TR(TR_QKV_LOAD);
-        mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, ring, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
+        mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, sm, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
         MEGA_TR(TR_QKV);
         mega_arrive(sy + PH_QKV, tid);
         /* attention: items (kv head, split) over the halves of every block */
@@ -804,20 +840,23 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr,
                                          TR_WO_WAIT);
         }
-        mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
+        mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, sm, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    am + AM_GU, ffn_nw);
         MEGA_TR(TR_WO);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
         post = mega_phase_in<FP8, 1>(p, sy + PH_WO, p.x, p.dim, ffn_nw, am + AM_GU, xh, xl, scr, tid, tr, TR_GU_WAIT);
-        mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, ring, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
+        mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, sm, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
                                       am + AM_DOWN);
         MEGA_TR(TR_GU);
         mega_arrive(sy + PH_GU, tid);
-        /* x += W_down h */
-        post = mega_phase_in<FP8, 0>(p, sy + PH_GU, p.h, p.hid, NULL, am + AM_DOWN, xh, xl, scr, tid, tr, TR_DOWN_WAIT);
+        /* x += W_down h; h as hi only (p.h_hi): every lane's B columns take hi, so the two columns the
+         * sum adds hold W·hi each and the factor halves (exact) */
+        post = mega_phase_in<FP8, 0>(p, sy + PH_GU, p.h, p.hid, NULL, am + AM_DOWN, xh, p.h_hi ? nullptr : xl, scr,
+                                     tid, tr, TR_DOWN_WAIT);
         const bool last = l + 1 == p.n_layers;
-        mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, ring, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
+        mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
+                                   p.h_hi ? 0.5f * post : post, red, red_sel, p.x, tid,
                                    last ? nullptr : am + AM_N + AM_QKV,
                                    last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
         MEGA_TR(TR_DOWN);
@@ -937,7 +976,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->slot_bytes = (slot + 127) / 128 * 128;
     /* shared memory: ring | barriers | red | scratch | union(x hi/lo, attention halves) */
     const size_t xbytes = (size_t)kmax * 2;
-    const size_t xl_off = (xbytes + 127) / 128 * 128;
+    size_t xl_off = (xbytes + 127) / 128 * 128;
     const size_t xbuf = 2 * xl_off;
     const int G = a->n_heads / a->n_kv;
     const int chunk_max = attn_chunk_max(a->max_ctx, a->window, a->n_split);
@@ -972,10 +1011,52 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
         ns = 32;
     if (a->ns_max > 0 && ns > a->ns_max)
         ns = a->ns_max < 2 ? 2 : a->ns_max;
+    /* A shallow ring (Medium 3.5: h's hi + lo take 112 KiB and the attention 110, so 3 stages) gets
+     * more from the attention's space: outside the attention window the union holds only the
+     * layer input, so with h as f16 hi only (FP8 weights: 2^-12 relative on down's input, against
+     * the weights' own 2^-4) the rest of that space holds ring slots. The producer fills them only
+     * once the attention they follow is over everywhere (mega_produce). Medium 3.5: 3 → 5 stages. */
+    int n_out = ns;
+    size_t un_off = 0;
+    p->h_hi = false;
+    if (p->amma && es == 1 && !(a->flags & MEGA_F_PLAIN_RING) && (ns < 5 || (a->flags & MEGA_F_UNION_RING))) {
+        const bool force = a->flags & MEGA_F_UNION_RING;
+        const int kx = a->dim > q_dim ? a->dim : q_dim;   /* the inputs kept as hi + lo */
+        const size_t xl2 = ((size_t)kx * 2 + 127) / 128 * 128, hb = ((size_t)a->hidden * 2 + 127) / 128 * 128;
+        const size_t mreg = 2 * xl2 > hb ? 2 * xl2 : hb;
+        const size_t ab = attn_mma_smem_bytes(a->head_dim, MEGA_AMMA_STAGES, G, a->n_split);
+        const int cap = a->ns_max > 0 ? (a->ns_max < 2 ? 2 : a->ns_max) : 32;
+        int best = force ? 0 : ns, bo = 0, bu = 0;
+        size_t buni = 0;
+        for (int un = 1; un <= 8; un++) {
+            const size_t tail = mreg + (size_t)un * p->slot_bytes, u2 = tail > ab ? tail : ab;
+            if (fixed + u2 + 16 * (size_t)un > total)
+                break;
+            int out = (int)((total - fixed - u2 - 16 * (size_t)un) / ((size_t)p->slot_bytes + 16));
+            if (out + un > cap)
+                out = cap - un;
+            if (out < (force ? 1 : 2) || out + un <= best)
+                continue;
+            best = out + un;
+            bo = out;
+            bu = un;
+            buni = u2;
+        }
+        if (bu) {
+            n_out = bo;
+            ns = bo + bu;
+            uni = buni;
+            xl_off = xl2;
+            un_off = mreg;
+            p->h_hi = true;
+        }
+    }
     p->ns = ns;
+    p->n_out = n_out;
+    p->un_off = un_off;
     p->attn_halves = halves;
     p->ring_off = 0;
-    p->bar_off = (size_t)ns * p->slot_bytes;
+    p->bar_off = (size_t)n_out * p->slot_bytes;
     p->red_off = p->bar_off + (size_t)ns * 16;
     p->scr_off = p->red_off + 2 * sizeof(float) * MEGA_CW * MEGA_ROWS;
     p->u_off = (p->scr_off + 256 + 127) / 128 * 128;
@@ -1035,6 +1116,20 @@ extern "C" int kern_mega_check(const struct kern_mega_args *a, struct bora_err *
     struct mega_params p;
     size_t smem;
     return mega_setup(a, &p, &smem, err);
+}
+
+extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, size_t n, struct bora_err *err)
+{
+    struct mega_params p;
+    size_t smem;
+    int rc = mega_setup(a, &p, &smem, err);
+    if (rc)
+        return rc;
+    int k = snprintf(buf, n, "%d blocks, %zu KiB shared each, a ring of %d stages of %d KiB", p.nb, smem / 1024, p.ns,
+                     p.slot_bytes / 1024);
+    if (k > 0 && (size_t)k < n && p.ns > p.n_out)
+        snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in f16)", p.ns - p.n_out);
+    return 0;
 }
 
 template <int FP8, int GM, int LPK, int AM = 0>

@@ -44,6 +44,7 @@ struct cuda_impl {
     struct kern_mega_args mega_args;
     int *d_sync;                    /* its phase counters */
     char mega_why[sizeof(struct bora_err)];   /* why the persistent kernel is off ("" when on) */
+    char mega_desc[160];                      /* its layout in words when it applies ("" otherwise) */
     bool prepared;                  /* engine_cuda_prepare done: open_finish has nothing left */
     const struct sampler_params *samp;   /* set_state's sampling settings while cuda_forward_sample
                                           * runs; NULL: greedy */
@@ -878,6 +879,7 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
     };
     s->mega = false;
+    s->mega_desc[0] = 0;
     kern_free(s->d_sync);
     s->d_sync = NULL;
     struct bora_err why = { 0 };
@@ -893,6 +895,8 @@ static int setup_mega(struct engine *e, struct bora_err *err)
     a->sync = s->d_sync;
     s->mega = true;
     s->mega_why[0] = 0;
+    if (kern_mega_describe(a, s->mega_desc, sizeof s->mega_desc, &why))
+        s->mega_desc[0] = 0;
     return 0;
 }
 
@@ -1493,6 +1497,11 @@ const char *engine_cuda_decode_path(const struct engine *e, int pos, const char 
         *why = s->mega_why;
     const bool alt = s->graph_alt && pos >= s->alt_from;
     return s->mega != alt ? "persistent" : "kernels";
+}
+
+const char *engine_cuda_mega_layout(const struct engine *e)
+{
+    return impl_of(e)->mega_desc;
 }
 
 const char *engine_cuda_last_error(const struct engine *e)

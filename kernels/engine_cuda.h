@@ -98,6 +98,9 @@ const struct plan_layout *engine_cuda_layout(const struct engine *e);
  * cross (the per-kernel step also when the persistent kernel fails to launch, e.g. on a GPU
  * shared with other work). BORA_DECODE=kernels or =persistent in the environment picks one. */
 const char *engine_cuda_decode_path(const struct engine *e, int pos, const char **why);
+/* The persistent kernel's layout in words (grid, shared memory, ring stages), "" when it does not
+ * apply to this model and GPU. */
+const char *engine_cuda_mega_layout(const struct engine *e);
 /* Message of the last failure of forward/forward_all ("" if none). */
 const char *engine_cuda_last_error(const struct engine *e);
 

@@ -169,6 +169,9 @@ size_t kern_mega_sync_ints(int n_layers, int n_kv);
  * time blocked on a full ring for each matrix; decode_mega.cu TR_*). Diagnostics. */
 size_t kern_mega_trace_slots(int n_layers, int sm_count);
 int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err);
+/* The layout kern_decode_layers would run for a, in words (grid, shared memory, ring), into buf
+ * (n bytes, cut to fit); -ENOTSUP as kern_mega_check. */
+int kern_mega_describe(const struct kern_mega_args *a, char *buf, size_t n, struct bora_err *err);
 /* The grid the kernel runs: blocks_max when set (at most sm_count), else the count of at most
  * sm_count blocks that balances the matrices' 16-row groups best (decode_mega.cu). */
 int kern_mega_blocks(const struct kern_mega_args *a);

@@ -248,6 +248,7 @@ struct synth_case {
     int n_heads, n_kv, head_dim, hidden, steps;
     enum model_precision precision;
     bool kernels;
+    int mega_flags, mega_ns;   /* BORA_MEGA_FLAGS / _NS while the engine opens (0: unset) */
 };
 
 static void test_synthetic(void **state)
@@ -276,9 +277,20 @@ static void test_synthetic(void **state)
         fail_msg("%s: %s", g->what, err.msg);
     struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = g->steps + 8 };
     setenv("BORA_DECODE", g->kernels ? "kernels" : "persistent", 1);
+    char num[2][16];
+    snprintf(num[0], sizeof num[0], "%d", g->mega_flags);
+    snprintf(num[1], sizeof num[1], "%d", g->mega_ns);
+    if (g->mega_flags)
+        setenv("BORA_MEGA_FLAGS", num[0], 1);
+    if (g->mega_ns)
+        setenv("BORA_MEGA_NS", num[1], 1);
     struct engine *gpu = NULL, *cpu = NULL;
     rc = engine_open(&gpu, m, &eo, &err);
     unsetenv("BORA_DECODE");
+    if (g->mega_flags)
+        unsetenv("BORA_MEGA_FLAGS");
+    if (g->mega_ns)
+        unsetenv("BORA_MEGA_NS");
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (rc == -ENODEV) {
@@ -295,6 +307,8 @@ static void test_synthetic(void **state)
     const char *path = engine_cuda_decode_path(gpu, 0, &why);
     if (strcmp(path, g->kernels ? "kernels" : "persistent") != 0)
         fail_msg("%s: decode path %s (%s)", g->what, path, why);
+    if (g->mega_flags & 256 && !strstr(engine_cuda_mega_layout(gpu), "attention's space"))
+        fail_msg("%s: the ring is not in the attention's space: %s", g->what, engine_cuda_mega_layout(gpu));
 #endif
     eo.backend = ENGINE_BACKEND_CPU;
     if ((rc = engine_open(&cpu, m, &eo, &err)))
@@ -343,20 +357,26 @@ int main(void)
 {
     static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
     static const struct synth_case synth[] = {
-        { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, false },
-        { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_FP8, false },
-        { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, true },
+        { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, false, 0, 0 },
+        { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_FP8, false, 0, 0 },
+        { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, true, 0, 0 },
         { "24/2 heads, head_dim 64, YaRN + query scale, fp8, persistent", true, 24, 2, 64, 512, 600,
-          MODEL_PRECISION_FP8, false },
+          MODEL_PRECISION_FP8, false, 0, 0 },
         { "32/8 heads, head_dim 128, 2 KiB rows, bf16, persistent", false, 32, 8, 128, 1024, 1000, MODEL_PRECISION_AUTO,
-          false },
+          false, 0, 0 },
         { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 1000, MODEL_PRECISION_FP8,
-          false },
+          false, 0, 0 },
         /* hidden 4,032: down's rows in 3 (fp8) / 6 (bf16) column stages of 1,344 bytes (not a power
          * of two), gate/up's 504 groups over a grid that does not divide them */
-        { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_AUTO, false },
-        { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false },
-        { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false },
+        { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_AUTO, false, 0, 0 },
+        { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0 },
+        { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0 },
+        /* Medium 3.5's layout (ring stages in the attention's space, h in f16: decode_mega.cu), which
+         * these small shapes do not need, forced: a 4-stage ring, one stage there */
+        { "96/8 heads, head_dim 128, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 512, 1100,
+          MODEL_PRECISION_FP8, false, 256, 4 },
+        { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
+          MODEL_PRECISION_FP8, false, 256, 4 },
     };
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;
