@@ -9,6 +9,9 @@
  *   bulk      one block an SM, one thread keeping S bulk copies (cp.async.bulk, TMA) of 32 KiB in
  *             flight into shared memory, each block a contiguous share (the decode kernel's way
  *             of reading its weights)
+ *   rows      the persistent decode kernel's own pattern: a stage is 16 rows × 2 KiB (lanes 0-15 of
+ *             one warp each copy a row's chunk), a 16-row group's stages walk its columns, each
+ *             block a contiguous share of the groups, S stages in flight, on 128 or all SMs
  *
  * Build: make (with CUDA) builds build/bench/readbw_probe.
  * Run:   build/bench/readbw_probe    one table on stdout. */
@@ -50,6 +53,48 @@ __global__ void __launch_bounds__(128, 1) k_bulk(const uint8_t *p, size_t bytes,
         kern_bulk_read_share(p, bytes / STAGE, STAGE, ns, sm, kern_policy_evict_first());
 }
 
+/* Groups of 16 rows of row_bytes each, split over the blocks; stages of 16 × 2 KiB. */
+__global__ void __launch_bounds__(32, 1) k_rows(const uint8_t *p, size_t bytes, int row_bytes, int ns)
+{
+    extern __shared__ __align__(128) uint8_t sm[];
+    uint64_t *full = (uint64_t *)sm;
+    uint8_t *ring = sm + 256;
+    const int lane = threadIdx.x, nkc = row_bytes / 2048;
+    const size_t groups = bytes / ((size_t)16 * row_bytes), per = (groups + gridDim.x - 1) / gridDim.x;
+    const size_t g0 = blockIdx.x * per, g1 = g0 + per < groups ? g0 + per : groups;
+    if (g0 >= g1)
+        return;
+    const size_t stages = (g1 - g0) * nkc;
+    const uint64_t policy = kern_policy_evict_first();
+    if (lane == 0) {
+        for (int i = 0; i < ns; i++)
+            mbar_init(&full[i], 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncwarp();
+    auto issue = [&](size_t st, int slot) {
+        const size_t g = g0 + st / nkc;
+        const int kc = (int)(st % nkc);
+        if (lane == 0)
+            mbar_expect_tx(&full[slot], 16 * 2048);
+        __syncwarp();
+        if (lane < 16)
+            mega_bulk_hint(ring + (size_t)slot * 16 * 2048 + lane * 2048,
+                           p + (g * 16 + lane) * (size_t)row_bytes + (size_t)kc * 2048, 2048, &full[slot], policy);
+    };
+    size_t issued = 0;
+    for (; issued < (size_t)ns && issued < stages; issued++)
+        issue(issued, (int)issued);
+    uint32_t parity = 0;
+    for (size_t landed = 0, i = 0; landed < stages; landed++, i = (i + 1) % (size_t)ns) {
+        mbar_wait(&full[i], (parity >> i) & 1u);
+        parity ^= 1u << i;
+        __syncwarp();
+        if (issued < stages)
+            issue(issued++, (int)i);
+    }
+}
+
 __global__ void k_fill(uint32_t *p, size_t n)
 {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -80,6 +125,18 @@ static void launch_bulk(const uint8_t *p, size_t bytes, int)
     k_bulk<<<g_sms, 128, 128 + NS * STAGE>>>(p, bytes, NS);
 }
 
+template <int NS, int ROW, int BLOCKS>
+static void launch_rows(const uint8_t *p, size_t bytes, int)
+{
+    k_rows<<<BLOCKS ? BLOCKS : g_sms, 32, 256 + NS * 16 * 2048>>>(p, bytes, ROW, NS);
+}
+
+template <int NS, int BLOCKS>
+static void launch_bulk_n(const uint8_t *p, size_t bytes, int)
+{
+    k_bulk<<<BLOCKS, 128, 128 + NS * STAGE>>>(p, bytes, NS);
+}
+
 int main(void)
 {
     int optin = 0;
@@ -90,6 +147,8 @@ int main(void)
     k_fill<<<g_sms * 8, 256>>>((uint32_t *)buf, big / 4);
     CK(cudaDeviceSynchronize());
     CK(cudaFuncSetAttribute(k_bulk, cudaFuncAttributeMaxDynamicSharedMemorySize, 128 + 6 * STAGE));
+    CK(cudaFuncSetAttribute(k_rows, cudaFuncAttributeMaxDynamicSharedMemorySize, 256 + 6 * 16 * 2048));
+    const size_t rows_b = (size_t)16 * 12288 * 128 * 336;   /* 7.9 GiB: whole groups for 128 blocks */
     const cfg cs[] = {
         { "loads ref-insn L4 8x512/SM (bora's reference)", launch_loads<4, LD_REF, 8, 512>, small },
         { "loads ref-insn L4 8x512/SM", launch_loads<4, LD_REF, 8, 512>, big },
@@ -105,6 +164,11 @@ int main(void)
         { "bulk 4 x 32 KiB", launch_bulk<4>, big },
         { "bulk 6 x 32 KiB", launch_bulk<6>, big },
         { "bulk 4 x 32 KiB", launch_bulk<4>, small },
+        { "bulk 5 x 32 KiB, 128 blocks", launch_bulk_n<5, 128>, big },
+        { "rows 16 x 2 KiB of 12 KiB rows, 5 stages, 128 blocks", launch_rows<5, 12288, 128>, rows_b },
+        { "rows 16 x 2 KiB of 12 KiB rows, 3 stages, 128 blocks", launch_rows<3, 12288, 128>, rows_b },
+        { "rows 16 x 2 KiB of 28 KiB rows, 5 stages, 128 blocks", launch_rows<5, 28672, 128>, big },
+        { "rows 16 x 2 KiB of 12 KiB rows, 5 stages, all SMs", launch_rows<5, 12288, 0>, rows_b },
     };
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));

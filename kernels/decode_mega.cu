@@ -234,9 +234,9 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
                 if (lane == 0) {
                     while (mega_ld_acquire(p.sync + (size_t)al * PH_N + PH_ATT) < p.nb)
                         ;
-                    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
                 }
                 __syncwarp();
+                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   /* every lane that copies */
                 att_ok = al;
             }
         }
