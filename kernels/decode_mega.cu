@@ -91,7 +91,8 @@ struct mega_params {
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
     int n_out;              /* ring slots before the barriers; slots n_out .. ns - 1 lie in the union at un_off,
                              * in the attention's space (free outside the attention window) */
-    bool h_hi;              /* down's input (h) as f16 hi only (no lo part): half the buffer */
+    bool h_hi;              /* down's input h in bf16 in global memory and f16 hi only (no lo part) in
+                             * shared memory: half the bytes and half the buffer */
     bool amma;              /* attention on the tensor cores (kern_attn_mma.cuh), all consumers on one item */
     bool att_in_wo;         /* the wo phase combines the attention splits as it loads its input */
     size_t cmb_off;         /* its split maxima / weights in shared memory (in the union, after x hi/lo) */
@@ -450,6 +451,45 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
     return rstd * ldexpf(1.f, -e);
 }
 
+/* Down's input with p.h_hi: h as gate/up's epilogue wrote it in bf16 (n values, a multiple of 8),
+ * scaled by its published largest magnitude into [2^13, 2^14) and stored as f16 hi only at xh:
+ * half the bytes of f32 through L2, one round trip for up to 8 × 8 × MEGA_CT values (Medium 3.5's
+ * 28,672). Returns the factor for the sums. */
+template <int FP8>
+__device__ float mega_load_h16(const uint16_t *in, int n, const int *amax_bits, uint16_t *xh, int tid)
+{
+    constexpr int B = 8;   /* uint4s (8 values) per thread and batch */
+    const int n8 = n >> 3;
+    const uint4 *in8 = (const uint4 *)in;
+    const int amb = __ldcg(amax_bits);
+    for (int base = tid; base < n8; base += B * MEGA_CT) {
+        uint4 v[B];
+#pragma unroll
+        for (int i = 0; i < B; i++) {
+            const int c = base + i * MEGA_CT;
+            v[i] = c < n8 ? __ldcg(in8 + c) : make_uint4(0, 0, 0, 0);
+        }
+        const float sf = ldexpf(1.f, kern_scale_exp(__int_as_float(amb)));
+#pragma unroll
+        for (int i = 0; i < B; i++) {
+            const int c = base + i * MEGA_CT;
+            if (c < n8) {
+                const uint32_t u[4] = { v[i].x, v[i].y, v[i].z, v[i].w };
+                uint32_t o[4];
+#pragma unroll
+                for (int k = 0; k < 4; k++) {   /* bf16 → f32 is exact; × 2^e, then f16 */
+                    const float a = __uint_as_float(u[k] << 16) * sf, b = __uint_as_float(u[k] & 0xffff0000u) * sf;
+                    const __half2 h = __floats2half2_rn(a, b);
+                    memcpy(&o[k], &h, 4);
+                }
+                *(uint4 *)(xh + 8 * (size_t)c) = make_uint4(o[0], o[1], o[2], o[3]);
+            }
+        }
+    }
+    mega_bar_c();
+    return ldexpf(1.f, -kern_scale_exp(__int_as_float(amb)));
+}
+
 /* wo's input when the attention items leave their splits uncombined (p.att_in_wo): every block
  * combines the ≤ MEGA_CMB_SPLITS partials itself — written by attn_item<…, COMBINE = false> as
  * f16 o / l × 2^e (kern_attn.cuh attn_part_out), half the bytes of f32 sums through L2 — the splits'
@@ -694,7 +734,10 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                     }
                     const float gv = sg * post * rs0, uv = su * post * rs1;
                     hv = gv / (1.f + __expf(-gv)) * uv;
-                    out[rg >> 1] = hv;
+                    if (p.h_hi)   /* bf16 (down reads it as f16 hi only) */
+                        ((__nv_bfloat16 *)out)[rg >> 1] = __float2bfloat16_rn(hv);
+                    else
+                        out[rg >> 1] = hv;
                 }
                 mega_amax16(amax, hv, tid);
             }
@@ -852,8 +895,15 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         mega_arrive(sy + PH_GU, tid);
         /* x += W_down h; h as hi only (p.h_hi): every lane's B columns take hi, so the two columns the
          * sum adds hold W·hi each and the factor halves (exact) */
-        post = mega_phase_in<FP8, 0>(p, sy + PH_GU, p.h, p.hid, NULL, am + AM_DOWN, xh, p.h_hi ? nullptr : xl, scr,
-                                     tid, tr, TR_DOWN_WAIT);
+        if (p.h_hi) {
+            mega_wait(sy + PH_GU, nb, tid, p.debug);
+            MEGA_TR(TR_DOWN_WAIT);
+            post = mega_load_h16<FP8>((const uint16_t *)p.h, p.hid, am + AM_DOWN, xh, tid);
+            MEGA_TR(TR_DOWN_LOAD);
+        } else {
+            post = mega_phase_in<FP8, 0>(p, sy + PH_GU, p.h, p.hid, NULL, am + AM_DOWN, xh, xl, scr, tid, tr,
+                                         TR_DOWN_WAIT);
+        }
         const bool last = l + 1 == p.n_layers;
         mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
                                    p.h_hi ? 0.5f * post : post, red, red_sel, p.x, tid,
@@ -1013,13 +1063,15 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
         ns = a->ns_max < 2 ? 2 : a->ns_max;
     /* A shallow ring (Medium 3.5: h's hi + lo take 112 KiB and the attention 110, so 3 stages) gets
      * more from the attention's space: outside the attention window the union holds only the
-     * layer input, so with h as f16 hi only (FP8 weights: 2^-11 relative on down's input, against
-     * the weights' own 2^-4) the rest of that space holds ring slots. The producer fills them only
+     * layer input, so with h as f16 hi only the rest of that space holds ring slots. h then goes
+     * through L2 in bf16, as the reference implementations compute it (FP8 weights: 2^-9 relative
+     * on down's input, against the weights' own 2^-4; half the bytes to write and load). The producer fills them only
      * once the attention they follow is over everywhere (mega_produce). Medium 3.5: 3 → 5 stages. */
     int n_out = ns;
     size_t un_off = 0;
     p->h_hi = false;
-    if (p->amma && es == 1 && !(a->flags & MEGA_F_PLAIN_RING) && (ns < 5 || (a->flags & MEGA_F_UNION_RING))) {
+    if (p->amma && es == 1 && a->hidden % 8 == 0 && !(a->flags & (MEGA_F_PLAIN_RING | MEGA_F_TWO_PASS)) &&
+        (ns < 5 || (a->flags & MEGA_F_UNION_RING))) {
         const bool force = a->flags & MEGA_F_UNION_RING;
         const int kx = a->dim > q_dim ? a->dim : q_dim;   /* the inputs kept as hi + lo */
         const size_t xl2 = ((size_t)kx * 2 + 127) / 128 * 128, hb = ((size_t)a->hidden * 2 + 127) / 128 * 128;
@@ -1128,7 +1180,7 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
     int k = snprintf(buf, n, "%d blocks, %zu KiB shared each, a ring of %d stages of %d KiB", p.nb, smem / 1024, p.ns,
                      p.slot_bytes / 1024);
     if (k > 0 && (size_t)k < n && p.ns > p.n_out)
-        snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in f16)", p.ns - p.n_out);
+        snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in bf16)", p.ns - p.n_out);
     return 0;
 }
 
