@@ -53,7 +53,7 @@ enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
 enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor-core attention for any group */,
        MEGA_F_ATT_LAST = 128 /* the last split of a kv head combines the splits (as before the wo phase did) */,
-       MEGA_F_UNION_RING = 256 /* tensor-core attention, FP8: ring stages in the attention's space with h in f16
+       MEGA_F_UNION_RING = 256 /* tensor-core attention, FP8: ring stages in the attention's space with h in bf16 / f16
                                 * (the layout mega_setup picks when it gains stages), forced for tests */,
        MEGA_F_PLAIN_RING = 512 /* never that layout (A/B) */ };
 #define MEGA_CMB_SPLITS 16      /* splits the wo phase combines as it loads its input, at most */

@@ -371,7 +371,7 @@ int main(void)
         { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_AUTO, false, 0, 0 },
         { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0 },
         { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0 },
-        /* Medium 3.5's layout (ring stages in the attention's space, h in f16: decode_mega.cu), which
+        /* Medium 3.5's layout (ring stages in the attention's space, h in bf16 and f16: decode_mega.cu), which
          * these small shapes do not need, forced: a 4-stage ring, one stage there */
         { "96/8 heads, head_dim 128, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 512, 1100,
           MODEL_PRECISION_FP8, false, 256, 4 },
