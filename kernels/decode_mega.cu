@@ -1063,10 +1063,11 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
         ns = a->ns_max < 2 ? 2 : a->ns_max;
     /* A shallow ring (Medium 3.5: h's hi + lo take 112 KiB and the attention 110, so 3 stages) gets
      * more from the attention's space: outside the attention window the union holds only the
-     * layer input, so with h as f16 hi only the rest of that space holds ring slots. h then goes
-     * through L2 in bf16, as the reference implementations compute it (FP8 weights: 2^-9 relative
-     * on down's input, against the weights' own 2^-4; half the bytes to write and load). The producer fills them only
-     * once the attention they follow is over everywhere (mega_produce). Medium 3.5: 3 → 5 stages. */
+     * layer input, so with h as f16 hi only the rest of that space holds ring slots; the producer
+     * fills them only once the attention they follow is over everywhere (mega_produce). h then
+     * goes through L2 in bf16, as the reference implementations compute it (FP8 weights: 2^-9
+     * relative on down's input, against the weights' own 2^-4; half the bytes to write and load).
+     * Medium 3.5: 3 → 5 stages. */
     int n_out = ns;
     size_t un_off = 0;
     p->h_hi = false;

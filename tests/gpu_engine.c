@@ -250,6 +250,7 @@ struct synth_case {
     bool kernels;
     int mega_flags, mega_ns;   /* BORA_MEGA_FLAGS / _NS while the engine opens (0: unset) */
 };
+#define MEGA_FLAG_UNION_RING 256   /* decode_mega.cu MEGA_F_UNION_RING: its layout on any tensor-core shape */
 
 static void test_synthetic(void **state)
 {
@@ -307,7 +308,7 @@ static void test_synthetic(void **state)
     const char *path = engine_cuda_decode_path(gpu, 0, &why);
     if (strcmp(path, g->kernels ? "kernels" : "persistent") != 0)
         fail_msg("%s: decode path %s (%s)", g->what, path, why);
-    if (g->mega_flags & 256 && !strstr(engine_cuda_mega_layout(gpu), "attention's space"))
+    if (g->mega_flags & MEGA_FLAG_UNION_RING && !strstr(engine_cuda_mega_layout(gpu), "attention's space"))
         fail_msg("%s: the ring is not in the attention's space: %s", g->what, engine_cuda_mega_layout(gpu));
 #endif
     eo.backend = ENGINE_BACKEND_CPU;
@@ -372,11 +373,12 @@ int main(void)
         { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0 },
         { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0 },
         /* Medium 3.5's layout (ring stages in the attention's space, h in bf16 and f16: decode_mega.cu), which
-         * these small shapes do not need, forced: a 4-stage ring, one stage there */
+         * these small shapes do not need, forced: a 4-stage ring, one stage there (as gpu_kernels'
+         * layout test asserts) */
         { "96/8 heads, head_dim 128, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, 256, 4 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4 },
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 256, 4 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4 },
     };
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;
