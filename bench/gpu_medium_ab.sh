@@ -6,7 +6,8 @@
 #   joined by ',' ("-" is the default: "- FLAGS=512"); ROUNDS (3); TESTS=1: gpu_engine first;
 #   DIAG: settings groups run once after the rounds (e.g. "DEBUG=5 DEBUG=7": results wrong);
 #   PROBE=1: bench/readbw_probe first; OLD=DIR: the previous bora, run (its default) first in every round; TRACE=1: one traced run of
-#   the default at the end; SEVEN=1: 7B FP8 and BF16 at 512, old (if OLD) and new, two rounds
+#   the default at the end (and of the old binary's, with OLD); SEVEN=1: 7B FP8 and BF16 at 512, old (if OLD) and new, two rounds
+#   (SEVEN_VARS: settings groups of the new binary for 7B FP8, as VARS; default "-")
 set -uo pipefail
 OUT=${OUT:-/tmp/bora-gpu}
 mkdir -p "$OUT"
@@ -43,12 +44,22 @@ done 2>&1 | tee -a "$OUT/medium_ab.jsonl"
 if [ "${SEVEN:-0}" = 1 ]; then
     for r in 1 2; do
         for pr in fp8 bf16; do
-            for b in ${OLD:-} "$BIN"; do
-                step "round $r 7B $pr at 512: $b"
-                timeout 100 "$b/bora" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json
+            if [ -n "${OLD:-}" ]; then
+                step "round $r 7B $pr at 512: old"
+                timeout 100 "$OLD/bora" bench decode --preset mistral-7b --precision $pr --ctx 512 --tokens 256 --json
+            fi
+            for v in $([ $pr = fp8 ] && echo "${SEVEN_VARS:--}" || echo -); do
+                step "round $r 7B $pr at 512: $v"
+                env $(envs_of "$v") timeout 100 "$BIN/bora" bench decode --preset mistral-7b --precision $pr \
+                    --ctx 512 --tokens 256 --json
             done
         done
     done 2>&1 | tee -a "$OUT/medium_ab.jsonl"
+fi
+if [ "${TRACE:-0}" = 1 ] && [ -n "${OLD:-}" ]; then
+    step "Medium 3.5 traced (BORA_MEGA_TRACE=1): old"
+    BORA_MEGA_TRACE=1 timeout 150 "$OLD/bora" bench decode --preset mistral-medium-3.5 --precision fp8 --ctx 8192 \
+        --tokens 16 2>&1 | tee "$OUT/medium_trace_old.txt"
 fi
 if [ "${TRACE:-0}" = 1 ]; then
     step "Medium 3.5 traced (BORA_MEGA_TRACE=1)"

@@ -13,6 +13,8 @@ BORA_DECODE=persistent timeout 400 ncu --clock-control none -k regex:mega_kernel
     --section MemoryWorkloadAnalysis -o "$OUT/mega" -f "$BORA" bench decode $ARGS 2>&1 | tail -20
 ncu -i "$OUT/mega.ncu-rep" --page details > "$OUT/details.txt" 2>&1
 ncu -i "$OUT/mega.ncu-rep" --page source --csv --print-source sass > "$OUT/sass.csv" 2>&1
+# every collected metric; the warp stall breakdown (PC sampling, per reason) is in it
+ncu -i "$OUT/mega.ncu-rep" --page raw --csv > "$OUT/raw.csv" 2>&1
 rm -f "$OUT/mega.ncu-rep"
 head -c 300 "$OUT/sass.csv"; echo
 wc -c "$OUT"/*
