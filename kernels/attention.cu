@@ -92,7 +92,7 @@ extern "C" int kern_attention(const struct kern_attn_args *a, struct CUstream_st
                          KERN_ATTN_MAX_GROUP);
     if (a->n_split < 1 || a->sm_count < 1)
         return bora_errf(err, -EINVAL, "attention: n_split %d, sm_count %d", a->n_split, a->sm_count);
-    struct attn_params p = {};   /* out16 and anything unset: NULL / 0 */
+    struct attn_params p;
     p.qkv = a->qkv;
     p.kc = a->k_cache;
     p.vc = a->v_cache;

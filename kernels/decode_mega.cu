@@ -55,10 +55,7 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor
        MEGA_F_ATT_LAST = 128 /* the last split of a kv head combines the splits (as before the wo phase did) */,
        MEGA_F_UNION_RING = 256 /* tensor-core attention, FP8: ring stages in the attention's space with h in bf16 / f16
                                 * (the layout mega_setup picks when it gains stages), forced for tests */,
-       MEGA_F_PLAIN_RING = 512 /* never that layout (A/B) */,
-       MEGA_F_X32 = 1024 /* with that layout, qkv and gate/up still load x in f32 (A/B) */,
-       MEGA_F_ATT32 = 2048 /* with that layout, the attention output still in f32 (A/B) */,
-       MEGA_F_IN16 = 4096 /* FP8 without that layout: h and x in bf16 all the same (A/B on 7B) */ };
+       MEGA_F_PLAIN_RING = 512 /* never that layout (A/B) */ };
 #define MEGA_CMB_SPLITS 16      /* splits the wo phase combines as it loads its input, at most */
 #define MEGA_CMB_KM 2           /* 8-output f16 chunks of the attention output a consumer thread combines */
 #define MEGA_CMB_TB 6           /* splits whose partial outputs a thread has in flight together */
@@ -96,11 +93,6 @@ struct mega_params {
                              * in the attention's space (free outside the attention window) */
     bool h_hi;              /* down's input h in bf16 in global memory and f16 hi only (no lo part) in
                              * shared memory: half the bytes and half the buffer */
-    bool x16;               /* with h_hi: qkv's and gate/up's input from xn (x and x × the norm's weights in
-                             * bf16, written by the epilogues beside x), f16 hi only in shared memory */
-    uint16_t *xn;           /* 2 × dim bf16: x, then x × the next norm's weights */
-    bool att16;             /* with h_hi: the attention output (wo's input) in bf16 at att (ap.out16), f16 hi
-                             * only in shared memory */
     bool amma;              /* attention on the tensor cores (kern_attn_mma.cuh), all consumers on one item */
     bool att_in_wo;         /* the wo phase combines the attention splits as it loads its input */
     size_t cmb_off;         /* its split maxima / weights in shared memory (in the union, after x hi/lo) */
@@ -498,58 +490,6 @@ __device__ float mega_load_h16(const uint16_t *in, int n, const int *amax_bits, 
     return ldexpf(1.f, -kern_scale_exp(__int_as_float(amb)));
 }
 
-/* qkv's and gate/up's input with p.x16: x and x × the norm's weights as the last phase's
- * epilogues wrote them in bf16 at xn (n values each, n a multiple of 8), Σ x² for the rms norm
- * from the first, the second scaled by its published largest magnitude into [2^13, 2^14) and
- * stored as f16 hi only at xh (exact: bf16 fits f16's significand). One round trip for up to
- * 4 × 8 × MEGA_CT values (Medium 3.5's 12,288), half the bytes of x and the weights in f32.
- * Returns the factor for the sums. */
-__device__ float mega_load_x16(const uint16_t *xn, int n, float eps, const int *amax_bits, uint16_t *xh, float *scr,
-                               int tid)
-{
-    constexpr int B = 4;   /* uint4s (8 values) of each vector per thread and batch */
-    const int lane = tid & 31, w = tid >> 5, n8 = n >> 3;
-    const uint4 *x8 = (const uint4 *)xn, *g8 = (const uint4 *)(xn + n);
-    const int amb = __ldcg(amax_bits);
-    float ss = 0.f;
-    for (int base = tid; base < n8; base += B * MEGA_CT) {
-        uint4 v[B], g[B];
-#pragma unroll
-        for (int i = 0; i < B; i++) {
-            const int c = base + i * MEGA_CT;
-            v[i] = c < n8 ? __ldcg(x8 + c) : make_uint4(0, 0, 0, 0);
-            g[i] = c < n8 ? __ldcg(g8 + c) : make_uint4(0, 0, 0, 0);
-        }
-        const float sf = ldexpf(1.f, kern_scale_exp(__int_as_float(amb)));
-#pragma unroll
-        for (int i = 0; i < B; i++) {
-            const int c = base + i * MEGA_CT;
-            if (c < n8) {
-                const uint32_t u[4] = { v[i].x, v[i].y, v[i].z, v[i].w }, q[4] = { g[i].x, g[i].y, g[i].z, g[i].w };
-                uint32_t o[4];
-#pragma unroll
-                for (int k = 0; k < 4; k++) {   /* bf16 → f32 is exact; × 2^e, then f16 (exact) */
-                    const float xa = __uint_as_float(u[k] << 16), xb = __uint_as_float(u[k] & 0xffff0000u);
-                    ss += xa * xa + xb * xb;
-                    const __half2 h = __floats2half2_rn(__uint_as_float(q[k] << 16) * sf,
-                                                        __uint_as_float(q[k] & 0xffff0000u) * sf);
-                    memcpy(&o[k], &h, 4);
-                }
-                *(uint4 *)(xh + 8 * (size_t)c) = make_uint4(o[0], o[1], o[2], o[3]);
-            }
-        }
-    }
-    ss = kern_warp_sum(ss);
-    if (lane == 0)
-        scr[w] = ss;
-    mega_bar_c();
-    ss = 0.f;
-#pragma unroll
-    for (int i = 0; i < MEGA_CW; i++)
-        ss += scr[i];
-    return rsqrtf(ss / (float)n + eps) * ldexpf(1.f, -kern_scale_exp(__int_as_float(amb)));
-}
-
 /* wo's input when the attention items leave their splits uncombined (p.att_in_wo): every block
  * combines the ≤ MEGA_CMB_SPLITS partials itself — written by attn_item<…, COMBINE = false> as
  * f16 o / l × 2^e (kern_attn.cuh attn_part_out), half the bytes of f32 sums through L2 — the splits'
@@ -735,7 +675,7 @@ __device__ __forceinline__ void mega_stage(float (&c0)[4], float (&c1)[4], const
 
 /* All of this block's groups of matrix m in layer l: consume their stages, reduce each group
  * across the warps and write it out (epi). */
-template <int FP8, int EPI, int X16 = 0>
+template <int FP8, int EPI>
 __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t *sm, uint64_t *full,
                              uint64_t *empty, struct mega_ring &r, const uint16_t *xh, const uint16_t *xl,
                              float post, float *red, int &red_sel, float *out, int tid, int *amax = nullptr,
@@ -813,10 +753,6 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                 const float y = EPI == EPI_ADD ? res + v : v;
                 out[row] = y;
                 nv = next_nw ? y * next_nw[row] : y;
-                if (X16 && p.x16 && next_nw) {   /* the next load's bf16 copies */
-                    p.xn[row] = __bfloat16_as_ushort(__float2bfloat16_rn(y));
-                    p.xn[p.dim + row] = __bfloat16_as_ushort(__float2bfloat16_rn(nv));
-                }
             }
             mega_amax16(amax, nv, tid);
         }
@@ -872,8 +808,6 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
     struct mega_ring r = { 0, 0 };
     int red_sel = 0;
     const int nb = p.nb;
-    constexpr int X16 = FP8;   /* the instances that can take p.x16 (mega_setup) */
-    const bool x16 = X16 && p.x16, att16 = X16 && p.att16;
     for (int l = 0; l < p.n_layers; l++) {
         unsigned long long *tr = p.trace ? p.trace + ((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N : nullptr;
 #define MEGA_TR(e)                       \
@@ -898,15 +832,10 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         if (l > 0)
             mega_wait(sy - PH_N + PH_DOWN, nb, tid, p.debug);
         MEGA_TR(TR_QKV_WAIT);
-        /* x16: layer 0's input (the embedding's, in f32) as the others; hi only from layer 1 on,
-         * so every lane's B columns take hi and the factor halves (exact) */
-        const bool x16l = x16 && l > 0;
-        float post = x16l ? 0.5f * mega_load_x16(p.xn, p.dim, p.eps, am + AM_QKV, xh, scr, tid)
-                   : one && l > 0 ? mega_load_vec1<FP8, 1>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
+        float post = one && l > 0 ? mega_load_vec1<FP8, 1>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
                                   : mega_load_vec<FP8>(p.x, p.dim, attn_nw, p.eps, xh, xl, scr, tid);
         MEGA_TR(TR_QKV_LOAD);
-        mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, sm, full, empty, r, xh, x16l ? xh : xl, post, red, red_sel, p.qkv,
-                                     tid);
+        mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, sm, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
         MEGA_TR(TR_QKV);
         mega_arrive(sy + PH_QKV, tid);
         /* attention: items (kv head, split) over the halves of every block */
@@ -950,31 +879,18 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             MEGA_TR(TR_WO_WAIT);
             post = mega_load_att<FP8>(p, cmb_ne, xh, xl, scr, (float *)(u + p.cmb_off), tid);
             MEGA_TR(TR_WO_LOAD);
-        } else if (att16) {   /* hi only, as down's input */
-            mega_wait(sy + PH_ATT, nb, tid, p.debug);
-            MEGA_TR(TR_WO_WAIT);
-            post = 0.5f * mega_load_h16<FP8>((const uint16_t *)p.att, p.q_dim, am + AM_WO, xh, tid);
-            MEGA_TR(TR_WO_LOAD);
         } else {
             post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr,
                                          TR_WO_WAIT);
         }
-        mega_consume<FP8, EPI_ADD, X16>(p, l, MEGA_WO, sm, full, empty, r, xh, att16 ? xh : xl, post, red, red_sel,
-                                        p.x, tid, am + AM_GU, ffn_nw);
+        mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, sm, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
+                                   am + AM_GU, ffn_nw);
         MEGA_TR(TR_WO);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
-        if (x16) {
-            mega_wait(sy + PH_WO, nb, tid, p.debug);
-            MEGA_TR(TR_GU_WAIT);
-            post = 0.5f * mega_load_x16(p.xn, p.dim, p.eps, am + AM_GU, xh, scr, tid);
-            MEGA_TR(TR_GU_LOAD);
-        } else {
-            post = mega_phase_in<FP8, 1>(p, sy + PH_WO, p.x, p.dim, ffn_nw, am + AM_GU, xh, xl, scr, tid, tr,
-                                         TR_GU_WAIT);
-        }
-        mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, sm, full, empty, r, xh, x16 ? xh : xl, post, red, red_sel, p.h,
-                                      tid, am + AM_DOWN);
+        post = mega_phase_in<FP8, 1>(p, sy + PH_WO, p.x, p.dim, ffn_nw, am + AM_GU, xh, xl, scr, tid, tr, TR_GU_WAIT);
+        mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, sm, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
+                                      am + AM_DOWN);
         MEGA_TR(TR_GU);
         mega_arrive(sy + PH_GU, tid);
         /* x += W_down h; h as hi only (p.h_hi): every lane's B columns take hi, so the two columns the
@@ -989,7 +905,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                                          TR_DOWN_WAIT);
         }
         const bool last = l + 1 == p.n_layers;
-        mega_consume<FP8, EPI_ADD, X16>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
+        mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
                                    p.h_hi ? 0.5f * post : post, red, red_sel, p.x, tid,
                                    last ? nullptr : am + AM_N + AM_QKV,
                                    last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
@@ -1004,11 +920,6 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
 extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv)
 {
     return (size_t)n_layers * (PH_N + (size_t)n_kv + AM_N);
-}
-
-extern "C" size_t kern_mega_xn_bytes(int dim)
-{
-    return (size_t)dim * 2 * sizeof(uint16_t);
 }
 
 /* Largest multiple of 64 that divides row_bytes and is at most cb_max (0: none). */
@@ -1191,14 +1102,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
             xl_off = xl2;
             un_off = mreg;
             p->h_hi = true;
-            p->x16 = a->dim % 8 == 0 && !(a->flags & MEGA_F_X32);
-            p->att16 = q_dim % 8 == 0 && !(a->flags & MEGA_F_ATT32);
         }
-    }
-    if (!p->h_hi && es == 1 && (a->flags & MEGA_F_IN16) && a->hidden % 8 == 0 && a->dim % 8 == 0 &&
-        !(a->flags & MEGA_F_TWO_PASS)) {   /* the plain layout, with its hi + lo buffers, reading bf16 */
-        p->h_hi = true;
-        p->x16 = true;
     }
     p->ns = ns;
     p->n_out = n_out;
@@ -1226,7 +1130,6 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->qkv = a->qkv;
     p->att = a->att;
     p->h = a->h;
-    p->xn = a->xn;
     p->sync = a->sync;
     p->n_layers = a->n_layers;
     p->dim = a->dim;
@@ -1241,7 +1144,6 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     struct attn_params *ap = &p->ap;
     ap->qkv = a->qkv;
     ap->out = a->att;
-    ap->out16 = p->att16 ? (uint16_t *)a->att : NULL;
     ap->part = a->partial;
     ap->pos = a->d_pos;
     ap->max_ctx = a->max_ctx;
@@ -1279,12 +1181,7 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
     int k = snprintf(buf, n, "%d blocks, %zu KiB shared each, a ring of %d stages of %d KiB", p.nb, smem / 1024, p.ns,
                      p.slot_bytes / 1024);
     if (k > 0 && (size_t)k < n && p.ns > p.n_out)
-        k += snprintf(buf + k, n - (size_t)k, " (%d in the attention's space)", p.ns - p.n_out);
-    if (k > 0 && (size_t)k < n && p.h_hi)
-        snprintf(buf + k, n - (size_t)k, "; %s through L2 in bf16",
-                 p.x16 && p.att16 ? "h, x and the attention output" : p.x16 ? "h and x"
-                 : p.att16       ? "h and the attention output"
-                                 : "h");
+        snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in bf16)", p.ns - p.n_out);
     return 0;
 }
 
@@ -1341,8 +1238,6 @@ extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstrea
     int rc = mega_setup(a, &p, &smem, err);
     if (rc)
         return rc;
-    if (p.x16 && !a->xn)
-        return bora_errf(err, -EINVAL, "persistent decode: this layout reads x in bf16, and no xn buffer was given");
     cudaStream_t s = (cudaStream_t)stream;
     CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv) * sizeof(int), s));
     if (a->dtype == BORA_DT_F8_E4M3)

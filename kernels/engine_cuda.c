@@ -43,7 +43,6 @@ struct cuda_impl {
     bool mega;                      /* graph runs the layers as one persistent kernel (decode_mega.cu) */
     struct kern_mega_args mega_args;
     int *d_sync;                    /* its phase counters */
-    uint16_t *d_xn;                 /* its bf16 layer input (kern_mega_args.xn) */
     char mega_why[sizeof(struct bora_err)];   /* why the persistent kernel is off ("" when on) */
     char mega_desc[160];                      /* its layout in words when it applies ("" otherwise) */
     bool prepared;                  /* engine_cuda_prepare done: open_finish has nothing left */
@@ -770,7 +769,6 @@ static void cuda_close(struct engine *e)
         cudaStreamDestroy(s->stream);
     kern_free(s->arena);
     kern_free(s->d_sync);
-    kern_free(s->d_xn);
     kern_host_free(s->h_in);
     kern_host_free(s->h_out);
     kern_host_free(s->h_ids);
@@ -884,8 +882,6 @@ static int setup_mega(struct engine *e, struct bora_err *err)
     s->mega_desc[0] = 0;
     kern_free(s->d_sync);
     s->d_sync = NULL;
-    kern_free(s->d_xn);
-    s->d_xn = NULL;
     struct bora_err why = { 0 };
     int rc = kern_mega_check(a, &why);
     if (rc == -ENOTSUP) {
@@ -897,9 +893,6 @@ static int setup_mega(struct engine *e, struct bora_err *err)
     if ((rc = kern_malloc((void **)&s->d_sync, kern_mega_sync_ints(c->n_layers, c->n_kv_heads) * sizeof(int), err)))
         return rc;
     a->sync = s->d_sync;
-    if ((rc = kern_malloc((void **)&s->d_xn, kern_mega_xn_bytes(c->dim), err)))
-        return rc;
-    a->xn = s->d_xn;
     s->mega = true;
     s->mega_why[0] = 0;
     if (kern_mega_describe(a, s->mega_desc, sizeof s->mega_desc, &why))

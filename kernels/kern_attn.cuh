@@ -25,8 +25,6 @@ struct attn_params {
     const float *qkv;
     uint16_t *kc, *vc;
     float *out, *part;
-    uint16_t *out16;        /* persistent kernel, tensor-core attention: the output in bf16 here instead of out
-                             * (NULL: out) */
     int *counters;
     const int *pos;
     int max_ctx, n_heads, n_kv, hd, window, n_split, chunk_max;

@@ -119,10 +119,7 @@ __device__ __noinline__ void attn_mma_combine_share(const struct attn_params &p,
         float acc = 0.f;
         for (int t = 0; t < n_eff; t++)
             acc += w[t] * buf[(size_t)t * ni + i];
-        if (p.out16)
-            p.out16[(size_t)g * GD + i0 + i] = __bfloat16_as_ushort(__float2bfloat16_rn(acc));
-        else
-            p.out[(size_t)g * GD + i0 + i] = acc;
+        p.out[(size_t)g * GD + i0 + i] = acc;
         mx = fmaxf(mx, fabsf(acc));
     }
     if (amax) {   /* the largest |output|, for a reader that scales it (persistent kernel) */

@@ -149,9 +149,6 @@ struct kern_mega_args {
     size_t kv_layer_stride;
     float *x, *qkv, *att, *h, *partial;         /* activations as the per-kernel step uses them */
     int *sync;                                  /* kern_mega_sync_ints() ints, device (zeroed per launch) */
-    uint16_t *xn;                               /* kern_mega_xn_bytes() bytes, device: the layer input in bf16
-                                                 * for the layouts that read it so (kern_decode_layers
-                                                 * refuses NULL there); unused otherwise */
     const int *d_pos;
     int n_layers, dim, hidden, n_heads, n_kv, head_dim, max_ctx, window, n_split;
     float eps;
@@ -168,7 +165,6 @@ struct kern_mega_args {
     unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
 };
 size_t kern_mega_sync_ints(int n_layers, int n_kv);
-size_t kern_mega_xn_bytes(int dim);
 /* Slots of the trace (per block and layer: the consumers' phase boundaries, then the producer's
  * time blocked on a full ring for each matrix; decode_mega.cu TR_*). Diagnostics. */
 size_t kern_mega_trace_slots(int n_layers, int sm_count);
