@@ -20,8 +20,11 @@
  * BF16, f16 partials +0.5 FP8), beyond that the last split of each kv head combines
  * (attn_finish). The tensor-core attention (groups of more than 4 heads) takes one item per
  * block, and every split combines its share of its kv head (attn_mma_combine_share: Medium 3.5
- * +0.4 points, the combine 12 µs → 4 µs a layer). What it reaches and where the rest of the time
- * goes: docs/PERFORMANCE_GPU.md.
+ * +0.4 points, the combine 12 µs → 4 µs a layer). For FP8 weights whose every row streams in
+ * 2 KiB chunks (every Mistral preset) an instance with that stage geometry compiled in runs: each
+ * warp's 2–3 steps of a stage unrolled, the row pitch a constant (+0.9 % on 7B and Medium 3.5;
+ * the same logits to the bit). What it reaches and where the rest of the time goes:
+ * docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
  * element lies in [2^13, 2^14) before the hi/lo split (no f16 overflow; ≈ 2^-22 relative
@@ -55,7 +58,10 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor
        MEGA_F_ATT_LAST = 128 /* the last split of a kv head combines the splits (as before the wo phase did) */,
        MEGA_F_UNION_RING = 256 /* tensor-core attention, FP8: ring stages in the attention's space with h in bf16 / f16
                                 * (the layout mega_setup picks when it gains stages), forced for tests */,
-       MEGA_F_PLAIN_RING = 512 /* never that layout (A/B) */ };
+       MEGA_F_PLAIN_RING = 512 /* never that layout (A/B) */,
+       MEGA_F_CB_RUNTIME = 1024 /* the instance with the stage geometry read at run time even where a
+                                 * compiled-in one applies (A/B) */ };
+#define MEGA_CB_CONST 2048      /* bytes of a row per stage that instances compile in (every Mistral shape's) */
 #define MEGA_CMB_SPLITS 16      /* splits the wo phase combines as it loads its input, at most */
 #define MEGA_CMB_KM 2           /* 8-output f16 chunks of the attention output a consumer thread combines */
 #define MEGA_CMB_TB 6           /* splits whose partial outputs a thread has in flight together */
@@ -94,6 +100,8 @@ struct mega_params {
     bool h_hi;              /* down's input h in bf16 in global memory and f16 hi only (no lo part) in
                              * shared memory: half the bytes and half the buffer */
     bool amma;              /* attention on the tensor cores (kern_attn_mma.cuh), all consumers on one item */
+    bool cb_const;          /* every matrix streams MEGA_CB_CONST bytes of a row per stage: the instance with
+                             * that geometry compiled in runs (unrolled stage loop, constant offsets) */
     bool att_in_wo;         /* the wo phase combines the attention splits as it loads its input */
     size_t cmb_off;         /* its split maxima / weights in shared memory (in the union, after x hi/lo) */
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off, un_off;
@@ -660,22 +668,36 @@ __device__ __forceinline__ void mega_step(float (&c0)[4], float (&c1)[4], const 
  * takes 64-byte steps w, w + 16, ...; lane (g = lane / 4, q = lane % 4) loads 16 bytes of rows
  * g and g + 8 and the matching 16 vector elements (hi for g < 4, lo otherwise). Two
  * accumulator chains so consecutive MMAs do not wait on each other. */
-template <int FP8>
+template <int FP8, int CBT = 0>
 __device__ __forceinline__ void mega_stage(float (&c0)[4], float (&c1)[4], const uint8_t *sb, int pitch, int cb,
                                            int kc, const uint16_t *xh, const uint16_t *xl, int w, int lane)
 {
+    if constexpr (CBT != 0) {   /* the geometry compiled in (mega_setup's pitch rule) */
+        cb = CBT;
+        pitch = CBT % 128 == 0 ? CBT + 64 : CBT;
+    }
     const int g = lane >> 2, q = lane & 3;
     const uint16_t *xv = (g < 4 ? xh : xl) + (FP8 ? (size_t)kc * cb + 16 * q : (((size_t)kc * cb) >> 1) + 8 * q);
     const uint8_t *rb = sb + (size_t)g * pitch + 16 * q;
-    const int steps = cb >> 6;
+    if constexpr (CBT != 0) {   /* every warp's steps unrolled; only the last round's is conditional */
+        constexpr int S = CBT >> 6, K = (S + MEGA_CW - 1) / MEGA_CW;
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int st = w + k * MEGA_CW;
+            if ((k + 1) * MEGA_CW <= S || st < S)
+                mega_step<FP8>(c0, c1, rb + st * 64, pitch, xv + (FP8 ? st * 64 : st * 32));
+        }
+    } else {
+        const int steps = cb >> 6;
 #pragma unroll 2
-    for (int st = w; st < steps; st += MEGA_CW)
-        mega_step<FP8>(c0, c1, rb + st * 64, pitch, xv + (FP8 ? st * 64 : st * 32));
+        for (int st = w; st < steps; st += MEGA_CW)
+            mega_step<FP8>(c0, c1, rb + st * 64, pitch, xv + (FP8 ? st * 64 : st * 32));
+    }
 }
 
 /* All of this block's groups of matrix m in layer l: consume their stages, reduce each group
  * across the warps and write it out (epi). */
-template <int FP8, int EPI>
+template <int FP8, int EPI, int CBT>
 __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t *sm, uint64_t *full,
                              uint64_t *empty, struct mega_ring &r, const uint16_t *xh, const uint16_t *xl,
                              float post, float *red, int &red_sel, float *out, int tid, int *amax = nullptr,
@@ -704,7 +726,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
         for (int kc = 0; kc < M.nkc; kc++) {
             mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
             if (!(p.debug & MEGA_DBG_NO_MATH))
-                mega_stage<FP8>(c0, c1, mega_slot(p, sm, r.slot), M.pitch, M.cb, kc, xh, xl, w, lane);
+                mega_stage<FP8, CBT>(c0, c1, mega_slot(p, sm, r.slot), M.pitch, M.cb, kc, xh, xl, w, lane);
             __syncwarp();
             if (lane == 0)
                 mbar_arrive(&empty[r.slot]);
@@ -779,7 +801,7 @@ __device__ __forceinline__ float mega_phase_in(const struct mega_params &p, cons
     return post;
 }
 
-template <int FP8, int GM, int LPK, int AM>
+template <int FP8, int GM, int LPK, int AM, int CBT>
 __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_constant__ struct mega_params p)
 {
     extern __shared__ __align__(128) uint8_t sm[];
@@ -835,7 +857,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         float post = one && l > 0 ? mega_load_vec1<FP8, 1>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
                                   : mega_load_vec<FP8>(p.x, p.dim, attn_nw, p.eps, xh, xl, scr, tid);
         MEGA_TR(TR_QKV_LOAD);
-        mega_consume<FP8, EPI_STORE>(p, l, MEGA_QKV, sm, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
+        mega_consume<FP8, EPI_STORE, CBT>(p, l, MEGA_QKV, sm, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
         MEGA_TR(TR_QKV);
         mega_arrive(sy + PH_QKV, tid);
         /* attention: items (kv head, split) over the halves of every block */
@@ -883,13 +905,13 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr,
                                          TR_WO_WAIT);
         }
-        mega_consume<FP8, EPI_ADD>(p, l, MEGA_WO, sm, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
+        mega_consume<FP8, EPI_ADD, CBT>(p, l, MEGA_WO, sm, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
                                    am + AM_GU, ffn_nw);
         MEGA_TR(TR_WO);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
         post = mega_phase_in<FP8, 1>(p, sy + PH_WO, p.x, p.dim, ffn_nw, am + AM_GU, xh, xl, scr, tid, tr, TR_GU_WAIT);
-        mega_consume<FP8, EPI_SWIGLU>(p, l, MEGA_GU, sm, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
+        mega_consume<FP8, EPI_SWIGLU, CBT>(p, l, MEGA_GU, sm, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
                                       am + AM_DOWN);
         MEGA_TR(TR_GU);
         mega_arrive(sy + PH_GU, tid);
@@ -905,7 +927,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                                          TR_DOWN_WAIT);
         }
         const bool last = l + 1 == p.n_layers;
-        mega_consume<FP8, EPI_ADD>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
+        mega_consume<FP8, EPI_ADD, CBT>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
                                    p.h_hi ? 0.5f * post : post, red, red_sel, p.x, tid,
                                    last ? nullptr : am + AM_N + AM_QKV,
                                    last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
@@ -1020,6 +1042,11 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     }
     if (rows[MEGA_GU] % 2)
         return bora_errf(err, -ENOTSUP, "persistent decode: odd gate/up rows");
+    /* FP8 only: BF16 measured no faster with it (docs/PERFORMANCE_GPU.md, fourteenth session) */
+    p->cb_const = es == 1 && !(a->flags & MEGA_F_CB_RUNTIME);
+    for (int m = 0; m < MEGA_MATS; m++)
+        p->cb_const = p->cb_const && p->mat[m].cb == MEGA_CB_CONST &&
+                      p->mat[m].pitch == (MEGA_CB_CONST % 128 == 0 ? MEGA_CB_CONST + 64 : MEGA_CB_CONST);
     if (a->dim % 4 || q_dim % 4 || a->hidden % 4 || (a->l_attn_norm | a->l_ffn_norm | a->layer_stride) % 16)
         return bora_errf(err, -ENOTSUP, "persistent decode: vectors not in float4s (dim %d, q_dim %d, hidden %d)",
                          a->dim, q_dim, a->hidden);
@@ -1181,14 +1208,17 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
     int k = snprintf(buf, n, "%d blocks, %zu KiB shared each, a ring of %d stages of %d KiB", p.nb, smem / 1024, p.ns,
                      p.slot_bytes / 1024);
     if (k > 0 && (size_t)k < n && p.ns > p.n_out)
-        snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in bf16)", p.ns - p.n_out);
+        k += snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in bf16)", p.ns - p.n_out);
+    const int G = p.ap.n_heads / p.ap.n_kv;
+    if (k > 0 && (size_t)k < n && p.cb_const && p.ap.hd == 128 && (p.amma || G <= 4))
+        snprintf(buf + k, n - (size_t)k, "; stage geometry compiled in");
     return 0;
 }
 
-template <int FP8, int GM, int LPK, int AM = 0>
+template <int FP8, int GM, int LPK, int AM = 0, int CBT = 0>
 static int mega_launch(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
 {
-    auto k = mega_kernel<FP8, GM, LPK, AM>;
+    auto k = mega_kernel<FP8, GM, LPK, AM, CBT>;
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, MEGA_THREADS, smem));
@@ -1217,6 +1247,13 @@ template <int FP8>
 static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
 {
     const int G = p.ap.n_heads / p.ap.n_kv, hd = p.ap.hd;
+    /* the Mistral shapes in FP8 (head_dim 128, 2 KiB row chunks) with their stage geometry compiled in */
+    if constexpr (FP8) {
+        if (p.cb_const && hd == 128 && p.amma)
+            return mega_launch<FP8, 16, 16, 1, MEGA_CB_CONST>(p, smem, s, err);
+        if (p.cb_const && hd == 128 && G <= 4)
+            return mega_launch<FP8, 4, 16, 0, MEGA_CB_CONST>(p, smem, s, err);
+    }
     if (p.amma)
         return hd == 64 ? mega_launch<FP8, 16, 8, 1>(p, smem, s, err) : mega_launch<FP8, 16, 16, 1>(p, smem, s, err);
     if (G <= 4)

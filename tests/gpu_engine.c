@@ -29,6 +29,11 @@
  * no attention factor, native rows read as HF, missing query scale 7e-3…) stays visible against
  * the CPU test's own 1e-3 check, which runs on the same fixtures. */
 #define TOL_CUDA 1e-2f
+/* Synthetic models of width 2,048 (random weights; 2 KiB rows, as the Mistral presets' kernels
+ * stream) move further under the bf16 K/V: 1.8–2.3e-2 on the persistent kernel (both of its
+ * instances, identical to the bit) and 1.8e-2 on the per-kernel step (H200, 2026-11-30). Their
+ * greedy ids still match the CPU's wherever the CPU's choice is clear. */
+#define TOL_CUDA_WIDE 3e-2f
 /* Greedy ids must agree while the CPU engine's top-1 margin is at least this: twice the
  * largest logit difference the tolerance admits for these fixtures (|logit| ≲ 2.5). */
 #define NEAR_TIE_CUDA 5e-2f
@@ -249,8 +254,12 @@ struct synth_case {
     enum model_precision precision;
     bool kernels;
     int mega_flags, mega_ns;   /* BORA_MEGA_FLAGS / _NS while the engine opens (0: unset) */
+    int dim;                   /* model width (0: 256) */
+    const char *layout_has;    /* the persistent kernel's layout must say this (NULL: not checked) */
+    float tol;                 /* |Δlogit| CUDA vs CPU / max|logit| allowed (0: TOL_CUDA) */
 };
 #define MEGA_FLAG_UNION_RING 256   /* decode_mega.cu MEGA_F_UNION_RING: its layout on any tensor-core shape */
+#define MEGA_FLAG_CB_RUNTIME 1024  /* decode_mega.cu MEGA_F_CB_RUNTIME: the instance that reads the stage geometry */
 
 static void test_synthetic(void **state)
 {
@@ -265,9 +274,9 @@ static void test_synthetic(void **state)
     snprintf(dir, sizeof dir, "%s/bora-gpu-synth-XXXXXX", tmp && *tmp ? tmp : "/tmp");   /* mkdtemp's template */
     assert_non_null(mkdtemp(dir));
     snprintf(mdir, sizeof mdir, "%s/m", dir);
-    struct synth_spec sp = { .ministral3 = g->ministral3, .dim = 256, .n_layers = 2, .n_heads = g->n_heads,
-                             .n_kv_heads = g->n_kv, .head_dim = g->head_dim, .hidden_dim = g->hidden, .vocab = 32768,
-                             .max_pos = 4096, .seed = 11 };
+    struct synth_spec sp = { .ministral3 = g->ministral3, .dim = g->dim ? g->dim : 256, .n_layers = 2,
+                             .n_heads = g->n_heads, .n_kv_heads = g->n_kv, .head_dim = g->head_dim,
+                             .hidden_dim = g->hidden, .vocab = 32768, .max_pos = 4096, .seed = 11 };
     struct bora_err err = { "" };
     int rc = synth_model_write(mdir, &sp, &err);
     if (rc)
@@ -310,27 +319,58 @@ static void test_synthetic(void **state)
         fail_msg("%s: decode path %s (%s)", g->what, path, why);
     if (g->mega_flags & MEGA_FLAG_UNION_RING && !strstr(engine_cuda_mega_layout(gpu), "attention's space"))
         fail_msg("%s: the ring is not in the attention's space: %s", g->what, engine_cuda_mega_layout(gpu));
+    if (g->layout_has && !strstr(engine_cuda_mega_layout(gpu), g->layout_has))
+        fail_msg("%s: layout '%s' lacks '%s'", g->what, engine_cuda_mega_layout(gpu), g->layout_has);
 #endif
+    /* the instance with the geometry compiled in must compute what the general one does, to the bit
+     * (same steps, same order); ref runs the general one on the same model */
+    struct engine *ref = NULL;
+    if (g->layout_has) {
+        char fl[16];
+        snprintf(fl, sizeof fl, "%d", g->mega_flags | MEGA_FLAG_CB_RUNTIME);
+        setenv("BORA_DECODE", "persistent", 1);
+        setenv("BORA_MEGA_FLAGS", fl, 1);
+        rc = engine_open(&ref, m, &eo, &err);
+        unsetenv("BORA_DECODE");
+        unsetenv("BORA_MEGA_FLAGS");
+        if (rc)
+            fail_msg("%s: CUDA engine (general instance): %s", g->what, err.msg);
+#ifdef BORA_CUDA
+        if (strstr(engine_cuda_mega_layout(ref), "compiled in"))
+            fail_msg("%s: FLAGS=%s still compiled in: %s", g->what, fl, engine_cuda_mega_layout(ref));
+#endif
+    }
     eo.backend = ENGINE_BACKEND_CPU;
     if ((rc = engine_open(&cpu, m, &eo, &err)))
         fail_msg("%s: CPU engine: %s", g->what, err.msg);
     const int V = 32768;
-    float *lc = malloc((size_t)V * 4), *lg = malloc((size_t)V * 4);
+    float *lc = malloc((size_t)V * 4), *lg = malloc((size_t)V * 4), *lr = malloc((size_t)V * 4);
     assert_non_null(lc);
     assert_non_null(lg);
-    float worst = 0;
+    assert_non_null(lr);
+    float worst = 0, worst_ref = 0, worst_ref_cpu = 0;
+    const float tol = g->tol > 0 ? g->tol : TOL_CUDA;
     int greedy = 0;
     for (int p = 0; p < g->steps; p++) {
         const int32_t id = (int32_t)((p * 7919u + 13u) % 32000u) + 3;
         assert_int_equal(engine_forward(cpu, &id, 1, p, lc), 0);
         assert_int_equal(engine_forward(gpu, &id, 1, p, lg), 0);
+        if (ref) {
+            assert_int_equal(engine_forward(ref, &id, 1, p, lr), 0);
+            const float d = fix_max_abs_diff(lg, lr, V) / fix_max_abs(lr, V);
+            worst_ref = fmaxf(worst_ref, d);
+            worst_ref_cpu = fmaxf(worst_ref_cpu, fix_max_abs_diff(lr, lc, V) / fix_max_abs(lc, V));
+            if (d > 0)
+                fail_msg("%s position %d: compiled-in geometry vs general instance: max |Δlogit| = %.3g × max|logit| "
+                         "(must be 0)", g->what, p, d);
+        }
         for (int i = 0; i < V; i++)
             if (!isfinite(lg[i]))
                 fail_msg("%s position %d: logit %d = %g", g->what, p, i, lg[i]);
         const float rel = fix_max_abs_diff(lg, lc, V) / fix_max_abs(lc, V);
         worst = fmaxf(worst, rel);
-        if (rel > TOL_CUDA)
-            fail_msg("%s position %d: max |Δlogit| CUDA vs CPU = %.3g × max|logit| > %.0e", g->what, p, rel, TOL_CUDA);
+        if (rel > tol && !ref)   /* with ref: after the loop, with ref's error beside it */
+            fail_msg("%s position %d: max |Δlogit| CUDA vs CPU = %.3g × max|logit| > %.0e", g->what, p, rel, tol);
         const int32_t ic = sampler_argmax(lc, V), ig = sampler_argmax(lg, V);
         float second = -INFINITY;
         for (int i = 0; i < V; i++)
@@ -343,9 +383,17 @@ static void test_synthetic(void **state)
         }
     }
     printf("  %s: %d steps, worst |Δlogit| CUDA vs CPU / max|logit| = %.2e (tolerance %.0e), %d clear greedy ids equal\n",
-           g->what, g->steps, worst, TOL_CUDA, greedy);
+           g->what, g->steps, worst, tol, greedy);
+    if (ref)
+        printf("  %s: the general instance: identical logits at every step (worst |Δ| %.2e); vs CPU %.2e\n", g->what,
+               worst_ref, worst_ref_cpu);
+    if (worst > tol)
+        fail_msg("%s: worst |Δlogit| CUDA vs CPU = %.3g × max|logit| > %.0e (the general instance: %.3g)", g->what,
+                 worst, tol, worst_ref_cpu);
     free(lc);
     free(lg);
+    free(lr);
+    engine_close(ref);
     engine_close(gpu);
     engine_close(cpu);
     model_close(m);
@@ -358,27 +406,42 @@ int main(void)
 {
     static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
     static const struct synth_case synth[] = {
-        { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, false, 0, 0 },
-        { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_FP8, false, 0, 0 },
-        { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_AUTO, true, 0, 0 },
+        { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100,
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0 },
+        { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100,
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0 },
+        { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100,
+          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0 },
         { "24/2 heads, head_dim 64, YaRN + query scale, fp8, persistent", true, 24, 2, 64, 512, 600,
-          MODEL_PRECISION_FP8, false, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0 },
         { "32/8 heads, head_dim 128, 2 KiB rows, bf16, persistent", false, 32, 8, 128, 1024, 1000, MODEL_PRECISION_AUTO,
-          false, 0, 0 },
+          false, 0, 0, 0, NULL, 0 },
         { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 1000, MODEL_PRECISION_FP8,
-          false, 0, 0 },
+          false, 0, 0, 0, NULL, 0 },
         /* hidden 4,032: down's rows in 3 (fp8) / 6 (bf16) column stages of 1,344 bytes (not a power
          * of two), gate/up's 504 groups over a grid that does not divide them */
-        { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_AUTO, false, 0, 0 },
-        { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0 },
-        { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0 },
+        { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300,
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0 },
+        { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0 },
+        { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0 },
         /* Medium 3.5's layout (ring stages in the attention's space, h in bf16 and f16: decode_mega.cu), which
          * these small shapes do not need, forced: a 4-stage ring, one stage there (as gpu_kernels'
          * layout test asserts) */
         { "96/8 heads, head_dim 128, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0 },
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0 },
+        /* every row a multiple of 2 KiB, as in every Mistral preset: the kernel instances with the
+         * stage geometry compiled in (decode_mega.cu MEGA_CB_CONST) */
+        { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in", false, 32, 8, 128, 2048, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE },
+        { "96/8 heads, dim 2048, fp8, persistent, stage geometry compiled in", false, 96, 8, 128, 4096, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE },
+        /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
+        { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
+          NULL, TOL_CUDA_WIDE },
     };
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;
