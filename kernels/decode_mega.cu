@@ -906,13 +906,13 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                                          TR_WO_WAIT);
         }
         mega_consume<FP8, EPI_ADD, CBT>(p, l, MEGA_WO, sm, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
-                                   am + AM_GU, ffn_nw);
+                                        am + AM_GU, ffn_nw);
         MEGA_TR(TR_WO);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
         post = mega_phase_in<FP8, 1>(p, sy + PH_WO, p.x, p.dim, ffn_nw, am + AM_GU, xh, xl, scr, tid, tr, TR_GU_WAIT);
-        mega_consume<FP8, EPI_SWIGLU, CBT>(p, l, MEGA_GU, sm, full, empty, r, xh, xl, post, red, red_sel, p.h, tid,
-                                      am + AM_DOWN);
+        mega_consume<FP8, EPI_SWIGLU, CBT>(p, l, MEGA_GU, sm, full, empty, r, xh, xl, post, red, red_sel, p.h,
+                                           tid, am + AM_DOWN);
         MEGA_TR(TR_GU);
         mega_arrive(sy + PH_GU, tid);
         /* x += W_down h; h as hi only (p.h_hi): every lane's B columns take hi, so the two columns the
@@ -928,9 +928,9 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         }
         const bool last = l + 1 == p.n_layers;
         mega_consume<FP8, EPI_ADD, CBT>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
-                                   p.h_hi ? 0.5f * post : post, red, red_sel, p.x, tid,
-                                   last ? nullptr : am + AM_N + AM_QKV,
-                                   last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
+                                        p.h_hi ? 0.5f * post : post, red, red_sel, p.x, tid,
+                                        last ? nullptr : am + AM_N + AM_QKV,
+                                        last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
         MEGA_TR(TR_DOWN);
         mega_arrive(sy + PH_DOWN, tid);
 #undef MEGA_TR
