@@ -62,6 +62,12 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor
        MEGA_F_CB_RUNTIME = 1024 /* the instance with the stage geometry read at run time even where a
                                  * compiled-in one applies (A/B) */ };
 #define MEGA_CB_CONST 2048      /* bytes of a row per stage that instances compile in (every Mistral shape's) */
+
+/* The pitch of a stage's rows for cb bytes of a row: rows g and g + 1 on different banks. */
+__host__ __device__ constexpr int mega_pitch(int cb)
+{
+    return cb % 128 == 0 ? cb + 64 : cb;
+}
 #define MEGA_CMB_SPLITS 16      /* splits the wo phase combines as it loads its input, at most */
 #define MEGA_CMB_KM 2           /* 8-output f16 chunks of the attention output a consumer thread combines */
 #define MEGA_CMB_TB 6           /* splits whose partial outputs a thread has in flight together */
@@ -100,8 +106,9 @@ struct mega_params {
     bool h_hi;              /* down's input h in bf16 in global memory and f16 hi only (no lo part) in
                              * shared memory: half the bytes and half the buffer */
     bool amma;              /* attention on the tensor cores (kern_attn_mma.cuh), all consumers on one item */
-    bool cb_const;          /* every matrix streams MEGA_CB_CONST bytes of a row per stage: the instance with
-                             * that geometry compiled in runs (unrolled stage loop, constant offsets) */
+    bool cb_const;          /* FP8, head_dim 128, every matrix streaming MEGA_CB_CONST bytes of a row per stage:
+                             * the instance with that geometry compiled in runs (unrolled stage loop, constant
+                             * offsets) */
     bool att_in_wo;         /* the wo phase combines the attention splits as it loads its input */
     size_t cmb_off;         /* its split maxima / weights in shared memory (in the union, after x hi/lo) */
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off, un_off;
@@ -672,9 +679,9 @@ template <int FP8, int CBT = 0>
 __device__ __forceinline__ void mega_stage(float (&c0)[4], float (&c1)[4], const uint8_t *sb, int pitch, int cb,
                                            int kc, const uint16_t *xh, const uint16_t *xl, int w, int lane)
 {
-    if constexpr (CBT != 0) {   /* the geometry compiled in (mega_setup's pitch rule) */
+    if constexpr (CBT != 0) {   /* the geometry compiled in */
         cb = CBT;
-        pitch = CBT % 128 == 0 ? CBT + 64 : CBT;
+        pitch = mega_pitch(CBT);
     }
     const int g = lane >> 2, q = lane & 3;
     const uint16_t *xv = (g < 4 ? xh : xl) + (FP8 ? (size_t)kc * cb + 16 * q : (((size_t)kc * cb) >> 1) + 8 * q);
@@ -1030,7 +1037,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
         if (!M->cb)
             return bora_errf(err, -ENOTSUP, "persistent decode: rows of %d bytes (a multiple of 64 needed)",
                              M->row_bytes);
-        M->pitch = M->cb % 128 == 0 ? M->cb + 64 : M->cb;   /* rows g and g+1 on different banks */
+        M->pitch = mega_pitch(M->cb);
         M->nkc = M->row_bytes / M->cb;
         M->n_groups = (rows[m] + MEGA_ROWS - 1) / MEGA_ROWS;
         M->extra = M->n_groups % p->nb;
@@ -1042,11 +1049,6 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     }
     if (rows[MEGA_GU] % 2)
         return bora_errf(err, -ENOTSUP, "persistent decode: odd gate/up rows");
-    /* FP8 only: BF16 measured no faster with it (docs/PERFORMANCE_GPU.md, fourteenth session) */
-    p->cb_const = es == 1 && !(a->flags & MEGA_F_CB_RUNTIME);
-    for (int m = 0; m < MEGA_MATS; m++)
-        p->cb_const = p->cb_const && p->mat[m].cb == MEGA_CB_CONST &&
-                      p->mat[m].pitch == (MEGA_CB_CONST % 128 == 0 ? MEGA_CB_CONST + 64 : MEGA_CB_CONST);
     if (a->dim % 4 || q_dim % 4 || a->hidden % 4 || (a->l_attn_norm | a->l_ffn_norm | a->layer_stride) % 16)
         return bora_errf(err, -ENOTSUP, "persistent decode: vectors not in float4s (dim %d, q_dim %d, hidden %d)",
                          a->dim, q_dim, a->hidden);
@@ -1063,6 +1065,11 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     /* groups of more than 4 heads: the tensor-core attention (as kern_attention), one item per
      * block on every consumer warp */
     p->amma = kern_mega_amma(a);
+    /* the instances with the geometry compiled in (mega_launch_g): head_dim 128, FP8 only (BF16
+     * measured no faster with it: docs/PERFORMANCE_GPU.md, fourteenth session) */
+    p->cb_const = es == 1 && a->head_dim == 128 && (p->amma || G <= 4) && !(a->flags & MEGA_F_CB_RUNTIME);
+    for (int m = 0; m < MEGA_MATS; m++)
+        p->cb_const = p->cb_const && p->mat[m].cb == MEGA_CB_CONST;
     int halves = 2;
     /* attn_item's splits combined by wo's input load: an output (f16, in 8-element chunks), and
      * maxima and sums (two a consumer thread), that fit the loader, and (checked per step) at
@@ -1209,8 +1216,7 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
                      p.slot_bytes / 1024);
     if (k > 0 && (size_t)k < n && p.ns > p.n_out)
         k += snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in bf16)", p.ns - p.n_out);
-    const int G = p.ap.n_heads / p.ap.n_kv;
-    if (k > 0 && (size_t)k < n && p.cb_const && p.ap.hd == 128 && (p.amma || G <= 4))
+    if (k > 0 && (size_t)k < n && p.cb_const)
         snprintf(buf + k, n - (size_t)k, "; stage geometry compiled in");
     return 0;
 }
@@ -1249,10 +1255,9 @@ static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t 
     const int G = p.ap.n_heads / p.ap.n_kv, hd = p.ap.hd;
     /* the Mistral shapes in FP8 (head_dim 128, 2 KiB row chunks) with their stage geometry compiled in */
     if constexpr (FP8) {
-        if (p.cb_const && hd == 128 && p.amma)
-            return mega_launch<FP8, 16, 16, 1, MEGA_CB_CONST>(p, smem, s, err);
-        if (p.cb_const && hd == 128 && G <= 4)
-            return mega_launch<FP8, 4, 16, 0, MEGA_CB_CONST>(p, smem, s, err);
+        if (p.cb_const)
+            return p.amma ? mega_launch<FP8, 16, 16, 1, MEGA_CB_CONST>(p, smem, s, err)
+                          : mega_launch<FP8, 4, 16, 0, MEGA_CB_CONST>(p, smem, s, err);
     }
     if (p.amma)
         return hd == 64 ? mega_launch<FP8, 16, 8, 1>(p, smem, s, err) : mega_launch<FP8, 16, 16, 1>(p, smem, s, err);

@@ -17,6 +17,7 @@ pid=
 cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$tmp/borad.log" ] && sed 's/^/  borad| /' "$tmp/borad.log"; exit 1; }
+. "$(dirname "$0")/support/e2e_lib.sh"
 
 free_port() {
     python3 -c 'import socket
@@ -51,12 +52,7 @@ socket =
 EOF
     OMP_WAIT_POLICY=passive "$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
     pid=$!
-    for _ in $(seq 100); do
-        grep -q "BWP/1 on" "$tmp/borad.log" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || fail "borad exited at start"
-        sleep 0.1
-    done
-    fail "borad printed no banner in 10 s"
+    wait_banner "$pid" "$tmp/borad.log" "BWP/1 on" 10 borad
 }
 
 stop_borad() {

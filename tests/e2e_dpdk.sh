@@ -31,6 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$tmp/borad.log" ] && sed 's/^/  borad| /' "$tmp/borad.log"; exit 1; }
+. "$(dirname "$0")/support/e2e_lib.sh"
 
 ip netns add "$ns_s" && ip netns add "$ns_c" || skip "cannot create network namespaces here"
 ip link add "$if_s" type veth peer name "$if_c" || skip "cannot create a veth pair here"
@@ -61,12 +62,7 @@ socket =
 EOF
 OMP_WAIT_POLICY=passive ip netns exec "$ns_s" "$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
 pid=$!
-for _ in $(seq 150); do
-    grep -q "over DPDK on 10.77.0.2:7474" "$tmp/borad.log" 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || fail "borad exited at start"
-    sleep 0.1
-done
-grep -q "over DPDK on 10.77.0.2:7474" "$tmp/borad.log" || fail "no DPDK banner in 15 s"
+wait_banner "$pid" "$tmp/borad.log" "over DPDK on 10.77.0.2:7474" 15 borad
 
 in_c() { ip netns exec "$ns_c" "$@"; }
 prompt=$(python3 -c "import json;c=json.load(open('$fx/reference.json'))['cases'][0];print(','.join(map(str,c['prompt_ids'])))")
@@ -134,11 +130,7 @@ tap=btap$id
 sed -i "s|^dpdk = .*|dpdk = --no-huge -m 256 --no-pci --no-telemetry --no-shconf --file-prefix=borat$id --vdev=net_tap0,iface=$tap,mac=02:00:00:00:77:02 -l 0 --log-level=lib.eal:error|; s|^dpdk_ip = .*|dpdk_ip = 10.78.0.2|" "$tmp/bora.ini"
 OMP_WAIT_POLICY=passive ip netns exec "$ns_s" "$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
 pid=$!
-for _ in $(seq 150); do
-    grep -q "over DPDK on 10.78.0.2:7474" "$tmp/borad.log" 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || fail "borad (net_tap) exited at start"
-    sleep 0.1
-done
+wait_banner "$pid" "$tmp/borad.log" "over DPDK on 10.78.0.2:7474" 15 "borad (net_tap)"
 ip -n "$ns_s" addr add 10.78.0.1/24 dev "$tap" && ip -n "$ns_s" link set "$tap" up || fail "tap $tap not created"
 ip netns exec "$ns_s" ethtool -K "$tap" tx off gso off tso off sg off >/dev/null 2>&1
 in_c python3 - <<'PY' || fail "fragmented request over net_tap"

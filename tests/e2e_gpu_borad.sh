@@ -19,6 +19,7 @@ pid=
 cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$tmp/borad.log" ] && sed 's/^/  borad| /' "$tmp/borad.log"; exit 1; }
+. "$(dirname "$0")/support/e2e_lib.sh"
 
 prompt=$(python3 -c "import json;c=json.load(open('$fx/reference.json'))['cases'][0];print(','.join(map(str,c['prompt_ids'])))")
 if ! $bora generate $fx --ids "$prompt" -n 8 --ignore-eos --backend cuda --json >"$tmp/gen.json" 2>"$tmp/gen.err"; then
@@ -47,12 +48,7 @@ EOF
 start_borad() {   # start_borad WHAT: borad on $tmp/bora.ini, until it says it serves
     "$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
     pid=$!
-    for _ in $(seq 300); do
-        grep -q "BWP/1 on" "$tmp/borad.log" 2>/dev/null && return
-        kill -0 "$pid" 2>/dev/null || fail "$1 exited at start"
-        sleep 0.1
-    done
-    fail "$1 did not start serving in 30 s"
+    wait_banner "$pid" "$tmp/borad.log" "BWP/1 on" 30 "$1"
 }
 stop_borad() {   # stop_borad WHAT: SIGTERM must drain and exit 0
     kill -TERM "$pid"

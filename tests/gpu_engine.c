@@ -325,7 +325,7 @@ static void test_synthetic(void **state)
     /* the instance with the geometry compiled in must compute what the general one does, to the bit
      * (same steps, same order); ref runs the general one on the same model */
     struct engine *ref = NULL;
-    if (g->layout_has) {
+    if (g->layout_has && strstr(g->layout_has, "stage geometry compiled in")) {
         char fl[16];
         snprintf(fl, sizeof fl, "%d", g->mega_flags | MEGA_FLAG_CB_RUNTIME);
         setenv("BORA_DECODE", "persistent", 1);
