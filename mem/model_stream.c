@@ -4,7 +4,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+
+#include "mem/model_direct.h"
 
 #define MS_TENSOR_ALIGN 64   /* bytes; each tensor's start in the host block */
 
@@ -80,26 +81,6 @@ static int plan_build(struct model_stream *ms, struct bora_err *err)
     return 0;
 }
 
-/* True when most pages of every shard are in the page cache: then buffered reads serve them
- * from memory, where O_DIRECT would go to the disk again. */
-static bool mostly_cached(const struct model *m)
-{
-    for (int i = 0; i < m->n_shards; i++) {
-        size_t pages = (m->shards[i].map_bytes + 4095) / 4096, in = 0;
-        unsigned char *v = malloc(pages ? pages : 1);
-        if (!v || mincore(m->shards[i].map, m->shards[i].map_bytes, v) < 0) {
-            free(v);
-            return false;
-        }
-        for (size_t p = 0; p < pages; p++)
-            in += v[p] & 1;
-        free(v);
-        if (in * 10 < pages * 9)
-            return false;
-    }
-    return true;
-}
-
 int model_stream_begin(struct model_stream **out, struct model *m, struct pinned_pool *pool,
                        const struct wstream_opts *wo, struct bora_err *err)
 {
@@ -125,7 +106,7 @@ int model_stream_begin(struct model_stream **out, struct model *m, struct pinned
     for (int i = 0; i < ms->n; i++)
         ms->items[i].dst = ms->block + (uintptr_t)ms->items[i].dst;
     struct wstream_opts o = wo ? *wo : (struct wstream_opts){ 0 };
-    if (o.direct == WSTREAM_DIRECT_AUTO && mostly_cached(m))
+    if (o.direct == WSTREAM_DIRECT_AUTO && model_direct_cached(m))
         o.direct = WSTREAM_DIRECT_OFF;
     if ((rc = wstream_open(&ms->ws, &ms->plan, &o, err)) || (rc = wstream_start(ms->ws, &wstream_sink_memcpy, err)))
         goto err;

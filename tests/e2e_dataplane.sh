@@ -10,14 +10,8 @@ build=${1:-build}
 bora=$build/bora
 borad=$build/borad
 fx=tests/data/fixtures/mistral-tiny-bf16
-command -v python3 >/dev/null || { echo "SKIP: python3 not installed"; exit 77; }
-[ -d "$fx" ] || { echo "SKIP: fixture $fx missing"; exit 77; }
-tmp=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$tmp/borad.log" ] && sed 's/^/  borad| /' "$tmp/borad.log"; exit 1; }
 . "$(dirname "$0")/support/e2e_lib.sh"
+e2e_borad_begin "$fx"
 
 free_port() {
     python3 -c 'import socket

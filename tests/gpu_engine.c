@@ -39,10 +39,6 @@
 #define NEAR_TIE_CUDA 5e-2f
 #define CTX 256
 
-static const char *const fixture_names[] = {
-    "mistral-tiny-bf16", "mistral-tiny-fp8", "mistral-tiny-native-swa", "mistral-tiny-tied-mqa", "ministral3-tiny-yarn",
-};
-
 struct gcase {
     const char *name;
     enum model_precision precision;
@@ -400,7 +396,7 @@ static void test_synthetic(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
-#define N_FIX (sizeof fixture_names / sizeof *fixture_names)
+#define N_FIX FIX_N_MODELS
 
 int main(void)
 {
@@ -446,12 +442,12 @@ int main(void)
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
-        bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
-        exact[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, false, 0 };
-        conv[i] = (struct gcase){ fixture_names[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8, false, 0 };
-        kern[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, true, 0 };
+        bool is_fp8 = strstr(fix_models[i], "fp8") != NULL;
+        exact[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, false, 0 };
+        conv[i] = (struct gcase){ fix_models[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8, false, 0 };
+        kern[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, true, 0 };
         /* both schedules in one sequence: the step graph changes at position 5, mid-prompt */
-        swit[i] = (struct gcase){ fixture_names[i], MODEL_PRECISION_AUTO, false, 5 };
+        swit[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, false, 5 };
         tests[n++] = (struct CMUnitTest){ "cuda_logits", test_logits, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_greedy", test_greedy, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_logits_converted", test_logits, NULL, NULL, &conv[i] };

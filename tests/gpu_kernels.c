@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "model/model.h"
+#include "tests/support/gpu_test.h"
 
 #ifdef BORA_CUDA
 #include "kernels/kernels.h"
@@ -31,57 +32,6 @@
  * weights are rounded to bf16 (2^-9 relative) before the products; the outputs are convex
  * combinations of V rows, so the error stays within a few 2^-9 of max|v|. */
 #define TOL_ATTN_MMA 8e-3
-
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-static float frand(void)   /* uniform [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-}
-
-static bool gpu_ready(void)
-{
-    struct kern_device d;
-    struct bora_err err = { "" };
-    if (kern_device_query(&d, &err)) {
-        fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
-        return false;
-    }
-    return true;
-}
-#define NEED_GPU()          \
-    do {                    \
-        if (!gpu_ready()) { \
-            skip();         \
-            return;         \
-        }                   \
-    } while (0)
-
-#define OK(call)                                            \
-    do {                                                    \
-        struct bora_err err_ = { "" };                      \
-        int rc_ = (call);                                   \
-        if (rc_)                                            \
-            fail_msg("%s: %d %s", #call, rc_, err_.msg);    \
-    } while (0)
-#define E (&err_)
-
-static void *dev_upload(const void *h, size_t bytes)
-{
-    void *d = NULL;
-    struct bora_err err_ = { "" };
-    if (kern_malloc(&d, bytes, E) || (h && kern_copy_h2d(d, h, bytes, E)))
-        fail_msg("upload %zu bytes: %s", bytes, err_.msg);
-    return d;
-}
-static void dev_download(void *h, const void *d, size_t bytes)
-{
-    struct bora_err err_ = { "" };
-    if (kern_sync(E) || kern_copy_d2h(h, d, bytes, E))
-        fail_msg("download: %s", err_.msg);
-}
 
 static double max_abs_d(const double *a, size_t n)
 {
@@ -127,7 +77,7 @@ static void run_gemv(const struct gemv_case *t)
     double *ref = malloc(R * sizeof(double));
     assert_non_null(ref);
     for (size_t i = 0; i < R * C; i++) {
-        float v = frand() * (t->dt == BORA_DT_F8_E4M3 ? 400.0f : 1.0f);
+        float v = gt_frand() * (t->dt == BORA_DT_F8_E4M3 ? 400.0f : 1.0f);
         if (t->dt == BORA_DT_F8_E4M3) {
             w[i] = bora_f32_to_e4m3(v);
             wf[i] = bora_e4m3_to_f32(w[i]);
@@ -139,12 +89,12 @@ static void run_gemv(const struct gemv_case *t)
     }
     const float scale = t->dt == BORA_DT_F8_E4M3 ? 1.0f / 448.0f : 1.0f;
     for (size_t i = 0; i < C; i++) {
-        x[i] = frand() * 3.0f;
-        nw[i] = 0.5f + frand() * 0.4f;
+        x[i] = gt_frand() * 3.0f;
+        nw[i] = 0.5f + gt_frand() * 0.4f;
     }
     for (size_t r = 0; r < R; r++) {
-        rs[r] = t->row_scale ? 0.5f + frand() * 0.25f : 1.0f;
-        y0[r] = frand();
+        rs[r] = t->row_scale ? 0.5f + gt_frand() * 0.25f : 1.0f;
+        y0[r] = gt_frand();
     }
     /* reference in double */
     double inv = 1.0;
@@ -169,10 +119,10 @@ static void run_gemv(const struct gemv_case *t)
             ref[i] = acc[i] + (t->mode == KERN_GEMV_ADD ? y0[i] : 0.0);
         }
     }
-    void *dw = dev_upload(w, R * C * eb);
-    float *dx = dev_upload(x, C * 4), *dnw = dev_upload(nw, C * 4), *drs = dev_upload(rs, R * 4);
-    float *dy = dev_upload(y0, R * 4);
-    int *cnt = dev_upload(NULL, sizeof(int));
+    void *dw = gt_upload(w, R * C * eb);
+    float *dx = gt_upload(x, C * 4), *dnw = gt_upload(nw, C * 4), *drs = gt_upload(rs, R * 4);
+    float *dy = gt_upload(y0, R * 4);
+    int *cnt = gt_upload(NULL, sizeof(int));
     OK(kern_memset(cnt, 0, sizeof(int), E));
     struct kern_gemv_args a = { .m = { t->dt, dw, t->rows, t->cols, scale, t->row_scale ? drs : NULL },
                                 .x = dx, .y = dy, .mode = t->mode, .norm_w = t->norm ? dnw : NULL,
@@ -191,14 +141,14 @@ static void run_gemv(const struct gemv_case *t)
         }
         OK(kern_copy_h2d(dy, y0, R * 4, E));
         OK(kern_gemv(&a, NULL, E));
-        dev_download(y, dy, n_out * 4);
+        gt_download(y, dy, n_out * 4);
         char what[128];
         snprintf(what, sizeof what, "gemv %s %dx%d%s%s mode %d variant %d run %d", bora_dtype_name(t->dt),
                  t->rows, t->cols, t->row_scale ? " row-scale" : "", t->norm ? " +norm" : "", (int)t->mode,
                  a.variant, rep % 2);
         check_close(what, y, ref, n_out, TOL_F32);
         int c_after;
-        dev_download(&c_after, cnt, sizeof c_after);
+        gt_download(&c_after, cnt, sizeof c_after);
         assert_int_equal(c_after, 0);
     }
     kern_free(dw), kern_free(dx), kern_free(dnw), kern_free(drs), kern_free(dy), kern_free(cnt);
@@ -228,7 +178,7 @@ static void test_gemv_rejects(void **st)
     (void)st;
     NEED_GPU();
     int cnt_h = 0;
-    int *cnt = dev_upload(&cnt_h, sizeof cnt_h);
+    int *cnt = gt_upload(&cnt_h, sizeof cnt_h);
     struct bora_err err = { "" };
     struct kern_gemv_args a = { .m = { BORA_DT_F32, cnt, 4, 4, 1, NULL }, .x = (float *)cnt, .y = (float *)cnt,
                                 .counter = cnt };
@@ -252,22 +202,22 @@ static void test_small_ops(void **st)
     double *ref = malloc(n * sizeof(double));
     double ss = 0;
     for (int i = 0; i < n; i++) {
-        x[i] = frand() * 5, w[i] = frand(), g[i] = frand() * 4;
+        x[i] = gt_frand() * 5, w[i] = gt_frand(), g[i] = gt_frand() * 4;
         ss += (double)x[i] * x[i];
     }
-    float *dx = dev_upload(x, n * 4), *dw = dev_upload(w, n * 4), *dg = dev_upload(g, n * 4), *dy = dev_upload(NULL, n * 4);
+    float *dx = gt_upload(x, n * 4), *dw = gt_upload(w, n * 4), *dg = gt_upload(g, n * 4), *dy = gt_upload(NULL, n * 4);
     OK(kern_rmsnorm(dy, dx, dw, n, 1e-6f, NULL, E));
-    dev_download(y, dy, n * 4);
+    gt_download(y, dy, n * 4);
     for (int i = 0; i < n; i++)
         ref[i] = x[i] / sqrt(ss / n + 1e-6) * w[i];
     check_close("rmsnorm", y, ref, n, TOL_F32);
     OK(kern_swiglu(dy, dg, dx, n, NULL, E));
-    dev_download(y, dy, n * 4);
+    gt_download(y, dy, n * 4);
     for (int i = 0; i < n; i++)
         ref[i] = g[i] / (1.0 + exp(-(double)g[i])) * x[i];
     check_close("swiglu", y, ref, n, TOL_F32);
     OK(kern_add(dy, dw, n, NULL, E));
-    dev_download(y, dy, n * 4);
+    gt_download(y, dy, n * 4);
     for (int i = 0; i < n; i++)
         ref[i] += w[i];
     check_close("add", y, ref, n, TOL_F32);
@@ -299,9 +249,9 @@ static void test_rope(void **st)
     for (int k = 0; k < hd / 2; k++)
         inv[k] = (float)pow(10000.0, -2.0 * k / hd);
     for (int i = 0; i < n; i++)
-        x[i] = frand();
-    float *dinv = dev_upload(inv, sizeof inv), *dx = dev_upload(NULL, sizeof x);
-    int *dpos = dev_upload(NULL, sizeof(int));
+        x[i] = gt_frand();
+    float *dinv = gt_upload(inv, sizeof inv), *dx = gt_upload(NULL, sizeof x);
+    int *dpos = gt_upload(NULL, sizeof(int));
     for (int variant = 0; variant < 2; variant++) {
         int pos = variant ? 1234 : 37;
         bool inter = variant == 1;
@@ -309,7 +259,7 @@ static void test_rope(void **st)
         OK(kern_copy_h2d(dpos, &pos, sizeof pos, E));
         OK(kern_copy_h2d(dx, x, sizeof x, E));
         OK(kern_rope_apply(dx, nh, hd, dpos, &r, true, NULL, E));
-        dev_download(y, dx, sizeof y);
+        gt_download(y, dx, sizeof y);
         double qs = variant ? 1.0 + 0.1 * log(1.0 + floor(pos / 32.0)) : 1.0;
         rope_ref(ref, x, nh, hd, pos, inv, r.attn_factor, inter, qs);
         /* angles up to 1234 rad in fp32: argument error ≤ 1234 × 6e-8 */
@@ -341,10 +291,10 @@ static void run_attention(const struct attn_case *t)
         inv[k] = (float)pow(1e6, -2.0 * k / t->hd);
     int n_split = plan_attn_splits(t->n_kv, t->max_ctx, t->window);
     size_t part = plan_attn_partial_floats(t->n_heads, t->hd, n_split);
-    float *dinv = dev_upload(inv, t->hd / 2 * 4), *dqkv = dev_upload(NULL, qkv_n * 4), *dout = dev_upload(NULL, q_dim * 4);
-    float *dpart = dev_upload(NULL, part * 4);
-    uint16_t *dk = dev_upload(NULL, (size_t)t->max_ctx * kv_dim * 2), *dv = dev_upload(NULL, (size_t)t->max_ctx * kv_dim * 2);
-    int *dcnt = dev_upload(NULL, t->n_kv * sizeof(int)), *dpos = dev_upload(NULL, sizeof(int));
+    float *dinv = gt_upload(inv, t->hd / 2 * 4), *dqkv = gt_upload(NULL, qkv_n * 4), *dout = gt_upload(NULL, q_dim * 4);
+    float *dpart = gt_upload(NULL, part * 4);
+    uint16_t *dk = gt_upload(NULL, (size_t)t->max_ctx * kv_dim * 2), *dv = gt_upload(NULL, (size_t)t->max_ctx * kv_dim * 2);
+    int *dcnt = gt_upload(NULL, t->n_kv * sizeof(int)), *dpos = gt_upload(NULL, sizeof(int));
     OK(kern_memset(dcnt, 0, t->n_kv * sizeof(int), E));
     struct kern_rope r = { dinv, t->af, t->inter, t->beta, 8 };
     struct kern_device dev;
@@ -356,11 +306,11 @@ static void run_attention(const struct attn_case *t)
     double worst = 0;
     for (int pos = 0; pos < t->steps; pos++) {
         for (int i = 0; i < qkv_n; i++)
-            qkv[i] = frand() * 2;
+            qkv[i] = gt_frand() * 2;
         OK(kern_copy_h2d(dqkv, qkv, qkv_n * 4, E));
         OK(kern_copy_h2d(dpos, &pos, sizeof pos, E));
         OK(kern_attention(&a, NULL, E));
-        dev_download(out, dout, q_dim * 4);
+        gt_download(out, dout, q_dim * 4);
         /* reference: rotate, cache in bf16, softmax over the window */
         double qs = t->beta != 0 ? 1.0 + t->beta * log(1.0 + floor(pos / 8.0)) : 1.0;
         rope_ref(qr, qkv, t->n_heads, t->hd, pos, inv, t->af, t->inter, qs);
@@ -433,18 +383,18 @@ static void test_embed(void **st)
     float rs[37], x[300];
     double ref[300];
     for (int i = 0; i < V * D; i++)
-        w[i] = bora_f32_to_e4m3(frand() * 300);
+        w[i] = bora_f32_to_e4m3(gt_frand() * 300);
     for (int r = 0; r < V; r++)
         rs[r] = 0.01f + r * 0.001f;
     struct kern_state s = { .pos = 5, .fed_end = 6 };
     int32_t tokens[8] = { 0, 0, 0, 0, 0, 29, 0, 0 };
-    uint8_t *dw = dev_upload(w, sizeof w);
-    float *drs = dev_upload(rs, sizeof rs), *dx = dev_upload(NULL, sizeof x);
-    struct kern_state *ds = dev_upload(&s, sizeof s);
-    int32_t *dt = dev_upload(tokens, sizeof tokens);
+    uint8_t *dw = gt_upload(w, sizeof w);
+    float *drs = gt_upload(rs, sizeof rs), *dx = gt_upload(NULL, sizeof x);
+    struct kern_state *ds = gt_upload(&s, sizeof s);
+    int32_t *dt = gt_upload(tokens, sizeof tokens);
     struct kern_mat m = { BORA_DT_F8_E4M3, dw, V, D, 0.5f, drs };
     OK(kern_embed(dx, &m, ds, dt, NULL, E));
-    dev_download(x, dx, sizeof x);
+    gt_download(x, dx, sizeof x);
     for (int c = 0; c < D; c++)
         ref[c] = bora_e4m3_to_f32(w[29 * D + c]) * 0.5 * rs[29];
     check_close("embed fed id 29", x, ref, D, 1e-6);
@@ -452,8 +402,8 @@ static void test_embed(void **st)
     s.pos = 6, s.sampled = 3;
     OK(kern_copy_h2d(ds, &s, sizeof s, E));
     OK(kern_embed(dx, &m, ds, dt, NULL, E));
-    dev_download(x, dx, sizeof x);
-    dev_download(tokens, dt, sizeof tokens);
+    gt_download(x, dx, sizeof x);
+    gt_download(tokens, dt, sizeof tokens);
     assert_int_equal(tokens[6], 3);
     for (int c = 0; c < D; c++)
         ref[c] = bora_e4m3_to_f32(w[3 * D + c]) * 0.5 * rs[3];
@@ -466,7 +416,7 @@ static int32_t sample_once(float *dl, int V, struct kern_state *ds, struct kern_
     struct kern_state out;
     OK(kern_copy_h2d(ds, &s, sizeof s, E));
     OK(kern_sample(dl, V, ds, NULL, NULL, E));
-    dev_download(&out, ds, sizeof out);
+    gt_download(&out, ds, sizeof out);
     assert_int_equal(out.pos, s.pos + 1);
     return out.sampled;
 }
@@ -478,12 +428,12 @@ static void test_sample(void **st)
     const int V = 131071;
     float *l = malloc(V * 4);
     for (int i = 0; i < V; i++)
-        l[i] = frand() * 4;
+        l[i] = gt_frand() * 4;
     l[77777] = 9.0f;          /* the argmax, tied with a later id */
     l[100000] = 9.0f;
     l[5] = 8.5f, l[60000] = 8.4f, l[123] = 8.3f, l[99] = 8.2f;   /* the rest of the top 6 */
-    float *dl = dev_upload(l, V * 4);
-    struct kern_state *ds = dev_upload(NULL, sizeof(struct kern_state));
+    float *dl = gt_upload(l, V * 4);
+    struct kern_state *ds = gt_upload(NULL, sizeof(struct kern_state));
     struct kern_state s = { .pos = 10, .top_p = 1.0f };
     assert_int_equal(sample_once(dl, V, ds, s), 77777);           /* greedy: lowest id on ties */
     s.temperature = 1.0f, s.top_k = 1;
@@ -520,7 +470,7 @@ static void test_sample(void **st)
      * then the array one float on (not 16-byte aligned: the scalar path), ids shifted by one */
     l[V - 1] = 10.0f;
     l[3] = NAN;
-    float *dl2 = dev_upload(l, V * 4);
+    float *dl2 = gt_upload(l, V * 4);
     s = (struct kern_state){ .pos = 10, .top_p = 1.0f };
     assert_int_equal(sample_once(dl2, V, ds, s), V - 1);
     assert_int_equal(sample_once(dl2 + 1, V - 2, ds, s), 77776);
@@ -542,7 +492,7 @@ static void test_bandwidth_probe(void **st)
 {
     (void)st;
     NEED_GPU();
-    void *d = dev_upload(NULL, 256u << 20);
+    void *d = gt_upload(NULL, 256u << 20);
     double g = 0, loads = 0, bulk = 0;
     OK(kern_fill_random(d, BORA_DT_BF16, 128u << 20, 1.0f, 1, E));
     OK(kern_bandwidth_read_detail(d, 256u << 20, 3, &loads, &bulk, E));
@@ -608,6 +558,9 @@ static void test_no_cuda(void **st)
 
 int main(void)
 {
+#ifdef BORA_CUDA
+    gt_seed(0x243f6a8885a308d3ull);   /* this program's data, the same every run */
+#endif
     const struct CMUnitTest tests[] = {
 #ifdef BORA_CUDA
         cmocka_unit_test(test_gemv),

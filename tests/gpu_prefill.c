@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "model/model.h"
+#include "tests/support/gpu_test.h"
 
 #ifdef BORA_CUDA
 #include "kernels/kernels.h"
@@ -32,76 +33,25 @@
  * error is bounded by a few 2^-9 of max|v|. */
 #define TOL_ATTN 8e-3
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static float frand(void)   /* uniform [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-}
-
-static bool gpu_ready(void)
-{
-    struct kern_device d;
-    struct bora_err err = { "" };
-    if (kern_device_query(&d, &err)) {
-        fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
-        return false;
-    }
-    return true;
-}
-#define NEED_GPU()          \
-    do {                    \
-        if (!gpu_ready()) { \
-            skip();         \
-            return;         \
-        }                   \
-    } while (0)
-
-#define OK(call)                                         \
-    do {                                                 \
-        struct bora_err err_ = { "" };                   \
-        int rc_ = (call);                                \
-        if (rc_)                                         \
-            fail_msg("%s: %d %s", #call, rc_, err_.msg); \
-    } while (0)
-#define E (&err_)
-
-static void *dev_upload(const void *h, size_t bytes)
-{
-    void *d = NULL;
-    struct bora_err err_ = { "" };
-    if (kern_malloc(&d, bytes, E) || (h && kern_copy_h2d(d, h, bytes, E)))
-        fail_msg("upload %zu bytes: %s", bytes, err_.msg);
-    return d;
-}
-static void dev_download(void *h, const void *d, size_t bytes)
-{
-    struct bora_err err_ = { "" };
-    if (kern_sync(E) || kern_copy_d2h(h, d, bytes, E))
-        fail_msg("download: %s", err_.msg);
-}
-
 static uint16_t *rand_bf16(size_t n, float amp)
 {
     uint16_t *p = malloc(n * 2);
     for (size_t i = 0; i < n; i++)
-        p[i] = bora_f32_to_bf16(frand() * amp);
+        p[i] = bora_f32_to_bf16(gt_frand() * amp);
     return p;
 }
 static uint8_t *rand_e4m3(size_t n, float amp)
 {
     uint8_t *p = malloc(n);
     for (size_t i = 0; i < n; i++)
-        p[i] = bora_f32_to_e4m3(frand() * amp);
+        p[i] = bora_f32_to_e4m3(gt_frand() * amp);
     return p;
 }
 static float *rand_f32(size_t n, float lo, float hi)
 {
     float *p = malloc(n * 4);
     for (size_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * (frand() * 0.5f + 0.5f);
+        p[i] = lo + (hi - lo) * (gt_frand() * 0.5f + 0.5f);
     return p;
 }
 static double elem(enum bora_dtype dt, const void *p, size_t i)
@@ -122,8 +72,8 @@ static void check_gemm_cap(struct kern_gemm *g, enum bora_dtype dt, int rows, in
     void *hx = dt == BORA_DT_F8_E4M3 ? (void *)rand_e4m3((size_t)n * cols, 448)
                                      : (void *)rand_bf16((size_t)n * cols, 2);
     const int room = cap > n ? cap : n;
-    void *dw = dev_upload(hw, (size_t)rows * cols * es), *dx = dev_upload(NULL, (size_t)room * cols * es);
-    uint16_t *dy = dev_upload(NULL, (size_t)room * rows * 2), *hy = malloc((size_t)n * rows * 2);
+    void *dw = gt_upload(hw, (size_t)rows * cols * es), *dx = gt_upload(NULL, (size_t)room * cols * es);
+    uint16_t *dy = gt_upload(NULL, (size_t)room * rows * 2), *hy = malloc((size_t)n * rows * 2);
     {
         struct bora_err err_ = { "" };
         if (kern_copy_h2d(dx, hx, (size_t)n * cols * es, E))
@@ -135,7 +85,7 @@ static void check_gemm_cap(struct kern_gemm *g, enum bora_dtype dt, int rows, in
     if (want_path >= 0 && kern_gemm_last_path(g) != want_path)
         fail_msg("gemm %s %d×%d×%d: path %d, expected %d", bora_dtype_name(dt), rows, cols, n, kern_gemm_last_path(g),
                  want_path);
-    dev_download(hy, dy, (size_t)n * rows * 2);
+    gt_download(hy, dy, (size_t)n * rows * 2);
     double *ref = malloc((size_t)n * rows * sizeof *ref), mx = 0;
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) {
@@ -220,18 +170,18 @@ static void check_add_norm_quant(int dim)
     float *x = rand_f32((size_t)n * dim, -3, 3), *ws = rand_f32(dim, 0.5f, 1.5f), *ts = rand_f32(n, 0.1f, 2);
     float *nw = rand_f32(dim, 0.2f, 2);
     uint16_t *raw = rand_bf16((size_t)n * dim, 4);
-    float *dx = dev_upload(x, (size_t)n * dim * 4), *dws = dev_upload(ws, dim * 4), *dts = dev_upload(ts, n * 4);
-    float *dnw = dev_upload(nw, dim * 4), *dsc = dev_upload(NULL, n * 4);
-    uint16_t *draw = dev_upload(raw, (size_t)n * dim * 2);
-    uint8_t *dq = dev_upload(NULL, (size_t)n * dim * 2);
+    float *dx = gt_upload(x, (size_t)n * dim * 4), *dws = gt_upload(ws, dim * 4), *dts = gt_upload(ts, n * 4);
+    float *dnw = gt_upload(nw, dim * 4), *dsc = gt_upload(NULL, n * 4);
+    uint16_t *draw = gt_upload(raw, (size_t)n * dim * 2);
+    uint8_t *dq = gt_upload(NULL, (size_t)n * dim * 2);
     struct kern_raw delta = { draw, dws, dts };
     struct kern_act out = { BORA_DT_F8_E4M3, dq, dsc };
     OK(kern_pf_add_norm_quant(dx, &delta, dnw, eps, &out, n, dim, NULL, E));
     float *hx = malloc((size_t)n * dim * 4), *hs = malloc(n * 4);
     uint8_t *hq = malloc((size_t)n * dim * 2);
-    dev_download(hx, dx, (size_t)n * dim * 4);
-    dev_download(hq, dq, (size_t)n * dim);
-    dev_download(hs, dsc, n * 4);
+    gt_download(hx, dx, (size_t)n * dim * 4);
+    gt_download(hq, dq, (size_t)n * dim);
+    gt_download(hs, dsc, n * 4);
     double *ref = malloc(dim * sizeof *ref);
     for (int t = 0; t < n; t++) {
         double ss = 0;
@@ -252,7 +202,7 @@ static void check_add_norm_quant(int dim)
     struct kern_act ob = { BORA_DT_BF16, dq, NULL };
     OK(kern_pf_add_norm_quant(dx, NULL, dnw, eps, &ob, n, dim, NULL, E));
     uint16_t *hb = malloc((size_t)n * dim * 2);
-    dev_download(hb, dq, (size_t)n * dim * 2);
+    gt_download(hb, dq, (size_t)n * dim * 2);
     for (int t = 0; t < n; t++) {
         double ss = 0;
         for (int c = 0; c < dim; c++)
@@ -290,16 +240,16 @@ static void check_swiglu_quant(int hid)
     const int n = 9;
     uint16_t *raw = rand_bf16((size_t)n * 2 * hid, 3);
     float *ws = rand_f32(2 * hid, 0.5f, 1.5f), *ts = rand_f32(n, 0.2f, 2);
-    uint16_t *draw = dev_upload(raw, (size_t)n * 2 * hid * 2);
-    float *dws = dev_upload(ws, 2 * hid * 4), *dts = dev_upload(ts, n * 4), *dsc = dev_upload(NULL, n * 4);
-    uint8_t *dq = dev_upload(NULL, (size_t)n * hid);
+    uint16_t *draw = gt_upload(raw, (size_t)n * 2 * hid * 2);
+    float *dws = gt_upload(ws, 2 * hid * 4), *dts = gt_upload(ts, n * 4), *dsc = gt_upload(NULL, n * 4);
+    uint8_t *dq = gt_upload(NULL, (size_t)n * hid);
     struct kern_raw gu = { draw, dws, dts };
     struct kern_act out = { BORA_DT_F8_E4M3, dq, dsc };
     OK(kern_pf_swiglu_quant(&gu, &out, n, hid, NULL, E));
     uint8_t *hq = malloc((size_t)n * hid);
     float *hs = malloc(n * 4);
-    dev_download(hq, dq, (size_t)n * hid);
-    dev_download(hs, dsc, n * 4);
+    gt_download(hq, dq, (size_t)n * hid);
+    gt_download(hs, dsc, n * 4);
     double *ref = malloc(hid * sizeof *ref);
     for (int t = 0; t < n; t++) {
         for (int i = 0; i < hid; i++) {
@@ -331,14 +281,14 @@ static void check_quant(int cols)
     in[3] = bora_f32_to_bf16(0.0f);
     for (int c = 0; c < cols; c++)   /* one all-zero row: scale 1, zeros */
         in[(size_t)4 * cols + c] = 0;
-    uint16_t *din = dev_upload(in, (size_t)n * cols * 2);
-    uint8_t *dq = dev_upload(NULL, (size_t)n * cols);
-    float *dsc = dev_upload(NULL, n * 4), *hs = malloc(n * 4);
+    uint16_t *din = gt_upload(in, (size_t)n * cols * 2);
+    uint8_t *dq = gt_upload(NULL, (size_t)n * cols);
+    float *dsc = gt_upload(NULL, n * 4), *hs = malloc(n * 4);
     struct kern_act out = { BORA_DT_F8_E4M3, dq, dsc };
     OK(kern_pf_quant(din, &out, n, cols, NULL, E));
     uint8_t *hq = malloc((size_t)n * cols);
-    dev_download(hq, dq, (size_t)n * cols);
-    dev_download(hs, dsc, n * 4);
+    gt_download(hq, dq, (size_t)n * cols);
+    gt_download(hs, dsc, n * 4);
     double *ref = malloc(cols * sizeof *ref);
     for (int t = 0; t < n; t++) {
         for (int c = 0; c < cols; c++)
@@ -404,16 +354,16 @@ static void check_attention(const struct attn_case *ac)
                 kc[((size_t)h * C + p) * hd + d] = 0x7fc0;
                 vc[((size_t)h * C + p) * hd + d] = 0x7fc0;
             }
-    float *dinv = dev_upload(inv_freq, hd / 2 * 4), *dws = dev_upload(ws, rows * 4), *dts = dev_upload(ts, n * 4);
-    uint16_t *draw = dev_upload(raw, (size_t)n * rows * 2), *dq = dev_upload(NULL, (size_t)n * qd * 2);
-    uint16_t *dkc = dev_upload(kc, cache_elems * 2), *dvc = dev_upload(vc, cache_elems * 2);
-    uint16_t *dout = dev_upload(NULL, (size_t)n * qd * 2);
+    float *dinv = gt_upload(inv_freq, hd / 2 * 4), *dws = gt_upload(ws, rows * 4), *dts = gt_upload(ts, n * 4);
+    uint16_t *draw = gt_upload(raw, (size_t)n * rows * 2), *dq = gt_upload(NULL, (size_t)n * qd * 2);
+    uint16_t *dkc = gt_upload(kc, cache_elems * 2), *dvc = gt_upload(vc, cache_elems * 2);
+    uint16_t *dout = gt_upload(NULL, (size_t)n * qd * 2);
     struct kern_rope rope = { dinv, 1.1f, ac->interleaved, ac->qscale_beta, 16 };
     struct kern_qkv_post_args qa = { { draw, dws, dts }, dq, dkc, dvc, n, pos0, C, H, KV, hd, q_mult, rope };
     OK(kern_pf_qkv_post(&qa, NULL, E));
     uint16_t *hkc = malloc(cache_elems * 2), *hvc = malloc(cache_elems * 2), *hout = malloc((size_t)n * qd * 2);
-    dev_download(hkc, dkc, cache_elems * 2);
-    dev_download(hvc, dvc, cache_elems * 2);
+    gt_download(hkc, dkc, cache_elems * 2);
+    gt_download(hvc, dvc, cache_elems * 2);
 
     /* reference: q (bf16 as the kernel stores it), K/V rows of the chunk */
     double *v = malloc(hd * sizeof *v);
@@ -454,7 +404,7 @@ static void check_attention(const struct attn_case *ac)
     for (int tile = KERN_PF_ATTN_NARROW; tile <= KERN_PF_ATTN_WIDE; tile++) {
         struct kern_pf_attn_args aa = { dq, dkc, dvc, dout, n, pos0, C, H, KV, hd, ac->window, tile };
         OK(kern_pf_attention(&aa, NULL, E));
-        dev_download(hout, dout, (size_t)n * qd * 2);
+        gt_download(hout, dout, (size_t)n * qd * 2);
         double worst = 0;
         for (int t = 0; t < n; t++)
             for (int h = 0; h < H; h++) {
@@ -528,16 +478,16 @@ static void test_embed(void **st)
     uint8_t *w = rand_e4m3((size_t)V * dim, 300);
     float *rs = rand_f32(V, 0.01f, 0.1f);
     int32_t ids[6] = { 3, 49, 0, 3, 17, 50 };
-    uint8_t *dw = dev_upload(w, (size_t)V * dim);
-    float *drs = dev_upload(rs, V * 4), *dx = dev_upload(NULL, (size_t)n * dim * 4);
-    int32_t *dids = dev_upload(ids, sizeof ids);
-    int zero = 0, *dbad = dev_upload(&zero, 4);
+    uint8_t *dw = gt_upload(w, (size_t)V * dim);
+    float *drs = gt_upload(rs, V * 4), *dx = gt_upload(NULL, (size_t)n * dim * 4);
+    int32_t *dids = gt_upload(ids, sizeof ids);
+    int zero = 0, *dbad = gt_upload(&zero, 4);
     struct kern_mat emb = { BORA_DT_F8_E4M3, dw, V, dim, 2.0f, drs };
     OK(kern_pf_embed(dx, &emb, dids, n, dbad, NULL, E));
     float *hx = malloc((size_t)n * dim * 4);
     int bad;
-    dev_download(hx, dx, (size_t)n * dim * 4);
-    dev_download(&bad, dbad, 4);
+    gt_download(hx, dx, (size_t)n * dim * 4);
+    gt_download(&bad, dbad, 4);
     for (int t = 0; t < n - 1; t++)
         for (int c = 0; c < dim; c++) {
             float want = bora_e4m3_to_f32(w[(size_t)ids[t] * dim + c]) * 2.0f * rs[ids[t]];
@@ -562,6 +512,9 @@ static void test_no_cuda(void **st)
 
 int main(void)
 {
+#ifdef BORA_CUDA
+    gt_seed(0x9e3779b97f4a7c15ull);   /* this program's data, the same every run */
+#endif
     const struct CMUnitTest tests[] = {
 #ifdef BORA_CUDA
         cmocka_unit_test(test_gemm),

@@ -43,10 +43,6 @@ static const struct tol TOL_FP8 = { 2e-1f, 3.5e-1f, 1.2e-1f };
 #define CTX 256
 #define LONG 157
 
-static const char *const fixture_names[] = {
-    "mistral-tiny-bf16", "mistral-tiny-fp8", "mistral-tiny-native-swa", "mistral-tiny-tied-mqa", "ministral3-tiny-yarn",
-};
-
 struct pcase {
     const char *name;
     enum model_precision precision;
@@ -492,7 +488,7 @@ static void test_cuda_error_recovers(void **state)
     close_ctx(&x);
 }
 
-#define N_FIX (sizeof fixture_names / sizeof *fixture_names)
+#define N_FIX FIX_N_MODELS
 
 int main(void)
 {
@@ -500,9 +496,9 @@ int main(void)
     struct CMUnitTest tests[2 * N_FIX + 5];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
-        bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
-        exact[i] = (struct pcase){ fixture_names[i], MODEL_PRECISION_AUTO };
-        conv[i] = (struct pcase){ fixture_names[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8 };
+        bool is_fp8 = strstr(fix_models[i], "fp8") != NULL;
+        exact[i] = (struct pcase){ fix_models[i], MODEL_PRECISION_AUTO };
+        conv[i] = (struct pcase){ fix_models[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8 };
         tests[n++] = (struct CMUnitTest){ "prefill_vs_stepwise", test_prefill_vs_stepwise, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "prefill_vs_stepwise_converted", test_prefill_vs_stepwise, NULL, NULL,
                                           &conv[i] };

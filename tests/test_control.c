@@ -36,21 +36,6 @@ static int teardown(void **s)
     return test_srv_stop(&SRV) == 0 ? 0 : -1;
 }
 
-static struct bwp_conn open_conn(bool tcp)
-{
-    struct bwp_conn c;
-    struct bora_err err;
-    if (bwp_conn_open(&c, tcp ? SRV.tcp : SRV.udp, tcp, &err) < 0)
-        fail_msg("connect: %s", err.msg);
-    return c;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 /* Reads frames into r until it has n_tokens tokens. */
 static void read_tokens(struct bwp_conn *c, struct test_req *r, uint32_t n_tokens)
 {
@@ -71,7 +56,7 @@ static uint32_t list_until(struct dp_req_info *out, uint32_t want)
         assert_int_equal(dp_server_requests(SRV.s, out, DP_LIST_MAX, &total, &err), 0);
         if (total == want)
             return total;
-        sleep_ms(2);
+        test_sleep_ms(2);
     }
     fail_msg("requests: %u listed, expected %u", total, want);
     return total;
@@ -82,7 +67,7 @@ static uint32_t list_until(struct dp_req_info *out, uint32_t want)
 static void test_requests_and_cancel(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r[2] = { { .rid = 40 }, { .rid = 41 } };
     test_send_text(&c, 40, "sleep=10", 500, 0, 0, NULL);
     read_tokens(&c, &r[0], 2);                       /* running now */
@@ -135,7 +120,7 @@ static void test_requests_and_cancel(void **s)
 static void test_cancel_during_prefill(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r = { .rid = 60 };
     test_send_text(&c, 60, "prefill=3000", 5, 0, 0, NULL);
     struct dp_req_info info[DP_LIST_MAX];
@@ -143,7 +128,7 @@ static void test_cancel_during_prefill(void **s)
         list_until(info, 1);
         if (info[0].running)
             break;
-        sleep_ms(2);
+        test_sleep_ms(2);
     }
     assert_int_equal(info[0].rid, 60);
     assert_true(info[0].running);
@@ -164,7 +149,7 @@ static void test_cancel_during_prefill(void **s)
 static void test_cancel_every_client(void **s)
 {
     (void)s;
-    struct bwp_conn c[2] = { open_conn(false), open_conn(true) };
+    struct bwp_conn c[2] = { test_srv_conn(&SRV, false), test_srv_conn(&SRV, true) };
     struct test_req r[2] = { { .rid = 7 }, { .rid = 7 } };
     test_send_text(&c[0], 7, "sleep=10", 500, 0, 0, NULL);
     read_tokens(&c[0], &r[0], 1);
@@ -197,7 +182,7 @@ static uint16_t outcome(struct bwp_conn *c, uint64_t rid, const char *prompt, ui
 static void test_live_policy(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     struct dp_config cfg = test_srv_config();
     struct bora_err err;
     cfg.max_tokens = 4;
@@ -264,7 +249,7 @@ static void test_swap_keeps_queue(void **s)
     counting_ops.step = counting_step;
     ng.ops = &counting_ops;
     void *old_impl = SRV.g.impl, *new_impl = ng.impl;
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r[2] = { { .rid = 50 }, { .rid = 51 } };
     test_send_text(&c, 50, "sleep=10", 20, 0, 0, NULL);
     read_tokens(&c, &r[0], 1);

@@ -30,10 +30,6 @@
 /* After quantization the greedy path may legitimately diverge where the margin is small. */
 #define NEAR_TIE_FP8 0.5f
 
-static const char *const fixture_names[] = {
-    "mistral-tiny-bf16", "mistral-tiny-fp8", "mistral-tiny-native-swa", "mistral-tiny-tied-mqa", "ministral3-tiny-yarn",
-};
-
 struct golden {
     const char *name;
     enum model_precision precision;
@@ -200,7 +196,7 @@ static void test_prefill_matches_stepwise(void **state)
     fixture_free(&f);
 }
 
-#define N_FIX (sizeof fixture_names / sizeof *fixture_names)
+#define N_FIX FIX_N_MODELS
 
 int main(void)
 {
@@ -208,9 +204,9 @@ int main(void)
     struct CMUnitTest tests[5 * N_FIX];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
-        exact[i] = (struct golden){ fixture_names[i], MODEL_PRECISION_AUTO, TOL_EXACT, NEAR_TIE };
-        bool is_fp8 = strstr(fixture_names[i], "fp8") != NULL;
-        conv[i] = (struct golden){ fixture_names[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8,
+        exact[i] = (struct golden){ fix_models[i], MODEL_PRECISION_AUTO, TOL_EXACT, NEAR_TIE };
+        bool is_fp8 = strstr(fix_models[i], "fp8") != NULL;
+        conv[i] = (struct golden){ fix_models[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8,
                                    is_fp8 ? TOL_BF16_FROM_FP8 : TOL_FP8, is_fp8 ? NEAR_TIE : NEAR_TIE_FP8 };
         tests[n++] = (struct CMUnitTest){ "logits", test_logits, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "greedy", test_greedy, NULL, NULL, &exact[i] };

@@ -35,21 +35,6 @@ static int teardown_default(void **s)
     return test_srv_stop(&SRV) == 0 ? 0 : -1;
 }
 
-static struct bwp_conn open_conn(bool tcp)
-{
-    struct bwp_conn c;
-    struct bora_err err;
-    if (bwp_conn_open(&c, tcp ? SRV.tcp : SRV.udp, tcp, &err) < 0)
-        fail_msg("connect: %s", err.msg);
-    return c;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 /* The text gen_test emits for a kind-0 prompt, independently recomputed. */
 static void expected_text(const char *prompt, uint32_t n, char *out, size_t cap)
 {
@@ -71,7 +56,7 @@ static void check_clean(const struct test_req *r)
 
 static void stream_one(bool tcp, uint8_t options)
 {
-    struct bwp_conn c = open_conn(tcp);
+    struct bwp_conn c = test_srv_conn(&SRV, tcp);
     struct test_req r = { .rid = 77 };
     assert_int_equal(test_send_text(&c, 77, "hello", 5, options, 0, NULL), 0);
     assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
@@ -104,7 +89,7 @@ static void test_stream_tcp(void **s) { (void)s; stream_one(true, 0); stream_one
 static void test_tcp_interleaved(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r[6] = { { .rid = 1 }, { .rid = 2 }, { .rid = 3 }, { .rid = 4 }, { .rid = 5 }, { .rid = 6 } };
     /* all six frames in one write: the server must split the stream into frames */
     uint8_t buf[2048];
@@ -136,7 +121,7 @@ static void test_tcp_interleaved(void **s)
 static void test_eos_and_ignore_eos(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     struct test_req r[2] = { { .rid = 10 }, { .rid = 11 } };
     test_send_text(&c, 10, "x eos=3", 50, 0, 0, NULL);
     test_send_text(&c, 11, "x eos=3", 6, BWP_OPT_IGNORE_EOS, 0, NULL);
@@ -154,7 +139,7 @@ static void test_eos_and_ignore_eos(void **s)
 static void test_utf8_deltas(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     struct test_req r = { .rid = 12 };
     test_send_text(&c, 12, "utf8", 4, 0, 0, NULL);
     assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
@@ -169,7 +154,7 @@ static void test_utf8_deltas(void **s)
 static void test_cancel(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     uint8_t buf[512];
     struct bwp_server_frame f;
     /* cancelling an unknown id has no answer: the next frame is the PONG */
@@ -205,7 +190,7 @@ static void test_cancel(void **s)
 static void test_stop_during_prefill(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     uint8_t buf[512];
     struct bwp_server_frame f;
     struct test_req r = { .rid = 25 };
@@ -214,7 +199,7 @@ static void test_stop_during_prefill(void **s)
         assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
         test_apply(&r, 1, &f);
     }
-    sleep_ms(100);                                     /* its prefill is running */
+    test_sleep_ms(100);                                     /* its prefill is running */
     size_t n = bwp_build_simple(buf, sizeof buf, BWP_CANCEL, 25, NULL, 0);
     bwp_conn_send(&c, buf, n);
     assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
@@ -235,7 +220,7 @@ static void test_stop_during_prefill(void **s)
 static void test_deadline(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r[2] = { { .rid = 30 }, { .rid = 31 } };
     test_send_text(&c, 30, "sleep=20", 500, 0, 150, NULL);
     test_send_text(&c, 31, "queued", 5, 0, 50, NULL);      /* expires while waiting */
@@ -257,7 +242,7 @@ static void test_deadline(void **s)
 static void test_busy_queue_pong_duplicate(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     uint8_t buf[512];
     struct bwp_server_frame f;
     enum { N = 10 };   /* 1 decoding + 8 waiting (queue_depth) + 1 refused */
@@ -343,7 +328,7 @@ static void ping_pong(struct bwp_conn *c, uint64_t rid)
 static void test_errors_udp(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     uint8_t b[8192];
     size_t n;
     /* unanswerable: short datagram, bad magic → silence (the PONG comes next) */
@@ -425,13 +410,13 @@ static void test_errors_tcp(void **s)
     uint8_t b[8192];
     size_t n;
     /* bad magic: ERROR BAD_FRAME with request_id 0, then close */
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     bwp_conn_send(&c, (const uint8_t *)"HTTP/1.1 GET /", 14);
     expect_error(&c, 0, BWP_E_BAD_FRAME);
     expect_closed(&c);
     bwp_conn_close(&c);
     /* the stream ends inside a header (rule 2): ERROR BAD_FRAME with request_id 0, then close */
-    c = open_conn(true);
+    c = test_srv_conn(&SRV, true);
     bwp_conn_send(&c, (const uint8_t *)"BWP1\x03\x00", 6);
     shutdown(c.fd, SHUT_WR);
     expect_error(&c, 0, BWP_E_BAD_FRAME);
@@ -439,7 +424,7 @@ static void test_errors_tcp(void **s)
     bwp_conn_close(&c);
     /* ... inside a frame's payload after a good one: the good one is answered, the truncated
      * one gets BAD_FRAME with its header's id */
-    c = open_conn(true);
+    c = test_srv_conn(&SRV, true);
     n = bwp_build_simple(b, sizeof b, BWP_PING, 40, NULL, 0);
     bwp_put_header(b + n, BWP_RESEND, 0, 4, 0, 41);
     bwp_conn_send(&c, b, n + 24 + 2);
@@ -454,7 +439,7 @@ static void test_errors_tcp(void **s)
     expect_closed(&c);
     bwp_conn_close(&c);
     /* wrong version: BAD_VERSION with the header's id, then close */
-    c = open_conn(true);
+    c = test_srv_conn(&SRV, true);
     n = bwp_build_simple(b, sizeof b, BWP_PING, 44, NULL, 0);
     b[3] = '2';
     bwp_conn_send(&c, b, n);
@@ -462,7 +447,7 @@ static void test_errors_tcp(void **s)
     expect_closed(&c);
     bwp_conn_close(&c);
     /* oversize ≤ 16 MiB: TOO_LARGE, payload skipped, connection stays usable */
-    c = open_conn(true);
+    c = test_srv_conn(&SRV, true);
     uint32_t len = 300000;
     bwp_put_header(b, BWP_GENERATE, 0, len, 0, 45);
     bwp_conn_send(&c, b, 24);
@@ -509,7 +494,7 @@ static void test_errors_tcp(void **s)
 static void test_resend_udp(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     uint8_t frames[16][512], b[512];
     long lens[16];
     test_send_text(&c, 60, "resend me", 6, BWP_OPT_IDS, 0, NULL);
@@ -547,7 +532,7 @@ static void test_resend_udp(void **s)
 static void test_tcp_half_close(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r = { .rid = 70 };
     test_send_text(&c, 70, "sleep=5", 10, 0, 0, NULL);
     assert_int_equal(bwp_conn_shutdown_write(&c), 0);   /* does not cancel */
@@ -562,15 +547,15 @@ static void test_tcp_half_close(void **s)
 static void test_tcp_close_cancels(void **s)
 {
     (void)s;
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     test_send_text(&c, 80, "sleep=50", 500, 0, 0, NULL);   /* would take 25 s */
     test_send_text(&c, 81, "sleep=50", 500, 0, 0, NULL);
     uint8_t b[512];
     struct bwp_server_frame f;
     assert_int_equal(test_recv(&c, b, sizeof b, &f, T_MS, NULL), 1);
     bwp_conn_close(&c);                                    /* cancels both silently */
-    sleep_ms(200);
-    struct bwp_conn d = open_conn(false);
+    test_sleep_ms(200);
+    struct bwp_conn d = test_srv_conn(&SRV, false);
     struct test_req r = { .rid = 82 };
     test_send_text(&d, 82, "next", 3, 0, 0, NULL);
     assert_int_equal(test_collect(&d, &r, 1, 2000, NULL), 1);
@@ -591,7 +576,7 @@ static void test_tcp_stalled_frame(void **s)
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
     uint8_t b[512];
     struct bwp_server_frame f;
-    struct bwp_conn stalled = open_conn(true), slow = open_conn(true), idle = open_conn(true);
+    struct bwp_conn stalled = test_srv_conn(&SRV, true), slow = test_srv_conn(&SRV, true), idle = test_srv_conn(&SRV, true);
     struct bwp_generate g = { .max_tokens = 2, .prompt_kind = BWP_PROMPT_TEXT, .top_p = 1.0f,
                               .prompt = (const uint8_t *)"hello", .prompt_len = 5 };
     size_t n = bwp_build_generate(b, sizeof b, 91, &g, NULL, 0);
@@ -599,14 +584,14 @@ static void test_tcp_stalled_frame(void **s)
     n = bwp_build_simple(b, sizeof b, BWP_PING, 92, NULL, 0);
     for (size_t i = 0; i < n; i++) {                          /* 24 bytes in ≈ 240 ms */
         assert_int_equal(bwp_conn_send(&slow, b + i, 1), 0);
-        sleep_ms(10);
+        test_sleep_ms(10);
     }
     assert_int_equal(test_recv(&slow, b, sizeof b, &f, T_MS, NULL), 1);
     assert_int_equal(f.h.type, BWP_PONG);
     assert_int_equal(f.h.request_id, 92);
     expect_error(&stalled, 91, BWP_E_BAD_FRAME);
     expect_closed(&stalled);
-    sleep_ms(900);                                            /* idle past the timeout: not a frame */
+    test_sleep_ms(900);                                            /* idle past the timeout: not a frame */
     n = bwp_build_simple(b, sizeof b, BWP_PING, 93, NULL, 0);
     assert_int_equal(bwp_conn_send(&idle, b, n), 0);
     assert_int_equal(test_recv(&idle, b, sizeof b, &f, T_MS, NULL), 1);
@@ -629,7 +614,7 @@ static void test_auth_server(void **s)
     struct dp_config cfg = test_srv_config();
     cfg.key = &key;
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     uint8_t b[512];
     struct bwp_server_frame f;
     /* unsigned frame: AUTH, answered without trailer */
@@ -674,7 +659,7 @@ static void test_auth_server(void **s)
     struct bwp_key wrong = key;
     wrong.bytes[3] ^= 1;
     for (int bad = 0; bad < 2; bad++) {
-        struct bwp_conn t = open_conn(true);
+        struct bwp_conn t = test_srv_conn(&SRV, true);
         clock_gettime(CLOCK_REALTIME, &ts);
         now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
         n = bwp_build_generate(fb2, sizeof fb2, 50, &g, bad ? &wrong : &key, now);
@@ -692,7 +677,7 @@ static void test_auth_server(void **s)
     }
     /* ... and when the stream ends before its trailer: ERROR AUTH (unsigned), not silence */
     {
-        struct bwp_conn t = open_conn(true);
+        struct bwp_conn t = test_srv_conn(&SRV, true);
         n = bwp_build_generate(fb2, sizeof fb2, 52, &g, &key, now);
         bwp_conn_send(&t, fb2, n - 100);
         shutdown(t.fd, SHUT_WR);
@@ -720,7 +705,7 @@ static void test_forbidden_and_rate_limited(void **s)
     cfg.n_allow = 1;
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
     for (int tcp = 0; tcp < 2; tcp++) {               /* 127.0.0.1 is not in 10/8 */
-        struct bwp_conn c = open_conn(tcp);
+        struct bwp_conn c = test_srv_conn(&SRV, tcp);
         test_send_text(&c, 5, "hi", 2, 0, 0, NULL);
         expect_error(&c, 5, BWP_E_FORBIDDEN);
         uint8_t b[64];
@@ -734,7 +719,7 @@ static void test_forbidden_and_rate_limited(void **s)
     cfg.allow = &loop;
     cfg.rate_limit = 4;                               /* 4 requests a second, burst 4 */
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     struct test_req r[8];
     memset(r, 0, sizeof r);
     for (int i = 0; i < 8; i++) {
@@ -750,7 +735,7 @@ static void test_forbidden_and_rate_limited(void **s)
     }
     assert_int_equal(done, 4);
     assert_int_equal(limited, 4);
-    sleep_ms(600);                                    /* refilled: two more tokens */
+    test_sleep_ms(600);                                    /* refilled: two more tokens */
     struct test_req again = { .rid = 30 };
     test_send_text(&c, 30, "x", 1, 0, 0, NULL);
     assert_int_equal(test_collect(&c, &again, 1, T_MS, NULL), 1);
@@ -791,7 +776,7 @@ static void test_drain_finishes_queued(void **s)
     struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
-    struct bwp_conn c = open_conn(false);
+    struct bwp_conn c = test_srv_conn(&SRV, false);
     struct test_req r[3] = { { .rid = 1 }, { .rid = 2 }, { .rid = 3 } };
     test_send_text(&c, 1, "sleep=10", 10, 0, 0, NULL);
     test_send_text(&c, 2, "sleep=10", 10, 0, 0, NULL);
@@ -802,7 +787,7 @@ static void test_drain_finishes_queued(void **s)
         test_apply(r, 3, &f);
     }
     dp_server_stop(SRV.s);
-    sleep_ms(20);
+    test_sleep_ms(20);
     test_send_text(&c, 3, "late", 3, 0, 0, NULL);          /* new: SHUTTING_DOWN */
     size_t n = bwp_build_simple(b, sizeof b, BWP_PING, 9, NULL, 0);
     bwp_conn_send(&c, b, n);
@@ -837,7 +822,7 @@ static void test_drain_grace_expires(void **s)
     struct dp_config cfg = test_srv_config();
     cfg.shutdown_grace_ms = 100;
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
-    struct bwp_conn c = open_conn(true);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r[2] = { { .rid = 1 }, { .rid = 2 } };
     test_send_text(&c, 1, "sleep=50", 500, 0, 0, NULL);
     test_send_text(&c, 2, "sleep=50", 500, 0, 0, NULL);

@@ -1,6 +1,11 @@
 /* bwp_test.c — loopback server harness and client-side request bookkeeping of bwp_test.h. */
 #include "tests/support/bwp_test.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +20,21 @@ struct dp_config test_srv_config(void)
         .max_tokens = 512, .request_timeout_ms = 30000, .shutdown_grace_ms = 5000,
     };
     return c;
+}
+
+struct bwp_conn test_srv_conn(const struct test_srv *v, bool tcp)
+{
+    struct bwp_conn c;
+    struct bora_err err;
+    if (bwp_conn_open(&c, tcp ? v->tcp : v->udp, tcp, &err) < 0)
+        fail_msg("connect to %s: %s", tcp ? v->tcp : v->udp, err.msg);
+    return c;
+}
+
+void test_sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
 }
 
 static void *srv_thread(void *arg)

@@ -29,6 +29,12 @@ int test_srv_start(struct test_srv *v, const struct dp_config *cfg);
 /* Stops it (drain) and joins; returns dp_server_run's result. */
 int test_srv_stop(struct test_srv *v);
 
+/* A client connection to v's TCP (tcp) or UDP address; fails the running cmocka test with the
+ * reason when it cannot connect. */
+struct bwp_conn test_srv_conn(const struct test_srv *v, bool tcp);
+/* Sleeps ms milliseconds. */
+void test_sleep_ms(int ms);
+
 /* One request as seen by a client. */
 struct test_req {
     uint64_t rid;

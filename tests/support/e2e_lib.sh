@@ -1,4 +1,4 @@
-# e2e_lib.sh — shell helpers the e2e scripts share (sourced; each script defines its own fail).
+# e2e_lib.sh — shell helpers the e2e scripts share (sourced). wait_banner calls the script's fail.
 
 # wait_banner PID LOG PATTERN SECONDS WHAT: returns once LOG holds PATTERN (the server's banner);
 # fails (the caller's fail) when PID exits first or after SECONDS.
@@ -10,4 +10,17 @@ wait_banner() {
         sleep 0.1
     done
     fail "$what printed no '$pat' in $secs s"
+}
+
+# e2e_borad_begin FIXTURE: the start of a script that runs borad on loopback with FIXTURE. Skips
+# (exit 77, saying why) without python3 or without FIXTURE; sets tmp (a fresh directory) and pid
+# (empty: set it to borad's pid); at exit kills borad and removes tmp. Defines fail MSG: prints
+# MSG and borad's log ($tmp/borad.log), exits 1.
+e2e_borad_begin() {
+    command -v python3 >/dev/null || { echo "SKIP: python3 not installed"; exit 77; }
+    [ -d "$1" ] || { echo "SKIP: fixture $1 missing"; exit 77; }
+    tmp=$(mktemp -d)
+    pid=
+    trap '[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+    fail() { echo "FAIL: $*"; [ -f "$tmp/borad.log" ] && sed 's/^/  borad| /' "$tmp/borad.log"; exit 1; }
 }

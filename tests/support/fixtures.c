@@ -9,6 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+const char *const fix_models[FIX_N_MODELS] = {
+    "mistral-tiny-bf16", "mistral-tiny-fp8", "mistral-tiny-native-swa", "mistral-tiny-tied-mqa", "ministral3-tiny-yarn",
+};
+
 static bool is_dir(const char *p)
 {
     struct stat st;

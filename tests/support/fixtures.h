@@ -8,6 +8,11 @@
 #include <stdint.h>
 
 #define FIX_MAX_CASES 8
+
+/* The golden fixtures every backend test runs (../shared/fixtures): one list, so a new fixture
+ * reaches the CPU, CUDA and prefill tests together. */
+#define FIX_N_MODELS 5
+extern const char *const fix_models[FIX_N_MODELS];
 #define FIX_TOPK 8
 
 struct fix_case {
