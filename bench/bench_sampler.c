@@ -2,16 +2,23 @@
  * µs per sampled token at Mistral's vocabularies (32,768 and Tekken's 131,072) for greedy,
  * temperature alone, temperature + top-p and temperature + top-k. Budget: 120 µs a token,
  * 5 % of a 7B FP8 decode step on the H200 (2.4 ms), so sampling never shows in tokens/s.
- * The logits are synthetic but shaped like a model's: a normal body and a few strong tokens. */
+ * The logits are synthetic but shaped like a model's: a normal body and a few strong tokens.
+ * Built with CUDA and run on a GPU, it then times the GPU sampler (kern_sample, which the CUDA
+ * engine runs inside its decode graph) on the same logits: µs per token, budget 30 µs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "model/sampler.h"
+#ifdef BORA_CUDA
+#include "kernels/kernels.h"
+#endif
 
 #define BENCH_BUDGET_US 120.0
 #define BENCH_ITERS 400
+#define BENCH_GPU_BUDGET_US 30.0
+#define BENCH_GPU_LAUNCHES 200
 
 static double now_us(void)
 {
@@ -37,6 +44,65 @@ static void fill(float *lg, int vocab, uint64_t seed)
     for (int k = 0; k < 8; k++)
         lg[lcg(&x) % (uint64_t)vocab] += 6.0f + (float)k;
 }
+
+#ifdef BORA_CUDA
+/* kern_sample launched BENCH_GPU_LAUNCHES times back to back on device-resident logits; the mean
+ * µs per launch (launches queue behind each other, so this is the kernel's time, not the
+ * launch latency). 0 when there is no GPU; -1 on a CUDA error (printed). */
+static int bench_gpu(void)
+{
+    struct kern_device d;
+    struct bora_err err = { "" };
+    if (kern_device_query(&d, &err)) {
+        printf("bench_sampler: GPU sampler not timed (no GPU: %s)\n", err.msg);
+        return 0;
+    }
+    static const int vocabs[] = { 32768, 131072 };
+    static const struct { const char *name; float t, p; int k; } modes[] = {
+        { "greedy", 0, 1, 0 },
+        { "T 1.0", 1.0f, 1, 0 },
+        { "T 0.7, top-p 0.9", 0.7f, 0.9f, 0 },
+        { "T 0.7, top-k 50", 0.7f, 1, 50 },
+        { "T 1.0, top-k 5000", 1.0f, 1, 5000 },
+    };
+    int over = 0;
+    printf("bench_sampler: GPU sampler (kern_sample) on %s, µs per token (mean of %d), budget %.0f µs\n", d.name,
+           BENCH_GPU_LAUNCHES, BENCH_GPU_BUDGET_US);
+    for (size_t v = 0; v < sizeof vocabs / sizeof *vocabs; v++) {
+        const int V = vocabs[v];
+        float *lg = malloc(sizeof *lg * (size_t)V), *dl = NULL;
+        struct kern_state *ds = NULL;
+        if (!lg || kern_malloc((void **)&dl, sizeof *lg * (size_t)V, &err) ||
+            kern_malloc((void **)&ds, sizeof *ds, &err))
+            goto fail;
+        fill(lg, V, 7);
+        if (kern_copy_h2d(dl, lg, sizeof *lg * (size_t)V, &err))
+            goto fail;
+        for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+            struct kern_state s = { .temperature = modes[m].t, .top_p = modes[m].p, .top_k = modes[m].k, .seed = 1 };
+            if (kern_copy_h2d(ds, &s, sizeof s, &err) || kern_sample(dl, V, ds, NULL, NULL, &err) || kern_sync(&err))
+                goto fail;   /* one warm-up */
+            const double t0 = now_us();
+            for (int i = 0; i < BENCH_GPU_LAUNCHES; i++)
+                if (kern_sample(dl, V, ds, NULL, NULL, &err))
+                    goto fail;
+            if (kern_sync(&err))
+                goto fail;
+            const double us = (now_us() - t0) / BENCH_GPU_LAUNCHES;
+            over |= us > BENCH_GPU_BUDGET_US;
+            printf("  vocab %6d  %-18s %8.1f µs  %s\n", V, modes[m].name, us, us > BENCH_GPU_BUDGET_US ? "OVER" : "ok");
+        }
+        kern_free(dl);
+        kern_free(ds);
+        free(lg);
+    }
+    printf("bench_sampler: GPU sampler %s\n", over ? "over budget" : "within budget");
+    return 0;
+fail:
+    printf("bench_sampler: GPU sampler: %s\n", err.msg[0] ? err.msg : "out of memory");
+    return -1;
+}
+#endif
 
 int main(void)
 {
@@ -82,5 +148,9 @@ int main(void)
         free(t);
     }
     printf("bench_sampler: %s\n", over ? "over budget" : "within budget");
+#ifdef BORA_CUDA
+    if (bench_gpu() < 0)
+        return 1;
+#endif
     return 0;
 }

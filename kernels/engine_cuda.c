@@ -563,7 +563,8 @@ static int set_state(struct cuda_impl *s, const int32_t *ids, int n, int pos, st
     s->h_in->fed_end = pos + n;
     s->h_in->temperature = s->samp ? s->samp->temperature : 0.0f;
     s->h_in->top_p = s->samp ? s->samp->top_p : 1.0f;
-    s->h_in->top_k = s->samp ? (int32_t)(s->samp->top_k < KERN_SAMPLE_MAX_K ? s->samp->top_k : KERN_SAMPLE_MAX_K) : 0;
+    /* top_k ≥ the vocabulary is no cut, as 0 is (kern_sample) */
+    s->h_in->top_k = s->samp && s->samp->top_k <= INT32_MAX ? (int32_t)s->samp->top_k : 0;
     s->h_in->seed = s->samp ? (uint32_t)(s->samp->seed ^ (s->samp->seed >> 32)) : 0;
     if (ids) {
         memcpy(s->h_ids, ids, (size_t)n * sizeof *ids);

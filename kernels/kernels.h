@@ -33,7 +33,7 @@ struct CUstream_st;   /* cudaStream_t */
                                          * 68.9 / 68.0 / 66.1 %; on the kernel of 2026-11-30: 1 / 2 / 3 →
                                          * 69.3-70.2 / 68.3-68.7 / 67.7-67.8 %, BF16 82.1-82.8 / 81.4-82.0 /
                                          * 80.8-81.4 %, Medium 3.5 89.1-89.2 / 89.5 %) */
-#define KERN_SAMPLE_MAX_K 1024          /* top-k/top-p work within this many candidates */
+#define KERN_SAMPLE_MAX_K 1024          /* a top-k up to this sorts its candidates; larger, or off: exact over the vocabulary */
 
 struct kern_device {
     char name[256];
@@ -192,7 +192,7 @@ struct kern_state {
     int32_t pos;
     int32_t fed_end;
     int32_t sampled;
-    int32_t top_k;            /* 0: no top-k cut (within KERN_SAMPLE_MAX_K) */
+    int32_t top_k;            /* 0 (or ≥ vocab): no top-k cut */
     float temperature;        /* <= 0: greedy (argmax, lowest id on ties) */
     float top_p;              /* (0, 1]; 1 = off */
     uint32_t seed;
@@ -207,7 +207,10 @@ int kern_embed(float *x, const struct kern_mat *emb, struct kern_state *d_state,
                struct CUstream_st *stream, struct bora_err *err);
 
 /* Picks the next id from logits (vocab) per d_state's sampling settings, stores it in
- * d_state->sampled and advances d_state->pos. Random draws hash (seed, pos). h_mirror: NULL, or
+ * d_state->sampled and advances d_state->pos. Temperature ≤ 0: argmax. Otherwise the top_k
+ * largest logits (all with top_k 0 or ≥ vocab; ties at the cut: lowest ids), then the shortest
+ * run of them by decreasing logit whose probability reaches top_p, and one draw among those with
+ * probability ∝ e^(logit / temperature); the uniform hashes (seed, pos). h_mirror: NULL, or
  * pinned host memory (kern_host_alloc) the kernel also writes the final state to, so no copy
  * back is needed once the stream is synchronised. */
 int kern_sample(const float *logits, int vocab, struct kern_state *d_state, struct kern_state *h_mirror,

@@ -1,7 +1,13 @@
 /* sample.cu — on-GPU choice of the next token, so only its id crosses to the host: greedy
- * argmax (lowest id on ties) or temperature + top-k + top-p within KERN_SAMPLE_MAX_K candidates
- * (radix select of the k-th largest logit, bitonic sort, nucleus cut, one uniform draw hashed
- * from seed and position). One block; budget ≈ 5 µs greedy, ≈ 30 µs sampled at vocab 131072. */
+ * argmax (lowest id on ties) or temperature + top-k + top-p. A top-k up to KERN_SAMPLE_MAX_K:
+ * its candidates found by bins of the logits' distance from the largest (a radix select where a
+ * bin is crowded), a bitonic sort, the nucleus cut and one uniform draw hashed from seed and
+ * position. A larger top-k, or none: the same cuts made exactly over the whole vocabulary with
+ * the weights in 2^-44 fixed point, so every sum is an integer and the same logits give the same
+ * id on every run (sample_exact). One block of 1,024 threads; every pass over the logits keeps
+ * SAMPLE_B loads a thread in flight. Measured on the H200 at vocab 131,072 (bench_sampler,
+ * docs/PERFORMANCE.md): greedy 7.3 µs, temperature alone 25 µs, top-k 50 58 µs, top-p 0.9 144 µs
+ * (budget 30 µs: the last two over it). */
 #include <math.h>
 
 #include "kernels/kern_util.cuh"
@@ -96,103 +102,650 @@ __device__ int sample_argmax(const float *l, int vocab, float *sv, int *si)
     return si[0];
 }
 
+/* The passes below read every logit; one load at a time they would wait on L2 for each (a
+ * block on one SM): these helpers keep SAMPLE_B loads of a thread in flight. */
+#define SAMPLE_B 8
+/* f(i, logits[i]) for this thread's ids (i ≡ threadIdx.x modulo blockDim.x). */
+template <typename F>
+__device__ __forceinline__ void sample_each(const float *logits, int vocab, F f)
+{
+    for (int base = threadIdx.x; base < vocab; base += SAMPLE_B * blockDim.x) {
+        float v[SAMPLE_B];
+#pragma unroll
+        for (int k = 0; k < SAMPLE_B; k++) {
+            const int i = base + k * blockDim.x;
+            v[k] = i < vocab ? logits[i] : 0.f;
+        }
+#pragma unroll
+        for (int k = 0; k < SAMPLE_B; k++) {
+            const int i = base + k * blockDim.x;
+            if (i < vocab)
+                f(i, v[k]);
+        }
+    }
+}
+/* The same with every lane of a warp calling f(i, logit, valid) together (for warp votes). */
+template <typename F>
+__device__ __forceinline__ void sample_each_warp(const float *logits, int vocab, F f)
+{
+    for (int base = threadIdx.x; base - (int)(threadIdx.x & 31) < vocab; base += SAMPLE_B * blockDim.x) {
+        float v[SAMPLE_B];
+#pragma unroll
+        for (int k = 0; k < SAMPLE_B; k++) {
+            const int i = base + k * blockDim.x;
+            v[k] = i < vocab ? logits[i] : 0.f;
+        }
+#pragma unroll
+        for (int k = 0; k < SAMPLE_B; k++)
+            f(base + k * blockDim.x, v[k], base + k * (int)blockDim.x < vocab);
+    }
+}
+
+/* The key of the K-th largest logit: a radix select in three passes of 11, 11 and 10 bits
+ * (SAMPLE_BINS counters); *s_remaining is left holding how many logits with exactly that key
+ * belong to the K largest. Every thread returns the key. */
+#define SAMPLE_BINS 2048
+__device__ uint32_t sample_select(const float *logits, int vocab, int K, unsigned *hist, uint32_t *s_prefix,
+                                  int *s_remaining)
+{
+    const int lane = threadIdx.x & 31;
+    uint32_t prefix = 0, mask = 0;
+    if (threadIdx.x == 0)
+        *s_remaining = K;
+    for (int pass = 0; pass < 3; pass++) {
+        const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nb = pass == 2 ? 1024 : 2048;
+        const uint32_t dm = (uint32_t)nb - 1;
+        for (int i = threadIdx.x; i < nb; i += blockDim.x)
+            hist[i] = 0;
+        __syncthreads();
+        sample_each(logits, vocab, [&](int, float l) {   /* 11-bit digits: few lanes share a counter */
+            const uint32_t k = sample_key(l);
+            if ((k & mask) == prefix)
+                atomicAdd(&hist[(k >> shift) & dm], 1u);
+        });
+        __syncthreads();
+        if (threadIdx.x < 32) {   /* the bin, from the top, where the count reaches what is left */
+            const int rem = *s_remaining;
+            int run = 0, bin = 0, before = -1;
+            for (int top = nb - 1; top >= 0 && before < 0; top -= 32) {
+                const int b = top - lane, c = b >= 0 ? (int)hist[b] : 0;
+                int incl = c;
+                for (int o = 1; o < 32; o <<= 1) {
+                    const int t = __shfl_up_sync(0xffffffffu, incl, o);
+                    if (lane >= o)
+                        incl += t;
+                }
+                const unsigned hit = __ballot_sync(0xffffffffu, b >= 0 && run + incl >= rem);
+                if (hit) {
+                    const int first = __ffs(hit) - 1;
+                    bin = top - first;
+                    before = run + __shfl_sync(0xffffffffu, incl - c, first);
+                }
+                run += __shfl_sync(0xffffffffu, incl, 31);
+            }
+            if (before < 0)   /* not reached (fewer logits than K): the lowest bin, as the count allows */
+                before = run - (int)hist[0];
+            if (lane == 0) {
+                *s_remaining = rem - before;
+                *s_prefix = prefix | ((uint32_t)bin << shift);
+            }
+        }
+        __syncthreads();
+        prefix = *s_prefix;
+        mask |= dm << shift;
+    }
+    return prefix;
+}
+
+/* The ids with pred(i) into cval / cidx (logit, id), at most KERN_SAMPLE_MAX_K of them, in no
+ * particular order; returns how many have it (more than were stored when over the capacity). */
+template <typename P>
+__device__ int sample_gather(const float *logits, int vocab, P pred, float *cval, int *cidx, int *s_cnt)
+{
+    const int lane = threadIdx.x & 31;
+    if (threadIdx.x == 0)
+        *s_cnt = 0;
+    __syncthreads();
+    sample_each_warp(logits, vocab, [&](int i, float l, bool valid) {
+        const bool take = valid && pred(i, l);
+        const unsigned m = __ballot_sync(0xffffffffu, take);
+        if (m) {   /* the warp's slots in one atomic */
+            const int leader = __ffs(m) - 1;
+            int slot = 0;
+            if (lane == leader)
+                slot = atomicAdd(s_cnt, __popc(m));
+            slot = __shfl_sync(0xffffffffu, slot, leader) + __popc(m & ((1u << lane) - 1));
+            if (take && slot < KERN_SAMPLE_MAX_K) {
+                cval[slot] = l;
+                cidx[slot] = i;
+            }
+        }
+    });
+    __syncthreads();
+    return *s_cnt;
+}
+
+/* Sorts cval / cidx [0, n) by decreasing key then increasing id (bitonic; the rest padded). */
+__device__ void sample_sort(float *cval, int *cidx, int n)
+{
+    for (int i = n + threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
+        cval[i] = -INFINITY;
+        cidx[i] = 0x7fffffff;
+    }
+    __syncthreads();
+    for (int size = 2; size <= KERN_SAMPLE_MAX_K; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
+                const int j = i ^ stride;
+                if (j > i) {
+                    const bool desc = (i & size) == 0;
+                    const float a = cval[i], b = cval[j];
+                    const uint32_t ka = sample_key(a), kb = sample_key(b);
+                    const int ia = cidx[i], ib = cidx[j];
+                    const bool a_first = ka > kb || (ka == kb && ia < ib);
+                    if (a_first != desc) {
+                        cval[i] = b;
+                        cval[j] = a;
+                        cidx[i] = ib;
+                        cidx[j] = ia;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+/* Bins of x = (top - logit) · log2(e) / T ≥ 0, SAMPLE_BPU to a unit of x (a factor of 2 in a
+ * token's weight): the bin never decreases as the logit decreases, so the k largest logits or a
+ * nucleus end in one bin, and only that bin's tokens need sorting. NaN and x past the range: the
+ * last bin. */
+#define SAMPLE_BPU 32
+__device__ __forceinline__ int sample_bin(float l, float top, float k2)
+{
+    const float x = (top - l) * k2 * (float)SAMPLE_BPU;
+    return x < (float)(SAMPLE_BINS - 1) ? (int)x : SAMPLE_BINS - 1;
+}
+
+/* Warp 0: the first bin at which the running sum of h[0..] reaches want, and the sum before it
+ * (the last bin and the sum before it when never). Written to *s_bin / *s_before. */
+template <typename H>
+__device__ void sample_bin_reach(const H *h, H want, int *s_bin, H *s_before)
+{
+    const int lane = threadIdx.x & 31;
+    if (threadIdx.x >= 32)
+        return;
+    H run = 0;
+    int bin = SAMPLE_BINS - 1;
+    H before = 0;
+    bool found = false;
+    for (int b0 = 0; b0 < SAMPLE_BINS && !found; b0 += 32) {
+        const H c = h[b0 + lane];
+        H incl = c;
+        for (int o = 1; o < 32; o <<= 1) {
+            const H t = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o)
+                incl += t;
+        }
+        const unsigned hit = __ballot_sync(0xffffffffu, run + incl >= want);
+        if (hit) {
+            const int first = __ffs(hit) - 1;
+            bin = b0 + first;
+            before = run + __shfl_sync(0xffffffffu, incl - c, first);
+            found = true;
+        }
+        run += __shfl_sync(0xffffffffu, incl, 31);
+    }
+    if (!found)
+        before = run - h[SAMPLE_BINS - 1];
+    if (lane == 0) {
+        *s_bin = bin;
+        *s_before = before;
+    }
+}
+
+/* Path A's candidates: the K (≤ KERN_SAMPLE_MAX_K) largest logits, sorted, into cval / cidx, ties
+ * at the K-th key by lowest id, by a count over the bins of top; returns K, or -1 when the K-th
+ * largest shares its bin with too many (the caller selects by radix instead). */
+__device__ int sample_top_binned(const float *logits, int vocab, int K, float top, float k2, unsigned *hist,
+                                 int *s_bin, unsigned *s_before, int *s_cnt, float *cval, int *cidx)
+{
+    for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+        hist[i] = 0;
+    __syncthreads();
+    sample_each(logits, vocab, [&](int, float l) { atomicAdd(&hist[sample_bin(l, top, k2)], 1u); });
+    __syncthreads();
+    sample_bin_reach<unsigned>(hist, (unsigned)K, s_bin, s_before);
+    __syncthreads();
+    const int bin = *s_bin;
+    if (*s_before + hist[bin] > KERN_SAMPLE_MAX_K)
+        return -1;
+    const int n = sample_gather(logits, vocab, [&](int, float l) { return sample_bin(l, top, k2) <= bin; }, cval,
+                                cidx, s_cnt);
+    sample_sort(cval, cidx, n);
+    return K;
+}
+
+/* The K (≤ KERN_SAMPLE_MAX_K) largest logits into cval / cidx, sorted by decreasing key then
+ * increasing id; returns K. Ties at the K-th key are taken in the order the threads meet them;
+ * *truncated tells whether some were left out. */
+__device__ int sample_top_sorted(const float *logits, int vocab, int K, unsigned *hist, uint32_t *s_prefix,
+                                 int *s_remaining, int *s_cnt, int *s_tie, float *cval, int *cidx, bool *truncated)
+{
+    const uint32_t prefix = sample_select(logits, vocab, K, hist, s_prefix, s_remaining);
+    if (threadIdx.x == 0) {
+        *s_cnt = 0;
+        *s_tie = 0;
+    }
+    __syncthreads();
+    const int ties = *s_remaining, lane = threadIdx.x & 31;
+    sample_each_warp(logits, vocab, [&](int i, float l, bool valid) {   /* every key above the K-th, enough ties */
+        const uint32_t k = sample_key(l);
+        bool take = valid && k > prefix;
+        if (valid && k == prefix)
+            take = atomicAdd(s_tie, 1) < ties;
+        const unsigned m = __ballot_sync(0xffffffffu, take);
+        if (m) {   /* the warp's slots in one atomic */
+            const int leader = __ffs(m) - 1;
+            int slot = 0;
+            if (lane == leader)
+                slot = atomicAdd(s_cnt, __popc(m));
+            slot = __shfl_sync(0xffffffffu, slot, leader) + __popc(m & ((1u << lane) - 1));
+            if (take && slot < KERN_SAMPLE_MAX_K) {
+                cval[slot] = l;
+                cidx[slot] = i;
+            }
+        }
+    });
+    __syncthreads();
+    const int n = *s_cnt < KERN_SAMPLE_MAX_K ? *s_cnt : KERN_SAMPLE_MAX_K;
+    *truncated = *s_tie > ties;
+    for (int i = n + threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
+        cval[i] = -INFINITY;
+        cidx[i] = 0x7fffffff;
+    }
+    __syncthreads();
+    /* bitonic sort, descending by key then ascending by id */
+    for (int size = 2; size <= KERN_SAMPLE_MAX_K; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
+                const int j = i ^ stride;
+                if (j > i) {
+                    const bool desc = (i & size) == 0;
+                    const float a = cval[i], b = cval[j];
+                    const uint32_t ka = sample_key(a), kb = sample_key(b);
+                    const int ia = cidx[i], ib = cidx[j];
+                    const bool a_first = ka > kb || (ka == kb && ia < ib);
+                    if (a_first != desc) {
+                        cval[i] = b;
+                        cval[j] = a;
+                        cidx[i] = ib;
+                        cidx[j] = ia;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+    return n;
+}
+
+/* ---- exact sampling over the whole vocabulary (top-k off or above KERN_SAMPLE_MAX_K) ----
+ *
+ * A token's weight is 2^((logit - top) · log2(e) / T) (ex2.approx; T the temperature) in units of
+ * 2^-44, truncated (tokens below ≈ e^-30 of the top one weigh 0); integer sums do not depend on the
+ * order of the additions. The candidates C are the top-k (ties at the k-th key: lowest ids first),
+ * or every token with top-k off. The nucleus N is the shortest run of C, in order of decreasing
+ * logit then increasing id, whose weight reaches ceil(top_p · weight(C)) (all of C with top_p
+ * 1). The draw is the first token of N, in id order, at which the running weight passes
+ * floor(u · weight(N)), u the uniform of (seed, position): each token of N is drawn with
+ * probability weight / weight(N). The nucleus is found among the 1,024 largest logits when it
+ * lies there (peaked logits: nearly always), else by a radix select on the weights. */
+#define SAMPLE_MAX_TILES 256
+
+struct sample_cut {
+    float top, k2;           /* the largest logit; log2(e) / T */
+    uint32_t k_key, n_key;   /* keys of the top-k's and the nucleus's last members */
+    int k_last, n_last;      /* ids of the last members among those with exactly that key */
+    bool k_all, n_all;       /* no top-k cut (every token a candidate); no nucleus cut */
+};
+
+__device__ __forceinline__ unsigned long long sample_weight(float l, const struct sample_cut &c)
+{
+    float e;   /* 2^x, x ≤ 0: one special-function instruction, the same result on every run */
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"((l - c.top) * c.k2));
+    return l == l ? __float2ull_rz(e * 17592186044416.f) : 0ull;   /* × 2^44, truncated; NaN: 0 */
+}
+
+__device__ __forceinline__ bool sample_in_c(uint32_t k, int i, const struct sample_cut &c)
+{
+    return c.k_all || k > c.k_key || (k == c.k_key && i <= c.k_last);
+}
+
+__device__ __forceinline__ bool sample_in_n(uint32_t k, int i, const struct sample_cut &c)
+{
+    return sample_in_c(k, i, c) && (c.n_all || k > c.n_key || (k == c.n_key && i <= c.n_last));
+}
+
+/* The block's sum of v (every thread gets it); red: 32 words of shared memory. */
+__device__ unsigned long long sample_sum_u64(unsigned long long v, unsigned long long *red)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();   /* red free from any earlier use */
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x >> 5) ? red[lane] : 0ull;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* The smallest id i at which the running sum of f(i, logits[i]) over ids 0..i exceeds target
+ * (vocab - 1 when it never does): tile sums by every warp, then warp 0 walks the tiles and the
+ * tile. With u ≥ 0 the target is floor(u · the sum over every id) instead (a draw: one pass for
+ * the total and the tiles). Every thread returns the id. tile: SAMPLE_MAX_TILES words of shared
+ * memory; s_out: one word. */
+template <typename F>
+__device__ int sample_find(const float *logits, int vocab, F f, unsigned long long target, unsigned long long *tile,
+                           int *s_out, float u = -1.f)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();   /* tile and s_out free from any earlier use */
+    int tw = (vocab + SAMPLE_MAX_TILES - 1) / SAMPLE_MAX_TILES;
+    tw = (tw + 32 * SAMPLE_B - 1) / (32 * SAMPLE_B) * (32 * SAMPLE_B);   /* whole batches of a warp */
+    const int nt = (vocab + tw - 1) / tw;
+    for (int t = warp; t < nt; t += nw) {
+        unsigned long long v = 0;
+        for (int b = t * tw; b < min(vocab, (t + 1) * tw); b += 32 * SAMPLE_B) {
+            float x[SAMPLE_B];
+#pragma unroll
+            for (int k = 0; k < SAMPLE_B; k++) {
+                const int i = b + 32 * k + lane;
+                x[k] = i < vocab ? logits[i] : 0.f;
+            }
+#pragma unroll
+            for (int k = 0; k < SAMPLE_B; k++) {
+                const int i = b + 32 * k + lane;
+                v += i < vocab ? f(i, x[k]) : 0ull;
+            }
+        }
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0)
+            tile[t] = v;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        if (u >= 0.f) {
+            unsigned long long total = 0;
+            for (int t = lane; t < nt; t += 32)
+                total += tile[t];
+            for (int o = 16; o > 0; o >>= 1)
+                total += __shfl_xor_sync(0xffffffffu, total, o);
+            target = (unsigned long long)((double)u * (double)total);
+            if (target >= total)
+                target = total ? total - 1 : 0;
+        }
+        unsigned long long run = 0;
+        int t = nt;
+        for (int t0 = 0; t0 < nt; t0 += 32) {   /* the tile where the running sum passes target */
+            const unsigned long long c = t0 + lane < nt ? tile[t0 + lane] : 0ull;
+            unsigned long long incl = c;
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned long long w = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o)
+                    incl += w;
+            }
+            const unsigned hit = __ballot_sync(0xffffffffu, t0 + lane < nt && run + incl > target);
+            if (hit) {
+                const int first = __ffs(hit) - 1;
+                t = t0 + first;
+                run += __shfl_sync(0xffffffffu, incl - c, first);
+                break;
+            }
+            run += __shfl_sync(0xffffffffu, incl, 31);
+        }
+        int found = vocab - 1;
+        bool done = t >= nt;
+        for (int b = t * tw; !done && b < min(vocab, (t + 1) * tw); b += 32 * SAMPLE_B) {
+            float x[SAMPLE_B];
+#pragma unroll
+            for (int k = 0; k < SAMPLE_B; k++) {
+                const int i = b + 32 * k + lane;
+                x[k] = i < vocab ? logits[i] : 0.f;
+            }
+#pragma unroll
+            for (int k = 0; k < SAMPLE_B; k++) {
+                const int i = b + 32 * k + lane;
+                unsigned long long incl = !done && i < vocab ? f(i, x[k]) : 0ull;
+                for (int o = 1; o < 32; o <<= 1) {
+                    const unsigned long long w = __shfl_up_sync(0xffffffffu, incl, o);
+                    if (lane >= o)
+                        incl += w;
+                }
+                const unsigned hit = __ballot_sync(0xffffffffu, !done && i < vocab && run + incl > target);
+                if (hit) {
+                    found = b + 32 * k + __ffs(hit) - 1;
+                    done = true;
+                }
+                run += __shfl_sync(0xffffffffu, incl, 31);
+            }
+        }
+        if (lane == 0)
+            *s_out = found;
+    }
+    __syncthreads();
+    return *s_out;
+}
+
+/* The nucleus's last key and id by a radix select on the weights of C (the heaviest-first run
+ * reaching want), for a nucleus beyond the 1,024 largest logits. Weights are added per distinct
+ * bucket of a warp, then once per bucket into shared memory. */
+__device__ void sample_cut_by_weight(const float *logits, int vocab, struct sample_cut *c, unsigned long long want,
+                                     unsigned long long *hist64, unsigned long long *tile, uint32_t *s_prefix,
+                                     int *s_out)
+{
+    __shared__ unsigned long long s_rem;
+    uint32_t prefix = 0, mask = 0;
+    if (threadIdx.x == 0)
+        s_rem = want;
+    const int lane = threadIdx.x & 31;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x)
+            hist64[i] = 0;
+        __syncthreads();
+        const struct sample_cut cc = *c;
+        sample_each_warp(logits, vocab, [&](int i, float l, bool valid) {
+            const uint32_t k = sample_key(l);
+            const bool in = valid && (k & mask) == prefix && sample_in_c(k, i, cc);
+            const unsigned long long w = in ? sample_weight(l, cc) : 0ull;
+            unsigned todo = __ballot_sync(0xffffffffu, in && w);
+            while (todo) {   /* one sum per distinct bucket */
+                const unsigned b = __shfl_sync(0xffffffffu, (k >> shift) & 255, __ffs(todo) - 1);
+                const unsigned grp = __ballot_sync(0xffffffffu, in && w && ((k >> shift) & 255) == b);
+                unsigned long long v = (grp >> lane) & 1 ? w : 0ull;
+                for (int o = 16; o > 0; o >>= 1)
+                    v += __shfl_xor_sync(0xffffffffu, v, o);
+                if (lane == __ffs(todo) - 1)
+                    atomicAdd(&hist64[b], v);
+                todo &= ~grp;
+            }
+        });
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            unsigned long long rem = s_rem, cum = 0;
+            int b = 255;
+            for (; b > 0; b--) {
+                if (cum + hist64[b] >= rem)
+                    break;
+                cum += hist64[b];
+            }
+            s_rem = rem - cum;
+            *s_prefix = prefix | ((uint32_t)b << shift);
+        }
+        __syncthreads();
+        prefix = *s_prefix;
+        mask |= 255u << shift;
+    }
+    c->n_key = prefix;
+    const unsigned long long rem = s_rem;
+    const struct sample_cut cc = *c;
+    c->n_last = sample_find(
+        logits, vocab,
+        [&](int i, float l) {
+            const uint32_t k = sample_key(l);
+            return k == cc.n_key && sample_in_c(k, i, cc) ? sample_weight(l, cc) : 0ull;
+        },
+        rem - 1, tile, s_out);
+}
+
+struct sample_smem {   /* the kernel's shared memory */
+    float sv[32];
+    int si[32];
+    unsigned hist[SAMPLE_BINS];
+    uint32_t prefix;
+    int remaining, cnt, tie, pick, bin;
+    unsigned before;
+    unsigned long long before64;
+    float cval[KERN_SAMPLE_MAX_K];
+    int cidx[KERN_SAMPLE_MAX_K];
+    unsigned long long hist64[SAMPLE_BINS];
+    unsigned long long tile[SAMPLE_MAX_TILES];
+};
+
+/* Exact temperature / top-k / top-p draw (see above); top: the largest logit, finite. */
+__device__ int sample_exact(const float *logits, int vocab, int K, float top, float T, float top_p, float u,
+                            struct sample_smem &sm)
+{
+    const float k2 = 1.4426950408889634f / T;
+    struct sample_cut c = { top, k2, 0u, 0u, 0, 0, K >= vocab, !(top_p > 0.f && top_p < 1.f) };
+    if (!c.k_all) {   /* the top-k: its last key, and its last id among the ties at that key */
+        for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+            sm.hist[i] = 0;
+        __syncthreads();
+        sample_each(logits, vocab, [&](int, float l) { atomicAdd(&sm.hist[sample_bin(l, top, k2)], 1u); });
+        __syncthreads();
+        sample_bin_reach<unsigned>(sm.hist, (unsigned)K, &sm.bin, &sm.before);
+        __syncthreads();
+        const int bin = sm.bin, at = K - (int)sm.before;   /* the K-th largest: the at-th of its bin */
+        const int n = sm.hist[bin] <= KERN_SAMPLE_MAX_K
+                          ? sample_gather(logits, vocab, [&](int, float l) { return sample_bin(l, top, k2) == bin; },
+                                          sm.cval, sm.cidx, &sm.cnt)
+                          : -1;
+        if (n >= at && n <= KERN_SAMPLE_MAX_K) {
+            sample_sort(sm.cval, sm.cidx, n);
+            c.k_key = sample_key(sm.cval[at - 1]);
+            c.k_last = sm.cidx[at - 1];
+        } else {   /* a crowded bin: radix select, then the ties by id */
+            c.k_key = sample_select(logits, vocab, K, sm.hist, &sm.prefix, &sm.remaining);
+            const uint32_t kk = c.k_key;
+            c.k_last = sample_find(logits, vocab, [&](int, float l) { return sample_key(l) == kk ? 1ull : 0ull; },
+                                   (unsigned long long)(sm.remaining - 1), sm.tile, &sm.pick);
+        }
+        __syncthreads();
+    }
+    if (!c.n_all) {
+        const struct sample_cut c0 = c;
+        /* the weights of C by bin, and their total */
+        for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+            sm.hist64[i] = 0;
+        __syncthreads();
+        unsigned long long w = 0;
+        sample_each(logits, vocab, [&](int i, float l) {
+            if (sample_in_c(sample_key(l), i, c0)) {
+                const unsigned long long wi = sample_weight(l, c0);
+                if (wi) {
+                    atomicAdd(&sm.hist64[sample_bin(l, top, k2)], wi);
+                    w += wi;
+                }
+            }
+        });
+        const unsigned long long total = sample_sum_u64(w, sm.tile);
+        unsigned long long want = (unsigned long long)ceil((double)top_p * (double)total);
+        want = want < 1ull ? 1ull : want > total ? total : want;
+        sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
+        __syncthreads();
+        const int bin = sm.bin;
+        const unsigned long long before = sm.before64;
+        /* the nucleus ends in that bin: sort its tokens of C and walk them */
+        const int n = sample_gather(
+            logits, vocab,
+            [&](int i, float l) { return sample_bin(l, top, k2) == bin && sample_in_c(sample_key(l), i, c0); },
+            sm.cval, sm.cidx, &sm.cnt);
+        if (n <= KERN_SAMPLE_MAX_K) {
+            sample_sort(sm.cval, sm.cidx, n);
+            if (threadIdx.x < 32) {
+                const int lane = threadIdx.x;
+                unsigned long long run = before;
+                int cut = n - 1;
+                for (int b0 = 0; b0 < n; b0 += 32) {
+                    const int i = b0 + lane;
+                    unsigned long long incl = i < n ? sample_weight(sm.cval[i], c0) : 0ull;
+                    for (int o = 1; o < 32; o <<= 1) {
+                        const unsigned long long t = __shfl_up_sync(0xffffffffu, incl, o);
+                        if (lane >= o)
+                            incl += t;
+                    }
+                    const unsigned hit = __ballot_sync(0xffffffffu, i < n && run + incl >= want);
+                    if (hit) {
+                        cut = b0 + __ffs(hit) - 1;
+                        break;
+                    }
+                    run += __shfl_sync(0xffffffffu, incl, 31);
+                }
+                if (lane == 0)
+                    sm.pick = cut;
+            }
+            __syncthreads();
+            c.n_key = sample_key(sm.cval[sm.pick]);
+            c.n_last = sm.cidx[sm.pick];
+        } else {   /* a crowded bin (flat or tied logits): radix select on the weights */
+            sample_cut_by_weight(logits, vocab, &c, want, sm.hist64, sm.tile, &sm.prefix, &sm.pick);
+        }
+        __syncthreads();
+    }
+    const struct sample_cut cf = c;
+    const bool all = cf.k_all && cf.n_all;   /* temperature alone: every token */
+    return sample_find(
+        logits, vocab,
+        [&](int i, float l) { return all || sample_in_n(sample_key(l), i, cf) ? sample_weight(l, cf) : 0ull; }, 0ull,
+        sm.tile, &sm.pick, u);
+}
+
 __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *logits, int vocab,
                                                                 struct kern_state *st, struct kern_state *mirror)
 {
-    __shared__ float sv[32];
-    __shared__ int si[32];
-    __shared__ unsigned hist[256];
-    __shared__ uint32_t s_prefix;
-    __shared__ int s_remaining, s_cnt, s_tie;
-    __shared__ float cval[KERN_SAMPLE_MAX_K];
-    __shared__ int cidx[KERN_SAMPLE_MAX_K];
-    __shared__ int s_pick;
+    __shared__ struct sample_smem sm;
 
     kern_grid_launch_next();
     kern_grid_wait();
     const int pos = st->pos;
     const float T = st->temperature;
-    int K = st->top_k > 0 && st->top_k < KERN_SAMPLE_MAX_K ? st->top_k : KERN_SAMPLE_MAX_K;
-    if (K > vocab)
-        K = vocab;
+    const int K = st->top_k > 0 && st->top_k < vocab ? st->top_k : vocab;   /* the top-k, all with it off */
     int id;
     if (T <= 0.f || K == 1) {
-        id = sample_argmax(logits, vocab, sv, si);
+        id = sample_argmax(logits, vocab, sm.sv, sm.si);
+    } else if (K > KERN_SAMPLE_MAX_K) {
+        id = sample_argmax(logits, vocab, sm.sv, sm.si);
+        const float top = logits[id];
+        if (isfinite(top))   /* else no draw: the state reports the non-finite logit below */
+            id = sample_exact(logits, vocab, K, top, T, st->top_p, sample_uniform(st->seed, pos), sm);
     } else {
-        /* radix select: the key of the K-th largest logit */
-        uint32_t prefix = 0, mask = 0;
-        if (threadIdx.x == 0)
-            s_remaining = K;
-        for (int shift = 24; shift >= 0; shift -= 8) {
-            for (int i = threadIdx.x; i < 256; i += blockDim.x)
-                hist[i] = 0;
-            __syncthreads();
-            for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-                uint32_t k = sample_key(logits[i]);
-                if ((k & mask) == prefix)
-                    atomicAdd(&hist[(k >> shift) & 255], 1u);
-            }
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                int rem = s_remaining, cum = 0, b = 255;
-                for (; b > 0; b--) {
-                    if (cum + (int)hist[b] >= rem)
-                        break;
-                    cum += (int)hist[b];
-                }
-                s_remaining = rem - cum;
-                s_prefix = prefix | ((uint32_t)b << shift);
-            }
-            __syncthreads();
-            prefix = s_prefix;
-            mask |= 255u << shift;
+        id = sample_argmax(logits, vocab, sm.sv, sm.si);
+        const float top = logits[id];
+        int n = isfinite(top) ? sample_top_binned(logits, vocab, K, top, 1.4426950408889634f / T, sm.hist, &sm.bin,
+                                                  &sm.before, &sm.cnt, sm.cval, sm.cidx)
+                              : -1;
+        if (n < 0) {   /* crowded bin or no finite logit: radix select (ties in the order met) */
+            bool truncated;
+            n = sample_top_sorted(logits, vocab, K, sm.hist, &sm.prefix, &sm.remaining, &sm.cnt, &sm.tie, sm.cval,
+                                  sm.cidx, &truncated);
         }
-        /* gather: every key above the threshold, and enough ties */
-        if (threadIdx.x == 0) {
-            s_cnt = 0;
-            s_tie = 0;
-        }
-        __syncthreads();
-        int ties = s_remaining;
-        for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-            uint32_t k = sample_key(logits[i]);
-            bool take = k > prefix;
-            if (k == prefix)
-                take = atomicAdd(&s_tie, 1) < ties;
-            if (take) {
-                int slot = atomicAdd(&s_cnt, 1);
-                if (slot < KERN_SAMPLE_MAX_K) {
-                    cval[slot] = logits[i];
-                    cidx[slot] = i;
-                }
-            }
-        }
-        __syncthreads();
-        int n = s_cnt < KERN_SAMPLE_MAX_K ? s_cnt : KERN_SAMPLE_MAX_K;
-        for (int i = n + threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
-            cval[i] = -INFINITY;
-            cidx[i] = 0x7fffffff;
-        }
-        __syncthreads();
-        /* bitonic sort, descending by value then ascending by id */
-        for (int size = 2; size <= KERN_SAMPLE_MAX_K; size <<= 1) {
-            for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                for (int i = threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
-                    int j = i ^ stride;
-                    if (j > i) {
-                        bool desc = (i & size) == 0;
-                        float a = cval[i], b = cval[j];
-                        int ia = cidx[i], ib = cidx[j];
-                        bool a_first = a > b || (a == b && ia < ib);
-                        if (a_first != desc) {
-                            cval[i] = b; cval[j] = a;
-                            cidx[i] = ib; cidx[j] = ia;
-                        }
-                    }
-                }
-                __syncthreads();
-            }
-        }
+        const float *cval = sm.cval;
+        const int *cidx = sm.cidx;
         /* nucleus cut and draw, by warp 0 in chunks of 32 */
         if (threadIdx.x < 32) {
             int lane = threadIdx.x;
@@ -245,10 +798,10 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
                 run += __shfl_sync(0xffffffffu, incl, 31);
             }
             if (lane == 0)
-                s_pick = cidx[pick];
+                sm.pick = cidx[pick];
         }
         __syncthreads();
-        id = s_pick;
+        id = sm.pick;
     }
     if (threadIdx.x == 0) {
         if (!isfinite(logits[id]))   /* every logit NaN, or an infinite best: no choice made */

@@ -488,6 +488,177 @@ static void test_sample(void **st)
     free(l);
 }
 
+/* ---- the exact sampler (top-k off or above KERN_SAMPLE_MAX_K), recomputed from kernels.h's
+ * contract and sample.cu's stated arithmetic: weights 2^((l - top) log2(e) / T) in 2^-44 units (truncated),
+ * candidates sorted by (logit desc, id asc), the top-k, the shortest run reaching
+ * ceil(top_p · weight), then the first id (ascending) whose running weight passes
+ * floor(u · weight(nucleus)). ---- */
+static uint32_t ref_key(float f)
+{
+    if (isnan(f))
+        return 0;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+static const float *ref_sort_l;
+static int ref_cmp(const void *a, const void *b)
+{
+    const int x = *(const int *)a, y = *(const int *)b;
+    const uint32_t kx = ref_key(ref_sort_l[x]), ky = ref_key(ref_sort_l[y]);
+    return kx != ky ? (kx > ky ? -1 : 1) : (x > y) - (x < y);
+}
+static float ref_uniform(uint32_t seed, int pos)   /* sample.cu's sample_uniform */
+{
+    uint64_t z = ((uint64_t)seed << 32) ^ (uint64_t)(uint32_t)pos;
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.f / 16777216.f);
+}
+/* Checks one GPU draw against the reference. The host's exp2f may differ from the device's by
+ * an ulp or two in a few weights (≤ 2^-22 relative each), so the id must be the reference's,
+ * or its neighbour in the nucleus with the target within 1e-6 of the total weight of the
+ * boundary between them. order: ids sorted by ref_cmp. Returns the draw's rank in that order. */
+static int check_exact_draw(const float *l, const int *order, int V, const struct kern_state *s, int got)
+{
+    float top = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (l[i] > top)
+            top = l[i];
+    const int K = s->top_k > 0 && s->top_k < V ? s->top_k : V;
+    const float k2 = 1.4426950408889634f / s->temperature;
+    uint64_t *w = calloc((size_t)V, sizeof *w);
+    unsigned char *in = calloc((size_t)V, 1);
+    uint64_t total = 0;
+    for (int r = 0; r < K; r++) {
+        const int i = order[r];
+        w[i] = isnan(l[i]) ? 0 : (uint64_t)(exp2f((l[i] - top) * k2) * 0x1p44f);
+        total += w[i];
+    }
+    int n = K;
+    if (s->top_p > 0.f && s->top_p < 1.f) {
+        uint64_t want = (uint64_t)ceil((double)s->top_p * (double)total), cum = 0;
+        want = want < 1 ? 1 : want > total ? total : want;
+        for (n = 0; n < K && cum < want; n++)
+            cum += w[order[n]];
+    }
+    uint64_t mass = 0;
+    int rank_of_got = -1;
+    for (int r = 0; r < n; r++) {
+        in[order[r]] = 1;
+        mass += w[order[r]];
+        if (order[r] == got)
+            rank_of_got = r;
+    }
+    uint64_t target = (uint64_t)((double)ref_uniform(s->seed, s->pos) * (double)mass);
+    if (target >= mass)
+        target = mass - 1;
+    uint64_t run = 0, lo_got = 0, hi_got = 0;
+    int want_id = -1;
+    for (int i = 0; i < V; i++) {
+        if (!in[i])
+            continue;
+        if (i == got)
+            lo_got = run, hi_got = run + w[i];
+        run += w[i];
+        if (want_id < 0 && run > target)
+            want_id = i;
+    }
+    const double slack = 1e-6 * (double)mass;
+    if (got != want_id && !(rank_of_got >= 0 && (double)target + slack >= (double)lo_got &&
+                            (double)target - slack < (double)hi_got))
+        fail_msg("exact draw (T %g, top-k %d, top-p %g, pos %d): GPU id %d (logit %g, %s), reference id %d (logit %g)",
+                 (double)s->temperature, s->top_k, (double)s->top_p, s->pos, got, (double)l[got],
+                 rank_of_got >= 0 ? "in the nucleus" : "outside the nucleus", want_id, (double)l[want_id]);
+    free(w);
+    free(in);
+    return rank_of_got;
+}
+
+static int rank_in(const int *order, int V, int id)
+{
+    for (int r = 0; r < V; r++)
+        if (order[r] == id)
+            return r;
+    return V;
+}
+
+/* Top-k off or above 1,024: the draw covers the whole vocabulary, exactly as the contract says. */
+static void test_sample_exact(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    const int V = 131071;
+    float *l = malloc(V * 4), *lt = malloc(V * 4), *lp = malloc(V * 4);
+    int *order = malloc(V * sizeof *order), *order_t = malloc(V * sizeof *order_t), *order_p = malloc(V * sizeof *order_p);
+    for (int i = 0; i < V; i++) {
+        l[i] = gt_frand() * 4;                  /* flat: the 1,024 largest carry ≈ 6 % of the weight at T 1 */
+        lt[i] = (float)(int)(gt_frand() * 3);   /* five values: ties at every cut */
+        lp[i] = l[i] + (i % 437 == 5 ? 12.f : 0.f);   /* peaked: 300 tokens hold ≈ 98 % of the weight */
+        order[i] = order_t[i] = order_p[i] = i;
+    }
+    l[3] = NAN;   /* never drawn */
+    ref_sort_l = l;
+    qsort(order, V, sizeof *order, ref_cmp);
+    ref_sort_l = lt;
+    qsort(order_t, V, sizeof *order_t, ref_cmp);
+    ref_sort_l = lp;
+    qsort(order_p, V, sizeof *order_p, ref_cmp);
+    float *dl = gt_upload(l, V * 4), *dlt = gt_upload(lt, V * 4), *dlp = gt_upload(lp, V * 4);
+    struct kern_state *ds = gt_upload(NULL, sizeof(struct kern_state));
+    /* which: 0 flat, 1 ties, 2 peaked (the nucleus among the 1,024 largest: found there; with the
+     * flat and tied logits it lies beyond them: found by the radix select on the weights) */
+    static const struct { float t, p; int k, which; } cases[] = {
+        { 1.0f, 1.0f, 0, 0 },    { 0.7f, 0.9f, 0, 0 },      { 1.3f, 1.0f, 5000, 0 }, { 1.0f, 0.5f, 5000, 0 },
+        { 1.0f, 0.95f, 131071, 0 }, { 1.0f, 1.0f, 1025, 0 },   { 2.0f, 1e-6f, 0, 0 },   { 1.0f, 1.0f, 3000, 1 },
+        { 1.0f, 0.3f, 0, 1 },    { 0.8f, 0.7f, 40000, 1 },  { 1.0f, 0.9f, 0, 2 },    { 0.7f, 0.95f, 2000, 2 },
+        { 1.0f, 1.0f, 0, 2 },
+    };
+    const float *hl[3] = { l, lt, lp };
+    float *dls[3] = { dl, dlt, dlp };
+    const int *ord[3] = { order, order_t, order_p };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int beyond = 0;
+        for (int pos = 0; pos < 40; pos++) {
+            struct kern_state s = { .pos = pos, .temperature = cases[c].t, .top_p = cases[c].p, .top_k = cases[c].k,
+                                    .seed = 42 + (uint32_t)c };
+            const int w = cases[c].which, got = sample_once(dls[w], V, ds, s);
+            assert_true(got >= 0 && got < V);
+            beyond += check_exact_draw(hl[w], ord[w], V, &s, got) >= 1024;
+        }
+        printf("  exact: T %.1f top-k %6d top-p %-6g %-7s: %d of 40 draws beyond the 1,024 largest\n",
+               (double)cases[c].t, cases[c].k, (double)cases[c].p, (const char *[]){ "flat", "ties", "peaked" }[cases[c].which],
+               beyond);
+        if (c == 0)   /* ≈ 94 % of the weight lies beyond them: a sampler limited to 1,024 would draw none */
+            assert_true(beyond >= 30);
+        if (c == 6)   /* top-p 1e-6: the nucleus is the largest logit alone */
+            assert_int_equal(beyond, 0);
+    }
+    /* top-k up to 1,024 (the sorted path): every draw among the k largest. Flat logits find them
+     * by bin; with the five tied values the largest one's bin is crowded and the radix select runs. */
+    int *rank = malloc(V * sizeof *rank);
+    for (int r = 0; r < V; r++)
+        rank[order[r]] = r;
+    for (int pos = 0; pos < 40; pos++) {
+        struct kern_state s = { .pos = pos, .temperature = 1.0f, .top_p = 1.0f, .top_k = 500, .seed = 9 };
+        const int got = sample_once(dl, V, ds, s);
+        if (rank[got] >= 500)
+            fail_msg("top-k 500 drew id %d, rank %d among the logits", got, rank[got]);
+        const int got_t = sample_once(dlt, V, ds, s);
+        if (lt[got_t] != 2.0f)
+            fail_msg("top-k 500 over tied logits drew id %d with logit %g, below the largest (2)", got_t, (double)lt[got_t]);
+        s.top_p = 0.5f;
+        const int got_p = sample_once(dlp, V, ds, s);
+        if (rank_in(order_p, V, got_p) >= 300)
+            fail_msg("top-k 500, top-p 0.5 over the peaked logits drew id %d outside the 300 lifted ones", got_p);
+    }
+    free(rank);
+    kern_free(dl), kern_free(dlt), kern_free(dlp), kern_free(ds);
+    free(l), free(lt), free(lp), free(order), free(order_t), free(order_p);
+}
+
 static void test_bandwidth_probe(void **st)
 {
     (void)st;
@@ -570,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_sample_exact),
         cmocka_unit_test(test_bandwidth_probe),
         cmocka_unit_test(test_mega_layout),
 #else
