@@ -210,7 +210,9 @@ int kern_embed(float *x, const struct kern_mat *emb, struct kern_state *d_state,
  * d_state->sampled and advances d_state->pos. Temperature ≤ 0: argmax. Otherwise the top_k
  * largest logits (all with top_k 0 or ≥ vocab; ties at the cut: lowest ids), then the shortest
  * run of them by decreasing logit whose probability reaches top_p, and one draw among those with
- * probability ∝ e^(logit / temperature); the uniform hashes (seed, pos). h_mirror: NULL, or
+ * probability ∝ e^(logit / temperature); the uniform hashes (seed, pos). A temperature too small
+ * to divide by is greedy; with no finite largest logit nothing is drawn and d_state->error is
+ * KERN_STATE_NONFINITE. h_mirror: NULL, or
  * pinned host memory (kern_host_alloc) the kernel also writes the final state to, so no copy
  * back is needed once the stream is synchronised. */
 int kern_sample(const float *logits, int vocab, struct kern_state *d_state, struct kern_state *h_mirror,

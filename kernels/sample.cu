@@ -2,11 +2,11 @@
  * argmax (lowest id on ties) or temperature + top-k + top-p. A top-k up to KERN_SAMPLE_MAX_K:
  * its candidates found by bins of the logits' distance from the largest (a radix select where a
  * bin is crowded), a bitonic sort, the nucleus cut and one uniform draw hashed from seed and
- * position. A larger top-k, or none: the same cuts made exactly over the whole vocabulary with
- * the weights in 2^-44 fixed point, so every sum is an integer and the same logits give the same
- * id on every run (sample_exact). One block of 1,024 threads; every pass over the logits keeps
+ * position; ties at the k-th key go to the lowest ids. A larger top-k, or none: the same cuts
+ * made exactly over the whole vocabulary with the weights in 2^-44 fixed point, so every sum is
+ * an integer and the same logits give the same id on every run (sample_exact). One block of 1,024 threads; every pass over the logits keeps
  * SAMPLE_B loads a thread in flight. Measured on the H200 at vocab 131,072 (bench_sampler,
- * docs/PERFORMANCE.md): greedy 7.3 µs, temperature alone 25 µs, top-k 50 58 µs, top-p 0.9 144 µs
+ * docs/PERFORMANCE.md): greedy 7.5 µs, temperature alone 25 µs, top-k 50 58 µs, top-p 0.9 94 µs
  * (budget 30 µs: the last two over it). */
 #include <math.h>
 
@@ -150,6 +150,7 @@ __device__ uint32_t sample_select(const float *logits, int vocab, int K, unsigne
 {
     const int lane = threadIdx.x & 31;
     uint32_t prefix = 0, mask = 0;
+    __syncthreads();   /* hist, *s_remaining: every earlier reader done (callers read them just before) */
     if (threadIdx.x == 0)
         *s_remaining = K;
     for (int pass = 0; pass < 3; pass++) {
@@ -225,11 +226,11 @@ __device__ int sample_gather(const float *logits, int vocab, P pred, float *cval
     return *s_cnt;
 }
 
-/* Sorts cval / cidx [0, n) by decreasing key then increasing id (bitonic; the rest padded). */
+/* Sorts cval / cidx [0, n) by decreasing key then increasing id (bitonic; the rest padded to sort last). */
 __device__ void sample_sort(float *cval, int *cidx, int n)
 {
-    for (int i = n + threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
-        cval[i] = -INFINITY;
+    for (int i = n + threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {   /* NaN: the lowest key, so last */
+        cval[i] = __int_as_float(0x7fffffff);
         cidx[i] = 0x7fffffff;
     }
     __syncthreads();
@@ -261,6 +262,7 @@ __device__ void sample_sort(float *cval, int *cidx, int n)
  * nucleus end in one bin, and only that bin's tokens need sorting. NaN and x past the range: the
  * last bin. */
 #define SAMPLE_BPU 32
+#define SAMPLE_NEAR (16 * SAMPLE_BPU)   /* the bins of weights down to 2^-16 of the largest */
 __device__ __forceinline__ int sample_bin(float l, float top, float k2)
 {
     const float x = (top - l) * k2 * (float)SAMPLE_BPU;
@@ -324,70 +326,6 @@ __device__ int sample_top_binned(const float *logits, int vocab, int K, float to
                                 cidx, s_cnt);
     sample_sort(cval, cidx, n);
     return K;
-}
-
-/* The K (≤ KERN_SAMPLE_MAX_K) largest logits into cval / cidx, sorted by decreasing key then
- * increasing id; returns K. Ties at the K-th key are taken in the order the threads meet them;
- * *truncated tells whether some were left out. */
-__device__ int sample_top_sorted(const float *logits, int vocab, int K, unsigned *hist, uint32_t *s_prefix,
-                                 int *s_remaining, int *s_cnt, int *s_tie, float *cval, int *cidx, bool *truncated)
-{
-    const uint32_t prefix = sample_select(logits, vocab, K, hist, s_prefix, s_remaining);
-    if (threadIdx.x == 0) {
-        *s_cnt = 0;
-        *s_tie = 0;
-    }
-    __syncthreads();
-    const int ties = *s_remaining, lane = threadIdx.x & 31;
-    sample_each_warp(logits, vocab, [&](int i, float l, bool valid) {   /* every key above the K-th, enough ties */
-        const uint32_t k = sample_key(l);
-        bool take = valid && k > prefix;
-        if (valid && k == prefix)
-            take = atomicAdd(s_tie, 1) < ties;
-        const unsigned m = __ballot_sync(0xffffffffu, take);
-        if (m) {   /* the warp's slots in one atomic */
-            const int leader = __ffs(m) - 1;
-            int slot = 0;
-            if (lane == leader)
-                slot = atomicAdd(s_cnt, __popc(m));
-            slot = __shfl_sync(0xffffffffu, slot, leader) + __popc(m & ((1u << lane) - 1));
-            if (take && slot < KERN_SAMPLE_MAX_K) {
-                cval[slot] = l;
-                cidx[slot] = i;
-            }
-        }
-    });
-    __syncthreads();
-    const int n = *s_cnt < KERN_SAMPLE_MAX_K ? *s_cnt : KERN_SAMPLE_MAX_K;
-    *truncated = *s_tie > ties;
-    for (int i = n + threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
-        cval[i] = -INFINITY;
-        cidx[i] = 0x7fffffff;
-    }
-    __syncthreads();
-    /* bitonic sort, descending by key then ascending by id */
-    for (int size = 2; size <= KERN_SAMPLE_MAX_K; size <<= 1) {
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int i = threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
-                const int j = i ^ stride;
-                if (j > i) {
-                    const bool desc = (i & size) == 0;
-                    const float a = cval[i], b = cval[j];
-                    const uint32_t ka = sample_key(a), kb = sample_key(b);
-                    const int ia = cidx[i], ib = cidx[j];
-                    const bool a_first = ka > kb || (ka == kb && ia < ib);
-                    if (a_first != desc) {
-                        cval[i] = b;
-                        cval[j] = a;
-                        cidx[i] = ib;
-                        cidx[j] = ia;
-                    }
-                }
-            }
-            __syncthreads();
-        }
-    }
-    return n;
 }
 
 /* ---- exact sampling over the whole vocabulary (top-k off or above KERN_SAMPLE_MAX_K) ----
@@ -607,7 +545,7 @@ struct sample_smem {   /* the kernel's shared memory */
     int si[32];
     unsigned hist[SAMPLE_BINS];
     uint32_t prefix;
-    int remaining, cnt, tie, pick, bin;
+    int remaining, cnt, pick, bin;
     unsigned before;
     unsigned long long before64;
     float cval[KERN_SAMPLE_MAX_K];
@@ -615,6 +553,26 @@ struct sample_smem {   /* the kernel's shared memory */
     unsigned long long hist64[SAMPLE_BINS];
     unsigned long long tile[SAMPLE_MAX_TILES];
 };
+
+/* The K (≤ KERN_SAMPLE_MAX_K) largest logits into cval / cidx by radix select, sorted by
+ * decreasing key then increasing id, ties at the K-th key by lowest id; returns K (path A's way
+ * when the K-th largest shares its bin with too many). */
+__device__ int sample_top_sorted(const float *logits, int vocab, int K, struct sample_smem &sm)
+{
+    const uint32_t prefix = sample_select(logits, vocab, K, sm.hist, &sm.prefix, &sm.remaining);
+    const int last = sample_find(logits, vocab, [&](int, float l) { return sample_key(l) == prefix ? 1ull : 0ull; },
+                                 (unsigned long long)(sm.remaining - 1), sm.tile, &sm.pick);
+    int n = sample_gather(
+        logits, vocab,
+        [&](int i, float l) {
+            const uint32_t k = sample_key(l);
+            return k > prefix || (k == prefix && i <= last);
+        },
+        sm.cval, sm.cidx, &sm.cnt);
+    n = n < KERN_SAMPLE_MAX_K ? n : KERN_SAMPLE_MAX_K;
+    sample_sort(sm.cval, sm.cidx, n);
+    return n;
+}
 
 /* Exact temperature / top-k / top-p draw (see above); top: the largest logit, finite. */
 __device__ int sample_exact(const float *logits, int vocab, int K, float top, float T, float top_p, float u,
@@ -649,25 +607,50 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
     }
     if (!c.n_all) {
         const struct sample_cut c0 = c;
-        /* the weights of C by bin, and their total */
+        /* the weights of C by bin, and their total. Only the bins near the top are counted one by
+         * one: the far tokens, many and light, go to one sum per thread, so few threads meet at
+         * a 64-bit shared atomic. The far sum stands in bin SAMPLE_NEAR. */
         for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
             sm.hist64[i] = 0;
         __syncthreads();
-        unsigned long long w = 0;
+        unsigned long long w = 0, far = 0;
         sample_each(logits, vocab, [&](int i, float l) {
             if (sample_in_c(sample_key(l), i, c0)) {
                 const unsigned long long wi = sample_weight(l, c0);
                 if (wi) {
-                    atomicAdd(&sm.hist64[sample_bin(l, top, k2)], wi);
+                    const int b = sample_bin(l, top, k2);
+                    if (b < SAMPLE_NEAR)
+                        atomicAdd(&sm.hist64[b], wi);
+                    else
+                        far += wi;
                     w += wi;
                 }
             }
         });
-        const unsigned long long total = sample_sum_u64(w, sm.tile);
+        const unsigned long long total = sample_sum_u64(w, sm.tile), far_total = sample_sum_u64(far, sm.tile);
+        if (threadIdx.x == 0)
+            sm.hist64[SAMPLE_NEAR] = far_total;
+        __syncthreads();
         unsigned long long want = (unsigned long long)ceil((double)top_p * (double)total);
         want = want < 1ull ? 1ull : want > total ? total : want;
         sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
         __syncthreads();
+        if (sm.bin >= SAMPLE_NEAR) {   /* the nucleus reaches the far bins (flat logits): every bin */
+            __syncthreads();           /* every thread has read sm.bin */
+            for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+                sm.hist64[i] = 0;
+            __syncthreads();
+            sample_each(logits, vocab, [&](int i, float l) {
+                if (sample_in_c(sample_key(l), i, c0)) {
+                    const unsigned long long wi = sample_weight(l, c0);
+                    if (wi)
+                        atomicAdd(&sm.hist64[sample_bin(l, top, k2)], wi);
+                }
+            });
+            __syncthreads();
+            sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
+            __syncthreads();
+        }
         const int bin = sm.bin;
         const unsigned long long before = sm.before64;
         /* the nucleus ends in that bin: sort its tokens of C and walk them */
@@ -726,7 +709,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
     const float T = st->temperature;
     const int K = st->top_k > 0 && st->top_k < vocab ? st->top_k : vocab;   /* the top-k, all with it off */
     int id;
-    if (T <= 0.f || K == 1) {
+    if (T <= 0.f || K == 1 || !isfinite(1.4426950408889634f / T)) {   /* a temperature too small to divide by: greedy */
         id = sample_argmax(logits, vocab, sm.sv, sm.si);
     } else if (K > KERN_SAMPLE_MAX_K) {
         id = sample_argmax(logits, vocab, sm.sv, sm.si);
@@ -736,72 +719,70 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
     } else {
         id = sample_argmax(logits, vocab, sm.sv, sm.si);
         const float top = logits[id];
-        int n = isfinite(top) ? sample_top_binned(logits, vocab, K, top, 1.4426950408889634f / T, sm.hist, &sm.bin,
-                                                  &sm.before, &sm.cnt, sm.cval, sm.cidx)
-                              : -1;
-        if (n < 0) {   /* crowded bin or no finite logit: radix select (ties in the order met) */
-            bool truncated;
-            n = sample_top_sorted(logits, vocab, K, sm.hist, &sm.prefix, &sm.remaining, &sm.cnt, &sm.tie, sm.cval,
-                                  sm.cidx, &truncated);
+        if (isfinite(top)) {   /* else no draw: the state reports the non-finite logit below */
+            int n = sample_top_binned(logits, vocab, K, top, 1.4426950408889634f / T, sm.hist, &sm.bin, &sm.before,
+                                      &sm.cnt, sm.cval, sm.cidx);
+            if (n < 0)   /* a crowded bin: radix select */
+                n = sample_top_sorted(logits, vocab, K, sm);
+            const float *cval = sm.cval;
+            const int *cidx = sm.cidx;
+            /* nucleus cut and draw, by warp 0 in chunks of 32 */
+            if (threadIdx.x < 32) {
+                int lane = threadIdx.x;
+                float total = 0.f;   /* top: cval[0], the largest logit */
+                for (int b = 0; b < n; b += 32) {
+                    int i = b + lane;
+                    float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
+                    total += kern_warp_sum(e);
+                }
+                float want = st->top_p > 0.f && st->top_p < 1.f ? st->top_p * total : total;
+                /* keep the shortest prefix whose mass reaches want */
+                float kept = 0.f;
+                int n_keep = n;
+                for (int b = 0; b < n; b += 32) {
+                    int i = b + lane;
+                    float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
+                    float incl = e;
+                    for (int o = 1; o < 32; o <<= 1) {
+                        float t = __shfl_up_sync(0xffffffffu, incl, o);
+                        if (lane >= o)
+                            incl += t;
+                    }
+                    unsigned hit = __ballot_sync(0xffffffffu, i < n && kept + incl >= want);
+                    if (hit) {
+                        int first = __ffs(hit) - 1;
+                        n_keep = b + first + 1;
+                        kept += __shfl_sync(0xffffffffu, incl, first);
+                        break;
+                    }
+                    kept += __shfl_sync(0xffffffffu, incl, 31);
+                }
+                float target = sample_uniform(st->seed, pos) * kept;
+                float run = 0.f;
+                int pick = n_keep - 1;
+                bool done = false;
+                for (int b = 0; b < n_keep && !done; b += 32) {
+                    int i = b + lane;
+                    float e = i < n_keep ? __expf((cval[i] - top) / T) : 0.f;
+                    float incl = e;
+                    for (int o = 1; o < 32; o <<= 1) {
+                        float t = __shfl_up_sync(0xffffffffu, incl, o);
+                        if (lane >= o)
+                            incl += t;
+                    }
+                    unsigned hit = __ballot_sync(0xffffffffu, i < n_keep && run + incl > target);
+                    if (hit) {
+                        pick = b + __ffs(hit) - 1;
+                        done = true;
+                    }
+                    run += __shfl_sync(0xffffffffu, incl, 31);
+                }
+                if (lane == 0)
+                    sm.pick = cidx[pick];
+            }
+            __syncthreads();
+            id = sm.pick;
         }
-        const float *cval = sm.cval;
-        const int *cidx = sm.cidx;
-        /* nucleus cut and draw, by warp 0 in chunks of 32 */
-        if (threadIdx.x < 32) {
-            int lane = threadIdx.x;
-            float top = cval[0], total = 0.f;
-            for (int b = 0; b < n; b += 32) {
-                int i = b + lane;
-                float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
-                total += kern_warp_sum(e);
-            }
-            float want = st->top_p > 0.f && st->top_p < 1.f ? st->top_p * total : total;
-            /* keep the shortest prefix whose mass reaches want */
-            float kept = 0.f;
-            int n_keep = n;
-            for (int b = 0; b < n; b += 32) {
-                int i = b + lane;
-                float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
-                float incl = e;
-                for (int o = 1; o < 32; o <<= 1) {
-                    float t = __shfl_up_sync(0xffffffffu, incl, o);
-                    if (lane >= o)
-                        incl += t;
-                }
-                unsigned hit = __ballot_sync(0xffffffffu, i < n && kept + incl >= want);
-                if (hit) {
-                    int first = __ffs(hit) - 1;
-                    n_keep = b + first + 1;
-                    kept += __shfl_sync(0xffffffffu, incl, first);
-                    break;
-                }
-                kept += __shfl_sync(0xffffffffu, incl, 31);
-            }
-            float target = sample_uniform(st->seed, pos) * kept;
-            float run = 0.f;
-            int pick = n_keep - 1;
-            bool done = false;
-            for (int b = 0; b < n_keep && !done; b += 32) {
-                int i = b + lane;
-                float e = i < n_keep ? __expf((cval[i] - top) / T) : 0.f;
-                float incl = e;
-                for (int o = 1; o < 32; o <<= 1) {
-                    float t = __shfl_up_sync(0xffffffffu, incl, o);
-                    if (lane >= o)
-                        incl += t;
-                }
-                unsigned hit = __ballot_sync(0xffffffffu, i < n_keep && run + incl > target);
-                if (hit) {
-                    pick = b + __ffs(hit) - 1;
-                    done = true;
-                }
-                run += __shfl_sync(0xffffffffu, incl, 31);
-            }
-            if (lane == 0)
-                sm.pick = cidx[pick];
-        }
-        __syncthreads();
-        id = sm.pick;
     }
     if (threadIdx.x == 0) {
         if (!isfinite(logits[id]))   /* every logit NaN, or an infinite best: no choice made */

@@ -608,8 +608,9 @@ static void test_sample_exact(void **st)
     qsort(order_p, V, sizeof *order_p, ref_cmp);
     float *dl = gt_upload(l, V * 4), *dlt = gt_upload(lt, V * 4), *dlp = gt_upload(lp, V * 4);
     struct kern_state *ds = gt_upload(NULL, sizeof(struct kern_state));
-    /* which: 0 flat, 1 ties, 2 peaked (the nucleus among the 1,024 largest: found there; with the
-     * flat and tied logits it lies beyond them: found by the radix select on the weights) */
+    /* which: 0 flat, 1 ties, 2 peaked. The nucleus ends among the 1,024 largest (peaked) or in one
+     * bin of a few hundred tokens (flat): sorted there; with the ties its bin holds thousands:
+     * the radix select on the weights. */
     static const struct { float t, p; int k, which; } cases[] = {
         { 1.0f, 1.0f, 0, 0 },    { 0.7f, 0.9f, 0, 0 },      { 1.3f, 1.0f, 5000, 0 }, { 1.0f, 0.5f, 5000, 0 },
         { 1.0f, 0.95f, 131071, 0 }, { 1.0f, 1.0f, 1025, 0 },   { 2.0f, 1e-6f, 0, 0 },   { 1.0f, 1.0f, 3000, 1 },
@@ -646,15 +647,49 @@ static void test_sample_exact(void **st)
         const int got = sample_once(dl, V, ds, s);
         if (rank[got] >= 500)
             fail_msg("top-k 500 drew id %d, rank %d among the logits", got, rank[got]);
-        const int got_t = sample_once(dlt, V, ds, s);
-        if (lt[got_t] != 2.0f)
-            fail_msg("top-k 500 over tied logits drew id %d with logit %g, below the largest (2)", got_t, (double)lt[got_t]);
+        const int got_t = sample_once(dlt, V, ds, s);   /* the 500 lowest ids among the largest value's ties */
+        if (rank_in(order_t, V, got_t) >= 500)
+            fail_msg("top-k 500 over tied logits drew id %d (logit %g), not among the 500 lowest ids of the largest",
+                     got_t, (double)lt[got_t]);
         s.top_p = 0.5f;
         const int got_p = sample_once(dlp, V, ds, s);
         if (rank_in(order_p, V, got_p) >= 300)
             fail_msg("top-k 500, top-p 0.5 over the peaked logits drew id %d outside the 300 lifted ones", got_p);
     }
     free(rank);
+    /* a vocabulary under 1,024 (top-k off is the sorted path there) and one of NaN logits only:
+     * ids in range, and the NaN one reports it instead of choosing */
+    {
+        const int Vs = 777;
+        float *dsm = gt_upload(l + 1000, Vs * 4);
+        int *ord_s = malloc(Vs * sizeof *ord_s);
+        for (int i = 0; i < Vs; i++)
+            ord_s[i] = i;
+        ref_sort_l = l + 1000;
+        qsort(ord_s, Vs, sizeof *ord_s, ref_cmp);
+        for (int pos = 0; pos < 20; pos++) {
+            struct kern_state s = { .pos = pos, .temperature = 1.0f, .top_p = 1.0f, .top_k = 0, .seed = 3 };
+            const int a = sample_once(dsm, Vs, ds, s);
+            assert_true(a >= 0 && a < Vs && !isnan(l[1000 + a]));
+            s.top_k = 10;
+            assert_true(rank_in(ord_s, Vs, sample_once(dsm, Vs, ds, s)) < 10);
+        }
+        float *nan_l = malloc(2000 * 4);
+        for (int i = 0; i < 2000; i++)
+            nan_l[i] = NAN;
+        float *dn = gt_upload(nan_l, 2000 * 4);
+        for (int k = 0; k < 3; k++) {
+            struct kern_state s = { .pos = 1, .temperature = 1.0f, .top_p = 0.9f, .top_k = k == 0 ? 5 : k == 1 ? 0 : 1500 },
+                              out;
+            OK(kern_copy_h2d(ds, &s, sizeof s, E));
+            OK(kern_sample(dn, 2000, ds, NULL, NULL, E));
+            gt_download(&out, ds, sizeof out);
+            assert_true(out.sampled >= 0 && out.sampled < 2000);
+            assert_int_equal(out.error, KERN_STATE_NONFINITE);
+        }
+        kern_free(dsm), kern_free(dn);
+        free(ord_s), free(nan_l);
+    }
     kern_free(dl), kern_free(dlt), kern_free(dlp), kern_free(ds);
     free(l), free(lt), free(lp), free(order), free(order_t), free(order_p);
 }
