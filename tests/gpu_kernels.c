@@ -520,7 +520,9 @@ static float ref_uniform(uint32_t seed, int pos)   /* sample.cu's sample_uniform
 /* Checks one GPU draw against the reference. The host's exp2f may differ from the device's by
  * an ulp or two in a few weights (≤ 2^-22 relative each), so the id must be the reference's,
  * or its neighbour in the nucleus with the target within 1e-6 of the total weight of the
- * boundary between them. order: ids sorted by ref_cmp. Returns the draw's rank in that order. */
+ * boundary between them; where the nucleus's end lies within 1e-6 of want, a nucleus one token
+ * shorter or longer is accepted too. order: ids sorted by ref_cmp. Returns the draw's rank in
+ * that order. */
 static int check_exact_draw(const float *l, const int *order, int V, const struct kern_state *s, int got)
 {
     float top = -INFINITY;
@@ -538,37 +540,55 @@ static int check_exact_draw(const float *l, const int *order, int V, const struc
         total += w[i];
     }
     int n = K;
+    bool edge = false;   /* the nucleus's end within the weights' rounding of want */
     if (s->top_p > 0.f && s->top_p < 1.f) {
         uint64_t want = (uint64_t)ceil((double)s->top_p * (double)total), cum = 0;
         want = want < 1 ? 1 : want > total ? total : want;
         for (n = 0; n < K && cum < want; n++)
             cum += w[order[n]];
+        const double tol = 1e-6 * (double)total;
+        edge = fabs((double)cum - (double)want) <= tol ||
+               (n > 0 && fabs((double)(cum - w[order[n - 1]]) - (double)want) <= tol);
     }
-    uint64_t mass = 0;
-    int rank_of_got = -1;
-    for (int r = 0; r < n; r++) {
-        in[order[r]] = 1;
-        mass += w[order[r]];
-        if (order[r] == got)
-            rank_of_got = r;
-    }
-    uint64_t target = (uint64_t)((double)ref_uniform(s->seed, s->pos) * (double)mass);
-    if (target >= mass)
-        target = mass - 1;
-    uint64_t run = 0, lo_got = 0, hi_got = 0;
-    int want_id = -1;
-    for (int i = 0; i < V; i++) {
-        if (!in[i])
+    /* the draw under the nucleus of n_try tokens; an edge nucleus may end one token either way */
+    int rank_of_got = -1, want_id = -1;
+    bool ok = false;
+    for (int d = 0; d < 3 && !ok; d++) {
+        const int n_try = n + (d == 0 ? 0 : d == 1 ? -1 : 1);
+        if ((d > 0 && !edge) || n_try < 1 || n_try > K)
             continue;
-        if (i == got)
-            lo_got = run, hi_got = run + w[i];
-        run += w[i];
-        if (want_id < 0 && run > target)
-            want_id = i;
+        memset(in, 0, (size_t)V);
+        uint64_t mass = 0;
+        int rank = -1;
+        for (int r = 0; r < n_try; r++) {
+            in[order[r]] = 1;
+            mass += w[order[r]];
+            if (order[r] == got)
+                rank = r;
+        }
+        uint64_t target = (uint64_t)((double)ref_uniform(s->seed, s->pos) * (double)mass);
+        if (target >= mass)
+            target = mass - 1;
+        uint64_t run = 0, lo_got = 0, hi_got = 0;
+        int wid = -1;
+        for (int i = 0; i < V; i++) {
+            if (!in[i])
+                continue;
+            if (i == got)
+                lo_got = run, hi_got = run + w[i];
+            run += w[i];
+            if (wid < 0 && run > target)
+                wid = i;
+        }
+        const double slack = 1e-6 * (double)mass;
+        ok = got == wid ||
+             (rank >= 0 && (double)target + slack >= (double)lo_got && (double)target - slack < (double)hi_got);
+        if (d == 0)
+            rank_of_got = rank, want_id = wid;
+        else if (ok)
+            rank_of_got = rank;
     }
-    const double slack = 1e-6 * (double)mass;
-    if (got != want_id && !(rank_of_got >= 0 && (double)target + slack >= (double)lo_got &&
-                            (double)target - slack < (double)hi_got))
+    if (!ok)
         fail_msg("exact draw (T %g, top-k %d, top-p %g, pos %d): GPU id %d (logit %g, %s), reference id %d (logit %g)",
                  (double)s->temperature, s->top_k, (double)s->top_p, s->pos, got, (double)l[got],
                  rank_of_got >= 0 ? "in the nucleus" : "outside the nucleus", want_id, (double)l[want_id]);
