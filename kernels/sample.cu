@@ -4,10 +4,10 @@
  * bin is crowded), a bitonic sort, the nucleus cut and one uniform draw hashed from seed and
  * position; ties at the k-th key go to the lowest ids. A larger top-k, or none: the same cuts
  * made exactly over the whole vocabulary with the weights in 2^-44 fixed point, so every sum is
- * an integer and the same logits give the same id on every run (sample_exact). One block of 1,024 threads; every pass over the logits keeps
- * SAMPLE_B loads a thread in flight. Measured on the H200 at vocab 131,072 (bench_sampler,
- * docs/PERFORMANCE.md): greedy 7.5 µs, temperature alone 25 µs, top-k 50 58 µs, top-p 0.9 94 µs
- * (budget 30 µs: the last two over it). */
+ * an integer and the same logits give the same id on every run (sample_exact). One block of
+ * 1,024 threads; every pass over the logits keeps SAMPLE_B loads a thread in flight. Measured on
+ * the H200 at vocab 131,072 (bench_sampler, docs/PERFORMANCE.md): greedy 7.5 µs, temperature
+ * alone 25 µs, top-k 50 58 µs, top-p 0.9 94 µs (budget 30 µs: the last two over it). */
 #include <math.h>
 
 #include "kernels/kern_util.cuh"
@@ -102,29 +102,24 @@ __device__ int sample_argmax(const float *l, int vocab, float *sv, int *si)
     return si[0];
 }
 
+/* The inclusive prefix sum of v over the lanes of a warp (lane 0 first); every lane calls it. */
+template <typename T>
+__device__ __forceinline__ T sample_warp_incl(T v)
+{
+    const int lane = threadIdx.x & 31;
+    for (int o = 1; o < 32; o <<= 1) {
+        const T t = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o)
+            v += t;
+    }
+    return v;
+}
+
 /* The passes below read every logit; one load at a time they would wait on L2 for each (a
  * block on one SM): these helpers keep SAMPLE_B loads of a thread in flight. */
 #define SAMPLE_B 8
-/* f(i, logits[i]) for this thread's ids (i ≡ threadIdx.x modulo blockDim.x). */
-template <typename F>
-__device__ __forceinline__ void sample_each(const float *logits, int vocab, F f)
-{
-    for (int base = threadIdx.x; base < vocab; base += SAMPLE_B * blockDim.x) {
-        float v[SAMPLE_B];
-#pragma unroll
-        for (int k = 0; k < SAMPLE_B; k++) {
-            const int i = base + k * blockDim.x;
-            v[k] = i < vocab ? logits[i] : 0.f;
-        }
-#pragma unroll
-        for (int k = 0; k < SAMPLE_B; k++) {
-            const int i = base + k * blockDim.x;
-            if (i < vocab)
-                f(i, v[k]);
-        }
-    }
-}
-/* The same with every lane of a warp calling f(i, logit, valid) together (for warp votes). */
+/* Every lane of a warp calls f(i, logits[i], valid) together (so f may vote), for this thread's
+ * ids i ≡ threadIdx.x modulo blockDim.x; valid is false past the vocabulary. */
 template <typename F>
 __device__ __forceinline__ void sample_each_warp(const float *logits, int vocab, F f)
 {
@@ -138,6 +133,27 @@ __device__ __forceinline__ void sample_each_warp(const float *logits, int vocab,
 #pragma unroll
         for (int k = 0; k < SAMPLE_B; k++)
             f(base + k * blockDim.x, v[k], base + k * (int)blockDim.x < vocab);
+    }
+}
+/* f(i, logits[i]) for this thread's ids. */
+template <typename F>
+__device__ __forceinline__ void sample_each(const float *logits, int vocab, F f)
+{
+    sample_each_warp(logits, vocab, [&](int i, float l, bool valid) {
+        if (valid)
+            f(i, l);
+    });
+}
+
+/* x[k] = logits[b + 32 k + lane] for k < SAMPLE_B (0 past the vocabulary): a warp's batch of a
+ * tile, every load in flight at once. */
+__device__ __forceinline__ void sample_load_warp(const float *logits, int vocab, int b, float (&x)[SAMPLE_B])
+{
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int k = 0; k < SAMPLE_B; k++) {
+        const int i = b + 32 * k + lane;
+        x[k] = i < vocab ? logits[i] : 0.f;
     }
 }
 
@@ -170,12 +186,7 @@ __device__ uint32_t sample_select(const float *logits, int vocab, int K, unsigne
             int run = 0, bin = 0, before = -1;
             for (int top = nb - 1; top >= 0 && before < 0; top -= 32) {
                 const int b = top - lane, c = b >= 0 ? (int)hist[b] : 0;
-                int incl = c;
-                for (int o = 1; o < 32; o <<= 1) {
-                    const int t = __shfl_up_sync(0xffffffffu, incl, o);
-                    if (lane >= o)
-                        incl += t;
-                }
+                const int incl = sample_warp_incl(c);
                 const unsigned hit = __ballot_sync(0xffffffffu, b >= 0 && run + incl >= rem);
                 if (hit) {
                     const int first = __ffs(hit) - 1;
@@ -283,12 +294,7 @@ __device__ void sample_bin_reach(const H *h, H want, int *s_bin, H *s_before)
     bool found = false;
     for (int b0 = 0; b0 < SAMPLE_BINS && !found; b0 += 32) {
         const H c = h[b0 + lane];
-        H incl = c;
-        for (int o = 1; o < 32; o <<= 1) {
-            const H t = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o)
-                incl += t;
-        }
+        const H incl = sample_warp_incl(c);
         const unsigned hit = __ballot_sync(0xffffffffu, run + incl >= want);
         if (hit) {
             const int first = __ffs(hit) - 1;
@@ -399,11 +405,7 @@ __device__ int sample_find(const float *logits, int vocab, F f, unsigned long lo
         unsigned long long v = 0;
         for (int b = t * tw; b < min(vocab, (t + 1) * tw); b += 32 * SAMPLE_B) {
             float x[SAMPLE_B];
-#pragma unroll
-            for (int k = 0; k < SAMPLE_B; k++) {
-                const int i = b + 32 * k + lane;
-                x[k] = i < vocab ? logits[i] : 0.f;
-            }
+            sample_load_warp(logits, vocab, b, x);
 #pragma unroll
             for (int k = 0; k < SAMPLE_B; k++) {
                 const int i = b + 32 * k + lane;
@@ -431,12 +433,7 @@ __device__ int sample_find(const float *logits, int vocab, F f, unsigned long lo
         int t = nt;
         for (int t0 = 0; t0 < nt; t0 += 32) {   /* the tile where the running sum passes target */
             const unsigned long long c = t0 + lane < nt ? tile[t0 + lane] : 0ull;
-            unsigned long long incl = c;
-            for (int o = 1; o < 32; o <<= 1) {
-                const unsigned long long w = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o)
-                    incl += w;
-            }
+            const unsigned long long incl = sample_warp_incl(c);
             const unsigned hit = __ballot_sync(0xffffffffu, t0 + lane < nt && run + incl > target);
             if (hit) {
                 const int first = __ffs(hit) - 1;
@@ -450,20 +447,11 @@ __device__ int sample_find(const float *logits, int vocab, F f, unsigned long lo
         bool done = t >= nt;
         for (int b = t * tw; !done && b < min(vocab, (t + 1) * tw); b += 32 * SAMPLE_B) {
             float x[SAMPLE_B];
+            sample_load_warp(logits, vocab, b, x);
 #pragma unroll
             for (int k = 0; k < SAMPLE_B; k++) {
                 const int i = b + 32 * k + lane;
-                x[k] = i < vocab ? logits[i] : 0.f;
-            }
-#pragma unroll
-            for (int k = 0; k < SAMPLE_B; k++) {
-                const int i = b + 32 * k + lane;
-                unsigned long long incl = !done && i < vocab ? f(i, x[k]) : 0ull;
-                for (int o = 1; o < 32; o <<= 1) {
-                    const unsigned long long w = __shfl_up_sync(0xffffffffu, incl, o);
-                    if (lane >= o)
-                        incl += w;
-                }
+                const unsigned long long incl = sample_warp_incl(!done && i < vocab ? f(i, x[k]) : 0ull);
                 const unsigned hit = __ballot_sync(0xffffffffu, !done && i < vocab && run + incl > target);
                 if (hit) {
                     found = b + 32 * k + __ffs(hit) - 1;
@@ -666,12 +654,7 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
                 int cut = n - 1;
                 for (int b0 = 0; b0 < n; b0 += 32) {
                     const int i = b0 + lane;
-                    unsigned long long incl = i < n ? sample_weight(sm.cval[i], c0) : 0ull;
-                    for (int o = 1; o < 32; o <<= 1) {
-                        const unsigned long long t = __shfl_up_sync(0xffffffffu, incl, o);
-                        if (lane >= o)
-                            incl += t;
-                    }
+                    const unsigned long long incl = sample_warp_incl(i < n ? sample_weight(sm.cval[i], c0) : 0ull);
                     const unsigned hit = __ballot_sync(0xffffffffu, i < n && run + incl >= want);
                     if (hit) {
                         cut = b0 + __ffs(hit) - 1;
@@ -742,12 +725,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
                 for (int b = 0; b < n; b += 32) {
                     int i = b + lane;
                     float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
-                    float incl = e;
-                    for (int o = 1; o < 32; o <<= 1) {
-                        float t = __shfl_up_sync(0xffffffffu, incl, o);
-                        if (lane >= o)
-                            incl += t;
-                    }
+                    const float incl = sample_warp_incl(e);
                     unsigned hit = __ballot_sync(0xffffffffu, i < n && kept + incl >= want);
                     if (hit) {
                         int first = __ffs(hit) - 1;
@@ -764,12 +742,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
                 for (int b = 0; b < n_keep && !done; b += 32) {
                     int i = b + lane;
                     float e = i < n_keep ? __expf((cval[i] - top) / T) : 0.f;
-                    float incl = e;
-                    for (int o = 1; o < 32; o <<= 1) {
-                        float t = __shfl_up_sync(0xffffffffu, incl, o);
-                        if (lane >= o)
-                            incl += t;
-                    }
+                    const float incl = sample_warp_incl(e);
                     unsigned hit = __ballot_sync(0xffffffffu, i < n_keep && run + incl > target);
                     if (hit) {
                         pick = b + __ffs(hit) - 1;
