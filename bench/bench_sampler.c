@@ -20,6 +20,8 @@
 #define BENCH_GPU_BUDGET_US 30.0
 #define BENCH_GPU_LAUNCHES 200
 
+static const int bench_vocabs[] = { 32768, 131072 };   /* Mistral's and Tekken's */
+
 static double now_us(void)
 {
     struct timespec ts;
@@ -57,7 +59,6 @@ static int bench_gpu(void)
         printf("bench_sampler: GPU sampler not timed (no GPU: %s)\n", err.msg);
         return 0;
     }
-    static const int vocabs[] = { 32768, 131072 };
     static const struct { const char *name; float t, p; int k; } modes[] = {
         { "greedy", 0, 1, 0 },
         { "T 1.0", 1.0f, 1, 0 },
@@ -68,10 +69,11 @@ static int bench_gpu(void)
     int over = 0;
     printf("bench_sampler: GPU sampler (kern_sample) on %s, µs per token (mean of %d), budget %.0f µs\n", d.name,
            BENCH_GPU_LAUNCHES, BENCH_GPU_BUDGET_US);
-    for (size_t v = 0; v < sizeof vocabs / sizeof *vocabs; v++) {
-        const int V = vocabs[v];
-        float *lg = malloc(sizeof *lg * (size_t)V), *dl = NULL;
-        struct kern_state *ds = NULL;
+    float *lg = NULL, *dl = NULL;
+    struct kern_state *ds = NULL;
+    for (size_t v = 0; v < sizeof bench_vocabs / sizeof *bench_vocabs; v++) {
+        const int V = bench_vocabs[v];
+        lg = malloc(sizeof *lg * (size_t)V);
         if (!lg || kern_malloc((void **)&dl, sizeof *lg * (size_t)V, &err) ||
             kern_malloc((void **)&ds, sizeof *ds, &err))
             goto fail;
@@ -95,18 +97,21 @@ static int bench_gpu(void)
         kern_free(dl);
         kern_free(ds);
         free(lg);
+        lg = NULL, dl = NULL, ds = NULL;
     }
     printf("bench_sampler: GPU sampler %s\n", over ? "over budget" : "within budget");
     return 0;
 fail:
     printf("bench_sampler: GPU sampler: %s\n", err.msg[0] ? err.msg : "out of memory");
+    kern_free(dl);
+    kern_free(ds);
+    free(lg);
     return -1;
 }
 #endif
 
 int main(void)
 {
-    static const int vocabs[] = { 32768, 131072 };
     static const struct { const char *name; struct sampler_params p; } modes[] = {
         { "greedy", { 0, 1, 0, 1 } },
         { "T 1.0", { 1.0f, 1, 0, 1 } },
@@ -115,8 +120,8 @@ int main(void)
     };
     int over = 0;
     printf("bench_sampler: host sampler, µs per token (median of %d), budget %.0f µs\n", BENCH_ITERS, BENCH_BUDGET_US);
-    for (size_t v = 0; v < sizeof vocabs / sizeof *vocabs; v++) {
-        const int V = vocabs[v];
+    for (size_t v = 0; v < sizeof bench_vocabs / sizeof *bench_vocabs; v++) {
+        const int V = bench_vocabs[v];
         float *lg = malloc(sizeof *lg * (size_t)V);
         double *t = malloc(sizeof *t * BENCH_ITERS);
         if (!lg || !t)

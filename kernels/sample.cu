@@ -312,11 +312,10 @@ __device__ void sample_bin_reach(const H *h, H want, int *s_bin, H *s_before)
     }
 }
 
-/* Path A's candidates: the K (≤ KERN_SAMPLE_MAX_K) largest logits, sorted, into cval / cidx, ties
- * at the K-th key by lowest id, by a count over the bins of top; returns K, or -1 when the K-th
- * largest shares its bin with too many (the caller selects by radix instead). */
-__device__ int sample_top_binned(const float *logits, int vocab, int K, float top, float k2, unsigned *hist,
-                                 int *s_bin, unsigned *s_before, int *s_cnt, float *cval, int *cidx)
+/* Tokens counted by bin into hist; then *s_bin: the bin holding the K-th largest logit, *s_before:
+ * how many lie in the bins before it. Every thread sees both on return. */
+__device__ __forceinline__ void sample_count_bins(const float *logits, int vocab, int K, float top, float k2,
+                                                  unsigned *hist, int *s_bin, unsigned *s_before)
 {
     for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
         hist[i] = 0;
@@ -325,6 +324,15 @@ __device__ int sample_top_binned(const float *logits, int vocab, int K, float to
     __syncthreads();
     sample_bin_reach<unsigned>(hist, (unsigned)K, s_bin, s_before);
     __syncthreads();
+}
+
+/* Path A's candidates: the K (≤ KERN_SAMPLE_MAX_K) largest logits, sorted, into cval / cidx, ties
+ * at the K-th key by lowest id, by a count over the bins of top; returns K, or -1 when the K-th
+ * largest shares its bin with too many (the caller selects by radix instead). */
+__device__ int sample_top_binned(const float *logits, int vocab, int K, float top, float k2, unsigned *hist,
+                                 int *s_bin, unsigned *s_before, int *s_cnt, float *cval, int *cidx)
+{
+    sample_count_bins(logits, vocab, K, top, k2, hist, s_bin, s_before);
     const int bin = *s_bin;
     if (*s_before + hist[bin] > KERN_SAMPLE_MAX_K)
         return -1;
@@ -488,14 +496,19 @@ __device__ void sample_cut_by_weight(const float *logits, int vocab, struct samp
             const uint32_t k = sample_key(l);
             const bool in = valid && (k & mask) == prefix && sample_in_c(k, i, cc);
             const unsigned long long w = in ? sample_weight(l, cc) : 0ull;
+            const unsigned bucket = (k >> shift) & 255;
+            /* A 64-bit shared atomic per lane would queue the warp on the few buckets the logits'
+             * exponents share (these are 8-bit digits): instead, per distinct bucket among the
+             * lanes still to add, one lane (the first) adds the whole group's sum. */
             unsigned todo = __ballot_sync(0xffffffffu, in && w);
-            while (todo) {   /* one sum per distinct bucket */
-                const unsigned b = __shfl_sync(0xffffffffu, (k >> shift) & 255, __ffs(todo) - 1);
-                const unsigned grp = __ballot_sync(0xffffffffu, in && w && ((k >> shift) & 255) == b);
+            while (todo) {
+                const int leader = __ffs(todo) - 1;
+                const unsigned b = __shfl_sync(0xffffffffu, bucket, leader);
+                const unsigned grp = __ballot_sync(0xffffffffu, in && w && bucket == b);
                 unsigned long long v = (grp >> lane) & 1 ? w : 0ull;
                 for (int o = 16; o > 0; o >>= 1)
                     v += __shfl_xor_sync(0xffffffffu, v, o);
-                if (lane == __ffs(todo) - 1)
+                if (lane == leader)
                     atomicAdd(&hist64[b], v);
                 todo &= ~grp;
             }
@@ -569,13 +582,7 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
     const float k2 = 1.4426950408889634f / T;
     struct sample_cut c = { top, k2, 0u, 0u, 0, 0, K >= vocab, !(top_p > 0.f && top_p < 1.f) };
     if (!c.k_all) {   /* the top-k: its last key, and its last id among the ties at that key */
-        for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
-            sm.hist[i] = 0;
-        __syncthreads();
-        sample_each(logits, vocab, [&](int, float l) { atomicAdd(&sm.hist[sample_bin(l, top, k2)], 1u); });
-        __syncthreads();
-        sample_bin_reach<unsigned>(sm.hist, (unsigned)K, &sm.bin, &sm.before);
-        __syncthreads();
+        sample_count_bins(logits, vocab, K, top, k2, sm.hist, &sm.bin, &sm.before);
         const int bin = sm.bin, at = K - (int)sm.before;   /* the K-th largest: the at-th of its bin */
         const int n = sm.hist[bin] <= KERN_SAMPLE_MAX_K
                           ? sample_gather(logits, vocab, [&](int, float l) { return sample_bin(l, top, k2) == bin; },

@@ -508,7 +508,9 @@ static int ref_cmp(const void *a, const void *b)
     const uint32_t kx = ref_key(ref_sort_l[x]), ky = ref_key(ref_sort_l[y]);
     return kx != ky ? (kx > ky ? -1 : 1) : (x > y) - (x < y);
 }
-static float ref_uniform(uint32_t seed, int pos)   /* sample.cu's sample_uniform */
+/* sample.cu's sample_uniform (splitmix64 of seed and position), written out again on purpose: the
+ * reference must not share the code it checks */
+static float ref_uniform(uint32_t seed, int pos)
 {
     uint64_t z = ((uint64_t)seed << 32) ^ (uint64_t)(uint32_t)pos;
     z += 0x9e3779b97f4a7c15ull;
