@@ -50,7 +50,23 @@ static void fill(float *lg, int vocab, uint64_t seed)
 #ifdef BORA_CUDA
 /* kern_sample launched BENCH_GPU_LAUNCHES times back to back on device-resident logits; the mean
  * µs per launch (launches queue behind each other, so this is the kernel's time, not the
- * launch latency). 0 when there is no GPU; -1 on a CUDA error (printed). */
+ * launch latency), with its workspace (the grid of blocks the engine runs) and without (one
+ * block). 0 when there is no GPU; -1 on a CUDA error (printed). */
+static int bench_gpu_time(const float *dl, int V, struct kern_state *ds, const struct kern_state *s, void *work,
+                          double *us, struct bora_err *err)
+{
+    if (kern_copy_h2d(ds, s, sizeof *s, err) || kern_sample(dl, V, ds, NULL, work, NULL, err) || kern_sync(err))
+        return -1;   /* one warm-up */
+    const double t0 = now_us();
+    for (int i = 0; i < BENCH_GPU_LAUNCHES; i++)
+        if (kern_sample(dl, V, ds, NULL, work, NULL, err))
+            return -1;
+    if (kern_sync(err))
+        return -1;
+    *us = (now_us() - t0) / BENCH_GPU_LAUNCHES;
+    return 0;
+}
+
 static int bench_gpu(void)
 {
     struct kern_device d;
@@ -65,12 +81,17 @@ static int bench_gpu(void)
         { "T 0.7, top-p 0.9", 0.7f, 0.9f, 0 },
         { "T 0.7, top-k 50", 0.7f, 1, 50 },
         { "T 1.0, top-k 5000", 1.0f, 1, 5000 },
+        { "T 1.5, top-p 0.95", 1.5f, 0.95f, 0 },   /* flat: the nucleus's bin crowded, the radix select */
     };
     int over = 0;
-    printf("bench_sampler: GPU sampler (kern_sample) on %s, µs per token (mean of %d), budget %.0f µs\n", d.name,
-           BENCH_GPU_LAUNCHES, BENCH_GPU_BUDGET_US);
+    printf("bench_sampler: GPU sampler (kern_sample) on %s, µs per token (mean of %d), budget %.0f µs;\n"
+           "  the engine's grid of blocks (a workspace), then one block (none)\n",
+           d.name, BENCH_GPU_LAUNCHES, BENCH_GPU_BUDGET_US);
     float *lg = NULL, *dl = NULL;
     struct kern_state *ds = NULL;
+    void *work = NULL;
+    if (kern_malloc(&work, KERN_SAMPLE_WORK_BYTES, &err) || kern_memset(work, 0, KERN_SAMPLE_WORK_BYTES, &err))
+        goto fail;
     for (size_t v = 0; v < sizeof bench_vocabs / sizeof *bench_vocabs; v++) {
         const int V = bench_vocabs[v];
         lg = malloc(sizeof *lg * (size_t)V);
@@ -81,28 +102,26 @@ static int bench_gpu(void)
         if (kern_copy_h2d(dl, lg, sizeof *lg * (size_t)V, &err))
             goto fail;
         for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
-            struct kern_state s = { .temperature = modes[m].t, .top_p = modes[m].p, .top_k = modes[m].k, .seed = 1 };
-            if (kern_copy_h2d(ds, &s, sizeof s, &err) || kern_sample(dl, V, ds, NULL, NULL, &err) || kern_sync(&err))
-                goto fail;   /* one warm-up */
-            const double t0 = now_us();
-            for (int i = 0; i < BENCH_GPU_LAUNCHES; i++)
-                if (kern_sample(dl, V, ds, NULL, NULL, &err))
-                    goto fail;
-            if (kern_sync(&err))
+            const struct kern_state s = { .temperature = modes[m].t, .top_p = modes[m].p, .top_k = modes[m].k,
+                                          .seed = 1 };
+            double grid = 0, one = 0;
+            if (bench_gpu_time(dl, V, ds, &s, work, &grid, &err) || bench_gpu_time(dl, V, ds, &s, NULL, &one, &err))
                 goto fail;
-            const double us = (now_us() - t0) / BENCH_GPU_LAUNCHES;
-            over |= us > BENCH_GPU_BUDGET_US;
-            printf("  vocab %6d  %-18s %8.1f µs  %s\n", V, modes[m].name, us, us > BENCH_GPU_BUDGET_US ? "OVER" : "ok");
+            over |= grid > BENCH_GPU_BUDGET_US;
+            printf("  vocab %6d  %-18s %8.1f µs  %-4s (one block %6.1f µs)\n", V, modes[m].name, grid,
+                   grid > BENCH_GPU_BUDGET_US ? "OVER" : "ok", one);
         }
         kern_free(dl);
         kern_free(ds);
         free(lg);
         lg = NULL, dl = NULL, ds = NULL;
     }
+    kern_free(work);
     printf("bench_sampler: GPU sampler %s\n", over ? "over budget" : "within budget");
     return 0;
 fail:
     printf("bench_sampler: GPU sampler: %s\n", err.msg[0] ? err.msg : "out of memory");
+    kern_free(work);
     kern_free(dl);
     kern_free(ds);
     free(lg);

@@ -441,7 +441,7 @@ static int enqueue_head(struct engine *e, bool sample, struct bora_err *err)
     if ((rc = kern_gemv(&g, st, err)))
         return rc;
     if (sample && (rc = kern_sample((float *)at(s, L->logits), e->model->cfg.vocab_size,
-                                    (struct kern_state *)at(s, L->state), NULL, st, err)))
+                                    (struct kern_state *)at(s, L->state), NULL, at(s, L->sample_work), st, err)))
         return rc;
     return 0;
 }
@@ -508,7 +508,7 @@ static int enqueue_step(struct engine *e, struct bora_err *err, cudaEvent_t *mar
     if (marks)
         CUDA_CHECK(cudaEventRecord(marks[2], s->stream));
     /* the sampler also writes the state to s->h_out (pinned): no copy node after it */
-    if ((rc = kern_sample(logits, V, state, s->h_out, st, err)))
+    if ((rc = kern_sample(logits, V, state, s->h_out, at(s, L->sample_work), st, err)))
         return rc;
     if (marks)
         CUDA_CHECK(cudaEventRecord(marks[3], s->stream));
@@ -1008,6 +1008,7 @@ static int tail_work(struct engine *e, struct bora_err *err)
     if ((rc = kern_memset(at(s, s->lay.x), 0, s->lay.counters - s->lay.x, err)) ||
         (rc = kern_memset(at(s, s->lay.counters), 0, (size_t)s->lay.n_counters * 4, err)) ||
         (rc = kern_memset(at(s, s->lay.state), 0, sizeof(struct kern_state), err)) ||
+        (rc = kern_memset(at(s, s->lay.sample_work), 0, KERN_SAMPLE_WORK_BYTES, err)) ||
         (rc = kern_memset(at(s, s->lay.tokens), 0, (size_t)e->max_ctx * 4, err)) ||
         (rc = kern_sync(err)) || (rc = setup_mega(e, err)) || (rc = tune_gemv(e, err)) ||
         (rc = choose_step(e, err)))

@@ -214,9 +214,14 @@ int kern_embed(float *x, const struct kern_mat *emb, struct kern_state *d_state,
  * to divide by is greedy; with no finite largest logit nothing is drawn and d_state->error is
  * KERN_STATE_NONFINITE. h_mirror: NULL, or
  * pinned host memory (kern_host_alloc) the kernel also writes the final state to, so no copy
- * back is needed once the stream is synchronised. */
+ * back is needed once the stream is synchronised. d_work: NULL (one block of threads does the
+ * whole draw), or KERN_SAMPLE_WORK_BYTES of device memory zeroed once before its first use and
+ * then left to the sampler, which keeps it reusable; the passes over the logits are then spread
+ * over a block per 4,096 of them. The same logits and state give the same id either way. One
+ * d_work serves one stream's samplers at a time. */
+#define KERN_SAMPLE_WORK_BYTES (128u << 10)
 int kern_sample(const float *logits, int vocab, struct kern_state *d_state, struct kern_state *h_mirror,
-                struct CUstream_st *stream, struct bora_err *err);
+                void *d_work, struct CUstream_st *stream, struct bora_err *err);
 
 /* Fills n elements of dtype (BF16, F8_E4M3 or F32) with uniform values in [-amp, amp]
  * (hash of seed and index: no host copy). */

@@ -1,6 +1,7 @@
 /* plan.c — the arena layout and byte counts behind the CUDA engine's refusal check and
  * `bora plan`; presets and the GPU table. Pure arithmetic, no GPU. */
 #include "kernels/plan.h"
+#include "kernels/kernels.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -123,6 +124,7 @@ int plan_layout_compute(const struct model_config *c, const struct plan_dtypes *
     o->counters = take(&cur, (uint64_t)o->n_counters * 4);
     o->tokens = take(&cur, (uint64_t)max_ctx * 4);
     o->state = take(&cur, 64);
+    o->sample_work = take(&cur, KERN_SAMPLE_WORK_BYTES);
     o->act_bytes = cur - act0;
     o->total = cur;
 

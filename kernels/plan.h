@@ -32,6 +32,7 @@ struct plan_layout {
     size_t l_qkv, l_qkv_rs, l_wo, l_wo_rs, l_gu, l_gu_rs, l_down, l_down_rs, l_attn_norm, l_ffn_norm;
     size_t kv, kv_layer_stride;
     size_t x, qkv, att, h, logits, partial, counters, tokens, state;
+    size_t sample_work;          /* the sampler's workspace (KERN_SAMPLE_WORK_BYTES) */
     int n_split;                 /* attention splits per kv head */
     int n_counters;              /* ints at counters: per layer 4 GEMV + n_kv attention, 1 for the
                                   * head, then PLAN_TUNE_COUNTERS for timing launches at open */

@@ -4,10 +4,14 @@
  * bin is crowded), a bitonic sort, the nucleus cut and one uniform draw hashed from seed and
  * position; ties at the k-th key go to the lowest ids. A larger top-k, or none: the same cuts
  * made exactly over the whole vocabulary with the weights in 2^-44 fixed point, so every sum is
- * an integer and the same logits give the same id on every run (sample_exact). One block of
- * 1,024 threads; every pass over the logits keeps SAMPLE_B loads a thread in flight. Measured on
- * the H200 at vocab 131,072 (bench_sampler, docs/PERFORMANCE.md): greedy 7.5 µs, temperature
- * alone 25 µs, top-k 50 58 µs, top-p 0.9 94 µs (budget 30 µs: the last two over it). */
+ * an integer and the same logits give the same id on every run (sample_exact). Every pass over
+ * the logits keeps SAMPLE_B loads a thread in flight. With a workspace the passes run on a grid
+ * of 1,024-thread blocks, one per SAMPLE_SLICE logits, that meet between passes
+ * (sample_grid_kernel); without, one block does everything (sample_kernel); both draw the same
+ * ids. Measured on the H200 at vocab 131,072 (bench_sampler, docs/PERFORMANCE.md), grid / one
+ * block: greedy 5.6 / 8.4 µs, temperature alone 12.6 / 25.4, top-k 50 20.5 / 47.6, top-p 0.9
+ * 23.9 / 80.0, top-k 5,000 28.8 / 83.6; flat logits (T 1.5, top-p 0.95) 47.3 / 164 (budget
+ * 30 µs: the last one over it). */
 #include <math.h>
 
 #include "kernels/kern_util.cuh"
@@ -44,7 +48,9 @@ __device__ __forceinline__ void sample_take(float v, int i, float *best, int *bi
     }
 }
 
-__device__ int sample_argmax(const float *l, int vocab, float *sv, int *si)
+/* Leaves the largest logit in sv[0] and its id in si[0] (0x7fffffff when every logit is NaN),
+ * and returns the id. */
+__device__ int sample_block_max(const float *l, int vocab, float *sv, int *si)
 {
     float best = -INFINITY;
     int bi = 0x7fffffff;
@@ -95,11 +101,21 @@ __device__ int sample_argmax(const float *l, int vocab, float *sv, int *si)
                 bi = i2;
             }
         }
-        if (lane == 0)
-            si[0] = bi == 0x7fffffff ? 0 : bi;
+    }
+    __syncthreads();   /* every warp's sv / si read */
+    if (threadIdx.x == 0) {
+        sv[0] = best;
+        si[0] = bi;
     }
     __syncthreads();
     return si[0];
+}
+
+/* The argmax's id (0 when every logit is NaN). */
+__device__ int sample_argmax(const float *l, int vocab, float *sv, int *si)
+{
+    const int bi = sample_block_max(l, vocab, sv, si);
+    return bi == 0x7fffffff ? 0 : bi;
 }
 
 /* The inclusive prefix sum of v over the lanes of a warp (lane 0 first); every lane calls it. */
@@ -157,12 +173,77 @@ __device__ __forceinline__ void sample_load_warp(const float *logits, int vocab,
     }
 }
 
+#define SAMPLE_BINS 2048
+
+/* ---- what the blocks of a grid share (the grid kernel, further below) ----
+ *
+ * Each block takes a slice of the vocabulary (SAMPLE_SLICE logits, the last one shorter) for every
+ * pass over the logits. Between passes the blocks meet at a barrier in the workspace (all of the
+ * grid is resident: at most SAMPLE_MAX_GRID blocks, no more than the GPU's SMs). The one-block
+ * helpers below take a workspace too (NULL: one block over everything): with one, each counts
+ * or sums its slice, adds that into the workspace, meets the others and reads the grid's totals
+ * back, so every block reaches the same cut. */
+#define SAMPLE_SLICE 4096
+#define SAMPLE_MAX_GRID 128
+
+struct sample_work {
+    unsigned bar_count, pad0[31];   /* the barrier: arrivals, then (own line) its generation */
+    unsigned bar_gen, pad1[31];
+    float pmax[SAMPLE_MAX_GRID];    /* each block's largest logit and its id */
+    int pid[SAMPLE_MAX_GRID];
+    unsigned long long psum[SAMPLE_MAX_GRID];   /* each block's weight of the nucleus */
+    unsigned hist[SAMPLE_BINS];                 /* token counts by bin */
+    unsigned long long hist64[SAMPLE_BINS];     /* weights of the near bins */
+    unsigned long long hist64b[SAMPLE_BINS];    /* weights of every bin (a nucleus reaching far) */
+    unsigned long long total, far;
+    int cnt[2];                                 /* candidates gathered: the top-k's bin, the nucleus's */
+    int found[2];                               /* sample_find_grid's answers: the top-k's, the nucleus's */
+    unsigned rh[3][SAMPLE_BINS];                /* sample_select's counts, by pass */
+    unsigned long long wh[4][256];              /* sample_cut_by_weight's weights, by pass */
+    float cval[KERN_SAMPLE_MAX_K];
+    int cidx[KERN_SAMPLE_MAX_K];
+};
+static_assert(sizeof(struct sample_work) <= KERN_SAMPLE_WORK_BYTES, "KERN_SAMPLE_WORK_BYTES too small");
+
+/* Every block of the grid meets here: what each wrote before is visible to all after. The
+ * counter is back at 0 once all have arrived; the generation only grows. */
+__device__ void sample_grid_sync(struct sample_work *w)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned g;
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(g) : "l"(&w->bar_gen) : "memory");
+        __threadfence();
+        if (atomicAdd(&w->bar_count, 1u) == gridDim.x - 1) {
+            atomicExch(&w->bar_count, 0u);
+            __threadfence();
+            atomicAdd(&w->bar_gen, 1u);
+        } else {
+            unsigned now;
+            do
+                asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(&w->bar_gen) : "memory");
+            while (now == g);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+/* dst[0, n) = src[0, n), read from L2 (other blocks wrote it), by the whole block. */
+template <typename T>
+__device__ __forceinline__ void sample_pull(T *dst, const T *src, int n)
+{
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        dst[i] = __ldcg(src + i);
+    __syncthreads();
+}
+
 /* The key of the K-th largest logit: a radix select in three passes of 11, 11 and 10 bits
  * (SAMPLE_BINS counters); *s_remaining is left holding how many logits with exactly that key
- * belong to the K largest. Every thread returns the key. */
-#define SAMPLE_BINS 2048
+ * belong to the K largest. Every thread returns the key. With w, logits is this block's slice
+ * and the counts are the grid's. */
 __device__ uint32_t sample_select(const float *logits, int vocab, int K, unsigned *hist, uint32_t *s_prefix,
-                                  int *s_remaining)
+                                  int *s_remaining, struct sample_work *w = nullptr)
 {
     const int lane = threadIdx.x & 31;
     uint32_t prefix = 0, mask = 0;
@@ -181,6 +262,13 @@ __device__ uint32_t sample_select(const float *logits, int vocab, int K, unsigne
                 atomicAdd(&hist[(k >> shift) & dm], 1u);
         });
         __syncthreads();
+        if (w) {   /* a slice: the grid's counts */
+            for (int i = threadIdx.x; i < nb; i += blockDim.x)
+                if (hist[i])
+                    atomicAdd(&w->rh[pass][i], hist[i]);
+            sample_grid_sync(w);
+            sample_pull(hist, w->rh[pass], nb);
+        }
         if (threadIdx.x < 32) {   /* the bin, from the top, where the count reaches what is left */
             const int rem = *s_remaining;
             int run = 0, bin = 0, before = -1;
@@ -237,17 +325,21 @@ __device__ int sample_gather(const float *logits, int vocab, P pred, float *cval
     return *s_cnt;
 }
 
-/* Sorts cval / cidx [0, n) by decreasing key then increasing id (bitonic; the rest padded to sort last). */
+/* Sorts cval / cidx [0, n) by decreasing key then increasing id (bitonic over the power of two
+ * at or above n, the rest padded to sort last; n ≤ KERN_SAMPLE_MAX_K). */
 __device__ void sample_sort(float *cval, int *cidx, int n)
 {
-    for (int i = n + threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {   /* NaN: the lowest key, so last */
+    int P = 2;
+    while (P < n)
+        P <<= 1;
+    for (int i = n + threadIdx.x; i < P; i += blockDim.x) {   /* NaN: the lowest key, so last */
         cval[i] = __int_as_float(0x7fffffff);
         cidx[i] = 0x7fffffff;
     }
     __syncthreads();
-    for (int size = 2; size <= KERN_SAMPLE_MAX_K; size <<= 1) {
+    for (int size = 2; size <= P; size <<= 1) {
         for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int i = threadIdx.x; i < KERN_SAMPLE_MAX_K; i += blockDim.x) {
+            for (int i = threadIdx.x; i < P; i += blockDim.x) {
                 const int j = i ^ stride;
                 if (j > i) {
                     const bool desc = (i & size) == 0;
@@ -475,37 +567,68 @@ __device__ int sample_find(const float *logits, int vocab, F f, unsigned long lo
     return *s_out;
 }
 
+/* sample_find over the grid's slices (logits + lo: this block's n, f taking ids within the
+ * slice): each block's sum, then the block whose slice holds the target finds the id and leaves
+ * it in w->found[slot]; every block returns it (the last id when the sum never exceeds target). */
+template <typename F>
+__device__ int sample_find_grid(const float *sl, int n, int lo, int vocab, F f, unsigned long long target,
+                                struct sample_work *w, int slot, unsigned long long *tile, int *s_out)
+{
+    unsigned long long mine = 0;
+    sample_each(sl, n, [&](int i, float l) { mine += f(i, l); });
+    mine = sample_sum_u64(mine, tile);
+    if (threadIdx.x == 0) {
+        w->psum[blockIdx.x] = mine;
+        if (blockIdx.x == 0)
+            w->found[slot] = vocab - 1;
+    }
+    sample_grid_sync(w);
+    unsigned long long before = 0;   /* every warp sums the slices before this one */
+    for (int b = threadIdx.x & 31; b < (int)blockIdx.x; b += 32)
+        before += __ldcg(w->psum + b);
+    for (int o = 16; o > 0; o >>= 1)
+        before += __shfl_xor_sync(0xffffffffu, before, o);
+    if (target >= before && target - before < mine) {   /* the target lies in this slice */
+        const int id = lo + sample_find(sl, n, f, target - before, tile, s_out);
+        if (threadIdx.x == 0)
+            w->found[slot] = id;
+    }
+    sample_grid_sync(w);
+    return __ldcg(&w->found[slot]);
+}
+
 /* The nucleus's last key and id by a radix select on the weights of C (the heaviest-first run
  * reaching want), for a nucleus beyond the 1,024 largest logits. Weights are added per distinct
- * bucket of a warp, then once per bucket into shared memory. */
-__device__ void sample_cut_by_weight(const float *logits, int vocab, struct sample_cut *c, unsigned long long want,
+ * bucket of a warp, then once per bucket into shared memory. With w, logits is this block's
+ * slice (its first id lo, of vocab in all) and the weights are the grid's. */
+__device__ void sample_cut_by_weight(const float *logits, int n, struct sample_cut *c, unsigned long long want,
                                      unsigned long long *hist64, unsigned long long *tile, uint32_t *s_prefix,
-                                     int *s_out)
+                                     int *s_out, struct sample_work *w = nullptr, int lo = 0, int vocab = 0)
 {
     __shared__ unsigned long long s_rem;
     uint32_t prefix = 0, mask = 0;
     if (threadIdx.x == 0)
         s_rem = want;
     const int lane = threadIdx.x & 31;
-    for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int shift = 24, pass = 0; shift >= 0; shift -= 8, pass++) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x)
             hist64[i] = 0;
         __syncthreads();
         const struct sample_cut cc = *c;
-        sample_each_warp(logits, vocab, [&](int i, float l, bool valid) {
+        sample_each_warp(logits, n, [&](int i, float l, bool valid) {
             const uint32_t k = sample_key(l);
-            const bool in = valid && (k & mask) == prefix && sample_in_c(k, i, cc);
-            const unsigned long long w = in ? sample_weight(l, cc) : 0ull;
+            const bool in = valid && (k & mask) == prefix && sample_in_c(k, lo + i, cc);
+            const unsigned long long wt = in ? sample_weight(l, cc) : 0ull;
             const unsigned bucket = (k >> shift) & 255;
             /* A 64-bit shared atomic per lane would queue the warp on the few buckets the logits'
              * exponents share (these are 8-bit digits): instead, per distinct bucket among the
              * lanes still to add, one lane (the first) adds the whole group's sum. */
-            unsigned todo = __ballot_sync(0xffffffffu, in && w);
+            unsigned todo = __ballot_sync(0xffffffffu, in && wt);
             while (todo) {
                 const int leader = __ffs(todo) - 1;
                 const unsigned b = __shfl_sync(0xffffffffu, bucket, leader);
-                const unsigned grp = __ballot_sync(0xffffffffu, in && w && bucket == b);
-                unsigned long long v = (grp >> lane) & 1 ? w : 0ull;
+                const unsigned grp = __ballot_sync(0xffffffffu, in && wt && bucket == b);
+                unsigned long long v = (grp >> lane) & 1 ? wt : 0ull;
                 for (int o = 16; o > 0; o >>= 1)
                     v += __shfl_xor_sync(0xffffffffu, v, o);
                 if (lane == leader)
@@ -514,6 +637,13 @@ __device__ void sample_cut_by_weight(const float *logits, int vocab, struct samp
             }
         });
         __syncthreads();
+        if (w) {   /* a slice: the grid's weights */
+            for (int i = threadIdx.x; i < 256; i += blockDim.x)
+                if (hist64[i])
+                    atomicAdd(&w->wh[pass][i], hist64[i]);
+            sample_grid_sync(w);
+            sample_pull(hist64, w->wh[pass], 256);
+        }
         if (threadIdx.x == 0) {
             unsigned long long rem = s_rem, cum = 0;
             int b = 255;
@@ -532,13 +662,12 @@ __device__ void sample_cut_by_weight(const float *logits, int vocab, struct samp
     c->n_key = prefix;
     const unsigned long long rem = s_rem;
     const struct sample_cut cc = *c;
-    c->n_last = sample_find(
-        logits, vocab,
-        [&](int i, float l) {
-            const uint32_t k = sample_key(l);
-            return k == cc.n_key && sample_in_c(k, i, cc) ? sample_weight(l, cc) : 0ull;
-        },
-        rem - 1, tile, s_out);
+    const auto f = [&](int i, float l) {
+        const uint32_t k = sample_key(l);
+        return k == cc.n_key && sample_in_c(k, lo + i, cc) ? sample_weight(l, cc) : 0ull;
+    };
+    c->n_last = w ? sample_find_grid(logits, n, lo, vocab, f, rem - 1, w, 1, tile, s_out)
+                  : sample_find(logits, n, f, rem - 1, tile, s_out);
 }
 
 struct sample_smem {   /* the kernel's shared memory */
@@ -573,6 +702,37 @@ __device__ int sample_top_sorted(const float *logits, int vocab, int K, struct s
     n = n < KERN_SAMPLE_MAX_K ? n : KERN_SAMPLE_MAX_K;
     sample_sort(sm.cval, sm.cidx, n);
     return n;
+}
+
+/* Warp 0: the index in the sorted cval [0, n) of the nucleus's last member, the first at which
+ * before + the running weight reaches want (n - 1 when never), into *s_pick. */
+__device__ void sample_cut_sorted(const float *cval, int n, const struct sample_cut &c, unsigned long long before,
+                                  unsigned long long want, int *s_pick)
+{
+    if (threadIdx.x >= 32)
+        return;
+    const int lane = threadIdx.x;
+    unsigned long long run = before;
+    int cut = n - 1;
+    for (int b0 = 0; b0 < n; b0 += 32) {
+        const int i = b0 + lane;
+        const unsigned long long incl = sample_warp_incl(i < n ? sample_weight(cval[i], c) : 0ull);
+        const unsigned hit = __ballot_sync(0xffffffffu, i < n && run + incl >= want);
+        if (hit) {
+            cut = b0 + __ffs(hit) - 1;
+            break;
+        }
+        run += __shfl_sync(0xffffffffu, incl, 31);
+    }
+    if (lane == 0)
+        *s_pick = cut;
+}
+
+/* The nucleus's target: ceil(top_p · total), at least 1 and at most total. */
+__device__ __forceinline__ unsigned long long sample_want(float top_p, unsigned long long total)
+{
+    const unsigned long long want = (unsigned long long)ceil((double)top_p * (double)total);
+    return want < 1ull ? 1ull : want > total ? total : want;
 }
 
 /* Exact temperature / top-k / top-p draw (see above); top: the largest logit, finite. */
@@ -626,8 +786,7 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
         if (threadIdx.x == 0)
             sm.hist64[SAMPLE_NEAR] = far_total;
         __syncthreads();
-        unsigned long long want = (unsigned long long)ceil((double)top_p * (double)total);
-        want = want < 1ull ? 1ull : want > total ? total : want;
+        const unsigned long long want = sample_want(top_p, total);
         sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
         __syncthreads();
         if (sm.bin >= SAMPLE_NEAR) {   /* the nucleus reaches the far bins (flat logits): every bin */
@@ -655,23 +814,7 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
             sm.cval, sm.cidx, &sm.cnt);
         if (n <= KERN_SAMPLE_MAX_K) {
             sample_sort(sm.cval, sm.cidx, n);
-            if (threadIdx.x < 32) {
-                const int lane = threadIdx.x;
-                unsigned long long run = before;
-                int cut = n - 1;
-                for (int b0 = 0; b0 < n; b0 += 32) {
-                    const int i = b0 + lane;
-                    const unsigned long long incl = sample_warp_incl(i < n ? sample_weight(sm.cval[i], c0) : 0ull);
-                    const unsigned hit = __ballot_sync(0xffffffffu, i < n && run + incl >= want);
-                    if (hit) {
-                        cut = b0 + __ffs(hit) - 1;
-                        break;
-                    }
-                    run += __shfl_sync(0xffffffffu, incl, 31);
-                }
-                if (lane == 0)
-                    sm.pick = cut;
-            }
+            sample_cut_sorted(sm.cval, n, c0, before, want, &sm.pick);
             __syncthreads();
             c.n_key = sample_key(sm.cval[sm.pick]);
             c.n_last = sm.cidx[sm.pick];
@@ -688,82 +831,95 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
         sm.tile, &sm.pick, u);
 }
 
-__global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *logits, int vocab,
-                                                                struct kern_state *st, struct kern_state *mirror)
+/* Path A's nucleus cut and draw over the sorted candidates cval / cidx [0, n), by warp 0 in chunks
+ * of 32 (float weights e^((l - top) / T)); the id drawn, seen by every thread. */
+__device__ int sample_draw_sorted(struct sample_smem &sm, int n, float top, float T, float top_p, float u)
 {
-    __shared__ struct sample_smem sm;
-
-    kern_grid_launch_next();
-    kern_grid_wait();
-    const int pos = st->pos;
-    const float T = st->temperature;
-    const int K = st->top_k > 0 && st->top_k < vocab ? st->top_k : vocab;   /* the top-k, all with it off */
-    int id;
-    if (T <= 0.f || K == 1 || !isfinite(1.4426950408889634f / T)) {   /* a temperature too small to divide by: greedy */
-        id = sample_argmax(logits, vocab, sm.sv, sm.si);
-    } else if (K > KERN_SAMPLE_MAX_K) {
-        id = sample_argmax(logits, vocab, sm.sv, sm.si);
-        const float top = logits[id];
-        if (isfinite(top))   /* else no draw: the state reports the non-finite logit below */
-            id = sample_exact(logits, vocab, K, top, T, st->top_p, sample_uniform(st->seed, pos), sm);
-    } else {
-        id = sample_argmax(logits, vocab, sm.sv, sm.si);
-        const float top = logits[id];
-        if (isfinite(top)) {   /* else no draw: the state reports the non-finite logit below */
-            int n = sample_top_binned(logits, vocab, K, top, 1.4426950408889634f / T, sm.hist, &sm.bin, &sm.before,
-                                      &sm.cnt, sm.cval, sm.cidx);
-            if (n < 0)   /* a crowded bin: radix select */
-                n = sample_top_sorted(logits, vocab, K, sm);
-            const float *cval = sm.cval;
-            const int *cidx = sm.cidx;
-            /* nucleus cut and draw, by warp 0 in chunks of 32 */
-            if (threadIdx.x < 32) {
-                int lane = threadIdx.x;
-                float total = 0.f;   /* top: cval[0], the largest logit */
-                for (int b = 0; b < n; b += 32) {
-                    int i = b + lane;
-                    float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
-                    total += kern_warp_sum(e);
-                }
-                float want = st->top_p > 0.f && st->top_p < 1.f ? st->top_p * total : total;
-                /* keep the shortest prefix whose mass reaches want */
-                float kept = 0.f;
-                int n_keep = n;
-                for (int b = 0; b < n; b += 32) {
-                    int i = b + lane;
-                    float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
-                    const float incl = sample_warp_incl(e);
-                    unsigned hit = __ballot_sync(0xffffffffu, i < n && kept + incl >= want);
-                    if (hit) {
-                        int first = __ffs(hit) - 1;
-                        n_keep = b + first + 1;
-                        kept += __shfl_sync(0xffffffffu, incl, first);
-                        break;
-                    }
-                    kept += __shfl_sync(0xffffffffu, incl, 31);
-                }
-                float target = sample_uniform(st->seed, pos) * kept;
-                float run = 0.f;
-                int pick = n_keep - 1;
-                bool done = false;
-                for (int b = 0; b < n_keep && !done; b += 32) {
-                    int i = b + lane;
-                    float e = i < n_keep ? __expf((cval[i] - top) / T) : 0.f;
-                    const float incl = sample_warp_incl(e);
-                    unsigned hit = __ballot_sync(0xffffffffu, i < n_keep && run + incl > target);
-                    if (hit) {
-                        pick = b + __ffs(hit) - 1;
-                        done = true;
-                    }
-                    run += __shfl_sync(0xffffffffu, incl, 31);
-                }
-                if (lane == 0)
-                    sm.pick = cidx[pick];
-            }
-            __syncthreads();
-            id = sm.pick;
+    const float *cval = sm.cval;
+    const int *cidx = sm.cidx;
+    if (threadIdx.x < 32) {
+        int lane = threadIdx.x;
+        float total = 0.f;   /* top: cval[0], the largest logit */
+        for (int b = 0; b < n; b += 32) {
+            int i = b + lane;
+            float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
+            total += kern_warp_sum(e);
         }
+        float want = top_p > 0.f && top_p < 1.f ? top_p * total : total;
+        /* keep the shortest prefix whose mass reaches want */
+        float kept = 0.f;
+        int n_keep = n;
+        for (int b = 0; b < n; b += 32) {
+            int i = b + lane;
+            float e = i < n ? __expf((cval[i] - top) / T) : 0.f;
+            const float incl = sample_warp_incl(e);
+            unsigned hit = __ballot_sync(0xffffffffu, i < n && kept + incl >= want);
+            if (hit) {
+                int first = __ffs(hit) - 1;
+                n_keep = b + first + 1;
+                kept += __shfl_sync(0xffffffffu, incl, first);
+                break;
+            }
+            kept += __shfl_sync(0xffffffffu, incl, 31);
+        }
+        float target = u * kept;
+        float run = 0.f;
+        int pick = n_keep - 1;
+        bool done = false;
+        for (int b = 0; b < n_keep && !done; b += 32) {
+            int i = b + lane;
+            float e = i < n_keep ? __expf((cval[i] - top) / T) : 0.f;
+            const float incl = sample_warp_incl(e);
+            unsigned hit = __ballot_sync(0xffffffffu, i < n_keep && run + incl > target);
+            if (hit) {
+                pick = b + __ffs(hit) - 1;
+                done = true;
+            }
+            run += __shfl_sync(0xffffffffu, incl, 31);
+        }
+        if (lane == 0)
+            sm.pick = cidx[pick];
     }
+    __syncthreads();
+    return sm.pick;
+}
+
+/* The sampling settings of a step, read from the state. */
+struct sample_args {
+    int pos, K;       /* K: the top-k, the vocabulary with it off */
+    float T, top_p, u;
+    bool greedy;
+};
+
+__device__ struct sample_args sample_args_of(const struct kern_state *st, int vocab)
+{
+    struct sample_args a;
+    a.pos = st->pos;
+    a.T = st->temperature;
+    a.top_p = st->top_p;
+    a.K = st->top_k > 0 && st->top_k < vocab ? st->top_k : vocab;
+    /* a temperature too small to divide by: greedy */
+    a.greedy = a.T <= 0.f || a.K == 1 || !isfinite(1.4426950408889634f / a.T);
+    a.u = sample_uniform(st->seed, a.pos);
+    return a;
+}
+
+/* The draw by one block over the whole vocabulary, top: the largest logit (finite). */
+__device__ int sample_block_draw(const float *logits, int vocab, const struct sample_args &a, float top,
+                                 struct sample_smem &sm)
+{
+    if (a.K > KERN_SAMPLE_MAX_K)
+        return sample_exact(logits, vocab, a.K, top, a.T, a.top_p, a.u, sm);
+    int n = sample_top_binned(logits, vocab, a.K, top, 1.4426950408889634f / a.T, sm.hist, &sm.bin, &sm.before,
+                              &sm.cnt, sm.cval, sm.cidx);
+    if (n < 0)   /* a crowded bin: radix select */
+        n = sample_top_sorted(logits, vocab, a.K, sm);
+    return sample_draw_sorted(sm, n, top, a.T, a.top_p, a.u);
+}
+
+/* Thread 0: the id into the state (and its host mirror), the position advanced. */
+__device__ void sample_finish(const float *logits, int id, int pos, struct kern_state *st, struct kern_state *mirror)
+{
     if (threadIdx.x == 0) {
         if (!isfinite(logits[id]))   /* every logit NaN, or an infinite best: no choice made */
             st->error = KERN_STATE_NONFINITE;
@@ -774,13 +930,324 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
     }
 }
 
+__global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *logits, int vocab,
+                                                                struct kern_state *st, struct kern_state *mirror)
+{
+    __shared__ struct sample_smem sm;
+
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const struct sample_args a = sample_args_of(st, vocab);
+    int id = sample_argmax(logits, vocab, sm.sv, sm.si);
+    if (!a.greedy && isfinite(logits[id]))   /* else no draw: the state reports a non-finite logit */
+        id = sample_block_draw(logits, vocab, a, logits[id], sm);
+    sample_finish(logits, id, a.pos, st, mirror);
+}
+
+/* ---- the same draws spread over a grid of blocks ----
+ *
+ * Every pass over the logits (the largest, the counts by bin, the weights by bin, the radix
+ * selects, the gathers and the weight sums of the draw) runs on each block's slice, the blocks
+ * meeting between passes. The small serial parts (sorting a bin's candidates, walking it) run in
+ * every block on the same data, so each reaches the same cut without another meeting. The ids
+ * drawn are those of the one-block kernel: the same integer sums, the same sorted candidates
+ * (gpu_kernels checks every draw of its tests both ways). */
+#define SAMPLE_ALONE_GRID 8   /* up to this many blocks, greedy and temperature alone run on block 0:
+                               * one block reads 32,768 logits in one round trip (H200: greedy 4.6
+                               * against 5.8 µs, temperature 10.6 against 13.7, bench_sampler) */
+/* The ids i of this slice (logits + lo, n of them) with pred(lo + i, logit) appended to the
+ * workspace's candidates (*cnt counts all, at most KERN_SAMPLE_MAX_K are stored). */
+template <typename P>
+__device__ void sample_gather_grid(const float *sl, int n, int lo, P pred, struct sample_work *w, int *cnt)
+{
+    const int lane = threadIdx.x & 31;
+    sample_each_warp(sl, n, [&](int i, float l, bool valid) {
+        const bool take = valid && pred(lo + i, l);
+        const unsigned m = __ballot_sync(0xffffffffu, take);
+        if (m) {
+            const int leader = __ffs(m) - 1;
+            int slot = 0;
+            if (lane == leader)
+                slot = atomicAdd(cnt, __popc(m));
+            slot = __shfl_sync(0xffffffffu, slot, leader) + __popc(m & ((1u << lane) - 1));
+            if (take && slot < KERN_SAMPLE_MAX_K) {
+                w->cval[slot] = l;
+                w->cidx[slot] = lo + i;
+            }
+        }
+    });
+}
+
+/* The gathered candidates (n of them, n ≤ KERN_SAMPLE_MAX_K) into shared memory, sorted. */
+__device__ void sample_pull_sorted(struct sample_smem &sm, const struct sample_work *w, int n)
+{
+    sample_pull(sm.cval, w->cval, n);
+    sample_pull(sm.cidx, w->cidx, n);
+    sample_sort(sm.cval, sm.cidx, n);
+}
+
+/* Counts of the slice's tokens by bin of top added into w->hist; after the meeting every block
+ * holds the grid's counts in sm.hist, and sm.bin / sm.before as sample_count_bins leaves them. */
+__device__ void sample_count_bins_grid(const float *sl, int n, int K, float top, float k2, struct sample_smem &sm,
+                                       struct sample_work *w)
+{
+    for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+        sm.hist[i] = 0;
+    __syncthreads();
+    sample_each(sl, n, [&](int, float l) { atomicAdd(&sm.hist[sample_bin(l, top, k2)], 1u); });
+    __syncthreads();
+    for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+        if (sm.hist[i])
+            atomicAdd(&w->hist[i], sm.hist[i]);
+    sample_grid_sync(w);
+    sample_pull(sm.hist, w->hist, SAMPLE_BINS);
+    sample_bin_reach<unsigned>(sm.hist, (unsigned)K, &sm.bin, &sm.before);
+    __syncthreads();
+}
+
+__global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float *logits, int vocab,
+                                                                     struct kern_state *st, struct kern_state *mirror,
+                                                                     struct sample_work *w)
+{
+    __shared__ struct sample_smem sm;
+
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int g = blockIdx.x, lo = g * SAMPLE_SLICE, n = min(vocab - lo, SAMPLE_SLICE);
+    const float *sl = logits + lo;
+    const struct sample_args a = sample_args_of(st, vocab);
+    if ((a.greedy || (a.K >= vocab && !(a.top_p > 0.f && a.top_p < 1.f))) && gridDim.x <= SAMPLE_ALONE_GRID) {
+        if (g == 0) {   /* the one-block kernel's way */
+            int id = sample_argmax(logits, vocab, sm.sv, sm.si);
+            if (!a.greedy && isfinite(logits[id]))
+                id = sample_block_draw(logits, vocab, a, logits[id], sm);
+            sample_finish(logits, id, a.pos, st, mirror);
+        }
+        return;
+    }
+    /* the accumulators zeroed for this draw (the last draw's blocks are done with them) */
+    for (int i = g * blockDim.x + threadIdx.x; i < SAMPLE_BINS; i += gridDim.x * blockDim.x) {
+        w->hist[i] = 0;
+        w->hist64[i] = 0;
+        w->hist64b[i] = 0;
+        w->rh[0][i] = w->rh[1][i] = w->rh[2][i] = 0;
+        if (i < 256)
+            w->wh[0][i] = w->wh[1][i] = w->wh[2][i] = w->wh[3][i] = 0;
+    }
+    if (g == 0 && threadIdx.x == 0) {
+        w->total = w->far = 0;
+        w->cnt[0] = w->cnt[1] = 0;
+    }
+
+    /* the largest logit: each slice's, then every block reduces the grid's (ties: lowest id) */
+    const int bi = sample_block_max(sl, n, sm.sv, sm.si);
+    if (threadIdx.x == 0) {
+        w->pmax[g] = sm.sv[0];
+        w->pid[g] = bi == 0x7fffffff ? bi : lo + bi;
+    }
+    sample_grid_sync(w);
+    if (threadIdx.x < 32) {
+        float best = -INFINITY;
+        int id = 0x7fffffff;
+        for (int b = threadIdx.x; b < (int)gridDim.x; b += 32)
+            sample_take(__ldcg(w->pmax + b), __ldcg(w->pid + b), &best, &id);
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
+            const int i2 = __shfl_xor_sync(0xffffffffu, id, o);
+            sample_take(v2, i2, &best, &id);
+        }
+        if (threadIdx.x == 0)
+            sm.pick = id == 0x7fffffff ? 0 : id;
+    }
+    __syncthreads();
+    const int top_id = sm.pick;
+    const float top = logits[top_id];
+    if (a.greedy || !isfinite(top)) {   /* greedy, or no draw: the state reports a non-finite logit */
+        if (g == 0)
+            sample_finish(logits, top_id, a.pos, st, mirror);
+        return;
+    }
+    const float k2 = 1.4426950408889634f / a.T;
+    int id;
+    if (a.K <= KERN_SAMPLE_MAX_K) {   /* path A: the K largest gathered and sorted, then the draw */
+        sample_count_bins_grid(sl, n, a.K, top, k2, sm, w);
+        const int bin = sm.bin;
+        if (sm.before + sm.hist[bin] <= KERN_SAMPLE_MAX_K) {   /* the bins up to the K-th largest's */
+            sample_gather_grid(sl, n, lo, [&](int, float l) { return sample_bin(l, top, k2) <= bin; }, w, &w->cnt[0]);
+        } else {   /* a crowded bin: radix select, then the ties by id */
+            const uint32_t pk = sample_select(sl, n, a.K, sm.hist, &sm.prefix, &sm.remaining, w);
+            const int last = sample_find_grid(
+                sl, n, lo, vocab, [&](int, float l) { return sample_key(l) == pk ? 1ull : 0ull; },
+                (unsigned long long)(sm.remaining - 1), w, 0, sm.tile, &sm.pick);
+            sample_gather_grid(
+                sl, n, lo,
+                [&](int i, float l) {
+                    const uint32_t k = sample_key(l);
+                    return k > pk || (k == pk && i <= last);
+                },
+                w, &w->cnt[0]);
+        }
+        sample_grid_sync(w);
+        if (g != 0)
+            return;
+        sample_pull_sorted(sm, w, min(__ldcg(&w->cnt[0]), KERN_SAMPLE_MAX_K));
+        id = sample_draw_sorted(sm, a.K, top, a.T, a.top_p, a.u);
+    } else {   /* exact, as sample_exact */
+        struct sample_cut c = { top, k2, 0u, 0u, 0, 0, a.K >= vocab, !(a.top_p > 0.f && a.top_p < 1.f) };
+        if (!c.k_all) {
+            sample_count_bins_grid(sl, n, a.K, top, k2, sm, w);
+            const int bin = sm.bin, at = a.K - (int)sm.before;
+            if (sm.hist[bin] <= KERN_SAMPLE_MAX_K && (int)sm.hist[bin] >= at) {
+                sample_gather_grid(sl, n, lo, [&](int, float l) { return sample_bin(l, top, k2) == bin; }, w,
+                                   &w->cnt[0]);
+                sample_grid_sync(w);
+                sample_pull_sorted(sm, w, sm.hist[bin]);
+                c.k_key = sample_key(sm.cval[at - 1]);
+                c.k_last = sm.cidx[at - 1];
+            } else {   /* a crowded bin: radix select, then the ties by id */
+                c.k_key = sample_select(sl, n, a.K, sm.hist, &sm.prefix, &sm.remaining, w);
+                const uint32_t kk = c.k_key;
+                c.k_last = sample_find_grid(
+                    sl, n, lo, vocab, [&](int, float l) { return sample_key(l) == kk ? 1ull : 0ull; },
+                    (unsigned long long)(sm.remaining - 1), w, 0, sm.tile, &sm.pick);
+            }
+            __syncthreads();
+        }
+        if (!c.n_all) {
+            const struct sample_cut c0 = c;
+            for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+                sm.hist64[i] = 0;
+            __syncthreads();
+            unsigned long long wsum = 0, far = 0;
+            sample_each(sl, n, [&](int i, float l) {
+                if (sample_in_c(sample_key(l), lo + i, c0)) {
+                    const unsigned long long wi = sample_weight(l, c0);
+                    if (wi) {
+                        const int b = sample_bin(l, top, k2);
+                        if (b < SAMPLE_NEAR)
+                            atomicAdd(&sm.hist64[b], wi);
+                        else
+                            far += wi;
+                        wsum += wi;
+                    }
+                }
+            });
+            wsum = sample_sum_u64(wsum, sm.tile);
+            far = sample_sum_u64(far, sm.tile);
+            if (threadIdx.x == 0) {
+                atomicAdd(&w->total, wsum);
+                atomicAdd(&w->far, far);
+            }
+            __syncthreads();
+            for (int i = threadIdx.x; i < SAMPLE_NEAR; i += blockDim.x)
+                if (sm.hist64[i])
+                    atomicAdd(&w->hist64[i], sm.hist64[i]);
+            sample_grid_sync(w);
+            sample_pull(sm.hist64, w->hist64, SAMPLE_NEAR);
+            for (int i = SAMPLE_NEAR + threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+                sm.hist64[i] = i == SAMPLE_NEAR ? __ldcg(&w->far) : 0ull;
+            const unsigned long long want = sample_want(a.top_p, __ldcg(&w->total));
+            __syncthreads();
+            sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
+            __syncthreads();
+            if (sm.bin >= SAMPLE_NEAR) {   /* the nucleus reaches the far bins: every bin */
+                __syncthreads();
+                for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+                    sm.hist64[i] = 0;
+                __syncthreads();
+                sample_each(sl, n, [&](int i, float l) {
+                    if (sample_in_c(sample_key(l), lo + i, c0)) {
+                        const unsigned long long wi = sample_weight(l, c0);
+                        if (wi)
+                            atomicAdd(&sm.hist64[sample_bin(l, top, k2)], wi);
+                    }
+                });
+                __syncthreads();
+                for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+                    if (sm.hist64[i])
+                        atomicAdd(&w->hist64b[i], sm.hist64[i]);
+                sample_grid_sync(w);
+                sample_pull(sm.hist64, w->hist64b, SAMPLE_BINS);
+                sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
+                __syncthreads();
+            }
+            const int bin = sm.bin;
+            const unsigned long long before = sm.before64;
+            sample_gather_grid(
+                sl, n, lo,
+                [&](int i, float l) { return sample_bin(l, top, k2) == bin && sample_in_c(sample_key(l), i, c0); }, w,
+                &w->cnt[1]);
+            sample_grid_sync(w);
+            const int nc = __ldcg(&w->cnt[1]);
+            if (nc <= KERN_SAMPLE_MAX_K) {
+                sample_pull_sorted(sm, w, nc);
+                sample_cut_sorted(sm.cval, nc, c0, before, want, &sm.pick);
+                __syncthreads();
+                c.n_key = sample_key(sm.cval[sm.pick]);
+                c.n_last = sm.cidx[sm.pick];
+            } else {   /* a crowded bin (flat or tied logits): radix select on the weights */
+                sample_cut_by_weight(sl, n, &c, want, sm.hist64, sm.tile, &sm.prefix, &sm.pick, w, lo, vocab);
+            }
+            __syncthreads();
+        }
+        /* the draw: each slice's weight of the nucleus, then the slice holding the target */
+        const struct sample_cut cf = c;
+        const bool all = cf.k_all && cf.n_all;
+        const auto f = [&](int i, float l) {
+            return all || sample_in_n(sample_key(l), lo + i, cf) ? sample_weight(l, cf) : 0ull;
+        };
+        unsigned long long mine = 0;
+        sample_each(sl, n, [&](int i, float l) { mine += f(i, l); });
+        mine = sample_sum_u64(mine, sm.tile);
+        if (threadIdx.x == 0)
+            w->psum[g] = mine;
+        sample_grid_sync(w);
+        if (threadIdx.x < 32) {   /* warp 0: the target, and the weight of the slices before this one */
+            unsigned long long total = 0, before = 0;
+            for (int b = threadIdx.x; b < (int)gridDim.x; b += 32) {
+                const unsigned long long v = __ldcg(w->psum + b);
+                total += v;
+                before += b < g ? v : 0ull;
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                total += __shfl_xor_sync(0xffffffffu, total, o);
+                before += __shfl_xor_sync(0xffffffffu, before, o);
+            }
+            unsigned long long target = (unsigned long long)((double)a.u * (double)total);
+            if (target >= total)
+                target = total ? total - 1 : 0;
+            if (threadIdx.x == 0) {
+                sm.before64 = target - before;   /* the target within this slice, when it lies there */
+                sm.pick = target >= before && target - before < mine;
+            }
+        }
+        __syncthreads();
+        if (!sm.pick)
+            return;
+        const unsigned long long t = sm.before64;
+        __syncthreads();
+        id = lo + sample_find(sl, n, f, t, sm.tile, &sm.pick);
+    }
+    sample_finish(logits, id, a.pos, st, mirror);
+}
+
 extern "C" int kern_sample(const float *logits, int vocab, struct kern_state *d_state, struct kern_state *h_mirror,
-                           struct CUstream_st *stream, struct bora_err *err)
+                           void *d_work, struct CUstream_st *stream, struct bora_err *err)
 {
     if (vocab <= 0)
         return bora_errf(err, -EINVAL, "sample: vocab %d", vocab);
-    CUDA_CHECK(kern_launch(sample_kernel, dim3(1), dim3(SAMPLE_THREADS), 0, (cudaStream_t)stream, logits,
-                       vocab, d_state, h_mirror));
+    const int blocks = (vocab + SAMPLE_SLICE - 1) / SAMPLE_SLICE;
+    int dev = 0, sms = 0;
+    if (d_work && blocks > 1) {
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    if (d_work && blocks > 1 && blocks <= SAMPLE_MAX_GRID && blocks <= sms)
+        CUDA_CHECK(kern_launch(sample_grid_kernel, dim3(blocks), dim3(SAMPLE_THREADS), 0, (cudaStream_t)stream,
+                               logits, vocab, d_state, h_mirror, (struct sample_work *)d_work));
+    else
+        CUDA_CHECK(kern_launch(sample_kernel, dim3(1), dim3(SAMPLE_THREADS), 0, (cudaStream_t)stream, logits, vocab,
+                               d_state, h_mirror));
     CUDA_CHECK(cudaGetLastError());
     return 0;
 }

@@ -411,13 +411,33 @@ static void test_embed(void **st)
     kern_free(dw), kern_free(drs), kern_free(dx), kern_free(ds), kern_free(dt);
 }
 
+/* The sampler's workspace (zeroed once, as the engine does), for the grid of blocks. */
+static void *sample_work(void)
+{
+    static void *w;
+    if (!w) {
+        w = gt_upload(NULL, KERN_SAMPLE_WORK_BYTES);
+        OK(kern_memset(w, 0, KERN_SAMPLE_WORK_BYTES, E));
+    }
+    return w;
+}
+
+/* One draw by the grid of blocks, then the same state through the one-block kernel: both must
+ * leave the same state. Returns the id. */
 static int32_t sample_once(float *dl, int V, struct kern_state *ds, struct kern_state s)
 {
-    struct kern_state out;
+    struct kern_state out, one;
     OK(kern_copy_h2d(ds, &s, sizeof s, E));
-    OK(kern_sample(dl, V, ds, NULL, NULL, E));
+    OK(kern_sample(dl, V, ds, NULL, sample_work(), NULL, E));
     gt_download(&out, ds, sizeof out);
     assert_int_equal(out.pos, s.pos + 1);
+    OK(kern_copy_h2d(ds, &s, sizeof s, E));
+    OK(kern_sample(dl, V, ds, NULL, NULL, NULL, E));
+    gt_download(&one, ds, sizeof one);
+    if (one.sampled != out.sampled || one.pos != out.pos || one.error != out.error)
+        fail_msg("vocab %d, T %g, top-k %d, top-p %g, pos %d: the grid drew %d (error %d), one block %d (error %d)", V,
+                 (double)s.temperature, s.top_k, (double)s.top_p, s.pos, out.sampled, out.error, one.sampled,
+                 one.error);
     return out.sampled;
 }
 
@@ -479,7 +499,7 @@ static void test_sample(void **st)
     OK(kern_host_alloc((void **)&hm, sizeof *hm, E));
     memset(hm, 0, sizeof *hm);
     OK(kern_copy_h2d(ds, &s, sizeof s, E));
-    OK(kern_sample(dl2, V, ds, hm, NULL, E));
+    OK(kern_sample(dl2, V, ds, hm, sample_work(), NULL, E));
     OK(kern_sync(E));
     assert_int_equal(hm->sampled, V - 1);
     assert_int_equal(hm->pos, 11);
@@ -679,8 +699,9 @@ static void test_sample_exact(void **st)
             fail_msg("top-k 500, top-p 0.5 over the peaked logits drew id %d outside the 300 lifted ones", got_p);
     }
     free(rank);
-    /* a vocabulary under 1,024 (top-k off is the sorted path there) and one of NaN logits only:
-     * ids in range, and the NaN one reports it instead of choosing */
+    /* a vocabulary under 1,024 (top-k off is the sorted path there), one of 4,097 (a grid of two
+     * blocks, the second with one logit) and one of NaN logits only (five blocks): ids in range,
+     * and the NaN one reports it instead of choosing */
     {
         const int Vs = 777;
         float *dsm = gt_upload(l + 1000, Vs * 4);
@@ -696,17 +717,36 @@ static void test_sample_exact(void **st)
             s.top_k = 10;
             assert_true(rank_in(ord_s, Vs, sample_once(dsm, Vs, ds, s)) < 10);
         }
-        float *nan_l = malloc(2000 * 4);
-        for (int i = 0; i < 2000; i++)
+        /* 4,097 logits: a grid of two blocks, the second holding one logit (the largest, then not) */
+        float *odd = malloc(4097 * 4);
+        memcpy(odd, l + 5000, 4097 * 4);
+        odd[4096] = 20.f;
+        float *dodd = gt_upload(odd, 4097 * 4);
+        for (int pos = 0; pos < 20; pos++) {
+            struct kern_state s = { .pos = pos, .temperature = 1.0f, .top_p = 1.0f, .seed = 5 };
+            assert_int_equal(sample_once(dodd, 4097, ds, s), 4096);   /* e^20 against 4,096 × ≤ e^4 */
+            s.temperature = 0.f;
+            assert_int_equal(sample_once(dodd, 4097, ds, s), 4096);
+        }
+        odd[4096] = -20.f;
+        OK(kern_copy_h2d(dodd, odd, 4097 * 4, E));
+        for (int pos = 0; pos < 20; pos++) {
+            struct kern_state s = { .pos = pos, .temperature = 1.0f, .top_p = pos % 2 ? 0.9f : 1.0f, .seed = 5,
+                                    .top_k = pos % 3 ? 0 : 10 };
+            assert_true(sample_once(dodd, 4097, ds, s) < 4096);   /* grid and one block agree (sample_once) */
+        }
+        kern_free(dodd);
+        free(odd);
+        float *nan_l = malloc(20000 * 4);
+        for (int i = 0; i < 20000; i++)
             nan_l[i] = NAN;
-        float *dn = gt_upload(nan_l, 2000 * 4);
+        float *dn = gt_upload(nan_l, 20000 * 4);
         for (int k = 0; k < 3; k++) {
             struct kern_state s = { .pos = 1, .temperature = 1.0f, .top_p = 0.9f, .top_k = k == 0 ? 5 : k == 1 ? 0 : 1500 },
                               out;
-            OK(kern_copy_h2d(ds, &s, sizeof s, E));
-            OK(kern_sample(dn, 2000, ds, NULL, NULL, E));
+            assert_true(sample_once(dn, 20000, ds, s) < 20000);
             gt_download(&out, ds, sizeof out);
-            assert_true(out.sampled >= 0 && out.sampled < 2000);
+            assert_true(out.sampled >= 0 && out.sampled < 20000);
             assert_int_equal(out.error, KERN_STATE_NONFINITE);
         }
         kern_free(dsm), kern_free(dn);
