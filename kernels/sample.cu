@@ -891,16 +891,18 @@ struct sample_args {
     bool greedy;
 };
 
-__device__ struct sample_args sample_args_of(const struct kern_state *st, int vocab)
+/* The settings the sampler never writes (temperature, top-k, top-p); with at, also the position
+ * and the uniform drawn for it (st->pos: the sampler advances it). */
+__device__ struct sample_args sample_args_of(const struct kern_state *st, int vocab, bool at = true)
 {
     struct sample_args a;
-    a.pos = st->pos;
     a.T = st->temperature;
     a.top_p = st->top_p;
     a.K = st->top_k > 0 && st->top_k < vocab ? st->top_k : vocab;
     /* a temperature too small to divide by: greedy */
     a.greedy = a.T <= 0.f || a.K == 1 || !isfinite(1.4426950408889634f / a.T);
-    a.u = sample_uniform(st->seed, a.pos);
+    a.pos = at ? st->pos : 0;
+    a.u = at ? sample_uniform(st->seed, a.pos) : 0.f;
     return a;
 }
 
@@ -1015,9 +1017,10 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float
     kern_grid_wait();
     const int g = blockIdx.x, lo = g * SAMPLE_SLICE, n = min(vocab - lo, SAMPLE_SLICE);
     const float *sl = logits + lo;
-    const struct sample_args a = sample_args_of(st, vocab);
-    if ((a.greedy || (a.K >= vocab && !(a.top_p > 0.f && a.top_p < 1.f))) && gridDim.x <= SAMPLE_ALONE_GRID) {
-        if (g == 0) {   /* the one-block kernel's way */
+    const struct sample_args set = sample_args_of(st, vocab, false);
+    if ((set.greedy || (set.K >= vocab && !(set.top_p > 0.f && set.top_p < 1.f))) && gridDim.x <= SAMPLE_ALONE_GRID) {
+        if (g == 0) {   /* the one-block kernel's way (the others never read the position block 0 writes) */
+            const struct sample_args a = sample_args_of(st, vocab);
             int id = sample_argmax(logits, vocab, sm.sv, sm.si);
             if (!a.greedy && isfinite(logits[id]))
                 id = sample_block_draw(logits, vocab, a, logits[id], sm);
@@ -1025,6 +1028,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float
         }
         return;
     }
+    /* every block reads the position before the first meeting; the block that writes it, after */
+    const struct sample_args a = sample_args_of(st, vocab);
     /* the accumulators zeroed for this draw (the last draw's blocks are done with them) */
     for (int i = g * blockDim.x + threadIdx.x; i < SAMPLE_BINS; i += gridDim.x * blockDim.x) {
         w->hist[i] = 0;
@@ -1090,8 +1095,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float
         sample_grid_sync(w);
         if (g != 0)
             return;
-        sample_pull_sorted(sm, w, min(__ldcg(&w->cnt[0]), KERN_SAMPLE_MAX_K));
-        id = sample_draw_sorted(sm, a.K, top, a.T, a.top_p, a.u);
+        const int nc = min(__ldcg(&w->cnt[0]), KERN_SAMPLE_MAX_K);   /* at least K */
+        sample_pull_sorted(sm, w, nc);
+        id = sample_draw_sorted(sm, min(a.K, nc), top, a.T, a.top_p, a.u);
     } else {   /* exact, as sample_exact */
         struct sample_cut c = { top, k2, 0u, 0u, 0, 0, a.K >= vocab, !(a.top_p > 0.f && a.top_p < 1.f) };
         if (!c.k_all) {
@@ -1237,12 +1243,20 @@ extern "C" int kern_sample(const float *logits, int vocab, struct kern_state *d_
     if (vocab <= 0)
         return bora_errf(err, -EINVAL, "sample: vocab %d", vocab);
     const int blocks = (vocab + SAMPLE_SLICE - 1) / SAMPLE_SLICE;
-    int dev = 0, sms = 0;
-    if (d_work && blocks > 1) {
+    int dev = 0, sms = 0, per_sm = 0;
+    if (d_work && blocks > 1 && blocks <= SAMPLE_MAX_GRID) {
         CUDA_CHECK(cudaGetDevice(&dev));
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, sample_grid_kernel, SAMPLE_THREADS, 0));
     }
-    if (d_work && blocks > 1 && blocks <= SAMPLE_MAX_GRID && blocks <= sms)
+    /* The grid's blocks wait on each other, so all must be resident: at most one an SM here (a
+     * block takes the SM's registers). Nothing in its stream that they wait on waits on them: the
+     * kernel before has finished by the first meeting, and the one after can start only once
+     * every block of this grid has started (launch_dependents, at its top). Kernels of other
+     * streams only delay a block's start while they finish, unless they too wait for blocks not
+     * yet resident (the decode kernel's launch is cooperative, so never partly resident); bora
+     * runs one decoder, so one sampler, per GPU. */
+    if (d_work && blocks > 1 && blocks <= SAMPLE_MAX_GRID && per_sm >= 1 && blocks <= sms)
         CUDA_CHECK(kern_launch(sample_grid_kernel, dim3(blocks), dim3(SAMPLE_THREADS), 0, (cudaStream_t)stream,
                                logits, vocab, d_state, h_mirror, (struct sample_work *)d_work));
     else

@@ -619,6 +619,55 @@ static int check_exact_draw(const float *l, const int *order, int V, const struc
     return rank_of_got;
 }
 
+/* Grid draws launched back to back (one workspace, the launches overlapping as programmatic
+ * dependent launch lets them), each on its own state with its host mirror: every one leaves the
+ * state and the mirror the one-block kernel leaves. */
+static void test_sample_back_to_back(void **st)
+{
+    (void)st;
+    NEED_GPU();
+    enum { N = 8 };
+    const int V = 131072;
+    float *l = malloc(V * 4);
+    for (int i = 0; i < V; i++)
+        l[i] = gt_frand() * 4 + (i % 1000 == 7 ? 6.f : 0.f);
+    float *dl = gt_upload(l, V * 4);
+    const struct kern_state s[N] = {
+        { .pos = 0, .top_p = 1.0f },
+        { .pos = 3, .temperature = 1.0f, .top_p = 1.0f, .seed = 11 },
+        { .pos = 6, .temperature = 0.7f, .top_p = 0.9f, .seed = 12 },
+        { .pos = 9, .temperature = 0.7f, .top_p = 1.0f, .top_k = 50, .seed = 13 },
+        { .pos = 12, .temperature = 1.0f, .top_p = 1.0f, .top_k = 5000, .seed = 14 },
+        { .pos = 15, .temperature = 1.5f, .top_p = 0.95f, .seed = 15 },
+        { .pos = 18, .temperature = 1.0f, .top_p = 0.8f, .top_k = 3000, .seed = 16 },
+        { .pos = 21, .temperature = 1.0f, .top_p = 0.5f, .seed = 17 },
+    };
+    struct kern_state *dsv = gt_upload(NULL, sizeof s), *ds1 = gt_upload(NULL, sizeof *s), *hm = NULL;
+    struct kern_state got[N], one;
+    OK(kern_host_alloc((void **)&hm, sizeof s, E));
+    for (int rep = 0; rep < 4; rep++) {
+        memset(hm, 0, sizeof s);
+        OK(kern_copy_h2d(dsv, s, sizeof s, E));
+        for (int i = 0; i < N; i++)
+            OK(kern_sample(dl, V, dsv + i, hm + i, sample_work(), NULL, E));
+        gt_download(got, dsv, sizeof got);
+        for (int i = 0; i < N; i++) {
+            OK(kern_copy_h2d(ds1, s + i, sizeof *s, E));
+            OK(kern_sample(dl, V, ds1, NULL, NULL, NULL, E));
+            gt_download(&one, ds1, sizeof one);
+            if (got[i].sampled != one.sampled || got[i].pos != one.pos || got[i].error != one.error)
+                fail_msg("back to back, draw %d: the grid drew %d (pos %d), one block %d (pos %d)", i, got[i].sampled,
+                         got[i].pos, one.sampled, one.pos);
+            if (hm[i].sampled != one.sampled || hm[i].pos != one.pos)
+                fail_msg("back to back, draw %d: the mirror holds %d (pos %d), one block drew %d", i, hm[i].sampled,
+                         hm[i].pos, one.sampled);
+        }
+    }
+    kern_host_free(hm);
+    kern_free(dl), kern_free(dsv), kern_free(ds1);
+    free(l);
+}
+
 static int rank_in(const int *order, int V, int id)
 {
     for (int r = 0; r < V; r++)
@@ -633,35 +682,42 @@ static void test_sample_exact(void **st)
     (void)st;
     NEED_GPU();
     const int V = 131071;
-    float *l = malloc(V * 4), *lt = malloc(V * 4), *lp = malloc(V * 4);
-    int *order = malloc(V * sizeof *order), *order_t = malloc(V * sizeof *order_t), *order_p = malloc(V * sizeof *order_p);
+    float *l = malloc(V * 4), *lt = malloc(V * 4), *lp = malloc(V * 4), *ll = malloc(V * 4);
+    int *order = malloc(V * sizeof *order), *order_t = malloc(V * sizeof *order_t), *order_p = malloc(V * sizeof *order_p),
+        *order_l = malloc(V * sizeof *order_l);
     for (int i = 0; i < V; i++) {
         l[i] = gt_frand() * 4;                  /* flat: the 1,024 largest carry ≈ 6 % of the weight at T 1 */
         lt[i] = (float)(int)(gt_frand() * 3);   /* five values: ties at every cut */
         lp[i] = l[i] + (i % 437 == 5 ? 12.f : 0.f);   /* peaked: 300 tokens hold ≈ 98 % of the weight */
-        order[i] = order_t[i] = order_p[i] = i;
+        ll[i] = l[i];
+        order[i] = order_t[i] = order_p[i] = order_l[i] = i;
     }
     l[3] = NAN;   /* never drawn */
+    ll[100001] = 18.f;   /* lifted: one token holds ≈ 97 % at T 1; a nucleus of 99 % reaches the far bins */
     ref_sort_l = l;
     qsort(order, V, sizeof *order, ref_cmp);
     ref_sort_l = lt;
     qsort(order_t, V, sizeof *order_t, ref_cmp);
     ref_sort_l = lp;
     qsort(order_p, V, sizeof *order_p, ref_cmp);
-    float *dl = gt_upload(l, V * 4), *dlt = gt_upload(lt, V * 4), *dlp = gt_upload(lp, V * 4);
+    ref_sort_l = ll;
+    qsort(order_l, V, sizeof *order_l, ref_cmp);
+    float *dl = gt_upload(l, V * 4), *dlt = gt_upload(lt, V * 4), *dlp = gt_upload(lp, V * 4),
+          *dll = gt_upload(ll, V * 4);
     struct kern_state *ds = gt_upload(NULL, sizeof(struct kern_state));
-    /* which: 0 flat, 1 ties, 2 peaked. The nucleus ends among the 1,024 largest (peaked) or in one
-     * bin of a few hundred tokens (flat): sorted there; with the ties its bin holds thousands:
-     * the radix select on the weights. */
+    /* which: 0 flat, 1 ties, 2 peaked, 3 lifted. The nucleus ends among the 1,024 largest (peaked)
+     * or in one bin of a few hundred tokens (flat): sorted there; with the ties its bin holds
+     * thousands: the radix select on the weights. Lifted: it ends far from the top, past the bins
+     * counted one by one (the pass over every bin). */
     static const struct { float t, p; int k, which; } cases[] = {
         { 1.0f, 1.0f, 0, 0 },    { 0.7f, 0.9f, 0, 0 },      { 1.3f, 1.0f, 5000, 0 }, { 1.0f, 0.5f, 5000, 0 },
         { 1.0f, 0.95f, 131071, 0 }, { 1.0f, 1.0f, 1025, 0 },   { 2.0f, 1e-6f, 0, 0 },   { 1.0f, 1.0f, 3000, 1 },
         { 1.0f, 0.3f, 0, 1 },    { 0.8f, 0.7f, 40000, 1 },  { 1.0f, 0.9f, 0, 2 },    { 0.7f, 0.95f, 2000, 2 },
-        { 1.0f, 1.0f, 0, 2 },
+        { 1.0f, 1.0f, 0, 2 },    { 1.0f, 0.99f, 0, 3 },     { 1.0f, 0.99f, 3000, 3 },
     };
-    const float *hl[3] = { l, lt, lp };
-    float *dls[3] = { dl, dlt, dlp };
-    const int *ord[3] = { order, order_t, order_p };
+    const float *hl[4] = { l, lt, lp, ll };
+    float *dls[4] = { dl, dlt, dlp, dll };
+    const int *ord[4] = { order, order_t, order_p, order_l };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int beyond = 0;
         for (int pos = 0; pos < 40; pos++) {
@@ -672,7 +728,7 @@ static void test_sample_exact(void **st)
             beyond += check_exact_draw(hl[w], ord[w], V, &s, got) >= 1024;
         }
         printf("  exact: T %.1f top-k %6d top-p %-6g %-7s: %d of 40 draws beyond the 1,024 largest\n",
-               (double)cases[c].t, cases[c].k, (double)cases[c].p, (const char *[]){ "flat", "ties", "peaked" }[cases[c].which],
+               (double)cases[c].t, cases[c].k, (double)cases[c].p, (const char *[]){ "flat", "ties", "peaked", "lifted" }[cases[c].which],
                beyond);
         if (c == 0)   /* ≈ 94 % of the weight lies beyond them: a sampler limited to 1,024 would draw none */
             assert_true(beyond >= 30);
@@ -728,6 +784,11 @@ static void test_sample_exact(void **st)
             s.temperature = 0.f;
             assert_int_equal(sample_once(dodd, 4097, ds, s), 4096);
         }
+        for (int pos = 0; pos < 10; pos++) {   /* the grid (not greedy, not temperature alone) */
+            struct kern_state s = { .pos = pos, .temperature = 1.0f, .top_p = pos % 2 ? 0.9f : 1.0f, .seed = 5,
+                                    .top_k = pos % 3 ? 0 : 10 };
+            assert_int_equal(sample_once(dodd, 4097, ds, s), 4096);
+        }
         odd[4096] = -20.f;
         OK(kern_copy_h2d(dodd, odd, 4097 * 4, E));
         for (int pos = 0; pos < 20; pos++) {
@@ -737,6 +798,22 @@ static void test_sample_exact(void **st)
         }
         kern_free(dodd);
         free(odd);
+        /* 36,865 logits: ten blocks, so greedy and temperature alone run on the grid too; the
+         * largest value twice, in the third and in the last (one-logit) slice: the lower id */
+        const int V10 = 9 * 4096 + 1;
+        float *ten = malloc(V10 * 4);
+        memcpy(ten, l + 7, V10 * 4);
+        ten[V10 - 1] = ten[9000] = 30.f;
+        float *dten = gt_upload(ten, V10 * 4);
+        for (int pos = 0; pos < 10; pos++) {
+            struct kern_state s = { .pos = pos, .top_p = 1.0f, .seed = 8 };
+            assert_int_equal(sample_once(dten, V10, ds, s), 9000);
+            s.temperature = 1.0f;   /* e^30 twice against 36,863 × ≤ e^4 */
+            const int id = sample_once(dten, V10, ds, s);
+            assert_true(id == 9000 || id == V10 - 1);
+        }
+        kern_free(dten);
+        free(ten);
         float *nan_l = malloc(20000 * 4);
         for (int i = 0; i < 20000; i++)
             nan_l[i] = NAN;
@@ -752,8 +829,8 @@ static void test_sample_exact(void **st)
         kern_free(dsm), kern_free(dn);
         free(ord_s), free(nan_l);
     }
-    kern_free(dl), kern_free(dlt), kern_free(dlp), kern_free(ds);
-    free(l), free(lt), free(lp), free(order), free(order_t), free(order_p);
+    kern_free(dl), kern_free(dlt), kern_free(dlp), kern_free(dll), kern_free(ds);
+    free(l), free(lt), free(lp), free(ll), free(order), free(order_t), free(order_p), free(order_l);
 }
 
 static void test_bandwidth_probe(void **st)
@@ -839,6 +916,7 @@ int main(void)
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_sample),
         cmocka_unit_test(test_sample_exact),
+        cmocka_unit_test(test_sample_back_to_back),
         cmocka_unit_test(test_bandwidth_probe),
         cmocka_unit_test(test_mega_layout),
 #else
