@@ -297,32 +297,28 @@ __device__ uint32_t sample_select(const float *logits, int vocab, int K, unsigne
     return prefix;
 }
 
-/* The ids with pred(i) into cval / cidx (logit, id), at most KERN_SAMPLE_MAX_K of them, in no
- * particular order; returns how many have it (more than were stored when over the capacity). */
+/* The ids lo + i of the slice (logits + lo, n of them) with pred(lo + i, logit) appended, with
+ * their logits, to cval / cidx at slots counted by *cnt (shared or global memory; one atomic a
+ * warp), in no particular order; at most KERN_SAMPLE_MAX_K of them are stored. */
 template <typename P>
-__device__ int sample_gather(const float *logits, int vocab, P pred, float *cval, int *cidx, int *s_cnt)
+__device__ void sample_gather_to(const float *sl, int n, int lo, P pred, float *cval, int *cidx, int *cnt)
 {
     const int lane = threadIdx.x & 31;
-    if (threadIdx.x == 0)
-        *s_cnt = 0;
-    __syncthreads();
-    sample_each_warp(logits, vocab, [&](int i, float l, bool valid) {
-        const bool take = valid && pred(i, l);
+    sample_each_warp(sl, n, [&](int i, float l, bool valid) {
+        const bool take = valid && pred(lo + i, l);
         const unsigned m = __ballot_sync(0xffffffffu, take);
         if (m) {   /* the warp's slots in one atomic */
             const int leader = __ffs(m) - 1;
             int slot = 0;
             if (lane == leader)
-                slot = atomicAdd(s_cnt, __popc(m));
+                slot = atomicAdd(cnt, __popc(m));
             slot = __shfl_sync(0xffffffffu, slot, leader) + __popc(m & ((1u << lane) - 1));
             if (take && slot < KERN_SAMPLE_MAX_K) {
                 cval[slot] = l;
-                cidx[slot] = i;
+                cidx[slot] = lo + i;
             }
         }
     });
-    __syncthreads();
-    return *s_cnt;
 }
 
 /* Sorts cval / cidx [0, n) by decreasing key then increasing id (bitonic over the power of two
@@ -405,33 +401,25 @@ __device__ void sample_bin_reach(const H *h, H want, int *s_bin, H *s_before)
 }
 
 /* Tokens counted by bin into hist; then *s_bin: the bin holding the K-th largest logit, *s_before:
- * how many lie in the bins before it. Every thread sees both on return. */
-__device__ __forceinline__ void sample_count_bins(const float *logits, int vocab, int K, float top, float k2,
-                                                  unsigned *hist, int *s_bin, unsigned *s_before)
+ * how many lie in the bins before it. Every thread sees both on return. With w, logits is this
+ * block's slice and the counts are the grid's. */
+__device__ void sample_count_bins(const float *logits, int vocab, int K, float top, float k2, unsigned *hist,
+                                 int *s_bin, unsigned *s_before, struct sample_work *w = nullptr)
 {
     for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
         hist[i] = 0;
     __syncthreads();
     sample_each(logits, vocab, [&](int, float l) { atomicAdd(&hist[sample_bin(l, top, k2)], 1u); });
     __syncthreads();
+    if (w) {
+        for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+            if (hist[i])
+                atomicAdd(&w->hist[i], hist[i]);
+        sample_grid_sync(w);
+        sample_pull(hist, w->hist, SAMPLE_BINS);
+    }
     sample_bin_reach<unsigned>(hist, (unsigned)K, s_bin, s_before);
     __syncthreads();
-}
-
-/* Path A's candidates: the K (≤ KERN_SAMPLE_MAX_K) largest logits, sorted, into cval / cidx, ties
- * at the K-th key by lowest id, by a count over the bins of top; returns K, or -1 when the K-th
- * largest shares its bin with too many (the caller selects by radix instead). */
-__device__ int sample_top_binned(const float *logits, int vocab, int K, float top, float k2, unsigned *hist,
-                                 int *s_bin, unsigned *s_before, int *s_cnt, float *cval, int *cidx)
-{
-    sample_count_bins(logits, vocab, K, top, k2, hist, s_bin, s_before);
-    const int bin = *s_bin;
-    if (*s_before + hist[bin] > KERN_SAMPLE_MAX_K)
-        return -1;
-    const int n = sample_gather(logits, vocab, [&](int, float l) { return sample_bin(l, top, k2) <= bin; }, cval,
-                                cidx, s_cnt);
-    sample_sort(cval, cidx, n);
-    return K;
 }
 
 /* ---- exact sampling over the whole vocabulary (top-k off or above KERN_SAMPLE_MAX_K) ----
@@ -684,24 +672,69 @@ struct sample_smem {   /* the kernel's shared memory */
     unsigned long long tile[SAMPLE_MAX_TILES];
 };
 
-/* The K (≤ KERN_SAMPLE_MAX_K) largest logits into cval / cidx by radix select, sorted by
- * decreasing key then increasing id, ties at the K-th key by lowest id; returns K (path A's way
- * when the K-th largest shares its bin with too many). */
-__device__ int sample_top_sorted(const float *logits, int vocab, int K, struct sample_smem &sm)
+/* The ids with pred(id, logit) (ids from lo: logits is the slice starting there), sorted by
+ * decreasing key then increasing id into sm.cval / sm.cidx when there are at most
+ * KERN_SAMPLE_MAX_K of them; returns how many have it. With w, the grid's: gathered into the
+ * workspace (counted at w->cnt[slot]) and every block holds the same sorted set. */
+template <typename P>
+__device__ int sample_gather_sorted(const float *sl, int n, int lo, P pred, struct sample_smem &sm,
+                                    struct sample_work *w, int slot)
 {
-    const uint32_t prefix = sample_select(logits, vocab, K, sm.hist, &sm.prefix, &sm.remaining);
-    const int last = sample_find(logits, vocab, [&](int, float l) { return sample_key(l) == prefix ? 1ull : 0ull; },
-                                 (unsigned long long)(sm.remaining - 1), sm.tile, &sm.pick);
-    int n = sample_gather(
-        logits, vocab,
+    int c;
+    if (w) {   /* w->cnt[slot]: zeroed at the kernel's start */
+        sample_gather_to(sl, n, lo, pred, w->cval, w->cidx, &w->cnt[slot]);
+        sample_grid_sync(w);
+        c = __ldcg(&w->cnt[slot]);
+        if (c <= KERN_SAMPLE_MAX_K) {
+            sample_pull(sm.cval, w->cval, c);
+            sample_pull(sm.cidx, w->cidx, c);
+        }
+    } else {
+        if (threadIdx.x == 0)
+            sm.cnt = 0;
+        __syncthreads();
+        sample_gather_to(sl, n, lo, pred, sm.cval, sm.cidx, &sm.cnt);
+        __syncthreads();
+        c = sm.cnt;
+    }
+    if (c <= KERN_SAMPLE_MAX_K)
+        sample_sort(sm.cval, sm.cidx, c);
+    return c;
+}
+
+/* sample_find, or with w sample_find_grid (its answer in w->found[slot]). */
+template <typename F>
+__device__ int sample_find_any(const float *sl, int n, int lo, int vocab, F f, unsigned long long target,
+                               struct sample_smem &sm, struct sample_work *w, int slot)
+{
+    return w ? sample_find_grid(sl, n, lo, vocab, f, target, w, slot, sm.tile, &sm.pick)
+             : sample_find(sl, n, f, target, sm.tile, &sm.pick);
+}
+
+/* Path A's candidates: the K (≤ KERN_SAMPLE_MAX_K) largest logits into sm.cval / sm.cidx, sorted by
+ * decreasing key then increasing id, ties at the K-th key by lowest id; returns K. Found by a count
+ * over the bins of top, or, when the K-th largest shares its bin with too many, by a radix select
+ * and the ties by id. With w (logits this block's slice, from id lo) over the grid. */
+__device__ int sample_top(const float *sl, int n, int lo, int vocab, int K, float top, float k2,
+                          struct sample_smem &sm, struct sample_work *w)
+{
+    sample_count_bins(sl, n, K, top, k2, sm.hist, &sm.bin, &sm.before, w);
+    const int bin = sm.bin;
+    if (sm.before + sm.hist[bin] <= KERN_SAMPLE_MAX_K) {   /* the bins up to the K-th largest's */
+        sample_gather_sorted(sl, n, lo, [&](int, float l) { return sample_bin(l, top, k2) <= bin; }, sm, w, 0);
+        return K;
+    }
+    const uint32_t pk = sample_select(sl, n, K, sm.hist, &sm.prefix, &sm.remaining, w);
+    const int last = sample_find_any(sl, n, lo, vocab, [&](int, float l) { return sample_key(l) == pk ? 1ull : 0ull; },
+                                     (unsigned long long)(sm.remaining - 1), sm, w, 0);
+    const int c = sample_gather_sorted(
+        sl, n, lo,
         [&](int i, float l) {
             const uint32_t k = sample_key(l);
-            return k > prefix || (k == prefix && i <= last);
+            return k > pk || (k == pk && i <= last);
         },
-        sm.cval, sm.cidx, &sm.cnt);
-    n = n < KERN_SAMPLE_MAX_K ? n : KERN_SAMPLE_MAX_K;
-    sample_sort(sm.cval, sm.cidx, n);
-    return n;
+        sm, w, 0);
+    return c < K ? c : K;
 }
 
 /* Warp 0: the index in the sorted cval [0, n) of the nucleus's last member, the first at which
@@ -735,28 +768,27 @@ __device__ __forceinline__ unsigned long long sample_want(float top_p, unsigned 
     return want < 1ull ? 1ull : want > total ? total : want;
 }
 
-/* Exact temperature / top-k / top-p draw (see above); top: the largest logit, finite. */
-__device__ int sample_exact(const float *logits, int vocab, int K, float top, float T, float top_p, float u,
-                            struct sample_smem &sm)
+/* Exact temperature / top-k / top-p draw (see above); top: the largest logit, finite. With w,
+ * logits is this block's slice (ids from lo, vocab in all) and every pass is the grid's; the block
+ * whose slice holds the draw returns its id, the others -1. */
+__device__ int sample_exact(const float *sl, int n, int lo, int vocab, int K, float top, float T, float top_p,
+                            float u, struct sample_smem &sm, struct sample_work *w)
 {
     const float k2 = 1.4426950408889634f / T;
     struct sample_cut c = { top, k2, 0u, 0u, 0, 0, K >= vocab, !(top_p > 0.f && top_p < 1.f) };
     if (!c.k_all) {   /* the top-k: its last key, and its last id among the ties at that key */
-        sample_count_bins(logits, vocab, K, top, k2, sm.hist, &sm.bin, &sm.before);
+        sample_count_bins(sl, n, K, top, k2, sm.hist, &sm.bin, &sm.before, w);
         const int bin = sm.bin, at = K - (int)sm.before;   /* the K-th largest: the at-th of its bin */
-        const int n = sm.hist[bin] <= KERN_SAMPLE_MAX_K
-                          ? sample_gather(logits, vocab, [&](int, float l) { return sample_bin(l, top, k2) == bin; },
-                                          sm.cval, sm.cidx, &sm.cnt)
-                          : -1;
-        if (n >= at && n <= KERN_SAMPLE_MAX_K) {
-            sample_sort(sm.cval, sm.cidx, n);
+        const auto in_bin = [&](int, float l) { return sample_bin(l, top, k2) == bin; };
+        const int cnt = sm.hist[bin] <= KERN_SAMPLE_MAX_K ? sample_gather_sorted(sl, n, lo, in_bin, sm, w, 0) : -1;
+        if (cnt >= at && cnt <= KERN_SAMPLE_MAX_K) {
             c.k_key = sample_key(sm.cval[at - 1]);
             c.k_last = sm.cidx[at - 1];
         } else {   /* a crowded bin: radix select, then the ties by id */
-            c.k_key = sample_select(logits, vocab, K, sm.hist, &sm.prefix, &sm.remaining);
+            c.k_key = sample_select(sl, n, K, sm.hist, &sm.prefix, &sm.remaining, w);
             const uint32_t kk = c.k_key;
-            c.k_last = sample_find(logits, vocab, [&](int, float l) { return sample_key(l) == kk ? 1ull : 0ull; },
-                                   (unsigned long long)(sm.remaining - 1), sm.tile, &sm.pick);
+            const auto at_key = [&](int, float l) { return sample_key(l) == kk ? 1ull : 0ull; };
+            c.k_last = sample_find_any(sl, n, lo, vocab, at_key, (unsigned long long)(sm.remaining - 1), sm, w, 0);
         }
         __syncthreads();
     }
@@ -768,9 +800,9 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
         for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
             sm.hist64[i] = 0;
         __syncthreads();
-        unsigned long long w = 0, far = 0;
-        sample_each(logits, vocab, [&](int i, float l) {
-            if (sample_in_c(sample_key(l), i, c0)) {
+        unsigned long long wsum = 0, far = 0;
+        sample_each(sl, n, [&](int i, float l) {
+            if (sample_in_c(sample_key(l), lo + i, c0)) {
                 const unsigned long long wi = sample_weight(l, c0);
                 if (wi) {
                     const int b = sample_bin(l, top, k2);
@@ -778,11 +810,24 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
                         atomicAdd(&sm.hist64[b], wi);
                     else
                         far += wi;
-                    w += wi;
+                    wsum += wi;
                 }
             }
         });
-        const unsigned long long total = sample_sum_u64(w, sm.tile), far_total = sample_sum_u64(far, sm.tile);
+        unsigned long long total = sample_sum_u64(wsum, sm.tile), far_total = sample_sum_u64(far, sm.tile);
+        if (w) {   /* the grid's (the sums' barriers have ordered the near bins' atomics) */
+            if (threadIdx.x == 0) {
+                atomicAdd(&w->total, total);
+                atomicAdd(&w->far, far_total);
+            }
+            for (int i = threadIdx.x; i < SAMPLE_NEAR; i += blockDim.x)
+                if (sm.hist64[i])
+                    atomicAdd(&w->hist64[i], sm.hist64[i]);
+            sample_grid_sync(w);
+            sample_pull(sm.hist64, w->hist64, SAMPLE_NEAR);
+            total = __ldcg(&w->total);
+            far_total = __ldcg(&w->far);
+        }
         if (threadIdx.x == 0)
             sm.hist64[SAMPLE_NEAR] = far_total;
         __syncthreads();
@@ -794,41 +839,80 @@ __device__ int sample_exact(const float *logits, int vocab, int K, float top, fl
             for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
                 sm.hist64[i] = 0;
             __syncthreads();
-            sample_each(logits, vocab, [&](int i, float l) {
-                if (sample_in_c(sample_key(l), i, c0)) {
+            sample_each(sl, n, [&](int i, float l) {
+                if (sample_in_c(sample_key(l), lo + i, c0)) {
                     const unsigned long long wi = sample_weight(l, c0);
                     if (wi)
                         atomicAdd(&sm.hist64[sample_bin(l, top, k2)], wi);
                 }
             });
             __syncthreads();
+            if (w) {
+                for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
+                    if (sm.hist64[i])
+                        atomicAdd(&w->hist64b[i], sm.hist64[i]);
+                sample_grid_sync(w);
+                sample_pull(sm.hist64, w->hist64b, SAMPLE_BINS);
+            }
             sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
             __syncthreads();
         }
         const int bin = sm.bin;
         const unsigned long long before = sm.before64;
         /* the nucleus ends in that bin: sort its tokens of C and walk them */
-        const int n = sample_gather(
-            logits, vocab,
-            [&](int i, float l) { return sample_bin(l, top, k2) == bin && sample_in_c(sample_key(l), i, c0); },
-            sm.cval, sm.cidx, &sm.cnt);
-        if (n <= KERN_SAMPLE_MAX_K) {
-            sample_sort(sm.cval, sm.cidx, n);
-            sample_cut_sorted(sm.cval, n, c0, before, want, &sm.pick);
+        const int cnt = sample_gather_sorted(
+            sl, n, lo,
+            [&](int i, float l) { return sample_bin(l, top, k2) == bin && sample_in_c(sample_key(l), i, c0); }, sm,
+            w, 1);
+        if (cnt <= KERN_SAMPLE_MAX_K) {
+            sample_cut_sorted(sm.cval, cnt, c0, before, want, &sm.pick);
             __syncthreads();
             c.n_key = sample_key(sm.cval[sm.pick]);
             c.n_last = sm.cidx[sm.pick];
         } else {   /* a crowded bin (flat or tied logits): radix select on the weights */
-            sample_cut_by_weight(logits, vocab, &c, want, sm.hist64, sm.tile, &sm.prefix, &sm.pick);
+            sample_cut_by_weight(sl, n, &c, want, sm.hist64, sm.tile, &sm.prefix, &sm.pick, w, lo, vocab);
         }
         __syncthreads();
     }
     const struct sample_cut cf = c;
     const bool all = cf.k_all && cf.n_all;   /* temperature alone: every token */
-    return sample_find(
-        logits, vocab,
-        [&](int i, float l) { return all || sample_in_n(sample_key(l), i, cf) ? sample_weight(l, cf) : 0ull; }, 0ull,
-        sm.tile, &sm.pick, u);
+    const auto f = [&](int i, float l) {
+        return all || sample_in_n(sample_key(l), lo + i, cf) ? sample_weight(l, cf) : 0ull;
+    };
+    if (!w)
+        return sample_find(sl, n, f, 0ull, sm.tile, &sm.pick, u);
+    /* the grid's draw: each slice's weight of the nucleus, then the slice holding the target */
+    unsigned long long mine = 0;
+    sample_each(sl, n, [&](int i, float l) { mine += f(i, l); });
+    mine = sample_sum_u64(mine, sm.tile);
+    if (threadIdx.x == 0)
+        w->psum[blockIdx.x] = mine;
+    sample_grid_sync(w);
+    if (threadIdx.x < 32) {   /* warp 0: the target, and the weight of the slices before this one */
+        unsigned long long total = 0, before = 0;
+        for (int b = threadIdx.x; b < (int)gridDim.x; b += 32) {
+            const unsigned long long v = __ldcg(w->psum + b);
+            total += v;
+            before += b < (int)blockIdx.x ? v : 0ull;
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            total += __shfl_xor_sync(0xffffffffu, total, o);
+            before += __shfl_xor_sync(0xffffffffu, before, o);
+        }
+        unsigned long long target = (unsigned long long)((double)u * (double)total);
+        if (target >= total)
+            target = total ? total - 1 : 0;
+        if (threadIdx.x == 0) {
+            sm.before64 = target - before;   /* the target within this slice, when it lies there */
+            sm.pick = target >= before && target - before < mine;
+        }
+    }
+    __syncthreads();
+    if (!sm.pick)
+        return -1;
+    const unsigned long long t = sm.before64;
+    __syncthreads();
+    return lo + sample_find(sl, n, f, t, sm.tile, &sm.pick);
 }
 
 /* Path A's nucleus cut and draw over the sorted candidates cval / cidx [0, n), by warp 0 in chunks
@@ -906,17 +990,18 @@ __device__ struct sample_args sample_args_of(const struct kern_state *st, int vo
     return a;
 }
 
-/* The draw by one block over the whole vocabulary, top: the largest logit (finite). */
-__device__ int sample_block_draw(const float *logits, int vocab, const struct sample_args &a, float top,
-                                 struct sample_smem &sm)
+/* The draw (not greedy) of the slice sl (ids from lo; the whole vocabulary without w), top: the
+ * largest logit (finite). With w the grid draws; the block holding the id returns it, the
+ * others -1. */
+__device__ __forceinline__ int sample_draw(const float *sl, int n, int lo, int vocab, const struct sample_args &a,
+                                           float top, struct sample_smem &sm, struct sample_work *w)
 {
     if (a.K > KERN_SAMPLE_MAX_K)
-        return sample_exact(logits, vocab, a.K, top, a.T, a.top_p, a.u, sm);
-    int n = sample_top_binned(logits, vocab, a.K, top, 1.4426950408889634f / a.T, sm.hist, &sm.bin, &sm.before,
-                              &sm.cnt, sm.cval, sm.cidx);
-    if (n < 0)   /* a crowded bin: radix select */
-        n = sample_top_sorted(logits, vocab, a.K, sm);
-    return sample_draw_sorted(sm, n, top, a.T, a.top_p, a.u);
+        return sample_exact(sl, n, lo, vocab, a.K, top, a.T, a.top_p, a.u, sm, w);
+    const int k = sample_top(sl, n, lo, vocab, a.K, top, 1.4426950408889634f / a.T, sm, w);
+    if (w && blockIdx.x != 0)   /* every block holds the candidates; block 0 draws */
+        return -1;
+    return sample_draw_sorted(sm, k, top, a.T, a.top_p, a.u);
 }
 
 /* Thread 0: the id into the state (and its host mirror), the position advanced. */
@@ -942,7 +1027,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
     const struct sample_args a = sample_args_of(st, vocab);
     int id = sample_argmax(logits, vocab, sm.sv, sm.si);
     if (!a.greedy && isfinite(logits[id]))   /* else no draw: the state reports a non-finite logit */
-        id = sample_block_draw(logits, vocab, a, logits[id], sm);
+        id = sample_draw(logits, vocab, 0, vocab, a, logits[id], sm, nullptr);
     sample_finish(logits, id, a.pos, st, mirror);
 }
 
@@ -957,56 +1042,6 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
 #define SAMPLE_ALONE_GRID 8   /* up to this many blocks, greedy and temperature alone run on block 0:
                                * one block reads 32,768 logits in one round trip (H200: greedy 4.6
                                * against 5.8 µs, temperature 10.6 against 13.7, bench_sampler) */
-/* The ids i of this slice (logits + lo, n of them) with pred(lo + i, logit) appended to the
- * workspace's candidates (*cnt counts all, at most KERN_SAMPLE_MAX_K are stored). */
-template <typename P>
-__device__ void sample_gather_grid(const float *sl, int n, int lo, P pred, struct sample_work *w, int *cnt)
-{
-    const int lane = threadIdx.x & 31;
-    sample_each_warp(sl, n, [&](int i, float l, bool valid) {
-        const bool take = valid && pred(lo + i, l);
-        const unsigned m = __ballot_sync(0xffffffffu, take);
-        if (m) {
-            const int leader = __ffs(m) - 1;
-            int slot = 0;
-            if (lane == leader)
-                slot = atomicAdd(cnt, __popc(m));
-            slot = __shfl_sync(0xffffffffu, slot, leader) + __popc(m & ((1u << lane) - 1));
-            if (take && slot < KERN_SAMPLE_MAX_K) {
-                w->cval[slot] = l;
-                w->cidx[slot] = lo + i;
-            }
-        }
-    });
-}
-
-/* The gathered candidates (n of them, n ≤ KERN_SAMPLE_MAX_K) into shared memory, sorted. */
-__device__ void sample_pull_sorted(struct sample_smem &sm, const struct sample_work *w, int n)
-{
-    sample_pull(sm.cval, w->cval, n);
-    sample_pull(sm.cidx, w->cidx, n);
-    sample_sort(sm.cval, sm.cidx, n);
-}
-
-/* Counts of the slice's tokens by bin of top added into w->hist; after the meeting every block
- * holds the grid's counts in sm.hist, and sm.bin / sm.before as sample_count_bins leaves them. */
-__device__ void sample_count_bins_grid(const float *sl, int n, int K, float top, float k2, struct sample_smem &sm,
-                                       struct sample_work *w)
-{
-    for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
-        sm.hist[i] = 0;
-    __syncthreads();
-    sample_each(sl, n, [&](int, float l) { atomicAdd(&sm.hist[sample_bin(l, top, k2)], 1u); });
-    __syncthreads();
-    for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
-        if (sm.hist[i])
-            atomicAdd(&w->hist[i], sm.hist[i]);
-    sample_grid_sync(w);
-    sample_pull(sm.hist, w->hist, SAMPLE_BINS);
-    sample_bin_reach<unsigned>(sm.hist, (unsigned)K, &sm.bin, &sm.before);
-    __syncthreads();
-}
-
 __global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float *logits, int vocab,
                                                                      struct kern_state *st, struct kern_state *mirror,
                                                                      struct sample_work *w)
@@ -1023,7 +1058,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float
             const struct sample_args a = sample_args_of(st, vocab);
             int id = sample_argmax(logits, vocab, sm.sv, sm.si);
             if (!a.greedy && isfinite(logits[id]))
-                id = sample_block_draw(logits, vocab, a, logits[id], sm);
+                id = sample_draw(logits, vocab, 0, vocab, a, logits[id], sm, nullptr);
             sample_finish(logits, id, a.pos, st, mirror);
         }
         return;
@@ -1072,169 +1107,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float
             sample_finish(logits, top_id, a.pos, st, mirror);
         return;
     }
-    const float k2 = 1.4426950408889634f / a.T;
-    int id;
-    if (a.K <= KERN_SAMPLE_MAX_K) {   /* path A: the K largest gathered and sorted, then the draw */
-        sample_count_bins_grid(sl, n, a.K, top, k2, sm, w);
-        const int bin = sm.bin;
-        if (sm.before + sm.hist[bin] <= KERN_SAMPLE_MAX_K) {   /* the bins up to the K-th largest's */
-            sample_gather_grid(sl, n, lo, [&](int, float l) { return sample_bin(l, top, k2) <= bin; }, w, &w->cnt[0]);
-        } else {   /* a crowded bin: radix select, then the ties by id */
-            const uint32_t pk = sample_select(sl, n, a.K, sm.hist, &sm.prefix, &sm.remaining, w);
-            const int last = sample_find_grid(
-                sl, n, lo, vocab, [&](int, float l) { return sample_key(l) == pk ? 1ull : 0ull; },
-                (unsigned long long)(sm.remaining - 1), w, 0, sm.tile, &sm.pick);
-            sample_gather_grid(
-                sl, n, lo,
-                [&](int i, float l) {
-                    const uint32_t k = sample_key(l);
-                    return k > pk || (k == pk && i <= last);
-                },
-                w, &w->cnt[0]);
-        }
-        sample_grid_sync(w);
-        if (g != 0)
-            return;
-        const int nc = min(__ldcg(&w->cnt[0]), KERN_SAMPLE_MAX_K);   /* at least K */
-        sample_pull_sorted(sm, w, nc);
-        id = sample_draw_sorted(sm, min(a.K, nc), top, a.T, a.top_p, a.u);
-    } else {   /* exact, as sample_exact */
-        struct sample_cut c = { top, k2, 0u, 0u, 0, 0, a.K >= vocab, !(a.top_p > 0.f && a.top_p < 1.f) };
-        if (!c.k_all) {
-            sample_count_bins_grid(sl, n, a.K, top, k2, sm, w);
-            const int bin = sm.bin, at = a.K - (int)sm.before;
-            if (sm.hist[bin] <= KERN_SAMPLE_MAX_K && (int)sm.hist[bin] >= at) {
-                sample_gather_grid(sl, n, lo, [&](int, float l) { return sample_bin(l, top, k2) == bin; }, w,
-                                   &w->cnt[0]);
-                sample_grid_sync(w);
-                sample_pull_sorted(sm, w, sm.hist[bin]);
-                c.k_key = sample_key(sm.cval[at - 1]);
-                c.k_last = sm.cidx[at - 1];
-            } else {   /* a crowded bin: radix select, then the ties by id */
-                c.k_key = sample_select(sl, n, a.K, sm.hist, &sm.prefix, &sm.remaining, w);
-                const uint32_t kk = c.k_key;
-                c.k_last = sample_find_grid(
-                    sl, n, lo, vocab, [&](int, float l) { return sample_key(l) == kk ? 1ull : 0ull; },
-                    (unsigned long long)(sm.remaining - 1), w, 0, sm.tile, &sm.pick);
-            }
-            __syncthreads();
-        }
-        if (!c.n_all) {
-            const struct sample_cut c0 = c;
-            for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
-                sm.hist64[i] = 0;
-            __syncthreads();
-            unsigned long long wsum = 0, far = 0;
-            sample_each(sl, n, [&](int i, float l) {
-                if (sample_in_c(sample_key(l), lo + i, c0)) {
-                    const unsigned long long wi = sample_weight(l, c0);
-                    if (wi) {
-                        const int b = sample_bin(l, top, k2);
-                        if (b < SAMPLE_NEAR)
-                            atomicAdd(&sm.hist64[b], wi);
-                        else
-                            far += wi;
-                        wsum += wi;
-                    }
-                }
-            });
-            wsum = sample_sum_u64(wsum, sm.tile);
-            far = sample_sum_u64(far, sm.tile);
-            if (threadIdx.x == 0) {
-                atomicAdd(&w->total, wsum);
-                atomicAdd(&w->far, far);
-            }
-            __syncthreads();
-            for (int i = threadIdx.x; i < SAMPLE_NEAR; i += blockDim.x)
-                if (sm.hist64[i])
-                    atomicAdd(&w->hist64[i], sm.hist64[i]);
-            sample_grid_sync(w);
-            sample_pull(sm.hist64, w->hist64, SAMPLE_NEAR);
-            for (int i = SAMPLE_NEAR + threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
-                sm.hist64[i] = i == SAMPLE_NEAR ? __ldcg(&w->far) : 0ull;
-            const unsigned long long want = sample_want(a.top_p, __ldcg(&w->total));
-            __syncthreads();
-            sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
-            __syncthreads();
-            if (sm.bin >= SAMPLE_NEAR) {   /* the nucleus reaches the far bins: every bin */
-                __syncthreads();
-                for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
-                    sm.hist64[i] = 0;
-                __syncthreads();
-                sample_each(sl, n, [&](int i, float l) {
-                    if (sample_in_c(sample_key(l), lo + i, c0)) {
-                        const unsigned long long wi = sample_weight(l, c0);
-                        if (wi)
-                            atomicAdd(&sm.hist64[sample_bin(l, top, k2)], wi);
-                    }
-                });
-                __syncthreads();
-                for (int i = threadIdx.x; i < SAMPLE_BINS; i += blockDim.x)
-                    if (sm.hist64[i])
-                        atomicAdd(&w->hist64b[i], sm.hist64[i]);
-                sample_grid_sync(w);
-                sample_pull(sm.hist64, w->hist64b, SAMPLE_BINS);
-                sample_bin_reach<unsigned long long>(sm.hist64, want, &sm.bin, &sm.before64);
-                __syncthreads();
-            }
-            const int bin = sm.bin;
-            const unsigned long long before = sm.before64;
-            sample_gather_grid(
-                sl, n, lo,
-                [&](int i, float l) { return sample_bin(l, top, k2) == bin && sample_in_c(sample_key(l), i, c0); }, w,
-                &w->cnt[1]);
-            sample_grid_sync(w);
-            const int nc = __ldcg(&w->cnt[1]);
-            if (nc <= KERN_SAMPLE_MAX_K) {
-                sample_pull_sorted(sm, w, nc);
-                sample_cut_sorted(sm.cval, nc, c0, before, want, &sm.pick);
-                __syncthreads();
-                c.n_key = sample_key(sm.cval[sm.pick]);
-                c.n_last = sm.cidx[sm.pick];
-            } else {   /* a crowded bin (flat or tied logits): radix select on the weights */
-                sample_cut_by_weight(sl, n, &c, want, sm.hist64, sm.tile, &sm.prefix, &sm.pick, w, lo, vocab);
-            }
-            __syncthreads();
-        }
-        /* the draw: each slice's weight of the nucleus, then the slice holding the target */
-        const struct sample_cut cf = c;
-        const bool all = cf.k_all && cf.n_all;
-        const auto f = [&](int i, float l) {
-            return all || sample_in_n(sample_key(l), lo + i, cf) ? sample_weight(l, cf) : 0ull;
-        };
-        unsigned long long mine = 0;
-        sample_each(sl, n, [&](int i, float l) { mine += f(i, l); });
-        mine = sample_sum_u64(mine, sm.tile);
-        if (threadIdx.x == 0)
-            w->psum[g] = mine;
-        sample_grid_sync(w);
-        if (threadIdx.x < 32) {   /* warp 0: the target, and the weight of the slices before this one */
-            unsigned long long total = 0, before = 0;
-            for (int b = threadIdx.x; b < (int)gridDim.x; b += 32) {
-                const unsigned long long v = __ldcg(w->psum + b);
-                total += v;
-                before += b < g ? v : 0ull;
-            }
-            for (int o = 16; o > 0; o >>= 1) {
-                total += __shfl_xor_sync(0xffffffffu, total, o);
-                before += __shfl_xor_sync(0xffffffffu, before, o);
-            }
-            unsigned long long target = (unsigned long long)((double)a.u * (double)total);
-            if (target >= total)
-                target = total ? total - 1 : 0;
-            if (threadIdx.x == 0) {
-                sm.before64 = target - before;   /* the target within this slice, when it lies there */
-                sm.pick = target >= before && target - before < mine;
-            }
-        }
-        __syncthreads();
-        if (!sm.pick)
-            return;
-        const unsigned long long t = sm.before64;
-        __syncthreads();
-        id = lo + sample_find(sl, n, f, t, sm.tile, &sm.pick);
-    }
-    sample_finish(logits, id, a.pos, st, mirror);
+    const int id = sample_draw(sl, n, lo, vocab, a, top, sm, w);
+    if (id >= 0)
+        sample_finish(logits, id, a.pos, st, mirror);
 }
 
 extern "C" int kern_sample(const float *logits, int vocab, struct kern_state *d_state, struct kern_state *h_mirror,
