@@ -81,7 +81,7 @@ static int bench_gpu(void)
         { "T 0.7, top-p 0.9", 0.7f, 0.9f, 0 },
         { "T 0.7, top-k 50", 0.7f, 1, 50 },
         { "T 1.0, top-k 5000", 1.0f, 1, 5000 },
-        { "T 1.5, top-p 0.95", 1.5f, 0.95f, 0 },   /* flat: the nucleus's bin crowded, the radix select */
+        { "T 1.5, top-p 0.95", 1.5f, 0.95f, 0 },   /* flat: the nucleus ends past the near bins */
     };
     int over = 0;
     printf("bench_sampler: GPU sampler (kern_sample) on %s, µs per token (mean of %d), budget %.0f µs;\n"

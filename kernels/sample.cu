@@ -611,9 +611,9 @@ __device__ void sample_cut_by_weight(const float *logits, int n, struct sample_c
             /* A 64-bit shared atomic per lane would queue the warp on the few buckets the logits'
              * exponents share (these are 8-bit digits): instead, per distinct bucket among the
              * lanes still to add, one lane (the first) adds the whole group's sum. */
-            unsigned todo = __ballot_sync(0xffffffffu, in && wt);
-            while (todo) {
-                const int leader = __ffs(todo) - 1;
+            unsigned pending = __ballot_sync(0xffffffffu, in && wt);
+            while (pending) {
+                const int leader = __ffs(pending) - 1;
                 const unsigned b = __shfl_sync(0xffffffffu, bucket, leader);
                 const unsigned grp = __ballot_sync(0xffffffffu, in && wt && bucket == b);
                 unsigned long long v = (grp >> lane) & 1 ? wt : 0ull;
@@ -621,7 +621,7 @@ __device__ void sample_cut_by_weight(const float *logits, int n, struct sample_c
                     v += __shfl_xor_sync(0xffffffffu, v, o);
                 if (lane == leader)
                     atomicAdd(&hist64[b], v);
-                todo &= ~grp;
+                pending &= ~grp;
             }
         });
         __syncthreads();
