@@ -235,14 +235,14 @@ static void test_add_norm_quant(void **st)
     check_add_norm_quant(20480);
 }
 
-static void check_swiglu_quant(int hid)
+static void check_swiglu_quant(int hid, int n)
 {
-    const int n = 9;
     uint16_t *raw = rand_bf16((size_t)n * 2 * hid, 3);
     float *ws = rand_f32(2 * hid, 0.5f, 1.5f), *ts = rand_f32(n, 0.2f, 2);
     uint16_t *draw = gt_upload(raw, (size_t)n * 2 * hid * 2);
     float *dws = gt_upload(ws, 2 * hid * 4), *dts = gt_upload(ts, n * 4), *dsc = gt_upload(NULL, n * 4);
     uint8_t *dq = gt_upload(NULL, (size_t)n * hid);
+    uint16_t *dq2 = gt_upload(NULL, (size_t)n * hid * 2);
     struct kern_raw gu = { draw, dws, dts };
     struct kern_act out = { BORA_DT_F8_E4M3, dq, dsc };
     OK(kern_pf_swiglu_quant(&gu, &out, n, hid, NULL, E));
@@ -259,18 +259,40 @@ static void check_swiglu_quant(int hid)
         }
         check_quant_row(hq + (size_t)t * hid, hs[t], ref, hid, "swiglu+quant", t);
     }
-    free(raw), free(ws), free(ts), free(hq), free(hs), free(ref);
+    /* BF16 output (BF16 weights): each value rounded once, so within half a bf16 step */
+    struct kern_act ob = { BORA_DT_BF16, dq2, NULL };
+    OK(kern_pf_swiglu_quant(&gu, &ob, n, hid, NULL, E));
+    uint16_t *hb = malloc((size_t)n * hid * 2);
+    gt_download(hb, dq2, (size_t)n * hid * 2);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < hid; i++) {
+            size_t b = (size_t)t * 2 * hid + 2 * i;
+            double gt = bora_bf16_to_f32(raw[b]) * ws[2 * i] * ts[t], up = bora_bf16_to_f32(raw[b + 1]) * ws[2 * i + 1] * ts[t];
+            double r = gt / (1 + exp(-gt)) * up, v = bora_bf16_to_f32(hb[(size_t)t * hid + i]);
+            if (fabs(v - r) > fabs(r) / 256 + 1e-6)
+                fail_msg("swiglu bf16 hid %d row %d col %d: %g, reference %g", hid, t, i, v, r);
+        }
+    free(raw), free(ws), free(ts), free(hq), free(hs), free(ref), free(hb);
+    kern_free(dq2);
     kern_free(draw), kern_free(dws), kern_free(dts), kern_free(dsc), kern_free(dq);
 }
 
-/* 150: the scalar kernel; 152 and 14336 (a 57 KB row in shared memory): the vector one. */
+/* 150: the scalar kernel; multiples of 8 the vector one, which holds a row in shared memory:
+ * 152, 4104, 14336 (7B), 28672 (Medium 3.5) and 32776, with 9 tokens and, for some, more tokens
+ * than the GPU runs blocks at once. Every case checks FP8 and BF16 output. */
 static void test_swiglu_quant(void **st)
 {
     (void)st;
     NEED_GPU();
-    check_swiglu_quant(150);
-    check_swiglu_quant(152);
-    check_swiglu_quant(14336);
+    check_swiglu_quant(150, 9);
+    check_swiglu_quant(152, 9);
+    check_swiglu_quant(152, 1000);
+    check_swiglu_quant(4104, 9);
+    check_swiglu_quant(14336, 9);
+    check_swiglu_quant(14336, 700);
+    check_swiglu_quant(28672, 9);
+    check_swiglu_quant(28672, 400);
+    check_swiglu_quant(32776, 9);
 }
 
 /* Attention output (bf16) → per-token FP8: 136 takes the vector kernel, 130 the scalar one. */
