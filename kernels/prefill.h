@@ -127,6 +127,7 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
 #define KERN_PF_ATTN_AUTO 0     /* wide when it still gives ≥ 2 blocks per multiprocessor, else narrow */
 #define KERN_PF_ATTN_NARROW 1   /* 64 queries per block, 4 warps of 16 rows */
 #define KERN_PF_ATTN_WIDE 2     /* 128 queries per block, 4 warps of 32 rows (half the shared-memory reads per FLOP) */
+#define KERN_PF_ATTN_WGMMA 3    /* 128 queries per block, two warpgroups on Hopper's wgmma (head_dim 128) */
 
 /* Causal flash attention (tensor cores, online softmax, no n × n buffer) for n queries at
  * positions pos0..pos0+n-1 over cached keys 0..pos0+n-1 (the chunk's own K/V already written by

@@ -422,8 +422,12 @@ static void check_attention(const struct attn_case *ac)
         if (vc[i] != 0x7fc0)
             vmax = fmax(vmax, fabs(bora_bf16_to_f32(vc[i])));
     double *sc = malloc((size_t)C * sizeof *sc), *o = malloc(hd * sizeof *o);
-    /* both block shapes on every case (the automatic choice takes the narrow one at these sizes) */
-    for (int tile = KERN_PF_ATTN_NARROW; tile <= KERN_PF_ATTN_WIDE; tile++) {
+    /* every block shape on every case (the automatic choice takes the narrow one at these sizes);
+       the wgmma blocks exist for head_dim 128 */
+    static const char *const shape[] = { "auto", "narrow", "wide", "wgmma" };
+    for (int tile = KERN_PF_ATTN_NARROW; tile <= KERN_PF_ATTN_WGMMA; tile++) {
+        if (tile == KERN_PF_ATTN_WGMMA && hd != 128)
+            continue;
         struct kern_pf_attn_args aa = { dq, dkc, dvc, dout, n, pos0, C, H, KV, hd, ac->window, tile };
         OK(kern_pf_attention(&aa, NULL, E));
         gt_download(hout, dout, (size_t)n * qd * 2);
@@ -453,13 +457,13 @@ static void check_attention(const struct attn_case *ac)
                     if (!isfinite(got) || fabs(got - want) > TOL_ATTN * vmax)
                         fail_msg("attention (%s blocks) hd %d H %d KV %d n %d pos0 %d window %d: query %d head %d "
                                  "dim %d: %g, reference %g",
-                                 tile == KERN_PF_ATTN_WIDE ? "wide" : "narrow", hd, H, KV, n, pos0, ac->window, t, h, d,
+                                 shape[tile], hd, H, KV, n, pos0, ac->window, t, h, d,
                                  got, want);
                     worst = fmax(worst, fabs(got - want) / vmax);
                 }
             }
-        printf("  attention (%s) hd %3d heads %d/%d n %3d pos0 %3d window %3d: worst %.2e of max|v|\n",
-               tile == KERN_PF_ATTN_WIDE ? "wide  " : "narrow", hd, H, KV, n, pos0, ac->window, worst);
+        printf("  attention (%-6s) hd %3d heads %d/%d n %3d pos0 %3d window %3d: worst %.2e of max|v|\n",
+               shape[tile], hd, H, KV, n, pos0, ac->window, worst);
     }
     free(inv_freq), free(raw), free(ws), free(ts), free(kc), free(vc), free(hkc), free(hvc), free(hout), free(v);
     free(q), free(sc), free(o);
@@ -479,6 +483,10 @@ static void test_attention(void **st)
         { 128, 8, 2, 130, 70, 0, 256, false, 0 },   /* Mistral head size */
         { 128, 4, 4, 200, 100, 50, 300, false, 0 }, /* window inside the chunk and the prefix */
         { 64, 2, 1, 1, 90, 0, 91, false, 0 },       /* one query */
+        { 128, 8, 2, 300, 0, 0, 320, false, 0 },    /* three 128-query blocks, the last partial */
+        { 128, 4, 1, 1, 200, 0, 201, false, 0 },    /* one query after a prefix */
+        { 128, 12, 1, 260, 40, 0, 320, false, 0 },  /* a group of 12 (Medium 3.5), after a prefix */
+        { 128, 4, 2, 256, 0, 100, 256, true, 0 },   /* sliding window across tiles, interleaved pairs */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_attention(&cases[i]);
@@ -486,6 +494,10 @@ static void test_attention(void **st)
     struct kern_pf_attn_args bad = { NULL, NULL, NULL, NULL, 4, 0, 16, 4, 2, 48, 0, 0 };
     assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "head_dim 48"));
+    bad.tile = KERN_PF_ATTN_WGMMA;
+    bad.head_dim = 64;
+    assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "head_dim 128"));
     bad.head_dim = 128;
     bad.tile = 7;
     assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
