@@ -492,6 +492,9 @@ __device__ __forceinline__ void fw_load_tile(uint8_t *tile, const uint16_t *base
     }
 }
 
+/* The block setup, the mask, the rescale and the store repeat the mma.sync kernels' on purpose:
+ * the same pieces as shared inline helpers measured 6 % slower here (3.94–4.04 → 4.14–4.29 ms of
+ * attention a 2,048-token 7B prefill, H200 21:51 UTC). */
 __global__ void __launch_bounds__(FW_THREADS, FW_MIN_BLOCKS) fw_kernel(struct fa_params p)
 {
     constexpr int D = 128;
