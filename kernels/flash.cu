@@ -26,6 +26,12 @@ struct fa_params {
     const uint16_t *q, *kc, *vc;
     uint16_t *out;
     int n, pos0, max_ctx, n_heads, n_kv, window;
+    /* key splits (narrow kernel): with splits > 1, block z of a query tile takes the z-th of
+       `splits` equal shares of its key tiles and writes its unnormalised rows to part_o (splits,
+       n, n_heads, D) and their running maximum and sum to part_ml (splits, n, n_heads, 2), which
+       fa_combine merges */
+    int splits;
+    float *part_o, *part_ml;
 };
 
 /* Loads keys [k0, k0 + FA_BK) of one kv head (rows ≥ kend zero-filled) into a (FA_BK, D + FA_PAD) tile. */
@@ -66,7 +72,12 @@ __global__ void __launch_bounds__(W * 32, FA_MIN_BLOCKS(W)) fa_kernel(struct fa_
     int kmin = 0;
     if (p.window > 0)
         kmin = max(0, p.pos0 + t_first - p.window + 1);
-    const int tile0 = kmin / FA_BK, tile1 = kmax / FA_BK;
+    int tile0 = kmin / FA_BK, tile1 = kmax / FA_BK;
+    if (p.splits > 1) {   /* this block's share of the key tiles (maybe none) */
+        const int per = (tile1 - tile0 + p.splits) / p.splits;
+        tile0 += blockIdx.z * per;
+        tile1 = min(tile1, tile0 + per - 1);
+    }
     const uint16_t *kbase = p.kc + (size_t)kvh * p.max_ctx * D;
     const uint16_t *vbase = p.vc + (size_t)kvh * p.max_ctx * D;
 
@@ -182,6 +193,23 @@ __global__ void __launch_bounds__(W * 32, FA_MIN_BLOCKS(W)) fa_kernel(struct fa_
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    if (p.splits > 1) {   /* this split's rows as they are, for fa_combine */
+        fa_cp_wait<0>();   /* a split with no tiles leaves its first loads unwaited */
+        const size_t z0 = ((size_t)blockIdx.z * p.n + r0) * p.n_heads + h, z1 = z0 + (size_t)8 * p.n_heads;
+#pragma unroll
+        for (int d = 0; d < ND; d++) {
+            const int c = d * 8 + 2 * tq;
+            if (r0 < p.n)
+                *(float2 *)(p.part_o + z0 * D + c) = make_float2(o[d][0], o[d][1]);
+            if (r1 < p.n)
+                *(float2 *)(p.part_o + z1 * D + c) = make_float2(o[d][2], o[d][3]);
+        }
+        if (tq == 0 && r0 < p.n)
+            *(float2 *)(p.part_ml + 2 * z0) = make_float2(m0, l0);
+        if (tq == 0 && r1 < p.n)
+            *(float2 *)(p.part_ml + 2 * z1) = make_float2(m1, l1);
+        return;
+    }
     const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
 #pragma unroll
     for (int d = 0; d < ND; d++) {
@@ -191,6 +219,29 @@ __global__ void __launch_bounds__(W * 32, FA_MIN_BLOCKS(W)) fa_kernel(struct fa_
         if (r1 < p.n)
             *(uint32_t *)(p.out + (size_t)r1 * hd_all + c) = fa_pack(o[d][2] * i1, o[d][3] * i1);
     }
+}
+
+/* Merges the key splits of query t, head h (one block of D threads each): the splits' maxima and
+ * sums give each split's weight 2^(m_z - M) / L, and the row is the weighted sum of their
+ * unnormalised rows (0 for a row no split saw a key for). */
+__global__ void fa_combine(struct fa_params p, int D)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    const size_t stride = (size_t)p.n * p.n_heads, row = (size_t)t * p.n_heads + h;
+    float mx = -INFINITY;
+    for (int z = 0; z < p.splits; z++)
+        mx = fmaxf(mx, p.part_ml[2 * (z * stride + row)]);
+    float sum = 0.f, acc = 0.f;
+    if (mx != -INFINITY)
+        for (int z = 0; z < p.splits; z++) {
+            const float2 ml = *(const float2 *)(p.part_ml + 2 * (z * stride + row));
+            const float w = fa_exp2(ml.x - mx);   /* 2^-inf = 0: a split that saw nothing */
+            sum += ml.y * w;
+            acc += p.part_o[(z * stride + row) * D + d] * w;
+        }
+    p.out[row * D + d] = kern_f32_to_bf16(sum > 0.f ? acc / sum : 0.f);
 }
 
 /* The wide variant: 4 warps × 32 query rows (two 16-row m-tiles per warp, so every K and V
@@ -392,8 +443,10 @@ static int fa_launch(const struct fa_params &p, cudaStream_t s, struct bora_err 
     CUDA_CHECK(cudaFuncSetAttribute(fa_kernel<D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     if ((p.n + BQ - 1) / BQ > 65535)
         return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
-    dim3 grid(p.n_heads, (p.n + BQ - 1) / BQ);
+    dim3 grid(p.n_heads, (p.n + BQ - 1) / BQ, p.splits > 1 ? p.splits : 1);
     CUDA_CHECK(kern_launch(fa_kernel<D, W>, grid, dim3(W * 32), smem, s, p));
+    if (p.splits > 1)
+        CUDA_CHECK(kern_launch(fa_combine, dim3(p.n, p.n_heads), dim3(D), 0, s, p, D));
     CUDA_CHECK(cudaGetLastError());
     return 0;
 }
@@ -632,6 +685,34 @@ static int fw_launch(const struct fa_params &p, cudaStream_t s, struct bora_err 
     return 0;
 }
 
+/* Key splits for the narrow kernel: a->splits when set, else (automatic, with a workspace) enough
+ * that the query tiles × splits fill the GPU twice, each split at least FA_SPLIT_MIN_TILES key
+ * tiles long and all of them fitting the workspace; 1 = none. Few queries over a long cache (a
+ * chat turn after a cached conversation, the last layer's one row) otherwise leave most SMs
+ * idle while n_heads blocks walk every key. */
+#define FA_SPLIT_MIN_TILES 4
+#define FA_SPLIT_MAX 32
+
+static int fa_splits(const struct kern_pf_attn_args *a, int sms)
+{
+    const long row_bytes = (long)a->n * a->n_heads * (a->head_dim * 4 + 8);   /* a split's rows */
+    const long fit = a->work ? (long)(a->work_bytes / (size_t)row_bytes) : 0;
+    if (a->splits >= 1)
+        return a->splits <= fit ? a->splits : 1;
+    const long blocks = (long)a->n_heads * ((a->n + FA_WARPS * 16 - 1) / (FA_WARPS * 16));
+    long span = (a->pos0 + a->n + FA_BK - 1) / FA_BK;   /* key tiles of the longest query tile */
+    if (a->window > 0 && span > (a->window + FA_WARPS * 16) / FA_BK + 2)
+        span = (a->window + FA_WARPS * 16) / FA_BK + 2;
+    long want = (2L * sms + blocks - 1) / blocks;
+    if (want > span / FA_SPLIT_MIN_TILES)
+        want = span / FA_SPLIT_MIN_TILES;
+    if (want > fit)
+        want = fit;
+    if (want > FA_SPLIT_MAX)
+        want = FA_SPLIT_MAX;
+    return want >= 2 ? (int)want : 1;
+}
+
 extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstream_st *stream, struct bora_err *err)
 {
     if (a->n_kv <= 0 || a->n_heads % a->n_kv)
@@ -651,16 +732,21 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
     p.n_heads = a->n_heads;
     p.n_kv = a->n_kv;
     p.window = a->window;
+    p.splits = 1;
+    p.part_o = p.part_ml = NULL;
     cudaStream_t s = (cudaStream_t)stream;
+    if (a->splits < 0 || (a->splits > 1 && !a->work))
+        return bora_errf(err, -EINVAL, "prefill attention: %d key splits%s", a->splits,
+                         a->splits > 1 ? " without a workspace" : "");
     if (a->tile < KERN_PF_ATTN_AUTO || a->tile > KERN_PF_ATTN_WGMMA)
         return bora_errf(err, -EINVAL, "prefill attention: block shape %d (0 auto, 1 narrow, 2 wide, 3 wgmma)",
                          a->tile);
     int tile = a->tile;
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        (void)cudaGetLastError();
     if (tile == KERN_PF_ATTN_AUTO) {
-        int dev = 0, sms = 132;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            (void)cudaGetLastError();
         const long wide_blocks = (long)a->n_heads * ((a->n + FA2_BQ - 1) / FA2_BQ);
         tile = wide_blocks >= 2L * sms ? KERN_PF_ATTN_WIDE : KERN_PF_ATTN_NARROW;
         if (a->head_dim == 128 && wide_blocks >= sms)   /* at least a block an SM: the wgmma blocks */
@@ -680,6 +766,11 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
         case 128: return fa2_launch<128>(p, s, err);
         }
     } else {
+        p.splits = fa_splits(a, sms);
+        if (p.splits > 1) {
+            p.part_o = a->work;
+            p.part_ml = a->work + (size_t)p.splits * a->n * a->n_heads * a->head_dim;
+        }
         switch (a->head_dim) {
         case 16: return fa_launch<16, FA_WARPS>(p, s, err);
         case 32: return fa_launch<32, FA_WARPS>(p, s, err);

@@ -123,6 +123,10 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
 
 /* ---- attention ---- */
 
+/* Scratch the engine gives kern_pf_attention for key splits: enough for 16 splits of 64 queries
+ * of 32 heads of 128 (7B), or 5 of Medium 3.5's 96 heads. */
+#define KERN_PF_ATTN_WORK_BYTES (16u << 20)
+
 /* Block shapes of kern_pf_attention (kern_pf_attn_args.tile). */
 #define KERN_PF_ATTN_AUTO 0     /* wide when it still gives ≥ 2 blocks per multiprocessor, else narrow */
 #define KERN_PF_ATTN_NARROW 1   /* 64 queries per block, 4 warps of 16 rows */
@@ -143,6 +147,10 @@ struct kern_pf_attn_args {
     uint16_t *out;           /* (n, n_heads, hd) bf16 device */
     int n, pos0, max_ctx, n_heads, n_kv, head_dim, window;
     int tile;                /* KERN_PF_ATTN_*: 0 (auto) unless a test wants one shape */
+    float *work;             /* device scratch for key splits, or NULL (no splits) */
+    size_t work_bytes;       /* its size: KERN_PF_ATTN_WORK_BYTES is what the engine gives */
+    int splits;              /* narrow blocks' key splits: 0 automatic (needs work), 1 none, k ≥ 2 k
+                                (falls back to none when k splits do not fit the workspace) */
 };
 int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstream_st *stream, struct bora_err *err);
 

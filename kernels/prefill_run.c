@@ -37,6 +37,7 @@ struct prefill_run {
     float *act_scale;     /* (chunk) per-token scales of act (FP8) */
     uint16_t *raw;        /* (chunk, max(qkv rows, 2 hidden, dim)) bf16 GEMM output */
     uint16_t *q, *att;    /* (chunk, q_dim) bf16 */
+    float *attn_work;     /* KERN_PF_ATTN_WORK_BYTES: attention's key splits */
     int *bad;             /* device int: an id outside the vocabulary was met */
     struct prefill_prof *prof;   /* NULL unless profiling */
 };
@@ -138,7 +139,8 @@ int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, in
     const size_t o_raw = o_sc + up256(C * 4);
     const size_t o_q = o_raw + up256(C * max3(qd + 2 * kvd, 2 * (size_t)c->hidden_dim, c->dim) * 2);
     const size_t o_att = o_q + up256(C * qd * 2);
-    const size_t o_bad = o_att + up256(C * qd * 2);
+    const size_t o_work = o_att + up256(C * qd * 2);
+    const size_t o_bad = o_work + up256(KERN_PF_ATTN_WORK_BYTES);
     const size_t total = o_bad + 256;
     int rc = kern_malloc((void **)&p->ws, total, err);
     if (rc) {
@@ -153,6 +155,7 @@ int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, in
     p->raw = (uint16_t *)(p->ws + o_raw);
     p->q = (uint16_t *)(p->ws + o_q);
     p->att = (uint16_t *)(p->ws + o_att);
+    p->attn_work = (float *)(p->ws + o_work);
     p->bad = (int *)(p->ws + o_bad);
     if ((rc = kern_memset(p->bad, 0, 4, err)) || (rc = kern_gemm_create(&p->gemm, err))) {
         prefill_run_close(p);
@@ -232,7 +235,7 @@ static int run_layer(struct prefill_run *p, int l, int n, int pos0, int rows_out
     struct kern_pf_attn_args aa = {
         .q = p->q + (size_t)r0 * qd, .k_cache = qa.k_cache, .v_cache = qa.v_cache, .out = p->att, .n = nr,
         .pos0 = pos0 + r0, .max_ctx = p->m.max_ctx, .n_heads = c->n_heads, .n_kv = c->n_kv_heads, .head_dim = hd,
-        .window = c->sliding_window,
+        .window = c->sliding_window, .work = p->attn_work, .work_bytes = KERN_PF_ATTN_WORK_BYTES,
     };
     TIMED(PREFILL_PROF_ATTN, kern_pf_attention(&aa, st, err));
     const void *o_in = p->att;

@@ -17,7 +17,8 @@
 #include "model/model.h"
 
 #define PREFILL_CHUNK_DEFAULT 2048   /* tokens per chunk: workspace ≈ chunk × (4 dim + 2 × 2 q_dim
-                                      * + 2 max(qkv, 2 hidden) + hidden) bytes, ≈ 210 MB for 7B */
+                                      * + 2 max(qkv, 2 hidden) + hidden) bytes + attention's 16 MB
+                                      * of key-split scratch, ≈ 226 MB for 7B */
 #define PREFILL_CHUNK_MIN 16
 
 struct prefill_run;

@@ -422,13 +422,21 @@ static void check_attention(const struct attn_case *ac)
         if (vc[i] != 0x7fc0)
             vmax = fmax(vmax, fabs(bora_bf16_to_f32(vc[i])));
     double *sc = malloc((size_t)C * sizeof *sc), *o = malloc(hd * sizeof *o);
-    /* every block shape on every case (the automatic choice takes the narrow one at these sizes);
-       the wgmma blocks exist for head_dim 128 */
+    /* every block shape on every case (the automatic choice takes the narrow one at these sizes;
+       the wgmma blocks exist for head_dim 128), and the narrow one with its keys split three ways
+       and as many ways as it chooses itself */
     static const char *const shape[] = { "auto", "narrow", "wide", "wgmma" };
-    for (int tile = KERN_PF_ATTN_NARROW; tile <= KERN_PF_ATTN_WGMMA; tile++) {
+    static const struct { int tile, splits; } variant[] = {
+        { KERN_PF_ATTN_NARROW, 1 }, { KERN_PF_ATTN_WIDE, 1 }, { KERN_PF_ATTN_WGMMA, 1 },
+        { KERN_PF_ATTN_NARROW, 3 }, { KERN_PF_ATTN_NARROW, 0 },
+    };
+    float *dwork = gt_upload(NULL, KERN_PF_ATTN_WORK_BYTES);
+    for (size_t vi = 0; vi < sizeof variant / sizeof variant[0]; vi++) {
+        const int tile = variant[vi].tile, splits = variant[vi].splits;
         if (tile == KERN_PF_ATTN_WGMMA && hd != 128)
             continue;
-        struct kern_pf_attn_args aa = { dq, dkc, dvc, dout, n, pos0, C, H, KV, hd, ac->window, tile };
+        struct kern_pf_attn_args aa = { dq, dkc, dvc, dout, n, pos0, C, H, KV, hd, ac->window, tile,
+                                        dwork, KERN_PF_ATTN_WORK_BYTES, splits };
         OK(kern_pf_attention(&aa, NULL, E));
         gt_download(hout, dout, (size_t)n * qd * 2);
         double worst = 0;
@@ -455,16 +463,17 @@ static void check_attention(const struct attn_case *ac)
                 for (int d = 0; d < hd; d++) {
                     double got = bora_bf16_to_f32(hout[(size_t)t * qd + h * hd + d]), want = o[d] / l;
                     if (!isfinite(got) || fabs(got - want) > TOL_ATTN * vmax)
-                        fail_msg("attention (%s blocks) hd %d H %d KV %d n %d pos0 %d window %d: query %d head %d "
-                                 "dim %d: %g, reference %g",
-                                 shape[tile], hd, H, KV, n, pos0, ac->window, t, h, d,
+                        fail_msg("attention (%s blocks, splits %d) hd %d H %d KV %d n %d pos0 %d window %d: query %d "
+                                 "head %d dim %d: %g, reference %g",
+                                 shape[tile], splits, hd, H, KV, n, pos0, ac->window, t, h, d,
                                  got, want);
                     worst = fmax(worst, fabs(got - want) / vmax);
                 }
             }
-        printf("  attention (%-6s) hd %3d heads %d/%d n %3d pos0 %3d window %3d: worst %.2e of max|v|\n",
-               shape[tile], hd, H, KV, n, pos0, ac->window, worst);
+        printf("  attention (%-6s, splits %d) hd %3d heads %d/%d n %3d pos0 %3d window %3d: worst %.2e of max|v|\n",
+               shape[tile], splits, hd, H, KV, n, pos0, ac->window, worst);
     }
+    kern_free(dwork);
     free(inv_freq), free(raw), free(ws), free(ts), free(kc), free(vc), free(hkc), free(hvc), free(hout), free(v);
     free(q), free(sc), free(o);
     kern_free(dinv), kern_free(dws), kern_free(dts), kern_free(draw), kern_free(dq), kern_free(dkc), kern_free(dvc);
@@ -487,11 +496,13 @@ static void test_attention(void **st)
         { 128, 4, 1, 1, 200, 0, 201, false, 0 },    /* one query after a prefix */
         { 128, 12, 1, 260, 40, 0, 320, false, 0 },  /* a group of 12 (Medium 3.5), after a prefix */
         { 128, 4, 2, 256, 0, 100, 256, true, 0 },   /* sliding window across tiles, interleaved pairs */
+        { 128, 8, 2, 20, 600, 0, 640, false, 0 },   /* a short turn after a long prefix: keys split */
+        { 64, 4, 2, 5, 200, 50, 210, false, 0 },    /* a window of two tiles split three ways: one split empty */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_attention(&cases[i]);
     struct bora_err err = { "" };
-    struct kern_pf_attn_args bad = { NULL, NULL, NULL, NULL, 4, 0, 16, 4, 2, 48, 0, 0 };
+    struct kern_pf_attn_args bad = { NULL, NULL, NULL, NULL, 4, 0, 16, 4, 2, 48, 0, 0, NULL, 0, 0 };
     assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "head_dim 48"));
     bad.tile = KERN_PF_ATTN_WGMMA;
@@ -502,6 +513,10 @@ static void test_attention(void **st)
     bad.tile = 7;
     assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "block shape 7"));
+    bad.tile = KERN_PF_ATTN_NARROW;
+    bad.splits = 4;
+    assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "without a workspace"));
 }
 
 static void test_embed(void **st)
