@@ -6,7 +6,9 @@
  * with cp.async, computes S = Q Kᵀ and O += P V with bf16 mma.sync (fp32 accumulation) and keeps
  * an online softmax in base 2, so no n × n matrix exists anywhere. For head_dim 128 (every
  * Mistral model) and grids of at least a block an SM, a third kernel does the same on Hopper's
- * warpgroup MMA (wgmma): 128 queries a block in two warpgroups. Budget: see prefill.h
+ * warpgroup MMA (wgmma): 128 queries a block in two warpgroups. Few queries over a long cache (a
+ * turn after a cached conversation) split the narrow blocks' keys, and fa_combine merges the
+ * splits (flash-decoding). Budget: see prefill.h
  * (≥ 250 TFLOP/s at n = 2048, head_dim 128, counting 4 · hd FLOP per visible query-key pair). */
 #include <cuda_bf16.h>
 #include <math.h>
