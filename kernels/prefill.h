@@ -128,7 +128,8 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
 #define KERN_PF_ATTN_WORK_BYTES (16u << 20)
 
 /* Block shapes of kern_pf_attention (kern_pf_attn_args.tile). */
-#define KERN_PF_ATTN_AUTO 0     /* wide when it still gives ≥ 2 blocks per multiprocessor, else narrow */
+#define KERN_PF_ATTN_AUTO 0     /* head_dim 128 with ≥ 1 wgmma block per multiprocessor: wgmma; else wide
+                                   when it gives ≥ 2 blocks per multiprocessor; else narrow (keys split) */
 #define KERN_PF_ATTN_NARROW 1   /* 64 queries per block, 4 warps of 16 rows */
 #define KERN_PF_ATTN_WIDE 2     /* 128 queries per block, 4 warps of 32 rows (half the shared-memory reads per FLOP) */
 #define KERN_PF_ATTN_WGMMA 3    /* 128 queries per block, two warpgroups on Hopper's wgmma (head_dim 128) */
@@ -138,8 +139,11 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
  * kern_pf_qkv_post). Query t of head h sees key j when j ≤ pos0 + t and (window == 0 or
  * pos0 + t - j < window); query heads h use kv head h / (n_heads / n_kv). q must carry the
  * softmax scale (1/√hd) × log2(e) (qkv_post's q_mult): scores are in base 2.
- * head_dim ∈ {16, 32, 64, 128}. Budget: ≥ 250 TFLOP/s at n = 2048, hd = 128 on an H200
- * (measured ≈ 240 wide, ≈ 195 narrow, 2026-11-29). */
+ * head_dim ∈ {16, 32, 64, 128}. With a workspace, the narrow blocks of few queries over many
+ * keys split the keys across blocks and a second kernel merges them. Errors (-EINVAL): head_dim,
+ * group or positions out of range, an unknown block shape, wgmma blocks without head_dim 128,
+ * splits without a workspace; -EIO: a CUDA call failed (named in err). Budget: ≥ 250 TFLOP/s at n = 2048, hd = 128 on an H200 (measured
+ * ≈ 240 wide, ≈ 195 narrow, 2026-11-29; wgmma ≈ 280, 2026-11-30). */
 struct kern_pf_attn_args {
     const uint16_t *q;       /* (n, n_heads, hd) bf16 device */
     const uint16_t *k_cache; /* (n_kv, max_ctx, hd) bf16 device, this layer */
