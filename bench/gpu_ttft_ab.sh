@@ -18,7 +18,8 @@ if [ "${TESTS:-0}" = 1 ]; then
     step "gpu_prefill"
     timeout 200 "$BIN/tests/gpu_prefill" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -20
     step "gpu_prefill_engine"
-    BORA_SHARED=${BORA_SHARED:-} timeout 300 "$BIN/tests/gpu_prefill_engine" 2>&1 | grep -vE '^\[ +(RUN|OK) +\]' | tail -20
+    BORA_SHARED=${BORA_SHARED:-} timeout 300 "$BIN/tests/gpu_prefill_engine" 2>&1 |
+        grep -vE '^\[ +(RUN|OK) +\]' | tail -20
 fi
 for r in $(seq 1 "${ROUNDS:-2}"); do
     for b in $(bins); do

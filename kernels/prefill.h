@@ -142,8 +142,9 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
  * head_dim ∈ {16, 32, 64, 128}. With a workspace, the narrow blocks of few queries over many
  * keys split the keys across blocks and a second kernel merges them. Errors (-EINVAL): head_dim,
  * group or positions out of range, an unknown block shape, wgmma blocks without head_dim 128,
- * splits without a workspace; -EIO: a CUDA call failed (named in err). Budget: ≥ 250 TFLOP/s at n = 2048, hd = 128 on an H200 (measured
- * ≈ 240 wide, ≈ 195 narrow, 2026-11-29; wgmma ≈ 280, 2026-11-30). */
+ * splits without a workspace; -EIO: a CUDA call failed (named in err). Budget: ≥ 250 TFLOP/s at
+ * n = 2048, hd = 128 on an H200 (measured ≈ 240 wide, ≈ 195 narrow, 2026-11-29; wgmma ≈ 280,
+ * 2026-11-30). */
 struct kern_pf_attn_args {
     const uint16_t *q;       /* (n, n_heads, hd) bf16 device */
     const uint16_t *k_cache; /* (n_kv, max_ctx, hd) bf16 device, this layer */

@@ -244,34 +244,29 @@ static void check_swiglu_quant(int hid, int n)
     uint8_t *dq = gt_upload(NULL, (size_t)n * hid);
     uint16_t *dq2 = gt_upload(NULL, (size_t)n * hid * 2);
     struct kern_raw gu = { draw, dws, dts };
-    struct kern_act out = { BORA_DT_F8_E4M3, dq, dsc };
+    struct kern_act out = { BORA_DT_F8_E4M3, dq, dsc }, ob = { BORA_DT_BF16, dq2, NULL };
     OK(kern_pf_swiglu_quant(&gu, &out, n, hid, NULL, E));
+    OK(kern_pf_swiglu_quant(&gu, &ob, n, hid, NULL, E));   /* BF16 output (BF16 weights) */
     uint8_t *hq = malloc((size_t)n * hid);
+    uint16_t *hb = malloc((size_t)n * hid * 2);
     float *hs = malloc(n * 4);
     gt_download(hq, dq, (size_t)n * hid);
+    gt_download(hb, dq2, (size_t)n * hid * 2);
     gt_download(hs, dsc, n * 4);
     double *ref = malloc(hid * sizeof *ref);
     for (int t = 0; t < n; t++) {
         for (int i = 0; i < hid; i++) {
             size_t b = (size_t)t * 2 * hid + 2 * i;
-            double gt = bora_bf16_to_f32(raw[b]) * ws[2 * i] * ts[t], up = bora_bf16_to_f32(raw[b + 1]) * ws[2 * i + 1] * ts[t];
+            double gt = bora_bf16_to_f32(raw[b]) * ws[2 * i] * ts[t];
+            double up = bora_bf16_to_f32(raw[b + 1]) * ws[2 * i + 1] * ts[t];
             ref[i] = gt / (1 + exp(-gt)) * up;
+            /* bf16: each value rounded once, so within half a bf16 step (and silu's 2 ulp) */
+            double v = bora_bf16_to_f32(hb[(size_t)t * hid + i]);
+            if (fabs(v - ref[i]) > fabs(ref[i]) / 256 + 1e-6)
+                fail_msg("swiglu bf16 hid %d row %d col %d: %g, reference %g", hid, t, i, v, ref[i]);
         }
         check_quant_row(hq + (size_t)t * hid, hs[t], ref, hid, "swiglu+quant", t);
     }
-    /* BF16 output (BF16 weights): each value rounded once, so within half a bf16 step */
-    struct kern_act ob = { BORA_DT_BF16, dq2, NULL };
-    OK(kern_pf_swiglu_quant(&gu, &ob, n, hid, NULL, E));
-    uint16_t *hb = malloc((size_t)n * hid * 2);
-    gt_download(hb, dq2, (size_t)n * hid * 2);
-    for (int t = 0; t < n; t++)
-        for (int i = 0; i < hid; i++) {
-            size_t b = (size_t)t * 2 * hid + 2 * i;
-            double gt = bora_bf16_to_f32(raw[b]) * ws[2 * i] * ts[t], up = bora_bf16_to_f32(raw[b + 1]) * ws[2 * i + 1] * ts[t];
-            double r = gt / (1 + exp(-gt)) * up, v = bora_bf16_to_f32(hb[(size_t)t * hid + i]);
-            if (fabs(v - r) > fabs(r) / 256 + 1e-6)
-                fail_msg("swiglu bf16 hid %d row %d col %d: %g, reference %g", hid, t, i, v, r);
-        }
     free(raw), free(ws), free(ts), free(hq), free(hs), free(ref), free(hb);
     kern_free(dq2);
     kern_free(draw), kern_free(dws), kern_free(dts), kern_free(dsc), kern_free(dq);
