@@ -6,10 +6,13 @@
  * with cp.async, computes S = Q Kᵀ and O += P V with bf16 mma.sync (fp32 accumulation) and keeps
  * an online softmax in base 2, so no n × n matrix exists anywhere. For head_dim 128 (every
  * Mistral model) and grids of at least a block an SM, a third kernel does the same on Hopper's
- * warpgroup MMA (wgmma): 128 queries a block in two warpgroups. Few queries over a long cache (a
+ * warpgroup MMA (wgmma): 128 queries a block in two warpgroups, over 128-key tiles that a producer
+ * warp's TMA copies feed (fw_kernel, the same over 64-key tiles loaded by every thread, remains
+ * for when tensor maps are unavailable). Few queries over a long cache (a
  * turn after a cached conversation) split the narrow blocks' keys, and fa_combine merges the
  * splits (flash-decoding). Budget: see prefill.h
  * (≥ 250 TFLOP/s at n = 2048, head_dim 128, counting 4 · hd FLOP per visible query-key pair). */
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <math.h>
 
@@ -687,6 +690,345 @@ static int fw_launch(const struct fa_params &p, cudaStream_t s, struct bora_err 
     return 0;
 }
 
+/* ---- Hopper: wgmma with a TMA producer warp (FlashAttention-3's shape) ----
+ * Two consumer warpgroups take 64 queries each, as in fw_kernel, but over 128-key tiles: S = Q Kᵀ
+ * is a m64n128k16 wgmma (half the descriptor reads and softmax bookkeeping a key of the 64-key
+ * tiles), O += P V a m64n128k16 with P from registers. A ninth warp produces: one lane issues the
+ * tensor-memory-accelerator copies of Q and of each K and V tile into a ring of FT_STAGES stages,
+ * counted on mbarriers (full: the bytes landed; empty: the eight consumer warps are done with the
+ * stage), so the warpgroups run independently of each other instead of meeting at a block
+ * barrier every tile. The copies write the 128-byte-swizzled layout fw_kernel's descriptors read,
+ * and the tensor maps' bounds (the chunk's queries, the keys up to pos0 + n) zero-fill what lies
+ * past them. One block an SM: 288 threads, 166 registers each (ptxas allots up to 168 to a block
+ * of this size), 160 KiB of shared memory. Measured against fw_kernel, H200 2026-11-30: attention
+ * of a 2,048-token 7B FP8 prefill 3.92 → 3.05 ms (22:44 UTC). Tried and slower: the FA3-style
+ * pipeline inside a warpgroup (tile t's Q Kᵀ in flight with t − 1's P V; 384 threads with
+ * setmaxnreg, 3.35 ms against 3.22 for the same kernel without it, 22:47 UTC) and a persistent
+ * grid, one block an SM walking its tiles heaviest first with Q double-buffered (3.14 ms against
+ * 3.07 for a block a tile, 22:51 UTC). */
+#define FT_BK 128                 /* keys per tile */
+#define FT_THREADS 288            /* two consumer warpgroups and the producer warp */
+#define FT_KV_BYTES (FT_BK * 256) /* a 128 × 128 bf16 tile: two 16 KiB regions of 128 rows × 128 bytes */
+#define FT_V_LBO (FT_BK * 128)    /* V's descriptor: bytes between its 64-column regions */
+/* K/V stages: two and three measured the same (attention 3.05 ms a 2,048-token 7B prefill, H200
+ * 22:44 UTC), so two, leaving 160 KiB of shared memory in use. */
+#define FT_STAGES 2
+
+struct ft_maps {
+    CUtensorMap q;    /* (n_heads · 128, n) bf16, box 64 × 64 */
+    CUtensorMap k;    /* (128, pos0 + n, n_kv) bf16 with row stride max_ctx, box 64 × 128 × 1 */
+    CUtensorMap v;
+};
+
+static constexpr size_t ft_smem(int stages)
+{
+    return 1024 + 2 * FW_TILE_BYTES + (size_t)stages * 2 * FT_KV_BYTES + 8 + (size_t)stages * 24;
+}
+
+__device__ __forceinline__ void ft_tma_2d(void *dst, const CUtensorMap *map, int c0, int c1, uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                 ::"r"(fa_smem_addr(dst)), "l"(map), "r"(c0), "r"(c1), "r"(fa_smem_addr(bar))
+                 : "memory");
+}
+
+__device__ __forceinline__ void ft_tma_3d(void *dst, const CUtensorMap *map, int c0, int c1, int c2, uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];"
+                 ::"r"(fa_smem_addr(dst)), "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(fa_smem_addr(bar))
+                 : "memory");
+}
+
+__device__ __forceinline__ void ft_bar_init(uint64_t *b, int count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(fa_smem_addr(b)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void ft_bar_expect(uint64_t *b, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(fa_smem_addr(b)), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ft_bar_arrive(uint64_t *b)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(fa_smem_addr(b)) : "memory");
+}
+
+__device__ __forceinline__ void ft_bar_wait(uint64_t *b, uint32_t parity)
+{
+    asm volatile("{\n.reg .pred P1;\nFT_WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+                 "@!P1 bra FT_WAIT;\n}\n" ::"r"(fa_smem_addr(b)), "r"(parity)
+                 : "memory");
+}
+
+/* d (64 × 128 fp32 over the warpgroup) = (acc ? d : 0) + A (64 × 16, desc a) · B (16 × 128, desc b),
+ * both K-major. */
+__device__ __forceinline__ void ft_mma_ss(float (&d)[64], uint64_t a, uint64_t b, int acc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16\n"
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
+                 " %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,\n"
+                 " %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n"
+                 " %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},\n"
+                 "%64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+                   "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
+                   "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+                   "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(a), "l"(b), "r"(acc));
+}
+
+__device__ __forceinline__ void fw_wait1(void) { asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); }
+
+/* Pins accumulator registers at this point of the program: the compiler must not move their
+ * reads or writes across the wgmma waits around it (CUTLASS's warpgroup_fence_operand). */
+template <int N>
+__device__ __forceinline__ void ft_fence_operands(float (&r)[N])
+{
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        asm volatile("" : "+f"(r[i])::"memory");
+}
+
+template <int STAGES>
+__global__ void __launch_bounds__(FT_THREADS, 1) ft_kernel(const __grid_constant__ struct ft_maps maps, struct fa_params p)
+{
+    constexpr int D = 128;
+    extern __shared__ __align__(16) uint8_t ft_raw[];
+    uint8_t *sm = (uint8_t *)(((uintptr_t)ft_raw + 1023) & ~(uintptr_t)1023);
+    uint8_t *qs = sm, *kv = sm + 2 * FW_TILE_BYTES;   /* stage s: K at kv + 2s·FT_KV_BYTES, V after it */
+    uint64_t *qbar = (uint64_t *)(kv + (size_t)STAGES * 2 * FT_KV_BYTES);
+    uint64_t *full_k = qbar + 1, *full_v = full_k + STAGES, *empty = full_v + STAGES;
+
+    const int qt = gridDim.y - 1 - blockIdx.y;
+    const int h = blockIdx.x, G = p.n_heads / p.n_kv, kvh = h / G;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int t_first = qt * FW_BQ;
+    const int t_last = min(p.n, t_first + FW_BQ) - 1;
+    const int kend = p.pos0 + p.n;
+    const int kmax = p.pos0 + t_last;
+    int kmin = 0;
+    if (p.window > 0)
+        kmin = max(0, p.pos0 + t_first - p.window + 1);
+    const int tile0 = kmin / FT_BK, tile1 = kmax / FT_BK;
+    const int nwg = t_first + 64 < p.n ? 2 : 1;   /* warpgroups with queries */
+
+    if (threadIdx.x == 0) {
+        ft_bar_init(qbar, 1);
+        for (int s = 0; s < STAGES; s++) {
+            ft_bar_init(&full_k[s], 1);
+            ft_bar_init(&full_v[s], 1);
+            ft_bar_init(&empty[s], 8);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    kern_grid_launch_next();
+    kern_grid_wait();
+
+    if (warp == 8) {   /* the producer */
+        if (lane == 0) {
+            ft_bar_expect(qbar, (uint32_t)nwg * FW_TILE_BYTES);
+            for (int w = 0; w < nwg; w++)
+                for (int half = 0; half < 2; half++)
+                    ft_tma_2d(qs + w * FW_TILE_BYTES + half * (FW_TILE_BYTES / 2), &maps.q, h * D + half * 64,
+                              t_first + w * 64, qbar);
+            for (int tile = tile0; tile <= tile1; tile++) {
+                const int i = tile - tile0, s = i % STAGES;
+                if (i >= STAGES)
+                    ft_bar_wait(&empty[s], (uint32_t)((i / STAGES - 1) & 1));
+                uint8_t *kt = kv + (size_t)s * 2 * FT_KV_BYTES, *vt = kt + FT_KV_BYTES;
+                ft_bar_expect(&full_k[s], FT_KV_BYTES);
+                for (int half = 0; half < 2; half++)
+                    ft_tma_3d(kt + half * (FT_KV_BYTES / 2), &maps.k, half * 64, tile * FT_BK, kvh, &full_k[s]);
+                ft_bar_expect(&full_v[s], FT_KV_BYTES);
+                for (int half = 0; half < 2; half++)
+                    ft_tma_3d(vt + half * (FT_KV_BYTES / 2), &maps.v, half * 64, tile * FT_BK, kvh, &full_v[s]);
+            }
+        }
+        return;
+    }
+
+    /* the consumers: warpgroup wg, its warp `w4` of four */
+    const int wg = warp >> 2, w4 = warp & 3;
+    const int g = lane >> 2, tq = lane & 3;
+    const int hd_all = p.n_heads * D;
+    const int wrow = wg * 64 + w4 * 16;         /* this warp's first row in the block */
+    const int qp0 = p.pos0 + t_first + wrow + g, qp1 = qp0 + 8;
+    const int wq0 = p.pos0 + t_first + wg * 64; /* this warpgroup's first query position */
+    const bool has_q = wg < nwg;
+    float o[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++)
+        o[i] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    const uint8_t *qw = qs + wg * FW_TILE_BYTES;
+    if (has_q)
+        ft_bar_wait(qbar, 0);
+
+    for (int tile = tile0; tile <= tile1; tile++) {
+        const int i = tile - tile0, s = i % STAGES;
+        const uint32_t ph = (uint32_t)((i / STAGES) & 1);
+        const uint8_t *kt = kv + (size_t)s * 2 * FT_KV_BYTES, *vt = kt + FT_KV_BYTES;
+        const int k0 = tile * FT_BK;
+        ft_bar_wait(&full_k[s], ph);
+        if (!has_q || k0 > wq0 + 63 || (p.window > 0 && wq0 - (k0 + FT_BK - 1) >= p.window)) {
+            ft_bar_wait(&full_v[s], ph);   /* the stage's phase completes before it is released */
+            if (lane == 0)
+                ft_bar_arrive(&empty[s]);
+            continue;
+        }
+        float sacc[64];
+        fw_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            ft_mma_ss(sacc, fw_desc(qw + (kk >> 2) * (FW_TILE_BYTES / 2) + (kk & 3) * 32, 16, 1024),
+                      fw_desc(kt + (kk >> 2) * (FT_KV_BYTES / 2) + (kk & 3) * 32, 16, 1024), kk);
+        fw_commit();
+        fw_wait0();
+        ft_fence_operands(sacc);
+        float (&sc)[16][4] = *reinterpret_cast<float (*)[16][4]>(sacc);
+        const bool need_mask = k0 + FT_BK - 1 > wq0 || (p.window > 0 && wq0 + 63 - k0 >= p.window) ||
+                               k0 + FT_BK > kend;
+        if (need_mask) {
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int kp = k0 + j * 8 + 2 * tq + (e & 1);
+                    const int q = e < 2 ? qp0 : qp1;
+                    const bool ok = kp <= q && kp < kend && (p.window <= 0 || q - kp < p.window);
+                    if (!ok)
+                        sc[j][e] = -INFINITY;
+                }
+        }
+        float a0, a1;
+        fa_softmax_step<16>(sc, m0, m1, l0, l1, a0, a1);
+#pragma unroll
+        for (int d = 0; d < 16; d++) {
+            o[4 * d + 0] *= a0;
+            o[4 * d + 1] *= a0;
+            o[4 * d + 2] *= a1;
+            o[4 * d + 3] *= a1;
+        }
+        uint32_t pa[8][4];
+#pragma unroll
+        for (int kk = 0; kk < 8; kk++) {
+            pa[kk][0] = fa_pack(sc[2 * kk][0], sc[2 * kk][1]);
+            pa[kk][1] = fa_pack(sc[2 * kk][2], sc[2 * kk][3]);
+            pa[kk][2] = fa_pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[kk][3] = fa_pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+        }
+        ft_bar_wait(&full_v[s], ph);
+        fw_fence();
+#pragma unroll
+        for (int kk = 0; kk < 8; kk++)
+            fw_mma_rs(o, pa[kk], fw_desc(vt + kk * 16 * 128, FT_V_LBO, FW_V_SBO));
+        fw_commit();
+        fw_wait0();
+        ft_fence_operands(o);
+        if (lane == 0)
+            ft_bar_arrive(&empty[s]);
+    }
+    if (!has_q)
+        return;
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    const int r0 = t_first + wrow + g, r1 = r0 + 8;
+#pragma unroll
+    for (int d = 0; d < 16; d++) {
+        const int c = h * D + d * 8 + 2 * tq;
+        if (r0 < p.n)
+            *(uint32_t *)(p.out + (size_t)r0 * hd_all + c) = fa_pack(o[4 * d] * i0, o[4 * d + 1] * i0);
+        if (r1 < p.n)
+            *(uint32_t *)(p.out + (size_t)r1 * hd_all + c) = fa_pack(o[4 * d + 2] * i1, o[4 * d + 3] * i1);
+    }
+}
+
+/* cuTensorMapEncodeTiled from the driver, found through the runtime (no link against libcuda). */
+typedef CUresult (*ft_encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                 const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+static ft_encode_fn ft_lookup(void)
+{
+    void *f = NULL;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+        (void)cudaGetLastError();
+        f = NULL;
+    }
+    return (ft_encode_fn)f;
+}
+
+static ft_encode_fn ft_encoder(void)
+{
+    static const ft_encode_fn fn = ft_lookup();   /* looked up once (thread-safe static initialisation) */
+    return fn;
+}
+
+/* A bf16 tensor map of `rank` dims (innermost first; strides in bytes of dims 1..rank-1) with
+ * 128-byte swizzled boxes; what lies past dims reads as zero. */
+static int ft_map(CUtensorMap *m, const void *base, int rank, const cuuint64_t *dims, const cuuint64_t *strides,
+                  const cuuint32_t *box, const char *what, struct bora_err *err)
+{
+    ft_encode_fn enc = ft_encoder();
+    if (!enc)
+        return bora_errf(err, -EIO, "prefill attention: the driver has no cuTensorMapEncodeTiled");
+    const cuuint32_t one[3] = { 1, 1, 1 };
+    CUresult r = enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, (cuuint32_t)rank, (void *)base, dims, strides, box, one,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        return bora_errf(err, -EIO, "prefill attention: tensor map of %s refused (CUresult %d)", what, (int)r);
+    return 0;
+}
+
+/* The TMA kernel reads q, K and V through tensor maps: 16-byte aligned bases and rows. */
+static bool ft_usable(const struct fa_params &p)
+{
+    return ((uintptr_t)p.q | (uintptr_t)p.kc | (uintptr_t)p.vc) % 16 == 0 && ft_encoder() != NULL;
+}
+
+template <int STAGES>
+static int ft_launch(const struct fa_params &p, cudaStream_t s, struct bora_err *err)
+{
+    constexpr int D = 128;
+    struct ft_maps maps;
+    const cuuint64_t qd[2] = { (cuuint64_t)p.n_heads * D, (cuuint64_t)p.n };
+    const cuuint64_t qs[1] = { (cuuint64_t)p.n_heads * D * 2 };
+    const cuuint32_t qb[2] = { 64, 64 };
+    const cuuint64_t kd[3] = { D, (cuuint64_t)(p.pos0 + p.n), (cuuint64_t)p.n_kv };
+    const cuuint64_t ks[2] = { D * 2, (cuuint64_t)p.max_ctx * D * 2 };
+    const cuuint32_t kb[3] = { 64, FT_BK, 1 };
+    int rc;
+    if ((rc = ft_map(&maps.q, p.q, 2, qd, qs, qb, "q", err)) || (rc = ft_map(&maps.k, p.kc, 3, kd, ks, kb, "K", err)) ||
+        (rc = ft_map(&maps.v, p.vc, 3, kd, ks, kb, "V", err)))
+        return rc;
+    CUDA_CHECK(cudaFuncSetAttribute(ft_kernel<STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ft_smem(STAGES)));
+    if ((p.n + FW_BQ - 1) / FW_BQ > 65535)
+        return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
+    dim3 grid(p.n_heads, (p.n + FW_BQ - 1) / FW_BQ);
+    CUDA_CHECK(kern_launch(ft_kernel<STAGES>, grid, dim3(FT_THREADS), ft_smem(STAGES), s, maps, p));
+    CUDA_CHECK(cudaGetLastError());
+    return 0;
+}
+
 /* Key splits for the narrow kernel: a->splits when set, else (automatic, with a workspace) enough
  * that the query tiles × splits fill the GPU twice, each split at least FA_SPLIT_MIN_TILES key
  * tiles long and all of them fitting the workspace; 1 = none. Few queries over a long cache (a
@@ -740,8 +1082,9 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
     if (a->splits < 0 || (a->splits > 1 && !a->work))
         return bora_errf(err, -EINVAL, "prefill attention: %d key splits%s", a->splits,
                          a->splits > 1 ? " without a workspace" : "");
-    if (a->tile < KERN_PF_ATTN_AUTO || a->tile > KERN_PF_ATTN_WGMMA)
-        return bora_errf(err, -EINVAL, "prefill attention: block shape %d (0 auto, 1 narrow, 2 wide, 3 wgmma)",
+    if (a->tile < KERN_PF_ATTN_AUTO || a->tile > KERN_PF_ATTN_TMA)
+        return bora_errf(err, -EINVAL,
+                         "prefill attention: block shape %d (0 auto, 1 narrow, 2 wide, 3 wgmma, 4 wgmma with TMA)",
                          a->tile);
     int tile = a->tile;
     int dev = 0, sms = 132;
@@ -752,7 +1095,16 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
         const long wide_blocks = (long)a->n_heads * ((a->n + FA2_BQ - 1) / FA2_BQ);
         tile = wide_blocks >= 2L * sms ? KERN_PF_ATTN_WIDE : KERN_PF_ATTN_NARROW;
         if (a->head_dim == 128 && wide_blocks >= sms)   /* at least a block an SM: the wgmma blocks */
-            tile = KERN_PF_ATTN_WGMMA;
+            tile = ft_usable(p) ? KERN_PF_ATTN_TMA : KERN_PF_ATTN_WGMMA;
+    }
+    if (tile == KERN_PF_ATTN_TMA) {
+        if (a->head_dim != 128)
+            return bora_errf(err, -EINVAL, "prefill attention: the wgmma blocks need head_dim 128 (got %d)",
+                             a->head_dim);
+        if (!ft_usable(p))
+            return bora_errf(err, -EINVAL, "prefill attention: the TMA blocks need 16-byte aligned q, K and V "
+                                           "and the driver's tensor maps");
+        return ft_launch<FT_STAGES>(p, s, err);
     }
     if (tile == KERN_PF_ATTN_WGMMA) {
         if (a->head_dim != 128)
