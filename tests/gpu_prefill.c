@@ -163,9 +163,8 @@ static void check_quant_row(const uint8_t *q, float scale, const double *ref, in
     }
 }
 
-static void check_add_norm_quant(int dim)
+static void check_add_norm_quant(int dim, int n)
 {
-    const int n = 13;
     const float eps = 1e-5f;
     float *x = rand_f32((size_t)n * dim, -3, 3), *ws = rand_f32(dim, 0.5f, 1.5f), *ts = rand_f32(n, 0.1f, 2);
     float *nw = rand_f32(dim, 0.2f, 2);
@@ -222,17 +221,20 @@ static void check_add_norm_quant(int dim)
 }
 
 /* Multiples of 8 up to 8 · 256 · 8 take the register kernels (200, 4096, 6144, 12288: 1, 2, 4
- * and 8 groups per thread), 20480 the shared-memory one; 203 the scalar one. */
+ * and 8 groups per thread; 700 tokens fill the GPU several times over), 20480 the shared-memory
+ * one; 203 the scalar one. */
 static void test_add_norm_quant(void **st)
 {
     (void)st;
     NEED_GPU();
-    check_add_norm_quant(200);
-    check_add_norm_quant(203);
-    check_add_norm_quant(4096);
-    check_add_norm_quant(6144);
-    check_add_norm_quant(12288);
-    check_add_norm_quant(20480);
+    check_add_norm_quant(200, 13);
+    check_add_norm_quant(203, 13);
+    check_add_norm_quant(4096, 13);
+    check_add_norm_quant(4096, 700);
+    check_add_norm_quant(6144, 13);
+    check_add_norm_quant(6144, 700);
+    check_add_norm_quant(12288, 13);
+    check_add_norm_quant(20480, 13);
 }
 
 static void check_swiglu_quant(int hid, int n)
@@ -272,9 +274,10 @@ static void check_swiglu_quant(int hid, int n)
     kern_free(draw), kern_free(dws), kern_free(dts), kern_free(dsc), kern_free(dq);
 }
 
-/* 150: the scalar kernel; multiples of 8 the vector one, which holds a row in shared memory:
- * 152, 4104, 14336 (7B), 28672 (Medium 3.5) and 32776, with 9 tokens and, for some, more tokens
- * than the GPU runs blocks at once. Every case checks FP8 and BF16 output. */
+/* 150: the scalar kernel; multiples of 8 up to 16,384 the kernel of several tokens a block (152,
+ * 4104, 14336 (7B); with 700 or 1,000 tokens each block walks several, its scales kept in
+ * registers), larger ones the vector kernel of one token a block (28672 (Medium 3.5), 32776).
+ * Every case checks FP8 and BF16 output. */
 static void test_swiglu_quant(void **st)
 {
     (void)st;
