@@ -7,8 +7,8 @@
  * an online softmax in base 2, so no n × n matrix exists anywhere. For head_dim 128 (every
  * Mistral model) and grids of at least a block an SM, a third kernel does the same on Hopper's
  * warpgroup MMA (wgmma): 128 queries a block in two warpgroups, over 128-key tiles that a producer
- * warp's TMA copies feed (fw_kernel, the same over 64-key tiles loaded by every thread, remains
- * for when tensor maps are unavailable). Few queries over a long cache (a
+ * warp's TMA copies feed (where the driver has no tensor maps, those grids take the wide or narrow
+ * kernel). Few queries over a long cache (a
  * turn after a cached conversation) split the narrow blocks' keys, and fa_combine merges the
  * splits (flash-decoding). Budget: see prefill.h
  * (≥ 250 TFLOP/s at n = 2048, head_dim 128, counting 4 · hd FLOP per visible query-key pair). */
@@ -17,6 +17,7 @@
 #include <math.h>
 
 #include "kernels/kern_mma.cuh"
+#include "kernels/kern_tma.cuh"
 #include "kernels/kern_util.cuh"
 #include "kernels/prefill.h"
 
@@ -458,24 +459,15 @@ static int fa_launch(const struct fa_params &p, cudaStream_t s, struct bora_err 
 
 
 /* ---- Hopper: warpgroup MMA (wgmma) ----
- * The kernel below is flash attention on wgmma, for head_dim 128: a block of two warpgroups takes
- * 128 queries of one head (64 a warpgroup); S = Q Kᵀ is a m64n64k16 wgmma with Q and K from
- * shared memory, O += P V a m64n128k16 with P from registers (the S accumulators packed to bf16
- * are already its A fragments) and V from shared memory. Q, K and V tiles are stored in the
- * 128-byte-swizzled layout wgmma's descriptors name: 64 elements (128 bytes) of a row per
- * region, 16-byte chunk c of row r at chunk c ^ (r mod 8). K-major for Q and K (head dimension
- * contiguous), MN-major for V (transposed operand). */
+ * For head_dim 128 (every Mistral model): a block's two warpgroups take 64 queries each of one
+ * head. S = Q Kᵀ is a wgmma with Q and K from shared memory, O += P V one with P from registers
+ * (the S accumulators packed to bf16 are already its A fragments) and V from shared memory. Q, K
+ * and V tiles are stored in the 128-byte-swizzled layout wgmma's descriptors name (and the TMA
+ * copies write): 64 elements (128 bytes) of a row per region, 16-byte chunk c of row r at chunk
+ * c ^ (r mod 8). K-major for Q and K (head dimension contiguous), MN-major for V (transposed
+ * operand). */
 #define FW_BQ 128                /* queries per block: two warpgroups of 64 */
-#define FW_THREADS 256
-#define FW_TILE_BYTES (64 * 256) /* a 64 × 128 bf16 tile: two 8 KiB regions of 64 rows × 128 bytes */
-#define FW_SMEM (2 * FW_TILE_BYTES + 4 * FW_TILE_BYTES + 1024)   /* Q of both warpgroups, K and V twice, alignment */
-
-/* Byte offset of 16-byte chunk ch (0..15 over a 128-element row) of row r in a swizzled tile of
- * `rows` rows. */
-__device__ __forceinline__ uint32_t fw_off(int r, int ch, int rows)
-{
-    return (uint32_t)((ch >> 3) * rows * 128 + r * 128 + (((ch & 7) ^ (r & 7)) << 4));
-}
+#define FW_TILE_BYTES (64 * 256) /* 64 queries × 128 bf16: two 8 KiB regions of 64 rows × 128 bytes */
 
 /* Shared-memory matrix descriptor: start address, leading and stride byte offsets, 128-byte swizzle. */
 __device__ __forceinline__ uint64_t fw_desc(const void *p, uint32_t lbo, uint32_t sbo)
@@ -488,25 +480,20 @@ __device__ __forceinline__ uint64_t fw_desc(const void *p, uint32_t lbo, uint32_
 __device__ __forceinline__ void fw_fence(void) { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void fw_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void fw_wait0(void) { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
-__device__ __forceinline__ void fw_proxy_fence(void) { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 
-/* d (64 × 64 fp32 over the warpgroup) = (acc ? d : 0) + A (64 × 16, desc a) · B (16 × 64, desc b),
- * both K-major. */
-__device__ __forceinline__ void fw_mma_ss(float (&d)[32], uint64_t a, uint64_t b, int acc)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
-                 " %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31},\n"
-                 "%32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31])
-                 : "l"(a), "l"(b), "r"(acc));
-}
+/* The 64 fp32 accumulators of a m64n128 wgmma as asm operands %0..%63. */
+#define FW_ACC64(d)                                                                                  \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), \
+    "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
+    "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), \
+    "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), \
+    "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
+    "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), \
+    "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+    "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), \
+    "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
+    "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 
 /* d (64 × 128 fp32) += A (64 × 16 bf16 in registers, the m16n8k16 A layout per warp)
  *                     · B (16 × 128, desc b, MN-major). */
@@ -518,190 +505,26 @@ __device__ __forceinline__ void fw_mma_rs(float (&d)[64], const uint32_t (&a)[4]
                  " %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n"
                  " %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},\n"
                  "{%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-                   "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-                   "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : FW_ACC64(d)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 
-/* Two blocks an SM (128 registers a thread, 97 KiB of shared memory each): one block's MMAs run
- * while the other's warpgroups are in their softmax. One block an SM measured 4.57 ms of
- * attention per 2,048-token 7B prefill, two 3.85–3.94 (the mma.sync kernels 4.48–4.57). */
-#define FW_MIN_BLOCKS 2
-#define FW_V_LBO 8192            /* V's descriptor (MN-major): bytes between the 64-column regions */
-#define FW_V_SBO 1024            /* and between groups of 8 keys (the test fails with the two swapped) */
+#define FW_V_SBO 1024            /* V's descriptor (MN-major): bytes between groups of 8 keys (the
+                                    test fails with it and the regions' offset swapped) */
 
-/* Loads rows [r0, r0 + 64) of a (·, 128) bf16 matrix with row stride `ld` elements into a swizzled
- * 64-row tile (rows ≥ rend zero-filled). */
-__device__ __forceinline__ void fw_load_tile(uint8_t *tile, const uint16_t *base, size_t ld, int r0, int rend)
-{
-    for (int i = threadIdx.x; i < 64 * 16; i += FW_THREADS) {
-        const int r = i >> 4, ch = i & 15, row = r0 + r;
-        const bool ok = row < rend;
-        fa_cp16(tile + fw_off(r, ch, 64), base + (size_t)(ok ? row : 0) * ld + ch * 8, ok);
-    }
-}
-
-/* The block setup, the mask, the rescale and the store repeat the mma.sync kernels' on purpose:
- * the same pieces as shared inline helpers measured 6 % slower here (3.94–4.04 → 4.14–4.29 ms of
- * attention a 2,048-token 7B prefill, H200 21:51 UTC). */
-__global__ void __launch_bounds__(FW_THREADS, FW_MIN_BLOCKS) fw_kernel(struct fa_params p)
-{
-    constexpr int D = 128;
-    extern __shared__ __align__(16) uint8_t fw_raw[];
-    uint8_t *sm = (uint8_t *)(((uintptr_t)fw_raw + 1023) & ~(uintptr_t)1023);
-    uint8_t *qs = sm, *ks = sm + 2 * FW_TILE_BYTES, *vs = ks + 2 * FW_TILE_BYTES;
-
-    kern_grid_launch_next();
-    kern_grid_wait();
-    const int qt = gridDim.y - 1 - blockIdx.y;
-    const int h = blockIdx.x, G = p.n_heads / p.n_kv, kvh = h / G;
-    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-    const int g = lane >> 2, tq = lane & 3;
-    const int hd_all = p.n_heads * D;
-    const int t_first = qt * FW_BQ;
-    const int t_last = min(p.n, t_first + FW_BQ) - 1;
-    const int kend = p.pos0 + p.n;
-    const int kmax = p.pos0 + t_last;
-    int kmin = 0;
-    if (p.window > 0)
-        kmin = max(0, p.pos0 + t_first - p.window + 1);
-    const int tile0 = kmin / FA_BK, tile1 = kmax / FA_BK;
-    const uint16_t *kbase = p.kc + (size_t)kvh * p.max_ctx * D;
-    const uint16_t *vbase = p.vc + (size_t)kvh * p.max_ctx * D;
-
-    /* Q: rows t_first .. t_first + 127 of head h, warpgroup w's 64 in tile w */
-    fw_load_tile(qs, p.q + (size_t)h * D, hd_all, t_first, p.n);
-    fw_load_tile(qs + FW_TILE_BYTES, p.q + (size_t)h * D, hd_all, t_first + 64, p.n);
-    fw_load_tile(ks, kbase, D, tile0 * FA_BK, kend);
-    fw_load_tile(vs, vbase, D, tile0 * FA_BK, kend);
-    fa_cp_commit();
-
-    const int wrow = wg * 64 + warp * 16;        /* this warp's first row in the block */
-    const int qp0 = p.pos0 + t_first + wrow + g, qp1 = qp0 + 8;
-    const int wq0 = p.pos0 + t_first + wg * 64;  /* this warpgroup's first query position */
-    float o[64];
-#pragma unroll
-    for (int i = 0; i < 64; i++)
-        o[i] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-    const uint8_t *qw = qs + wg * FW_TILE_BYTES;
-
-    for (int tile = tile0; tile <= tile1; tile++) {
-        const int buf = (tile - tile0) & 1;
-        if (tile < tile1) {
-            fw_load_tile(ks + (buf ^ 1) * FW_TILE_BYTES, kbase, D, (tile + 1) * FA_BK, kend);
-            fw_load_tile(vs + (buf ^ 1) * FW_TILE_BYTES, vbase, D, (tile + 1) * FA_BK, kend);
-            fa_cp_commit();
-            fa_cp_wait<1>();
-        } else {
-            fa_cp_wait<0>();
-        }
-        fw_proxy_fence();   /* the copies' bytes, written through the generic proxy, visible to wgmma */
-        __syncthreads();
-        const uint8_t *kt = ks + buf * FW_TILE_BYTES, *vt = vs + buf * FW_TILE_BYTES;
-        const int k0 = tile * FA_BK;
-        if (k0 > wq0 + 63 || t_first + wg * 64 >= p.n || (p.window > 0 && wq0 - (k0 + FA_BK - 1) >= p.window)) {
-            __syncthreads();
-            continue;
-        }
-        float sacc[32];
-        fw_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t off = (kk >> 2) * (64 * 128) + (kk & 3) * 32;
-            fw_mma_ss(sacc, fw_desc(qw + off, 16, 1024), fw_desc(kt + off, 16, 1024), kk);
-        }
-        fw_commit();
-        fw_wait0();
-        float (&s)[8][4] = *reinterpret_cast<float (*)[8][4]>(sacc);
-        const bool need_mask = k0 + FA_BK - 1 > wq0 || (p.window > 0 && wq0 + 63 - k0 >= p.window) ||
-                               k0 + FA_BK > kend;
-        if (need_mask) {
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int kp = k0 + j * 8 + 2 * tq + (e & 1);
-                    const int q = e < 2 ? qp0 : qp1;
-                    const bool ok = kp <= q && kp < kend && (p.window <= 0 || q - kp < p.window);
-                    if (!ok)
-                        s[j][e] = -INFINITY;
-                }
-        }
-        float a0, a1;
-        fa_softmax_step<8>(s, m0, m1, l0, l1, a0, a1);
-#pragma unroll
-        for (int d = 0; d < 16; d++) {
-            o[4 * d + 0] *= a0;
-            o[4 * d + 1] *= a0;
-            o[4 * d + 2] *= a1;
-            o[4 * d + 3] *= a1;
-        }
-        uint32_t pa[4][4];
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            pa[kk][0] = fa_pack(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = fa_pack(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = fa_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = fa_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        }
-        fw_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++)
-            fw_mma_rs(o, pa[kk], fw_desc(vt + kk * 16 * 128, FW_V_LBO, FW_V_SBO));
-        fw_commit();
-        fw_wait0();
-        __syncthreads();
-    }
-
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
-    const int r0 = t_first + wrow + g, r1 = r0 + 8;
-#pragma unroll
-    for (int d = 0; d < 16; d++) {
-        const int c = h * D + d * 8 + 2 * tq;
-        if (r0 < p.n)
-            *(uint32_t *)(p.out + (size_t)r0 * hd_all + c) = fa_pack(o[4 * d] * i0, o[4 * d + 1] * i0);
-        if (r1 < p.n)
-            *(uint32_t *)(p.out + (size_t)r1 * hd_all + c) = fa_pack(o[4 * d + 2] * i1, o[4 * d + 3] * i1);
-    }
-}
-
-static int fw_launch(const struct fa_params &p, cudaStream_t s, struct bora_err *err)
-{
-    CUDA_CHECK(cudaFuncSetAttribute(fw_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, FW_SMEM));
-    if ((p.n + FW_BQ - 1) / FW_BQ > 65535)
-        return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
-    dim3 grid(p.n_heads, (p.n + FW_BQ - 1) / FW_BQ);
-    CUDA_CHECK(kern_launch(fw_kernel, grid, dim3(FW_THREADS), FW_SMEM, s, p));
-    CUDA_CHECK(cudaGetLastError());
-    return 0;
-}
-
-/* ---- Hopper: wgmma with a TMA producer warp (FlashAttention-3's shape) ----
- * Two consumer warpgroups take 64 queries each, as in fw_kernel, but over 128-key tiles: S = Q Kᵀ
- * is a m64n128k16 wgmma (half the descriptor reads and softmax bookkeeping a key of the 64-key
- * tiles), O += P V a m64n128k16 with P from registers. A ninth warp produces: one lane issues the
+/* ---- the wgmma kernel, fed by a TMA producer warp (FlashAttention-3's shape) ----
+ * Two consumer warpgroups take 64 queries each over 128-key tiles: S = Q Kᵀ is a m64n128k16 wgmma,
+ * O += P V a m64n128k16 with P from registers. A ninth warp produces: one lane issues the
  * tensor-memory-accelerator copies of Q and of each K and V tile into a ring of FT_STAGES stages,
  * counted on mbarriers (full: the bytes landed; empty: the eight consumer warps are done with the
  * stage), so the warpgroups run independently of each other instead of meeting at a block
- * barrier every tile. The copies write the 128-byte-swizzled layout fw_kernel's descriptors read,
- * and the tensor maps' bounds (the chunk's queries, the keys up to pos0 + n) zero-fill what lies
- * past them. One block an SM: 288 threads, 166 registers each (ptxas allots up to 168 to a block
- * of this size), 160 KiB of shared memory. Measured against fw_kernel, H200 2026-11-30: attention
- * of a 2,048-token 7B FP8 prefill 3.92 → 3.05 ms (22:44 UTC). Tried and slower: the FA3-style
+ * barrier every tile. The copies write the 128-byte-swizzled layout above, and the tensor maps'
+ * bounds (the chunk's queries, the keys up to pos0 + n) zero-fill what lies past them. One block an
+ * SM: 288 threads, 166 registers each (ptxas allots up to 168 to a block of this size), 160 KiB of
+ * shared memory. It replaced a kernel of 64-key tiles that every thread loaded with cp.async, two
+ * blocks an SM meeting at a block barrier each tile (in git history before 2026-11-30 23:30 UTC),
+ * H200 2026-11-30: attention of a 2,048-token 7B FP8 prefill 3.92 → 3.05 ms (22:44 UTC), the
+ * same accuracy on every test case. Tried and slower: the FA3-style
  * pipeline inside a warpgroup (tile t's Q Kᵀ in flight with t − 1's P V; 384 threads with
  * setmaxnreg, 3.35 ms against 3.22 for the same kernel without it, 22:47 UTC) and a persistent
  * grid, one block an SM walking its tiles heaviest first with Q double-buffered (3.14 ms against
@@ -728,39 +551,17 @@ static constexpr size_t ft_smem(int stages)
 
 __device__ __forceinline__ void ft_tma_2d(void *dst, const CUtensorMap *map, int c0, int c1, uint64_t *bar)
 {
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3}], [%4];"
                  ::"r"(fa_smem_addr(dst)), "l"(map), "r"(c0), "r"(c1), "r"(fa_smem_addr(bar))
                  : "memory");
 }
 
 __device__ __forceinline__ void ft_tma_3d(void *dst, const CUtensorMap *map, int c0, int c1, int c2, uint64_t *bar)
 {
-    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];"
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4}], [%5];"
                  ::"r"(fa_smem_addr(dst)), "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(fa_smem_addr(bar))
-                 : "memory");
-}
-
-__device__ __forceinline__ void ft_bar_init(uint64_t *b, int count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(fa_smem_addr(b)), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void ft_bar_expect(uint64_t *b, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(fa_smem_addr(b)), "r"(bytes)
-                 : "memory");
-}
-
-__device__ __forceinline__ void ft_bar_arrive(uint64_t *b)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(fa_smem_addr(b)) : "memory");
-}
-
-__device__ __forceinline__ void ft_bar_wait(uint64_t *b, uint32_t parity)
-{
-    asm volatile("{\n.reg .pred P1;\nFT_WAIT:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-                 "@!P1 bra FT_WAIT;\n}\n" ::"r"(fa_smem_addr(b)), "r"(parity)
                  : "memory");
 }
 
@@ -775,17 +576,7 @@ __device__ __forceinline__ void ft_mma_ss(float (&d)[64], uint64_t a, uint64_t b
                  " %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n"
                  " %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},\n"
                  "%64, %65, p, 1, 1, 0, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-                   "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-                   "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : FW_ACC64(d)
                  : "l"(a), "l"(b), "r"(acc));
 }
 
@@ -802,7 +593,8 @@ __device__ __forceinline__ void ft_fence_operands(float (&r)[N])
 }
 
 template <int STAGES>
-__global__ void __launch_bounds__(FT_THREADS, 1) ft_kernel(const __grid_constant__ struct ft_maps maps, struct fa_params p)
+__global__ void __launch_bounds__(FT_THREADS, 1)
+    ft_kernel(const __grid_constant__ struct ft_maps maps, struct fa_params p)
 {
     constexpr int D = 128;
     extern __shared__ __align__(16) uint8_t ft_raw[];
@@ -825,11 +617,11 @@ __global__ void __launch_bounds__(FT_THREADS, 1) ft_kernel(const __grid_constant
     const int nwg = t_first + 64 < p.n ? 2 : 1;   /* warpgroups with queries */
 
     if (threadIdx.x == 0) {
-        ft_bar_init(qbar, 1);
+        mbar_init(qbar, 1);
         for (int s = 0; s < STAGES; s++) {
-            ft_bar_init(&full_k[s], 1);
-            ft_bar_init(&full_v[s], 1);
-            ft_bar_init(&empty[s], 8);
+            mbar_init(&full_k[s], 1);
+            mbar_init(&full_v[s], 1);
+            mbar_init(&empty[s], 8);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -839,7 +631,7 @@ __global__ void __launch_bounds__(FT_THREADS, 1) ft_kernel(const __grid_constant
 
     if (warp == 8) {   /* the producer */
         if (lane == 0) {
-            ft_bar_expect(qbar, (uint32_t)nwg * FW_TILE_BYTES);
+            mbar_expect_tx(qbar, (uint32_t)nwg * FW_TILE_BYTES);
             for (int w = 0; w < nwg; w++)
                 for (int half = 0; half < 2; half++)
                     ft_tma_2d(qs + w * FW_TILE_BYTES + half * (FW_TILE_BYTES / 2), &maps.q, h * D + half * 64,
@@ -847,12 +639,12 @@ __global__ void __launch_bounds__(FT_THREADS, 1) ft_kernel(const __grid_constant
             for (int tile = tile0; tile <= tile1; tile++) {
                 const int i = tile - tile0, s = i % STAGES;
                 if (i >= STAGES)
-                    ft_bar_wait(&empty[s], (uint32_t)((i / STAGES - 1) & 1));
+                    mbar_wait(&empty[s], (uint32_t)((i / STAGES - 1) & 1));
                 uint8_t *kt = kv + (size_t)s * 2 * FT_KV_BYTES, *vt = kt + FT_KV_BYTES;
-                ft_bar_expect(&full_k[s], FT_KV_BYTES);
+                mbar_expect_tx(&full_k[s], FT_KV_BYTES);
                 for (int half = 0; half < 2; half++)
                     ft_tma_3d(kt + half * (FT_KV_BYTES / 2), &maps.k, half * 64, tile * FT_BK, kvh, &full_k[s]);
-                ft_bar_expect(&full_v[s], FT_KV_BYTES);
+                mbar_expect_tx(&full_v[s], FT_KV_BYTES);
                 for (int half = 0; half < 2; half++)
                     ft_tma_3d(vt + half * (FT_KV_BYTES / 2), &maps.v, half * 64, tile * FT_BK, kvh, &full_v[s]);
             }
@@ -875,18 +667,18 @@ __global__ void __launch_bounds__(FT_THREADS, 1) ft_kernel(const __grid_constant
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     const uint8_t *qw = qs + wg * FW_TILE_BYTES;
     if (has_q)
-        ft_bar_wait(qbar, 0);
+        mbar_wait(qbar, 0);
 
     for (int tile = tile0; tile <= tile1; tile++) {
         const int i = tile - tile0, s = i % STAGES;
         const uint32_t ph = (uint32_t)((i / STAGES) & 1);
         const uint8_t *kt = kv + (size_t)s * 2 * FT_KV_BYTES, *vt = kt + FT_KV_BYTES;
         const int k0 = tile * FT_BK;
-        ft_bar_wait(&full_k[s], ph);
+        mbar_wait(&full_k[s], ph);
         if (!has_q || k0 > wq0 + 63 || (p.window > 0 && wq0 - (k0 + FT_BK - 1) >= p.window)) {
-            ft_bar_wait(&full_v[s], ph);   /* the stage's phase completes before it is released */
+            mbar_wait(&full_v[s], ph);   /* the stage's phase completes before it is released */
             if (lane == 0)
-                ft_bar_arrive(&empty[s]);
+                mbar_arrive(&empty[s]);
             continue;
         }
         float sacc[64];
@@ -930,7 +722,7 @@ __global__ void __launch_bounds__(FT_THREADS, 1) ft_kernel(const __grid_constant
             pa[kk][2] = fa_pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
             pa[kk][3] = fa_pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
         }
-        ft_bar_wait(&full_v[s], ph);
+        mbar_wait(&full_v[s], ph);
         fw_fence();
 #pragma unroll
         for (int kk = 0; kk < 8; kk++)
@@ -939,7 +731,7 @@ __global__ void __launch_bounds__(FT_THREADS, 1) ft_kernel(const __grid_constant
         fw_wait0();
         ft_fence_operands(o);
         if (lane == 0)
-            ft_bar_arrive(&empty[s]);
+            mbar_arrive(&empty[s]);
     }
     if (!has_q)
         return;
@@ -1021,7 +813,8 @@ static int ft_launch(const struct fa_params &p, cudaStream_t s, struct bora_err 
     if ((rc = ft_map(&maps.q, p.q, 2, qd, qs, qb, "q", err)) || (rc = ft_map(&maps.k, p.kc, 3, kd, ks, kb, "K", err)) ||
         (rc = ft_map(&maps.v, p.vc, 3, kd, ks, kb, "V", err)))
         return rc;
-    CUDA_CHECK(cudaFuncSetAttribute(ft_kernel<STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ft_smem(STAGES)));
+    CUDA_CHECK(cudaFuncSetAttribute(ft_kernel<STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)ft_smem(STAGES)));
     if ((p.n + FW_BQ - 1) / FW_BQ > 65535)
         return bora_errf(err, -EINVAL, "prefill attention: %d queries in one launch", p.n);
     dim3 grid(p.n_heads, (p.n + FW_BQ - 1) / FW_BQ);
@@ -1083,9 +876,8 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
     if (a->splits < 0 || (a->splits > 1 && !a->work))
         return bora_errf(err, -EINVAL, "prefill attention: %d key splits%s", a->splits,
                          a->splits > 1 ? " without a workspace" : "");
-    if (a->tile < KERN_PF_ATTN_AUTO || a->tile > KERN_PF_ATTN_TMA)
-        return bora_errf(err, -EINVAL,
-                         "prefill attention: block shape %d (0 auto, 1 narrow, 2 wide, 3 wgmma, 4 wgmma with TMA)",
+    if (a->tile < KERN_PF_ATTN_AUTO || a->tile > KERN_PF_ATTN_WGMMA)
+        return bora_errf(err, -EINVAL, "prefill attention: block shape %d (0 auto, 1 narrow, 2 wide, 3 wgmma)",
                          a->tile);
     int tile = a->tile;
     int dev = 0, sms = 132;
@@ -1095,23 +887,17 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
     if (tile == KERN_PF_ATTN_AUTO) {
         const long wide_blocks = (long)a->n_heads * ((a->n + FA2_BQ - 1) / FA2_BQ);
         tile = wide_blocks >= 2L * sms ? KERN_PF_ATTN_WIDE : KERN_PF_ATTN_NARROW;
-        if (a->head_dim == 128 && wide_blocks >= sms)   /* at least a block an SM: the wgmma blocks */
-            tile = ft_usable(p) ? KERN_PF_ATTN_TMA : KERN_PF_ATTN_WGMMA;
-    }
-    if (tile == KERN_PF_ATTN_TMA) {
-        if (a->head_dim != 128)
-            return bora_errf(err, -EINVAL, "prefill attention: the wgmma blocks need head_dim 128 (got %d)",
-                             a->head_dim);
-        if (!ft_usable(p))
-            return bora_errf(err, -EINVAL, "prefill attention: the TMA blocks need 16-byte aligned q, K and V "
-                                           "and the driver's tensor maps");
-        return ft_launch<FT_STAGES>(p, s, err);
+        if (a->head_dim == 128 && wide_blocks >= sms && ft_usable(p))   /* a block an SM: the wgmma blocks */
+            tile = KERN_PF_ATTN_WGMMA;
     }
     if (tile == KERN_PF_ATTN_WGMMA) {
         if (a->head_dim != 128)
             return bora_errf(err, -EINVAL, "prefill attention: the wgmma blocks need head_dim 128 (got %d)",
                              a->head_dim);
-        return fw_launch(p, s, err);
+        if (!ft_usable(p))
+            return bora_errf(err, -EINVAL, "prefill attention: the wgmma blocks need 16-byte aligned q, K and V "
+                                           "and the driver's tensor maps");
+        return ft_launch<FT_STAGES>(p, s, err);
     }
     if (tile == KERN_PF_ATTN_WIDE) {
         switch (a->head_dim) {

@@ -105,6 +105,25 @@ __device__ __forceinline__ void pf_st8f(float *p, const float f[8])
     ((float4 *)p)[1] = make_float4(f[4], f[5], f[6], f[7]);
 }
 
+/* SwiGLU of one 8-group: gate/up pairs a (outputs 0..3) and b (4..7) as the GEMM left them, w the
+ * 16 per-column scales, ts the token's scale; h = silu(gate) × up, and amax takes their largest |h|. */
+__device__ __forceinline__ void pf_swiglu8(uint4 ra, uint4 rb, const float w[16], float ts, float h[8], float &amax)
+{
+    float a[8], b[8];
+    pf_unpack8(ra, a);
+    pf_unpack8(rb, b);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float g0 = a[2 * i] * w[2 * i] * ts, u0 = a[2 * i + 1] * w[2 * i + 1] * ts;
+        float g1 = b[2 * i] * w[8 + 2 * i] * ts, u1 = b[2 * i + 1] * w[8 + 2 * i + 1] * ts;
+        h[i] = pf_silu(g0) * u0;
+        h[4 + i] = pf_silu(g1) * u1;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        amax = fmaxf(amax, fabsf(h[i]));
+}
+
 /* Writes row t of out from the row in shared memory (cols % 8 == 0; each thread reads back the
  * 8-groups it wrote, so no barrier is needed before the block reduction inside). */
 __device__ __forceinline__ void pf_finish_row(const struct kern_act &out, int t, int cols, const float *row,
@@ -351,21 +370,11 @@ __global__ void pf_swiglu_quant_vec(struct kern_raw gu, struct kern_act out, int
     float amax = 0.f;
 #pragma unroll 4
     for (int c8 = threadIdx.x; c8 < n8; c8 += blockDim.x) {
-        float a[8], b[8], w[16], h[8];
-        pf_unpack8(r[2 * c8], a);       /* gate, up of outputs 8c8 .. 8c8+3 */
-        pf_unpack8(r[2 * c8 + 1], b);   /* and 8c8+4 .. 8c8+7 */
+        const uint4 ra = r[2 * c8], rb = r[2 * c8 + 1];
+        float w[16], h[8];
         pf_ld8f(gu.w_scale + 16 * c8, w);
         pf_ld8f(gu.w_scale + 16 * c8 + 8, w + 8);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float g0 = a[2 * i] * w[2 * i] * ts, u0 = a[2 * i + 1] * w[2 * i + 1] * ts;
-            float g1 = b[2 * i] * w[8 + 2 * i] * ts, u1 = b[2 * i + 1] * w[8 + 2 * i + 1] * ts;
-            h[i] = pf_silu(g0) * u0;
-            h[4 + i] = pf_silu(g1) * u1;
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            amax = fmaxf(amax, fabsf(h[i]));
+        pf_swiglu8(ra, rb, w, ts, h, amax);
         pf_st8f(row + 8 * c8, h);
     }
     pf_finish_row(out, t, hid, row, amax, scratch);
@@ -424,19 +433,8 @@ __global__ void __launch_bounds__(PF_SWT, 1) pf_swiglu_quant_tok(struct kern_raw
         for (int k = 0; k < NG; k++) {
             const int c8 = threadIdx.x + k * PF_SWT;
             if (c8 < n8) {
-                float a[8], b[8], h[8];
-                pf_unpack8(ra[k], a);   /* gate, up of outputs 8c8 .. 8c8+3 */
-                pf_unpack8(rb[k], b);   /* and 8c8+4 .. 8c8+7 */
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    float g0 = a[2 * i] * w[k][2 * i] * ts, u0 = a[2 * i + 1] * w[k][2 * i + 1] * ts;
-                    float g1 = b[2 * i] * w[k][8 + 2 * i] * ts, u1 = b[2 * i + 1] * w[k][8 + 2 * i + 1] * ts;
-                    h[i] = pf_silu(g0) * u0;
-                    h[4 + i] = pf_silu(g1) * u1;
-                }
-#pragma unroll
-                for (int i = 0; i < 8; i++)
-                    amax = fmaxf(amax, fabsf(h[i]));
+                float h[8];
+                pf_swiglu8(ra[k], rb[k], w[k], ts, h, amax);
                 pf_st8f(row + 8 * c8, h);
             }
         }

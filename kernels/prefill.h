@@ -128,14 +128,14 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
 #define KERN_PF_ATTN_WORK_BYTES (16u << 20)
 
 /* Block shapes of kern_pf_attention (kern_pf_attn_args.tile). */
-#define KERN_PF_ATTN_AUTO 0     /* head_dim 128 with ≥ 1 wgmma block per multiprocessor: TMA (wgmma where
-                                   tensor maps are unavailable); else wide when it gives ≥ 2 blocks per
+#define KERN_PF_ATTN_AUTO 0     /* head_dim 128 with ≥ 1 wgmma block per multiprocessor: wgmma (where the
+                                   driver has tensor maps); else wide when it gives ≥ 2 blocks per
                                    multiprocessor; else narrow (keys split) */
 #define KERN_PF_ATTN_NARROW 1   /* 64 queries per block, 4 warps of 16 rows */
 #define KERN_PF_ATTN_WIDE 2     /* 128 queries per block, 4 warps of 32 rows (half the shared-memory reads per FLOP) */
-#define KERN_PF_ATTN_WGMMA 3    /* 128 queries per block, two warpgroups on Hopper's wgmma (head_dim 128) */
-#define KERN_PF_ATTN_TMA 4      /* the same over 128-key tiles, fed by a producer warp's TMA copies
-                                   (head_dim 128, 16-byte aligned q, K and V) */
+#define KERN_PF_ATTN_WGMMA 3    /* 128 queries per block, two warpgroups on Hopper's wgmma over 128-key
+                                   tiles that a producer warp's TMA copies feed (head_dim 128, 16-byte
+                                   aligned q, K and V) */
 
 /* Causal flash attention (tensor cores, online softmax, no n × n buffer) for n queries at
  * positions pos0..pos0+n-1 over cached keys 0..pos0+n-1 (the chunk's own K/V already written by
@@ -144,11 +144,11 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
  * softmax scale (1/√hd) × log2(e) (qkv_post's q_mult): scores are in base 2.
  * head_dim ∈ {16, 32, 64, 128}. With a workspace, the narrow blocks of few queries over many
  * keys split the keys across blocks and a second kernel merges them. Errors (-EINVAL): head_dim,
- * group or positions out of range, an unknown block shape, wgmma or TMA blocks without head_dim
- * 128, TMA blocks without aligned inputs or the driver's tensor maps, splits without a workspace;
+ * group or positions out of range, an unknown block shape, wgmma blocks without head_dim 128,
+ * aligned inputs or the driver's tensor maps, splits without a workspace;
  * -EIO: a CUDA call failed or a tensor map was refused (named in err). Budget: ≥ 250 TFLOP/s at
- * n = 2048, hd = 128 on an H200 (measured ≈ 240 wide, ≈ 195 narrow, 2026-11-29; wgmma ≈ 280,
- * TMA ≈ 360, 2026-11-30). */
+ * n = 2048, hd = 128 on an H200 (measured ≈ 240 wide, ≈ 195 narrow, 2026-11-29; wgmma ≈ 360,
+ * 2026-11-30). */
 struct kern_pf_attn_args {
     const uint16_t *q;       /* (n, n_heads, hd) bf16 device */
     const uint16_t *k_cache; /* (n_kv, max_ctx, hd) bf16 device, this layer */

@@ -423,15 +423,15 @@ static void check_attention(const struct attn_case *ac)
     /* every block shape on every case (the automatic choice takes the narrow one at these sizes;
        the wgmma blocks exist for head_dim 128), and the narrow one with its keys split three ways
        and as many ways as it chooses itself */
-    static const char *const shape[] = { "auto", "narrow", "wide", "wgmma", "tma" };
+    static const char *const shape[] = { "auto", "narrow", "wide", "wgmma" };
     static const struct { int tile, splits; } variant[] = {
-        { KERN_PF_ATTN_NARROW, 1 }, { KERN_PF_ATTN_WIDE, 1 }, { KERN_PF_ATTN_WGMMA, 1 }, { KERN_PF_ATTN_TMA, 1 },
+        { KERN_PF_ATTN_NARROW, 1 }, { KERN_PF_ATTN_WIDE, 1 }, { KERN_PF_ATTN_WGMMA, 1 },
         { KERN_PF_ATTN_NARROW, 3 }, { KERN_PF_ATTN_NARROW, 0 },
     };
     float *dwork = gt_upload(NULL, KERN_PF_ATTN_WORK_BYTES);
     for (size_t vi = 0; vi < sizeof variant / sizeof variant[0]; vi++) {
         const int tile = variant[vi].tile, splits = variant[vi].splits;
-        if ((tile == KERN_PF_ATTN_WGMMA || tile == KERN_PF_ATTN_TMA) && hd != 128)
+        if (tile == KERN_PF_ATTN_WGMMA && hd != 128)
             continue;
         struct kern_pf_attn_args aa = { dq, dkc, dvc, dout, n, pos0, C, H, KV, hd, ac->window, tile,
                                         dwork, KERN_PF_ATTN_WORK_BYTES, splits };
@@ -496,7 +496,7 @@ static void test_attention(void **st)
         { 128, 4, 2, 256, 0, 100, 256, true, 0 },   /* sliding window across tiles, interleaved pairs */
         { 128, 8, 2, 20, 600, 0, 640, false, 0 },   /* a short turn after a long prefix: keys split */
         { 64, 4, 2, 5, 200, 50, 210, false, 0 },    /* a window of two tiles split three ways: one split empty */
-        { 128, 8, 2, 256, 900, 0, 1200, false, 0 }, /* ten 128-key tiles: the TMA blocks' ring wraps */
+        { 128, 8, 2, 256, 900, 0, 1200, false, 0 }, /* ten 128-key tiles: the wgmma blocks' ring wraps */
         { 128, 4, 1, 384, 500, 300, 900, false, 0 }, /* a window over a long prefix, three query blocks */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -507,10 +507,6 @@ static void test_attention(void **st)
     assert_non_null(strstr(err.msg, "head_dim 48"));
     bad.tile = KERN_PF_ATTN_WGMMA;
     bad.head_dim = 64;
-    assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
-    assert_non_null(strstr(err.msg, "head_dim 128"));
-    bad.tile = KERN_PF_ATTN_TMA;
-    err.msg[0] = 0;
     assert_int_equal(kern_pf_attention(&bad, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "head_dim 128"));
     bad.head_dim = 128;
