@@ -723,6 +723,10 @@ __global__ void __launch_bounds__(FT_THREADS, 1)
             pa[kk][3] = fa_pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
         }
         mbar_wait(&full_v[s], ph);
+        ft_fence_operands(o);   /* the rescale and P's packing stay before wgmma.fence */
+#pragma unroll
+        for (int kk = 0; kk < 8; kk++)
+            asm volatile("" : "+r"(pa[kk][0]), "+r"(pa[kk][1]), "+r"(pa[kk][2]), "+r"(pa[kk][3])::"memory");
         fw_fence();
 #pragma unroll
         for (int kk = 0; kk < 8; kk++)
@@ -894,9 +898,11 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
         if (a->head_dim != 128)
             return bora_errf(err, -EINVAL, "prefill attention: the wgmma blocks need head_dim 128 (got %d)",
                              a->head_dim);
+        if (!ft_encoder())
+            return bora_errf(err, -ENOTSUP, "prefill attention: the wgmma blocks need the driver's "
+                                            "cuTensorMapEncodeTiled, which this driver does not offer");
         if (!ft_usable(p))
-            return bora_errf(err, -EINVAL, "prefill attention: the wgmma blocks need 16-byte aligned q, K and V "
-                                           "and the driver's tensor maps");
+            return bora_errf(err, -EINVAL, "prefill attention: the wgmma blocks need 16-byte aligned q, K and V");
         return ft_launch<FT_STAGES>(p, s, err);
     }
     if (tile == KERN_PF_ATTN_WIDE) {

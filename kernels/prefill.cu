@@ -387,9 +387,10 @@ __global__ void pf_swiglu_quant_vec(struct kern_raw gu, struct kern_act out, int
  * block an SM, each walking n / SMs tokens. Same arithmetic per element as pf_swiglu_quant_vec,
  * so the same output bits. H200 23:09 UTC, 7B FP8 at 2,048 tokens: 1.96 ms a prefill against
  * 2.50 for pf_swiglu_quant_vec (which Medium 3.5's 28,672 columns still take: two 8-groups a
- * thread is the most the 64 registers of a 1,024-thread block hold). The same scheme for the
- * residual add + RMSNorm (512 threads, two blocks an SM) was slower there: 2.12 ms against 1.84
- * (23:12 UTC), the blocks' tokens walked one after another; so was a norm block of two tokens
+ * thread already fill the 64 registers of a 1,024-thread block, with a 16-byte spill). It must
+ * run with PF_SWT threads: pf_finish_row reads the row back with a stride of blockDim.x. The same
+ * scheme for the residual add + RMSNorm (512 threads, two blocks an SM) was slower there: 2.12 ms
+ * against 1.84 (23:12 UTC), the blocks' tokens walked one after another; so was a norm block of two tokens
  * side by side, reading the scales and weights once for both (2.01 against 1.82, 23:18 UTC). */
 #define PF_SWT 1024   /* threads */
 

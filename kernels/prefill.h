@@ -57,10 +57,10 @@ struct kern_gemm_args {
  * first time a shape (rows, cols, dtype and a bucket of n: powers of two up to 256, then
  * quarter octaves, ≤ 25 % wide) is seen and remembered (KERN_GEMM_CACHE of them; later ones ask the
  * heuristic each time); another n of the same bucket reuses it after one cublasLtMatmulAlgoCheck
- * (its own plan if cuBLASLt refuses). For n ≥ 256 on a stream that is not capturing, the
- * heuristic's first 8 candidates are timed on the call's own operands (one stream
- * synchronization and a few milliseconds, once per shape and bucket) and the fastest kept;
- * otherwise the heuristic's first. Shapes
+ * (its own plan if cuBLASLt refuses). On a stream that is not capturing, the heuristic's first 8
+ * candidates are timed on the call's own operands at the bucket's top n (at least 16; one stream
+ * synchronization and about a millisecond per shape at 64 tokens, once per shape and bucket) and
+ * the fastest kept; otherwise the heuristic's first. Shapes
  * cuBLASLt refuses (FP8 needs cols % 16 == 0 and rows % 16 == 0) run a plain tiled CUDA-core
  * kernel instead. Budget: ≥ 1.2 PFLOP/s FP8, ≥ 600 TFLOP/s BF16 at n ≥ 512 on an H200. No
  * allocation after the first call of a shape. */
@@ -145,7 +145,8 @@ int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, 
  * head_dim ∈ {16, 32, 64, 128}. With a workspace, the narrow blocks of few queries over many
  * keys split the keys across blocks and a second kernel merges them. Errors (-EINVAL): head_dim,
  * group or positions out of range, an unknown block shape, wgmma blocks without head_dim 128,
- * aligned inputs or the driver's tensor maps, splits without a workspace;
+ * aligned inputs, splits without a workspace; -ENOTSUP: wgmma blocks asked for where the driver
+ * has no tensor maps;
  * -EIO: a CUDA call failed or a tensor map was refused (named in err). Budget: ≥ 250 TFLOP/s at
  * n = 2048, hd = 128 on an H200 (measured ≈ 240 wide, ≈ 195 narrow, 2026-11-29; wgmma ≈ 360,
  * 2026-11-30). */
