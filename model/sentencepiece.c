@@ -796,6 +796,8 @@ static int pb_next(struct pb *r, struct pb_field *f)
         return rc;
     f->num = (uint32_t)(key >> 3);
     f->wire = (uint32_t)(key & 7);
+    f->data = NULL;   /* no payload unless LEN (wire type 2) */
+    f->len = 0;
     if (f->num == 0 || key >> 32)
         return pb_fail(r, "bad field number");
     switch (f->wire) {
@@ -940,7 +942,9 @@ static int read_model(struct pb *r, struct sp_read *s)
         int rc = pb_next(r, &f);
         if (rc)
             return rc;
-        if (f.num >= 1 && f.num <= 3 && f.wire != 2)
+        if (f.num < 1 || f.num > 3)
+            continue;   /* a field this reader does not use */
+        if (f.wire != 2)
             return pb_fail(r, "ModelProto field with the wrong wire type");
         struct pb sub = pb_sub(r, &f);
         if (f.num == 1) rc = read_piece(&sub, s);
