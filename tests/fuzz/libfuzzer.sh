@@ -10,8 +10,8 @@ set -uo pipefail
 secs=${1:-60}
 shift || true
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-flags="-std=c11 -D_GNU_SOURCE -O1 -g -I. -pthread -fopenmp -MMD -MP $san"
-make -j"$(nproc)" BUILD=build-fuzz CC=clang CUDA=0 DPDK=0 CFLAGS="$flags -fsanitize=fuzzer-no-link" \
+flags="-std=c11 -D_GNU_SOURCE -O1 -g -I. -pthread -fopenmp $san"
+make -j"$(nproc)" BUILD=build-fuzz CC=clang CUDA=0 DPDK=0 CFLAGS="$flags -MMD -MP -fsanitize=fuzzer-no-link" \
     build-fuzz/libbora.a >/dev/null || exit 1
 mkdir -p build-fuzz/lf build-fuzz/artifacts build-fuzz/corpus
 targets=("$@")
