@@ -40,6 +40,17 @@ struct fa_params {
     float *part_o, *part_ml;
 };
 
+/* The key tiles (of bk keys) that query rows [t_first, t_first + bq) of the chunk may see: from
+ * the window's start (or key 0) to the last row's own position; tile index = key / bk. */
+__device__ __forceinline__ void fa_key_tiles(const struct fa_params &p, int t_first, int bq, int bk, int *tile0,
+                                             int *tile1)
+{
+    const int t_last = min(p.n, t_first + bq) - 1;
+    const int kmin = p.window > 0 ? max(0, p.pos0 + t_first - p.window + 1) : 0;
+    *tile0 = kmin / bk;
+    *tile1 = (p.pos0 + t_last) / bk;
+}
+
 /* Loads keys [k0, k0 + FA_BK) of one kv head (rows ≥ kend zero-filled) into a (FA_BK, D + FA_PAD) tile. */
 template <int D, int W>
 __device__ __forceinline__ void fa_load_tile(uint16_t *tile, const uint16_t *base, int k0, int kend)
@@ -72,13 +83,9 @@ __global__ void __launch_bounds__(W * 32, FA_MIN_BLOCKS(W)) fa_kernel(struct fa_
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const int hd_all = p.n_heads * D;
     const int t_first = qt * BQ;
-    const int t_last = min(p.n, t_first + BQ) - 1;
     const int kend = p.pos0 + p.n;                /* cache rows written so far */
-    const int kmax = p.pos0 + t_last;             /* last key any query here sees */
-    int kmin = 0;
-    if (p.window > 0)
-        kmin = max(0, p.pos0 + t_first - p.window + 1);
-    int tile0 = kmin / FA_BK, tile1 = kmax / FA_BK;
+    int tile0, tile1;
+    fa_key_tiles(p, t_first, BQ, FA_BK, &tile0, &tile1);
     if (p.splits > 1) {   /* this block's share of the key tiles (maybe none) */
         const int per = (tile1 - tile0 + p.splits) / p.splits;
         tile0 += blockIdx.z * per;
@@ -154,18 +161,8 @@ __global__ void __launch_bounds__(W * 32, FA_MIN_BLOCKS(W)) fa_kernel(struct fa_
         const bool need_mask = k0 + FA_BK - 1 > p.pos0 + t_first + warp * 16 ||
                                (p.window > 0 && p.pos0 + t_first + warp * 16 + 15 - k0 >= p.window) ||
                                k0 + FA_BK > kend;
-        if (need_mask) {
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int kp = k0 + j * 8 + 2 * tq + (e & 1);
-                    const int qp = e < 2 ? qp0 : qp1;
-                    const bool ok = kp <= qp && kp < kend && (p.window <= 0 || qp - kp < p.window);
-                    if (!ok)
-                        s[j][e] = -INFINITY;
-                }
-        }
+        if (need_mask)
+            fa_mask_tile<8>(s, k0, tq, qp0, qp1, kend, p.window);
         /* online softmax (base 2: q carries log2 e) */
         float a0, a1;
         fa_softmax_step<8>(s, m0, m1, l0, l1, a0, a1);
@@ -274,13 +271,9 @@ __global__ void __launch_bounds__(FA2_WARPS * 32, 2) fa2_kernel(struct fa_params
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const int hd_all = p.n_heads * D;
     const int t_first = qt * FA2_BQ;
-    const int t_last = min(p.n, t_first + FA2_BQ) - 1;
     const int kend = p.pos0 + p.n;
-    const int kmax = p.pos0 + t_last;
-    int kmin = 0;
-    if (p.window > 0)
-        kmin = max(0, p.pos0 + t_first - p.window + 1);
-    const int tile0 = kmin / FA_BK, tile1 = kmax / FA_BK;
+    int tile0, tile1;
+    fa_key_tiles(p, t_first, FA2_BQ, FA_BK, &tile0, &tile1);
     const uint16_t *kbase = p.kc + (size_t)kvh * p.max_ctx * D;
     const uint16_t *vbase = p.vc + (size_t)kvh * p.max_ctx * D;
 
@@ -363,18 +356,8 @@ __global__ void __launch_bounds__(FA2_WARPS * 32, 2) fa2_kernel(struct fa_params
         uint32_t pa[MT][4][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
-            if (need_mask) {
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int kp = k0 + j * 8 + 2 * tq + (e & 1);
-                        const int q = qp[mt][e >> 1];
-                        const bool ok = kp <= q && kp < kend && (p.window <= 0 || q - kp < p.window);
-                        if (!ok)
-                            s[mt][j][e] = -INFINITY;
-                    }
-            }
+            if (need_mask)
+                fa_mask_tile<8>(s[mt], k0, tq, qp[mt][0], qp[mt][1], kend, p.window);
             float a0, a1;
             fa_softmax_step<8>(s[mt], m[mt][0], m[mt][1], l[mt][0], l[mt][1], a0, a1);
 #pragma unroll
@@ -524,12 +507,13 @@ __device__ __forceinline__ void fw_mma_rs(float (&d)[64], const uint32_t (&a)[4]
  * shared memory. It replaced a kernel of 64-key tiles that every thread loaded with cp.async, two
  * blocks an SM meeting at a block barrier each tile (in git history before 2026-11-30 23:30 UTC),
  * H200 2026-11-30: attention of a 2,048-token 7B FP8 prefill 3.92 → 3.05 ms (22:44 UTC), the
- * same accuracy on every test case. Tried and slower: the FA3-style
- * pipeline inside a warpgroup (tile t's Q Kᵀ in flight with t − 1's P V; 384 threads with
- * setmaxnreg, 3.35 ms against 3.22 for the same kernel without it, 22:47 UTC) and a persistent
- * grid, one block an SM walking its tiles heaviest first with Q double-buffered (3.14 ms against
- * 3.07 for a block a tile, 22:51 UTC); and FA3's ping-pong, the warpgroups taking turns at
- * issuing their MMAs through two named barriers (3.09 ms against 3.05, TTFT the same, 23:05 UTC). */
+ * same accuracy on every test case. Tried and slower:
+ * - FA3's pipeline inside a warpgroup (tile t's Q Kᵀ in flight with t − 1's P V; 384 threads with
+ *   setmaxnreg): 3.35 ms against 3.22 for the same kernel without it (22:47 UTC);
+ * - a persistent grid, one block an SM walking its tiles heaviest first with Q double-buffered:
+ *   3.14 ms against 3.07 for a block a tile (22:51 UTC);
+ * - FA3's ping-pong, the warpgroups taking turns at issuing their MMAs through two named
+ *   barriers: 3.09 ms against 3.05, TTFT the same (23:05 UTC). */
 #define FT_BK 128                 /* keys per tile */
 #define FT_THREADS 288            /* two consumer warpgroups and the producer warp */
 #define FT_KV_BYTES (FT_BK * 256) /* a 128 × 128 bf16 tile: two 16 KiB regions of 128 rows × 128 bytes */
@@ -580,8 +564,6 @@ __device__ __forceinline__ void ft_mma_ss(float (&d)[64], uint64_t a, uint64_t b
                  : "l"(a), "l"(b), "r"(acc));
 }
 
-__device__ __forceinline__ void fw_wait1(void) { asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); }
-
 /* Pins accumulator registers at this point of the program: the compiler must not move their
  * reads or writes across the wgmma waits around it (CUTLASS's warpgroup_fence_operand). */
 template <int N>
@@ -607,13 +589,9 @@ __global__ void __launch_bounds__(FT_THREADS, 1)
     const int h = blockIdx.x, G = p.n_heads / p.n_kv, kvh = h / G;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int t_first = qt * FW_BQ;
-    const int t_last = min(p.n, t_first + FW_BQ) - 1;
     const int kend = p.pos0 + p.n;
-    const int kmax = p.pos0 + t_last;
-    int kmin = 0;
-    if (p.window > 0)
-        kmin = max(0, p.pos0 + t_first - p.window + 1);
-    const int tile0 = kmin / FT_BK, tile1 = kmax / FT_BK;
+    int tile0, tile1;
+    fa_key_tiles(p, t_first, FW_BQ, FT_BK, &tile0, &tile1);
     const int nwg = t_first + 64 < p.n ? 2 : 1;   /* warpgroups with queries */
 
     if (threadIdx.x == 0) {
@@ -693,18 +671,8 @@ __global__ void __launch_bounds__(FT_THREADS, 1)
         float (&sc)[16][4] = *reinterpret_cast<float (*)[16][4]>(sacc);
         const bool need_mask = k0 + FT_BK - 1 > wq0 || (p.window > 0 && wq0 + 63 - k0 >= p.window) ||
                                k0 + FT_BK > kend;
-        if (need_mask) {
-#pragma unroll
-            for (int j = 0; j < 16; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int kp = k0 + j * 8 + 2 * tq + (e & 1);
-                    const int q = e < 2 ? qp0 : qp1;
-                    const bool ok = kp <= q && kp < kend && (p.window <= 0 || q - kp < p.window);
-                    if (!ok)
-                        sc[j][e] = -INFINITY;
-                }
-        }
+        if (need_mask)
+            fa_mask_tile<16>(sc, k0, tq, qp0, qp1, kend, p.window);
         float a0, a1;
         fa_softmax_step<16>(sc, m0, m1, l0, l1, a0, a1);
 #pragma unroll
@@ -884,10 +852,7 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
         return bora_errf(err, -EINVAL, "prefill attention: block shape %d (0 auto, 1 narrow, 2 wide, 3 wgmma)",
                          a->tile);
     int tile = a->tile;
-    int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-        (void)cudaGetLastError();
+    const int sms = kern_sm_count();
     if (tile == KERN_PF_ATTN_AUTO) {
         const long wide_blocks = (long)a->n_heads * ((a->n + FA2_BQ - 1) / FA2_BQ);
         tile = wide_blocks >= 2L * sms ? KERN_PF_ATTN_WIDE : KERN_PF_ATTN_NARROW;

@@ -60,6 +60,24 @@ __device__ __forceinline__ float fa_exp2(float x)
     return y;
 }
 
+/* Sets to −inf the scores of a 16-row tile s[NJ][4] (the MMA's C layout: keys k0 + 8j + 2·tq (+1),
+ * rows q0 for elements 0, 1 and q1 for 2, 3) whose key a row may not see: past the row's own
+ * position, at or past kend, or `window` or more positions back (window > 0). */
+template <int NJ>
+__device__ __forceinline__ void fa_mask_tile(float (&s)[NJ][4], int k0, int tq, int q0, int q1, int kend, int window)
+{
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int kp = k0 + j * 8 + 2 * tq + (e & 1);
+            const int q = e < 2 ? q0 : q1;
+            const bool ok = kp <= q && kp < kend && (window <= 0 || q - kp < window);
+            if (!ok)
+                s[j][e] = -INFINITY;
+        }
+}
+
 /* One step of the base-2 online softmax on a 16-row tile of scores s[NJ][4] in the MMA's C
  * layout (elements 0, 1 in row g, 2, 3 in row g + 8; a row's other columns in the quad's lanes):
  * updates the rows' running maxima m0 / m1 and sums l0 / l1, turns s into exp2(s − max) and sets

@@ -14,6 +14,19 @@
 #include "kernels/cuda_check.h"
 
 
+/* The current device's multiprocessors, for sizing grids on the host; 132 (an H100/H200) when the
+ * query fails, which leaves no error pending. */
+static inline int kern_sm_count(void)
+{
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) !=
+                                                   cudaSuccess) {
+        (void)cudaGetLastError();
+        sms = 132;
+    }
+    return sms;
+}
+
 /* Launches k with programmatic stream serialization allowed: the next kernel may start while
  * this one drains; each kernel calls kern_grid_wait() before it reads what its predecessor wrote. */
 template <typename... KArgs, typename... Args>

@@ -760,11 +760,7 @@ extern "C" int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern
         return bora_errf(err, -EINVAL, "prefill swiglu: %d rows of %d", n, hid);
     if (hid % 8 == 0 && hid / 8 <= 2 * PF_SWT) {
         const size_t smem = (size_t)hid * 4;
-        int dev = 0, sms = 132;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            (void)cudaGetLastError();
-        const int tpb = (n + sms - 1) / sms, blocks = (n + tpb - 1) / tpb;
+        const int sms = kern_sm_count(), tpb = (n + sms - 1) / sms, blocks = (n + tpb - 1) / tpb;
         if (hid / 8 <= PF_SWT) {
             if ((rc = pf_smem_for((const void *)pf_swiglu_quant_tok<1>, smem, err)))
                 return rc;
