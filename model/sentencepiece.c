@@ -64,6 +64,8 @@ struct sp_model {
     float *score;             /* (n) */
     uint8_t *type;            /* (n) enum sp_type */
     uint8_t *merge_ok;        /* (n) 1 if the piece may result from a merge */
+    uint8_t *word_self;       /* (n) 1 if a word of the piece's bytes encodes to the piece alone;
+                                 NULL unless split_words */
     int32_t *ht;              /* open-addressing piece → id, -1 empty; ht_mask + 1 slots */
     uint32_t ht_mask;
     int32_t byte_id[256];     /* <0xNN> ids, -1 if absent */
@@ -436,6 +438,16 @@ static void sp_encode_word(const struct sp_model *m, struct sp_cache *cache, con
             return;
         }
     }
+    if (cacheable && m->word_self && b - a > 1) {   /* a word met for the first time */
+        int32_t id = sp_lookup(m, w, wl);
+        if (id >= 0 && m->word_self[id]) {
+            if (*k < cap)
+                ids[*k] = id;
+            cache_put(cache, h, w, wl, &id, 1);
+            (*k)++;
+            return;
+        }
+    }
     sym[a].prev = -1;
     sym[b - 1].next = -1;
     sp_merge_run(m, norm, sym, a, b, heap);
@@ -499,6 +511,7 @@ static void sp_destroy(struct tokenizer *t)
     free(m->score);
     free(m->type);
     free(m->merge_ok);
+    free(m->word_self);
     free(m->ht);
     free(m->user_ids);
     free(m->pair);
@@ -675,22 +688,65 @@ static int sp_pieces_fill(struct tokenizer *t, struct sp_model *m, const struct 
     return 0;
 }
 
+/* Writes every page of [p, p + n) through a volatile pointer. A plain memset after malloc is
+ * not enough: the compiler may fold the pair into calloc, which hands out fresh pages untouched,
+ * and the first request then takes their page faults (≈ 100 on a cold SentencePiece prompt). */
+static void sp_fault_in(void *p, size_t n)
+{
+    volatile uint8_t *b = p;
+    for (size_t i = 0; i < n; i += 4096)
+        b[i] = 0;
+    if (n)
+        b[n - 1] = 0;
+}
+
 /* The encode scratch and the word cache, faulted in now rather than on the first request. */
 static int sp_scratch_init(struct sp_model *m)
 {
     if (scratch_reserve(&m->scratch, SP_SCRATCH_INITIAL_TEXT))
         return -ENOMEM;
-    memset(m->scratch.norm, 0, m->scratch.norm_cap);
-    memset(m->scratch.sym, 0, m->scratch.sym_cap * sizeof *m->scratch.sym);
-    memset(m->scratch.heap, 0, m->scratch.heap_cap * sizeof *m->scratch.heap);
-    m->cache.slot = malloc(SP_CACHE_SLOTS * sizeof *m->cache.slot);
-    m->cache.bytes = malloc(SP_CACHE_BYTES);
-    m->cache.ids = malloc(SP_CACHE_IDS * sizeof *m->cache.ids);
+    m->cache.slot = calloc(SP_CACHE_SLOTS, sizeof *m->cache.slot);
+    m->cache.bytes = calloc(SP_CACHE_BYTES, 1);
+    m->cache.ids = calloc(SP_CACHE_IDS, sizeof *m->cache.ids);
     if (!m->cache.slot || !m->cache.bytes || !m->cache.ids)
         return -ENOMEM;
-    memset(m->cache.slot, 0, SP_CACHE_SLOTS * sizeof *m->cache.slot);
-    memset(m->cache.bytes, 0, SP_CACHE_BYTES);
-    memset(m->cache.ids, 0, SP_CACHE_IDS * sizeof *m->cache.ids);
+    sp_fault_in(m->scratch.norm, m->scratch.norm_cap);
+    sp_fault_in(m->scratch.sym, m->scratch.sym_cap * sizeof *m->scratch.sym);
+    sp_fault_in(m->scratch.heap, m->scratch.heap_cap * sizeof *m->scratch.heap);
+    sp_fault_in(m->cache.slot, SP_CACHE_SLOTS * sizeof *m->cache.slot);
+    sp_fault_in(m->cache.bytes, SP_CACHE_BYTES);
+    sp_fault_in(m->cache.ids, SP_CACHE_IDS * sizeof *m->cache.ids);
+    return 0;
+}
+
+/* Marks the pieces that a word of the same bytes encodes to, alone. Such a word, the first time
+ * a prompt has it, costs one lookup instead of a BPE run. (tiktoken takes a token's own text to
+ * be that token without a check; in SentencePiece's order of merges a piece's text can end as
+ * other pieces, so each piece is checked here by running the merges on its text.) */
+static int sp_word_self_build(struct sp_model *m, const struct sp_build *b)
+{
+    if (!m->split_words)
+        return 0;
+    m->word_self = calloc((size_t)b->n, 1);
+    if (!m->word_self)
+        return -ENOMEM;
+    struct sp_sym *sym = m->scratch.sym;   /* sized for SP_SCRATCH_INITIAL_TEXT bytes */
+    for (int32_t i = 0; i < b->n; i++) {
+        if (!m->merge_ok[i] || b->len[i] > SP_CACHE_WORD_MAX)
+            continue;
+        const char *p = b->piece[i];
+        int32_t ns = sp_symbols(m, p, b->len[i], sym);
+        bool one_word = true;
+        for (int32_t k = 1; k < ns && one_word; k++)
+            one_word = !(starts_with_space(p + sym[k].start, sym[k].len)
+                         && !starts_with_space(p + sym[k - 1].start, sym[k - 1].len));
+        if (!one_word || ns < 2 || sym[0].freeze || sym[ns - 1].freeze)
+            continue;
+        sym[0].prev = -1;
+        sym[ns - 1].next = -1;
+        sp_merge_run(m, p, sym, 0, ns, m->scratch.heap);
+        m->word_self[i] = sym[0].next < 0 && sym[0].id == i;
+    }
     return 0;
 }
 
@@ -725,7 +781,7 @@ int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const 
     }
     if ((rc = sp_index(m, b, name, err)) != 0 || (rc = sp_pairs_build(m, b, name, err)) != 0)
         goto err;
-    if ((rc = sp_scratch_init(m)) != 0) {
+    if ((rc = sp_scratch_init(m)) != 0 || (rc = sp_word_self_build(m, b)) != 0) {
         rc = bora_errf(err, rc, "%s: out of memory", name);
         goto err;
     }

@@ -105,6 +105,7 @@ signal.signal(signal.SIGTERM, stop)
 up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); up.connect(("127.0.0.1", server))
 down = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); down.bind(("127.0.0.1", listen_port))
 client, seen, gens, dropped = None, set(), 0, 0
+save()   # bound: the test starts its client once this file is there
 while True:
     r, _, _ = select.select([up, down], [], [], 20)
     if not r: break
@@ -127,7 +128,7 @@ PY
 lport=$(free_port)
 python3 "$tmp/lossy.py" "$port" "$lport" "$tmp/lossy.txt" &
 proxy=$!
-sleep 0.3
+for _ in $(seq 200); do [ -s "$tmp/lossy.txt" ] && break; sleep 0.05; done   # the proxy is bound
 got=$($bora client --udp 127.0.0.1:$lport --ids "$prompt" -n 12 --ignore-eos --json 2>"$tmp/c.err" | ids_of) ||
     fail "client through the lossy proxy: $(cat "$tmp/c.err")"
 kill "$proxy" 2>/dev/null; wait "$proxy" 2>/dev/null

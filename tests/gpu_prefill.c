@@ -237,15 +237,19 @@ static void test_add_norm_quant(void **st)
     check_add_norm_quant(20480, 13);
 }
 
-static void check_swiglu_quant(int hid, int n)
+/* with_ts false: the GEMM result has no per-token scale (kern_raw.t_scale NULL, read as 1). */
+static void check_swiglu_quant_ts(int hid, int n, bool with_ts)
 {
     uint16_t *raw = rand_bf16((size_t)n * 2 * hid, 3);
     float *ws = rand_f32(2 * hid, 0.5f, 1.5f), *ts = rand_f32(n, 0.2f, 2);
+    if (!with_ts)
+        for (int t = 0; t < n; t++)
+            ts[t] = 1;
     uint16_t *draw = gt_upload(raw, (size_t)n * 2 * hid * 2);
     float *dws = gt_upload(ws, 2 * hid * 4), *dts = gt_upload(ts, n * 4), *dsc = gt_upload(NULL, n * 4);
     uint8_t *dq = gt_upload(NULL, (size_t)n * hid);
     uint16_t *dq2 = gt_upload(NULL, (size_t)n * hid * 2);
-    struct kern_raw gu = { draw, dws, dts };
+    struct kern_raw gu = { draw, dws, with_ts ? dts : NULL };
     struct kern_act out = { BORA_DT_F8_E4M3, dq, dsc }, ob = { BORA_DT_BF16, dq2, NULL };
     OK(kern_pf_swiglu_quant(&gu, &out, n, hid, NULL, E));
     OK(kern_pf_swiglu_quant(&gu, &ob, n, hid, NULL, E));   /* BF16 output (BF16 weights) */
@@ -274,10 +278,15 @@ static void check_swiglu_quant(int hid, int n)
     kern_free(draw), kern_free(dws), kern_free(dts), kern_free(dsc), kern_free(dq);
 }
 
+static void check_swiglu_quant(int hid, int n)
+{
+    check_swiglu_quant_ts(hid, n, true);
+}
+
 /* 150: the scalar kernel; multiples of 8 up to 16,384 the kernel of several tokens a block (152,
  * 4104, 14336 (7B); with 700 or 1,000 tokens each block walks several, its scales kept in
  * registers), larger ones the vector kernel of one token a block (28672 (Medium 3.5), 32776).
- * Every case checks FP8 and BF16 output. */
+ * Every case checks FP8 and BF16 output; three also without the per-token scale. */
 static void test_swiglu_quant(void **st)
 {
     (void)st;
@@ -291,6 +300,9 @@ static void test_swiglu_quant(void **st)
     check_swiglu_quant(28672, 9);
     check_swiglu_quant(28672, 400);
     check_swiglu_quant(32776, 9);
+    check_swiglu_quant_ts(150, 9, false);   /* no per-token scale, each kernel */
+    check_swiglu_quant_ts(14336, 700, false);
+    check_swiglu_quant_ts(28672, 9, false);
 }
 
 /* Attention output (bf16) → per-token FP8: 136 takes the vector kernel, 130 the scalar one. */
