@@ -66,13 +66,20 @@ static bool type_is_client(uint8_t t)
     return t >= BWP_GENERATE && t <= BWP_RESEND;
 }
 
-/* Header checks after magic+version: reserved, flags, type, request_id 0 (rules 5, 6). */
-static struct bwp_verdict check_header_fields(const struct bwp_header *h)
+/* Header checks after magic+version, before AUTH: reserved, flags (rules 1, 6). */
+static struct bwp_verdict check_header_bits(const struct bwp_header *h)
 {
     if (h->reserved != 0)
         return verdict(BWP_E_BAD_FRAME, h->request_id, "reserved header field is not 0");
     if (h->flags & ~BWP_FLAG_AUTH)
         return verdict(BWP_E_BAD_FRAME, h->request_id, "unknown flags bit set");
+    return verdict(BWP_OK, h->request_id, NULL);
+}
+
+/* Header fields, checked with the other fields after AUTH and TOO_LARGE (rules 1, 5): request_id
+ * 0, type. A frame that fails AUTH is answered AUTH, unsigned, whatever these hold. */
+static struct bwp_verdict check_header_ids(const struct bwp_header *h)
+{
     if (h->request_id == 0)
         return verdict(BWP_E_BAD_FRAME, 0, "request_id 0 is not allowed");
     if (!type_is_client(h->type))
@@ -432,7 +439,7 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
         v.close = tr == BWP_TCP;
         return v;
     }
-    v = check_header_fields(h);
+    v = check_header_bits(h);
     if (v.code)
         return v;
     /* AUTH */
@@ -453,7 +460,9 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
         if (plen > lim->max_prompt_bytes)
             return verdict(BWP_E_TOO_LARGE, rid, "prompt_len over max_prompt_bytes");
     }
-    /* BAD_FRAME: sizes and fields (rule 4) */
+    /* BAD_FRAME: header fields, sizes and payload fields (rules 4, 5) */
+    if ((v = check_header_ids(h)).code)
+        return v;
     if (n != (size_t)BWP_HDR_SIZE + h->length)
         return verdict(BWP_E_BAD_FRAME, rid, "datagram size is not 24 + length");
     uint32_t body = h->length - trailer;
@@ -507,7 +516,7 @@ struct bwp_verdict bwp_parse_oversize(const uint8_t *hdr, const struct bwp_limit
 {
     struct bwp_header h;
     bwp_get_header(hdr, &h);
-    struct bwp_verdict v = check_header_fields(&h);
+    struct bwp_verdict v = check_header_bits(&h);   /* then AUTH, then TOO_LARGE, which comes first */
     if (!v.code) {
         bool keyed = lim->key && lim->key->len > 0;
         if (!keyed && (h.flags & BWP_FLAG_AUTH))

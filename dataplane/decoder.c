@@ -300,8 +300,8 @@ static void step_current(struct decoder *d, uint64_t now)
         set_cur(d, NULL);
         return;
     }
-    if (rc == GEN_EOS) {
-        end_current(d, BWP_FINISH_EOS);
+    if (rc == GEN_EOS || rc == GEN_LENGTH) {   /* a full context is a length limit, not a stop */
+        end_current(d, rc == GEN_EOS ? BWP_FINISH_EOS : BWP_FINISH_MAX_TOKENS);
         return;
     }
     if (!r->t_first_us)

@@ -196,7 +196,7 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
     struct gen_engine *ge = g->impl;
     if (ge->pending >= 0) {
         if (ge->pos >= ge->e->max_ctx)
-            return GEN_EOS;                    /* context full: the sequence stops here */
+            return GEN_LENGTH;                 /* context full: the sequence stops here */
         ge->n_kv = ge->pos;   /* until the position is written */
         int rc = engine_forward_next(ge->e, &ge->pending, 1, ge->pos, &ge->s, ge->logits, &ge->next);
         if (rc < 0)

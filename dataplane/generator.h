@@ -36,7 +36,7 @@ struct gen_token {
     char text[GEN_TEXT_MAX];
 };
 
-enum gen_step_result { GEN_EOS = 0, GEN_TOKEN = 1 };
+enum gen_step_result { GEN_EOS = 0, GEN_TOKEN = 1, GEN_LENGTH = 2 };
 
 struct generator;
 struct generator_ops {
@@ -52,7 +52,8 @@ struct generator_ops {
     int (*start)(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
                  uint32_t *cached_tokens, struct bora_err *err);
     /* Samples the next token: GEN_TOKEN with *out filled, GEN_EOS (EOS sampled and not
-     * ignored: nothing to send), or a negative error (-EIO: engine failure). */
+     * ignored: nothing to send), GEN_LENGTH (the context is full: no position is left for the
+     * token before; nothing to send), or a negative error (-EIO: engine failure). */
     int (*step)(struct generator *g, struct gen_token *out, struct bora_err *err);
     /* Ends the current sequence (after EOS, max_tokens, cancel, deadline, error). */
     void (*finish)(struct generator *g);

@@ -803,7 +803,13 @@ static int open_prefill(struct engine *e, int chunk, struct bora_err *err)
     struct prefill_model pm = { &e->model->cfg, &s->lay, &s->dt, s->arena, e->max_ctx, e->model->rope_attn_factor };
     prefill_run_close(s->pf);
     s->pf = NULL;
-    return prefill_run_open(&s->pf, &pm, chunk, err);
+    int rc = prefill_run_open(&s->pf, &pm, chunk, err);
+    const char *tune = getenv("BORA_PREFILL_TUNE");   /* "0": each bucket timed at its first prompt (A/B) */
+    if (!rc && !(tune && !strcmp(tune, "0")) && (rc = prefill_run_tune(s->pf, (struct CUstream_st *)s->stream, err))) {
+        prefill_run_close(s->pf);
+        s->pf = NULL;
+    }
+    return rc;
 }
 
 /* Device checks, the arena, pinned host buffers and the stream; no weights yet. Closes the

@@ -1,6 +1,6 @@
 /* gemm.cu — prefill GEMMs: y (n × rows, bf16 raw sums) = x (n × cols) · wᵀ with w row-major
  * (rows × cols), FP8 e4m3 or BF16, through cuBLASLt (the "TN" form Hopper FP8 needs: A = w read
- * transposed, B = x), one algorithm per shape and bucket of token counts (gemm_bucket) chosen
+ * transposed, B = x), one algorithm per shape and bucket of token counts (kern_gemm_bucket) chosen
  * once and cached with its descriptors, and a plain tiled CUDA-core kernel for shapes cuBLASLt
  * refuses. Budget: see
  * prefill.h (≥ 1.2 PFLOP/s FP8 at n ≥ 512). */
@@ -88,8 +88,9 @@ extern "C" int kern_gemm_last_path(const struct kern_gemm *g) { return g->last_p
 /* Every bucket is timed, the smallest too: a chat turn after a cached conversation is a GEMM of
  * a few dozen tokens, bound by reading the weights, where the heuristic's first choice left
  * 3–4 % of the turn's TTFT (H200 23:08 UTC: 64 new tokens after 1,984 cached 3.94/3.95 → 3.78/3.84
- * ms, 64 tokens 3.42/3.35 → 3.31/3.25 ms; the down GEMM 0.78 → 0.70 ms a prefill). A bucket's
- * first prompt pays the timing once: ≈ 1 ms per matrix shape at 64 tokens. */
+ * ms, 64 tokens 3.42/3.35 → 3.31/3.25 ms; the down GEMM 0.78 → 0.70 ms a prefill). The timing
+ * costs ≈ 1 ms per matrix shape at 64 tokens and 32 GEMMs' time at larger ones; the engine pays
+ * it for every bucket when it opens (prefill_run_tune), not the first prompt of each bucket. */
 #define GEMM_TUNE_MIN_N 16
 #define GEMM_TUNE_REPS 3
 
@@ -180,7 +181,7 @@ static int gemm_plan(struct kern_gemm *g, struct gemm_entry *e, const struct ker
  * that reuses it differ by at most 25 % above 256 tokens. Prompts of every length (and
  * prefix-cache suffixes) reuse ≈ 17 entries per matrix instead of tuning, or filling the cache,
  * once per length (the cost measured when a bucket spanned 300–512: 26 % at 512). */
-static int gemm_bucket(int n)
+int kern_gemm_bucket(int n)
 {
     int b = 16;
     while (b < n && b < 256)
@@ -216,7 +217,7 @@ static int gemm_relayout(struct kern_gemm *g, struct gemm_entry *e, const struct
 static int gemm_find(struct kern_gemm *g, const struct kern_gemm_args *a, struct gemm_entry **out,
                      cudaStream_t s, struct bora_err *err)
 {
-    const int bucket = gemm_bucket(a->n);
+    const int bucket = kern_gemm_bucket(a->n);
     bool found = false;
     for (int i = 0; i < g->n_cache; i++) {
         struct gemm_entry *e = &g->cache[i];

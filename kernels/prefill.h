@@ -60,12 +60,16 @@ struct kern_gemm_args {
  * (its own plan if cuBLASLt refuses). On a stream that is not capturing, the heuristic's first 8
  * candidates are timed on the call's own operands at the bucket's top n (at least 16; one stream
  * synchronization and about a millisecond per shape at 64 tokens, once per shape and bucket) and
- * the fastest kept; otherwise the heuristic's first. Shapes
+ * the fastest kept; otherwise the heuristic's first. The engine has every bucket chosen when it
+ * opens (prefill_run_tune), so prompts find them chosen. Shapes
  * cuBLASLt refuses (FP8 needs cols % 16 == 0 and rows % 16 == 0) run a plain tiled CUDA-core
  * kernel instead. Budget: ≥ 1.2 PFLOP/s FP8, ≥ 600 TFLOP/s BF16 at n ≥ 512 on an H200. No
  * allocation after the first call of a shape. */
 int kern_gemm_run(struct kern_gemm *g, const struct kern_gemm_args *a, struct CUstream_st *stream,
                   struct bora_err *err);
+/* The bucket of token counts n belongs to, as its largest count: 16, 32, 64, 128, 256, then
+ * quarter octaves (320, 384, 448, 512, 640, … 2,048, 2,560, …). n ≥ 1. */
+int kern_gemm_bucket(int n);
 /* Forces the CUDA-core kernel (tests) or lets cuBLASLt choose again (default). */
 void kern_gemm_force_fallback(struct kern_gemm *g, bool on);
 /* 1 if the last kern_gemm_run used cuBLASLt, 0 if the fallback kernel. */

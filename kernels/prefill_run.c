@@ -193,6 +193,30 @@ static int gemm(struct prefill_run *p, int kind, const void *w, const void *x, i
     return rc;
 }
 
+int prefill_run_tune(struct prefill_run *p, struct CUstream_st *st, struct bora_err *err)
+{
+    const struct model_config *c = p->m.cfg;
+    const struct plan_layout *L = p->m.lay;
+    const int dim = c->dim, hid = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    const struct { int kind; size_t off; int rows, cols; } mat[] = {
+        { PREFILL_PROF_GEMM_QKV, L->l_qkv, qd + 2 * kvd, dim },
+        { PREFILL_PROF_GEMM_O, L->l_wo, dim, qd },
+        { PREFILL_PROF_GEMM_GU, L->l_gu, 2 * hid, dim },
+        { PREFILL_PROF_GEMM_DOWN, L->l_down, dim, hid },
+    };
+    const size_t ae = p->m.dt->linear == BORA_DT_F8_E4M3 ? 1 : 2;
+    int rc = kern_memset(p->act, 0, (size_t)p->chunk * max3(dim, qd, hid) * ae, err);
+    for (int n = 1; !rc && n <= p->chunk;) {
+        const int b = kern_gemm_bucket(n), at = b < p->chunk ? b : p->chunk;
+        for (size_t i = 0; !rc && i < sizeof mat / sizeof *mat; i++)
+            rc = gemm(p, mat[i].kind, L_at(p, 0, mat[i].off), p->act, mat[i].rows, mat[i].cols, at, st, err);
+        n = b + 1;
+    }
+    if (!rc)
+        CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)st));
+    return rc;
+}
+
 /* A row kernel or attention launch, timed when profiling. */
 #define TIMED(kind, call)                  \
     do {                                   \

@@ -516,6 +516,29 @@ static void test_rule1_order(void **s)
     struct bwp_verdict v = parse(b, n, BWP_UDP, &lim, &f);
     expect(v, BWP_E_AUTH, 42);
     assert_true(v.no_trailer);
+    /* AUTH beats the header's type and request_id checks (BAD_FRAME, rule 1 "(sizes, fields)"):
+     * without a trailer or with a wrong MAC, an unknown type or request_id 0 draws AUTH, unsigned;
+     * with a good MAC, BAD_FRAME, signed */
+    static struct bwp_replay_slot slots[16];
+    struct bwp_replay rp;
+    bwp_replay_init(&rp, slots, 16);
+    const struct { uint8_t type; uint64_t rid; } odd[] = { { 0x09, 42 }, { BWP_PING, 0 } };
+    for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+        n = bwp_build_simple(b, sizeof b, BWP_PING, odd[i].rid, NULL, 0);
+        b[4] = odd[i].type;
+        v = bwp_parse_client(b, n, BWP_UDP, &lim, &rp, 1, NOW, &f);
+        expect(v, BWP_E_AUTH, odd[i].rid);
+        assert_true(v.no_trailer);
+        size_t m = bwp_seal(b, n, sizeof b, &key, NOW);
+        b[m - 1] ^= 1;                                /* wrong MAC */
+        v = bwp_parse_client(b, m, BWP_UDP, &lim, &rp, 1, NOW, &f);
+        expect(v, BWP_E_AUTH, odd[i].rid);
+        assert_true(v.no_trailer);
+        b[m - 1] ^= 1;
+        v = bwp_parse_client(b, m, BWP_UDP, &lim, &rp, 1, NOW, &f);
+        expect(v, BWP_E_BAD_FRAME, odd[i].rid);
+        assert_false(v.no_trailer);
+    }
 }
 
 /* ---- AUTH ---- */

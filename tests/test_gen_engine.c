@@ -232,12 +232,42 @@ static void test_stop_mid_prefill(void **state)
     assert_memory_equal(a, b, sizeof a);
 }
 
+/* A prompt that leaves the context 6 positions: 7 tokens (the last one needs no position of its
+ * own), then GEN_LENGTH, not GEN_EOS, even with EOS ignored (the decoder reports it as DONE with
+ * finish max_tokens, a length limit, so a client does not take it for the model's stop). */
+static void test_context_full(void **state)
+{
+    struct pair *p = *state;
+    if (!p)
+        skip();
+    const struct fix_case *c = &p->f.cases[0];
+    enum { N = 250 };
+    uint8_t prompt[4 * N];
+    for (int i = 0; i < N; i++)
+        bwp_wr32(prompt + 4 * i, (uint32_t)c->prompt[i % c->n_prompt]);
+    struct gen_request rq = { .prompt_kind = 2, .prompt = prompt, .prompt_len = sizeof prompt, .max_tokens = 16,
+                              .ignore_eos = true, .top_p = 1 };
+    struct bora_err err = { "" };
+    uint32_t n_tok = 0, cached = 0;
+    struct generator *g = &p->off;
+    if (g->ops->start(g, &rq, &n_tok, &cached, &err))
+        fail_msg("start: %s", err.msg);
+    assert_int_equal(n_tok, N);
+    struct gen_token t;
+    for (int i = 0; i < 256 - N + 1; i++)
+        assert_int_equal(g->ops->step(g, &t, &err), GEN_TOKEN);
+    assert_int_equal(g->ops->step(g, &t, &err), GEN_LENGTH);
+    g->ops->finish(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_prefix_reuse, setup_cpu, teardown),
         cmocka_unit_test_setup_teardown(test_prefix_reuse, setup_cuda, teardown),
         cmocka_unit_test_setup_teardown(test_stop_mid_prefill, setup_cpu, teardown),
+        cmocka_unit_test_setup_teardown(test_context_full, setup_cpu, teardown),
+        cmocka_unit_test_setup_teardown(test_context_full, setup_cuda, teardown),
     };
     return cmocka_run_group_tests_name("gen_engine", tests, NULL, NULL);
 }
