@@ -6,11 +6,14 @@
 #include "config/config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config/config_keys.h"
 
@@ -389,9 +392,28 @@ int config_parse(struct bora_config *cfg, const char *name, const char *text, si
 static int read_file(const char *path, char **text, size_t *len, struct config_diag *diag)
 {
     struct parse_ctx c = { .diag = diag, .name = path };
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK: a FIFO is refused below instead of waiting for a writer */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        diag_add(&c, 0, "cannot open: %s", strerror(e));
+        return -e;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int e = errno;
+        if (S_ISREG(st.st_mode))
+            diag_add(&c, 0, "cannot read: %s", strerror(e));
+        else
+            diag_add(&c, 0, "not a regular file (%s)", S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                                        : "a device or socket");
+        close(fd);
+        return S_ISREG(st.st_mode) ? -e : S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+    }
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
         int e = errno;
+        close(fd);
         diag_add(&c, 0, "cannot open: %s", strerror(e));
         return -e;
     }

@@ -272,6 +272,13 @@ static int bind(struct model *m, struct wtensor *w, const char *name, int64_t ro
         memcpy(c, t->data, t->end - t->begin);
         w->data = c;
     }
+    if (t->dtype != BORA_DT_F8_E4M3) {
+        char sname[200];
+        snprintf(sname, sizeof sname, "%s_scale_inv", name);
+        if (find_tensor(m, sname, NULL))
+            return bora_errf(err, -EINVAL, "%s: tensor '%s' is %s, not FP8, but '%s' is there: a scale for weights "
+                             "that are not FP8 would not be applied", file, name, bora_dtype_name(t->dtype), sname);
+    }
     if (t->dtype == BORA_DT_F8_E4M3) {
         char sname[200];
         snprintf(sname, sizeof sname, "%s_scale_inv", name);
@@ -418,10 +425,19 @@ static int bind_all(struct model *m, struct bora_err *err)
     snprintf(n, sizeof n, "%snorm.weight", pre);
     if ((rc = bind(m, &m->norm, n, 1, c->dim, true, err)))
         return rc;
+    const char *on = !hf ? "output.weight" : strcmp(pre, "model.") ? "language_model.lm_head.weight" : "lm_head.weight";
     if (c->tied) {
         m->output = m->tok_emb;
+        /* a stored head must be the embedding itself (a copy some exporters keep), else the
+         * config and the checkpoint disagree about which matrix produces the logits */
+        snprintf(n, sizeof n, hf ? "%sembed_tokens.weight" : "%stok_embeddings.weight", pre);
+        const struct st_tensor *h = find_tensor(m, on, NULL), *e = find_tensor(m, n, NULL);
+        if (h && (!e || h->dtype != e->dtype || h->n_dims != e->n_dims || h->end - h->begin != e->end - e->begin ||
+                  memcmp(h->shape, e->shape, sizeof h->shape) || memcmp(h->data, e->data, h->end - h->begin)))
+            return bora_errf(err, -EINVAL, "%s: the config ties the output head to the embedding (%s), but the "
+                             "checkpoint stores its own '%s', which differs from '%s'", m->dir,
+                             hf ? "tie_word_embeddings" : "tied_embeddings", on, n);
     } else {
-        const char *on = !hf ? "output.weight" : strcmp(pre, "model.") ? "language_model.lm_head.weight" : "lm_head.weight";
         if ((rc = bind(m, &m->output, on, c->vocab_size, c->dim, false, err)))
             return rc;
     }
@@ -476,9 +492,13 @@ static int check_unused(const struct model *m, struct bora_err *err)
             if (strncmp(name, lp, lpn))
                 continue;
             char *end;
-            long layer = strtol(name + lpn, &end, 10);
-            if (end == name + lpn || *end != '.')
+            const char *ix = name + lpn;
+            long layer = strtol(ix, &end, 10);
+            if (end == ix || *end != '.')
                 continue;
+            if (*ix < '0' || *ix > '9' || (*ix == '0' && end - ix > 1))
+                return bora_errf(err, -EINVAL, "%s: tensor '%s': layer index '%.*s' is not a layer's name (%s0. to "
+                                 "%s%d.)", m->shards[i].path, name, (int)(end - ix), ix, lp, lp, m->cfg.n_layers - 1);
             if (layer >= m->cfg.n_layers)
                 return bora_errf(err, -EINVAL, "%s: tensor '%s' is of layer %ld, but the config has %d layers",
                                  m->shards[i].path, name, layer, m->cfg.n_layers);

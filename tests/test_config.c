@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -492,7 +494,21 @@ static void test_load_errors(void **state)
     assert_int_equal(diag.n_errors, 1);
     assert_string_equal(diag.msg[0], "tests/data/config/does-not-exist.ini: cannot open: No such file or directory");
     assert_int_equal(config_load(&cfg, "tests/data/config", &diag), -EISDIR);
-    assert_string_equal(diag.msg[0], "tests/data/config: cannot read: Is a directory");
+    assert_string_equal(diag.msg[0], "tests/data/config: not a regular file (a directory)");
+    /* a FIFO is refused at once, not read until some writer comes; a device too */
+    char fifo[] = "/tmp/bora-test-config-XXXXXX";
+    assert_non_null(mkdtemp(fifo));
+    char fpath[64];
+    snprintf(fpath, sizeof fpath, "%s/fifo.ini", fifo);
+    assert_int_equal(mkfifo(fpath, 0600), 0);
+    assert_int_equal(config_load(&cfg, fpath, &diag), -EINVAL);
+    char want[128];
+    snprintf(want, sizeof want, "%s: not a regular file (a FIFO)", fpath);
+    assert_string_equal(diag.msg[0], want);
+    unlink(fpath);
+    rmdir(fifo);
+    assert_int_equal(config_load(&cfg, "/dev/null", &diag), -EINVAL);
+    assert_string_equal(diag.msg[0], "/dev/null: not a regular file (a device or socket)");
     assert_int_equal(config_load(&cfg, "tests/data/config/bad.ini", &diag), -EINVAL);
     assert_true(diag.n_errors >= 3);
     assert_string_equal(diag.msg[0], "tests/data/config/bad.ini:4: key 'limits.max_tokens': out of range 1..32768 (got '40000')");

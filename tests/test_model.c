@@ -373,6 +373,8 @@ static void test_bad_files_and_tensors(void **state)
     (void)state;
     char h[8192], p[600];
     size_t data = tiny_header(h, sizeof h, NULL, NULL, NULL);
+    struct model *m = NULL;
+    struct bora_err err = { "" };
     alarm(30);   /* a FIFO that blocked the open would hang the test: fail it instead */
     /* config.json a FIFO, a directory, a dangling link: each named, none taken for "absent" */
     snprintf(p, sizeof p, "%s/config.json", tmpdir);
@@ -419,12 +421,50 @@ static void test_bad_files_and_tensors(void **state)
     add_tensor(hb, sizeof hb, &db, "model.layers.1.input_layernorm.weight", 8);
     write_st("model.safetensors", hb, db, 0);
     expect_open_error(-EINVAL, "is of layer 1, but the config has 1 layers", NULL);
+    /* layer indices spelled otherwise than bora names layers: a second copy of a layer, or none */
+    static const char *const odd_layer[] = { "model.layers.00.input_layernorm.weight",
+                                             "model.layers.-1.input_layernorm.weight" };
+    for (size_t i = 0; i < 2; i++) {
+        db = data;
+        snprintf(hb, sizeof hb, "%s", h);
+        add_tensor(hb, sizeof hb, &db, odd_layer[i], 8);
+        write_st("model.safetensors", hb, db, 0);
+        expect_open_error(-EINVAL, i ? "layer index '-1' is not a layer's name" : "layer index '00' is not a layer's name",
+                          NULL);
+    }
+    /* a scale beside a weight that is not FP8: bora would not apply it */
+    db = data;
+    snprintf(hb, sizeof hb, "%s", h);
+    add_tensor_as(hb, sizeof hb, &db, "model.layers.0.self_attn.q_proj.weight_scale_inv", "F32", 4, "", 1);
+    write_st("model.safetensors", hb, db, 0);
+    expect_open_error(-EINVAL, "is BF16, not FP8, but 'model.layers.0.self_attn.q_proj.weight_scale_inv' is there",
+                      NULL);
+    /* a tied config beside a stored head: a byte-for-byte copy of the embedding is fine, another
+     * matrix is a disagreement (bytes 8 + header, then embed_tokens 512 and norm 16: the head's first) */
+    char tied[sizeof tiny_config + 8];
+    snprintf(tied, sizeof tied, "%s", tiny_config);
+    memcpy(strstr(tied, "false}"), "true} ", 6);
+    write_file("config.json", tied, strlen(tied));
+    write_st("model.safetensors", h, data, 0);
+    assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
+    model_close(m);
+    m = NULL;
+    {
+        size_t hl = strlen(h), at = 8 + hl + (8 - hl % 8) % 8 + 512 + 16;
+        snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+        FILE *f = fopen(p, "r+b");
+        assert_non_null(f);
+        assert_int_equal(fseek(f, (long)at, SEEK_SET), 0);
+        assert_int_equal(fputc(0x40, f), 0x40);
+        fclose(f);
+    }
+    expect_open_error(-EINVAL, "ties the output head to the embedding (tie_word_embeddings), but the checkpoint stores "
+                      "its own 'lm_head.weight', which differs", NULL);
+    write_file("config.json", tiny_config, strlen(tiny_config));
     db = data;   /* tensors outside the layers (a vision encoder) are left alone */
     snprintf(hb, sizeof hb, "%s", h);
     add_tensor(hb, sizeof hb, &db, "vision_tower.patch_conv.weight", 8);
     write_st("model.safetensors", hb, db, 0);
-    struct model *m = NULL;
-    struct bora_err err = { "" };
     assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
     model_close(m);
     /* the same tensor in two shards */
