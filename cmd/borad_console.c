@@ -198,6 +198,29 @@ static void tensor_add(struct console_model *o, const char *name, const struct w
     t->bytes = (uint64_t)w->rows * (uint64_t)w->cols * bora_dtype_size(w->dtype) * count;
 }
 
+static void vram_add(struct console_model *o, const char *category, uint64_t bytes)
+{
+    if (o->n_vram < CONSOLE_VRAM_MAX) {
+        snprintf(o->vram[o->n_vram].category, sizeof o->vram[o->n_vram].category, "%s", category);
+        o->vram[o->n_vram++].bytes = bytes;
+    }
+}
+
+/* Before the console reads its registry: the GPU memory gauges from the driver (the engine's
+ * allocations are fixed at open, other processes' are not). Nothing on the CPU backend. */
+static void op_refresh(void *ctx)
+{
+    struct borad_console *bc = ctx;
+    struct engine_mem mem;
+    pthread_mutex_lock(&bc->gen_lock);     /* a reload does not close the engine under us */
+    int rc = gen_engine_memory(bc->g, &mem);
+    pthread_mutex_unlock(&bc->gen_lock);
+    if (rc == 0) {
+        metrics_gauge_set(bc->c.metrics, METRICS_GPU_MEM_USED, mem.device_used);
+        metrics_gauge_set(bc->c.metrics, METRICS_GPU_MEM_TOTAL, mem.device_total);
+    }
+}
+
 static int model_describe(struct borad_console *bc, struct console_model *o, struct bora_err *err)
 {
     const struct model *m = gen_engine_model(bc->g);
@@ -227,7 +250,16 @@ static int model_describe(struct borad_console *bc, struct console_model *o, str
     tensor_add(o, "norm", &m->norm, 1);
     if (!c->tied)
         tensor_add(o, "output", &m->output, 1);
-    /* the CPU backend holds no VRAM; the CUDA backend reports through the GPU gauges */
+    /* VRAM by category (the CPU backend holds none: the list stays empty) */
+    struct engine_mem mem;
+    if (gen_engine_memory(bc->g, &mem) == 0) {
+        vram_add(o, "weights", mem.weights);
+        vram_add(o, "kv_cache", mem.kv_cache);
+        vram_add(o, "activations", mem.activations);
+        vram_add(o, "prefill", mem.workspace);
+        vram_add(o, "gpu_used_all", mem.device_used);
+        vram_add(o, "gpu_total", mem.device_total);
+    }
     return 0;
 }
 
@@ -311,7 +343,7 @@ int borad_console_start(struct borad_console **out, const struct bora_config *cf
     bc->ops = (struct console_ops){
         .ctx = bc, .status = op_status, .requests = op_requests, .cancel = op_cancel, .model = op_model,
         .drain = op_drain, .resume = op_resume, .reload = op_reload, .shutdown = op_shutdown,
-        .config_read = op_config_read, .config_apply = op_config_apply,
+        .config_read = op_config_read, .config_apply = op_config_apply, .refresh = op_refresh,
     };
     console_init(&bc->c, &bc->ops, m);
     struct bora_err err = { "" };

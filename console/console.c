@@ -183,6 +183,16 @@ static int cmd_status(struct console *c, int argc, char **argv, bool json, FILE 
     return CONSOLE_OK;
 }
 
+void console_snapshot(struct console *c, struct metrics_snapshot *s)
+{
+    if (c->ops && c->ops->refresh)
+        c->ops->refresh(c->ops->ctx);
+    if (c->metrics)
+        metrics_snapshot_take(c->metrics, s, 0);
+    else
+        memset(s, 0, sizeof *s);
+}
+
 static int cmd_stats(struct console *c, int argc, char **argv, bool json, FILE *out)
 {
     if (argc > 2 || (argc == 2 && strcmp(argv[1], "watch")))
@@ -192,8 +202,7 @@ static int cmd_stats(struct console *c, int argc, char **argv, bool json, FILE *
     struct metrics_snapshot *s = calloc(1, sizeof *s);
     if (!s)
         return fail(out, json, CONSOLE_ERROR, "out of memory");
-    if (c->metrics)
-        metrics_snapshot_take(c->metrics, s, 0);
+    console_snapshot(c, s);
     if (json)
         json_out(out, console_stats_json(s));
     else
@@ -208,8 +217,7 @@ static int cmd_metrics(struct console *c, int argc, char **argv, bool json, FILE
     struct metrics_snapshot *s = calloc(1, sizeof *s);
     if (!s)
         return fail(out, json, CONSOLE_ERROR, "out of memory");
-    if (c->metrics)
-        metrics_snapshot_take(c->metrics, s, 0);
+    console_snapshot(c, s);
     console_prometheus(c, s, out);   /* the exposition format is the machine form */
     free(s);
     return CONSOLE_OK;

@@ -87,6 +87,9 @@ struct console_ops {
     /* Applies a live key (already checked with config_key_is_live and config_set on a
      * copy). -EINVAL with a message when the daemon refuses it. */
     int (*config_apply)(void *ctx, const char *key, const char *value, struct bora_err *err);
+    /* Optional: called before stats, each `stats watch` refresh and metrics read the registry,
+     * so the daemon can update the gauges it samples rather than counts (GPU memory). */
+    void (*refresh)(void *ctx);
 };
 
 /* The interpreter: shared, read-only after console_init, used by every console thread. */

@@ -8,6 +8,8 @@
 
 #include "console/console.h"
 
+/* Fills s from c's registry (zeros without one), after the daemon's refresh. */
+void console_snapshot(struct console *c, struct metrics_snapshot *s);
 /* A new JSON object with every figure of s (caller decrefs). */
 json_t *console_stats_json(const struct metrics_snapshot *s);
 /* The figures of s as aligned text lines. */

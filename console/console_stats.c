@@ -157,7 +157,7 @@ void console_stats_text(const struct metrics_snapshot *s, FILE *out)
         bytes_text(b, sizeof b, s->gauge[METRICS_GPU_MEM_TOTAL]);
         fprintf(out, "%-16s %s used of %s\n", "gpu memory", a, b);
     } else {
-        fprintf(out, "%-16s n/a\n", "gpu memory");
+        fprintf(out, "%-16s none (no GPU engine)\n", "gpu memory");
     }
     uint64_t al, re;
     if (console_host_memory(&al, &re) == 0) {
@@ -256,16 +256,12 @@ void console_prometheus(struct console *c, const struct metrics_snapshot *s, FIL
 
 int console_watch(struct console *c, int in_fd, FILE *out, bool json, const _Atomic bool *stop)
 {
-    static struct metrics_snapshot zero;   /* read-only: shown when there is no registry */
     struct metrics_snapshot *s = malloc(sizeof *s);
     if (!s)
         return -ENOMEM;
     int rc = 0;
     while (!stop || !atomic_load_explicit(stop, memory_order_acquire)) {
-        if (c->metrics)
-            metrics_snapshot_take(c->metrics, s, 0);
-        else
-            *s = zero;
+        console_snapshot(c, s);
         if (json) {
             json_t *o = console_stats_json(s);
             json_dumpf(o, out, JSON_COMPACT);

@@ -23,6 +23,9 @@
 
 
 struct cuda_impl {
+    uint64_t pf_bytes;              /* the prefill workspace's device bytes (0: none) */
+    int (*tune_stop)(void *ctx);    /* engine_cuda_prepare's stop, while it runs; NULL otherwise */
+    void *tune_ctx;
     bool fault_next;                /* engine_cuda_fault_next: the next forward meets a CUDA error */
     struct plan_layout lay;
     uint8_t *arena;                 /* device, lay.total bytes */
@@ -778,6 +781,19 @@ static void cuda_close(struct engine *e)
     e->impl = NULL;
 }
 
+static int cuda_memory(const struct engine *e, struct engine_mem *out)
+{
+    const struct cuda_impl *s = e->impl;
+    size_t fr = 0, tot = 0;
+    struct bora_err err = { "" };
+    if (kern_device_mem(s->dev.index, &fr, &tot, &err))
+        return -EIO;
+    out->weights = s->lay.weight_bytes, out->kv_cache = s->lay.kv_bytes, out->activations = s->lay.act_bytes;
+    out->workspace = s->pf_bytes;
+    out->device_used = tot - fr, out->device_total = tot;
+    return 0;
+}
+
 static const struct engine_ops cuda_ops = {
     .name = "cuda",
     .forward = cuda_forward,
@@ -787,6 +803,7 @@ static const struct engine_ops cuda_ops = {
     .kv_read = cuda_kv_read,
     .forward_sample = cuda_forward_sample,
     .last_error = engine_cuda_last_error,
+    .memory = cuda_memory,
 };
 
 static int pick_dtypes(const struct model *m, struct plan_dtypes *dt)
@@ -803,9 +820,13 @@ static int open_prefill(struct engine *e, int chunk, struct bora_err *err)
     struct prefill_model pm = { &e->model->cfg, &s->lay, &s->dt, s->arena, e->max_ctx, e->model->rope_attn_factor };
     prefill_run_close(s->pf);
     s->pf = NULL;
+    s->pf_bytes = 0;
     int rc = prefill_run_open(&s->pf, &pm, chunk, err);
+    if (!rc)
+        s->pf_bytes = prefill_run_workspace_bytes(s->pf) + KERN_GEMM_WORKSPACE;
     const char *tune = getenv("BORA_PREFILL_TUNE");   /* "0": each bucket timed at its first prompt (A/B) */
-    if (!rc && !(tune && !strcmp(tune, "0")) && (rc = prefill_run_tune(s->pf, (struct CUstream_st *)s->stream, err))) {
+    if (!rc && !(tune && !strcmp(tune, "0")) &&
+        (rc = prefill_run_tune(s->pf, (struct CUstream_st *)s->stream, s->tune_stop, s->tune_ctx, err))) {
         prefill_run_close(s->pf);
         s->pf = NULL;
     }
@@ -1159,12 +1180,14 @@ static int upload_small(struct cuda_impl *s, const struct model *m, struct bora_
     return rc;
 }
 
-int engine_cuda_prepare(struct engine *e, struct bora_err *err)
+int engine_cuda_prepare(struct engine *e, int (*stop)(void *ctx), void *stop_ctx, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
     int rc = upload_small(s, e->model, err);
+    s->tune_stop = stop, s->tune_ctx = stop_ctx;
     if (!rc)
         rc = tail_work(e, err);
+    s->tune_stop = NULL, s->tune_ctx = NULL;
     s->prepared = rc == 0;
     return rc;
 }

@@ -39,7 +39,10 @@ int engine_cuda_open_finish(struct engine *e, bool streamed, struct bora_err *er
  * on their own non-blocking streams; open_finish then only synchronizes. Thread: the one that
  * calls open_finish afterwards. Errors: those of open_finish; the engine stays open (close it
  * with e->ops->close once the copies have stopped). */
-int engine_cuda_prepare(struct engine *e, struct bora_err *err);
+/* stop (may be NULL), polled between the prefill GEMM buckets it times (prefill_run_tune):
+ * non-zero leaves the buckets not yet timed to their first prompts (a warm page cache streams
+ * the weights faster than all are timed, and the first token should not wait for it). */
+int engine_cuda_prepare(struct engine *e, int (*stop)(void *ctx), void *stop_ctx, struct bora_err *err);
 
 /* Runs n greedy decode steps from position pos (token `first` at pos), each step fed the id
  * the previous one chose on the GPU, launched back to back; *ms = elapsed device time.

@@ -42,10 +42,14 @@ struct kern_device {
     size_t total_bytes, free_bytes;
     size_t l2_bytes;
     int smem_optin;           /* shared memory a block may opt in to (bytes) */
+    int index;                /* the CUDA device number */
 };
 
 /* Fills *d for the current device. -ENODEV when no GPU is usable (message says why). */
 int kern_device_query(struct kern_device *d, struct bora_err *err);
+/* Free and total bytes of device `index` as the driver counts them (every process), from any
+ * host thread. -EIO. */
+int kern_device_mem(int index, size_t *free_bytes, size_t *total_bytes, struct bora_err *err);
 
 /* Thin checked wrappers so C code (engine, tests, bench) needs no CUDA headers. */
 int kern_malloc(void **d_ptr, size_t bytes, struct bora_err *err);

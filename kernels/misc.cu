@@ -28,7 +28,15 @@ extern "C" int kern_device_query(struct kern_device *d, struct bora_err *err)
     d->cc_minor = p.minor;
     d->l2_bytes = (size_t)p.l2CacheSize;
     d->smem_optin = (int)p.sharedMemPerBlockOptin;
+    d->index = dev;
     CUDA_CHECK(cudaMemGetInfo(&d->free_bytes, &d->total_bytes));
+    return 0;
+}
+
+extern "C" int kern_device_mem(int index, size_t *free_bytes, size_t *total_bytes, struct bora_err *err)
+{
+    CUDA_CHECK(cudaSetDevice(index));   /* this thread's current device; the engine's stays its own */
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
     return 0;
 }
 

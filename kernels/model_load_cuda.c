@@ -104,6 +104,7 @@ static void block_keep(void *ctx, void *p)
 }
 
 struct reader {
+    atomic_int *running;   /* readers on their own thread still reading (prepare_engine's stop) */
     const struct wstream_plan *plan;
     struct wstream_opts wo;
     int stage;             /* model_load_cuda_opts.stage */
@@ -142,7 +143,16 @@ static void *reader_run(void *arg)
     wstream_cuda_sink_close(cs);
     wstream_close(ws);
     block_close(&blk);
+    if (r->running)
+        atomic_fetch_sub(r->running, 1);
     return NULL;
+}
+
+/* prepare_engine's stop: every reader thread is done, so the first token waits for the
+ * preparation only from here on. */
+static int readers_done(void *ctx)
+{
+    return atomic_load((atomic_int *)ctx) == 0;
 }
 
 static double now_s(void)
@@ -155,9 +165,9 @@ static double now_s(void)
 /* While the readers run: the engine's preparation (kernels/engine_cuda.h), then an optional
  * throw-away prompt that loads the prefill kernels (its results are garbage: the weights are
  * still arriving; the real prompt rewrites every cache entry it reads). */
-static int prepare_engine(struct engine *e, int warm_tokens, struct bora_err *err)
+static int prepare_engine(struct engine *e, int warm_tokens, atomic_int *running, struct bora_err *err)
 {
-    int rc = engine_cuda_prepare(e, err);
+    int rc = engine_cuda_prepare(e, readers_done, running, err);
     if (rc || warm_tokens < 2)
         return rc;
     if (warm_tokens > e->max_ctx)
@@ -187,6 +197,7 @@ static int stream_parts(struct engine *e, const struct reader_set *sets, int n_s
 {
     struct reader r[MODEL_DIRECT_PARTS_MAX + 1];
     memset(r, 0, sizeof r);
+    atomic_int running = 0;
     int n = 0;
     double t0 = now_s();
     for (int k = 0; k < n_sets; k++)
@@ -194,15 +205,20 @@ static int stream_parts(struct engine *e, const struct reader_set *sets, int n_s
             r[n].plan = model_direct_plan_part(sets[k].plan, i);
             r[n].wo = sets[k].wo;
             r[n].stage = lo->stage;
-            if ((lo->serial && n == 0) || pthread_create(&r[n].th, NULL, reader_run, &r[n]))
+            r[n].running = &running;
+            atomic_fetch_add(&running, 1);
+            if ((lo->serial && n == 0) || pthread_create(&r[n].th, NULL, reader_run, &r[n])) {
+                atomic_fetch_sub(&running, 1);
+                r[n].running = NULL;
                 continue;
+            }
             r[n].started = true;
         }
     st->parts = n;
     struct bora_err perr = { "" };
     int prc = 0;
     if (!lo->serial) {
-        prc = prepare_engine(e, lo->warm_tokens ? lo->warm_tokens : MODEL_LOAD_CUDA_WARM_TOKENS, &perr);
+        prc = prepare_engine(e, lo->warm_tokens ? lo->warm_tokens : MODEL_LOAD_CUDA_WARM_TOKENS, &running, &perr);
         st->prepare_s = now_s() - t0;
         st->prepared = prc == 0;
     }

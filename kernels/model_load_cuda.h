@@ -20,8 +20,8 @@
 
 #define MODEL_LOAD_CUDA_PARTS_CACHED 8   /* readers when the file is mostly in the page cache */
 #define MODEL_LOAD_CUDA_BUFS_CACHED 8    /* staging buffers per buffered reader */
-#define MODEL_LOAD_CUDA_WARM_TOKENS 64   /* warm-up prompt during the stream (below cuBLASLt's timed
-                                          * tuning size: it only loads kernels) */
+#define MODEL_LOAD_CUDA_WARM_TOKENS 64   /* warm-up prompt during the stream: loads the prefill
+                                          * kernels (its GEMM bucket is timed by then, or by it) */
 
 enum model_load_cuda_mode { MODEL_LOAD_CUDA_AUTO = 0, MODEL_LOAD_CUDA_DIRECT, MODEL_LOAD_CUDA_BUFFERED };
 /* Staging memory per reader: one block with huge pages asked for (default), one block of small

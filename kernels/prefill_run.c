@@ -30,6 +30,7 @@ struct prefill_prof {
 struct prefill_run {
     struct prefill_model m;
     int chunk;
+    uint64_t ws_bytes;
     struct kern_gemm *gemm;
     uint8_t *ws;          /* device: the regions below, one allocation */
     float *x;             /* (chunk, dim) fp32 residual stream */
@@ -149,6 +150,7 @@ int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, in
         return bora_errf(err, rc, "prefill: %zu MB of workspace for %d-token chunks: %s", total >> 20, chunk,
                          err->msg);
     }
+    p->ws_bytes = total;
     p->x = (float *)(p->ws + o_x);
     p->act = p->ws + o_act;
     p->act_scale = (float *)(p->ws + o_sc);
@@ -176,6 +178,7 @@ void prefill_run_close(struct prefill_run *p)
 }
 
 int prefill_run_chunk_size(const struct prefill_run *p) { return p->chunk; }
+uint64_t prefill_run_workspace_bytes(const struct prefill_run *p) { return p->ws_bytes; }
 struct kern_gemm *prefill_run_gemm(struct prefill_run *p) { return p->gemm; }
 
 static uint8_t *L_at(const struct prefill_run *p, int l, size_t off)
@@ -193,7 +196,8 @@ static int gemm(struct prefill_run *p, int kind, const void *w, const void *x, i
     return rc;
 }
 
-int prefill_run_tune(struct prefill_run *p, struct CUstream_st *st, struct bora_err *err)
+int prefill_run_tune(struct prefill_run *p, struct CUstream_st *st, int (*stop)(void *ctx), void *stop_ctx,
+                     struct bora_err *err)
 {
     const struct model_config *c = p->m.cfg;
     const struct plan_layout *L = p->m.lay;
@@ -206,7 +210,7 @@ int prefill_run_tune(struct prefill_run *p, struct CUstream_st *st, struct bora_
     };
     const size_t ae = p->m.dt->linear == BORA_DT_F8_E4M3 ? 1 : 2;
     int rc = kern_memset(p->act, 0, (size_t)p->chunk * max3(dim, qd, hid) * ae, err);
-    for (int n = 1; !rc && n <= p->chunk;) {
+    for (int n = 1; !rc && n <= p->chunk && !(stop && stop(stop_ctx));) {
         const int b = kern_gemm_bucket(n), at = b < p->chunk ? b : p->chunk;
         for (size_t i = 0; !rc && i < sizeof mat / sizeof *mat; i++)
             rc = gemm(p, mat[i].kind, L_at(p, 0, mat[i].off), p->act, mat[i].rows, mat[i].cols, at, st, err);

@@ -38,15 +38,19 @@ struct prefill_model {
 int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, int chunk, struct bora_err *err);
 void prefill_run_close(struct prefill_run *p);
 int prefill_run_chunk_size(const struct prefill_run *p);
+/* Device bytes of its workspace. */
+uint64_t prefill_run_workspace_bytes(const struct prefill_run *p);
 /* The GEMM context (the bench reads which path ran). */
 struct kern_gemm *prefill_run_gemm(struct prefill_run *p);
 
 /* Chooses and times the GEMM algorithm of each of a layer's four matrix shapes for every bucket
- * of token counts a chunk can hold (kern_gemm_bucket), so that no prompt pays that on its first
- * use of a bucket (a 2,048-token 7B FP8 prompt: ≈ 32 GEMM passes of a layer, ≈ 20 ms). Reads
- * layer 0's weights whatever they hold (only the launches' times matter) and writes only the
- * workspace; synchronizes the stream. Errors: -EIO. */
-int prefill_run_tune(struct prefill_run *p, struct CUstream_st *stream, struct bora_err *err);
+ * of token counts a chunk can hold (kern_gemm_bucket), smallest first, so that no prompt pays
+ * that on its first use of a bucket (a 2,048-token 7B FP8 prompt: ≈ 32 GEMM passes of a layer,
+ * ≈ 20 ms). Reads layer 0's weights whatever they hold (only the launches' times matter) and
+ * writes only the workspace; synchronizes the stream. stop (may be NULL) is asked before each
+ * bucket: non-zero leaves the rest to their first prompts. Errors: -EIO. */
+int prefill_run_tune(struct prefill_run *p, struct CUstream_st *stream, int (*stop)(void *ctx), void *stop_ctx,
+                     struct bora_err *err);
 
 /* Runs tokens d_ids[0..n) (device, already validated) at positions pos..pos+n-1 on `stream`.
  * Between chunks it waits for the previous chunk and returns -ECANCELED if stop (may be NULL)

@@ -148,6 +148,12 @@ const char *engine_last_error(const struct engine *e)
     return e->ops->last_error ? e->ops->last_error(e) : "";
 }
 
+int engine_memory(const struct engine *e, struct engine_mem *out)
+{
+    memset(out, 0, sizeof *out);
+    return e->ops->memory ? e->ops->memory(e, out) : -ENODEV;
+}
+
 const char *engine_error_text(const struct engine *e, int rc)
 {
     if (rc == -EDOM)

@@ -26,6 +26,14 @@ struct engine_opts {
 struct engine;
 
 /* Backend vtable (implemented by engine_cpu.c and the CUDA backend). */
+/* Device memory of an engine on a GPU, bytes. */
+struct engine_mem {
+    uint64_t weights, kv_cache, activations;   /* the engine's arena, by region */
+    uint64_t workspace;                        /* prefill workspace and GEMM scratch */
+    uint64_t device_used, device_total;        /* the whole device as the driver counts it (every
+                                                * process; the CUDA context and libraries too) */
+};
+
 struct engine_ops {
     const char *name;
     /* Runs n tokens at positions pos..pos+n-1, writing their K/V; if logits is not NULL,
@@ -45,6 +53,8 @@ struct engine_ops {
                           int32_t *id);
     /* Optional: the message of the last failed forward (which call, file, line), or "". */
     const char *(*last_error)(const struct engine *e);
+    /* Optional (NULL: -ENODEV): device memory, see engine_memory. */
+    int (*memory)(const struct engine *e, struct engine_mem *out);
 };
 
 struct engine {
@@ -95,6 +105,10 @@ const char *engine_backend_name(const struct engine *e);
 void engine_set_stop(struct engine *e, int (*stop)(void *ctx), void *ctx);
 /* What the last failed forward reported (a CUDA backend names the call, file and line), or "". */
 const char *engine_last_error(const struct engine *e);
+/* *out for an engine on a GPU; -ENODEV on the CPU backend (no device memory). Thread: any,
+ * while another runs the engine (it reads what open fixed and asks the driver); -EIO if the
+ * driver does not answer. */
+int engine_memory(const struct engine *e, struct engine_mem *out);
 /* The text for a forward's error rc: the backend's own message for a backend failure (-EIO),
  * else strerror (a message from an earlier failure would be stale). */
 const char *engine_error_text(const struct engine *e, int rc);

@@ -4,13 +4,16 @@
 # on the cuda backend; greedy ids over UDP equal `bora generate --backend cuda` and the
 # fixture's reference (Hugging Face) up to its first near-tie; the same prompt again is served
 # from the prefix cache with the same ids; a sampled request (temperature 0.8, seed 42) gives
-# the ids `bora generate` gives with the same seed (both sample on the GPU); SIGTERM exits 0.
+# the ids `bora generate` gives with the same seed (both sample on the GPU); the console shows
+# the GPU's memory in `stats` and `metrics`, and `model` the engine's VRAM by region, within
+# what the driver counts as used; SIGTERM exits 0.
 # Then borad again with `[engine] prefill_chunk = 16`: it says so, and the 20-token prompt,
 # prefilled in two chunks, gives the same greedy ids.
 set -u
 build=${1:-build}
 bora=$build/bora
 borad=$build/borad
+boractl=$build/boractl
 fx=tests/data/fixtures/mistral-tiny-bf16
 . "$(dirname "$0")/support/e2e_lib.sh"
 e2e_borad_begin "$fx"
@@ -37,7 +40,7 @@ max_ctx = 256
 udp = 127.0.0.1:$port
 tcp =
 [console]
-socket =
+socket = $tmp/console.sock
 EOF
 start_borad() {   # start_borad WHAT: borad on $tmp/bora.ini, until it says it serves
     "$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
@@ -81,6 +84,24 @@ for i, (got, ref) in enumerate(zip(a["ids"], c["greedy_ids"])):
     assert got == ref, ("borad vs the reference at", i, got, ref)
 assert b["cached_tokens"] == n - 1 and b["ids"] == a["ids"], ("prefix cache", b)
 print("e2e_gpu_borad: borad on cuda matches bora generate and the reference; cached %d tokens" % b["cached_tokens"])
+PY
+# GPU memory on the console: sampled from the driver, the engine's regions within it
+$boractl --socket "$tmp/console.sock" stats >"$tmp/stats.txt" 2>&1 || fail "boractl stats: $(cat "$tmp/stats.txt")"
+grep -Eq "^gpu memory +[0-9.]+ [KMGT]?i?B used of [0-9.]+ [KMGT]?i?B" "$tmp/stats.txt" ||
+    fail "stats shows no GPU memory: $(grep -i gpu "$tmp/stats.txt")"
+$boractl --socket "$tmp/console.sock" metrics >"$tmp/metrics.txt" 2>&1 || fail "boractl metrics"
+$boractl --socket "$tmp/console.sock" --json model >"$tmp/model.json" 2>&1 || fail "boractl model: $(cat "$tmp/model.json")"
+python3 - "$tmp/model.json" "$tmp/metrics.txt" <<'PY' || fail "GPU memory figures"
+import json, sys
+v = json.load(open(sys.argv[1]))["vram"]
+for k in ("weights", "kv_cache", "activations", "prefill", "gpu_used_all", "gpu_total"):
+    assert v.get(k, 0) > 0, ("vram category missing or zero", k, v)
+own = v["weights"] + v["kv_cache"] + v["activations"] + v["prefill"]
+assert own <= v["gpu_used_all"] <= v["gpu_total"], ("engine regions not within the driver's use", v)
+m = {l.split()[0]: float(l.split()[1]) for l in open(sys.argv[2]) if l.startswith("bora_gpu_memory_bytes")}
+assert m['bora_gpu_memory_bytes{kind="total"}'] == v["gpu_total"], (m, v)
+print("e2e_gpu_borad: GPU memory on the console: engine %d MiB of %d MiB used, %d MiB total"
+      % (own >> 20, v["gpu_used_all"] >> 20, v["gpu_total"] >> 20))
 PY
 # the default chunk (2,048 tokens) is clamped to the 256-token context
 grep -q "prompts prefilled in chunks of 256 tokens" "$tmp/borad.log" || fail "borad does not state the prefill chunk"

@@ -563,6 +563,36 @@ static void test_stats(void **state)
     fx_free(f);
 }
 
+/* GPU memory is sampled, not counted: the console asks the daemon to refresh its gauges before
+ * stats and metrics read them; without a GPU engine stats says so. */
+static void test_gpu_memory_refresh(void **state)
+{
+    (void)state;
+    struct fixture *f = fx_new();
+    int rc;
+    char *t = run(f, "stats", false, &rc);
+    assert_non_null(strstr(t, "gpu memory       none (no GPU engine)"));
+    free(t);
+    assert_int_equal(f->d.refreshes, 1);
+    f->d.gauges = &f->m;
+    f->d.gpu_total = 80ull << 30, f->d.gpu_used = 30ull << 30;
+    t = run(f, "stats", false, &rc);
+    assert_non_null(strstr(t, "30.00 GiB used of 80.00 GiB"));
+    free(t);
+    f->d.gpu_used = 31ull << 30;   /* the next read sees the driver's new figure */
+    t = run(f, "metrics", false, &rc);
+    assert_true(prom_value(t, "bora_gpu_memory_bytes{kind=\"used\"}") == (double)(31ull << 30));
+    assert_true(prom_value(t, "bora_gpu_memory_bytes{kind=\"total\"}") == (double)(80ull << 30));
+    free(t);
+    json_t *o = json_loads(t = run(f, "stats", true, &rc), 0, NULL);
+    free(t);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "gpu_memory"), "used")), 31ll << 30);
+    json_decref(o);
+    assert_int_equal(f->d.refreshes, 4);
+    fx_free(f);
+}
+
 static void test_prometheus(void **state)
 {
     (void)state;
@@ -795,6 +825,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_model),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_gpu_memory_refresh),
         cmocka_unit_test(test_prometheus),
         cmocka_unit_test(test_watch),
         cmocka_unit_test(test_socket_server),

@@ -424,7 +424,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fuzz_daemon d;
     daemon_reset(&d, mode & 3);
     struct console_ops ops = { &d, fd_status, fd_requests, fd_cancel, fd_model, fd_drain, fd_resume,
-                               fd_reload, fd_shutdown, fd_config_read, fd_config_apply };
+                               fd_reload, fd_shutdown, fd_config_read, fd_config_apply, NULL };
     const struct console_ops *use = d.kind != FD_NONE ? &ops : mode & 0x40 ? &null_ops : NULL;
     bool json = mode & 4;
     struct console c;

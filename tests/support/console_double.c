@@ -126,6 +126,18 @@ static int d_config_apply(void *ctx, const char *key, const char *value, struct 
     return rc;
 }
 
+static void d_refresh(void *ctx)
+{
+    struct console_double *d = ctx;
+    pthread_mutex_lock(&d->lock);
+    d->refreshes++;
+    if (d->gauges && d->gpu_total) {
+        metrics_gauge_set(d->gauges, METRICS_GPU_MEM_USED, d->gpu_used);
+        metrics_gauge_set(d->gauges, METRICS_GPU_MEM_TOTAL, d->gpu_total);
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
 void console_double_init(struct console_double *d, const struct bora_config *cfg)
 {
     memset(d, 0, sizeof *d);
@@ -143,7 +155,7 @@ void console_double_init(struct console_double *d, const struct bora_config *cfg
     memcpy(d->req, r, sizeof r);
     d->n_req = 3;
     d->ops = (struct console_ops){ d, d_status, d_requests, d_cancel, d_model, d_drain, d_resume,
-                                   d_reload, d_shutdown, d_config_read, d_config_apply };
+                                   d_reload, d_shutdown, d_config_read, d_config_apply, d_refresh };
 }
 
 void console_double_fini(struct console_double *d)

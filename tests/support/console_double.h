@@ -20,6 +20,9 @@ struct console_double {
     int reloads, cancels;
     char last_key[64], last_value[CONFIG_VALUE_MAX + 1];
     _Atomic bool shutdown;               /* set by the shutdown command */
+    struct metrics *gauges;              /* refresh sets the GPU gauges here when gpu_total != 0 */
+    uint64_t gpu_used, gpu_total;
+    int refreshes;
     struct console_ops ops;
 };
 
