@@ -199,7 +199,10 @@ static int command_run(int fd, const char *line, bool json)
     char *argv[CONSOLE_ARGS_MAX];
     snprintf(copy, sizeof copy, "%s", line);
     int argc = console_split(copy, argv, CONSOLE_ARGS_MAX);
-    bool watch = argc >= 2 && !strcmp(argv[0], "stats") && !strcmp(argv[1], "watch");
+    /* --json may be the first or the last word (console.h): skip it to recognise the watch */
+    const int a0 = argc > 0 && !strcmp(argv[0], "--json");
+    const int an = argc - a0 - (argc - a0 > 0 && !strcmp(argv[argc - 1], "--json"));
+    bool watch = an == 2 && !strcmp(argv[a0], "stats") && !strcmp(argv[a0 + 1], "watch");
     return answer_read(fd, watch);
 }
 
@@ -221,11 +224,15 @@ static char *line_next(bool tty)
 {
     if (tty)
         return readline("bora> ");
-    char buf[CONSOLE_LINE_MAX];
-    if (!fgets(buf, sizeof buf, stdin))
+    char *buf = NULL;   /* the whole line, however long: command_run refuses one over the limit */
+    size_t cap = 0;
+    ssize_t n = getline(&buf, &cap, stdin);
+    if (n < 0) {
+        free(buf);
         return NULL;
+    }
     buf[strcspn(buf, "\n")] = 0;
-    return strdup(buf);
+    return buf;
 }
 
 static int interactive(int fd, bool json)

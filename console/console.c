@@ -265,8 +265,8 @@ static int cmd_cancel(struct console *c, int argc, char **argv, bool json, FILE 
     NEED_OP(c, cancel, out, json);
     char *end;
     errno = 0;
-    unsigned long long id = strtoull(argv[1], &end, 0);
-    if (errno || *end || argv[1][0] == '-' || !id) {
+    unsigned long long id = strtoull(argv[1], &end, 10);   /* ids are decimal, as listed: 010 is 10 */
+    if (errno || *end || argv[1][0] < '0' || argv[1][0] > '9' || !id) {
         char msg[160];
         snprintf(msg, sizeof msg, "cancel: '%.100s' is not a request id (a positive integer)", argv[1]);
         return fail(out, json, CONSOLE_USAGE, msg);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <termios.h>
@@ -224,6 +225,10 @@ static void socket_accept_one(struct console_server *s)
         return;
     }
     *a = (struct session_arg){ s, slot };
+    /* a client that stops reading (a stalled SSH link under `stats watch`) fails its session's
+     * writes after this long instead of holding the session, and shutdown, forever */
+    const struct timeval snd = { .tv_sec = CONSOLE_SEND_TIMEOUT_S };
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof snd);
     s->client[slot].fd = fd;
     if (pthread_create(&s->client[slot].thread, NULL, socket_session, a)) {
         s->client[slot].fd = -1;
@@ -652,6 +657,9 @@ void console_server_stop(struct console_server *s)
     for (int i = 0; i < CONSOLE_CLIENTS_MAX; i++) {
         pthread_mutex_lock(&s->lock);
         bool busy = s->client[i].fd >= 0 || s->client[i].done;
+        if (s->client[i].fd >= 0)
+            shutdown(s->client[i].fd, SHUT_RDWR);   /* a session blocked writing to a client that
+                                                     * stopped reading returns at once */
         pthread_mutex_unlock(&s->lock);
         if (busy)
             pthread_join(s->client[i].thread, NULL);   /* sessions poll the stop flag */

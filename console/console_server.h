@@ -10,6 +10,7 @@
 #define CONSOLE_CLIENTS_MAX   8      /* socket sessions at once */
 #define CONSOLE_LOCKOUT_S     300    /* serial lockout after max_login_failures failures */
 #define CONSOLE_POLL_MS       200    /* how often idle console threads look at the stop flag */
+#define CONSOLE_SEND_TIMEOUT_S 10    /* a socket session whose client reads nothing this long ends */
 
 /* Socket protocol (one session per connection, any number of commands):
  *   client → server: one command line, '\n'-terminated (words as console_split reads them;

@@ -63,6 +63,14 @@ printf 'status\nrequests\nquit\nstatus\n' | ctl >"$tmp/inter.txt" || fail "inter
 printf 'status\nbogus\nstatus\n' | ctl >/dev/null 2>&1; rc=$?
 [ $rc -ne 0 ] || fail "piped boractl with an unknown command exited 0"
 printf 'status\nrequests\n' | ctl >/dev/null 2>&1 || fail "piped boractl with good commands exited $?"
+# a piped line longer than a command may be is refused whole, not split into two commands
+python3 -c "print('x' * 1100 + 'drain')" | ctl >"$tmp/long.txt" 2>&1 && fail "an over-long piped line exited 0"
+grep -q "too long" "$tmp/long.txt" || fail "over-long piped line: $(head -c 200 "$tmp/long.txt")"
+ctl status | grep -q "state *serving" || fail "the tail of an over-long line ran as a command"
+# --json first on the line: still a watch (the end of stdin ends it), JSON lines
+echo '--json stats watch' | timeout 10 "$build/boractl" --socket "$tmp/c.sock" >"$tmp/w.json" ||
+    fail "piped '--json stats watch' exited $? (hung?)"
+head -1 "$tmp/w.json" | python3 -m json.tool >/dev/null || fail "'--json stats watch' gave no JSON line"
 [ "$(grep -c 'state *serving' "$tmp/inter.txt")" = 1 ] || fail "interactive: quit did not end the session"
 # stats watch ends on a key (stdin here: a byte after two refreshes)
 ( sleep 1.5; printf 'x' ) | ctl --json stats watch >"$tmp/watch.txt" || fail "stats watch exited $?"

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -344,7 +346,11 @@ static void test_requests_and_cancel(void **state)
     assert_int_equal(rc, CONSOLE_ERROR);
     assert_non_null(strstr(t, "no request 102"));
     free(t);
-    const char *bad[] = { "cancel", "cancel abc", "cancel -3", "cancel 0", "cancel 1 2" };
+    t = run(f, "cancel 0103", false, &rc);         /* decimal, as listed: a leading zero is not octal */
+    assert_int_equal(rc, CONSOLE_OK);
+    assert_int_equal(f->d.cancels, 2);
+    free(t);
+    const char *bad[] = { "cancel", "cancel abc", "cancel -3", "cancel 0", "cancel 1 2", "cancel 0x65", "cancel +101" };
     for (size_t i = 0; i < BORA_ARRAY_LEN(bad); i++) {
         t = run(f, bad[i], false, &rc);
         assert_int_equal(rc, CONSOLE_USAGE);
@@ -761,6 +767,36 @@ static void test_socket_server(void **state)
     snprintf(cfg.console.socket_group, sizeof cfg.console.socket_group, "no-such-group-bora");
     assert_int_equal(console_server_start(&s, &f->c, &cfg.console, &err), -ENOENT);
     assert_non_null(strstr(err.msg, "console.socket_group"));
+    /* a client that asks and never reads: its session blocks writing once the socket's buffer
+     * is full; stopping the server (shutdown, SIGTERM) must not wait for it */
+    cfg.console.socket_group[0] = 0;
+    assert_int_equal(console_server_start(&s, &f->c, &cfg.console, &err), 0);
+    int stall = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(connect(stall, (struct sockaddr *)&a, sizeof a), 0);
+    static char many[64 * 8];
+    for (int i = 0; i < 64; i++)
+        memcpy(many + 8 * i, "metrics\n", 8);
+    int before = 0;
+    for (int k = 0; k < 8; k++)   /* 512 answers of several KiB: far more than the buffer holds */
+        assert_int_equal(write(stall, many, sizeof many), (ssize_t)sizeof many);
+    int out_q = 0;
+    for (int i = 0; i < 100; i++) {   /* until the server has filled what it can */
+        usleep(20000);
+        int q = 0;
+        (void)ioctl(stall, FIONREAD, &q);
+        if (q && q == before)
+            break;
+        before = q, out_q = q;
+    }
+    assert_true(out_q > 0);
+    alarm(20);   /* a stop that waits for the stalled session would hang here: fail instead */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    console_server_stop(s);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    alarm(0);
+    assert_true(t1.tv_sec - t0.tv_sec < 3);
+    close(stall);
     rmdir(dir);
     fx_free(f);
 }
