@@ -135,6 +135,12 @@ static int op_reload(void *ctx, struct bora_err *err)
     int rc = borad_generator_open(&bc->start_cfg, bc->model_dir, &ng, &e);
     if (rc < 0) {
         bora_errf(err, rc, "reload: model %s: %s; the old model keeps serving", bc->model_dir, e.msg);
+    } else if (gen_engine_has_tokenizer(bc->g) && !gen_engine_has_tokenizer(&ng)) {
+        /* a tokenizer file missing mid-update would leave every text request failing */
+        rc = bora_errf(err, -ENOENT, "reload: model %s: no tokenizer file found (tokenizer.model, tokenizer.json or "
+                       "tekken.json), and the serving model has one: not swapped, the old model keeps serving",
+                       bc->model_dir);
+        ng.ops->close(&ng);
     } else {
         pthread_mutex_lock(&bc->gen_lock);
         rc = dp_server_swap_generator(bc->s, &ng, err);   /* ng now holds the old one */
@@ -338,7 +344,10 @@ int borad_console_start(struct borad_console **out, const struct bora_config *cf
     bc->s = s;
     bc->g = g;
     describe_generator(bc, g);
-    snprintf(bc->dir, sizeof bc->dir, "%s", dir);
+    /* what status and model show: the built-in default says what it is, as the banner does */
+    int nd = snprintf(bc->dir, sizeof bc->dir, "%s%s", cfg->model.path[0] ? "" : "built-in default (random weights, "
+                      "not a trained model): ", dir);
+    (void)nd;
     snprintf(bc->model_dir, sizeof bc->model_dir, "%s", dir);
     bc->ops = (struct console_ops){
         .ctx = bc, .status = op_status, .requests = op_requests, .cancel = op_cancel, .model = op_model,

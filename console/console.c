@@ -504,8 +504,12 @@ int console_exec(struct console *c, int argc, char **argv, bool json, FILE *out)
     for (size_t i = 0; i < BORA_ARRAY_LEN(commands); i++)
         if (!strcmp(argv[0], commands[i].name))
             return commands[i].fn(c, argc, argv, json, out);
-    char msg[160];
-    snprintf(msg, sizeof msg, "unknown command '%.100s' (try 'help')", argv[0]);
+    char word[101], msg[160];
+    snprintf(word, sizeof word, "%s", argv[0]);
+    for (char *p = word; *p; p++)   /* never echo a terminal's control sequences back to it */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    snprintf(msg, sizeof msg, "unknown command '%s' (try 'help')", word);
     return fail(out, json, CONSOLE_USAGE, msg);
 }
 

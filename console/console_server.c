@@ -530,7 +530,7 @@ static int serial_login(struct console_server *s, FILE *out, uint32_t *failures,
         int r = serial_line(s, pw, sizeof pw, false, saw_cr);
         if (r < 0 || (r == LINE_EOF && stopping(s)))
             return r;
-        if (r == LINE_EOF)
+        if (r == LINE_EOF || !pw[0])   /* nothing typed (Enter on a blank screen): prompt again */
             continue;
         struct login_policy pol;
         login_policy_read(s, &pol);

@@ -362,6 +362,11 @@ const char *gen_engine_load_note(const struct generator *g)
     return g->impl ? ((const struct gen_engine *)g->impl)->load_note : "";
 }
 
+bool gen_engine_has_tokenizer(const struct generator *g)
+{
+    return g->impl && ((const struct gen_engine *)g->impl)->tok;
+}
+
 int gen_engine_memory(const struct generator *g, struct engine_mem *out)
 {
     return g->impl ? engine_memory(((const struct gen_engine *)g->impl)->e, out) : -ENODEV;

@@ -33,6 +33,8 @@ const char *gen_engine_backend(const struct generator *g);
 const char *gen_engine_load_note(const struct generator *g);
 /* Why backend AUTO did not use CUDA ("" when it did, or the backend was chosen). */
 const char *gen_engine_backend_why(const struct generator *g);
+/* Whether text prompts can be served (the checkpoint has a tokenizer). */
+bool gen_engine_has_tokenizer(const struct generator *g);
 /* The engine's device memory (engine_memory): -ENODEV on the CPU backend. Thread: any (the
  * caller keeps g from being closed meanwhile). */
 int gen_engine_memory(const struct generator *g, struct engine_mem *out);

@@ -250,6 +250,11 @@ mv "$tmp/model/config.json" "$tmp/model/config.off"
 out=$(ctl reload 2>&1) && fail "reload of a broken model succeeded"
 grep -q "config.json" <<<"$out" && grep -q "old model keeps serving" <<<"$out" || fail "failed reload said: $out"
 mv "$tmp/model/config.off" "$tmp/model/config.json"
+# a reload that would lose the tokenizer (its file moved away mid-update) is refused the same way
+mv "$tmp/model/tokenizer.model" "$tmp/model/tokenizer.off"
+out=$(ctl reload 2>&1) && fail "a reload without the tokenizer succeeded"
+grep -q "no tokenizer file" <<<"$out" && grep -q "old model keeps serving" <<<"$out" || fail "reload without tokenizer said: $out"
+mv "$tmp/model/tokenizer.off" "$tmp/model/tokenizer.model"
 ctl status | grep -q "state *serving" || fail "status after a failed reload"
 gen 204 3 1,7,8 >"$tmp/after.json" || fail "request after a failed reload"
 cmp -s <(python3 -c "import json; print(json.load(open('$tmp/after.json'))['ids'])") \

@@ -298,6 +298,15 @@ static void test_help_and_unknown(void **state)
     t = run(f, "quit", false, &rc);
     assert_int_equal(rc, CONSOLE_QUIT);
     free(t);
+    {   /* a control sequence in an unknown word is not echoed to the terminal */
+        int rc2;
+        char *u = run(f, "\x1b[2J\x1b]0;x\x07", false, &rc2);
+        assert_int_equal(rc2, CONSOLE_USAGE);
+        assert_null(strchr(u, 0x1b));
+        assert_null(strchr(u, 0x07));
+        assert_non_null(strstr(u, "unknown command '?[2J?]0;x?'"));
+        free(u);
+    }
     fx_free(f);
 }
 

@@ -67,8 +67,12 @@ def serial(tty, password, max_failures):
     import termios, tty as ttymod
     fd = os.open(tty, os.O_RDWR | os.O_NOCTTY)
     ttymod.setraw(fd)
-    send(fd, "\r")                                     # wake the line: a fresh prompt
-    expect(fd, r"Password: ")
+    # Enter on a blank screen (the banner came long ago): a fresh prompt, never a failed login,
+    # however often
+    for _ in range(max_failures + 1):
+        send(fd, "\r")
+        out = expect(fd, r"Password: ")
+        assert "Login incorrect" not in out and "locked" not in out, out
     send(fd, "wrong-password\r")
     out = expect(fd, r"Password: ")
     assert "Login incorrect" in out, out
@@ -101,7 +105,7 @@ def serial(tty, password, max_failures):
     out = expect(fd, r"Password: ")
     assert "Login locked" in out and "Logged in" not in out, out
     os.close(fd)
-    print("serial: login, wrong password, stats, status, stats watch, lockout: ok")
+    print("serial: empty lines re-prompt, login, wrong password, stats, status, stats watch, lockout: ok")
 
 def nearest_rank(v, q):
     v = sorted(v)
