@@ -71,6 +71,21 @@ void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, 
     else
         metrics_frame_error(p->ms, code);
     send_frame(p, peer, p->tx, n);
+    /* rule 14: an ERROR that replaces ACCEPTED is the request's last frame, retained for RESEND
+     * like a DONE (UDP). Not an unauthenticated one (AUTH: anyone could fill the table with
+     * forged ids) nor FORBIDDEN (that address's RESEND is refused too); never over a request
+     * in flight under the same id (rule 8: the error concerns that frame only). */
+    if (request && n && !peer->conn && !no_trailer && code != BWP_E_FORBIDDEN && code != BWP_E_AUTH) {
+        struct dp_flow *fl = dp_flows_find(&p->flows, peer, rid);
+        if (fl && fl->state == DP_FLOW_LIVE)
+            return;
+        if (fl)
+            dp_flows_release(&p->flows, fl);              /* a finished request's id reused */
+        if ((fl = dp_flows_add(&p->flows, peer, rid))) {
+            dp_flows_log(&p->flows, fl, p->tx, (uint32_t)n);
+            dp_flows_done(&p->flows, fl, dp_mono_us(), true);
+        }
+    }
 }
 
 uint64_t dp_peer_key(const struct dp_peer *peer)

@@ -520,6 +520,20 @@ static void test_resend_udp(void **s)
     m = bwp_build_resend(b, sizeof b, 61, 0, NULL, 0);
     bwp_conn_send(&c, b, m);
     ping_pong(&c, 62);
+    /* an ERROR that replaced ACCEPTED is retained too (rule 14): max_tokens 0 is BAD_PARAMS */
+    struct bwp_generate g0 = { .max_tokens = 0, .prompt_kind = 0, .top_p = 1, .prompt = (const uint8_t *)"x",
+                               .prompt_len = 1 };
+    m = bwp_build_generate(b, sizeof b, 63, &g0, NULL, 0);
+    bwp_conn_send(&c, b, m);
+    uint8_t err1[512], err2[512];
+    long e1 = bwp_conn_recv(&c, err1, sizeof err1, T_MS);
+    assert_true(e1 > 0);
+    assert_int_equal(err1[4], BWP_ERROR);
+    m = bwp_build_resend(b, sizeof b, 63, 0, NULL, 0);
+    bwp_conn_send(&c, b, m);
+    long e2 = bwp_conn_recv(&c, err2, sizeof err2, T_MS);
+    assert_int_equal(e2, e1);
+    assert_memory_equal(err1, err2, (size_t)e1);
     /* the id may be reused once its request is done */
     struct test_req r = { .rid = 60 };
     test_send_text(&c, 60, "again", 2, 0, 0, NULL);
