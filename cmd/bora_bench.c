@@ -93,8 +93,10 @@ static int bench_parse(struct bench_opts *o, int argc, char **argv)
         }
     }
     if (!o->preset || !plan_preset_find(o->preset)) {
-        fprintf(stderr, "bora bench: --preset: %s '%s'\n%s", o->preset ? "unknown preset" : "missing",
-                o->preset ? o->preset : "", bench_usage);
+        if (o->preset)
+            fprintf(stderr, "bora bench: --preset: unknown preset '%s'\n%s", o->preset, bench_usage);
+        else
+            fprintf(stderr, "bora bench: --preset NAME is required\n%s", bench_usage);
         return -EINVAL;
     }
     return 0;

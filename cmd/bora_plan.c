@@ -182,6 +182,10 @@ int cmd_plan(int argc, char **argv)
         ctx = cfg.max_pos;
     struct plan_gpu g;
     struct plan_col col[2];   /* fp8, bf16 */
+    if (plan_gpu(gpu, &g, &err) && strstr(err.msg, "unknown GPU")) {   /* a bad option: usage (2) */
+        fprintf(stderr, "bora plan: %s\n", err.msg);
+        return 2;
+    }
     if (plan_gpu(gpu, &g, &err) || plan_one(&cfg, BORA_DT_F8_E4M3, ctx, &g, &col[0], &err) ||
         plan_one(&cfg, BORA_DT_BF16, ctx, &g, &col[1], &err)) {
         fprintf(stderr, "bora plan: %s\n", err.msg);

@@ -144,7 +144,9 @@ int cmd_tokenize(int argc, char **argv)
         else if (!strcmp(argv[i], "--bos")) bos = true;
         else if (!model && argv[i][0] != '-') model = argv[i];
         else {
-            fprintf(stderr, "bora tokenize: unexpected argument '%s'\n", argv[i]);
+            const bool no_value = (!strcmp(argv[i], "--text") || !strcmp(argv[i], "--file")) && i + 1 == argc;
+            fprintf(stderr, no_value ? "bora tokenize: %s needs a value\n" : "bora tokenize: unexpected argument '%s'\n",
+                    argv[i]);
             return 2;
         }
     }

@@ -148,7 +148,8 @@ int main(int argc, char **argv)
         return 1;
     }
     static const char *const tuning[] = { "BORA_MEGA_CB", "BORA_MEGA_NS", "BORA_MEGA_BLOCKS", "BORA_MEGA_FLAGS",
-                                          "BORA_MEGA_AHEAD", "BORA_MEGA_TRACE", "BORA_DECODE", "BORA_DECODE_SWITCH" };
+                                          "BORA_MEGA_AHEAD", "BORA_MEGA_TRACE", "BORA_DECODE", "BORA_DECODE_SWITCH",
+                                          "BORA_PREFILL_TUNE" };
     for (size_t i = 0; i < sizeof tuning / sizeof *tuning; i++)
         if (getenv(tuning[i]))
             fprintf(stderr, "borad: note: %s=%s is set (a tuning experiment for bora bench; decode speed may "

@@ -480,12 +480,13 @@ static int cmd_quit(struct console *c, int argc, char **argv, bool json, FILE *o
 static const struct {
     const char *name;
     int (*fn)(struct console *c, int argc, char **argv, bool json, FILE *out);
+    bool bare;   /* takes no arguments: a stray word is a usage error, not ignored */
 } commands[] = {
-    { "help", cmd_help }, { "status", cmd_status }, { "stats", cmd_stats },
-    { "requests", cmd_requests }, { "cancel", cmd_cancel }, { "model", cmd_model },
-    { "config", cmd_config }, { "drain", cmd_control }, { "resume", cmd_control },
-    { "reload", cmd_control }, { "shutdown", cmd_control }, { "log", cmd_log },
-    { "metrics", cmd_metrics }, { "quit", cmd_quit }, { "exit", cmd_quit },
+    { "help", cmd_help, true }, { "status", cmd_status, true }, { "stats", cmd_stats, false },
+    { "requests", cmd_requests, true }, { "cancel", cmd_cancel, false }, { "model", cmd_model, true },
+    { "config", cmd_config, false }, { "drain", cmd_control, false }, { "resume", cmd_control, false },
+    { "reload", cmd_control, false }, { "shutdown", cmd_control, false }, { "log", cmd_log, false },
+    { "metrics", cmd_metrics, true }, { "quit", cmd_quit, false }, { "exit", cmd_quit, false },
 };
 
 int console_exec(struct console *c, int argc, char **argv, bool json, FILE *out)
@@ -502,8 +503,14 @@ int console_exec(struct console *c, int argc, char **argv, bool json, FILE *out)
     if (argc == 0)
         return fail(out, json, CONSOLE_USAGE, "no command (try 'help')");
     for (size_t i = 0; i < BORA_ARRAY_LEN(commands); i++)
-        if (!strcmp(argv[0], commands[i].name))
+        if (!strcmp(argv[0], commands[i].name)) {
+            if (commands[i].bare && argc > 1) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "usage: %s (no arguments)", commands[i].name);
+                return fail(out, json, CONSOLE_USAGE, msg);
+            }
             return commands[i].fn(c, argc, argv, json, out);
+        }
     char word[101], msg[160];
     snprintf(word, sizeof word, "%s", argv[0]);
     for (char *p = word; *p; p++)   /* never echo a terminal's control sequences back to it */

@@ -281,13 +281,24 @@ int console_server_check(const struct config_console *cfg, const char **key, str
     else if (cfg->socket[0] && cfg->socket_group[0] && id_resolve(cfg->socket_group, true, &id))
         rc = bora_errf(err, -ENOENT, "key '%s': no such group (got '%s')", k = "console.socket_group",
                        cfg->socket_group);
-    else if (cfg->serial[0]) {
+    struct stat sk;
+    if (!rc && cfg->socket[0] && lstat(cfg->socket, &sk) == 0 && !S_ISSOCK(sk.st_mode))   /* the start refuses it */
+        rc = bora_errf(err, -EEXIST, "key '%s': exists and is not a socket (got '%s')", k = "console.socket",
+                       cfg->socket);
+    if (!rc && cfg->serial[0]) {
         struct stat st;
         if (stat(cfg->serial, &st) < 0)
             rc = bora_errf(err, -errno, "key '%s': %s (got '%s')", k = "console.serial", strerror(errno), cfg->serial);
         else if (!S_ISCHR(st.st_mode))
             rc = bora_errf(err, -ENOTTY, "key '%s': not a character device (got '%s')", k = "console.serial",
                            cfg->serial);
+        else {   /* a character device that is no terminal (/dev/null) cannot carry a login */
+            int fd = open(cfg->serial, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+            if (fd >= 0 && !isatty(fd))
+                rc = bora_errf(err, -ENOTTY, "key '%s': not a terminal (got '%s')", k = "console.serial", cfg->serial);
+            if (fd >= 0)
+                close(fd);
+        }
     }
     if (key)
         *key = k;

@@ -63,6 +63,7 @@ static json_t *hist_json(const struct metrics_hist_snap *h)
 json_t *console_stats_json(const struct metrics_snapshot *s)
 {
     json_t *o = json_object(), *req = json_object(), *err = json_object(), *dp = json_object();
+    json_object_set_new(o, "ok", json_true());   /* as every other --json answer */
     json_object_set_new(o, "uptime_s", json_real((double)s->uptime_ns / 1e9));
     json_object_set_new(req, "total", json_integer((json_int_t)requests_total(s)));
     for (int i = 0; i < METRICS_OUTCOMES; i++)
@@ -211,8 +212,10 @@ void console_prometheus(struct console *c, const struct metrics_snapshot *s, FIL
     for (int i = 0; i < METRICS_OUTCOMES; i++)
         fprintf(out, "bora_requests_total{outcome=\"%s\"} %llu\n", metrics_outcome_name(i),
                 (unsigned long long)s->outcome[i]);
-    prom_head(out, "bora_errors_total", "counter", "Requests answered with ERROR, by BWP/1 code.");
-    for (unsigned i = 1; i < METRICS_ERROR_CODES; i++)
+    prom_head(out, "bora_errors_total", "counter",
+              "ERROR frames sent, by BWP/1 code (OTHER: a code this build does not know): requests "
+              "refused or failed, and frames refused alone (DUPLICATE, a malformed CANCEL, PING or RESEND).");
+    for (unsigned i = 0; i < METRICS_ERROR_CODES; i++)
         fprintf(out, "bora_errors_total{code=\"%s\"} %llu\n", metrics_error_name(i),
                 (unsigned long long)s->error_by_code[i]);
     static const struct { int idx; const char *name, *help; } counters[] = {

@@ -243,7 +243,8 @@ static int bind(struct model *m, struct wtensor *w, const char *name, int64_t ro
         return bora_errf(err, -EINVAL, "%s: tensor '%s' is missing", m->dir, name);
     const char *file = m->shards[shard].path;
     if (t->dtype >= BORA_DT_COUNT)
-        return bora_errf(err, -EINVAL, "%s: tensor '%s': dtype is not one of BF16, F16, F32, F8_E4M3", file, name);
+        return bora_errf(err, -EINVAL, "%s: tensor '%s': dtype %s is not one of BF16, F16, F32, F8_E4M3", file, name,
+                         t->dtype_name);
     bool ok = vector ? (t->n_dims == 1 && t->shape[0] == cols)
                      : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
     if (!ok) {
@@ -500,8 +501,8 @@ static int check_unused(const struct model *m, struct bora_err *err)
                 return bora_errf(err, -EINVAL, "%s: tensor '%s': layer index '%.*s' is not a layer's name (%s0. to "
                                  "%s%d.)", m->shards[i].path, name, (int)(end - ix), ix, lp, lp, m->cfg.n_layers - 1);
             if (layer >= m->cfg.n_layers)
-                return bora_errf(err, -EINVAL, "%s: tensor '%s' is of layer %ld, but the config has %d layers",
-                                 m->shards[i].path, name, layer, m->cfg.n_layers);
+                return bora_errf(err, -EINVAL, "%s: tensor '%s' is of layer %.*s, but the config has %d layers",
+                                 m->shards[i].path, name, (int)(end - ix), ix, m->cfg.n_layers);
             const size_t nl = strlen(name);
             if (nl > 5 && !strcmp(name + nl - 5, ".bias"))
                 return bora_errf(err, -EINVAL, "%s: tensor '%s': a bias, which Mistral models do not have and bora "

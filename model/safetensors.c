@@ -76,6 +76,8 @@ static int parse_entry(const char *what, const char *name, json_t *v, uint64_t d
     if (!json_is_string(jd))
         return bora_errf(err, -EINVAL, "%s: tensor '%s': missing or non-string 'dtype'", what, name);
     size_t esize = dtype_lookup(json_string_value(jd), &t->dtype);
+    if (esize)
+        snprintf(t->dtype_name, sizeof t->dtype_name, "%s", json_string_value(jd));
     if (!esize)
         return bora_errf(err, -EINVAL, "%s: tensor '%s': unknown dtype '%s'", what, name,
                          json_string_value(jd));

@@ -28,6 +28,7 @@ const char *bora_dtype_name(enum bora_dtype dt);
 struct st_tensor {
     char name[160];
     enum bora_dtype dtype;
+    char dtype_name[12];      /* as the header spells it (BORA_DT_COUNT: a dtype bora does not compute with) */
     int n_dims;
     int64_t shape[ST_MAX_DIMS];
     uint64_t begin, end;      /* byte offsets into the data section */

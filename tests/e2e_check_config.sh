@@ -38,7 +38,8 @@ printf '[model]\npath = tests/data/fixtures/mistral-tiny-bf16\n' >"$tmpd/m.ini"
 
 # what the console's start would refuse is reported by the check too
 for kv in "socket_owner = no-such-user-bora:no such user" "socket_group = no-such-group-bora:no such group" \
-          "serial = /dev/ttyNOPE-bora:No such file" "serial = /dev/shm:not a character device"; do
+          "serial = /dev/ttyNOPE-bora:No such file" "serial = /dev/shm:not a character device" \
+          "serial = /dev/null:not a terminal"; do
     printf '[console]\nsocket = %s/c.sock\n%s\n' "$tmpd" "${kv%%:*}" >"$tmpd/c.ini"
     line=3
     case ${kv%%:*} in serial*) sed -i '2d' "$tmpd/c.ini"; line=2 ;; esac
@@ -46,6 +47,17 @@ for kv in "socket_owner = no-such-user-bora:no such user" "socket_group = no-suc
     [ $rc -eq 1 ] && grep -qF "${kv#*:}" "$err" && grep -qF "$tmpd/c.ini:$line: key 'console.${kv%% *}'" "$err" ||
         fail "${kv%%:*}: exit $rc: $(cat "$err")"
 done
+
+# a socket path taken by something else: the start would refuse it, so the check does
+mkdir "$tmpd/taken"
+printf '[console]\nsocket = %s/taken\n' "$tmpd" >"$tmpd/t.ini"
+"$borad" --check-config "$tmpd/t.ini" >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] && grep -qF "$tmpd/t.ini:2: key 'console.socket': exists and is not a socket" "$err" ||
+    fail "socket path a directory: exit $rc: $(cat "$err")"
+# the configuration a FIFO: refused at once (it waited for a writer), a directory named as one
+mkfifo "$tmpd/fifo.ini"
+timeout 10 "$borad" --check-config "$tmpd/fifo.ini" >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] && grep -qF "$tmpd/fifo.ini: not a regular file (a FIFO)" "$err" || fail "FIFO config: exit $rc: $(cat "$err")"
 
 # the decode kernel's diagnostic switch makes answers wrong: borad refuses to start with it
 BORA_MEGA_DEBUG=4 "$borad" --check-config config/bora.ini >"$out" 2>"$err"; rc=$?

@@ -22,4 +22,6 @@ echo "$out" | grep -q "compute capability 8.9; bora's CUDA backend needs 9.0" ||
 "$b" plan --preset nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown preset should be a usage error"
 "$b" plan >/dev/null 2>&1; [ $? -eq 2 ] || fail "no model should be a usage error"
 "$b" plan /nonexistent >/dev/null 2>&1; [ $? -eq 1 ] || fail "missing dir should fail"
+err=$("$b" plan --preset mistral-7b --gpu a100 2>&1 >/dev/null); [ $? -eq 2 ] || fail "an unknown GPU should be a usage error"
+grep -q "unknown GPU .a100." <<<"$err" || fail "unknown GPU message: $err"
 echo "e2e_plan: ok"

@@ -15,6 +15,8 @@ for d in tests/data/chat-samples/*/; do
 done
 got=$("$bora" tokenize "$v3" --text "Hello world!" --bos | squash)
 [ "$got" = "[1,23325,2294,29576]" ] || { echo "e2e_tok: tokenize gave $got"; fail=1; }
+err=$("$bora" tokenize "$v3" --text 2>&1); [ $? -eq 2 ] && grep -q -- "--text needs a value" <<<"$err" ||
+    { echo "e2e_tok: tokenize --text without a value said: $err"; fail=1; }
 got=$("$bora" detokenize "$v3" 1 23325 2294 29576)
 [ "$got" = "Hello world!" ] || { echo "e2e_tok: detokenize gave '$got'"; fail=1; }
 printf 'caf\xc3\xa9 \xf0\x9f\xa6\x99' > "${TMPDIR:-/tmp}/e2e_tok.$$"

@@ -307,6 +307,16 @@ static void test_help_and_unknown(void **state)
         assert_non_null(strstr(u, "unknown command '?[2J?]0;x?'"));
         free(u);
     }
+    {   /* commands without arguments refuse a stray word instead of ignoring it */
+        const char *stray[] = { "status extra", "requests foo", "metrics foo", "help extra", "model x" };
+        for (size_t k = 0; k < BORA_ARRAY_LEN(stray); k++) {
+            int rc3;
+            char *u = run(f, stray[k], false, &rc3);
+            assert_int_equal(rc3, CONSOLE_USAGE);
+            assert_non_null(strstr(u, "(no arguments)"));
+            free(u);
+        }
+    }
     fx_free(f);
 }
 
@@ -560,6 +570,7 @@ static void test_stats(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_object_get(json_object_get(o, "dataplane"), "udp"), "tx")), N * 22);
     assert_true(json_is_null(json_object_get(o, "host_memory")));   /* tests have no jemalloc */
     assert_true(json_is_null(json_object_get(o, "gpu_memory")));
+    assert_true(json_is_true(json_object_get(o, "ok")));   /* like every --json answer */
     json_decref(o);
     metrics_gauge_set(&f->m, METRICS_GPU_MEM_TOTAL, 141ull << 30);
     metrics_gauge_set(&f->m, METRICS_GPU_MEM_USED, 20ull << 30);
@@ -627,6 +638,7 @@ static void test_prometheus(void **state)
     assert_int_equal((int)prom_value(t, "bora_request_duration_seconds_bucket{le=\"+Inf\"}"), N);
     assert_int_equal((int)prom_value(t, "bora_requests_total{outcome=\"error\"}"), 3);
     assert_int_equal((int)prom_value(t, "bora_gpu_memory_bytes{kind=\"total\"}"), 1000);
+    assert_true(prom_value(t, "bora_errors_total{code=\"OTHER\"}") >= 0);   /* every code stats shows */
     assert_int_equal((int)prom_value(t, "bora_dataplane_frames_total{transport=\"tcp\",event=\"malformed\"}"), 1);
     /* the bucket at the exact median's upper edge holds at least half */
     double sum = prom_value(t, "bora_request_duration_seconds_sum");

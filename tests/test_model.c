@@ -212,7 +212,7 @@ static void test_unsupported_dtype(void **state)
     size_t data = tiny_header(h, sizeof h, NULL, "model.norm.weight", "I64");
     write_file("config.json", tiny_config, strlen(tiny_config));
     write_st("model.safetensors", h, data, 0);
-    expect_open_error(-EINVAL, "model.norm.weight", "dtype");
+    expect_open_error(-EINVAL, "model.norm.weight", "dtype I64 is not one of");
     data = tiny_header(h, sizeof h, NULL, "model.norm.weight", "Q4_K");
     write_st("model.safetensors", h, data, 0);
     expect_open_error(-EINVAL, "unknown dtype 'Q4_K'", NULL);
