@@ -12,6 +12,7 @@
  *   rows      the persistent decode kernel's own pattern: a stage is 16 rows × 2 KiB (lanes 0-15 of
  *             one warp each copy a row's chunk), a 16-row group's stages walk its columns, each
  *             block a contiguous share of the groups, S stages in flight, on 128 or all SMs
+ *   tiled     the same copies from weights stored stage by stage (each stage 32 KiB contiguous)
  *
  * Build: make (with CUDA) builds build/bench/readbw_probe.
  * Run:   build/bench/readbw_probe    one table on stdout. */
@@ -53,8 +54,10 @@ __global__ void __launch_bounds__(128, 1) k_bulk(const uint8_t *p, size_t bytes,
         kern_bulk_read_share(p, bytes / STAGE, STAGE, ns, sm, kern_policy_evict_first());
 }
 
-/* Groups of 16 rows of row_bytes each, split over the blocks; stages of 16 × 2 KiB. */
-__global__ void __launch_bounds__(32, 1) k_rows(const uint8_t *p, size_t bytes, int row_bytes, int ns)
+/* Groups of 16 rows of row_bytes each, split over the blocks; stages of 16 × 2 KiB. tiled: the
+ * weights stored tile by tile (a group's 16 chunks of 2 KiB for one stage contiguous, 32 KiB),
+ * the same copies otherwise: is the row pattern's cost the scattered addresses or the copies? */
+__global__ void __launch_bounds__(32, 1) k_rows(const uint8_t *p, size_t bytes, int row_bytes, int ns, int tiled)
 {
     extern __shared__ __align__(128) uint8_t sm[];
     uint64_t *full = (uint64_t *)sm;
@@ -80,7 +83,9 @@ __global__ void __launch_bounds__(32, 1) k_rows(const uint8_t *p, size_t bytes, 
         __syncwarp();
         if (lane < 16)
             mega_bulk_hint(ring + (size_t)slot * 16 * 2048 + lane * 2048,
-                           p + (g * 16 + lane) * (size_t)row_bytes + (size_t)kc * 2048, 2048, &full[slot], policy);
+                           tiled ? p + ((g * nkc + kc) * 16 + lane) * (size_t)2048
+                                 : p + (g * 16 + lane) * (size_t)row_bytes + (size_t)kc * 2048,
+                           2048, &full[slot], policy);
     };
     size_t issued = 0;
     for (; issued < (size_t)ns && issued < stages; issued++)
@@ -125,10 +130,10 @@ static void launch_bulk(const uint8_t *p, size_t bytes, int)
     k_bulk<<<g_sms, 128, 128 + NS * STAGE>>>(p, bytes, NS);
 }
 
-template <int NS, int ROW, int BLOCKS>
+template <int NS, int ROW, int BLOCKS, int TILED = 0>
 static void launch_rows(const uint8_t *p, size_t bytes, int)
 {
-    k_rows<<<BLOCKS ? BLOCKS : g_sms, 32, 256 + NS * 16 * 2048>>>(p, bytes, ROW, NS);
+    k_rows<<<BLOCKS ? BLOCKS : g_sms, 32, 256 + NS * 16 * 2048>>>(p, bytes, ROW, NS, TILED);
 }
 
 template <int NS, int BLOCKS>
@@ -169,6 +174,9 @@ int main(void)
         { "rows 16 x 2 KiB of 12 KiB rows, 3 stages, 128 blocks", launch_rows<3, 12288, 128>, rows_b },
         { "rows 16 x 2 KiB of 28 KiB rows, 5 stages, 128 blocks", launch_rows<5, 28672, 128>, big },
         { "rows 16 x 2 KiB of 12 KiB rows, 5 stages, all SMs", launch_rows<5, 12288, 0>, rows_b },
+        { "tiled 16 x 2 KiB (32 KiB contiguous), 12 KiB rows, 5 st, 128 bl", launch_rows<5, 12288, 128, 1>, rows_b },
+        { "tiled 16 x 2 KiB (32 KiB contiguous), 12 KiB rows, 3 st, 128 bl", launch_rows<3, 12288, 128, 1>, rows_b },
+        { "tiled 16 x 2 KiB (32 KiB contiguous), 28 KiB rows, 5 st, 128 bl", launch_rows<5, 28672, 128, 1>, big },
     };
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
