@@ -167,6 +167,7 @@ static int op_drain(void *ctx, struct bora_err *err)
     if (dp_server_paused(bc->s))
         return bora_errf(err, -EALREADY, "drain: already draining ('resume' accepts again)");
     dp_server_pause(bc->s, true);
+    bora_log(BORA_LOG_INFO, "console: drain: new requests get SHUTTING_DOWN; queued and running ones go on");
     return 0;
 }
 
@@ -178,6 +179,7 @@ static int op_resume(void *ctx, struct bora_err *err)
     if (!dp_server_paused(bc->s))
         return bora_errf(err, -EALREADY, "resume: not draining");
     dp_server_pause(bc->s, false);
+    bora_log(BORA_LOG_INFO, "console: resume: accepting requests again");
     return 0;
 }
 
@@ -186,6 +188,7 @@ static int op_shutdown(void *ctx, struct bora_err *err)
     (void)err;
     struct borad_console *bc = ctx;
     atomic_store(&bc->stopping, true);
+    bora_log(BORA_LOG_INFO, "console: shutdown: draining, then exiting");
     dp_server_stop(bc->s);          /* as SIGTERM: drain (rule 16), then borad_run returns */
     return 0;
 }

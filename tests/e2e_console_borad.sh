@@ -195,6 +195,8 @@ grep -qi "SHUTTING_DOWN\|shutting" "$tmp/d.out" || fail "drained request: $(cat 
 ctl --json stats | python3 -c 'import json,sys; s=json.load(sys.stdin); assert s["errors"].get("SHUTTING_DOWN")==1, s["errors"]' ||
     fail "SHUTTING_DOWN not counted"
 ctl resume >/dev/null || fail "resume"
+grep -q "borad: info: console: drain" "$tmp/borad.log" && grep -q "borad: info: console: resume" "$tmp/borad.log" ||
+    fail "drain / resume not in the log: $(tail -3 "$tmp/borad.log")"
 "$build/bora" client --udp 127.0.0.1:$udp --ids 1,5,6 -n 2 --ignore-eos >/dev/null 2>&1 || fail "request refused after resume"
 ctl model | grep -q "layers.*attention.wq" || fail "model"
 
