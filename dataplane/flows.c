@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/touch.h"
 #include "dataplane/server_int.h"
 
 static uint64_t mix64(uint64_t x)
@@ -37,20 +38,13 @@ static uint32_t bucket_of(const struct dp_flows *t, const struct dp_peer *p, uin
     return (uint32_t)mix64(peer_hash(p) ^ rid) & (t->n_buckets - 1);
 }
 
-void dp_touch(void *p, size_t n)
-{
-    volatile uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        b[i] = 0;
-}
-
 int dp_flows_init(struct dp_flows *t, uint32_t n, struct bora_err *err)
 {
     memset(t, 0, sizeof *t);
     t->n_buckets = 1;
     while (t->n_buckets < 2 * n)
         t->n_buckets <<= 1;
-    t->f = malloc(sizeof *t->f * n);
+    t->f = calloc(n, sizeof *t->f);
     t->free_stack = malloc(sizeof *t->free_stack * n);
     t->buckets = calloc(t->n_buckets, sizeof *t->buckets);
     t->log = malloc(DP_LOG_BYTES);
@@ -58,10 +52,9 @@ int dp_flows_init(struct dp_flows *t, uint32_t n, struct bora_err *err)
         dp_flows_fini(t);
         return bora_errf(err, -ENOMEM, "dataplane: cannot allocate the flow table (%u flows)", n);
     }
-    /* write every page now (volatile: the compiler may not turn this into calloc), so the
-     * resident set is reached at start and stays flat while serving */
-    dp_touch(t->f, sizeof *t->f * n);
-    dp_touch(t->log, DP_LOG_BYTES);       /* touch every page now: RSS stays flat while serving */
+    /* every page resident now, so the resident set is reached at start and stays flat while serving */
+    bora_fault_in(t->f, sizeof *t->f * n);
+    bora_fault_in(t->log, DP_LOG_BYTES);
     t->n = n;
     for (uint32_t i = 0; i < n; i++)
         t->free_stack[i] = n - 1 - i;

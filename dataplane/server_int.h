@@ -312,8 +312,6 @@ void *dp_decoder_main(void *arg);
 /* Wakes the decoder if it is parked (called by transports after enqueueing). */
 void dp_decoder_kick(struct dp_shared *sh);
 
-/* Writes zeros over [p, p+n) so its pages are resident now (not at first use). */
-void dp_touch(void *p, size_t n);
 uint64_t dp_now_us(void);          /* CLOCK_REALTIME µs (the AUTH clock; vDSO, no syscall) */
 uint64_t dp_mono_us(void);         /* CLOCK_MONOTONIC µs */
 

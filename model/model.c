@@ -273,17 +273,13 @@ static int bind(struct model *m, struct wtensor *w, const char *name, int64_t ro
         memcpy(c, t->data, t->end - t->begin);
         w->data = c;
     }
-    if (t->dtype != BORA_DT_F8_E4M3) {
-        char sname[200];
-        snprintf(sname, sizeof sname, "%s_scale_inv", name);
-        if (find_tensor(m, sname, NULL))
-            return bora_errf(err, -EINVAL, "%s: tensor '%s' is %s, not FP8, but '%s' is there: a scale for weights "
-                             "that are not FP8 would not be applied", file, name, bora_dtype_name(t->dtype), sname);
-    }
+    char sname[200];
+    snprintf(sname, sizeof sname, "%s_scale_inv", name);
+    const struct st_tensor *s = find_tensor(m, sname, NULL);
+    if (s && t->dtype != BORA_DT_F8_E4M3)
+        return bora_errf(err, -EINVAL, "%s: tensor '%s' is %s, not FP8, but '%s' is there: a scale for weights "
+                         "that are not FP8 would not be applied", file, name, bora_dtype_name(t->dtype), sname);
     if (t->dtype == BORA_DT_F8_E4M3) {
-        char sname[200];
-        snprintf(sname, sizeof sname, "%s_scale_inv", name);
-        const struct st_tensor *s = find_tensor(m, sname, NULL);
         if (!s)
             return bora_errf(err, -EINVAL, "%s: FP8 tensor '%s' has no '%s'", file, name, sname);
         int64_t n = 1;

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/touch.h"
+
 #define SP_SCRATCH_KEEP_BYTES (8u << 20)   /* scratch above this is freed after the call */
 #define SP_MAX_PIECE_BYTES 4096u          /* longest vocabulary piece accepted */
 #define SP_CACHE_SLOTS 8192u              /* word cache: direct-mapped slots (power of two) */
@@ -688,18 +690,6 @@ static int sp_pieces_fill(struct tokenizer *t, struct sp_model *m, const struct 
     return 0;
 }
 
-/* Writes every page of [p, p + n) through a volatile pointer. A plain memset after malloc is
- * not enough: the compiler may fold the pair into calloc, which hands out fresh pages untouched,
- * and the first request then takes their page faults (≈ 100 on a cold SentencePiece prompt). */
-static void sp_fault_in(void *p, size_t n)
-{
-    volatile uint8_t *b = p;
-    for (size_t i = 0; i < n; i += 4096)
-        b[i] = 0;
-    if (n)
-        b[n - 1] = 0;
-}
-
 /* The encode scratch and the word cache, faulted in now rather than on the first request. */
 static int sp_scratch_init(struct sp_model *m)
 {
@@ -710,12 +700,12 @@ static int sp_scratch_init(struct sp_model *m)
     m->cache.ids = calloc(SP_CACHE_IDS, sizeof *m->cache.ids);
     if (!m->cache.slot || !m->cache.bytes || !m->cache.ids)
         return -ENOMEM;
-    sp_fault_in(m->scratch.norm, m->scratch.norm_cap);
-    sp_fault_in(m->scratch.sym, m->scratch.sym_cap * sizeof *m->scratch.sym);
-    sp_fault_in(m->scratch.heap, m->scratch.heap_cap * sizeof *m->scratch.heap);
-    sp_fault_in(m->cache.slot, SP_CACHE_SLOTS * sizeof *m->cache.slot);
-    sp_fault_in(m->cache.bytes, SP_CACHE_BYTES);
-    sp_fault_in(m->cache.ids, SP_CACHE_IDS * sizeof *m->cache.ids);
+    bora_fault_in(m->scratch.norm, m->scratch.norm_cap);
+    bora_fault_in(m->scratch.sym, m->scratch.sym_cap * sizeof *m->scratch.sym);
+    bora_fault_in(m->scratch.heap, m->scratch.heap_cap * sizeof *m->scratch.heap);
+    bora_fault_in(m->cache.slot, SP_CACHE_SLOTS * sizeof *m->cache.slot);
+    bora_fault_in(m->cache.bytes, SP_CACHE_BYTES);
+    bora_fault_in(m->cache.ids, SP_CACHE_IDS * sizeof *m->cache.ids);
     return 0;
 }
 
@@ -730,17 +720,15 @@ static int sp_word_self_build(struct sp_model *m, const struct sp_build *b)
     m->word_self = calloc((size_t)b->n, 1);
     if (!m->word_self)
         return -ENOMEM;
+    /* split_words: every mergeable piece has ▁ only in its leading run, so its text is one word
+     * as sp_encode_with splits words */
     struct sp_sym *sym = m->scratch.sym;   /* sized for SP_SCRATCH_INITIAL_TEXT bytes */
     for (int32_t i = 0; i < b->n; i++) {
         if (!m->merge_ok[i] || b->len[i] > SP_CACHE_WORD_MAX)
             continue;
         const char *p = b->piece[i];
         int32_t ns = sp_symbols(m, p, b->len[i], sym);
-        bool one_word = true;
-        for (int32_t k = 1; k < ns && one_word; k++)
-            one_word = !(starts_with_space(p + sym[k].start, sym[k].len)
-                         && !starts_with_space(p + sym[k - 1].start, sym[k - 1].len));
-        if (!one_word || ns < 2 || sym[0].freeze || sym[ns - 1].freeze)
+        if (ns < 2 || sym[0].freeze || sym[ns - 1].freeze)
             continue;
         sym[0].prev = -1;
         sym[ns - 1].next = -1;
