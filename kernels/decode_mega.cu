@@ -23,8 +23,11 @@
  * +0.4 points, the combine 12 µs → 4 µs a layer). For FP8 weights whose every row streams in
  * 2 KiB chunks (every Mistral preset) an instance with that stage geometry compiled in runs: each
  * warp's 2–3 steps of a stage unrolled, the row pitch a constant (+0.9 % on 7B and Medium 3.5;
- * the same logits to the bit). What it reaches and where the rest of the time goes:
- * docs/PERFORMANCE_GPU.md.
+ * the same logits to the bit). Where a layer streams at least MEGA_TMAP_MIN_BYTES a block
+ * (Medium 3.5), each stage is then one tensor copy (cp.async.bulk.tensor, a 4-D map of the
+ * weights, 128-byte swizzle) instead of 16 row copies: Medium 3.5 takes 5.8 % less time a token,
+ * with the same logits to the bit; 7B and Ministral 8B measured slower with it. What it reaches
+ * and where the rest of the time goes: docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
  * element lies in [2^13, 2^14) before the hi/lo split (no f16 overflow; ≈ 2^-22 relative
@@ -60,8 +63,19 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor
                                 * (the layout mega_setup picks when it gains stages), forced for tests */,
        MEGA_F_PLAIN_RING = 512 /* never that layout (A/B) */,
        MEGA_F_CB_RUNTIME = 1024 /* the instance with the stage geometry read at run time even where a
-                                 * compiled-in one applies (A/B) */ };
+                                 * compiled-in one applies (A/B) */,
+       MEGA_F_NO_TMAP = 2048    /* stages as 16 row copies into padded rows, never one tensor copy (A/B) */,
+       MEGA_F_TMAP = 8192       /* one tensor copy a stage whatever a layer's bytes (where the geometry allows) */ };
+/* A layer's weight bytes per block from which a stage is one tensor copy: the copies stream ≈ 2 %
+ * faster but stretch the round trips of the pauses between phases, so they pay off only where a
+ * phase streams long (docs/PERFORMANCE_GPU.md, twentieth session). */
+#define MEGA_TMAP_MIN_BYTES ((size_t)4 << 20)
 #define MEGA_CB_CONST 2048      /* bytes of a row per stage that instances compile in (every Mistral shape's) */
+/* The instance's CBT: 0 the geometry read at run time; MEGA_CB_CONST compiled in, a stage's 16 rows
+ * bulk-copied into padded rows; MEGA_CB_TMAP compiled in, a stage one tensor copy (16 chunks of
+ * 16 rows × 128 bytes, 128-byte swizzle). */
+#define MEGA_CB_TMAP (MEGA_CB_CONST + 1)
+#define MEGA_TMAP_CHUNK 128     /* bytes of a row in one box of the tensor copy (the swizzle's span) */
 
 /* The pitch of a stage's rows for cb bytes of a row: rows g and g + 1 on different banks. */
 __host__ __device__ constexpr int mega_pitch(int cb)
@@ -90,6 +104,8 @@ struct mega_mat {
 };
 
 struct mega_params {
+    CUtensorMap tmap[MEGA_MATS];   /* tm: matrix m of every layer as (128 bytes, rows, chunks of 128 bytes, layers) */
+    bool tm;                /* every stage one tensor copy (instance MEGA_CB_TMAP) */
     const uint8_t *layers;
     size_t layer_stride;
     struct mega_mat mat[MEGA_MATS];
@@ -213,6 +229,8 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
     mega_cursor_settle(p, c, b);
     unsigned long long blocked = 0;
     int tl = c.l, tm = c.m, held = -1, att_ok = -1;
+    if (p.tm && lane < MEGA_MATS)
+        mega_tmap_prefetch(&p.tmap[lane]);
     while (c.l < p.n_layers) {
         const struct mega_mat &M = p.mat[c.m];
         const int row0 = (c.g0 + c.gi) * MEGA_ROWS;
@@ -262,16 +280,34 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
             if (p.trace)
                 blocked += mega_now() - t0;
         }
-        if (lane == 0)
-            mbar_expect_tx(&full[r.slot], (uint32_t)(nr * M.cb));
-        __syncwarp();
-        if (lane < nr) {
-            uint8_t *dst = mega_slot(p, sm, r.slot) + (size_t)lane * M.pitch;
-            const uint8_t *src = W + (size_t)(row0 + lane) * M.row_bytes + (size_t)c.kc * M.cb;
-            if (evict_first)
-                mega_bulk_hint(dst, src, (uint32_t)M.cb, &full[r.slot], policy);
-            else
-                mega_bulk(dst, src, (uint32_t)M.cb, &full[r.slot]);
+        if (p.tm) {   /* one tensor copy: nr == MEGA_ROWS, M.cb == MEGA_CB_CONST (mega_setup) */
+            /* the next matrix's map into the descriptor cache while this one streams, so its first
+             * copy (after a phase's pause, on the critical path) does not wait for it (Medium 3.5:
+             * 31.46 / 31.47 ms against 31.50 / 31.53 without) */
+            if (lane == 0 && c.gi == 0 && c.kc == 0)
+                mega_tmap_prefetch(&p.tmap[(c.m + 1) % MEGA_MATS]);
+            if (lane == 0) {
+                mbar_expect_tx(&full[r.slot], (uint32_t)(MEGA_ROWS * MEGA_CB_CONST));
+                uint8_t *dst = mega_slot(p, sm, r.slot);
+                const int z = c.kc * (MEGA_CB_CONST / MEGA_TMAP_CHUNK);
+                if (evict_first)
+                    mega_tensor4d_hint(dst, &p.tmap[c.m], 0, row0, z, c.l, &full[r.slot], policy);
+                else
+                    mega_tensor4d(dst, &p.tmap[c.m], 0, row0, z, c.l, &full[r.slot]);
+            }
+            __syncwarp();
+        } else {
+            if (lane == 0)
+                mbar_expect_tx(&full[r.slot], (uint32_t)(nr * M.cb));
+            __syncwarp();
+            if (lane < nr) {
+                uint8_t *dst = mega_slot(p, sm, r.slot) + (size_t)lane * M.pitch;
+                const uint8_t *src = W + (size_t)(row0 + lane) * M.row_bytes + (size_t)c.kc * M.cb;
+                if (evict_first)
+                    mega_bulk_hint(dst, src, (uint32_t)M.cb, &full[r.slot], policy);
+                else
+                    mega_bulk(dst, src, (uint32_t)M.cb, &full[r.slot]);
+            }
         }
         mega_ring_next(r, p.ns);
         mega_cursor_next(p, c, b);
@@ -671,6 +707,12 @@ __device__ __forceinline__ void mega_step(float (&c0)[4], float (&c1)[4], const 
     }
 }
 
+/* The row of a tensor-copied stage that lane group g (0-7) multiplies: 0 4 1 5 2 6 3 7 (and + 8). */
+__device__ __forceinline__ int mega_tm_row(int g)
+{
+    return (g >> 1) | ((g & 1) << 2);
+}
+
 /* One stage: 16 rows × cb bytes at sb times the vector part from column byte kc × cb. Warp w
  * takes 64-byte steps w, w + 16, ...; lane (g = lane / 4, q = lane % 4) loads 16 bytes of rows
  * g and g + 8 and the matching 16 vector elements (hi for g < 4, lo otherwise). Two
@@ -680,11 +722,29 @@ __device__ __forceinline__ void mega_stage(float (&c0)[4], float (&c1)[4], const
                                            int kc, const uint16_t *xh, const uint16_t *xl, int w, int lane)
 {
     if constexpr (CBT != 0) {   /* the geometry compiled in */
-        cb = CBT;
-        pitch = mega_pitch(CBT);
+        cb = MEGA_CB_CONST;
+        pitch = mega_pitch(MEGA_CB_CONST);
     }
     const int g = lane >> 2, q = lane & 3;
     const uint16_t *xv = (g < 4 ? xh : xl) + (FP8 ? (size_t)kc * cb + 16 * q : (((size_t)kc * cb) >> 1) + 8 * q);
+    if constexpr (CBT == MEGA_CB_TMAP) {
+        /* The tensor copy's stage: chunk z (128 bytes of every row) at z × 2 KiB, row y at y × 128
+         * bytes in it, 16-byte unit u of the row at u ^ (y & 7). Lane group g takes rows
+         * y = mega_tm_row(g) and y + 8 (same swizzle, 1 KiB on): the two groups of a quarter warp
+         * get rows 4 apart, so their 64 bytes of a step lie in opposite halves of the banks. */
+        const int y = mega_tm_row(g);
+        const uint8_t *rb = sb + y * MEGA_TMAP_CHUNK;
+        const int u0 = (q ^ y) * 16;
+        constexpr int S = MEGA_CB_CONST >> 6, K = (S + MEGA_CW - 1) / MEGA_CW;
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int st = w + k * MEGA_CW;
+            if ((k + 1) * MEGA_CW <= S || st < S)
+                mega_step<FP8>(c0, c1, rb + (st >> 1) * (MEGA_ROWS * MEGA_TMAP_CHUNK) + (u0 ^ ((st & 1) << 6)),
+                               MEGA_TMAP_CHUNK, xv + st * 64);
+        }
+        return;
+    }
     const uint8_t *rb = sb + (size_t)g * pitch + 16 * q;
     if constexpr (CBT != 0) {   /* every warp's steps unrolled; only the last round's is conditional */
         constexpr int S = CBT >> 6, K = (S + MEGA_CW - 1) / MEGA_CW;
@@ -746,8 +806,9 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
         float *rb = red + red_sel * (MEGA_CW * MEGA_ROWS);
         red_sel ^= 1;
         if ((lane & 3) == 0) {
-            rb[w * MEGA_ROWS + (lane >> 2)] = r0;
-            rb[w * MEGA_ROWS + (lane >> 2) + 8] = r1;
+            const int y = CBT == MEGA_CB_TMAP ? mega_tm_row(lane >> 2) : lane >> 2;   /* the stage row */
+            rb[w * MEGA_ROWS + y] = r0;
+            rb[w * MEGA_ROWS + y + 8] = r1;
         }
         mega_bar_c();
         if (EPI == EPI_SWIGLU) {
@@ -811,7 +872,9 @@ __device__ __forceinline__ float mega_phase_in(const struct mega_params &p, cons
 template <int FP8, int GM, int LPK, int AM, int CBT>
 __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_constant__ struct mega_params p)
 {
-    extern __shared__ __align__(128) uint8_t sm[];
+    extern __shared__ __align__(128) uint8_t sm_base[];
+    /* the tensor copies' stages 1 KiB aligned (the swizzle's period; mega_setup reserved it) */
+    uint8_t *sm = CBT == MEGA_CB_TMAP ? sm_base + ((0u - mega_smem(sm_base)) & 1023u) : sm_base;
     uint64_t *full = (uint64_t *)(sm + p.bar_off), *empty = full + p.ns;
     float *red = (float *)(sm + p.red_off);
     float *scr = (float *)(sm + p.scr_off);
@@ -1060,7 +1123,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     const int G = a->n_heads / a->n_kv;
     const int chunk_max = attn_chunk_max(a->max_ctx, a->window, a->n_split);
     const size_t ahalf = (attn_smem_bytes(G, a->head_dim, chunk_max, a->n_split, MEGA_AT) + 127) / 128 * 128;
-    const size_t fixed = 2 * sizeof(float) * MEGA_CW * MEGA_ROWS + 256 + 128;   /* red, scratch, alignment */
+    size_t fixed = 2 * sizeof(float) * MEGA_CW * MEGA_ROWS + 256 + 128;   /* red, scratch, alignment */
     const size_t total = (size_t)a->smem_optin;
     /* groups of more than 4 heads: the tensor-core attention (as kern_attention), one item per
      * block on every consumer warp */
@@ -1070,6 +1133,25 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->cb_const = es == 1 && a->head_dim == 128 && (p->amma || G <= 4) && !(a->flags & MEGA_F_CB_RUNTIME);
     for (int m = 0; m < MEGA_MATS; m++)
         p->cb_const = p->cb_const && p->mat[m].cb == MEGA_CB_CONST;
+    /* With that geometry a stage can be one tensor copy (the 16 row copies read ≈ 2 % under the
+     * ceiling, one copy reads at it: docs/PERFORMANCE_GPU.md, twentieth session) where every
+     * matrix has whole groups and the maps can address the weights (16-byte aligned, strides of
+     * 16 bytes), and where a layer streams long enough per block (MEGA_TMAP_MIN_BYTES); its stage
+     * has no padding and needs 1 KiB alignment. */
+    size_t layer_bytes = 0;
+    for (int m = 0; m < MEGA_MATS; m++)
+        layer_bytes += (size_t)rows[m] * (size_t)p->mat[m].row_bytes;
+    p->tm = p->cb_const && !(a->flags & MEGA_F_NO_TMAP) && a->layer_stride % 16 == 0 && a->n_layers > 0 &&
+            (layer_bytes / (size_t)p->nb >= MEGA_TMAP_MIN_BYTES || (a->flags & MEGA_F_TMAP));
+    for (int m = 0; m < MEGA_MATS; m++)
+        p->tm = p->tm && rows[m] % MEGA_ROWS == 0 && ((uintptr_t)a->layers + w_off[m]) % 16 == 0;
+    if (p->tm) {
+        p->slot_bytes = MEGA_ROWS * MEGA_CB_CONST;
+        for (int m = 0; m < MEGA_MATS; m++)
+            p->mat[m].pitch = MEGA_CB_CONST;
+        fixed += 2048;   /* the base aligned to 1 KiB (≤ 1,008 bytes), the union too (≤ 896 more) */
+    }
+    const size_t al = p->tm ? 1024 : 128;   /* alignment of the ring's slots */
     int halves = 2;
     /* attn_item's splits combined by wo's input load: an output (f16, in 8-element chunks), and
      * maxima and sums (two a consumer thread), that fit the loader, and (checked per step) at
@@ -1110,7 +1192,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
         const bool force = a->flags & MEGA_F_UNION_RING;
         const int kx = a->dim > q_dim ? a->dim : q_dim;   /* the inputs kept as hi + lo */
         const size_t xl2 = ((size_t)kx * 2 + 127) / 128 * 128, hb = ((size_t)a->hidden * 2 + 127) / 128 * 128;
-        const size_t mreg = 2 * xl2 > hb ? 2 * xl2 : hb;
+        const size_t mreg = ((2 * xl2 > hb ? 2 * xl2 : hb) + al - 1) / al * al;
         const size_t ab = attn_mma_smem_bytes(a->head_dim, MEGA_AMMA_STAGES, G, a->n_split);
         const int cap = a->ns_max > 0 ? (a->ns_max < 2 ? 2 : a->ns_max) : 32;
         int best = force ? 0 : ns, bo = 0, bu = 0;
@@ -1146,11 +1228,11 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->bar_off = (size_t)n_out * p->slot_bytes;
     p->red_off = p->bar_off + (size_t)ns * 16;
     p->scr_off = p->red_off + 2 * sizeof(float) * MEGA_CW * MEGA_ROWS;
-    p->u_off = (p->scr_off + 256 + 127) / 128 * 128;
+    p->u_off = (p->scr_off + 256 + al - 1) / al * al;
     p->xl_off = xl_off;
     p->cmb_off = xbuf;
     p->attn_half_bytes = ahalf;
-    *smem = p->u_off + uni;
+    *smem = p->u_off + uni + (p->tm ? 1024 : 0);
     if (*smem > total)
         return bora_errf(err, -ENOTSUP, "persistent decode: layout of %zu bytes over %zu", *smem, total);
 
@@ -1193,6 +1275,30 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     return 0;
 }
 
+/* p->tmap: matrix m of every layer as a 4-D uint8 tensor (128 bytes, rows, 128-byte chunks of a
+ * row, layers) read in boxes of 128 × 16 × 16 × 1 with the 128-byte swizzle; 0 or the driver's error. */
+static int mega_encode(const struct kern_mega_args *a, struct mega_params *p)
+{
+    kern_tmap_encode_fn enc = kern_tmap_encoder();
+    if (!enc)
+        return -1;
+    for (int m = 0; m < MEGA_MATS; m++) {
+        const struct mega_mat *M = &p->mat[m];
+        const cuuint64_t dims[4] = { MEGA_TMAP_CHUNK, (cuuint64_t)M->rows, (cuuint64_t)M->row_bytes / MEGA_TMAP_CHUNK,
+                                     (cuuint64_t)a->n_layers };
+        const cuuint64_t strides[3] = { (cuuint64_t)M->row_bytes, MEGA_TMAP_CHUNK, (cuuint64_t)a->layer_stride };
+        const cuuint32_t box[4] = { MEGA_TMAP_CHUNK, MEGA_ROWS, MEGA_CB_CONST / MEGA_TMAP_CHUNK, 1 };
+        const cuuint32_t es[4] = { 1, 1, 1, 1 };
+        /* no L2 promotion: with 256-byte promotion the same copies read 7 % slower (readbw_probe) */
+        CUresult r = enc(&p->tmap[m], CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, (void *)(a->layers + M->w_off), dims, strides,
+                         box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                         CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+        if (r != CUDA_SUCCESS)
+            return (int)r;
+    }
+    return 0;
+}
+
 extern "C" size_t kern_mega_trace_slots(int n_layers, int sm_count)
 {
     return (size_t)n_layers * sm_count * MEGA_TR_N;
@@ -1217,7 +1323,9 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
     if (k > 0 && (size_t)k < n && p.ns > p.n_out)
         k += snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in bf16)", p.ns - p.n_out);
     if (k > 0 && (size_t)k < n && p.cb_const)
-        snprintf(buf + k, n - (size_t)k, "; stage geometry compiled in");
+        k += snprintf(buf + k, n - (size_t)k, "; stage geometry compiled in");
+    if (k > 0 && (size_t)k < n && p.tm)
+        snprintf(buf + k, n - (size_t)k, ", one tensor copy a stage");
     return 0;
 }
 
@@ -1255,6 +1363,9 @@ static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t 
     const int G = p.ap.n_heads / p.ap.n_kv, hd = p.ap.hd;
     /* the Mistral shapes in FP8 (head_dim 128, 2 KiB row chunks) with their stage geometry compiled in */
     if constexpr (FP8) {
+        if (p.tm)
+            return p.amma ? mega_launch<FP8, 16, 16, 1, MEGA_CB_TMAP>(p, smem, s, err)
+                          : mega_launch<FP8, 4, 16, 0, MEGA_CB_TMAP>(p, smem, s, err);
         if (p.cb_const)
             return p.amma ? mega_launch<FP8, 16, 16, 1, MEGA_CB_CONST>(p, smem, s, err)
                           : mega_launch<FP8, 4, 16, 0, MEGA_CB_CONST>(p, smem, s, err);
@@ -1280,6 +1391,13 @@ extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstrea
     int rc = mega_setup(a, &p, &smem, err);
     if (rc)
         return rc;
+    if (p.tm && mega_encode(a, &p) != 0) {   /* no encoder, or a map the driver refuses: the row copies */
+        struct kern_mega_args b = *a;
+        b.flags |= MEGA_F_NO_TMAP;
+        rc = mega_setup(&b, &p, &smem, err);
+        if (rc)
+            return rc;
+    }
     cudaStream_t s = (cudaStream_t)stream;
     CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv) * sizeof(int), s));
     if (a->dtype == BORA_DT_F8_E4M3)

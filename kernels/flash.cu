@@ -724,12 +724,7 @@ __global__ void __launch_bounds__(FT_THREADS, 1)
     }
 }
 
-/* cuTensorMapEncodeTiled from the driver, found through the runtime (no link against libcuda). */
-typedef CUresult (*ft_encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
-                                 const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
-                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-
-static ft_encode_fn ft_lookup(void)
+static kern_tmap_encode_fn ft_lookup(void)
 {
     void *f = NULL;
     cudaDriverEntryPointQueryResult q;
@@ -738,12 +733,12 @@ static ft_encode_fn ft_lookup(void)
         (void)cudaGetLastError();
         f = NULL;
     }
-    return (ft_encode_fn)f;
+    return (kern_tmap_encode_fn)f;
 }
 
-static ft_encode_fn ft_encoder(void)
+kern_tmap_encode_fn kern_tmap_encoder(void)
 {
-    static const ft_encode_fn fn = ft_lookup();   /* looked up once (thread-safe static initialisation) */
+    static const kern_tmap_encode_fn fn = ft_lookup();   /* looked up once (thread-safe static initialisation) */
     return fn;
 }
 
@@ -752,7 +747,7 @@ static ft_encode_fn ft_encoder(void)
 static int ft_map(CUtensorMap *m, const void *base, int rank, const cuuint64_t *dims, const cuuint64_t *strides,
                   const cuuint32_t *box, const char *what, struct bora_err *err)
 {
-    ft_encode_fn enc = ft_encoder();
+    kern_tmap_encode_fn enc = kern_tmap_encoder();
     if (!enc)
         return bora_errf(err, -EIO, "prefill attention: the driver has no cuTensorMapEncodeTiled");
     const cuuint32_t one[3] = { 1, 1, 1 };
@@ -767,7 +762,7 @@ static int ft_map(CUtensorMap *m, const void *base, int rank, const cuuint64_t *
 /* The TMA kernel reads q, K and V through tensor maps: 16-byte aligned bases and rows. */
 static bool ft_usable(const struct fa_params &p)
 {
-    return ((uintptr_t)p.q | (uintptr_t)p.kc | (uintptr_t)p.vc) % 16 == 0 && ft_encoder() != NULL;
+    return ((uintptr_t)p.q | (uintptr_t)p.kc | (uintptr_t)p.vc) % 16 == 0 && kern_tmap_encoder() != NULL;
 }
 
 template <int STAGES>
@@ -863,7 +858,7 @@ extern "C" int kern_pf_attention(const struct kern_pf_attn_args *a, struct CUstr
         if (a->head_dim != 128)
             return bora_errf(err, -EINVAL, "prefill attention: the wgmma blocks need head_dim 128 (got %d)",
                              a->head_dim);
-        if (!ft_encoder())
+        if (!kern_tmap_encoder())
             return bora_errf(err, -ENOTSUP, "prefill attention: the wgmma blocks need the driver's "
                                             "cuTensorMapEncodeTiled, which this driver does not offer");
         if (!ft_usable(p))

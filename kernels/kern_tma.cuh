@@ -5,8 +5,17 @@
 #ifndef BORA_KERNELS_KERN_TMA_CUH
 #define BORA_KERNELS_KERN_TMA_CUH
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+
+/* cuTensorMapEncodeTiled from the driver, looked up once through the runtime (no link against
+ * libcuda; kernels/flash.cu); NULL where the driver lacks it. */
+typedef CUresult (*kern_tmap_encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                        const cuuint64_t *, const cuuint32_t *, const cuuint32_t *,
+                                        CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion,
+                                        CUtensorMapFloatOOBfill);
+kern_tmap_encode_fn kern_tmap_encoder(void);
 
 __device__ __forceinline__ uint32_t mega_smem(const void *p)
 {
@@ -75,6 +84,32 @@ __device__ __forceinline__ void mega_bulk(void *dst, const void *src, uint32_t b
                      mega_smem(dst)),
                  "l"(src), "r"(bytes), "r"(mega_smem(b))
                  : "memory");
+}
+
+/* The box of tensor map m at (x, y, z, w) into shared memory (1 KiB aligned for the 128-byte
+ * swizzle), its bytes counted on barrier b; L2 keeps them under `policy`. m lies in parameter
+ * (a __grid_constant__ kernel argument), constant or global memory. */
+__device__ __forceinline__ void mega_tensor4d_hint(void *dst, const CUtensorMap *m, int x, int y, int z, int w,
+                                                   uint64_t *b, uint64_t policy)
+{
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint "
+                 "[%0], [%1, {%2, %3, %4, %5}], [%6], %7;" ::"r"(mega_smem(dst)),
+                 "l"(m), "r"(x), "r"(y), "r"(z), "r"(w), "r"(mega_smem(b)), "l"(policy)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mega_tensor4d(void *dst, const CUtensorMap *m, int x, int y, int z, int w, uint64_t *b)
+{
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+                 "[%0], [%1, {%2, %3, %4, %5}], [%6];" ::"r"(mega_smem(dst)),
+                 "l"(m), "r"(x), "r"(y), "r"(z), "r"(w), "r"(mega_smem(b))
+                 : "memory");
+}
+
+/* Fetches tensor map m into the TMA unit's descriptor cache ahead of its first copy. */
+__device__ __forceinline__ void mega_tmap_prefetch(const CUtensorMap *m)
+{
+    asm volatile("prefetch.tensormap [%0];" ::"l"(m) : "memory");
 }
 
 __device__ __forceinline__ int mega_ld_acquire(const int *p)

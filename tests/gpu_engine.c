@@ -256,6 +256,8 @@ struct synth_case {
 };
 #define MEGA_FLAG_UNION_RING 256   /* decode_mega.cu MEGA_F_UNION_RING: its layout on any tensor-core shape */
 #define MEGA_FLAG_CB_RUNTIME 1024  /* decode_mega.cu MEGA_F_CB_RUNTIME: the instance that reads the stage geometry */
+#define MEGA_FLAG_NO_TMAP 2048     /* decode_mega.cu MEGA_F_NO_TMAP: stages as 16 row copies, not one tensor copy */
+#define MEGA_FLAG_TMAP 8192        /* decode_mega.cu MEGA_F_TMAP: one tensor copy a stage on any layer size */
 
 static void test_synthetic(void **state)
 {
@@ -317,6 +319,8 @@ static void test_synthetic(void **state)
         fail_msg("%s: the ring is not in the attention's space: %s", g->what, engine_cuda_mega_layout(gpu));
     if (g->layout_has && !strstr(engine_cuda_mega_layout(gpu), g->layout_has))
         fail_msg("%s: layout '%s' lacks '%s'", g->what, engine_cuda_mega_layout(gpu), g->layout_has);
+    if (g->mega_flags & MEGA_FLAG_NO_TMAP && strstr(engine_cuda_mega_layout(gpu), "tensor copy"))
+        fail_msg("%s: FLAGS=%d still copies by tensor: %s", g->what, g->mega_flags, engine_cuda_mega_layout(gpu));
 #endif
     /* the instance with the geometry compiled in must compute what the general one does, to the bit
      * (same steps, same order); ref runs the general one on the same model */
@@ -430,11 +434,19 @@ int main(void)
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0 },
         /* every row a multiple of 2 KiB, as in every Mistral preset: the kernel instances with the
-         * stage geometry compiled in (decode_mega.cu MEGA_CB_CONST) */
-        { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in", false, 32, 8, 128, 2048, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE },
-        { "96/8 heads, dim 2048, fp8, persistent, stage geometry compiled in", false, 96, 8, 128, 4096, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE },
+         * stage geometry compiled in (decode_mega.cu MEGA_CB_CONST), each stage one tensor copy
+         * (MEGA_CB_TMAP: swizzled stages, rows dealt 0 4 1 5 ...; forced, as these layers are small)
+         * or 16 row copies into padded rows; both equal to the general instance to the bit */
+        { "32/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 32, 8, 128, 2048, 300,
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
+          TOL_CUDA_WIDE },
+        { "96/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 96, 8, 128, 4096, 300,
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
+          TOL_CUDA_WIDE },
+        { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 32, 8, 128, 2048,
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE },
+        { "96/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 96, 8, 128, 4096,
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
           NULL, TOL_CUDA_WIDE },

@@ -860,9 +860,11 @@ static void test_bandwidth_probe(void **st)
  * its tensor-core attention takes 110 KiB, so only 3 ring stages fit beside them; with h in f16 (bf16 through L2)
  * the attention's space holds two more. BF16 weights and 7B's shapes keep the plain layout. FP8 on
  * these shapes (2 KiB row chunks everywhere) runs the instance with the stage geometry compiled in,
- * unless BORA_MEGA_FLAGS=1024 asks for the general one. */
+ * unless BORA_MEGA_FLAGS=1024 asks for the general one. Where a layer streams at least 4 MiB a
+ * block (Medium 3.5, not 7B) it reads each stage with one tensor copy into an unpadded 32 KiB slot
+ * (BORA_MEGA_FLAGS=8192 forces that, 2048 forbids it: 16 row copies into padded rows, 33 KiB). */
 static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidden, int n_heads, int n_kv,
-                        int flags, int ns_max, const char *want, bool union_ring, bool compiled)
+                        int flags, int ns_max, const char *want, bool union_ring, bool compiled, bool tmap)
 {
     struct kern_mega_args a = { .dtype = dt, .n_layers = 88, .dim = dim, .hidden = hidden, .n_heads = n_heads,
                                 .n_kv = n_kv, .head_dim = 128, .max_ctx = 8448, .n_split = plan_attn_splits(n_kv, 8448, 0),
@@ -877,20 +879,27 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
         fail_msg("%s: layout '%s' lacks '%s'", what, d, want);
     assert_int_equal(strstr(d, "attention's space") != NULL, union_ring);
     assert_int_equal(strstr(d, "stage geometry compiled in") != NULL, compiled);
+    assert_int_equal(strstr(d, "one tensor copy a stage") != NULL, tmap);
 }
 
 static void test_mega_layout(void **st)
 {
     (void)st;
     mega_layout("Medium 3.5 fp8", BORA_DT_F8_E4M3, 12288, 28672, 96, 8, 0, 0,
-                "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, true);
-    mega_layout("Medium 3.5 bf16", BORA_DT_BF16, 12288, 28672, 96, 8, 0, 0, "128 blocks", false, false);
-    mega_layout("7B fp8", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 0, 0, "a ring of 4 stages", false, true);
-    mega_layout("7B fp8, general instance", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 1024, 0, "a ring of 4 stages", false,
+                "a ring of 5 stages of 32 KiB (2 in the attention's space; h in bf16)", true, true, true);
+    mega_layout("Medium 3.5 fp8, row copies", BORA_DT_F8_E4M3, 12288, 28672, 96, 8, 2048, 0,
+                "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, true, false);
+    mega_layout("Medium 3.5 bf16", BORA_DT_BF16, 12288, 28672, 96, 8, 0, 0, "128 blocks", false, false, false);
+    /* 7B streams 1.8 MB a block a layer, under MEGA_TMAP_MIN_BYTES: row copies unless forced (8192) */
+    mega_layout("7B fp8", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 0, 0, "a ring of 4 stages of 33 KiB", false, true,
                 false);
+    mega_layout("7B fp8, tensor copies forced", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 8192, 0,
+                "a ring of 5 stages of 32 KiB", false, true, true);
+    mega_layout("7B fp8, general instance", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 1024, 0, "a ring of 4 stages", false,
+                false, false);
     /* forced (tests): at most 4 stages, one of them in the attention's space */
     mega_layout("96/8 heads, dim 256, fp8, forced", BORA_DT_F8_E4M3, 256, 512, 96, 8, 256, 4,
-                "a ring of 4 stages of 33 KiB (1 in the attention's space", true, false);
+                "a ring of 4 stages of 33 KiB (1 in the attention's space", true, false, false);
 }
 #else
 static void test_no_cuda(void **st)
