@@ -1299,6 +1299,19 @@ static int mega_encode(const struct kern_mega_args *a, struct mega_params *p)
     return 0;
 }
 
+/* mega_setup, then the tensor maps where it chose tensor copies and the weights are there
+ * (a->layers); where there is no encoder or the driver refuses a map, the row copies' layout
+ * (so the description the engine reports is the one that runs). */
+static int mega_prepare(const struct kern_mega_args *a, struct mega_params *p, size_t *smem, struct bora_err *err)
+{
+    int rc = mega_setup(a, p, smem, err);
+    if (rc || !p->tm || !a->layers || mega_encode(a, p) == 0)
+        return rc;
+    struct kern_mega_args b = *a;
+    b.flags |= MEGA_F_NO_TMAP;
+    return mega_setup(&b, p, smem, err);
+}
+
 extern "C" size_t kern_mega_trace_slots(int n_layers, int sm_count)
 {
     return (size_t)n_layers * sm_count * MEGA_TR_N;
@@ -1315,7 +1328,7 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
 {
     struct mega_params p;
     size_t smem;
-    int rc = mega_setup(a, &p, &smem, err);
+    int rc = mega_prepare(a, &p, &smem, err);
     if (rc)
         return rc;
     int k = snprintf(buf, n, "%d blocks, %zu KiB shared each, a ring of %d stages of %d KiB", p.nb, smem / 1024, p.ns,
@@ -1388,16 +1401,9 @@ extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstrea
 {
     struct mega_params p;
     size_t smem;
-    int rc = mega_setup(a, &p, &smem, err);
+    int rc = mega_prepare(a, &p, &smem, err);
     if (rc)
         return rc;
-    if (p.tm && mega_encode(a, &p) != 0) {   /* no encoder, or a map the driver refuses: the row copies */
-        struct kern_mega_args b = *a;
-        b.flags |= MEGA_F_NO_TMAP;
-        rc = mega_setup(&b, &p, &smem, err);
-        if (rc)
-            return rc;
-    }
     cudaStream_t s = (cudaStream_t)stream;
     CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv) * sizeof(int), s));
     if (a->dtype == BORA_DT_F8_E4M3)

@@ -201,8 +201,8 @@ struct kern_state {
     float top_p;              /* (0, 1]; 1 = off */
     uint32_t seed;
     int32_t error;            /* non-zero: KERN_STATE_BAD_ID (the embedding met an id outside the
-                               * vocabulary) or KERN_STATE_NONFINITE (the sampler found no finite
-                               * logit to choose: NaN or infinite weights or activations) */
+                               * vocabulary) or KERN_STATE_NONFINITE (a logit is NaN or
+                               * infinite: NaN or infinite weights or activations) */
 };
 enum { KERN_STATE_BAD_ID = 1, KERN_STATE_NONFINITE = 2 };
 
@@ -215,8 +215,8 @@ int kern_embed(float *x, const struct kern_mat *emb, struct kern_state *d_state,
  * largest logits (all with top_k 0 or ≥ vocab; ties at the cut: lowest ids), then the shortest
  * run of them by decreasing logit whose probability reaches top_p, and one draw among those with
  * probability ∝ e^(logit / temperature); the uniform hashes (seed, pos). A temperature too small
- * to divide by is greedy; with no finite largest logit nothing is drawn and d_state->error is
- * KERN_STATE_NONFINITE. h_mirror: NULL, or
+ * to divide by is greedy; where any logit is NaN or infinite nothing is drawn and d_state->error
+ * is KERN_STATE_NONFINITE. h_mirror: NULL, or
  * pinned host memory (kern_host_alloc) the kernel also writes the final state to, so no copy
  * back is needed once the stream is synchronised. d_work: NULL (one block of threads does the
  * whole draw), or KERN_SAMPLE_WORK_BYTES of device memory zeroed once before its first use and

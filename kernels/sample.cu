@@ -49,11 +49,12 @@ __device__ __forceinline__ void sample_take(float v, int i, float *best, int *bi
 }
 
 /* Leaves the largest logit in sv[0] and its id in si[0] (0x7fffffff when every logit is NaN),
- * and returns the id. */
-__device__ int sample_block_max(const float *l, int vocab, float *sv, int *si)
+ * *bad (shared) nonzero if any logit is NaN or infinite, and returns the id. */
+__device__ int sample_block_max(const float *l, int vocab, float *sv, int *si, int *bad)
 {
     float best = -INFINITY;
     int bi = 0x7fffffff;
+    float chk = 0.f;   /* x · 0 is 0 for every finite x, NaN for NaN and ±inf: NaN iff one is not finite */
     const int n4 = (uintptr_t)l % 16 == 0 ? vocab / 4 : 0;
     const float4 *l4 = (const float4 *)l;
     for (int base = threadIdx.x; base < n4; base += SAMPLE_U * blockDim.x) {
@@ -71,11 +72,15 @@ __device__ int sample_block_max(const float *l, int vocab, float *sv, int *si)
                 sample_take(v[k].y, 4 * c + 1, &best, &bi);
                 sample_take(v[k].z, 4 * c + 2, &best, &bi);
                 sample_take(v[k].w, 4 * c + 3, &best, &bi);
+                chk = fmaf(v[k].x, 0.f, fmaf(v[k].y, 0.f, fmaf(v[k].z, 0.f, fmaf(v[k].w, 0.f, chk))));
             }
         }
     }
-    for (int i = 4 * n4 + threadIdx.x; i < vocab; i += blockDim.x)
+    for (int i = 4 * n4 + threadIdx.x; i < vocab; i += blockDim.x) {
         sample_take(l[i], i, &best, &bi);
+        chk = fmaf(l[i], 0.f, chk);
+    }
+    const int any_bad = __syncthreads_or(chk != chk);
     for (int o = 16; o > 0; o >>= 1) {
         float v2 = __shfl_xor_sync(0xffffffffu, best, o);
         int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -106,15 +111,16 @@ __device__ int sample_block_max(const float *l, int vocab, float *sv, int *si)
     if (threadIdx.x == 0) {
         sv[0] = best;
         si[0] = bi;
+        *bad = any_bad;
     }
     __syncthreads();
     return si[0];
 }
 
-/* The argmax's id (0 when every logit is NaN). */
-__device__ int sample_argmax(const float *l, int vocab, float *sv, int *si)
+/* The argmax's id (0 when every logit is NaN); *bad as sample_block_max's. */
+__device__ int sample_argmax(const float *l, int vocab, float *sv, int *si, int *bad)
 {
-    const int bi = sample_block_max(l, vocab, sv, si);
+    const int bi = sample_block_max(l, vocab, sv, si, bad);
     return bi == 0x7fffffff ? 0 : bi;
 }
 
@@ -191,6 +197,7 @@ struct sample_work {
     unsigned bar_gen, pad1[31];
     float pmax[SAMPLE_MAX_GRID];    /* each block's largest logit and its id */
     int pid[SAMPLE_MAX_GRID];
+    int pbad[SAMPLE_MAX_GRID];      /* each block's slice holds a logit that is not a finite number */
     unsigned long long psum[SAMPLE_MAX_GRID];   /* each block's weight of the nucleus */
     unsigned hist[SAMPLE_BINS];                 /* token counts by bin */
     unsigned long long hist64[SAMPLE_BINS];     /* weights of the near bins */
@@ -661,6 +668,7 @@ __device__ void sample_cut_by_weight(const float *logits, int n, struct sample_c
 struct sample_smem {   /* the kernel's shared memory */
     float sv[32];
     int si[32];
+    int bad;   /* a logit is NaN or infinite: no choice is made, the step fails */
     unsigned hist[SAMPLE_BINS];
     uint32_t prefix;
     int remaining, cnt, pick, bin;
@@ -1004,11 +1012,13 @@ __device__ __forceinline__ int sample_draw(const float *sl, int n, int lo, int v
     return sample_draw_sorted(sm, k, top, a.T, a.top_p, a.u);
 }
 
-/* Thread 0: the id into the state (and its host mirror), the position advanced. */
-__device__ void sample_finish(const float *logits, int id, int pos, struct kern_state *st, struct kern_state *mirror)
+/* Thread 0: the id into the state (and its host mirror), the position advanced; bad: a logit
+ * that is not a finite number (the state reports it, the step fails). */
+__device__ void sample_finish(const float *logits, int id, int pos, struct kern_state *st, struct kern_state *mirror,
+                              int bad)
 {
     if (threadIdx.x == 0) {
-        if (!isfinite(logits[id]))   /* every logit NaN, or an infinite best: no choice made */
+        if (bad || !isfinite(logits[id]))   /* a NaN or infinite logit: no choice made */
             st->error = KERN_STATE_NONFINITE;
         st->sampled = id;
         st->pos = pos + 1;
@@ -1025,10 +1035,10 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *log
     kern_grid_launch_next();
     kern_grid_wait();
     const struct sample_args a = sample_args_of(st, vocab);
-    int id = sample_argmax(logits, vocab, sm.sv, sm.si);
-    if (!a.greedy && isfinite(logits[id]))   /* else no draw: the state reports a non-finite logit */
+    int id = sample_argmax(logits, vocab, sm.sv, sm.si, &sm.bad);
+    if (!a.greedy && isfinite(logits[id]) && !sm.bad)   /* else no draw: the state reports a non-finite logit */
         id = sample_draw(logits, vocab, 0, vocab, a, logits[id], sm, nullptr);
-    sample_finish(logits, id, a.pos, st, mirror);
+    sample_finish(logits, id, a.pos, st, mirror, sm.bad);
 }
 
 /* ---- the same draws spread over a grid of blocks ----
@@ -1056,10 +1066,10 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float
     if ((set.greedy || (set.K >= vocab && !(set.top_p > 0.f && set.top_p < 1.f))) && gridDim.x <= SAMPLE_ALONE_GRID) {
         if (g == 0) {   /* the one-block kernel's way (the others never read the position block 0 writes) */
             const struct sample_args a = sample_args_of(st, vocab);
-            int id = sample_argmax(logits, vocab, sm.sv, sm.si);
-            if (!a.greedy && isfinite(logits[id]))
+            int id = sample_argmax(logits, vocab, sm.sv, sm.si, &sm.bad);
+            if (!a.greedy && isfinite(logits[id]) && !sm.bad)
                 id = sample_draw(logits, vocab, 0, vocab, a, logits[id], sm, nullptr);
-            sample_finish(logits, id, a.pos, st, mirror);
+            sample_finish(logits, id, a.pos, st, mirror, sm.bad);
         }
         return;
     }
@@ -1080,36 +1090,42 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_grid_kernel(const float
     }
 
     /* the largest logit: each slice's, then every block reduces the grid's (ties: lowest id) */
-    const int bi = sample_block_max(sl, n, sm.sv, sm.si);
+    const int bi = sample_block_max(sl, n, sm.sv, sm.si, &sm.bad);
     if (threadIdx.x == 0) {
         w->pmax[g] = sm.sv[0];
         w->pid[g] = bi == 0x7fffffff ? bi : lo + bi;
+        w->pbad[g] = sm.bad;
     }
     sample_grid_sync(w);
     if (threadIdx.x < 32) {
         float best = -INFINITY;
-        int id = 0x7fffffff;
-        for (int b = threadIdx.x; b < (int)gridDim.x; b += 32)
+        int id = 0x7fffffff, bad = 0;
+        for (int b = threadIdx.x; b < (int)gridDim.x; b += 32) {
             sample_take(__ldcg(w->pmax + b), __ldcg(w->pid + b), &best, &id);
+            bad |= __ldcg(w->pbad + b);
+        }
+        bad = __any_sync(0xffffffffu, bad);
         for (int o = 16; o > 0; o >>= 1) {
             const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
             const int i2 = __shfl_xor_sync(0xffffffffu, id, o);
             sample_take(v2, i2, &best, &id);
         }
-        if (threadIdx.x == 0)
+        if (threadIdx.x == 0) {
             sm.pick = id == 0x7fffffff ? 0 : id;
+            sm.bad = bad;
+        }
     }
     __syncthreads();
-    const int top_id = sm.pick;
+    const int top_id = sm.pick, bad = sm.bad;
     const float top = logits[top_id];
-    if (a.greedy || !isfinite(top)) {   /* greedy, or no draw: the state reports a non-finite logit */
+    if (a.greedy || !isfinite(top) || bad) {   /* greedy, or no draw: the state reports a non-finite logit */
         if (g == 0)
-            sample_finish(logits, top_id, a.pos, st, mirror);
+            sample_finish(logits, top_id, a.pos, st, mirror, bad);
         return;
     }
     const int id = sample_draw(sl, n, lo, vocab, a, top, sm, w);
     if (id >= 0)
-        sample_finish(logits, id, a.pos, st, mirror);
+        sample_finish(logits, id, a.pos, st, mirror, bad);
 }
 
 extern "C" int kern_sample(const float *logits, int vocab, struct kern_state *d_state, struct kern_state *h_mirror,

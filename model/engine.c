@@ -93,9 +93,15 @@ int engine_forward_next(struct engine *e, const int32_t *ids, int n, int pos, st
         return e->ops->forward_sample(e, ids, n, pos, &s->p, id);
     if ((rc = e->ops->forward(e, ids, n, pos, logits)))
         return rc;
-    *id = sampler_sample(s, logits);
-    if (!isfinite(logits[*id]))   /* as the GPU sampler: no finite logit to choose from */
+    /* as the GPU sampler: a logit that is not a finite number (NaN or infinite weights or
+     * activations) fails the step rather than choosing among the rest */
+    const int V = e->model->cfg.vocab_size;
+    float chk = 0.f;
+    for (int i = 0; i < V; i++)
+        chk += logits[i] * 0.f;   /* 0 for finite logits, NaN once one is NaN or infinite */
+    if (chk != chk)
         return -EDOM;
+    *id = sampler_sample(s, logits);
     return 0;
 }
 
@@ -157,7 +163,7 @@ int engine_memory(const struct engine *e, struct engine_mem *out)
 const char *engine_error_text(const struct engine *e, int rc)
 {
     if (rc == -EDOM)
-        return "the model produced no finite logit (NaN or infinite weights or activations)";
+        return "the model produced a logit that is not a finite number (NaN or infinite weights or activations)";
     return rc == -EIO && engine_last_error(e)[0] ? engine_last_error(e) : strerror(-rc);
 }
 

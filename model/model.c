@@ -273,9 +273,17 @@ static int bind(struct model *m, struct wtensor *w, const char *name, int64_t ro
         memcpy(c, t->data, t->end - t->begin);
         w->data = c;
     }
+    /* the dequantizing scale: Hugging Face's X.weight_scale_inv, or Mistral native's
+     * X.qscale_weight (the same values: w = w_fp8 × scale in both) */
     char sname[200];
     snprintf(sname, sizeof sname, "%s_scale_inv", name);
     const struct st_tensor *s = find_tensor(m, sname, NULL);
+    const size_t nl = strlen(name);
+    if (!s && nl > 7 && !strcmp(name + nl - 7, ".weight")) {
+        snprintf(sname, sizeof sname, "%.*s.qscale_weight", (int)(nl - 7), name);
+        if (!(s = find_tensor(m, sname, NULL)))
+            snprintf(sname, sizeof sname, "%s_scale_inv", name);   /* the name the messages give */
+    }
     if (s && t->dtype != BORA_DT_F8_E4M3)
         return bora_errf(err, -EINVAL, "%s: tensor '%s' is %s, not FP8, but '%s' is there: a scale for weights "
                          "that are not FP8 would not be applied", file, name, bora_dtype_name(t->dtype), sname);
@@ -395,6 +403,18 @@ static struct wtensor *linear(struct layer_weights *l, int i)
     return i < 7 ? t[i] : NULL;
 }
 
+/* A layer's tensors (without the layer prefix and ".weight"): Hugging Face and Mistral native
+ * names, in the order bind_all binds them. */
+static const struct {
+    const char *hf, *native;
+} layer_names[] = {
+    { "input_layernorm", "attention_norm" }, { "self_attn.q_proj", "attention.wq" },
+    { "self_attn.k_proj", "attention.wk" },   { "self_attn.v_proj", "attention.wv" },
+    { "self_attn.o_proj", "attention.wo" },   { "post_attention_layernorm", "ffn_norm" },
+    { "mlp.gate_proj", "feed_forward.w1" },   { "mlp.up_proj", "feed_forward.w3" },
+    { "mlp.down_proj", "feed_forward.w2" },
+};
+
 /* HF checkpoints may nest the decoder under a prefix (multimodal wrappers). */
 static const char *hf_prefix(const struct model *m)
 {
@@ -422,7 +442,11 @@ static int bind_all(struct model *m, struct bora_err *err)
     snprintf(n, sizeof n, "%snorm.weight", pre);
     if ((rc = bind(m, &m->norm, n, 1, c->dim, true, err)))
         return rc;
-    const char *on = !hf ? "output.weight" : strcmp(pre, "model.") ? "language_model.lm_head.weight" : "lm_head.weight";
+    /* the head: Mistral3ForConditionalGeneration as older transformers saved it keeps it under
+     * its language model (language_model.model. → language_model.lm_head), as newer ones save it
+     * at the top (model.language_model. → lm_head), as a causal LM does */
+    const char *on = !hf ? "output.weight" : !strcmp(pre, "language_model.model.") ? "language_model.lm_head.weight"
+                                                                                   : "lm_head.weight";
     if (c->tied) {
         m->output = m->tok_emb;
         /* a stored head must be the embedding itself (a copy some exporters keep), else the
@@ -445,25 +469,21 @@ static int bind_all(struct model *m, struct bora_err *err)
         struct layer_weights *l = &m->layers[i];
         struct {
             struct wtensor *w;
-            const char *hf, *native;
             int64_t rows, cols;
             bool vec;
         } map[] = {
-            { &l->attn_norm, "input_layernorm", "attention_norm", 1, c->dim, true },
-            { &l->wq, "self_attn.q_proj", "attention.wq", q, c->dim, false },
-            { &l->wk, "self_attn.k_proj", "attention.wk", kv, c->dim, false },
-            { &l->wv, "self_attn.v_proj", "attention.wv", kv, c->dim, false },
-            { &l->wo, "self_attn.o_proj", "attention.wo", c->dim, q, false },
-            { &l->ffn_norm, "post_attention_layernorm", "ffn_norm", 1, c->dim, true },
-            { &l->w_gate, "mlp.gate_proj", "feed_forward.w1", c->hidden_dim, c->dim, false },
-            { &l->w_up, "mlp.up_proj", "feed_forward.w3", c->hidden_dim, c->dim, false },
-            { &l->w_down, "mlp.down_proj", "feed_forward.w2", c->dim, c->hidden_dim, false },
+            { &l->attn_norm, 1, c->dim, true },   { &l->wq, q, c->dim, false },
+            { &l->wk, kv, c->dim, false },        { &l->wv, kv, c->dim, false },
+            { &l->wo, c->dim, q, false },         { &l->ffn_norm, 1, c->dim, true },
+            { &l->w_gate, c->hidden_dim, c->dim, false }, { &l->w_up, c->hidden_dim, c->dim, false },
+            { &l->w_down, c->dim, c->hidden_dim, false },
         };
+        _Static_assert(BORA_ARRAY_LEN(map) == BORA_ARRAY_LEN(layer_names), "one name pair per layer tensor");
         for (size_t k = 0; k < BORA_ARRAY_LEN(map); k++) {
             if (hf)
-                snprintf(n, sizeof n, "%slayers.%d.%s.weight", pre, i, map[k].hf);
+                snprintf(n, sizeof n, "%slayers.%d.%s.weight", pre, i, layer_names[k].hf);
             else
-                snprintf(n, sizeof n, "layers.%d.%s.weight", i, map[k].native);
+                snprintf(n, sizeof n, "layers.%d.%s.weight", i, layer_names[k].native);
             if ((rc = bind(m, map[k].w, n, map[k].rows, map[k].cols, map[k].vec, err)))
                 return rc;
         }
@@ -472,11 +492,13 @@ static int bind_all(struct model *m, struct bora_err *err)
 }
 
 /* Tensors bind_all did not take that say the config and the checkpoint disagree: a layer past
- * the config's last (a config that keeps only part of the model), or a bias on a layer's
- * matrix or norm (Mistral has none: bora would leave it out and compute something else).
- * Tensors outside the layers (a vision encoder of a multimodal checkpoint) and per-layer
- * extras with no effect on the text decoder (FP8 activation / KV scales, a stored RoPE table)
- * are left alone. */
+ * the config's last (a config that keeps only part of the model), a bias on a layer's matrix
+ * or norm, or any other weight of a layer (a `.weight` bora does not bind: a query/key norm,
+ * a LoRA adapter, a mixture of experts' router or experts). Mistral's decoder has none of these:
+ * bora would leave them out and compute something else. Tensors outside the layers (a vision
+ * encoder of a multimodal checkpoint) and per-layer extras with no effect on the text decoder
+ * (FP8 activation / KV scales such as `input_scale`, `qscale_act`, `k_scale`, a stored RoPE
+ * table `rotary_emb.inv_freq`) are left alone. */
 static int check_unused(const struct model *m, struct bora_err *err)
 {
     const bool hf = m->cfg.layout == MODEL_LAYOUT_HF;
@@ -503,6 +525,22 @@ static int check_unused(const struct model *m, struct bora_err *err)
             if (nl > 5 && !strcmp(name + nl - 5, ".bias"))
                 return bora_errf(err, -EINVAL, "%s: tensor '%s': a bias, which Mistral models do not have and bora "
                                  "does not apply", m->shards[i].path, name);
+            const char *sfx = end + 1;   /* after "layers.N." */
+            const size_t sl = strlen(sfx);
+            if (sl > 7 && !strcmp(sfx + sl - 7, ".weight")) {
+                bool bound = false;
+                for (size_t n = 0; n < BORA_ARRAY_LEN(layer_names) && !bound; n++) {
+                    const char *want = hf ? layer_names[n].hf : layer_names[n].native;
+                    bound = strlen(want) == sl - 7 && !strncmp(sfx, want, sl - 7);
+                }
+                if (!bound)
+                    return bora_errf(err, -EINVAL, "%s: tensor '%s': a weight that Mistral's decoder does not have "
+                                     "(a %s layer has %s); bora would not apply it", m->shards[i].path, name,
+                                     hf ? "Hugging Face" : "native",
+                                     hf ? "input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm, "
+                                          "mlp.{gate,up,down}_proj"
+                                        : "attention_norm, attention.{wq,wk,wv,wo}, ffn_norm, feed_forward.{w1,w2,w3}");
+            }
         }
     return 0;
 }

@@ -324,6 +324,19 @@ int model_config_parse_native(const char *json, size_t len, const char *what, st
     }
     if ((rc = get_int(root, "sliding_window", what, 1, 1 << 30, false, &c->sliding_window, err)))
         goto out;
+    /* blocks that change what the weights compute: bora would load the dense part and answer
+     * with something else */
+    static const struct { const char *key, *why; } unsupported[] = {
+        { "moe", "a mixture of experts (Mixtral-style), which bora does not compute" },
+        { "lora", "LoRA adapters, which bora does not apply (merge them into the weights first)" },
+    };
+    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
+        json_t *v = json_object_get(root, unsupported[i].key);
+        if (v && !json_is_null(v)) {
+            rc = bora_errf(err, -EINVAL, "%s: key '%s': %s", what, unsupported[i].key, unsupported[i].why);
+            goto out;
+        }
+    }
     json_t *y = json_object_get(root, "yarn");
     if (y && !json_is_null(y) && !json_is_object(y)) {
         rc = bora_errf(err, -EINVAL, "%s: key 'yarn': must be an object", what);

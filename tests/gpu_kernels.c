@@ -486,14 +486,39 @@ static void test_sample(void **st)
         int32_t id = sample_once(dl, V, ds, s);
         assert_true(id == 77777 || id == 100000);
     }
-    /* greedy: the largest logit in the scalar tail past the last float4, a NaN that never wins;
-     * then the array one float on (not 16-byte aligned: the scalar path), ids shifted by one */
+    /* greedy: the largest logit in the scalar tail past the last float4; then the array one float
+     * on (not 16-byte aligned: the scalar path), ids shifted by one */
     l[V - 1] = 10.0f;
-    l[3] = NAN;
     float *dl2 = gt_upload(l, V * 4);
     s = (struct kern_state){ .pos = 10, .top_p = 1.0f };
     assert_int_equal(sample_once(dl2, V, ds, s), V - 1);
     assert_int_equal(sample_once(dl2 + 1, V - 2, ds, s), 77776);
+    /* one logit that is not a number (NaN, +inf, -inf), in the float4 body or in the scalar tail:
+     * the step fails (KERN_STATE_NONFINITE) on the grid and on one block (sample_once compares
+     * them), greedy or drawn, rather than choosing among the rest (a corrupt head row) */
+    {
+        const float odd_v[3] = { NAN, INFINITY, -INFINITY };
+        const int odd_at[2] = { 3, V - 2 };
+        for (int vi = 0; vi < 3; vi++)
+            for (int ai = 0; ai < 2; ai++)
+                for (int t = 0; t < 2; t++) {
+                    const float keep = l[odd_at[ai]];
+                    l[odd_at[ai]] = odd_v[vi];
+                    OK(kern_copy_h2d(dl2, l, V * 4, E));
+                    struct kern_state so = { .pos = 10, .temperature = t ? 1.0f : 0.f, .top_p = 1.0f, .seed = 2 }, out;
+                    (void)sample_once(dl2, V, ds, so);
+                    gt_download(&out, ds, sizeof out);
+                    if (out.error != KERN_STATE_NONFINITE)
+                        fail_msg("logit %d = %g, T %d: error %d, sampled %d", odd_at[ai], (double)odd_v[vi], t,
+                                 out.error, out.sampled);
+                    l[odd_at[ai]] = keep;
+                }
+        OK(kern_copy_h2d(dl2, l, V * 4, E));
+        struct kern_state ok = { .pos = 10, .top_p = 1.0f }, out;   /* and finite again: no error */
+        assert_int_equal(sample_once(dl2, V, ds, ok), V - 1);
+        gt_download(&out, ds, sizeof out);
+        assert_int_equal(out.error, 0);
+    }
     /* the state mirrored into pinned host memory by the kernel itself */
     struct kern_state *hm = NULL;
     OK(kern_host_alloc((void **)&hm, sizeof *hm, E));
@@ -692,7 +717,6 @@ static void test_sample_exact(void **st)
         ll[i] = l[i];
         order[i] = order_t[i] = order_p[i] = order_l[i] = i;
     }
-    l[3] = NAN;   /* never drawn */
     ll[100001] = 18.f;   /* lifted: one token holds ≈ 97 % at T 1; a nucleus of 99 % reaches the far bins */
     ref_sort_l = l;
     qsort(order, V, sizeof *order, ref_cmp);

@@ -336,6 +336,60 @@ static void add_tensor(char *h, size_t cap, size_t *data, const char *name, int 
     add_tensor_as(h, cap, data, name, "BF16", 2, dims, (size_t)c);
 }
 
+/* The text decoder of a multimodal checkpoint (Mistral3ForConditionalGeneration) under either
+ * prefix transformers saves it with, its head where that version puts it, beside a vision tower:
+ * the same model, the same logits. */
+static void test_multimodal_prefixes(void **state)
+{
+    (void)state;
+    char h[8192], hp[8192];
+    const size_t data = tiny_header(h, sizeof h, NULL, NULL, NULL);
+    static const struct { const char *pre, *head; } v[] = {
+        { "", "lm_head.weight" },
+        { "model.language_model.", "lm_head.weight" },
+        { "language_model.model.", "language_model.lm_head.weight" },
+    };
+    float ref[32];
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        /* every "model.X" name becomes PRE + "X"; the head is renamed; a vision tensor is added */
+        size_t n = 0;
+        for (const char *c = h; *c;) {
+            if (*v[i].pre && !strncmp(c, "\"model.", 7)) {
+                n += (size_t)snprintf(hp + n, sizeof hp - n, "\"%s", v[i].pre);
+                c += 7;
+            } else if (!strncmp(c, "\"lm_head.weight\"", 16)) {
+                n += (size_t)snprintf(hp + n, sizeof hp - n, "\"%s\"", v[i].head);
+                c += 16;
+            } else {
+                hp[n++] = *c++;
+            }
+            assert_true(n < sizeof hp - 64);
+        }
+        hp[n] = 0;
+        size_t db = data;
+        if (*v[i].pre)
+            add_tensor(hp, sizeof hp, &db, "model.vision_tower.transformer.layers.0.attention.q_proj.weight", 8);
+        write_file("config.json", tiny_config, strlen(tiny_config));
+        write_st("model.safetensors", hp, db, 0);
+        struct model *m = NULL;
+        struct bora_err err = { "" };
+        if (model_open(&m, tmpdir, NULL, &err))
+            fail_msg("prefix '%s', head '%s': %s", v[i].pre, v[i].head, err.msg);
+        struct engine *e;
+        struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 8 };
+        assert_int_equal(engine_open(&e, m, &eo, &err), 0);
+        float lg[32];
+        const int32_t ids[2] = { 1, 5 };
+        assert_int_equal(engine_forward(e, ids, 2, 0, lg), 0);
+        if (i == 0)
+            memcpy(ref, lg, sizeof ref);
+        else
+            assert_memory_equal(lg, ref, sizeof ref);
+        engine_close(e);
+        model_close(m);
+    }
+}
+
 /* An FP8 weight's scale: one, or one per row, in a float dtype. */
 static void test_fp8_scales(void **state)
 {
@@ -364,6 +418,29 @@ static void test_fp8_scales(void **state)
             model_close(m);
         }
     }
+    /* Mistral's native name for the same scale (X.qscale_weight, the values of X.weight_scale_inv):
+     * the same logits */
+    float lg[2][32];
+    for (int k = 0; k < 2; k++) {
+        char h[8192];
+        size_t data = tiny_header(h, sizeof h, NULL, "model.layers.0.self_attn.q_proj.weight", "F8_E4M3");
+        add_tensor_as(h, sizeof h, &data,
+                      k ? "model.layers.0.self_attn.q_proj.qscale_weight" : "model.layers.0.self_attn.q_proj.weight_scale_inv",
+                      "F32", 4, "", 1);
+        write_st("model.safetensors", h, data, 0);
+        struct model *m = NULL;
+        struct bora_err err = { "" };
+        if (model_open(&m, tmpdir, NULL, &err))
+            fail_msg("scale named %s: %s", k ? "qscale_weight" : "weight_scale_inv", err.msg);
+        struct engine *e;
+        struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 8 };
+        assert_int_equal(engine_open(&e, m, &eo, &err), 0);
+        const int32_t ids[2] = { 1, 5 };
+        assert_int_equal(engine_forward(e, ids, 2, 0, lg[k]), 0);
+        engine_close(e);
+        model_close(m);
+    }
+    assert_memory_equal(lg[0], lg[1], sizeof lg[0]);
 }
 
 /* Files that are there but are not files, checkpoints whose bytes or tensors do not add up,
@@ -421,6 +498,18 @@ static void test_bad_files_and_tensors(void **state)
     add_tensor(hb, sizeof hb, &db, "model.layers.1.input_layernorm.weight", 8);
     write_st("model.safetensors", hb, db, 0);
     expect_open_error(-EINVAL, "is of layer 1, but the config has 1 layers", NULL);
+    /* a layer weight Mistral's decoder does not have (a query norm, a LoRA adapter): refused, named */
+    static const char *const foreign[] = { "model.layers.0.self_attn.q_norm.weight",
+                                           "model.layers.0.mlp.down_proj.lora_A.weight" };
+    for (size_t i = 0; i < 2; i++) {
+        db = data;
+        snprintf(hb, sizeof hb, "%s", h);
+        add_tensor(hb, sizeof hb, &db, foreign[i], 8);
+        write_st("model.safetensors", hb, db, 0);
+        char want[160];
+        snprintf(want, sizeof want, "tensor '%s': a weight that Mistral's decoder does not have", foreign[i]);
+        expect_open_error(-EINVAL, want, NULL);
+    }
     /* layer indices spelled otherwise than bora names layers: a second copy of a layer, or none */
     static const char *const odd_layer[] = { "model.layers.00.input_layernorm.weight",
                                              "model.layers.-1.input_layernorm.weight" };
@@ -467,6 +556,16 @@ static void test_bad_files_and_tensors(void **state)
     write_st("model.safetensors", hb, db, 0);
     assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
     model_close(m);
+    /* and so are a layer's extras that do not change the decoder: a stored RoPE table, an
+     * activation scale */
+    db = data;
+    snprintf(hb, sizeof hb, "%s", h);
+    add_tensor(hb, sizeof hb, &db, "model.layers.0.self_attn.rotary_emb.inv_freq", 8);
+    add_tensor(hb, sizeof hb, &db, "model.layers.0.self_attn.q_proj.input_scale", 8);
+    write_st("model.safetensors", hb, db, 0);
+    if (model_open(&m, tmpdir, NULL, &err))
+        fail_msg("a layer's extras refused: %s", err.msg);
+    model_close(m);
     /* the same tensor in two shards */
     write_st("model.safetensors", h, data, 0);
     write_st("model-00001-of-00001.safetensors", h, data, 0);
@@ -498,10 +597,39 @@ static void test_bad_files_and_tensors(void **state)
     float lg[32];
     int32_t ids[2] = { 1, 5 }, id = -1;
     assert_int_equal(engine_forward_next(e, ids, 2, 0, &s, lg, &id), -EDOM);
-    assert_non_null(strstr(engine_error_text(e, -EDOM), "no finite logit"));
-    sampler_fini(&s);
+    assert_non_null(strstr(engine_error_text(e, -EDOM), "a logit that is not a finite number"));
     engine_close(e);
     model_close(m);
+    /* one NaN row of the head (a corrupt checkpoint): the other logits are finite, but the step
+     * fails rather than choosing among them; the same model without it answers */
+    write_st("model.safetensors", h, data, 0);
+    for (int bad = 1; bad >= 0; bad--) {
+        if (bad) {   /* the head's row 7 (bytes 8 + header, embed_tokens 512, norm 16, 7 rows of 16) */
+            size_t hl = strlen(h), at = 8 + hl + (8 - hl % 8) % 8 + 512 + 16 + 7 * 16;
+            snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+            FILE *f = fopen(p, "r+b");
+            assert_non_null(f);
+            assert_int_equal(fseek(f, (long)at, SEEK_SET), 0);
+            assert_int_equal(fputc(0xff, f), 0xff);
+            assert_int_equal(fputc(0xff, f), 0xff);   /* BF16 0xffff: NaN */
+            fclose(f);
+        }
+        assert_int_equal(model_open(&m, tmpdir, NULL, &err), 0);
+        assert_int_equal(engine_open(&e, m, &eo, &err), 0);
+        id = -1;
+        const int rc = engine_forward_next(e, ids, 2, 0, &s, lg, &id);
+        if (bad) {
+            assert_int_equal(rc, -EDOM);
+            assert_true(isnan(lg[7]) && isfinite(lg[6]) && isfinite(lg[8]));
+        } else {
+            assert_int_equal(rc, 0);
+            assert_true(id >= 0 && id < 32);
+        }
+        engine_close(e);
+        model_close(m);
+        write_st("model.safetensors", h, data, 0);
+    }
+    sampler_fini(&s);
     alarm(0);
 }
 
@@ -580,6 +708,22 @@ static void test_yarn_constants(void **state)
                          "\"yarn\":{\"factor\":16.0,\"original_max_position_embeddings\":32,\"beta\":32.0,\"alpha\":1.0}}";
     assert_int_equal(model_config_parse_native(native, strlen(native), "params.json", &c, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "rope_theta > 1"));
+    /* blocks that change the computation are refused by name; null ones are not blocks */
+    const char *dense = "{\"dim\":64,\"n_layers\":1,\"head_dim\":32,\"hidden_dim\":8,\"n_heads\":4,\"n_kv_heads\":2,"
+                        "\"norm_eps\":1e-5,\"vocab_size\":32,\"rope_theta\":10000.0%s}";
+    static const struct { const char *add, *says; } blk[] = {
+        { ",\"moe\":{\"num_experts\":8,\"num_experts_per_tok\":2}", "key 'moe': a mixture of experts" },
+        { ",\"lora\":{\"rank\":64}", "key 'lora': LoRA adapters" },
+        { ",\"moe\":null,\"lora\":null", NULL },
+        { "", NULL },
+    };
+    for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++) {
+        char buf[512];
+        snprintf(buf, sizeof buf, dense, blk[i].add);
+        const int rc = model_config_parse_native(buf, strlen(buf), "params.json", &c, &err);
+        if (blk[i].says ? rc != -EINVAL || !strstr(err.msg, blk[i].says) : rc != 0)
+            fail_msg("%s: rc %d: %s", buf, rc, err.msg);
+    }
 }
 
 /* ---- sampler ---- */
@@ -699,6 +843,7 @@ static void test_default_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_multimodal_prefixes, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_tiny_model_loads_and_runs, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_tensor, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_misshapen_tensor, setup_dir, teardown_dir),
