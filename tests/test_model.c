@@ -498,28 +498,21 @@ static void test_bad_files_and_tensors(void **state)
     add_tensor(hb, sizeof hb, &db, "model.layers.1.input_layernorm.weight", 8);
     write_st("model.safetensors", hb, db, 0);
     expect_open_error(-EINVAL, "is of layer 1, but the config has 1 layers", NULL);
-    /* a layer weight Mistral's decoder does not have (a query norm, a LoRA adapter): refused, named */
-    static const char *const foreign[] = { "model.layers.0.self_attn.q_norm.weight",
-                                           "model.layers.0.mlp.down_proj.lora_A.weight" };
-    for (size_t i = 0; i < 2; i++) {
+    /* a layer weight Mistral's decoder does not have (a query norm, a LoRA adapter), and layer
+     * indices spelled otherwise than bora names layers (a second copy of a layer, or none):
+     * refused, named */
+    static const struct { const char *name, *says; } stray[] = {
+        { "model.layers.0.self_attn.q_norm.weight", "a weight that Mistral's decoder does not have" },
+        { "model.layers.0.mlp.down_proj.lora_A.weight", "a weight that Mistral's decoder does not have" },
+        { "model.layers.00.input_layernorm.weight", "layer index '00' is not a layer's name" },
+        { "model.layers.-1.input_layernorm.weight", "layer index '-1' is not a layer's name" },
+    };
+    for (size_t i = 0; i < sizeof stray / sizeof *stray; i++) {
         db = data;
         snprintf(hb, sizeof hb, "%s", h);
-        add_tensor(hb, sizeof hb, &db, foreign[i], 8);
+        add_tensor(hb, sizeof hb, &db, stray[i].name, 8);
         write_st("model.safetensors", hb, db, 0);
-        char want[160];
-        snprintf(want, sizeof want, "tensor '%s': a weight that Mistral's decoder does not have", foreign[i]);
-        expect_open_error(-EINVAL, want, NULL);
-    }
-    /* layer indices spelled otherwise than bora names layers: a second copy of a layer, or none */
-    static const char *const odd_layer[] = { "model.layers.00.input_layernorm.weight",
-                                             "model.layers.-1.input_layernorm.weight" };
-    for (size_t i = 0; i < 2; i++) {
-        db = data;
-        snprintf(hb, sizeof hb, "%s", h);
-        add_tensor(hb, sizeof hb, &db, odd_layer[i], 8);
-        write_st("model.safetensors", hb, db, 0);
-        expect_open_error(-EINVAL, i ? "layer index '-1' is not a layer's name" : "layer index '00' is not a layer's name",
-                          NULL);
+        expect_open_error(-EINVAL, stray[i].name, stray[i].says);
     }
     /* a scale beside a weight that is not FP8: bora would not apply it */
     db = data;
