@@ -93,11 +93,10 @@ static inline float time_ms(void (*launch)(void *), void *ctx, int reps)
     return best;
 }
 
-typedef CUresult (*encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
-                              const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+typedef kern_tmap_encode_fn encode_fn;   /* kernels/kern_tma.cuh's signature */
 
-/* cuTensorMapEncodeTiled from the driver (no link against libcuda). */
+/* cuTensorMapEncodeTiled from the driver (no link against libcuda; a probe does not link
+ * kernels/flash.cu's kern_tmap_encoder, so it looks the function up itself). */
 static inline encode_fn tensor_encoder(void)
 {
     encode_fn enc = NULL;
