@@ -68,6 +68,20 @@ void engine_close(struct engine *e)
     free(e);
 }
 
+/* A forward that read weights from a checkpoint file cut short under it (the SIGBUS guard gave
+ * it zeros, see safetensors.h) fails with -ESTALE, whatever it returned, and so does every
+ * forward after it: the weights are gone until the model is reopened. */
+static int check_files(struct engine *e, int rc)
+{
+    const char *cut = model_damaged(e->model);
+    if (__builtin_expect(cut == NULL, 1))
+        return rc;
+    snprintf(e->stale, sizeof e->stale,
+             "checkpoint file %s was cut short or rewritten while bora served from it; its weights are lost "
+             "(restore the file and restart bora)", cut);
+    return -ESTALE;
+}
+
 static int check_ids(const struct engine *e, const int32_t *ids, int n, int pos)
 {
     if (n <= 0 || pos < 0 || pos + n > e->max_ctx)
@@ -81,7 +95,7 @@ static int check_ids(const struct engine *e, const int32_t *ids, int n, int pos)
 int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
     int rc = check_ids(e, ids, n, pos);
-    return rc ? rc : e->ops->forward(e, ids, n, pos, logits);
+    return rc ? rc : check_files(e, e->ops->forward(e, ids, n, pos, logits));
 }
 
 int engine_forward_next(struct engine *e, const int32_t *ids, int n, int pos, struct sampler *s, float *logits,
@@ -91,8 +105,8 @@ int engine_forward_next(struct engine *e, const int32_t *ids, int n, int pos, st
     if (rc)
         return rc;
     if (e->ops->forward_sample)
-        return e->ops->forward_sample(e, ids, n, pos, &s->p, id);
-    if ((rc = e->ops->forward(e, ids, n, pos, logits)))
+        return check_files(e, e->ops->forward_sample(e, ids, n, pos, &s->p, id));
+    if ((rc = check_files(e, e->ops->forward(e, ids, n, pos, logits))))
         return rc;
     /* as the GPU sampler: a logit that is not a finite number (NaN or infinite weights or
      * activations) fails the step rather than choosing among the rest */
@@ -113,7 +127,7 @@ int engine_forward_next(struct engine *e, const int32_t *ids, int n, int pos, st
 int engine_forward_all(struct engine *e, const int32_t *ids, int n, int pos, float *logits)
 {
     int rc = check_ids(e, ids, n, pos);
-    return rc ? rc : e->ops->forward_all(e, ids, n, pos, logits);
+    return rc ? rc : check_files(e, e->ops->forward_all(e, ids, n, pos, logits));
 }
 
 void engine_reset(struct engine *e)
@@ -167,6 +181,8 @@ int engine_memory(const struct engine *e, struct engine_mem *out)
 
 const char *engine_error_text(const struct engine *e, int rc)
 {
+    if (rc == -ESTALE && e->stale[0])
+        return e->stale;
     if (rc == -EDOM)
         return "the model produced a logit that is not a finite number (NaN or infinite weights or activations)";
     return rc == -EIO && engine_last_error(e)[0] ? engine_last_error(e) : strerror(-rc);

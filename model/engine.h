@@ -69,6 +69,7 @@ struct engine {
     char backend_why[224];        /* AUTO fell back to the CPU: why CUDA was not used ("" otherwise) */
     int (*stop)(void *ctx);       /* engine_set_stop: checked between prefill blocks, or NULL */
     void *stop_ctx;
+    char stale[4400];             /* the message of a forward failed by a damaged checkpoint file (-ESTALE) */
 };
 
 /* Opens an engine for model m. AUTO picks CUDA when built with it and a GPU is present,
@@ -81,7 +82,9 @@ void engine_close(struct engine *e);
 
 /* Prefill / decode: tokens at pos.. must follow what the cache holds (pos = tokens so far).
  * logits (vocab_size floats, may be NULL) receives the last position's logits.
- * Errors: -EINVAL (pos + n > max_ctx, id out of range), -EIO (device failure). */
+ * Errors: -EINVAL (pos + n > max_ctx, id out of range), -EIO (device failure), -ESTALE (a
+ * checkpoint file the weights are read from was cut short under the engine: model_damaged;
+ * every later forward fails the same way). */
 int engine_forward(struct engine *e, const int32_t *ids, int n, int pos, float *logits);
 /* Runs tokens like engine_forward and picks the next id under s's parameters: on the backend's
  * own sampler when it has one (the CUDA backend: on the GPU, only the id crosses; its random
@@ -110,7 +113,7 @@ const char *engine_last_error(const struct engine *e);
  * driver does not answer. */
 int engine_memory(const struct engine *e, struct engine_mem *out);
 /* The text for a forward's error rc: the backend's own message for a backend failure (-EIO),
- * else strerror (a message from an earlier failure would be stale). */
+ * the damaged file's path and what to do for -ESTALE, else strerror (a message from an earlier failure would be stale). */
 const char *engine_error_text(const struct engine *e, int rc);
 /* Backend AUTO that ended on the CPU: the reason CUDA was not used (no device, built without
  * CUDA, a GPU the CUDA backend does not support); "" when the backend was chosen explicitly. */

@@ -652,11 +652,25 @@ int model_open(struct model **out, const char *dir, const struct model_open_opts
     account(m);
     if ((rc = find_tokenizer(m, err)))
         goto err;
+    const char *cut = model_damaged(m);   /* a shard cut short while the checks above read it */
+    if (cut) {
+        rc = bora_errf(err, -ESTALE, "%s: the file was cut short while bora read it (truncated or rewritten during the load)",
+                       cut);
+        goto err;
+    }
     *out = m;
     return 0;
 err:
     model_close(m);
     return rc;
+}
+
+const char *model_damaged(const struct model *m)
+{
+    for (int i = 0; i < m->n_shards; i++)
+        if (st_damaged(&m->shards[i]))
+            return m->shards[i].path;
+    return NULL;
 }
 
 void model_close(struct model *m)

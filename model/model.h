@@ -100,6 +100,12 @@ int model_open(struct model **out, const char *dir, const struct model_open_opts
                struct bora_err *err);
 void model_close(struct model *m);
 
+/* The path of a checkpoint file that a read of its mapping found cut short since the model
+ * was opened (st_damaged: truncated or rewritten in place), or NULL. The weights read from it
+ * came back as zeros; every result computed since is wrong and the model must be reopened
+ * from a sound file. Thread: any; one atomic load per shard, no system call. */
+const char *model_damaged(const struct model *m);
+
 /* Human-readable names. */
 const char *model_arch_name(enum model_arch a);
 const char *model_precision_name(enum model_precision p);

@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -215,6 +218,111 @@ static void st_prefetch_small(const struct st_file *f)
     }
 }
 
+/* ---- the SIGBUS guard (see safetensors.h) ----
+ * One slot per open mapping. A slot is free while lo == 0 and hi == 0; st_open claims it by a
+ * compare-exchange of lo from 0 to UINTPTR_MAX (matches no address), then publishes hi and lo;
+ * st_close retires it in the reverse order. The handler reads lo and hi (acquire) and only
+ * acts on an address with lo <= a < hi, so a slot half claimed or half retired matches nothing. */
+static struct st_guard_slot {
+    _Atomic uintptr_t lo, hi;   /* the mapping [lo, hi); partner: the handler's loads */
+    atomic_bool hit;            /* a read found the file cut short; partner: st_damaged */
+} st_guard[ST_GUARD_SLOTS];
+static struct sigaction st_guard_prev;   /* the SIGBUS action ours replaced; written under st_guard_mu
+                                          * before ours is installed */
+static uintptr_t st_guard_page;          /* page size, set before the first install */
+static pthread_mutex_t st_guard_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void st_guard_handler(int sig, siginfo_t *si, void *uc)
+{
+    int saved = errno;
+    uintptr_t a = (uintptr_t)si->si_addr;
+    if (si->si_code == BUS_ADRERR) {
+        for (int i = 0; i < ST_GUARD_SLOTS; i++) {
+            uintptr_t lo = atomic_load_explicit(&st_guard[i].lo, memory_order_acquire);
+            uintptr_t hi = atomic_load_explicit(&st_guard[i].hi, memory_order_acquire);
+            if (a < lo || a >= hi)
+                continue;
+            /* zeros from the faulting page to the mapping's end: one fault per damaged file,
+             * not one per page; the reader goes on and its caller checks st_damaged */
+            uintptr_t pg = a & ~(st_guard_page - 1);
+            if (mmap((void *)pg, hi - pg, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+                break;
+            atomic_store_explicit(&st_guard[i].hit, true, memory_order_release);
+            errno = saved;
+            return;
+        }
+    }
+    /* not a guarded mapping: what would have happened without the guard */
+    if ((st_guard_prev.sa_flags & SA_SIGINFO) && st_guard_prev.sa_sigaction) {
+        st_guard_prev.sa_sigaction(sig, si, uc);
+    } else if (!(st_guard_prev.sa_flags & SA_SIGINFO) && st_guard_prev.sa_handler != SIG_DFL &&
+               st_guard_prev.sa_handler != SIG_IGN) {
+        st_guard_prev.sa_handler(sig);
+    } else {
+        /* the default action: the faulting access runs again and ends the process */
+        struct sigaction dfl = { .sa_handler = SIG_DFL };
+        sigemptyset(&dfl.sa_mask);
+        sigaction(SIGBUS, &dfl, NULL);
+    }
+    errno = saved;
+}
+
+/* Installs the handler unless it is the one installed now (a library that installed its own
+ * since, e.g. a test harness, gets chained behind ours). Returns whether it is installed. */
+static bool st_guard_arm(void)
+{
+    pthread_mutex_lock(&st_guard_mu);
+    struct sigaction cur;
+    bool on = sigaction(SIGBUS, NULL, &cur) == 0;
+    if (on && !((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == st_guard_handler)) {
+        st_guard_page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        st_guard_prev = cur;
+        struct sigaction sa = { .sa_sigaction = st_guard_handler, .sa_flags = SA_SIGINFO };
+        sigemptyset(&sa.sa_mask);
+        on = sigaction(SIGBUS, &sa, NULL) == 0;
+    }
+    pthread_mutex_unlock(&st_guard_mu);
+    return on;
+}
+
+/* Registers f's mapping (f->guard = slot + 1); 0, or -EMFILE when every slot is taken. Without the handler (sigaction
+ * refused) the file is opened unguarded, as before the guard existed. */
+static int st_guard_add(struct st_file *f)
+{
+    f->guard = 0;
+    if (!st_guard_arm())
+        return 0;
+    for (int i = 0; i < ST_GUARD_SLOTS; i++) {
+        uintptr_t zero = 0;
+        if (atomic_load_explicit(&st_guard[i].hi, memory_order_relaxed) != 0 ||
+            !atomic_compare_exchange_strong_explicit(&st_guard[i].lo, &zero, UINTPTR_MAX, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            continue;
+        atomic_store_explicit(&st_guard[i].hit, false, memory_order_relaxed);
+        atomic_store_explicit(&st_guard[i].hi, (uintptr_t)f->map + f->map_bytes, memory_order_release);
+        atomic_store_explicit(&st_guard[i].lo, (uintptr_t)f->map, memory_order_release);
+        f->guard = i + 1;
+        return 0;
+    }
+    return -EMFILE;
+}
+
+static void st_guard_remove(struct st_file *f)
+{
+    if (f->guard <= 0)
+        return;
+    struct st_guard_slot *g = &st_guard[f->guard - 1];
+    atomic_store_explicit(&g->lo, UINTPTR_MAX, memory_order_release);
+    atomic_store_explicit(&g->hi, 0, memory_order_release);
+    atomic_store_explicit(&g->lo, 0, memory_order_release);
+    f->guard = 0;
+}
+
+bool st_damaged(const struct st_file *f)
+{
+    return f->guard > 0 && atomic_load_explicit(&st_guard[f->guard - 1].hit, memory_order_acquire);
+}
+
 int st_open(struct st_file *f, const char *path, struct bora_err *err)
 {
     memset(f, 0, sizeof *f);
@@ -249,6 +357,10 @@ int st_open(struct st_file *f, const char *path, struct bora_err *err)
         rc = bora_errf(err, -errno, "%s: mmap failed: %s", path, strerror(errno));
         goto err;
     }
+    if ((rc = st_guard_add(f))) {
+        rc = bora_errf(err, rc, "%s: more than %d checkpoint files open at once", path, ST_GUARD_SLOTS);
+        goto err;
+    }
     uint64_t hlen;
     memcpy(&hlen, f->map, 8);   /* little-endian host assumed (x86-64, aarch64) */
     if (hlen > ST_HEADER_MAX_BYTES || hlen > f->map_bytes - 8) {
@@ -273,6 +385,7 @@ err:
 
 void st_close(struct st_file *f)
 {
+    st_guard_remove(f);
     if (f->map)
         munmap(f->map, f->map_bytes);
     if (f->fd >= 0)

@@ -3,6 +3,7 @@
 #ifndef BORA_MODEL_SAFETENSORS_H
 #define BORA_MODEL_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,7 @@ struct st_file {
     size_t data_offset;       /* 8 + header length */
     struct st_tensor *tensors;
     int n_tensors;
+    int guard;                /* 1 + the mapping's slot in the SIGBUS guard (see st_damaged); 0: none */
 };
 
 /* Parses and validates a header: `buf` holds the JSON header (hdr_len bytes), `data_bytes`
@@ -58,6 +60,22 @@ int st_parse_header(const char *buf, size_t hdr_len, uint64_t data_bytes, const 
  * the file), -EINVAL for a malformed or truncated file. Caller owns f, frees with st_close. */
 int st_open(struct st_file *f, const char *path, struct bora_err *err);
 void st_close(struct st_file *f);
+
+/* A file cut short while mapped (truncated, or rewritten in place: `cp` over it truncates first)
+ * makes the first read of a page past its new end raise SIGBUS, which would end the process
+ * and every request it holds. st_open therefore installs, once per process, a SIGBUS handler:
+ * a fault inside an open st_file's mapping gets zeros mapped from the faulting page to the
+ * mapping's end, the read goes on (reading zeros), and the file is marked damaged. Readers
+ * check st_damaged after they read (model_damaged, engine forwards) and fail instead of using
+ * the zeros. A SIGBUS anywhere else goes to the handler installed before (default: the
+ * process ends, as without the guard). Not caught: a cut inside the file's last page (the
+ * kernel reads the bytes past the end as zeros without a fault). At most ST_GUARD_SLOTS files
+ * are guarded at once; st_open fails with -EMFILE past that. */
+#define ST_GUARD_SLOTS 1024
+
+/* True once a read of f's mapping found the file cut short (see above). Thread: any; one
+ * atomic load, no system call (safe on the decode path). */
+bool st_damaged(const struct st_file *f);
 
 /* Finds a tensor by name; NULL if absent. */
 const struct st_tensor *st_find(const struct st_file *f, const char *name);
