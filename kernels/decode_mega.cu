@@ -49,7 +49,9 @@
 #define MEGA_ROWS 16                    /* rows per group: the MMA's M */
 #define MEGA_BAR_C 1                    /* named barrier of all consumer threads */
 #define MEGA_BAR_H 2                    /* 2 and 3: the attention halves */
-#define MEGA_CB_MAX 2048                /* bytes of a row per stage at most */
+#define MEGA_CB_MAX 2048                /* bytes of a row per stage at most, unless no divisor of the row
+                                         * reaches it (mega_cb) */
+#define MEGA_CB_WIDE 2560               /* ... and then at most this */
 #define MEGA_MIN_RING (64 * 1024)       /* a ring smaller than this is not worth it */
 #define MEGA_AMMA_STAGES 3              /* tensor-core attention: K/V tiles in flight per block */
 
@@ -65,7 +67,13 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor
        MEGA_F_CB_RUNTIME = 1024 /* the instance with the stage geometry read at run time even where a
                                  * compiled-in one applies (A/B) */,
        MEGA_F_NO_TMAP = 2048    /* stages as 16 row copies into padded rows, never one tensor copy (A/B) */,
-       MEGA_F_TMAP = 8192       /* one tensor copy a stage whatever a layer's bytes (where the geometry allows) */ };
+       MEGA_F_TMAP = 8192       /* one tensor copy a stage whatever a layer's bytes (where the geometry allows) */,
+       MEGA_F_H16 = 16384       /* the plain layout keeps h as hi only wherever that loses no ring stage,
+                                 * not only where the ring is shallower than MEGA_H16_BELOW (A/B, tests) */ };
+/* A plain layout whose ring has fewer stages than this keeps h as hi only when that deepens it
+ * (21st session, H200: 7B FP8 4 → 5 stages, 2.603 → 2.579 ms a token; BF16 4 → 5, 4.162 →
+ * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). */
+#define MEGA_H16_BELOW 5
 /* A layer's weight bytes per block from which a stage is one tensor copy: the copies stream ≈ 2 %
  * faster but stretch the round trips of the pauses between phases, so they pay off only where a
  * phase streams long (docs/PERFORMANCE_GPU.md, twentieth session). */
@@ -503,7 +511,8 @@ __device__ float mega_load_vec1(const float *in, int n, const float *nw, float e
 }
 
 /* Down's input with p.h_hi: h as gate/up's epilogue wrote it in bf16 (n values, a multiple of 8),
- * scaled by its published largest magnitude into [2^13, 2^14) and stored as f16 hi only at xh:
+ * scaled by its published largest magnitude into [2^13, 2^14) and stored as hi only at xh (f16 for
+ * FP8 weights, bf16 for BF16's):
  * half the bytes of f32 through L2, one round trip for up to 8 × 8 × MEGA_CT values (Medium 3.5's
  * 28,672). Returns the factor for the sums. */
 template <int FP8>
@@ -528,10 +537,16 @@ __device__ float mega_load_h16(const uint16_t *in, int n, const int *amax_bits, 
                 const uint32_t u[4] = { v[i].x, v[i].y, v[i].z, v[i].w };
                 uint32_t o[4];
 #pragma unroll
-                for (int k = 0; k < 4; k++) {   /* bf16 → f32 is exact; × 2^e, then f16 */
+                for (int k = 0; k < 4; k++) {   /* bf16 → f32 is exact; × 2^e, then f16 (FP8's MMAs) or
+                                                 * bf16 again (BF16's, exact) */
                     const float a = __uint_as_float(u[k] << 16) * sf, b = __uint_as_float(u[k] & 0xffff0000u) * sf;
-                    const __half2 h = __floats2half2_rn(a, b);
-                    memcpy(&o[k], &h, 4);
+                    if (FP8) {
+                        const __half2 h = __floats2half2_rn(a, b);
+                        memcpy(&o[k], &h, 4);
+                    } else {
+                        const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+                        memcpy(&o[k], &h, 4);
+                    }
                 }
                 *(uint4 *)(xh + 8 * (size_t)c) = make_uint4(o[0], o[1], o[2], o[3]);
             }
@@ -1014,13 +1029,24 @@ extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv)
     return (size_t)n_layers * (PH_N + (size_t)n_kv + AM_N);
 }
 
-/* Largest multiple of 64 that divides row_bytes and is at most cb_max (0: none). */
+/* Bytes of a row per stage (0: none fits): the largest multiple of 64 up to cb_max (0: MEGA_CB_MAX)
+ * that divides the row. With the default cap, a row that no chunk of MEGA_CB_MAX divides takes a
+ * divisor up to MEGA_CB_WIDE instead where one exists: a stage costs a block about the same time
+ * whatever its bytes, so narrow stages stream slowly, and wider slots hold fewer stages. Small
+ * 24B's rows of 5,120 bytes: 2,560, not 1,280 (its gate/up 151 → 80 µs a layer, the step 10.2 →
+ * 7.2 ms: docs/PERFORMANCE_GPU.md, 21st session). */
 static int mega_cb(int row_bytes, int cb_max)
 {
-    for (int c = cb_max / 64 * 64; c >= 64; c -= 64)
+    const int cap = cb_max > 0 ? cb_max : MEGA_CB_MAX;
+    int best = 0;
+    for (int c = cap / 64 * 64; c >= 64 && !best; c -= 64)
         if (row_bytes % c == 0)
-            return c;
-    return 0;
+            best = c;
+    if (cb_max <= 0 && best < MEGA_CB_MAX)
+        for (int c = MEGA_CB_MAX + 64; c <= MEGA_CB_WIDE; c += 64)
+            if (row_bytes % c == 0)
+                return c;
+    return best;
 }
 
 static int mega_hd_lpk(int hd)
@@ -1028,12 +1054,18 @@ static int mega_hd_lpk(int hd)
     return hd == 16 ? 2 : hd == 32 ? 4 : hd == 64 ? 8 : hd == 128 ? 16 : 0;
 }
 
+/* A block streams at most about 1/MEGA_STREAM_SHARE of the device's read bandwidth, however few
+ * stream beside it (H200: ≈ 36 GB/s; a stage costs a block about the same time whatever the
+ * bandwidth left to it). Small 24B: 108 blocks 7.24 ms a token, 128 blocks 7.12 (21st session). */
+#define MEGA_STREAM_SHARE 128
+
 /* A phase ends when its most loaded block does, and with b blocks streaming together each has
- * 1/b of the bandwidth: the critical path of a layer's matrices is Σ ⌈groups / nb⌉ × b × a
- * group's bytes, b = min(nb, groups). The count of at most sm_count blocks (down to 3/4 of them) that minimises it;
- * ties go to more blocks. On an H200 (132 SMs) every Mistral shape gets 128: their rows are
- * multiples of 2,048 (128 groups of 16), where 132 blocks leave every phase waiting ≈ 3 % longer
- * on the blocks that have one group more. */
+ * 1/b of the bandwidth, but no more than 1/MEGA_STREAM_SHARE: the critical path of a layer's
+ * matrices is Σ ⌈groups / nb⌉ × max(b, MEGA_STREAM_SHARE) × a group's bytes, b = min(nb, groups).
+ * The count of at most sm_count blocks (down to 3/4 of them) that minimises it; ties go to more
+ * blocks. On an H200 (132 SMs) every Mistral preset gets 128: their rows are multiples of 2,048
+ * (128 groups of 16), where 132 blocks leave every phase waiting ≈ 3 % longer on the blocks that
+ * have one group more (Small 24B's 5,120 rows, 320 groups, were given 108 before the floor). */
 extern "C" int kern_mega_amma(const struct kern_mega_args *a)
 {
     const int G = a->n_kv > 0 ? a->n_heads / a->n_kv : 0;
@@ -1051,6 +1083,7 @@ extern "C" int kern_mega_blocks(const struct kern_mega_args *a)
     const long long q_dim = (long long)a->n_heads * a->head_dim, kv_dim = (long long)a->n_kv * a->head_dim;
     const long long rows[MEGA_MATS] = { q_dim + 2 * kv_dim, a->dim, 2LL * a->hidden, a->dim };
     const long long cols[MEGA_MATS] = { a->dim, q_dim, a->dim, a->hidden };
+    const long long floor_share = MEGA_STREAM_SHARE < hi ? MEGA_STREAM_SHARE : hi;
     int best = hi;
     double best_cost = 0;
     for (int nb = hi; nb >= (hi * 3 + 3) / 4 && nb >= 1; nb--) {
@@ -1058,7 +1091,8 @@ extern "C" int kern_mega_blocks(const struct kern_mega_args *a)
         for (int m = 0; m < MEGA_MATS; m++) {
             const long long groups = (rows[m] + MEGA_ROWS - 1) / MEGA_ROWS;
             const long long busy = groups < nb ? groups : nb;   /* blocks that stream this matrix */
-            cost += (double)((groups + nb - 1) / nb) * busy * (double)(MEGA_ROWS * cols[m] * es);
+            const long long share = busy > floor_share ? busy : floor_share;
+            cost += (double)((groups + nb - 1) / nb) * share * (double)(MEGA_ROWS * cols[m] * es);
         }
         if (nb == hi || cost < best_cost) {
             best = nb;
@@ -1096,7 +1130,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
         M->rows = rows[m];
         M->cols = cols[m];
         M->row_bytes = cols[m] * es;
-        M->cb = mega_cb(M->row_bytes, a->cb_max > 0 ? a->cb_max : MEGA_CB_MAX);
+        M->cb = mega_cb(M->row_bytes, a->cb_max);
         if (!M->cb)
             return bora_errf(err, -ENOTSUP, "persistent decode: rows of %d bytes (a multiple of 64 needed)",
                              M->row_bytes);
@@ -1185,8 +1219,41 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
      * relative on down's input, against the weights' own 2^-4; half the bytes to write and load).
      * Medium 3.5: 3 → 5 stages. */
     int n_out = ns;
-    size_t un_off = 0;
+    size_t un_off = 0, cmb_off = xbuf;
     p->h_hi = false;
+    /* A plain layout (attention on attn_item) whose ring is shallow because h's hi + lo fill the
+     * union (Small 24B: 32,768 hidden units, 128 KiB, so 2 stages) keeps h as hi only (f16 for
+     * FP8 weights, bf16 for BF16's), in bf16 through L2, as the union ring below does: the union
+     * shrinks to the larger of h's hi and the other inputs' hi + lo, and the ring takes the rest.
+     * bf16 h is what the reference implementations compute; FP8 weights carry 2^-4, BF16's 2^-8. */
+    if (!p->amma && a->hidden % 8 == 0 && (ns < MEGA_H16_BELOW || (a->flags & MEGA_F_H16)) &&
+        !(a->flags & (MEGA_F_PLAIN_RING | MEGA_F_TWO_PASS))) {
+        const int kx = a->dim > q_dim ? a->dim : q_dim;
+        const size_t xl2 = ((size_t)kx * 2 + 127) / 128 * 128, hb = ((size_t)a->hidden * 2 + 127) / 128 * 128;
+        const size_t xb2 = 2 * xl2 > hb ? 2 * xl2 : hb;
+        const size_t xcmb2 = xb2 + (xcmb - xbuf);
+        int halves2 = 2;
+        size_t uni2 = xcmb2 > 2 * ahalf ? xcmb2 : 2 * ahalf;
+        if (total < fixed + uni2 + MEGA_MIN_RING + 16 * 16) {
+            halves2 = 1;
+            uni2 = xcmb2 > ahalf ? xcmb2 : ahalf;
+        }
+        if (total >= fixed + uni2 + 16 * 16 + 2 * (size_t)p->slot_bytes) {
+            int ns2 = (int)((total - fixed - uni2) / ((size_t)p->slot_bytes + 16));
+            if (ns2 > 32)
+                ns2 = 32;
+            if (a->ns_max > 0 && ns2 > a->ns_max)
+                ns2 = a->ns_max < 2 ? 2 : a->ns_max;
+            if (ns2 > ns || ((a->flags & MEGA_F_H16) && ns2 == ns)) {
+                ns = n_out = ns2;
+                uni = uni2;
+                halves = halves2;
+                xl_off = xl2;
+                cmb_off = xb2;
+                p->h_hi = true;
+            }
+        }
+    }
     if (p->amma && es == 1 && a->hidden % 8 == 0 && !(a->flags & (MEGA_F_PLAIN_RING | MEGA_F_TWO_PASS)) &&
         (ns < 5 || (a->flags & MEGA_F_UNION_RING))) {
         const bool force = a->flags & MEGA_F_UNION_RING;
@@ -1230,7 +1297,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->scr_off = p->red_off + 2 * sizeof(float) * MEGA_CW * MEGA_ROWS;
     p->u_off = (p->scr_off + 256 + al - 1) / al * al;
     p->xl_off = xl_off;
-    p->cmb_off = xbuf;
+    p->cmb_off = cmb_off;
     p->attn_half_bytes = ahalf;
     *smem = p->u_off + uni + (p->tm ? 1024 : 0);
     if (*smem > total)
@@ -1335,6 +1402,8 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
                      p.slot_bytes / 1024);
     if (k > 0 && (size_t)k < n && p.ns > p.n_out)
         k += snprintf(buf + k, n - (size_t)k, " (%d in the attention's space; h in bf16)", p.ns - p.n_out);
+    else if (k > 0 && (size_t)k < n && p.h_hi)
+        k += snprintf(buf + k, n - (size_t)k, " (h in bf16)");
     if (k > 0 && (size_t)k < n && p.cb_const)
         k += snprintf(buf + k, n - (size_t)k, "; stage geometry compiled in");
     if (k > 0 && (size_t)k < n && p.tm)

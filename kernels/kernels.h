@@ -158,7 +158,8 @@ struct kern_mega_args {
     float eps;
     struct kern_rope rope;
     int sm_count, smem_optin;                   /* from kern_device: SMs, shared bytes per block */
-    int cb_max;                                 /* bytes of a row per pipeline stage at most (0: 2048) */
+    int cb_max;                                 /* bytes of a row per pipeline stage at most (0: 2048, or
+                                                 * 2,560 for rows 2,048 does not divide, as 5,120) */
     int ns_max;                                 /* pipeline stages at most (0: as many as fit) */
     int blocks_max;                             /* blocks of the grid (0: kern_mega_blocks chooses) */
     int flags;                                  /* A/B variants (decode_mega.cu MEGA_F_*); 0 = default */

@@ -882,7 +882,8 @@ static void test_bandwidth_probe(void **st)
 /* The persistent kernel's shared-memory plan (host arithmetic: no GPU needed) on an H200's limits
  * (132 SMs, 227 KiB a block). Medium 3.5 FP8 keeps h (28,672 values) as hi + lo in 112 KiB and
  * its tensor-core attention takes 110 KiB, so only 3 ring stages fit beside them; with h in f16 (bf16 through L2)
- * the attention's space holds two more. BF16 weights and 7B's shapes keep the plain layout. FP8 on
+ * the attention's space holds two more. BF16 weights and 7B's shapes keep the plain layout (7B and
+ * Small 24B with h as hi only there too, which deepens their rings: MEGA_H16_BELOW). FP8 on
  * these shapes (2 KiB row chunks everywhere) runs the instance with the stage geometry compiled in,
  * unless BORA_MEGA_FLAGS=1024 asks for the general one. Where a layer streams at least 4 MiB a
  * block (Medium 3.5, not 7B) it reads each stage with one tensor copy into an unpadded 32 KiB slot
@@ -915,12 +916,28 @@ static void test_mega_layout(void **st)
                 "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, true, false);
     mega_layout("Medium 3.5 bf16", BORA_DT_BF16, 12288, 28672, 96, 8, 0, 0, "128 blocks", false, false, false);
     /* 7B streams 1.8 MB a block a layer, under MEGA_TMAP_MIN_BYTES: row copies unless forced (8192) */
-    mega_layout("7B fp8", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 0, 0, "a ring of 4 stages of 33 KiB", false, true,
-                false);
+    mega_layout("7B fp8", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 0, 0, "a ring of 5 stages of 33 KiB (h in bf16)", false,
+                true, false);
+    /* h as hi + lo, as before the 21st session (FLAGS=512): 4 stages */
+    mega_layout("7B fp8, h as hi + lo", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 512, 0, "a ring of 4 stages of 33 KiB;",
+                false, true, false);
     mega_layout("7B fp8, tensor copies forced", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 8192, 0,
                 "a ring of 5 stages of 32 KiB", false, true, true);
-    mega_layout("7B fp8, general instance", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 1024, 0, "a ring of 4 stages", false,
+    mega_layout("7B fp8, general instance", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 1024, 0, "a ring of 5 stages", false,
                 false, false);
+    /* Small 24B: rows of 5,120 bytes stream 2,560 bytes a stage (41 KiB slots); h's 32,768 units as
+     * hi + lo would take 128 KiB and leave 2 stages, as f16 hi only (bf16 through L2) 3. Its rows
+     * take the general instance. */
+    mega_layout("Small 24B fp8", BORA_DT_F8_E4M3, 5120, 32768, 32, 8, 0, 0,
+                "a ring of 3 stages of 41 KiB (h in bf16)", false, false, false);
+    mega_layout("Small 24B fp8, h as hi + lo (FLAGS=512)", BORA_DT_F8_E4M3, 5120, 32768, 32, 8, 512, 0,
+                "a ring of 2 stages of 41 KiB", false, false, false);
+    /* BF16 the same way with h as bf16 hi only: 7B 4 → 5 stages, Small 24B 2 → 4 (rows of 10,240
+     * bytes: 2 KiB stages) */
+    mega_layout("7B bf16", BORA_DT_BF16, 4096, 14336, 32, 8, 0, 0, "a ring of 5 stages of 33 KiB (h in bf16)", false,
+                false, false);
+    mega_layout("Small 24B bf16", BORA_DT_BF16, 5120, 32768, 32, 8, 0, 0, "a ring of 4 stages of 33 KiB (h in bf16)",
+                false, false, false);
     /* forced (tests): at most 4 stages, one of them in the attention's space */
     mega_layout("96/8 heads, dim 256, fp8, forced", BORA_DT_F8_E4M3, 256, 512, 96, 8, 256, 4,
                 "a ring of 4 stages of 33 KiB (1 in the attention's space", true, false, false);
