@@ -14,13 +14,7 @@ fx=$tmp/model
 mkdir -p "$fx"
 cp "$src/config.json" "$src/model.safetensors" "$fx/"
 [ -f "$src/tokenizer.model" ] && cp "$src/tokenizer.model" "$fx/"
-port=$(python3 -c 'import socket
-for _ in range(50):
-    t=socket.socket(); t.bind(("127.0.0.1",0)); p=t.getsockname()[1]
-    u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
-    try: u.bind(("127.0.0.1",p)); print(p); break
-    except OSError: pass
-    finally: t.close(); u.close()')
+port=$(e2e_free_port)
 cat >"$tmp/bora.ini" <<INI
 [model]
 path = $fx

@@ -13,19 +13,9 @@ fx=tests/data/fixtures/mistral-tiny-bf16
 . "$(dirname "$0")/support/e2e_lib.sh"
 e2e_borad_begin "$fx"
 
-free_port() {
-    python3 -c 'import socket
-for _ in range(50):
-    t=socket.socket(); t.bind(("127.0.0.1",0)); p=t.getsockname()[1]
-    u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
-    try: u.bind(("127.0.0.1",p)); print(p); break
-    except OSError: pass
-    finally: t.close(); u.close()'
-}
-
 # start_borad PSK_HEX: writes the config, starts borad, waits for its banner.
 start_borad() {
-    port=$(free_port)
+    port=$(e2e_free_port)
     cat >"$tmp/bora.ini" <<EOF
 [model]
 path = $fx
@@ -125,7 +115,7 @@ while True:
             down.sendto(d, client)
     save()
 PY
-lport=$(free_port)
+lport=$(e2e_free_port)
 python3 "$tmp/lossy.py" "$port" "$lport" "$tmp/lossy.txt" &
 proxy=$!
 for _ in $(seq 200); do [ -s "$tmp/lossy.txt" ] && break; sleep 0.05; done   # the proxy is bound

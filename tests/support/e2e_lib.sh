@@ -24,3 +24,14 @@ e2e_borad_begin() {
     trap '[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
     fail() { echo "FAIL: $*"; [ -f "$tmp/borad.log" ] && sed 's/^/  borad| /' "$tmp/borad.log"; exit 1; }
 }
+
+# e2e_free_port: prints a loopback port free for both TCP and UDP (borad binds one number for both).
+e2e_free_port() {
+    python3 -c 'import socket
+for _ in range(50):
+    t=socket.socket(); t.bind(("127.0.0.1",0)); p=t.getsockname()[1]
+    u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    try: u.bind(("127.0.0.1",p)); print(p); break
+    except OSError: pass
+    finally: t.close(); u.close()'
+}
