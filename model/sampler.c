@@ -58,9 +58,14 @@ int sampler_init(struct sampler *s, int vocab, const struct sampler_params *p)
     memset(s, 0, sizeof *s);
     if (vocab <= 0 || check(p))
         return -EINVAL;
+    const size_t nb = ((size_t)vocab + SAMPLER_BLOCK - 1) / SAMPLER_BLOCK;
     s->cand = malloc((size_t)vocab * sizeof *s->cand);
-    if (!s->cand)
+    s->w = aligned_alloc(64, nb * SAMPLER_BLOCK * sizeof *s->w);
+    s->bsum = malloc(nb * sizeof *s->bsum);
+    if (!s->cand || !s->w || !s->bsum) {
+        sampler_fini(s);
         return -ENOMEM;
+    }
     s->vocab = vocab;
     return sampler_reset(s, p);
 }
@@ -68,7 +73,11 @@ int sampler_init(struct sampler *s, int vocab, const struct sampler_params *p)
 void sampler_fini(struct sampler *s)
 {
     free(s->cand);
+    free(s->w);
+    free(s->bsum);
     s->cand = NULL;
+    s->w = NULL;
+    s->bsum = NULL;
 }
 
 /* Two passes, each without a loop-carried dependence through memory: the largest value over
@@ -143,26 +152,6 @@ static int round_limit(int n)
     return r;
 }
 
-/* Moves the k best of c[0, n) to c[0, k) (in no particular order); O(n) expected, O(n log n)
- * at worst. */
-static void select_best(struct sampler_cand *c, int n, int k)
-{
-    int lo = 0, hi = n, rounds = round_limit(n);
-    while (hi - lo > 1) {
-        if (--rounds < 0) {
-            qsort(c + lo, (size_t)(hi - lo), sizeof *c, cmp_better);
-            return;
-        }
-        int a = partition(c, lo, hi);
-        if (a == k || a + 1 == k)
-            return;
-        if (a > k)
-            hi = a;
-        else
-            lo = a + 1;
-    }
-}
-
 /* The nucleus: moves the best candidates to c[0, m) and returns the smallest m whose mass
  * (c[i].p, unnormalised weights) reaches target, as a sort by `better` would find it; expected
  * O(n), only the last few candidates at the cut are sorted. */
@@ -207,49 +196,247 @@ static int nucleus(struct sampler_cand *c, int n, double target)
     return hi;
 }
 
-/* Temperature, then top-k, then top-p over the candidates within SAMPLER_LOGIT_WINDOW of the
- * best, then one draw. No sort of the whole vocabulary: top-k and top-p select their sets in
- * expected linear time, and the draw walks the kept set in a fixed order (the distribution does
- * not depend on the order; the order depends only on the logits, so a seed still reproduces). */
-int32_t sampler_sample(struct sampler *s, const float *logits)
+/* Four lanes at a time (GCC vector extensions: SSE2 on x86-64, NEON on aarch64; the same IEEE
+ * operations on every machine, so the same seed gives the same ids everywhere). */
+typedef float sv4f __attribute__((vector_size(16)));
+typedef int32_t sv4i __attribute__((vector_size(16)));
+
+/* e^d for d in (-SAMPLER_LOGIT_WINDOW, 0]: 2^(d log2 e) split into 2^n (exponent bits) and 2^f,
+ * f in [0, 1), by a degree-6 polynomial (relative error < 2e-7 against expf: test_model). */
+static inline sv4f sampler_exp4(sv4f d)
 {
-    if (s->p.temperature == 0.0f || s->p.top_k == 1)
-        return sampler_argmax(logits, s->vocab);
-    const float t = s->p.temperature;
-    const float mx = logits[sampler_argmax(logits, s->vocab)];
+    const sv4f x = d * 1.44269504088896341f + 128.0f;   /* > 0: truncation is floor */
+    const sv4i n = __builtin_convertvector(x, sv4i);
+    const sv4f f = x - __builtin_convertvector(n, sv4f);
+    sv4f p = f * 1.535336188319500e-4f + 1.339887440266574e-3f;
+    p = p * f + 9.618437357674640e-3f;
+    p = p * f + 5.550332471162809e-2f;
+    p = p * f + 2.402264791363012e-1f;
+    p = p * f + 6.931472028550421e-1f;
+    p = p * f + 1.0f;
+    const sv4i e = (n - 128 + 127) << 23;   /* 2^(n - 128) as a float's bits */
+    sv4f two_n;
+    memcpy(&two_n, &e, sizeof two_n);
+    return p * two_n;
+}
+
+/* Four weights from four logits (see sampler_weights). */
+static inline sv4f sampler_w4(sv4f l, float mx, float t, float inv_t, int divide)
+{
+    /* a division where 1/t overflows (t below ≈ 3e-39: the best token's 0 · ∞ would be NaN) */
+    const sv4f d = divide ? (l - mx) / t : (l - mx) * inv_t;
+    const sv4i keep = d > -SAMPLER_LOGIT_WINDOW;   /* false for NaN */
+    sv4i di;
+    memcpy(&di, &d, sizeof di);
+    di &= keep;
+    sv4f dk;
+    memcpy(&dk, &di, sizeof dk);
+    const sv4f w = sampler_exp4(dk);
+    sv4i wi;
+    memcpy(&wi, &w, sizeof wi);
+    wi &= keep;
+    sv4f out;
+    memcpy(&out, &wi, sizeof out);
+    return out;
+}
+
+/* w[i] = e^((logits[i] - mx) / t) where that exponent is above -SAMPLER_LOGIT_WINDOW, else 0
+ * (NaN logits too), for every i < vocab (0 past it, up to the block), and each block's sum.
+ * Returns the sum of all. */
+static double sampler_weights(struct sampler *s, const float *logits, float mx, float t)
+{
+    const int V = s->vocab, nb = (V + SAMPLER_BLOCK - 1) / SAMPLER_BLOCK, full = V / SAMPLER_BLOCK;
+    const float inv_t = 1.0f / t;
+    const int divide = !isfinite(inv_t);
+    double total = 0;
+    for (int b = 0; b < nb; b++) {
+        sv4f acc0 = { 0, 0, 0, 0 }, acc1 = { 0, 0, 0, 0 };
+        const int i0 = b * SAMPLER_BLOCK;
+        if (b < full) {
+            for (int i = i0; i < i0 + SAMPLER_BLOCK; i += 8) {
+                sv4f l0, l1;
+                memcpy(&l0, logits + i, sizeof l0);
+                memcpy(&l1, logits + i + 4, sizeof l1);
+                const sv4f w0 = sampler_w4(l0, mx, t, inv_t, divide), w1 = sampler_w4(l1, mx, t, inv_t, divide);
+                memcpy(s->w + i, &w0, sizeof w0);
+                memcpy(s->w + i + 4, &w1, sizeof w1);
+                acc0 += w0;
+                acc1 += w1;
+            }
+        } else {   /* the last, partial block: -inf past the vocabulary gives weight 0 */
+            for (int i = i0; i < i0 + SAMPLER_BLOCK; i += 4) {
+                sv4f l;
+                for (int j = 0; j < 4; j++)
+                    l[j] = i + j < V ? logits[i + j] : -INFINITY;
+                const sv4f w = sampler_w4(l, mx, t, inv_t, divide);
+                memcpy(s->w + i, &w, sizeof w);
+                acc0 += w;
+            }
+        }
+        acc0 += acc1;
+        s->bsum[b] = (acc0[0] + acc0[1]) + (acc0[2] + acc0[3]);
+        total += s->bsum[b];
+    }
+    return total;
+}
+
+/* The k best weights (by `better`: larger, then lower id) into c[0, k), in heap order: a min-heap
+ * whose root is the worst of those kept; one comparison for most of the vocabulary. Returns how
+ * many were kept (fewer than k when fewer weights are non-zero). */
+static int sampler_top_k(const float *w, int V, struct sampler_cand *c, int k)
+{
     int n = 0;
-    for (int i = 0; i < s->vocab; i++) {
-        /* log-probability up to a constant, ≤ 0; a division, not a multiplication by 1/t, which
-         * overflows for t below ≈ 3e-39 (the best token's 0 · ∞ would be NaN) */
-        const float d = (logits[i] - mx) / t;
-        if (d > -SAMPLER_LOGIT_WINDOW) {
-            s->cand[n].id = i;
-            s->cand[n].p = d;
-            n++;
+    for (int i = 0; i < V; i++) {
+        const float x = w[i];
+        if (!(x > 0))
+            continue;
+        if (n < k) {   /* sift up */
+            int j = n++;
+            while (j > 0 && x <= c[(j - 1) / 2].p) {   /* equal weights: the later (higher) id is worse */
+                c[j] = c[(j - 1) / 2];
+                j = (j - 1) / 2;
+            }
+            c[j] = (struct sampler_cand){ x, i };
+        } else if (x > c[0].p) {   /* better than the worst kept (a tie loses: its id is higher) */
+            const struct sampler_cand nc = { x, i };
+            int j = 0;
+            for (;;) {   /* sift down from the root while a child is worse than the new one */
+                int a = 2 * j + 1;
+                if (a >= k)
+                    break;
+                if (a + 1 < k && better(&c[a], &c[a + 1]))
+                    a++;                           /* the worse child */
+                if (!better(&nc, &c[a]))
+                    break;
+                c[j] = c[a];
+                j = a;
+            }
+            c[j] = nc;
         }
     }
-    if (n == 0)   /* no finite best (every logit NaN or -inf, or +inf ones): the greedy pick */
-        return sampler_argmax(logits, s->vocab);
-    if (s->p.top_k > 0 && (uint32_t)n > s->p.top_k) {
-        select_best(s->cand, n, (int)s->p.top_k);
-        n = (int)s->p.top_k;
-    }
-    double sum = 0;
-    for (int i = 0; i < n; i++) {
-        s->cand[i].p = expf(s->cand[i].p);
-        sum += s->cand[i].p;
-    }
-    if (s->p.top_p < 1.0f) {   /* the smallest set of the best whose mass reaches top_p */
-        n = nucleus(s->cand, n, (double)s->p.top_p * sum);
-        sum = 0;
-        for (int i = 0; i < n; i++)
-            sum += s->cand[i].p;
-    }
+    return n;
+}
+
+/* One draw among c[0, n) weighted by c[i].p, walking them in order. */
+static int32_t sampler_draw_cand(struct sampler *s, const struct sampler_cand *c, int n, double sum)
+{
     double r = next_unit(s) * sum, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += c[i].p;
+        if (r < acc)
+            return c[i].id;
+    }
+    return c[n - 1].id;
+}
+
+/* Top-p alone: the smallest set of the best weights whose mass reaches target, as a sort by
+ * `better` would find it, without one. Weights in (0, 1] are ordered as their bits are, so a
+ * histogram of their exponents (4 interleaved copies: no chain through one counter) finds the
+ * exponent e at which the mass from the top reaches the target; every weight of a larger exponent
+ * is in, those of exponent e are ordered by nucleus() and taken until the target. The draw walks
+ * the larger ones in id order, then e's in that order. */
+static int32_t sampler_top_p(struct sampler *s, double total)
+{
+    const int V = s->vocab;
+    const float *w = s->w;
+    double mass[4][128];
+    memset(mass, 0, sizeof mass);
+    for (int i = 0; i < V; i++) {
+        uint32_t u;
+        memcpy(&u, &w[i], sizeof u);
+        mass[i & 3][(u >> 23) & 127] += w[i];   /* 0 for the zero weights: exponent 0 */
+    }
+    const double target = (double)s->p.top_p * total;
+    double above = 0;
+    int e = 127;
+    for (; e > 0; e--) {
+        const double m = (mass[0][e] + mass[1][e]) + (mass[2][e] + mass[3][e]);
+        if (above + m >= target || e == 1)
+            break;
+        above += m;
+    }
+    /* exponent e's weights, then the prefix of them that reaches the target */
+    int m = 0;
+    for (int i = 0; i < V; i++) {
+        uint32_t u;
+        memcpy(&u, &w[i], sizeof u);
+        if ((int)(u >> 23) == e && w[i] > 0)
+            s->cand[m++] = (struct sampler_cand){ w[i], i };
+    }
+    const int n = m > 0 ? nucleus(s->cand, m, target - above) : 0;
+    double sum = above;
+    for (int i = 0; i < n; i++)
+        sum += s->cand[i].p;
+    double r = next_unit(s) * sum, acc = 0;
+    int32_t last = -1;
+    for (int i = 0; i < V; i++) {
+        uint32_t u;
+        memcpy(&u, &w[i], sizeof u);
+        if ((int)(u >> 23) > e) {
+            acc += w[i];
+            last = i;
+            if (r < acc)
+                return i;
+        }
+    }
     for (int i = 0; i < n; i++) {
         acc += s->cand[i].p;
         if (r < acc)
             return s->cand[i].id;
     }
-    return s->cand[n - 1].id;
+    return n > 0 ? s->cand[n - 1].id : last;
+}
+
+/* Temperature, then top-k, then top-p over the candidates within SAMPLER_LOGIT_WINDOW of the
+ * best, then one draw. The weights are computed four at a time into scratch with their sums by
+ * block; temperature alone draws by walking the block sums, then one block; top-k keeps its set in
+ * a heap; top-p alone finds its cut with a histogram of the weights' exponents. No sort of the
+ * vocabulary. The draw walks the kept set in an order fixed by the logits: the distribution does
+ * not depend on the order, and a seed reproduces its ids. */
+int32_t sampler_sample(struct sampler *s, const float *logits)
+{
+    if (s->p.temperature == 0.0f || s->p.top_k == 1)
+        return sampler_argmax(logits, s->vocab);
+    const int V = s->vocab;
+    const int32_t best = sampler_argmax(logits, V);
+    const float mx = logits[best];
+    if (!isfinite(mx))   /* no finite best (every logit NaN or -inf, or +inf ones): the greedy pick */
+        return best;
+    const double total = sampler_weights(s, logits, mx, s->p.temperature);
+    if (!(total > 0))
+        return best;
+    if (s->p.top_k > 0 && s->p.top_k < (uint32_t)V) {
+        int n = sampler_top_k(s->w, V, s->cand, (int)s->p.top_k);
+        double sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += s->cand[i].p;
+        if (s->p.top_p < 1.0f) {   /* the smallest set of the best whose mass reaches top_p */
+            n = nucleus(s->cand, n, (double)s->p.top_p * sum);
+            sum = 0;
+            for (int i = 0; i < n; i++)
+                sum += s->cand[i].p;
+        }
+        return sampler_draw_cand(s, s->cand, n, sum);
+    }
+    if (s->p.top_p < 1.0f)
+        return sampler_top_p(s, total);
+    /* temperature alone: the block, then the weight */
+    const int nb = (V + SAMPLER_BLOCK - 1) / SAMPLER_BLOCK;
+    double r = next_unit(s) * total, acc = 0;
+    int b = 0;
+    for (; b < nb - 1; b++) {
+        if (r < acc + s->bsum[b])
+            break;
+        acc += s->bsum[b];
+    }
+    int32_t last = best;
+    for (int i = b * SAMPLER_BLOCK; i < (b + 1) * SAMPLER_BLOCK && i < V; i++) {
+        if (s->w[i] > 0) {
+            acc += s->w[i];
+            last = i;
+            if (r < acc)
+                return i;
+        }
+    }
+    return last;   /* rounding left r past the block's sum: its last weight */
 }

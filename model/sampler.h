@@ -22,7 +22,10 @@ struct sampler {
     uint64_t rng[2];             /* xorshift128+ state */
     int vocab;
     struct sampler_cand *cand;   /* (vocab) scratch, allocated once */
+    float *w;                    /* (vocab rounded up to SAMPLER_BLOCK) scratch: unnormalised weights */
+    float *bsum;                 /* (vocab / SAMPLER_BLOCK, rounded up) scratch: their sums by block */
 };
+#define SAMPLER_BLOCK 64         /* weights summed together for the draw's first walk */
 
 /* Allocates scratch for `vocab` candidates. Errors: -ENOMEM, -EINVAL (vocab ≤ 0 or a
  * parameter out of range: temperature < 0 or not finite, top_p outside (0, 1]). */

@@ -815,6 +815,80 @@ static void test_sampler(void **state)
     free(big);
 }
 
+/* The sets top-k and top-p keep, against a sort of the whole vocabulary in double precision
+ * (larger logit first, lower id on ties): every draw lies in the reference set, and with enough
+ * draws every member of a small set shows up. Logits of 3,001 ids (not a multiple of the sampler's
+ * blocks), many of them tied (integers 0-9), then distinct ones. */
+static int ref_order(const void *a, const void *b)
+{
+    static const float *l;
+    if (!b) {   /* set the logits */
+        l = a;
+        return 0;
+    }
+    const int x = *(const int *)a, y = *(const int *)b;
+    return l[x] > l[y] ? -1 : l[x] < l[y] ? 1 : x - y;
+}
+
+static void test_sampler_sets(void **state)
+{
+    (void)state;
+    enum { V = 3001 };
+    static float lg[V];
+    static int order[V], rank[V];
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t x = 12345 + (uint64_t)pass;
+        for (int i = 0; i < V; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            lg[i] = pass == 0 ? (float)((x >> 33) % 10) : (float)((double)(x >> 11) / 9007199254740992.0 * 12.0 - 6.0);
+            order[i] = i;
+        }
+        ref_order(lg, NULL);
+        qsort(order, V, sizeof *order, ref_order);
+        for (int i = 0; i < V; i++)
+            rank[order[i]] = i;
+        const float T = 0.8f;
+        /* top-k 50: the 50 first of the order, ties to the lowest ids */
+        struct sampler s;
+        struct sampler_params p = { .temperature = T, .top_p = 1, .top_k = 50, .seed = 21 };
+        assert_int_equal(sampler_init(&s, V, &p), 0);
+        int seen[50] = { 0 };
+        for (int k = 0; k < 20000; k++) {
+            const int id = sampler_sample(&s, lg);
+            assert_true(id >= 0 && id < V);
+            if (rank[id] >= 50)
+                fail_msg("pass %d: top-k 50 drew id %d of rank %d", pass, id, rank[id]);
+            seen[rank[id]] = 1;
+        }
+        int n_seen = 0;
+        for (int i = 0; i < 50; i++)
+            n_seen += seen[i];
+        if (pass == 0)   /* 50 ties of the largest logit: each drawn about 400 times */
+            assert_int_equal(n_seen, 50);
+        else
+            assert_true(n_seen >= 40);
+        /* top-p 0.3 alone and after top-k 200: the shortest prefix of the order reaching the mass */
+        for (int with_k = 0; with_k < 2; with_k++) {
+            const int kk = with_k ? 200 : V;
+            double z = 0, acc = 0;
+            for (int i = 0; i < kk; i++)
+                z += exp(((double)lg[order[i]] - lg[order[0]]) / T);
+            int cut = 0;
+            while (cut < kk && acc < (double)0.3f * z)   /* the sampler's float top_p, widened */
+                acc += exp(((double)lg[order[cut++]] - lg[order[0]]) / T);
+            p = (struct sampler_params){ .temperature = T, .top_p = 0.3f, .top_k = with_k ? 200 : 0, .seed = 5 };
+            assert_int_equal(sampler_reset(&s, &p), 0);
+            for (int k = 0; k < 5000; k++) {
+                const int id = sampler_sample(&s, lg);
+                if (rank[id] >= cut)
+                    fail_msg("pass %d: top-p 0.3 (top-k %d) drew id %d of rank %d, nucleus %d", pass, kk, id,
+                             rank[id], cut);
+            }
+        }
+        sampler_fini(&s);
+    }
+}
+
 /* The built-in default model is generated deterministically and loads. */
 static void test_default_model(void **state)
 {
@@ -937,6 +1011,7 @@ int main(void)
         cmocka_unit_test(test_bf16_f16),
         cmocka_unit_test(test_yarn_constants),
         cmocka_unit_test(test_sampler),
+        cmocka_unit_test(test_sampler_sets),
         cmocka_unit_test_setup_teardown(test_default_model, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_file_cut_under_engine, setup_dir, teardown_dir),
     };
