@@ -1,4 +1,5 @@
-/* bench_sampler.c — the host sampler (model/sampler.c), which borad runs on every token's logits:
+/* bench_sampler.c — the host sampler (model/sampler.c), which the CPU backend runs on every token's
+ * logits (a GPU samples inside its decode graph):
  * µs per sampled token at Mistral's vocabularies (32,768 and Tekken's 131,072) for greedy,
  * temperature alone, temperature + top-p and temperature + top-k. Budget: 120 µs a token,
  * 5 % of a 7B FP8 decode step on the H200 (2.4 ms), so sampling never shows in tokens/s.

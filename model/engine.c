@@ -77,8 +77,8 @@ static int check_files(struct engine *e, int rc)
     if (__builtin_expect(cut == NULL, 1))
         return rc;
     snprintf(e->stale, sizeof e->stale,
-             "checkpoint file %s was cut short or rewritten while bora served from it; its weights are lost "
-             "(restore the file and restart bora)", cut);
+             "checkpoint file %s was cut short or rewritten while bora served from it (or a page of it "
+             "could not be read); its weights are lost (restore the file and restart bora)", cut);
     return -ESTALE;
 }
 

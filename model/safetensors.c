@@ -221,8 +221,10 @@ static void st_prefetch_small(const struct st_file *f)
 /* ---- the SIGBUS guard (see safetensors.h) ----
  * One slot per open mapping. A slot is free while lo == 0 and hi == 0; st_open claims it by a
  * compare-exchange of lo from 0 to UINTPTR_MAX (matches no address), then publishes hi and lo;
- * st_close retires it in the reverse order. The handler reads lo and hi (acquire) and only
- * acts on an address with lo <= a < hi, so a slot half claimed or half retired matches nothing. */
+ * st_close retires it in the reverse order. The handler reads lo, hi, then lo again (acquire),
+ * and acts only on a slot whose two lo reads agree and are neither 0 nor UINTPTR_MAX, with
+ * lo <= a < hi: a slot half claimed, half retired or reclaimed between the reads matches nothing
+ * (a stale lo with a new hi would otherwise span from address 0). */
 static struct st_guard_slot {
     _Atomic uintptr_t lo, hi;   /* the mapping [lo, hi); partner: the handler's loads */
     atomic_bool hit;            /* a read found the file cut short; partner: st_damaged */
@@ -238,9 +240,10 @@ static void st_guard_handler(int sig, siginfo_t *si, void *uc)
     uintptr_t a = (uintptr_t)si->si_addr;
     if (si->si_code == BUS_ADRERR) {
         for (int i = 0; i < ST_GUARD_SLOTS; i++) {
-            uintptr_t lo = atomic_load_explicit(&st_guard[i].lo, memory_order_acquire);
-            uintptr_t hi = atomic_load_explicit(&st_guard[i].hi, memory_order_acquire);
-            if (a < lo || a >= hi)
+            const uintptr_t lo = atomic_load_explicit(&st_guard[i].lo, memory_order_acquire);
+            const uintptr_t hi = atomic_load_explicit(&st_guard[i].hi, memory_order_acquire);
+            if (lo == 0 || lo == UINTPTR_MAX || lo != atomic_load_explicit(&st_guard[i].lo, memory_order_acquire) ||
+                a < lo || a >= hi)
                 continue;
             /* zeros from the faulting page to the mapping's end: one fault per damaged file,
              * not one per page; the reader goes on and its caller checks st_damaged */
@@ -252,23 +255,31 @@ static void st_guard_handler(int sig, siginfo_t *si, void *uc)
             return;
         }
     }
-    /* not a guarded mapping: what would have happened without the guard */
-    if ((st_guard_prev.sa_flags & SA_SIGINFO) && st_guard_prev.sa_sigaction) {
-        st_guard_prev.sa_sigaction(sig, si, uc);
-    } else if (!(st_guard_prev.sa_flags & SA_SIGINFO) && st_guard_prev.sa_handler != SIG_DFL &&
-               st_guard_prev.sa_handler != SIG_IGN) {
-        st_guard_prev.sa_handler(sig);
+    /* not a guarded mapping: what would have happened without the guard. SIG_DFL and SIG_IGN
+     * share the storage of both handler fields, so they are tested first, whatever the flags. */
+    void (*const h)(int) = st_guard_prev.sa_handler;
+    if (h != SIG_DFL && h != SIG_IGN) {
+        if (st_guard_prev.sa_flags & SA_SIGINFO)   /* it may leave by siglongjmp, as DPDK's does */
+            st_guard_prev.sa_sigaction(sig, si, uc);
+        else
+            h(sig);
     } else {
-        /* the default action: the faulting access runs again and ends the process */
+        /* the default action (an ignored SIGBUS cannot be ignored after a fault either): a fault
+         * runs its access again and ends the process; a SIGBUS sent by kill() or raise() has no
+         * access to run again, so it is raised anew and delivered once this handler returns */
         struct sigaction dfl = { .sa_handler = SIG_DFL };
         sigemptyset(&dfl.sa_mask);
         sigaction(SIGBUS, &dfl, NULL);
+        if (si->si_code <= 0)
+            raise(SIGBUS);
     }
     errno = saved;
 }
 
 /* Installs the handler unless it is the one installed now (a library that installed its own
- * since, e.g. a test harness, gets chained behind ours). Returns whether it is installed. */
+ * since, e.g. a test harness, gets chained behind ours). Returns whether it is installed. A
+ * library whose handler in turn passes foreign faults back to ours would make the two call each
+ * other; none that bora links does (DPDK's leaves by siglongjmp and restores the one before it). */
 static bool st_guard_arm(void)
 {
     pthread_mutex_lock(&st_guard_mu);

@@ -63,14 +63,17 @@ void st_close(struct st_file *f);
 
 /* A file cut short while mapped (truncated, or rewritten in place: `cp` over it truncates first)
  * makes the first read of a page past its new end raise SIGBUS, which would end the process
- * and every request it holds. st_open therefore installs, once per process, a SIGBUS handler:
+ * and every request it holds. st_open therefore installs a SIGBUS handler (again if another
+ * handler replaced it since; that one is then called for the faults that are not ours):
  * a fault inside an open st_file's mapping gets zeros mapped from the faulting page to the
  * mapping's end, the read goes on (reading zeros), and the file is marked damaged. Readers
  * check st_damaged after they read (model_damaged, engine forwards) and fail instead of using
  * the zeros. A SIGBUS anywhere else goes to the handler installed before (default: the
  * process ends, as without the guard). Not caught: a cut inside the file's last page (the
- * kernel reads the bytes past the end as zeros without a fault). At most ST_GUARD_SLOTS files
- * are guarded at once; st_open fails with -EMFILE past that. */
+ * kernel reads the bytes past the end as zeros without a fault), and a rewrite in place that no
+ * read meets while the file is short (its new bytes show through the mapping). A page the disk
+ * cannot read (an I/O error) faults the same way and is reported the same way. At most
+ * ST_GUARD_SLOTS files are guarded at once; st_open fails with -EMFILE past that. */
 #define ST_GUARD_SLOTS 1024
 
 /* True once a read of f's mapping found the file cut short (see above). Thread: any; one
