@@ -1221,6 +1221,10 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     int n_out = ns;
     size_t un_off = 0, cmb_off = xbuf;
     p->h_hi = false;
+    /* with h as hi only (both layouts below): the inputs still kept as hi + lo are at most
+     * max(dim, q_dim) values, lo at xl2; h's hi takes hb */
+    const int kx = a->dim > q_dim ? a->dim : q_dim;
+    const size_t xl2 = ((size_t)kx * 2 + 127) / 128 * 128, hb = ((size_t)a->hidden * 2 + 127) / 128 * 128;
     /* A plain layout (attention on attn_item) whose ring is shallow because h's hi + lo fill the
      * union (Small 24B: 32,768 hidden units, 128 KiB, so 2 stages) keeps h as hi only (f16 for
      * FP8 weights, bf16 for BF16's), in bf16 through L2, as the union ring below does: the union
@@ -1228,8 +1232,6 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
      * bf16 h is what the reference implementations compute; FP8 weights carry 2^-4, BF16's 2^-8. */
     if (!p->amma && a->hidden % 8 == 0 && (ns < MEGA_H16_BELOW || (a->flags & MEGA_F_H16)) &&
         !(a->flags & (MEGA_F_PLAIN_RING | MEGA_F_TWO_PASS))) {
-        const int kx = a->dim > q_dim ? a->dim : q_dim;
-        const size_t xl2 = ((size_t)kx * 2 + 127) / 128 * 128, hb = ((size_t)a->hidden * 2 + 127) / 128 * 128;
         const size_t xb2 = 2 * xl2 > hb ? 2 * xl2 : hb;
         const size_t xcmb2 = xb2 + (xcmb - xbuf);
         int halves2 = 2;
@@ -1257,8 +1259,6 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     if (p->amma && es == 1 && a->hidden % 8 == 0 && !(a->flags & (MEGA_F_PLAIN_RING | MEGA_F_TWO_PASS)) &&
         (ns < 5 || (a->flags & MEGA_F_UNION_RING))) {
         const bool force = a->flags & MEGA_F_UNION_RING;
-        const int kx = a->dim > q_dim ? a->dim : q_dim;   /* the inputs kept as hi + lo */
-        const size_t xl2 = ((size_t)kx * 2 + 127) / 128 * 128, hb = ((size_t)a->hidden * 2 + 127) / 128 * 128;
         const size_t mreg = ((2 * xl2 > hb ? 2 * xl2 : hb) + al - 1) / al * al;
         const size_t ab = attn_mma_smem_bytes(a->head_dim, MEGA_AMMA_STAGES, G, a->n_split);
         const int cap = a->ns_max > 0 ? (a->ns_max < 2 ? 2 : a->ns_max) : 32;

@@ -323,17 +323,21 @@ static int32_t sampler_draw_cand(struct sampler *s, const struct sampler_cand *c
  * exponent e at which the mass from the top reaches the target; every weight of a larger exponent
  * is in, those of exponent e are ordered by nucleus() and taken until the target. The draw walks
  * the larger ones in id order, then e's in that order. */
+static inline int w_exponent(float w)   /* a float's biased exponent (0 for 0) */
+{
+    uint32_t u;
+    memcpy(&u, &w, sizeof u);
+    return (int)(u >> 23) & 255;
+}
+
 static int32_t sampler_top_p(struct sampler *s, double total)
 {
     const int V = s->vocab;
     const float *w = s->w;
     double mass[4][128];
     memset(mass, 0, sizeof mass);
-    for (int i = 0; i < V; i++) {
-        uint32_t u;
-        memcpy(&u, &w[i], sizeof u);
-        mass[i & 3][(u >> 23) & 127] += w[i];   /* 0 for the zero weights: exponent 0 */
-    }
+    for (int i = 0; i < V; i++)   /* weights ≤ 1: exponents ≤ 127; 0 for the zero weights */
+        mass[i & 3][w_exponent(w[i]) & 127] += w[i];
     const double target = (double)s->p.top_p * total;
     double above = 0;
     int e = 127;
@@ -345,12 +349,9 @@ static int32_t sampler_top_p(struct sampler *s, double total)
     }
     /* exponent e's weights, then the prefix of them that reaches the target */
     int m = 0;
-    for (int i = 0; i < V; i++) {
-        uint32_t u;
-        memcpy(&u, &w[i], sizeof u);
-        if ((int)(u >> 23) == e && w[i] > 0)
+    for (int i = 0; i < V; i++)
+        if (w_exponent(w[i]) == e)   /* e ≥ 1: not the zero weights */
             s->cand[m++] = (struct sampler_cand){ w[i], i };
-    }
     const int n = m > 0 ? nucleus(s->cand, m, target - above) : 0;
     double sum = above;
     for (int i = 0; i < n; i++)
@@ -358,9 +359,7 @@ static int32_t sampler_top_p(struct sampler *s, double total)
     double r = next_unit(s) * sum, acc = 0;
     int32_t last = -1;
     for (int i = 0; i < V; i++) {
-        uint32_t u;
-        memcpy(&u, &w[i], sizeof u);
-        if ((int)(u >> 23) > e) {
+        if (w_exponent(w[i]) > e) {
             acc += w[i];
             last = i;
             if (r < acc)
@@ -376,7 +375,7 @@ static int32_t sampler_top_p(struct sampler *s, double total)
 }
 
 /* Temperature, then top-k, then top-p over the candidates within SAMPLER_LOGIT_WINDOW of the
- * best, then one draw. The weights are computed four at a time into scratch with their sums by
+ * best, then one draw. The weights are computed eight at a time into scratch with their sums by
  * block; temperature alone draws by walking the block sums, then one block; top-k keeps its set in
  * a heap; top-p alone finds its cut with a histogram of the weights' exponents. No sort of the
  * vocabulary. The draw walks the kept set in an order fixed by the logits: the distribution does

@@ -916,6 +916,42 @@ static void own_sigbus(int sig)
     _exit(7);
 }
 
+/* A child with `handler` as its SIGBUS action (the harness's own out of the way) opens the model
+ * at dir, which arms the guard over that action, as in a process of its own; then it either sends
+ * itself SIGBUS with kill() or reads a page of a file (at path) truncated under its mapping: a
+ * SIGBUS that is not a checkpoint's. Returns its wait status. Exits 2-4: setup failed; 5-6: the
+ * read returned (the guard swallowed the fault); SIGALRM: it spun on the fault. */
+static int sigbus_child(const char *dir, const char *path, void (*handler)(int), bool by_kill)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGBUS, handler);
+        struct model *m;
+        struct bora_err err = { "" };
+        if (model_open(&m, dir, NULL, &err))
+            _exit(2);
+        alarm(20);
+        if (by_kill) {
+            kill(getpid(), SIGBUS);
+            _exit(3);   /* survived */
+        }
+        const long page = sysconf(_SC_PAGESIZE);
+        FILE *f = fopen(path, "w+");
+        int fd = f ? fileno(f) : -1;
+        if (fd < 0 || ftruncate(fd, 4 * page) < 0)
+            _exit(3);
+        volatile const char *p = mmap(NULL, (size_t)(4 * page), PROT_READ, MAP_SHARED, fd, 0);
+        if ((void *)p == MAP_FAILED || ftruncate(fd, 0) < 0)
+            _exit(4);
+        char c = p[2 * page];
+        _exit(c == 0 ? 5 : 6);
+    }
+    int ws = 0;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    return ws;
+}
+
 /* A checkpoint file cut short while the CPU engine reads its weights from the mapping: the
  * SIGBUS guard turns what used to end the process into -ESTALE naming the file, for this
  * forward and every later one; a SIGBUS outside a checkpoint's mapping still ends the process. */
@@ -974,64 +1010,13 @@ static void test_file_cut_under_engine(void **state)
     snprintf(other, sizeof other, "%s/other", tmpdir);
     snprintf(d, sizeof d, "%s/m2", tmpdir);   /* a sound model for the children to open */
     assert_int_equal(default_model_write(d, &err), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* the harness's own SIGBUS handler out of the way; opening a model arms the guard over
-         * the default action, as in a process of its own */
-        signal(SIGBUS, SIG_DFL);
-        if (model_open(&m, d, NULL, &err))
-            _exit(2);
-        alarm(20);   /* a guard that swallowed it would spin on the fault: SIGALRM then */
-        FILE *f = fopen(other, "w+");
-        int fd = f ? fileno(f) : -1;
-        if (fd < 0 || ftruncate(fd, 4 * page) < 0)
-            _exit(3);
-        volatile const char *p = mmap(NULL, (size_t)(4 * page), PROT_READ, MAP_SHARED, fd, 0);
-        if ((void *)p == MAP_FAILED || ftruncate(fd, 0) < 0)
-            _exit(4);
-        char c = p[2 * page];
-        _exit(c == 0 ? 5 : 6);
-    }
-    int ws = 0;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    int ws = sigbus_child(d, other, SIG_DFL, false);   /* a foreign fault: the default action */
     assert_true(WIFSIGNALED(ws));
     assert_int_equal(WTERMSIG(ws), SIGBUS);
-
-    /* a SIGBUS sent by kill() (no access to run again) still ends the process */
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        signal(SIGBUS, SIG_DFL);
-        if (model_open(&m, d, NULL, &err))
-            _exit(2);
-        alarm(20);
-        kill(getpid(), SIGBUS);
-        _exit(3);   /* survived */
-    }
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    ws = sigbus_child(d, other, SIG_DFL, true);        /* kill(): no access to run again */
     assert_true(WIFSIGNALED(ws));
     assert_int_equal(WTERMSIG(ws), SIGBUS);
-
-    /* a handler installed before the guard still gets the faults that are not a checkpoint's */
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        signal(SIGBUS, own_sigbus);
-        if (model_open(&m, d, NULL, &err))
-            _exit(2);
-        alarm(20);
-        FILE *f = fopen(other, "w+");
-        int fd = f ? fileno(f) : -1;
-        if (fd < 0 || ftruncate(fd, 4 * page) < 0)
-            _exit(3);
-        volatile const char *p = mmap(NULL, (size_t)(4 * page), PROT_READ, MAP_SHARED, fd, 0);
-        if ((void *)p == MAP_FAILED || ftruncate(fd, 0) < 0)
-            _exit(4);
-        char c = p[2 * page];
-        _exit(c == 0 ? 5 : 6);
-    }
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    ws = sigbus_child(d, other, own_sigbus, false);    /* a handler installed before the guard */
     assert_true(WIFEXITED(ws));
     assert_int_equal(WEXITSTATUS(ws), 7);
 }
