@@ -26,8 +26,11 @@
  * the same logits to the bit). Where a layer streams at least MEGA_TMAP_MIN_BYTES a block
  * (Medium 3.5), each stage is then one tensor copy (cp.async.bulk.tensor, a 4-D map of the
  * weights, 128-byte swizzle) instead of 16 row copies: Medium 3.5 takes 5.8 % less time a token,
- * with the same logits to the bit; 7B and Ministral 8B measured slower with it. What it reaches
- * and where the rest of the time goes: docs/PERFORMANCE_GPU.md.
+ * with the same logits to the bit; 7B and Ministral 8B measured slower with it. Where wo's or
+ * down's 16-row groups do not divide over the grid (Small 24B: 320 on 128 blocks), the extra ones
+ * are dealt in halves of their column stages, so every block streams the same (MEGA_HALF_MAX:
+ * Small 24B 4 % faster). What it reaches and where the rest of the time goes:
+ * docs/PERFORMANCE_GPU.md.
  *
  * Numerics: fp32 accumulation; the input vector is scaled by a power of two so its largest
  * element lies in [2^13, 2^14) before the hi/lo split (no f16 overflow; ≈ 2^-22 relative
@@ -59,7 +62,9 @@ enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
 enum { MEGA_DBG_NO_MATH = 1, MEGA_DBG_NO_WAIT = 2, MEGA_DBG_NO_ATTN = 4 };
 /* Variants under test (kern_mega_args.flags; results stay right). */
-enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor-core attention for any group */,
+enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16,
+       MEGA_F_NO_HALVES = 32    /* wo's and down's extra groups whole, never in halves (A/B) */,
+       MEGA_F_AMMA = 64 /* tensor-core attention for any group */,
        MEGA_F_ATT_LAST = 128 /* the last split of a kv head combines the splits (as before the wo phase did) */,
        MEGA_F_UNION_RING = 256 /* tensor-core attention, FP8: ring stages in the attention's space with h in bf16 / f16
                                 * (the layout mega_setup picks when it gains stages), forced for tests */,
@@ -84,6 +89,13 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16, MEGA_F_AMMA = 64 /* tensor
  * 16 rows × 128 bytes, 128-byte swizzle). */
 #define MEGA_CB_TMAP (MEGA_CB_CONST + 1)
 #define MEGA_TMAP_CHUNK 128     /* bytes of a row in one box of the tensor copy (the swizzle's span) */
+/* Groups in halves. Where wo's or down's 16-row groups do not divide over the blocks (Small 24B:
+ * 320 over 128), the extra ones are dealt as halves of their column stages instead of whole: the
+ * block with a group's first half streams it before its whole groups and publishes its 16 partial
+ * sums; the block with the second half streams it last and adds them, in that order, before its
+ * epilogue. Every block then streams 2.5 groups instead of 2 or 3. MEGA_HALF_MAX halves a matrix at
+ * most (their sums' slots in the sync area). */
+#define MEGA_HALF_MAX 64
 
 /* The pitch of a stage's rows for cb bytes of a row: rows g and g + 1 on different banks. */
 __host__ __device__ constexpr int mega_pitch(int cb)
@@ -109,6 +121,8 @@ struct mega_mat {
     int rows, cols, row_bytes;
     int cb, pitch, nkc;     /* bytes of a row per stage, their pitch in the stage, stages per row */
     int n_groups, extra;    /* groups of MEGA_ROWS rows; n_groups % blocks */
+    int halves;             /* the last `halves` groups dealt in halves of nkc / 2 stages (0: none; the
+                             * instance with SPL only) */
 };
 
 struct mega_params {
@@ -121,7 +135,9 @@ struct mega_params {
     uint8_t *kv;
     size_t kv_layer_stride;
     float *x, *qkv, *att, *h;
-    int *sync;              /* PH_N per layer, then n_kv per layer (attention combine) */
+    int *sync;              /* PH_N per layer, then n_kv per layer (attention combine), AM_N per layer, then
+                             * the halves' sums (mega_half_slot) */
+    bool spl;               /* some matrix has halves: the instance with SPL runs */
     int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
@@ -171,6 +187,76 @@ __device__ __forceinline__ void mega_groups(const struct mega_params &p, int l, 
     *count = base + has;
 }
 
+/* SPL, a matrix with halves: block b's whole groups [*start, *start + *count) (n_groups / nb
+ * each, no extra one), its first half's index *hf (of the last M.halves groups) or -1, its second
+ * half's *hs or -1. The halves rotate as the extra groups do; with 2 × halves <= nb no block has
+ * both. */
+__device__ __forceinline__ void mega_halves(const struct mega_params &p, int l, int m, int b, int *start, int *count,
+                                            int *hf, int *hs)
+{
+    const struct mega_mat &M = p.mat[m];
+    int off = l * p.extra_sum;
+    for (int i = 0; i < m; i++)
+        off += p.mat[i].extra;
+    off %= p.nb;
+    const int base = M.n_groups / p.nb, e = M.halves;
+    const int jf = (b - off + p.nb) % p.nb, js = (b - off - e + 2 * p.nb) % p.nb;
+    *start = b * base;
+    *count = base;
+    *hf = jf < e ? jf : -1;
+    *hs = js < e ? js : -1;
+}
+
+/* Item i of a block with whole groups [g0, g0 + gn) and halves hf / hs (mega_halves): group *g,
+ * column stages [*k0, *k1), *kind 0 whole, 1 a first half, 2 a second half. */
+__device__ __forceinline__ void mega_item(const struct mega_mat &M, int g0, int gn, int hf, int hs, int i, int *g,
+                                          int *k0, int *k1, int *kind)
+{
+    const int first = M.n_groups - M.halves;   /* the halved groups' first index */
+    if (hf >= 0 && i == 0) {
+        *g = first + hf;
+        *k0 = 0;
+        *k1 = M.nkc / 2;
+        *kind = 1;
+        return;
+    }
+    i -= hf >= 0;
+    if (i < gn) {
+        *g = g0 + i;
+        *k0 = 0;
+        *k1 = M.nkc;
+        *kind = 0;
+        return;
+    }
+    *g = first + hs;
+    *k0 = M.nkc / 2;
+    *k1 = M.nkc;
+    *kind = 2;
+}
+
+/* The 16 slots of half j of matrix m (wo or down): its first half's partial sums, each a 64-bit
+ * word (layer + 1) << 32 | float bits, written and read whole, so a reader never sees a sum
+ * without its tag; the area is zeroed per launch and a layer's tag tells this layer's sums from an
+ * earlier layer's. One area serves every layer: a layer's second halves read theirs before the
+ * phase's barrier, the next layer's first halves write after it. */
+__device__ __forceinline__ unsigned long long *mega_half_slot(const struct mega_params &p, int m, int j)
+{
+    const size_t base = ((size_t)p.n_layers * (PH_N + p.n_kv + AM_N) + 1) & ~(size_t)1;
+    return (unsigned long long *)(p.sync + base) + ((size_t)(m == MEGA_DOWN) * MEGA_HALF_MAX + j) * MEGA_ROWS;
+}
+
+__device__ __forceinline__ void mega_st_u64(unsigned long long *a, unsigned long long v)
+{
+    asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(a), "l"(v) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long mega_ld_u64(const unsigned long long *a)
+{
+    unsigned long long v;
+    asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(v) : "l"(a) : "memory");
+    return v;
+}
+
 struct mega_ring {
     int slot, round;
 };
@@ -190,18 +276,41 @@ __device__ __forceinline__ void mega_ring_next(struct mega_ring &r, int ns)
     }
 }
 
-/* A position in the stage sequence every block walks: layer, matrix, group, column chunk. */
+/* A position in the stage sequence every block walks: layer, matrix, group, column chunk. With
+ * SPL: gi is the item (mega_item), gn the items, g its group, k1 its end, hf / hs the halves,
+ * st the stages of the matrix so far. */
 struct mega_cursor {
     int l, m, gi, kc, g0, gn;
+    int g, k1, nw, hf, hs, st;
 };
 
+/* c's item gi: group, first and end stage. */
+__device__ __forceinline__ void mega_cursor_item(const struct mega_params &p, struct mega_cursor &c)
+{
+    int kind;
+    mega_item(p.mat[c.m], c.g0, c.nw, c.hf, c.hs, c.gi, &c.g, &c.kc, &c.k1, &kind);
+}
+
 /* Moves c to the next matrix that has groups for block b (c->l == n_layers at the end). */
+template <int SPL>
 __device__ __forceinline__ void mega_cursor_settle(const struct mega_params &p, struct mega_cursor &c, int b)
 {
     while (c.l < p.n_layers) {
         mega_groups(p, c.l, c.m, b, &c.g0, &c.gn);
-        if (c.gn > 0)
+        if constexpr (SPL) {
+            c.hf = c.hs = -1;
+            if (p.mat[c.m].halves)
+                mega_halves(p, c.l, c.m, b, &c.g0, &c.gn, &c.hf, &c.hs);
+            c.nw = c.gn;
+            c.gn += (c.hf >= 0) + (c.hs >= 0);
+            c.st = 0;
+            if (c.gn > 0) {
+                mega_cursor_item(p, c);
+                return;
+            }
+        } else if (c.gn > 0) {
             return;
+        }
         if (++c.m == MEGA_MATS) {
             c.m = 0;
             c.l++;
@@ -209,40 +318,54 @@ __device__ __forceinline__ void mega_cursor_settle(const struct mega_params &p, 
     }
 }
 
+template <int SPL>
 __device__ __forceinline__ void mega_cursor_next(const struct mega_params &p, struct mega_cursor &c, int b)
 {
-    if (++c.kc < p.mat[c.m].nkc)
-        return;
+    if constexpr (SPL) {
+        c.st++;
+        if (++c.kc < c.k1)
+            return;
+        if (++c.gi < c.gn) {
+            mega_cursor_item(p, c);
+            return;
+        }
+    } else {
+        if (++c.kc < p.mat[c.m].nkc)
+            return;
+        c.kc = 0;
+        if (++c.gi < c.gn)
+            return;
+    }
     c.kc = 0;
-    if (++c.gi < c.gn)
-        return;
     c.gi = 0;
     if (++c.m == MEGA_MATS) {
         c.m = 0;
         c.l++;
     }
-    mega_cursor_settle(p, c, b);
+    mega_cursor_settle<SPL>(p, c, b);
 }
 
 /* The producer warp: every stage of every matrix of every layer, in the consumers' order, into
  * the ring. (An L2 read-ahead of later stages with cp.async.bulk.prefetch was measured slower at
  * every distance, 64-512 KiB per SM: docs/PERFORMANCE_GPU.md.) */
+template <int SPL>
 __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t *full, uint64_t *empty)
 {
     const int lane = threadIdx.x & 31, b = blockIdx.x;
     struct mega_ring r = { 0, 0 };
-    struct mega_cursor c = { 0, 0, 0, 0, 0, 0 };
+    struct mega_cursor c = {};
     const bool evict_first = !(p.flags & MEGA_F_EVICT_NORMAL);
     const uint64_t policy = kern_policy_evict_first();
-    mega_cursor_settle(p, c, b);
+    mega_cursor_settle<SPL>(p, c, b);
     unsigned long long blocked = 0;
     int tl = c.l, tm = c.m, held = -1, att_ok = -1;
     if (p.tm && lane < MEGA_MATS)
         mega_tmap_prefetch(&p.tmap[lane]);
     while (c.l < p.n_layers) {
         const struct mega_mat &M = p.mat[c.m];
-        const int row0 = (c.g0 + c.gi) * MEGA_ROWS;
+        const int row0 = (SPL ? c.g : c.g0 + c.gi) * MEGA_ROWS;
         const int nr = min(MEGA_ROWS, M.rows - row0);
+        const int st = SPL ? c.st : c.gi * M.nkc + c.kc;   /* the matrix's stages before this one */
         const uint8_t *W = p.layers + (size_t)c.l * p.layer_stride + M.w_off;
         if (p.trace && (c.l != tl || c.m != tm)) {
             if (lane == 0)
@@ -254,7 +377,7 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
         /* at most p.ahead stages of a matrix before the phase its consumers wait on is done
          * everywhere: blocks that finished a phase early do not take the bandwidth the last
          * ones need (the ring fills during a wait only as far as that) */
-        if (p.ahead >= 0 && c.gi * M.nkc + c.kc == p.ahead && held != c.l * MEGA_MATS + c.m &&
+        if (p.ahead >= 0 && st == p.ahead && held != c.l * MEGA_MATS + c.m &&
             (c.l > 0 || c.m != MEGA_QKV)) {
             const int ph = c.m == MEGA_QKV ? PH_DOWN : c.m == MEGA_WO ? PH_ATT : c.m == MEGA_GU ? PH_WO : PH_GU;
             const int *ctr = p.sync + (size_t)(c.m == MEGA_QKV ? c.l - 1 : c.l) * PH_N + ph;
@@ -292,7 +415,7 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
             /* the next matrix's map into the descriptor cache while this one streams, so its first
              * copy (after a phase's pause, on the critical path) does not wait for it (Medium 3.5:
              * 31.46 / 31.47 ms against 31.50 / 31.53 without) */
-            if (lane == 0 && c.gi == 0 && c.kc == 0)
+            if (lane == 0 && st == 0)
                 mega_tmap_prefetch(&p.tmap[(c.m + 1) % MEGA_MATS]);
             if (lane == 0) {
                 mbar_expect_tx(&full[r.slot], (uint32_t)(MEGA_ROWS * MEGA_CB_CONST));
@@ -318,7 +441,7 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
             }
         }
         mega_ring_next(r, p.ns);
-        mega_cursor_next(p, c, b);
+        mega_cursor_next<SPL>(p, c, b);
     }
     if (p.trace && lane == 0 && tl < p.n_layers)
         p.trace[((size_t)b * p.n_layers + tl) * MEGA_TR_N + TR_PROD + tm] = blocked;
@@ -778,8 +901,10 @@ __device__ __forceinline__ void mega_stage(float (&c0)[4], float (&c1)[4], const
 }
 
 /* All of this block's groups of matrix m in layer l: consume their stages, reduce each group
- * across the warps and write it out (epi). */
-template <int FP8, int EPI, int CBT>
+ * across the warps and write it out (epi). SPL (EPI_ADD, a matrix with halves): a first half's
+ * sums go to its slots instead; a second half adds them to its own (first + second) before the
+ * epilogue. */
+template <int FP8, int EPI, int CBT, int SPL = 0>
 __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t *sm, uint64_t *full,
                              uint64_t *empty, struct mega_ring &r, const uint16_t *xh, const uint16_t *xl,
                              float post, float *red, int &red_sel, float *out, int tid, int *amax = nullptr,
@@ -788,13 +913,32 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
     const int lane = tid & 31, w = tid >> 5;
     const struct mega_mat &M = p.mat[m];
     const float *rs = (const float *)(p.layers + (size_t)l * p.layer_stride + M.rs_off);
-    int g0, gn;
+    int g0, gn, hf = -1, hs = -1, nw = 0;
     mega_groups(p, l, m, blockIdx.x, &g0, &gn);
+    constexpr bool spl = SPL && EPI == EPI_ADD;
+    if constexpr (spl) {
+        if (M.halves)
+            mega_halves(p, l, m, blockIdx.x, &g0, &gn, &hf, &hs);
+        nw = gn;
+        gn += (hf >= 0) + (hs >= 0);
+    }
     for (int gi = 0; gi < gn; gi++) {
-        const int row0 = (g0 + gi) * MEGA_ROWS;
-        /* the epilogue's inputs, loaded now so their latency hides behind the stages */
+        int g = g0 + gi, k0 = 0, k1 = M.nkc, kind = 0;
+        if constexpr (spl)
+            mega_item(M, g0, nw, hf, hs, gi, &g, &k0, &k1, &kind);
+        const int row0 = g * MEGA_ROWS;
+        /* the epilogue's inputs, loaded now so their latency hides behind the stages; a second
+         * half's partner sums too (written a whole matrix's share of stages ago, so the tag is
+         * almost always there; checked after the stages) */
         float rs0 = 0.f, rs1 = 0.f, res = 0.f;
-        if (tid < MEGA_ROWS) {
+        unsigned long long *hslot = nullptr;
+        unsigned long long hv = 0;
+        if (spl && kind && tid < MEGA_ROWS) {
+            hslot = mega_half_slot(p, m, kind == 1 ? hf : hs) + tid;
+            if (kind == 2)
+                hv = mega_ld_u64(hslot);
+        }
+        if (tid < MEGA_ROWS && kind != 1) {
             const int rr = EPI == EPI_SWIGLU ? row0 + 2 * (tid & 7) + (tid >> 3) : row0 + tid;
             if (rr < M.rows) {
                 rs0 = rs[rr];
@@ -805,7 +949,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                 rs1 = rs[row0 + 2 * tid + 1];
         }
         float c0[4] = { 0.f, 0.f, 0.f, 0.f }, c1[4] = { 0.f, 0.f, 0.f, 0.f };
-        for (int kc = 0; kc < M.nkc; kc++) {
+        for (int kc = k0; kc < k1; kc++) {
             mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
             if (!(p.debug & MEGA_DBG_NO_MATH))
                 mega_stage<FP8, CBT>(c0, c1, mega_slot(p, sm, r.slot), M.pitch, M.cb, kc, xh, xl, w, lane);
@@ -846,6 +990,14 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                 }
                 mega_amax16(amax, hv, tid);
             }
+        } else if (spl && kind == 1) {
+            if (tid < MEGA_ROWS) {   /* a first half: its sums, tagged with the layer, for the second */
+                float s = 0.f;
+#pragma unroll
+                for (int i = 0; i < MEGA_CW; i++)
+                    s += rb[i * MEGA_ROWS + tid];
+                mega_st_u64(hslot, (unsigned long long)(l + 1) << 32 | __float_as_uint(s));
+            }
         } else if (tid < MEGA_ROWS) {
             const int row = row0 + tid;
             float nv = 0.f;
@@ -854,6 +1006,11 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
 #pragma unroll
                 for (int i = 0; i < MEGA_CW; i++)
                     s += rb[i * MEGA_ROWS + tid];
+                if (spl && kind == 2) {   /* the first half's sums, then this half's */
+                    while ((unsigned)(hv >> 32) != (unsigned)(l + 1))
+                        hv = mega_ld_u64(hslot);
+                    s = __uint_as_float((unsigned)hv) + s;
+                }
                 const float v = s * post * rs0;
                 const float y = EPI == EPI_ADD ? res + v : v;
                 out[row] = y;
@@ -884,7 +1041,7 @@ __device__ __forceinline__ float mega_phase_in(const struct mega_params &p, cons
     return post;
 }
 
-template <int FP8, int GM, int LPK, int AM, int CBT>
+template <int FP8, int GM, int LPK, int AM, int CBT, int SPL>
 __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_constant__ struct mega_params p)
 {
     extern __shared__ __align__(128) uint8_t sm_base[];
@@ -899,7 +1056,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
 
     mbar_ring_init(full, empty, p.ns, MEGA_CW);
     if (tid >= MEGA_CT) {
-        mega_produce(p, sm, full, empty);
+        mega_produce<SPL>(p, sm, full, empty);
         return;
     }
 
@@ -990,8 +1147,8 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr,
                                          TR_WO_WAIT);
         }
-        mega_consume<FP8, EPI_ADD, CBT>(p, l, MEGA_WO, sm, full, empty, r, xh, xl, post, red, red_sel, p.x, tid,
-                                        am + AM_GU, ffn_nw);
+        mega_consume<FP8, EPI_ADD, CBT, SPL>(p, l, MEGA_WO, sm, full, empty, r, xh, xl, post, red, red_sel, p.x,
+                                             tid, am + AM_GU, ffn_nw);
         MEGA_TR(TR_WO);
         mega_arrive(sy + PH_WO, tid);
         /* h = silu(gate) × up of rmsnorm(x) */
@@ -1012,10 +1169,10 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                                          TR_DOWN_WAIT);
         }
         const bool last = l + 1 == p.n_layers;
-        mega_consume<FP8, EPI_ADD, CBT>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
-                                        p.h_hi ? 0.5f * post : post, red, red_sel, p.x, tid,
-                                        last ? nullptr : am + AM_N + AM_QKV,
-                                        last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
+        mega_consume<FP8, EPI_ADD, CBT, SPL>(p, l, MEGA_DOWN, sm, full, empty, r, xh, p.h_hi ? xh : xl,
+                                             p.h_hi ? 0.5f * post : post, red, red_sel, p.x, tid,
+                                             last ? nullptr : am + AM_N + AM_QKV,
+                                             last ? nullptr : (const float *)(Lb + p.layer_stride + p.attn_norm_off));
         MEGA_TR(TR_DOWN);
         mega_arrive(sy + PH_DOWN, tid);
 #undef MEGA_TR
@@ -1026,7 +1183,8 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
 
 extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv)
 {
-    return (size_t)n_layers * (PH_N + (size_t)n_kv + AM_N);
+    /* the counters and maxima, then (8-byte aligned) the halves' slots (mega_half_slot) */
+    return (((size_t)n_layers * (PH_N + (size_t)n_kv + AM_N) + 1) & ~(size_t)1) + 2 * MEGA_HALF_MAX * MEGA_ROWS * 2;
 }
 
 /* Bytes of a row per stage (0: none fits): the largest multiple of 64 up to cb_max (0: MEGA_CB_MAX)
@@ -1339,6 +1497,18 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     ap->softmax_scale = 1.f / sqrtf((float)a->head_dim);
     ap->rope = a->rope;
     ap->blocks = p->nb;   /* the tensor-core items: about one per block */
+    /* wo's and down's extra groups in halves where each block gets at most one half, on the
+     * instance that has the code for it (mega_launch_g: attn_item, head_dim 128, the geometry read
+     * at run time; so 7B's and Medium 3.5's instances do not carry it, and they need none) */
+    const bool spl_ok = !p->amma && !p->cb_const && !p->tm && G <= 4 && a->head_dim == 128 &&
+                        !(a->flags & MEGA_F_NO_HALVES);
+    for (int m = MEGA_WO; m <= MEGA_DOWN; m += MEGA_DOWN - MEGA_WO) {
+        struct mega_mat *M = &p->mat[m];
+        if (spl_ok && M->extra > 0 && 2 * M->extra <= p->nb && M->extra <= MEGA_HALF_MAX && M->nkc % 2 == 0) {
+            M->halves = M->extra;
+            p->spl = true;
+        }
+    }
     return 0;
 }
 
@@ -1407,14 +1577,19 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
     if (k > 0 && (size_t)k < n && p.cb_const)
         k += snprintf(buf + k, n - (size_t)k, "; stage geometry compiled in");
     if (k > 0 && (size_t)k < n && p.tm)
-        snprintf(buf + k, n - (size_t)k, ", one tensor copy a stage");
+        k += snprintf(buf + k, n - (size_t)k, ", one tensor copy a stage");
+    const int hw = p.mat[MEGA_WO].halves, hd = p.mat[MEGA_DOWN].halves;
+    if (k > 0 && (size_t)k < n && hw && hd)
+        snprintf(buf + k, n - (size_t)k, "; in halves: %d groups of wo and %d of down", hw, hd);
+    else if (k > 0 && (size_t)k < n && (hw || hd))
+        snprintf(buf + k, n - (size_t)k, "; in halves: %d groups of %s", hw ? hw : hd, hw ? "wo" : "down");
     return 0;
 }
 
-template <int FP8, int GM, int LPK, int AM = 0, int CBT = 0>
+template <int FP8, int GM, int LPK, int AM = 0, int CBT = 0, int SPL = 0>
 static int mega_launch(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
 {
-    auto k = mega_kernel<FP8, GM, LPK, AM, CBT>;
+    auto k = mega_kernel<FP8, GM, LPK, AM, CBT, SPL>;
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, MEGA_THREADS, smem));
@@ -1458,7 +1633,8 @@ static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t 
         return hd == 16 ? mega_launch<FP8, 4, 2>(p, smem, s, err)
              : hd == 32 ? mega_launch<FP8, 4, 4>(p, smem, s, err)
              : hd == 64 ? mega_launch<FP8, 4, 8>(p, smem, s, err)
-                        : mega_launch<FP8, 4, 16>(p, smem, s, err);
+                        : p.spl ? mega_launch<FP8, 4, 16, 0, 0, 1>(p, smem, s, err)
+                                : mega_launch<FP8, 4, 16>(p, smem, s, err);
     if (G <= 8)   /* head_dim 16 or 32 here */
         return hd == 16 ? mega_launch<FP8, 8, 2>(p, smem, s, err) : mega_launch<FP8, 8, 4>(p, smem, s, err);
     if (hd == 32)

@@ -257,12 +257,14 @@ struct synth_case {
     int dim;                   /* model width (0: 256) */
     const char *layout_has;    /* the persistent kernel's layout must say this (NULL: not checked) */
     float tol;                 /* |Δlogit| CUDA vs CPU / max|logit| allowed (0: TOL_CUDA) */
+    int mega_blocks;           /* BORA_MEGA_BLOCKS while the engine opens (0: unset) */
 };
 #define MEGA_FLAG_UNION_RING 256   /* decode_mega.cu MEGA_F_UNION_RING: its layout on any tensor-core shape */
 #define MEGA_FLAG_CB_RUNTIME 1024  /* decode_mega.cu MEGA_F_CB_RUNTIME: the instance that reads the stage geometry */
 #define MEGA_FLAG_NO_TMAP 2048     /* decode_mega.cu MEGA_F_NO_TMAP: stages as 16 row copies, not one tensor copy */
 #define MEGA_FLAG_TMAP 8192        /* decode_mega.cu MEGA_F_TMAP: one tensor copy a stage on any layer size */
 #define MEGA_FLAG_H16 16384        /* decode_mega.cu MEGA_F_H16: the plain layout with h as f16 hi only (bf16 in L2) */
+#define MEGA_FLAG_NO_HALVES 32     /* decode_mega.cu MEGA_F_NO_HALVES: wo's and down's extra groups whole */
 
 static void test_synthetic(void **state)
 {
@@ -290,13 +292,16 @@ static void test_synthetic(void **state)
         fail_msg("%s: %s", g->what, err.msg);
     struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = g->steps + 8 };
     setenv("BORA_DECODE", g->kernels ? "kernels" : "persistent", 1);
-    char num[2][16];
+    char num[3][16];
     snprintf(num[0], sizeof num[0], "%d", g->mega_flags);
     snprintf(num[1], sizeof num[1], "%d", g->mega_ns);
+    snprintf(num[2], sizeof num[2], "%d", g->mega_blocks);
     if (g->mega_flags)
         setenv("BORA_MEGA_FLAGS", num[0], 1);
     if (g->mega_ns)
         setenv("BORA_MEGA_NS", num[1], 1);
+    if (g->mega_blocks)
+        setenv("BORA_MEGA_BLOCKS", num[2], 1);
     struct engine *gpu = NULL, *cpu = NULL;
     rc = engine_open(&gpu, m, &eo, &err);
     unsetenv("BORA_DECODE");
@@ -304,6 +309,8 @@ static void test_synthetic(void **state)
         unsetenv("BORA_MEGA_FLAGS");
     if (g->mega_ns)
         unsetenv("BORA_MEGA_NS");
+    if (g->mega_blocks)
+        unsetenv("BORA_MEGA_BLOCKS");
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (rc == -ENODEV) {
@@ -324,6 +331,8 @@ static void test_synthetic(void **state)
         fail_msg("%s: the ring is not in the attention's space: %s", g->what, engine_cuda_mega_layout(gpu));
     if (g->layout_has && !strstr(engine_cuda_mega_layout(gpu), g->layout_has))
         fail_msg("%s: layout '%s' lacks '%s'", g->what, engine_cuda_mega_layout(gpu), g->layout_has);
+    if (g->mega_flags & MEGA_FLAG_NO_HALVES && strstr(engine_cuda_mega_layout(gpu), "in halves"))
+        fail_msg("%s: FLAGS=%d still deals groups in halves: %s", g->what, g->mega_flags, engine_cuda_mega_layout(gpu));
     if (g->mega_flags & MEGA_FLAG_NO_TMAP && strstr(engine_cuda_mega_layout(gpu), "tensor copy"))
         fail_msg("%s: FLAGS=%d still copies by tensor: %s", g->what, g->mega_flags, engine_cuda_mega_layout(gpu));
 #endif
@@ -412,65 +421,79 @@ int main(void)
     static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
     static const struct synth_case synth[] = {
         { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0 },
         { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
         { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0 },
+          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0, 0 },
         { "24/2 heads, head_dim 64, YaRN + query scale, fp8, persistent", true, 24, 2, 64, 512, 600,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
         { "32/8 heads, head_dim 128, 2 KiB rows, bf16, persistent", false, 32, 8, 128, 1024, 1000, MODEL_PRECISION_AUTO,
-          false, 0, 0, 0, NULL, 0 },
+          false, 0, 0, 0, NULL, 0, 0 },
         { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 1000, MODEL_PRECISION_FP8,
-          false, 0, 0, 0, NULL, 0 },
+          false, 0, 0, 0, NULL, 0, 0 },
         /* hidden 4,032: down's rows in 3 (fp8) / 6 (bf16) column stages of 1,344 bytes (not a power
          * of two), gate/up's 504 groups over a grid that does not divide them */
         { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0 },
         { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
         { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
         /* Medium 3.5's layout (ring stages in the attention's space, h in bf16 and f16: decode_mega.cu), which
          * these small shapes do not need, forced: a 4-stage ring, one stage there (as gpu_kernels'
          * layout test asserts) */
         { "96/8 heads, head_dim 128, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0 },
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0 },
         /* Small 24B's layout (attention on attn_item, h as f16 hi only and bf16 through L2, so the ring
          * gets h's lo half: decode_mega.cu MEGA_H16_BELOW), which these small shapes do not need,
          * forced on a 4-stage ring: the general instance and the one with the geometry compiled in */
         { "32/8 heads, hidden 4032, fp8, persistent, h in bf16", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0 },
         { "32/8 heads, hidden 4032, bf16, persistent, h in bf16", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0 },
+          MODEL_PRECISION_AUTO, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0 },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, h in bf16", false, 32, 8, 128, 2048,
           300, MODEL_PRECISION_FP8, false, MEGA_FLAG_H16 | MEGA_FLAG_NO_TMAP, 4, 2048,
-          "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE },
+          "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE, 0 },
         /* every row a multiple of 2 KiB, as in every Mistral preset: the kernel instances with the
          * stage geometry compiled in (decode_mega.cu MEGA_CB_CONST), each stage one tensor copy
          * (MEGA_CB_TMAP: swizzled stages, rows dealt 0 4 1 5 ...; forced, as these layers are small)
          * or 16 row copies into padded rows; both equal to the general instance to the bit */
         { "32/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 32, 8, 128, 2048, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
-          TOL_CUDA_WIDE },
+          TOL_CUDA_WIDE, 0 },
         { "96/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 96, 8, 128, 4096, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
-          TOL_CUDA_WIDE },
+          TOL_CUDA_WIDE, 0 },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 32, 8, 128, 2048,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0 },
         { "96/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 96, 8, 128, 4096,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0 },
         /* Small 24B's width: rows of 5,120 bytes stream in 2,560-byte stages (decode_mega.cu mega_cb), in
          * slots of 41 KiB, on the general instance; and the per-kernel step of the same width */
         { "32/8 heads, dim 5120, fp8, persistent, 2,560-byte stages", false, 32, 8, 128, 2048, 200,
-          MODEL_PRECISION_FP8, false, 0, 0, 5120, "stages of 41 KiB", TOL_CUDA_5120 },
+          MODEL_PRECISION_FP8, false, 0, 0, 5120, "stages of 41 KiB", TOL_CUDA_5120, 0 },
         { "32/8 heads, dim 5120, fp8, per-kernel", false, 32, 8, 128, 2048, 200, MODEL_PRECISION_FP8, true, 0, 0,
-          5120, NULL, TOL_CUDA_5120 },
+          5120, NULL, TOL_CUDA_5120, 0 },
+        /* Small 24B's wo and down: 320 groups of 16 rows, more than the grid divides; the extra ones
+         * are dealt in halves of their column stages (decode_mega.cu MEGA_HALF_MAX), a first half's
+         * sums meeting the second's in the sync area: on H200's 128 blocks 64 halves of each
+         * matrix (every block one), on a forced grid of 100 blocks 20 (rotating, blocks without one
+         * between them), and the whole extra groups they replace (FLAGS=32) */
+        { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, groups in halves", false, 32, 8, 128, 4096, 120,
+          MODEL_PRECISION_FP8, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0 },
+        { "32/8 heads, dim 5120, hidden 4096, bf16, persistent, groups in halves", false, 32, 8, 128, 4096, 120,
+          MODEL_PRECISION_AUTO, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0 },
+        { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, 100 blocks, groups in halves", false, 32, 8, 128, 4096,
+          120, MODEL_PRECISION_FP8, false, 0, 0, 5120, "in halves: 20 groups of wo and 20 of down", TOL_CUDA_5120,
+          100 },
+        { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, whole groups", false, 32, 8, 128, 4096, 120,
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_HALVES, 0, 5120, NULL, TOL_CUDA_5120, 0 },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
-          NULL, TOL_CUDA_WIDE },
+          NULL, TOL_CUDA_WIDE, 0 },
     };
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;

@@ -905,6 +905,7 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
     assert_int_equal(strstr(d, "attention's space") != NULL, union_ring);
     assert_int_equal(strstr(d, "stage geometry compiled in") != NULL, compiled);
     assert_int_equal(strstr(d, "one tensor copy a stage") != NULL, tmap);
+    assert_int_equal(strstr(d, "in halves") != NULL, strstr(want, "in halves") != NULL);
 }
 
 static void test_mega_layout(void **st)
@@ -927,17 +928,21 @@ static void test_mega_layout(void **st)
                 false, false);
     /* Small 24B: rows of 5,120 bytes stream 2,560 bytes a stage (41 KiB slots); h's 32,768 units as
      * hi + lo would take 128 KiB and leave 2 stages, as f16 hi only (bf16 through L2) 3. Its rows
-     * take the general instance. */
+     * take the general instance. Its wo and down have 320 groups of 16 rows over 128 blocks: the 64
+     * extra ones go in halves (every block streams 2.5 groups), unless BORA_MEGA_FLAGS=32 keeps
+     * them whole. */
     mega_layout("Small 24B fp8", BORA_DT_F8_E4M3, 5120, 32768, 32, 8, 0, 0,
+                "a ring of 3 stages of 41 KiB (h in bf16); in halves: 64 groups of wo and 64 of down", false, false, false);
+    mega_layout("Small 24B fp8, whole groups (FLAGS=32)", BORA_DT_F8_E4M3, 5120, 32768, 32, 8, 32, 0,
                 "a ring of 3 stages of 41 KiB (h in bf16)", false, false, false);
     mega_layout("Small 24B fp8, h as hi + lo (FLAGS=512)", BORA_DT_F8_E4M3, 5120, 32768, 32, 8, 512, 0,
-                "a ring of 2 stages of 41 KiB", false, false, false);
+                "a ring of 2 stages of 41 KiB; in halves", false, false, false);
     /* BF16 the same way with h as bf16 hi only: 7B 4 → 5 stages, Small 24B 2 → 4 (rows of 10,240
      * bytes: 2 KiB stages) */
     mega_layout("7B bf16", BORA_DT_BF16, 4096, 14336, 32, 8, 0, 0, "a ring of 5 stages of 33 KiB (h in bf16)", false,
                 false, false);
-    mega_layout("Small 24B bf16", BORA_DT_BF16, 5120, 32768, 32, 8, 0, 0, "a ring of 4 stages of 33 KiB (h in bf16)",
-                false, false, false);
+    mega_layout("Small 24B bf16", BORA_DT_BF16, 5120, 32768, 32, 8, 0, 0,
+                "a ring of 4 stages of 33 KiB (h in bf16); in halves: 64 groups of wo and 64 of down", false, false, false);
     /* forced (tests): at most 4 stages, one of them in the attention's space */
     mega_layout("96/8 heads, dim 256, fp8, forced", BORA_DT_F8_E4M3, 256, 512, 96, 8, 256, 4,
                 "a ring of 4 stages of 33 KiB (1 in the attention's space", true, false, false);
