@@ -74,10 +74,14 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16,
        MEGA_F_NO_TMAP = 2048    /* stages as 16 row copies into padded rows, never one tensor copy (A/B) */,
        MEGA_F_TMAP = 8192       /* one tensor copy a stage whatever a layer's bytes (where the geometry allows) */,
        MEGA_F_H16 = 16384       /* the plain layout keeps h as hi only wherever that loses no ring stage,
-                                 * not only where the ring is shallower than MEGA_H16_BELOW (A/B, tests) */ };
+                                 * FP8 too, not only where the ring is shallower than MEGA_H16_BELOW (A/B,
+                                 * tests) */ };
 /* A plain layout whose ring has fewer stages than this keeps h as hi only when that deepens it
  * (21st session, H200: 7B FP8 4 → 5 stages, 2.603 → 2.579 ms a token; BF16 4 → 5, 4.162 →
- * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). */
+ * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). BF16 weights keep it
+ * wherever it loses no stage: h's load from L2 is one round trip instead of two (Ministral 8B BF16,
+ * 5 stages either way: 4.418 / 4.419 → 4.393 / 4.392 ms, 22nd session, and 4.418 → 4.390 in the
+ * 21st); FP8 gained nothing there (2.878 → 2.881). */
 #define MEGA_H16_BELOW 5
 /* A layer's weight bytes per block from which a stage is one tensor copy: the copies stream ≈ 2 %
  * faster but stretch the round trips of the pauses between phases, so they pay off only where a
@@ -121,8 +125,6 @@ struct mega_mat {
     int rows, cols, row_bytes;
     int cb, pitch, nkc;     /* bytes of a row per stage, their pitch in the stage, stages per row */
     int n_groups, extra;    /* groups of MEGA_ROWS rows; n_groups % blocks */
-    int halves;             /* the last `halves` groups dealt in halves of nkc / 2 stages (0: none; the
-                             * instance with SPL only) */
 };
 
 struct mega_params {
@@ -137,7 +139,6 @@ struct mega_params {
     float *x, *qkv, *att, *h;
     int *sync;              /* PH_N per layer, then n_kv per layer (attention combine), AM_N per layer, then
                              * the halves' sums (mega_half_slot) */
-    bool spl;               /* some matrix has halves: the instance with SPL runs */
     int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
@@ -154,6 +155,9 @@ struct mega_params {
     size_t ring_off, bar_off, red_off, scr_off, u_off, attn_half_bytes, xl_off, un_off;
     unsigned long long *trace;
     struct attn_params ap;
+    /* last, so the instances without halves see every other field where they did before */
+    int halves[MEGA_MATS];  /* matrix m's last halves[m] groups dealt in halves of nkc / 2 stages (0: none) */
+    bool spl;               /* some matrix has halves: the instance with SPL runs (it alone reads halves) */
 };
 
 __device__ __forceinline__ unsigned long long mega_now(void)
@@ -199,7 +203,7 @@ __device__ __forceinline__ void mega_halves(const struct mega_params &p, int l, 
     for (int i = 0; i < m; i++)
         off += p.mat[i].extra;
     off %= p.nb;
-    const int base = M.n_groups / p.nb, e = M.halves;
+    const int base = M.n_groups / p.nb, e = p.halves[m];
     const int jf = (b - off + p.nb) % p.nb, js = (b - off - e + 2 * p.nb) % p.nb;
     *start = b * base;
     *count = base;
@@ -207,12 +211,12 @@ __device__ __forceinline__ void mega_halves(const struct mega_params &p, int l, 
     *hs = js < e ? js : -1;
 }
 
-/* Item i of a block with whole groups [g0, g0 + gn) and halves hf / hs (mega_halves): group *g,
- * column stages [*k0, *k1), *kind 0 whole, 1 a first half, 2 a second half. */
-__device__ __forceinline__ void mega_item(const struct mega_mat &M, int g0, int gn, int hf, int hs, int i, int *g,
-                                          int *k0, int *k1, int *kind)
+/* Item i of a block with whole groups [g0, g0 + gn) and halves hf / hs (mega_halves) of a matrix
+ * with e halves: group *g, column stages [*k0, *k1), *kind 0 whole, 1 a first half, 2 a second. */
+__device__ __forceinline__ void mega_item(const struct mega_mat &M, int e, int g0, int gn, int hf, int hs, int i,
+                                          int *g, int *k0, int *k1, int *kind)
 {
-    const int first = M.n_groups - M.halves;   /* the halved groups' first index */
+    const int first = M.n_groups - e;   /* the halved groups' first index */
     if (hf >= 0 && i == 0) {
         *g = first + hf;
         *k0 = 0;
@@ -281,14 +285,14 @@ __device__ __forceinline__ void mega_ring_next(struct mega_ring &r, int ns)
  * st the stages of the matrix so far. */
 struct mega_cursor {
     int l, m, gi, kc, g0, gn;
-    int g, k1, nw, hf, hs, st;
+    int g, k1, nw, hf, hs, st;   /* SPL only */
 };
 
 /* c's item gi: group, first and end stage. */
 __device__ __forceinline__ void mega_cursor_item(const struct mega_params &p, struct mega_cursor &c)
 {
     int kind;
-    mega_item(p.mat[c.m], c.g0, c.nw, c.hf, c.hs, c.gi, &c.g, &c.kc, &c.k1, &kind);
+    mega_item(p.mat[c.m], p.halves[c.m], c.g0, c.nw, c.hf, c.hs, c.gi, &c.g, &c.kc, &c.k1, &kind);
 }
 
 /* Moves c to the next matrix that has groups for block b (c->l == n_layers at the end). */
@@ -299,7 +303,7 @@ __device__ __forceinline__ void mega_cursor_settle(const struct mega_params &p, 
         mega_groups(p, c.l, c.m, b, &c.g0, &c.gn);
         if constexpr (SPL) {
             c.hf = c.hs = -1;
-            if (p.mat[c.m].halves)
+            if (p.halves[c.m])
                 mega_halves(p, c.l, c.m, b, &c.g0, &c.gn, &c.hf, &c.hs);
             c.nw = c.gn;
             c.gn += (c.hf >= 0) + (c.hs >= 0);
@@ -365,7 +369,6 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
         const struct mega_mat &M = p.mat[c.m];
         const int row0 = (SPL ? c.g : c.g0 + c.gi) * MEGA_ROWS;
         const int nr = min(MEGA_ROWS, M.rows - row0);
-        const int st = SPL ? c.st : c.gi * M.nkc + c.kc;   /* the matrix's stages before this one */
         const uint8_t *W = p.layers + (size_t)c.l * p.layer_stride + M.w_off;
         if (p.trace && (c.l != tl || c.m != tm)) {
             if (lane == 0)
@@ -377,7 +380,7 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
         /* at most p.ahead stages of a matrix before the phase its consumers wait on is done
          * everywhere: blocks that finished a phase early do not take the bandwidth the last
          * ones need (the ring fills during a wait only as far as that) */
-        if (p.ahead >= 0 && st == p.ahead && held != c.l * MEGA_MATS + c.m &&
+        if (p.ahead >= 0 && (SPL ? c.st : c.gi * M.nkc + c.kc) == p.ahead && held != c.l * MEGA_MATS + c.m &&
             (c.l > 0 || c.m != MEGA_QKV)) {
             const int ph = c.m == MEGA_QKV ? PH_DOWN : c.m == MEGA_WO ? PH_ATT : c.m == MEGA_GU ? PH_WO : PH_GU;
             const int *ctr = p.sync + (size_t)(c.m == MEGA_QKV ? c.l - 1 : c.l) * PH_N + ph;
@@ -415,7 +418,7 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
             /* the next matrix's map into the descriptor cache while this one streams, so its first
              * copy (after a phase's pause, on the critical path) does not wait for it (Medium 3.5:
              * 31.46 / 31.47 ms against 31.50 / 31.53 without) */
-            if (lane == 0 && st == 0)
+            if (lane == 0 && (SPL ? c.st == 0 : c.gi == 0 && c.kc == 0))
                 mega_tmap_prefetch(&p.tmap[(c.m + 1) % MEGA_MATS]);
             if (lane == 0) {
                 mbar_expect_tx(&full[r.slot], (uint32_t)(MEGA_ROWS * MEGA_CB_CONST));
@@ -917,7 +920,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
     mega_groups(p, l, m, blockIdx.x, &g0, &gn);
     constexpr bool spl = SPL && EPI == EPI_ADD;
     if constexpr (spl) {
-        if (M.halves)
+        if (p.halves[m])
             mega_halves(p, l, m, blockIdx.x, &g0, &gn, &hf, &hs);
         nw = gn;
         gn += (hf >= 0) + (hs >= 0);
@@ -925,7 +928,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
     for (int gi = 0; gi < gn; gi++) {
         int g = g0 + gi, k0 = 0, k1 = M.nkc, kind = 0;
         if constexpr (spl)
-            mega_item(M, g0, nw, hf, hs, gi, &g, &k0, &k1, &kind);
+            mega_item(M, p.halves[m], g0, nw, hf, hs, gi, &g, &k0, &k1, &kind);
         const int row0 = g * MEGA_ROWS;
         /* the epilogue's inputs, loaded now so their latency hides behind the stages; a second
          * half's partner sums too (written a whole matrix's share of stages ago, so the tag is
@@ -1388,7 +1391,8 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
      * FP8 weights, bf16 for BF16's), in bf16 through L2, as the union ring below does: the union
      * shrinks to the larger of h's hi and the other inputs' hi + lo, and the ring takes the rest.
      * bf16 h is what the reference implementations compute; FP8 weights carry 2^-4, BF16's 2^-8. */
-    if (!p->amma && a->hidden % 8 == 0 && (ns < MEGA_H16_BELOW || (a->flags & MEGA_F_H16)) &&
+    const bool h16_even = (a->flags & MEGA_F_H16) || es == 2;   /* where it loses no stage */
+    if (!p->amma && a->hidden % 8 == 0 && (ns < MEGA_H16_BELOW || h16_even) &&
         !(a->flags & (MEGA_F_PLAIN_RING | MEGA_F_TWO_PASS))) {
         const size_t xb2 = 2 * xl2 > hb ? 2 * xl2 : hb;
         const size_t xcmb2 = xb2 + (xcmb - xbuf);
@@ -1404,7 +1408,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
                 ns2 = 32;
             if (a->ns_max > 0 && ns2 > a->ns_max)
                 ns2 = a->ns_max < 2 ? 2 : a->ns_max;
-            if (ns2 > ns || ((a->flags & MEGA_F_H16) && ns2 == ns)) {
+            if (ns2 > ns || (h16_even && ns2 == ns)) {
                 ns = n_out = ns2;
                 uni = uni2;
                 halves = halves2;
@@ -1505,7 +1509,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     for (int m = MEGA_WO; m <= MEGA_DOWN; m += MEGA_DOWN - MEGA_WO) {
         struct mega_mat *M = &p->mat[m];
         if (spl_ok && M->extra > 0 && 2 * M->extra <= p->nb && M->extra <= MEGA_HALF_MAX && M->nkc % 2 == 0) {
-            M->halves = M->extra;
+            p->halves[m] = M->extra;
             p->spl = true;
         }
     }
@@ -1578,7 +1582,7 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
         k += snprintf(buf + k, n - (size_t)k, "; stage geometry compiled in");
     if (k > 0 && (size_t)k < n && p.tm)
         k += snprintf(buf + k, n - (size_t)k, ", one tensor copy a stage");
-    const int hw = p.mat[MEGA_WO].halves, hd = p.mat[MEGA_DOWN].halves;
+    const int hw = p.halves[MEGA_WO], hd = p.halves[MEGA_DOWN];
     if (k > 0 && (size_t)k < n && hw && hd)
         snprintf(buf + k, n - (size_t)k, "; in halves: %d groups of wo and %d of down", hw, hd);
     else if (k > 0 && (size_t)k < n && (hw || hd))

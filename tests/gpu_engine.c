@@ -265,6 +265,7 @@ struct synth_case {
 #define MEGA_FLAG_TMAP 8192        /* decode_mega.cu MEGA_F_TMAP: one tensor copy a stage on any layer size */
 #define MEGA_FLAG_H16 16384        /* decode_mega.cu MEGA_F_H16: the plain layout with h as f16 hi only (bf16 in L2) */
 #define MEGA_FLAG_NO_HALVES 32     /* decode_mega.cu MEGA_F_NO_HALVES: wo's and down's extra groups whole */
+#define MEGA_FLAG_PLAIN_RING 512   /* decode_mega.cu MEGA_F_PLAIN_RING: h as hi + lo (f32 through L2), never hi only */
 
 static void test_synthetic(void **state)
 {
@@ -331,6 +332,8 @@ static void test_synthetic(void **state)
         fail_msg("%s: the ring is not in the attention's space: %s", g->what, engine_cuda_mega_layout(gpu));
     if (g->layout_has && !strstr(engine_cuda_mega_layout(gpu), g->layout_has))
         fail_msg("%s: layout '%s' lacks '%s'", g->what, engine_cuda_mega_layout(gpu), g->layout_has);
+    if (g->mega_flags & MEGA_FLAG_PLAIN_RING && strstr(engine_cuda_mega_layout(gpu), "h in bf16"))
+        fail_msg("%s: FLAGS=%d still keeps h in bf16: %s", g->what, g->mega_flags, engine_cuda_mega_layout(gpu));
     if (g->mega_flags & MEGA_FLAG_NO_HALVES && strstr(engine_cuda_mega_layout(gpu), "in halves"))
         fail_msg("%s: FLAGS=%d still deals groups in halves: %s", g->what, g->mega_flags, engine_cuda_mega_layout(gpu));
     if (g->mega_flags & MEGA_FLAG_NO_TMAP && strstr(engine_cuda_mega_layout(gpu), "tensor copy"))
@@ -435,7 +438,7 @@ int main(void)
         /* hidden 4,032: down's rows in 3 (fp8) / 6 (bf16) column stages of 1,344 bytes (not a power
          * of two), gate/up's 504 groups over a grid that does not divide them */
         { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16)", 0, 0 },
         { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300,
           MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
         { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300,
@@ -448,12 +451,14 @@ int main(void)
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0 },
         /* Small 24B's layout (attention on attn_item, h as f16 hi only and bf16 through L2, so the ring
-         * gets h's lo half: decode_mega.cu MEGA_H16_BELOW), which these small shapes do not need,
-         * forced on a 4-stage ring: the general instance and the one with the geometry compiled in */
+         * gets h's lo half: decode_mega.cu MEGA_H16_BELOW), which these small FP8 shapes do not need,
+         * forced on a 4-stage ring: the general instance and the one with the geometry compiled in.
+         * BF16 takes it wherever it loses no stage, so its h as f32 hi + lo is forced instead
+         * (FLAGS=512). */
         { "32/8 heads, hidden 4032, fp8, persistent, h in bf16", false, 32, 8, 128, 4032, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0 },
-        { "32/8 heads, hidden 4032, bf16, persistent, h in bf16", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0 },
+        { "32/8 heads, hidden 4032, bf16, persistent, h as hi + lo", false, 32, 8, 128, 4032, 300,
+          MODEL_PRECISION_AUTO, false, MEGA_FLAG_PLAIN_RING, 4, 0, NULL, 0, 0 },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, h in bf16", false, 32, 8, 128, 2048,
           300, MODEL_PRECISION_FP8, false, MEGA_FLAG_H16 | MEGA_FLAG_NO_TMAP, 4, 2048,
           "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE, 0 },

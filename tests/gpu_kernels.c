@@ -943,6 +943,12 @@ static void test_mega_layout(void **st)
                 false, false);
     mega_layout("Small 24B bf16", BORA_DT_BF16, 5120, 32768, 32, 8, 0, 0,
                 "a ring of 4 stages of 33 KiB (h in bf16); in halves: 64 groups of wo and 64 of down", false, false, false);
+    /* Ministral 8B's ring has 5 stages either way: BF16 keeps h as hi only there too (its load one
+     * round trip, not two), FP8 as hi + lo (measured no faster) */
+    mega_layout("Ministral 8B bf16", BORA_DT_BF16, 4096, 12288, 32, 8, 0, 0, "a ring of 5 stages of 33 KiB (h in bf16)",
+                false, false, false);
+    mega_layout("Ministral 8B fp8", BORA_DT_F8_E4M3, 4096, 12288, 32, 8, 0, 0,
+                "a ring of 5 stages of 33 KiB; stage geometry compiled in", false, true, false);
     /* forced (tests): at most 4 stages, one of them in the attention's space */
     mega_layout("96/8 heads, dim 256, fp8, forced", BORA_DT_F8_E4M3, 256, 512, 96, 8, 256, 4,
                 "a ring of 4 stages of 33 KiB (1 in the attention's space", true, false, false);
