@@ -952,7 +952,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                 rs1 = rs[row0 + 2 * tid + 1];
         }
         float c0[4] = { 0.f, 0.f, 0.f, 0.f }, c1[4] = { 0.f, 0.f, 0.f, 0.f };
-        for (int kc = k0; kc < k1; kc++) {
+        for (int kc = spl ? k0 : 0; kc < (spl ? k1 : M.nkc); kc++) {   /* (as written before the halves: same code) */
             mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
             if (!(p.debug & MEGA_DBG_NO_MATH))
                 mega_stage<FP8, CBT>(c0, c1, mega_slot(p, sm, r.slot), M.pitch, M.cb, kc, xh, xl, w, lane);
@@ -1009,8 +1009,9 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
 #pragma unroll
                 for (int i = 0; i < MEGA_CW; i++)
                     s += rb[i * MEGA_ROWS + tid];
-                if (spl && kind == 2) {   /* the first half's sums, then this half's */
-                    while ((unsigned)(hv >> 32) != (unsigned)(l + 1))
+                if (spl && kind == 2) {   /* the first half's sums, then this half's (a later layer's tag
+                                           * cannot come first, but with MEGA_DBG_NO_WAIT it may: no hang) */
+                    while ((unsigned)(hv >> 32) < (unsigned)(l + 1))
                         hv = mega_ld_u64(hslot);
                     s = __uint_as_float((unsigned)hv) + s;
                 }

@@ -152,7 +152,8 @@ struct kern_mega_args {
     uint8_t *kv;
     size_t kv_layer_stride;
     float *x, *qkv, *att, *h, *partial;         /* activations as the per-kernel step uses them */
-    int *sync;                                  /* kern_mega_sync_ints() ints, device (zeroed per launch) */
+    int *sync;                                  /* kern_mega_sync_ints() ints, device, 8-byte aligned (some
+                                                 * are read as 64-bit words); zeroed per launch */
     const int *d_pos;
     int n_layers, dim, hidden, n_heads, n_kv, head_dim, max_ctx, window, n_split;
     float eps;
