@@ -42,6 +42,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MEGA_CW 15                      /* consumer warps */
@@ -172,8 +173,8 @@ __device__ __forceinline__ unsigned long long mega_now(void)
 /* Groups [*start, *start + *count) of matrix m in layer l for block b: every block gets
  * n_groups / nb, and the n_groups % nb extra ones go to blocks starting at a rotating offset
  * (so the blocks that had one more of one matrix have one fewer of the next). */
-__device__ __forceinline__ void mega_groups(const struct mega_params &p, int l, int m, int b, int *start,
-                                            int *count)
+__host__ __device__ __forceinline__ void mega_groups(const struct mega_params &p, int l, int m, int b,
+                                                     int *start, int *count)
 {
     const struct mega_mat &M = p.mat[m];
     int off = l * p.extra_sum;
@@ -195,8 +196,8 @@ __device__ __forceinline__ void mega_groups(const struct mega_params &p, int l, 
  * each, no extra one), its first half's index *hf (of the last M.halves groups) or -1, its second
  * half's *hs or -1. The halves rotate as the extra groups do; with 2 × halves <= nb no block has
  * both. */
-__device__ __forceinline__ void mega_halves(const struct mega_params &p, int l, int m, int b, int *start, int *count,
-                                            int *hf, int *hs)
+__host__ __device__ __forceinline__ void mega_halves(const struct mega_params &p, int l, int m, int b,
+                                                     int *start, int *count, int *hf, int *hs)
 {
     const struct mega_mat &M = p.mat[m];
     int off = l * p.extra_sum;
@@ -213,8 +214,8 @@ __device__ __forceinline__ void mega_halves(const struct mega_params &p, int l, 
 
 /* Item i of a block with whole groups [g0, g0 + gn) and halves hf / hs (mega_halves) of a matrix
  * with e halves: group *g, column stages [*k0, *k1), *kind 0 whole, 1 a first half, 2 a second. */
-__device__ __forceinline__ void mega_item(const struct mega_mat &M, int e, int g0, int gn, int hf, int hs, int i,
-                                          int *g, int *k0, int *k1, int *kind)
+__host__ __device__ __forceinline__ void mega_item(const struct mega_mat &M, int e, int g0, int gn, int hf, int hs,
+                                                   int i, int *g, int *k0, int *k1, int *kind)
 {
     const int first = M.n_groups - e;   /* the halved groups' first index */
     if (hf >= 0 && i == 0) {
@@ -289,7 +290,7 @@ struct mega_cursor {
 };
 
 /* c's item gi: group, first and end stage. */
-__device__ __forceinline__ void mega_cursor_item(const struct mega_params &p, struct mega_cursor &c)
+__host__ __device__ __forceinline__ void mega_cursor_item(const struct mega_params &p, struct mega_cursor &c)
 {
     int kind;
     mega_item(p.mat[c.m], p.halves[c.m], c.g0, c.nw, c.hf, c.hs, c.gi, &c.g, &c.kc, &c.k1, &kind);
@@ -297,7 +298,7 @@ __device__ __forceinline__ void mega_cursor_item(const struct mega_params &p, st
 
 /* Moves c to the next matrix that has groups for block b (c->l == n_layers at the end). */
 template <int SPL>
-__device__ __forceinline__ void mega_cursor_settle(const struct mega_params &p, struct mega_cursor &c, int b)
+__host__ __device__ __forceinline__ void mega_cursor_settle(const struct mega_params &p, struct mega_cursor &c, int b)
 {
     while (c.l < p.n_layers) {
         mega_groups(p, c.l, c.m, b, &c.g0, &c.gn);
@@ -323,7 +324,7 @@ __device__ __forceinline__ void mega_cursor_settle(const struct mega_params &p, 
 }
 
 template <int SPL>
-__device__ __forceinline__ void mega_cursor_next(const struct mega_params &p, struct mega_cursor &c, int b)
+__host__ __device__ __forceinline__ void mega_cursor_next(const struct mega_params &p, struct mega_cursor &c, int b)
 {
     if constexpr (SPL) {
         c.st++;
@@ -1554,6 +1555,106 @@ static int mega_prepare(const struct kern_mega_args *a, struct mega_params *p, s
     return mega_setup(&b, p, smem, err);
 }
 
+/* One block's walk of the schedule as the producer (SPL's cursor) makes it: a stage each entry of
+ * out (l, m, group, stage), at most cap; the count, or -1 past cap. */
+template <int SPL>
+static long mega_walk_producer(const struct mega_params &p, int b, int (*out)[4], long cap)
+{
+    struct mega_cursor c = {};
+    long n = 0;
+    mega_cursor_settle<SPL>(p, c, b);
+    while (c.l < p.n_layers) {
+        if (n == cap)
+            return -1;
+        out[n][0] = c.l;
+        out[n][1] = c.m;
+        out[n][2] = SPL ? c.g : c.g0 + c.gi;
+        out[n][3] = c.kc;
+        n++;
+        mega_cursor_next<SPL>(p, c, b);
+    }
+    return n;
+}
+
+extern "C" int kern_mega_schedule_check(const struct kern_mega_args *a, struct bora_err *err)
+{
+    struct mega_params p;
+    size_t smem;
+    int rc = mega_setup(a, &p, &smem, err);
+    if (rc)
+        return rc;
+    long per_layer = 0;
+    for (int m = 0; m < MEGA_MATS; m++)
+        per_layer += (long)p.mat[m].n_groups * p.mat[m].nkc;
+    const long total = per_layer * p.n_layers;
+    unsigned char *seen = (unsigned char *)calloc((size_t)total, 1);
+    int(*walk)[4] = (int(*)[4])malloc(sizeof *walk * (size_t)(total + 1));
+    if (!seen || !walk) {
+        free(seen);
+        free(walk);
+        return bora_errf(err, -ENOMEM, "schedule check: no host memory for %ld stages", total);
+    }
+    rc = 0;
+    for (int b = 0; b < p.nb && !rc; b++) {
+        const long n = p.spl ? mega_walk_producer<1>(p, b, walk, total + 1) : mega_walk_producer<0>(p, b, walk, total + 1);
+        if (n < 0)
+            rc = bora_errf(err, -EPROTO, "schedule: block %d: the producer walks more than the step's %ld stages", b,
+                           total);
+        long i = 0;
+        /* the consumers' walk, as mega_consume makes it, against the producer's */
+        for (int l = 0; l < p.n_layers && !rc; l++) {
+            for (int m = 0; m < MEGA_MATS && !rc; m++) {
+                const struct mega_mat &M = p.mat[m];
+                int g0, gn, hf = -1, hs = -1, nw = 0;
+                mega_groups(p, l, m, b, &g0, &gn);
+                const bool spl = p.spl && (m == MEGA_WO || m == MEGA_DOWN);
+                if (spl) {
+                    if (p.halves[m])
+                        mega_halves(p, l, m, b, &g0, &gn, &hf, &hs);
+                    nw = gn;
+                    gn += (hf >= 0) + (hs >= 0);
+                }
+                for (int gi = 0; gi < gn && !rc; gi++) {
+                    int g = g0 + gi, k0 = 0, k1 = M.nkc, kind = 0;
+                    if (spl)
+                        mega_item(M, p.halves[m], g0, nw, hf, hs, gi, &g, &k0, &k1, &kind);
+                    if ((kind == 1 && gi != 0) || (kind == 2 && gi != gn - 1))
+                        rc = bora_errf(err, -EPROTO, "schedule: block %d layer %d matrix %d: a half at item %d of %d",
+                                       b, l, m, gi, gn);
+                    for (int kc = k0; kc < k1 && !rc; kc++, i++) {
+                        if (i >= n || walk[i][0] != l || walk[i][1] != m || walk[i][2] != g || walk[i][3] != kc)
+                            rc = bora_errf(err, -EPROTO, "schedule: block %d stage %ld: consumers at layer %d matrix %d "
+                                           "group %d stage %d, producer %s", b, i, l, m, g, kc,
+                                           i >= n ? "done" : "elsewhere");
+                        else if (g < 0 || g >= M.n_groups)
+                            rc = bora_errf(err, -EPROTO, "schedule: block %d: group %d of matrix %d out of range", b,
+                                           g, m);
+                        else {
+                            long at = (long)l * per_layer;
+                            for (int q = 0; q < m; q++)
+                                at += (long)p.mat[q].n_groups * p.mat[q].nkc;
+                            at += (long)g * M.nkc + kc;
+                            if (seen[at]++)
+                                rc = bora_errf(err, -EPROTO, "schedule: layer %d matrix %d group %d stage %d streamed "
+                                               "twice (block %d)", l, m, g, kc, b);
+                        }
+                    }
+                }
+            }
+        }
+        if (!rc && i != n)
+            rc = bora_errf(err, -EPROTO, "schedule: block %d: the producer streams %ld stages, the consumers take %ld",
+                           b, n, i);
+    }
+    for (long at = 0; at < total && !rc; at++)
+        if (!seen[at])
+            rc = bora_errf(err, -EPROTO, "schedule: stage %ld of the step (layer %ld) streamed by no block", at,
+                           at / per_layer);
+    free(seen);
+    free(walk);
+    return rc;
+}
+
 extern "C" size_t kern_mega_trace_slots(int n_layers, int sm_count)
 {
     return (size_t)n_layers * sm_count * MEGA_TR_N;
@@ -1585,9 +1686,10 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
         k += snprintf(buf + k, n - (size_t)k, ", one tensor copy a stage");
     const int hw = p.halves[MEGA_WO], hd = p.halves[MEGA_DOWN];
     if (k > 0 && (size_t)k < n && hw && hd)
-        snprintf(buf + k, n - (size_t)k, "; in halves: %d groups of wo and %d of down", hw, hd);
+        snprintf(buf + k, n - (size_t)k, "; in halves: %d group%s of wo and %d of down", hw, hw == 1 ? "" : "s", hd);
     else if (k > 0 && (size_t)k < n && (hw || hd))
-        snprintf(buf + k, n - (size_t)k, "; in halves: %d groups of %s", hw ? hw : hd, hw ? "wo" : "down");
+        snprintf(buf + k, n - (size_t)k, "; in halves: %d group%s of %s", hw ? hw : hd, (hw ? hw : hd) == 1 ? "" : "s",
+                 hw ? "wo" : "down");
     return 0;
 }
 

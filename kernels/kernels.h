@@ -175,6 +175,13 @@ size_t kern_mega_sync_ints(int n_layers, int n_kv);
  * time blocked on a full ring for each matrix; decode_mega.cu TR_*). Diagnostics. */
 size_t kern_mega_trace_slots(int n_layers, int sm_count);
 int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err);
+/* Host arithmetic, for tests: the schedule a's layout would run keeps its invariants. For every
+ * block the producer's walk of (layer, matrix, group, column stage) is the consumers' (as
+ * decode_mega.cu's mega_consume walks it), stage by stage; every stage of every group of every
+ * matrix is streamed by exactly one block; a group dealt in halves is a block's first item of the
+ * matrix (first half) and another's last (second half). 0; -EPROTO naming the first violation;
+ * -ENOMEM; -ENOTSUP as kern_mega_check. */
+int kern_mega_schedule_check(const struct kern_mega_args *a, struct bora_err *err);
 /* The layout kern_decode_layers would run for a, in words (grid, shared memory, ring), into buf
  * (n bytes, cut to fit); -ENOTSUP as kern_mega_check. */
 int kern_mega_describe(const struct kern_mega_args *a, char *buf, size_t n, struct bora_err *err);

@@ -953,6 +953,47 @@ static void test_mega_layout(void **st)
     mega_layout("96/8 heads, dim 256, fp8, forced", BORA_DT_F8_E4M3, 256, 512, 96, 8, 256, 4,
                 "a ring of 4 stages of 33 KiB (1 in the attention's space", true, false, false);
 }
+
+/* The persistent kernel's schedule (host arithmetic: no GPU needed): for every block the producer
+ * warp and the consumers walk the same stages, and every stage of every matrix is streamed once
+ * (kern_mega_schedule_check). Over the presets and over shapes whose 16-row groups the grid does
+ * not divide: wo / down in halves (2 x extra <= blocks) or as whole extra groups, grids of 1 to
+ * 132 blocks, odd stage counts (832-byte stages of 4,160-byte rows), and the layouts
+ * BORA_MEGA_FLAGS forces. */
+static void test_mega_schedule(void **st)
+{
+    (void)st;
+    static const struct { int dim, hidden, n_heads, n_kv; } shapes[] = {
+        { 4096, 14336, 32, 8 }, { 4096, 12288, 32, 8 }, { 5120, 32768, 32, 8 }, { 12288, 28672, 96, 8 },
+        { 5120, 4096, 32, 8 }, { 5120, 2048, 32, 8 }, { 256, 1024, 32, 8 }, { 256, 4032, 32, 8 }, { 2112, 4160, 16, 4 },
+    };
+    static const int flags[] = { 0, 32, 512, 1024 };
+    int checked = 0, with_halves = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int dt = 0; dt < 2; dt++)
+            for (size_t f = 0; f < sizeof flags / sizeof *flags; f++)
+                for (int nb = 1; nb <= 132; nb += nb < 8 ? 1 : nb < 96 ? 13 : 4) {
+                    struct kern_mega_args a = {
+                        .dtype = dt ? BORA_DT_BF16 : BORA_DT_F8_E4M3, .n_layers = 3, .dim = shapes[s].dim,
+                        .hidden = shapes[s].hidden, .n_heads = shapes[s].n_heads, .n_kv = shapes[s].n_kv,
+                        .head_dim = 128, .max_ctx = 1024, .n_split = plan_attn_splits(shapes[s].n_kv, 1024, 0),
+                        .eps = 1e-5f, .sm_count = 132, .smem_optin = 232448, .flags = flags[f], .blocks_max = nb,
+                        .ahead = KERN_MEGA_AHEAD };
+                    struct bora_err err = { "" };
+                    char d[256];
+                    if (kern_mega_describe(&a, d, sizeof d, &err) == -ENOTSUP)
+                        continue;   /* a shape the kernel refuses (it says why elsewhere) */
+                    int rc = kern_mega_schedule_check(&a, &err);
+                    if (rc)
+                        fail_msg("dim %d hidden %d %s flags %d, %d blocks (%s): %s", a.dim, a.hidden,
+                                 dt ? "bf16" : "fp8", a.flags, nb, d, err.msg);
+                    checked++;
+                    with_halves += strstr(d, "in halves") != NULL;
+                }
+    printf("  %d layouts' schedules checked, %d of them with groups in halves\n", checked, with_halves);
+    assert_true(checked > 500);
+    assert_true(with_halves > 50);   /* the check covered the halves, not only whole groups */
+}
 #else
 static void test_no_cuda(void **st)
 {
@@ -980,6 +1021,7 @@ int main(void)
         cmocka_unit_test(test_sample_back_to_back),
         cmocka_unit_test(test_bandwidth_probe),
         cmocka_unit_test(test_mega_layout),
+        cmocka_unit_test(test_mega_schedule),
 #else
         cmocka_unit_test(test_no_cuda),
 #endif
