@@ -170,17 +170,24 @@ __device__ __forceinline__ unsigned long long mega_now(void)
 
 /* ---- the schedule both roles walk ---- */
 
+/* The block matrix m of layer l deals its first extra group (or first half) to: the offset rotates
+ * by every matrix's extra groups, so the blocks that had one more of one matrix have one fewer of
+ * the next. */
+__host__ __device__ __forceinline__ int mega_extra_off(const struct mega_params &p, int l, int m)
+{
+    int off = l * p.extra_sum;
+    for (int i = 0; i < m; i++)
+        off += p.mat[i].extra;
+    return off % p.nb;
+}
+
 /* Groups [*start, *start + *count) of matrix m in layer l for block b: every block gets
- * n_groups / nb, and the n_groups % nb extra ones go to blocks starting at a rotating offset
- * (so the blocks that had one more of one matrix have one fewer of the next). */
+ * n_groups / nb, and the n_groups % nb extra ones go to blocks starting at mega_extra_off. */
 __host__ __device__ __forceinline__ void mega_groups(const struct mega_params &p, int l, int m, int b,
                                                      int *start, int *count)
 {
     const struct mega_mat &M = p.mat[m];
-    int off = l * p.extra_sum;
-    for (int i = 0; i < m; i++)
-        off += p.mat[i].extra;
-    off %= p.nb;
+    const int off = mega_extra_off(p, l, m);
     const int base = M.n_groups / p.nb, extra = M.extra;
     int before;
     if (off + extra <= p.nb)
@@ -200,16 +207,26 @@ __host__ __device__ __forceinline__ void mega_halves(const struct mega_params &p
                                                      int *start, int *count, int *hf, int *hs)
 {
     const struct mega_mat &M = p.mat[m];
-    int off = l * p.extra_sum;
-    for (int i = 0; i < m; i++)
-        off += p.mat[i].extra;
-    off %= p.nb;
+    const int off = mega_extra_off(p, l, m);
     const int base = M.n_groups / p.nb, e = p.halves[m];
     const int jf = (b - off + p.nb) % p.nb, js = (b - off - e + 2 * p.nb) % p.nb;
     *start = b * base;
     *count = base;
     *hf = jf < e ? jf : -1;
     *hs = js < e ? js : -1;
+}
+
+/* SPL: block b's items of matrix m in layer l: whole groups [*g0, *g0 + *nw), halves *hf / *hs
+ * (-1: none; mega_halves where the matrix has halves), *gn items in all (mega_item's i). */
+__host__ __device__ __forceinline__ void mega_items(const struct mega_params &p, int l, int m, int b, int *g0,
+                                                    int *nw, int *hf, int *hs, int *gn)
+{
+    mega_groups(p, l, m, b, g0, gn);
+    *hf = *hs = -1;
+    if (p.halves[m])
+        mega_halves(p, l, m, b, g0, gn, hf, hs);
+    *nw = *gn;
+    *gn += (*hf >= 0) + (*hs >= 0);
 }
 
 /* Item i of a block with whole groups [g0, g0 + gn) and halves hf / hs (mega_halves) of a matrix
@@ -301,20 +318,17 @@ template <int SPL>
 __host__ __device__ __forceinline__ void mega_cursor_settle(const struct mega_params &p, struct mega_cursor &c, int b)
 {
     while (c.l < p.n_layers) {
-        mega_groups(p, c.l, c.m, b, &c.g0, &c.gn);
         if constexpr (SPL) {
-            c.hf = c.hs = -1;
-            if (p.halves[c.m])
-                mega_halves(p, c.l, c.m, b, &c.g0, &c.gn, &c.hf, &c.hs);
-            c.nw = c.gn;
-            c.gn += (c.hf >= 0) + (c.hs >= 0);
+            mega_items(p, c.l, c.m, b, &c.g0, &c.nw, &c.hf, &c.hs, &c.gn);
             c.st = 0;
             if (c.gn > 0) {
                 mega_cursor_item(p, c);
                 return;
             }
-        } else if (c.gn > 0) {
-            return;
+        } else {
+            mega_groups(p, c.l, c.m, b, &c.g0, &c.gn);
+            if (c.gn > 0)
+                return;
         }
         if (++c.m == MEGA_MATS) {
             c.m = 0;
@@ -918,14 +932,11 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
     const struct mega_mat &M = p.mat[m];
     const float *rs = (const float *)(p.layers + (size_t)l * p.layer_stride + M.rs_off);
     int g0, gn, hf = -1, hs = -1, nw = 0;
-    mega_groups(p, l, m, blockIdx.x, &g0, &gn);
     constexpr bool spl = SPL && EPI == EPI_ADD;
-    if constexpr (spl) {
-        if (p.halves[m])
-            mega_halves(p, l, m, blockIdx.x, &g0, &gn, &hf, &hs);
-        nw = gn;
-        gn += (hf >= 0) + (hs >= 0);
-    }
+    if constexpr (spl)
+        mega_items(p, l, m, blockIdx.x, &g0, &nw, &hf, &hs, &gn);
+    else
+        mega_groups(p, l, m, blockIdx.x, &g0, &gn);
     for (int gi = 0; gi < gn; gi++) {
         int g = g0 + gi, k0 = 0, k1 = M.nkc, kind = 0;
         if constexpr (spl)
@@ -1606,14 +1617,11 @@ extern "C" int kern_mega_schedule_check(const struct kern_mega_args *a, struct b
             for (int m = 0; m < MEGA_MATS && !rc; m++) {
                 const struct mega_mat &M = p.mat[m];
                 int g0, gn, hf = -1, hs = -1, nw = 0;
-                mega_groups(p, l, m, b, &g0, &gn);
                 const bool spl = p.spl && (m == MEGA_WO || m == MEGA_DOWN);
-                if (spl) {
-                    if (p.halves[m])
-                        mega_halves(p, l, m, b, &g0, &gn, &hf, &hs);
-                    nw = gn;
-                    gn += (hf >= 0) + (hs >= 0);
-                }
+                if (spl)
+                    mega_items(p, l, m, b, &g0, &nw, &hf, &hs, &gn);
+                else
+                    mega_groups(p, l, m, b, &g0, &gn);
                 for (int gi = 0; gi < gn && !rc; gi++) {
                     int g = g0 + gi, k0 = 0, k1 = M.nkc, kind = 0;
                     if (spl)
