@@ -152,7 +152,7 @@ struct kern_mega_args {
     uint8_t *kv;
     size_t kv_layer_stride;
     float *x, *qkv, *att, *h, *partial;         /* activations as the per-kernel step uses them */
-    int *sync;                                  /* kern_mega_sync_ints() ints, device, 8-byte aligned (some
+    int *sync;                                  /* kern_mega_sync_ints() ints, device, 16-byte aligned (some
                                                  * are read as 64-bit words); zeroed per launch */
     const int *d_pos;
     int n_layers, dim, hidden, n_heads, n_kv, head_dim, max_ctx, window, n_split;
@@ -170,7 +170,7 @@ struct kern_mega_args {
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
     unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
 };
-size_t kern_mega_sync_ints(int n_layers, int n_kv);
+size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim);
 /* Slots of the trace (per block and layer: the consumers' phase boundaries, then the producer's
  * time blocked on a full ring for each matrix; decode_mega.cu TR_*). Diagnostics. */
 size_t kern_mega_trace_slots(int n_layers, int sm_count);

@@ -258,6 +258,9 @@ struct synth_case {
     const char *layout_has;    /* the persistent kernel's layout must say this (NULL: not checked) */
     float tol;                 /* |Δlogit| CUDA vs CPU / max|logit| allowed (0: TOL_CUDA) */
     int mega_blocks;           /* BORA_MEGA_BLOCKS while the engine opens (0: unset) */
+    int ref_flags;             /* a second CUDA engine with these BORA_MEGA_FLAGS added must give the same logits
+                                * to the bit (0: the general instance where layout_has says the geometry is
+                                * compiled in, else none) */
 };
 #define MEGA_FLAG_UNION_RING 256   /* decode_mega.cu MEGA_F_UNION_RING: its layout on any tensor-core shape */
 #define MEGA_FLAG_CB_RUNTIME 1024  /* decode_mega.cu MEGA_F_CB_RUNTIME: the instance that reads the stage geometry */
@@ -266,6 +269,7 @@ struct synth_case {
 #define MEGA_FLAG_H16 16384        /* decode_mega.cu MEGA_F_H16: the plain layout with h as f16 hi only (bf16 in L2) */
 #define MEGA_FLAG_NO_HALVES 32     /* decode_mega.cu MEGA_F_NO_HALVES: wo's and down's extra groups whole */
 #define MEGA_FLAG_PLAIN_RING 512   /* decode_mega.cu MEGA_F_PLAIN_RING: h as hi + lo (f32 through L2), never hi only */
+#define MEGA_FLAG_NO_TAGS 32768    /* decode_mega.cu MEGA_F_NO_TAGS: x through the phase barriers, not tagged words */
 
 static void test_synthetic(void **state)
 {
@@ -340,21 +344,27 @@ static void test_synthetic(void **state)
         fail_msg("%s: FLAGS=%d still copies by tensor: %s", g->what, g->mega_flags, engine_cuda_mega_layout(gpu));
 #endif
     /* the instance with the geometry compiled in must compute what the general one does, to the bit
-     * (same steps, same order); ref runs the general one on the same model */
+     * (same steps, same order), and tagged x what the barriers deliver; ref runs the other one on the
+     * same model */
     struct engine *ref = NULL;
-    if (g->layout_has && strstr(g->layout_has, "stage geometry compiled in")) {
+    const int ref_flags = g->ref_flags ? g->ref_flags
+                          : g->layout_has && strstr(g->layout_has, "stage geometry compiled in") ? MEGA_FLAG_CB_RUNTIME
+                                                                                                 : 0;
+    if (ref_flags) {
         char fl[16];
-        snprintf(fl, sizeof fl, "%d", g->mega_flags | MEGA_FLAG_CB_RUNTIME);
+        snprintf(fl, sizeof fl, "%d", g->mega_flags | ref_flags);
         setenv("BORA_DECODE", "persistent", 1);
         setenv("BORA_MEGA_FLAGS", fl, 1);
         rc = engine_open(&ref, m, &eo, &err);
         unsetenv("BORA_DECODE");
         unsetenv("BORA_MEGA_FLAGS");
         if (rc)
-            fail_msg("%s: CUDA engine (general instance): %s", g->what, err.msg);
+            fail_msg("%s: CUDA engine (FLAGS=%s): %s", g->what, fl, err.msg);
 #ifdef BORA_CUDA
-        if (strstr(engine_cuda_mega_layout(ref), "compiled in"))
+        if (ref_flags & MEGA_FLAG_CB_RUNTIME && strstr(engine_cuda_mega_layout(ref), "compiled in"))
             fail_msg("%s: FLAGS=%s still compiled in: %s", g->what, fl, engine_cuda_mega_layout(ref));
+        if (ref_flags & MEGA_FLAG_NO_TAGS && strstr(engine_cuda_mega_layout(ref), "tagged"))
+            fail_msg("%s: FLAGS=%s still tags x: %s", g->what, fl, engine_cuda_mega_layout(ref));
 #endif
     }
     eo.backend = ENGINE_BACKEND_CPU;
@@ -378,8 +388,8 @@ static void test_synthetic(void **state)
             worst_ref = fmaxf(worst_ref, d);
             worst_ref_cpu = fmaxf(worst_ref_cpu, fix_max_abs_diff(lr, lc, V) / fix_max_abs(lc, V));
             if (d > 0)
-                fail_msg("%s position %d: compiled-in geometry vs general instance: max |Δlogit| = %.3g × max|logit| "
-                         "(must be 0)", g->what, p, d);
+                fail_msg("%s position %d: against FLAGS=%d: max |Δlogit| = %.3g × max|logit| (must be 0)", g->what,
+                         p, g->mega_flags | ref_flags, d);
         }
         for (int i = 0; i < V; i++)
             if (!isfinite(lg[i]))
@@ -402,11 +412,11 @@ static void test_synthetic(void **state)
     printf("  %s: %d steps, worst |Δlogit| CUDA vs CPU / max|logit| = %.2e (tolerance %.0e), %d clear greedy ids equal\n",
            g->what, g->steps, worst, tol, greedy);
     if (ref)
-        printf("  %s: the general instance: identical logits at every step (worst |Δ| %.2e); vs CPU %.2e\n", g->what,
-               worst_ref, worst_ref_cpu);
+        printf("  %s: FLAGS=%d: identical logits at every step (worst |Δ| %.2e); vs CPU %.2e\n", g->what,
+               g->mega_flags | ref_flags, worst_ref, worst_ref_cpu);
     if (worst > tol)
-        fail_msg("%s: worst |Δlogit| CUDA vs CPU = %.3g × max|logit| > %.0e (the general instance: %.3g)", g->what,
-                 worst, tol, worst_ref_cpu);
+        fail_msg("%s: worst |Δlogit| CUDA vs CPU = %.3g × max|logit| > %.0e (FLAGS=%d: %.3g)", g->what, worst, tol,
+                 g->mega_flags | ref_flags, worst_ref_cpu);
     free(lc);
     free(lg);
     free(lr);
@@ -424,81 +434,94 @@ int main(void)
     static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
     static const struct synth_case synth[] = {
         { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0, 0 },
         { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0 },
         { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0, 0 },
+          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0, 0, 0 },
         { "24/2 heads, head_dim 64, YaRN + query scale, fp8, persistent", true, 24, 2, 64, 512, 600,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0 },
         { "32/8 heads, head_dim 128, 2 KiB rows, bf16, persistent", false, 32, 8, 128, 1024, 1000, MODEL_PRECISION_AUTO,
-          false, 0, 0, 0, NULL, 0, 0 },
+          false, 0, 0, 0, NULL, 0, 0, 0 },
         { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 1000, MODEL_PRECISION_FP8,
-          false, 0, 0, 0, NULL, 0, 0 },
+          false, 0, 0, 0, NULL, 0, 0, 0 },
         /* hidden 4,032: down's rows in 3 (fp8) / 6 (bf16) column stages of 1,344 bytes (not a power
          * of two), gate/up's 504 groups over a grid that does not divide them */
         { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16)", 0, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16)", 0, 0, 0 },
         { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0 },
         { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0 },
         /* Medium 3.5's layout (ring stages in the attention's space, h in bf16 and f16: decode_mega.cu), which
          * these small shapes do not need, forced: a 4-stage ring, one stage there (as gpu_kernels'
          * layout test asserts) */
         { "96/8 heads, head_dim 128, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0 },
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0 },
         /* Small 24B's layout (attention on attn_item, h as f16 hi only and bf16 through L2, so the ring
          * gets h's lo half: decode_mega.cu MEGA_H16_BELOW), which these small FP8 shapes do not need,
          * forced on a 4-stage ring: the general instance and the one with the geometry compiled in.
          * BF16 takes it wherever it loses no stage, so its h as f32 hi + lo is forced instead
          * (FLAGS=512). */
         { "32/8 heads, hidden 4032, fp8, persistent, h in bf16", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0, 0 },
         { "32/8 heads, hidden 4032, bf16, persistent, h as hi + lo", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, MEGA_FLAG_PLAIN_RING, 4, 0, NULL, 0, 0 },
+          MODEL_PRECISION_AUTO, false, MEGA_FLAG_PLAIN_RING, 4, 0, NULL, 0, 0, 0 },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, h in bf16", false, 32, 8, 128, 2048,
           300, MODEL_PRECISION_FP8, false, MEGA_FLAG_H16 | MEGA_FLAG_NO_TMAP, 4, 2048,
-          "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE, 0 },
+          "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE, 0, 0 },
         /* every row a multiple of 2 KiB, as in every Mistral preset: the kernel instances with the
          * stage geometry compiled in (decode_mega.cu MEGA_CB_CONST), each stage one tensor copy
          * (MEGA_CB_TMAP: swizzled stages, rows dealt 0 4 1 5 ...; forced, as these layers are small)
          * or 16 row copies into padded rows; both equal to the general instance to the bit */
         { "32/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 32, 8, 128, 2048, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
-          TOL_CUDA_WIDE, 0 },
+          TOL_CUDA_WIDE, 0, 0 },
         { "96/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 96, 8, 128, 4096, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
-          TOL_CUDA_WIDE, 0 },
+          TOL_CUDA_WIDE, 0, 0 },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 32, 8, 128, 2048,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0 },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0 },
         { "96/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 96, 8, 128, 4096,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0 },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0 },
         /* Small 24B's width: rows of 5,120 bytes stream in 2,560-byte stages (decode_mega.cu mega_cb), in
          * slots of 41 KiB, on the general instance; and the per-kernel step of the same width */
         { "32/8 heads, dim 5120, fp8, persistent, 2,560-byte stages", false, 32, 8, 128, 2048, 200,
-          MODEL_PRECISION_FP8, false, 0, 0, 5120, "stages of 41 KiB", TOL_CUDA_5120, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 5120, "stages of 41 KiB", TOL_CUDA_5120, 0, 0 },
         { "32/8 heads, dim 5120, fp8, per-kernel", false, 32, 8, 128, 2048, 200, MODEL_PRECISION_FP8, true, 0, 0,
-          5120, NULL, TOL_CUDA_5120, 0 },
+          5120, NULL, TOL_CUDA_5120, 0, 0 },
         /* Small 24B's wo and down: 320 groups of 16 rows, more than the grid divides; the extra ones
          * are dealt in halves of their column stages (decode_mega.cu MEGA_HALF_MAX), a first half's
          * sums meeting the second's in the sync area: on H200's 128 blocks 64 halves of each
          * matrix (every block one), on a forced grid of 100 blocks 20 (rotating, blocks without one
          * between them), and the whole extra groups they replace (FLAGS=32) */
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, groups in halves", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_FP8, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0 },
         { "32/8 heads, dim 5120, hidden 4096, bf16, persistent, groups in halves", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_AUTO, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0 },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, 100 blocks, groups in halves", false, 32, 8, 128, 4096,
           120, MODEL_PRECISION_FP8, false, 0, 0, 5120, "in halves: 20 groups of wo and 20 of down", TOL_CUDA_5120,
-          100 },
+          100, 0 },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, whole groups", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_HALVES, 0, 5120, NULL, TOL_CUDA_5120, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_HALVES, 0, 5120, NULL, TOL_CUDA_5120, 0, 0 },
+        /* x as tagged words (decode_mega.cu mega_load_xt, the default) against x through the phase
+         * barriers (FLAGS=32768): the same logits to the bit, on the general instance, the one with
+         * the geometry compiled in, the tensor-core attention and groups in halves */
+        { "32/8 heads, hidden 4032, bf16, persistent, x tagged against barriers", false, 32, 8, 128, 4032, 300,
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS },
+        { "32/8 heads, dim 2048, fp8, persistent, x tagged against barriers", false, 32, 8, 128, 2048, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged", TOL_CUDA_WIDE, 0,
+          MEGA_FLAG_NO_TAGS },
+        { "96/8 heads, hidden 4032, fp8, persistent, x tagged against barriers", false, 96, 8, 128, 4032, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS },
+        { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, groups in halves, x tagged against barriers", false, 32,
+          8, 128, 4096, 120, MODEL_PRECISION_FP8, false, 0, 0, 5120, " of down; x tagged", TOL_CUDA_5120, 0,
+          MEGA_FLAG_NO_TAGS },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
-          NULL, TOL_CUDA_WIDE, 0 },
+          NULL, TOL_CUDA_WIDE, 0, 0 },
     };
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;

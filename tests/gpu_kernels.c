@@ -895,7 +895,7 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
                                 .n_kv = n_kv, .head_dim = 128, .max_ctx = 8448, .n_split = plan_attn_splits(n_kv, 8448, 0),
                                 .eps = 1e-5f, .sm_count = 132, .smem_optin = 232448, .flags = flags,
                                 .ns_max = ns_max, .ahead = KERN_MEGA_AHEAD };
-    char d[160];
+    char d[256];
     struct bora_err err = { "" };
     if (kern_mega_describe(&a, d, sizeof d, &err))
         fail_msg("%s: %s", what, err.msg);
@@ -906,6 +906,8 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
     assert_int_equal(strstr(d, "stage geometry compiled in") != NULL, compiled);
     assert_int_equal(strstr(d, "one tensor copy a stage") != NULL, tmap);
     assert_int_equal(strstr(d, "in halves") != NULL, strstr(want, "in halves") != NULL);
+    /* x as tagged words between wo / down and their readers, unless FLAGS=32768 (or 8, two passes) */
+    assert_int_equal(strstr(d, "; x tagged") != NULL, !(flags & (32768 | 8)));
 }
 
 static void test_mega_layout(void **st)
@@ -926,6 +928,8 @@ static void test_mega_layout(void **st)
                 "a ring of 5 stages of 32 KiB", false, true, true);
     mega_layout("7B fp8, general instance", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 1024, 0, "a ring of 5 stages", false,
                 false, false);
+    mega_layout("7B fp8, x through the barriers", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 32768, 0,
+                "a ring of 5 stages of 33 KiB (h in bf16); stage geometry compiled in", false, true, false);
     /* Small 24B: rows of 5,120 bytes stream 2,560 bytes a stage (41 KiB slots); h's 32,768 units as
      * hi + lo would take 128 KiB and leave 2 stages, as f16 hi only (bf16 through L2) 3. Its rows
      * take the general instance. Its wo and down have 320 groups of 16 rows over 128 blocks: the 64
