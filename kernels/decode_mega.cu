@@ -16,7 +16,9 @@
  * output) goes further: it is also written as tagged words (tag << 32 | float bits), so gate/up
  * and the next layer's qkv meet at no counter and hold no producer; they load the words until
  * each carries its phase's tag and find the maximum themselves (mega_load_xt: 7B 1.7 % less time
- * a token in FP8, 0.7-1.7 % in BF16, Medium 3.5 0.8 %; the same logits to the bit). Weights are
+ * a token in FP8, 0.7-1.7 % in BF16, Medium 3.5 0.8 %; the same logits to the bit). Where the
+ * attention runs on attn_item, qkv's outputs are tagged too and each attention item waits for its
+ * own rows instead of the grid (7B 0.9 % FP8, 0.5 % BF16). Weights are
  * read with an L2 evict-first policy. Attention is flash-decoding (kern_attn.cuh) on two
  * 224-thread halves of the consumers per block; up to MEGA_CMB_SPLITS splits the items only
  * write their partials (f16, scaled per item) and every block combines them as it loads wo's
@@ -81,7 +83,8 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16,
        MEGA_F_H16 = 16384       /* the plain layout keeps h as hi only wherever that loses no ring stage,
                                  * FP8 too, not only where the ring is shallower than MEGA_H16_BELOW (A/B,
                                  * tests) */,
-       MEGA_F_NO_TAGS = 32768   /* x through the phase barriers, not as tagged words (A/B) */ };
+       MEGA_F_NO_TAGS = 32768   /* x through the phase barriers, not as tagged words (A/B) */,
+       MEGA_F_NO_TAGS_Q = 65536 /* qkv through the barrier even where x is tagged (A/B) */ };
 /* A plain layout whose ring has fewer stages than this keeps h as hi only when that deepens it
  * (21st session, H200: 7B FP8 4 → 5 stages, 2.603 → 2.579 ms a token; BF16 4 → 5, 4.162 →
  * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). BF16 weights keep it
@@ -175,6 +178,12 @@ struct mega_params {
      * is its block's in that phase, so no other block writes it in between. */
     bool tags;
     unsigned long long *xt;
+    /* qkv tagged as well (attention on attn_item): the qkv epilogue also writes its outputs as words
+     * tagged l + 1 at qt, and the attention items load their rows until they carry it, with no
+     * barrier between the two phases (qkv(l + 1) rewrites a row only after wo(l)'s barrier, behind
+     * every item of layer l) */
+    bool tags_q;
+    unsigned long long *qt;
 };
 
 __device__ __forceinline__ unsigned long long mega_now(void)
@@ -1246,11 +1255,16 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                      : one && l > 0  ? mega_load_vec1<FP8, 1>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
                                      : mega_load_vec<FP8>(p.x, p.dim, attn_nw, p.eps, xh, xl, scr, tid);
         MEGA_TR(TR_QKV_LOAD);
-        mega_consume<FP8, EPI_STORE, CBT>(p, l, MEGA_QKV, sm, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid);
+        const unsigned long long *const qt = p.tags_q ? p.qt : nullptr;
+        mega_consume<FP8, EPI_STORE, CBT>(p, l, MEGA_QKV, sm, full, empty, r, xh, xl, post, red, red_sel, p.qkv, tid,
+                                          nullptr, nullptr, p.tags_q ? p.qt : nullptr, l + 1);
         MEGA_TR(TR_QKV);
-        mega_arrive(sy + PH_QKV, tid);
-        /* attention: items (kv head, split) over the halves of every block */
-        mega_wait(sy + PH_QKV, nb, tid, p.debug);
+        /* attention: items (kv head, split) over the halves of every block; with qkv tagged each
+         * item waits for its own rows only */
+        if (!qt) {
+            mega_arrive(sy + PH_QKV, tid);
+            mega_wait(sy + PH_QKV, nb, tid, p.debug);
+        }
         MEGA_TR(TR_ATT_WAIT);
         int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;   /* the splits' combine counters */
         if constexpr (AM) {   /* large groups: items (kv head, split) on the tensor cores, one per block */
@@ -1272,13 +1286,13 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                 for (int it = half * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers) {
                     unsigned long long *ti = tr && it < nb ? tr + TR_ATT_ITEM : nullptr;
                     if (cmb)   /* the partials only: wo's input load combines them */
-                        attn_item<GM, LPK, MEGA_AT, false>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, as,
-                                                           s_last + half, tid - half * MEGA_AT, MEGA_BAR_H + half,
-                                                           nullptr, ti);
+                        attn_item<GM, LPK, MEGA_AT, false, true>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos,
+                                                                 as, s_last + half, tid - half * MEGA_AT,
+                                                                 MEGA_BAR_H + half, nullptr, ti, qt, l + 1);
                     else
-                        attn_item<GM, LPK, MEGA_AT>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, as,
-                                                    s_last + half, tid - half * MEGA_AT, MEGA_BAR_H + half,
-                                                    am + AM_WO, ti);
+                        attn_item<GM, LPK, MEGA_AT, true, true>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, as,
+                                                                s_last + half, tid - half * MEGA_AT, MEGA_BAR_H + half,
+                                                                am + AM_WO, ti, qt, l + 1);
                 }
             }
         }
@@ -1348,9 +1362,10 @@ static size_t mega_tag_base(int n_layers, int n_kv)
     return (n + 3) & ~(size_t)3;
 }
 
-extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim)
+extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim, int qkv_rows)
 {
-    return mega_tag_base(n_layers, n_kv) + 2 * (size_t)dim;   /* then x as dim tagged words */
+    /* then x as dim tagged words, qkv as qkv_rows */
+    return mega_tag_base(n_layers, n_kv) + 2 * (size_t)dim + 2 * (size_t)qkv_rows;
 }
 
 /* Bytes of a row per stage (0: none fits): the largest multiple of 64 up to cb_max (0: MEGA_CB_MAX)
@@ -1650,6 +1665,8 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->ahead = a->ahead;
     p->tags = !(a->flags & (MEGA_F_NO_TAGS | MEGA_F_TWO_PASS)) && a->dim % 4 == 0;
     p->xt = a->sync ? (unsigned long long *)(a->sync + mega_tag_base(a->n_layers, a->n_kv)) : nullptr;
+    p->tags_q = p->tags && !p->amma && !(a->flags & MEGA_F_NO_TAGS_Q);
+    p->qt = a->sync ? p->xt + a->dim : nullptr;
     p->trace = a->trace;
     struct attn_params *ap = &p->ap;
     ap->qkv = a->qkv;
@@ -1851,7 +1868,7 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
         k += snprintf(buf + k, n - (size_t)k, "; in halves: %d group%s of %s", hw ? hw : hd,
                       (hw ? hw : hd) == 1 ? "" : "s", hw ? "wo" : "down");
     if (k > 0 && (size_t)k < n && p.tags)
-        snprintf(buf + k, n - (size_t)k, "; x tagged");
+        snprintf(buf + k, n - (size_t)k, p.tags_q ? "; x tagged, qkv too" : "; x tagged");
     return 0;
 }
 
@@ -1919,7 +1936,7 @@ extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstrea
     if (rc)
         return rc;
     cudaStream_t s = (cudaStream_t)stream;
-    CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv, a->dim) * sizeof(int), s));
+    CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv, a->dim, (a->n_heads + 2 * a->n_kv) * a->head_dim) * sizeof(int), s));
     if (a->dtype == BORA_DT_F8_E4M3)
         return mega_launch_g<1>(p, smem, s, err);
     return mega_launch_g<0>(p, smem, s, err);

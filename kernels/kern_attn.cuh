@@ -123,13 +123,24 @@ __device__ __forceinline__ int attn_slice(const struct attn_params &p, int pos, 
         }                                                                  \
     } while (0)
 
+/* A word of the persistent kernel's tagged qkv (tag << 32 | float bits), read whole. */
+__device__ __forceinline__ unsigned long long attn_ld_word(const unsigned long long *a)
+{
+    unsigned long long v;
+    asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(v) : "l"(a) : "memory");
+    return v;
+}
+
 /* The item's prologue: the rotated, scaled queries of kv group g into q_s (G × hd floats); the item
  * whose slice [.., j1) holds pos also writes the new key (rotated) and value into the cache.
  * Every load first, then the math: one round trip. The caller synchronises before reading q_s
- * or the new cache row. */
-template <int GM, int LPK, int NT>
+ * or the new cache row. TG: q, k and v come from qt, the qkv as tagged words (same indices), each
+ * loaded again until its tag is at least qtag (the persistent kernel, which then needs no barrier
+ * between its qkv phase and the attention); with qt NULL, as without TG. */
+template <int GM, int LPK, int NT, bool TG = false>
 __device__ __forceinline__ void attn_prologue(const struct attn_params &p, uint16_t *kc, uint16_t *vc, int g,
-                                              int pos, int j1, int n, float *q_s, int tid)
+                                              int pos, int j1, int n, float *q_s, int tid,
+                                              const unsigned long long *qt = nullptr, unsigned qtag = 0)
 {
     const int hd = LPK * 8;
     const int G = p.n_heads / p.n_kv;
@@ -140,35 +151,98 @@ __device__ __forceinline__ void attn_prologue(const struct attn_params &p, uint1
     const bool writer = n > 0 && pos < j1;
     const float *kn = p.qkv + q_dim + (size_t)g * hd, *vn = p.qkv + q_dim + kv_dim + (size_t)g * hd;
     float q0[QI], q1[QI], qf[QI], k0[KI], k1[KI], kf[KI], vn_[VI];
+    if (TG && qt) {   /* every word again until all carry the tag (one round trip once they do) */
+        unsigned long long wq0[QI], wq1[QI], wk0[KI], wk1[KI], wv[VI];
+        const unsigned long long *kw = qt + q_dim + (size_t)g * hd, *vw = qt + q_dim + kv_dim + (size_t)g * hd;
+        for (;;) {
+            const unsigned long long all = ~0ull;
+            unsigned low = 0xffffffffu;
 #pragma unroll
-    for (int u = 0; u < QI; u++) {
-        const int i = tid + u * NT;
-        q0[u] = q1[u] = qf[u] = 0.f;
-        if (i < G * half) {
-            int a, b;
-            kern_rope_pair(&p.rope, hd, i % half, &a, &b);
-            const float *q = p.qkv + (size_t)(g * G + i / half) * hd;
-            q0[u] = __ldcg(q + a);   /* written by other blocks (persistent kernel) */
-            q1[u] = __ldcg(q + b);
-            qf[u] = p.rope.inv_freq[i % half];
+            for (int u = 0; u < QI; u++) {
+                const int i = tid + u * NT;
+                wq0[u] = wq1[u] = all;
+                if (i < G * half) {
+                    int a, b;
+                    kern_rope_pair(&p.rope, hd, i % half, &a, &b);
+                    const unsigned long long *q = qt + (size_t)(g * G + i / half) * hd;
+                    wq0[u] = attn_ld_word(q + a);
+                    wq1[u] = attn_ld_word(q + b);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < KI; u++) {
+                const int k2 = tid + u * NT;
+                wk0[u] = wk1[u] = all;
+                if (writer && k2 < half) {
+                    int a, b;
+                    kern_rope_pair(&p.rope, hd, k2, &a, &b);
+                    wk0[u] = attn_ld_word(kw + a);
+                    wk1[u] = attn_ld_word(kw + b);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < VI; u++) {
+                const int d = tid + u * NT;
+                wv[u] = writer && d < hd ? attn_ld_word(vw + d) : all;
+            }
+#pragma unroll
+            for (int u = 0; u < QI; u++)
+                low = min(low, min((unsigned)(wq0[u] >> 32), (unsigned)(wq1[u] >> 32)));
+#pragma unroll
+            for (int u = 0; u < KI; u++)
+                low = min(low, min((unsigned)(wk0[u] >> 32), (unsigned)(wk1[u] >> 32)));
+#pragma unroll
+            for (int u = 0; u < VI; u++)
+                low = min(low, (unsigned)(wv[u] >> 32));
+            if (low >= qtag)
+                break;
         }
-    }
 #pragma unroll
-    for (int u = 0; u < KI; u++) {
-        const int k2 = tid + u * NT;
-        k0[u] = k1[u] = kf[u] = 0.f;
-        if (writer && k2 < half) {
-            int a, b;
-            kern_rope_pair(&p.rope, hd, k2, &a, &b);
-            k0[u] = __ldcg(kn + a);
-            k1[u] = __ldcg(kn + b);
-            kf[u] = p.rope.inv_freq[k2];
+        for (int u = 0; u < QI; u++) {
+            q0[u] = __uint_as_float((unsigned)wq0[u]);
+            q1[u] = __uint_as_float((unsigned)wq1[u]);
+            qf[u] = tid + u * NT < G * half ? p.rope.inv_freq[(tid + u * NT) % half] : 0.f;
         }
-    }
 #pragma unroll
-    for (int u = 0; u < VI; u++) {
-        const int d = tid + u * NT;
-        vn_[u] = writer && d < hd ? __ldcg(vn + d) : 0.f;
+        for (int u = 0; u < KI; u++) {
+            k0[u] = __uint_as_float((unsigned)wk0[u]);
+            k1[u] = __uint_as_float((unsigned)wk1[u]);
+            kf[u] = writer && tid + u * NT < half ? p.rope.inv_freq[tid + u * NT] : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < VI; u++)
+            vn_[u] = __uint_as_float((unsigned)wv[u]);
+    } else {
+#pragma unroll
+        for (int u = 0; u < QI; u++) {
+            const int i = tid + u * NT;
+            q0[u] = q1[u] = qf[u] = 0.f;
+            if (i < G * half) {
+                int a, b;
+                kern_rope_pair(&p.rope, hd, i % half, &a, &b);
+                const float *q = p.qkv + (size_t)(g * G + i / half) * hd;
+                q0[u] = __ldcg(q + a);   /* written by other blocks (persistent kernel) */
+                q1[u] = __ldcg(q + b);
+                qf[u] = p.rope.inv_freq[i % half];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < KI; u++) {
+            const int k2 = tid + u * NT;
+            k0[u] = k1[u] = kf[u] = 0.f;
+            if (writer && k2 < half) {
+                int a, b;
+                kern_rope_pair(&p.rope, hd, k2, &a, &b);
+                k0[u] = __ldcg(kn + a);
+                k1[u] = __ldcg(kn + b);
+                kf[u] = p.rope.inv_freq[k2];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < VI; u++) {
+            const int d = tid + u * NT;
+            vn_[u] = writer && d < hd ? __ldcg(vn + d) : 0.f;
+        }
     }
 #pragma unroll
     for (int u = 0; u < QI; u++) {
@@ -447,10 +521,11 @@ __device__ __forceinline__ void attn_part_out(const struct attn_params &p, int g
  * the kv head combines the splits into p.out (attn_finish); without, the item ends with its
  * partial written in f16 (attn_part_out's half_out; the caller's barrier orders it) and the
  * reader combines (decode_mega.cu mega_load_att). */
-template <int GM, int LPK, int NT, bool COMBINE = true>
+template <int GM, int LPK, int NT, bool COMBINE = true, bool TG = false>
 __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
                                           int *counters, int g, int s, int pos, float *sm, int *s_last_p, int tid,
-                                          int bar, int *amax = nullptr, unsigned long long *tr = nullptr)
+                                          int bar, int *amax = nullptr, unsigned long long *tr = nullptr,
+                                          const unsigned long long *qt = nullptr, unsigned qtag = 0)
 {
     constexpr int ATTN_WARPS_ = NT / 32;
     constexpr int KPW = 32 / LPK;            /* keys per warp step */
@@ -478,7 +553,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
         kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
     }
 
-    attn_prologue<GM, LPK, NT>(p, kc, vc, g, pos, j1, n, q_s, tid);
+    attn_prologue<GM, LPK, NT, TG>(p, kc, vc, g, pos, j1, n, q_s, tid, qt, qtag);
     attn_bar(bar, NT);
     ATTN_TR(1);
 

@@ -906,8 +906,10 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
     assert_int_equal(strstr(d, "stage geometry compiled in") != NULL, compiled);
     assert_int_equal(strstr(d, "one tensor copy a stage") != NULL, tmap);
     assert_int_equal(strstr(d, "in halves") != NULL, strstr(want, "in halves") != NULL);
-    /* x as tagged words between wo / down and their readers, unless FLAGS=32768 (or 8, two passes) */
+    /* x as tagged words between wo / down and their readers, unless FLAGS=32768 (or 8, two passes);
+     * qkv too where the attention runs on attn_item (groups of up to 4 heads), unless FLAGS=65536 */
     assert_int_equal(strstr(d, "; x tagged") != NULL, !(flags & (32768 | 8)));
+    assert_int_equal(strstr(d, "; x tagged, qkv too") != NULL, !(flags & (32768 | 8 | 65536)) && n_heads / n_kv <= 4);
 }
 
 static void test_mega_layout(void **st)
@@ -930,6 +932,8 @@ static void test_mega_layout(void **st)
                 false, false);
     mega_layout("7B fp8, x through the barriers", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 32768, 0,
                 "a ring of 5 stages of 33 KiB (h in bf16); stage geometry compiled in", false, true, false);
+    mega_layout("7B fp8, qkv through the barrier", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 65536, 0,
+                "a ring of 5 stages of 33 KiB (h in bf16); stage geometry compiled in; x tagged", false, true, false);
     /* Small 24B: rows of 5,120 bytes stream 2,560 bytes a stage (41 KiB slots); h's 32,768 units as
      * hi + lo would take 128 KiB and leave 2 stages, as f16 hi only (bf16 through L2) 3. Its rows
      * take the general instance. Its wo and down have 320 groups of 16 rows over 128 blocks: the 64
