@@ -8,7 +8,9 @@
  * registers, BF16 as stored; the vector split into a high and a low half-precision part, the
  * two placed in different columns of the B operand so one MMA carries both). Between the
  * phases of a layer (qkv → attention → wo → gate/up → down) the blocks meet at counters in
- * global memory; while a block waits, its producer issues the next phase's first stage (one:
+ * global memory where no tagged words carry the data (below: the attention's end, gate/up's end,
+ * and every meeting on the tensor-core attention's qkv or with BORA_MEGA_FLAGS=32768); while a
+ * block waits, its producer issues the next phase's first stage (one:
  * KERN_MEGA_AHEAD), not the whole ring: blocks that finish a phase early then leave the
  * bandwidth to the last ones, whose end everyone waits for (+2.5 % on 7B, +1 more since the
  * f16 partials). The phase that writes a layer input
@@ -123,7 +125,10 @@ __host__ __device__ constexpr int mega_pitch(int cb)
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
        TR_GU_WAIT, TR_GU_LOAD, TR_GU, TR_DOWN_WAIT, TR_DOWN_LOAD, TR_DOWN, TR_PROD, TR_ATT_ITEM = TR_PROD + 4,
        TR_SMID = TR_ATT_ITEM + 9, MEGA_TR_N };   /* TR_ATT_ITEM: attn_item's 9 steps, half 0's first item;
-                                                 * TR_SMID: the SM the block runs on */
+                                                 * TR_SMID: the SM the block runs on. Where a tagged
+                                                 * input replaces a barrier, its *_WAIT event marks the
+                                                 * load's start and the wait is inside *_LOAD (or, for
+                                                 * qkv, in the attention items' q/k/v step) */
 /* Per layer, the largest |input| of each matrix phase, as float bits (atomicMax), written by
  * the phase that produces the input so the reader needs one pass over it. */
 enum { AM_QKV, AM_WO, AM_GU, AM_DOWN, AM_N };
@@ -147,7 +152,8 @@ struct mega_params {
     size_t kv_layer_stride;
     float *x, *qkv, *att, *h;
     int *sync;              /* PH_N per layer, then n_kv per layer (attention combine), AM_N per layer, then
-                             * the halves' sums (mega_half_slot) */
+                             * the halves' sums (mega_half_slot), then (16-byte aligned: mega_tag_base) the
+                             * tagged x and qkv (xt, qt) */
     int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
@@ -284,8 +290,9 @@ __host__ __device__ __forceinline__ void mega_item(const struct mega_mat &M, int
 /* The 16 slots of half j of matrix m (wo or down): its first half's partial sums, each a 64-bit
  * word (layer + 1) << 32 | float bits, written and read whole, so a reader never sees a sum
  * without its tag; the area is zeroed per launch and a layer's tag tells this layer's sums from an
- * earlier layer's. One area serves every layer: a layer's second halves read theirs before the
- * phase's barrier, the next layer's first halves write after it. */
+ * earlier layer's. One area serves every layer: a layer's second halves read theirs before a
+ * barrier that the next layer's first halves write after (with x tagged: the attention's for wo,
+ * gate/up's for down; without, the phase's own). */
 __device__ __forceinline__ unsigned long long *mega_half_slot(const struct mega_params &p, int m, int j)
 {
     const size_t base = ((size_t)p.n_layers * (PH_N + p.n_kv + AM_N) + 1) & ~(size_t)1;
