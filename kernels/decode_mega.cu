@@ -553,21 +553,11 @@ __device__ __forceinline__ void mega_store_hi_lo(float y, uint16_t *xh, uint16_t
     }
 }
 
-/* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
- * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
- * lo at xh / xl. Two passes (the largest magnitude first); layer 0's input, whose writer
- * publishes none. Returns 2^-e. */
-template <int FP8>
-__device__ float mega_load_vec(const float *in, int n, const float *nw, float eps, uint16_t *xh, uint16_t *xl,
-                               float *scr, int tid)
+/* The consumers' sum of ss and maximum of am, every consumer thread's, in each (scr: 2 ×
+ * MEGA_CW floats; one consumer barrier). */
+__device__ __forceinline__ void mega_block_sum_max(float &ss, float &am, float *scr, int tid)
 {
     const int lane = tid & 31, w = tid >> 5;
-    float ss = 0.f, am = 0.f;
-    for (int c = tid; c < n; c += MEGA_CT) {
-        float v = __ldcg(in + c);
-        ss += v * v;
-        am = fmaxf(am, fabsf(nw ? v * nw[c] : v));
-    }
     ss = kern_warp_sum(ss);
     am = kern_warp_max(am);
     if (lane == 0) {
@@ -582,6 +572,23 @@ __device__ float mega_load_vec(const float *in, int n, const float *nw, float ep
         ss += scr[i];
         am = fmaxf(am, scr[MEGA_CW + i]);
     }
+}
+
+/* The layer input (n floats, other blocks' writes: read through L2), optionally rms-normalised
+ * with weights nw, scaled by 2^e so its largest magnitude lies in [2^13, 2^14), split into hi +
+ * lo at xh / xl. Two passes (the largest magnitude first); layer 0's input, whose writer
+ * publishes none. Returns 2^-e. */
+template <int FP8>
+__device__ float mega_load_vec(const float *in, int n, const float *nw, float eps, uint16_t *xh, uint16_t *xl,
+                               float *scr, int tid)
+{
+    float ss = 0.f, am = 0.f;
+    for (int c = tid; c < n; c += MEGA_CT) {
+        float v = __ldcg(in + c);
+        ss += v * v;
+        am = fmaxf(am, fabsf(nw ? v * nw[c] : v));
+    }
+    mega_block_sum_max(ss, am, scr, tid);
     const float rstd = nw ? rsqrtf(ss / (float)n + eps) : 1.f;
     const float amx = am * rstd;
     const int e = kern_scale_exp(amx);
@@ -754,7 +761,7 @@ __device__ float mega_load_xt(const unsigned long long *xt, unsigned tag, int n,
                               uint16_t *xh, uint16_t *xl, float *scr, int tid)
 {
     constexpr int B = 4;   /* float4s per thread and batch */
-    const int lane = tid & 31, w = tid >> 5, n4 = n >> 2;
+    const int n4 = n >> 2;
     const float4 *nw4 = (const float4 *)nw;
     float ss = 0.f, am = 0.f;
     for (int base = tid; base < n4; base += B * MEGA_CT) {
@@ -799,20 +806,7 @@ __device__ float mega_load_xt(const unsigned long long *xt, unsigned tag, int n,
             }
         }
     }
-    ss = kern_warp_sum(ss);
-    am = kern_warp_max(am);
-    if (lane == 0) {
-        scr[w] = ss;
-        scr[MEGA_CW + w] = am;
-    }
-    mega_bar_c();
-    ss = 0.f;
-    am = 0.f;
-#pragma unroll
-    for (int i = 0; i < MEGA_CW; i++) {
-        ss += scr[i];
-        am = fmaxf(am, scr[MEGA_CW + i]);
-    }
+    mega_block_sum_max(ss, am, scr, tid);
     const int e = kern_scale_exp(am);
     const float sf = ldexpf(1.f, e);
     for (int c = tid; c < n4; c += MEGA_CT) {   /* this thread's float4s again, from shared memory */
