@@ -270,6 +270,7 @@ struct synth_case {
 #define MEGA_FLAG_NO_HALVES 32     /* decode_mega.cu MEGA_F_NO_HALVES: wo's and down's extra groups whole */
 #define MEGA_FLAG_PLAIN_RING 512   /* decode_mega.cu MEGA_F_PLAIN_RING: h as hi + lo (f32 through L2), never hi only */
 #define MEGA_FLAG_NO_TAGS 32768    /* decode_mega.cu MEGA_F_NO_TAGS: x through the phase barriers, not tagged words */
+#define MEGA_FLAG_NO_TAGS_Q 65536  /* decode_mega.cu MEGA_F_NO_TAGS_Q: qkv through the attention's barrier, x tagged */
 
 static void test_synthetic(void **state)
 {
@@ -355,9 +356,15 @@ static void test_synthetic(void **state)
         snprintf(fl, sizeof fl, "%d", g->mega_flags | ref_flags);
         setenv("BORA_DECODE", "persistent", 1);
         setenv("BORA_MEGA_FLAGS", fl, 1);
+        if (g->mega_ns)   /* the same ring and grid as the engine under test */
+            setenv("BORA_MEGA_NS", num[1], 1);
+        if (g->mega_blocks)
+            setenv("BORA_MEGA_BLOCKS", num[2], 1);
         rc = engine_open(&ref, m, &eo, &err);
         unsetenv("BORA_DECODE");
         unsetenv("BORA_MEGA_FLAGS");
+        unsetenv("BORA_MEGA_NS");
+        unsetenv("BORA_MEGA_BLOCKS");
         if (rc)
             fail_msg("%s: CUDA engine (FLAGS=%s): %s", g->what, fl, err.msg);
 #ifdef BORA_CUDA
@@ -365,6 +372,9 @@ static void test_synthetic(void **state)
             fail_msg("%s: FLAGS=%s still compiled in: %s", g->what, fl, engine_cuda_mega_layout(ref));
         if (ref_flags & MEGA_FLAG_NO_TAGS && strstr(engine_cuda_mega_layout(ref), "tagged"))
             fail_msg("%s: FLAGS=%s still tags x: %s", g->what, fl, engine_cuda_mega_layout(ref));
+        if (ref_flags & MEGA_FLAG_NO_TAGS_Q &&
+            (strstr(engine_cuda_mega_layout(ref), "qkv too") || !strstr(engine_cuda_mega_layout(ref), "x tagged")))
+            fail_msg("%s: FLAGS=%s should tag x but not qkv: %s", g->what, fl, engine_cuda_mega_layout(ref));
 #endif
     }
     eo.backend = ENGINE_BACKEND_CPU;
@@ -518,6 +528,21 @@ int main(void)
           MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, groups in halves, x tagged against barriers", false, 32,
           8, 128, 4096, 120, MODEL_PRECISION_FP8, false, 0, 0, 5120, " of down; x tagged", TOL_CUDA_5120, 0,
+          MEGA_FLAG_NO_TAGS },
+        /* qkv as tagged words (attn_prologue's TG, the default where the attention runs on attn_item)
+         * against qkv through the attention's barrier with x still tagged (FLAGS=65536): the same logits
+         * to the bit, BF16 and FP8, the general instance and the one with the geometry compiled in */
+        { "32/8 heads, hidden 4032, bf16, persistent, qkv tagged against the barrier", false, 32, 8, 128, 4032, 300,
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q },
+        { "32/8 heads, hidden 4032, fp8, persistent, qkv tagged against the barrier", false, 32, 8, 128, 4032, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q },
+        { "32/8 heads, dim 2048, fp8, persistent, qkv tagged against the barrier", false, 32, 8, 128, 2048, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged, qkv too", TOL_CUDA_WIDE, 0,
+          MEGA_FLAG_NO_TAGS_Q },
+        /* Medium 3.5's layout (the ring in the attention's space, forced as above) with x tagged against
+         * the barriers: the same logits to the bit */
+        { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space, x tagged against barriers", false,
+          96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, "; x tagged", 0, 0,
           MEGA_FLAG_NO_TAGS },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
