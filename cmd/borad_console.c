@@ -56,7 +56,7 @@ static int op_status(void *ctx, struct console_status *o, struct bora_err *err)
     snprintf(o->backend, sizeof o->backend, "%s", bc->backend);
     snprintf(o->precision, sizeof o->precision, "%s", bc->precision);
     pthread_mutex_unlock(&bc->lock);
-    o->state = atomic_load(&bc->stopping) ? CONSOLE_STATE_STOPPING
+    o->state = atomic_load(&bc->stopping) || dp_server_stopping(bc->s) ? CONSOLE_STATE_STOPPING
              : atomic_load(&bc->reloading) ? CONSOLE_STATE_RELOADING
              : dp_server_paused(bc->s) ? CONSOLE_STATE_DRAINING : CONSOLE_STATE_SERVING;
     dp_server_counts(bc->s, &o->queued, &o->running);

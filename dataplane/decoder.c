@@ -254,8 +254,12 @@ static void start_next(struct decoder *d)
     r->rq.stop = prefill_should_stop;
     r->rq.stop_ctx = d;
     d->starting = r;
+    /* running from its prefill on: the console's status counts it (relaxed, as in set_cur) */
+    atomic_store_explicit(&d->sh->n_running, 1u, memory_order_relaxed);
     int rc = d->sh->gen->ops->start(d->sh->gen, &r->rq, &n_tok, &cached, &err);
     d->starting = NULL;
+    if (rc < 0)
+        atomic_store_explicit(&d->sh->n_running, 0u, memory_order_relaxed);
     if (rc < 0) {
         d->sh->gen->ops->finish(d->sh->gen);
         const int why = end_reason(d, r, dp_mono_us());

@@ -345,6 +345,11 @@ bool dp_server_paused(const struct dp_server *s)
     return atomic_load_explicit(&s->sh.paused, memory_order_acquire);
 }
 
+bool dp_server_stopping(const struct dp_server *s)
+{
+    return atomic_load_explicit(&s->stop, memory_order_acquire) != 0;   /* partner: dp_server_stop */
+}
+
 void dp_server_stop(struct dp_server *s)
 {
     /* release pairs with the io loop's acquire load */

@@ -80,6 +80,8 @@ int dp_server_tcp_port(const struct dp_server *s);
  * accepted goes on; unlike dp_server_stop, the server keeps running. Any thread. */
 void dp_server_pause(struct dp_server *s, bool paused);
 bool dp_server_paused(const struct dp_server *s);
+/* Whether dp_server_stop was called (a signal or the console's shutdown): draining to exit. Any thread. */
+bool dp_server_stopping(const struct dp_server *s);
 /* Live policy (config keys marked live): max_prompt_bytes, max_tokens, request_timeout_ms,
  * shutdown_grace_ms, allow/n_allow and rate_limit of cfg are applied to every frame from now on
  * (other fields are ignored). max_prompt_bytes may not exceed the start-up value (buffers are

@@ -7,7 +7,7 @@
 # `requests`, `cancel ID` ends the running one with DONE(cancelled), `reload` waits for it
 # and keeps the queued one (served by the reloaded model), a reload of a broken model
 # directory fails and the old model keeps serving; `config set` of live limits and the allow
-# list takes effect on the next request; `shutdown` stops borad with exit 0.
+# list takes effect on the next request; SIGTERM drains (status: stopping) and `shutdown` during it is accepted; borad exits 0.
 set -u
 build=${1:-build}
 fx=tests/data/fixtures/mistral-tiny-bf16
@@ -287,8 +287,21 @@ ctl log level error >/dev/null || fail "log level error"
 sleep 0.2
 grep -q "request 306" "$tmp/borad.log" && fail "log level error still logs requests"
 
+# SIGTERM drains: status says stopping (not serving) with the running request counted; the
+# console's shutdown during that drain is accepted; the drain ends when the request does
+ctl config set limits.max_tokens 4000 >/dev/null || fail "config set limits.max_tokens 4000"
+gen 307 4000 1,5,6 >"$tmp/drain.json" & pd=$!; pids+=($pd)
+wait_requests 'any(q["id"] == 307 and q["state"] == "running" for q in r["requests"])'
+kill -TERM $borad
+for _ in $(seq 200); do ctl status | grep -q "state *stopping" && break; sleep 0.05; done
+ctl status | grep -q "state *stopping" || fail "status during a SIGTERM drain: $(ctl status)"
+ctl status | grep -q "0 queued, 1 running" || fail "status counts during the drain: $(ctl status)"
 ctl shutdown >/dev/null || fail "shutdown"
+out=$(ctl cancel 307 2>&1); grep -q "cancelled 307" <<<"$out" || fail "cancel 307 during the drain: $out"
+wait $pd || fail "the request running when SIGTERM came"
+python3 -c "import json,sys; d=json.load(open('$tmp/drain.json')); sys.exit(not (d['finish'] == 2))" ||
+    fail "request cancelled during the drain: $(cut -c1-300 "$tmp/drain.json")"
 for _ in $(seq 200); do kill -0 $borad 2>/dev/null || break; sleep 0.05; done
-kill -0 $borad 2>/dev/null && fail "borad still running after shutdown"
-wait $borad || fail "borad exited $? after shutdown"
+kill -0 $borad 2>/dev/null && fail "borad still running after the drain"
+wait $borad || fail "borad exited $? after the drain"
 echo "e2e_console_borad: ok"

@@ -132,6 +132,10 @@ static void test_cancel_during_prefill(void **s)
     }
     assert_int_equal(info[0].rid, 60);
     assert_true(info[0].running);
+    uint32_t queued = 9, running = 9;   /* the console's status counts it as running from its prefill on */
+    dp_server_counts(SRV.s, &queued, &running);
+    assert_int_equal(queued, 0);
+    assert_int_equal(running, 1);
     struct bora_err err;
     uint32_t n = 0;
     assert_int_equal(dp_server_cancel(SRV.s, 60, &n, &err), 0);
