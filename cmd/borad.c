@@ -103,6 +103,19 @@ static int model_dir_problem(const struct bora_config *cfg, const char *file)
     return 1;
 }
 
+struct check_where {
+    const char *file;
+    const struct bora_config *cfg;
+};
+
+/* console_server_check's report: "FILE:LINE: key 'console.serial': ..." */
+static void check_report(void *ctx, const char *key, const char *msg)
+{
+    const struct check_where *cw = ctx;
+    char w[4200];
+    fprintf(stderr, "%s: %s\n", where(cw->file, cw->cfg, key, w, sizeof w), msg);
+}
+
 static void endpoint_text(const struct config_endpoint *ep, char *buf, size_t n)
 {
     if (!ep->family)
@@ -154,18 +167,23 @@ int main(int argc, char **argv)
         if (getenv(tuning[i]))
             fprintf(stderr, "borad: note: %s=%s is set (a tuning experiment for bora bench; decode speed may "
                             "differ from the documented figures)\n", tuning[i], getenv(tuning[i]));
-    if (a.check) {
-        if (load(a.check, &cfg, &diag))
-            return 1;
-        if (cfg.model.path[0] && model_dir_problem(&cfg, a.check))
-            return 1;
-        struct bora_err err = { "" };
-        const char *key = NULL;
-        if (console_server_check(&cfg.console, &key, &err)) {   /* what the start would refuse */
-            char w[4200];
-            fprintf(stderr, "%s: %s\n", key ? where(a.check, &cfg, key, w, sizeof w) : a.check, err.msg);
-            return 1;
+    if (a.check) {   /* every problem: the file's, then what it names that the machine lacks */
+        int bad = 0;
+        rc = config_load(&cfg, a.check, &diag);
+        if (rc) {
+            diag_print(&diag);
+            struct stat st;
+            if (rc != -EINVAL || stat(a.check, &st) != 0 || !S_ISREG(st.st_mode))   /* not read: nothing parsed */
+                return 1;
+            bad = 1;             /* cfg holds the defaults and every valid key: check those too */
         }
+        if (cfg.model.path[0] && model_dir_problem(&cfg, a.check))
+            bad = 1;
+        struct check_where cw = { a.check, &cfg };
+        if (console_server_check(&cfg.console, check_report, &cw))   /* what the start would refuse */
+            bad = 1;
+        if (bad)
+            return 1;
         printf("%s: ok\n", a.check);
         return 0;
     }

@@ -270,39 +270,41 @@ static int id_resolve(const char *name, bool group, unsigned *out)
     return 0;
 }
 
-int console_server_check(const struct config_console *cfg, const char **key, struct bora_err *err)
+int console_server_check(const struct config_console *cfg,
+                         void (*report)(void *ctx, const char *key, const char *msg), void *ctx)
 {
     unsigned id;
-    const char *k = NULL;
-    int rc = 0;
+    int n = 0;
+    struct bora_err err = { "" };
+#define PROBLEM(key, ...)                                                                                              \
+    do {                                                                                                               \
+        bora_errf(&err, -EINVAL, __VA_ARGS__);                                                                         \
+        report(ctx, key, err.msg);                                                                                     \
+        n++;                                                                                                           \
+    } while (0)
     if (cfg->socket[0] && cfg->socket_owner[0] && id_resolve(cfg->socket_owner, false, &id))
-        rc = bora_errf(err, -ENOENT, "key '%s': no such user (got '%s')", k = "console.socket_owner",
-                       cfg->socket_owner);
-    else if (cfg->socket[0] && cfg->socket_group[0] && id_resolve(cfg->socket_group, true, &id))
-        rc = bora_errf(err, -ENOENT, "key '%s': no such group (got '%s')", k = "console.socket_group",
-                       cfg->socket_group);
+        PROBLEM("console.socket_owner", "key 'console.socket_owner': no such user (got '%s')", cfg->socket_owner);
+    if (cfg->socket[0] && cfg->socket_group[0] && id_resolve(cfg->socket_group, true, &id))
+        PROBLEM("console.socket_group", "key 'console.socket_group': no such group (got '%s')", cfg->socket_group);
     struct stat sk;
-    if (!rc && cfg->socket[0] && lstat(cfg->socket, &sk) == 0 && !S_ISSOCK(sk.st_mode))   /* the start refuses it */
-        rc = bora_errf(err, -EEXIST, "key '%s': exists and is not a socket (got '%s')", k = "console.socket",
-                       cfg->socket);
-    if (!rc && cfg->serial[0]) {
+    if (cfg->socket[0] && lstat(cfg->socket, &sk) == 0 && !S_ISSOCK(sk.st_mode))   /* the start refuses it */
+        PROBLEM("console.socket", "key 'console.socket': exists and is not a socket (got '%s')", cfg->socket);
+    if (cfg->serial[0]) {
         struct stat st;
         if (stat(cfg->serial, &st) < 0)
-            rc = bora_errf(err, -errno, "key '%s': %s (got '%s')", k = "console.serial", strerror(errno), cfg->serial);
+            PROBLEM("console.serial", "key 'console.serial': %s (got '%s')", strerror(errno), cfg->serial);
         else if (!S_ISCHR(st.st_mode))
-            rc = bora_errf(err, -ENOTTY, "key '%s': not a character device (got '%s')", k = "console.serial",
-                           cfg->serial);
+            PROBLEM("console.serial", "key 'console.serial': not a character device (got '%s')", cfg->serial);
         else {   /* a character device that is no terminal (/dev/null) cannot carry a login */
             int fd = open(cfg->serial, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
             if (fd >= 0 && !isatty(fd))
-                rc = bora_errf(err, -ENOTTY, "key '%s': not a terminal (got '%s')", k = "console.serial", cfg->serial);
+                PROBLEM("console.serial", "key 'console.serial': not a terminal (got '%s')", cfg->serial);
             if (fd >= 0)
                 close(fd);
         }
     }
-    if (key)
-        *key = k;
-    return rc;
+#undef PROBLEM
+    return n;
 }
 
 /* A socket file nobody answers on is left over from a crash: remove it. */

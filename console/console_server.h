@@ -33,10 +33,12 @@ int console_server_start(struct console_server **out, struct console *c,
                          const struct config_console *cfg, struct bora_err *err);
 
 /* What console_server_start would refuse in cfg without touching anything (for
- * `borad --check-config`): a socket owner or group that does not resolve, a serial device that
- * is missing or not a character device. Returns 0, or -errno with the key named in err and, when
- * key is not NULL, its name ("console.serial") in *key. */
-int console_server_check(const struct config_console *cfg, const char **key, struct bora_err *err);
+ * `borad --check-config`): a socket owner or group that does not resolve, a socket path taken by
+ * something else, a serial device that is missing, not a character device or not a terminal.
+ * Calls report once for every problem, with the key's name ("console.serial") and a message
+ * naming the key and the value. Returns how many problems there were (0: none). */
+int console_server_check(const struct config_console *cfg,
+                         void (*report)(void *ctx, const char *key, const char *msg), void *ctx);
 
 /* Stops every console thread (ends sessions, joins), removes the socket file, frees s.
  * Call from the thread that started it; s may be NULL. */

@@ -48,6 +48,19 @@ for kv in "socket_owner = no-such-user-bora:no such user" "socket_group = no-suc
         fail "${kv%%:*}: exit $rc: $(cat "$err")"
 done
 
+# every problem in one run: the file's own (a bad value), then what it names that the machine
+# lacks (the model folder, the socket owner and group, the serial device), each with its line
+printf '[model]\npath = /nonexistent/model\n[limits]\nqueue_depth = 0\n[console]\nsocket = %s/c.sock\nsocket_owner = no-such-user-bora\nsocket_group = no-such-group-bora\nserial = /dev/ttyNOPE-bora\n' "$tmpd" >"$tmpd/all.ini"
+"$borad" --check-config "$tmpd/all.ini" >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] || fail "every problem: exit $rc: $(cat "$err")"
+for want in ":4: key 'limits.queue_depth': out of range" ":2: key 'model.path': No such file" \
+            ":7: key 'console.socket_owner': no such user" ":8: key 'console.socket_group': no such group" \
+            ":9: key 'console.serial': No such file"; do
+    grep -qF "$tmpd/all.ini$want" "$err" || fail "every problem: no '$want': $(cat "$err")"
+done
+[ "$(wc -l <"$err")" -eq 5 ] || fail "every problem: expected exactly 5 messages: $(cat "$err")"
+grep -q ok "$out" && fail "every problem: printed ok"
+
 # a socket path taken by something else: the start would refuse it, so the check does
 mkdir "$tmpd/taken"
 printf '[console]\nsocket = %s/taken\n' "$tmpd" >"$tmpd/t.ini"
