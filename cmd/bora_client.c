@@ -348,6 +348,14 @@ static int exchange(struct bwp_conn *c, const struct client_opts *o, uint64_t ri
     while (rc == 0 && !st->ended) {
         int left = o->timeout_ms - (int)((now_us(CLOCK_MONOTONIC) - start) / 1000);
         if (left <= 0) {
+            /* giving up: over UDP the server would decode on for nobody, so CANCEL it (rule 13;
+             * twice against a lost datagram; over TCP closing the connection cancels) */
+            if (!c->tcp) {
+                uint8_t cb[128];
+                size_t cn = bwp_build_simple(cb, sizeof cb, BWP_CANCEL, rid, key, now_us(CLOCK_REALTIME));
+                for (int i = 0; i < 2 && cn; i++)
+                    bwp_conn_send(c, cb, cn);
+            }
             rc = -ETIMEDOUT;
             break;
         }
@@ -463,7 +471,7 @@ int cmd_client(int argc, char **argv)
     int rc = exchange(&c, &o, rid, &st);
     if (rc < 0 && !st.ended) {
         snprintf(err.msg, sizeof err.msg, "%s %s: %s", o.tcp ? "tcp" : "udp", o.addr,
-                 rc == -ETIMEDOUT ? "no complete answer before --timeout-ms" :
+                 rc == -ETIMEDOUT ? "no complete answer before --timeout-ms (the request was cancelled)" :
                  rc == -EPIPE ? "server closed the connection" : strerror(-rc));
         fprintf(stderr, "bora client: %s\n", err.msg);
         if (o.json)
