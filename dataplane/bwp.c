@@ -19,6 +19,21 @@ static struct bwp_verdict verdict(uint16_t code, uint64_t rid, const char *msg)
     return v;
 }
 
+static struct bwp_verdict verdict_large(uint64_t rid, const char *msg, const struct bwp_limits *lim)
+{
+    struct bwp_verdict v = verdict(BWP_E_TOO_LARGE, rid, msg);
+    v.limit = lim ? lim->max_prompt_bytes : 0;
+    return v;
+}
+
+const char *bwp_verdict_msg(const struct bwp_verdict *v, char *buf, size_t n)
+{
+    if (v->code != BWP_E_TOO_LARGE || !v->limit || !v->msg || n == 0)
+        return v->msg;
+    snprintf(buf, n, "%s (max_prompt_bytes %u)", v->msg, v->limit);
+    return buf;
+}
+
 static struct bwp_verdict verdict_drop(const char *msg)
 {
     struct bwp_verdict v = { .code = BWP_E_BAD_FRAME, .answer = false, .msg = msg };
@@ -315,8 +330,7 @@ struct bwp_verdict bwp_mac_stream_verdict(struct bwp_mac_stream *m, const struct
         if (rc < 0)
             return verdict_auth(request_id, "auth replay window full; retry later");
     }
-    (void)lim;
-    return verdict(BWP_E_TOO_LARGE, request_id, "frame over the server's size limit");
+    return verdict_large(request_id, "frame over the server's size limit", lim);
 }
 
 /* ---- client frame validation ---- */
@@ -453,12 +467,12 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
     /* TCP: the stream reader refuses frames over the limit before they are buffered (rule 7);
      * UDP: a datagram that fits is judged by its prompt_len and its sizes, not its length */
     if (tr == BWP_TCP && (size_t)BWP_HDR_SIZE + h->length > bwp_frame_max(lim))
-        return verdict(BWP_E_TOO_LARGE, rid, "frame over the server's size limit");
+        return verdict_large(rid, "frame over the server's size limit", lim);
     if (h->type == BWP_GENERATE && h->length >= BWP_GEN_FIXED + trailer &&
         n >= BWP_HDR_SIZE + BWP_GEN_FIXED) {
         uint32_t plen = bwp_rd32(buf + BWP_HDR_SIZE + 28);
         if (plen > lim->max_prompt_bytes)
-            return verdict(BWP_E_TOO_LARGE, rid, "prompt_len over max_prompt_bytes");
+            return verdict_large(rid, "prompt_len over the server's limit", lim);
     }
     /* BAD_FRAME: header fields, sizes and payload fields (rules 4, 5) */
     if ((v = check_header_ids(h)).code)
@@ -524,7 +538,7 @@ struct bwp_verdict bwp_parse_oversize(const uint8_t *hdr, const struct bwp_limit
         else if (keyed && !(h.flags & BWP_FLAG_AUTH))
             v = verdict_auth(h.request_id, "auth trailer missing");
         else
-            v = verdict(BWP_E_TOO_LARGE, h.request_id, "frame over the server's size limit");
+            v = verdict_large(h.request_id, "frame over the server's size limit", lim);
     }
     v.close = h.length > BWP_TCP_SKIP_MAX;
     return v;

@@ -81,7 +81,12 @@ struct bwp_verdict {
     bool no_trailer;        /* answering an authentication failure: no AUTH trailer */
     uint64_t request_id;
     const char *msg;        /* static text for the ERROR message */
+    uint32_t limit;         /* TOO_LARGE: the max_prompt_bytes it was judged by (0: none); bwp_verdict_msg adds it */
 };
+
+/* The ERROR message for v: v->msg, with the limit a TOO_LARGE was judged by appended
+ * ("... (max_prompt_bytes 4096)") into buf (n bytes). Returns v->msg or buf. */
+const char *bwp_verdict_msg(const struct bwp_verdict *v, char *buf, size_t n);
 
 /* Pre-shared key; len 0 = AUTH not configured. */
 struct bwp_key {

@@ -246,8 +246,10 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
     if (v.code) {
         p->stats.rejected++;
         metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_MALFORMED, 1);
+        char why[128];   /* bwp_verdict_msg: a static message and a limit */
         if (v.answer)
-            dp_port_error(p, peer, v.request_id, v.code, v.msg, v.no_trailer, dp_frame_is_generate(buf, n));
+            dp_port_error(p, peer, v.request_id, v.code, bwp_verdict_msg(&v, why, sizeof why), v.no_trailer,
+                          dp_frame_is_generate(buf, n));
         if (v.close && peer->conn && p->ops->close_peer)
             p->ops->close_peer(p, peer);
         return;

@@ -596,6 +596,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
     struct dp_conn *c = &s->conns[ci];
     struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
     size_t off = 0;
+    char why[128];   /* bwp_verdict_msg: a static message and a limit */
     while (c->fd >= 0 && !c->closing) {
         size_t avail = c->rlen - off;
         if (c->skip) {
@@ -609,7 +610,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
             if (c->skip_mac) {                            /* rule 1: AUTH before TOO_LARGE */
                 struct bwp_verdict v = bwp_mac_stream_verdict(&c->mac, &s->sh.lim, &s->port.replay,
                                                               dp_peer_key(&p), c->skip_rid, dp_now_us());
-                dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer, c->skip_gen);
+                dp_port_error(&s->port, &p, v.request_id, v.code, bwp_verdict_msg(&v, why, sizeof why), v.no_trailer, c->skip_gen);
                 c->skip_mac = false;
             }
             continue;
@@ -622,7 +623,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
             s->port.stats.rejected++;
             metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
             metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
-            dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, false, false);   /* not a frame */
+            dp_port_error(&s->port, &p, v.request_id, v.code, bwp_verdict_msg(&v, why, sizeof why), false, false);   /* not a frame */
             c->closing = true;
             break;
         }
@@ -648,7 +649,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
                 continue;
             }
             if (v.answer)
-                dp_port_error(&s->port, &p, v.request_id, v.code, v.msg, v.no_trailer,
+                dp_port_error(&s->port, &p, v.request_id, v.code, bwp_verdict_msg(&v, why, sizeof why), v.no_trailer,
                               dp_frame_is_generate(c->rbuf + off, avail));
             if (v.close) {
                 c->closing = true;

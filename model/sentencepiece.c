@@ -802,8 +802,13 @@ struct pb {
 
 static int pb_fail(struct pb *r, const char *what)
 {
-    return bora_errf(r->err, -EINVAL, "%s: %s at byte %zu", r->name, what,
-                     (size_t)(r->p - r->base));
+    /* the user's terms first: what the file is not, then the parser's detail */
+    const size_t at = (size_t)(r->p - r->base), size = (size_t)(r->end - r->base);
+    const bool cut = !strncmp(what, "truncated", 9) || !strcmp(what, "length past the end");
+    return bora_errf(r->err, -EINVAL, "%s: %s (%s at byte %zu of %zu)", r->name,
+                     cut ? "a SentencePiece model cut short (file truncated?)"
+                         : "not a SentencePiece model (corrupt, or another kind of file)",
+                     what, at, size);
 }
 
 static int pb_varint(struct pb *r, uint64_t *v)

@@ -325,7 +325,10 @@ static void test_rule7_too_large(void **s)
     g.prompt_len = 1000;
     expect(gen_verdict(&g, &LIM), BWP_OK, 42);
     g.prompt_len = 1001;
-    expect(gen_verdict(&g, &LIM), BWP_E_TOO_LARGE, 42);
+    struct bwp_verdict lv = gen_verdict(&g, &LIM);
+    expect(lv, BWP_E_TOO_LARGE, 42);
+    char why[128];   /* the ERROR names the limit it was judged by */
+    assert_string_equal(bwp_verdict_msg(&lv, why, sizeof why), "prompt_len over the server's limit (max_prompt_bytes 1000)");
     /* kind 2 ids counted as bytes */
     struct bwp_limits lim = LIM;
     lim.vocab_size = 0;
@@ -355,6 +358,9 @@ static void test_rule7_too_large(void **s)
     v = bwp_parse_oversize(b, &LIM);
     expect(v, BWP_E_TOO_LARGE, 42);
     assert_true(v.close);
+    assert_string_equal(bwp_verdict_msg(&v, why, sizeof why), "frame over the server's size limit (max_prompt_bytes 1000)");
+    v = (struct bwp_verdict){ .code = BWP_E_BAD_FRAME, .msg = "x", .limit = 5 };   /* other codes: as they are */
+    assert_ptr_equal(bwp_verdict_msg(&v, why, sizeof why), v.msg);
     assert_int_equal(bwp_frame_max(&LIM), 24 + 32 + 1000 + 40);
 }
 

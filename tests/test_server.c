@@ -357,7 +357,17 @@ static void test_errors_udp(void **s)
     g.prompt_len = 4097;
     n = bwp_build_generate(b, sizeof b, 5, &g, NULL, 0);
     bwp_conn_send(&c, b, n);
-    expect_error(&c, 5, BWP_E_TOO_LARGE);
+    {   /* the message names the limit */
+        uint8_t eb[512];
+        struct bwp_server_frame ef;
+        assert_int_equal(test_recv(&c, eb, sizeof eb, &ef, T_MS, NULL), 1);
+        assert_int_equal(ef.h.type, BWP_ERROR);
+        assert_int_equal(ef.u.error.code, BWP_E_TOO_LARGE);
+        assert_int_equal(ef.h.request_id, 5);
+        const char want[] = "prompt_len over the server's limit (max_prompt_bytes 4096)";
+        assert_int_equal(ef.u.error.msg_len, sizeof want - 1);
+        assert_memory_equal(ef.u.error.msg, want, sizeof want - 1);
+    }
     /* BAD_PARAMS: max_tokens over the limit; prepare refusing the prompt */
     g.prompt = (const uint8_t *)"hi";
     g.prompt_len = 2;

@@ -616,9 +616,10 @@ static void test_corrupt_model(void **state)
         assert_non_null(strstr(err.msg, "cut.model"));
     }
     struct { const char *bytes; size_t n; const char *msg; } bad[] = {
-        { "\x0a\x80", 2, "truncated varint" },
-        { "\x0a\x05" "ab", 4, "length past the end" },
-        { "\x0b\x00", 2, "unsupported wire type" },
+        { "\x0a\x80", 2, "cut short (file truncated?) (truncated varint at byte 2 of 2)" },
+        { "\x0a\x05" "ab", 4, "cut short (file truncated?) (length past the end at byte 2 of 4)" },
+        { "\x0b\x00", 2, "not a SentencePiece model (corrupt, or another kind of file) (unsupported wire type" },
+        { "../../data/tokenizers/tokenizer.model.v3", 40, "not a SentencePiece model" },   /* a link stored as text */
         { "\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12, "varint" },
         { "\x0a\x02\x0a\x00", 4, "piece 0 is empty" },
         { "\x0a\x04\x0a\x02\xc3\x28", 6, "not valid UTF-8" },
