@@ -10,8 +10,8 @@
  * phases of a layer (qkv → attention → wo → gate/up → down) the blocks meet at counters in
  * global memory where no tagged words carry the data (below: the attention's end, gate/up's end,
  * and every meeting on the tensor-core attention's qkv or with BORA_MEGA_FLAGS=32768); while a
- * block waits, its producer issues the next phase's first stage (one:
- * KERN_MEGA_AHEAD), not the whole ring: blocks that finish a phase early then leave the
+ * block waits, its producer issues the next phase's first stages (KERN_MEGA_AHEAD: two since
+ * only wo and down are held there, one before), not the whole ring: blocks that finish a phase early then leave the
  * bandwidth to the last ones, whose end everyone waits for (+2.5 % on 7B, +1 more since the
  * f16 partials). The phase that writes a layer input
  * also publishes its largest magnitude, so its readers convert it in one pass. x (wo's and down's

@@ -28,11 +28,14 @@ struct CUstream_st;   /* cudaStream_t */
 
 /* Flash-decoding: blocks of attention per layer aimed at (kv heads × splits ≈ this). */
 #define KERN_ATTN_MAX_GROUP 16          /* query heads per kv head */
-#define KERN_MEGA_AHEAD 1               /* persistent decode: stages issued ahead of a phase barrier
+#define KERN_MEGA_AHEAD 2               /* persistent decode: stages issued ahead of a phase barrier
                                          * (H200, 7B FP8, 2026-11-29: 0 / 1 / 2 / 3 / ring → 65.6 / 68.1 /
                                          * 68.9 / 68.0 / 66.1 %; on the kernel of 2026-11-30: 1 / 2 / 3 →
                                          * 69.3-70.2 / 68.3-68.7 / 67.7-67.8 %, BF16 82.1-82.8 / 81.4-82.0 /
-                                         * 80.8-81.4 %, Medium 3.5 89.1-89.2 / 89.5 %) */
+                                         * 80.8-81.4 %, Medium 3.5 89.1-89.2 / 89.5 %; with x and qkv tagged
+                                         * only wo and down are held, 2026-12-01, ms/token 0 / 1 / 2 / 3 →
+                                         * FP8 2.68-2.69 / 2.65-2.66 / 2.64 / 2.64, BF16 4.11-4.12 / 4.085 /
+                                         * 4.076-4.078 / 4.106) */
 #define KERN_SAMPLE_MAX_K 1024          /* a top-k up to this sorts its candidates; larger, or off: exact over the vocabulary */
 
 struct kern_device {
