@@ -20,7 +20,8 @@ static const struct subcommand subcommands[] = {
     { "passwd", cmd_passwd, "passwd [--stdin]                    make the operator password hash for [console] password_hash" },
     { "client", cmd_client, "client (--udp|--tcp) HOST:PORT (--prompt TEXT | --chat FILE | --ids LIST) [-n N] [--temperature T] [--top-k K]\n"
                             "         [--top-p P] [--seed S] [--ignore-eos] [--deadline-ms MS] [--key HEX] [--timeout-ms MS] [--json]" },
-    { "coldstart", cmd_bench_coldstart, "coldstart --preset tiny|small|mistral-7b --dir DIR [--precision fp8|bf16] [--prompt N] [--backend B] [--json]" },
+    { "coldstart", cmd_bench_coldstart, "coldstart --preset tiny|small|mistral-7b --dir DIR [--precision fp8|bf16] [--prompt N] [--backend B]\n"
+                                        "         [--qd N] [--buf BYTES] [--no-drop] [--no-warm] [--json]    |    coldstart --alloc" },
     { "info", cmd_info, "info MODEL_DIR|default              architecture, shapes, dtypes, parameters, bytes" },
     { "logits", cmd_logits, "logits MODEL_DIR --ids LIST --out FILE [--backend B] [--precision P]" },
     { "generate", cmd_generate, "generate MODEL_DIR|default (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] [--top-k K]\n"

@@ -211,8 +211,15 @@ static int parse_opts(struct client_opts *o, int argc, char **argv)
         if (!strcmp(a, "--json")) { o->json = true; continue; }
         if (!strcmp(a, "--ignore-eos")) { o->g.options |= BWP_OPT_IGNORE_EOS; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("usage: bora %s\n", USAGE); exit(0); }
+        static const char *const valued[] = { "--udp", "--tcp", "--prompt", "--chat", "--ids", "-n", "--temperature",
+                                              "--top-p", "--top-k", "--seed", "--deadline-ms", "--timeout-ms", "--key" };
+        bool known = false;
+        for (size_t k = 0; k < sizeof valued / sizeof *valued; k++)
+            known |= !strcmp(a, valued[k]);
+        if (!known)
+            return usage_error("unknown option '%s'", a);
         if (!v)
-            return usage_error("option '%s' needs a value (or is unknown)", a);
+            return usage_error("option '%s' needs a value", a);
         i++;
         if (!strcmp(a, "--udp") || !strcmp(a, "--tcp")) {
             o->addr = v;

@@ -185,7 +185,7 @@ static int parse_id(const char *s, int32_t *id)
 
 int cmd_detokenize(int argc, char **argv)
 {
-    if (argc < 2) {
+    if (argc < 3) {   /* no ids: nothing to decode is a usage error, not an empty line */
         fprintf(stderr, "usage: bora detokenize MODEL_DIR|TOKENIZER_FILE ID...\n");
         return 2;
     }

@@ -42,12 +42,16 @@ static int args_parse(int argc, char **argv, struct boractl_args *a)
     const char *env = getenv("BORA_CONSOLE_SOCKET");
     a->socket = env && *env ? env : BORACTL_DEFAULT_SOCKET;
     int i = 1;
-    for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
-        if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+    for (; i < argc && argv[i][0] == '-' && (argv[i][1] == '-' || !strcmp(argv[i], "-h")); i++) {
+        if (!strcmp(argv[i], "--socket")) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                fprintf(stderr, "boractl: --socket needs a path (try 'boractl --help')\n");
+                return 2;
+            }
             a->socket = argv[++i];
         } else if (!strcmp(argv[i], "--json")) {
             a->json = true;
-        } else if (!strcmp(argv[i], "--help")) {
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             exit(0);
         } else {

@@ -59,6 +59,18 @@ static int op_status(void *ctx, struct console_status *o, struct bora_err *err)
     o->state = atomic_load(&bc->stopping) || dp_server_stopping(bc->s) ? CONSOLE_STATE_STOPPING
              : atomic_load(&bc->reloading) ? CONSOLE_STATE_RELOADING
              : dp_server_paused(bc->s) ? CONSOLE_STATE_DRAINING : CONSOLE_STATE_SERVING;
+    /* weights lost under the server (a checkpoint cut short): up, answering, but every request
+     * fails until the file is sound again and the model is reopened */
+    pthread_mutex_lock(&bc->gen_lock);   /* a reload does not close the model under us */
+    const struct model *m = gen_engine_model(bc->g);
+    const char *cut = m ? model_damaged(m) : NULL;
+    if (cut) {
+        snprintf(o->problem, sizeof o->problem, "checkpoint file %s was cut short or rewritten while serving: every "
+                 "request fails; restore the file (rename a sound copy over it), then 'reload'", cut);
+        if (o->state == CONSOLE_STATE_SERVING)
+            o->state = CONSOLE_STATE_FAILING;
+    }
+    pthread_mutex_unlock(&bc->gen_lock);
     dp_server_counts(bc->s, &o->queued, &o->running);
     return 0;
 }

@@ -96,6 +96,9 @@ static int open_generator(const struct bora_config *cfg, struct generator *g, ch
     }
     if (borad_generator_open(cfg, dir, g, &err) < 0) {
         fprintf(stderr, "borad: model %s: %s\n", dir, err.msg);
+        if (!cfg->model.path[0])
+            fprintf(stderr, "borad: that is the built-in model's cached copy, damaged; delete the folder and the next "
+                            "start generates it again\n");
         return -1;
     }
     return 0;

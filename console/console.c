@@ -157,7 +157,7 @@ static int cmd_help(struct console *c, int argc, char **argv, bool json, FILE *o
 
 static const char *state_name(int s)
 {
-    static const char *const n[] = { "starting", "serving", "draining", "reloading", "stopping" };
+    static const char *const n[] = { "starting", "serving", "draining", "reloading", "stopping", "failing" };
     return s >= 0 && s < (int)BORA_ARRAY_LEN(n) ? n[s] : "unknown";
 }
 
@@ -171,14 +171,20 @@ static int cmd_status(struct console *c, int argc, char **argv, bool json, FILE 
         return fail(out, json, CONSOLE_ERROR, err.msg);
     double up = (double)(metrics_now_ns() - c->start_ns) / 1e9;
     if (json) {
-        json_out(out, json_pack("{s:b,s:s,s:s,s:s,s:f,s:s,s:i,s:i}", "ok", 1, "model", st.model,
+        st.problem[sizeof st.problem - 1] = 0;
+        json_t *problem = st.problem[0] ? json_string(st.problem) : NULL;   /* NULL too: a path not UTF-8 */
+        if (!problem)
+            problem = json_null();
+        json_out(out, json_pack("{s:b,s:s,s:s,s:s,s:f,s:s,s:i,s:i,s:o}", "ok", 1, "model", st.model,
                                 "backend", st.backend, "precision", st.precision, "uptime_s", up,
                                 "state", state_name(st.state), "queued", (int)st.queued,
-                                "running", (int)st.running));
+                                "running", (int)st.running, "problem", problem));
     } else {
         fprintf(out, "model      %s\nbackend    %s\nprecision  %s\nuptime     %.1f s\n"
                 "state      %s\nrequests   %u queued, %u running\n", st.model, st.backend,
                 st.precision, up, state_name(st.state), st.queued, st.running);
+        if (st.problem[0])
+            fprintf(out, "problem    %.*s\n", (int)sizeof st.problem, st.problem);
     }
     return CONSOLE_OK;
 }

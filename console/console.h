@@ -24,13 +24,15 @@
 /* ---- what the daemon reports ---- */
 
 enum console_state { CONSOLE_STATE_STARTING = 0, CONSOLE_STATE_SERVING, CONSOLE_STATE_DRAINING,
-                     CONSOLE_STATE_RELOADING, CONSOLE_STATE_STOPPING };
+                     CONSOLE_STATE_RELOADING, CONSOLE_STATE_STOPPING,
+                     CONSOLE_STATE_FAILING };   /* up, but every request fails: problem says why */
 
 struct console_status {
     char model[CONSOLE_TEXT_MAX];       /* model path or name */
     char backend[32];                   /* "cpu", "cuda" */
     char precision[32];                 /* "bf16", "fp8", ... */
     int state;                          /* enum console_state */
+    char problem[CONSOLE_TEXT_MAX];     /* failing: what is wrong and what mends it ("" otherwise) */
     uint32_t queued, running;           /* requests waiting; being decoded */
 };
 

@@ -21,9 +21,11 @@ static int policy_check(const struct dp_shared *sh, const struct dp_config *c, s
 {
     if (c->max_tokens < 1 || c->max_tokens > 65535)
         return bora_errf(err, -EINVAL, "limits.max_tokens: %u is not 1..65535", c->max_tokens);
-    if (c->max_prompt_bytes < 1 || c->max_prompt_bytes > sh->lim.max_prompt_bytes)
-        return bora_errf(err, -EINVAL, "limits.max_prompt_bytes: %u is not 1..%u (buffers were sized at "
-                         "start; restart borad to raise it)", c->max_prompt_bytes, sh->lim.max_prompt_bytes);
+    if (c->max_prompt_bytes < 1)
+        return bora_errf(err, -EINVAL, "limits.max_prompt_bytes: must be at least 1");
+    if (c->max_prompt_bytes > sh->lim.max_prompt_bytes)
+        return bora_errf(err, -EINVAL, "limits.max_prompt_bytes: %u is over %u, the value borad started with (buffers "
+                         "were sized at start; restart borad to raise it)", c->max_prompt_bytes, sh->lim.max_prompt_bytes);
     if (c->n_allow > DP_ALLOW_MAX)
         return bora_errf(err, -EINVAL, "dataplane.allow: %u entries (at most %d)", c->n_allow, DP_ALLOW_MAX);
     return 0;

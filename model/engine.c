@@ -78,7 +78,8 @@ static int check_files(struct engine *e, int rc)
         return rc;
     snprintf(e->stale, sizeof e->stale,
              "checkpoint file %s was cut short or rewritten while bora served from it (or a page of it "
-             "could not be read); its weights are lost (restore the file and restart bora)", cut);
+             "could not be read); its weights are lost (restore the file, then reopen the model: boractl reload, "
+             "or restart)", cut);
     return -ESTALE;
 }
 

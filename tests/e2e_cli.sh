@@ -63,6 +63,14 @@ ids=$(echo "$want" | tr -d '[] ')
 $bora detokenize default ${ids//,/ } 2>/dev/null | grep -q "Where is my order?" || fail "detokenize default"
 $bora chat-encode default tests/data/chat-samples/no_tools/sample.json >/dev/null 2>&1 || fail "chat-encode default"
 $bora plan default --gpu h200 2>/dev/null | grep -q "fits" || fail "plan default"
+# a damaged cached copy of the built-in model: the refusal says how to get a sound one back
+$bora generate default --ids 1,2 -n 2 >/dev/null 2>&1 || fail "generate default"
+dm=$(ls -d "$BORA_HOME"/default-model-v*) && truncate -s 100000 "$dm/model.safetensors"
+$bora generate default --ids 1,2 -n 2 >/dev/null 2>"$tmp/dm.err" && fail "generate default from a cut cache succeeded"
+grep -q "file truncated" "$tmp/dm.err" && grep -qF "cached copy in $dm is damaged; delete that folder" "$tmp/dm.err" ||
+    fail "a cut default cache: $(cat "$tmp/dm.err")"
+rm -rf "$dm"
+$bora generate default --ids 1,2 -n 2 >/dev/null 2>&1 || fail "generate default after deleting the damaged cache"
 # bora synth with a vocabulary smaller than the default tokenizer's: no tokenizer, and the
 # model it wrote runs on ids (it used to copy the 32,768-token tokenizer, which generate refused)
 $bora synth "$tmp/small" --vocab 1000 --layers 1 2>"$tmp/synth.err" || fail "synth --vocab 1000: $(cat "$tmp/synth.err")"
@@ -80,6 +88,9 @@ expect_usage() {   # expect_usage FRAGMENT ARGS...: exit 2 with FRAGMENT on stde
     [ $rc = 2 ] && grep -qF -- "$frag" "$tmp/u.err" || fail "bora $*: exit $rc, stderr: $(cat "$tmp/u.err")"
 }
 expect_usage "unknown option '--bogus'" generate "$fx" --prompt hi --bogus
+expect_usage "unknown option '--bogus'" client --udp 127.0.0.1:1 --ids 1 --bogus
+expect_usage "option '--seed' needs a value" client --udp 127.0.0.1:1 --ids 1 --seed
+expect_usage "usage: bora detokenize" detokenize default
 expect_usage "unknown option '--ids'" info "$fx" --ids 1
 expect_usage "give one of --prompt, --chat and --ids" generate "$fx" --prompt hi --ids 1,2
 expect_usage "--prompt given twice" generate "$fx" --prompt a --prompt b

@@ -51,6 +51,8 @@ pids+=($borad)
 for _ in $(seq 200); do [ -S "$tmp/c.sock" ] && break; kill -0 $borad 2>/dev/null || break; sleep 0.05; done
 [ -S "$tmp/c.sock" ] || fail "borad did not open its console socket"
 ctl status | grep -q "state *serving" || fail "status"
+"$build/boractl" -h | grep -q "^usage: boractl" || fail "boractl -h"
+out=$("$build/boractl" --socket 2>&1); [ $? -eq 2 ] && grep -q -- "--socket needs a path" <<<"$out" || fail "boractl --socket: $out"
 
 # a console session that goes away ends that session, not borad (no SIGPIPE): answers nobody
 # reads, `stats watch` dropped mid-refresh (an SSH session that dies), a session over the limit

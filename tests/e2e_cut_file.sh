@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # e2e_cut_file.sh — a checkpoint file cut short under borad (CPU backend, weights read from the
 # mapping): the process stays up; the request that meets the cut, and each one after it, ends
-# with ERROR INTERNAL naming the file; PING is still answered and SIGTERM still drains.
+# with ERROR INTERNAL naming the file; PING is still answered; the console's status says
+# "failing" and why; a sound copy renamed over the file and `boractl reload` serve again; SIGTERM
+# still drains.
 set -u
 build=${1:-build}
 bora=$build/bora
@@ -29,8 +31,9 @@ tcp = 127.0.0.1:$port
 max_tokens = 16
 shutdown_grace_ms = 3000
 [console]
-socket =
+socket = $tmp/c.sock
 INI
+ctl() { "$build/boractl" --socket "$tmp/c.sock" "$@"; }
 OMP_WAIT_POLICY=passive "$borad" -c "$tmp/bora.ini" >"$tmp/borad.log" 2>&1 &
 pid=$!
 wait_banner "$pid" "$tmp/borad.log" "BWP/1 on" 10 borad
@@ -60,8 +63,22 @@ d, _ = s.recvfrom(2048)
 sys.exit(0 if d[4] == 0x83 else 1)
 PY
 
+# the operator sees it: state failing, the file named, what mends it
+st=$(ctl status) || fail "boractl status after the cut: $st"
+grep -q "^state *failing" <<<"$st" && grep -q "^problem .*cut short" <<<"$st" && grep -qF "$fx/model.safetensors" <<<"$st" ||
+    fail "status after the cut: '$st'"
+ctl --json status | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(not (d['state'] == 'failing' and 'reload' in d['problem']))" ||
+    fail "status --json after the cut: $(ctl --json status)"
+# mended without a restart: a sound copy renamed over the file, then reload
+cp "$src/model.safetensors" "$fx/.sound" && mv "$fx/.sound" "$fx/model.safetensors"
+out=$(ctl reload 2>&1); grep -q "model reloaded" <<<"$out" || fail "reload after restoring the file: $out"
+out=$($bora client --tcp 127.0.0.1:$port --ids $ids -n 4 --ignore-eos --json 2>&1) || fail "a request after the reload: $out"
+st=$(ctl status); grep -q "^state *serving" <<<"$st" && ! grep -q "^problem" <<<"$st" || fail "status after the reload: '$st'"
+ctl --json status | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(not (d['problem'] is None))" ||
+    fail "status --json after the reload: $(ctl --json status)"
+
 kill -TERM "$pid"
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 wait "$pid"; rc=$?; pid=
 [ $rc -eq 0 ] || fail "borad exited $rc after SIGTERM (want 0)"
-echo "PASS: e2e_cut_file (a file cut under borad: ERROR INTERNAL naming it, process up, PONG, drained)"
+echo "PASS: e2e_cut_file (a file cut under borad: ERROR INTERNAL naming it, process up, PONG, status failing, reloaded, drained)"
