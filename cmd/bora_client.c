@@ -359,9 +359,11 @@ static int exchange(struct bwp_conn *c, const struct client_opts *o, uint64_t ri
              * twice against a lost datagram; over TCP closing the connection cancels) */
             if (!c->tcp) {
                 uint8_t cb[128];
-                size_t cn = bwp_build_simple(cb, sizeof cb, BWP_CANCEL, rid, key, now_us(CLOCK_REALTIME));
-                for (int i = 0; i < 2 && cn; i++)
-                    bwp_conn_send(c, cb, cn);
+                for (int i = 0; i < 2; i++) {   /* each its own timestamp: a keyed copy is no replay */
+                    size_t cn = bwp_build_simple(cb, sizeof cb, BWP_CANCEL, rid, key, now_us(CLOCK_REALTIME) + (uint64_t)i);
+                    if (cn)
+                        bwp_conn_send(c, cb, cn);
+                }
             }
             rc = -ETIMEDOUT;
             break;
@@ -478,7 +480,7 @@ int cmd_client(int argc, char **argv)
     int rc = exchange(&c, &o, rid, &st);
     if (rc < 0 && !st.ended) {
         snprintf(err.msg, sizeof err.msg, "%s %s: %s", o.tcp ? "tcp" : "udp", o.addr,
-                 rc == -ETIMEDOUT ? "no complete answer before --timeout-ms (the request was cancelled)" :
+                 rc == -ETIMEDOUT ? "no complete answer before --timeout-ms (CANCEL sent)" :
                  rc == -EPIPE ? "server closed the connection" : strerror(-rc));
         fprintf(stderr, "bora client: %s\n", err.msg);
         if (o.json)

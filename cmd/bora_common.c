@@ -226,7 +226,8 @@ int open_model(struct run_opts *o, struct model **m)
     int rc = model_open(m, o->model_dir, &mo, &err);
     if (rc)
         fprintf(stderr, "bora: %s\n", err.msg);
-    if (rc && o->is_default)   /* generated once, then read as it is: only outside damage breaks it */
+    if (rc && o->is_default && strstr(err.msg, o->default_dir))   /* a file of the cached copy refused: damaged
+                                                                    * from outside (it is written once, atomically) */
         fprintf(stderr, "bora: the built-in model's cached copy in %s is damaged; delete that folder and the next "
                         "run generates it again\n", o->default_dir);
     return rc;

@@ -61,16 +61,19 @@ static int op_status(void *ctx, struct console_status *o, struct bora_err *err)
              : dp_server_paused(bc->s) ? CONSOLE_STATE_DRAINING : CONSOLE_STATE_SERVING;
     /* weights lost under the server (a checkpoint cut short): up, answering, but every request
      * fails until the file is sound again and the model is reopened */
-    pthread_mutex_lock(&bc->gen_lock);   /* a reload does not close the model under us */
-    const struct model *m = gen_engine_model(bc->g);
-    const char *cut = m ? model_damaged(m) : NULL;
-    if (cut) {
-        snprintf(o->problem, sizeof o->problem, "checkpoint file %s was cut short or rewritten while serving: every "
-                 "request fails; restore the file (rename a sound copy over it), then 'reload'", cut);
-        if (o->state == CONSOLE_STATE_SERVING)
-            o->state = CONSOLE_STATE_FAILING;
+    /* not while a reload holds the lock: its swap waits for the running request, and the state
+     * reads 'reloading' then anyway (a reload does not close the model under us otherwise) */
+    if (pthread_mutex_trylock(&bc->gen_lock) == 0) {
+        const struct model *m = gen_engine_model(bc->g);
+        const char *cut = m ? model_damaged(m) : NULL;
+        if (cut) {
+            snprintf(o->problem, sizeof o->problem, "every request fails: a checkpoint file was cut short or "
+                     "rewritten while serving; rename a sound copy over it, then 'reload': %s", cut);
+            if (o->state == CONSOLE_STATE_SERVING)
+                o->state = CONSOLE_STATE_FAILING;
+        }
+        pthread_mutex_unlock(&bc->gen_lock);
     }
-    pthread_mutex_unlock(&bc->gen_lock);
     dp_server_counts(bc->s, &o->queued, &o->running);
     return 0;
 }
@@ -137,7 +140,7 @@ static int op_cancel(void *ctx, uint64_t id, struct bora_err *err)
 static int op_reload(void *ctx, struct bora_err *err)
 {
     struct borad_console *bc = ctx;
-    if (atomic_load(&bc->stopping))
+    if (atomic_load(&bc->stopping) || dp_server_stopping(bc->s))   /* shutdown, or a signal's drain */
         return bora_errf(err, -ESHUTDOWN, "reload: borad is shutting down");
     if (pthread_mutex_trylock(&bc->reload_lock))
         return bora_errf(err, -EBUSY, "reload: a reload is already running");
@@ -186,7 +189,7 @@ static int op_drain(void *ctx, struct bora_err *err)
 static int op_resume(void *ctx, struct bora_err *err)
 {
     struct borad_console *bc = ctx;
-    if (atomic_load(&bc->stopping))
+    if (atomic_load(&bc->stopping) || dp_server_stopping(bc->s))
         return bora_errf(err, -ESHUTDOWN, "resume: borad is shutting down");
     if (!dp_server_paused(bc->s))
         return bora_errf(err, -EALREADY, "resume: not draining");

@@ -96,7 +96,7 @@ static int open_generator(const struct bora_config *cfg, struct generator *g, ch
     }
     if (borad_generator_open(cfg, dir, g, &err) < 0) {
         fprintf(stderr, "borad: model %s: %s\n", dir, err.msg);
-        if (!cfg->model.path[0])
+        if (!cfg->model.path[0] && strstr(err.msg, dir))   /* a file of the cached copy refused, not the GPU */
             fprintf(stderr, "borad: that is the built-in model's cached copy, damaged; delete the folder and the next "
                             "start generates it again\n");
         return -1;

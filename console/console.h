@@ -16,6 +16,7 @@
 #define CONSOLE_LINE_MAX      1024   /* bytes of one command line */
 #define CONSOLE_ARGS_MAX      16     /* words of one command */
 #define CONSOLE_TEXT_MAX      192    /* bytes of a name in a report */
+#define CONSOLE_PROBLEM_MAX   4400   /* bytes of status's problem line: a sentence and a whole path */
 #define CONSOLE_REQUESTS_MAX  256    /* requests listed by `requests` */
 #define CONSOLE_TENSORS_MAX   32     /* tensor groups listed by `model` */
 #define CONSOLE_VRAM_MAX      8      /* VRAM categories listed by `model` */
@@ -32,7 +33,7 @@ struct console_status {
     char backend[32];                   /* "cpu", "cuda" */
     char precision[32];                 /* "bf16", "fp8", ... */
     int state;                          /* enum console_state */
-    char problem[CONSOLE_TEXT_MAX];     /* failing: what is wrong and what mends it ("" otherwise) */
+    char problem[CONSOLE_PROBLEM_MAX];  /* failing: what is wrong, what mends it, then the file ("" otherwise) */
     uint32_t queued, running;           /* requests waiting; being decoded */
 };
 

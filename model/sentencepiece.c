@@ -795,16 +795,19 @@ int sp_piece_info(const struct tokenizer *t, int32_t id, float *score, int *type
 /* ---- protobuf wire format --------------------------------------------------------------- */
 
 struct pb {
-    const uint8_t *base, *p, *end;
+    const uint8_t *base, *p, *end;   /* end: this message's (a nested one ends before the file) */
     const char *name;
     struct bora_err *err;
+    const uint8_t *file_end;
 };
 
 static int pb_fail(struct pb *r, const char *what)
 {
     /* the user's terms first: what the file is not, then the parser's detail */
-    const size_t at = (size_t)(r->p - r->base), size = (size_t)(r->end - r->base);
-    const bool cut = !strncmp(what, "truncated", 9) || !strcmp(what, "length past the end");
+    const size_t at = (size_t)(r->p - r->base), size = (size_t)(r->file_end - r->base);
+    /* running out of bytes means a cut file only at the top level: inside a nested message the
+     * file goes on, so the message's own length is wrong */
+    const bool cut = r->end == r->file_end && (!strncmp(what, "truncated", 9) || !strcmp(what, "length past the end"));
     return bora_errf(r->err, -EINVAL, "%s: %s (%s at byte %zu of %zu)", r->name,
                      cut ? "a SentencePiece model cut short (file truncated?)"
                          : "not a SentencePiece model (corrupt, or another kind of file)",
@@ -879,7 +882,7 @@ static int pb_next(struct pb *r, struct pb_field *f)
 
 static struct pb pb_sub(const struct pb *r, const struct pb_field *f)
 {
-    return (struct pb){ r->base, f->data, f->data + f->len, r->name, r->err };
+    return (struct pb){ r->base, f->data, f->data + f->len, r->name, r->err, r->file_end };
 }
 
 struct sp_read {
@@ -1027,7 +1030,7 @@ int sentencepiece_open(struct tokenizer **out, const uint8_t *buf, size_t len, c
     s.b.unk_id = 0; s.b.bos_id = 1; s.b.eos_id = 2;           /* TrainerSpec defaults */
     s.b.add_dummy_prefix = s.b.remove_extra_ws = s.b.escape_ws = true;   /* NormalizerSpec defaults */
     s.model_type = 1;                                          /* UNIGRAM */
-    struct pb r = { buf, buf, buf + len, name, err };
+    struct pb r = { buf, buf, buf + len, name, err, buf + len };
     int rc = read_model(&r, &s);
     if (rc)
         goto out;

@@ -620,6 +620,9 @@ static void test_corrupt_model(void **state)
         { "\x0a\x05" "ab", 4, "cut short (file truncated?) (length past the end at byte 2 of 4)" },
         { "\x0b\x00", 2, "not a SentencePiece model (corrupt, or another kind of file) (unsupported wire type" },
         { "../../data/tokenizers/tokenizer.model.v3", 40, "not a SentencePiece model" },   /* a link stored as text */
+        /* a piece (nested message) whose field runs past the piece, in a file that goes on: corrupt,
+         * not cut, and the size is the file's */
+        { "\x0a\x03\x0a\x05" "a" "\x12\x00\x12\x00", 9, "not a SentencePiece model (corrupt, or another kind of file) (length past the end at byte 4 of 9)" },
         { "\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12, "varint" },
         { "\x0a\x02\x0a\x00", 4, "piece 0 is empty" },
         { "\x0a\x04\x0a\x02\xc3\x28", 6, "not valid UTF-8" },
