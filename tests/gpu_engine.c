@@ -261,6 +261,7 @@ struct synth_case {
     int ref_flags;             /* a second CUDA engine with these BORA_MEGA_FLAGS added must give the same logits
                                 * to the bit (0: the general instance where layout_has says the geometry is
                                 * compiled in, else none) */
+    const char *layout_lacks;  /* ... and must not say this (NULL: not checked) */
 };
 #define MEGA_FLAG_UNION_RING 256   /* decode_mega.cu MEGA_F_UNION_RING: its layout on any tensor-core shape */
 #define MEGA_FLAG_CB_RUNTIME 1024  /* decode_mega.cu MEGA_F_CB_RUNTIME: the instance that reads the stage geometry */
@@ -271,6 +272,8 @@ struct synth_case {
 #define MEGA_FLAG_PLAIN_RING 512   /* decode_mega.cu MEGA_F_PLAIN_RING: h as hi + lo (f32 through L2), never hi only */
 #define MEGA_FLAG_NO_TAGS 32768    /* decode_mega.cu MEGA_F_NO_TAGS: x through the phase barriers, not tagged words */
 #define MEGA_FLAG_NO_TAGS_Q 65536  /* decode_mega.cu MEGA_F_NO_TAGS_Q: qkv through the attention's barrier, x tagged */
+#define MEGA_FLAG_NO_AMMA 131072   /* decode_mega.cu MEGA_F_NO_AMMA: attn_item where FP8 groups of 4 with 2 KiB row
+                                    * chunks take the tensor-core attention */
 
 static void test_synthetic(void **state)
 {
@@ -337,6 +340,8 @@ static void test_synthetic(void **state)
         fail_msg("%s: the ring is not in the attention's space: %s", g->what, engine_cuda_mega_layout(gpu));
     if (g->layout_has && !strstr(engine_cuda_mega_layout(gpu), g->layout_has))
         fail_msg("%s: layout '%s' lacks '%s'", g->what, engine_cuda_mega_layout(gpu), g->layout_has);
+    if (g->layout_lacks && strstr(engine_cuda_mega_layout(gpu), g->layout_lacks))
+        fail_msg("%s: layout '%s' says '%s'", g->what, engine_cuda_mega_layout(gpu), g->layout_lacks);
     if (g->mega_flags & MEGA_FLAG_PLAIN_RING && strstr(engine_cuda_mega_layout(gpu), "h in bf16"))
         fail_msg("%s: FLAGS=%d still keeps h in bf16: %s", g->what, g->mega_flags, engine_cuda_mega_layout(gpu));
     if (g->mega_flags & MEGA_FLAG_NO_HALVES && strstr(engine_cuda_mega_layout(gpu), "in halves"))
@@ -444,109 +449,119 @@ int main(void)
     static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
     static const struct synth_case synth[] = {
         { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
         { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
         { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0, 0, 0, NULL },
         { "24/2 heads, head_dim 64, YaRN + query scale, fp8, persistent", true, 24, 2, 64, 512, 600,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
         { "32/8 heads, head_dim 128, 2 KiB rows, bf16, persistent", false, 32, 8, 128, 1024, 1000, MODEL_PRECISION_AUTO,
-          false, 0, 0, 0, NULL, 0, 0, 0 },
+          false, 0, 0, 0, NULL, 0, 0, 0, NULL },
         { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 1000, MODEL_PRECISION_FP8,
-          false, 0, 0, 0, NULL, 0, 0, 0 },
+          false, 0, 0, 0, NULL, 0, 0, 0, NULL },
         /* hidden 4,032: down's rows in 3 (fp8) / 6 (bf16) column stages of 1,344 bytes (not a power
          * of two), gate/up's 504 groups over a grid that does not divide them */
         { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16)", 0, 0, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16)", 0, 0, 0, NULL },
         { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
         { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
         /* Medium 3.5's layout (ring stages in the attention's space, h in bf16 and f16: decode_mega.cu), which
          * these small shapes do not need, forced: a 4-stage ring, one stage there (as gpu_kernels'
          * layout test asserts) */
         { "96/8 heads, head_dim 128, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0, NULL },
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0, NULL },
         /* Small 24B's layout (attention on attn_item, h as f16 hi only and bf16 through L2, so the ring
          * gets h's lo half: decode_mega.cu MEGA_H16_BELOW), which these small FP8 shapes do not need,
          * forced on a 4-stage ring: the general instance and the one with the geometry compiled in.
          * BF16 takes it wherever it loses no stage, so its h as f32 hi + lo is forced instead
          * (FLAGS=512). */
         { "32/8 heads, hidden 4032, fp8, persistent, h in bf16", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0, 0, NULL },
         { "32/8 heads, hidden 4032, bf16, persistent, h as hi + lo", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, MEGA_FLAG_PLAIN_RING, 4, 0, NULL, 0, 0, 0 },
+          MODEL_PRECISION_AUTO, false, MEGA_FLAG_PLAIN_RING, 4, 0, NULL, 0, 0, 0, NULL },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, h in bf16", false, 32, 8, 128, 2048,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_H16 | MEGA_FLAG_NO_TMAP, 4, 2048,
-          "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE, 0, 0 },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_H16 | MEGA_FLAG_NO_TMAP | MEGA_FLAG_NO_AMMA, 4, 2048,
+          "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL },
         /* every row a multiple of 2 KiB, as in every Mistral preset: the kernel instances with the
          * stage geometry compiled in (decode_mega.cu MEGA_CB_CONST), each stage one tensor copy
          * (MEGA_CB_TMAP: swizzled stages, rows dealt 0 4 1 5 ...; forced, as these layers are small)
          * or 16 row copies into padded rows; both equal to the general instance to the bit */
         { "32/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 32, 8, 128, 2048, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
-          TOL_CUDA_WIDE, 0, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP | MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
+          TOL_CUDA_WIDE, 0, 0, NULL },
         { "96/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 96, 8, 128, 4096, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
-          TOL_CUDA_WIDE, 0, 0 },
+          TOL_CUDA_WIDE, 0, 0, NULL },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 32, 8, 128, 2048,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0 },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP | MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL },
         { "96/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 96, 8, 128, 4096,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0 },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL },
         /* Small 24B's width: rows of 5,120 bytes stream in 2,560-byte stages (decode_mega.cu mega_cb), in
          * slots of 41 KiB, on the general instance; and the per-kernel step of the same width */
         { "32/8 heads, dim 5120, fp8, persistent, 2,560-byte stages", false, 32, 8, 128, 2048, 200,
-          MODEL_PRECISION_FP8, false, 0, 0, 5120, "stages of 41 KiB", TOL_CUDA_5120, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 5120, "stages of 41 KiB", TOL_CUDA_5120, 0, 0, NULL },
         { "32/8 heads, dim 5120, fp8, per-kernel", false, 32, 8, 128, 2048, 200, MODEL_PRECISION_FP8, true, 0, 0,
-          5120, NULL, TOL_CUDA_5120, 0, 0 },
+          5120, NULL, TOL_CUDA_5120, 0, 0, NULL },
         /* Small 24B's wo and down: 320 groups of 16 rows, more than the grid divides; the extra ones
          * are dealt in halves of their column stages (decode_mega.cu MEGA_HALF_MAX), a first half's
          * sums meeting the second's in the sync area: on H200's 128 blocks 64 halves of each
          * matrix (every block one), on a forced grid of 100 blocks 20 (rotating, blocks without one
          * between them), and the whole extra groups they replace (FLAGS=32) */
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, groups in halves", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_FP8, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0 },
+          MODEL_PRECISION_FP8, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0, NULL },
         { "32/8 heads, dim 5120, hidden 4096, bf16, persistent, groups in halves", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_AUTO, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0 },
+          MODEL_PRECISION_AUTO, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0, NULL },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, 100 blocks, groups in halves", false, 32, 8, 128, 4096,
           120, MODEL_PRECISION_FP8, false, 0, 0, 5120, "in halves: 20 groups of wo and 20 of down", TOL_CUDA_5120,
-          100, 0 },
+          100, 0, NULL },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, whole groups", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_HALVES, 0, 5120, NULL, TOL_CUDA_5120, 0, 0 },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_HALVES, 0, 5120, NULL, TOL_CUDA_5120, 0, 0, NULL },
         /* x as tagged words (decode_mega.cu mega_load_xt, the default) against x through the phase
          * barriers (FLAGS=32768): the same logits to the bit, on the general instance, the one with
          * the geometry compiled in, the tensor-core attention and groups in halves */
         { "32/8 heads, hidden 4032, bf16, persistent, x tagged against barriers", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS, NULL },
         { "32/8 heads, dim 2048, fp8, persistent, x tagged against barriers", false, 32, 8, 128, 2048, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged", TOL_CUDA_WIDE, 0,
-          MEGA_FLAG_NO_TAGS },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in; x tagged", TOL_CUDA_WIDE, 0,
+          MEGA_FLAG_NO_TAGS, NULL },
         { "96/8 heads, hidden 4032, fp8, persistent, x tagged against barriers", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS, NULL },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, groups in halves, x tagged against barriers", false, 32,
           8, 128, 4096, 120, MODEL_PRECISION_FP8, false, 0, 0, 5120, " of down; x tagged", TOL_CUDA_5120, 0,
-          MEGA_FLAG_NO_TAGS },
+          MEGA_FLAG_NO_TAGS, NULL },
         /* qkv as tagged words (attn_prologue's TG, the default where the attention runs on attn_item)
          * against qkv through the attention's barrier with x still tagged (FLAGS=65536): the same logits
          * to the bit, BF16 and FP8, the general instance and the one with the geometry compiled in */
         { "32/8 heads, hidden 4032, bf16, persistent, qkv tagged against the barrier", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q, NULL },
         { "32/8 heads, hidden 4032, fp8, persistent, qkv tagged against the barrier", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q, NULL },
         { "32/8 heads, dim 2048, fp8, persistent, qkv tagged against the barrier", false, 32, 8, 128, 2048, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged, qkv too", TOL_CUDA_WIDE, 0,
-          MEGA_FLAG_NO_TAGS_Q },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in; x tagged, qkv too", TOL_CUDA_WIDE, 0,
+          MEGA_FLAG_NO_TAGS_Q, NULL },
         /* Medium 3.5's layout (the ring in the attention's space, forced as above) with x tagged against
          * the barriers: the same logits to the bit */
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space, x tagged against barriers", false,
           96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, "; x tagged", 0, 0,
-          MEGA_FLAG_NO_TAGS },
+          MEGA_FLAG_NO_TAGS, NULL },
+        /* FP8 groups of 4 heads whose rows all stream in 2 KiB chunks (7B's and Ministral 8B's shapes) take
+         * the tensor-core attention by default (decode_mega.cu kern_mega_amma): against the CPU over 600
+         * positions (every split count the grid gives them), the compiled-in instance against the
+         * general one to the bit, and qkv not tagged there */
+        { "32/8 heads, dim 2048, fp8, persistent, tensor-core attention (the default)", false, 32, 8, 128, 2048, 600,
+          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged", TOL_CUDA_WIDE, 0, 0,
+          "qkv too" },
+        { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, x tagged against barriers",
+          false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged",
+          TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS, "qkv too" },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
-          NULL, TOL_CUDA_WIDE, 0, 0 },
+          NULL, TOL_CUDA_WIDE, 0, 0, NULL },
     };
     struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;

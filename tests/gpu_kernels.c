@@ -882,8 +882,9 @@ static void test_bandwidth_probe(void **st)
 /* The persistent kernel's shared-memory plan (host arithmetic: no GPU needed) on an H200's limits
  * (132 SMs, 227 KiB a block). Medium 3.5 FP8 keeps h (28,672 values) as hi + lo in 112 KiB and
  * its tensor-core attention takes 110 KiB, so only 3 ring stages fit beside them; with h in f16 (bf16 through L2)
- * the attention's space holds two more. BF16 weights and 7B's shapes keep the plain layout (7B and
- * Small 24B with h as hi only there too, which deepens their rings: MEGA_H16_BELOW). FP8 on
+ * the attention's space holds two more; 7B's and Ministral 8B's FP8 shapes run that attention and
+ * layout too. BF16 weights and Small 24B keep the plain layout (7B BF16 and Small 24B with h as hi
+ * only there, which deepens their rings: MEGA_H16_BELOW). FP8 on
  * these shapes (2 KiB row chunks everywhere) runs the instance with the stage geometry compiled in,
  * unless BORA_MEGA_FLAGS=1024 asks for the general one. Where a layer streams at least 4 MiB a
  * block (Medium 3.5, not 7B) it reads each stage with one tensor copy into an unpadded 32 KiB slot
@@ -909,7 +910,12 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
     /* x as tagged words between wo / down and their readers, unless FLAGS=32768 (or 8, two passes);
      * qkv too where the attention runs on attn_item (groups of up to 4 heads), unless FLAGS=65536 */
     assert_int_equal(strstr(d, "; x tagged") != NULL, !(flags & (32768 | 8)));
-    assert_int_equal(strstr(d, "; x tagged, qkv too") != NULL, !(flags & (32768 | 8 | 65536)) && n_heads / n_kv <= 4);
+    assert_int_equal(strstr(d, "; x tagged, qkv too") != NULL,
+                     !(flags & (32768 | 8 | 65536)) && n_heads / n_kv <= 4 && !kern_mega_amma(&a));
+    /* the tensor-core attention: groups of more than 4 heads, and FP8 groups of 4 whose rows all
+     * stream in 2 KiB chunks (7B, Ministral 8B) unless FLAGS=131072 */
+    const bool fp8_2k = dt == BORA_DT_F8_E4M3 && dim % 2048 == 0 && hidden % 2048 == 0 && n_heads * 128 % 2048 == 0;
+    assert_int_equal(kern_mega_amma(&a) != 0, n_heads / n_kv > 4 || (flags & 64) || (fp8_2k && !(flags & 131072)));
 }
 
 static void test_mega_layout(void **st)
@@ -920,19 +926,29 @@ static void test_mega_layout(void **st)
     mega_layout("Medium 3.5 fp8, row copies", BORA_DT_F8_E4M3, 12288, 28672, 96, 8, 2048, 0,
                 "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, true, false);
     mega_layout("Medium 3.5 bf16", BORA_DT_BF16, 12288, 28672, 96, 8, 0, 0, "128 blocks", false, false, false);
-    /* 7B streams 1.8 MB a block a layer, under MEGA_TMAP_MIN_BYTES: row copies unless forced (8192) */
-    mega_layout("7B fp8", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 0, 0, "a ring of 5 stages of 33 KiB (h in bf16)", false,
-                true, false);
-    /* h as hi + lo, as before the 21st session (FLAGS=512): 4 stages */
-    mega_layout("7B fp8, h as hi + lo", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 512, 0, "a ring of 4 stages of 33 KiB;",
+    /* 7B FP8 (groups of 4 heads, 2 KiB row chunks) runs the tensor-core attention too, whose space
+     * holds two ring stages beside h in bf16 (kern_mega_amma); it streams 1.8 MB a block a layer,
+     * under MEGA_TMAP_MIN_BYTES: row copies unless forced (8192) */
+    mega_layout("7B fp8", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 0, 0,
+                "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, true, false);
+    /* never the ring in the attention's space (FLAGS=512): h as hi + lo beside the attention, 3 stages */
+    mega_layout("7B fp8, h as hi + lo", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 512, 0, "a ring of 3 stages of 33 KiB;",
                 false, true, false);
     mega_layout("7B fp8, tensor copies forced", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 8192, 0,
-                "a ring of 5 stages of 32 KiB", false, true, true);
-    mega_layout("7B fp8, general instance", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 1024, 0, "a ring of 5 stages", false,
-                false, false);
+                "a ring of 6 stages of 32 KiB (3 in the attention's space; h in bf16)", true, true, true);
+    mega_layout("7B fp8, general instance", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 1024, 0,
+                "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, false, false);
     mega_layout("7B fp8, x through the barriers", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 32768, 0,
-                "a ring of 5 stages of 33 KiB (h in bf16); stage geometry compiled in", false, true, false);
-    mega_layout("7B fp8, qkv through the barrier", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 65536, 0,
+                "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16); stage geometry compiled in", true,
+                true, false);
+    /* on attn_item (FLAGS=131072), as before the twenty-fourth session: the plain layout with h as
+     * hi only, qkv tagged too */
+    mega_layout("7B fp8 on attn_item", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 131072, 0,
+                "a ring of 5 stages of 33 KiB (h in bf16); stage geometry compiled in; x tagged, qkv too", false, true,
+                false);
+    mega_layout("7B fp8 on attn_item, h as hi + lo", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 131072 | 512, 0,
+                "a ring of 4 stages of 33 KiB;", false, true, false);
+    mega_layout("7B fp8 on attn_item, qkv through the barrier", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 131072 | 65536, 0,
                 "a ring of 5 stages of 33 KiB (h in bf16); stage geometry compiled in; x tagged", false, true, false);
     /* Small 24B: rows of 5,120 bytes stream 2,560 bytes a stage (41 KiB slots); h's 32,768 units as
      * hi + lo would take 128 KiB and leave 2 stages, as f16 hi only (bf16 through L2) 3. Its rows
@@ -951,11 +967,14 @@ static void test_mega_layout(void **st)
                 false, false);
     mega_layout("Small 24B bf16", BORA_DT_BF16, 5120, 32768, 32, 8, 0, 0,
                 "a ring of 4 stages of 33 KiB (h in bf16); in halves: 64 groups of wo and 64 of down", false, false, false);
-    /* Ministral 8B's ring has 5 stages either way: BF16 keeps h as hi only there too (its load one
-     * round trip, not two), FP8 as hi + lo (measured no faster) */
+    /* Ministral 8B BF16 keeps h as hi only (its load one round trip, not two); FP8 on the tensor-core
+     * attention gets 6 stages, 3 of them in the attention's space (on attn_item 5, h as hi + lo) */
     mega_layout("Ministral 8B bf16", BORA_DT_BF16, 4096, 12288, 32, 8, 0, 0, "a ring of 5 stages of 33 KiB (h in bf16)",
                 false, false, false);
     mega_layout("Ministral 8B fp8", BORA_DT_F8_E4M3, 4096, 12288, 32, 8, 0, 0,
+                "a ring of 6 stages of 33 KiB (3 in the attention's space; h in bf16); stage geometry compiled in", true,
+                true, false);
+    mega_layout("Ministral 8B fp8 on attn_item", BORA_DT_F8_E4M3, 4096, 12288, 32, 8, 131072, 0,
                 "a ring of 5 stages of 33 KiB; stage geometry compiled in", false, true, false);
     /* forced (tests): at most 4 stages, one of them in the attention's space */
     mega_layout("96/8 heads, dim 256, fp8, forced", BORA_DT_F8_E4M3, 256, 512, 96, 8, 256, 4,
@@ -975,7 +994,7 @@ static void test_mega_schedule(void **st)
         { 4096, 14336, 32, 8 }, { 4096, 12288, 32, 8 }, { 5120, 32768, 32, 8 }, { 12288, 28672, 96, 8 },
         { 5120, 4096, 32, 8 }, { 5120, 2048, 32, 8 }, { 256, 1024, 32, 8 }, { 256, 4032, 32, 8 }, { 2112, 4160, 16, 4 },
     };
-    static const int flags[] = { 0, 32, 512, 1024 };
+    static const int flags[] = { 0, 32, 512, 1024, 131072 };
     int checked = 0, with_halves = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int dt = 0; dt < 2; dt++)
