@@ -98,6 +98,13 @@ static const char *role_name(int role)
     return role >= 0 && role < 4 ? names[role] : "?";
 }
 
+/* "a system", "an assistant", ... for messages */
+static const char *role_a(int role)
+{
+    static const char *const names[] = { "a system", "a user", "an assistant", "a tool" };
+    return role >= 0 && role < 4 ? names[role] : "an unknown";
+}
+
 /* "\n\n".join(system texts) + "\n\n" + text, or NULL when there is no system text. */
 static int join_system(const struct chat_item *m, size_t n, const struct chat_item *user,
                        struct sbuf *sb)
@@ -265,6 +272,25 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
     }
     if (last_user == n)
         return bora_errf(err, -EINVAL, "the conversation has no user message");
+    /* mistral-common's structure (MistralRequestValidator, serving): which role may follow which,
+     * and the conversation ends with the user's message or a tool result, or an assistant prefix */
+    static const unsigned follows[4] = {
+        [CHAT_ROLE_SYSTEM] = 1u << CHAT_ROLE_SYSTEM | 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT,
+        [CHAT_ROLE_USER] = 1u << CHAT_ROLE_SYSTEM | 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT,
+        [CHAT_ROLE_ASSISTANT] = 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT | 1u << CHAT_ROLE_TOOL,
+        [CHAT_ROLE_TOOL] = 1u << CHAT_ROLE_ASSISTANT | 1u << CHAT_ROLE_TOOL,
+    };
+    for (size_t i = 1; i < n; i++)
+        if (!(follows[m[i - 1].role] & 1u << m[i].role))
+            return bora_errf(err, -EINVAL, "message %zu: %s message cannot follow %s message (mistral-common's "
+                             "order: after a system or user message a system, user or assistant message; after an "
+                             "assistant message a user, assistant or tool message; after a tool result an assistant "
+                             "message or another result)", i, role_a(m[i].role), role_a(m[i - 1].role));
+    const struct chat_item *last = &m[n - 1];
+    if (last->role != CHAT_ROLE_USER && last->role != CHAT_ROLE_TOOL && !(last->role == CHAT_ROLE_ASSISTANT && last->prefix))
+        return bora_errf(err, -EINVAL, "message %zu: the conversation ends with %s message; it must end with the "
+                         "user's message or a tool result (or an assistant prefix to continue)", n - 1,
+                         role_a(last->role));
     if (tools && (!v3 || t->chat_id[CHAT_TOK_AVAILABLE_TOOLS] < 0))
         return bora_errf(err, -ENOTSUP, "tools need a v3 vocabulary ([AVAILABLE_TOOLS])");
     struct sbuf sys = { 0 };

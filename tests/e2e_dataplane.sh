@@ -76,6 +76,11 @@ echo '{"messages":[{"role":"system","content":"Be brief."},{"role":"user","conte
 local_c=$($bora generate $fx --chat "$tmp/chat.json" -n 10 --ignore-eos --backend cpu --json | tail -1 | ids_text)
 wire_c=$($bora client --tcp 127.0.0.1:$port --chat "$tmp/chat.json" -n 10 --ignore-eos --json 2>/dev/null | ids_text)
 [ -n "$local_c" ] && [ "$wire_c" = "$local_c" ] || fail "--chat over TCP '$wire_c', bora generate '$local_c'"
+# a chat prompt (kind 1) whose roles mistral-common would refuse: BAD_PARAMS naming the message
+echo '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"a"}]}' >"$tmp/chat_bad.json"
+out=$($bora client --tcp 127.0.0.1:$port --chat "$tmp/chat_bad.json" -n 4 2>&1); rc=$?
+[ $rc -eq 1 ] && grep -q "BAD_PARAMS" <<<"$out" && grep -q "message 1: the conversation ends with an assistant message" <<<"$out" ||
+    fail "chat ending with an assistant message: rc $rc, '$out'"
 # seeded sampling is reproducible over the wire
 a=$($bora client --tcp 127.0.0.1:$port --ids "$prompt" -n 8 --temperature 0.8 --seed 42 --json 2>/dev/null | ids_of)
 b=$($bora client --udp 127.0.0.1:$port --ids "$prompt" -n 8 --temperature 0.8 --seed 42 --json 2>/dev/null | ids_of)

@@ -173,8 +173,9 @@ static void test_system_and_tool_placement(void **state)
     (void)state;
     struct tokenizer *t = open_ok(V3_PATH);
     struct chat_message m[] = {
-        { CHAT_ROLE_SYSTEM, "S1", 2 }, { CHAT_ROLE_USER, "u1", 2 }, { CHAT_ROLE_ASSISTANT, "a1", 2 },
-        { CHAT_ROLE_SYSTEM, "S2", 2 }, { CHAT_ROLE_USER, "u2", 2 }, { CHAT_ROLE_TOOL, "r", 1 },
+        { CHAT_ROLE_SYSTEM, "S1", 2 }, { CHAT_ROLE_USER, "u1", 2 }, { CHAT_ROLE_SYSTEM, "S2", 2 },
+        { CHAT_ROLE_ASSISTANT, "a1", 2 }, { CHAT_ROLE_USER, "u2", 2 }, { CHAT_ROLE_ASSISTANT, "a2", 2 },
+        { CHAT_ROLE_TOOL, "r", 1 },   /* an order mistral-common accepts (no system message after an assistant's) */
     };
     static int32_t got[MAX_IDS], exp[MAX_IDS];
     size_t n, ne = 0;
@@ -184,6 +185,7 @@ static void test_system_and_tool_placement(void **state)
     exp[ne++] = inst; ne += enc(t, "u1", exp + ne); exp[ne++] = inst_end;
     ne += enc(t, "a1", exp + ne); exp[ne++] = 2;
     exp[ne++] = inst; ne += enc(t, "S1\n\nS2\n\nu2", exp + ne); exp[ne++] = inst_end;
+    ne += enc(t, "a2", exp + ne); exp[ne++] = 2;
     exp[ne++] = res; ne += enc(t, "r", exp + ne); exp[ne++] = res_end;
     struct bora_err err = { "" };
     assert_int_equal(chat_encode_messages(t, m, sizeof m / sizeof *m, got, MAX_IDS, &n, &err), 0);
@@ -269,6 +271,16 @@ static void test_bad_requests(void **state)
     expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"\\ud800\"}]}", -EINVAL, "line 1");
     expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\", \"prefix\": true}]}", -EINVAL,
                       "only a final assistant message");
+    /* mistral-common's structure (serving): a tool result only after an assistant message or another
+     * result; the last message the user's, a result, or an assistant prefix */
+    expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"tool\","
+                         " \"tool_call_id\": \"abc123xyz\", \"content\": \"r\"}]}", -EINVAL,
+                      "message 1: a tool message cannot follow a user message");
+    expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\","
+                         " \"content\": \"a\"}]}", -EINVAL, "message 1: the conversation ends with an assistant message");
+    expect_json_error(t, "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\","
+                         " \"content\": \"u\"}, {\"role\": \"system\", \"content\": \"s2\"}]}", -EINVAL,
+                      "ends with a system message");
     /* a v7 vocabulary has its own format: refused, not encoded wrongly as v3 */
     struct tokenizer *t7 = open_ok("tests/data/tokenizers/v7/tokenizer.model.v7");
     expect_json_error(t7, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}]}", -ENOTSUP, "v7");
@@ -283,6 +295,21 @@ static void test_bad_requests(void **state)
     struct chat_message bad_utf8[] = { { CHAT_ROLE_USER, "ok", 2 }, { CHAT_ROLE_ASSISTANT, "\xff", 1 } };
     assert_int_equal(chat_encode_messages(t, bad_utf8, 2, ids, 64, &n, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "message 1 (assistant): invalid UTF-8"));
+    /* the message API (BWP/1 chat prompts) keeps the same structure */
+    struct chat_message tool_after_user[] = { { CHAT_ROLE_USER, "u", 1 }, { CHAT_ROLE_TOOL, "r", 1 } };
+    assert_int_equal(chat_encode_messages(t, tool_after_user, 2, ids, 64, &n, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "message 1: a tool message cannot follow a user message"));
+    struct chat_message system_after_assistant[] = { { CHAT_ROLE_USER, "u", 1 }, { CHAT_ROLE_ASSISTANT, "a", 1 },
+                                                     { CHAT_ROLE_SYSTEM, "s", 1 }, { CHAT_ROLE_USER, "u2", 2 } };
+    assert_int_equal(chat_encode_messages(t, system_after_assistant, 4, ids, 64, &n, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "message 2: a system message cannot follow an assistant message"));
+    struct chat_message ends_assistant[] = { { CHAT_ROLE_SYSTEM, "s", 1 }, { CHAT_ROLE_USER, "u", 1 },
+                                             { CHAT_ROLE_ASSISTANT, "a", 1 } };
+    assert_int_equal(chat_encode_messages(t, ends_assistant, 3, ids, 64, &n, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "message 2: the conversation ends with an assistant message"));
+    struct chat_message ok_order[] = { { CHAT_ROLE_USER, "u", 1 }, { CHAT_ROLE_ASSISTANT, "a", 1 },
+                                       { CHAT_ROLE_TOOL, "r", 1 }, { CHAT_ROLE_TOOL, "r2", 2 } };
+    assert_int_equal(chat_encode_messages(t, ok_order, 4, ids, 64, &n, &err), 0);
     tokenizer_close(t);
 }
 
