@@ -1511,8 +1511,8 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     const size_t ahalf = (attn_smem_bytes(G, a->head_dim, chunk_max, a->n_split, MEGA_AT) + 127) / 128 * 128;
     size_t fixed = 2 * sizeof(float) * MEGA_CW * MEGA_ROWS + 256 + 128;   /* red, scratch, alignment */
     const size_t total = (size_t)a->smem_optin;
-    /* groups of more than 4 heads: the tensor-core attention (as kern_attention), one item per
-     * block on every consumer warp */
+    /* the tensor-core attention (as kern_attention; kern_mega_amma: groups of more than 4 heads,
+     * and 7B's / Ministral 8B's FP8 shapes), one item per block on every consumer warp */
     p->amma = kern_mega_amma(a);
     /* the instances with the geometry compiled in (mega_launch_g): head_dim 128, FP8 only (BF16
      * measured no faster with it: docs/PERFORMANCE_GPU.md, fourteenth session) */
@@ -1910,8 +1910,9 @@ static int mega_launch(const struct mega_params &p, size_t smem, cudaStream_t s,
     return 0;
 }
 
-/* The instance for the model's group and head size: the tensor-core attention for groups > 4
- * heads of head_dim 64 / 128 (and MEGA_F_AMMA), attn_item's for the rest (mega_setup has refused
+/* The instance for the model's group and head size: the tensor-core attention where
+ * kern_mega_amma says (groups > 4 heads of head_dim 64 / 128, the FP8 shapes it names, MEGA_F_AMMA),
+ * attn_item's for the rest (mega_setup has refused
  * the shapes neither takes). */
 template <int FP8>
 static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)

@@ -192,7 +192,8 @@ int kern_mega_describe(const struct kern_mega_args *a, char *buf, size_t n, stru
  * sm_count blocks that balances the matrices' 16-row groups best (decode_mega.cu). */
 int kern_mega_blocks(const struct kern_mega_args *a);
 /* 1 if the persistent kernel runs a's attention on the tensor cores (kern_attn_mma.cuh: groups
- * of more than 4 query heads, head_dim 64 or 128), 0 if on attn_item (for the trace's labels). */
+ * of more than 4 query heads, head_dim 64 or 128; and FP8 groups of up to 4 with head_dim 128,
+ * rows in 2 KiB chunks and no sliding window), 0 if on attn_item. */
 int kern_mega_amma(const struct kern_mega_args *a);
 int kern_decode_layers(const struct kern_mega_args *a, struct CUstream_st *stream, struct bora_err *err);
 

@@ -272,8 +272,9 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
     }
     if (last_user == n)
         return bora_errf(err, -EINVAL, "the conversation has no user message");
-    /* mistral-common's structure (MistralRequestValidator, serving): which role may follow which,
-     * and the conversation ends with the user's message or a tool result, or an assistant prefix */
+    /* mistral-common's structure (MistralRequestValidator._validate_message_order and
+     * _validate_last_message): which role may follow which, and no plain assistant message last
+     * (a system message last is folded into the system prompt, as mistral-common does) */
     static const unsigned follows[4] = {
         [CHAT_ROLE_SYSTEM] = 1u << CHAT_ROLE_SYSTEM | 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT,
         [CHAT_ROLE_USER] = 1u << CHAT_ROLE_SYSTEM | 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT,
@@ -287,10 +288,10 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
                              "assistant message a user, assistant or tool message; after a tool result an assistant "
                              "message or another result)", i, role_a(m[i].role), role_a(m[i - 1].role));
     const struct chat_item *last = &m[n - 1];
-    if (last->role != CHAT_ROLE_USER && last->role != CHAT_ROLE_TOOL && !(last->role == CHAT_ROLE_ASSISTANT && last->prefix))
-        return bora_errf(err, -EINVAL, "message %zu: the conversation ends with %s message; it must end with the "
-                         "user's message or a tool result (or an assistant prefix to continue)", n - 1,
-                         role_a(last->role));
+    if (last->role == CHAT_ROLE_ASSISTANT && !last->prefix)
+        return bora_errf(err, -EINVAL, "message %zu: the conversation ends with an assistant message; it must end "
+                         "with the user's message, a tool result or a system message (or, in a JSON request, an "
+                         "assistant message with \"prefix\": true to continue)", n - 1);
     if (tools && (!v3 || t->chat_id[CHAT_TOK_AVAILABLE_TOOLS] < 0))
         return bora_errf(err, -ENOTSUP, "tools need a v3 vocabulary ([AVAILABLE_TOOLS])");
     struct sbuf sys = { 0 };

@@ -102,10 +102,10 @@ struct chat_message {
  * stands, never inside a user message; a tool message is [TOOL_RESULTS] call id [TOOL_CONTENT]
  * content [/TOOL_RESULTS]; an assistant message may have text before its [TOOL_CALLS].
  * Returns 0 and *n_out; -ENOSPC with *n_out = ids needed; -EINVAL (unknown role, no user
- * message, invalid UTF-8, an order of roles mistral-common's serving validation refuses — a
- * tool result not after an assistant message or another result, a system message after an
- * assistant's, a conversation that does not end with the user's message, a tool result or an
- * assistant prefix: message says which message); -ENOMEM. Thread: any. */
+ * message, invalid UTF-8, an order of roles mistral-common's validator refuses — a tool result
+ * not after an assistant message or another result, a system message after an assistant's or a
+ * tool result, a user message after a tool result, a plain assistant message last: message says
+ * which message); -ENOMEM. Thread: any. */
 int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m, size_t n,
                          int32_t *ids, size_t cap, size_t *n_out, struct bora_err *err);
 

@@ -278,9 +278,21 @@ static void test_bad_requests(void **state)
                       "message 1: a tool message cannot follow a user message");
     expect_json_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\","
                          " \"content\": \"a\"}]}", -EINVAL, "message 1: the conversation ends with an assistant message");
-    expect_json_error(t, "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\","
-                         " \"content\": \"u\"}, {\"role\": \"system\", \"content\": \"s2\"}]}", -EINVAL,
-                      "ends with a system message");
+    /* ... but a system message last is accepted, as mistral-common accepts it: folded into the
+     * system prompt before the last user message */
+    {
+        const char *req = "{\"messages\": [{\"role\": \"system\", \"content\": \"S1\"}, {\"role\": \"user\","
+                          " \"content\": \"u\"}, {\"role\": \"system\", \"content\": \"S2\"}]}";
+        static int32_t got[MAX_IDS], exp[MAX_IDS];
+        size_t n, ne = 0;
+        struct bora_err err = { "" };
+        exp[ne++] = 1;
+        exp[ne++] = tokenizer_piece_id(t, "[INST]");
+        ne += enc(t, "S1\n\nS2\n\nu", exp + ne);
+        exp[ne++] = tokenizer_piece_id(t, "[/INST]");
+        assert_int_equal(chat_encode_request_json(t, req, strlen(req), got, MAX_IDS, &n, &err), 0);
+        assert_ids_equal("system last", got, n, exp, ne);
+    }
     /* a v7 vocabulary has its own format: refused, not encoded wrongly as v3 */
     struct tokenizer *t7 = open_ok("tests/data/tokenizers/v7/tokenizer.model.v7");
     expect_json_error(t7, "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}]}", -ENOTSUP, "v7");
