@@ -14,6 +14,8 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "console/console.h"
 #include "console/console_server.h"
 
@@ -63,7 +65,15 @@ static int args_parse(int argc, char **argv, struct boractl_args *a)
     return 0;
 }
 
-static int connect_console(const char *path)
+/* --json (option, or first or last word of the command): a failure to connect answers as the
+ * console would, {"ok": false, "error": ...} on stdout, besides the message on stderr */
+static bool json_asked(bool opt, const char *line)
+{
+    size_t n = strlen(line);
+    return opt || !strncmp(line, "--json", 6) || (n >= 7 && !strcmp(line + n - 7, " --json"));
+}
+
+static int connect_console(const char *path, bool json)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     if (strlen(path) >= sizeof a.sun_path) {
@@ -73,8 +83,20 @@ static int connect_console(const char *path)
     strcpy(a.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
-        fprintf(stderr, "boractl: cannot connect to '%s': %s (is borad running with [console] socket = %s?)\n",
-                path, strerror(errno), path);
+        char msg[600];
+        snprintf(msg, sizeof msg, "cannot connect to '%s': %s (is borad running with [console] socket = %s?)", path,
+                 strerror(errno), path);
+        fprintf(stderr, "boractl: %s\n", msg);
+        if (json) {
+            json_t *o = json_pack("{s:b,s:s?}", "ok", 0, "error", msg);   /* s?: a path not UTF-8 gives null */
+            if (!o)
+                o = json_pack("{s:b,s:n}", "ok", 0, "error");
+            if (o) {
+                json_dumpf(o, stdout, JSON_COMPACT);
+                fputc('\n', stdout);
+                json_decref(o);
+            }
+        }
         if (fd >= 0)
             close(fd);
         return -1;
@@ -290,7 +312,7 @@ int main(int argc, char **argv)
     const char *ssh = getenv("SSH_ORIGINAL_COMMAND");
     if (!len && ssh && ssh[strspn(ssh, " \t")])
         snprintf(line, sizeof line, "%s", ssh);       /* ssh operator@host COMMAND */
-    int fd = connect_console(a.socket);
+    int fd = connect_console(a.socket, json_asked(a.json, line));
     if (fd < 0)
         return 1;
     int rc = line[0] ? exit_status(command_run(fd, line, a.json)) : interactive(fd, a.json);

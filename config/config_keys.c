@@ -262,6 +262,12 @@ static int parse_account(const struct config_key *k, const char *v, struct bora_
                  "or a numeric id", CONFIG_NAME_MAX - 1);
         return -EINVAL;
     }
+    if (numeric) {   /* stored as the number: leading zeros could push it past the field */
+        char num[24];
+        snprintf(num, sizeof num, "%llu", (unsigned long long)id);
+        store_str(k, cfg, num);
+        return 0;
+    }
     store_str(k, cfg, v);
     return 0;
 }

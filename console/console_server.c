@@ -270,6 +270,30 @@ static int id_resolve(const char *name, bool group, unsigned *out)
     return 0;
 }
 
+/* For a socket path that does not exist: the nearest folder above it that does (into dir), and
+ * why a socket cannot be made under it (0: it can): it is no folder (ENOTDIR) or not writable. */
+static int socket_dir_problem(const char *path, char *dir, size_t n)
+{
+    snprintf(dir, n, "%s", path);
+    struct stat sd;
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            snprintf(dir, n, ".");        /* relative: under the working folder */
+        else if (slash == dir)
+            slash[1] = 0;                 /* "/" */
+        else
+            *slash = 0;
+        if (stat(dir, &sd) == 0)
+            break;
+        if (errno != ENOENT || !slash || slash == dir)
+            return errno;
+    }
+    if (!S_ISDIR(sd.st_mode))
+        return ENOTDIR;
+    return access(dir, W_OK | X_OK) == 0 ? 0 : errno;
+}
+
 int console_server_check(const struct config_console *cfg,
                          void (*report)(void *ctx, const char *key, const char *msg), void *ctx)
 {
@@ -289,6 +313,15 @@ int console_server_check(const struct config_console *cfg,
     struct stat sk;
     if (cfg->socket[0] && lstat(cfg->socket, &sk) == 0 && !S_ISSOCK(sk.st_mode))   /* the start refuses it */
         PROBLEM("console.socket", "key 'console.socket': exists and is not a socket (got '%s')", cfg->socket);
+    else if (cfg->socket[0] && lstat(cfg->socket, &sk) != 0) {
+        /* not there yet: the start creates its missing folders, then binds; so the nearest folder
+         * that exists must be a folder this process may write in */
+        char dir[sizeof cfg->socket];
+        const int e = socket_dir_problem(cfg->socket, dir, sizeof dir);
+        if (e)
+            PROBLEM("console.socket", "key 'console.socket': the socket cannot be made in '%s': %s (got '%s')", dir,
+                    e == ENOTDIR ? "not a directory" : strerror(e), cfg->socket);
+    }
     if (cfg->serial[0]) {
         struct stat st;
         if (stat(cfg->serial, &st) < 0)

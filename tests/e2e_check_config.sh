@@ -67,6 +67,15 @@ printf '[console]\nsocket = %s/taken\n' "$tmpd" >"$tmpd/t.ini"
 "$borad" --check-config "$tmpd/t.ini" >"$out" 2>"$err"; rc=$?
 [ $rc -eq 1 ] && grep -qF "$tmpd/t.ini:2: key 'console.socket': exists and is not a socket" "$err" ||
     fail "socket path a directory: exit $rc: $(cat "$err")"
+# a socket path under a file: the start could not make it, so the check says so; missing folders
+# the start would create are fine
+printf '[console]\nsocket = %s/t.ini/c.sock\n' "$tmpd" >"$tmpd/u.ini"
+"$borad" --check-config "$tmpd/u.ini" >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] && grep -qF "$tmpd/u.ini:2: key 'console.socket': the socket cannot be made in '$tmpd/t.ini': not a directory" "$err" ||
+    fail "socket path under a file: exit $rc: $(cat "$err")"
+printf '[console]\nsocket = %s/new/deeper/c.sock\n' "$tmpd" >"$tmpd/v.ini"
+"$borad" --check-config "$tmpd/v.ini" >"$out" 2>"$err" || fail "socket in folders to be made: $(cat "$err")"
+[ -e "$tmpd/new" ] && fail "the check made the socket's folders"
 # the configuration a FIFO: refused at once (it waited for a writer), a directory named as one
 mkfifo "$tmpd/fifo.ini"
 timeout 10 "$borad" --check-config "$tmpd/fifo.ini" >"$out" 2>"$err"; rc=$?

@@ -53,6 +53,10 @@ for _ in $(seq 200); do [ -S "$tmp/c.sock" ] && break; kill -0 $borad 2>/dev/nul
 ctl status | grep -q "state *serving" || fail "status"
 "$build/boractl" -h | grep -q "^usage: boractl" || fail "boractl -h"
 out=$("$build/boractl" --socket 2>&1); [ $? -eq 2 ] && grep -q -- "--socket needs a path" <<<"$out" || fail "boractl --socket: $out"
+# a console that is not there: with --json the answer is still JSON on stdout (exit 1)
+out=$("$build/boractl" --socket "$tmp/none.sock" --json status 2>/dev/null); rc=$?
+[ $rc -eq 1 ] && python3 -c "import json,sys; d=json.loads(sys.argv[1]); sys.exit(not (d['ok'] is False and 'cannot connect' in d['error']))" "$out" ||
+    fail "boractl --json without a console: rc $rc, '$out'"
 
 # a console session that goes away ends that session, not borad (no SIGPIPE): answers nobody
 # reads, `stats watch` dropped mid-refresh (an SSH session that dies), a session over the limit

@@ -272,6 +272,15 @@ static void test_good_values_accepted(void **state)
     assert_string_equal(cfg.console.socket, "");
     assert_string_equal(cfg.console.password_hash, hash);
     assert_int_equal(crypto_pwhash_str_verify(cfg.console.password_hash, "secret", 6), 0);
+    /* a numeric id is kept as the number: leading zeros can neither change the account nor be cut
+     * to a prefix of the field (54 digits were stored as 32 zeros, uid 0) */
+    assert_string_equal(cfg.console.socket_group, "1000");
+    struct bora_err err = { "" };
+    assert_int_equal(config_set(&cfg, "console.socket_owner",
+                                "000000000000000000000000000000000000000000000000001000", &err), 0);
+    assert_string_equal(cfg.console.socket_owner, "1000");
+    assert_int_equal(config_set(&cfg, "console.socket_group", "0", &err), 0);
+    assert_string_equal(cfg.console.socket_group, "0");
 }
 
 static void test_line_numbers_and_syntax(void **state)
