@@ -326,13 +326,16 @@ static int op_config_apply(void *ctx, const char *key, const char *value, struct
     if (!rc)
         bc->cfg = *next;
     const int next_level = next->console.log_level;
+    char shown[1024] = "";   /* the value as stored, as the console's reply shows it */
+    if (!rc && config_get(next, key, shown, sizeof shown) < 0)
+        shown[0] = 0;
     pthread_mutex_unlock(&bc->lock);
     free(next);
     if (!rc && !strcmp(key, "console.log_level"))
         bora_log_set_level(next_level);
     if (!rc)
         bora_log(BORA_LOG_INFO, "console: %s = %s", key,
-                 strstr(key, "password") || strstr(key, "psk") ? "(hidden)" : value);
+                 strstr(key, "password") || strstr(key, "psk") ? "(hidden)" : shown[0] ? shown : value);
     return rc;
 }
 

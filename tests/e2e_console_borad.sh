@@ -277,7 +277,10 @@ ctl config set limits.max_tokens 0 >/dev/null 2>&1 && fail "limits.max_tokens 0 
 ctl config set limits.max_prompt_bytes 999999999 >/dev/null 2>&1 && fail "max_prompt_bytes above the start-up buffers accepted"
 ctl config set dataplane.allow 10.0.0.0/8 >/dev/null || fail "config set dataplane.allow"
 [ "$(gen 303 2 1,5,6 | finish_of)" = 11 ] || fail "a client outside the live allow list was not FORBIDDEN"
-ctl config set dataplane.allow 127.0.0.0/8 >/dev/null || fail "config set dataplane.allow back"
+ctl config set dataplane.allow 127.0.0.0/8,10.1.2.3 >/dev/null || fail "config set dataplane.allow back"
+# the log shows the value as stored (and as the console's reply shows it), not as typed
+grep -q "borad: info: console: dataplane.allow = 127.0.0.0/8,10.1.2.3/32$" "$tmp/borad.log" ||
+    fail "the log does not show the stored value: $(grep 'console: dataplane.allow' "$tmp/borad.log")"
 [ "$(gen 304 2 1,5,6 | finish_of)" = done1 ] || fail "allowed again"
 ctl --json config show | grep -q '"limits.max_tokens": *"4"' || ctl config show | grep -q "max_tokens *= *4" ||
     fail "config show does not show the live value"
