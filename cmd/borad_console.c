@@ -47,6 +47,12 @@ static void describe_generator(struct borad_console *bc, const struct generator 
              m ? bora_dtype_name(m->linear_dtype) : precisions[bc->cfg.model.precision % 3]);
 }
 
+/* The console's shutdown or a signal's drain (dp_server_stop): borad is on its way out. */
+static bool shutting_down(struct borad_console *bc)
+{
+    return atomic_load(&bc->stopping) || dp_server_stopping(bc->s);
+}
+
 static int op_status(void *ctx, struct console_status *o, struct bora_err *err)
 {
     (void)err;
@@ -56,13 +62,12 @@ static int op_status(void *ctx, struct console_status *o, struct bora_err *err)
     snprintf(o->backend, sizeof o->backend, "%s", bc->backend);
     snprintf(o->precision, sizeof o->precision, "%s", bc->precision);
     pthread_mutex_unlock(&bc->lock);
-    o->state = atomic_load(&bc->stopping) || dp_server_stopping(bc->s) ? CONSOLE_STATE_STOPPING
+    o->state = shutting_down(bc) ? CONSOLE_STATE_STOPPING
              : atomic_load(&bc->reloading) ? CONSOLE_STATE_RELOADING
              : dp_server_paused(bc->s) ? CONSOLE_STATE_DRAINING : CONSOLE_STATE_SERVING;
     /* weights lost under the server (a checkpoint cut short): up, answering, but every request
-     * fails until the file is sound again and the model is reopened */
-    /* not while a reload holds the lock: its swap waits for the running request, and the state
-     * reads 'reloading' then anyway (a reload does not close the model under us otherwise) */
+     * fails until the file is sound again and the model is reopened. Not checked while a reload
+     * holds gen_lock (its swap waits for the running request; the state reads 'reloading' then) */
     if (pthread_mutex_trylock(&bc->gen_lock) == 0) {
         const struct model *m = gen_engine_model(bc->g);
         const char *cut = m ? model_damaged(m) : NULL;
@@ -140,7 +145,7 @@ static int op_cancel(void *ctx, uint64_t id, struct bora_err *err)
 static int op_reload(void *ctx, struct bora_err *err)
 {
     struct borad_console *bc = ctx;
-    if (atomic_load(&bc->stopping) || dp_server_stopping(bc->s))   /* shutdown, or a signal's drain */
+    if (shutting_down(bc))
         return bora_errf(err, -ESHUTDOWN, "reload: borad is shutting down");
     if (pthread_mutex_trylock(&bc->reload_lock))
         return bora_errf(err, -EBUSY, "reload: a reload is already running");
@@ -189,7 +194,7 @@ static int op_drain(void *ctx, struct bora_err *err)
 static int op_resume(void *ctx, struct bora_err *err)
 {
     struct borad_console *bc = ctx;
-    if (atomic_load(&bc->stopping) || dp_server_stopping(bc->s))
+    if (shutting_down(bc))
         return bora_errf(err, -ESHUTDOWN, "resume: borad is shutting down");
     if (!dp_server_paused(bc->s))
         return bora_errf(err, -EALREADY, "resume: not draining");

@@ -258,9 +258,8 @@ static void start_next(struct decoder *d)
     atomic_store_explicit(&d->sh->n_running, 1u, memory_order_relaxed);
     int rc = d->sh->gen->ops->start(d->sh->gen, &r->rq, &n_tok, &cached, &err);
     d->starting = NULL;
-    if (rc < 0)
-        atomic_store_explicit(&d->sh->n_running, 0u, memory_order_relaxed);
     if (rc < 0) {
+        atomic_store_explicit(&d->sh->n_running, 0u, memory_order_relaxed);
         d->sh->gen->ops->finish(d->sh->gen);
         const int why = end_reason(d, r, dp_mono_us());
         if (rc == -ECANCELED && why) {   /* stopped mid-prefill: it ends as if it had been waiting */
