@@ -18,9 +18,12 @@
  * output) goes further: it is also written as tagged words (tag << 32 | float bits), so gate/up
  * and the next layer's qkv meet at no counter and hold no producer; they load the words until
  * each carries its phase's tag and find the maximum themselves (mega_load_xt: 7B 1.7 % less time
- * a token in FP8, 0.7-1.7 % in BF16, Medium 3.5 0.8 %; the same logits to the bit). Where the
- * attention runs on attn_item, qkv's outputs are tagged too and each attention item waits for its
- * own rows instead of the grid (7B 0.9 % FP8, 0.5 % BF16). Weights are
+ * a token in FP8, 0.7-1.7 % in BF16, Medium 3.5 0.8 %; the same logits to the bit). qkv's outputs
+ * are tagged too and each attention item waits for its own rows instead of the grid (attn_item: 7B
+ * 0.9 % FP8, 0.5 % BF16; the tensor-core attention, where every block streams some of qkv: 7B FP8
+ * 1.9 %), and so is the tensor-core attention's output, which wo's input load takes word by word
+ * instead of meeting at the attention's barrier (both: 7B FP8 2.4 %, Ministral 8B 2.9 %, Medium 3.5
+ * 0.7 %). Weights are
  * read with an L2 evict-first policy. Attention is flash-decoding (kern_attn.cuh) on two
  * 224-thread halves of the consumers per block; up to MEGA_CMB_SPLITS splits the items only
  * write their partials (f16, scaled per item) and every block combines them as it loads wo's
@@ -89,7 +92,9 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16,
        MEGA_F_NO_TAGS = 32768   /* x through the phase barriers, not as tagged words (A/B) */,
        MEGA_F_NO_TAGS_Q = 65536 /* qkv through the barrier even where x is tagged (A/B) */,
        MEGA_F_NO_AMMA = 131072  /* attn_item where FP8 groups of up to 4 heads would take the tensor-core
-                                 * attention (kern_mega_amma; A/B, tests) */ };
+                                 * attention (kern_mega_amma; A/B, tests) */,
+       MEGA_F_NO_TAGS_A = 262144 /* the tensor-core attention's output through the attention's barrier, not
+                                  * as tagged words (A/B, tests) */ };
 /* A plain layout whose ring has fewer stages than this keeps h as hi only when that deepens it
  * (21st session, H200: 7B FP8 4 → 5 stages, 2.603 → 2.579 ms a token; BF16 4 → 5, 4.162 →
  * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). BF16 weights keep it
@@ -156,7 +161,7 @@ struct mega_params {
     float *x, *qkv, *att, *h;
     int *sync;              /* PH_N per layer, then n_kv per layer (attention combine), AM_N per layer, then
                              * the halves' sums (mega_half_slot), then (16-byte aligned: mega_tag_base) the
-                             * tagged x and qkv (xt, qt) */
+                             * tagged x, qkv and attention output (xt, qt, at) */
     int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
@@ -187,12 +192,21 @@ struct mega_params {
      * is its block's in that phase, so no other block writes it in between. */
     bool tags;
     unsigned long long *xt;
-    /* qkv tagged as well (attention on attn_item): the qkv epilogue also writes its outputs as words
-     * tagged l + 1 at qt, and the attention items load their rows until they carry it, with no
-     * barrier between the two phases (qkv(l + 1) rewrites a row only after wo(l)'s barrier, behind
-     * every item of layer l) */
+    /* qkv tagged as well: the qkv epilogue also writes its outputs as words tagged l + 1 at qt, and
+     * the attention items load their rows until they carry it, with no barrier between the two
+     * phases (qkv(l + 1) rewrites a row only after x(l)'s words from down, which every block writes
+     * after its attention items of layer l) */
     bool tags_q;
     unsigned long long *qt;
+    /* the attention's output tagged (tensor-core attention, x tagged): every split's share of the
+     * combine is written as words tagged l + 1 at at, and wo's input load takes them until every one
+     * carries it, with no barrier (the consumers still arrive, for the producers' holds). att(l + 1)
+     * rewrites a word only after every block has read att(l): its items need all of qkv(l + 1)'s
+     * rows, which come after the barrier before the attention, or, with qkv tagged too, from every
+     * block (each has a qkv group), each of which loaded att(l) before. The same chain keeps x's
+     * words safe where the attention's barrier did (above). */
+    bool tags_a;
+    unsigned long long *at;
 };
 
 __device__ __forceinline__ unsigned long long mega_now(void)
@@ -758,8 +772,9 @@ __device__ float mega_load_h16(const uint16_t *in, int n, const int *amax_bits, 
  * shared memory (the bits' high halves at xh, the low at xl) while it sums x² and finds the largest
  * |x × nw|, then, with the block's sums and maximum, stores x × nw × 2^e as hi + lo in place. The
  * stored values and the returned factor are mega_load_vec1's with the published maximum, bit for
- * bit. */
-template <int FP8>
+ * bit. NORM 0: wo's input, the attention's output as its splits wrote it at p.at (p.tags_a), with
+ * no norm (nw unused), as mega_load_vec1<FP8, 0>. */
+template <int FP8, int NORM = 1>
 __device__ float mega_load_xt(const unsigned long long *xt, unsigned tag, int n, const float *nw, float eps,
                               uint16_t *xh, uint16_t *xl, float *scr, int tid)
 {
@@ -776,7 +791,7 @@ __device__ float mega_load_xt(const unsigned long long *xt, unsigned tag, int n,
 #pragma unroll
             for (int k = 0; k < 2; k++)
                 v[i][k] = c < n4 ? mega_ld_u64x2(xt + 4 * (size_t)c + 2 * k) : make_ulonglong2(~0ull, ~0ull);
-            g[i] = c < n4 ? __ldg(nw4 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+            g[i] = NORM && c < n4 ? __ldg(nw4 + c) : make_float4(1.f, 1.f, 1.f, 1.f);
         }
         bool again;
         do {   /* every stale pair loaded again, all in flight at once */
@@ -797,10 +812,12 @@ __device__ float mega_load_xt(const unsigned long long *xt, unsigned tag, int n,
                 float4 y = make_float4(__uint_as_float((unsigned)v[i][0].x), __uint_as_float((unsigned)v[i][0].y),
                                        __uint_as_float((unsigned)v[i][1].x), __uint_as_float((unsigned)v[i][1].y));
                 ss += y.x * y.x + y.y * y.y + y.z * y.z + y.w * y.w;
-                y.x *= g[i].x;
-                y.y *= g[i].y;
-                y.z *= g[i].z;
-                y.w *= g[i].w;
+                if (NORM) {
+                    y.x *= g[i].x;
+                    y.y *= g[i].y;
+                    y.z *= g[i].z;
+                    y.w *= g[i].w;
+                }
                 am = fmaxf(am, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
                 const unsigned u0 = __float_as_uint(y.x), u1 = __float_as_uint(y.y), u2 = __float_as_uint(y.z),
                                u3 = __float_as_uint(y.w);
@@ -823,7 +840,7 @@ __device__ float mega_load_xt(const unsigned long long *xt, unsigned tag, int n,
         mega_store4_hi_lo<FP8>(y, xh, xl, c);
     }
     mega_bar_c();
-    return rsqrtf(ss / (float)n + eps) * ldexpf(1.f, -e);
+    return (NORM ? rsqrtf(ss / (float)n + eps) : 1.f) * ldexpf(1.f, -e);
 }
 
 /* wo's input when the attention items leave their splits uncombined (p.att_in_wo): every block
@@ -1277,9 +1294,10 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
              * of the head (SHARE) once all are written */
             if (!(p.debug & MEGA_DBG_NO_ATTN)) {
                 for (int it = blockIdx.x; it < p.n_kv * p.ap.n_split; it += nb)
-                    attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES, true>(
-                        p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C, am + AM_WO,
-                        tr && it < nb ? tr + TR_ATT_ITEM : nullptr);
+                    attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES, true, true>(
+                        p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C,
+                        p.tags_a ? nullptr : am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr, qt, l + 1,
+                        p.tags_a ? p.at : nullptr, l + 1);
             }
         } else {
             const int half = tid / MEGA_AT;
@@ -1307,6 +1325,10 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             mega_wait(sy + PH_ATT, nb, tid, p.debug);
             MEGA_TR(TR_WO_WAIT);
             post = mega_load_att<FP8>(p, cmb_ne, xh, xl, scr, (float *)(u + p.cmb_off), tid);
+            MEGA_TR(TR_WO_LOAD);
+        } else if (AM && p.tags_a) {   /* the words, once every split has written its share */
+            MEGA_TR(TR_WO_WAIT);
+            post = mega_load_xt<FP8, 0>(p.at, l + 1, p.q_dim, nullptr, 0.f, xh, xl, scr, tid);
             MEGA_TR(TR_WO_LOAD);
         } else {
             post = mega_phase_in<FP8, 0>(p, sy + PH_ATT, p.att, p.q_dim, NULL, am + AM_WO, xh, xl, scr, tid, tr,
@@ -1366,10 +1388,17 @@ static size_t mega_tag_base(int n_layers, int n_kv)
     return (n + 3) & ~(size_t)3;
 }
 
-extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim, int qkv_rows)
+/* qkv's rows, rounded up to even: the attention output's words after them stay 16-byte aligned */
+static size_t mega_qkv_words(int n_heads, int n_kv, int head_dim)
 {
-    /* then x as dim tagged words, qkv as qkv_rows */
-    return mega_tag_base(n_layers, n_kv) + 2 * (size_t)dim + 2 * (size_t)qkv_rows;
+    return ((size_t)(n_heads + 2 * n_kv) * (size_t)head_dim + 1) & ~(size_t)1;
+}
+
+extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim, int n_heads, int head_dim)
+{
+    /* then x as dim tagged words, qkv as its rows, the attention output as n_heads × head_dim */
+    return mega_tag_base(n_layers, n_kv) + 2 * (size_t)dim + 2 * mega_qkv_words(n_heads, n_kv, head_dim) +
+           2 * (size_t)n_heads * (size_t)head_dim;
 }
 
 /* Bytes of a row per stage (0: none fits): the largest multiple of 64 up to cb_max (0: MEGA_CB_MAX)
@@ -1678,8 +1707,14 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->ahead = a->ahead;
     p->tags = !(a->flags & (MEGA_F_NO_TAGS | MEGA_F_TWO_PASS)) && a->dim % 4 == 0;
     p->xt = a->sync ? (unsigned long long *)(a->sync + mega_tag_base(a->n_layers, a->n_kv)) : nullptr;
-    p->tags_q = p->tags && !p->amma && !(a->flags & MEGA_F_NO_TAGS_Q);
+    /* on the tensor-core attention, qkv tagged only where every block streams some of qkv (p->tags_a's
+     * chain needs each block's qkv after its wo input) */
+    p->tags_a = p->tags && p->amma && q_dim % 4 == 0 && !(a->debug & MEGA_DBG_NO_ATTN) &&
+                !(a->flags & MEGA_F_NO_TAGS_A);
+    p->tags_q = p->tags && !(a->flags & MEGA_F_NO_TAGS_Q) &&
+                (!p->amma || (p->mat[MEGA_QKV].n_groups >= p->nb && !(a->debug & MEGA_DBG_NO_ATTN)));
     p->qt = a->sync ? p->xt + a->dim : nullptr;
+    p->at = a->sync ? p->qt + mega_qkv_words(a->n_heads, a->n_kv, a->head_dim) : nullptr;
     p->trace = a->trace;
     struct attn_params *ap = &p->ap;
     ap->qkv = a->qkv;
@@ -1881,7 +1916,8 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
         k += snprintf(buf + k, n - (size_t)k, "; in halves: %d group%s of %s", hw ? hw : hd,
                       (hw ? hw : hd) == 1 ? "" : "s", hw ? "wo" : "down");
     if (k > 0 && (size_t)k < n && p.tags)
-        snprintf(buf + k, n - (size_t)k, p.tags_q ? "; x tagged, qkv too" : "; x tagged");
+        snprintf(buf + k, n - (size_t)k, "; x tagged%s%s", p.tags_q ? ", qkv too" : "",
+                 p.tags_a ? ", attention output too" : "");
     return 0;
 }
 
@@ -1950,7 +1986,7 @@ extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstrea
     if (rc)
         return rc;
     cudaStream_t s = (cudaStream_t)stream;
-    CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv, a->dim, (a->n_heads + 2 * a->n_kv) * a->head_dim) * sizeof(int), s));
+    CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv, a->dim, a->n_heads, a->head_dim) * sizeof(int), s));
     if (a->dtype == BORA_DT_F8_E4M3)
         return mega_launch_g<1>(p, smem, s, err);
     return mega_launch_g<0>(p, smem, s, err);

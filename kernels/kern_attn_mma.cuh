@@ -50,11 +50,13 @@ __device__ __forceinline__ int attn_mma_slice(const struct attn_params &p, int p
  * weight stream) — every split waits until the head's splits are all written and combines its
  * 1/n_eff of the head's outputs (≈ 6 KiB from L2, maxima and sums with them, one round trip).
  * The counters are not reset (the persistent kernel zeroes them every step). buf: the tiles'
- * space; cm, cw: G × n_split floats each. */
+ * space; cm, cw: G × n_split floats each. tout: the outputs as 64-bit words (ttag << 32 | float
+ * bits) at tout instead of floats at p.out (decode_mega.cu's tagged attention output). */
 template <int D, int NT>
 __device__ __noinline__ void attn_mma_combine_share(const struct attn_params &p, int *counters, int g, int s,
                                                     int n_eff, float *buf, float *cm, float *cw, int tid, int bar,
-                                                    int *amax, unsigned long long *tr)
+                                                    int *amax, unsigned long long *tr, unsigned long long *tout,
+                                                    unsigned ttag)
 {
     constexpr int NW = NT / 32;
     attn_bar(bar, NT);   /* every thread's partial written */
@@ -121,7 +123,12 @@ __device__ __noinline__ void attn_mma_combine_share(const struct attn_params &p,
         float acc = 0.f;
         for (int t = 0; t < n_eff; t++)
             acc += w[t] * buf[(size_t)t * ni + i];
-        p.out[(size_t)g * GD + i0 + i] = acc;
+        if (tout)   /* tag and value in one 64-bit word: the reader needs no barrier */
+            asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(tout + (size_t)g * GD + i0 + i),
+                         "l"((unsigned long long)ttag << 32 | __float_as_uint(acc))
+                         : "memory");
+        else
+            p.out[(size_t)g * GD + i0 + i] = acc;
         mx = fmaxf(mx, fabsf(acc));
     }
     if (amax) {   /* the largest |output|, for a reader that scales it (persistent kernel) */
@@ -139,12 +146,16 @@ __device__ __noinline__ void attn_mma_combine_share(const struct attn_params &p,
  * synchronise with named barrier bar; sm holds attn_mma_smem_bytes(D, STAGES, G, p.n_split)
  * (16-byte aligned); *amax (optional) receives the largest |output| of a combine. SHARE: every
  * split of kv head g must be running at once or done (the persistent kernel's one item per
- * block); tr (diagnostics): %globaltimer at the item's steps. */
-template <int D, int NDH, int NT, int STAGES, bool SHARE = false>
+ * block); tr (diagnostics): %globaltimer at the item's steps. TG (persistent kernel): q, k and v
+ * from qt, the qkv as tagged words, each loaded until it carries qtag (attn_prologue), where qt is
+ * not NULL; tout (SHARE only): the combined outputs as words tagged ttag (attn_mma_combine_share). */
+template <int D, int NDH, int NT, int STAGES, bool SHARE = false, bool TG = false>
 __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
                                               int *counters, int g, int s, int pos, uint8_t *sm, int *s_last_p,
                                               int tid, int bar, int *amax = nullptr,
-                                              unsigned long long *tr = nullptr)
+                                              unsigned long long *tr = nullptr,
+                                              const unsigned long long *qt = nullptr, unsigned qtag = 0,
+                                              unsigned long long *tout = nullptr, unsigned ttag = 0)
 {
     constexpr int LPK = D / 8, LD = D + AMMA_PAD, KS = D / 16, ND = D / 8 / NDH, CH = D / 8;
     constexpr int CW = AMMA_KW * NDH;   /* compute warps */
@@ -184,7 +195,7 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
     if (!writer)   /* the slice does not hold the new key: its first tiles load during the prologue */
         for (int t = 0; t < STAGES - 1; t++)
             load_tile(t);
-    attn_prologue<KERN_ATTN_MAX_GROUP, LPK, NT>(p, kc, vc, g, pos, j1, n, q_s, tid);
+    attn_prologue<KERN_ATTN_MAX_GROUP, LPK, NT, TG>(p, kc, vc, g, pos, j1, n, q_s, tid, qt, qtag);
     if (writer)
         __threadfence();   /* the new key and value reach L2 before cp.async.cg reads them */
     attn_bar(bar, NT);
@@ -307,7 +318,8 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
     }
     ATTN_TR(4);
     if (SHARE)
-        attn_mma_combine_share<D, NT>(p, counters, g, s, n_eff, (float *)sm, cm, cw, tid, bar, amax, tr);
+        attn_mma_combine_share<D, NT>(p, counters, g, s, n_eff, (float *)sm, cm, cw, tid, bar, amax, tr, tout,
+                                      ttag);
     else
         attn_finish<KERN_ATTN_MAX_GROUP, LPK, NT>(p, counters, g, n_eff, cm, cw, s_last_p, tid, bar, amax, tr);
 }

@@ -274,6 +274,8 @@ struct synth_case {
 #define MEGA_FLAG_NO_TAGS_Q 65536  /* decode_mega.cu MEGA_F_NO_TAGS_Q: qkv through the attention's barrier, x tagged */
 #define MEGA_FLAG_NO_AMMA 131072   /* decode_mega.cu MEGA_F_NO_AMMA: attn_item where FP8 groups of 4 with 2 KiB row
                                     * chunks take the tensor-core attention */
+#define MEGA_FLAG_NO_TAGS_A 262144 /* decode_mega.cu MEGA_F_NO_TAGS_A: the tensor-core attention's output through the
+                                    * attention's barrier, not as tagged words */
 
 static void test_synthetic(void **state)
 {
@@ -380,6 +382,10 @@ static void test_synthetic(void **state)
         if (ref_flags & MEGA_FLAG_NO_TAGS_Q &&
             (strstr(engine_cuda_mega_layout(ref), "qkv too") || !strstr(engine_cuda_mega_layout(ref), "x tagged")))
             fail_msg("%s: FLAGS=%s should tag x but not qkv: %s", g->what, fl, engine_cuda_mega_layout(ref));
+        if (ref_flags & MEGA_FLAG_NO_TAGS_A && (strstr(engine_cuda_mega_layout(ref), "attention output too") ||
+                                                !strstr(engine_cuda_mega_layout(ref), "x tagged")))
+            fail_msg("%s: FLAGS=%s should tag x but not the attention's output: %s", g->what, fl,
+                     engine_cuda_mega_layout(ref));
 #endif
     }
     eo.backend = ENGINE_BACKEND_CPU;
@@ -550,15 +556,33 @@ int main(void)
           96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, "; x tagged", 0, 0,
           MEGA_FLAG_NO_TAGS, NULL },
         /* FP8 groups of 4 heads whose rows all stream in 2 KiB chunks (7B's and Ministral 8B's shapes) take
-         * the tensor-core attention by default (decode_mega.cu kern_mega_amma): against the CPU over 600
-         * positions (every split count the grid gives them), the compiled-in instance against the
-         * general one to the bit, and qkv not tagged there */
+         * the tensor-core attention by default (decode_mega.cu kern_mega_amma), with qkv and the
+         * attention's output as tagged words (every block streams some of qkv's 384 groups): against
+         * the CPU over 600 positions (every split count the grid gives them), the compiled-in instance
+         * against the general one to the bit, and x tagged against the barriers */
         { "32/8 heads, dim 2048, fp8, persistent, tensor-core attention (the default)", false, 32, 8, 128, 2048, 600,
-          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged", TOL_CUDA_WIDE, 0, 0,
-          "qkv too" },
+          MODEL_PRECISION_FP8, false, 0, 0, 2048,
+          "stage geometry compiled in; x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, 0, NULL },
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, x tagged against barriers",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged",
-          TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS, "qkv too" },
+          TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS, NULL },
+        /* ... and each tagged input against its barrier, to the bit: the attention's output
+         * (FLAGS=262144), qkv (FLAGS=65536); on Medium 3.5's groups of 12 too; and on 24/2 heads of
+         * 64, whose qkv has 112 groups of 16 rows, fewer than the grid's blocks, so the attention's
+         * output alone is tagged (a block without a qkv group would break the chain that keeps a
+         * later layer's words from its readers: decode_mega.cu mega_params.tags_a) */
+        { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, output tagged against the barrier",
+          false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
+          "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_A, NULL },
+        { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, qkv tagged against the barrier",
+          false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
+          "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_Q, NULL },
+        { "96/8 heads, hidden 4032, fp8, persistent, qkv and output tagged against the barriers", false, 96, 8, 128,
+          4032, 300, MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, qkv too, attention output too", 0, 0,
+          MEGA_FLAG_NO_TAGS_A | MEGA_FLAG_NO_TAGS_Q, NULL },
+        { "24/2 heads, head_dim 64, fp8, persistent, output tagged against the barrier", true, 24, 2, 64, 512, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, attention output too", 0, 0, MEGA_FLAG_NO_TAGS_A,
+          "qkv too" },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
           NULL, TOL_CUDA_WIDE, 0, 0, NULL },

@@ -908,10 +908,17 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
     assert_int_equal(strstr(d, "one tensor copy a stage") != NULL, tmap);
     assert_int_equal(strstr(d, "in halves") != NULL, strstr(want, "in halves") != NULL);
     /* x as tagged words between wo / down and their readers, unless FLAGS=32768 (or 8, two passes);
-     * qkv too where the attention runs on attn_item (groups of up to 4 heads), unless FLAGS=65536 */
-    assert_int_equal(strstr(d, "; x tagged") != NULL, !(flags & (32768 | 8)));
-    assert_int_equal(strstr(d, "; x tagged, qkv too") != NULL,
-                     !(flags & (32768 | 8 | 65536)) && n_heads / n_kv <= 4 && !kern_mega_amma(&a));
+     * qkv too unless FLAGS=65536 (on the tensor-core attention only where qkv's 16-row groups are at
+     * least the grid's 128 blocks: every shape here); the tensor-core attention's output too unless
+     * FLAGS=262144 */
+    const bool tagged = !(flags & (32768 | 8));
+    const bool qkv_every_block = (n_heads + 2 * n_kv) * 128 / 16 >= 128;
+    assert_non_null(strstr(d, "128 blocks"));
+    assert_int_equal(strstr(d, "; x tagged") != NULL, tagged);
+    assert_int_equal(strstr(d, ", qkv too") != NULL,
+                     tagged && !(flags & 65536) && (!kern_mega_amma(&a) || qkv_every_block));
+    assert_int_equal(strstr(d, ", attention output too") != NULL,
+                     tagged && !(flags & 262144) && kern_mega_amma(&a));
     /* the tensor-core attention: groups of more than 4 heads, and FP8 groups of 4 whose rows all
      * stream in 2 KiB chunks (7B, Ministral 8B) unless FLAGS=131072 */
     const bool fp8_2k = dt == BORA_DT_F8_E4M3 && dim % 2048 == 0 && hidden % 2048 == 0 && n_heads * 128 % 2048 == 0;
@@ -941,6 +948,14 @@ static void test_mega_layout(void **st)
     mega_layout("7B fp8, x through the barriers", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 32768, 0,
                 "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16); stage geometry compiled in", true,
                 true, false);
+    /* qkv and the attention's output reach the attention and wo as tagged words; FLAGS=262144 sends
+     * the output through the attention's barrier, 65536 qkv */
+    mega_layout("7B fp8, tagged inputs", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 0, 0,
+                "; x tagged, qkv too, attention output too", true, true, false);
+    mega_layout("7B fp8, the attention's output through the barrier", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 262144, 0,
+                "; x tagged, qkv too", true, true, false);
+    mega_layout("Medium 3.5 fp8, qkv through the barrier", BORA_DT_F8_E4M3, 12288, 28672, 96, 8, 65536, 0,
+                "; x tagged, attention output too", true, true, true);
     /* on attn_item (FLAGS=131072), as before the twenty-fourth session: the plain layout with h as
      * hi only, qkv tagged too */
     mega_layout("7B fp8 on attn_item", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 131072, 0,
