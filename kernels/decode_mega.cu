@@ -94,7 +94,8 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16,
        MEGA_F_NO_AMMA = 131072  /* attn_item where FP8 groups of up to 4 heads would take the tensor-core
                                  * attention (kern_mega_amma; A/B, tests) */,
        MEGA_F_NO_TAGS_A = 262144 /* the tensor-core attention's output through the attention's barrier, not
-                                  * as tagged words (A/B, tests) */ };
+                                  * as tagged words (A/B, tests) */,
+       MEGA_F_NO_TAGS_H = 524288 /* h (in bf16) through gate/up's barrier, not as tagged words (A/B, tests) */ };
 /* A plain layout whose ring has fewer stages than this keeps h as hi only when that deepens it
  * (21st session, H200: 7B FP8 4 → 5 stages, 2.603 → 2.579 ms a token; BF16 4 → 5, 4.162 →
  * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). BF16 weights keep it
@@ -161,7 +162,7 @@ struct mega_params {
     float *x, *qkv, *att, *h;
     int *sync;              /* PH_N per layer, then n_kv per layer (attention combine), AM_N per layer, then
                              * the halves' sums (mega_half_slot), then (16-byte aligned: mega_tag_base) the
-                             * tagged x, qkv and attention output (xt, qt, at) */
+                             * tagged x, qkv, attention output and h (xt, qt, at, ht) */
     int n_layers, dim, hid, q_dim, n_kv, nb, extra_sum;
     float eps;
     int ns, slot_bytes, attn_halves, debug, flags, ahead;
@@ -207,6 +208,15 @@ struct mega_params {
      * words safe where the attention's barrier did (above). */
     bool tags_a;
     unsigned long long *at;
+    /* h tagged (x tagged, h in bf16): gate/up's epilogue writes each h value as a 32-bit word
+     * (l + 1) << 16 | bf16 bits at ht, and down's input load takes them until every one carries
+     * the tag, with no barrier (the consumers still arrive, for the producers' holds). h(l + 1) is
+     * written after x(l)'s words from down are all there (through wo(l + 1), the attention and qkv),
+     * so after every block that streams some of down has read h(l); a block without a down group
+     * reads h for nothing. A second half of a down group reads its partner's sums before its
+     * epilogue writes x(l)'s words, so before the next layer's first half can write them. */
+    bool tags_h;
+    unsigned *ht;
 };
 
 __device__ __forceinline__ unsigned long long mega_now(void)
@@ -333,6 +343,17 @@ __device__ __forceinline__ ulonglong2 mega_ld_u64x2(const unsigned long long *a)
 {
     ulonglong2 v;
     asm volatile("ld.relaxed.gpu.global.v2.b64 {%0, %1}, [%2];" : "=l"(v.x), "=l"(v.y) : "l"(a) : "memory");
+    return v;
+}
+
+/* Four 32-bit tagged words (16 bytes, 16-byte aligned), each read whole. */
+__device__ __forceinline__ uint4 mega_ld_u32x4(const unsigned *a)
+{
+    uint4 v;
+    asm volatile("ld.relaxed.gpu.global.v4.b32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(a)
+                 : "memory");
     return v;
 }
 
@@ -766,6 +787,70 @@ __device__ float mega_load_h16(const uint16_t *in, int n, const int *amax_bits, 
     return ldexpf(1.f, -kern_scale_exp(__int_as_float(amb)));
 }
 
+/* Down's input with p.tags_h: h as gate/up's epilogue wrote it, n words (a multiple of 8) of
+ * tag << 16 | bf16 bits at ht, loaded until every one carries tag; each thread keeps its values'
+ * bf16 bits at xh while it finds the largest magnitude, then, with the block's, stores them as
+ * mega_load_h16 does with the published one (the same maximum: the epilogue publishes it as
+ * stored), bit for bit. Returns the factor for the sums. */
+template <int FP8>
+__device__ float mega_load_ht(const unsigned *ht, unsigned tag, int n, uint16_t *xh, float *scr, int tid)
+{
+    constexpr int B = 8;   /* uint4s (4 words) per thread and batch */
+    const int n4 = n >> 2;
+    const unsigned tg = tag << 16;
+    float am = 0.f;
+    for (int base = tid; base < n4; base += B * MEGA_CT) {
+        uint4 v[B];
+#pragma unroll
+        for (int i = 0; i < B; i++) {
+            const int c = base + i * MEGA_CT;
+            v[i] = c < n4 ? mega_ld_u32x4(ht + 4 * (size_t)c) : make_uint4(~0u, ~0u, ~0u, ~0u);
+        }
+        bool again;
+        do {   /* every stale quad loaded again, all in flight at once */
+            again = false;
+#pragma unroll
+            for (int i = 0; i < B; i++)
+                if (min(min(v[i].x, v[i].y), min(v[i].z, v[i].w)) < tg) {
+                    v[i] = mega_ld_u32x4(ht + 4 * (size_t)(base + i * MEGA_CT));
+                    again = true;
+                }
+        } while (again);
+#pragma unroll
+        for (int i = 0; i < B; i++) {
+            const int c = base + i * MEGA_CT;
+            if (c < n4) {
+                const uint32_t lo = (v[i].x & 0xffffu) | v[i].y << 16, hi = (v[i].z & 0xffffu) | v[i].w << 16;
+                am = fmaxf(am, fmaxf(fmaxf(fabsf(__uint_as_float(v[i].x << 16)), fabsf(__uint_as_float(v[i].y << 16))),
+                                     fmaxf(fabsf(__uint_as_float(v[i].z << 16)), fabsf(__uint_as_float(v[i].w << 16)))));
+                *(uint2 *)(xh + 4 * (size_t)c) = make_uint2(lo, hi);
+            }
+        }
+    }
+    float ss = 0.f;
+    mega_block_sum_max(ss, am, scr, tid);
+    const int e = kern_scale_exp(am);
+    const float sf = ldexpf(1.f, e);
+    for (int c = tid; c < n4; c += MEGA_CT) {   /* this thread's values again, from shared memory */
+        const uint2 u = *(const uint2 *)(xh + 4 * (size_t)c);
+        const float a0 = __uint_as_float(u.x << 16) * sf, a1 = __uint_as_float(u.x & 0xffff0000u) * sf,
+                    a2 = __uint_as_float(u.y << 16) * sf, a3 = __uint_as_float(u.y & 0xffff0000u) * sf;
+        uint32_t o0, o1;
+        if (FP8) {
+            const __half2 h0 = __floats2half2_rn(a0, a1), h1 = __floats2half2_rn(a2, a3);
+            memcpy(&o0, &h0, 4);
+            memcpy(&o1, &h1, 4);
+        } else {
+            const __nv_bfloat162 h0 = __floats2bfloat162_rn(a0, a1), h1 = __floats2bfloat162_rn(a2, a3);
+            memcpy(&o0, &h0, 4);
+            memcpy(&o1, &h1, 4);
+        }
+        *(uint2 *)(xh + 4 * (size_t)c) = make_uint2(o0, o1);
+    }
+    mega_bar_c();
+    return ldexpf(1.f, -e);
+}
+
 /* A normalised layer input from tagged words (p.tags): x, n floats (a multiple of 4) as wo's or
  * down's epilogue wrote them at xt, each with the phase's tag; the words are loaded until every one
  * carries it. Each thread takes the float4s mega_load_vec1 takes, in its order: it keeps x × nw in
@@ -1151,10 +1236,18 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                     }
                     const float gv = sg * post * rs0, uv = su * post * rs1;
                     hv = gv / (1.f + __expf(-gv)) * uv;
-                    if (p.h_hi)   /* bf16 (down reads it as f16 hi only) */
-                        ((__nv_bfloat16 *)out)[rg >> 1] = __float2bfloat16_rn(hv);
-                    else
+                    if (p.h_hi) {   /* bf16 (down reads it as f16 hi only), its maximum as stored */
+                        const __nv_bfloat16 hb = __float2bfloat16_rn(hv);
+                        hv = __bfloat162float(hb);
+                        if (p.tags_h)
+                            asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(p.ht + (rg >> 1)),
+                                         "r"((unsigned)(l + 1) << 16 | __bfloat16_as_ushort(hb))
+                                         : "memory");
+                        else
+                            ((__nv_bfloat16 *)out)[rg >> 1] = hb;
+                    } else {
                         out[rg >> 1] = hv;
+                    }
                 }
                 mega_amax16(amax, hv, tid);
             }
@@ -1350,11 +1443,16 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                                          TR_GU_WAIT);
         }
         mega_consume<FP8, EPI_SWIGLU, CBT>(p, l, MEGA_GU, sm, full, empty, r, xh, xl, post, red, red_sel, p.h,
-                                           tid, am + AM_DOWN);
+                                           tid, p.tags_h ? nullptr : am + AM_DOWN);
         MEGA_TR(TR_GU);
         /* x += W_down h; h as hi only (p.h_hi): every lane's B columns take hi, so the two columns the
          * sum adds hold W·hi each and the factor halves (exact) */
-        if (p.h_hi) {
+        if (p.tags_h) {   /* the words, once every block has written its share of h */
+            mega_arrive(sy + PH_GU, tid);
+            MEGA_TR(TR_DOWN_WAIT);
+            post = mega_load_ht<FP8>(p.ht, l + 1, p.hid, xh, scr, tid);
+            MEGA_TR(TR_DOWN_LOAD);
+        } else if (p.h_hi) {
             mega_arrive(sy + PH_GU, tid);
             mega_wait(sy + PH_GU, nb, tid, p.debug);
             MEGA_TR(TR_DOWN_WAIT);
@@ -1394,11 +1492,12 @@ static size_t mega_qkv_words(int n_heads, int n_kv, int head_dim)
     return ((size_t)(n_heads + 2 * n_kv) * (size_t)head_dim + 1) & ~(size_t)1;
 }
 
-extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim, int n_heads, int head_dim)
+extern "C" size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim, int hidden, int n_heads, int head_dim)
 {
-    /* then x as dim tagged words, qkv as its rows, the attention output as n_heads × head_dim */
+    /* then x as dim tagged words, qkv as its rows, the attention output as n_heads × head_dim (64-bit
+     * words), h as hidden 32-bit words */
     return mega_tag_base(n_layers, n_kv) + 2 * (size_t)dim + 2 * mega_qkv_words(n_heads, n_kv, head_dim) +
-           2 * (size_t)n_heads * (size_t)head_dim;
+           2 * (size_t)n_heads * (size_t)head_dim + (size_t)hidden;
 }
 
 /* Bytes of a row per stage (0: none fits): the largest multiple of 64 up to cb_max (0: MEGA_CB_MAX)
@@ -1441,16 +1540,19 @@ static int mega_hd_lpk(int hd)
 extern "C" int kern_mega_amma(const struct kern_mega_args *a)
 {
     const int G = a->n_kv > 0 ? a->n_heads / a->n_kv : 0;
-    /* FP8 groups of up to 4 heads whose every row streams in 2 KiB chunks (7B, Ministral 8B): the
+    /* Groups of up to 4 heads whose every row is a multiple of 2,048 elements (7B, Ministral 8B): the
      * tensor-core attention too, whose splits each combine a share of their kv head, so wo's input
      * is one short load instead of every split's partials (H200, 2026-12-01: 7B FP8 -5 % a token at
      * 512 tokens, -22 % at 4,096 where attn_item lost to the per-kernel step; Ministral 8B -6 %;
-     * not BF16, 3 % slower, nor Small 24B's 2.5 KiB chunks, 5 % slower without its halves; no
-     * sliding window, which this path has not been measured with) */
-    const bool fp8_g4 = a->dtype == BORA_DT_F8_E4M3 && G >= 1 && G <= 4 && a->head_dim == 128 && a->window <= 0 &&
-                        a->dim % MEGA_CB_CONST == 0 && (a->n_heads * a->head_dim) % MEGA_CB_CONST == 0 &&
-                        a->hidden % MEGA_CB_CONST == 0 && !(a->flags & MEGA_F_NO_AMMA);
-    return (G > 4 || fp8_g4 || (a->flags & MEGA_F_AMMA)) && (a->head_dim == 64 || a->head_dim == 128);
+     * BF16, since qkv and the attention's output are tagged words, -0.2 % at 512 tokens and -19 to
+     * -22 % at 4,096 and 16,384, where the per-kernel step had run; not Small 24B's rows of 5,120,
+     * 5 % slower in FP8 and 16 % in BF16 without its halves; no sliding window, which this path has
+     * not been measured with) */
+    const bool g4 = (a->dtype == BORA_DT_F8_E4M3 || a->dtype == BORA_DT_BF16) && G >= 1 && G <= 4 &&
+                    a->head_dim == 128 && a->window <= 0 && a->dim % MEGA_CB_CONST == 0 &&
+                    (a->n_heads * a->head_dim) % MEGA_CB_CONST == 0 && a->hidden % MEGA_CB_CONST == 0 &&
+                    !(a->flags & MEGA_F_NO_AMMA);
+    return (G > 4 || g4 || (a->flags & MEGA_F_AMMA)) && (a->head_dim == 64 || a->head_dim == 128);
 }
 
 extern "C" int kern_mega_blocks(const struct kern_mega_args *a)
@@ -1638,7 +1740,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
             }
         }
     }
-    if (p->amma && es == 1 && a->hidden % 8 == 0 && !(a->flags & (MEGA_F_PLAIN_RING | MEGA_F_TWO_PASS)) &&
+    if (p->amma && a->hidden % 8 == 0 && !(a->flags & (MEGA_F_PLAIN_RING | MEGA_F_TWO_PASS)) &&
         (ns < 5 || (a->flags & MEGA_F_UNION_RING))) {
         const bool force = a->flags & MEGA_F_UNION_RING;
         const size_t mreg = ((2 * xl2 > hb ? 2 * xl2 : hb) + al - 1) / al * al;
@@ -1711,10 +1813,15 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
      * chain needs each block's qkv after its wo input) */
     p->tags_a = p->tags && p->amma && q_dim % 4 == 0 && !(a->debug & MEGA_DBG_NO_ATTN) &&
                 !(a->flags & MEGA_F_NO_TAGS_A);
+    /* h tagged: not with groups in halves (Small 24B, 0.4-0.5 % slower; 7B and Ministral 8B BF16 and
+     * Medium 3.5 0.4-0.6 % faster, their FP8 the same: H200, 2026-12-01), turned off below where
+     * they are; q_dim even keeps ht 16-byte aligned */
+    p->tags_h = p->tags && p->h_hi && q_dim % 2 == 0 && !(a->flags & MEGA_F_NO_TAGS_H);
     p->tags_q = p->tags && !(a->flags & MEGA_F_NO_TAGS_Q) &&
                 (!p->amma || (p->mat[MEGA_QKV].n_groups >= p->nb && !(a->debug & MEGA_DBG_NO_ATTN)));
     p->qt = a->sync ? p->xt + a->dim : nullptr;
     p->at = a->sync ? p->qt + mega_qkv_words(a->n_heads, a->n_kv, a->head_dim) : nullptr;
+    p->ht = a->sync ? (unsigned *)(p->at + q_dim) : nullptr;
     p->trace = a->trace;
     struct attn_params *ap = &p->ap;
     ap->qkv = a->qkv;
@@ -1743,6 +1850,8 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
             p->spl = true;
         }
     }
+    if (p->spl)
+        p->tags_h = false;
     return 0;
 }
 
@@ -1916,8 +2025,8 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
         k += snprintf(buf + k, n - (size_t)k, "; in halves: %d group%s of %s", hw ? hw : hd,
                       (hw ? hw : hd) == 1 ? "" : "s", hw ? "wo" : "down");
     if (k > 0 && (size_t)k < n && p.tags)
-        snprintf(buf + k, n - (size_t)k, "; x tagged%s%s", p.tags_q ? ", qkv too" : "",
-                 p.tags_a ? ", attention output too" : "");
+        snprintf(buf + k, n - (size_t)k, "; x tagged%s%s%s", p.tags_q ? ", qkv too" : "",
+                 p.tags_a ? ", attention output too" : "", p.tags_h ? ", h too" : "");
     return 0;
 }
 
@@ -1986,7 +2095,7 @@ extern "C" int kern_decode_layers(const struct kern_mega_args *a, struct CUstrea
     if (rc)
         return rc;
     cudaStream_t s = (cudaStream_t)stream;
-    CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv, a->dim, a->n_heads, a->head_dim) * sizeof(int), s));
+    CUDA_CHECK(cudaMemsetAsync(a->sync, 0, kern_mega_sync_ints(a->n_layers, a->n_kv, a->dim, a->hidden, a->n_heads, a->head_dim) * sizeof(int), s));
     if (a->dtype == BORA_DT_F8_E4M3)
         return mega_launch_g<1>(p, smem, s, err);
     return mega_launch_g<0>(p, smem, s, err);

@@ -918,7 +918,7 @@ static int setup_mega(struct engine *e, struct bora_err *err)
     }
     if (rc)
         return bora_errf(err, rc, "%s", why.msg);
-    if ((rc = kern_malloc((void **)&s->d_sync, kern_mega_sync_ints(c->n_layers, c->n_kv_heads, c->dim, c->n_heads, c->head_dim) * sizeof(int), err)))
+    if ((rc = kern_malloc((void **)&s->d_sync, kern_mega_sync_ints(c->n_layers, c->n_kv_heads, c->dim, c->hidden_dim, c->n_heads, c->head_dim) * sizeof(int), err)))
         return rc;
     a->sync = s->d_sync;
     s->mega = true;

@@ -276,6 +276,8 @@ struct synth_case {
                                     * chunks take the tensor-core attention */
 #define MEGA_FLAG_NO_TAGS_A 262144 /* decode_mega.cu MEGA_F_NO_TAGS_A: the tensor-core attention's output through the
                                     * attention's barrier, not as tagged words */
+#define MEGA_FLAG_NO_TAGS_H 524288 /* decode_mega.cu MEGA_F_NO_TAGS_H: h (bf16) through gate/up's barrier, not as
+                                    * tagged words */
 
 static void test_synthetic(void **state)
 {
@@ -386,6 +388,9 @@ static void test_synthetic(void **state)
                                                 !strstr(engine_cuda_mega_layout(ref), "x tagged")))
             fail_msg("%s: FLAGS=%s should tag x but not the attention's output: %s", g->what, fl,
                      engine_cuda_mega_layout(ref));
+        if (ref_flags & MEGA_FLAG_NO_TAGS_H &&
+            (strstr(engine_cuda_mega_layout(ref), ", h too") || !strstr(engine_cuda_mega_layout(ref), "x tagged")))
+            fail_msg("%s: FLAGS=%s should tag x but not h: %s", g->what, fl, engine_cuda_mega_layout(ref));
 #endif
     }
     eo.backend = ENGINE_BACKEND_CPU;
@@ -583,6 +588,27 @@ int main(void)
         { "24/2 heads, head_dim 64, fp8, persistent, output tagged against the barrier", true, 24, 2, 64, 512, 300,
           MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, attention output too", 0, 0, MEGA_FLAG_NO_TAGS_A,
           "qkv too" },
+        /* BF16 groups of 4 whose rows are multiples of 2,048 take the tensor-core attention too (since
+         * the twenty-fifth session), with the ring partly in the attention's space and h in bf16:
+         * against the CPU over 600 positions */
+        { "32/8 heads, dim 2048, bf16, persistent, tensor-core attention (the default)", false, 32, 8, 128, 2048, 600,
+          MODEL_PRECISION_AUTO, false, 0, 0, 2048,
+          "attention's space; h in bf16); x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE, 0, 0, NULL },
+        /* h (bf16) as tagged words against gate/up's barrier (FLAGS=524288), to the bit: on the
+         * tensor-core attention's layout, FP8 and BF16, and on attn_item's (BF16, groups whole); not
+         * where groups go in halves (decode_mega.cu mega_setup: Small 24B measured slower with it) */
+        { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, h tagged against the barrier",
+          false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
+          "x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_H, NULL },
+        { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, h tagged against the barrier",
+          false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048,
+          "h in bf16); x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_H, NULL },
+        { "32/8 heads, hidden 4032, bf16, persistent, whole groups, h tagged against the barrier", false, 32, 8, 128,
+          4032, 300, MODEL_PRECISION_AUTO, false, MEGA_FLAG_NO_HALVES, 0, 0, "(h in bf16); x tagged, qkv too, h too", 0,
+          0, MEGA_FLAG_NO_TAGS_H, NULL },
+        { "32/8 heads, hidden 4032, bf16, persistent, groups in halves, h through the barrier", false, 32, 8, 128, 4032,
+          300, MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16); in halves: 16 groups of wo and 16 of down; x tagged",
+          0, 0, 0, ", h too" },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
           NULL, TOL_CUDA_WIDE, 0, 0, NULL },

@@ -882,9 +882,9 @@ static void test_bandwidth_probe(void **st)
 /* The persistent kernel's shared-memory plan (host arithmetic: no GPU needed) on an H200's limits
  * (132 SMs, 227 KiB a block). Medium 3.5 FP8 keeps h (28,672 values) as hi + lo in 112 KiB and
  * its tensor-core attention takes 110 KiB, so only 3 ring stages fit beside them; with h in f16 (bf16 through L2)
- * the attention's space holds two more; 7B's and Ministral 8B's FP8 shapes run that attention and
- * layout too. BF16 weights and Small 24B keep the plain layout (7B BF16 and Small 24B with h as hi
- * only there, which deepens their rings: MEGA_H16_BELOW). FP8 on
+ * the attention's space holds two more; 7B's and Ministral 8B's shapes run that attention and
+ * layout too, FP8 and BF16. Small 24B keeps the plain layout (with h as hi only, which deepens its
+ * ring: MEGA_H16_BELOW). FP8 on
  * these shapes (2 KiB row chunks everywhere) runs the instance with the stage geometry compiled in,
  * unless BORA_MEGA_FLAGS=1024 asks for the general one. Where a layer streams at least 4 MiB a
  * block (Medium 3.5, not 7B) it reads each stage with one tensor copy into an unpadded 32 KiB slot
@@ -919,10 +919,13 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
                      tagged && !(flags & 65536) && (!kern_mega_amma(&a) || qkv_every_block));
     assert_int_equal(strstr(d, ", attention output too") != NULL,
                      tagged && !(flags & 262144) && kern_mega_amma(&a));
-    /* the tensor-core attention: groups of more than 4 heads, and FP8 groups of 4 whose rows all
-     * stream in 2 KiB chunks (7B, Ministral 8B) unless FLAGS=131072 */
-    const bool fp8_2k = dt == BORA_DT_F8_E4M3 && dim % 2048 == 0 && hidden % 2048 == 0 && n_heads * 128 % 2048 == 0;
-    assert_int_equal(kern_mega_amma(&a) != 0, n_heads / n_kv > 4 || (flags & 64) || (fp8_2k && !(flags & 131072)));
+    /* and h where it goes through L2 in bf16 and no groups go in halves, unless FLAGS=524288 */
+    assert_int_equal(strstr(d, ", h too") != NULL,
+                     tagged && !(flags & 524288) && strstr(d, "h in bf16") && !strstr(d, "in halves"));
+    /* the tensor-core attention: groups of more than 4 heads, and groups of 4 whose rows are all
+     * multiples of 2,048 elements (7B, Ministral 8B; FP8 and BF16) unless FLAGS=131072 */
+    const bool rows_2k = dim % 2048 == 0 && hidden % 2048 == 0 && n_heads * 128 % 2048 == 0;
+    assert_int_equal(kern_mega_amma(&a) != 0, n_heads / n_kv > 4 || (flags & 64) || (rows_2k && !(flags & 131072)));
 }
 
 static void test_mega_layout(void **st)
@@ -932,7 +935,16 @@ static void test_mega_layout(void **st)
                 "a ring of 5 stages of 32 KiB (2 in the attention's space; h in bf16)", true, true, true);
     mega_layout("Medium 3.5 fp8, row copies", BORA_DT_F8_E4M3, 12288, 28672, 96, 8, 2048, 0,
                 "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, true, false);
-    mega_layout("Medium 3.5 bf16", BORA_DT_BF16, 12288, 28672, 96, 8, 0, 0, "128 blocks", false, false, false);
+    mega_layout("Medium 3.5 bf16", BORA_DT_BF16, 12288, 28672, 96, 8, 0, 0,
+                "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, false, false);
+    /* 7B BF16 too, since the twenty-fifth session: its tensor-core attention with h in bf16 and two
+     * of its 5 stages in the attention's space (3 stages without: FLAGS=512) */
+    mega_layout("7B bf16", BORA_DT_BF16, 4096, 14336, 32, 8, 0, 0,
+                "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16)", true, false, false);
+    mega_layout("7B bf16, h as hi + lo", BORA_DT_BF16, 4096, 14336, 32, 8, 512, 0, "a ring of 3 stages of 33 KiB;",
+                false, false, false);
+    mega_layout("7B bf16 on attn_item", BORA_DT_BF16, 4096, 14336, 32, 8, 131072, 0,
+                "a ring of 5 stages of 33 KiB (h in bf16); x tagged, qkv too, h too", false, false, false);
     /* 7B FP8 (groups of 4 heads, 2 KiB row chunks) runs the tensor-core attention too, whose space
      * holds two ring stages beside h in bf16 (kern_mega_amma); it streams 1.8 MB a block a layer,
      * under MEGA_TMAP_MIN_BYTES: row copies unless forced (8192) */
@@ -948,14 +960,16 @@ static void test_mega_layout(void **st)
     mega_layout("7B fp8, x through the barriers", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 32768, 0,
                 "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16); stage geometry compiled in", true,
                 true, false);
-    /* qkv and the attention's output reach the attention and wo as tagged words; FLAGS=262144 sends
-     * the output through the attention's barrier, 65536 qkv */
+    /* qkv, the attention's output and h reach the attention, wo and down as tagged words; FLAGS=262144
+     * sends the output through the attention's barrier, 65536 qkv, 524288 h */
     mega_layout("7B fp8, tagged inputs", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 0, 0,
-                "; x tagged, qkv too, attention output too", true, true, false);
+                "; x tagged, qkv too, attention output too, h too", true, true, false);
     mega_layout("7B fp8, the attention's output through the barrier", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 262144, 0,
                 "; x tagged, qkv too", true, true, false);
     mega_layout("Medium 3.5 fp8, qkv through the barrier", BORA_DT_F8_E4M3, 12288, 28672, 96, 8, 65536, 0,
-                "; x tagged, attention output too", true, true, true);
+                "; x tagged, attention output too, h too", true, true, true);
+    mega_layout("7B fp8, h through the barrier", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 524288, 0,
+                "; x tagged, qkv too, attention output too", true, true, false);
     /* on attn_item (FLAGS=131072), as before the twenty-fourth session: the plain layout with h as
      * hi only, qkv tagged too */
     mega_layout("7B fp8 on attn_item", BORA_DT_F8_E4M3, 4096, 14336, 32, 8, 131072, 0,
@@ -976,16 +990,17 @@ static void test_mega_layout(void **st)
                 "a ring of 3 stages of 41 KiB (h in bf16)", false, false, false);
     mega_layout("Small 24B fp8, h as hi + lo (FLAGS=512)", BORA_DT_F8_E4M3, 5120, 32768, 32, 8, 512, 0,
                 "a ring of 2 stages of 41 KiB; in halves", false, false, false);
-    /* BF16 the same way with h as bf16 hi only: 7B 4 → 5 stages, Small 24B 2 → 4 (rows of 10,240
-     * bytes: 2 KiB stages) */
-    mega_layout("7B bf16", BORA_DT_BF16, 4096, 14336, 32, 8, 0, 0, "a ring of 5 stages of 33 KiB (h in bf16)", false,
-                false, false);
+    /* BF16 the same way with h as bf16 hi only: 7B on attn_item 4 → 5 stages (above), Small 24B 2 → 4
+     * (rows of 10,240 bytes: 2 KiB stages) */
     mega_layout("Small 24B bf16", BORA_DT_BF16, 5120, 32768, 32, 8, 0, 0,
                 "a ring of 4 stages of 33 KiB (h in bf16); in halves: 64 groups of wo and 64 of down", false, false, false);
-    /* Ministral 8B BF16 keeps h as hi only (its load one round trip, not two); FP8 on the tensor-core
-     * attention gets 6 stages, 3 of them in the attention's space (on attn_item 5, h as hi + lo) */
-    mega_layout("Ministral 8B bf16", BORA_DT_BF16, 4096, 12288, 32, 8, 0, 0, "a ring of 5 stages of 33 KiB (h in bf16)",
-                false, false, false);
+    /* Ministral 8B on the tensor-core attention gets 6 stages, 3 of them in the attention's space, FP8
+     * and BF16 (on attn_item: BF16 5 with h as hi only, its load one round trip, not two; FP8 5, h as
+     * hi + lo) */
+    mega_layout("Ministral 8B bf16", BORA_DT_BF16, 4096, 12288, 32, 8, 0, 0,
+                "a ring of 6 stages of 33 KiB (3 in the attention's space; h in bf16)", true, false, false);
+    mega_layout("Ministral 8B bf16 on attn_item", BORA_DT_BF16, 4096, 12288, 32, 8, 131072, 0,
+                "a ring of 5 stages of 33 KiB (h in bf16)", false, false, false);
     mega_layout("Ministral 8B fp8", BORA_DT_F8_E4M3, 4096, 12288, 32, 8, 0, 0,
                 "a ring of 6 stages of 33 KiB (3 in the attention's space; h in bf16); stage geometry compiled in", true,
                 true, false);
