@@ -34,6 +34,11 @@
  * instances, identical to the bit) and 1.8e-2 on the per-kernel step (H200, 2026-11-30). Their
  * greedy ids still match the CPU's wherever the CPU's choice is clear. */
 #define TOL_CUDA_WIDE 3e-2f
+/* The same width over 600 positions on the tensor-core attention, which rounds q and the softmax
+ * weights to bf16 as well (tests/gpu_kernels.c bounds that per call): 2.67e-2 (FP8) and 2.89e-2
+ * (BF16) against attn_item's 2.06e-2 and 2.22e-2 on the same models (H200, 2026-12-01 17:05 UTC),
+ * so about 0.7e-2 more; 4e-2 keeps the room TOL_CUDA_WIDE leaves attn_item. */
+#define TOL_CUDA_WIDE_TC 4e-2f
 /* Width 5,120 (Small 24B's) moves further still: worst over 200 steps 4.08e-2 on the persistent
  * kernel (2,560-byte stages) and 4.00e-2 on the per-kernel step, whose kernels the narrower cases
  * check (H200, 2026-12-01 06:33 UTC). The bound is the same for both paths. */
@@ -567,7 +572,7 @@ int main(void)
          * against the general one to the bit, and x tagged against the barriers */
         { "32/8 heads, dim 2048, fp8, persistent, tensor-core attention (the default)", false, 32, 8, 128, 2048, 600,
           MODEL_PRECISION_FP8, false, 0, 0, 2048,
-          "stage geometry compiled in; x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, 0, NULL },
+          "stage geometry compiled in; x tagged, qkv too, attention output too", TOL_CUDA_WIDE_TC, 0, 0, NULL },
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, x tagged against barriers",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged",
           TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS, NULL },
@@ -593,7 +598,13 @@ int main(void)
          * against the CPU over 600 positions */
         { "32/8 heads, dim 2048, bf16, persistent, tensor-core attention (the default)", false, 32, 8, 128, 2048, 600,
           MODEL_PRECISION_AUTO, false, 0, 0, 2048,
-          "attention's space; h in bf16); x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE, 0, 0, NULL },
+          "attention's space; h in bf16); x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE_TC, 0, 0,
+          NULL },
+        /* TOL_CUDA_WIDE_TC's reference: the same models on attn_item (FLAGS=131072) */
+        { "32/8 heads, dim 2048, bf16, persistent, attn_item", false, 32, 8, 128, 2048, 600, MODEL_PRECISION_AUTO, false,
+          MEGA_FLAG_NO_AMMA, 0, 2048, "(h in bf16); x tagged, qkv too, h too", TOL_CUDA_WIDE, 0, 0, "attention output" },
+        { "32/8 heads, dim 2048, fp8, persistent, attn_item", false, 32, 8, 128, 2048, 600, MODEL_PRECISION_FP8, false,
+          MEGA_FLAG_NO_AMMA, 0, 2048, "; x tagged, qkv too", TOL_CUDA_WIDE, 0, 0, "attention output" },
         /* h (bf16) as tagged words against gate/up's barrier (FLAGS=524288), to the bit: on the
          * tensor-core attention's layout, FP8 and BF16, and on attn_item's (BF16, groups whole); not
          * where groups go in halves (decode_mega.cu mega_setup: Small 24B measured slower with it) */
