@@ -202,10 +202,14 @@ struct mega_params {
     /* the attention's output tagged (tensor-core attention, x tagged): every split's share of the
      * combine is written as words tagged l + 1 at at, and wo's input load takes them until every one
      * carries it, with no barrier (the consumers still arrive, for the producers' holds). att(l + 1)
-     * rewrites a word only after every block has read att(l): its items need all of qkv(l + 1)'s
-     * rows, which come after the barrier before the attention, or, with qkv tagged too, from every
-     * block (each has a qkv group), each of which loaded att(l) before. The same chain keeps x's
-     * words safe where the attention's barrier did (above). */
+     * rewrites a word only after every block that streams some of wo has read att(l): an item of
+     * layer l + 1 needs qkv(l + 1), so x(l)'s words from down, so all of h(l), so all of gate/up(l)'s
+     * inputs, x from every wo(l) group, each written after its block loaded att(l); a block without a
+     * wo group reads att for nothing. x's words stay safe where the attention's barrier had kept
+     * them (above): wo(l + 1) writes them only once every item of layer l + 1 has read its q, k and
+     * v, so after the barrier before the attention (every block's qkv), or, with qkv tagged too,
+     * after every row of qkv, which every block streams some of (mega_setup asks that), each
+     * written after its block loaded x. */
     bool tags_a;
     unsigned long long *at;
     /* h tagged (x tagged, h in bf16): gate/up's epilogue writes each h value as a 32-bit word

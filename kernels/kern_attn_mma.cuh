@@ -1,7 +1,7 @@
 /* kern_attn_mma.cuh — decode attention on the tensor cores for one (kv head, split) work item,
  * for large query groups (G > 4 query heads per kv head: Mistral Medium 3.5 has 12, where the
  * per-lane dot products of attn_item are bound by shuffles and shared memory), and in the
- * persistent kernel for 7B's and Ministral 8B's FP8 groups of 4 too (decode_mega.cu
+ * persistent kernel for 7B's and Ministral 8B's groups of 4 too, FP8 and BF16 (decode_mega.cu
  * kern_mega_amma: there the split's share of the combine is what pays). Shared by the
  * standalone kernel (attention.cu: a block of four warps per item) and the persistent decode
  * kernel (decode_mega.cu: every consumer warp of a block on one item). Internal to kernels/.

@@ -173,6 +173,9 @@ struct kern_mega_args {
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
     unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
 };
+/* Ints of kern_mega_args.sync for this shape: the phase counters, the splits' counters, the
+ * published maxima, the halves' slots, then x, qkv and the attention's output as 64-bit tagged words
+ * and h as 32-bit ones. */
 size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim, int hidden, int n_heads, int head_dim);
 /* Slots of the trace (per block and layer: the consumers' phase boundaries, then the producer's
  * time blocked on a full ring for each matrix; decode_mega.cu TR_*). Diagnostics. */
