@@ -186,17 +186,22 @@ struct mega_params {
      * xt, the tag being the phase (2 l + 1 after wo, 2 l + 2 after down; the area is zeroed per
      * launch). gate/up and the next layer's qkv load the words until every tag is their phase's: no
      * barrier, no counter, no published maximum there, and their producers are not held. A reader
-     * never meets a later phase's word: a row's wo word (2 l + 1) is overwritten by down's (2 l + 2)
-     * only after the down phase's barrier, which every block reaches after its gate/up, so after
-     * loading the row; down's word is overwritten by the next wo's only after the attention's
-     * barrier, behind every block's qkv. An epilogue's residual comes from the words too: the row
-     * is its block's in that phase, so no other block writes it in between. */
+     * whose load feeds a group never meets a later phase's word: a row's wo word (2 l + 1) is
+     * overwritten by down's (2 l + 2) only once all of h(l) is there (gate/up's barrier, or h's
+     * words), so after every gate/up group's block loaded x; down's word is overwritten by the next
+     * wo's only after the attention's barrier, behind every block's qkv, or, without it (tags_a),
+     * after every qkv row (below). A block that streams no group of a matrix may load a later word
+     * as that matrix's input, and uses none of it: such a load must publish nothing (no maximum,
+     * no counter). An epilogue's residual comes from the words too: the row is its block's in that
+     * phase, so no other block writes it in between. The words are relaxed stores and loads; each
+     * link of these chains is a load whose value a later store depends on. */
     bool tags;
     unsigned long long *xt;
     /* qkv tagged as well: the qkv epilogue also writes its outputs as words tagged l + 1 at qt, and
      * the attention items load their rows until they carry it, with no barrier between the two
-     * phases (qkv(l + 1) rewrites a row only after x(l)'s words from down, which every block writes
-     * after its attention items of layer l) */
+     * phases (qkv(l + 1) rewrites a row only after all of x(l)'s words from down, so after all of
+     * h(l) and x from every wo(l) group, which needs the attention of layer l done: its barrier on
+     * attn_item, every split's output words on the tensor cores) */
     bool tags_q;
     unsigned long long *qt;
     /* the attention's output tagged (tensor-core attention, x tagged): every split's share of the
@@ -1813,8 +1818,9 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     p->ahead = a->ahead;
     p->tags = !(a->flags & (MEGA_F_NO_TAGS | MEGA_F_TWO_PASS)) && a->dim % 4 == 0;
     p->xt = a->sync ? (unsigned long long *)(a->sync + mega_tag_base(a->n_layers, a->n_kv)) : nullptr;
-    /* on the tensor-core attention, qkv tagged only where every block streams some of qkv (p->tags_a's
-     * chain needs each block's qkv after its wo input) */
+    /* on the tensor-core attention, qkv tagged only where every block streams some of qkv: x's words
+     * are then safe from wo(l + 1) through every block's own qkv, not only through the blocks that
+     * consume x (tags_a's comment); conservative, kept from the first measured form */
     p->tags_a = p->tags && p->amma && q_dim % 4 == 0 && !(a->debug & MEGA_DBG_NO_ATTN) &&
                 !(a->flags & MEGA_F_NO_TAGS_A);
     /* h tagged: not with groups in halves (Small 24B, 0.4-0.5 % slower; 7B and Ministral 8B BF16 and

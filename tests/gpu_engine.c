@@ -577,22 +577,25 @@ int main(void)
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged",
           TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS, NULL },
         /* ... and each tagged input against its barrier, to the bit: the attention's output
-         * (FLAGS=262144), qkv (FLAGS=65536); on Medium 3.5's groups of 12 too; and on 24/2 heads of
-         * 64, whose qkv has 112 groups of 16 rows, fewer than the grid's blocks, so the attention's
-         * output alone is tagged (a block without a qkv group would break the chain that keeps a
-         * later layer's words from its readers: decode_mega.cu mega_params.tags_a) */
+         * (FLAGS=262144), qkv (FLAGS=65536), FP8 and BF16; on Medium 3.5's groups of 12 too; and on
+         * 24/2 heads of 64, whose qkv has 112 groups of 16 rows: on an H200's grid of 132 blocks
+         * fewer than the blocks, so the attention's output is tagged alone (decode_mega.cu mega_setup
+         * tags qkv there only where every block streams some of it) */
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, output tagged against the barrier",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
           "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_A, NULL },
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, qkv tagged against the barrier",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
           "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_Q, NULL },
+        { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, qkv and output tagged against "
+          "the barriers", false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048,
+          "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_A | MEGA_FLAG_NO_TAGS_Q,
+          NULL },
         { "96/8 heads, hidden 4032, fp8, persistent, qkv and output tagged against the barriers", false, 96, 8, 128,
           4032, 300, MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, qkv too, attention output too", 0, 0,
           MEGA_FLAG_NO_TAGS_A | MEGA_FLAG_NO_TAGS_Q, NULL },
         { "24/2 heads, head_dim 64, fp8, persistent, output tagged against the barrier", true, 24, 2, 64, 512, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, attention output too", 0, 0, MEGA_FLAG_NO_TAGS_A,
-          "qkv too" },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "attention output too", 0, 0, MEGA_FLAG_NO_TAGS_A, NULL },
         /* BF16 groups of 4 whose rows are multiples of 2,048 take the tensor-core attention too (since
          * the twenty-fifth session), with the ring partly in the attention's space and h in bf16:
          * against the CPU over 600 positions */
