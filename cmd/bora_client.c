@@ -268,6 +268,16 @@ static int parse_opts(struct client_opts *o, int argc, char **argv)
     }
     if (!o->addr)
         return usage_error("--udp HOST:PORT or --tcp HOST:PORT is required%s", "");
+    {   /* the address's form is an option's: refused here (exit 2, nothing on stdout); a host that does
+         * not resolve or answer is the transport's (exit 1) */
+        const char *colon = strrchr(o->addr, ':');
+        char *end = NULL;
+        const long port = colon && colon[1] ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == o->addr || !end || *end || port < 1 || port > 65535)
+            return usage_error(o->tcp ? "--tcp: expected HOST:PORT with a port 1..65535 (got '%s')"
+                                      : "--udp: expected HOST:PORT with a port 1..65535 (got '%s')",
+                               o->addr);
+    }
     if (!have_prompt)
         return usage_error("one of --prompt, --chat, --ids is required%s", "");
     o->g.prompt = o->prompt;
@@ -480,7 +490,8 @@ int cmd_client(int argc, char **argv)
     int rc = exchange(&c, &o, rid, &st);
     if (rc < 0 && !st.ended) {
         snprintf(err.msg, sizeof err.msg, "%s %s: %s", o.tcp ? "tcp" : "udp", o.addr,
-                 rc == -ETIMEDOUT ? "no complete answer before --timeout-ms (CANCEL sent)" :
+                 rc == -ETIMEDOUT ? (o.tcp ? "no complete answer before --timeout-ms (connection closed, which cancels it)"
+                                           : "no complete answer before --timeout-ms (CANCEL sent)") :
                  rc == -EPIPE ? "server closed the connection" : strerror(-rc));
         fprintf(stderr, "bora client: %s\n", err.msg);
         if (o.json)

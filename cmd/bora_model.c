@@ -8,6 +8,7 @@
 #include "cmd/bora_common.h"
 #include "cmd/cli.h"
 #include "model/engine.h"
+#include "model/tokenizer.h"
 #include "model/sampler.h"
 
 int cmd_info(int argc, char **argv)
@@ -42,7 +43,20 @@ int cmd_info(int argc, char **argv)
            bora_dtype_name(m->linear_dtype), bora_dtype_name(m->output.dtype));
     printf("parameters:    %llu (%.3f B)\n", (unsigned long long)m->n_params, m->n_params / 1e9);
     printf("weight bytes:  %llu (%.2f GiB)\n", (unsigned long long)m->weight_bytes, m->weight_bytes / (double)(1ull << 30));
-    printf("tokenizer:     %s\n", m->tokenizer_path[0] ? m->tokenizer_path : "(none found)");
+    if (m->tokenizer_path[0]) {   /* opened, so a corrupt one is named here and not at the first prompt */
+        struct tokenizer *t = NULL;
+        struct bora_err err = { "" };
+        if (tokenizer_open(&t, m->tokenizer_path, &err) != 0) {
+            fflush(stdout);
+            fprintf(stderr, "bora: %s\n", err.msg);
+            model_close(m);
+            return 1;
+        }
+        printf("tokenizer:     %s (%d tokens)\n", m->tokenizer_path, tokenizer_vocab_size(t));
+        tokenizer_close(t);
+    } else {
+        printf("tokenizer:     (none found)\n");
+    }
     model_close(m);
     return 0;
 }

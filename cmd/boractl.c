@@ -245,9 +245,11 @@ static void history_path(char *buf, size_t n)
         snprintf(buf, n, "%s/%s", home, BORACTL_HISTORY);
 }
 
-/* The next command line (malloc'd), from libedit on a terminal or stdin otherwise; NULL at EOF. */
-static char *line_next(bool tty)
+/* The next command line (malloc'd), from libedit on a terminal or stdin otherwise; NULL at EOF.
+ * *nul: the piped line held a NUL byte (it would have been cut short there). */
+static char *line_next(bool tty, bool *nul)
 {
+    *nul = false;
     if (tty)
         return readline("bora> ");
     char *buf = NULL;   /* the whole line, however long: command_run refuses one over the limit */
@@ -257,7 +259,10 @@ static char *line_next(bool tty)
         free(buf);
         return NULL;
     }
-    buf[strcspn(buf, "\n")] = 0;
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    *nul = memchr(buf, 0, (size_t)n) != NULL;
+    buf[n] = 0;
     return buf;
 }
 
@@ -275,10 +280,16 @@ static int interactive(int fd, bool json)
     }
     int rc = 0, worst = 0;   /* commands from a pipe: the worst status of any (scripts see failures) */
     char *line;
-    while ((line = line_next(tty))) {
+    bool nul;
+    while ((line = line_next(tty, &nul))) {
         if (tty && line[strspn(line, " \t")])
             add_history(line);
-        rc = line[strspn(line, " \t")] ? command_run(fd, line, json) : 0;
+        if (nul) {   /* not sent: the part before the NUL would run as if it were the command */
+            fprintf(stderr, "boractl: a command line holds a NUL byte: not sent\n");
+            rc = CONSOLE_USAGE;
+        } else {
+            rc = line[strspn(line, " \t")] ? command_run(fd, line, json) : 0;
+        }
         free(line);
         if (rc < 0 || rc == CONSOLE_QUIT)
             break;

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 
 #include "cmd/borad.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 #include "config/config.h"
 #include "console/console_server.h"
 
@@ -78,8 +80,9 @@ static const char *where(const char *file, const struct bora_config *cfg, const 
     return buf;
 }
 
-/* --check-config: [model] path must name a checkpoint folder borad could open (the check does
- * not load it). Prints the problem and returns 1. */
+/* --check-config: [model] path must name a checkpoint borad could open: its config, the headers,
+ * names, dtypes and shapes of every tensor (model_open maps the shards, it reads no weights) and
+ * its tokenizer. Prints the problem and returns 1. */
 static int model_dir_problem(const struct bora_config *cfg, const char *file)
 {
     const char *dir = cfg->model.path;
@@ -92,12 +95,31 @@ static int model_dir_problem(const struct bora_config *cfg, const char *file)
         problem = "not a directory (name the checkpoint's folder)";
     else {
         snprintf(p, sizeof p, "%s/config.json", dir);
-        if (access(p, R_OK) == 0)
-            return 0;
+        const bool hf = access(p, R_OK) == 0;
         snprintf(p, sizeof p, "%s/params.json", dir);
-        if (access(p, R_OK) == 0)
+        if (!hf && access(p, R_OK) != 0)
+            problem = "neither config.json nor params.json is there";
+    }
+    struct bora_err err = { "" };
+    if (!problem) {   /* as borad will open it; AUTO: no FP8 quantization for a check */
+        struct model *m = NULL;
+        const struct model_open_opts mo = { .precision = MODEL_PRECISION_AUTO };
+        if (model_open(&m, dir, &mo, &err) != 0) {
+            problem = err.msg;
+        } else {
+            struct tokenizer *t = NULL;
+            if (m->tokenizer_path[0] && tokenizer_open(&t, m->tokenizer_path, &err) != 0) {
+                problem = err.msg;
+            } else if (t && tokenizer_vocab_size(t) > m->cfg.vocab_size) {
+                snprintf(err.msg, sizeof err.msg, "%.300s: the tokenizer has %d tokens, the model only %d",
+                         m->tokenizer_path, tokenizer_vocab_size(t), m->cfg.vocab_size);
+                problem = err.msg;
+            }
+            tokenizer_close(t);
+            model_close(m);
+        }
+        if (!problem)
             return 0;
-        problem = "neither config.json nor params.json is there";
     }
     fprintf(stderr, "%s: key 'model.path': %s (got '%s')\n", where(file, cfg, "model.path", w, sizeof w), problem, dir);
     return 1;

@@ -93,11 +93,12 @@ static int wait_readable(struct console_server *s, int fd, uint64_t idle_ms, uin
 
 /* Reads one '\n'-terminated line byte by byte (no read-ahead: `stats watch` reads the same
  * fd for its key). Returns 1 with a line in buf, 0 at EOF/stop, -E2BIG (line too long,
- * discarded), -ETIMEDOUT (no byte for the idle time) or -errno. */
+ * discarded), -EILSEQ (a NUL byte in it, which would cut the command short: discarded),
+ * -ETIMEDOUT (no byte for the idle time) or -errno. */
 static int socket_line(struct console_server *s, int fd, char *buf, size_t cap)
 {
     size_t len = 0;
-    bool too_long = false;
+    bool too_long = false, nul = false;
     for (;;) {
         /* a session silent for [console] idle_timeout_s (0 = never) is closed */
         int r = wait_readable(s, fd, (uint64_t)s->cfg->idle_timeout_s * 1000u, mono_ms());
@@ -111,13 +112,15 @@ static int socket_line(struct console_server *s, int fd, char *buf, size_t cap)
             return n < 0 ? -errno : 0;
         if (ch == '\n')
             break;
+        if (ch == 0)
+            nul = true;
         if (len + 1 < cap)
             buf[len++] = ch;
         else
             too_long = true;
     }
     buf[len] = 0;
-    return too_long ? -E2BIG : 1;
+    return too_long ? -E2BIG : nul ? -EILSEQ : 1;
 }
 
 /* Runs one command line for a socket session; writes answer + end marker. */
@@ -169,6 +172,12 @@ static void *socket_session(void *p)
         int r = socket_line(s, fd, line, sizeof line);
         if (r == -E2BIG) {
             static const char msg[] = "error: command line too long\n\0" "2\n";
+            if (write_all(fd, msg, sizeof msg - 1))
+                break;
+            continue;
+        }
+        if (r == -EILSEQ) {
+            static const char msg[] = "error: command line holds a NUL byte: not run\n\0" "2\n";
             if (write_all(fd, msg, sizeof msg - 1))
                 break;
             continue;

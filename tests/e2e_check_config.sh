@@ -35,6 +35,19 @@ done
 grep -q "No such file" "$err" && fail "the last path exists: $(cat "$err")"
 printf '[model]\npath = tests/data/fixtures/mistral-tiny-bf16\n' >"$tmpd/m.ini"
 "$borad" --check-config "$tmpd/m.ini" >"$out" 2>"$err" || fail "a fixture folder: $(cat "$err")"
+# ... opened as borad opens it: a folder with only config.json, a weights file cut short and a
+# corrupt tokenizer are each named, not passed
+fx=tests/data/fixtures/mistral-tiny-bf16
+mkdir "$tmpd/cfgonly" "$tmpd/cut" "$tmpd/tok"
+cp "$fx/config.json" "$tmpd/cfgonly/"
+cp "$fx/config.json" "$fx/tokenizer.model" "$tmpd/cut/" && head -c 5000 "$fx/model.safetensors" >"$tmpd/cut/model.safetensors"
+cp "$fx/config.json" "$fx/model.safetensors" "$tmpd/tok/" && head -c 1000 "$fx/tokenizer.model" >"$tmpd/tok/tokenizer.model"
+for c in "cfgonly:no model.*safetensors" "cut:model.safetensors" "tok:tokenizer.model: a SentencePiece model cut short"; do
+    d=${c%%:*} want=${c#*:}
+    printf '[model]\npath = %s/%s\n' "$tmpd" "$d" >"$tmpd/m.ini"
+    "$borad" --check-config "$tmpd/m.ini" >"$out" 2>"$err"; rc=$?
+    [ $rc -eq 1 ] && grep -q "^$tmpd/m.ini:2: key 'model.path': .*$want" "$err" || fail "model $d: exit $rc: $(cat "$err")"
+done
 
 # what the console's start would refuse is reported by the check too
 for kv in "socket_owner = no-such-user-bora:no such user" "socket_group = no-such-group-bora:no such group" \

@@ -43,6 +43,12 @@ text=$(python3 -c "import json,sys;print(json.loads(sys.argv[1])['text'])" "$a")
 [ "$($bora detokenize $fx $gids)" = "$text" ] || fail "--json text is not the detokenized ids"
 
 $bora info $fx | grep -q "MistralForCausalLM" || fail "bora info"
+# info opens the tokenizer: a corrupt one is named there, not at the first prompt
+mkdir "$tmp/tok" && cp "$fx/config.json" "$fx/model.safetensors" "$tmp/tok/" &&
+    head -c 1000 "$fx/tokenizer.model" >"$tmp/tok/tokenizer.model"
+out=$($bora info "$tmp/tok" 2>&1 >/dev/null); rc=$?
+[ $rc = 1 ] && grep -q "tokenizer.model: a SentencePiece model cut short" <<<"$out" || fail "info, corrupt tokenizer: rc $rc, '$out'"
+$bora info $fx | grep -q "^tokenizer: .*tokenizer.model (32768 tokens)" || fail "info: the tokenizer's size"
 
 # bad input: a clear message naming the problem, non-zero exit, no crash
 out=$($bora logits /nonexistent --ids 1 --out "$tmp/x" 2>&1); rc=$?
@@ -112,6 +118,11 @@ for c in "generate $fx --chat $tmp" "tokenize $fx --file $tmp" "chat-encode $fx 
     grep -q "not a regular file (a directory)" "$tmp/u.err" || fail "bora $c: $(cat "$tmp/u.err")"
 done
 expect_usage "--key: not hex" client --tcp 127.0.0.1:1 --key 1g1g --prompt hi
+# an address of the wrong form is a bad option: exit 2, nothing on stdout even with --json
+for addr in nohost 127.0.0.1:99999 127.0.0.1:0 :7474; do
+    expect_usage "expected HOST:PORT with a port 1..65535 (got '$addr')" client --udp "$addr" --prompt hi --json
+    [ -z "$($bora client --udp "$addr" --prompt hi --json 2>/dev/null)" ] || fail "client --udp $addr printed on stdout"
+done
 # client --json with no server: exit 1, and stdout still holds one object that says why
 out=$($bora client --tcp 127.0.0.1:1 --prompt hi --json 2>"$tmp/u.err"); rc=$?
 [ $rc = 1 ] || fail "client --json without a server: exit $rc"

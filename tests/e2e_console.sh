@@ -67,6 +67,23 @@ printf 'status\nrequests\n' | ctl >/dev/null 2>&1 || fail "piped boractl with go
 python3 -c "print('x' * 1100 + 'drain')" | ctl >"$tmp/long.txt" 2>&1 && fail "an over-long piped line exited 0"
 grep -q "too long" "$tmp/long.txt" || fail "over-long piped line: $(head -c 200 "$tmp/long.txt")"
 ctl status | grep -q "state *serving" || fail "the tail of an over-long line ran as a command"
+# a line with a NUL byte is refused whole (the part before it would have run as the command), on
+# the socket and from boractl's stdin
+python3 - "$tmp/c.sock" >"$tmp/nul.txt" <<'PY' || fail "NUL line on the socket: $(cat "$tmp/nul.txt")"
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"drain\x00junk\n")
+buf = b""
+while not (b"\0" in buf and buf.endswith(b"\n")):
+    d = s.recv(4096)
+    if not d: break
+    buf += d
+text, code = buf.split(b"\0", 1)
+print(text.decode())
+assert b"NUL byte" in text and code.strip() == b"2", buf
+PY
+printf 'drain\0junk\n' | ctl >/dev/null 2>"$tmp/nul.err"; rc=$?
+[ $rc = 2 ] && grep -q "NUL byte: not sent" "$tmp/nul.err" || fail "NUL line from boractl's stdin: exit $rc, $(cat "$tmp/nul.err")"
+ctl status | grep -q "state *serving" || fail "the part of a NUL line before the NUL ran as a command"
 # --json first on the line: still a watch (the end of stdin ends it), JSON lines
 echo '--json stats watch' | timeout 10 "$build/boractl" --socket "$tmp/c.sock" >"$tmp/w.json" ||
     fail "piped '--json stats watch' exited $? (hung?)"

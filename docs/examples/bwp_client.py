@@ -30,7 +30,13 @@ def recv_exact(sock, n):
 
 
 def main():
-    host, port = (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:7474").rsplit(":", 1)
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        return
+    addr = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:7474"
+    if ":" not in addr or not addr.rsplit(":", 1)[1].isdigit():
+        sys.exit(f"bwp_client.py: expected HOST:PORT (got {addr!r}); --help for the usage")
+    host, port = addr.rsplit(":", 1)
     prompt = (sys.argv[2] if len(sys.argv) > 2 else "Hello! Where is my order #4512?").encode()
     # prompt_kind 0 = raw text (BOS added by the server); greedy (temperature 0), top_p 1 = off
     payload = GENERATE.pack(64, 0, 0, 0.0, 1.0, 0, 0, 0, len(prompt)) + prompt
