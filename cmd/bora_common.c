@@ -346,13 +346,8 @@ int generate_run(struct run_opts *o)
     size_t text_len = 0;
     struct bora_err err = { "" };
     if (m->tokenizer_path[0]) {
-        if (tokenizer_open(&tok, m->tokenizer_path, &err)) {
+        if (tokenizer_open_for(&tok, m->tokenizer_path, m->cfg.vocab_size, &err)) {
             fprintf(stderr, "bora: %s\n", err.msg);
-            goto out;
-        }
-        if (tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
-            fprintf(stderr, "bora: %s: tokenizer has %d tokens, the model only %d\n", m->tokenizer_path,
-                    tokenizer_vocab_size(tok), m->cfg.vocab_size);
             goto out;
         }
     } else if (o->prompt || o->chat_file) {

@@ -46,7 +46,7 @@ int cmd_info(int argc, char **argv)
     if (m->tokenizer_path[0]) {   /* opened, so a corrupt one is named here and not at the first prompt */
         struct tokenizer *t = NULL;
         struct bora_err err = { "" };
-        if (tokenizer_open(&t, m->tokenizer_path, &err) != 0) {
+        if (tokenizer_open_for(&t, m->tokenizer_path, m->cfg.vocab_size, &err) != 0) {
             fflush(stdout);
             fprintf(stderr, "bora: %s\n", err.msg);
             model_close(m);

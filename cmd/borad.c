@@ -108,13 +108,8 @@ static int model_dir_problem(const struct bora_config *cfg, const char *file)
             problem = err.msg;
         } else {
             struct tokenizer *t = NULL;
-            if (m->tokenizer_path[0] && tokenizer_open(&t, m->tokenizer_path, &err) != 0) {
+            if (m->tokenizer_path[0] && tokenizer_open_for(&t, m->tokenizer_path, m->cfg.vocab_size, &err) != 0)
                 problem = err.msg;
-            } else if (t && tokenizer_vocab_size(t) > m->cfg.vocab_size) {
-                snprintf(err.msg, sizeof err.msg, "%.300s: the tokenizer has %d tokens, the model only %d",
-                         m->tokenizer_path, tokenizer_vocab_size(t), m->cfg.vocab_size);
-                problem = err.msg;
-            }
             tokenizer_close(t);
             model_close(m);
         }

@@ -317,13 +317,8 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     }
     ge->eos_id = ge->m->cfg.eos_id;
     if (ge->m->tokenizer_path[0]) {
-        if ((rc = tokenizer_open(&ge->tok, ge->m->tokenizer_path, err)) < 0)
+        if ((rc = tokenizer_open_for(&ge->tok, ge->m->tokenizer_path, ge->m->cfg.vocab_size, err)) < 0)
             goto err;
-        if (tokenizer_vocab_size(ge->tok) > ge->m->cfg.vocab_size) {
-            rc = bora_errf(err, -EINVAL, "%s: tokenizer has %d tokens, the model only %d",
-                           ge->m->tokenizer_path, tokenizer_vocab_size(ge->tok), ge->m->cfg.vocab_size);
-            goto err;
-        }
         ge->eos_id = tokenizer_eos_id(ge->tok);
         ge->msgs = malloc(sizeof *ge->msgs * GE_MAX_MESSAGES);
         if (!ge->msgs) {

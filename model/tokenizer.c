@@ -231,6 +231,20 @@ int tokenizer_open(struct tokenizer **out, const char *path, struct bora_err *er
     return rc;
 }
 
+int tokenizer_open_for(struct tokenizer **out, const char *path, int model_vocab, struct bora_err *err)
+{
+    int rc = tokenizer_open(out, path, err);
+    if (rc)
+        return rc;
+    if ((*out)->n_vocab > model_vocab) {
+        rc = bora_errf(err, -EINVAL, "%s: tokenizer has %d tokens, the model only %d", path, (*out)->n_vocab,
+                       model_vocab);
+        tokenizer_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 void tokenizer_close(struct tokenizer *t)
 {
     if (!t)

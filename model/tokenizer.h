@@ -28,6 +28,10 @@ struct tokenizer;
  * -ENOTSUP (a kind or option bora does not implement, e.g. Unigram models, a normalization
  * charsmap, a tokenizer.json normalizer or pre_tokenizer other than Mistral's), -ENOMEM. */
 int tokenizer_open(struct tokenizer **out, const char *path, struct bora_err *err);
+/* tokenizer_open for a model whose vocabulary has model_vocab ids: also -EINVAL (and *out NULL)
+ * where the tokenizer has more tokens than that, as its ids would index past the model's rows.
+ * How every command that serves a checkpoint opens the checkpoint's tokenizer. */
+int tokenizer_open_for(struct tokenizer **out, const char *path, int model_vocab, struct bora_err *err);
 void tokenizer_close(struct tokenizer *t);
 
 int tokenizer_vocab_size(const struct tokenizer *t);

@@ -220,6 +220,13 @@ static void test_dir_open(void **state)
     rmdir(tmp);
     assert_int_equal(tokenizer_open(&t, "/nonexistent/tokenizer.model", &err), -ENOENT);
     assert_non_null(strstr(err.msg, "/nonexistent/tokenizer.model"));
+    /* for a model: a tokenizer with more tokens than the model has rows is refused, naming both */
+    assert_int_equal(tokenizer_open_for(&t, V3_PATH, 32767, &err), -EINVAL);
+    assert_null(t);
+    assert_non_null(strstr(err.msg, "tokenizer has 32768 tokens, the model only 32767"));
+    assert_int_equal(tokenizer_open_for(&t, V3_PATH, 32768, &err), 0);
+    assert_int_equal(tokenizer_vocab_size(t), 32768);
+    tokenizer_close(t);
 }
 
 /* v7 (tokenizer.model.v7) opens; it has v3's normal pieces, so plain text encodes as in the v3
