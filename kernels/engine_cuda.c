@@ -903,7 +903,7 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .ns_max = getenv("BORA_MEGA_NS") ? atoi(getenv("BORA_MEGA_NS")) : 0,
         .blocks_max = getenv("BORA_MEGA_BLOCKS") ? atoi(getenv("BORA_MEGA_BLOCKS")) : 0,
         .flags = getenv("BORA_MEGA_FLAGS") ? atoi(getenv("BORA_MEGA_FLAGS")) : 0,
-        .ahead = getenv("BORA_MEGA_AHEAD") ? atoi(getenv("BORA_MEGA_AHEAD")) : KERN_MEGA_AHEAD,
+        .ahead = getenv("BORA_MEGA_AHEAD") ? atoi(getenv("BORA_MEGA_AHEAD")) : KERN_MEGA_AHEAD_AUTO,
         .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
     };
     s->mega = false;

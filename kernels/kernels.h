@@ -28,14 +28,20 @@ struct CUstream_st;   /* cudaStream_t */
 
 /* Flash-decoding: blocks of attention per layer aimed at (kv heads × splits ≈ this). */
 #define KERN_ATTN_MAX_GROUP 16          /* query heads per kv head */
-#define KERN_MEGA_AHEAD 2               /* persistent decode: stages issued ahead of a phase barrier
-                                         * (H200, 7B FP8, 2026-11-29: 0 / 1 / 2 / 3 / ring → 65.6 / 68.1 /
-                                         * 68.9 / 68.0 / 66.1 %; on the kernel of 2026-11-30: 1 / 2 / 3 →
-                                         * 69.3-70.2 / 68.3-68.7 / 67.7-67.8 %, BF16 82.1-82.8 / 81.4-82.0 /
-                                         * 80.8-81.4 %, Medium 3.5 89.1-89.2 / 89.5 %; with x and qkv tagged
-                                         * only wo and down are held, 2026-12-01, ms/token 0 / 1 / 2 / 3 →
-                                         * FP8 2.68-2.69 / 2.65-2.66 / 2.64 / 2.64, BF16 4.11-4.12 / 4.085 /
-                                         * 4.076-4.078 / 4.106) */
+#define KERN_MEGA_AHEAD 2               /* persistent decode, attention on attn_item: stages issued ahead
+                                         * of a phase barrier (H200, 7B FP8, 2026-11-29: 0 / 1 / 2 / 3 / ring
+                                         * → 65.6 / 68.1 / 68.9 / 68.0 / 66.1 %; on the kernel of 2026-11-30:
+                                         * 1 / 2 / 3 → 69.3-70.2 / 68.3-68.7 / 67.7-67.8 %, BF16 82.1-82.8 /
+                                         * 81.4-82.0 / 80.8-81.4 %, Medium 3.5 89.1-89.2 / 89.5 %; with x and
+                                         * qkv tagged only wo and down are held, 2026-12-01, ms/token 0 / 1 /
+                                         * 2 / 3 → FP8 2.68-2.69 / 2.65-2.66 / 2.64 / 2.64, BF16 4.11-4.12 /
+                                         * 4.085 / 4.076-4.078 / 4.106; Small 24B, 2026-12-01 18:43 UTC, 2 /
+                                         * never → FP8 6.63 / 6.63, BF16 11.54 / 11.61) */
+#define KERN_MEGA_AHEAD_AUTO (-1000)    /* kern_mega_args.ahead: the default — producers never held where
+                                         * the attention runs on the tensor cores (every input a tagged
+                                         * word, so a hold is only a poll: H200 2026-12-01 18:42 UTC,
+                                         * never / 8 / 2 → 7B FP8 2.404 / 2.428 / 2.448 ms, BF16 3.97-3.98 /
+                                         * 4.00-4.01 / 4.01-4.03), KERN_MEGA_AHEAD where it runs on attn_item */
 #define KERN_SAMPLE_MAX_K 1024          /* a top-k up to this sorts its candidates; larger, or off: exact over the vocabulary */
 
 struct kern_device {
@@ -169,7 +175,8 @@ struct kern_mega_args {
     int flags;                                  /* A/B variants (decode_mega.cu MEGA_F_*); 0 = default */
     int ahead;                                  /* stages of a phase issued before the phase it waits on
                                                  * is done everywhere (< 0: as many as the ring holds;
-                                                 * the engine uses KERN_MEGA_AHEAD) */
+                                                 * KERN_MEGA_AHEAD_AUTO: the default, what the engine
+                                                 * passes) */
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
     unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
 };

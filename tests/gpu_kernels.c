@@ -895,7 +895,7 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
     struct kern_mega_args a = { .dtype = dt, .n_layers = 88, .dim = dim, .hidden = hidden, .n_heads = n_heads,
                                 .n_kv = n_kv, .head_dim = 128, .max_ctx = 8448, .n_split = plan_attn_splits(n_kv, 8448, 0),
                                 .eps = 1e-5f, .sm_count = 132, .smem_optin = 232448, .flags = flags,
-                                .ns_max = ns_max, .ahead = KERN_MEGA_AHEAD };
+                                .ns_max = ns_max, .ahead = KERN_MEGA_AHEAD_AUTO };
     char d[256];
     struct bora_err err = { "" };
     if (kern_mega_describe(&a, d, sizeof d, &err))
@@ -926,6 +926,12 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
      * multiples of 2,048 elements (7B, Ministral 8B; FP8 and BF16) unless FLAGS=131072 */
     const bool rows_2k = dim % 2048 == 0 && hidden % 2048 == 0 && n_heads * 128 % 2048 == 0;
     assert_int_equal(kern_mega_amma(&a) != 0, n_heads / n_kv > 4 || (flags & 64) || (rows_2k && !(flags & 131072)));
+    /* the producers: never held on the tensor-core attention, KERN_MEGA_AHEAD stages into wo and
+     * down on attn_item (KERN_MEGA_AHEAD_AUTO) */
+    char held[64];
+    snprintf(held, sizeof held, "; producers held %d stages into wo and down", KERN_MEGA_AHEAD);
+    assert_int_equal(strstr(d, "; producers never held") != NULL, kern_mega_amma(&a) != 0);
+    assert_int_equal(strstr(d, held) != NULL, !kern_mega_amma(&a));
 }
 
 static void test_mega_layout(void **st)
@@ -1035,7 +1041,7 @@ static void test_mega_schedule(void **st)
                         .hidden = shapes[s].hidden, .n_heads = shapes[s].n_heads, .n_kv = shapes[s].n_kv,
                         .head_dim = 128, .max_ctx = 1024, .n_split = plan_attn_splits(shapes[s].n_kv, 1024, 0),
                         .eps = 1e-5f, .sm_count = 132, .smem_optin = 232448, .flags = flags[f], .blocks_max = nb,
-                        .ahead = KERN_MEGA_AHEAD };
+                        .ahead = KERN_MEGA_AHEAD_AUTO };
                     struct bora_err err = { "" };
                     char d[256];
                     if (kern_mega_describe(&a, d, sizeof d, &err) == -ENOTSUP)
