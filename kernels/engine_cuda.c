@@ -47,7 +47,7 @@ struct cuda_impl {
     struct kern_mega_args mega_args;
     int *d_sync;                    /* its phase counters */
     char mega_why[sizeof(struct bora_err)];   /* why the persistent kernel is off ("" when on) */
-    char mega_desc[256];                      /* its layout in words when it applies ("" otherwise) */
+    char mega_desc[512];                      /* its layout in words when it applies ("" otherwise) */
     bool prepared;                  /* engine_cuda_prepare done: open_finish has nothing left */
     const struct sampler_params *samp;   /* set_state's sampling settings while cuda_forward_sample
                                           * runs; NULL: greedy */

@@ -896,7 +896,7 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
                                 .n_kv = n_kv, .head_dim = 128, .max_ctx = 8448, .n_split = plan_attn_splits(n_kv, 8448, 0),
                                 .eps = 1e-5f, .sm_count = 132, .smem_optin = 232448, .flags = flags,
                                 .ns_max = ns_max, .ahead = KERN_MEGA_AHEAD_AUTO };
-    char d[256];
+    char d[512];
     struct bora_err err = { "" };
     if (kern_mega_describe(&a, d, sizeof d, &err))
         fail_msg("%s: %s", what, err.msg);
@@ -1043,7 +1043,7 @@ static void test_mega_schedule(void **st)
                         .eps = 1e-5f, .sm_count = 132, .smem_optin = 232448, .flags = flags[f], .blocks_max = nb,
                         .ahead = KERN_MEGA_AHEAD_AUTO };
                     struct bora_err err = { "" };
-                    char d[256];
+                    char d[512];
                     if (kern_mega_describe(&a, d, sizeof d, &err) == -ENOTSUP)
                         continue;   /* a shape the kernel refuses (it says why elsewhere) */
                     int rc = kern_mega_schedule_check(&a, &err);
