@@ -15,6 +15,10 @@
 #include "common/log.h"
 #include "dataplane/server_int.h"
 
+/* a TOKEN frame with one id and the longest text a step returns, signed, fits an event's slot */
+_Static_assert(DP_FRAME_SLOT >= BWP_HDR_SIZE + 4 + 4 + GEN_TEXT_MAX + BWP_TRAILER_SIZE,
+               "a TOKEN frame fits DP_FRAME_SLOT");
+
 #define DEC_INTAKE_BURST 32
 
 struct decoder {

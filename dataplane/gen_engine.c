@@ -27,6 +27,8 @@
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 
+_Static_assert(GEN_TEXT_MAX >= DETOK_MAX_DELTA + 9, "a push and the last token's flush fit a token's text");
+
 #define GE_MAX_MESSAGES 1024       /* chat messages in one prompt */
 
 struct gen_engine {
@@ -213,11 +215,18 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
     out->text_len = 0;
     if (ge->tok) {
         size_t n = 0, m = 0;
-        if (detok_push(&ge->detok, id, out->text, DETOK_MAX_DELTA, &n) < 0)
+        /* an id past the tokenizer's vocabulary (a checkpoint's padding rows) has no text; a push
+         * never exceeds DETOK_MAX_DELTA (tokenizer_tables_build refuses a vocabulary that could) */
+        int rc = detok_push(&ge->detok, id, out->text, GEN_TEXT_MAX, &n);
+        if (rc == -EINVAL)
             n = 0;
+        else if (rc < 0)
+            return bora_errf(err, -EIO, "token %d's text (%zu bytes) does not fit a token's %d", id, n, GEN_TEXT_MAX);
         /* the request's last token carries what the detokenizer still holds */
-        if (++ge->produced == ge->max_tokens && detok_flush(&ge->detok, out->text + n, DETOK_MAX_DELTA, &m) < 0)
-            m = 0;
+        if (++ge->produced == ge->max_tokens &&
+            (rc = detok_flush(&ge->detok, out->text + n, GEN_TEXT_MAX - n, &m)) < 0)
+            return bora_errf(err, -EIO, "the text held after token %d (%zu bytes) does not fit a token's %zu", id, m,
+                             GEN_TEXT_MAX - n);
         out->text_len = (uint16_t)(n + m);
     }
     return GEN_TOKEN;

@@ -11,7 +11,10 @@
 
 #include "common/err.h"
 
-#define GEN_TEXT_MAX 256           /* bytes of text delta one step may return */
+#define GEN_TEXT_MAX 272           /* bytes of text delta one step may return: a detokenizer push
+                                    * (at most DETOK_MAX_DELTA, 256, which every tokenizer is checked
+                                    * against at load) and, on a request's last token, the held bytes'
+                                    * flush (at most 3 × U+FFFD, 9) */
 
 /* One request's prompt and sampling parameters (prompt bytes as on the wire, borrowed). */
 struct gen_request {
@@ -42,8 +45,9 @@ struct generator;
 struct generator_ops {
     const char *name;
     /* Tokenizes rq (as start would) to count its tokens, without touching the sequence being
-     * decoded. Errors: -EINVAL (prompt unusable: id out of range, longer than the context;
-     * message says why → BAD_PARAMS), -E2BIG (→ TOO_LARGE), other (→ INTERNAL). */
+     * decoded. Errors: -EINVAL (prompt unusable: an id out of range, invalid UTF-8, no
+     * tokenizer for text; message says why → BAD_PARAMS), -E2BIG (longer than the context →
+     * TOO_LARGE), other (→ INTERNAL). */
     int (*prepare)(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
                    struct bora_err *err);
     /* Starts the sequence of rq (tokenize, prefix cache, prefill). *cached_tokens = prompt
@@ -53,7 +57,8 @@ struct generator_ops {
                  uint32_t *cached_tokens, struct bora_err *err);
     /* Samples the next token: GEN_TOKEN with *out filled, GEN_EOS (EOS sampled and not
      * ignored: nothing to send), GEN_LENGTH (the context is full: no position is left for the
-     * token before; nothing to send), or a negative error (-EIO: engine failure). */
+     * token before; nothing to send), or a negative error (-EIO: engine failure, or a token's
+     * text that does not fit text[], which a checked tokenizer never produces). */
     int (*step)(struct generator *g, struct gen_token *out, struct bora_err *err);
     /* Ends the current sequence (after EOS, max_tokens, cancel, deadline, error). */
     void (*finish)(struct generator *g);

@@ -71,7 +71,8 @@
                                          * reaches it (mega_cb) */
 #define MEGA_CB_WIDE 2560               /* ... and then at most this */
 #define MEGA_MIN_RING (64 * 1024)       /* a ring smaller than this is not worth it */
-#define MEGA_AMMA_STAGES 3              /* tensor-core attention: K/V tiles in flight per block */
+#define MEGA_AMMA_STAGES 3              /* tensor-core attention: K/V tiles in flight per block (2 where no
+                                         * item has more than one tile: mega_prepare) */
 
 enum { MEGA_QKV, MEGA_WO, MEGA_GU, MEGA_DOWN, MEGA_MATS };
 /* Diagnostic switches (kern_mega_args.debug; results are wrong with any set): where the time goes. */
@@ -97,7 +98,9 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16,
                                  * attention (kern_mega_amma; A/B, tests) */,
        MEGA_F_NO_TAGS_A = 262144 /* the tensor-core attention's output through the attention's barrier, not
                                   * as tagged words (A/B, tests) */,
-       MEGA_F_NO_TAGS_H = 524288 /* h (in bf16) through gate/up's barrier, not as tagged words (A/B, tests) */ };
+       MEGA_F_NO_TAGS_H = 524288 /* h (in bf16) through gate/up's barrier, not as tagged words (A/B, tests) */,
+       MEGA_F_AMMA_ST3 = 1048576 /* the tensor-core attention keeps MEGA_AMMA_STAGES tile buffers where every
+                                  * item has one tile (A/B, tests) */ };
 /* A plain layout whose ring has fewer stages than this keeps h as hi only when that deepens it
  * (21st session, H200: 7B FP8 4 → 5 stages, 2.603 → 2.579 ms a token; BF16 4 → 5, 4.162 →
  * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). BF16 weights keep it
@@ -184,6 +187,7 @@ struct mega_params {
     /* last, so the instances without halves see every other field where they did before */
     int halves[MEGA_MATS];  /* matrix m's last halves[m] groups dealt in halves of nkc / 2 stages (0: none) */
     bool spl;               /* some matrix has halves: the instance with SPL runs (it alone reads halves) */
+    int amma_st;            /* the tensor-core attention's K/V tile buffers: 2 or MEGA_AMMA_STAGES */
     /* x tagged: wo's and down's epilogues also write x as 64-bit words (tag << 32 | float bits) at
      * xt, the tag being the phase (2 l + 1 after wo, 2 l + 2 after down; the area is zeroed per
      * launch). gate/up and the next layer's qkv load the words until every tag is their phase's: no
@@ -1391,11 +1395,18 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
              * some block's first: all splits of a kv head run at once, and each combines its share
              * of the head (SHARE) once all are written */
             if (!(p.debug & MEGA_DBG_NO_ATTN)) {
-                for (int it = blockIdx.x; it < p.n_kv * p.ap.n_split; it += nb)
-                    attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES, true, true>(
-                        p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C,
-                        p.tags_a ? nullptr : am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr, qt, l + 1,
-                        p.tags_a ? p.at : nullptr, l + 1);
+                for (int it = blockIdx.x; it < p.n_kv * p.ap.n_split; it += nb) {
+                    if (p.amma_st == 2)
+                        attn_mma_item<LPK * 8, 2, MEGA_CT, 2, true, true>(
+                            p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C,
+                            p.tags_a ? nullptr : am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr, qt, l + 1,
+                            p.tags_a ? p.at : nullptr, l + 1);
+                    else
+                        attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES, true, true>(
+                            p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C,
+                            p.tags_a ? nullptr : am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr, qt, l + 1,
+                            p.tags_a ? p.at : nullptr, l + 1);
+                }
             }
         } else {
             const int half = tid / MEGA_AT;
@@ -1650,6 +1661,16 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     /* the tensor-core attention (as kern_attention; kern_mega_amma: groups of more than 4 heads,
      * and 7B's / Ministral 8B's FP8 shapes), one item per block on every consumer warp */
     p->amma = kern_mega_amma(a);
+    /* Its K/V tiles: where every split of the context holds at most one tile (AMMA_BK keys: a
+     * max_ctx up to 64 × the blocks a kv head gets, 1,024 on an H200 with 8 kv heads; as
+     * attn_mma_slice sizes them), a third buffer is never used, and without it one more ring stage
+     * lies outside the attention's space, so the producer streams further into wo during the
+     * attention (7B: all of a block's wo) */
+    {
+        const int keys = a->window > 0 && a->window < a->max_ctx ? a->window : a->max_ctx;
+        const int tb = p->nb / a->n_kv > 1 ? p->nb / a->n_kv : 1;
+        p->amma_st = p->amma && (keys + tb - 1) / tb <= AMMA_BK && !(a->flags & MEGA_F_AMMA_ST3) ? 2 : MEGA_AMMA_STAGES;
+    }
     /* the instances with the geometry compiled in (mega_launch_g): head_dim 128, FP8 only (BF16
      * measured no faster with it: docs/PERFORMANCE_GPU.md, fourteenth session) */
     p->cb_const = es == 1 && a->head_dim == 128 && (p->amma || G <= 4) && !(a->flags & MEGA_F_CB_RUNTIME);
@@ -1684,7 +1705,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     const size_t xcmb = xbuf + (p->att_in_wo ? 3 * sizeof(float) * a->n_heads * MEGA_CMB_SPLITS : 0);
     size_t uni = xcmb > 2 * ahalf ? xcmb : 2 * ahalf;
     if (p->amma) {
-        const size_t ab = attn_mma_smem_bytes(a->head_dim, MEGA_AMMA_STAGES, G, a->n_split);
+        const size_t ab = attn_mma_smem_bytes(a->head_dim, p->amma_st, G, a->n_split);
         halves = 1;
         uni = xbuf > ab ? xbuf : ab;
     } else if (total < fixed + uni + MEGA_MIN_RING + 16 * 16) {
@@ -1749,7 +1770,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
         (ns < 5 || (a->flags & MEGA_F_UNION_RING))) {
         const bool force = a->flags & MEGA_F_UNION_RING;
         const size_t mreg = ((2 * xl2 > hb ? 2 * xl2 : hb) + al - 1) / al * al;
-        const size_t ab = attn_mma_smem_bytes(a->head_dim, MEGA_AMMA_STAGES, G, a->n_split);
+        const size_t ab = attn_mma_smem_bytes(a->head_dim, p->amma_st, G, a->n_split);
         const int cap = a->ns_max > 0 ? (a->ns_max < 2 ? 2 : a->ns_max) : 32;
         int best = force ? 0 : ns, bo = 0, bu = 0;
         size_t buni = 0;
@@ -2035,6 +2056,8 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
     if (k > 0 && (size_t)k < n && p.tags)
         k += snprintf(buf + k, n - (size_t)k, "; x tagged%s%s%s", p.tags_q ? ", qkv too" : "",
                       p.tags_a ? ", attention output too" : "", p.tags_h ? ", h too" : "");
+    if (k > 0 && (size_t)k < n && p.amma)
+        k += snprintf(buf + k, n - (size_t)k, "; %d K/V tile buffers", p.amma_st);
     if (k > 0 && (size_t)k < n) {
         if (p.ahead < 0)
             snprintf(buf + k, n - (size_t)k, "; producers never held");

@@ -762,11 +762,12 @@ int sp_tokenizer_create(struct tokenizer **out, const struct sp_build *b, const 
     m->remove_extra_ws = b->remove_extra_ws;
     m->escape_ws = b->escape_ws;
     m->byte_fallback = b->byte_fallback;
-    if ((rc = sp_pieces_fill(t, m, b, byte_val)) != 0
-        || (rc = tokenizer_tables_build(t, b->piece, b->len, byte_val, true)) != 0) {
+    if ((rc = sp_pieces_fill(t, m, b, byte_val)) != 0) {
         rc = bora_errf(err, rc, "%s: out of memory", name);
         goto err;
     }
+    if ((rc = tokenizer_tables_build(t, b->piece, b->len, byte_val, true, name, err)) != 0)
+        goto err;
     if ((rc = sp_index(m, b, name, err)) != 0 || (rc = sp_pairs_build(m, b, name, err)) != 0)
         goto err;
     if ((rc = sp_scratch_init(m)) != 0 || (rc = sp_word_self_build(m, b)) != 0) {

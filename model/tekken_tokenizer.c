@@ -52,7 +52,7 @@ static int tekken_kind_check_specials(const struct tekken *tk, const char *name,
     return 0;
 }
 
-static int tekken_kind_tables(struct tokenizer *t, const struct tekken *tk)
+static int tekken_kind_tables(struct tokenizer *t, const struct tekken *tk, const char *name, struct bora_err *err)
 {
     size_t n = (size_t)t->n_vocab;
     const char **pieces = malloc(n * sizeof *pieces);
@@ -67,7 +67,9 @@ static int tekken_kind_tables(struct tokenizer *t, const struct tekken *tk)
             if (tekken_token_is_special(tk, id) == 1)
                 t->piece_attr[id] = TOK_ATTR_CONTROL;
         }
-        rc = tokenizer_tables_build(t, pieces, lens, NULL, false);   /* no byte-fallback ids */
+        rc = tokenizer_tables_build(t, pieces, lens, NULL, false, name, err);   /* no byte-fallback ids */
+    } else {
+        rc = bora_errf(err, -ENOMEM, "%s: out of memory", name);
     }
     free(pieces);
     free(lens);
@@ -102,10 +104,10 @@ int tekken_tokenizer_open(struct tokenizer **out, const char *buf, size_t len, c
     t->strip_first_space = false;                    /* no dummy prefix in Tekken */
     t->utf8_maximal_subpart = true;                  /* tiktoken decodes with errors="replace" */
     t->chat_v7 = tekken_kind_is_v7(tk);
-    rc = tekken_kind_tables(t, tk);
+    rc = tekken_kind_tables(t, tk, name, err);
     if (rc) {
         tokenizer_close(t);
-        return bora_errf(err, rc, "%s: out of memory", name);
+        return rc;
     }
     *out = t;
     return 0;

@@ -258,7 +258,7 @@ void tokenizer_close(struct tokenizer *t)
 /* ---- tables ----------------------------------------------------------------------------- */
 
 int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const uint32_t *lens,
-                           const uint8_t *byte_val, bool sp_spaces)
+                           const uint8_t *byte_val, bool sp_spaces, const char *name, struct bora_err *err)
 {
     static const uint8_t unk_surface[5] = { ' ', 0xE2, 0x81, 0x87, ' ' };   /* " ⁇ " */
     size_t n = (size_t)t->n_vocab, total = 0, extra = 0;
@@ -272,9 +272,9 @@ int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const
     t->piece_str = malloc(total + 1);
     t->dec_bytes = malloc(total + extra + 1);   /* decoded ≤ piece (▁ 3 bytes → 1), + " ⁇ " */
     if (!t->piece_off || !t->dec_off || !t->piece_str || !t->dec_bytes)
-        return -ENOMEM;
+        return bora_errf(err, -ENOMEM, "%s: out of memory", name);
     if (total + extra > UINT32_MAX - 1)
-        return -EOVERFLOW;
+        return bora_errf(err, -EOVERFLOW, "%s: %zu bytes of pieces, more than 4 GiB", name, total + extra);
     uint32_t po = 0, dq = 0;
     for (size_t i = 0; i < n; i++) {
         t->piece_off[i] = po;
@@ -307,6 +307,19 @@ int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const
     }
     t->piece_off[n] = po;
     t->dec_off[n] = dq;
+    /* A push emits at most 3 held bytes as U+FFFD each (9 bytes), then each ASCII byte of the piece
+     * as itself and each other byte as itself or inside a U+FFFD (3 bytes at most): a vocabulary
+     * whose every piece stays within DETOK_MAX_DELTA that way never overflows a streamed token's
+     * text (dataplane/generator.h). Mistral's longest pieces (Tekken, 76 bytes) need ≤ 237. */
+    for (size_t i = 0; i < n; i++) {
+        size_t w = 9;
+        for (uint32_t j = t->dec_off[i]; j < t->dec_off[i + 1]; j++)
+            w += t->dec_bytes[j] < 0x80 ? 1 : 3;
+        if (w > DETOK_MAX_DELTA)
+            return bora_errf(err, -EMSGSIZE,
+                             "%s: token %zu decodes to %u bytes, which could stream as %zu, more than the %d a "
+                             "token's text may take", name, i, t->dec_off[i + 1] - t->dec_off[i], w, DETOK_MAX_DELTA);
+    }
     return 0;
 }
 

@@ -59,9 +59,11 @@ struct tokenizer {
 
 /* Builds piece_off/piece_str/dec_off/dec_bytes from the kind's pieces; pieces[i] of lens[i].
  * dec(i) is computed by the front: control/unknown per attr, byte tokens from byte_val[i],
- * others with "▁" replaced by a space when sp_spaces. Returns 0 or -ENOMEM. */
+ * others with "▁" replaced by a space when sp_spaces. Returns 0; -ENOMEM; -EOVERFLOW; or
+ * -EMSGSIZE for a piece whose streamed text could exceed DETOK_MAX_DELTA (the message, under
+ * name, names the token). */
 int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const uint32_t *lens,
-                           const uint8_t *byte_val, bool sp_spaces);
+                           const uint8_t *byte_val, bool sp_spaces, const char *name, struct bora_err *err);
 void tokenizer_tables_free(struct tokenizer *t);
 
 /* tokenizer_open on a file already in memory (buf: len bytes, NUL after them not required;

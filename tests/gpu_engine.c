@@ -283,6 +283,7 @@ struct synth_case {
                                     * attention's barrier, not as tagged words */
 #define MEGA_FLAG_NO_TAGS_H 524288 /* decode_mega.cu MEGA_F_NO_TAGS_H: h (bf16) through gate/up's barrier, not as
                                     * tagged words */
+#define MEGA_FLAG_AMMA_ST3 1048576 /* decode_mega.cu MEGA_F_AMMA_ST3: three K/V tile buffers where two would do */
 
 static void test_synthetic(void **state)
 {
@@ -623,6 +624,19 @@ int main(void)
         { "32/8 heads, hidden 4032, bf16, persistent, groups in halves, h through the barrier", false, 32, 8, 128, 4032,
           300, MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16); in halves: 16 groups of wo and 16 of down; x tagged",
           0, 0, 0, ", h too" },
+        /* the tensor-core attention with two K/V tile buffers, where every split holds one tile (an
+         * engine of at most 1,024 positions on an H200's 128 blocks, so every case here) and a ring stage
+         * more lies outside the attention's space, against three (FLAGS=1048576, the layout of a longer
+         * context): the same logits to the bit, FP8 and BF16, groups of 4 and Medium 3.5's 12 */
+        { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, two tile buffers against three",
+          false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
+          "x tagged, qkv too, attention output too, h too; 2 K/V tile buffers", TOL_CUDA_WIDE, 0, MEGA_FLAG_AMMA_ST3,
+          NULL },
+        { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, two tile buffers against three",
+          false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048, "; 2 K/V tile buffers", TOL_CUDA_WIDE,
+          0, MEGA_FLAG_AMMA_ST3, NULL },
+        { "96/8 heads, hidden 4032, fp8, persistent, two tile buffers against three", false, 96, 8, 128, 4032, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; 2 K/V tile buffers", 0, 0, MEGA_FLAG_AMMA_ST3, NULL },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
           NULL, TOL_CUDA_WIDE, 0, 0, NULL },

@@ -934,9 +934,43 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
     assert_int_equal(strstr(d, held) != NULL, !kern_mega_amma(&a));
 }
 
+/* An engine of a short context (every split of the tensor-core attention one tile of 64 keys: at
+ * most 64 × 16 = 1,024 positions with 8 kv heads over 128 blocks) keeps two K/V tile buffers, not
+ * three, and so one more ring stage outside the attention's space; FLAGS=1048576 keeps three. */
+static void mega_layout_short(const char *what, enum bora_dtype dt, int dim, int hidden, int n_heads, int max_ctx,
+                              int flags, const char *want)
+{
+    struct kern_mega_args a = { .dtype = dt, .n_layers = 32, .dim = dim, .hidden = hidden, .n_heads = n_heads,
+                                .n_kv = 8, .head_dim = 128, .max_ctx = max_ctx,
+                                .n_split = plan_attn_splits(8, max_ctx, 0), .eps = 1e-5f, .sm_count = 132,
+                                .smem_optin = 232448, .flags = flags, .ahead = KERN_MEGA_AHEAD_AUTO };
+    char d[512];
+    struct bora_err err = { "" };
+    if (kern_mega_describe(&a, d, sizeof d, &err))
+        fail_msg("%s: %s", what, err.msg);
+    printf("  %s: %s\n", what, d);
+    if (!strstr(d, want))
+        fail_msg("%s: layout '%s' lacks '%s'", what, d, want);
+}
+
 static void test_mega_layout(void **st)
 {
     (void)st;
+    mega_layout_short("7B fp8, 640 positions", BORA_DT_F8_E4M3, 4096, 14336, 32, 640,  0,
+                      "a ring of 5 stages of 33 KiB (1 in the attention's space; h in bf16); stage geometry compiled in; "
+                      "x tagged, qkv too, attention output too, h too; 2 K/V tile buffers; producers never held");
+    mega_layout_short("7B fp8, 1,024 positions", BORA_DT_F8_E4M3, 4096, 14336, 32, 1024, 0, "; 2 K/V tile buffers");
+    mega_layout_short("7B fp8, 1,025 positions", BORA_DT_F8_E4M3, 4096, 14336, 32, 1025, 0,
+                      "a ring of 5 stages of 33 KiB (2 in the attention's space; h in bf16); stage geometry compiled in; "
+                      "x tagged, qkv too, attention output too, h too; 3 K/V tile buffers");
+    mega_layout_short("7B fp8, 640 positions, three buffers", BORA_DT_F8_E4M3, 4096, 14336, 32, 640, 1048576,
+                      "(2 in the attention's space; h in bf16); stage geometry compiled in; x tagged, qkv too, attention "
+                      "output too, h too; 3 K/V tile buffers");
+    mega_layout_short("7B bf16, 640 positions", BORA_DT_BF16, 4096, 14336, 32, 640, 0,
+                      "(1 in the attention's space; h in bf16); x tagged, qkv too, attention output too, h too; 2 K/V "
+                      "tile buffers");
+    mega_layout_short("Small 24B fp8, 640 positions (attn_item)", BORA_DT_F8_E4M3, 5120, 32768, 32, 640, 0,
+                      "; producers held 2 stages into wo and down");
     mega_layout("Medium 3.5 fp8", BORA_DT_F8_E4M3, 12288, 28672, 96, 8, 0, 0,
                 "a ring of 5 stages of 32 KiB (2 in the attention's space; h in bf16)", true, true, true);
     mega_layout("Medium 3.5 fp8, row copies", BORA_DT_F8_E4M3, 12288, 28672, 96, 8, 2048, 0,
