@@ -116,6 +116,13 @@ static void send_token(struct decoder *d, struct dp_req *r, const struct gen_tok
     push_event(d, r, (uint32_t)n, 0);
 }
 
+/* An accepted request has ended (its last frame is queued): its place is free. */
+static void held_release(struct decoder *d)
+{
+    /* release pairs with the transports' CAS (acq_rel) reserving a place */
+    atomic_fetch_sub_explicit(&d->sh->n_held, 1, memory_order_release);
+}
+
 static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
 {
     uint64_t now = dp_mono_us();
@@ -142,6 +149,7 @@ static void finish_done(struct decoder *d, struct dp_req *r, uint8_t finish)
                            dp_now_us());
     struct dp_port *port = r->port;     /* r is the transport's once its last event is out */
     push_event(d, r, (uint32_t)n, DP_EV_LAST);
+    held_release(d);
     io_kick(port);
 }
 
@@ -156,13 +164,14 @@ static void finish_error(struct decoder *d, struct dp_req *r, uint16_t code, con
                             dp_now_us());
     struct dp_port *port = r->port;     /* r is the transport's once its last event is out */
     push_event(d, r, (uint32_t)n, DP_EV_LAST);
+    held_release(d);
     io_kick(port);
 }
 
-static void waiting_release(struct decoder *d)
+/* A request leaves the waiting list (it starts, or ends while waiting): the queue's figure. Its
+ * place in n_held is released only when it ends (finish_done, finish_error). */
+static void queue_out(struct decoder *d)
 {
-    /* release pairs with the transports' CAS (acq_rel) reserving a place */
-    atomic_fetch_sub_explicit(&d->sh->n_waiting, 1, memory_order_release);
     metrics_count(d->ms, METRICS_QUEUE_OUT, 1);
 }
 
@@ -195,7 +204,7 @@ static void admit(struct decoder *d, struct dp_req *r)
     uint32_t n_tok = 0;
     int rc = d->sh->gen->ops->prepare(d->sh->gen, &r->rq, &n_tok, &err);
     if (rc < 0) {
-        waiting_release(d);
+        queue_out(d);
         finish_error(d, r, prepare_error_code(rc), err.msg);
         return;
     }
@@ -224,7 +233,7 @@ static void sweep(struct decoder *d, uint64_t now)
         struct dp_req *r = d->fifo[i];
         int why = end_reason(d, r, now);
         if (why) {
-            waiting_release(d);
+            queue_out(d);
             finish_done(d, r, (uint8_t)(why - 1));
         } else {
             d->fifo[keep++] = r;
@@ -251,7 +260,7 @@ static void start_next(struct decoder *d)
 {
     struct dp_req *r = d->fifo[0];
     memmove(d->fifo, d->fifo + 1, sizeof *d->fifo * --d->fifo_n);
-    waiting_release(d);
+    queue_out(d);
     r->t_start_us = dp_mono_us();
     struct bora_err err = { "" };
     uint32_t n_tok = r->prompt_tokens, cached = 0;
@@ -475,7 +484,7 @@ void *dp_decoder_main(void *arg)
     if (d.cur)
         end_current(&d, BWP_FINISH_SHUTDOWN);
     for (uint32_t i = 0; i < d.fifo_n; i++) {
-        waiting_release(&d);
+        queue_out(&d);
         finish_done(&d, d.fifo[i], BWP_FINISH_SHUTDOWN);
     }
     return NULL;

@@ -99,15 +99,15 @@ uint64_t dp_peer_key(const struct dp_peer *peer)
     return h & ~(1ull << 63);
 }
 
-/* Reserves a waiting place (BUSY when queue_depth are waiting). */
+/* Reserves a place (BUSY when queue_depth are waiting behind the one decoding or about to). */
 static bool reserve_waiting(struct dp_shared *sh)
 {
-    uint32_t n = atomic_load_explicit(&sh->n_waiting, memory_order_relaxed);
+    uint32_t n = atomic_load_explicit(&sh->n_held, memory_order_relaxed);
     do {
-        if (n >= sh->queue_depth)
+        if (n >= sh->queue_depth + 1)
             return false;
         /* acq_rel pairs with the decoder's release fetch_sub */
-    } while (!atomic_compare_exchange_weak_explicit(&sh->n_waiting, &n, n + 1, memory_order_acq_rel,
+    } while (!atomic_compare_exchange_weak_explicit(&sh->n_held, &n, n + 1, memory_order_acq_rel,
                                                     memory_order_relaxed));
     return true;
 }
@@ -181,7 +181,7 @@ static void on_generate(struct dp_port *p, const struct dp_policy *pol, const st
     if (!fl) {
         if (r)
             pool_put(&p->reqs, r);
-        atomic_fetch_sub_explicit(&p->sh->n_waiting, 1, memory_order_release);
+        atomic_fetch_sub_explicit(&p->sh->n_held, 1, memory_order_release);
         dp_port_error(p, peer, rid, BWP_E_BUSY, "no request slot free; retry later", false, true);
         return;
     }
@@ -192,7 +192,7 @@ static void on_generate(struct dp_port *p, const struct dp_policy *pol, const st
     p->stats.accepted++;
     if (p->ops->request_started)
         p->ops->request_started(p, peer);
-    /* cannot fail: the ring holds more than queue_depth, and n_waiting bounds what is in it */
+    /* cannot fail: the ring holds more than queue_depth + 1, and n_held bounds what is in it */
     ring_enqueue_burst(&p->sh->intake, &r, 1);
     dp_decoder_kick(p->sh);
 }
@@ -268,7 +268,7 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
         /* relaxed: a flag for the client, no data hangs on it (partner: decoder's swap) */
         uint32_t flags = (atomic_load_explicit(&sh->gen_loaded, memory_order_relaxed) ? BWP_PONG_LOADED : 0) | (draining(sh) ? BWP_PONG_DRAINING : 0);
         size_t m = bwp_build_pong(p->tx, sizeof p->tx, f.h.request_id,
-                                  atomic_load_explicit(&sh->n_waiting, memory_order_relaxed), flags,
+                                  dp_waiting(sh), flags,
                                   sh->key, dp_now_us());
         send_frame(p, peer, p->tx, m);
         break;

@@ -71,7 +71,10 @@ unsigned ring_enqueue_burst(struct ring *r, const void *objs, unsigned n)
             return 0;
         atomic_store_explicit(&r->prod_head, head + n, memory_order_relaxed);
     } else {
-        head = atomic_load_explicit(&r->prod_head, memory_order_relaxed);
+        /* acquire, here and in the CAS: head is read before cons_tail. Read the other way round,
+         * other producers and the consumer could both move on in between, head - cons_tail would
+         * exceed the size and free_n wrap (a weakly ordered CPU; DPDK's C11 ring does the same) */
+        head = atomic_load_explicit(&r->prod_head, memory_order_acquire);
         do {
             /* acquire pairs with the consumer's release store of cons_tail */
             free_n = r->size - (head - atomic_load_explicit(&r->cons_tail, memory_order_acquire));
@@ -79,9 +82,9 @@ unsigned ring_enqueue_burst(struct ring *r, const void *objs, unsigned n)
                 n = free_n;
             if (n == 0)
                 return 0;
-            /* relaxed CAS: claiming slots orders nothing; publication is prod_tail's release */
+            /* claiming slots publishes nothing: that is prod_tail's release */
         } while (!atomic_compare_exchange_weak_explicit(&r->prod_head, &head, head + n,
-                                                        memory_order_relaxed, memory_order_relaxed));
+                                                        memory_order_acquire, memory_order_acquire));
     }
     copy_in(r, head, objs, n);
     /* earlier claimers publish first; the acquire pairs with their release of prod_tail */

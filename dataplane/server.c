@@ -15,6 +15,7 @@
 
 #include <sodium.h>
 
+#include "common/log.h"
 #include "dataplane/server_int.h"
 
 #define TAG_EFD     0u
@@ -220,9 +221,11 @@ static int shared_init(struct dp_server *s, const struct dp_config *cfg, struct 
     if (rc < 0)
         return rc;
     sh->fifo = calloc(cfg->queue_depth + 1, sizeof *sh->fifo);
-    sh->dec_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!sh->fifo || sh->dec_efd < 0)
+    if (!sh->fifo)
         return bora_errf(err, -ENOMEM, "dataplane: cannot allocate the decoder's queue");
+    sh->dec_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (sh->dec_efd < 0)
+        return bora_errf(err, -errno, "dataplane: the decoder's eventfd: %s", strerror(errno));
     return 0;
 }
 
@@ -262,18 +265,27 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     }
     for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
         s->conns[i].fd = -1;
-    ep_add(s->ep, s->io_efd, EPOLLIN, TAG_EFD);
+    if (ep_add(s->ep, s->io_efd, EPOLLIN, TAG_EFD) < 0) {
+        rc = bora_errf(err, -errno, "dataplane: epoll_ctl (wake-up eventfd): %s", strerror(errno));
+        goto err;
+    }
     if (cfg->udp && *cfg->udp) {
         if ((rc = s->udp_fd = open_socket(cfg->udp, SOCK_DGRAM, err)) < 0)
             goto err;
         s->udp_port = bound_port(s->udp_fd);
-        ep_add(s->ep, s->udp_fd, EPOLLIN, TAG_UDP);
+        if (ep_add(s->ep, s->udp_fd, EPOLLIN, TAG_UDP) < 0) {
+            rc = bora_errf(err, -errno, "dataplane: epoll_ctl (UDP %s): %s", cfg->udp, strerror(errno));
+            goto err;
+        }
     }
     if (cfg->tcp && *cfg->tcp) {
         if ((rc = s->tcp_fd = open_socket(cfg->tcp, SOCK_STREAM, err)) < 0)
             goto err;
         s->tcp_port = bound_port(s->tcp_fd);
-        ep_add(s->ep, s->tcp_fd, EPOLLIN, TAG_LISTEN);
+        if (ep_add(s->ep, s->tcp_fd, EPOLLIN, TAG_LISTEN) < 0) {
+            rc = bora_errf(err, -errno, "dataplane: epoll_ctl (TCP %s): %s", cfg->tcp, strerror(errno));
+            goto err;
+        }
     }
     for (int i = 0; i < DP_UDP_BATCH; i++) {
         s->iov[i] = (struct iovec){ s->ubuf + (size_t)i * 65536, 65536 };
@@ -336,7 +348,7 @@ void dp_server_pause(struct dp_server *s, bool paused)
 void dp_server_counts(const struct dp_server *s, uint32_t *queued, uint32_t *running)
 {
     /* relaxed: figures for the console (partners: port.c's CAS, the decoder's stores) */
-    *queued = atomic_load_explicit(&s->sh.n_waiting, memory_order_relaxed);
+    *queued = dp_waiting(&s->sh);
     *running = atomic_load_explicit(&s->sh.n_running, memory_order_relaxed);
 }
 
@@ -565,12 +577,14 @@ static void tcp_accept(struct dp_server *s)
         while (ci < DP_TCP_MAX_CONNS && s->conns[ci].used)
             ci++;
         struct dp_conn *c = ci < DP_TCP_MAX_CONNS ? &s->conns[ci] : NULL;
-        if (c && !c->rbuf) {
+        if (c && !c->rbuf)            /* kept for the slot's next connections */
             c->rbuf = malloc(s->rcap);
+        if (c && !c->wbuf)
             c->wbuf = malloc(DP_TCP_WBUF_BYTES);
-        }
         if (!c || !c->rbuf || !c->wbuf) {
-            close(fd);                /* out of connection slots */
+            if (c)
+                bora_log(BORA_LOG_WARN, "dataplane: out of memory for a TCP connection's buffers; refused");
+            close(fd);                /* out of connection slots, or of memory */
             continue;
         }
         int one = 1;
@@ -585,7 +599,13 @@ static void tcp_accept(struct dp_server *s)
         c->skip_mac = false;
         c->partial_since = 0;
         c->rlen = c->woff = c->wlen = 0;
-        ep_add(s->ep, fd, EPOLLIN, TAG_CONN0 + ci);
+        if (ep_add(s->ep, fd, EPOLLIN, TAG_CONN0 + ci) < 0) {
+            bora_log(BORA_LOG_WARN, "dataplane: epoll_ctl for a TCP connection: %s; refused", strerror(errno));
+            c->used = false;
+            c->fd = -1;
+            close(fd);
+            continue;
+        }
         s->tcp_conns++;
     }
 }

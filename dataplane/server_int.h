@@ -180,9 +180,11 @@ struct dp_ctl {
 /* Shared by the transport threads and the decoder thread. */
 struct dp_shared {
     struct ring intake;            /* struct dp_req * (MP/SC): transports → decoder */
-    /* n_waiting: requests accepted and not yet decoding. A transport reserves a place with a
-     * CAS (acq_rel) before enqueueing; the decoder releases it (fetch_sub, release). */
-    alignas(64) _Atomic uint32_t n_waiting;
+    /* n_held: requests accepted and not yet ended (waiting, about to start, or decoding), at
+     * most queue_depth + 1: one decodes (or starts next) and queue_depth wait (rule 11). A
+     * transport reserves a place with a CAS (acq_rel) before enqueueing; the decoder releases
+     * it (fetch_sub, release) as it sends the request's last frame. Waiting = n_held - 1. */
+    alignas(64) _Atomic uint32_t n_held;
     alignas(64) _Atomic uint32_t draining;     /* io → decoder: SIGTERM seen (release/acquire) */
     _Atomic uint32_t paused;                   /* console drain: release by dp_server_pause, acquire by ports */
     _Atomic uint32_t shutdown_now;             /* io → decoder: grace over, end everything */
@@ -208,6 +210,14 @@ struct dp_shared {
     pthread_mutex_t swap_lock;                 /* console threads: one generator swap at a time */
     struct metrics *metrics;                   /* console registry; each thread claims a shard */
 };
+
+/* Requests waiting (rule 11: not the one decoding or about to start), for PONG and the console
+ * (relaxed: a figure; partners: the transports' CAS, the decoder's release). */
+static inline uint32_t dp_waiting(const struct dp_shared *sh)
+{
+    const uint32_t n = atomic_load_explicit(&sh->n_held, memory_order_relaxed);
+    return n > 0 ? n - 1 : 0;
+}
 
 /* The policy for one frame: publishes it as this reader's hazard, re-checking that it is still
  * current (seq_cst store then load, partner: dp_server_set_policy's seq_cst store and hazard

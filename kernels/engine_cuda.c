@@ -525,7 +525,7 @@ static int enqueue_step(struct engine *e, struct bora_err *err, cudaEvent_t *mar
 static int capture_to(struct engine *e, bool mega, cudaGraphExec_t *dst, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
-    cudaGraph_t g;
+    cudaGraph_t g = NULL;
     if (*dst) {
         cudaGraphExecDestroy(*dst);
         *dst = NULL;
@@ -534,8 +534,11 @@ static int capture_to(struct engine *e, bool mega, cudaGraphExec_t *dst, struct 
     CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
     int rc = enqueue_step(e, err, NULL);
     cudaError_t ce = cudaStreamEndCapture(s->stream, &g);
-    if (rc)
+    if (rc) {
+        if (g)   /* the capture ended with a graph: it is not kept */
+            cudaGraphDestroy(g);
         return rc;
+    }
     CUDA_CHECK(ce);
     ce = cudaGraphInstantiate(dst, g, 0);
     cudaGraphDestroy(g);

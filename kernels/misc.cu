@@ -374,7 +374,9 @@ extern "C" int kern_bandwidth_read_detail(const void *d, size_t bytes, int iters
     int rc = time_reader(false, d, bytes, iters, sms, sink, loads_gbps, err);
     if (!rc)
         rc = time_reader(true, d, bytes, iters, sms, sink, bulk_gbps, err);
-    cudaFree(sink);
+    const cudaError_t fe = cudaFree(sink);
+    if (!rc && fe != cudaSuccess)
+        return bora_errf(err, -EIO, "cudaFree (the read probe's sink): %s", cudaGetErrorString(fe));
     return rc;
 }
 

@@ -24,6 +24,7 @@ struct prefill_prof {
     cudaEvent_t ev[2 * PROF_PAIRS];
     int kind[PROF_PAIRS];
     int n;
+    cudaError_t rec;     /* the first failed cudaEventRecord (cudaSuccess: none), reported by prof_collect */
     double ms[PREFILL_PROF_KINDS];
 };
 
@@ -45,13 +46,18 @@ struct prefill_run {
 
 static void prof_begin(struct prefill_run *p, struct CUstream_st *st)
 {
-    if (p->prof && p->prof->n < PROF_PAIRS)
-        cudaEventRecord(p->prof->ev[2 * p->prof->n], (cudaStream_t)st);
+    if (p->prof && p->prof->n < PROF_PAIRS) {
+        const cudaError_t e = cudaEventRecord(p->prof->ev[2 * p->prof->n], (cudaStream_t)st);
+        if (e != cudaSuccess && p->prof->rec == cudaSuccess)
+            p->prof->rec = e;
+    }
 }
 static void prof_end(struct prefill_run *p, int kind, struct CUstream_st *st)
 {
     if (p->prof && p->prof->n < PROF_PAIRS) {
-        cudaEventRecord(p->prof->ev[2 * p->prof->n + 1], (cudaStream_t)st);
+        const cudaError_t e = cudaEventRecord(p->prof->ev[2 * p->prof->n + 1], (cudaStream_t)st);
+        if (e != cudaSuccess && p->prof->rec == cudaSuccess)
+            p->prof->rec = e;
         p->prof->kind[p->prof->n++] = kind;
     }
 }
@@ -60,6 +66,8 @@ static int prof_collect(struct prefill_run *p, struct CUstream_st *st, struct bo
     struct prefill_prof *f = p->prof;
     if (!f)
         return 0;
+    if (f->rec != cudaSuccess)
+        return bora_errf(err, -EIO, "prefill profile: cudaEventRecord: %s", cudaGetErrorString(f->rec));
     CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)st));
     for (int i = 0; i < f->n; i++) {
         float t = 0;

@@ -262,8 +262,20 @@ int default_model_ensure(char *out, size_t cap, struct bora_err *err)
         snprintf(base, sizeof base, "%s/bora", e);
     else if ((e = getenv("HOME")) && *e)
         snprintf(base, sizeof base, "%s/.cache/bora", e);
-    else
+    else {
+        /* no home: a folder of this user's in /tmp, private, and refused if someone else made it
+         * (a model planted there would be served as the default) */
         snprintf(base, sizeof base, "/tmp/bora-%u", (unsigned)getuid());
+        if (mkdir(base, 0700) < 0 && errno != EEXIST)
+            return bora_errf(err, -errno, "%s: cannot create directory: %s", base, strerror(errno));
+        struct stat st;
+        if (lstat(base, &st) < 0)
+            return bora_errf(err, -errno, "%s: %s", base, strerror(errno));
+        if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 077))
+            return bora_errf(err, -EPERM,
+                             "%s: not a private directory of this user (owner %u, mode %03o); set BORA_HOME or HOME",
+                             base, (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777));
+    }
     int n = snprintf(out, cap, "%s/default-model-v%d", base, DEFAULT_MODEL_VERSION);
     if (n < 0 || (size_t)n >= cap)
         return bora_errf(err, -ENAMETOOLONG, "%s: path too long", base);

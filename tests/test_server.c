@@ -299,6 +299,64 @@ static void test_busy_queue_pong_duplicate(void **s)
     bwp_conn_close(&c);
 }
 
+/* Rule 11 and BUSY when the requests arrive together at an idle server (one TCP segment): the one
+ * about to decode is not counted as waiting, so queue_depth (8) wait behind it before BUSY, and a
+ * PING in the same segment as a lone GENERATE reports 0 waiting. */
+static void test_busy_burst_at_idle(void **s)
+{
+    (void)s;
+    struct bwp_conn c = test_srv_conn(&SRV, true);
+    uint8_t seg[16384], buf[512];
+    struct bwp_server_frame f;
+    size_t at = 0;
+    struct bwp_generate g = { .max_tokens = 400, .top_p = 1, .prompt_len = 8, .prompt = (const uint8_t *)"sleep=30" };
+    /* a lone GENERATE and a PING together */
+    at += bwp_build_generate(seg + at, sizeof seg - at, 90, &g, NULL, 0);
+    at += bwp_build_simple(seg + at, sizeof seg - at, BWP_PING, 91, NULL, 0);
+    assert_int_equal(bwp_conn_send(&c, seg, at), 0);
+    struct test_req r0 = { .rid = 90 };
+    bool pong = false;
+    while (!pong || !r0.accepted) {
+        assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+        if (f.h.type == BWP_PONG) {
+            assert_int_equal(f.u.pong.queue_depth, 0);
+            pong = true;
+        } else {
+            test_apply(&r0, 1, &f);
+        }
+    }
+    assert_int_equal(r0.queue_position, 0);
+    size_t n = bwp_build_simple(buf, sizeof buf, BWP_CANCEL, 90, NULL, 0);
+    bwp_conn_send(&c, buf, n);
+    assert_int_equal(test_collect(&c, &r0, 1, T_MS, NULL), 1);
+    check_clean(&r0);
+    /* ten GENERATEs together: 1 decoding + 8 waiting, the tenth BUSY */
+    enum { N = 10 };
+    struct test_req r[N];
+    memset(r, 0, sizeof r);
+    at = 0;
+    for (int i = 0; i < N; i++) {
+        r[i].rid = 200 + (uint64_t)i;
+        at += bwp_build_generate(seg + at, sizeof seg - at, r[i].rid, &g, NULL, 0);
+    }
+    assert_int_equal(bwp_conn_send(&c, seg, at), 0);
+    while (!r[N - 1].ended || !r[N - 2].accepted) {
+        assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+        test_apply(r, N, &f);
+    }
+    for (int i = 0; i < N - 1; i++)
+        if (!r[i].accepted || r[i].queue_position != (uint32_t)i)
+            fail_msg("request %d: accepted %d, position %u, error %u", i, r[i].accepted, r[i].queue_position,
+                     r[i].error);
+    assert_int_equal(r[N - 1].error, BWP_E_BUSY);
+    for (int i = 0; i < N - 1; i++) {
+        n = bwp_build_simple(buf, sizeof buf, BWP_CANCEL, r[i].rid, NULL, 0);
+        bwp_conn_send(&c, buf, n);
+    }
+    assert_int_equal(test_collect(&c, r, N, T_MS, NULL), N);
+    bwp_conn_close(&c);
+}
+
 /* ---- ERROR codes over the wire ---- */
 
 static void expect_error(struct bwp_conn *c, uint64_t rid, uint16_t code)
@@ -883,6 +941,7 @@ int main(void)
         cmocka_unit_test(test_stop_during_prefill),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_busy_queue_pong_duplicate),
+        cmocka_unit_test(test_busy_burst_at_idle),
         cmocka_unit_test(test_errors_udp),
         cmocka_unit_test(test_errors_tcp),
         cmocka_unit_test(test_resend_udp),

@@ -1063,6 +1063,59 @@ static void test_front_needs_specials(void **state)
     free(nemo);
 }
 
+/* A piece that could stream more than DETOK_MAX_DELTA bytes in one token's text (each non-ASCII
+ * byte may become a 3-byte U+FFFD, and up to 3 held bytes come first: 9 + 3 × 82 = 255 fits,
+ * 83 do not) is refused at load, naming the file and the token; one of 82 loads and streams. */
+static void test_piece_too_long_to_stream(void **state)
+{
+    (void)state;
+    size_t len;
+    char *nemo = read_file(NEMO_JSON, &len);
+    const char *key = "\"rank\":100000,\"token_bytes\":\"";
+    char *p = strstr(nemo, key);
+    assert_non_null(p);
+    p += strlen(key);
+    char *q = strchr(p, '"');
+    assert_non_null(q);
+    for (int nb = 82; nb <= 83; nb++) {
+        unsigned char bin[83];
+        memset(bin, 0xA9, sizeof bin);   /* continuation bytes: each alone is invalid UTF-8 */
+        char b64[160];
+        sodium_bin2base64(b64, sizeof b64, bin, (size_t)nb, sodium_base64_VARIANT_ORIGINAL);
+        size_t n2 = (size_t)(p - nemo) + strlen(b64) + (len - (size_t)(q - nemo));
+        char *j = malloc(n2);
+        assert_non_null(j);
+        memcpy(j, nemo, (size_t)(p - nemo));
+        memcpy(j + (p - nemo), b64, strlen(b64));
+        memcpy(j + (p - nemo) + strlen(b64), q, len - (size_t)(q - nemo));
+        struct tokenizer *t = NULL;
+        struct bora_err err = { "" };
+        int rc = tokenizer_open_mem(&t, (const uint8_t *)j, n2, "long/tekken.json", &err);
+        if (nb == 82) {
+            if (rc)
+                fail_msg("82 bytes: %s", err.msg);
+            /* token 101,000 (rank 100,000 after 1,000 specials) after a held 0xED (a lead byte
+             * that 0xA9 cannot continue) streams as 83 × U+FFFD: 249 bytes, within DETOK_MAX_DELTA */
+            struct detok d;
+            detok_init(&d, t);
+            char out[DETOK_MAX_DELTA];
+            size_t n = 0;
+            const int32_t lead = 1000 + 0xED;
+            assert_int_equal(detok_push(&d, lead, out, sizeof out, &n), 0);
+            assert_int_equal(n, 0);
+            assert_int_equal(detok_push(&d, 101000, out, sizeof out, &n), 0);
+            assert_int_equal(n, 3 * 83);
+            tokenizer_close(t);
+        } else {
+            if (rc != -EMSGSIZE || !strstr(err.msg, "long/tekken.json") || !strstr(err.msg, "token 101000"))
+                fail_msg("83 bytes: got %d '%s'", rc, err.msg);
+            assert_null(t);
+        }
+        free(j);
+    }
+    free(nemo);
+}
+
 /* D18: a pattern that is empty or can match the empty string is refused at load; a pattern
  * that exceeds PCRE2's match limit fails at encode time with a message naming the file. */
 static void test_pattern_checks(void **state)
@@ -1119,6 +1172,7 @@ int main(void)
         cmocka_unit_test(test_chat_v7_request),
         cmocka_unit_test(test_front_json_name_bom_empty),
         cmocka_unit_test(test_front_needs_specials),
+        cmocka_unit_test(test_piece_too_long_to_stream),
         cmocka_unit_test(test_pattern_checks),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
