@@ -23,7 +23,7 @@ _Static_assert(DP_FRAME_SLOT >= BWP_HDR_SIZE + 4 + 4 + GEN_TEXT_MAX + BWP_TRAILE
 
 struct decoder {
     struct dp_shared *sh;
-    struct dp_req **fifo;          /* (queue_depth) waiting requests, oldest first */
+    struct dp_req **fifo;          /* (queue_depth + 1: with none decoding, the next too) waiting requests, oldest first */
     uint32_t fifo_n;
     struct dp_req *cur;            /* decoding now, or NULL */
     struct dp_event ev;            /* scratch event being built */

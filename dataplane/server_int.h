@@ -196,7 +196,7 @@ struct dp_shared {
     struct generator *gen;                     /* decoder's (swapped by DP_CTL_SWAP) */
     _Atomic uint32_t gen_loaded;               /* PONG bit 0: decoder release, ports relaxed */
     alignas(64) _Atomic uint32_t n_running;    /* 0/1 decoding now: decoder relaxed store, console relaxed load */
-    struct dp_req **fifo;                      /* (queue_depth) decoder's waiting list */
+    struct dp_req **fifo;                      /* (queue_depth + 1, n_held's bound) decoder's waiting list */
     /* start-up limits: buffer sizes (pool objects, TCP read buffers) and the AUTH key */
     struct bwp_limits lim;
     /* live policy: published by dp_server_set_policy (release), read through dp_policy_enter */

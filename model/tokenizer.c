@@ -293,33 +293,32 @@ int tokenizer_tables_build(struct tokenizer *t, const char *const *pieces, const
             dq += (uint32_t)sizeof unk_surface;
             continue;
         }
+        /* A push emits at most 3 held bytes as U+FFFD each (9 bytes), then each ASCII byte of the
+         * piece as itself and each other byte as itself or inside a U+FFFD (3 bytes at most): a
+         * vocabulary whose every piece stays within DETOK_MAX_DELTA that way never overflows a
+         * streamed token's text (dataplane/generator.h). Mistral's longest pieces (Tekken, 76
+         * bytes) need ≤ 237; byte and unknown tokens (1 and 5 bytes) always fit. */
         const uint8_t *p = (const uint8_t *)pieces[i];
+        size_t w = 9;
         for (uint32_t j = 0; j < lens[i]; j++) {
             if (sp_spaces && j + 2 < lens[i] && p[j] == 0xE2 && p[j + 1] == 0x96 && p[j + 2] == 0x81) {
                 if (j == 0)
                     t->piece_attr[i] |= TOK_ATTR_LEAD_SPACE;
                 t->dec_bytes[dq++] = ' ';
+                w += 1;
                 j += 2;
             } else {
                 t->dec_bytes[dq++] = p[j];
+                w += p[j] < 0x80 ? 1 : 3;
             }
         }
-    }
-    t->piece_off[n] = po;
-    t->dec_off[n] = dq;
-    /* A push emits at most 3 held bytes as U+FFFD each (9 bytes), then each ASCII byte of the piece
-     * as itself and each other byte as itself or inside a U+FFFD (3 bytes at most): a vocabulary
-     * whose every piece stays within DETOK_MAX_DELTA that way never overflows a streamed token's
-     * text (dataplane/generator.h). Mistral's longest pieces (Tekken, 76 bytes) need ≤ 237. */
-    for (size_t i = 0; i < n; i++) {
-        size_t w = 9;
-        for (uint32_t j = t->dec_off[i]; j < t->dec_off[i + 1]; j++)
-            w += t->dec_bytes[j] < 0x80 ? 1 : 3;
         if (w > DETOK_MAX_DELTA)
             return bora_errf(err, -EMSGSIZE,
                              "%s: token %zu decodes to %u bytes, which could stream as %zu, more than the %d a "
-                             "token's text may take", name, i, t->dec_off[i + 1] - t->dec_off[i], w, DETOK_MAX_DELTA);
+                             "token's text may take", name, i, dq - t->dec_off[i], w, DETOK_MAX_DELTA);
     }
+    t->piece_off[n] = po;
+    t->dec_off[n] = dq;
     return 0;
 }
 

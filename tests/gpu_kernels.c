@@ -889,6 +889,17 @@ static void test_bandwidth_probe(void **st)
  * unless BORA_MEGA_FLAGS=1024 asks for the general one. Where a layer streams at least 4 MiB a
  * block (Medium 3.5, not 7B) it reads each stage with one tensor copy into an unpadded 32 KiB slot
  * (BORA_MEGA_FLAGS=8192 forces that, 2048 forbids it: 16 row copies into padded rows, 33 KiB). */
+/* The layout of a (on an H200's limits: 132 SMs, 227 KiB a block) into d, printed, which must say want. */
+static void mega_describe_has(const char *what, const struct kern_mega_args *a, const char *want, char *d, size_t cap)
+{
+    struct bora_err err = { "" };
+    if (kern_mega_describe(a, d, cap, &err))
+        fail_msg("%s: %s", what, err.msg);
+    printf("  %s: %s\n", what, d);
+    if (!strstr(d, want))
+        fail_msg("%s: layout '%s' lacks '%s'", what, d, want);
+}
+
 static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidden, int n_heads, int n_kv,
                         int flags, int ns_max, const char *want, bool union_ring, bool compiled, bool tmap)
 {
@@ -897,12 +908,7 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
                                 .eps = 1e-5f, .sm_count = 132, .smem_optin = 232448, .flags = flags,
                                 .ns_max = ns_max, .ahead = KERN_MEGA_AHEAD_AUTO };
     char d[512];
-    struct bora_err err = { "" };
-    if (kern_mega_describe(&a, d, sizeof d, &err))
-        fail_msg("%s: %s", what, err.msg);
-    printf("  %s: %s\n", what, d);
-    if (!strstr(d, want))
-        fail_msg("%s: layout '%s' lacks '%s'", what, d, want);
+    mega_describe_has(what, &a, want, d, sizeof d);
     assert_int_equal(strstr(d, "attention's space") != NULL, union_ring);
     assert_int_equal(strstr(d, "stage geometry compiled in") != NULL, compiled);
     assert_int_equal(strstr(d, "one tensor copy a stage") != NULL, tmap);
@@ -932,6 +938,8 @@ static void mega_layout(const char *what, enum bora_dtype dt, int dim, int hidde
     snprintf(held, sizeof held, "; producers held %d stages into wo and down", KERN_MEGA_AHEAD);
     assert_int_equal(strstr(d, "; producers never held") != NULL, kern_mega_amma(&a) != 0);
     assert_int_equal(strstr(d, held) != NULL, !kern_mega_amma(&a));
+    /* 8,448 positions: splits of more than one tile, so the tensor-core attention keeps three buffers */
+    assert_int_equal(strstr(d, "; 3 K/V tile buffers") != NULL, kern_mega_amma(&a) != 0);
 }
 
 /* An engine of a short context (every split of the tensor-core attention one tile of 64 keys: at
@@ -945,12 +953,7 @@ static void mega_layout_short(const char *what, enum bora_dtype dt, int dim, int
                                 .n_split = plan_attn_splits(8, max_ctx, 0), .eps = 1e-5f, .sm_count = 132,
                                 .smem_optin = 232448, .flags = flags, .ahead = KERN_MEGA_AHEAD_AUTO };
     char d[512];
-    struct bora_err err = { "" };
-    if (kern_mega_describe(&a, d, sizeof d, &err))
-        fail_msg("%s: %s", what, err.msg);
-    printf("  %s: %s\n", what, d);
-    if (!strstr(d, want))
-        fail_msg("%s: layout '%s' lacks '%s'", what, d, want);
+    mega_describe_has(what, &a, want, d, sizeof d);
 }
 
 static void test_mega_layout(void **st)
