@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cmd/cli.h"
+#include "common/env.h"
 #include "kernels/model_load_cuda.h"
 #include "mem/jemalloc_stats.h"
 #include "mem/model_stream.h"
@@ -377,19 +378,13 @@ static int child_direct(const struct cs_opts *o, struct model *m, double t0)
     /* tuning knobs (defaults: model_load_cuda's): readers, staging buffers per reader, the
      * engine prepared after the stream instead of during it, the cold prefetch, staging (0
      * huge-page block, 1 block, 2 each buffer), a warm-up prompt's tokens */
-    const char *k;
-    if ((k = getenv("BORA_COLDSTART_PARTS")))
-        lo.parts = atoi(k);
-    if ((k = getenv("BORA_COLDSTART_BUFS")))
-        lo.bufs = atoi(k);
-    if ((k = getenv("BORA_COLDSTART_SERIAL")))
-        lo.serial = atoi(k) != 0;
-    if ((k = getenv("BORA_COLDSTART_PREFETCH")))
-        lo.prefetch = atoi(k) != 0;
-    if ((k = getenv("BORA_COLDSTART_STAGE")))
-        lo.stage = (enum model_load_cuda_stage)atoi(k);
-    if ((k = getenv("BORA_COLDSTART_WARM")))
-        lo.warm_tokens = atoi(k);
+    lo.parts = (int)bora_env_int("BORA_COLDSTART_PARTS", 0, 0, 256);
+    lo.bufs = (int)bora_env_int("BORA_COLDSTART_BUFS", 0, 0, 256);
+    lo.serial = bora_env_int("BORA_COLDSTART_SERIAL", 0, 0, 1) != 0;
+    lo.prefetch = bora_env_int("BORA_COLDSTART_PREFETCH", lo.prefetch, 0, 1) != 0;
+    lo.stage = (enum model_load_cuda_stage)bora_env_int("BORA_COLDSTART_STAGE", MODEL_LOAD_CUDA_STAGE_HUGE,
+                                                        MODEL_LOAD_CUDA_STAGE_HUGE, MODEL_LOAD_CUDA_STAGE_EACH);
+    lo.warm_tokens = (int)bora_env_int("BORA_COLDSTART_WARM", 0, 0, 1 << 20);
     struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = o->prompt + 16 };
     double t_host = now_s() - t0;
     int best = 0, rc = model_load_cuda(&e, m, &eo, &lo, &st, &err);

@@ -2,6 +2,7 @@
  * config, then hands over to borad_run (cmd/borad_run.c). Exit status: 0 ok, 1 failure, 2 usage. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,8 @@
 #include <sys/stat.h>
 
 #include "cmd/borad.h"
+#include "common/env.h"
+#include "common/log.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "config/config.h"
@@ -171,8 +174,9 @@ int main(int argc, char **argv)
         usage(rc ? stderr : stdout);
         return rc;
     }
+    bora_log_set_name("borad");
     /* the kernels' diagnostic switches are for `bora bench`; one of them makes answers wrong */
-    if (getenv("BORA_MEGA_DEBUG") && atoi(getenv("BORA_MEGA_DEBUG"))) {
+    if (bora_env_int("BORA_MEGA_DEBUG", 0, 0, INT_MAX)) {
         fprintf(stderr, "borad: BORA_MEGA_DEBUG is set: a decode-kernel diagnostic that makes every answer "
                         "wrong; unset it to serve\n");
         return 1;

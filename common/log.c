@@ -8,6 +8,13 @@
 #include <unistd.h>
 
 static atomic_int log_level = BORA_LOG_INFO;
+static char log_name[32] = "bora";
+
+void bora_log_set_name(const char *name)
+{
+    if (name && *name)
+        snprintf(log_name, sizeof log_name, "%s", name);
+}
 
 void bora_log_set_level(int level)
 {
@@ -35,7 +42,7 @@ void bora_log(int level, const char *fmt, ...)
     if (!bora_log_on(level))
         return;
     char line[1024];
-    int n = snprintf(line, sizeof line, "borad: %s: ", names[level < 0 ? 0 : level > 3 ? 3 : level]);
+    int n = snprintf(line, sizeof line, "%s: %s: ", log_name, names[level < 0 ? 0 : level > 3 ? 3 : level]);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

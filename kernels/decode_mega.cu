@@ -59,6 +59,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #define MEGA_CW 15                      /* consumer warps */
 #define MEGA_CT (MEGA_CW * 32)          /* consumer threads */
 #define MEGA_THREADS (MEGA_CT + 32)     /* + the producer warp: 16 warps, so 128 registers a thread
@@ -375,6 +377,24 @@ __device__ __forceinline__ uint4 mega_ld_u32x4(const unsigned *a)
 __device__ __forceinline__ bool mega_tagged(ulonglong2 v, unsigned tag)
 {
     return (unsigned)(v.x >> 32) >= tag && (unsigned)(v.y >> 32) >= tag;
+}
+
+/* The tagged inputs' wait: loads v[i] again (load(i)) for every i that stale(v[i]) names, all of
+ * them in flight at once, until none is. The caller fills v[i] past its input's end with a value
+ * stale never names. */
+template <int B, typename V, typename Stale, typename Load>
+__device__ __forceinline__ void mega_poll(V (&v)[B], Stale stale, Load load)
+{
+    bool again;
+    do {
+        again = false;
+#pragma unroll
+        for (int i = 0; i < B; i++)
+            if (stale(v[i])) {
+                v[i] = load(i);
+                again = true;
+            }
+    } while (again);
 }
 
 struct mega_ring {
@@ -827,16 +847,8 @@ __device__ float mega_load_ht(const unsigned *ht, unsigned tag, int n, uint16_t 
             const int c = base + i * MEGA_CT;
             v[i] = c < n4 ? mega_ld_u32x4(ht + 4 * (size_t)c) : make_uint4(~0u, ~0u, ~0u, ~0u);
         }
-        bool again;
-        do {   /* every stale quad loaded again, all in flight at once */
-            again = false;
-#pragma unroll
-            for (int i = 0; i < B; i++)
-                if (min(min(v[i].x, v[i].y), min(v[i].z, v[i].w)) < tg) {
-                    v[i] = mega_ld_u32x4(ht + 4 * (size_t)(base + i * MEGA_CT));
-                    again = true;
-                }
-        } while (again);
+        mega_poll(v, [&](uint4 q) { return min(min(q.x, q.y), min(q.z, q.w)) < tg; },
+                  [&](int i) { return mega_ld_u32x4(ht + 4 * (size_t)(base + i * MEGA_CT)); });
 #pragma unroll
         for (int i = 0; i < B; i++) {
             const int c = base + i * MEGA_CT;
@@ -877,34 +889,24 @@ __device__ float mega_load_xt(const unsigned long long *xt, unsigned tag, int n,
     const float4 *nw4 = (const float4 *)nw;
     float ss = 0.f, am = 0.f;
     for (int base = tid; base < n4; base += B * MEGA_CT) {
-        ulonglong2 v[B][2];
+        ulonglong2 v[2 * B];   /* float4 i's two pairs at 2i, 2i + 1 */
         float4 g[B];
 #pragma unroll
         for (int i = 0; i < B; i++) {
             const int c = base + i * MEGA_CT;
 #pragma unroll
             for (int k = 0; k < 2; k++)
-                v[i][k] = c < n4 ? mega_ld_u64x2(xt + 4 * (size_t)c + 2 * k) : make_ulonglong2(~0ull, ~0ull);
+                v[2 * i + k] = c < n4 ? mega_ld_u64x2(xt + 4 * (size_t)c + 2 * k) : make_ulonglong2(~0ull, ~0ull);
             g[i] = NORM && c < n4 ? __ldg(nw4 + c) : make_float4(1.f, 1.f, 1.f, 1.f);
         }
-        bool again;
-        do {   /* every stale pair loaded again, all in flight at once */
-            again = false;
-#pragma unroll
-            for (int i = 0; i < B; i++)
-#pragma unroll
-                for (int k = 0; k < 2; k++)
-                    if (!mega_tagged(v[i][k], tag)) {
-                        v[i][k] = mega_ld_u64x2(xt + 4 * (size_t)(base + i * MEGA_CT) + 2 * k);
-                        again = true;
-                    }
-        } while (again);
+        mega_poll(v, [&](ulonglong2 q) { return !mega_tagged(q, tag); },
+                  [&](int j) { return mega_ld_u64x2(xt + 4 * (size_t)(base + (j >> 1) * MEGA_CT) + 2 * (j & 1)); });
 #pragma unroll
         for (int i = 0; i < B; i++) {
             const int c = base + i * MEGA_CT;
             if (c < n4) {
-                float4 y = make_float4(__uint_as_float((unsigned)v[i][0].x), __uint_as_float((unsigned)v[i][0].y),
-                                       __uint_as_float((unsigned)v[i][1].x), __uint_as_float((unsigned)v[i][1].y));
+                float4 y = make_float4(__uint_as_float((unsigned)v[2 * i].x), __uint_as_float((unsigned)v[2 * i].y),
+                                       __uint_as_float((unsigned)v[2 * i + 1].x), __uint_as_float((unsigned)v[2 * i + 1].y));
                 ss += y.x * y.x + y.y * y.y + y.z * y.z + y.w * y.w;
                 if (NORM) {
                     y.x *= g[i].x;
@@ -1395,17 +1397,18 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
              * some block's first: all splits of a kv head run at once, and each combines its share
              * of the head (SHARE) once all are written */
             if (!(p.debug & MEGA_DBG_NO_ATTN)) {
+                /* one call, instantiated for two K/V tile buffers and for MEGA_AMMA_STAGES */
+                auto item = [&](auto stages, int it) {
+                    attn_mma_item<LPK * 8, 2, MEGA_CT, decltype(stages)::value, true, true>(
+                        p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C,
+                        p.tags_a ? nullptr : am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr, qt, l + 1,
+                        p.tags_a ? p.at : nullptr, l + 1);
+                };
                 for (int it = blockIdx.x; it < p.n_kv * p.ap.n_split; it += nb) {
                     if (p.amma_st == 2)
-                        attn_mma_item<LPK * 8, 2, MEGA_CT, 2, true, true>(
-                            p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C,
-                            p.tags_a ? nullptr : am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr, qt, l + 1,
-                            p.tags_a ? p.at : nullptr, l + 1);
+                        item(std::integral_constant<int, 2>{}, it);
                     else
-                        attn_mma_item<LPK * 8, 2, MEGA_CT, MEGA_AMMA_STAGES, true, true>(
-                            p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, u, s_last, tid, MEGA_BAR_C,
-                            p.tags_a ? nullptr : am + AM_WO, tr && it < nb ? tr + TR_ATT_ITEM : nullptr, qt, l + 1,
-                            p.tags_a ? p.at : nullptr, l + 1);
+                        item(std::integral_constant<int, MEGA_AMMA_STAGES>{}, it);
                 }
             }
         } else {

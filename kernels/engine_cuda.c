@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/env.h"
+#include "common/log.h"
 #include "kernels/cuda_check.h"
 #include "kernels/kernels.h"
 #include "kernels/prefill.h"
@@ -902,12 +904,13 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .n_heads = c->n_heads, .n_kv = c->n_kv_heads, .head_dim = c->head_dim, .max_ctx = e->max_ctx,
         .window = c->sliding_window, .n_split = L->n_split, .eps = c->norm_eps, .rope = at0.rope,
         .sm_count = s->dev.sm_count, .smem_optin = s->dev.smem_optin,
-        .cb_max = getenv("BORA_MEGA_CB") ? atoi(getenv("BORA_MEGA_CB")) : 0,         /* tuning experiments */
-        .ns_max = getenv("BORA_MEGA_NS") ? atoi(getenv("BORA_MEGA_NS")) : 0,
-        .blocks_max = getenv("BORA_MEGA_BLOCKS") ? atoi(getenv("BORA_MEGA_BLOCKS")) : 0,
-        .flags = getenv("BORA_MEGA_FLAGS") ? atoi(getenv("BORA_MEGA_FLAGS")) : 0,
-        .ahead = getenv("BORA_MEGA_AHEAD") ? atoi(getenv("BORA_MEGA_AHEAD")) : KERN_MEGA_AHEAD_AUTO,
-        .debug = getenv("BORA_MEGA_DEBUG") ? atoi(getenv("BORA_MEGA_DEBUG")) : 0,   /* diagnostics: wrong results */
+        /* tuning experiments (A/B); a value that is not a number in range is reported and ignored */
+        .cb_max = (int)bora_env_int("BORA_MEGA_CB", 0, 0, 1 << 20),
+        .ns_max = (int)bora_env_int("BORA_MEGA_NS", 0, 0, 1 << 10),
+        .blocks_max = (int)bora_env_int("BORA_MEGA_BLOCKS", 0, 0, 1 << 16),
+        .flags = (int)bora_env_int("BORA_MEGA_FLAGS", 0, 0, INT_MAX),
+        .ahead = (int)bora_env_int("BORA_MEGA_AHEAD", KERN_MEGA_AHEAD_AUTO, KERN_MEGA_AHEAD_AUTO, 1 << 16),
+        .debug = (int)bora_env_int("BORA_MEGA_DEBUG", 0, 0, INT_MAX),   /* diagnostics: wrong results */
     };
     s->mega = false;
     s->mega_desc[0] = 0;
@@ -955,7 +958,12 @@ static int time_step(struct engine *e, cudaGraphExec_t x, int pos, int n, float 
 static int choose_step(struct engine *e, struct bora_err *err)
 {
     struct cuda_impl *s = impl_of(e);
-    const char *want = getenv("BORA_DECODE"), *sw = getenv("BORA_DECODE_SWITCH");
+    const char *want = getenv("BORA_DECODE");
+    const long sw = bora_env_int("BORA_DECODE_SWITCH", 0, 0, INT_MAX);
+    if (want && *want && strcmp(want, "kernels") && strcmp(want, "persistent")) {
+        bora_log(BORA_LOG_WARN, "BORA_DECODE=\"%s\" is neither \"kernels\" nor \"persistent\"; choosing by timing", want);
+        want = NULL;
+    }
     const bool avail = s->mega;
     int rc;
     if (s->graph_alt) {
@@ -969,8 +977,8 @@ static int choose_step(struct engine *e, struct bora_err *err)
     }
     if (!avail || (want && strcmp(want, "persistent") == 0))
         return capture_to(e, avail, &s->graph, err);
-    if (sw && atoi(sw) > 0) {
-        s->alt_from = atoi(sw);
+    if (sw > 0) {
+        s->alt_from = (int)sw;
         snprintf(s->mega_why, sizeof s->mega_why, "BORA_DECODE_SWITCH=%d", s->alt_from);
         if ((rc = capture_to(e, false, &s->graph_alt, err)))
             return rc;
@@ -992,7 +1000,7 @@ static int choose_step(struct engine *e, struct bora_err *err)
         if (gp)
             cudaGraphExecDestroy(gp);
         snprintf(s->mega_why, sizeof s->mega_why, "the persistent kernel failed at open: %s", why.msg);
-        fprintf(stderr, "cuda engine: %s; using the per-kernel decode step\n", s->mega_why);
+        bora_log(BORA_LOG_WARN, "cuda engine: %s; using the per-kernel decode step", s->mega_why);
         return capture_to(e, false, &s->graph, err);
     }
     if ((rc = capture_to(e, false, &gk, err)) || (rc = time_step(e, gk, lo, n, &tk0, err)) ||
@@ -1051,7 +1059,7 @@ static int tail_work(struct engine *e, struct bora_err *err)
             break;
     }
     if (rc == -ENOMEM) {
-        fprintf(stderr, "cuda engine: no memory for a prefill workspace; prompts run token by token: %s\n", err->msg);
+        bora_log(BORA_LOG_WARN, "cuda engine: no memory for a prefill workspace; prompts run token by token: %s", err->msg);
         err->msg[0] = 0;
         rc = 0;
     }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "model/model.h"
 
 /* Mistral's v3 SentencePiece model (Apache-2.0, model/default/LICENCE.mistral-common). */
@@ -288,7 +289,7 @@ int default_model_ensure(char *out, size_t cap, struct bora_err *err)
         return bora_errf(err, rc, "%s: cannot create directory: %s", base, strerror(-rc));
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
-    fprintf(stderr, "bora: generating the built-in default model (random weights) in %s\n", out);
+    bora_log(BORA_LOG_INFO, "generating the built-in default model (random weights) in %s", out);
     rc = default_model_write(tmp, err);
     if (!rc && rename(tmp, out) < 0 && errno != ENOTEMPTY && errno != EEXIST)
         rc = bora_errf(err, -errno, "%s: cannot rename to %s: %s", tmp, out, strerror(errno));
