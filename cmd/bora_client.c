@@ -222,6 +222,8 @@ static int parse_opts(struct client_opts *o, int argc, char **argv)
             return usage_error("option '%s' needs a value", a);
         i++;
         if (!strcmp(a, "--udp") || !strcmp(a, "--tcp")) {
+            if (o->addr)
+                return usage_error("one server address only: --udp or --tcp, once (again at '%s')", a);
             o->addr = v;
             o->tcp = a[2] == 't';
         } else if (!strcmp(a, "--prompt")) {
@@ -492,7 +494,9 @@ int cmd_client(int argc, char **argv)
         snprintf(err.msg, sizeof err.msg, "%s %s: %s", o.tcp ? "tcp" : "udp", o.addr,
                  rc == -ETIMEDOUT ? (o.tcp ? "no complete answer before --timeout-ms (connection closed, which cancels it)"
                                            : "no complete answer before --timeout-ms (CANCEL sent)") :
-                 rc == -EPIPE ? "server closed the connection" : strerror(-rc));
+                 rc == -EPIPE ? "server closed the connection" :
+                 rc == -EPROTO ? "the reply is not BWP/1 (it does not start with \"BWP1\"): is this a bora server's address?" :
+                 strerror(-rc));
         fprintf(stderr, "bora client: %s\n", err.msg);
         if (o.json)
             print_json(&st, err.msg);

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -380,11 +381,11 @@ static int child_direct(const struct cs_opts *o, struct model *m, double t0)
      * huge-page block, 1 block, 2 each buffer), a warm-up prompt's tokens */
     lo.parts = (int)bora_env_int("BORA_COLDSTART_PARTS", 0, 0, 256);
     lo.bufs = (int)bora_env_int("BORA_COLDSTART_BUFS", 0, 0, 256);
-    lo.serial = bora_env_int("BORA_COLDSTART_SERIAL", 0, 0, 1) != 0;
-    lo.prefetch = bora_env_int("BORA_COLDSTART_PREFETCH", lo.prefetch, 0, 1) != 0;
+    lo.serial = bora_env_int("BORA_COLDSTART_SERIAL", 0, 0, INT_MAX) != 0;
+    lo.prefetch = bora_env_int("BORA_COLDSTART_PREFETCH", lo.prefetch, 0, INT_MAX) != 0;
     lo.stage = (enum model_load_cuda_stage)bora_env_int("BORA_COLDSTART_STAGE", MODEL_LOAD_CUDA_STAGE_HUGE,
                                                         MODEL_LOAD_CUDA_STAGE_HUGE, MODEL_LOAD_CUDA_STAGE_EACH);
-    lo.warm_tokens = (int)bora_env_int("BORA_COLDSTART_WARM", 0, 0, 1 << 20);
+    lo.warm_tokens = (int)bora_env_int("BORA_COLDSTART_WARM", 0, -1, 1 << 20);   /* < 2 (-1): no warm-up */
     struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = o->prompt + 16 };
     double t_host = now_s() - t0;
     int best = 0, rc = model_load_cuda(&e, m, &eo, &lo, &st, &err);

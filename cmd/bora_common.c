@@ -237,6 +237,16 @@ int open_engine(const struct run_opts *o, const struct model *m, int tokens, str
 {
     struct bora_err err = { "" };
     struct engine_opts eo = { .backend = o->backend, .max_ctx = o->max_ctx };
+    const int model_ctx = m->cfg.max_pos;   /* max_position_embeddings (0: not stated) */
+    if (eo.max_ctx == 0 && model_ctx > 0 && tokens > model_ctx) {   /* never past the model silently */
+        fprintf(stderr, "bora: %d tokens (the prompt and -n) are more than the model's context of %d "
+                        "(max_position_embeddings); lower -n, or give --ctx N to run past it anyway\n",
+                tokens, model_ctx);
+        return -EINVAL;
+    }
+    if (eo.max_ctx > 0 && model_ctx > 0 && eo.max_ctx > model_ctx)
+        fprintf(stderr, "bora: note: --ctx %d is past the model's context of %d (max_position_embeddings): "
+                        "positions past it are outside what the model was trained on\n", eo.max_ctx, model_ctx);
     if (eo.max_ctx == 0 && tokens > 4096)
         eo.max_ctx = tokens;
     int rc = engine_open(e, m, &eo, &err);

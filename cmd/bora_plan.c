@@ -1,6 +1,8 @@
 /* bora_plan.c — `bora plan`: will a model fit on a GPU, and what decode speed does its memory
- * bandwidth allow, in FP8 and in BF16. Pure arithmetic over the model's configuration (the
- * same layout the CUDA engine allocates, kernels/plan.c); no GPU needed except for --gpu local. */
+ * bandwidth allow, in FP8 and in BF16: arithmetic over the model's configuration (the same layout
+ * the CUDA engine allocates, kernels/plan.c), after the checkpoint's checks where its weights are
+ * there; no GPU needed except for --gpu local. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -17,44 +19,40 @@
 #endif
 
 #define PLAN_DEFAULT_CTX 8192
-#define PLAN_CONFIG_MAX (1 << 20)   /* bytes of config.json / params.json read */
 
 static const char plan_usage[] =
     "usage: bora plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N]\n"
     "                 [--gpu h200|h100|l40s|rtx4090|local]\n"
     "exit status: 0 the chosen precision fits, 1 it does not (or an error), 2 usage\n";
 
-/* Reads DIR/config.json (HF) or DIR/params.json (native) into *cfg. */
-static int plan_read_config(const char *dir, struct model_config *cfg, bool *fp8_ckpt, struct bora_err *err)
+/* The model in dir, for planning. With weight files there (any *.safetensors): the checkpoint is
+ * opened and checked as a load checks it (model_open: headers, every tensor's presence, dtype and
+ * shape, FP8 scales, the tokenizer; the weights themselves are mapped, not read), and FP8 comes
+ * from the linear weights' dtype. With none (a config downloaded alone, to size a deployment
+ * before fetching the weights): config.json / params.json alone, and *config_only is set. */
+static int plan_read_model(const char *dir, struct model_config *cfg, bool *fp8_ckpt, bool *config_only,
+                           struct bora_err *err)
 {
-    char path[4200];
-    bool hf = true;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        hf = false;
-        snprintf(path, sizeof path, "%s/params.json", dir);
-        f = fopen(path, "rb");
+    bool weights = false;
+    DIR *d = opendir(dir);
+    if (!d)
+        return bora_errf(err, -errno, "%s: cannot open model directory: %s", dir, strerror(errno));
+    for (struct dirent *e; !weights && (e = readdir(d));) {
+        const size_t n = strlen(e->d_name);
+        weights = n > 12 && !strcmp(e->d_name + n - 12, ".safetensors");
     }
-    if (!f)
-        return bora_errf(err, -ENOENT, "%s: neither config.json nor params.json found", dir);
-    char *buf = malloc(PLAN_CONFIG_MAX + 1);
-    if (!buf) {
-        fclose(f);
-        return bora_errf(err, -ENOMEM, "out of memory");
-    }
-    size_t n = fread(buf, 1, PLAN_CONFIG_MAX, f);
-    int rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        free(buf);
-        return bora_errf(err, -EIO, "%s: read error", path);
-    }
-    buf[n] = 0;
-    int rc = hf ? model_config_parse_hf(buf, n, path, cfg, err) : model_config_parse_native(buf, n, path, cfg, err);
-    *fp8_ckpt = strstr(buf, "\"fp8\"") != NULL;
-    free(buf);
-    return rc;
+    closedir(d);
+    *config_only = !weights;
+    if (!weights)
+        return model_config_read(dir, cfg, fp8_ckpt, err);
+    struct model *m = NULL;
+    int rc = model_open(&m, dir, NULL, err);
+    if (rc)
+        return rc;
+    *cfg = m->cfg;
+    *fp8_ckpt = m->linear_dtype == BORA_DT_F8_E4M3;
+    model_close(m);
+    return 0;
 }
 
 static int plan_gpu(const char *name, struct plan_gpu *g, struct bora_err *err)
@@ -158,7 +156,7 @@ int cmd_plan(int argc, char **argv)
     }
     struct bora_err err = { "" };
     struct model_config cfg;
-    bool fp8_ckpt = false;
+    bool fp8_ckpt = false, config_only = false;
     if (preset) {
         const struct model_config *p = plan_preset_find(preset);
         if (!p) {
@@ -170,7 +168,7 @@ int cmd_plan(int argc, char **argv)
     } else if (!strcmp(dir, "default") && default_model_ensure(default_dir, sizeof default_dir, &err)) {
         fprintf(stderr, "bora plan: %s\n", err.msg);
         return 1;
-    } else if (plan_read_config(!strcmp(dir, "default") ? default_dir : dir, &cfg, &fp8_ckpt, &err)) {
+    } else if (plan_read_model(!strcmp(dir, "default") ? default_dir : dir, &cfg, &fp8_ckpt, &config_only, &err)) {
         fprintf(stderr, "bora plan: %s\n", err.msg);
         return 1;
     }
@@ -193,6 +191,10 @@ int cmd_plan(int argc, char **argv)
     }
     printf("plan  %s  (%d layers, dim %d, %d/%d heads x %d, ffn %d, vocab %d)\n", preset ? preset : dir,
            cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim, cfg.vocab_size);
+    if (dir)
+        printf("model %s\n", config_only ? "its configuration only: no *.safetensors there, the weights are not checked"
+                                          : fp8_ckpt ? "checkpoint checked as a load checks it; FP8 weights"
+                                                     : "checkpoint checked as a load checks it");
     printf("GPU   %s: %.1f GB, streaming read %.0f GB/s;  KV cache for %d tokens (bf16)%s\n\n", g.name,
            g.mem_bytes / 1e9, g.read_gbps, ctx,
            past_model && !ctx_given ? ", the model's context"

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "cmd/borad.h"
+#include "dataplane/dpdk_port.h"
 #include "common/env.h"
 #include "common/log.h"
 #include "model/model.h"
@@ -45,7 +46,12 @@ static int args_parse(int argc, char **argv, struct borad_args *a)
                 fprintf(stderr, "borad: option '%s' needs a FILE\n", s);
                 return 2;
             }
-            *(strcmp(s, "--check-config") ? &a->config : &a->check) = argv[++i];
+            const char **slot = strcmp(s, "--check-config") ? &a->config : &a->check;
+            if (*slot) {
+                fprintf(stderr, "borad: one %s FILE only ('%s' and '%s')\n", s, *slot, argv[i + 1]);
+                return 2;
+            }
+            *slot = argv[++i];
         } else {
             fprintf(stderr, "borad: unknown argument '%s' (try 'borad --help')\n", s);
             return 2;
@@ -121,6 +127,26 @@ static int model_dir_problem(const struct bora_config *cfg, const char *file)
     }
     fprintf(stderr, "%s: key 'model.path': %s (got '%s')\n", where(file, cfg, "model.path", w, sizeof w), problem, dir);
     return 1;
+}
+
+/* --check-config: what the config asks for that this build lacks (borad's start refuses it too). */
+static int build_problem(const struct bora_config *cfg, const char *file)
+{
+    char w[4200];
+    int bad = 0;
+    if (cfg->dataplane.dpdk[0] && !dp_dpdk_available()) {
+        fprintf(stderr, "%s: key 'dataplane.dpdk': this build has no DPDK port (build with libdpdk-dev installed, "
+                        "or clear it to serve over kernel UDP/TCP)\n", where(file, cfg, "dataplane.dpdk", w, sizeof w));
+        bad = 1;
+    }
+#ifndef BORA_CUDA
+    if (cfg->model.backend == CONFIG_BACKEND_CUDA) {
+        fprintf(stderr, "%s: key 'model.backend': this build has no CUDA backend (build with nvcc: make CUDA=1; "
+                        "or use auto or cpu) (got 'cuda')\n", where(file, cfg, "model.backend", w, sizeof w));
+        bad = 1;
+    }
+#endif
+    return bad;
 }
 
 struct check_where {
@@ -199,6 +225,8 @@ int main(int argc, char **argv)
             bad = 1;             /* cfg holds the defaults and every valid key: check those too */
         }
         if (cfg.model.path[0] && model_dir_problem(&cfg, a.check))
+            bad = 1;
+        if (build_problem(&cfg, a.check))
             bad = 1;
         struct check_where cw = { a.check, &cfg };
         if (console_server_check(&cfg.console, check_report, &cw))   /* what the start would refuse */

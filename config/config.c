@@ -302,6 +302,11 @@ static bool dpdk_without_ip(const struct bora_config *cfg)
     return cfg->dataplane.dpdk[0] && !cfg->dataplane.dpdk_ip;
 }
 
+static bool no_listener(const struct bora_config *cfg)
+{
+    return !cfg->dataplane.udp.family && !cfg->dataplane.tcp.family && !cfg->dataplane.dpdk[0];
+}
+
 static bool tp_on_cpu(const struct bora_config *cfg)
 {
     return cfg->engine.tensor_parallel > 1 && cfg->model.backend == CONFIG_BACKEND_CPU;
@@ -320,6 +325,8 @@ static bool kv_fp8_not_built(const struct bora_config *cfg)
 
 static const struct config_rule config_rules[] = {
     { "dataplane.dpdk_ip", "dataplane.dpdk", dpdk_without_ip, "required when dataplane.dpdk is set" },
+    { "dataplane.udp", "dataplane.tcp", no_listener,
+      "udp, tcp and dpdk are all off: borad would have nothing to serve on (set at least one)" },
     { "engine.tensor_parallel", "model.backend", tp_on_cpu, "must be 1 with model.backend = cpu" },
     { "engine.tensor_parallel", "engine.tensor_parallel", tp_not_built,
       "must be 1: this build serves a model from one GPU (tensor parallelism is not implemented)" },

@@ -95,6 +95,10 @@ long bwp_conn_recv(struct bwp_conn *c, uint8_t *buf, size_t cap, int timeout_ms)
         return (size_t)n > cap ? -EMSGSIZE : n;
     }
     for (;;) {
+        /* a stream that does not start with BWP/1's magic has no frame boundaries to find: the
+         * peer is not a BWP/1 server (an HTTP server answers "HTTP/1.1 400 ...") */
+        if (c->rlen >= 4 && memcmp(c->rbuf, "BWP1", 4))
+            return -EPROTO;
         if (c->rlen >= BWP_HDR_SIZE) {
             size_t need = BWP_HDR_SIZE + (size_t)bwp_rd32(c->rbuf + 8);
             if (need > cap || need > BWP_CONN_RBUF)

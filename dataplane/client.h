@@ -26,7 +26,8 @@ void bwp_conn_close(struct bwp_conn *c);
 /* Sends one frame (UDP: one datagram; TCP: all bytes). 0 or -errno. */
 int bwp_conn_send(struct bwp_conn *c, const uint8_t *frame, size_t n);
 /* Receives one whole frame into buf: its size, 0 on timeout (timeout_ms < 0: wait forever),
- * -EPIPE when the TCP peer closed, -EMSGSIZE when a frame exceeds cap, other -errno. */
+ * -EPIPE when the TCP peer closed, -EPROTO when the TCP stream is not BWP/1 (a frame that does not
+ * start with "BWP1"), -EMSGSIZE when a frame exceeds cap, other -errno. */
 long bwp_conn_recv(struct bwp_conn *c, uint8_t *buf, size_t cap, int timeout_ms);
 /* Half-closes a TCP connection's sending side (rule 15). */
 int bwp_conn_shutdown_write(struct bwp_conn *c);

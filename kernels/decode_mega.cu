@@ -102,7 +102,9 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16,
                                   * as tagged words (A/B, tests) */,
        MEGA_F_NO_TAGS_H = 524288 /* h (in bf16) through gate/up's barrier, not as tagged words (A/B, tests) */,
        MEGA_F_AMMA_ST3 = 1048576 /* the tensor-core attention keeps MEGA_AMMA_STAGES tile buffers where every
-                                  * item has one tile (A/B, tests) */ };
+                                  * item has one tile (A/B, tests) */,
+       MEGA_F_WO_UNION = 2097152 /* wo's first stages may land in the attention's space (before: the producer
+                                  * then waited there for the attention, A/B, tests) */ };
 /* A plain layout whose ring has fewer stages than this keeps h as hi only when that deepens it
  * (21st session, H200: 7B FP8 4 → 5 stages, 2.603 → 2.579 ms a token; BF16 4 → 5, 4.162 →
  * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). BF16 weights keep it
@@ -234,6 +236,13 @@ struct mega_params {
      * epilogue writes x(l)'s words, so before the next layer's first half can write them. */
     bool tags_h;
     unsigned *ht;
+    /* wo clear of the attention's space (a ring with slots in it): wo's first n_out stages, the
+     * ones the producer streams during the attention, never take a slot in the attention's space.
+     * Where one would, producer and consumers pass that slot by with an empty stage (the full
+     * barrier completed with no bytes). Before, the producer waited there until the attention was
+     * over in every block, and wo's remaining stages with it: the ring's 52 stages a 7B layer
+     * rotate the slots, so in most layers only some of wo had streamed in when wo began. */
+    bool wo_clear;
 };
 
 __device__ __forceinline__ unsigned long long mega_now(void)
@@ -525,6 +534,16 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
             held = c.l * MEGA_MATS + c.m;
         }
 
+        /* wo clear of the attention's space: an empty stage in this slot, the same stage in the next */
+        if (p.wo_clear && c.m == MEGA_WO && r.slot >= p.n_out && (SPL ? c.st : c.gi * M.nkc + c.kc) < p.n_out) {
+            if (r.round > 0)
+                mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
+            if (lane == 0)
+                mbar_arrive(&full[r.slot]);
+            __syncwarp();
+            mega_ring_next(r, p.ns);
+            continue;
+        }
         /* a slot in the attention's space: the attention the stage follows (this layer's past qkv,
          * else the layer before's) is over in every block, so in this one (its consumers arrive
          * after the attention's last read); the attention's writes (generic proxy) are then
@@ -1182,6 +1201,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
         mega_items(p, l, m, blockIdx.x, &g0, &nw, &hf, &hs, &gn);
     else
         mega_groups(p, l, m, blockIdx.x, &g0, &gn);
+    int sj = 0;   /* this block's stages of the matrix so far */
     for (int gi = 0; gi < gn; gi++) {
         int g = g0 + gi, k0 = 0, k1 = M.nkc, kind = 0;
         if constexpr (spl)
@@ -1214,6 +1234,15 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
         }
         float c0[4] = { 0.f, 0.f, 0.f, 0.f }, c1[4] = { 0.f, 0.f, 0.f, 0.f };
         for (int kc = spl ? k0 : 0; kc < (spl ? k1 : M.nkc); kc++) {   /* (as written before the halves: same code) */
+            if (m == MEGA_WO && p.wo_clear && sj < p.n_out)   /* the producer's empty stages (mega_produce) */
+                while (r.slot >= p.n_out) {
+                    mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
+                    __syncwarp();
+                    if (lane == 0)
+                        mbar_arrive(&empty[r.slot]);
+                    mega_ring_next(r, p.ns);
+                }
+            sj++;
             mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
             if (!(p.debug & MEGA_DBG_NO_MATH))
                 mega_stage<FP8, CBT>(c0, c1, mega_slot(p, sm, r.slot), M.pitch, M.cb, kc, xh, xl, w, lane);
@@ -1802,6 +1831,7 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     }
     p->ns = ns;
     p->n_out = n_out;
+    p->wo_clear = n_out < ns && !(a->flags & MEGA_F_WO_UNION);
     p->un_off = un_off;
     p->attn_halves = halves;
     p->ring_off = 0;
@@ -2061,6 +2091,8 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
                       p.tags_a ? ", attention output too" : "", p.tags_h ? ", h too" : "");
     if (k > 0 && (size_t)k < n && p.amma)
         k += snprintf(buf + k, n - (size_t)k, "; %d K/V tile buffers", p.amma_st);
+    if (k > 0 && (size_t)k < n && p.wo_clear)
+        k += snprintf(buf + k, n - (size_t)k, "; wo clear of the attention's space");
     if (k > 0 && (size_t)k < n) {
         if (p.ahead < 0)
             snprintf(buf + k, n - (size_t)k, "; producers never held");

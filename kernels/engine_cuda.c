@@ -909,7 +909,7 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .ns_max = (int)bora_env_int("BORA_MEGA_NS", 0, 0, 1 << 10),
         .blocks_max = (int)bora_env_int("BORA_MEGA_BLOCKS", 0, 0, 1 << 16),
         .flags = (int)bora_env_int("BORA_MEGA_FLAGS", 0, 0, INT_MAX),
-        .ahead = (int)bora_env_int("BORA_MEGA_AHEAD", KERN_MEGA_AHEAD_AUTO, KERN_MEGA_AHEAD_AUTO, 1 << 16),
+        .ahead = (int)bora_env_int("BORA_MEGA_AHEAD", KERN_MEGA_AHEAD_AUTO, INT_MIN, 1 << 16),   /* < 0: never held */
         .debug = (int)bora_env_int("BORA_MEGA_DEBUG", 0, 0, INT_MAX),   /* diagnostics: wrong results */
     };
     s->mega = false;

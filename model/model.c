@@ -594,6 +594,32 @@ static int find_tokenizer(struct model *m, struct bora_err *err)
     return 0;
 }
 
+int model_config_read(const char *dir, struct model_config *cfg, bool *fp8, struct bora_err *err)
+{
+    char path[4200], *buf = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    int rc = probe_file(path, err);
+    const bool hf = rc == 0;
+    if (rc && rc != -ENOENT)
+        return rc;
+    if (!hf) {
+        snprintf(path, sizeof path, "%s/params.json", dir);
+        rc = probe_file(path, err);
+        if (rc == -ENOENT)
+            return bora_errf(err, -ENOENT, "%s: neither config.json (Hugging Face) nor params.json (Mistral) found", dir);
+        if (rc)
+            return rc;
+    }
+    if ((rc = read_file(path, &buf, &len, err)))
+        return rc;
+    rc = hf ? model_config_parse_hf(buf, len, path, cfg, err) : model_config_parse_native(buf, len, path, cfg, err);
+    if (fp8)
+        *fp8 = !rc && strstr(buf, "\"fp8\"") != NULL;
+    free(buf);
+    return rc;
+}
+
 int model_open(struct model **out, const char *dir, const struct model_open_opts *opts, struct bora_err *err)
 {
     *out = NULL;
@@ -606,26 +632,7 @@ int model_open(struct model **out, const char *dir, const struct model_open_opts
     if (!m)
         return bora_errf(err, -ENOMEM, "out of memory");
     snprintf(m->dir, sizeof m->dir, "%s", dir);
-    char path[4200], *buf = NULL;
-    size_t len = 0;
-    int rc;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    rc = probe_file(path, err);
-    bool hf = rc == 0;
-    if (rc && rc != -ENOENT)
-        goto err;
-    if (!hf) {
-        snprintf(path, sizeof path, "%s/params.json", dir);
-        rc = probe_file(path, err);
-        if (rc == -ENOENT)
-            rc = bora_errf(err, -ENOENT, "%s: neither config.json (Hugging Face) nor params.json (Mistral) found", dir);
-        if (rc)
-            goto err;
-    }
-    if ((rc = read_file(path, &buf, &len, err)))
-        goto err;
-    rc = hf ? model_config_parse_hf(buf, len, path, &m->cfg, err) : model_config_parse_native(buf, len, path, &m->cfg, err);
-    free(buf);
+    int rc = model_config_read(dir, &m->cfg, NULL, err);
     if (rc)
         goto err;
     if ((rc = open_shards(m, err)) || (rc = bind_all(m, err)) || (rc = check_unused(m, err)))

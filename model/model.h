@@ -90,6 +90,13 @@ struct model_open_opts {
     enum model_precision precision;   /* FP8: quantize BF16/F16/F32 linear weights to e4m3, one scale per row */
 };
 
+/* Reads and parses dir's config.json (Hugging Face) or else params.json (Mistral native): a regular
+ * file (a FIFO, a directory or a dangling link in its place is refused, never read) of at most
+ * 16 MiB. fp8 (may be NULL): whether the file names FP8 ("fp8", as a Hugging Face FP8 checkpoint's
+ * quantization_config does). The weights are not looked at. Errors as model_open's: -ENOENT
+ * neither file, -EINVAL a bad value or file (the message names the file and key), -ENOMEM. */
+int model_config_read(const char *dir, struct model_config *cfg, bool *fp8, struct bora_err *err);
+
 /* Opens a model directory: HF (config.json + model*.safetensors [+ index]) or Mistral native
  * (params.json + consolidated*.safetensors). Validates every tensor's presence, dtype and
  * shape. Errors: -ENOENT (directory or required file missing), -EINVAL (bad config value,

@@ -94,12 +94,29 @@ mkfifo "$tmpd/fifo.ini"
 timeout 10 "$borad" --check-config "$tmpd/fifo.ini" >"$out" 2>"$err"; rc=$?
 [ $rc -eq 1 ] && grep -qF "$tmpd/fifo.ini: not a regular file (a FIFO)" "$err" || fail "FIFO config: exit $rc: $(cat "$err")"
 
+# what borad's start would refuse, --check-config refuses too: no listener at all, and what the
+# build lacks (the CUDA backend in a build without nvcc; a DPDK port where libdpdk was absent)
+printf '[dataplane]\nudp =\ntcp =\n' >"$tmpd/nl.ini"
+"$borad" --check-config "$tmpd/nl.ini" >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] && grep -qF "$tmpd/nl.ini:2: key 'dataplane.udp': udp, tcp and dpdk are all off" "$err" ||
+    fail "no listener: exit $rc: $(cat "$err")"
+printf '[model]\nbackend = cuda\n' >"$tmpd/cu.ini"
+"$borad" --check-config "$tmpd/cu.ini" >"$out" 2>"$err"; rc=$?
+if grep -q -- '-DBORA_CUDA=1' "$build/.flags"; then
+    [ $rc -eq 0 ] || fail "backend = cuda in a CUDA build: exit $rc: $(cat "$err")"
+else
+    [ $rc -eq 1 ] && grep -qF "$tmpd/cu.ini:2: key 'model.backend': this build has no CUDA backend" "$err" ||
+        fail "backend = cuda without CUDA: exit $rc: $(cat "$err")"
+fi
+
 # the decode kernel's diagnostic switch makes answers wrong: borad refuses to start with it
 BORA_MEGA_DEBUG=4 "$borad" --check-config config/bora.ini >"$out" 2>"$err"; rc=$?
 [ $rc -eq 1 ] && grep -q "BORA_MEGA_DEBUG" "$err" || fail "BORA_MEGA_DEBUG set: exit $rc: $(cat "$err")"
 
 "$borad" --bogus >"$out" 2>"$err"; rc=$?
 [ $rc -eq 2 ] || fail "--bogus: exit $rc, wanted 2"
+"$borad" -c config/bora.ini -c "$bad" >"$out" 2>"$err"; rc=$?   # not silently the last one
+[ $rc -eq 2 ] && grep -qF "one -c FILE only" "$err" || fail "-c twice: exit $rc: $(cat "$err")"
 
 # -c with a bad file stops before serving (a good one would start the server).
 "$borad" -c "$bad" >"$out" 2>"$err"; rc=$?

@@ -51,6 +51,14 @@ out=$($bora info "$tmp/tok" 2>&1 >/dev/null); rc=$?
 $bora info $fx | grep -q "^tokenizer: .*tokenizer.model (32768 tokens)" || fail "info: the tokenizer's size"
 
 # bad input: a clear message naming the problem, non-zero exit, no crash
+out=$($bora client --udp 127.0.0.1:9 --tcp 127.0.0.1:9 --prompt hi 2>&1); rc=$?   # which server? not the last
+[ $rc -eq 2 ] && grep -q "one server address only" <<<"$out" || fail "client --udp and --tcp: rc $rc, '$out'"
+# -n past the model's context (max_position_embeddings 4096) is refused, not served on a context
+# silently stretched past it; --ctx says so explicitly and is noted
+out=$($bora generate $fx --ids 1 -n 5000 --backend cpu 2>&1); rc=$?
+[ $rc -eq 1 ] && grep -q "more than the model's context of 4096" <<<"$out" || fail "-n past the context: rc $rc, '$out'"
+out=$($bora generate $fx --ids 1 -n 2 --ctx 4100 --backend cpu 2>&1 >/dev/null); rc=$?
+[ $rc -eq 0 ] && grep -q "past the model's context of 4096" <<<"$out" || fail "--ctx past the context: rc $rc, '$out'"
 out=$($bora logits /nonexistent --ids 1 --out "$tmp/x" 2>&1); rc=$?
 [ $rc -eq 1 ] && grep -q "/nonexistent" <<<"$out" || fail "missing dir: rc $rc, '$out'"
 out=$($bora logits $fx --ids 1,99999 --out "$tmp/x" 2>&1); rc=$?

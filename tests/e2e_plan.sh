@@ -18,6 +18,21 @@ echo "$out" | grep -q "4 layers, dim 64" || fail "fixture dir not read"
 echo "$out" | grep -q "KV cache for 4096 tokens (bf16), the model's context" ||
     fail "a model directory's plan is not sized to its context (max_position_embeddings 4096)"
 echo "$out" | grep -q "compute capability 8.9; bora's CUDA backend needs 9.0" || fail "no note that the CUDA backend needs Hopper"
+echo "$out" | grep -q "^model checkpoint checked as a load checks it" || fail "a directory with weights: no checkpoint check line"
+# a checkpoint plan would load: its weights are checked as a load checks them, not only its config
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp/cut" "$tmp/cfg" "$tmp/fifo"
+cp tests/data/fixtures/mistral-tiny-bf16/* "$tmp/cut/"
+truncate -s 4096 "$tmp/cut/model.safetensors"
+err=$("$b" plan "$tmp/cut" 2>&1 >/dev/null); [ $? -eq 1 ] || fail "a truncated checkpoint should be refused"
+grep -q "model.safetensors" <<<"$err" || fail "the refusal does not name the file: $err"
+cp tests/data/fixtures/mistral-tiny-bf16/config.json "$tmp/cfg/"   # a config alone: planned, and said so
+out=$("$b" plan "$tmp/cfg" --gpu h200) || fail "a config alone should be planned"
+grep -q "configuration only: no \*.safetensors there, the weights are not checked" <<<"$out" || fail "no config-only note: $out"
+mkfifo "$tmp/fifo/config.json"   # refused, never opened for reading (a FIFO would block)
+err=$(timeout 20 "$b" plan "$tmp/fifo" 2>&1 >/dev/null); rc=$?
+[ $rc -eq 1 ] || fail "a FIFO config.json should be refused (rc $rc)"
+grep -q "not a regular file (a FIFO)" <<<"$err" || fail "FIFO message: $err"
 "$b" plan --preset mistral-7b --gpu h100 | grep -q "compute capability" && fail "an h100 runs the CUDA backend: no note expected"
 "$b" plan --preset nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown preset should be a usage error"
 "$b" plan >/dev/null 2>&1; [ $? -eq 2 ] || fail "no model should be a usage error"

@@ -284,6 +284,8 @@ struct synth_case {
 #define MEGA_FLAG_NO_TAGS_H 524288 /* decode_mega.cu MEGA_F_NO_TAGS_H: h (bf16) through gate/up's barrier, not as
                                     * tagged words */
 #define MEGA_FLAG_AMMA_ST3 1048576 /* decode_mega.cu MEGA_F_AMMA_ST3: three K/V tile buffers where two would do */
+#define MEGA_FLAG_WO_UNION 2097152 /* decode_mega.cu MEGA_F_WO_UNION: wo's first stages may take a slot in the
+                                    * attention's space (the producer waits there for the attention) */
 
 static void test_synthetic(void **state)
 {
@@ -637,6 +639,19 @@ int main(void)
           0, MEGA_FLAG_AMMA_ST3, NULL },
         { "96/8 heads, hidden 4032, fp8, persistent, two tile buffers against three", false, 96, 8, 128, 4032, 300,
           MODEL_PRECISION_FP8, false, 0, 0, 0, "; 2 K/V tile buffers", 0, 0, MEGA_FLAG_AMMA_ST3, NULL },
+        /* wo clear of the attention's space (wo's first stages pass the ring's slots in it by with
+         * empty stages) against wo's stages in those slots (FLAGS=2097152): the same logits to the
+         * bit, FP8 and BF16 groups of 4 and Medium 3.5's 12, over 300 layers' worth of ring
+         * rotations (a layer's stage count is rarely a multiple of the ring's) */
+        { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, wo clear of the attention's "
+          "space against in it", false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
+          "; wo clear of the attention's space", TOL_CUDA_WIDE, 0, MEGA_FLAG_WO_UNION, NULL },
+        { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, wo clear of the attention's "
+          "space against in it", false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048,
+          "; wo clear of the attention's space", TOL_CUDA_WIDE, 0, MEGA_FLAG_WO_UNION, NULL },
+        { "96/8 heads, hidden 4032, fp8, persistent, wo clear of the attention's space against in it", false, 96, 8,
+          128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0, 0, "; wo clear of the attention's space", 0, 0,
+          MEGA_FLAG_WO_UNION, NULL },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
           NULL, TOL_CUDA_WIDE, 0, 0, NULL },

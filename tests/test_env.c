@@ -31,13 +31,19 @@ static void test_parse_accepts(void **state)
     assert_int_equal(v, 7);
     assert_true(bora_parse_int("010", 0, 100, &v));   /* decimal, not octal */
     assert_int_equal(v, 10);
+    assert_true(bora_parse_int("10", 0, 10, &v));   /* both bounds are in range */
+    assert_int_equal(v, 10);
+    assert_true(bora_parse_int("0", 0, 10, &v));
+    assert_int_equal(v, 0);
+    assert_true(bora_parse_int("-1", -1, 1 << 20, &v));   /* BORA_COLDSTART_WARM=-1: no warm-up */
+    assert_int_equal(v, -1);
 }
 
 static void test_parse_refuses(void **state)
 {
     (void)state;
     static const char *const bad[] = { NULL, "", "  ", "abc", "12abc", "1.5", "0x10", "- 3",
-                                       "99999999999999999999999", "11", "-1", "1 2" };
+                                       "99999999999999999999999", "11", "-1", "1 2", "1\n2" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         long v = 42;
         assert_false(bora_parse_int(bad[i], 0, 10, &v));
@@ -95,6 +101,11 @@ static void test_env_bad_value_warns(void **state)
     bora_log_set_name("");   /* "" keeps the name */
     assert_int_equal(env_captured("BORA_TEST_KNOB", 2, 0, 64, log, sizeof log), 2);
     assert_non_null(strstr(log, "borad: warn: "));
+    bora_log_set_name("bora");
+    bora_log_set_level(BORA_LOG_ERROR);   /* a warning below the level is not written */
+    assert_int_equal(env_captured("BORA_TEST_KNOB", 2, 0, 64, log, sizeof log), 2);
+    assert_string_equal(log, "");
+    bora_log_set_level(BORA_LOG_INFO);
     unsetenv("BORA_TEST_KNOB");
 }
 

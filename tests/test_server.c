@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cmocka.h>
@@ -929,9 +931,39 @@ static void test_drain_grace_expires(void **s)
     SRV = saved;
 }
 
+/* The client over TCP against a peer that is not a BWP/1 server (an HTTP server's answer): the
+ * stream is refused as not BWP/1 (-EPROTO) at its first bytes, not read as a frame whose length
+ * field is "400 " (which reported "Message too long"). */
+static void test_client_not_bwp(void **state)
+{
+    (void)state;
+    const int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(ls >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+    char hp[64];
+    snprintf(hp, sizeof hp, "127.0.0.1:%u", ntohs(a.sin_port));
+    struct bwp_conn c;
+    struct bora_err err = { "" };
+    assert_int_equal(bwp_conn_open(&c, hp, true, &err), 0);
+    const int fd = accept(ls, NULL, NULL);   /* connected already: in the backlog */
+    assert_true(fd >= 0);
+    static const char http[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    assert_int_equal(write(fd, http, sizeof http - 1), (ssize_t)(sizeof http - 1));
+    uint8_t buf[512];
+    assert_int_equal(bwp_conn_recv(&c, buf, sizeof buf, T_MS), -EPROTO);
+    bwp_conn_close(&c);
+    close(fd);
+    close(ls);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_client_not_bwp),
         cmocka_unit_test(test_stream_udp),
         cmocka_unit_test(test_stream_tcp),
         cmocka_unit_test(test_tcp_interleaved),
