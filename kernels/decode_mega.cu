@@ -536,8 +536,12 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
 
         /* wo clear of the attention's space: an empty stage in this slot, the same stage in the next */
         if (p.wo_clear && c.m == MEGA_WO && r.slot >= p.n_out && (SPL ? c.st : c.gi * M.nkc + c.kc) < p.n_out) {
-            if (r.round > 0)
+            if (r.round > 0) {   /* a wait on a full ring too: traced as one */
+                const unsigned long long t0 = p.trace ? mega_now() : 0;
                 mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
+                if (p.trace)
+                    blocked += mega_now() - t0;
+            }
             if (lane == 0)
                 mbar_arrive(&full[r.slot]);
             __syncwarp();
