@@ -37,11 +37,16 @@ static int plan_read_model(const char *dir, struct model_config *cfg, bool *fp8_
     DIR *d = opendir(dir);
     if (!d)
         return bora_errf(err, -errno, "%s: cannot open model directory: %s", dir, strerror(errno));
-    for (struct dirent *e; !weights && (e = readdir(d));) {
+    struct dirent *e;
+    errno = 0;
+    while (!weights && (e = readdir(d))) {
         const size_t n = strlen(e->d_name);
         weights = n > 12 && !strcmp(e->d_name + n - 12, ".safetensors");
     }
+    const int rd = weights ? 0 : errno;
     closedir(d);
+    if (rd)
+        return bora_errf(err, -rd, "%s: cannot list model directory: %s", dir, strerror(rd));
     *config_only = !weights;
     if (!weights)
         return model_config_read(dir, cfg, fp8_ckpt, err);

@@ -175,17 +175,24 @@ int st_parse_header(const char *buf, size_t hdr_len, uint64_t data_bytes, const 
     for (int i = 0; i < n && !rc; i++) {
         if (sorted[i].begin < expect)
             rc = bora_errf(err, -EINVAL, "%s: tensors '%s' and '%s' overlap", what, prev, sorted[i].name);
+        else if (sorted[i].begin > expect && prev)
+            rc = bora_errf(err, -EINVAL, "%s: data bytes [%llu, %llu) between tensors '%s' and '%s' belong to no tensor "
+                           "(no header entry covers them: an entry missing from the header, or wrong data_offsets)",
+                           what, (unsigned long long)expect, (unsigned long long)sorted[i].begin, prev, sorted[i].name);
         else if (sorted[i].begin > expect)
-            rc = bora_errf(err, -EINVAL, "%s: data bytes [%llu, %llu) before tensor '%s' belong to no tensor", what,
-                           (unsigned long long)expect, (unsigned long long)sorted[i].begin, sorted[i].name);
+            rc = bora_errf(err, -EINVAL, "%s: data bytes [%llu, %llu) before tensor '%s' belong to no tensor "
+                           "(no header entry covers them: an entry missing from the header, or wrong data_offsets)",
+                           what, (unsigned long long)expect, (unsigned long long)sorted[i].begin, sorted[i].name);
         if (sorted[i].end > sorted[i].begin) {
             expect = sorted[i].end;
             prev = sorted[i].name;
         }
     }
     if (!rc && expect != data_bytes)
-        rc = bora_errf(err, -EINVAL, "%s: the last %llu data bytes belong to no tensor (the data area is %llu bytes)",
-                       what, (unsigned long long)(data_bytes - expect), (unsigned long long)data_bytes);
+        rc = bora_errf(err, -EINVAL, "%s: the last %llu data bytes belong to no tensor (the data area is %llu bytes, "
+                       "the last tensor, '%s', ends at %llu: an entry missing from the header, or bytes appended)",
+                       what, (unsigned long long)(data_bytes - expect), (unsigned long long)data_bytes,
+                       prev ? prev : "(none)", (unsigned long long)expect);
     free(sorted);
     if (rc)
         goto err;

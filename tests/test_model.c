@@ -481,7 +481,7 @@ static void test_bad_files_and_tensors(void **state)
     unlink(p);
     /* the data area must be tiled exactly: trailing bytes, and an empty tensor hiding an overlap */
     write_st("model.safetensors", h, data + 64, 0);
-    expect_open_error(-EINVAL, "the last 64 data bytes belong to no tensor", NULL);
+    expect_open_error(-EINVAL, "the last 64 data bytes belong to no tensor", "an entry missing from the header");
     write_st("model.safetensors",
              "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]},"
              "\"e\":{\"dtype\":\"BF16\",\"shape\":[0],\"data_offsets\":[6,6]},"
@@ -489,6 +489,11 @@ static void test_bad_files_and_tensors(void **state)
     expect_open_error(-EINVAL, "overlap", NULL);
     write_st("model.safetensors", "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[8,16]}}", 16, 0);
     expect_open_error(-EINVAL, "data bytes [0, 8) before tensor 'a' belong to no tensor", NULL);
+    /* a gap between two tensors (an entry dropped from the header, its bytes left) names both */
+    write_st("model.safetensors",
+             "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]},"
+             "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[16,24]}}", 24, 0);
+    expect_open_error(-EINVAL, "data bytes [8, 16) between tensors 'a' and 'b' belong to no tensor (no header entry", NULL);
     /* a bias, and a layer the config does not have */
     char hb[8192];
     size_t db = data;
