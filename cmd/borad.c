@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 
 #include "cmd/borad.h"
-#include "dataplane/dpdk_port.h"
 #include "common/env.h"
 #include "common/log.h"
 #include "model/model.h"
@@ -129,26 +128,6 @@ static int model_dir_problem(const struct bora_config *cfg, const char *file)
     return 1;
 }
 
-/* --check-config: what the config asks for that this build lacks (borad's start refuses it too). */
-static int build_problem(const struct bora_config *cfg, const char *file)
-{
-    char w[4200];
-    int bad = 0;
-    if (cfg->dataplane.dpdk[0] && !dp_dpdk_available()) {
-        fprintf(stderr, "%s: key 'dataplane.dpdk': this build has no DPDK port (build with libdpdk-dev installed, "
-                        "or clear it to serve over kernel UDP/TCP)\n", where(file, cfg, "dataplane.dpdk", w, sizeof w));
-        bad = 1;
-    }
-#ifndef BORA_CUDA
-    if (cfg->model.backend == CONFIG_BACKEND_CUDA) {
-        fprintf(stderr, "%s: key 'model.backend': this build has no CUDA backend (build with nvcc: make CUDA=1; "
-                        "or use auto or cpu) (got 'cuda')\n", where(file, cfg, "model.backend", w, sizeof w));
-        bad = 1;
-    }
-#endif
-    return bad;
-}
-
 struct check_where {
     const char *file;
     const struct bora_config *cfg;
@@ -226,9 +205,9 @@ int main(int argc, char **argv)
         }
         if (cfg.model.path[0] && model_dir_problem(&cfg, a.check))
             bad = 1;
-        if (build_problem(&cfg, a.check))
-            bad = 1;
         struct check_where cw = { a.check, &cfg };
+        if (borad_build_problems(&cfg, check_report, &cw))   /* what this build lacks */
+            bad = 1;
         if (console_server_check(&cfg.console, check_report, &cw))   /* what the start would refuse */
             bad = 1;
         if (bad)

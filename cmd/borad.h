@@ -13,6 +13,12 @@
  * Returns the process exit status (0 after a clean shutdown). */
 int borad_run(const struct bora_config *cfg);
 
+/* What cfg asks for that this build lacks (a DPDK port, the CUDA backend): each problem reported
+ * once as report(ctx, key, "key 'KEY': problem"). Returns how many; --check-config and the start
+ * both refuse a config with any. Pure apart from report. */
+int borad_build_problems(const struct bora_config *cfg, void (*report)(void *ctx, const char *key, const char *msg),
+                         void *ctx);
+
 /* Opens the generator of cfg's [model] and [engine] settings over the checkpoint in dir (at
  * start, and again for the console's `reload`). Any thread. Errors: those of gen_engine_open,
  * with the message in err. */

@@ -43,15 +43,30 @@ static void endpoint_spec(const struct config_endpoint *ep, char *buf, size_t n)
         snprintf(buf, n, ep->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
 }
 
-/* Features of the config this build does not serve: refuse rather than ignore them. */
-static int refuse_unsupported(const struct bora_config *cfg)
+int borad_build_problems(const struct bora_config *cfg, void (*report)(void *ctx, const char *key, const char *msg),
+                         void *ctx)
 {
+    int n = 0;
     if (cfg->dataplane.dpdk[0] && !dp_dpdk_available()) {
-        fprintf(stderr, "borad: dataplane.dpdk is set, but this build has no DPDK port (build with "
-                "libdpdk-dev installed); clear dataplane.dpdk to serve over kernel UDP/TCP\n");
-        return -ENOTSUP;
+        report(ctx, "dataplane.dpdk", "key 'dataplane.dpdk': this build has no DPDK port (build with libdpdk-dev "
+                                      "installed, or clear it to serve over kernel UDP/TCP)");
+        n++;
     }
-    return 0;
+#ifndef BORA_CUDA
+    if (cfg->model.backend == CONFIG_BACKEND_CUDA) {
+        report(ctx, "model.backend", "key 'model.backend': this build has no CUDA backend (build with nvcc: make "
+                                     "CUDA=1; or use auto or cpu) (got 'cuda')");
+        n++;
+    }
+#endif
+    return n;
+}
+
+static void start_report(void *ctx, const char *key, const char *msg)
+{
+    (void)ctx;
+    (void)key;
+    fprintf(stderr, "borad: %s\n", msg);
 }
 
 int borad_generator_open(const struct bora_config *cfg, const char *dir, struct generator *g,
@@ -147,7 +162,7 @@ static void banner(const struct bora_config *cfg, const struct generator *g, con
 int borad_run(const struct bora_config *cfg)
 {
     bora_log_set_level(cfg->console.log_level);   /* config enum = log levels, error..debug */
-    if (refuse_unsupported(cfg) < 0)
+    if (borad_build_problems(cfg, start_report, NULL))   /* refused rather than ignored */
         return 1;
     struct signal_waiter w;
     sigemptyset(&w.set);
