@@ -142,8 +142,15 @@ __host__ __device__ constexpr int mega_pitch(int cb)
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
        TR_GU_WAIT, TR_GU_LOAD, TR_GU, TR_DOWN_WAIT, TR_DOWN_LOAD, TR_DOWN, TR_PROD, TR_ATT_ITEM = TR_PROD + 4,
-       TR_SMID = TR_ATT_ITEM + 9, MEGA_TR_N };   /* TR_ATT_ITEM: attn_item's 9 steps, half 0's first item;
-                                                 * TR_SMID: the SM the block runs on. Where a tagged
+       TR_SMID = TR_ATT_ITEM + 9, TR_CWAIT, TR_CMISS = TR_CWAIT + 4, TR_WOG = TR_CMISS + 4,
+       MEGA_TR_N = TR_WOG + 6 };
+                                                 /* TR_ATT_ITEM: attn_item's 9 steps, half 0's first item;
+                                                 * TR_SMID: the SM the block runs on; TR_CWAIT + m: ns
+                                                 * thread 0 waited for matrix m's stages to land,
+                                                 * TR_CMISS + m: stages it found not landed << 32 | its
+                                                 * stages of m; TR_WOG + 3 g: wo's group g (0, 1),
+                                                 * thread 0 past its stages, the reduction's
+                                                 * barrier, the epilogue. Where a tagged
                                                  * input replaces a barrier, its *_WAIT event marks the
                                                  * load's start and the wait is inside *_LOAD (or, for
                                                  * qkv, in the attention items' q/k/v step) */
@@ -1118,8 +1125,8 @@ __device__ __forceinline__ void mega_step(float (&c0)[4], float (&c1)[4], const 
         const uint32_t xw[8] = { X0.x, X0.y, X0.z, X0.w, X1.x, X1.y, X1.z, X1.w };
 #pragma unroll
         for (int i = 0; i < 4; i++)
-            mma_f16(i & 1 ? c1 : c0, mega_e4m3x2(aw[i]), mega_e4m3x2(bw[i]), mega_e4m3x2(aw[i] >> 16),
-                    mega_e4m3x2(bw[i] >> 16), xw[2 * i], xw[2 * i + 1]);
+            mma_f16(i & 1 ? c1 : c0, mega_e4m3x2(aw[i]), mega_e4m3x2(bw[i]), mega_e4m3x2_hi(aw[i]),
+                    mega_e4m3x2_hi(bw[i]), xw[2 * i], xw[2 * i + 1]);
     } else {
         const uint4 X = *(const uint4 *)xp;
         const uint32_t xw[4] = { X.x, X.y, X.z, X.w };
@@ -1206,6 +1213,12 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
     else
         mega_groups(p, l, m, blockIdx.x, &g0, &gn);
     int sj = 0;   /* this block's stages of the matrix so far */
+    unsigned long long cw = 0, cmiss = 0;   /* trace: thread 0's waits for stages to land */
+    const bool trc = p.trace && tid == 0;
+    /* the outputs' largest magnitude only where amax takes it: the shuffles, and for wo and down the
+     * next norm's weight (a load in the epilogue's chain), are skipped where the readers take x as
+     * tagged words */
+    const bool want_max = amax != nullptr;
     for (int gi = 0; gi < gn; gi++) {
         int g = g0 + gi, k0 = 0, k1 = M.nkc, kind = 0;
         if constexpr (spl)
@@ -1247,7 +1260,14 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                     mega_ring_next(r, p.ns);
                 }
             sj++;
-            mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
+            if (trc && !mbar_test(&full[r.slot], (uint32_t)r.round & 1u)) {
+                const unsigned long long t0 = mega_now();
+                mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
+                cw += mega_now() - t0;
+                cmiss++;
+            } else {
+                mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
+            }
             if (!(p.debug & MEGA_DBG_NO_MATH))
                 mega_stage<FP8, CBT>(c0, c1, mega_slot(p, sm, r.slot), M.pitch, M.cb, kc, xh, xl, w, lane);
             __syncwarp();
@@ -1255,6 +1275,8 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                 mbar_arrive(&empty[r.slot]);
             mega_ring_next(r, p.ns);
         }
+        if (trc && m == MEGA_WO && gi < 2)
+            p.trace[((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N + TR_WOG + 3 * gi] = mega_now();
         /* column 0 holds W·hi, column 4 W·lo: lanes q = 0 and q = 2 */
         const float a0 = c0[0] + c1[0], a2 = c0[2] + c1[2];
         const float r0 = a0 + __shfl_xor_sync(0xffffffffu, a0, 2);
@@ -1267,6 +1289,8 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
             rb[w * MEGA_ROWS + y + 8] = r1;
         }
         mega_bar_c();
+        if (trc && m == MEGA_WO && gi < 2)
+            p.trace[((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N + TR_WOG + 3 * gi + 1] = mega_now();
         if (EPI == EPI_SWIGLU) {
             if (tid < MEGA_ROWS) {
                 const int rg = row0 + 2 * tid;
@@ -1293,7 +1317,8 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                         out[rg >> 1] = hv;
                     }
                 }
-                mega_amax16(amax, hv, tid);
+                if (want_max)
+                    mega_amax16(amax, hv, tid);
             }
         } else if (spl && kind == 1) {
             if (tid < MEGA_ROWS) {   /* a first half: its sums, tagged with the layer, for the second */
@@ -1327,10 +1352,19 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                 out[row] = y;
                 if (tw)
                     mega_st_u64(tw + row, (unsigned long long)wtag << 32 | __float_as_uint(y));
-                nv = next_nw ? y * next_nw[row] : y;
+                if (want_max)
+                    nv = next_nw ? y * next_nw[row] : y;
             }
-            mega_amax16(amax, nv, tid);
+            if (want_max)
+                mega_amax16(amax, nv, tid);
         }
+        if (trc && m == MEGA_WO && gi < 2)
+            p.trace[((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N + TR_WOG + 3 * gi + 2] = mega_now();
+    }
+    if (trc) {
+        unsigned long long *tr = p.trace + ((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N;
+        tr[TR_CWAIT + m] = cw;
+        tr[TR_CMISS + m] = cmiss << 32 | (unsigned long long)sj;
     }
 }
 

@@ -64,6 +64,21 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity)
                  : "memory");
 }
 
+/* Whether phase `parity` of b is complete, without waiting (the decode kernel's trace). */
+__device__ __forceinline__ bool mbar_test(uint64_t *b, uint32_t parity)
+{
+    uint32_t r;
+    asm volatile("{\n"
+                 ".reg .pred P1;\n"
+                 "mbarrier.test_wait.parity.shared::cta.b64 P1, [%1], %2;\n"
+                 "selp.u32 %0, 1, 0, P1;\n"
+                 "}\n"
+                 : "=r"(r)
+                 : "r"(mega_smem(b)), "r"(parity)
+                 : "memory");
+    return r != 0;
+}
+
 /* bytes (multiple of 16, both ends 16-byte aligned) from global to shared memory; completion
  * counted on barrier b; L2 keeps them under `policy` (weights: evict first, so the stream does
  * not push the KV cache and the activations out of L2). */
@@ -123,6 +138,20 @@ __device__ __forceinline__ uint32_t mega_e4m3x2(uint32_t two)
 {
     uint32_t r;
     asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"((uint16_t)two));
+    return r;
+}
+
+/* The same for the high two bytes of w, taken as the register's upper half (no shift first). */
+__device__ __forceinline__ uint32_t mega_e4m3x2_hi(uint32_t w)
+{
+    uint32_t r;
+    asm("{\n"
+        ".reg .b16 lo, hi;\n"
+        "mov.b32 {lo, hi}, %1;\n"
+        "cvt.rn.f16x2.e4m3x2 %0, hi;\n"
+        "}\n"
+        : "=r"(r)
+        : "r"(w));
     return r;
 }
 
