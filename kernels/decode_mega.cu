@@ -1219,6 +1219,11 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
      * next norm's weight (a load in the epilogue's chain), are skipped where the readers take x as
      * tagged words */
     const bool want_max = amax != nullptr;
+    /* loop invariants of the stage loop, read once (the parameters are otherwise reloaded per stage) */
+    const bool math = !(p.debug & MEGA_DBG_NO_MATH);
+    const int n_out = p.n_out, ns = p.ns;
+    const size_t slot_bytes = p.slot_bytes;
+    uint8_t *const ring_a = sm + p.ring_off, *const ring_b = sm + p.u_off + p.un_off - (size_t)n_out * slot_bytes;
     for (int gi = 0; gi < gn; gi++) {
         int g = g0 + gi, k0 = 0, k1 = M.nkc, kind = 0;
         if constexpr (spl)
@@ -1268,12 +1273,13 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
             } else {
                 mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
             }
-            if (!(p.debug & MEGA_DBG_NO_MATH))
-                mega_stage<FP8, CBT>(c0, c1, mega_slot(p, sm, r.slot), M.pitch, M.cb, kc, xh, xl, w, lane);
+            if (math)   /* mega_slot's address from the invariants */
+                mega_stage<FP8, CBT>(c0, c1, (r.slot < n_out ? ring_a : ring_b) + (size_t)r.slot * slot_bytes, M.pitch,
+                                     M.cb, kc, xh, xl, w, lane);
             __syncwarp();
             if (lane == 0)
                 mbar_arrive(&empty[r.slot]);
-            mega_ring_next(r, p.ns);
+            mega_ring_next(r, ns);
         }
         if (trc && m == MEGA_WO && gi < 2)
             p.trace[((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N + TR_WOG + 3 * gi] = mega_now();
