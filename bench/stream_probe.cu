@@ -92,10 +92,10 @@ __device__ __forceinline__ void stage_mma_u(float (&c0)[4], float (&c1)[4], floa
         if (st < steps) {
             const uint32_t aw[4] = { A[k].x, A[k].y, A[k].z, A[k].w }, bw[4] = { B[k].x, B[k].y, B[k].z, B[k].w };
             const uint32_t xw[8] = { X0[k].x, X0[k].y, X0[k].z, X0[k].w, X1[k].x, X1[k].y, X1[k].z, X1[k].w };
-            mma_f16(c0, mega_e4m3x2(aw[0]), mega_e4m3x2(bw[0]), mega_e4m3x2(aw[0] >> 16), mega_e4m3x2(bw[0] >> 16), xw[0], xw[1]);
-            mma_f16(c1, mega_e4m3x2(aw[1]), mega_e4m3x2(bw[1]), mega_e4m3x2(aw[1] >> 16), mega_e4m3x2(bw[1] >> 16), xw[2], xw[3]);
-            mma_f16(c2, mega_e4m3x2(aw[2]), mega_e4m3x2(bw[2]), mega_e4m3x2(aw[2] >> 16), mega_e4m3x2(bw[2] >> 16), xw[4], xw[5]);
-            mma_f16(c3, mega_e4m3x2(aw[3]), mega_e4m3x2(bw[3]), mega_e4m3x2(aw[3] >> 16), mega_e4m3x2(bw[3] >> 16), xw[6], xw[7]);
+            mma_f16(c0, mega_e4m3x2(aw[0]), mega_e4m3x2(bw[0]), mega_e4m3x2_hi(aw[0]), mega_e4m3x2_hi(bw[0]), xw[0], xw[1]);
+            mma_f16(c1, mega_e4m3x2(aw[1]), mega_e4m3x2(bw[1]), mega_e4m3x2_hi(aw[1]), mega_e4m3x2_hi(bw[1]), xw[2], xw[3]);
+            mma_f16(c2, mega_e4m3x2(aw[2]), mega_e4m3x2(bw[2]), mega_e4m3x2_hi(aw[2]), mega_e4m3x2_hi(bw[2]), xw[4], xw[5]);
+            mma_f16(c3, mega_e4m3x2(aw[3]), mega_e4m3x2(bw[3]), mega_e4m3x2_hi(aw[3]), mega_e4m3x2_hi(bw[3]), xw[6], xw[7]);
         }
     }
 }
