@@ -8,9 +8,10 @@
 #include <unistd.h>
 
 #include "cmd/cli.h"
+#include "console/console.h"
 
 #define PASSWD_MIN 8     /* bytes */
-#define PASSWD_MAX 256   /* bytes */
+#define PASSWD_MAX CONSOLE_PASSWORD_MAX   /* bytes: the serial login takes as many */
 
 /* Reads one line (without its newline) from f; echo off when f is a terminal. 0 or -1. */
 static int read_secret(FILE *f, const char *prompt, char *buf, size_t n)

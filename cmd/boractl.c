@@ -154,8 +154,12 @@ static int answer_read(int fd, bool watch)
             break;
         }
         if (stdin_open && p[1].revents) {
-            ssize_t n = read(0, buf, sizeof buf);
-            (void)n;
+            /* a key on a terminal is taken; from a pipe or a file the next line ends the watch and
+             * stays for line_next (stdin unbuffered there: interactive) */
+            if (isatty(0)) {
+                ssize_t n = read(0, buf, sizeof buf);
+                (void)n;
+            }
             stdin_open = false;
             if (send_all(fd, "\n", 1)) {
                 rc = -1;
@@ -270,6 +274,8 @@ static int interactive(int fd, bool json)
 {
     char hist[4096];
     bool tty = isatty(0);
+    if (!tty)   /* no read-ahead: a `stats watch` sees the next line arrive (answer_read) */
+        setvbuf(stdin, NULL, _IONBF, 0);
     history_path(hist, sizeof hist);
     if (tty) {
         using_history();
@@ -321,8 +327,11 @@ int main(int argc, char **argv)
         len += (size_t)n;
     }
     const char *ssh = getenv("SSH_ORIGINAL_COMMAND");
-    if (!len && ssh && ssh[strspn(ssh, " \t")])
-        snprintf(line, sizeof line, "%s", ssh);       /* ssh operator@host COMMAND */
+    if (!len && ssh && ssh[strspn(ssh, " \t")] &&    /* ssh operator@host COMMAND */
+        (size_t)snprintf(line, sizeof line, "%s", ssh) >= sizeof line) {
+        fprintf(stderr, "boractl: command line too long\n");   /* never a shortened command */
+        return 2;
+    }
     int fd = connect_console(a.socket, json_asked(a.json, line));
     if (fd < 0)
         return 1;

@@ -102,8 +102,12 @@ static int fail(FILE *out, bool json, int rc, const char *msg)
     char clean[3 * BORA_ERR_MSG_MAX + 256];
     if (json)
         json_out(out, json_pack("{s:b,s:s}", "ok", 0, "error", utf8_clean(msg, clean, sizeof clean)));
-    else
-        fprintf(out, "error: %s\n", msg);
+    else {   /* the operator's words may come back in it: no control byte reaches their terminal */
+        fputs("error: ", out);
+        for (const unsigned char *q = (const unsigned char *)msg; *q; q++)
+            fputc(*q < 0x20 || *q == 0x7f ? '?' : *q, out);
+        fputc('\n', out);
+    }
     return rc;
 }
 
@@ -465,8 +469,11 @@ static int cmd_config(struct console *c, int argc, char **argv, bool json, FILE 
         join_words(value, sizeof value, argc, argv, 3);
         return config_change(c, argv[2], value, json, out);
     }
-    if (argc == 3 && !strcmp(argv[1], "set"))
-        return config_change(c, argv[2], "", json, out);   /* an empty value, as "key =" */
+    if (argc == 3 && !strcmp(argv[1], "set")) {   /* a forgotten value is not an empty one: "" says that */
+        char m[CONSOLE_LINE_MAX + 64];
+        snprintf(m, sizeof m, "config set %s: no VALUE (\"\" sets an empty value)", argv[2]);
+        return fail(out, json, CONSOLE_USAGE, m);
+    }
     return fail(out, json, CONSOLE_USAGE, "usage: config show | config set KEY VALUE");
 }
 

@@ -14,6 +14,7 @@
 #include "console/metrics.h"
 
 #define CONSOLE_LINE_MAX      1024   /* bytes of one command line */
+#define CONSOLE_PASSWORD_MAX  256    /* bytes of an operator password at most (bora passwd, the serial login) */
 #define CONSOLE_ARGS_MAX      16     /* words of one command */
 #define CONSOLE_TEXT_MAX      192    /* bytes of a name in a report */
 #define CONSOLE_PROBLEM_MAX   4400   /* bytes of status's problem line: a sentence and a whole path */

@@ -497,15 +497,17 @@ static int serial_open(struct console_server *s, struct bora_err *err)
     return 0;
 }
 
-enum { LINE_OK = 1, LINE_EOF = 0 };
+enum { LINE_OK = 1, LINE_EOF = 0, LINE_LONG = 2 };
 
 /* Reads a line from the terminal with our own editing: echo (unless !echo), backspace,
- * Ctrl-U (kill), Ctrl-C (discard), Ctrl-D on an empty line (EOF). Returns LINE_OK,
- * LINE_EOF, 0-on-stop, or -errno. */
+ * Ctrl-U (kill), Ctrl-C (discard), Ctrl-D on an empty line (EOF); a tab is a space. Returns
+ * LINE_OK, LINE_EOF, 0-on-stop, LINE_LONG (more than cap - 1 bytes were typed: the line is
+ * dropped whole, never run cut short; buf empty), or -errno. */
 static int serial_line(struct console_server *s, char *buf, size_t cap, bool echo, bool *saw_cr)
 {
     int fd = s->serial_fd;
     size_t len = 0;
+    bool over = false;
     for (;;) {
         int r = wait_readable(s, fd, 0, 0);
         if (r <= 0)
@@ -526,13 +528,16 @@ static int serial_line(struct console_server *s, char *buf, size_t cap, bool ech
         }
         *saw_cr = ch == '\r';
         if (ch == '\r' || ch == '\n') {
-            buf[len] = 0;
-            return write_all(fd, "\r\n", 2) ? -EIO : LINE_OK;
+            buf[over ? 0 : len] = 0;
+            return write_all(fd, "\r\n", 2) ? -EIO : over ? LINE_LONG : LINE_OK;
         }
+        if (ch == '\t')
+            ch = ' ';
         if (ch == 0x04 && len == 0)
             return LINE_EOF;
         if (ch == 0x03) {                /* Ctrl-C: drop the line */
             buf[0] = 0;
+            over = false;
             return write_all(fd, "^C\r\n", 4) ? -EIO : LINE_OK;
         }
         if ((ch == 0x7f || ch == 0x08) && len) {
@@ -540,12 +545,17 @@ static int serial_line(struct console_server *s, char *buf, size_t cap, bool ech
             if (echo && write_all(fd, "\b \b", 3))
                 return -EIO;
         } else if (ch == 0x15) {
+            over = false;
             for (; len; len--)
                 if (echo && write_all(fd, "\b \b", 3))
                     return -EIO;
         } else if (ch >= 0x20 && ch != 0x7f && len + 1 < cap) {
             buf[len++] = (char)ch;
             if (echo && write_all(fd, (char *)&ch, 1))
+                return -EIO;
+        } else if (ch >= 0x20 && ch != 0x7f && !over) {   /* full: the bell, once */
+            over = true;
+            if (echo && write_all(fd, "\a", 1))
                 return -EIO;
         }
     }
@@ -578,19 +588,20 @@ static uint64_t now_s(void)
 static int serial_login(struct console_server *s, FILE *out, uint32_t *failures, uint64_t *locked_until,
                         bool *saw_cr)
 {
-    char pw[256];
+    char pw[CONSOLE_PASSWORD_MAX + 1];
     for (;;) {
         fprintf(out, "\nbora console\nPassword: ");
         fflush(out);
         int r = serial_line(s, pw, sizeof pw, false, saw_cr);
         if (r < 0 || (r == LINE_EOF && stopping(s)))
             return r;
-        if (r == LINE_EOF || !pw[0])   /* nothing typed (Enter on a blank screen): prompt again */
+        if (r == LINE_EOF || (r == LINE_OK && !pw[0]))   /* nothing typed (Enter on a blank screen): prompt again */
             continue;
         struct login_policy pol;
         login_policy_read(s, &pol);
         uint64_t now = now_s();
-        bool ok_pw = pol.hash[0] && crypto_pwhash_str_verify(pol.hash, pw, strlen(pw)) == 0;
+        /* longer than any password bora passwd makes: a failed attempt like any wrong one */
+        bool ok_pw = r == LINE_OK && pol.hash[0] && crypto_pwhash_str_verify(pol.hash, pw, strlen(pw)) == 0;
         sodium_memzero(pw, sizeof pw);
         if (now < *locked_until) {
             fprintf(out, "Login locked: too many failed attempts; try again in %llu s\n",
@@ -623,6 +634,10 @@ static int serial_session(struct console_server *s, FILE *out, bool *saw_cr)
         int r = serial_line(s, line, sizeof line, true, saw_cr);
         if (r <= 0)
             return r;
+        if (r == LINE_LONG) {   /* as the socket answers it */
+            fprintf(out, "error: command line too long\n");
+            continue;
+        }
         int rc = console_exec_line(s->c, line, false, out);
         if (rc == CONSOLE_WATCH)
             console_watch(s->c, s->serial_fd, out, false, &s->stop);

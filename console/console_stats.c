@@ -286,9 +286,9 @@ int console_watch(struct console *c, int in_fd, FILE *out, bool json, const _Ato
             break;
         }
         if (n > 0) {
-            char buf[64];
+            char key;   /* one byte: what follows it is the next command line (no read-ahead) */
             if (p.revents & POLLIN)
-                (void)!read(in_fd, buf, sizeof buf);
+                (void)!read(in_fd, &key, 1);
             break;
         }
     }

@@ -92,6 +92,15 @@ head -1 "$tmp/w.json" | python3 -m json.tool >/dev/null || fail "'--json stats w
 # stats watch ends on a key (stdin here: a byte after two refreshes)
 ( sleep 1.5; printf 'x' ) | ctl --json stats watch >"$tmp/watch.txt" || fail "stats watch exited $?"
 [ "$(wc -l <"$tmp/watch.txt")" -ge 2 ] || fail "stats watch did not refresh"
+# piped commands after a watch: the next line ends the watch and runs; it is not eaten as the key
+( echo 'stats watch'; sleep 1.2; echo status; echo 'cancel 999' ) |
+    timeout 20 "$build/boractl" --socket "$tmp/c.sock" >"$tmp/wp.txt" 2>&1; rc=$?
+[ $rc = 1 ] || fail "watch, status, cancel 999 piped: exit $rc, not 1 (the commands after the watch lost?)"
+grep -q "state *serving" "$tmp/wp.txt" || fail "the status piped after a watch did not run"
+# an SSH command longer than a command may be is refused, not cut short and run
+SSH_ORIGINAL_COMMAND="drain$(printf '%1100s' '')x" ctl >/dev/null 2>"$tmp/ssh.err"; rc=$?
+[ $rc = 2 ] && grep -q "too long" "$tmp/ssh.err" || fail "over-long SSH command: exit $rc, $(cat "$tmp/ssh.err")"
+ctl status | grep -q "state *serving" || fail "an over-long SSH command ran cut short"
 
 # the serial line, as a person at a terminal
 python3 $py serial "$tmp/ttyOp" "$pw" 3 || fail "serial console"

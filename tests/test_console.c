@@ -493,6 +493,15 @@ static void test_config(void **state)
     assert_int_equal(rc, CONSOLE_OK);
     assert_int_equal(f->d.cfg.dataplane.n_allow, 2);
     free(t);
+    t = run(f, "config set \x1b[2J\a 1", false, &rc);   /* the key echoed without its control bytes */
+    assert_int_equal(rc, CONSOLE_USAGE);
+    assert_non_null(strstr(t, "unknown key '?[2J?'"));
+    free(t);
+    t = run(f, "config set dataplane.allow", false, &rc);   /* no value: refused, the list kept */
+    assert_int_equal(rc, CONSOLE_USAGE);
+    assert_non_null(strstr(t, "no VALUE"));
+    assert_int_equal(f->d.cfg.dataplane.n_allow, 2);
+    free(t);
     t = run(f, "log level debug", false, &rc);
     assert_int_equal(rc, CONSOLE_OK);
     assert_int_equal(f->d.cfg.console.log_level, CONFIG_LOG_DEBUG);
@@ -671,7 +680,7 @@ static void test_watch(void **state)
     assert_int_equal(pipe(in), 0);
     assert_int_equal(pipe(outp), 0);
     FILE *out = fdopen(outp[1], "w");
-    assert_int_equal(write(in[1], "q", 1), 1);      /* a key already pressed: one frame, then stop */
+    assert_int_equal(write(in[1], "qstatus\n", 8), 8);   /* a key already pressed, then the next command */
     assert_int_equal(console_watch(&f->c, in[0], out, true, NULL), 0);
     fclose(out);
     char buf[8192] = "";
@@ -683,9 +692,10 @@ static void test_watch(void **state)
     assert_non_null(o);
     assert_non_null(json_object_get(o, "requests"));
     json_decref(o);
-    char rest;
+    char rest[16];
     fcntl(in[0], F_SETFL, O_NONBLOCK);
-    assert_int_equal(read(in[0], &rest, 1), -1);      /* the key was consumed */
+    assert_int_equal(read(in[0], rest, sizeof rest), 7);   /* the key consumed, the command left for the reader */
+    assert_memory_equal(rest, "status\n", 7);
     close(in[1]);
     close(in[0]);
     close(outp[0]);

@@ -94,6 +94,15 @@ def serial(tty, password, max_failures):
     send(fd, "frobnicate\r")
     out = expect(fd, r"bora> ")
     assert "unknown command 'frobnicate'" in out, out
+    send(fd, "drain" + " " * 1100 + "x\r")          # longer than a command line: refused whole
+    out = expect(fd, r"too long.*\r\nbora> ")
+    assert "error: command line too long" in out, out
+    send(fd, "status\r")
+    out = expect(fd, r"state +\w+.*\r\n.*\r\nbora> ")
+    assert "state      serving" in out, out        # not drained: nothing of the long line ran
+    send(fd, "config\tshow\r")                     # a tab separates words as a space does
+    out = expect(fd, r"max_tokens.*bora> ")
+    assert "unknown command" not in out, out
     send(fd, "quit\r")
     expect(fd, r"Logged out.*Password: ")
     # lockout: max_failures wrong passwords, then even the right one is refused
@@ -105,7 +114,8 @@ def serial(tty, password, max_failures):
     out = expect(fd, r"Password: ")
     assert "Login locked" in out and "Logged in" not in out, out
     os.close(fd)
-    print("serial: empty lines re-prompt, login, wrong password, stats, status, stats watch, lockout: ok")
+    print("serial: empty lines re-prompt, login, wrong password, stats, status, stats watch, an over-long line, "
+          "a tab, lockout: ok")
 
 def nearest_rank(v, q):
     v = sorted(v)
