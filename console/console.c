@@ -499,7 +499,7 @@ static const struct {
     { "requests", cmd_requests, true }, { "cancel", cmd_cancel, false }, { "model", cmd_model, true },
     { "config", cmd_config, false }, { "drain", cmd_control, false }, { "resume", cmd_control, false },
     { "reload", cmd_control, false }, { "shutdown", cmd_control, false }, { "log", cmd_log, false },
-    { "metrics", cmd_metrics, true }, { "quit", cmd_quit, false }, { "exit", cmd_quit, false },
+    { "metrics", cmd_metrics, true }, { "quit", cmd_quit, true }, { "exit", cmd_quit, true },
 };
 
 int console_exec(struct console *c, int argc, char **argv, bool json, FILE *out)

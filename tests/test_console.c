@@ -298,6 +298,10 @@ static void test_help_and_unknown(void **state)
     t = run(f, "quit", false, &rc);
     assert_int_equal(rc, CONSOLE_QUIT);
     free(t);
+    t = run(f, "exit now", false, &rc);   /* a stray word: a usage error, the session kept */
+    assert_int_equal(rc, CONSOLE_USAGE);
+    assert_non_null(strstr(t, "usage: exit (no arguments)"));
+    free(t);
     {   /* a control sequence in an unknown word is not echoed to the terminal */
         int rc2;
         char *u = run(f, "\x1b[2J\x1b]0;x\x07", false, &rc2);
