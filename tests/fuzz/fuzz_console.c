@@ -312,7 +312,7 @@ static void run_line(struct console *c, const char *line, bool json, FILE *out, 
             abort();
         return;
     }
-    bool quit = argc >= 1 && (!strcmp(av[0], "quit") || !strcmp(av[0], "exit"));
+    bool quit = argc == 1 && (!strcmp(av[0], "quit") || !strcmp(av[0], "exit"));   /* no arguments */
     bool watch = argc == 2 && !strcmp(av[0], "stats") && !strcmp(av[1], "watch");
     if ((rc == CONSOLE_QUIT) != quit || (rc == CONSOLE_WATCH) != watch)
         abort();
