@@ -94,6 +94,7 @@ static int wait_readable(struct console_server *s, int fd, uint64_t idle_ms, uin
 /* Reads one '\n'-terminated line byte by byte (no read-ahead: `stats watch` reads the same
  * fd for its key). Returns 1 with a line in buf, 0 at EOF/stop, -E2BIG (line too long,
  * discarded), -EILSEQ (a NUL byte in it, which would cut the command short: discarded),
+ * -ENODATA (the client's end came before the line's '\n': discarded, as it may be cut short),
  * -ETIMEDOUT (no byte for the idle time) or -errno. */
 static int socket_line(struct console_server *s, int fd, char *buf, size_t cap)
 {
@@ -108,8 +109,8 @@ static int socket_line(struct console_server *s, int fd, char *buf, size_t cap)
         ssize_t n = read(fd, &ch, 1);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            return n < 0 ? -errno : 0;
+        if (n <= 0)   /* the end with part of a line read: -ENODATA (it may be cut short: never run) */
+            return n < 0 ? -errno : len ? -ENODATA : 0;
         if (ch == '\n')
             break;
         if (ch == 0)
@@ -181,6 +182,11 @@ static void *socket_session(void *p)
             if (write_all(fd, msg, sizeof msg - 1))
                 break;
             continue;
+        }
+        if (r == -ENODATA) {   /* `printf drain | socat …`: said, not run ("cancel 12" cut to "cancel 1") */
+            static const char msg[] = "error: the input ended inside a line (no newline): not run\n\0" "2\n";
+            (void)write_all(fd, msg, sizeof msg - 1);
+            break;
         }
         if (r == -ETIMEDOUT) {   /* sessions are few (CONSOLE_CLIENTS_MAX): free a forgotten one */
             char msg[96];

@@ -762,6 +762,19 @@ static void test_socket_server(void **state)
     t = sock_cmd(fd, "bogus\n", &rc);
     assert_int_equal(rc, CONSOLE_USAGE);
     free(t);
+    {   /* the input ends inside a line (`printf resume | socat …`): said, not run */
+        int pf = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(connect(pf, (struct sockaddr *)&a, sizeof a), 0);
+        assert_int_equal(write(pf, "resume", 6), 6);
+        assert_int_equal(shutdown(pf, SHUT_WR), 0);
+        char got[256] = "";
+        size_t gl = 0;
+        for (ssize_t n; (n = read(pf, got + gl, sizeof got - 1 - gl)) > 0;)
+            gl += (size_t)n;   /* until the server closes it */
+        assert_non_null(strstr(got, "ended inside a line"));
+        assert_int_equal(f->d.state, CONSOLE_STATE_DRAINING);   /* the resume did not run */
+        close(pf);
+    }
     close(fd);
     console_server_stop(s);
     /* a session silent for idle_timeout_s is told so and closed; one that speaks is served */
