@@ -316,8 +316,9 @@ int main(int argc, char **argv)
     size_t len = 0;
     line[0] = 0;
     for (int i = a.first_cmd; i < argc; i++) {
-        /* words with blanks are quoted again so the server splits them the same way */
-        bool quote = strpbrk(argv[i], " \t") != NULL;
+        /* words with blanks are quoted again so the server splits them the same way, and an empty
+         * word too (`config set KEY ""`; `boractl ""` is then a command, not the interactive console) */
+        bool quote = !argv[i][0] || strpbrk(argv[i], " \t") != NULL;
         int n = snprintf(line + len, sizeof line - len, "%s%s%s%s", len ? " " : "", quote ? "\"" : "",
                          argv[i], quote ? "\"" : "");
         if (n < 0 || (size_t)n >= sizeof line - len) {

@@ -53,6 +53,11 @@ ctl config set limits.queue_depth 4 2>&1 >/dev/null | grep -q "not live" || fail
 ctl config set limits.max_tokens 99 | grep -q "limits.max_tokens = 99" || fail "live key not set"
 ctl config show | grep -q "^max_tokens = 99" || fail "config show does not show the new value"
 ctl config show | grep -q 'argon2' && fail "config show reveals the password hash"
+# an empty word on boractl's command line reaches the server as one: "" sets an empty value, a
+# missing value is a usage error, and `boractl ""` is no command, not the interactive console
+ctl config set dataplane.allow "" | grep -q "^dataplane.allow = $" || fail "config set KEY \"\" from boractl's argv"
+ctl config set dataplane.allow >/dev/null 2>&1; [ $? = 2 ] || fail "config set KEY with no VALUE should exit 2"
+ctl "" </dev/null >/dev/null 2>&1; [ $? = 2 ] || fail "boractl \"\" should exit 2 (no command)"
 # drain / resume
 ctl drain >/dev/null && ctl status | grep -q "state *draining" || fail "drain"
 ctl --json status | python3 -c 'import json,sys; assert json.load(sys.stdin)["state"]=="draining"' || fail "status --json"
