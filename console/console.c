@@ -99,15 +99,16 @@ static void json_out(FILE *out, json_t *o)
 
 static int fail(FILE *out, bool json, int rc, const char *msg)
 {
-    char clean[3 * BORA_ERR_MSG_MAX + 256];
+    /* the operator's words may come back in it: no control byte reaches their terminal */
+    char safe[3 * BORA_ERR_MSG_MAX + 256], clean[3 * BORA_ERR_MSG_MAX + 256];
+    size_t n = 0;
+    for (const unsigned char *q = (const unsigned char *)msg; *q && n + 1 < sizeof safe; q++)
+        safe[n++] = *q < 0x20 || *q == 0x7f ? '?' : (char)*q;
+    safe[n] = 0;
     if (json)
-        json_out(out, json_pack("{s:b,s:s}", "ok", 0, "error", utf8_clean(msg, clean, sizeof clean)));
-    else {   /* the operator's words may come back in it: no control byte reaches their terminal */
-        fputs("error: ", out);
-        for (const unsigned char *q = (const unsigned char *)msg; *q; q++)
-            fputc(*q < 0x20 || *q == 0x7f ? '?' : *q, out);
-        fputc('\n', out);
-    }
+        json_out(out, json_pack("{s:b,s:s}", "ok", 0, "error", utf8_clean(safe, clean, sizeof clean)));
+    else
+        fprintf(out, "error: %s\n", safe);
     return rc;
 }
 
@@ -524,12 +525,8 @@ int console_exec(struct console *c, int argc, char **argv, bool json, FILE *out)
             }
             return commands[i].fn(c, argc, argv, json, out);
         }
-    char word[101], msg[160];
-    snprintf(word, sizeof word, "%s", argv[0]);
-    for (char *p = word; *p; p++)   /* never echo a terminal's control sequences back to it */
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
-    snprintf(msg, sizeof msg, "unknown command '%s' (try 'help')", word);
+    char msg[160];   /* (fail shows its control bytes as '?') */
+    snprintf(msg, sizeof msg, "unknown command '%.100s' (try 'help')", argv[0]);
     return fail(out, json, CONSOLE_USAGE, msg);
 }
 

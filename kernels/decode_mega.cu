@@ -417,7 +417,8 @@ struct mega_ring {
     int slot, round;
 };
 
-/* Ring slot i's bytes: the first n_out before the barriers, the rest in the union's tail. */
+/* Ring slot i's bytes: the first n_out before the barriers, the rest in the union's tail. mega_consume
+ * computes the same from its invariants (ring_a, ring_b): a change of the layout changes both. */
 __device__ __forceinline__ uint8_t *mega_slot(const struct mega_params &p, uint8_t *sm, int i)
 {
     return i < p.n_out ? sm + p.ring_off + (size_t)i * p.slot_bytes
@@ -1273,7 +1274,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
             } else {
                 mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
             }
-            if (math)   /* mega_slot's address from the invariants */
+            if (math)   /* mega_slot's address from the invariants (keep the two in step) */
                 mega_stage<FP8, CBT>(c0, c1, (r.slot < n_out ? ring_a : ring_b) + (size_t)r.slot * slot_bytes, M.pitch,
                                      M.cb, kc, xh, xl, w, lane);
             __syncwarp();
