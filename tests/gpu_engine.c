@@ -677,5 +677,9 @@ int main(void)
     tests[n++] = (struct CMUnitTest){ "cuda_refuses_too_big", test_refuses_too_big, NULL, NULL, NULL };
     for (size_t i = 0; i < sizeof synth / sizeof *synth; i++)
         tests[n++] = (struct CMUnitTest){ "cuda_synthetic", test_synthetic, NULL, NULL, (void *)&synth[i] };
+    /* BORA_TEST_FILTER=cuda_logits (a cmocka pattern): only the tests so named, for a quick check */
+    const char *flt = getenv("BORA_TEST_FILTER");
+    if (flt && *flt)
+        cmocka_set_test_filter(flt);
     return _cmocka_run_group_tests("gpu_engine", tests, n, NULL, NULL);
 }
