@@ -181,10 +181,14 @@ int main(int argc, char **argv)
     }
     bora_log_set_name("borad");
     /* the kernels' diagnostic switches are for `bora bench`; one of them makes answers wrong */
-    if (bora_env_int("BORA_MEGA_DEBUG", 0, 0, INT_MAX)) {
-        fprintf(stderr, "borad: BORA_MEGA_DEBUG is set: a decode-kernel diagnostic that makes every answer "
-                        "wrong; unset it to serve\n");
-        return 1;
+    {   /* any value but 0 refuses to serve, a malformed one too (the engine would warn and ignore it) */
+        const char *dbg = getenv("BORA_MEGA_DEBUG");
+        long dv = 0;
+        if (dbg && *dbg && (!bora_parse_int(dbg, 0, INT_MAX, &dv) || dv)) {
+            fprintf(stderr, "borad: BORA_MEGA_DEBUG=%s is set: a decode-kernel diagnostic that makes every answer "
+                            "wrong; unset it to serve\n", dbg);
+            return 1;
+        }
     }
     static const char *const tuning[] = { "BORA_MEGA_CB", "BORA_MEGA_NS", "BORA_MEGA_BLOCKS", "BORA_MEGA_FLAGS",
                                           "BORA_MEGA_AHEAD", "BORA_MEGA_TRACE", "BORA_DECODE", "BORA_DECODE_SWITCH",

@@ -112,6 +112,12 @@ fi
 # the decode kernel's diagnostic switch makes answers wrong: borad refuses to start with it
 BORA_MEGA_DEBUG=4 "$borad" --check-config config/bora.ini >"$out" 2>"$err"; rc=$?
 [ $rc -eq 1 ] && grep -q "BORA_MEGA_DEBUG" "$err" || fail "BORA_MEGA_DEBUG set: exit $rc: $(cat "$err")"
+# a malformed value is refused the same way, in one message (not a warning, then the engine's second)
+BORA_MEGA_DEBUG=x1 "$borad" --check-config config/bora.ini >"$out" 2>"$err"; rc=$?
+[ $rc -eq 1 ] && [ "$(grep -c BORA_MEGA_DEBUG "$err")" -eq 1 ] && grep -q "BORA_MEGA_DEBUG=x1 is set" "$err" ||
+    fail "BORA_MEGA_DEBUG=x1: exit $rc: $(cat "$err")"
+BORA_MEGA_DEBUG=0 "$borad" --check-config config/bora.ini >"$out" 2>"$err"; rc=$?
+[ $rc -eq 0 ] || fail "BORA_MEGA_DEBUG=0 refused: exit $rc: $(cat "$err")"
 
 "$borad" --bogus >"$out" 2>"$err"; rc=$?
 [ $rc -eq 2 ] || fail "--bogus: exit $rc, wanted 2"
