@@ -73,6 +73,31 @@ static bool json_asked(bool opt, const char *line)
     return opt || !strncmp(line, "--json", 6) || (n >= 7 && !strcmp(line + n - 7, " --json"));
 }
 
+/* {"ok": false, "error": msg} on stdout, as the console answers a failed command under --json */
+static void json_error_out(const char *msg)
+{
+    json_t *o = json_pack("{s:b,s:s?}", "ok", 0, "error", msg);   /* s?: text not UTF-8 gives null */
+    if (!o)
+        o = json_pack("{s:b,s:n}", "ok", 0, "error");
+    if (o) {
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+    }
+    fflush(stdout);
+}
+
+/* The text of a plain answer as one line for json_error_out: "error: " and the end's blanks off. */
+static void json_error_text(char *t)
+{
+    size_t n = strlen(t);
+    while (n && (t[n - 1] == '\n' || t[n - 1] == ' '))
+        t[--n] = 0;
+    if (!strncmp(t, "error: ", 7))
+        memmove(t, t + 7, n - 6);
+    json_error_out(t);
+}
+
 static int connect_console(const char *path, bool json)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
@@ -87,16 +112,8 @@ static int connect_console(const char *path, bool json)
         snprintf(msg, sizeof msg, "cannot connect to '%s': %s (is borad running with [console] socket = %s?)", path,
                  strerror(errno), path);
         fprintf(stderr, "boractl: %s\n", msg);
-        if (json) {
-            json_t *o = json_pack("{s:b,s:s?}", "ok", 0, "error", msg);   /* s?: a path not UTF-8 gives null */
-            if (!o)
-                o = json_pack("{s:b,s:n}", "ok", 0, "error");
-            if (o) {
-                json_dumpf(o, stdout, JSON_COMPACT);
-                fputc('\n', stdout);
-                json_decref(o);
-            }
-        }
+        if (json)
+            json_error_out(msg);
         if (fd >= 0)
             close(fd);
         return -1;
@@ -131,9 +148,12 @@ static bool tty_raw(struct termios *saved)
 
 /* Copies the answer until the end marker: a `stats watch` to stdout as it comes; any other
  * answer is held until its status is known, then goes to stdout (success) or stderr (an error,
- * so scripts that read stdout see only data). While watching, a key (or the end of stdin) on
- * fd 0 tells the server to stop. Returns the console_rc, or -1 if borad hung up. */
-static int answer_read(int fd, bool watch)
+ * so scripts that read stdout see only data). With json, an error that is not already a JSON
+ * answer (the session's own: a line too long, too many sessions, the idle close; or borad
+ * hanging up) is also put on stdout as {"ok": false, "error": ...}. While watching, a key (or
+ * the end of stdin) on fd 0 tells the server to stop. Returns the console_rc, or -1 if borad
+ * hung up. */
+static int answer_read(int fd, bool watch, bool json)
 {
     char buf[4096];
     bool stdin_open = watch;
@@ -190,14 +210,25 @@ static int answer_read(int fd, bool watch)
     }
     if (raw)
         tcsetattr(0, TCSANOW, &saved);
+    bool json_said = false;   /* an error answer already in JSON, or one json_error_out gave */
     if (hold) {
         fclose(hold);
         fwrite(held, 1, held_len, rc == 0 ? stdout : stderr);
+        if (json && rc != 0 && held && held[strspn(held, " \t\r\n")] == '{') {
+            fwrite(held, 1, held_len, stdout);   /* the console's own JSON error: for stdout's readers too */
+            json_said = true;
+        } else if (json && rc != 0 && held && held[strspn(held, " \t\r\n")]) {
+            json_error_text(held);
+            json_said = true;
+        }
         free(held);
     }
     fflush(stdout);
-    if (rc < 0)
+    if (rc < 0) {
         fprintf(stderr, "boractl: borad closed the console connection\n");
+        if (json && !json_said)
+            json_error_out("borad closed the console connection");
+    }
     return rc;
 }
 
@@ -208,10 +239,14 @@ static int command_run(int fd, const char *line, bool json)
     int n = snprintf(buf, sizeof buf, "%s%s\n", json ? "--json " : "", line);
     if (n < 0 || (size_t)n >= sizeof buf) {
         fprintf(stderr, "boractl: command line too long\n");
+        if (json_asked(json, line))
+            json_error_out("command line too long");
         return CONSOLE_USAGE;
     }
     if (strchr(line, '\n')) {
         fprintf(stderr, "boractl: a command is one line\n");
+        if (json_asked(json, line))
+            json_error_out("a command is one line");
         return CONSOLE_USAGE;
     }
     if (send_all(fd, buf, (size_t)n)) {
@@ -223,6 +258,12 @@ static int command_run(int fd, const char *line, bool json)
             fprintf(stderr, "%s%s", said, said[0] && said[strlen(said) - 1] != '\n' ? "\n" : "");
         }
         fprintf(stderr, "boractl: borad closed the console connection\n");
+        if (json_asked(json, line)) {
+            if (k > 0 && said[0])
+                json_error_text(said);
+            else
+                json_error_out("borad closed the console connection");
+        }
         return -1;
     }
     char copy[CONSOLE_LINE_MAX];
@@ -233,7 +274,7 @@ static int command_run(int fd, const char *line, bool json)
     const int a0 = argc > 0 && !strcmp(argv[0], "--json");
     const int an = argc - a0 - (argc - a0 > 0 && !strcmp(argv[argc - 1], "--json"));
     bool watch = an == 2 && !strcmp(argv[a0], "stats") && !strcmp(argv[a0 + 1], "watch");
-    return answer_read(fd, watch);
+    return answer_read(fd, watch, json_asked(json, line));
 }
 
 static int exit_status(int rc)
@@ -292,6 +333,8 @@ static int interactive(int fd, bool json)
             add_history(line);
         if (nul) {   /* not sent: the part before the NUL would run as if it were the command */
             fprintf(stderr, "boractl: a command line holds a NUL byte: not sent\n");
+            if (json)
+                json_error_out("a command line holds a NUL byte: not sent");
             rc = CONSOLE_USAGE;
         } else {
             rc = line[strspn(line, " \t")] ? command_run(fd, line, json) : 0;
@@ -323,6 +366,8 @@ int main(int argc, char **argv)
                          argv[i], quote ? "\"" : "");
         if (n < 0 || (size_t)n >= sizeof line - len) {
             fprintf(stderr, "boractl: command line too long\n");
+            if (a.json || !strcmp(argv[a.first_cmd], "--json") || !strcmp(argv[argc - 1], "--json"))
+                json_error_out("command line too long");
             return 2;
         }
         len += (size_t)n;
@@ -331,6 +376,8 @@ int main(int argc, char **argv)
     if (!len && ssh && ssh[strspn(ssh, " \t")] &&    /* ssh operator@host COMMAND */
         (size_t)snprintf(line, sizeof line, "%s", ssh) >= sizeof line) {
         fprintf(stderr, "boractl: command line too long\n");   /* never a shortened command */
+        if (a.json || json_asked(false, ssh))   /* (its first word checked; the last, past the limit, not) */
+            json_error_out("command line too long");
         return 2;
     }
     int fd = connect_console(a.socket, json_asked(a.json, line));

@@ -72,6 +72,28 @@ printf 'status\nrequests\n' | ctl >/dev/null 2>&1 || fail "piped boractl with go
 python3 -c "print('x' * 1100 + 'drain')" | ctl >"$tmp/long.txt" 2>&1 && fail "an over-long piped line exited 0"
 grep -q "too long" "$tmp/long.txt" || fail "over-long piped line: $(head -c 200 "$tmp/long.txt")"
 ctl status | grep -q "state *serving" || fail "the tail of an over-long line ran as a command"
+# with --json stdout holds one JSON object per command, a failure's too: the console's own JSON
+# error, boractl's refusals, and the session's plain-text ones (too many sessions) wrapped
+isfail() { python3 -c 'import json,sys
+lines = sys.stdin.read().splitlines()
+assert len(lines) == 1, lines
+d = json.loads(lines[0]); assert d["ok"] is False and sys.argv[1] in d["error"], d' "$1"; }
+ctl --json cancel 999 2>/dev/null | isfail "" || fail "--json cancel 999: no single JSON failure on stdout"
+python3 -c "print('x' * 1100)" | ctl --json 2>/dev/null | isfail "too long" || fail "--json over-long piped line"
+ctl --json "$(printf '%1100s' x)" 2>/dev/null | isfail "too long" || fail "--json over-long argv"
+python3 - "$tmp/c.sock" "$build/boractl" <<'PY' || fail "--json with every console session taken"
+import json, socket, subprocess, sys
+held = []
+for _ in range(8):   # CONSOLE_CLIENTS_MAX
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"status\n")
+    buf = b""
+    while not (b"\0" in buf and buf.endswith(b"\n")):
+        buf += s.recv(4096)
+    held.append(s)
+r = subprocess.run([sys.argv[2], "--socket", sys.argv[1], "--json", "status"], capture_output=True, timeout=10)
+d = json.loads(r.stdout)
+assert r.returncode == 1 and d["ok"] is False and "too many console sessions" in d["error"], (r, d)
+PY
 # a line with a NUL byte is refused whole (the part before it would have run as the command), on
 # the socket and from boractl's stdin
 python3 - "$tmp/c.sock" >"$tmp/nul.txt" <<'PY' || fail "NUL line on the socket: $(cat "$tmp/nul.txt")"
