@@ -249,13 +249,37 @@ static int cmd_requests(struct console *c, int argc, char **argv, bool json, FIL
     }
     int shown = n < CONSOLE_REQUESTS_MAX ? n : CONSOLE_REQUESTS_MAX;
     if (json) {
+        /* ids are any u64 a client picked; jansson's integers stop at INT64_MAX, so a larger id goes
+         * in as a string "\u0001DIGITS" and its digits replace it in the text (no other string here
+         * holds a control byte: the client is borad's own peer description) */
         json_t *a = json_array();
-        for (int i = 0; i < shown; i++)
-            json_array_append_new(a, json_pack("{s:I,s:s,s:s,s:I,s:i,s:i}", "id", (json_int_t)r[i].id,
+        for (int i = 0; i < shown; i++) {
+            char big[24];
+            snprintf(big, sizeof big, "\001%" PRIu64, r[i].id);
+            json_t *id = r[i].id <= (uint64_t)INT64_MAX ? json_integer((json_int_t)r[i].id) : json_string(big);
+            json_array_append_new(a, json_pack("{s:o,s:s,s:s,s:I,s:i,s:i}", "id", id,
                 "client", r[i].client, "state", r[i].running ? "running" : "queued",
                 "age_us", (json_int_t)r[i].age_us, "prompt_tokens", (int)r[i].prompt_tokens,
                 "completion_tokens", (int)r[i].completion_tokens));
-        json_out(out, json_pack("{s:b,s:i,s:o}", "ok", 1, "total", n, "requests", a));
+        }
+        json_t *o = json_pack("{s:b,s:i,s:o}", "ok", 1, "total", n, "requests", a);
+        char *txt = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        json_decref(o);
+        if (!txt) {
+            json_out(out, NULL);
+        } else {
+            const char *p = txt, *q;
+            while ((q = strstr(p, "\"\\u0001"))) {
+                fwrite(p, 1, (size_t)(q - p), out);
+                q += 7;
+                const size_t d = strspn(q, "0123456789");
+                fwrite(q, 1, d, out);
+                p = q + d + (q[d] == '"');
+            }
+            fputs(p, out);
+            fputc('\n', out);
+            free(txt);
+        }
     } else {
         fprintf(out, "%-20s %-8s %10s %8s %8s  %s\n", "ID", "STATE", "AGE_MS", "PROMPT", "TOKENS", "CLIENT");
         for (int i = 0; i < shown; i++)

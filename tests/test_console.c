@@ -373,6 +373,22 @@ static void test_requests_and_cancel(void **state)
     assert_int_equal(rc, CONSOLE_OK);
     assert_int_equal(f->d.cancels, 2);
     free(t);
+    /* a client's id past INT64_MAX is listed as the number it is (jansson's integers are signed),
+     * in JSON as in text, and cancels as listed */
+    f->d.req[0].id = UINT64_MAX;
+    f->d.req[0].client[0] = '"';   /* a string with a quote beside it stays a string */
+    t = run(f, "requests --json", true, &rc);
+    assert_int_equal(rc, CONSOLE_OK);
+    assert_non_null(strstr(t, "{\"id\":18446744073709551615,\"client\":\"\\\""));
+    assert_null(strstr(t, "u0001"));
+    free(t);
+    t = run(f, "requests", false, &rc);
+    assert_non_null(strstr(t, "18446744073709551615 "));
+    free(t);
+    t = run(f, "cancel 18446744073709551615", false, &rc);
+    assert_int_equal(rc, CONSOLE_OK);
+    assert_int_equal(f->d.cancels, 3);
+    free(t);
     const char *bad[] = { "cancel", "cancel abc", "cancel -3", "cancel 0", "cancel 1 2", "cancel 0x65", "cancel +101" };
     for (size_t i = 0; i < BORA_ARRAY_LEN(bad); i++) {
         t = run(f, bad[i], false, &rc);
