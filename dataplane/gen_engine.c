@@ -193,19 +193,28 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
     return 0;
 }
 
+/* Runs the pending id through the engine at the next position: ge->next is then the id after it. */
+static int ge_advance(struct gen_engine *ge, struct bora_err *err)
+{
+    ge->n_kv = ge->pos;   /* until the position is written */
+    int rc = engine_forward_next(ge->e, &ge->pending, 1, ge->pos, &ge->s, ge->logits, &ge->next);
+    if (rc < 0)
+        return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos, engine_error_text(ge->e, rc));
+    ge->kv_ids[ge->pos++] = ge->pending;
+    ge->n_kv = ge->pos;
+    ge->pending = -1;
+    return 0;
+}
+
 static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *err)
 {
     struct gen_engine *ge = g->impl;
+    int rc;
     if (ge->pending >= 0) {
         if (ge->pos >= ge->e->max_ctx)
             return GEN_LENGTH;                 /* context full: the sequence stops here */
-        ge->n_kv = ge->pos;   /* until the position is written */
-        int rc = engine_forward_next(ge->e, &ge->pending, 1, ge->pos, &ge->s, ge->logits, &ge->next);
-        if (rc < 0)
-            return bora_errf(err, -EIO, "engine decode at position %d failed: %s", ge->pos,
-                             engine_error_text(ge->e, rc));
-        ge->kv_ids[ge->pos++] = ge->pending;
-        ge->n_kv = ge->pos;
+        if ((rc = ge_advance(ge, err)) < 0)
+            return rc;
     }
     const int32_t id = ge->next;
     if (id == ge->eos_id && !ge->ignore_eos)
@@ -217,14 +226,28 @@ static int ge_step(struct generator *g, struct gen_token *out, struct bora_err *
         size_t n = 0, m = 0;
         /* an id past the tokenizer's vocabulary (a checkpoint's padding rows) has no text; a push
          * never exceeds DETOK_MAX_DELTA (tokenizer_tables_build refuses a vocabulary that could) */
-        int rc = detok_push(&ge->detok, id, out->text, GEN_TEXT_MAX, &n);
+        rc = detok_push(&ge->detok, id, out->text, GEN_TEXT_MAX, &n);
         if (rc == -EINVAL)
             n = 0;
         else if (rc < 0)
             return bora_errf(err, -EIO, "token %d's text (%zu bytes) does not fit a token's %d", id, n, GEN_TEXT_MAX);
-        /* the request's last token carries what the detokenizer still holds */
-        if (++ge->produced == ge->max_tokens &&
-            (rc = detok_flush(&ge->detok, out->text + n, GEN_TEXT_MAX - n, &m)) < 0)
+        /* The request's last token carries what the detokenizer still holds (U+FFFD for each byte
+         * of an incomplete UTF-8 sequence), or no delta would (DONE has no text). Whether this
+         * token is the last is known now for max_tokens; for EOS and a full context only after
+         * the next step, so a token that leaves bytes held (a multi-byte character split over
+         * byte tokens: rare) runs that step first, the engine work the next call would do anyway,
+         * and goes out one step later. */
+        bool last = ++ge->produced == ge->max_tokens;
+        if (!last && ge->detok.n_pend) {
+            if (ge->pos >= ge->e->max_ctx) {
+                last = true;                   /* the next step ends with GEN_LENGTH */
+            } else {
+                if ((rc = ge_advance(ge, err)) < 0)
+                    return rc;
+                last = ge->next == ge->eos_id && !ge->ignore_eos;
+            }
+        }
+        if (last && (rc = detok_flush(&ge->detok, out->text + n, GEN_TEXT_MAX - n, &m)) < 0)
             return bora_errf(err, -EIO, "the text held after token %d (%zu bytes) does not fit a token's %zu", id, m,
                              GEN_TEXT_MAX - n);
         out->text_len = (uint16_t)(n + m);

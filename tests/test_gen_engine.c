@@ -18,6 +18,7 @@
 
 #include "dataplane/bwp.h"
 #include "dataplane/gen_engine.h"
+#include "model/tokenizer.h"
 #include "tests/support/fixtures.h"
 
 #define MAX_IDS 128
@@ -260,6 +261,194 @@ static void test_context_full(void **state)
     g->ops->finish(g);
 }
 
+/* ---- text held at the end: a model whose greedy next token depends on the current one only ---- */
+
+enum { MK_VOCAB = 32768, MK_D = 64, MK_H = 4, MK_HD = 16, MK_KV = 2, MK_HID = 128, MK_DEFAULT = 1032 };
+#define MK_BYTE(b) (771 + (b))   /* Mistral v3: the byte-fallback piece <0xNN> */
+
+struct mk_tensor {
+    const char *name;
+    int rows, cols;   /* cols 0: a vector */
+    float *data;
+};
+
+/* A one-layer Mistral (F32, every layer weight 0, so the residual stream is the embedding): token
+ * t's embedding is one-hot at its class (its index in succ + 1, or 0), and the head maps class c
+ * to succ's successor (class 0 to MK_DEFAULT), so greedy decoding walks succ. Writes config.json,
+ * model.safetensors and the v3 tokenizer into dir. */
+static void mk_write(const char *dir, const int32_t (*succ)[2], int n_succ)
+{
+    const size_t ve = (size_t)MK_VOCAB * MK_D;
+    float *emb = calloc(ve, 4), *head = calloc(ve, 4), *ones = malloc(MK_D * 4),
+          *zq = calloc((size_t)MK_H * MK_HD * MK_D, 4), *zmlp = calloc((size_t)MK_HID * MK_D, 4);
+    assert_true(emb && head && ones && zq && zmlp && n_succ < MK_D);
+    for (int i = 0; i < MK_D; i++)
+        ones[i] = 1.f;
+    for (int t = 0; t < MK_VOCAB; t++)
+        emb[(size_t)t * MK_D] = 1.f;
+    head[(size_t)MK_DEFAULT * MK_D] = 10.f;
+    for (int i = 0; i < n_succ; i++) {
+        emb[(size_t)succ[i][0] * MK_D] = 0.f;
+        emb[(size_t)succ[i][0] * MK_D + i + 1] = 1.f;
+        head[(size_t)succ[i][1] * MK_D + i + 1] = 10.f;
+    }
+    const struct mk_tensor t[] = {
+        { "model.embed_tokens.weight", MK_VOCAB, MK_D, emb },
+        { "lm_head.weight", MK_VOCAB, MK_D, head },
+        { "model.norm.weight", MK_D, 0, ones },
+        { "model.layers.0.input_layernorm.weight", MK_D, 0, ones },
+        { "model.layers.0.post_attention_layernorm.weight", MK_D, 0, ones },
+        { "model.layers.0.self_attn.q_proj.weight", MK_H * MK_HD, MK_D, zq },
+        { "model.layers.0.self_attn.k_proj.weight", MK_KV * MK_HD, MK_D, zq },
+        { "model.layers.0.self_attn.v_proj.weight", MK_KV * MK_HD, MK_D, zq },
+        { "model.layers.0.self_attn.o_proj.weight", MK_D, MK_H * MK_HD, zq },
+        { "model.layers.0.mlp.gate_proj.weight", MK_HID, MK_D, zmlp },
+        { "model.layers.0.mlp.up_proj.weight", MK_HID, MK_D, zmlp },
+        { "model.layers.0.mlp.down_proj.weight", MK_D, MK_HID, zmlp },
+    };
+    char hdr[4096], path[600];
+    size_t hl = 0, off = 0;
+    hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "{");
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+        const size_t bytes = (size_t)t[i].rows * (size_t)(t[i].cols ? t[i].cols : 1) * 4;
+        if (t[i].cols)
+            hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],"
+                                   "\"data_offsets\":[%zu,%zu]}", i ? "," : "", t[i].name, t[i].rows, t[i].cols,
+                                   off, off + bytes);
+        else
+            hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%d],"
+                                   "\"data_offsets\":[%zu,%zu]}", i ? "," : "", t[i].name, t[i].rows, off, off + bytes);
+        off += bytes;
+    }
+    hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "}");
+    while (hl % 8)
+        hdr[hl++] = ' ';
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    const uint64_t hl64 = hl;
+    assert_int_equal(fwrite(&hl64, 8, 1, f), 1);
+    assert_int_equal(fwrite(hdr, 1, hl, f), hl);
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+        const size_t n = (size_t)t[i].rows * (size_t)(t[i].cols ? t[i].cols : 1);
+        assert_int_equal(fwrite(t[i].data, 4, n, f), n);
+    }
+    assert_int_equal(fclose(f), 0);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"architectures\":[\"MistralForCausalLM\"],\"model_type\":\"mistral\",\"hidden_size\":%d,"
+               "\"num_hidden_layers\":1,\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"head_dim\":%d,"
+               "\"intermediate_size\":%d,\"vocab_size\":%d,\"max_position_embeddings\":4096,\"rms_norm_eps\":1e-5,"
+               "\"rope_theta\":1000000.0,\"tie_word_embeddings\":false,\"bos_token_id\":1,\"eos_token_id\":2,"
+               "\"torch_dtype\":\"float32\"}\n", MK_D, MK_H, MK_KV, MK_HD, MK_HID, MK_VOCAB);
+    assert_int_equal(fclose(f), 0);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "cp tests/data/tokenizers/tokenizer.model.v3 '%s/tokenizer.model'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(emb);
+    free(head);
+    free(ones);
+    free(zq);
+    free(zmlp);
+}
+
+/* One greedy request (ids prompt) to its end; the streamed text, the ids, and how it ended. */
+static int mk_run(struct generator *g, const int32_t *ids, int n, int max_tokens, bool ignore_eos, char *text,
+                  size_t *text_len, int32_t *out, int *n_out)
+{
+    uint8_t prompt[4 * MAX_IDS];
+    for (int i = 0; i < n; i++)
+        bwp_wr32(prompt + 4 * i, (uint32_t)ids[i]);
+    struct gen_request rq = { .prompt_kind = 2, .prompt = prompt, .prompt_len = 4 * (uint32_t)n,
+                              .max_tokens = (uint16_t)max_tokens, .ignore_eos = ignore_eos, .top_p = 1 };
+    struct bora_err err = { "" };
+    uint32_t n_tok = 0, cached = 0;
+    if (g->ops->start(g, &rq, &n_tok, &cached, &err))
+        fail_msg("start: %s", err.msg);
+    *text_len = 0;
+    *n_out = 0;
+    int r = GEN_TOKEN;
+    while (*n_out < max_tokens) {   /* as the decoder drives it: max_tokens ends it after the last */
+        struct gen_token t;
+        r = g->ops->step(g, &t, &err);
+        if (r != GEN_TOKEN)
+            break;
+        memcpy(text + *text_len, t.text, t.text_len);
+        *text_len += t.text_len;
+        out[(*n_out)++] = (int32_t)t.id;
+    }
+    g->ops->finish(g);
+    return r;
+}
+
+/* protocol.md (TOKEN): concatenating every delta gives the whole completion, so the last token
+ * carries the bytes the detokenizer still holds (U+FFFD each) whatever ends the request: EOS, a
+ * full context, max_tokens. Before, only max_tokens flushed them: a completion ending in an
+ * incomplete UTF-8 sequence lost its U+FFFD on EOS and on a full context. */
+static void test_text_held_at_end(void **state)
+{
+    (void)state;
+    const char *tmp = getenv("TMPDIR");
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/bora-gen-mk-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    static const int32_t succ[][2] = {
+        { 5000, MK_BYTE(0xE4) }, { MK_BYTE(0xE4), 2 },                          /* a lead byte, then EOS */
+        { 5001, MK_BYTE(0xE5) }, { MK_BYTE(0xE5), MK_BYTE(0xA5) }, { MK_BYTE(0xA5), MK_BYTE(0xBD) },
+        { MK_BYTE(0xBD), 2 },                                                    /* 好 over three tokens, EOS */
+        { 5010, MK_BYTE(0xE6) }, { MK_BYTE(0xE6), MK_BYTE(0xE6) },              /* lead bytes for ever */
+    };
+    mk_write(dir, succ, (int)(sizeof succ / sizeof *succ));
+    struct generator g;
+    struct bora_err err = { "" };
+    struct gen_engine_opts o = { .model_dir = dir, .backend = ENGINE_BACKEND_CPU, .max_ctx = 16, .n_threads = 2 };
+    if (gen_engine_open(&g, &o, &err))
+        fail_msg("open: %s", err.msg);
+    struct tokenizer *tk = NULL;
+    char tp[600];
+    snprintf(tp, sizeof tp, "%s/tokenizer.model", dir);
+    assert_int_equal(tokenizer_open(&tk, tp, &err), 0);
+    char text[512], ref[512];
+    size_t tl, rl = 0;
+    int32_t ids[MAX_IDS];
+    int n;
+    /* the mapping: three byte pieces make 好 (the reference decoder agrees) */
+    const int32_t hao[] = { MK_BYTE(0xE5), MK_BYTE(0xA5), MK_BYTE(0xBD) };
+    assert_int_equal(tokenizer_decode(tk, hao, 3, ref, sizeof ref, &rl), 0);
+    assert_int_equal(rl, 3);
+    assert_memory_equal(ref, "\xE5\xA5\xBD", 3);
+#define MK_CASE(prompt, max_tokens, ignore, want_r, want_n, want_text)                                          \
+    do {                                                                                                     \
+        const int32_t p_[] = prompt;                                                                         \
+        int r_ = mk_run(&g, p_, (int)(sizeof p_ / sizeof *p_), max_tokens, ignore, text, &tl, ids, &n);      \
+        assert_int_equal(r_, want_r);                                                                        \
+        assert_int_equal(n, want_n);                                                                         \
+        assert_int_equal(tl, sizeof(want_text) - 1);                                                         \
+        assert_memory_equal(text, want_text, tl);                                                            \
+        assert_int_equal(tokenizer_decode(tk, ids, (size_t)n, ref, sizeof ref, &rl), 0);                    \
+        assert_int_equal(rl, tl);                                                                            \
+        assert_memory_equal(ref, text, tl);                                                                  \
+    } while (0)
+#define P(...) { __VA_ARGS__ }
+    MK_CASE(P(1, 5000), 8, false, GEN_EOS, 1, "\xEF\xBF\xBD");               /* EOS: the lead byte's U+FFFD */
+    MK_CASE(P(1, 5001), 8, false, GEN_EOS, 3, "\xE5\xA5\xBD");               /* a whole character, EOS */
+    MK_CASE(P(1, 5010), 2, false, GEN_TOKEN, 2, "\xEF\xBF\xBD\xEF\xBF\xBD"); /* max_tokens (as before) */
+    /* a full context: 14 prompt tokens in 16 positions, so three tokens (the last without a
+     * position of its own) and then GEN_LENGTH */
+    MK_CASE(P(1, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 5010), 8, false, GEN_LENGTH, 3,
+            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+    /* EOS ignored is an ordinary token (no text); then the default successor, "▁a" */
+    MK_CASE(P(1, 5000), 3, true, GEN_TOKEN, 3, "\xEF\xBF\xBD a");
+#undef P
+#undef MK_CASE
+    tokenizer_close(tk);
+    g.ops->close(&g);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +457,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_mid_prefill, setup_cpu, teardown),
         cmocka_unit_test_setup_teardown(test_context_full, setup_cpu, teardown),
         cmocka_unit_test_setup_teardown(test_context_full, setup_cuda, teardown),
+        cmocka_unit_test(test_text_held_at_end),
     };
     return cmocka_run_group_tests_name("gen_engine", tests, NULL, NULL);
 }
