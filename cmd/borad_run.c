@@ -48,8 +48,10 @@ int borad_build_problems(const struct bora_config *cfg, void (*report)(void *ctx
 {
     int n = 0;
     if (cfg->dataplane.dpdk[0] && !dp_dpdk_available()) {
-        report(ctx, "dataplane.dpdk", "key 'dataplane.dpdk': this build has no DPDK port (build with libdpdk-dev "
-                                      "installed, or clear it to serve over kernel UDP/TCP)");
+        char msg[BORA_ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "key 'dataplane.dpdk': this build has no DPDK port (build with libdpdk-dev "
+                                  "installed, or clear it to serve over kernel UDP/TCP) (got '%s')", cfg->dataplane.dpdk);
+        report(ctx, "dataplane.dpdk", msg);
         n++;
     }
 #ifndef BORA_CUDA

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <grp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -286,7 +287,9 @@ static int id_resolve(const char *name, bool group, unsigned *out)
 }
 
 /* For a socket path that does not exist: the nearest folder above it that does (into dir), and
- * why a socket cannot be made under it (0: it can): it is no folder (ENOTDIR) or not writable. */
+ * why a socket cannot be made under it (0: it can): it is no folder (ENOTDIR), not writable, or a
+ * filesystem that makes no entries even for root (/proc, /sys: access() says yes there), which a
+ * probe folder made and removed at once finds out. */
 static int socket_dir_problem(const char *path, char *dir, size_t n)
 {
     snprintf(dir, n, "%s", path);
@@ -306,7 +309,15 @@ static int socket_dir_problem(const char *path, char *dir, size_t n)
     }
     if (!S_ISDIR(sd.st_mode))
         return ENOTDIR;
-    return access(dir, W_OK | X_OK) == 0 ? 0 : errno;
+    if (access(dir, W_OK | X_OK))
+        return errno;
+    char probe[PATH_MAX];
+    if ((size_t)snprintf(probe, sizeof probe, "%s/.bora-check-XXXXXX", dir) >= sizeof probe)
+        return ENAMETOOLONG;
+    if (!mkdtemp(probe))
+        return errno;
+    rmdir(probe);
+    return 0;
 }
 
 int console_server_check(const struct config_console *cfg,

@@ -510,14 +510,17 @@ static int check_unused(const struct model *m, struct bora_err *err)
             const char *name = m->shards[i].tensors[k].name;
             if (strncmp(name, lp, lpn))
                 continue;
-            char *end;
+            /* the index: the whole segment up to the next '.', in canonical decimal ("1a", "0x0",
+             * "00", "-1" and a name with no segment after it are no layer's) */
             const char *ix = name + lpn;
-            long layer = strtol(ix, &end, 10);
-            if (end == ix || *end != '.')
-                continue;
-            if (*ix < '0' || *ix > '9' || (*ix == '0' && end - ix > 1))
+            const char *end = strchr(ix, '.');
+            if (!end)
+                end = ix + strlen(ix);
+            const size_t dn = strspn(ix, "0123456789");
+            if (end == ix || dn != (size_t)(end - ix) || *end != '.' || (*ix == '0' && dn > 1) || dn > 9)
                 return bora_errf(err, -EINVAL, "%s: tensor '%s': layer index '%.*s' is not a layer's name (%s0. to "
                                  "%s%d.)", m->shards[i].path, name, (int)(end - ix), ix, lp, lp, m->cfg.n_layers - 1);
+            const long layer = strtol(ix, NULL, 10);
             if (layer >= m->cfg.n_layers)
                 return bora_errf(err, -EINVAL, "%s: tensor '%s' is of layer %.*s, but the config has %d layers",
                                  m->shards[i].path, name, (int)(end - ix), ix, m->cfg.n_layers);

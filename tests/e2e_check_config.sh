@@ -89,6 +89,14 @@ printf '[console]\nsocket = %s/t.ini/c.sock\n' "$tmpd" >"$tmpd/u.ini"
 printf '[console]\nsocket = %s/new/deeper/c.sock\n' "$tmpd" >"$tmpd/v.ini"
 "$borad" --check-config "$tmpd/v.ini" >"$out" 2>"$err" || fail "socket in folders to be made: $(cat "$err")"
 [ -e "$tmpd/new" ] && fail "the check made the socket's folders"
+ls -A "$tmpd" | grep -q bora-check && fail "the check left its probe folder"
+# under /proc no folder can be made, even by root (access() says it may): the check tries
+if [ -d /proc/self ] && [ ! -e /proc/bora-nope ]; then
+    printf '[console]\nsocket = /proc/bora-nope/c.sock\n' >"$tmpd/w.ini"
+    "$borad" --check-config "$tmpd/w.ini" >"$out" 2>"$err"; rc=$?
+    [ $rc -eq 1 ] && grep -qF "$tmpd/w.ini:2: key 'console.socket': the socket cannot be made in '/proc'" "$err" ||
+        fail "socket path under /proc: exit $rc: $(cat "$err")"
+fi
 # the configuration a FIFO: refused at once (it waited for a writer), a directory named as one
 mkfifo "$tmpd/fifo.ini"
 timeout 10 "$borad" --check-config "$tmpd/fifo.ini" >"$out" 2>"$err"; rc=$?
@@ -107,6 +115,12 @@ if grep -q -- '-DBORA_CUDA=1' "$build/.flags"; then
 else
     [ $rc -eq 1 ] && grep -qF "$tmpd/cu.ini:2: key 'model.backend': this build has no CUDA backend" "$err" ||
         fail "backend = cuda without CUDA: exit $rc: $(cat "$err")"
+fi
+printf '[dataplane]\ndpdk = -l 0\n' >"$tmpd/dp.ini"
+"$borad" --check-config "$tmpd/dp.ini" >"$out" 2>"$err"; rc=$?
+if grep -q "this build has no DPDK port" "$err"; then   # a build without DPDK: the usual form, value included
+    [ $rc -eq 1 ] && grep -qF "$tmpd/dp.ini:2: key 'dataplane.dpdk': this build has no DPDK port" "$err" &&
+        grep -qF "(got '-l 0')" "$err" || fail "dpdk without DPDK: exit $rc: $(cat "$err")"
 fi
 
 # the decode kernel's diagnostic switch makes answers wrong: borad refuses to start with it

@@ -514,6 +514,10 @@ static void test_bad_files_and_tensors(void **state)
         { "model.layers.0.mlp.down_proj.lora_A.weight", "a weight that Mistral's decoder does not have" },
         { "model.layers.00.input_layernorm.weight", "layer index '00' is not a layer's name" },
         { "model.layers.-1.input_layernorm.weight", "layer index '-1' is not a layer's name" },
+        { "model.layers.1a.input_layernorm.weight", "layer index '1a' is not a layer's name" },
+        { "model.layers.0x0.input_layernorm.weight", "layer index '0x0' is not a layer's name" },
+        { "model.layers.x.input_layernorm.weight", "layer index 'x' is not a layer's name" },
+        { "model.layers.0", "layer index '0' is not a layer's name" },
     };
     for (size_t i = 0; i < sizeof stray / sizeof *stray; i++) {
         db = data;
