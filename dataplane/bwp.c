@@ -1,6 +1,7 @@
 /* bwp.c — BWP/1 codec: client-frame validation in rule-1 order, server/client frame builders,
  * the AUTH trailer (libsodium HMAC-SHA-256) and the replay window. See bwp.h and protocol.md. */
 #include "dataplane/bwp.h"
+#include "model/tokenizer.h"
 
 #include <errno.h>
 #include <math.h>
@@ -405,11 +406,24 @@ static const char *generate_params_error(const struct bwp_generate *g, const str
         return "empty prompt";
     if (g->prompt_kind == BWP_PROMPT_CHAT) {
         const uint8_t *p = g->prompt, *end = p + g->prompt_len, *text;
-        uint8_t role;
+        uint8_t role, prev = 0;
         uint32_t len;
-        while (bwp_msg_next(&p, end, &role, &text, &len) > 0)
+        size_t n = 0;
+        bool user = false;
+        static _Thread_local struct bora_err err;   /* its message is used before this thread parses again */
+        while (bwp_msg_next(&p, end, &role, &text, &len) > 0) {
             if (role > 3)
                 return "chat message role above 3";
+            /* the conversation's order, as the chat template checks it, in rule 1's place (before
+             * the queue) */
+            if (n && chat_order_step(n, prev, role, &err))
+                return err.msg;
+            user = user || role == CHAT_ROLE_USER;
+            prev = role;
+            n++;
+        }
+        if (n && chat_order_end(n, user, prev, false, &err))
+            return err.msg;
     }
     if (g->prompt_kind == BWP_PROMPT_IDS) {
         if (g->prompt_len % 4)
@@ -473,6 +487,15 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
         uint32_t plen = bwp_rd32(buf + BWP_HDR_SIZE + 28);
         if (plen > lim->max_prompt_bytes)
             return verdict_large(rid, "prompt_len over the server's limit", lim);
+        /* token ids: their count is known now, so a prompt the context cannot hold is refused in
+         * rule 1's place, not after a queue place (which could answer BUSY first); text and chat
+         * prompts are counted when the decoder tokenizes them */
+        if (buf[BWP_HDR_SIZE + 2] == BWP_PROMPT_IDS && lim->max_ctx && plen / 4 >= lim->max_ctx) {
+            static _Thread_local char why[96];   /* used before this thread parses again */
+            snprintf(why, sizeof why, "prompt of %u tokens does not fit the context of %u tokens", plen / 4,
+                     lim->max_ctx);
+            return verdict(BWP_E_TOO_LARGE, rid, why);
+        }
     }
     /* BAD_FRAME: header fields, sizes and payload fields (rules 4, 5) */
     if ((v = check_header_ids(h)).code)

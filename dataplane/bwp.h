@@ -110,6 +110,8 @@ struct bwp_limits {
     uint32_t max_prompt_bytes;      /* rule 7 */
     uint32_t max_tokens;            /* rule 10: max_tokens in 1 … this */
     uint32_t vocab_size;            /* kind-2 ids must be below; 0 = not checked */
+    uint32_t max_ctx;               /* the model's context: a kind-2 prompt of this many ids or more is
+                                     * TOO_LARGE here, before the queue (rule 1); 0 = not checked */
     const struct bwp_key *key;      /* NULL or len 0: no key configured */
 };
 

@@ -67,13 +67,14 @@ int dp_server_set_policy(struct dp_server *s, const struct dp_config *cfg, struc
     return 0;
 }
 
-/* A new vocabulary for kind-2 id checks (after a generator swap). */
-static void policy_set_vocab(struct dp_shared *sh, uint32_t vocab_size)
+/* A new vocabulary and context for kind-2 prompt checks (after a generator swap). */
+static void policy_set_vocab(struct dp_shared *sh, uint32_t vocab_size, uint32_t max_ctx)
 {
     pthread_mutex_lock(&sh->pol_lock);
     struct dp_policy next = *atomic_load_explicit(&sh->policy, memory_order_relaxed);
-    if (next.lim.vocab_size != vocab_size) {
+    if (next.lim.vocab_size != vocab_size || next.lim.max_ctx != max_ctx) {
         next.lim.vocab_size = vocab_size;
+        next.lim.max_ctx = max_ctx;
         policy_publish(sh, &next);
     }
     pthread_mutex_unlock(&sh->pol_lock);
@@ -190,6 +191,6 @@ int dp_server_swap_generator(struct dp_server *s, struct generator *g, struct bo
     }
     pthread_mutex_unlock(&sh->swap_lock);
     if (rc == 0)
-        policy_set_vocab(sh, sh->gen->vocab_size);
+        policy_set_vocab(sh, sh->gen->vocab_size, sh->gen->max_ctx);
     return rc;
 }

@@ -207,7 +207,7 @@ static int shared_init(struct dp_server *s, const struct dp_config *cfg, struct 
         sh->key = &s->key;
     }
     sh->lim = (struct bwp_limits){ .max_prompt_bytes = cfg->max_prompt_bytes, .max_tokens = cfg->max_tokens,
-                                   .vocab_size = gen->vocab_size, .key = sh->key };
+                                   .vocab_size = gen->vocab_size, .max_ctx = gen->max_ctx, .key = sh->key };
     dp_policy_fill(&sh->pol_slot[0], cfg, &sh->lim);
     atomic_store_explicit(&sh->policy, &sh->pol_slot[0], memory_order_release);  /* before any thread */
     sh->queue_depth = cfg->queue_depth;

@@ -230,6 +230,39 @@ static int encode_v1(const struct tokenizer *t, const struct chat_item *m, size_
     return rc;
 }
 
+/* mistral-common's structure (MistralRequestValidator._validate_message_order and
+ * _validate_last_message): which role may follow which, and no plain assistant message last (a
+ * system message last is folded into the system prompt, as mistral-common does). */
+int chat_order_step(size_t i, int prev, int role, struct bora_err *err)
+{
+    static const unsigned follows[4] = {
+        [CHAT_ROLE_SYSTEM] = 1u << CHAT_ROLE_SYSTEM | 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT,
+        [CHAT_ROLE_USER] = 1u << CHAT_ROLE_SYSTEM | 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT,
+        [CHAT_ROLE_ASSISTANT] = 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT | 1u << CHAT_ROLE_TOOL,
+        [CHAT_ROLE_TOOL] = 1u << CHAT_ROLE_ASSISTANT | 1u << CHAT_ROLE_TOOL,
+    };
+    if (prev < CHAT_ROLE_SYSTEM || prev > CHAT_ROLE_TOOL || role < CHAT_ROLE_SYSTEM || role > CHAT_ROLE_TOOL)
+        return bora_errf(err, -EINVAL, "message %zu: unknown role %d (0 system, 1 user, 2 assistant, 3 tool)", i,
+                         role < CHAT_ROLE_SYSTEM || role > CHAT_ROLE_TOOL ? role : prev);
+    if (!(follows[prev] & 1u << role))
+        return bora_errf(err, -EINVAL, "message %zu: %s message cannot follow %s message (mistral-common's "
+                         "order: after a system or user message a system, user or assistant message; after an "
+                         "assistant message a user, assistant or tool message; after a tool result an assistant "
+                         "message or another result)", i, role_a(role), role_a(prev));
+    return 0;
+}
+
+int chat_order_end(size_t n, bool has_user, int last_role, bool last_prefix, struct bora_err *err)
+{
+    if (!has_user)
+        return bora_errf(err, -EINVAL, "the conversation has no user message");
+    if (last_role == CHAT_ROLE_ASSISTANT && !last_prefix)
+        return bora_errf(err, -EINVAL, "message %zu: the conversation ends with an assistant message; it must end "
+                         "with the user's message, a tool result or a system message (or, in a JSON request, an "
+                         "assistant message with \"prefix\": true to continue)", n - 1);
+    return 0;
+}
+
 static bool chat_is_v7(const struct tokenizer *t)
 {
     return t->chat_v7 && t->chat_id[CHAT_TOK_INST] >= 0 && t->chat_id[CHAT_TOK_INST_END] >= 0
@@ -270,32 +303,18 @@ static int chat_encode_items(const struct tokenizer *t, const struct chat_item *
         if (v7 && m[i].role == CHAT_ROLE_TOOL && t->chat_id[CHAT_TOK_TOOL_CONTENT] < 0)
             return bora_errf(err, -ENOTSUP, "message %zu: the vocabulary has no [TOOL_CONTENT]", i);
     }
+    int rc;
     if (last_user == n)
-        return bora_errf(err, -EINVAL, "the conversation has no user message");
-    /* mistral-common's structure (MistralRequestValidator._validate_message_order and
-     * _validate_last_message): which role may follow which, and no plain assistant message last
-     * (a system message last is folded into the system prompt, as mistral-common does) */
-    static const unsigned follows[4] = {
-        [CHAT_ROLE_SYSTEM] = 1u << CHAT_ROLE_SYSTEM | 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT,
-        [CHAT_ROLE_USER] = 1u << CHAT_ROLE_SYSTEM | 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT,
-        [CHAT_ROLE_ASSISTANT] = 1u << CHAT_ROLE_USER | 1u << CHAT_ROLE_ASSISTANT | 1u << CHAT_ROLE_TOOL,
-        [CHAT_ROLE_TOOL] = 1u << CHAT_ROLE_ASSISTANT | 1u << CHAT_ROLE_TOOL,
-    };
+        return chat_order_end(n, false, 0, false, err);   /* "no user message" */
     for (size_t i = 1; i < n; i++)
-        if (!(follows[m[i - 1].role] & 1u << m[i].role))
-            return bora_errf(err, -EINVAL, "message %zu: %s message cannot follow %s message (mistral-common's "
-                             "order: after a system or user message a system, user or assistant message; after an "
-                             "assistant message a user, assistant or tool message; after a tool result an assistant "
-                             "message or another result)", i, role_a(m[i].role), role_a(m[i - 1].role));
-    const struct chat_item *last = &m[n - 1];
-    if (last->role == CHAT_ROLE_ASSISTANT && !last->prefix)
-        return bora_errf(err, -EINVAL, "message %zu: the conversation ends with an assistant message; it must end "
-                         "with the user's message, a tool result or a system message (or, in a JSON request, an "
-                         "assistant message with \"prefix\": true to continue)", n - 1);
+        if ((rc = chat_order_step(i, m[i - 1].role, m[i].role, err)))
+            return rc;
+    if ((rc = chat_order_end(n, true, m[n - 1].role, m[n - 1].prefix, err)))
+        return rc;
     if (tools && (!v3 || t->chat_id[CHAT_TOK_AVAILABLE_TOOLS] < 0))
         return bora_errf(err, -ENOTSUP, "tools need a v3 vocabulary ([AVAILABLE_TOOLS])");
     struct sbuf sys = { 0 };
-    int rc = join_system(m, n, v3 ? &m[last_user] : &m[first_user], &sys);
+    rc = join_system(m, n, v3 ? &m[last_user] : &m[first_user], &sys);
     if (rc) {
         free(sys.p);
         return bora_errf(err, rc, "out of memory");

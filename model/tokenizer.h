@@ -113,6 +113,14 @@ struct chat_message {
 int chat_encode_messages(const struct tokenizer *t, const struct chat_message *m, size_t n,
                          int32_t *ids, size_t cap, size_t *n_out, struct bora_err *err);
 
+/* The order of a conversation's roles, as chat_encode_messages checks it (mistral-common's
+ * validator; needs no tokenizer, so a transport can check a request before it queues it):
+ * chat_order_step for message i (≥ 1) after one of role prev, then chat_order_end for all n
+ * (a user message somewhere; no assistant message last unless it is a prefix to continue).
+ * 0, or -EINVAL with the message chat_encode_messages gives. Thread: any. */
+int chat_order_step(size_t i, int prev, int role, struct bora_err *err);
+int chat_order_end(size_t n, bool has_user, int last_role, bool last_prefix, struct bora_err *err);
+
 /* A mistral-common ChatCompletionRequest as JSON ({"messages": [...], "tools": [...]}, with
  * assistant "tool_calls" and tool "tool_call_id"; a final assistant message with "prefix": true
  * is continued, without EOS) → ids, exactly as mistral-common's v3 or v7

@@ -413,10 +413,28 @@ static void test_chat_prompts(void **s)
     (void)s;
     struct bwp_generate g = gen_text("");
     g.prompt_kind = 1;
-    const uint8_t ok[] = { 0, 2, 0, 0, 0, 'h', 'i', 1, 0, 0, 0, 0, 3, 1, 0, 0, 0, 'x' };
+    const uint8_t ok[] = { 0, 2, 0, 0, 0, 'h', 'i', 1, 0, 0, 0, 0, 2, 1, 0, 0, 0, 'x', 3, 1, 0, 0, 0, 'y' };
     g.prompt = ok;
     g.prompt_len = sizeof ok;
     expect(gen_verdict(&g, &LIM), BWP_OK, 42);
+    /* the conversation's order, as the chat template checks it (mistral-common's validator), is
+     * BAD_PARAMS here, in rule 1's place, not after a queue place (where BUSY could come first):
+     * a tool result after a user message, no user message, an assistant message last */
+    const uint8_t tool_after_user[] = { 1, 1, 0, 0, 0, 'h', 3, 1, 0, 0, 0, 'x' };
+    const uint8_t no_user[] = { 0, 1, 0, 0, 0, 's' };
+    const uint8_t assistant_last[] = { 1, 1, 0, 0, 0, 'h', 2, 1, 0, 0, 0, 'a' };
+    const struct { const uint8_t *p; uint32_t n; const char *says; } order[] = {
+        { tool_after_user, sizeof tool_after_user, "message 1: a tool message cannot follow a user message" },
+        { no_user, sizeof no_user, "the conversation has no user message" },
+        { assistant_last, sizeof assistant_last, "message 1: the conversation ends with an assistant message" },
+    };
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        g.prompt = order[i].p;
+        g.prompt_len = order[i].n;
+        struct bwp_verdict v = gen_verdict(&g, &LIM);
+        expect(v, BWP_E_BAD_PARAMS, 42);
+        assert_non_null(strstr(v.msg, order[i].says));
+    }
     const uint8_t role4[] = { 4, 1, 0, 0, 0, 'h' };
     g.prompt = role4; g.prompt_len = sizeof role4;
     expect(gen_verdict(&g, &LIM), BWP_E_BAD_PARAMS, 42);
@@ -443,6 +461,8 @@ static void test_chat_prompts(void **s)
     assert_int_equal(bwp_msg_next(&p, ok + sizeof ok, &role, &text, &len), 1);
     assert_int_equal(len, 0);
     assert_int_equal(bwp_msg_next(&p, ok + sizeof ok, &role, &text, &len), 1);
+    assert_int_equal(role, 2);
+    assert_int_equal(bwp_msg_next(&p, ok + sizeof ok, &role, &text, &len), 1);
     assert_int_equal(role, 3);
     assert_int_equal(bwp_msg_next(&p, ok + sizeof ok, &role, &text, &len), 0);
 }
@@ -466,6 +486,19 @@ static void test_id_prompts(void **s)
     expect(gen_verdict(&g, &LIM), BWP_E_BAD_PARAMS, 42);
     struct bwp_limits lim = LIM;
     lim.vocab_size = 0;    /* not checked when unknown */
+    expect(gen_verdict(&g, &lim), BWP_OK, 42);
+    /* the context: 3 ids fit 4 positions, not 3 (the completion needs one); TOO_LARGE, and before
+     * BAD_PARAMS (id 32768 is past the vocabulary), as rule 1 orders them */
+    lim.max_ctx = 3;
+    struct bwp_verdict v = gen_verdict(&g, &lim);
+    expect(v, BWP_E_TOO_LARGE, 42);
+    assert_string_equal(v.msg, "prompt of 3 tokens does not fit the context of 3 tokens");
+    lim = LIM;
+    lim.max_ctx = 3;
+    expect(gen_verdict(&g, &lim), BWP_E_TOO_LARGE, 42);
+    lim.max_ctx = 4;
+    expect(gen_verdict(&g, &lim), BWP_E_BAD_PARAMS, 42);
+    bwp_wr32(ids + 4, 5);
     expect(gen_verdict(&g, &lim), BWP_OK, 42);
 }
 

@@ -269,6 +269,35 @@ static void test_busy_queue_pong_duplicate(void **s)
     assert_false(r[N - 1].accepted);
     for (int i = 0; i < N - 1; i++)
         assert_int_equal(r[i].queue_position, (uint32_t)i);
+    /* the queue is full, yet a prompt the context cannot hold (kind 2: counted at the parser) and a
+     * conversation the chat template refuses get TOO_LARGE and BAD_PARAMS, not BUSY: rule 1 puts
+     * those checks first */
+    {
+        static uint8_t ids[4 * GEN_TEST_CTX];
+        for (int i = 0; i < GEN_TEST_CTX; i++)
+            bwp_wr32(ids + 4 * i, 5);
+        struct bwp_generate g = { .max_tokens = 4, .prompt_kind = 2, .top_p = 1, .prompt_len = sizeof ids,
+                                  .prompt = ids };
+        uint8_t fb[4 * GEN_TEST_CTX + 128];
+        bwp_conn_send(&c, fb, bwp_build_generate(fb, sizeof fb, 901, &g, NULL, 0));
+        static const uint8_t sys_only[] = { 0, 1, 0, 0, 0, 's' };
+        g = (struct bwp_generate){ .max_tokens = 4, .prompt_kind = 1, .top_p = 1, .prompt_len = sizeof sys_only,
+                                   .prompt = sys_only };
+        bwp_conn_send(&c, fb, bwp_build_generate(fb, sizeof fb, 902, &g, NULL, 0));
+        bool large = false, params = false;
+        while (!large || !params) {
+            assert_int_equal(test_recv(&c, buf, sizeof buf, &f, T_MS, NULL), 1);
+            if (f.h.type == BWP_ERROR && f.h.request_id == 901) {
+                assert_int_equal(f.u.error.code, BWP_E_TOO_LARGE);
+                large = true;
+            } else if (f.h.type == BWP_ERROR && f.h.request_id == 902) {
+                assert_int_equal(f.u.error.code, BWP_E_BAD_PARAMS);
+                params = true;
+            } else {
+                test_apply(r, N, &f);
+            }
+        }
+    }
     /* PONG counts the waiting requests, not the one decoding */
     size_t n = bwp_build_simple(buf, sizeof buf, BWP_PING, 555, NULL, 0);
     bwp_conn_send(&c, buf, n);

@@ -138,6 +138,7 @@ int gen_test_init(struct generator *g)
         return -ENOMEM;
     g->ops = &gen_test_ops;
     g->vocab_size = GEN_TEST_VOCAB;
+    g->max_ctx = GEN_TEST_CTX;
     g->loaded = true;
     return 0;
 }

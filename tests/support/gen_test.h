@@ -7,6 +7,7 @@
 #include "dataplane/generator.h"
 
 #define GEN_TEST_VOCAB 1000
+#define GEN_TEST_CTX 256       /* its context: kind-2 prompts of this many ids are TOO_LARGE at the parser */
 #define GEN_TEST_EOS   2
 
 /* Fills g with the test generator (state in *g->impl, allocated; gen_test_close frees). */
