@@ -261,7 +261,9 @@ static void check_json_answer(const char *out, size_t n, bool want_ok, bool need
     for (const char *p = out, *e; p < out + n; p = e + 1) {
         e = memchr(p, '\n', (size_t)(out + n - p));
         json_error_t jerr;
-        json_t *o = json_loadb(p, (size_t)(e - p), 0, &jerr);
+        /* integers as reals: a request id may be any u64 (requests --json writes it as the number it
+         * is), past the signed 64-bit integers jansson would otherwise refuse */
+        json_t *o = json_loadb(p, (size_t)(e - p), JSON_DECODE_INT_AS_REAL, &jerr);
         json_t *ok = json_object_get(o, "ok");
         bool bad = !json_is_object(o);
         if (!bad && (ok || need_ok))
