@@ -209,8 +209,8 @@ static void admit(struct decoder *d, struct dp_req *r)
         return;
     }
     r->prompt_tokens = n_tok;
-    /* 0 = decoding now; the first waiting request is 1 (rule 11) */
-    uint32_t position = d->cur ? d->fifo_n + 1 : d->fifo_n;
+    /* 0 = decoding now; the first waiting request is 1 (rule 11); one in its prefill is decoding */
+    uint32_t position = d->cur || d->starting ? d->fifo_n + 1 : d->fifo_n;
     send_accepted(d, r, position);
     d->fifo[d->fifo_n++] = r;
 }
@@ -246,14 +246,20 @@ static void sweep(struct decoder *d, uint64_t now)
 
 static void ctl_answer(struct decoder *d);
 
-/* Called by the generator between prefill blocks: the console's list and cancel are answered
- * (a long prefill is listed as running and can be cancelled by id), and the prompt stops as soon
- * as its request is cancelled, expires or is cut off by the drain, not at its end. */
+/* Called by the generator between prefill blocks: new requests are admitted (ACCEPTED with their
+ * place, counted as waiting, listed, cancellable), waiting ones that were cancelled or expired
+ * end, the console's list and cancel are answered (a long prefill is listed as running and can
+ * be cancelled by id), and the prompt stops as soon as its request is cancelled, expires or is
+ * cut off by the drain, not at its end. Before, a long prefill held every new request in the
+ * intake ring: no ACCEPTED, a queue of 0 on the console, and no cancel by id until it ended. */
 static int prefill_should_stop(void *ctx)
 {
     struct decoder *d = ctx;
+    const uint64_t now = dp_mono_us();
+    intake(d);
+    sweep(d, now);
     ctl_answer(d);
-    return d->starting && end_reason(d, d->starting, dp_mono_us()) != 0;
+    return d->starting && end_reason(d, d->starting, now) != 0;
 }
 
 static void start_next(struct decoder *d)
@@ -277,6 +283,7 @@ static void start_next(struct decoder *d)
         const int why = end_reason(d, r, dp_mono_us());
         if (rc == -ECANCELED && why) {   /* stopped mid-prefill: it ends as if it had been waiting */
             r->prompt_tokens = n_tok;
+            r->cached_tokens = cached;   /* what its start took from the cache (and left there) */
             finish_done(d, r, (uint8_t)(why - 1));
             return;
         }

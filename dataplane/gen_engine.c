@@ -37,7 +37,9 @@ struct gen_engine {
     struct sampler s;
     float *logits;                 /* (vocab) host sampling scratch */
     int32_t next;                  /* the id picked after the last position run */
-    int32_t *ids;                  /* (max_ctx) prompt scratch */
+    int32_t *ids;                  /* (max_ctx) the prompt being started or decoded */
+    int32_t *prep_ids;             /* (max_ctx) prepare's scratch: prepare runs between prefill blocks
+                                    * too (the decoder admits requests then), so never into ids */
     int pos;                       /* tokens in the KV cache */
     int32_t *kv_ids;               /* (max_ctx) ids whose keys and values the cache holds */
     int n_kv;                      /* ... at positions [0, n_kv) */
@@ -50,13 +52,13 @@ struct gen_engine {
     struct detok detok;
     struct chat_message *msgs;     /* (GE_MAX_MESSAGES) scratch for kind-1 prompts */
     char load_note[256];           /* how the weights reached the engine, the prefill chunk (banner) */
-    /* ids[0, prep_n) hold the tokens of the last prompt prepare counted, whose keyed hash is
-     * prep_key: start reuses them instead of tokenizing the same prompt again */
+    /* prep_ids[0, prep_n) hold the tokens of the last prompt prepare counted, whose keyed hash is
+     * prep_key: start takes them (the two buffers swap) instead of tokenizing the same prompt again */
     uint8_t hash_key[crypto_shorthash_KEYBYTES];
     uint64_t prep_key;             /* SipHash of its bytes under hash_key (random per open) */
     uint32_t prep_len;
     uint8_t prep_kind;
-    int prep_n;                    /* -1: ids hold no prepared prompt */
+    int prep_n;                    /* -1: prep_ids hold no prepared prompt */
 };
 
 static uint64_t prompt_key(const struct gen_engine *ge, const struct gen_request *rq)
@@ -68,8 +70,9 @@ static uint64_t prompt_key(const struct gen_engine *ge, const struct gen_request
     return k;
 }
 
-/* Kind-1 messages → ids with the model's chat template. */
-static int encode_chat(struct gen_engine *ge, const struct gen_request *rq, size_t *n, struct bora_err *err)
+/* Kind-1 messages → ids (dst) with the model's chat template. */
+static int encode_chat(struct gen_engine *ge, const struct gen_request *rq, int32_t *dst, size_t *n,
+                       struct bora_err *err)
 {
     const uint8_t *p = rq->prompt, *end = p + rq->prompt_len, *text;
     uint8_t role;
@@ -80,19 +83,20 @@ static int encode_chat(struct gen_engine *ge, const struct gen_request *rq, size
             return bora_errf(err, -EINVAL, "more than %d chat messages", GE_MAX_MESSAGES);
         ge->msgs[k++] = (struct chat_message){ .role = role, .text = (const char *)text, .len = len };
     }
-    return chat_encode_messages(ge->tok, ge->msgs, k, ge->ids, (size_t)ge->e->max_ctx, n, err);
+    return chat_encode_messages(ge->tok, ge->msgs, k, dst, (size_t)ge->e->max_ctx, n, err);
 }
 
 /* Text prompts: BOS + text (kind 0) or the chat template (kind 1). */
-static int encode_text(struct gen_engine *ge, const struct gen_request *rq, int *n, struct bora_err *err)
+static int encode_text(struct gen_engine *ge, const struct gen_request *rq, int32_t *dst, int *n,
+                       struct bora_err *err)
 {
     if (!ge->tok)
         return bora_errf(err, -EINVAL, "the model has no tokenizer: send token ids (prompt_kind 2)");
     size_t count = 0;
     int rc = rq->prompt_kind == 0
-        ? tokenizer_encode(ge->tok, (const char *)rq->prompt, rq->prompt_len, true, ge->ids,
+        ? tokenizer_encode(ge->tok, (const char *)rq->prompt, rq->prompt_len, true, dst,
                            (size_t)ge->e->max_ctx, &count, err)
-        : encode_chat(ge, rq, &count, err);
+        : encode_chat(ge, rq, dst, &count, err);
     if (rc == -ENOSPC || (rc == 0 && count >= (size_t)ge->e->max_ctx))
         return bora_errf(err, -E2BIG, "prompt of %zu tokens does not fit the context of %d tokens",
                          count, ge->e->max_ctx);
@@ -104,11 +108,12 @@ static int encode_text(struct gen_engine *ge, const struct gen_request *rq, int 
     return 0;
 }
 
-/* Token ids of rq into ge->ids; -EINVAL / -E2BIG with a message. */
-static int prompt_ids(struct gen_engine *ge, const struct gen_request *rq, int *n, struct bora_err *err)
+/* Token ids of rq into dst (max_ctx ids); -EINVAL / -E2BIG with a message. */
+static int prompt_ids(struct gen_engine *ge, const struct gen_request *rq, int32_t *dst, int *n,
+                      struct bora_err *err)
 {
     if (rq->prompt_kind != 2)
-        return encode_text(ge, rq, n, err);
+        return encode_text(ge, rq, dst, n, err);
     uint32_t count = rq->prompt_len / 4;
     if (count >= (uint32_t)ge->e->max_ctx)
         return bora_errf(err, -E2BIG, "prompt of %u tokens does not fit the context of %d tokens",
@@ -118,7 +123,7 @@ static int prompt_ids(struct gen_engine *ge, const struct gen_request *rq, int *
         if (id >= (uint32_t)ge->m->cfg.vocab_size)
             return bora_errf(err, -EINVAL, "token id %u is outside the vocabulary (%d)", id,
                              ge->m->cfg.vocab_size);
-        ge->ids[i] = (int32_t)id;
+        dst[i] = (int32_t)id;
     }
     *n = (int)count;
     return 0;
@@ -130,7 +135,7 @@ static int ge_prepare(struct generator *g, const struct gen_request *rq, uint32_
     struct gen_engine *ge = g->impl;
     int n = 0;
     ge->prep_n = -1;
-    int rc = prompt_ids(ge, rq, &n, err);
+    int rc = prompt_ids(ge, rq, ge->prep_ids, &n, err);
     if (rc < 0)
         return rc;
     ge->prep_n = n;
@@ -146,15 +151,18 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
 {
     struct gen_engine *ge = g->impl;
     int n = 0, rc;
-    /* the request prepare counted last (an idle server: the one just admitted) is in ids already */
+    /* the request prepare counted last (an idle server: the one just admitted) is in prep_ids
+     * already: the buffers swap, and prepare's next call writes into what ids was */
     if (ge->prep_n >= 0 && rq->prompt_kind == ge->prep_kind && rq->prompt_len == ge->prep_len &&
         prompt_key(ge, rq) == ge->prep_key) {
         n = ge->prep_n;
-    } else if ((rc = prompt_ids(ge, rq, &n, err)) < 0) {
-        ge->prep_n = -1;
+        int32_t *t = ge->ids;
+        ge->ids = ge->prep_ids;
+        ge->prep_ids = t;
+    } else if ((rc = prompt_ids(ge, rq, ge->ids, &n, err)) < 0) {
         return rc;
     }
-    ge->prep_n = -1;   /* ids now belong to this sequence */
+    ge->prep_n = -1;
     struct sampler_params sp = { .temperature = rq->temperature, .top_p = rq->top_p,
                                  .top_k = rq->top_k, .seed = rq->seed };
     if (sampler_reset(&ge->s, &sp) < 0)
@@ -172,6 +180,10 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
         engine_reset(ge->e);
     ge->n_kv = keep;
     engine_set_stop(ge->e, rq->stop, rq->stop_ctx);
+    /* known before the prefill: a request stopped during it still reports (and the console counts)
+     * the prompt and the positions it took from the cache, which stay there */
+    *prompt_tokens = (uint32_t)n;
+    *cached_tokens = (uint32_t)keep;
     rc = engine_forward_next(ge->e, ge->ids + keep, n - keep, keep, &ge->s, ge->logits, &ge->next);
     engine_set_stop(ge->e, NULL, NULL);
     if (rc == -ECANCELED)
@@ -188,8 +200,6 @@ static int ge_start(struct generator *g, const struct gen_request *rq, uint32_t 
     ge->max_tokens = rq->max_tokens;
     if (ge->tok)
         detok_init(&ge->detok, ge->tok);
-    *prompt_tokens = (uint32_t)n;
-    *cached_tokens = (uint32_t)keep;
     return 0;
 }
 
@@ -275,6 +285,7 @@ static void ge_close(struct generator *g)
         model_close(ge->m);
     free(ge->logits);
     free(ge->ids);
+    free(ge->prep_ids);
     free(ge->kv_ids);
     free(ge);
     g->impl = NULL;
@@ -342,8 +353,9 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     }
     ge->logits = malloc(sizeof *ge->logits * (size_t)ge->m->cfg.vocab_size);
     ge->ids = malloc(sizeof *ge->ids * (size_t)ge->e->max_ctx);
+    ge->prep_ids = malloc(sizeof *ge->prep_ids * (size_t)ge->e->max_ctx);
     ge->kv_ids = malloc(sizeof *ge->kv_ids * (size_t)ge->e->max_ctx);
-    if (!ge->logits || !ge->ids || !ge->kv_ids) {
+    if (!ge->logits || !ge->ids || !ge->prep_ids || !ge->kv_ids) {
         rc = bora_errf(err, -ENOMEM, "out of memory for logits and prompt ids");
         goto err;
     }

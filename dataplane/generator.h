@@ -52,7 +52,10 @@ struct generator_ops {
                    struct bora_err *err);
     /* Starts the sequence of rq (tokenize, prefix cache, prefill). *cached_tokens = prompt
      * tokens whose keys and values were reused from the sequence before (not computed again).
-     * Errors as prepare, plus -EIO (engine failure), -ECANCELED (rq->stop said so). */
+     * Errors as prepare, plus -EIO (engine failure), -ECANCELED (rq->stop said so; the prompt
+     * and cached counts are set then too, as the prompt was read and the cache looked up).
+     * rq->stop runs between prefill blocks and may call prepare for other requests (the decoder
+     * admits new ones there): prepare must not disturb the prompt being prefilled. */
     int (*start)(struct generator *g, const struct gen_request *rq, uint32_t *prompt_tokens,
                  uint32_t *cached_tokens, struct bora_err *err);
     /* Samples the next token: GEN_TOKEN with *out filled, GEN_EOS (EOS sampled and not

@@ -22,18 +22,32 @@
 #define T_MS 5000   /* generous per-step timeout */
 
 static struct test_srv SRV;
+static struct metrics *MS;   /* the console's registry, as borad gives the server one */
 
 static int setup(void **s)
 {
     (void)s;
     struct dp_config c = test_srv_config();
+    if (!(MS = metrics_create()))
+        return -1;
+    c.metrics = MS;
     return test_srv_start(&SRV, &c);
 }
 
 static int teardown(void **s)
 {
     (void)s;
-    return test_srv_stop(&SRV) == 0 ? 0 : -1;
+    int rc = test_srv_stop(&SRV);
+    metrics_destroy(MS);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Counter c of the registry now. */
+static uint64_t counter(enum metrics_counter c)
+{
+    static struct metrics_snapshot snap;   /* large: off the stack */
+    metrics_snapshot_take(MS, &snap, 0);
+    return snap.counter[c];
 }
 
 /* Reads frames into r until it has n_tokens tokens. */
@@ -115,13 +129,27 @@ static void test_requests_and_cancel(void **s)
     bwp_conn_close(&c);
 }
 
+/* Frames into r (n requests) until cond holds. */
+#define RECV_UNTIL(c, r, n, cond)                                                   \
+    do {                                                                            \
+        uint8_t b_[1024];                                                           \
+        struct bwp_server_frame f_;                                                 \
+        while (!(cond)) {                                                           \
+            assert_int_equal(test_recv(c, b_, sizeof b_, &f_, T_MS, NULL), 1);      \
+            test_apply(r, n, &f_);                                                  \
+        }                                                                           \
+    } while (0)
+
 /* A request whose prefill is running (3 s here) is listed as running and cancelled by id at once:
- * the decoder answers the console between prefill blocks. */
+ * the decoder answers the console between prefill blocks. Requests that arrive meanwhile are
+ * admitted there too: ACCEPTED with their places (1, 2), counted and listed as waiting, and
+ * cancelled by id while the prefill still runs (before, they sat in the intake ring until it
+ * ended: no ACCEPTED, 0 waiting on the console, no cancel by id). */
 static void test_cancel_during_prefill(void **s)
 {
     (void)s;
     struct bwp_conn c = test_srv_conn(&SRV, true);
-    struct test_req r = { .rid = 60 };
+    struct test_req all[3] = { { .rid = 60 }, { .rid = 61 }, { .rid = 62 } };
     test_send_text(&c, 60, "prefill=3000", 5, 0, 0, NULL);
     struct dp_req_info info[DP_LIST_MAX];
     for (int i = 0; i < 500; i++) {   /* admitted (queued) first, then its prefill starts */
@@ -136,15 +164,40 @@ static void test_cancel_during_prefill(void **s)
     dp_server_counts(SRV.s, &queued, &running);
     assert_int_equal(queued, 0);
     assert_int_equal(running, 1);
+    const uint64_t in0 = counter(METRICS_QUEUE_IN), out0 = counter(METRICS_QUEUE_OUT);
+    test_send_text(&c, 61, "waiting", 5, 0, 0, NULL);
+    test_send_text(&c, 62, "waiting too", 5, 0, 0, NULL);
+    RECV_UNTIL(&c, all, 3, all[1].accepted && all[2].accepted);
+    assert_int_equal(all[1].queue_position, 1);
+    assert_int_equal(all[2].queue_position, 2);
+    assert_int_equal(all[1].prompt_tokens, 8);   /* gen_test: bytes + BOS */
+    list_until(info, 3);
+    assert_true(info[0].running && info[0].rid == 60);
+    assert_true(!info[1].running && info[1].rid == 61 && !info[2].running && info[2].rid == 62);
+    dp_server_counts(SRV.s, &queued, &running);
+    assert_int_equal(queued, 2);
+    assert_int_equal(running, 1);
+    /* the console's queue figure (queue in - queue out) agrees */
+    assert_int_equal(counter(METRICS_QUEUE_IN) - in0, 2);
+    assert_int_equal(counter(METRICS_QUEUE_OUT) - out0, 0);
     struct bora_err err;
     uint32_t n = 0;
+    assert_int_equal(dp_server_cancel(SRV.s, 61, &n, &err), 0);
+    assert_int_equal(n, 1);
+    RECV_UNTIL(&c, all, 3, all[1].ended);
+    assert_true(all[1].done && all[1].d.finish == BWP_FINISH_CANCELLED);
+    assert_false(all[0].ended);                   /* the prefill still runs */
+    assert_int_equal(dp_server_cancel(SRV.s, 62, &n, &err), 0);   /* still waiting: before 60 ends */
+    assert_int_equal(n, 1);
     assert_int_equal(dp_server_cancel(SRV.s, 60, &n, &err), 0);
     assert_int_equal(n, 1);
-    assert_int_equal(test_collect(&c, &r, 1, T_MS, NULL), 1);
-    assert_true(r.done && !r.bad_seq && !r.after_end);
-    assert_int_equal(r.d.finish, BWP_FINISH_CANCELLED);
-    assert_int_equal(r.d.completion_tokens, 0);
-    assert_true(r.d.total_us < 2000000);
+    assert_int_equal(test_collect(&c, all, 3, T_MS, NULL), 3);
+    for (int i = 0; i < 3; i++) {
+        assert_true(all[i].done && !all[i].bad_seq && !all[i].after_end);
+        assert_int_equal(all[i].d.finish, BWP_FINISH_CANCELLED);
+        assert_int_equal(all[i].d.completion_tokens, 0);
+    }
+    assert_true(all[0].d.total_us < 2000000);
     list_until(info, 0);
     bwp_conn_close(&c);
 }

@@ -225,6 +225,10 @@ static void test_stop_mid_prefill(void **state)
     assert_int_equal(p->on.ops->start(&p->on, &rq, &n_tok, &cached, &err), -ECANCELED);
     assert_int_equal(stop_calls, 1);                  /* after the first block, positions 50..81 */
     assert_non_null(strstr(err.msg, "stopped"));
+    /* the counts a DONE reports are set though it stopped: the prompt, and the 50 positions its
+     * start took from the cache (they stay there: the next request below reuses them) */
+    assert_int_equal(n_tok, 100);
+    assert_int_equal(cached, 50);
     p->on.ops->finish(&p->on);
     /* the 50 positions before the stopped prefill are still good; the block it wrote is not
      * counted: ids as without the cache */
