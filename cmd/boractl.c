@@ -69,6 +69,7 @@ static int args_parse(int argc, char **argv, struct boractl_args *a)
  * console would, {"ok": false, "error": ...} on stdout, besides the message on stderr */
 static bool json_asked(bool opt, const char *line)
 {
+    line += strspn(line, " \t");   /* the server splits on blanks: "  --json cancel 9" is JSON too */
     size_t n = strlen(line);
     return opt || !strncmp(line, "--json", 6) || (n >= 7 && !strcmp(line + n - 7, " --json"));
 }
@@ -333,7 +334,7 @@ static int interactive(int fd, bool json)
             add_history(line);
         if (nul) {   /* not sent: the part before the NUL would run as if it were the command */
             fprintf(stderr, "boractl: a command line holds a NUL byte: not sent\n");
-            if (json)
+            if (json_asked(json, line))   /* the part before the NUL names --json as well as any */
                 json_error_out("a command line holds a NUL byte: not sent");
             rc = CONSOLE_USAGE;
         } else {

@@ -81,6 +81,8 @@ d = json.loads(lines[0]); assert d["ok"] is False and sys.argv[1] in d["error"],
 ctl --json cancel 999 2>/dev/null | isfail "" || fail "--json cancel 999: no single JSON failure on stdout"
 python3 -c "print('x' * 1100)" | ctl --json 2>/dev/null | isfail "too long" || fail "--json over-long piped line"
 ctl --json "$(printf '%1100s' x)" 2>/dev/null | isfail "too long" || fail "--json over-long argv"
+printf 'status --json\0x\n' | ctl 2>/dev/null | isfail "NUL byte" || fail "a piped NUL line ending in --json"
+printf '  --json cancel 999\n' | ctl 2>/dev/null | isfail "" || fail "a piped '  --json cancel 999'"
 python3 - "$tmp/c.sock" "$build/boractl" <<'PY' || fail "--json with every console session taken"
 import json, socket, subprocess, sys
 held = []
