@@ -101,6 +101,10 @@ static int write_safetensors(const char *path, struct dm_tensor *t, int n, const
         int64_t rows = t[i].rows ? t[i].rows : 1;
         for (int64_t r = 0; r < rows; r++) {
             for (int64_t c = 0; c < t[i].cols; c++) {
+                if (sp->weight) {
+                    buf[c] = bora_f32_to_bf16(sp->weight(sp->weight_ctx, t[i].name, r, c));
+                    continue;
+                }
                 double u = (double)(rng_next(&seed) >> 11) / 9007199254740992.0;
                 buf[c] = bora_f32_to_bf16(t[i].ones ? 1.0f : (float)((2 * u - 1) * a));
             }

@@ -31,6 +31,10 @@ struct synth_spec {
     uint64_t seed;
     const char *tokenizer_path;  /* copied into dir (tekken.json / tokenizer.json / tokenizer.model); NULL: Mistral v3
                                   * when vocab holds its 32,768 tokens, else none (the model takes ids) */
+    /* NULL: seeded random weights (norms 1). Else the value of element (r, c) of the tensor named
+     * `name` (a vector: r = 0), stored in BF16: a model built to behave a known way (tests) */
+    float (*weight)(void *ctx, const char *name, int64_t r, int64_t c);
+    void *weight_ctx;
 };
 #define SYNTH_V3_VOCAB 32768         /* tokens of the Mistral v3 tokenizer written by default */
 /* Writes config.json, model.safetensors and the tokenizer into dir (which must not exist).

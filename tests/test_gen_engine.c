@@ -18,6 +18,7 @@
 
 #include "dataplane/bwp.h"
 #include "dataplane/gen_engine.h"
+#include "model/default_model.h"
 #include "model/tokenizer.h"
 #include "tests/support/fixtures.h"
 
@@ -267,94 +268,32 @@ static void test_context_full(void **state)
 
 /* ---- text held at the end: a model whose greedy next token depends on the current one only ---- */
 
-enum { MK_VOCAB = 32768, MK_D = 64, MK_H = 4, MK_HD = 16, MK_KV = 2, MK_HID = 128, MK_DEFAULT = 1032 };
+enum { MK_VOCAB = 32768, MK_D = 64, MK_DEFAULT = 1032 };
 #define MK_BYTE(b) (771 + (b))   /* Mistral v3: the byte-fallback piece <0xNN> */
 
-struct mk_tensor {
-    const char *name;
-    int rows, cols;   /* cols 0: a vector */
-    float *data;
+struct mk_succ {
+    const int32_t (*succ)[2];    /* token → its greedy successor */
+    int n;
 };
 
-/* A one-layer Mistral (F32, every layer weight 0, so the residual stream is the embedding): token
- * t's embedding is one-hot at its class (its index in succ + 1, or 0), and the head maps class c
- * to succ's successor (class 0 to MK_DEFAULT), so greedy decoding walks succ. Writes config.json,
- * model.safetensors and the v3 tokenizer into dir. */
-static void mk_write(const char *dir, const int32_t (*succ)[2], int n_succ)
+/* The weights of a one-layer Mistral whose every layer weight is 0 (the residual stream is the
+ * embedding): token t's embedding is one-hot at its class (its index in succ + 1, or 0), and the
+ * head maps class c to succ's successor (class 0 to MK_DEFAULT), so greedy decoding walks succ.
+ * (synth_model_write's weight hook; norms 1.) */
+static float mk_weight(void *ctx, const char *name, int64_t r, int64_t c)
 {
-    const size_t ve = (size_t)MK_VOCAB * MK_D;
-    float *emb = calloc(ve, 4), *head = calloc(ve, 4), *ones = malloc(MK_D * 4),
-          *zq = calloc((size_t)MK_H * MK_HD * MK_D, 4), *zmlp = calloc((size_t)MK_HID * MK_D, 4);
-    assert_true(emb && head && ones && zq && zmlp && n_succ < MK_D);
-    for (int i = 0; i < MK_D; i++)
-        ones[i] = 1.f;
-    for (int t = 0; t < MK_VOCAB; t++)
-        emb[(size_t)t * MK_D] = 1.f;
-    head[(size_t)MK_DEFAULT * MK_D] = 10.f;
-    for (int i = 0; i < n_succ; i++) {
-        emb[(size_t)succ[i][0] * MK_D] = 0.f;
-        emb[(size_t)succ[i][0] * MK_D + i + 1] = 1.f;
-        head[(size_t)succ[i][1] * MK_D + i + 1] = 10.f;
+    const struct mk_succ *m = ctx;
+    if (strstr(name, "norm"))
+        return 1.f;
+    if (!strcmp(name, "model.embed_tokens.weight")) {
+        int cls = 0;
+        for (int i = 0; i < m->n && !cls; i++)
+            cls = m->succ[i][0] == r ? i + 1 : 0;
+        return c == cls ? 1.f : 0.f;
     }
-    const struct mk_tensor t[] = {
-        { "model.embed_tokens.weight", MK_VOCAB, MK_D, emb },
-        { "lm_head.weight", MK_VOCAB, MK_D, head },
-        { "model.norm.weight", MK_D, 0, ones },
-        { "model.layers.0.input_layernorm.weight", MK_D, 0, ones },
-        { "model.layers.0.post_attention_layernorm.weight", MK_D, 0, ones },
-        { "model.layers.0.self_attn.q_proj.weight", MK_H * MK_HD, MK_D, zq },
-        { "model.layers.0.self_attn.k_proj.weight", MK_KV * MK_HD, MK_D, zq },
-        { "model.layers.0.self_attn.v_proj.weight", MK_KV * MK_HD, MK_D, zq },
-        { "model.layers.0.self_attn.o_proj.weight", MK_D, MK_H * MK_HD, zq },
-        { "model.layers.0.mlp.gate_proj.weight", MK_HID, MK_D, zmlp },
-        { "model.layers.0.mlp.up_proj.weight", MK_HID, MK_D, zmlp },
-        { "model.layers.0.mlp.down_proj.weight", MK_D, MK_HID, zmlp },
-    };
-    char hdr[4096], path[600];
-    size_t hl = 0, off = 0;
-    hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "{");
-    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
-        const size_t bytes = (size_t)t[i].rows * (size_t)(t[i].cols ? t[i].cols : 1) * 4;
-        if (t[i].cols)
-            hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],"
-                                   "\"data_offsets\":[%zu,%zu]}", i ? "," : "", t[i].name, t[i].rows, t[i].cols,
-                                   off, off + bytes);
-        else
-            hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%d],"
-                                   "\"data_offsets\":[%zu,%zu]}", i ? "," : "", t[i].name, t[i].rows, off, off + bytes);
-        off += bytes;
-    }
-    hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "}");
-    while (hl % 8)
-        hdr[hl++] = ' ';
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    const uint64_t hl64 = hl;
-    assert_int_equal(fwrite(&hl64, 8, 1, f), 1);
-    assert_int_equal(fwrite(hdr, 1, hl, f), hl);
-    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
-        const size_t n = (size_t)t[i].rows * (size_t)(t[i].cols ? t[i].cols : 1);
-        assert_int_equal(fwrite(t[i].data, 4, n, f), n);
-    }
-    assert_int_equal(fclose(f), 0);
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "{\"architectures\":[\"MistralForCausalLM\"],\"model_type\":\"mistral\",\"hidden_size\":%d,"
-               "\"num_hidden_layers\":1,\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"head_dim\":%d,"
-               "\"intermediate_size\":%d,\"vocab_size\":%d,\"max_position_embeddings\":4096,\"rms_norm_eps\":1e-5,"
-               "\"rope_theta\":1000000.0,\"tie_word_embeddings\":false,\"bos_token_id\":1,\"eos_token_id\":2,"
-               "\"torch_dtype\":\"float32\"}\n", MK_D, MK_H, MK_KV, MK_HD, MK_HID, MK_VOCAB);
-    assert_int_equal(fclose(f), 0);
-    char cmd[1400];
-    snprintf(cmd, sizeof cmd, "cp tests/data/tokenizers/tokenizer.model.v3 '%s/tokenizer.model'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(emb);
-    free(head);
-    free(ones);
-    free(zq);
-    free(zmlp);
+    if (!strcmp(name, "lm_head.weight"))
+        return c == 0 ? (r == MK_DEFAULT ? 10.f : 0.f) : c <= m->n && m->succ[c - 1][1] == r ? 10.f : 0.f;
+    return 0.f;
 }
 
 /* One greedy request (ids prompt) to its end; the streamed text, the ids, and how it ended. */
@@ -403,15 +342,22 @@ static void test_text_held_at_end(void **state)
         { MK_BYTE(0xBD), 2 },                                                    /* 好 over three tokens, EOS */
         { 5010, MK_BYTE(0xE6) }, { MK_BYTE(0xE6), MK_BYTE(0xE6) },              /* lead bytes for ever */
     };
-    mk_write(dir, succ, (int)(sizeof succ / sizeof *succ));
-    struct generator g;
+    struct mk_succ ms = { succ, (int)(sizeof succ / sizeof *succ) };
+    const struct synth_spec sp = { .dim = MK_D, .n_layers = 1, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
+                                   .hidden_dim = 128, .vocab = MK_VOCAB, .max_pos = 4096, .weight = mk_weight,
+                                   .weight_ctx = &ms };   /* (the vocabulary: Mistral v3's tokenizer is written) */
+    assert_true(ms.n < MK_D);
+    char md[600], tp[620];
+    snprintf(md, sizeof md, "%s/m", dir);   /* synth_model_write makes its folder */
     struct bora_err err = { "" };
-    struct gen_engine_opts o = { .model_dir = dir, .backend = ENGINE_BACKEND_CPU, .max_ctx = 16, .n_threads = 2 };
+    if (synth_model_write(md, &sp, &err))
+        fail_msg("synth_model_write: %s", err.msg);
+    struct generator g;
+    struct gen_engine_opts o = { .model_dir = md, .backend = ENGINE_BACKEND_CPU, .max_ctx = 16, .n_threads = 2 };
     if (gen_engine_open(&g, &o, &err))
         fail_msg("open: %s", err.msg);
     struct tokenizer *tk = NULL;
-    char tp[600];
-    snprintf(tp, sizeof tp, "%s/tokenizer.model", dir);
+    snprintf(tp, sizeof tp, "%s/tokenizer.model", md);
     assert_int_equal(tokenizer_open(&tk, tp, &err), 0);
     char text[512], ref[512];
     size_t tl, rl = 0;
