@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,10 +30,24 @@ static struct bwp_verdict verdict_large(uint64_t rid, const char *msg, const str
 
 const char *bwp_verdict_msg(const struct bwp_verdict *v, char *buf, size_t n)
 {
-    if (v->code != BWP_E_TOO_LARGE || !v->limit || !v->msg || n == 0)
-        return v->msg;
-    snprintf(buf, n, "%s (max_prompt_bytes %u)", v->msg, v->limit);
+    const char *m = v->msg ? v->msg : v->code != BWP_OK ? v->text : NULL;
+    if (v->code != BWP_E_TOO_LARGE || !v->limit || !m || n == 0)
+        return m;
+    snprintf(buf, n, "%s (max_prompt_bytes %u)", m, v->limit);
     return buf;
+}
+
+/* A verdict whose message is formatted into its own text. */
+static struct bwp_verdict verdict_fmt(uint16_t code, uint64_t rid, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static struct bwp_verdict verdict_fmt(uint16_t code, uint64_t rid, const char *fmt, ...)
+{
+    struct bwp_verdict v = verdict(code, rid, NULL);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v.text, sizeof v.text, fmt, ap);
+    va_end(ap);
+    return v;
 }
 
 static struct bwp_verdict verdict_drop(const char *msg)
@@ -383,14 +398,24 @@ static const char *generate_frame_error(const struct bwp_generate *g, uint32_t b
     return NULL;
 }
 
-/* BAD_PARAMS checks of a GENERATE (rules 6, 10). */
-static const char *generate_params_error(const struct bwp_generate *g, const struct bwp_limits *lim)
+/* msg into why (n bytes, n > 0), cut to fit; returns why. */
+static const char *copy_msg(char *why, size_t n, const char *msg)
+{
+    size_t m = strnlen(msg, n - 1);
+    memcpy(why, msg, m);
+    why[m] = 0;
+    return why;
+}
+
+/* BAD_PARAMS checks of a GENERATE (rules 6, 10). A message that holds numbers is written into
+ * why (n bytes) and returned. */
+static const char *generate_params_error(const struct bwp_generate *g, const struct bwp_limits *lim,
+                                         char *why, size_t nwhy)
 {
     if (g->max_tokens == 0)
         return "max_tokens is 0";
     if (g->max_tokens > lim->max_tokens) {
-        static _Thread_local char why[64];   /* used before this thread parses again */
-        snprintf(why, sizeof why, "max_tokens %u over the server limit of %u", (unsigned)g->max_tokens,
+        snprintf(why, nwhy, "max_tokens %u over the server limit of %u", (unsigned)g->max_tokens,
                  (unsigned)lim->max_tokens);
         return why;
     }
@@ -410,20 +435,22 @@ static const char *generate_params_error(const struct bwp_generate *g, const str
         uint32_t len;
         size_t n = 0;
         bool user = false;
-        static _Thread_local struct bora_err err;   /* its message is used before this thread parses again */
+        struct bora_err err;
         while (bwp_msg_next(&p, end, &role, &text, &len) > 0) {
             if (role > 3)
                 return "chat message role above 3";
             /* the conversation's order, as the chat template checks it, in rule 1's place (before
              * the queue) */
-            if (n && chat_order_step(n, prev, role, &err))
-                return err.msg;
+            if (n && chat_order_step(n, prev, role, &err)) {
+                return copy_msg(why, nwhy, err.msg);
+            }
             user = user || role == CHAT_ROLE_USER;
             prev = role;
             n++;
         }
-        if (n && chat_order_end(n, user, prev, false, &err))
-            return err.msg;
+        if (n && chat_order_end(n, user, prev, false, &err)) {
+            return copy_msg(why, nwhy, err.msg);
+        }
     }
     if (g->prompt_kind == BWP_PROMPT_IDS) {
         if (g->prompt_len % 4)
@@ -491,10 +518,8 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
          * rule 1's place, not after a queue place (which could answer BUSY first); text and chat
          * prompts are counted when the decoder tokenizes them */
         if (buf[BWP_HDR_SIZE + 2] == BWP_PROMPT_IDS && lim->max_ctx && plen / 4 >= lim->max_ctx) {
-            static _Thread_local char why[96];   /* used before this thread parses again */
-            snprintf(why, sizeof why, "prompt of %u tokens does not fit the context of %u tokens", plen / 4,
-                     lim->max_ctx);
-            return verdict(BWP_E_TOO_LARGE, rid, why);
+            return verdict_fmt(BWP_E_TOO_LARGE, rid, "prompt of %u tokens does not fit the context of %u tokens",
+                               plen / 4, lim->max_ctx);
         }
     }
     /* BAD_FRAME: header fields, sizes and payload fields (rules 4, 5) */
@@ -521,8 +546,12 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
             read_generate(p, &out->gen);
         if ((why = generate_frame_error(&out->gen, body)))
             return verdict(BWP_E_BAD_FRAME, rid, why);
-        if ((why = generate_params_error(&out->gen, lim)))
-            return verdict(BWP_E_BAD_PARAMS, rid, why);
+        struct bwp_verdict pv = verdict(BWP_E_BAD_PARAMS, rid, NULL);
+        if ((why = generate_params_error(&out->gen, lim, pv.text, sizeof pv.text))) {
+            if (why != pv.text)
+                pv.msg = why;   /* static text */
+            return pv;
+        }
         break;
     }
     }

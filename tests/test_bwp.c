@@ -42,14 +42,22 @@ static struct bwp_verdict gen_verdict(const struct bwp_generate *g, const struct
     return parse(buf, n, BWP_UDP, lim, &f);
 }
 
+/* The verdict's ERROR message, as the transports read it (the pointer may be into *v). */
+static const char *vmsg(const struct bwp_verdict *v)
+{
+    static char buf[512];
+    const char *m = bwp_verdict_msg(v, buf, sizeof buf);
+    return m ? m : "";
+}
+
 static void expect(struct bwp_verdict v, uint16_t code, uint64_t rid)
 {
     if (v.code != code)
-        fail_msg("expected %s, got %s (%s)", bwp_code_name(code), bwp_code_name(v.code), v.msg ? v.msg : "");
+        fail_msg("expected %s, got %s (%s)", bwp_code_name(code), bwp_code_name(v.code), vmsg(&v));
     if (code) {
         assert_true(v.answer);
         assert_int_equal(v.request_id, rid);
-        assert_non_null(v.msg);
+        assert_true(vmsg(&v)[0] != 0);
     }
 }
 
@@ -366,6 +374,36 @@ static void test_rule7_too_large(void **s)
 
 /* ---- rule 10 and BAD_PARAMS ---- */
 
+/* The parser is pure (DESIGN.md): a verdict's message is the caller's, not a buffer the next
+ * parse reuses. Two refusals with numbers, kept side by side, each keep their own. */
+static void test_verdicts_independent(void **s)
+{
+    (void)s;
+    struct bwp_generate g = gen_text("hi");
+    g.max_tokens = 300;
+    struct bwp_verdict a = gen_verdict(&g, &LIM);
+    g.max_tokens = 400;
+    struct bwp_verdict b = gen_verdict(&g, &LIM);
+    expect(a, BWP_E_BAD_PARAMS, 42);
+    expect(b, BWP_E_BAD_PARAMS, 42);
+    char wa[512], wb[512];
+    assert_string_equal(bwp_verdict_msg(&a, wa, sizeof wa), "max_tokens 300 over the server limit of 256");
+    assert_string_equal(bwp_verdict_msg(&b, wb, sizeof wb), "max_tokens 400 over the server limit of 256");
+    /* the same for the chat order (message 1 and message 2 named) and the context check */
+    const uint8_t two_asst[] = { 1, 1, 0, 0, 0, 'h', 2, 1, 0, 0, 0, 'a', 2, 1, 0, 0, 0, 'b', 3, 1, 0, 0, 0, 't', 3, 1, 0, 0, 0, 'u', 0, 1, 0, 0, 0, 's' };
+    g = gen_text("hi");
+    g.prompt_kind = BWP_PROMPT_CHAT;
+    g.prompt = two_asst;
+    g.prompt_len = sizeof two_asst;           /* message 5 (system after tool) is out of order */
+    a = gen_verdict(&g, &LIM);
+    g.prompt_len = 18;                        /* user, assistant, assistant: ends with an assistant */
+    b = gen_verdict(&g, &LIM);
+    expect(a, BWP_E_BAD_PARAMS, 42);
+    expect(b, BWP_E_BAD_PARAMS, 42);
+    assert_non_null(strstr(bwp_verdict_msg(&a, wa, sizeof wa), "message 5: a system message cannot follow"));
+    assert_non_null(strstr(bwp_verdict_msg(&b, wb, sizeof wb), "message 2: the conversation ends with an assistant"));
+}
+
 static void test_rule10_params(void **s)
 {
     (void)s;
@@ -375,7 +413,7 @@ static void test_rule10_params(void **s)
     g.max_tokens = 257;
     struct bwp_verdict v = gen_verdict(&g, &LIM);
     expect(v, BWP_E_BAD_PARAMS, 42);
-    assert_string_equal(v.msg, "max_tokens 257 over the server limit of 256");   /* the client learns the limit */
+    assert_string_equal(vmsg(&v), "max_tokens 257 over the server limit of 256");   /* the client learns the limit */
     g.max_tokens = 256;
     expect(gen_verdict(&g, &LIM), BWP_OK, 42);
     const float bad_t[] = { -0.001f, NAN, INFINITY, -INFINITY };
@@ -433,7 +471,7 @@ static void test_chat_prompts(void **s)
         g.prompt_len = order[i].n;
         struct bwp_verdict v = gen_verdict(&g, &LIM);
         expect(v, BWP_E_BAD_PARAMS, 42);
-        assert_non_null(strstr(v.msg, order[i].says));
+        assert_non_null(strstr(vmsg(&v), order[i].says));
     }
     const uint8_t role4[] = { 4, 1, 0, 0, 0, 'h' };
     g.prompt = role4; g.prompt_len = sizeof role4;
@@ -492,7 +530,7 @@ static void test_id_prompts(void **s)
     lim.max_ctx = 3;
     struct bwp_verdict v = gen_verdict(&g, &lim);
     expect(v, BWP_E_TOO_LARGE, 42);
-    assert_string_equal(v.msg, "prompt of 3 tokens does not fit the context of 3 tokens");
+    assert_string_equal(vmsg(&v), "prompt of 3 tokens does not fit the context of 3 tokens");
     lim = LIM;
     lim.max_ctx = 3;
     expect(gen_verdict(&g, &lim), BWP_E_TOO_LARGE, 42);
@@ -787,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_payload_sizes),
         cmocka_unit_test(test_rule7_too_large),
         cmocka_unit_test(test_rule10_params),
+        cmocka_unit_test(test_verdicts_independent),
         cmocka_unit_test(test_chat_prompts),
         cmocka_unit_test(test_id_prompts),
         cmocka_unit_test(test_utf8),

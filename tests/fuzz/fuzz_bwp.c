@@ -26,11 +26,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct bwp_replay rp;
     if (!rp.slots)
         bwp_replay_init(&rp, slots, 64);
-    struct bwp_limits lim = { .max_prompt_bytes = 300, .max_tokens = 64, .vocab_size = 1000 };
+    struct bwp_limits lim = { .max_prompt_bytes = 300, .max_tokens = 64, .vocab_size = 1000, .max_ctx = 40 };
     struct bwp_client_frame f;
     struct bwp_verdict v = bwp_parse_client(data, size, BWP_UDP, &lim, NULL, 1, 0, &f);
     if (v.code == BWP_OK)
         check_accepted(data, size, &f);
+    char why[128];
+    const char *m = bwp_verdict_msg(&v, why, sizeof why);
+    if (v.code != BWP_OK && (!m || !m[0] || strnlen(m, BWP_VERDICT_TEXT) == BWP_VERDICT_TEXT))
+        abort();   /* every refusal names its problem, in a terminated message */
     struct bwp_verdict sv;
     size_t need = bwp_stream_need(data, size, &sv);
     if (need && need != SIZE_MAX && need <= size) {
