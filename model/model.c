@@ -618,7 +618,7 @@ int model_config_read(const char *dir, struct model_config *cfg, bool *fp8, stru
         return rc;
     rc = hf ? model_config_parse_hf(buf, len, path, cfg, err) : model_config_parse_native(buf, len, path, cfg, err);
     if (fp8)
-        *fp8 = !rc && strstr(buf, "\"fp8\"") != NULL;
+        *fp8 = !rc && cfg->fp8;
     free(buf);
     return rc;
 }

@@ -42,6 +42,9 @@ struct model_config {
     double qscale_beta;      /* 0 = off */
     int qscale_orig_max;
     int bos_id, eos_id;
+    bool fp8;             /* the config declares FP8 e4m3 linear weights: Hugging Face quantization_config
+                           * (quant_method "fp8"), Mistral native quantization.qformat_weight "fp8_e4m3".
+                           * What a load uses is the weights' dtype; this serves a config read alone */
 };
 
 /* A weight as the engines see it: rows × cols, row-major, dequantized value
@@ -92,8 +95,8 @@ struct model_open_opts {
 
 /* Reads and parses dir's config.json (Hugging Face) or else params.json (Mistral native): a regular
  * file (a FIFO, a directory or a dangling link in its place is refused, never read) of at most
- * 16 MiB. fp8 (may be NULL): whether the file names FP8 ("fp8", as a Hugging Face FP8 checkpoint's
- * quantization_config does). The weights are not looked at. Errors as model_open's: -ENOENT
+ * 16 MiB. fp8 (may be NULL): whether the config declares FP8 weights (cfg->fp8: a Hugging
+ * Face quantization_config with quant_method "fp8", a native quantization.qformat_weight "fp8_e4m3"). The weights are not looked at. Errors as model_open's: -ENOENT
  * neither file, -EINVAL a bad value or file (the message names the file and key), -ENOMEM. */
 int model_config_read(const char *dir, struct model_config *cfg, bool *fp8, struct bora_err *err);
 

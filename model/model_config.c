@@ -283,7 +283,7 @@ int model_config_parse_hf(const char *json, size_t len, const char *what, struct
         if (bs && !json_is_null(bs)) {
             rc = bora_errf(err, -EINVAL, "%s: key 'quantization_config.weight_block_size': block-wise FP8 scales are not supported (per-tensor or per-row only)", what);
             goto out;
-        }
+        }        c->fp8 = true;
     }
     rc = validate(c, what, err);
 out:
@@ -350,6 +350,20 @@ int model_config_parse_native(const char *json, size_t len, const char *what, st
             (rc = get_num(y, "beta", what, 0, 1e6, false, &c->yarn_beta_fast, err)) ||
             (rc = get_num(y, "alpha", what, 0, 1e6, false, &c->yarn_beta_slow, err)))
             goto out;
+    }
+    /* FP8 as Mistral publishes it natively: "quantization": {"qformat_weight": "fp8_e4m3",
+     * "qscheme_act": ...} (the activation scheme is for the activations, which bora keeps wide) */
+    json_t *qn = json_object_get(root, "quantization");
+    if (qn && !json_is_null(qn)) {
+        json_t *qf = json_is_object(qn) ? json_object_get(qn, "qformat_weight") : NULL;
+        if (!json_is_string(qf) || strcmp(json_string_value(qf), "fp8_e4m3")) {
+            rc = bora_errf(err, -EINVAL, "%s: key 'quantization.qformat_weight': only 'fp8_e4m3' is supported (got %s%s%s)",
+                           what, json_is_string(qf) ? "'" : "", json_is_string(qf) ? json_string_value(qf)
+                           : !json_is_object(qn) ? "a 'quantization' that is not an object" : "none",
+                           json_is_string(qf) ? "'" : "");
+            goto out;
+        }
+        c->fp8 = true;
     }
     json_t *l4 = json_object_get(root, "llama_4_scaling");
     if (json_is_object(l4)) {

@@ -29,6 +29,21 @@ grep -q "model.safetensors" <<<"$err" || fail "the refusal does not name the fil
 cp tests/data/fixtures/mistral-tiny-bf16/config.json "$tmp/cfg/"   # a config alone: planned, and said so
 out=$("$b" plan "$tmp/cfg" --gpu h200) || fail "a config alone should be planned"
 grep -q "configuration only: no \*.safetensors there, the weights are not checked" <<<"$out" || fail "no config-only note: $out"
+# a config alone plans in the precision it declares: FP8 from a Hugging Face quantization_config
+# and from Mistral's native params.json ("quantization": {"qformat_weight": "fp8_e4m3"})
+mkdir "$tmp/hf8" "$tmp/nat8" "$tmp/natq" "$tmp/nat16"
+sed 's/^{/{"quantization_config": {"quant_method": "fp8", "activation_scheme": "static"},/' \
+    tests/data/fixtures/mistral-tiny-bf16/config.json >"$tmp/hf8/config.json"
+grep -q "^fp8 fits" <<<"$("$b" plan "$tmp/hf8" --gpu h200)" || fail "an FP8 config.json alone should plan fp8"
+native='{"dim": 64, "n_layers": 2, "head_dim": 16, "hidden_dim": 192, "n_heads": 4, "n_kv_heads": 2,
+ "norm_eps": 1e-05, "vocab_size": 32768, "rope_theta": 1000000.0, "comment": "fp8"'
+echo "$native}" >"$tmp/nat16/params.json"    # the text fp8 declares nothing
+grep -q "^bf16 fits" <<<"$("$b" plan "$tmp/nat16" --gpu h200)" || fail "a native BF16 params.json alone should plan bf16"
+echo "$native, \"quantization\": {\"qformat_weight\": \"fp8_e4m3\", \"qscheme_act\": \"TENSOR\"}}" >"$tmp/nat8/params.json"
+grep -q "^fp8 fits" <<<"$("$b" plan "$tmp/nat8" --gpu h200)" || fail "a native FP8 params.json alone should plan fp8"
+sed 's/fp8_e4m3/int4/' "$tmp/nat8/params.json" >"$tmp/natq/params.json"
+err=$("$b" plan "$tmp/natq" 2>&1 >/dev/null); [ $? -eq 1 ] || fail "a native int4 params.json should be refused"
+grep -q "key 'quantization.qformat_weight': only 'fp8_e4m3' is supported (got 'int4')" <<<"$err" || fail "int4 message: $err"
 mkfifo "$tmp/fifo/config.json"   # refused, never opened for reading (a FIFO would block)
 err=$(timeout 20 "$b" plan "$tmp/fifo" 2>&1 >/dev/null); rc=$?
 [ $rc -eq 1 ] || fail "a FIFO config.json should be refused (rc $rc)"

@@ -728,6 +728,25 @@ static void test_yarn_constants(void **state)
         const int rc = model_config_parse_native(buf, strlen(buf), "params.json", &c, &err);
         if (blk[i].says ? rc != -EINVAL || !strstr(err.msg, blk[i].says) : rc != 0)
             fail_msg("%s: rc %d: %s", buf, rc, err.msg);
+        assert_false(c.fp8);
+    }
+    /* FP8 as Mistral declares it natively (params.json "quantization"), and what is refused */
+    static const struct { const char *add, *says; } q[] = {
+        { ",\"quantization\":{\"qformat_weight\":\"fp8_e4m3\",\"qscheme_act\":\"TENSOR\"}", NULL },
+        { ",\"quantization\":{\"qformat_weight\":\"int4\"}", "only 'fp8_e4m3' is supported (got 'int4')" },
+        { ",\"quantization\":{\"qscheme_act\":\"TENSOR\"}", "only 'fp8_e4m3' is supported (got none)" },
+        { ",\"quantization\":\"fp8\"", "(got a 'quantization' that is not an object)" },
+        { ",\"quantization\":null", NULL },
+        { ",\"comment\":\"fp8\"", NULL },   /* the text fp8 alone declares nothing */
+    };
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        char buf[512];
+        snprintf(buf, sizeof buf, dense, q[i].add);
+        const int rc = model_config_parse_native(buf, strlen(buf), "params.json", &c, &err);
+        if (q[i].says ? rc != -EINVAL || !strstr(err.msg, q[i].says) : rc != 0)
+            fail_msg("%s: rc %d: %s", buf, rc, err.msg);
+        if (!q[i].says)
+            assert_int_equal(c.fp8, i == 0);
     }
 }
 
