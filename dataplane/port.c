@@ -208,6 +208,9 @@ static void on_resend(struct dp_port *p, const struct dp_peer *peer, const struc
         uint32_t len;
         const uint8_t *fr = dp_flows_frame(&p->flows, fl, seq, &len);
         if (fr) {
+            if (fl->n_resent >= DP_RESEND_BUDGET(fl->n_frames))
+                return;                       /* the request's budget is spent: skipped without notice */
+            fl->n_resent++;
             p->stats.resent++;
             send_frame(p, peer, fr, len);
         }
@@ -238,6 +241,10 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
         if (n >= BWP_HDR_SIZE && !memcmp(buf, "BWP1", 4) && bwp_rd64(buf + 16) != 0)
             dp_port_error(p, peer, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", false,
                           dp_frame_is_generate(buf, n));
+        /* TCP: the address was allowed when it connected (tcp_accept refuses the others). It
+         * reads nothing more; what it has running finishes, then the connection closes */
+        if (peer->conn && p->ops->end_peer)
+            p->ops->end_peer(p, peer);
         return;
     }
     struct bwp_verdict v = bwp_parse_client(buf, n, peer->conn ? BWP_TCP : BWP_UDP, &pol->lim,

@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -70,6 +72,8 @@ struct dp_server {
     uint64_t tcp_conns;
     uint64_t frame_timeout_us;     /* dp_config.tcp_frame_timeout_ms */
     uint64_t next_partial_check;   /* dp_mono_us of the next sweep for stalled frames */
+    int spare_fd;                  /* a descriptor held back: out of descriptors, accept closes with it */
+    uint64_t fd_warn_us;           /* dp_mono_us of the last out-of-descriptors warning */
     pthread_t decoder;
 };
 
@@ -178,9 +182,11 @@ static void port_send(struct dp_port *p, const struct dp_peer *peer, const uint8
 static void port_request_started(struct dp_port *p, const struct dp_peer *peer);
 static void port_request_ended(struct dp_port *p, const struct dp_peer *peer);
 static void port_close_peer(struct dp_port *p, const struct dp_peer *peer);
+static void port_end_peer(struct dp_port *p, const struct dp_peer *peer);
 static const struct dp_port_ops kernel_port_ops = {
     .send = port_send, .request_started = port_request_started, .request_ended = port_request_ended,
     .close_peer = port_close_peer,
+    .end_peer = port_end_peer,
 };
 
 /* The live part of cfg as a policy (limits from base: key, vocabulary). */
@@ -229,6 +235,26 @@ static int shared_init(struct dp_server *s, const struct dp_config *cfg, struct 
     return 0;
 }
 
+/* Descriptors for every TCP slot: the soft open-file limit is raised toward the hard one (the
+ * usual soft 1024 would run out about a dozen connections before the 1024 slots), and one
+ * descriptor is held back so that, out of descriptors all the same, a new connection can be
+ * accepted and closed at once instead of waking the loop again and again. */
+static void tcp_fd_budget(struct dp_server *s)
+{
+    const rlim_t want = DP_TCP_MAX_CONNS + 256;   /* the slots, the sockets, the model's files, the console */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        const rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+            bora_log(BORA_LOG_WARN, "dataplane: the open-file limit is %llu (hard %llu), below the %llu that %d TCP "
+                     "connections need; connections beyond it are closed at once (raise it: ulimit -n, LimitNOFILE=)",
+                     (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), (unsigned long long)rl.rlim_max,
+                     (unsigned long long)want, DP_TCP_MAX_CONNS);
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct generator *gen,
                    struct bora_err *err)
 {
@@ -240,7 +266,7 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     struct dp_server *s = calloc(1, sizeof *s);
     if (!s)
         return bora_errf(err, -ENOMEM, "dataplane: out of memory");
-    s->ep = s->udp_fd = s->tcp_fd = s->io_efd = s->sh.dec_efd = -1;
+    s->ep = s->udp_fd = s->tcp_fd = s->io_efd = s->sh.dec_efd = s->spare_fd = -1;
     pthread_mutex_init(&s->sh.pol_lock, NULL);
     pthread_mutex_init(&s->sh.ctl_lock, NULL);
     pthread_mutex_init(&s->sh.swap_lock, NULL);
@@ -265,6 +291,8 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     }
     for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
         s->conns[i].fd = -1;
+    if (cfg->tcp && *cfg->tcp)
+        tcp_fd_budget(s);
     if (ep_add(s->ep, s->io_efd, EPOLLIN, TAG_EFD) < 0) {
         rc = bora_errf(err, -errno, "dataplane: epoll_ctl (wake-up eventfd): %s", strerror(errno));
         goto err;
@@ -311,7 +339,7 @@ void dp_server_close(struct dp_server *s)
         free(s->conns[i].wbuf);
     }
     dp_dpdk_close(s->dpdk);
-    int fds[] = { s->ep, s->udp_fd, s->tcp_fd, s->io_efd, s->sh.dec_efd };
+    int fds[] = { s->ep, s->udp_fd, s->tcp_fd, s->io_efd, s->sh.dec_efd, s->spare_fd };
     for (size_t i = 0; i < BORA_ARRAY_LEN(fds); i++)
         if (fds[i] >= 0)
             close(fds[i]);
@@ -482,6 +510,20 @@ static void port_close_peer(struct dp_port *port, const struct dp_peer *peer)
         s->conns[peer->conn - 1].closing = true;
 }
 
+/* As if the client had half-closed (rule 15): nothing more is read, its live requests finish,
+ * then the connection closes (flush_conn). Used for an address the allow list now refuses. */
+static void port_end_peer(struct dp_port *port, const struct dp_peer *peer)
+{
+    struct dp_server *s = port->owner;
+    const uint32_t ci = peer->conn - 1;
+    struct dp_conn *c = &s->conns[ci];
+    if (c->gen != peer->conn_gen || c->fd < 0 || c->rd_eof)
+        return;
+    c->rd_eof = true;                /* tcp_parse stops at it and drops the unread bytes */
+    ep_mod(s->ep, c->fd, c->want_out ? EPOLLOUT : 0, TAG_CONN0 + ci);
+    conn_mark_dirty(s, ci);
+}
+
 static void flush_conn(struct dp_server *s, uint32_t ci)
 {
     struct dp_conn *c = &s->conns[ci];
@@ -565,19 +607,74 @@ static void conn_kill(struct dp_server *s, uint32_t ci)
     }
 }
 
+/* A connection from an address the allow list refuses: one ERROR FORBIDDEN (request_id 0: no
+ * frame named a request yet) and the connection is closed, before it takes a slot or a buffer. */
+static void tcp_refuse(struct dp_server *s, int fd)
+{
+    uint8_t b[DP_PORT_TX_CAP], sink[4096];
+    size_t n = bwp_build_error(b, sizeof b, 0, 0, BWP_E_FORBIDDEN, "client address not allowed", s->sh.key,
+                               dp_now_us());
+    s->port.stats.rejected++;
+    s->port.stats.errors++;
+    metrics_frame_error(s->port.ms, BWP_E_FORBIDDEN);
+    if (n)
+        (void)send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);   /* a fresh socket's buffer takes it */
+    /* what the client already sent is read away, so that close sends FIN, not a reset that
+     * could discard the ERROR at the client */
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
 static void tcp_accept(struct dp_server *s)
 {
     for (;;) {
         struct sockaddr_storage addr;
         socklen_t alen = sizeof addr;
         int fd = accept4(s->tcp_fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of descriptors: the connection would wait in the backlog, and the listening
+                 * socket wake the loop at once, forever. Accept it with the spare and close it. */
+                const uint64_t now = dp_mono_us();
+                if (now - s->fd_warn_us > 10000000ull || !s->fd_warn_us) {
+                    const int e = errno;
+                    unsigned open_conns = 0;
+                    for (uint32_t i = 0; i < DP_TCP_MAX_CONNS; i++)
+                        open_conns += s->conns[i].fd >= 0;
+                    bora_log(BORA_LOG_WARN, "dataplane: out of file descriptors (%s) with %u TCP connections open; "
+                             "new connections are closed at once", strerror(e), open_conns);
+                    s->fd_warn_us = now;
+                    errno = e;
+                }
+                if (s->spare_fd < 0)
+                    return;
+                close(s->spare_fd);
+                fd = accept4(s->tcp_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd >= 0)
+                    close(fd);
+                s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                    return;
+                continue;
+            }
+            return;                   /* EAGAIN: the backlog is empty */
+        }
+        const struct dp_policy *pol = dp_policy_enter(s->port.hz, &s->sh);
+        const bool refused = pol->n_allow && !dp_allow_match(pol->allow, pol->n_allow, (const struct sockaddr *)&addr);
+        dp_policy_exit(s->port.hz);
+        if (refused) {
+            tcp_refuse(s, fd);
+            continue;
+        }
         uint32_t ci = 0;
         while (ci < DP_TCP_MAX_CONNS && s->conns[ci].used)
             ci++;
         struct dp_conn *c = ci < DP_TCP_MAX_CONNS ? &s->conns[ci] : NULL;
-        if (c && !c->rbuf)            /* kept for the slot's next connections */
+        if (c && !c->rbuf)            /* freed again by the sweep once the slot is closed */
             c->rbuf = malloc(s->rcap);
         if (c && !c->wbuf)
             c->wbuf = malloc(DP_TCP_WBUF_BYTES);
@@ -616,8 +713,9 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
     struct dp_conn *c = &s->conns[ci];
     struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
     size_t off = 0;
+    bool done = false;   /* a frame (or an oversize frame's skip) ended: the next one's clock starts */
     char why[128];   /* bwp_verdict_msg: a static message and a limit */
-    while (c->fd >= 0 && !c->closing) {
+    while (c->fd >= 0 && !c->closing && !c->rd_eof) {   /* rd_eof: ended by dp_port (FORBIDDEN) */
         size_t avail = c->rlen - off;
         if (c->skip) {
             size_t k = c->skip < avail ? (size_t)c->skip : avail;
@@ -627,6 +725,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
             c->skip -= k;
             if (c->skip)
                 break;
+            done = true;
             if (c->skip_mac) {                            /* rule 1: AUTH before TOO_LARGE */
                 struct bwp_verdict v = bwp_mac_stream_verdict(&c->mac, &s->sh.lim, &s->port.replay,
                                                               dp_peer_key(&p), c->skip_rid, dp_now_us());
@@ -682,15 +781,23 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
             break;
         dp_port_frame(&s->port, &p, (const struct sockaddr *)&c->addr, c->rbuf + off, need);
         off += need;
+        done = true;
     }
     if (c->fd < 0)
         return;
     memmove(c->rbuf, c->rbuf + off, c->rlen - off);
     c->rlen -= off;
-    /* the unfinished frame's clock: it starts with the frame's first byte */
+    if (c->rd_eof) {                 /* ended: nothing more is read; live requests finish, then it closes */
+        c->rlen = 0;
+        c->skip = 0;
+        c->skip_mac = false;
+    }
+    /* the unfinished frame's clock: it starts with the frame's first byte, and only a frame's
+     * end restarts it (the bytes of an oversize frame being skipped do not: a client trickling
+     * one would hold its slot for ever) */
     if (c->rlen == 0 && c->skip == 0)
         c->partial_since = 0;
-    else if (off > 0 || c->partial_since == 0)
+    else if (done || c->partial_since == 0)
         c->partial_since = dp_mono_us();
     if (c->closing) {
         ep_mod(s->ep, c->fd, EPOLLOUT, TAG_CONN0 + ci);
@@ -773,6 +880,12 @@ static void partial_tick(struct dp_server *s, uint64_t now)
     s->next_partial_check = now + 1000ull * DP_IDLE_WAIT_MS;
     for (uint32_t ci = 0; ci < DP_TCP_MAX_CONNS; ci++) {
         struct dp_conn *c = &s->conns[ci];
+        if (c->fd < 0 && (c->rbuf || c->wbuf)) {   /* a closed connection's buffers go back here, */
+            free(c->rbuf);                         /* outside any parse or write that used them */
+            free(c->wbuf);
+            c->rbuf = c->wbuf = NULL;
+            continue;
+        }
         if (c->fd < 0 || c->closing || !c->partial_since || (c->rlen == 0 && c->skip == 0) ||
             now - c->partial_since < s->frame_timeout_us)
             continue;

@@ -31,6 +31,10 @@
 #define DP_TCP_WBUF_BYTES    (1u << 20) /* per connection; a client that lets it fill is dropped */
 #define DP_UDP_BATCH         32         /* datagrams per recvmmsg */
 #define DP_IDLE_WAIT_MS      100        /* io thread housekeeping period when idle */
+/* Frames a request's RESENDs may send again, all together: twice what it sent, and at least 16.
+ * A lossy client recovers its stream twice over; a forged source address cannot turn one
+ * 56-byte RESEND after another into hundreds of frames each (UDP reflection). */
+#define DP_RESEND_BUDGET(n_frames) (2u * (n_frames) > 16u ? 2u * (n_frames) : 16u)
 #define DP_TCP_FRAME_TIMEOUT_MS 30000u  /* a frame begun and not finished this long: BAD_FRAME, close */
 #define DP_DECODER_IDLE_MS   50
 #define DP_IO_SPIN_US        50         /* io thread polls (no sleep) this long after activity */
@@ -101,6 +105,7 @@ struct dp_flow {
     struct dp_req *req;            /* LIVE */
     uint64_t done_us;
     uint32_t n_frames;             /* frames sent so far (next seq) */
+    uint32_t n_resent;             /* frames sent again for RESEND (bounded: DP_RESEND_BUDGET) */
     uint64_t pos[BWP_RESEND_KEEP]; /* log position of frame seq at pos[seq % KEEP] (UDP) */
 };
 
@@ -256,6 +261,9 @@ struct dp_port_ops {
     void (*request_ended)(struct dp_port *p, const struct dp_peer *peer);
     /* A frame asked for the connection to be closed (TCP rules 2, 3). May be NULL. */
     void (*close_peer)(struct dp_port *p, const struct dp_peer *peer);
+    /* The connection is to end as if half-closed: no more frames are read from it, its live
+     * requests finish, then it closes (FORBIDDEN). May be NULL. */
+    void (*end_peer)(struct dp_port *p, const struct dp_peer *peer);
 };
 
 #define DP_PORT_EV_BURST 64

@@ -14,9 +14,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
+#include <fcntl.h>
 
 #include <cmocka.h>
 
+#include "dataplane/server_int.h"
 #include "tests/support/bwp_test.h"
 #include "tests/support/gen_test.h"
 
@@ -716,6 +719,150 @@ static void test_tcp_stalled_frame(void **s)
     SRV = saved;
 }
 
+/* An oversize frame being skipped (TOO_LARGE answered at its header) is a frame like any other
+ * for the frame timeout: its bytes trickled in do not restart the clock. */
+static void test_tcp_oversize_trickle(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
+    cfg.tcp_frame_timeout_ms = 500;
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
+    uint8_t b[512];
+    bwp_put_header(b, BWP_GENERATE, 0, 100000, 0, 95);     /* over the 4096-byte prompt limit */
+    assert_int_equal(bwp_conn_send(&c, b, BWP_HDR_SIZE), 0);
+    expect_error(&c, 95, BWP_E_TOO_LARGE);
+    for (int i = 0; i < 30; i++) {                         /* a byte every 40 ms for 1.2 s */
+        (void)bwp_conn_send(&c, b, 1);                     /* fails once the server has closed */
+        test_sleep_ms(40);
+    }
+    /* the timeout's BAD_FRAME came while the bytes were still trickling: no request named (the
+     * frame was answered), then the connection closes */
+    struct bwp_server_frame f;
+    assert_int_equal(test_recv(&c, b, sizeof b, &f, 1, NULL), 1);
+    assert_int_equal(f.h.type, BWP_ERROR);
+    assert_int_equal(f.u.error.code, BWP_E_BAD_FRAME);
+    assert_int_equal(f.h.request_id, 0);
+    expect_closed(&c);
+    bwp_conn_close(&c);
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
+/* RESEND sends a request's frames again up to a budget (twice what it sent, at least 16), so
+ * a forged source address cannot multiply one small datagram into hundreds of frames at will. */
+static void test_resend_budget(void **s)
+{
+    (void)s;
+    struct bwp_conn c = test_srv_conn(&SRV, false);
+    uint8_t frames[8][512], b[512];
+    long lens[8];
+    test_send_text(&c, 64, "budget", 6, 0, 0, NULL);    /* ACCEPTED, 6 TOKEN, DONE */
+    for (int i = 0; i < 8; i++) {
+        lens[i] = bwp_conn_recv(&c, frames[i], 512, T_MS);
+        assert_true(lens[i] > 0);
+    }
+    assert_int_equal(frames[7][4], BWP_DONE);
+    for (int round = 0; round < 3; round++) {              /* 8 + 8 frames: the budget of 16 */
+        size_t m = bwp_build_resend(b, sizeof b, 64, 0, NULL, 0);
+        bwp_conn_send(&c, b, m);
+        for (int i = 0; round < 2 && i < 8; i++) {
+            uint8_t got[512];
+            long k = bwp_conn_recv(&c, got, sizeof got, T_MS);
+            assert_int_equal(k, lens[i]);
+            assert_memory_equal(got, frames[i], (size_t)k);
+        }
+    }
+    ping_pong(&c, 65);                                     /* the third sent nothing: the PONG is next */
+    bwp_conn_close(&c);
+}
+
+/* An address the allow list stops allowing while it has a TCP connection open: its next frame
+ * is FORBIDDEN, nothing more is read, the request it has running finishes (nothing accepted is
+ * lost), then the connection closes; a new connection from it is refused at once. */
+static void test_forbidden_while_connected(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
+    struct test_req r[2] = { { .rid = 40 }, { .rid = 41 } };
+    test_send_text(&c, 40, "sleep=30", 10, 0, 0, NULL);   /* ≈ 300 ms */
+    uint8_t b[512];
+    struct bwp_server_frame f;
+    assert_int_equal(test_recv(&c, b, sizeof b, &f, T_MS, NULL), 1);
+    test_apply(r, 2, &f);
+    assert_true(r[0].accepted);
+    struct dp_cidr only_ten = { .family = AF_INET, .addr = { 10 }, .prefix = 8 };
+    cfg.allow = &only_ten;
+    cfg.n_allow = 1;
+    struct bora_err err;
+    assert_int_equal(dp_server_set_policy(SRV.s, &cfg, &err), 0);
+    size_t n = bwp_build_simple(b, sizeof b, BWP_PING, 41, NULL, 0);
+    assert_int_equal(bwp_conn_send(&c, b, n), 0);
+    assert_int_equal(test_collect(&c, r, 2, T_MS, NULL), 2);
+    assert_int_equal(r[1].error, BWP_E_FORBIDDEN);
+    assert_true(r[0].done);
+    assert_int_equal(r[0].n_tokens, 10);
+    assert_int_equal(r[0].d.finish, BWP_FINISH_MAX_TOKENS);
+    expect_closed(&c);
+    bwp_conn_close(&c);
+    struct bwp_conn d = test_srv_conn(&SRV, true);
+    expect_error(&d, 0, BWP_E_FORBIDDEN);
+    expect_closed(&d);
+    bwp_conn_close(&d);
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
+/* Out of file descriptors, a connection the server cannot take is closed at once (it was left
+ * in the backlog, the listening socket waking the loop without end). */
+static void test_tcp_out_of_fds(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int reserve = open("/dev/null", O_RDONLY | O_CLOEXEC), top = reserve;
+    assert_true(reserve >= 0);
+    for (int i = 0; i < 8; i++) {                          /* the highest descriptor in use, about */
+        int fd = dup(reserve);
+        if (fd > top)
+            top = fd;
+        close(fd);
+    }
+    struct rlimit low = { .rlim_cur = (rlim_t)top + 24, .rlim_max = old.rlim_max };
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    struct bwp_conn cs[64];
+    int n = 0;
+    struct bora_err err;
+    while (n < 64 && bwp_conn_open(&cs[n], SRV.tcp, true, &err) == 0)
+        n++;                                              /* until this process has no descriptor left */
+    assert_true(n > 0 && n < 64);
+    test_sleep_ms(100);
+    close(reserve);                                        /* one descriptor, taken at once by a client */
+    struct bwp_conn last;
+    int rc = bwp_conn_open(&last, SRV.tcp, true, &err);
+    assert_int_equal(rc, 0);
+    uint8_t b[64];
+    size_t m = bwp_build_simple(b, sizeof b, BWP_PING, 7, NULL, 0);
+    (void)bwp_conn_send(&last, b, m);
+    expect_closed(&last);                                  /* not a PONG, not a timeout */
+    bwp_conn_close(&last);
+    for (int i = 0; i < n; i++)
+        bwp_conn_close(&cs[i]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    struct bwp_conn ok = test_srv_conn(&SRV, true);        /* and the server serves again */
+    ping_pong(&ok, 8);
+    bwp_conn_close(&ok);
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
 /* ---- AUTH on a keyed server ---- */
 
 static void test_auth_server(void **s)
@@ -817,8 +964,8 @@ static void test_forbidden_and_rate_limited(void **s)
     cfg.allow = &only_ten;
     cfg.n_allow = 1;
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
-    for (int tcp = 0; tcp < 2; tcp++) {               /* 127.0.0.1 is not in 10/8 */
-        struct bwp_conn c = test_srv_conn(&SRV, tcp);
+    {                                                 /* 127.0.0.1 is not in 10/8 */
+        struct bwp_conn c = test_srv_conn(&SRV, false);
         test_send_text(&c, 5, "hi", 2, 0, 0, NULL);
         expect_error(&c, 5, BWP_E_FORBIDDEN);
         uint8_t b[64];
@@ -827,6 +974,19 @@ static void test_forbidden_and_rate_limited(void **s)
         expect_error(&c, 6, BWP_E_FORBIDDEN);
         bwp_conn_close(&c);
     }
+    /* TCP: refused when it connects (one ERROR FORBIDDEN, request_id 0, then closed), so a
+     * refused address cannot take the connection slots; more than there are slots, in turn */
+    for (int i = 0; i < DP_TCP_MAX_CONNS + 8; i++) {
+        struct bwp_conn c = test_srv_conn(&SRV, true);
+        if (i % 256 == 0 || i >= DP_TCP_MAX_CONNS) {
+            expect_error(&c, 0, BWP_E_FORBIDDEN);
+            expect_closed(&c);
+        }
+        bwp_conn_close(&c);
+    }
+    struct dp_stats st;
+    dp_server_stats(SRV.s, &st);
+    assert_int_equal(st.tcp_conns, 0);                /* none took a slot */
     assert_int_equal(test_srv_stop(&SRV), 0);
     struct dp_cidr loop = { .family = AF_INET, .addr = { 127 }, .prefix = 8 };
     cfg.allow = &loop;
@@ -1009,6 +1169,10 @@ int main(void)
         cmocka_unit_test(test_tcp_half_close),
         cmocka_unit_test(test_tcp_close_cancels),
         cmocka_unit_test(test_tcp_stalled_frame),
+        cmocka_unit_test(test_tcp_oversize_trickle),
+        cmocka_unit_test(test_resend_budget),
+        cmocka_unit_test(test_forbidden_while_connected),
+        cmocka_unit_test(test_tcp_out_of_fds),
         cmocka_unit_test(test_auth_server),
         cmocka_unit_test(test_forbidden_and_rate_limited),
         cmocka_unit_test(test_port_in_use),

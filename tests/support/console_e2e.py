@@ -21,7 +21,9 @@ def bwp_generate(port, rid, ids, max_tokens, ignore_eos=True, timeout=30.0):
     while time.time() < end:
         while len(data) >= 24:
             magic, t, flags, res, length, seq, r = BWP_HDR.unpack_from(data)
-            assert magic == b"BWP1" and r == rid, (magic, r)
+            # an ERROR with request_id 0 names no request (protocol.md: the server could not
+            # name one, or refused the connection itself) and ends the connection
+            assert magic == b"BWP1" and (r == rid or (r == 0 and t == 0x85)), (magic, r)
             if len(data) < 24 + length:
                 break
             b, data = data[24:24 + length], data[24 + length:]
