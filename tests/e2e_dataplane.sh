@@ -81,10 +81,15 @@ echo '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":
 out=$($bora client --tcp 127.0.0.1:$port --chat "$tmp/chat_bad.json" -n 4 2>&1); rc=$?
 [ $rc -eq 1 ] && grep -q "BAD_PARAMS" <<<"$out" && grep -q "message 1: the conversation ends with an assistant message" <<<"$out" ||
     fail "chat ending with an assistant message: rc $rc, '$out'"
-# seeded sampling is reproducible over the wire
-a=$($bora client --tcp 127.0.0.1:$port --ids "$prompt" -n 8 --temperature 0.8 --seed 42 --json 2>/dev/null | ids_of)
-b=$($bora client --udp 127.0.0.1:$port --ids "$prompt" -n 8 --temperature 0.8 --seed 42 --json 2>/dev/null | ids_of)
-[ -n "$a" ] && [ "$a" = "$b" ] || fail "same seed gave '$a' and '$b'"
+# sampling over the wire is bora generate's on the same CPU sampler: the temperature, top-k, top-p
+# and seed of the GENERATE reach the generator (each set here changes the ids when it is lost)
+for opts in "--temperature 0.8 --seed 42" "--temperature 1.5 --top-k 3 --seed 7" "--temperature 1.5 --top-p 0.5 --seed 9"; do
+    want_s=$($bora generate $fx --ids "$prompt" -n 8 --ignore-eos --backend cpu $opts --json | tail -1 | ids_of)
+    for tr in tcp udp; do
+        got_s=$($bora client --$tr 127.0.0.1:$port --ids "$prompt" -n 8 --ignore-eos $opts --json 2>/dev/null | ids_of)
+        [ -n "$want_s" ] && [ "$got_s" = "$want_s" ] || fail "$tr $opts: ids '$got_s', bora generate '$want_s'"
+    done
+done
 
 # ---- UDP loss: a proxy drops the first GENERATE and the first copy of every third frame;
 #      bora client repairs by seq gaps, RESEND and resending the GENERATE ----

@@ -35,6 +35,7 @@ struct golden {
     enum model_precision precision;
     float tol;
     float near_tie;
+    int split;   /* > 0: the sequence runs as [0, split) then [split, n) (a cache hit's resume) */
 };
 
 static bool load(const struct golden *g, struct fixture *f, struct model **m, struct engine **e)
@@ -83,7 +84,12 @@ static void test_logits(void **state)
         memcpy(ids, c->prompt, (size_t)c->n_prompt * sizeof *ids);
         memcpy(ids + c->n_prompt, c->greedy, (size_t)c->n_greedy * sizeof *ids);
         engine_reset(e);
-        assert_int_equal(engine_forward_all(e, ids, n, 0, lg), 0);
+        if (g->split > 0 && g->split < n) {   /* a prefix, then the rest from an unaligned position */
+            assert_int_equal(engine_forward_all(e, ids, g->split, 0, lg), 0);
+            assert_int_equal(engine_forward_all(e, ids + g->split, n - g->split, g->split, lg + (size_t)g->split * V), 0);
+        } else {
+            assert_int_equal(engine_forward_all(e, ids, n, 0, lg), 0);
+        }
         for (int k = 0; k < c->n_full; k++) {
             const float *ref = c->full + (size_t)k * V, *got = lg + (size_t)c->full_pos[k] * V;
             float rel = fix_max_abs_diff(got, ref, V) / fix_max_abs(ref, V);
@@ -200,19 +206,24 @@ static void test_prefill_matches_stepwise(void **state)
 
 int main(void)
 {
-    static struct golden exact[N_FIX], conv[N_FIX];
-    struct CMUnitTest tests[5 * N_FIX];
+    static struct golden exact[N_FIX], conv[N_FIX], split[N_FIX];
+    struct CMUnitTest tests[6 * N_FIX];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
-        exact[i] = (struct golden){ fix_models[i], MODEL_PRECISION_AUTO, TOL_EXACT, NEAR_TIE };
+        exact[i] = (struct golden){ fix_models[i], MODEL_PRECISION_AUTO, TOL_EXACT, NEAR_TIE, 0 };
         bool is_fp8 = strstr(fix_models[i], "fp8") != NULL;
         conv[i] = (struct golden){ fix_models[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8,
-                                   is_fp8 ? TOL_BF16_FROM_FP8 : TOL_FP8, is_fp8 ? NEAR_TIE : NEAR_TIE_FP8 };
+                                   is_fp8 ? TOL_BF16_FROM_FP8 : TOL_FP8, is_fp8 ? NEAR_TIE : NEAR_TIE_FP8, 0 };
         tests[n++] = (struct CMUnitTest){ "logits", test_logits, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "greedy", test_greedy, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "logits_converted", test_logits, NULL, NULL, &conv[i] };
         tests[n++] = (struct CMUnitTest){ "greedy_converted", test_greedy, NULL, NULL, &conv[i] };
         tests[n++] = (struct CMUnitTest){ "prefill_matches_stepwise", test_prefill_matches_stepwise, NULL, NULL, &exact[i] };
+        /* 29: not a multiple of the CPU engine's 32-token block nor of YaRN's original context, so
+         * blocks [29, 61), [61, 93) straddle positions 32, 64, where the query scale steps */
+        split[i] = exact[i];
+        split[i].split = 29;
+        tests[n++] = (struct CMUnitTest){ "logits_split_prefill", test_logits, NULL, NULL, &split[i] };
     }
     return _cmocka_run_group_tests("golden", tests, n, NULL, NULL);
 }

@@ -783,6 +783,32 @@ static void test_sampler(void **state)
         double pr = exp(lg[i]) / z, sd = sqrt(N * pr * (1 - pr));
         assert_true(fabs(counts[i] - N * pr) < 4 * sd + 1);
     }
+    /* inside the set top-k and top-p keep, draws still follow the softmax renormalised over it
+     * (±4 sigma, n = 20000): top-k 3; top-p 0.8 alone (the nucleus {1, 4, 2}: 0.30, 0.60, 0.87 of
+     * the mass); top-k 4 then top-p 0.9 (0.32, 0.64, 0.93 of the four: again {1, 4, 2}) */
+    const struct { uint32_t k; float p; int n_keep; } kept[] = { { 3, 1.0f, 3 }, { 0, 0.8f, 3 }, { 4, 0.9f, 3 } };
+    const int keep_ids[3] = { 1, 4, 2 };
+    for (size_t c = 0; c < sizeof kept / sizeof kept[0]; c++) {
+        p = (struct sampler_params){ .temperature = 1, .top_p = kept[c].p, .top_k = kept[c].k, .seed = 13 + c };
+        assert_int_equal(sampler_reset(&s, &p), 0);
+        memset(counts, 0, sizeof counts);
+        for (int i = 0; i < N; i++)
+            counts[sampler_sample(&s, lg)]++;
+        double zk = 0;
+        for (int j = 0; j < kept[c].n_keep; j++)
+            zk += exp(lg[keep_ids[j]]);
+        int in_set = 0;
+        for (int j = 0; j < kept[c].n_keep; j++) {
+            const int id = keep_ids[j];
+            double pr = exp(lg[id]) / zk, sd = sqrt(N * pr * (1 - pr));
+            in_set += counts[id];
+            if (!(fabs(counts[id] - N * pr) < 4 * sd + 1))
+                fail_msg("top-k %u top-p %g: id %d drawn %d times of %d, expected %.0f", kept[c].k, (double)kept[c].p, id,
+                         counts[id], N, N * pr);
+        }
+        assert_int_equal(in_set, N);
+    }
+    p = (struct sampler_params){ .temperature = 1, .top_p = 1, .top_k = 0, .seed = 11 };
     /* same seed ⇒ same sequence */
     int32_t a[50], b[50];
     assert_int_equal(sampler_reset(&s, &p), 0);

@@ -244,6 +244,37 @@ static void test_deadline(void **s)
     bwp_conn_close(&c);
 }
 
+/* The DONE timing figures against what the requests did, not against themselves: a request that
+ * starts at once waited (almost) nothing in the queue; one queued behind a ~150 ms request waited
+ * that long; its 100 ms prefill counts towards its TTFT (accepted to first token), not its queue
+ * wait; and queue ≤ TTFT ≤ total. Bounds are loose (a shared CI machine), the gaps they tell
+ * apart are 100 ms wide. */
+static void test_timing_figures(void **s)
+{
+    (void)s;
+    struct bwp_conn c = test_srv_conn(&SRV, true);
+    struct test_req r[2] = { { .rid = 36 }, { .rid = 37 } };
+    test_send_text(&c, 36, "sleep=30", 5, 0, 0, NULL);        /* 5 steps of 30 ms */
+    test_send_text(&c, 37, "prefill=100", 2, 0, 0, NULL);     /* waits, then a 100 ms prefill */
+    assert_int_equal(test_collect(&c, r, 2, T_MS, NULL), 2);
+    for (int i = 0; i < 2; i++) {
+        check_clean(&r[i]);
+        assert_true(r[i].done);
+        if (!(r[i].d.queue_us <= r[i].d.ttft_us && r[i].d.ttft_us <= r[i].d.total_us))
+            fail_msg("rid %llu: queue %u, ttft %u, total %u us", (unsigned long long)r[i].rid, r[i].d.queue_us,
+                     r[i].d.ttft_us, r[i].d.total_us);
+    }
+    assert_int_equal(r[1].queue_position, 1);
+    assert_true(r[0].d.total_us >= 150000);
+    if (r[0].d.queue_us >= 100000)   /* it started at once: not its whole life in the queue */
+        fail_msg("first request: queue %u us of total %u us", r[0].d.queue_us, r[0].d.total_us);
+    if (r[1].d.queue_us < 100000)    /* behind ~150 ms of the first */
+        fail_msg("second request: queue %u us, behind a request of %u us", r[1].d.queue_us, r[0].d.total_us);
+    if (r[1].d.ttft_us < r[1].d.queue_us + 100000)   /* + its 100 ms prefill */
+        fail_msg("second request: ttft %u us, queue %u us, prefill 100 ms", r[1].d.ttft_us, r[1].d.queue_us);
+    bwp_conn_close(&c);
+}
+
 static void test_busy_queue_pong_duplicate(void **s)
 {
     (void)s;
@@ -1161,6 +1192,7 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_stop_during_prefill),
         cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_timing_figures),
         cmocka_unit_test(test_busy_queue_pong_duplicate),
         cmocka_unit_test(test_busy_burst_at_idle),
         cmocka_unit_test(test_errors_udp),
