@@ -123,7 +123,6 @@ struct dp_flow *dp_flows_add(struct dp_flows *t, const struct dp_peer *p, uint64
     f->state = DP_FLOW_LIVE;
     f->req = NULL;
     f->n_frames = 0;
-    f->n_resent = 0;
     f->done_us = 0;
     f->lnext = f->lprev = 0;
     uint32_t b = bucket_of(t, p, rid);

@@ -24,7 +24,8 @@ int dp_port_init(struct dp_port *p, struct dp_shared *sh, const struct dp_port_o
     if ((rc = pool_init(&p->reqs, n_req, sizeof(struct dp_req) + sh->lim.max_prompt_bytes, err)) < 0 ||
         (rc = ring_init(&p->resp, DP_RESP_RING_SLOTS, sizeof(struct dp_event), RING_SP_ENQ, err)) < 0 ||
         (rc = dp_flows_init(&p->flows, n_req + DP_RETAIN_FLOWS, err)) < 0 ||
-        (rc = dp_rate_init(&p->rate, 0, err)) < 0)
+        (rc = dp_rate_init(&p->rate, 0, err)) < 0 ||
+        (rc = dp_rate_init(&p->resend_rate, DP_RESEND_PER_S, err)) < 0)
         goto err;
     p->replay_slots = malloc(sizeof *p->replay_slots * DP_REPLAY_SLOTS);
     if (!p->replay_slots) {
@@ -44,6 +45,7 @@ void dp_port_fini(struct dp_port *p)
     ring_fini(&p->resp);
     dp_flows_fini(&p->flows);
     dp_rate_fini(&p->rate);
+    dp_rate_fini(&p->resend_rate);
     free(p->replay_slots);
     p->replay_slots = NULL;
 }
@@ -197,7 +199,8 @@ static void on_generate(struct dp_port *p, const struct dp_policy *pol, const st
     dp_decoder_kick(p->sh);
 }
 
-static void on_resend(struct dp_port *p, const struct dp_peer *peer, const struct bwp_client_frame *f)
+static void on_resend(struct dp_port *p, const struct dp_peer *peer, const struct sockaddr *from,
+                      const struct bwp_client_frame *f)
 {
     if (peer->conn)
         return;                                           /* rule 14: UDP only */
@@ -208,9 +211,8 @@ static void on_resend(struct dp_port *p, const struct dp_peer *peer, const struc
         uint32_t len;
         const uint8_t *fr = dp_flows_frame(&p->flows, fl, seq, &len);
         if (fr) {
-            if (fl->n_resent >= DP_RESEND_BUDGET(fl->n_frames))
-                return;                       /* the request's budget is spent: skipped without notice */
-            fl->n_resent++;
+            if (!dp_rate_take(&p->resend_rate, from, dp_mono_us()))
+                return;                       /* over the address's rate: lost, as a datagram can be */
             p->stats.resent++;
             send_frame(p, peer, fr, len);
         }
@@ -281,7 +283,7 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
         break;
     }
     case BWP_RESEND:
-        on_resend(p, peer, &f);
+        on_resend(p, peer, from, &f);
         break;
     }
 }

@@ -74,6 +74,7 @@ struct dp_server {
     uint64_t next_partial_check;   /* dp_mono_us of the next sweep for stalled frames */
     int spare_fd;                  /* a descriptor held back: out of descriptors, accept closes with it */
     uint64_t fd_warn_us;           /* dp_mono_us of the last out-of-descriptors warning */
+    uint64_t listen_paused_until;  /* dp_mono_us: the listener is disarmed until then (0 = armed) */
     pthread_t decoder;
 };
 
@@ -241,18 +242,28 @@ static int shared_init(struct dp_server *s, const struct dp_config *cfg, struct 
  * accepted and closed at once instead of waking the loop again and again. */
 static void tcp_fd_budget(struct dp_server *s)
 {
-    const rlim_t want = DP_TCP_MAX_CONNS + 256;   /* the slots, the sockets, the model's files, the console */
+    const rlim_t want = DP_TCP_MAX_CONNS + DP_FD_EXTRA;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
         const rlim_t old = rl.rlim_cur;
         rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+        const bool set = setrlimit(RLIMIT_NOFILE, &rl) == 0;
+        if (!set || rl.rlim_cur < want)
             bora_log(BORA_LOG_WARN, "dataplane: the open-file limit is %llu (hard %llu), below the %llu that %d TCP "
                      "connections need; connections beyond it are closed at once (raise it: ulimit -n, LimitNOFILE=)",
-                     (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), (unsigned long long)rl.rlim_max,
+                     (unsigned long long)(set ? rl.rlim_cur : old), (unsigned long long)rl.rlim_max,
                      (unsigned long long)want, DP_TCP_MAX_CONNS);
     }
-    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->spare_fd = eventfd(0, EFD_CLOEXEC);   /* any descriptor will do; an eventfd needs no file */
+}
+
+/* Out of descriptors (or of kernel memory) and no spare to accept-and-close with: the listener is
+ * disarmed for DP_LISTEN_PAUSE_MS (level-triggered, it would wake the loop at once, for ever);
+ * partial_tick arms it again. Connections wait in the backlog meanwhile. */
+static void tcp_listen_pause(struct dp_server *s, uint64_t now)
+{
+    if (ep_mod(s->ep, s->tcp_fd, 0, TAG_LISTEN) == 0)
+        s->listen_paused_until = now + 1000ull * DP_LISTEN_PAUSE_MS;
 }
 
 int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct generator *gen,
@@ -595,6 +606,12 @@ static void conn_kill(struct dp_server *s, uint32_t ci)
     if (c->fd < 0)
         return;
     epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    /* what the client sent and nobody will read is read away first: a close over unread input
+     * sends a reset, which can discard the last frames still on their way to the client */
+    uint8_t sink[4096];
+    shutdown(c->fd, SHUT_WR);
+    for (int i = 0; i < DP_CLOSE_DRAIN_READS && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
     close(c->fd);
     c->fd = -1;
     c->wlen = c->woff = c->rlen = 0;
@@ -621,7 +638,7 @@ static void tcp_refuse(struct dp_server *s, int fd)
         (void)send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);   /* a fresh socket's buffer takes it */
     /* what the client already sent is read away, so that close sends FIN, not a reset that
      * could discard the ERROR at the client */
-    for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+    for (int i = 0; i < DP_CLOSE_DRAIN_READS && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
         ;
     shutdown(fd, SHUT_WR);
     close(fd);
@@ -639,26 +656,31 @@ static void tcp_accept(struct dp_server *s)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* out of descriptors: the connection would wait in the backlog, and the listening
                  * socket wake the loop at once, forever. Accept it with the spare and close it. */
+                const int e = errno;
                 const uint64_t now = dp_mono_us();
-                if (now - s->fd_warn_us > 10000000ull || !s->fd_warn_us) {
-                    const int e = errno;
+                if (now - s->fd_warn_us > 1000ull * DP_FD_WARN_MS || !s->fd_warn_us) {
                     unsigned open_conns = 0;
                     for (uint32_t i = 0; i < DP_TCP_MAX_CONNS; i++)
                         open_conns += s->conns[i].fd >= 0;
-                    bora_log(BORA_LOG_WARN, "dataplane: out of file descriptors (%s) with %u TCP connections open; "
-                             "new connections are closed at once", strerror(e), open_conns);
+                    bora_log(BORA_LOG_WARN, "dataplane: cannot accept a TCP connection (%s) with %u open; new "
+                             "connections are closed at once until descriptors are free", strerror(e), open_conns);
                     s->fd_warn_us = now;
-                    errno = e;
                 }
-                if (s->spare_fd < 0)
+                if (s->spare_fd < 0)          /* lost to another thread last time: try again */
+                    s->spare_fd = eventfd(0, EFD_CLOEXEC);
+                if (s->spare_fd < 0 || (e != EMFILE && e != ENFILE)) {   /* closing one frees no memory */
+                    tcp_listen_pause(s, now);
                     return;
+                }
                 close(s->spare_fd);
                 fd = accept4(s->tcp_fd, NULL, NULL, SOCK_CLOEXEC);
                 if (fd >= 0)
                     close(fd);
-                s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                if (fd < 0)
+                s->spare_fd = eventfd(0, EFD_CLOEXEC);   /* may fail: another thread took the number */
+                if (fd < 0) {
+                    tcp_listen_pause(s, now);
                     return;
+                }
                 continue;
             }
             return;                   /* EAGAIN: the backlog is empty */
@@ -774,6 +796,10 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
                 c->closing = true;
                 break;
             }
+            if (refused) {                                /* as in dp_port: read no more */
+                port_end_peer(&s->port, &p);
+                break;
+            }
             c->skip = need;
             continue;
         }
@@ -878,6 +904,11 @@ static void partial_tick(struct dp_server *s, uint64_t now)
     if (now < s->next_partial_check)
         return;
     s->next_partial_check = now + 1000ull * DP_IDLE_WAIT_MS;
+    if (s->listen_paused_until && now >= s->listen_paused_until &&
+        ep_mod(s->ep, s->tcp_fd, EPOLLIN, TAG_LISTEN) == 0)
+        s->listen_paused_until = 0;
+    if (s->spare_fd < 0 && s->tcp_fd >= 0)
+        s->spare_fd = eventfd(0, EFD_CLOEXEC);
     for (uint32_t ci = 0; ci < DP_TCP_MAX_CONNS; ci++) {
         struct dp_conn *c = &s->conns[ci];
         if (c->fd < 0 && (c->rbuf || c->wbuf)) {   /* a closed connection's buffers go back here, */

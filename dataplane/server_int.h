@@ -31,10 +31,13 @@
 #define DP_TCP_WBUF_BYTES    (1u << 20) /* per connection; a client that lets it fill is dropped */
 #define DP_UDP_BATCH         32         /* datagrams per recvmmsg */
 #define DP_IDLE_WAIT_MS      100        /* io thread housekeeping period when idle */
-/* Frames a request's RESENDs may send again, all together: twice what it sent, and at least 16.
- * A lossy client recovers its stream twice over; a forged source address cannot turn one
- * 56-byte RESEND after another into hundreds of frames each (UDP reflection). */
-#define DP_RESEND_BUDGET(n_frames) (2u * (n_frames) > 16u ? 2u * (n_frames) : 16u)
+#define DP_RESEND_PER_S      4096       /* frames RESEND may send again to one client address a second
+                                         * (and at once): a forged source cannot turn 56-byte RESENDs
+                                         * into an unbounded stream at a victim (UDP reflection) */
+#define DP_FD_EXTRA          256        /* descriptors beyond the TCP slots: sockets, model files, console */
+#define DP_FD_WARN_MS        10000      /* out of descriptors: one warning per this period */
+#define DP_LISTEN_PAUSE_MS   100        /* … and no way to accept-and-close: the listener rests this long */
+#define DP_CLOSE_DRAIN_READS 16         /* 4 KiB reads of unread input before a TCP close */
 #define DP_TCP_FRAME_TIMEOUT_MS 30000u  /* a frame begun and not finished this long: BAD_FRAME, close */
 #define DP_DECODER_IDLE_MS   50
 #define DP_IO_SPIN_US        50         /* io thread polls (no sleep) this long after activity */
@@ -105,7 +108,6 @@ struct dp_flow {
     struct dp_req *req;            /* LIVE */
     uint64_t done_us;
     uint32_t n_frames;             /* frames sent so far (next seq) */
-    uint32_t n_resent;             /* frames sent again for RESEND (bounded: DP_RESEND_BUDGET) */
     uint64_t pos[BWP_RESEND_KEEP]; /* log position of frame seq at pos[seq % KEEP] (UDP) */
 };
 
@@ -282,6 +284,7 @@ struct dp_port {
     struct bwp_replay replay;
     struct bwp_replay_slot *replay_slots;
     struct dp_rate rate;
+    struct dp_rate resend_rate;    /* DP_RESEND_PER_S frames per client address */
     struct ring resp;              /* struct dp_event (SP/SC): decoder → this transport */
     /* sleeping: set by the transport before it blocks (Dekker with resp, see io_kick) */
     alignas(64) _Atomic uint32_t sleeping;

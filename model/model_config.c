@@ -283,7 +283,8 @@ int model_config_parse_hf(const char *json, size_t len, const char *what, struct
         if (bs && !json_is_null(bs)) {
             rc = bora_errf(err, -EINVAL, "%s: key 'quantization_config.weight_block_size': block-wise FP8 scales are not supported (per-tensor or per-row only)", what);
             goto out;
-        }        c->fp8 = true;
+        }
+        c->fp8 = true;
     }
     rc = validate(c, what, err);
 out:

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -37,12 +38,19 @@ void test_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* What the server thread reads and writes: its own heap block, not the test_srv (tests save and
+ * restore SRV around a private server, and the thread may start after that memset) */
+struct test_srv_run {
+    struct dp_server *s;
+    int rc;
+};
+
 static void *srv_thread(void *arg)
 {
-    struct test_srv *v = arg;
+    struct test_srv_run *run = arg;
     struct bora_err err;
-    v->rc = dp_server_run(v->s, &err);
-    if (v->rc < 0)
+    run->rc = dp_server_run(run->s, &err);
+    if (run->rc < 0)
         fprintf(stderr, "test server: %s\n", err.msg);
     return NULL;
 }
@@ -62,16 +70,29 @@ int test_srv_start(struct test_srv *v, const struct dp_config *cfg)
     }
     snprintf(v->udp, sizeof v->udp, "127.0.0.1:%d", dp_server_udp_port(v->s));
     snprintf(v->tcp, sizeof v->tcp, "127.0.0.1:%d", dp_server_tcp_port(v->s));
-    return -pthread_create(&v->t, NULL, srv_thread, v);
+    v->run = calloc(1, sizeof *v->run);
+    if (!v->run)
+        return -ENOMEM;
+    v->run->s = v->s;
+    return -pthread_create(&v->t, NULL, srv_thread, v->run);
+}
+
+int test_srv_join(struct test_srv *v)
+{
+    pthread_join(v->t, NULL);
+    int rc = v->run->rc;
+    free(v->run);
+    v->run = NULL;
+    return rc;
 }
 
 int test_srv_stop(struct test_srv *v)
 {
     dp_server_stop(v->s);
-    pthread_join(v->t, NULL);
+    int rc = test_srv_join(v);
     dp_server_close(v->s);
     gen_test_close(&v->g);
-    return v->rc;
+    return rc;
 }
 
 int test_send_text(struct bwp_conn *c, uint64_t rid, const char *prompt, uint16_t max_tokens,

@@ -13,11 +13,12 @@
 #include "dataplane/generator.h"
 #include "dataplane/server.h"
 
+struct test_srv_run;                 /* the server thread's own block (a test may copy test_srv) */
 struct test_srv {
     struct dp_server *s;
     struct generator g;
     pthread_t t;
-    int rc;
+    struct test_srv_run *run;
     char udp[64], tcp[64];
 };
 
@@ -28,6 +29,8 @@ struct dp_config test_srv_config(void);
 int test_srv_start(struct test_srv *v, const struct dp_config *cfg);
 /* Stops it (drain) and joins; returns dp_server_run's result. */
 int test_srv_stop(struct test_srv *v);
+/* Joins a server that is stopping (no stop, no close); returns dp_server_run's result. */
+int test_srv_join(struct test_srv *v);
 
 /* A client connection to v's TCP (tcp) or UDP address; fails the running cmocka test with the
  * reason when it cannot connect. */
