@@ -30,24 +30,22 @@ static struct bwp_verdict verdict_large(uint64_t rid, const char *msg, const str
 
 const char *bwp_verdict_msg(const struct bwp_verdict *v, char *buf, size_t n)
 {
-    const char *m = v->msg ? v->msg : v->code != BWP_OK ? v->text : NULL;
-    if (v->code != BWP_E_TOO_LARGE || !v->limit || !m || n == 0)
-        return m;
-    snprintf(buf, n, "%s (max_prompt_bytes %u)", m, v->limit);
+    if (v->code != BWP_E_TOO_LARGE || !v->limit || !v->msg || n == 0)
+        return v->msg;
+    snprintf(buf, n, "%s (max_prompt_bytes %u)", v->msg, v->limit);
     return buf;
 }
 
-/* A verdict whose message is formatted into its own text. */
-static struct bwp_verdict verdict_fmt(uint16_t code, uint64_t rid, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static struct bwp_verdict verdict_fmt(uint16_t code, uint64_t rid, const char *fmt, ...)
+/* A verdict whose message is formatted into the frame's why. */
+static struct bwp_verdict verdict_fmt(struct bwp_client_frame *out, uint16_t code, uint64_t rid, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static struct bwp_verdict verdict_fmt(struct bwp_client_frame *out, uint16_t code, uint64_t rid, const char *fmt, ...)
 {
-    struct bwp_verdict v = verdict(code, rid, NULL);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(v.text, sizeof v.text, fmt, ap);
+    vsnprintf(out->why, sizeof out->why, fmt, ap);
     va_end(ap);
-    return v;
+    return verdict(code, rid, out->why);
 }
 
 static struct bwp_verdict verdict_drop(const char *msg)
@@ -469,7 +467,8 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
                                     struct bwp_client_frame *out)
 {
     struct bwp_verdict v;
-    memset(out, 0, sizeof *out);
+    memset(out, 0, offsetof(struct bwp_client_frame, why));   /* why: written only for a refusal */
+    out->why[0] = 0;
     /* rule 2: unanswerable frames */
     if (n < 4 || (n < BWP_HDR_SIZE && tr == BWP_UDP))
         return verdict_drop("frame shorter than the 24-byte header");
@@ -518,7 +517,7 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
          * rule 1's place, not after a queue place (which could answer BUSY first); text and chat
          * prompts are counted when the decoder tokenizes them */
         if (buf[BWP_HDR_SIZE + 2] == BWP_PROMPT_IDS && lim->max_ctx && plen / 4 >= lim->max_ctx) {
-            return verdict_fmt(BWP_E_TOO_LARGE, rid, "prompt of %u tokens does not fit the context of %u tokens",
+            return verdict_fmt(out, BWP_E_TOO_LARGE, rid, "prompt of %u tokens does not fit the context of %u tokens",
                                plen / 4, lim->max_ctx);
         }
     }
@@ -546,12 +545,8 @@ struct bwp_verdict bwp_parse_client(const uint8_t *buf, size_t n, enum bwp_trans
             read_generate(p, &out->gen);
         if ((why = generate_frame_error(&out->gen, body)))
             return verdict(BWP_E_BAD_FRAME, rid, why);
-        struct bwp_verdict pv = verdict(BWP_E_BAD_PARAMS, rid, NULL);
-        if ((why = generate_params_error(&out->gen, lim, pv.text, sizeof pv.text))) {
-            if (why != pv.text)
-                pv.msg = why;   /* static text */
-            return pv;
-        }
+        if ((why = generate_params_error(&out->gen, lim, out->why, sizeof out->why)))
+            return verdict(BWP_E_BAD_PARAMS, rid, why);   /* static text, or out->why */
         break;
     }
     }

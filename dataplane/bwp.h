@@ -66,15 +66,19 @@ struct bwp_generate {
 };
 
 /* A validated client frame (pointers into the caller's buffer). */
+#define BWP_WHY_MAX 384                 /* the longest: a chat-order refusal (model/chat.c), ≈ 340 bytes */
+
 struct bwp_client_frame {
     struct bwp_header h;
     uint64_t auth_ts_us;            /* trailer timestamp when AUTH was verified, else 0 */
     struct bwp_generate gen;        /* GENERATE */
     uint32_t from_seq;              /* RESEND */
+    char why[BWP_WHY_MAX];          /* a refusal's message that holds numbers (the verdict's msg points
+                                     * here): the parser keeps nothing of its own, so it stays pure.
+                                     * Last, and not cleared: only a refusal writes it */
 };
 
 /* What to do with a frame: answer with an ERROR, answer nothing, and/or close (TCP). */
-#define BWP_VERDICT_TEXT 384   /* the longest: a chat-order refusal (model/chat.c), ≈ 330 bytes */
 
 struct bwp_verdict {
     uint16_t code;          /* BWP_OK when the frame is valid; else the ERROR code */
@@ -82,15 +86,13 @@ struct bwp_verdict {
     bool close;             /* TCP: close the connection after the ERROR */
     bool no_trailer;        /* answering an authentication failure: no AUTH trailer */
     uint64_t request_id;
-    const char *msg;        /* static text for the ERROR message; NULL when it is in text */
+    const char *msg;        /* the ERROR message: static text, or the why of the frame the verdict
+                             * came with (bwp_parse_client's out): read it while that frame lives */
     uint32_t limit;         /* TOO_LARGE: the max_prompt_bytes it was judged by (0: none); bwp_verdict_msg adds it */
-    char text[BWP_VERDICT_TEXT];   /* a message that holds numbers (msg NULL), kept in the verdict so
-                                    * the parser stays pure: nothing of it outlives the caller's copy */
 };
 
-/* The ERROR message for v: v->msg (or v->text), with the limit a TOO_LARGE was judged by appended
- * ("... (max_prompt_bytes 4096)") into buf (n bytes). Returns v->msg, v->text or buf; NULL only for
- * BWP_OK. Read it from the caller's own verdict: the pointer may be into *v. */
+/* The ERROR message for v: v->msg, with the limit a TOO_LARGE was judged by appended
+ * ("... (max_prompt_bytes 4096)") into buf (n bytes). Returns v->msg or buf. */
 const char *bwp_verdict_msg(const struct bwp_verdict *v, char *buf, size_t n);
 
 /* Pre-shared key; len 0 = AUTH not configured. */

@@ -32,14 +32,16 @@ static struct bwp_verdict parse(const uint8_t *b, size_t n, enum bwp_transport t
     return bwp_parse_client(b, n, tr, lim, NULL, 1, NOW, f);
 }
 
-/* Builds a GENERATE and returns its verdict on UDP. */
+/* Builds a GENERATE and returns its verdict on UDP. A verdict's message may live in its frame
+ * (why): the frames rotate over 4, so the last four verdicts' messages stay readable. */
 static struct bwp_verdict gen_verdict(const struct bwp_generate *g, const struct bwp_limits *lim)
 {
     static uint8_t buf[4096];
-    struct bwp_client_frame f;
+    static struct bwp_client_frame fs[4];
+    static unsigned k;
     size_t n = bwp_build_generate(buf, sizeof buf, 42, g, NULL, 0);
     assert_true(n > 0);
-    return parse(buf, n, BWP_UDP, lim, &f);
+    return parse(buf, n, BWP_UDP, lim, &fs[k++ % 4]);
 }
 
 /* The verdict's ERROR message, as the transports read it (the pointer may be into *v). */
@@ -374,8 +376,8 @@ static void test_rule7_too_large(void **s)
 
 /* ---- rule 10 and BAD_PARAMS ---- */
 
-/* The parser is pure (DESIGN.md): a verdict's message is the caller's, not a buffer the next
- * parse reuses. Two refusals with numbers, kept side by side, each keep their own. */
+/* The parser is pure (DESIGN.md): a verdict's message lives in the caller's frame, not in a
+ * buffer the next parse reuses. Two refusals with numbers, kept side by side, each keep their own. */
 static void test_verdicts_independent(void **s)
 {
     (void)s;

@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_accepted(data, size, &f);
     char why[128];
     const char *m = bwp_verdict_msg(&v, why, sizeof why);
-    if (v.code != BWP_OK && (!m || !m[0] || strnlen(m, BWP_VERDICT_TEXT) == BWP_VERDICT_TEXT))
+    if (v.code != BWP_OK && (!m || !m[0] || strnlen(m, BWP_WHY_MAX) == BWP_WHY_MAX))
         abort();   /* every refusal names its problem, in a terminated message */
     struct bwp_verdict sv;
     size_t need = bwp_stream_need(data, size, &sv);
