@@ -48,6 +48,8 @@ static void policy_publish(struct dp_shared *sh, const struct dp_policy *next)
     *spare = *next;
     /* seq_cst (a release) pairs with dp_policy_enter's acquire/seq_cst loads */
     atomic_store_explicit(&sh->policy, spare, memory_order_seq_cst);
+    /* release: the sweep that sees the new generation reads the new policy (partner: partial_tick) */
+    atomic_fetch_add_explicit(&sh->pol_gen, 1, memory_order_release);
     while (policy_in_use(sh, old))     /* a reader holds it for one frame at most */
         ctl_nap();
 }

@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -74,6 +75,7 @@ struct dp_server {
     int spare_fd;                  /* a descriptor held back: out of descriptors, accept closes with it */
     uint64_t fd_warn_us;           /* dp_mono_us of the last out-of-descriptors warning */
     uint64_t listen_paused_until;  /* dp_mono_us: the listener is disarmed until then (0 = armed) */
+    uint32_t pol_seen;             /* sh.pol_gen the open connections were last checked against */
     pthread_t decoder;
 };
 
@@ -343,8 +345,13 @@ void dp_server_close(struct dp_server *s)
     if (!s)
         return;
     for (int i = 0; s->conns && i < DP_TCP_MAX_CONNS; i++) {
-        if (s->conns[i].fd >= 0)
+        if (s->conns[i].fd >= 0) {       /* FIN after what was sent, not a reset that could discard it */
+            uint8_t sink[4096];
+            shutdown(s->conns[i].fd, SHUT_WR);
+            for (int k = 0; k < DP_CLOSE_DRAIN_READS && recv(s->conns[i].fd, sink, sizeof sink, MSG_DONTWAIT) > 0; k++)
+                ;
             close(s->conns[i].fd);
+        }
         free(s->conns[i].rbuf);
         free(s->conns[i].wbuf);
     }
@@ -895,6 +902,49 @@ static void conn_event(struct dp_server *s, uint32_t ci, uint32_t events)
 
 /* ---- the loop ---- */
 
+/* A new allow list applies to the TCP connections already open too: one from an address it no
+ * longer allows is ended as dp_port ends it on a frame (read no more, its requests finish, then
+ * closed); an idle one is told first, with ERROR FORBIDDEN and request_id 0 (no frame named a
+ * request). Otherwise such connections could keep every slot, idle, for ever. */
+static void tcp_recheck_allow(struct dp_server *s)
+{
+    const struct dp_policy *pol = dp_policy_enter(s->port.hz, &s->sh);
+    for (uint32_t ci = 0; pol->n_allow && ci < DP_TCP_MAX_CONNS; ci++) {
+        struct dp_conn *c = &s->conns[ci];
+        if (c->fd < 0 || c->rd_eof || c->closing ||
+            dp_allow_match(pol->allow, pol->n_allow, (const struct sockaddr *)&c->addr))
+            continue;
+        struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
+        s->port.stats.rejected++;
+        if (c->n_live == 0)
+            dp_port_error(&s->port, &p, 0, BWP_E_FORBIDDEN, "client address not allowed", false, false);
+        port_end_peer(&s->port, &p);
+    }
+    dp_policy_exit(s->port.hz);
+}
+
+/* At exit, what the connections' write buffers still hold goes out while their clients read,
+ * DP_EXIT_FLUSH_MS at most (the drain ends when the last request has handed over its frames,
+ * not when they have left: a client reading slower than the server writes would lose its tail). */
+static void tcp_flush_all(struct dp_server *s)
+{
+    const uint64_t end = dp_mono_us() + 1000ull * DP_EXIT_FLUSH_MS;
+    for (;;) {
+        bool pending = false;
+        for (uint32_t ci = 0; s->conns && ci < DP_TCP_MAX_CONNS; ci++) {
+            struct dp_conn *c = &s->conns[ci];
+            if (c->fd < 0 || !c->wlen)
+                continue;
+            flush_conn(s, ci);
+            pending = pending || (c->fd >= 0 && c->wlen > 0);
+        }
+        if (!pending || dp_mono_us() >= end)
+            return;
+        struct timespec ts = { 0, 1000000 };   /* 1 ms: the clients read meanwhile */
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* A connection whose frame has been arriving for longer than the frame timeout (a client that
  * stalled mid-frame, or one that trickles bytes to hold a slot) gets BAD_FRAME and is closed:
  * the stream cannot be resynchronised. Swept every DP_IDLE_WAIT_MS at most. */
@@ -903,6 +953,11 @@ static void partial_tick(struct dp_server *s, uint64_t now)
     if (now < s->next_partial_check)
         return;
     s->next_partial_check = now + 1000ull * DP_IDLE_WAIT_MS;
+    const uint32_t gen = atomic_load_explicit(&s->sh.pol_gen, memory_order_acquire);   /* partner: policy_publish */
+    if (gen != s->pol_seen) {
+        s->pol_seen = gen;
+        tcp_recheck_allow(s);
+    }
     if (s->listen_paused_until && now >= s->listen_paused_until &&
         ep_mod(s->ep, s->tcp_fd, EPOLLIN, TAG_LISTEN) == 0)
         s->listen_paused_until = 0;
@@ -1047,5 +1102,6 @@ int dp_server_run(struct dp_server *s, struct bora_err *err)
     dp_port_responses(&s->port);
     flush_dirty(s);
     flush_udp(s);
+    tcp_flush_all(s);
     return rc;
 }

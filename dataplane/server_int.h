@@ -38,6 +38,7 @@
 #define DP_FD_WARN_MS        10000      /* out of descriptors: one warning per this period */
 #define DP_LISTEN_PAUSE_MS   100        /* … and no way to accept-and-close: the listener rests this long */
 #define DP_CLOSE_DRAIN_READS 16         /* 4 KiB reads of unread input before a TCP close */
+#define DP_EXIT_FLUSH_MS     2000       /* at exit, what write buffers still hold goes out this long at most */
 #define DP_TCP_FRAME_TIMEOUT_MS 30000u  /* a frame begun and not finished this long: BAD_FRAME, close */
 #define DP_DECODER_IDLE_MS   50
 #define DP_IO_SPIN_US        50         /* io thread polls (no sleep) this long after activity */
@@ -208,6 +209,8 @@ struct dp_shared {
     struct bwp_limits lim;
     /* live policy: published by dp_server_set_policy (release), read through dp_policy_enter */
     alignas(64) _Atomic(const struct dp_policy *) policy;
+    _Atomic uint32_t pol_gen;      /* bumped after each publish (release); the io thread's sweep
+                                    * re-checks open TCP connections against a new allow list */
     struct dp_policy pol_slot[2];
     struct dp_hazard hazard[DP_POLICY_READERS];
     uint32_t n_readers;                        /* hazards handed out (at open, one thread) */

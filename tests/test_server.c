@@ -830,7 +830,7 @@ static void test_forbidden_while_connected(void **s)
     struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
-    struct bwp_conn c = test_srv_conn(&SRV, true);
+    struct bwp_conn c = test_srv_conn(&SRV, true), idle = test_srv_conn(&SRV, true);
     struct test_req r[2] = { { .rid = 40 }, { .rid = 41 } };
     test_send_text(&c, 40, "sleep=30", 10, 0, 0, NULL);   /* ≈ 300 ms */
     uint8_t b[512];
@@ -843,25 +843,139 @@ static void test_forbidden_while_connected(void **s)
     cfg.n_allow = 1;
     struct bora_err err;
     assert_int_equal(dp_server_set_policy(SRV.s, &cfg, &err), 0);
-    /* a PING and a GENERATE in one write: the PING is FORBIDDEN, the GENERATE behind it is not
-     * read (neither answered nor started) */
+    /* a PING and a GENERATE in one write, at once: the PING is FORBIDDEN if it is read before the
+     * io thread's sweep (≤ 100 ms) ends the connection, else not read at all; the GENERATE behind
+     * it is never read (neither answered nor started) */
     size_t n = bwp_build_simple(b, sizeof b, BWP_PING, 41, NULL, 0);
     struct bwp_generate g = { .max_tokens = 2, .prompt_kind = BWP_PROMPT_TEXT, .top_p = 1.0f,
                               .prompt = (const uint8_t *)"hi", .prompt_len = 2 };
     n += bwp_build_generate(b + n, sizeof b - n, 42, &g, NULL, 0);
     assert_int_equal(bwp_conn_send(&c, b, n), 0);
-    assert_int_equal(test_collect(&c, r, 2, T_MS, NULL), 2);
-    assert_int_equal(r[1].error, BWP_E_FORBIDDEN);
+    /* an idle connection from it is told and closed without a frame of its own: refused
+     * addresses cannot keep the slots they opened while allowed */
+    expect_error(&idle, 0, BWP_E_FORBIDDEN);
+    expect_closed(&idle);
+    bwp_conn_close(&idle);
+    /* the running request finishes in full (nothing accepted is lost), then the connection closes */
+    int rc;
+    while ((rc = test_recv(&c, b, sizeof b, &f, T_MS, NULL)) == 1) {
+        if (f.h.request_id == 42)
+            fail_msg("request 42 was read after its address was refused (frame type 0x%x)", f.h.type);
+        test_apply(r, 2, &f);
+    }
+    assert_true(rc == -EPIPE || rc == -ECONNRESET);        /* closed, not a timeout */
+    assert_true(r[1].error == 0 || r[1].error == BWP_E_FORBIDDEN);
     assert_true(r[0].done);
     assert_int_equal(r[0].n_tokens, 10);
     assert_int_equal(r[0].d.finish, BWP_FINISH_MAX_TOKENS);
-    expect_closed(&c);                                     /* and nothing for request 42 before it */
     bwp_conn_close(&c);
     struct bwp_conn d = test_srv_conn(&SRV, true);
     expect_error(&d, 0, BWP_E_FORBIDDEN);
     expect_closed(&d);
     bwp_conn_close(&d);
     assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
+/* A client that reads slower than the server writes still gets everything when the server stops:
+ * the drain ends when the last request has handed over its frames, and what the write buffer
+ * still holds then goes out before the exit (it was closed away: the request's DONE was lost). */
+struct slow_reader { int fd; uint8_t *buf; size_t n, cap; };
+
+static void *slow_read(void *arg)
+{
+    struct slow_reader *r = arg;
+    while (r->n < r->cap) {
+        ssize_t k = recv(r->fd, r->buf + r->n, r->cap - r->n, 0);
+        if (k <= 0)
+            break;
+        r->n += (size_t)k;
+    }
+    return NULL;
+}
+
+/* The bytes the server's kernel holds for the client at local port lport (ss's Send-Q), or -1. */
+static long server_sendq(int sport, int lport)
+{
+    char cmd[160], line[512];
+    snprintf(cmd, sizeof cmd, "ss -tnH state established '( sport = :%d and dport = :%d )' 2>/dev/null", sport, lport);
+    FILE *p = popen(cmd, "r");
+    long q = -1, rq;
+    if (p && fgets(line, sizeof line, p) && sscanf(line, "%ld %ld", &rq, &q) != 2)
+        q = -1;
+    if (p)
+        pclose(p);
+    return q;
+}
+
+static void test_exit_flushes_slow_reader(void **s)
+{
+    (void)s;
+    if (system("ss -V >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "SKIPPED: test_exit_flushes_slow_reader needs ss (iproute2) to see the server's send queue\n");
+        skip();
+    }
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    int small = 4096;                                      /* a small window: the server's frames queue */
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    const int sport = dp_server_tcp_port(SRV.s);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                             .sin_port = htons((uint16_t)sport) };
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct sockaddr_in me;
+    socklen_t ml = sizeof me;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&me, &ml), 0);
+    const int lport = ntohs(me.sin_port);
+    enum { BATCH = 2000 };
+    static uint8_t out[BATCH * 2 * 24 + 512];
+    size_t n = 0;
+    for (int i = 0; i < 2 * BATCH; i++)
+        n += bwp_build_simple(out + n, sizeof out - n, BWP_PING, 1000, NULL, 0);
+    const size_t half = n / 2;
+    long pings = 0, last = -2, q;
+    /* PINGs until the server's kernel send queue stops growing: it is full, and the PONGs of
+     * the next PINGs stay in borad's own write buffer */
+    for (int round = 0; round < 400 && (q = server_sendq(sport, lport)) != last; round++) {
+        last = q;
+        assert_int_equal(send(fd, out, half, MSG_NOSIGNAL), (ssize_t)half);
+        pings += BATCH;
+        test_sleep_ms(50);
+    }
+    assert_true(last > 0);
+    assert_int_equal(send(fd, out, n, MSG_NOSIGNAL), (ssize_t)n);   /* 128 KB of PONGs wait in borad */
+    pings += 2 * BATCH;
+    struct bwp_generate g = { .max_tokens = 3, .prompt_kind = BWP_PROMPT_TEXT, .top_p = 1.0f,
+                              .prompt = (const uint8_t *)"tail", .prompt_len = 4 };
+    size_t gn = bwp_build_generate(out, sizeof out, 9, &g, NULL, 0);
+    assert_int_equal(send(fd, out, gn, MSG_NOSIGNAL), (ssize_t)gn);
+    test_sleep_ms(300);                                    /* the request ends; its frames wait behind the PONGs */
+    struct slow_reader r = { .fd = fd, .cap = (size_t)pings * 32 + (1u << 20) };
+    r.buf = malloc(r.cap);
+    assert_non_null(r.buf);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_read, &r), 0);   /* reads from now on */
+    assert_int_equal(test_srv_stop(&SRV), 0);             /* drains, exits, closes */
+    pthread_join(t, NULL);
+    long pongs = 0;
+    bool done = false;
+    for (size_t off = 0; off + BWP_HDR_SIZE <= r.n;) {
+        struct bwp_server_frame f;
+        size_t len = BWP_HDR_SIZE + bwp_rd32(r.buf + off + 8);
+        if (off + len > r.n || bwp_parse_server(r.buf + off, len, NULL, false, &f) < 0)
+            break;
+        pongs += f.h.type == BWP_PONG;
+        done = done || (f.h.type == BWP_DONE && f.h.request_id == 9);
+        off += len;
+    }
+    if (pongs != pings || !done)
+        fail_msg("after the stop the client read %ld of %ld PONGs and %s request 9's DONE (%zu bytes; the "
+                 "server's send queue held %ld)", pongs, pings, done ? "" : "not", r.n, last);
+    free(r.buf);
+    close(fd);
     SRV = saved;
 }
 
@@ -1234,6 +1348,7 @@ int main(void)
         cmocka_unit_test(test_resend_rate),
         cmocka_unit_test(test_forbidden_while_connected),
         cmocka_unit_test(test_tcp_out_of_fds),
+        cmocka_unit_test(test_exit_flushes_slow_reader),
         cmocka_unit_test(test_auth_server),
         cmocka_unit_test(test_forbidden_and_rate_limited),
         cmocka_unit_test(test_port_in_use),
