@@ -65,9 +65,9 @@ struct bwp_generate {
     const uint8_t *prompt;
 };
 
-/* A validated client frame (pointers into the caller's buffer). */
 #define BWP_WHY_MAX 384                 /* the longest: a chat-order refusal (model/chat.c), ≈ 340 bytes */
 
+/* A validated client frame (pointers into the caller's buffer). */
 struct bwp_client_frame {
     struct bwp_header h;
     uint64_t auth_ts_us;            /* trailer timestamp when AUTH was verified, else 0 */
@@ -79,7 +79,6 @@ struct bwp_client_frame {
 };
 
 /* What to do with a frame: answer with an ERROR, answer nothing, and/or close (TCP). */
-
 struct bwp_verdict {
     uint16_t code;          /* BWP_OK when the frame is valid; else the ERROR code */
     bool answer;            /* send ERROR(code) with request_id below */
