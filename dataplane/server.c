@@ -40,6 +40,7 @@ struct dp_conn {
     uint64_t skip_rid;
     bool skip_gen;                 /* … and it is a GENERATE (its ERROR refuses a request) */
     uint64_t partial_since;        /* dp_mono_us when the unfinished frame began; 0 = none */
+    uint64_t stall_since;          /* dp_mono_us when a send last found the socket full; 0 = flowing */
     struct bwp_mac_stream mac;
     uint8_t *rbuf; size_t rlen;    /* (rcap) */
     uint8_t *wbuf; size_t woff, wlen;   /* (DP_TCP_WBUF_BYTES) */
@@ -295,14 +296,14 @@ int dp_server_open(struct dp_server **out, const struct dp_config *cfg, struct g
     s->rcap = bwp_frame_max(&s->sh.lim) + (64u << 10);
     s->frame_timeout_us = 1000ull * (cfg->tcp_frame_timeout_ms ? cfg->tcp_frame_timeout_ms : DP_TCP_FRAME_TIMEOUT_MS);
     s->conns = calloc(DP_TCP_MAX_CONNS, sizeof *s->conns);
+    for (int i = 0; s->conns && i < DP_TCP_MAX_CONNS; i++)
+        s->conns[i].fd = -1;          /* before any way out: dp_server_close walks them */
     s->dirty = calloc(DP_TCP_MAX_CONNS, sizeof *s->dirty);
     s->ubuf = malloc((size_t)DP_UDP_BATCH * 65536);
     if (!s->conns || !s->dirty || !s->ubuf) {
         rc = bora_errf(err, -ENOMEM, "dataplane: out of memory");
         goto err;
     }
-    for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
-        s->conns[i].fd = -1;
     if (cfg->tcp && *cfg->tcp)
         tcp_fd_budget(s);
     if (ep_add(s->ep, s->io_efd, EPOLLIN, TAG_EFD) < 0) {
@@ -348,7 +349,7 @@ void dp_server_close(struct dp_server *s)
         if (s->conns[i].fd >= 0) {       /* FIN after what was sent, not a reset that could discard it */
             uint8_t sink[4096];
             shutdown(s->conns[i].fd, SHUT_WR);
-            for (int k = 0; k < DP_CLOSE_DRAIN_READS && recv(s->conns[i].fd, sink, sizeof sink, MSG_DONTWAIT) > 0; k++)
+            for (int k = 0; k < 16 * DP_CLOSE_DRAIN_READS && recv(s->conns[i].fd, sink, sizeof sink, MSG_DONTWAIT) > 0; k++)
                 ;
             close(s->conns[i].fd);
         }
@@ -549,11 +550,14 @@ static void flush_conn(struct dp_server *s, uint32_t ci)
         if (n > 0) {
             c->woff += (size_t)n;
             c->wlen -= (size_t)n;
+            c->stall_since = 0;
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->stall_since)
+                c->stall_since = dp_mono_us();
             if (!c->want_out) {
                 c->want_out = true;
                 ep_mod(s->ep, c->fd, (c->rd_eof || c->closing ? 0 : EPOLLIN) | EPOLLOUT, TAG_CONN0 + ci);
@@ -722,7 +726,7 @@ static void tcp_accept(struct dp_server *s)
         c->n_live = 0;
         c->skip = 0;
         c->skip_mac = false;
-        c->partial_since = 0;
+        c->partial_since = c->stall_since = 0;
         c->rlen = c->woff = c->wlen = 0;
         if (ep_add(s->ep, fd, EPOLLIN, TAG_CONN0 + ci) < 0) {
             bora_log(BORA_LOG_WARN, "dataplane: epoll_ctl for a TCP connection: %s; refused", strerror(errno));
@@ -919,6 +923,17 @@ static void tcp_recheck_allow(struct dp_server *s)
         if (c->n_live == 0)
             dp_port_error(&s->port, &p, 0, BWP_E_FORBIDDEN, "client address not allowed", false, false);
         port_end_peer(&s->port, &p);
+        if (c->fd < 0)
+            continue;
+        c->rlen = 0;                  /* a partial frame will never be read: no frame timeout for it */
+        c->skip = 0;
+        c->skip_mac = false;
+        c->partial_since = 0;
+        if (c->n_live == 0) {         /* told; a client that does not read is not waited for */
+            flush_conn(s, ci);
+            if (c->fd >= 0 && c->wlen)
+                conn_kill(s, ci);
+        }
     }
     dp_policy_exit(s->port.hz);
 }
@@ -935,6 +950,11 @@ static void tcp_flush_all(struct dp_server *s)
             struct dp_conn *c = &s->conns[ci];
             if (c->fd < 0 || !c->wlen)
                 continue;
+            /* what a client still sends is read away meanwhile: unread input at the close would
+             * turn it into a reset, which drops what the kernel still holds for the client */
+            uint8_t sink[4096];
+            for (int k = 0; k < DP_CLOSE_DRAIN_READS && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; k++)
+                ;
             flush_conn(s, ci);
             pending = pending || (c->fd >= 0 && c->wlen > 0);
         }
@@ -971,7 +991,12 @@ static void partial_tick(struct dp_server *s, uint64_t now)
             c->rbuf = c->wbuf = NULL;
             continue;
         }
-        if (c->fd < 0 || c->closing || !c->partial_since || (c->rlen == 0 && c->skip == 0) ||
+        if (c->fd >= 0 && c->rd_eof && c->n_live == 0 && c->wlen && c->want_out && c->stall_since &&
+            now - c->stall_since >= s->frame_timeout_us) {
+            conn_kill(s, ci);         /* ended, and its client has read nothing for a frame timeout */
+            continue;
+        }
+        if (c->fd < 0 || c->closing || c->rd_eof || !c->partial_since || (c->rlen == 0 && c->skip == 0) ||
             now - c->partial_since < s->frame_timeout_us)
             continue;
         struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
