@@ -341,18 +341,31 @@ err:
     return rc;
 }
 
+/* Reads away up to reads × 4 KiB of what the peer sent and nobody will read: a close over unread
+ * input sends a reset, which discards what the kernel still holds for the peer (the last frames,
+ * an ERROR, a DONE). */
+static void tcp_drain_input(int fd, int reads)
+{
+    uint8_t sink[4096];
+    for (int i = 0; i < reads && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
+}
+
+/* A TCP close that ends with FIN after what was sent: half-close, read away input, close. */
+static void tcp_close_gently(int fd, int reads)
+{
+    shutdown(fd, SHUT_WR);
+    tcp_drain_input(fd, reads);
+    close(fd);
+}
+
 void dp_server_close(struct dp_server *s)
 {
     if (!s)
         return;
     for (int i = 0; s->conns && i < DP_TCP_MAX_CONNS; i++) {
-        if (s->conns[i].fd >= 0) {       /* FIN after what was sent, not a reset that could discard it */
-            uint8_t sink[4096];
-            shutdown(s->conns[i].fd, SHUT_WR);
-            for (int k = 0; k < 16 * DP_CLOSE_DRAIN_READS && recv(s->conns[i].fd, sink, sizeof sink, MSG_DONTWAIT) > 0; k++)
-                ;
-            close(s->conns[i].fd);
-        }
+        if (s->conns[i].fd >= 0)
+            tcp_close_gently(s->conns[i].fd, 16 * DP_CLOSE_DRAIN_READS);
         free(s->conns[i].rbuf);
         free(s->conns[i].wbuf);
     }
@@ -616,13 +629,7 @@ static void conn_kill(struct dp_server *s, uint32_t ci)
     if (c->fd < 0)
         return;
     epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
-    /* what the client sent and nobody will read is read away first: a close over unread input
-     * sends a reset, which can discard the last frames still on their way to the client */
-    uint8_t sink[4096];
-    shutdown(c->fd, SHUT_WR);
-    for (int i = 0; i < DP_CLOSE_DRAIN_READS && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
-        ;
-    close(c->fd);
+    tcp_close_gently(c->fd, DP_CLOSE_DRAIN_READS);
     c->fd = -1;
     c->wlen = c->woff = c->rlen = 0;
     c->skip = 0;
@@ -638,7 +645,7 @@ static void conn_kill(struct dp_server *s, uint32_t ci)
  * frame named a request yet) and the connection is closed, before it takes a slot or a buffer. */
 static void tcp_refuse(struct dp_server *s, int fd)
 {
-    uint8_t b[DP_PORT_TX_CAP], sink[4096];
+    uint8_t b[DP_PORT_TX_CAP];
     size_t n = bwp_build_error(b, sizeof b, 0, 0, BWP_E_FORBIDDEN, "client address not allowed", s->sh.key,
                                dp_now_us());
     s->port.stats.rejected++;
@@ -646,12 +653,7 @@ static void tcp_refuse(struct dp_server *s, int fd)
     metrics_frame_error(s->port.ms, BWP_E_FORBIDDEN);
     if (n)
         (void)send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);   /* a fresh socket's buffer takes it */
-    /* what the client already sent is read away, so that close sends FIN, not a reset that
-     * could discard the ERROR at the client */
-    for (int i = 0; i < DP_CLOSE_DRAIN_READS && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
-        ;
-    shutdown(fd, SHUT_WR);
-    close(fd);
+    tcp_close_gently(fd, DP_CLOSE_DRAIN_READS);
 }
 
 static void tcp_accept(struct dp_server *s)
@@ -950,11 +952,7 @@ static void tcp_flush_all(struct dp_server *s)
             struct dp_conn *c = &s->conns[ci];
             if (c->fd < 0 || !c->wlen)
                 continue;
-            /* what a client still sends is read away meanwhile: unread input at the close would
-             * turn it into a reset, which drops what the kernel still holds for the client */
-            uint8_t sink[4096];
-            for (int k = 0; k < DP_CLOSE_DRAIN_READS && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; k++)
-                ;
+            tcp_drain_input(c->fd, DP_CLOSE_DRAIN_READS);   /* what a client still sends, meanwhile */
             flush_conn(s, ci);
             pending = pending || (c->fd >= 0 && c->wlen > 0);
         }
