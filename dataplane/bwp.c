@@ -439,16 +439,14 @@ static const char *generate_params_error(const struct bwp_generate *g, const str
                 return "chat message role above 3";
             /* the conversation's order, as the chat template checks it, in rule 1's place (before
              * the queue) */
-            if (n && chat_order_step(n, prev, role, &err)) {
+            if (n && chat_order_step(n, prev, role, &err))
                 return copy_msg(why, nwhy, err.msg);
-            }
             user = user || role == CHAT_ROLE_USER;
             prev = role;
             n++;
         }
-        if (n && chat_order_end(n, user, prev, false, &err)) {
+        if (n && chat_order_end(n, user, prev, false, &err))
             return copy_msg(why, nwhy, err.msg);
-        }
     }
     if (g->prompt_kind == BWP_PROMPT_IDS) {
         if (g->prompt_len % 4)
