@@ -93,7 +93,10 @@ static int plan_gpu(const char *name, struct plan_gpu *g, struct bora_err *err)
 
 struct plan_col {
     struct plan_layout l;
+    struct plan_prefill pf;  /* the prefill workspace the engine would take (or needs, when !fits) */
+    int pf_want;             /* the chunk it would like: PLAN_PREFILL_CHUNK, or the context if shorter */
     uint64_t step_bytes;     /* weights + KV at a full context */
+    uint64_t need;           /* arena + CUDA reserve + prefill workspace */
     bool fits;
 };
 
@@ -107,6 +110,12 @@ static int plan_one(const struct model_config *c, enum bora_dtype lin, int ctx, 
     col->step_bytes = col->l.step_weight_bytes + plan_kv_step_bytes(c, &col->l, ctx - 1);
     struct bora_err tmp;
     col->fits = plan_check_fit(&col->l, ctx, g->mem_bytes, &tmp) == 0;
+    /* the arena is refused if it does not fit; the prefill workspace beside it shrinks instead */
+    plan_prefill_layout(c, lin, ctx, PLAN_PREFILL_CHUNK, &col->pf);
+    col->pf_want = col->pf.chunk;
+    if (col->fits)
+        plan_prefill_fit(c, lin, ctx, g->mem_bytes - col->l.total - PLAN_CUDA_RESERVE, &col->pf);
+    col->need = col->l.total + PLAN_CUDA_RESERVE + col->pf.total;
     return 0;
 }
 
@@ -208,11 +217,15 @@ int cmd_plan(int argc, char **argv)
 #define ROW(label, fmt, a, b) printf("%-34s " fmt " " fmt "\n", label, a, b)
     ROW("weights (GB)", "%14.2f", col[0].l.weight_bytes / 1e9, col[1].l.weight_bytes / 1e9);
     ROW("KV cache (GB)", "%14.2f", col[0].l.kv_bytes / 1e9, col[1].l.kv_bytes / 1e9);
-    ROW("activations + workspace (GB)", "%14.3f", col[0].l.act_bytes / 1e9, col[1].l.act_bytes / 1e9);
+    ROW("decode activations (GB)", "%14.3f", col[0].l.act_bytes / 1e9, col[1].l.act_bytes / 1e9);
+    ROW("prefill workspace (GB)", "%14.2f", col[0].pf.total / 1e9, col[1].pf.total / 1e9);
     ROW("CUDA reserve (GB)", "%14.2f", PLAN_CUDA_RESERVE / 1e9, PLAN_CUDA_RESERVE / 1e9);
-    ROW("total needed (GB)", "%14.2f", (col[0].l.total + PLAN_CUDA_RESERVE) / 1e9,
-        (col[1].l.total + PLAN_CUDA_RESERVE) / 1e9);
+    ROW("total needed (GB)", "%14.2f", col[0].need / 1e9, col[1].need / 1e9);
     ROW("fits", "%14s", col[0].fits ? "yes" : "NO", col[1].fits ? "yes" : "NO");
+    char chunk_txt[2][24];
+    for (int k = 0; k < 2; k++)
+        snprintf(chunk_txt[k], sizeof chunk_txt[k], col[k].pf.chunk ? "%d" : "none", col[k].pf.chunk);
+    ROW("prefill chunk (tokens)", "%14s", chunk_txt[0], chunk_txt[1]);
     ROW("bytes read per token at ctx (GB)", "%14.3f", col[0].step_bytes / 1e9, col[1].step_bytes / 1e9);
     ROW("decode tok/s, bandwidth bound", "%14.1f", g.read_gbps * 1e9 / col[0].step_bytes,
         g.read_gbps * 1e9 / col[1].step_bytes);
@@ -226,10 +239,25 @@ int cmd_plan(int argc, char **argv)
     const struct plan_col *sel = &col[prec == MODEL_PRECISION_FP8 ? 0 : 1];
     const char *pn = prec == MODEL_PRECISION_FP8 ? "fp8" : "bf16";
     if (sel->fits) {
-        printf("\n%s fits: %.2f GB of %.1f GB\n", pn, (sel->l.total + PLAN_CUDA_RESERVE) / 1e9, g.mem_bytes / 1e9);
+        printf("\n%s fits: %.2f GB of %.1f GB\n", pn, sel->need / 1e9, g.mem_bytes / 1e9);
+        if (sel->pf.chunk < sel->pf_want) {
+            const enum bora_dtype lin = prec == MODEL_PRECISION_FP8 ? BORA_DT_F8_E4M3 : BORA_DT_BF16;
+            struct plan_prefill full, least;
+            plan_prefill_layout(&cfg, lin, ctx, PLAN_PREFILL_CHUNK, &full);
+            plan_prefill_layout(&cfg, lin, ctx, PLAN_PREFILL_CHUNK_MIN, &least);
+            if (sel->pf.chunk)
+                printf("but the prefill workspace for %d-token chunks (%.2f GB) does not fit beside it: prompts\n"
+                       "are prefilled in %d-token chunks, and long prompts wait longer for their first token\n",
+                       full.chunk, full.total / 1e9, sel->pf.chunk);
+            else
+                printf("but no prefill workspace fits beside it (%.2f GB for %d-token chunks, %.2f GB for %d):\n"
+                       "prompts run one decode step per token, and their first token comes late\n",
+                       full.total / 1e9, full.chunk, least.total / 1e9, least.chunk);
+        }
         return 0;
     }
     plan_check_fit(&sel->l, ctx, g.mem_bytes, &err);
-    printf("\n%s does not fit: %s\n", pn, err.msg);
+    printf("\n%s does not fit: %s\n(and a prefill workspace for %d-token chunks takes %.2f GB more)\n", pn, err.msg,
+           sel->pf.chunk, sel->pf.total / 1e9);
     return 1;
 }

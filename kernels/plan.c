@@ -158,6 +158,50 @@ int plan_check_fit(const struct plan_layout *l, int max_ctx, uint64_t avail, str
                      PLAN_CUDA_RESERVE / 1e9, avail / 1e9);
 }
 
+/* ---- the prefill workspace ---- */
+
+static size_t up256(size_t b) { return (b + 255) & ~(size_t)255; }
+static size_t max3(size_t a, size_t b, size_t c)
+{
+    size_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+void plan_prefill_layout(const struct model_config *c, enum bora_dtype linear, int max_ctx, int chunk,
+                         struct plan_prefill *o)
+{
+    if (chunk > max_ctx)
+        chunk = max_ctx;
+    if (chunk < PLAN_PREFILL_CHUNK_MIN)
+        chunk = PLAN_PREFILL_CHUNK_MIN;
+    const size_t C = (size_t)chunk, dim = (size_t)c->dim, hid = (size_t)c->hidden_dim;
+    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t ae = linear == BORA_DT_F8_E4M3 ? 1 : 2;
+    memset(o, 0, sizeof *o);
+    o->chunk = chunk;
+    o->x = 0;
+    o->act = o->x + up256(C * dim * 4);
+    o->scale = o->act + up256(C * max3(dim, qd, hid) * ae);
+    o->raw = o->scale + up256(C * 4);
+    o->q = o->raw + up256(C * max3(qd + 2 * kvd, 2 * hid, dim) * 2);
+    o->att = o->q + up256(C * qd * 2);
+    o->work = o->att + up256(C * qd * 2);
+    o->bad = o->work + up256(PLAN_PF_ATTN_WORK);
+    o->ws_bytes = o->bad + 256;
+    o->total = o->ws_bytes + PLAN_GEMM_WORKSPACE;
+}
+
+void plan_prefill_fit(const struct model_config *c, enum bora_dtype linear, int max_ctx, uint64_t avail,
+                      struct plan_prefill *o)
+{
+    for (int chunk = PLAN_PREFILL_CHUNK; chunk >= PLAN_PREFILL_CHUNK_MIN; chunk /= 4) {
+        plan_prefill_layout(c, linear, max_ctx, chunk, o);
+        if (o->total <= avail)
+            return;
+    }
+    memset(o, 0, sizeof *o);
+}
+
 /* ---- presets ---- */
 struct preset {
     const char *name;

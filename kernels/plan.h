@@ -67,6 +67,36 @@ size_t plan_attn_partial_floats(int n_heads, int head_dim, int n_split);
  * Y GB free". */
 int plan_check_fit(const struct plan_layout *l, int max_ctx, uint64_t avail_bytes, struct bora_err *err);
 
+/* ---- the prefill workspace (kernels/prefill_run.c allocates it beside the arena) ----
+ * A prompt is prefilled in chunks of up to PLAN_PREFILL_CHUNK tokens. The runner's workspace
+ * holds, for one chunk: the residual stream (fp32), the quantized activations and their per-token
+ * scales, the GEMMs' raw bf16 output (the widest of qkv, gate/up and the residual), the queries
+ * and the attention output (bf16), the flash attention's key-split scratch and a fault flag; the
+ * cuBLASLt context adds its own workspace. A GPU without room for it takes chunks a quarter as
+ * large (plan_prefill_fit); with room for none, prompts run one decode step per token. */
+#define PLAN_PREFILL_CHUNK 2048
+#define PLAN_PREFILL_CHUNK_MIN 16
+#define PLAN_PF_ATTN_WORK (16ull << 20)   /* the flash attention's key-split scratch */
+#define PLAN_GEMM_WORKSPACE (32ull << 20) /* cuBLASLt's workspace */
+
+struct plan_prefill {
+    int chunk;                 /* tokens a chunk holds; 0: no workspace (token by token) */
+    size_t x, act, scale, raw, q, att, work, bad;   /* byte offsets into the runner's workspace */
+    uint64_t ws_bytes;         /* the runner's workspace */
+    uint64_t total;            /* ws_bytes + PLAN_GEMM_WORKSPACE: what a prefill adds on the GPU */
+};
+
+/* The workspace for chunks of `chunk` tokens, clamped to [PLAN_PREFILL_CHUNK_MIN, max_ctx]. */
+void plan_prefill_layout(const struct model_config *cfg, enum bora_dtype linear, int max_ctx, int chunk,
+                         struct plan_prefill *out);
+
+/* The chunk the CUDA engine settles on when `avail` bytes are left beside the arena (and its
+ * CUDA reserve): PLAN_PREFILL_CHUNK, then a quarter of it while the workspace does not fit and
+ * the quarter is at least PLAN_PREFILL_CHUNK_MIN (2,048, 512, 128, 32 tokens; none longer than
+ * max_ctx); out->chunk 0 (total 0) if none fits. */
+void plan_prefill_fit(const struct model_config *cfg, enum bora_dtype linear, int max_ctx, uint64_t avail,
+                      struct plan_prefill *out);
+
 /* Named shapes: mistral-7b, ministral-8b, mistral-small-24b, mistral-medium-3.5. NULL if unknown. */
 const struct model_config *plan_preset_find(const char *name);
 const char *plan_preset_name(int i);   /* i-th preset name, NULL past the end */

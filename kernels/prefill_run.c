@@ -125,32 +125,22 @@ static size_t max3(size_t a, size_t b, size_t c)
     size_t m = a > b ? a : b;
     return m > c ? m : c;
 }
-static size_t up256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+_Static_assert(KERN_GEMM_WORKSPACE == PLAN_GEMM_WORKSPACE, "plan.h counts cuBLASLt's workspace");
+_Static_assert(KERN_PF_ATTN_WORK_BYTES == PLAN_PF_ATTN_WORK, "plan.h counts the attention's scratch");
 
 int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, int chunk, struct bora_err *err)
 {
-    const struct model_config *c = m->cfg;
     *out = NULL;
-    if (chunk > m->max_ctx)
-        chunk = m->max_ctx;
-    if (chunk < PREFILL_CHUNK_MIN)
-        chunk = PREFILL_CHUNK_MIN;
+    struct plan_prefill lay;   /* the same arithmetic as `bora plan` */
+    plan_prefill_layout(m->cfg, m->dt->linear, m->max_ctx, chunk, &lay);
+    chunk = lay.chunk;
     struct prefill_run *p = calloc(1, sizeof *p);
     if (!p)
         return bora_errf(err, -ENOMEM, "prefill: no host memory");
     p->m = *m;
     p->chunk = chunk;
-    const size_t C = (size_t)chunk, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    const size_t ae = m->dt->linear == BORA_DT_F8_E4M3 ? 1 : 2;
-    const size_t o_x = 0;
-    const size_t o_act = o_x + up256(C * c->dim * 4);
-    const size_t o_sc = o_act + up256(C * max3(c->dim, qd, c->hidden_dim) * ae);
-    const size_t o_raw = o_sc + up256(C * 4);
-    const size_t o_q = o_raw + up256(C * max3(qd + 2 * kvd, 2 * (size_t)c->hidden_dim, c->dim) * 2);
-    const size_t o_att = o_q + up256(C * qd * 2);
-    const size_t o_work = o_att + up256(C * qd * 2);
-    const size_t o_bad = o_work + up256(KERN_PF_ATTN_WORK_BYTES);
-    const size_t total = o_bad + 256;
+    const size_t total = lay.ws_bytes;
     int rc = kern_malloc((void **)&p->ws, total, err);
     if (rc) {
         (void)cudaGetLastError();   /* an allocation failure must not surface at the next launch check */
@@ -159,14 +149,14 @@ int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, in
                          err->msg);
     }
     p->ws_bytes = total;
-    p->x = (float *)(p->ws + o_x);
-    p->act = p->ws + o_act;
-    p->act_scale = (float *)(p->ws + o_sc);
-    p->raw = (uint16_t *)(p->ws + o_raw);
-    p->q = (uint16_t *)(p->ws + o_q);
-    p->att = (uint16_t *)(p->ws + o_att);
-    p->attn_work = (float *)(p->ws + o_work);
-    p->bad = (int *)(p->ws + o_bad);
+    p->x = (float *)(p->ws + lay.x);
+    p->act = p->ws + lay.act;
+    p->act_scale = (float *)(p->ws + lay.scale);
+    p->raw = (uint16_t *)(p->ws + lay.raw);
+    p->q = (uint16_t *)(p->ws + lay.q);
+    p->att = (uint16_t *)(p->ws + lay.att);
+    p->attn_work = (float *)(p->ws + lay.work);
+    p->bad = (int *)(p->ws + lay.bad);
     if ((rc = kern_memset(p->bad, 0, 4, err)) || (rc = kern_gemm_create(&p->gemm, err))) {
         prefill_run_close(p);
         return rc;

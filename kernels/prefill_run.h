@@ -16,10 +16,9 @@
 #include "kernels/plan.h"
 #include "model/model.h"
 
-#define PREFILL_CHUNK_DEFAULT 2048   /* tokens per chunk: workspace ≈ chunk × (4 dim + 2 × 2 q_dim
-                                      * + 2 max(qkv, 2 hidden) + hidden) bytes + attention's 16 MB
-                                      * of key-split scratch, ≈ 226 MB for 7B */
-#define PREFILL_CHUNK_MIN 16
+#define PREFILL_CHUNK_DEFAULT PLAN_PREFILL_CHUNK   /* tokens per chunk; the workspace it takes is
+                                                    * plan_prefill_layout's (≈ 0.26 GB for 7B) */
+#define PREFILL_CHUNK_MIN PLAN_PREFILL_CHUNK_MIN
 
 struct prefill_run;
 

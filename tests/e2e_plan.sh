@@ -12,7 +12,16 @@ grep -qE "decode tok/s, bandwidth bound +[0-9.]+ +[0-9.]+" <<<"$out" || fail "no
 rc=$?; out=$(cat /tmp/e2e_plan.$$); rm -f /tmp/e2e_plan.$$
 [ $rc -eq 1 ] || fail "medium bf16 on h200 should not fit (rc $rc)"
 grep -q "does not fit" <<<"$out" || fail "no refusal text: $out"
-"$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 8192 >/dev/null || fail "medium fp8 ctx 8192 should fit an h200"
+out=$("$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 8192) || fail "medium fp8 ctx 8192 should fit an h200"
+grep -qE "^prefill chunk \(tokens\) +2048 +2048$" <<<"$out" || fail "medium at 8192: no 2048-token prefill row: $out"
+grep -qE "^prefill workspace \(GB\) +0\.55 " <<<"$out" || fail "medium at 8192: no prefill workspace row: $out"
+# near the limit the arena fits and the prefill workspace beside it shrinks, as the engine's does
+out=$("$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 59000) || fail "medium fp8 ctx 59000 should fit an h200"
+grep -q "does not fit beside it: prompts" <<<"$out" && grep -q "are prefilled in 512-token chunks" <<<"$out" ||
+    fail "medium at 59000: no 512-token prefill note: $out"
+out=$("$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 60000) || fail "medium fp8 ctx 60000 should fit an h200"
+grep -qE "^prefill chunk \(tokens\) +none " <<<"$out" && grep -q "prompts run one decode step per token" <<<"$out" ||
+    fail "medium at 60000: no token-by-token note: $out"
 out=$("$b" plan tests/data/fixtures/mistral-tiny-bf16 --gpu rtx4090) || fail "tiny fixture should fit an rtx4090"
 echo "$out" | grep -q "4 layers, dim 64" || fail "fixture dir not read"
 echo "$out" | grep -q "KV cache for 4096 tokens (bf16), the model's context" ||

@@ -114,6 +114,47 @@ static void test_rejects_bad_shapes(void **st)
     assert_null(plan_preset_name(4));
 }
 
+/* The prefill workspace, summed by hand from what a 2,048-token chunk of Mistral 7B holds: the
+ * residual stream (fp32), FP8 activations as wide as the FFN, per-token scales, the widest GEMM
+ * output in bf16 (gate/up: 2 × 14,336), queries and attention output (bf16), 16 MiB of key-split
+ * scratch, a fault flag; plus cuBLASLt's 32 MiB. */
+static void test_prefill_workspace(void **st)
+{
+    (void)st;
+    const struct model_config *c = plan_preset_find("mistral-7b");
+    struct plan_prefill p;
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 2048, &p);
+    const uint64_t x = 2048ull * 4096 * 4, act = 2048ull * 14336, sc = 2048ull * 4,
+                   raw = 2048ull * 2 * 14336 * 2, q = 2048ull * 4096 * 2;
+    assert_int_equal(p.chunk, 2048);
+    assert_int_equal(p.ws_bytes, x + act + sc + raw + q + q + (16u << 20) + 256);
+    assert_int_equal(p.total, p.ws_bytes + (32u << 20));
+    assert_int_equal(p.raw, x + act + sc);
+    assert_int_equal(p.bad, p.ws_bytes - 256);
+    struct plan_prefill b;   /* BF16 activations take two bytes */
+    plan_prefill_layout(c, BORA_DT_BF16, 8192, 2048, &b);
+    assert_int_equal(b.ws_bytes, p.ws_bytes + act);
+    /* a chunk is never longer than the context, nor shorter than the minimum */
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, 300, 2048, &b);
+    assert_int_equal(b.chunk, 300);
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 3, &b);
+    assert_int_equal(b.chunk, PLAN_PREFILL_CHUNK_MIN);
+    /* the engine's fallback: a quarter of the chunk while the workspace does not fit */
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total, &b);
+    assert_int_equal(b.chunk, 2048);
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total - 1, &b);
+    assert_int_equal(b.chunk, 512);
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, 49ull << 20, &b);   /* 48 MiB + a 16-token chunk's rows */
+    assert_int_equal(b.chunk, 0);
+    assert_int_equal(b.total, 0);
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 32, &p);
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total, &b);
+    assert_int_equal(b.chunk, 32);   /* 2048, 512, 128, 32: the last the engine tries */
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 16, &p);
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total, &b);
+    assert_int_equal(b.chunk, 0);    /* 16 is not on the way down */
+}
+
 /* The engine's choice between its two decode schedules from timings at two positions. */
 static void test_switch_position(void **st)
 {
@@ -147,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_7b_bytes),
         cmocka_unit_test(test_fp8_halves_linear),
         cmocka_unit_test(test_fit_verdicts),
+        cmocka_unit_test(test_prefill_workspace),
         cmocka_unit_test(test_window_caps_kv_reads),
         cmocka_unit_test(test_rejects_bad_shapes),
         cmocka_unit_test(test_switch_position),
