@@ -29,7 +29,7 @@ struct console_client {
 
 struct console_server {
     struct console *c;
-    const struct config_console *cfg;
+    struct config_console cfg;    /* copied at start: the caller's may change under a live config set */
     _Atomic bool stop;            /* set by console_server_stop; read by every console thread */
     int listen_fd, serial_fd;     /* -1 = not used */
     bool have_listener, have_serial;
@@ -103,7 +103,7 @@ static int socket_line(struct console_server *s, int fd, char *buf, size_t cap)
     bool too_long = false, nul = false;
     for (;;) {
         /* a session silent for [console] idle_timeout_s (0 = never) is closed */
-        int r = wait_readable(s, fd, (uint64_t)s->cfg->idle_timeout_s * 1000u, mono_ms());
+        int r = wait_readable(s, fd, (uint64_t)s->cfg.idle_timeout_s * 1000u, mono_ms());
         if (r <= 0)
             return r;
         char ch;
@@ -192,7 +192,7 @@ static void *socket_session(void *p)
         if (r == -ETIMEDOUT) {   /* sessions are few (CONSOLE_CLIENTS_MAX): free a forgotten one */
             char msg[96];
             int n = snprintf(msg, sizeof msg, "error: console session silent for %u s: closed\n",
-                             (unsigned)s->cfg->idle_timeout_s);
+                             (unsigned)s->cfg.idle_timeout_s);
             if (n > 0 && (size_t)n + 3 < sizeof msg) {   /* + the end marker, as after a command */
                 n += snprintf(msg + n, sizeof msg - (size_t)n, "%c%d\n", CONSOLE_END_BYTE, CONSOLE_ERROR);
                 (void)write_all(fd, msg, (size_t)n);
@@ -412,7 +412,7 @@ static int socket_dir_ensure(const char *path, struct bora_err *err)
 
 static int socket_open(struct console_server *s, struct bora_err *err)
 {
-    const struct config_console *cfg = s->cfg;
+    const struct config_console *cfg = &s->cfg;
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     if (strlen(cfg->socket) >= sizeof a.sun_path)
         return bora_errf(err, -ENAMETOOLONG, "console socket '%s': path too long", cfg->socket);
@@ -487,27 +487,27 @@ static speed_t baud_speed(uint32_t baud)
 
 static int serial_open(struct console_server *s, struct bora_err *err)
 {
-    int fd = open(s->cfg->serial, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    int fd = open(s->cfg.serial, O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (fd < 0)
-        return bora_errf(err, -errno, "key 'console.serial': cannot open '%s': %s", s->cfg->serial,
+        return bora_errf(err, -errno, "key 'console.serial': cannot open '%s': %s", s->cfg.serial,
                          strerror(errno));
     struct termios t;
     if (tcgetattr(fd, &t)) {
         int rc = -errno;
         close(fd);
-        return bora_errf(err, rc, "key 'console.serial': '%s' is not a terminal: %s", s->cfg->serial,
+        return bora_errf(err, rc, "key 'console.serial': '%s' is not a terminal: %s", s->cfg.serial,
                          strerror(-rc));
     }
     cfmakeraw(&t);
     t.c_cflag |= CLOCAL | CREAD;
     t.c_cc[VMIN] = 1;
     t.c_cc[VTIME] = 0;
-    cfsetispeed(&t, baud_speed(s->cfg->baud));
-    cfsetospeed(&t, baud_speed(s->cfg->baud));
+    cfsetispeed(&t, baud_speed(s->cfg.baud));
+    cfsetospeed(&t, baud_speed(s->cfg.baud));
     if (tcsetattr(fd, TCSANOW, &t)) {
         int rc = -errno;
         close(fd);
-        return bora_errf(err, rc, "key 'console.serial': cannot configure '%s': %s", s->cfg->serial,
+        return bora_errf(err, rc, "key 'console.serial': cannot configure '%s': %s", s->cfg.serial,
                          strerror(-rc));
     }
     s->serial_fd = fd;
@@ -585,7 +585,7 @@ struct login_policy {
 
 static void login_policy_read(struct console_server *s, struct login_policy *p)
 {
-    const struct config_console *cc = s->cfg;
+    const struct config_console *cc = &s->cfg;
     struct bora_config *cfg = NULL;
     struct bora_err err;
     if (s->c->ops && s->c->ops->config_read && (cfg = malloc(sizeof *cfg)) &&
@@ -700,7 +700,7 @@ int console_server_start(struct console_server **out, struct console *c,
     if (!s)
         return bora_errf(err, -ENOMEM, "console: out of memory");
     s->c = c;
-    s->cfg = cfg;
+    s->cfg = *cfg;
     s->listen_fd = s->serial_fd = -1;
     pthread_mutex_init(&s->lock, NULL);
     for (int i = 0; i < CONSOLE_CLIENTS_MAX; i++)

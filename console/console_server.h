@@ -24,8 +24,9 @@ struct console_server;
 /* Starts the ways in that cfg names (socket if cfg->socket is set, serial if cfg->serial is
  * set): binds the socket (mode, owner, group applied; a stale socket file is replaced, a live
  * one is -EADDRINUSE), opens and configures the serial line, then starts one thread each.
- * c and cfg must outlive the server; c->ops->config_read (if any) gives the serial login its
- * current password hash and failure limit, else cfg's are used. Call from one thread.
+ * c must outlive the server; cfg is copied (a live `config set` may rewrite the caller's while
+ * sessions run). c->ops->config_read (if any) gives the serial login its current password hash
+ * and failure limit, else the copy's are used. Call from one thread.
  * `stats watch` writes a session through stdio: the process must ignore SIGPIPE (borad does),
  * or a session closed during it ends the process. The other writes use MSG_NOSIGNAL.
  * Returns 0 with *out set, or -errno with a message naming the path in err. */

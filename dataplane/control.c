@@ -191,8 +191,10 @@ int dp_server_swap_generator(struct dp_server *s, struct generator *g, struct bo
         }
         ctl_nap();
     }
-    pthread_mutex_unlock(&sh->swap_lock);
+    /* under swap_lock: once it is released, another console thread's swap may be rewriting
+     * *sh->gen on the decoder (lock order swap_lock, then pol_lock) */
     if (rc == 0)
         policy_set_vocab(sh, sh->gen->vocab_size, sh->gen->max_ctx);
+    pthread_mutex_unlock(&sh->swap_lock);
     return rc;
 }

@@ -57,7 +57,7 @@ static enum metrics_transport peer_transport(const struct dp_port *p, const stru
 
 static void send_frame(struct dp_port *p, const struct dp_peer *peer, const uint8_t *frame, size_t len)
 {
-    p->stats.tx_frames++;
+    dp_stat_inc(&p->stats.tx_frames);
     metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_TX, 1);
     p->ops->send(p, peer, frame, len);
 }
@@ -67,7 +67,7 @@ void dp_port_error(struct dp_port *p, const struct dp_peer *peer, uint64_t rid, 
 {
     size_t n = bwp_build_error(p->tx, sizeof p->tx, rid, 0, code, msg, no_trailer ? NULL : p->sh->key,
                                dp_now_us());
-    p->stats.errors++;
+    dp_stat_inc(&p->stats.errors);
     if (request)
         metrics_request_error(p->ms, code);
     else
@@ -191,7 +191,7 @@ static void on_generate(struct dp_port *p, const struct dp_policy *pol, const st
     fill_client(p, r, peer, from);
     fl->req = r;
     atomic_store_explicit(&p->n_live, dp_port_live(p) + 1, memory_order_relaxed);
-    p->stats.accepted++;
+    dp_stat_inc(&p->stats.accepted);
     if (p->ops->request_started)
         p->ops->request_started(p, peer);
     /* cannot fail: the ring holds more than queue_depth + 1, and n_held bounds what is in it */
@@ -213,7 +213,7 @@ static void on_resend(struct dp_port *p, const struct dp_peer *peer, const struc
         if (fr) {
             if (!dp_rate_take(&p->resend_rate, from, dp_mono_us()))
                 return;                       /* over the address's rate: lost, as a datagram can be */
-            p->stats.resent++;
+            dp_stat_inc(&p->stats.resent);
             send_frame(p, peer, fr, len);
         }
     }
@@ -235,10 +235,10 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
 {
     struct dp_shared *sh = p->sh;
     struct bwp_client_frame f;
-    p->stats.rx_frames++;
+    dp_stat_inc(&p->stats.rx_frames);
     metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_RX, 1);
     if (pol->n_allow && !dp_allow_match(pol->allow, pol->n_allow, from)) {
-        p->stats.rejected++;
+        dp_stat_inc(&p->stats.rejected);
         /* answered only when the frame names a request (rule 2 still applies) */
         if (n >= BWP_HDR_SIZE && !memcmp(buf, "BWP1", 4) && bwp_rd64(buf + 16) != 0)
             dp_port_error(p, peer, bwp_rd64(buf + 16), BWP_E_FORBIDDEN, "client address not allowed", false,
@@ -253,7 +253,7 @@ static void port_frame(struct dp_port *p, const struct dp_policy *pol, const str
                                             sh->key ? &p->replay : NULL, dp_peer_key(peer),
                                             sh->key ? dp_now_us() : 0, &f);
     if (v.code) {
-        p->stats.rejected++;
+        dp_stat_inc(&p->stats.rejected);
         metrics_dp_count(p->ms, peer_transport(p, peer), METRICS_MALFORMED, 1);
         char why[128];   /* bwp_verdict_msg: a static message and a limit */
         if (v.answer)
@@ -298,7 +298,7 @@ static void on_event(struct dp_port *p, struct dp_event *ev, uint64_t now)
             dp_flows_log(&p->flows, fl, ev->frame, ev->len);
     }
     if (ev->flags & DP_EV_LAST) {
-        p->stats.done++;
+        dp_stat_inc(&p->stats.done);
         if (p->ops->request_ended)
             p->ops->request_ended(p, &fl->peer);
         dp_flows_done(&p->flows, fl, now, fl->peer.conn == 0);

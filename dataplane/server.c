@@ -395,8 +395,17 @@ struct dp_shared *dp_server_shared(struct dp_server *s) { return &s->sh; }
 
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out)
 {
-    *out = s->port.stats;
-    out->tcp_conns = s->tcp_conns;
+    const struct dp_stats *st = &s->port.stats;   /* the io thread writes them (dp_stat_inc) */
+    *out = (struct dp_stats){
+        .rx_frames = __atomic_load_n(&st->rx_frames, __ATOMIC_RELAXED),
+        .tx_frames = __atomic_load_n(&st->tx_frames, __ATOMIC_RELAXED),
+        .accepted = __atomic_load_n(&st->accepted, __ATOMIC_RELAXED),
+        .rejected = __atomic_load_n(&st->rejected, __ATOMIC_RELAXED),
+        .done = __atomic_load_n(&st->done, __ATOMIC_RELAXED),
+        .errors = __atomic_load_n(&st->errors, __ATOMIC_RELAXED),
+        .resent = __atomic_load_n(&st->resent, __ATOMIC_RELAXED),
+        .tcp_conns = __atomic_load_n(&s->tcp_conns, __ATOMIC_RELAXED),
+    };
 }
 
 void dp_server_pause(struct dp_server *s, bool paused)
@@ -648,8 +657,8 @@ static void tcp_refuse(struct dp_server *s, int fd)
     uint8_t b[DP_PORT_TX_CAP];
     size_t n = bwp_build_error(b, sizeof b, 0, 0, BWP_E_FORBIDDEN, "client address not allowed", s->sh.key,
                                dp_now_us());
-    s->port.stats.rejected++;
-    s->port.stats.errors++;
+    dp_stat_inc(&s->port.stats.rejected);
+    dp_stat_inc(&s->port.stats.errors);
     metrics_frame_error(s->port.ms, BWP_E_FORBIDDEN);
     if (n)
         (void)send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);   /* a fresh socket's buffer takes it */
@@ -737,7 +746,7 @@ static void tcp_accept(struct dp_server *s)
             close(fd);
             continue;
         }
-        s->tcp_conns++;
+        dp_stat_inc(&s->tcp_conns);
     }
 }
 
@@ -773,7 +782,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         if (need == 0)
             break;
         if (need == SIZE_MAX) {                           /* rules 2, 3 */
-            s->port.stats.rejected++;
+            dp_stat_inc(&s->port.stats.rejected);
             metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
             metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
             dp_port_error(&s->port, &p, v.request_id, v.code, bwp_verdict_msg(&v, why, sizeof why), false, false);   /* not a frame */
@@ -782,7 +791,7 @@ static void tcp_parse(struct dp_server *s, uint32_t ci)
         }
         if (need > bwp_frame_max(&s->sh.lim)) {           /* rule 7 */
             v = bwp_parse_oversize(c->rbuf + off, &s->sh.lim);
-            s->port.stats.rejected++;
+            dp_stat_inc(&s->port.stats.rejected);
             metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
             metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
             const struct dp_policy *pol = dp_policy_enter(s->port.hz, &s->sh);
@@ -868,7 +877,7 @@ static void tcp_readable(struct dp_server *s, uint32_t ci)
             if (c->rlen > 0 && !c->skip) {   /* the stream ended inside a frame: it is truncated */
                 struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
                 const bool named = c->rlen >= BWP_HDR_SIZE && !memcmp(c->rbuf, "BWP1", 4);
-                s->port.stats.rejected++;
+                dp_stat_inc(&s->port.stats.rejected);
                 metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
                 metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
                 dp_port_error(&s->port, &p, named ? bwp_rd64(c->rbuf + 16) : 0, BWP_E_BAD_FRAME,
@@ -921,7 +930,7 @@ static void tcp_recheck_allow(struct dp_server *s)
             dp_allow_match(pol->allow, pol->n_allow, (const struct sockaddr *)&c->addr))
             continue;
         struct dp_peer p = { .conn = ci + 1, .conn_gen = c->gen };
-        s->port.stats.rejected++;
+        dp_stat_inc(&s->port.stats.rejected);
         if (c->n_live == 0)
             dp_port_error(&s->port, &p, 0, BWP_E_FORBIDDEN, "client address not allowed", false, false);
         port_end_peer(&s->port, &p);
@@ -1009,7 +1018,7 @@ static void partial_tick(struct dp_server *s, uint64_t now)
             rid = c->skip_rid;
             request = c->skip_gen;
         }
-        s->port.stats.rejected++;
+        dp_stat_inc(&s->port.stats.rejected);
         metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_RX, 1);
         metrics_dp_count(s->port.ms, METRICS_TCP, METRICS_MALFORMED, 1);
         dp_port_error(&s->port, &p, rid, BWP_E_BAD_FRAME, "frame not finished within the server's frame timeout; closing",

@@ -274,6 +274,14 @@ struct dp_port_ops {
 #define DP_PORT_EV_BURST 64
 #define DP_PORT_TX_CAP   (BWP_HDR_SIZE + 4 + 256 + BWP_TRAILER_SIZE)
 
+/* A counter of struct dp_stats: one writer (the thread that owns it), read by any thread through
+ * dp_server_stats. Relaxed atomic load and store, so a reader sees whole values (plain moves on
+ * x86-64: no locked instruction on the hot path). */
+static inline void dp_stat_inc(uint64_t *c)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
 /* One transport's requests: its pool, flows, replay window, rate buckets, and the response
  * ring the decoder fills for it. Owned by one transport thread; the decoder only pushes to
  * resp and reads sleeping/efd. */

@@ -19,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -838,7 +839,11 @@ static void test_socket_server(void **state)
     /* a session silent for idle_timeout_s is told so and closed; one that speaks is served */
     cfg.console.idle_timeout_s = 1;
     assert_int_equal(console_server_start(&s, &f->c, &cfg.console, &err), 0);
+    cfg.console.idle_timeout_s = 0;   /* the server keeps the configuration it started with: borad's
+                                       * is rewritten by every live `config set` while sessions run */
     int quiet = socket(AF_UNIX, SOCK_STREAM, 0), busy = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct timeval tv = { .tv_sec = 10 };   /* a session never closed fails the test, not hangs it */
+    assert_int_equal(setsockopt(quiet, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     assert_int_equal(connect(quiet, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(connect(busy, (struct sockaddr *)&a, sizeof a), 0);
     for (int i = 0; i < 4; i++) {   /* 1.6 s of commands 0.4 s apart */
