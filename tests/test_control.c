@@ -305,7 +305,7 @@ static void test_swap_keeps_queue(void **s)
     gen_test_step = ng.ops->step;
     counting_ops.step = counting_step;
     ng.ops = &counting_ops;
-    void *old_impl = SRV.g.impl, *new_impl = ng.impl;
+    void *old_impl = SRV.g->impl, *new_impl = ng.impl;
     struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r[2] = { { .rid = 50 }, { .rid = 51 } };
     test_send_text(&c, 50, "sleep=10", 20, 0, 0, NULL);
@@ -321,7 +321,7 @@ static void test_swap_keeps_queue(void **s)
     for (uint32_t i = 0; i < total; i++)
         assert_int_not_equal(info[i].rid, 50);
     assert_ptr_equal(ng.impl, old_impl);            /* the old one came back, to be closed */
-    assert_ptr_equal(SRV.g.impl, new_impl);
+    assert_ptr_equal(SRV.g->impl, new_impl);
     assert_int_equal(test_collect(&c, r, 2, T_MS, NULL), 2);
     assert_int_equal(r[0].d.finish, BWP_FINISH_MAX_TOKENS);
     assert_int_equal(r[0].d.completion_tokens, 20);

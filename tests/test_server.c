@@ -1307,8 +1307,7 @@ static void test_drain_finishes_queued(void **s)
         assert_int_equal(r[i].n_tokens, 10);
     }
     assert_int_equal(test_srv_join(&SRV), 0);
-    dp_server_close(SRV.s);
-    gen_test_close(&SRV.g);
+    test_srv_close(&SRV);
     bwp_conn_close(&c);
     SRV = saved;
 }
@@ -1338,8 +1337,7 @@ static void test_drain_grace_expires(void **s)
     }
     assert_true(r[0].n_tokens < 500);
     assert_int_equal(test_srv_join(&SRV), 0);
-    dp_server_close(SRV.s);
-    gen_test_close(&SRV.g);
+    test_srv_close(&SRV);
     bwp_conn_close(&c);
     SRV = saved;
 }

@@ -58,14 +58,19 @@ static void *srv_thread(void *arg)
 int test_srv_start(struct test_srv *v, const struct dp_config *cfg)
 {
     memset(v, 0, sizeof *v);
-    int rc = gen_test_init(&v->g);
-    if (rc < 0)
+    if (!(v->g = calloc(1, sizeof *v->g)))
+        return -ENOMEM;
+    int rc = gen_test_init(v->g);
+    if (rc < 0) {
+        free(v->g);
         return rc;
+    }
     struct bora_err err;
-    rc = dp_server_open(&v->s, cfg, &v->g, &err);
+    rc = dp_server_open(&v->s, cfg, v->g, &err);
     if (rc < 0) {
         fprintf(stderr, "test server: %s\n", err.msg);
-        gen_test_close(&v->g);
+        gen_test_close(v->g);
+        free(v->g);
         return rc;
     }
     snprintf(v->udp, sizeof v->udp, "127.0.0.1:%d", dp_server_udp_port(v->s));
@@ -86,12 +91,20 @@ int test_srv_join(struct test_srv *v)
     return rc;
 }
 
+void test_srv_close(struct test_srv *v)
+{
+    dp_server_close(v->s);
+    gen_test_close(v->g);
+    free(v->g);
+    v->s = NULL;
+    v->g = NULL;
+}
+
 int test_srv_stop(struct test_srv *v)
 {
     dp_server_stop(v->s);
     int rc = test_srv_join(v);
-    dp_server_close(v->s);
-    gen_test_close(&v->g);
+    test_srv_close(v);
     return rc;
 }
 

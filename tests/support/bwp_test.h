@@ -16,7 +16,8 @@
 struct test_srv_run;                 /* the server thread's own block (a test may copy test_srv) */
 struct test_srv {
     struct dp_server *s;
-    struct generator g;
+    struct generator *g;   /* on the heap: a test that saves SRV and starts a private server in it
+                            * must not rewrite the generator the shared server's decoder uses */
     pthread_t t;
     struct test_srv_run *run;
     char udp[64], tcp[64];
@@ -31,6 +32,8 @@ int test_srv_start(struct test_srv *v, const struct dp_config *cfg);
 int test_srv_stop(struct test_srv *v);
 /* Joins a server that is stopping (no stop, no close); returns dp_server_run's result. */
 int test_srv_join(struct test_srv *v);
+/* Closes a joined server and its generator. */
+void test_srv_close(struct test_srv *v);
 
 /* A client connection to v's TCP (tcp) or UDP address; fails the running cmocka test with the
  * reason when it cannot connect. */
