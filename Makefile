@@ -1,5 +1,5 @@
 # Makefile — one flat build for bora: the library, the three executables, tests, benches, fuzz targets.
-# Overridable: CC, NVCC, CUDA (auto|0|1), CUDA_ARCH, BUILD, O (optimisation flags).
+# Overridable: CC, NVCC, CUDA (auto|0|1), CUDA_ARCH, BUILD, O (optimisation flags), SAN (sanitizers).
 
 CC        ?= cc
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -13,7 +13,15 @@ ifeq ($(CUDA),auto)
   CUDA := $(if $(NVCC),1,0)
 endif
 
-CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(O) -g -Wall -Wextra -Werror -MMD -MP -I. -pthread -fopenmp
+# SAN=address,undefined or SAN=thread: a sanitizer build of the C code (give it its own BUILD
+# directory). Its executables run on the sanitizer's allocator instead of jemalloc, so the
+# jemalloc checks and the RSS bound of test_load fail there by design.
+SAN ?=
+# UBSan reports fail the test (no recovery); GCC's -Wtsan (fences it cannot model) is not an error.
+SANFLAGS = $(if $(SAN),-fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer \
+             $(if $(findstring thread,$(SAN)),$(shell $(CC) -Werror -Wno-tsan -E -x c /dev/null >/dev/null 2>&1 && echo -Wno-tsan)))
+JEMALLOC = $(if $(SAN),,-ljemalloc)
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(O) $(SANFLAGS) -g -Wall -Wextra -Werror -MMD -MP -I. -pthread -fopenmp
 CFLAGS     += $(CFLAGS_BASE)
 LDLIBS_LIB  = -linih -ljansson -lpcre2-8 -lsodium -luring -lm -lpthread -fopenmp
 NVFLAGS     = -std=c++17 $(O) -g -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -MMD -MP --expt-relaxed-constexpr
@@ -82,11 +90,11 @@ $(LIB): $(LIB_OBJS)
 # jemalloc is the process allocator of the executables (linked, not preloaded).
 cmd_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/$(1).c cmd/$(1)_*.c))
 $(BUILD)/bora: $(call cmd_objs,bora) $(LIB)
-	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ -ljemalloc $(LDLIBS_LIB)
+	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ $(JEMALLOC) $(LDLIBS_LIB)
 $(BUILD)/borad: $(call cmd_objs,borad) $(LIB)
-	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ -ljemalloc $(LDLIBS_LIB)
+	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ $(JEMALLOC) $(LDLIBS_LIB)
 $(BUILD)/boractl: $(call cmd_objs,boractl) $(LIB)
-	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ -ljemalloc $(LDLIBS_LIB) -ledit
+	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) -o $@ $(JEMALLOC) $(LDLIBS_LIB) -ledit
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
@@ -95,7 +103,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJS) $(LIB)
 # The benchmarks run on the programs' allocator, so first-touch costs are the ones borad sees.
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(LIB) -o $@ -ljemalloc $(LDLIBS_LIB)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(JEMALLOC) $(LDLIBS_LIB)
 
 $(BUILD)/bench/%: bench/%.cu $(FLAGS_STAMP) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)

@@ -94,7 +94,7 @@ static int plan_gpu(const char *name, struct plan_gpu *g, struct bora_err *err)
 struct plan_col {
     struct plan_layout l;
     struct plan_prefill pf;  /* the prefill workspace the engine would take (or needs, when !fits) */
-    int pf_want;             /* the chunk it would like: PLAN_PREFILL_CHUNK, or the context if shorter */
+    int pf_want;             /* the chunk it would like: PLAN_PREFILL_CHUNK, clamped as a chunk is */
     uint64_t step_bytes;     /* weights + KV at a full context */
     uint64_t need;           /* arena + CUDA reserve + prefill workspace */
     bool fits;
@@ -222,9 +222,10 @@ int cmd_plan(int argc, char **argv)
     ROW("CUDA reserve (GB)", "%14.2f", PLAN_CUDA_RESERVE / 1e9, PLAN_CUDA_RESERVE / 1e9);
     ROW("total needed (GB)", "%14.2f", col[0].need / 1e9, col[1].need / 1e9);
     ROW("fits", "%14s", col[0].fits ? "yes" : "NO", col[1].fits ? "yes" : "NO");
-    char chunk_txt[2][24];
+    char chunk_txt[2][24] = { "none", "none" };
     for (int k = 0; k < 2; k++)
-        snprintf(chunk_txt[k], sizeof chunk_txt[k], col[k].pf.chunk ? "%d" : "none", col[k].pf.chunk);
+        if (col[k].pf.chunk)
+            snprintf(chunk_txt[k], sizeof chunk_txt[k], "%d", col[k].pf.chunk);
     ROW("prefill chunk (tokens)", "%14s", chunk_txt[0], chunk_txt[1]);
     ROW("bytes read per token at ctx (GB)", "%14.3f", col[0].step_bytes / 1e9, col[1].step_bytes / 1e9);
     ROW("decode tok/s, bandwidth bound", "%14.1f", g.read_gbps * 1e9 / col[0].step_bytes,
@@ -242,9 +243,12 @@ int cmd_plan(int argc, char **argv)
         printf("\n%s fits: %.2f GB of %.1f GB\n", pn, sel->need / 1e9, g.mem_bytes / 1e9);
         if (sel->pf.chunk < sel->pf_want) {
             const enum bora_dtype lin = prec == MODEL_PRECISION_FP8 ? BORA_DT_F8_E4M3 : BORA_DT_BF16;
-            struct plan_prefill full, least;
+            struct plan_prefill full, least;   /* the first and the last chunk the engine tries */
+            int last = PLAN_PREFILL_CHUNK;
+            while (plan_prefill_next(last))
+                last = plan_prefill_next(last);
             plan_prefill_layout(&cfg, lin, ctx, PLAN_PREFILL_CHUNK, &full);
-            plan_prefill_layout(&cfg, lin, ctx, PLAN_PREFILL_CHUNK_MIN, &least);
+            plan_prefill_layout(&cfg, lin, ctx, last, &least);
             if (sel->pf.chunk)
                 printf("but the prefill workspace for %d-token chunks (%.2f GB) does not fit beside it: prompts\n"
                        "are prefilled in %d-token chunks, and long prompts wait longer for their first token\n",

@@ -393,6 +393,8 @@ int dp_server_tcp_port(const struct dp_server *s) { return s->tcp_port; }
 
 struct dp_shared *dp_server_shared(struct dp_server *s) { return &s->sh; }
 
+_Static_assert(sizeof(struct dp_stats) == 8 * sizeof(uint64_t), "dp_server_stats copies every counter");
+
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out)
 {
     const struct dp_stats *st = &s->port.stats;   /* the io thread writes them (dp_stat_inc) */

@@ -106,8 +106,8 @@ int dp_server_cancel(struct dp_server *s, uint64_t rid, uint32_t *n, struct bora
  * directory). Console threads only; waits as long as the running request takes.
  * Errors: -ESHUTDOWN (decoder gone; *g unchanged). */
 int dp_server_swap_generator(struct dp_server *s, struct generator *g, struct bora_err *err);
-/* Snapshot of the kernel sockets' counters; any thread, while the server runs too (each counter
- * whole, the set as of a moment or so ago). */
+/* Snapshot of the kernel sockets' counters (UDP and TCP; the DPDK port keeps its own); any thread,
+ * while the server runs too (each counter whole, the set as of a moment or so ago). */
 void dp_server_stats(const struct dp_server *s, struct dp_stats *out);
 /* The DPDK port, or NULL when none is configured. */
 const struct dp_dpdk *dp_server_dpdk(const struct dp_server *s);

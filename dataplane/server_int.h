@@ -215,9 +215,11 @@ struct dp_shared {
     struct dp_hazard hazard[DP_POLICY_READERS];
     uint32_t n_readers;                        /* hazards handed out (at open, one thread) */
     struct dp_ctl ctl;
-    pthread_mutex_t pol_lock;                  /* console threads: one policy writer at a time */
-    pthread_mutex_t ctl_lock;                  /* console threads: one list/cancel at a time */
-    pthread_mutex_t swap_lock;                 /* console threads: one generator swap at a time */
+    /* Console threads only; the decoder and the transports never lock. Order: swap_lock, then
+     * pol_lock (a swap publishes the new vocabulary); pol_lock holders take no other lock. */
+    pthread_mutex_t pol_lock;                  /* one policy writer at a time */
+    pthread_mutex_t ctl_lock;                  /* one list/cancel at a time */
+    pthread_mutex_t swap_lock;                 /* one generator swap at a time */
     struct metrics *metrics;                   /* console registry; each thread claims a shard */
 };
 

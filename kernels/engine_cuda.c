@@ -1052,8 +1052,8 @@ static int tail_work(struct engine *e, struct bora_err *err)
         (rc = choose_step(e, err)))
         return rc;
     /* a GPU too full for the prefill workspace takes smaller chunks, at worst none (prompts
-     * then run one decode step per token) */
-    for (int chunk = PREFILL_CHUNK_DEFAULT; chunk >= PREFILL_CHUNK_MIN; chunk /= 4) {
+     * then run one decode step per token); `bora plan` predicts this with plan_prefill_fit */
+    for (int chunk = PREFILL_CHUNK_DEFAULT; chunk; chunk = plan_prefill_next(chunk)) {
         rc = open_prefill(e, chunk, err);
         if (rc != -ENOMEM)
             break;

@@ -54,6 +54,7 @@ extern "C" int kern_gemm_create(struct kern_gemm **out, struct bora_err *err)
     size_t ws = KERN_GEMM_WORKSPACE;
     cudaError_t ce = cudaMalloc(&g->ws, ws);
     if (ce != cudaSuccess) {
+        (void)cudaGetLastError();   /* a failed allocation must not surface at the next launch check */
         cublasLtDestroy(g->lt);
         free(g);
         return bora_errf(err, -ENOMEM, "gemm: cudaMalloc(%zu bytes of workspace): %s", ws, cudaGetErrorString(ce));

@@ -160,7 +160,6 @@ int plan_check_fit(const struct plan_layout *l, int max_ctx, uint64_t avail, str
 
 /* ---- the prefill workspace ---- */
 
-static size_t up256(size_t b) { return (b + 255) & ~(size_t)255; }
 static size_t max3(size_t a, size_t b, size_t c)
 {
     size_t m = a > b ? a : b;
@@ -180,13 +179,13 @@ void plan_prefill_layout(const struct model_config *c, enum bora_dtype linear, i
     memset(o, 0, sizeof *o);
     o->chunk = chunk;
     o->x = 0;
-    o->act = o->x + up256(C * dim * 4);
-    o->scale = o->act + up256(C * max3(dim, qd, hid) * ae);
-    o->raw = o->scale + up256(C * 4);
-    o->q = o->raw + up256(C * max3(qd + 2 * kvd, 2 * hid, dim) * 2);
-    o->att = o->q + up256(C * qd * 2);
-    o->work = o->att + up256(C * qd * 2);
-    o->bad = o->work + up256(PLAN_PF_ATTN_WORK);
+    o->act = o->x + align_up(C * dim * 4);
+    o->scale = o->act + align_up(C * max3(dim, qd, hid) * ae);
+    o->raw = o->scale + align_up(C * 4);
+    o->q = o->raw + align_up(C * max3(qd + 2 * kvd, 2 * hid, dim) * 2);
+    o->att = o->q + align_up(C * qd * 2);
+    o->work = o->att + align_up(C * qd * 2);
+    o->bad = o->work + align_up(PLAN_PF_ATTN_WORK);
     o->ws_bytes = o->bad + 256;
     o->total = o->ws_bytes + PLAN_GEMM_WORKSPACE;
 }
@@ -194,7 +193,7 @@ void plan_prefill_layout(const struct model_config *c, enum bora_dtype linear, i
 void plan_prefill_fit(const struct model_config *c, enum bora_dtype linear, int max_ctx, uint64_t avail,
                       struct plan_prefill *o)
 {
-    for (int chunk = PLAN_PREFILL_CHUNK; chunk >= PLAN_PREFILL_CHUNK_MIN; chunk /= 4) {
+    for (int chunk = PLAN_PREFILL_CHUNK; chunk; chunk = plan_prefill_next(chunk)) {
         plan_prefill_layout(c, linear, max_ctx, chunk, o);
         if (o->total <= avail)
             return;

@@ -15,7 +15,8 @@
 #define PLAN_ALIGN 256                  /* bytes; every region starts on this boundary */
 #define PLAN_ATTN_TARGET_BLOCKS 264     /* attention blocks per layer at most (2 per SM on an H200) */
 #define PLAN_TUNE_COUNTERS 64
-#define PLAN_CUDA_RESERVE (768ull << 20)   /* bytes kept free for the CUDA context, graphs, cuBLAS */
+#define PLAN_CUDA_RESERVE (768ull << 20)   /* bytes kept free for the CUDA context, graphs and the
+                                            * cuBLAS handles (cuBLASLt's workspace: PLAN_GEMM_WORKSPACE) */
 
 /* Element types as held on the GPU (BF16 or F8_E4M3 for matrices). */
 struct plan_dtypes {
@@ -86,14 +87,23 @@ struct plan_prefill {
     uint64_t total;            /* ws_bytes + PLAN_GEMM_WORKSPACE: what a prefill adds on the GPU */
 };
 
-/* The workspace for chunks of `chunk` tokens, clamped to [PLAN_PREFILL_CHUNK_MIN, max_ctx]. */
+/* The chunk tried after `chunk` when its workspace does not fit: a quarter of it, 0 once that
+ * would be below PLAN_PREFILL_CHUNK_MIN (the engine's and plan_prefill_fit's sequence: 2,048, 512,
+ * 128, 32). */
+static inline int plan_prefill_next(int chunk)
+{
+    return chunk / 4 >= PLAN_PREFILL_CHUNK_MIN ? chunk / 4 : 0;
+}
+
+/* The workspace for chunks of `chunk` tokens: at most max_ctx, at least PLAN_PREFILL_CHUNK_MIN
+ * (which wins when max_ctx is below it). */
 void plan_prefill_layout(const struct model_config *cfg, enum bora_dtype linear, int max_ctx, int chunk,
                          struct plan_prefill *out);
 
-/* The chunk the CUDA engine settles on when `avail` bytes are left beside the arena (and its
- * CUDA reserve): PLAN_PREFILL_CHUNK, then a quarter of it while the workspace does not fit and
- * the quarter is at least PLAN_PREFILL_CHUNK_MIN (2,048, 512, 128, 32 tokens; none longer than
- * max_ctx); out->chunk 0 (total 0) if none fits. */
+/* The chunk the CUDA engine settles on with its default [engine] prefill_chunk when `avail` bytes
+ * are left beside the arena (and its CUDA reserve): PLAN_PREFILL_CHUNK, then plan_prefill_next
+ * while the workspace does not fit (each no longer than max_ctx); out->chunk 0 (total 0) if none
+ * fits. An estimate at the boundary: the driver rounds each of the two allocations up a little. */
 void plan_prefill_fit(const struct model_config *cfg, enum bora_dtype linear, int max_ctx, uint64_t avail,
                       struct plan_prefill *out);
 

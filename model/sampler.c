@@ -240,7 +240,17 @@ typedef int32_t sv8i __attribute__((vector_size(32)));
 
 /* w[i] = e^((logits[i] - mx) / t) (SAMPLER_W8) for every i < vocab (0 past it, up to the block),
  * and each block's sum. Returns the sum of all. */
+/* An ifunc resolver runs before ThreadSanitizer's runtime is up: a TSan build takes the default. */
+#if defined(__SANITIZE_THREAD__)
+#define SAMPLER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SAMPLER_TSAN 1
+#endif
+#endif
+#ifndef SAMPLER_TSAN
 __attribute__((target_clones("avx2", "default")))
+#endif
 static double sampler_weights(struct sampler *s, const float *logits, float mx, float t)
 {
     const int V = s->vocab, nb = (V + SAMPLER_BLOCK - 1) / SAMPLER_BLOCK, full = V / SAMPLER_BLOCK;

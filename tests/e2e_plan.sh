@@ -20,7 +20,8 @@ out=$("$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 59000) || fail
 grep -q "does not fit beside it: prompts" <<<"$out" && grep -q "are prefilled in 512-token chunks" <<<"$out" ||
     fail "medium at 59000: no 512-token prefill note: $out"
 out=$("$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 60000) || fail "medium fp8 ctx 60000 should fit an h200"
-grep -qE "^prefill chunk \(tokens\) +none " <<<"$out" && grep -q "prompts run one decode step per token" <<<"$out" ||
+grep -qE "^prefill chunk \(tokens\) +none " <<<"$out" && grep -q "prompts run one decode step per token" <<<"$out" &&
+    grep -q "GB for 32):" <<<"$out" ||
     fail "medium at 60000: no token-by-token note: $out"
 out=$("$b" plan tests/data/fixtures/mistral-tiny-bf16 --gpu rtx4090) || fail "tiny fixture should fit an rtx4090"
 echo "$out" | grep -q "4 layers, dim 64" || fail "fixture dir not read"

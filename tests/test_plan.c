@@ -140,11 +140,14 @@ static void test_prefill_workspace(void **st)
     plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 3, &b);
     assert_int_equal(b.chunk, PLAN_PREFILL_CHUNK_MIN);
     /* the engine's fallback: a quarter of the chunk while the workspace does not fit */
+    assert_int_equal(plan_prefill_next(2048), 512);
+    assert_int_equal(plan_prefill_next(128), 32);
+    assert_int_equal(plan_prefill_next(32), 0);   /* 8 would be below the minimum */
     plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total, &b);
     assert_int_equal(b.chunk, 2048);
     plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total - 1, &b);
     assert_int_equal(b.chunk, 512);
-    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, 49ull << 20, &b);   /* 48 MiB + a 16-token chunk's rows */
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, 50ull << 20, &b);   /* a 32-token chunk needs about 51 MiB */
     assert_int_equal(b.chunk, 0);
     assert_int_equal(b.total, 0);
     plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 32, &p);

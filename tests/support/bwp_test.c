@@ -63,6 +63,7 @@ int test_srv_start(struct test_srv *v, const struct dp_config *cfg)
     int rc = gen_test_init(v->g);
     if (rc < 0) {
         free(v->g);
+        v->g = NULL;
         return rc;
     }
     struct bora_err err;
@@ -71,15 +72,23 @@ int test_srv_start(struct test_srv *v, const struct dp_config *cfg)
         fprintf(stderr, "test server: %s\n", err.msg);
         gen_test_close(v->g);
         free(v->g);
+        v->g = NULL;
         return rc;
     }
     snprintf(v->udp, sizeof v->udp, "127.0.0.1:%d", dp_server_udp_port(v->s));
     snprintf(v->tcp, sizeof v->tcp, "127.0.0.1:%d", dp_server_tcp_port(v->s));
     v->run = calloc(1, sizeof *v->run);
-    if (!v->run)
-        return -ENOMEM;
-    v->run->s = v->s;
-    return -pthread_create(&v->t, NULL, srv_thread, v->run);
+    rc = v->run ? 0 : -ENOMEM;
+    if (!rc) {
+        v->run->s = v->s;
+        rc = -pthread_create(&v->t, NULL, srv_thread, v->run);
+    }
+    if (rc) {
+        free(v->run);
+        v->run = NULL;
+        test_srv_close(v);
+    }
+    return rc;
 }
 
 int test_srv_join(struct test_srv *v)

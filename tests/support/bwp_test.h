@@ -28,7 +28,7 @@ struct test_srv {
 struct dp_config test_srv_config(void);
 /* Opens the server with the test generator and runs it in a thread; 0 or -errno. */
 int test_srv_start(struct test_srv *v, const struct dp_config *cfg);
-/* Stops it (drain) and joins; returns dp_server_run's result. */
+/* Stops it (drain), joins and closes it (test_srv_close); returns dp_server_run's result. */
 int test_srv_stop(struct test_srv *v);
 /* Joins a server that is stopping (no stop, no close); returns dp_server_run's result. */
 int test_srv_join(struct test_srv *v);
