@@ -96,6 +96,7 @@ void borad_dp_live(const struct bora_config *cfg, struct dp_config *dc, struct d
     dc->allow = allow;
     dc->n_allow = n_allow;
     dc->rate_limit = cfg->dataplane.rate_limit;
+    dc->max_conns_per_addr = cfg->dataplane.max_conns_per_addr;
     dc->max_prompt_bytes = cfg->limits.max_prompt_bytes;
     dc->max_tokens = cfg->limits.max_tokens;
     dc->request_timeout_ms = cfg->limits.request_timeout_ms;

@@ -36,6 +36,7 @@ void config_defaults(struct bora_config *cfg)
     cfg->dataplane.tcp = (struct config_endpoint){ .family = AF_INET, .host = "127.0.0.1", .port = 7474 };
     cfg->dataplane.dpdk_port = 7474;
     cfg->dataplane.rate_limit = 0;
+    cfg->dataplane.max_conns_per_addr = 0;
 
     cfg->limits.queue_depth = 64;
     cfg->limits.max_prompt_bytes = 65536;

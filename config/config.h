@@ -67,6 +67,7 @@ struct bora_config {
         struct config_cidr allow[CONFIG_ALLOW_MAX];
         uint32_t n_allow;                 /* 0 = every client allowed */
         uint32_t rate_limit;              /* requests/s per client; 0 = off */
+        uint32_t max_conns_per_addr;      /* TCP connections open from one client address; 0 = off */
     } dataplane;
     struct config_limits {
         uint32_t queue_depth;             /* requests waiting (BUSY beyond) */

@@ -562,6 +562,8 @@ const struct config_key config_keys[] = {
       .help = "comma-separated CIDRs; empty = every client" },
     { KEY(dataplane, rate_limit), UINT(0, 1000000), .live = true,
       .help = "requests/s per client; 0 = off" },
+    { KEY(dataplane, max_conns_per_addr), UINT(0, 1024), .live = true,
+      .help = "TCP connections open from one client address; 0 = no limit" },
 
     { KEY(limits, queue_depth), UINT(1, 65536), .help = "requests waiting before BUSY" },
     { KEY(limits, max_prompt_bytes), UINT(16, 16777216), .live = true, .help = "prompt_len limit" },

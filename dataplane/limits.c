@@ -35,6 +35,13 @@ static bool prefix_eq(const uint8_t *a, const uint8_t *b, uint32_t bits)
     return (a[full] & mask) == (b[full] & mask);
 }
 
+bool dp_same_host(const struct sockaddr *a, const struct sockaddr *b)
+{
+    uint8_t x[16], y[16];
+    bool v4;
+    return addr_bytes(a, x, &v4) && addr_bytes(b, y, &v4) && !memcmp(x, y, 16);
+}
+
 bool dp_allow_match(const struct dp_cidr *allow, uint32_t n, const struct sockaddr *sa)
 {
     if (n == 0)

@@ -23,6 +23,10 @@ struct dp_cidr {
  * n == 0 allows everyone. Pure. */
 bool dp_allow_match(const struct dp_cidr *allow, uint32_t n, const struct sockaddr *sa);
 
+/* True when a and b are the same client address, whatever their ports (an IPv4 address and its
+ * IPv4-mapped IPv6 form are the same); false for any other family. Pure. */
+bool dp_same_host(const struct sockaddr *a, const struct sockaddr *b);
+
 struct dp_rate_slot {
     uint8_t ip[16];
     uint64_t last_us;               /* 0 = empty */

@@ -201,6 +201,7 @@ void dp_policy_fill(struct dp_policy *pol, const struct dp_config *cfg, const st
     pol->request_timeout_ms = cfg->request_timeout_ms;
     pol->shutdown_grace_ms = cfg->shutdown_grace_ms;
     pol->rate_limit = cfg->rate_limit;
+    pol->max_conns_per_addr = cfg->max_conns_per_addr;
     pol->n_allow = cfg->n_allow;
     if (cfg->n_allow)
         memcpy(pol->allow, cfg->allow, sizeof *pol->allow * cfg->n_allow);
@@ -652,16 +653,16 @@ static void conn_kill(struct dp_server *s, uint32_t ci)
     }
 }
 
-/* A connection from an address the allow list refuses: one ERROR FORBIDDEN (request_id 0: no
- * frame named a request yet) and the connection is closed, before it takes a slot or a buffer. */
-static void tcp_refuse(struct dp_server *s, int fd)
+/* A connection refused when it arrives, before it takes a slot or a buffer: one ERROR with
+ * request_id 0 (no frame named a request yet), then closed. FORBIDDEN: the allow list; BUSY: no
+ * connection slot free, or its address has max_conns_per_addr open. */
+static void tcp_refuse(struct dp_server *s, int fd, uint8_t code, const char *why)
 {
     uint8_t b[DP_PORT_TX_CAP];
-    size_t n = bwp_build_error(b, sizeof b, 0, 0, BWP_E_FORBIDDEN, "client address not allowed", s->sh.key,
-                               dp_now_us());
+    size_t n = bwp_build_error(b, sizeof b, 0, 0, code, why, s->sh.key, dp_now_us());
     dp_stat_inc(&s->port.stats.rejected);
     dp_stat_inc(&s->port.stats.errors);
-    metrics_frame_error(s->port.ms, BWP_E_FORBIDDEN);
+    metrics_frame_error(s->port.ms, code);
     if (n)
         (void)send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);   /* a fresh socket's buffer takes it */
     tcp_close_gently(fd, DP_CLOSE_DRAIN_READS);
@@ -710,23 +711,41 @@ static void tcp_accept(struct dp_server *s)
         }
         const struct dp_policy *pol = dp_policy_enter(s->port.hz, &s->sh);
         const bool refused = pol->n_allow && !dp_allow_match(pol->allow, pol->n_allow, (const struct sockaddr *)&addr);
+        const uint32_t per_addr = pol->max_conns_per_addr;
         dp_policy_exit(s->port.hz);
         if (refused) {
-            tcp_refuse(s, fd);
+            tcp_refuse(s, fd, BWP_E_FORBIDDEN, "client address not allowed");
             continue;
         }
-        uint32_t ci = 0;
-        while (ci < DP_TCP_MAX_CONNS && s->conns[ci].used)
-            ci++;
-        struct dp_conn *c = ci < DP_TCP_MAX_CONNS ? &s->conns[ci] : NULL;
-        if (c && !c->rbuf)            /* freed again by the sweep once the slot is closed */
+        uint32_t ci = DP_TCP_MAX_CONNS, same = 0;   /* the first free slot; this address's open ones */
+        for (uint32_t i = 0; i < DP_TCP_MAX_CONNS; i++) {
+            if (!s->conns[i].used)
+                ci = ci < i ? ci : i;
+            else if (per_addr && s->conns[i].fd >= 0 &&   /* closed ones still finishing: not open */
+                     dp_same_host((const struct sockaddr *)&s->conns[i].addr, (const struct sockaddr *)&addr))
+                same++;
+        }
+        if (per_addr && same >= per_addr) {
+            char why[96];
+            snprintf(why, sizeof why, "%u TCP connections open from this address (max_conns_per_addr %u)",
+                     same, per_addr);
+            tcp_refuse(s, fd, BWP_E_BUSY, why);
+            continue;
+        }
+        if (ci == DP_TCP_MAX_CONNS) {
+            char why[64];
+            snprintf(why, sizeof why, "no TCP connection slot free (%d in use)", DP_TCP_MAX_CONNS);
+            tcp_refuse(s, fd, BWP_E_BUSY, why);
+            continue;
+        }
+        struct dp_conn *c = &s->conns[ci];
+        if (!c->rbuf)                 /* freed again by the sweep once the slot is closed */
             c->rbuf = malloc(s->rcap);
-        if (c && !c->wbuf)
+        if (!c->wbuf)
             c->wbuf = malloc(DP_TCP_WBUF_BYTES);
-        if (!c || !c->rbuf || !c->wbuf) {
-            if (c)
-                bora_log(BORA_LOG_WARN, "dataplane: out of memory for a TCP connection's buffers; refused");
-            close(fd);                /* out of connection slots, or of memory */
+        if (!c->rbuf || !c->wbuf) {
+            bora_log(BORA_LOG_WARN, "dataplane: out of memory for a TCP connection's buffers; refused");
+            close(fd);
             continue;
         }
         int one = 1;

@@ -33,6 +33,8 @@ struct dp_config {
     const struct dp_cidr *allow;   /* clients allowed (others get FORBIDDEN); n_allow 0 = all */
     uint32_t n_allow;              /* ≤ DP_ALLOW_MAX */
     uint32_t rate_limit;           /* GENERATEs per second per client address; 0 = off */
+    uint32_t max_conns_per_addr;   /* TCP connections open from one client address (others get
+                                    * ERROR BUSY, request_id 0, at connect); 0 = off */
     const struct dp_dpdk_config *dpdk;  /* a DPDK port besides the sockets; NULL = none */
     struct metrics *metrics;       /* console metrics registry (outlives the server), NULL = none */
     uint32_t tcp_frame_timeout_ms; /* a TCP frame must arrive whole this long after its first
@@ -83,7 +85,8 @@ bool dp_server_paused(const struct dp_server *s);
 /* Whether dp_server_stop was called (a signal or the console's shutdown): draining to exit. Any thread. */
 bool dp_server_stopping(const struct dp_server *s);
 /* Live policy (config keys marked live): max_prompt_bytes, max_tokens, request_timeout_ms,
- * shutdown_grace_ms, allow/n_allow and rate_limit of cfg are applied to every frame from now on
+ * shutdown_grace_ms, allow/n_allow, rate_limit and max_conns_per_addr (new TCP connections) of cfg
+ * are applied to every frame from now on
  * (other fields are ignored). max_prompt_bytes may not exceed the start-up value (buffers are
  * sized by it). Console threads only (it waits for in-flight frames to leave the old policy).
  * Errors: -EINVAL with a message naming the value. */

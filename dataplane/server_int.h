@@ -155,6 +155,7 @@ struct dp_policy {
     uint32_t n_allow;              /* 0 = everyone */
     uint32_t request_timeout_ms;
     uint32_t rate_limit;           /* GENERATEs per second per client address; 0 = off */
+    uint32_t max_conns_per_addr;   /* TCP connections from one address; 0 = off (new ones only) */
     uint32_t shutdown_grace_ms;
 };
 

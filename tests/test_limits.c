@@ -60,6 +60,25 @@ static void test_allow(void **s)
     assert_true(dp_allow_match(&all4, 1, (const struct sockaddr *)&any));
 }
 
+/* max_conns_per_addr counts connections by host: the port does not matter, an IPv4 address and its
+ * IPv4-mapped IPv6 form are one host, anything but IPv4/IPv6 is nobody's. */
+static void test_same_host(void **s)
+{
+    (void)s;
+    struct sockaddr_in a = v4("10.0.0.1"), a2 = v4("10.0.0.1"), b = v4("10.0.0.2");
+    a2.sin_port = htons(40000);
+    struct sockaddr_in6 m = v6("::ffff:10.0.0.1"), x = v6("fd00::1"), y = v6("fd00::1"), z = v6("fd00::2");
+    assert_true(dp_same_host((const struct sockaddr *)&a, (const struct sockaddr *)&a2));
+    assert_false(dp_same_host((const struct sockaddr *)&a, (const struct sockaddr *)&b));
+    assert_true(dp_same_host((const struct sockaddr *)&a, (const struct sockaddr *)&m));
+    assert_true(dp_same_host((const struct sockaddr *)&m, (const struct sockaddr *)&a2));
+    assert_true(dp_same_host((const struct sockaddr *)&x, (const struct sockaddr *)&y));
+    assert_false(dp_same_host((const struct sockaddr *)&x, (const struct sockaddr *)&z));
+    assert_false(dp_same_host((const struct sockaddr *)&x, (const struct sockaddr *)&a));
+    struct sockaddr u = { .sa_family = AF_UNIX };
+    assert_false(dp_same_host(&u, &u));
+}
+
 static void test_rate(void **s)
 {
     (void)s;
@@ -145,6 +164,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allow),
+        cmocka_unit_test(test_same_host),
         cmocka_unit_test(test_rate),
         cmocka_unit_test(test_flows_retention),
     };

@@ -824,6 +824,81 @@ static void test_resend_rate(void **s)
 /* An address the allow list stops allowing while it has a TCP connection open: its next frame
  * is FORBIDDEN, nothing more is read, the request it has running finishes (nothing accepted is
  * lost), then the connection closes; a new connection from it is refused at once. */
+/* The ERROR with request_id 0 a connection refused at connect gets; its message must hold `has`. */
+static void expect_refused(struct bwp_conn *c, uint16_t code, const char *has)
+{
+    uint8_t buf[512];
+    struct bwp_server_frame f;
+    assert_int_equal(test_recv(c, buf, sizeof buf, &f, T_MS, NULL), 1);
+    assert_int_equal(f.h.type, BWP_ERROR);
+    assert_int_equal(f.u.error.code, code);
+    assert_int_equal(f.h.request_id, 0);
+    char msg[300];
+    snprintf(msg, sizeof msg, "%.*s", (int)f.u.error.msg_len, f.u.error.msg);
+    if (!strstr(msg, has))
+        fail_msg("refusal '%s' does not say '%s'", msg, has);
+    expect_closed(c);
+}
+
+/* [dataplane] max_conns_per_addr: a connection past the cap from one address is told BUSY
+ * (request_id 0) and closed before it takes a slot; a closed connection frees its place; a live
+ * change applies to new connections. With every slot taken, a new connection is told BUSY too,
+ * not closed without a word. */
+static void test_conns_per_addr(void **s)
+{
+    (void)s;
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
+    cfg.max_conns_per_addr = 2;
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct bwp_conn a = test_srv_conn(&SRV, true), b = test_srv_conn(&SRV, true);
+    ping_pong(&a, 1);
+    ping_pong(&b, 2);
+    struct bwp_conn c = test_srv_conn(&SRV, true);
+    expect_refused(&c, BWP_E_BUSY, "2 TCP connections open from this address (max_conns_per_addr 2)");
+    bwp_conn_close(&c);
+    ping_pong(&b, 3);                                  /* the two admitted ones are unharmed */
+    bwp_conn_close(&a);                                /* frees a place once the server sees it */
+    struct bwp_conn d;
+    for (int tries = 0;; tries++) {
+        d = test_srv_conn(&SRV, true);
+        uint8_t buf[512];
+        struct bwp_server_frame f;
+        size_t n = bwp_build_simple(buf, sizeof buf, BWP_PING, 4, NULL, 0);
+        assert_int_equal(bwp_conn_send(&d, buf, n), 0);
+        assert_int_equal(test_recv(&d, buf, sizeof buf, &f, T_MS, NULL), 1);
+        if (f.h.type == BWP_PONG)
+            break;
+        assert_int_equal(f.u.error.code, BWP_E_BUSY);  /* the close not seen yet */
+        assert_true(tries < 100);
+        bwp_conn_close(&d);
+        test_sleep_ms(20);
+    }
+    struct bora_err err;
+    cfg.max_conns_per_addr = 0;                        /* live: no limit for new connections */
+    assert_int_equal(dp_server_set_policy(SRV.s, &cfg, &err), 0);
+    struct bwp_conn e = test_srv_conn(&SRV, true);
+    ping_pong(&e, 5);
+    bwp_conn_close(&b);
+    bwp_conn_close(&d);
+    bwp_conn_close(&e);
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    /* every slot taken: the next connection is told so */
+    cfg.max_conns_per_addr = 0;
+    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    static struct bwp_conn all[DP_TCP_MAX_CONNS];
+    for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
+        all[i] = test_srv_conn(&SRV, true);
+    ping_pong(&all[DP_TCP_MAX_CONNS - 1], 6);          /* the last one was admitted */
+    struct bwp_conn full = test_srv_conn(&SRV, true);
+    expect_refused(&full, BWP_E_BUSY, "no TCP connection slot free (1024 in use)");
+    bwp_conn_close(&full);
+    for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
+        bwp_conn_close(&all[i]);
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
 static void test_forbidden_while_connected(void **s)
 {
     (void)s;
@@ -1395,6 +1470,7 @@ int main(void)
         cmocka_unit_test(test_tcp_oversize_trickle),
         cmocka_unit_test(test_resend_rate),
         cmocka_unit_test(test_forbidden_while_connected),
+        cmocka_unit_test(test_conns_per_addr),
         cmocka_unit_test(test_refused_with_partial_frame),
         cmocka_unit_test(test_tcp_out_of_fds),
         cmocka_unit_test(test_exit_flushes_slow_reader),
