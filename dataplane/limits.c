@@ -37,6 +37,8 @@ static bool prefix_eq(const uint8_t *a, const uint8_t *b, uint32_t bits)
 
 bool dp_same_host(const struct sockaddr *a, const struct sockaddr *b)
 {
+    if (a->sa_family == AF_INET && b->sa_family == AF_INET)   /* the common case, without copies */
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
     uint8_t x[16], y[16];
     bool v4;
     return addr_bytes(a, x, &v4) && addr_bytes(b, y, &v4) && !memcmp(x, y, 16);

@@ -719,9 +719,11 @@ static void tcp_accept(struct dp_server *s)
         }
         uint32_t ci = DP_TCP_MAX_CONNS, same = 0;   /* the first free slot; this address's open ones */
         for (uint32_t i = 0; i < DP_TCP_MAX_CONNS; i++) {
-            if (!s->conns[i].used)
+            if (!s->conns[i].used) {
                 ci = ci < i ? ci : i;
-            else if (per_addr && s->conns[i].fd >= 0 &&   /* closed ones still finishing: not open */
+                if (!per_addr)
+                    break;                    /* no cap: the first free slot is all it needs */
+            } else if (per_addr && s->conns[i].fd >= 0 &&   /* closed ones still finishing: not open */
                      dp_same_host((const struct sockaddr *)&s->conns[i].addr, (const struct sockaddr *)&addr))
                 same++;
         }
