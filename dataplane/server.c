@@ -670,7 +670,7 @@ static void tcp_refuse(struct dp_server *s, int fd, uint8_t code, const char *wh
 
 static void tcp_accept(struct dp_server *s)
 {
-    for (;;) {
+    for (int burst = 0; burst < DP_ACCEPT_BURST; burst++) {   /* level-triggered: the rest next turn */
         struct sockaddr_storage addr;
         socklen_t alen = sizeof addr;
         int fd = accept4(s->tcp_fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -723,13 +723,14 @@ static void tcp_accept(struct dp_server *s)
                 ci = ci < i ? ci : i;
                 if (!per_addr)
                     break;                    /* no cap: the first free slot is all it needs */
-            } else if (per_addr && s->conns[i].fd >= 0 &&   /* closed ones still finishing: not open */
-                     dp_same_host((const struct sockaddr *)&s->conns[i].addr, (const struct sockaddr *)&addr))
+            } else if (per_addr &&   /* closed ones whose requests still finish hold their slot too */
+                       dp_same_host((const struct sockaddr *)&s->conns[i].addr, (const struct sockaddr *)&addr)) {
                 same++;
+            }
         }
         if (per_addr && same >= per_addr) {
             char why[96];
-            snprintf(why, sizeof why, "%u TCP connections open from this address (max_conns_per_addr %u)",
+            snprintf(why, sizeof why, "%u TCP connections held by this address (max_conns_per_addr %u)",
                      same, per_addr);
             tcp_refuse(s, fd, BWP_E_BUSY, why);
             continue;

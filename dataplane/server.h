@@ -85,9 +85,8 @@ bool dp_server_paused(const struct dp_server *s);
 /* Whether dp_server_stop was called (a signal or the console's shutdown): draining to exit. Any thread. */
 bool dp_server_stopping(const struct dp_server *s);
 /* Live policy (config keys marked live): max_prompt_bytes, max_tokens, request_timeout_ms,
- * shutdown_grace_ms, allow/n_allow, rate_limit and max_conns_per_addr (new TCP connections) of cfg
- * are applied to every frame from now on
- * (other fields are ignored). max_prompt_bytes may not exceed the start-up value (buffers are
+ * shutdown_grace_ms, allow/n_allow and rate_limit of cfg are applied to every frame from now on,
+ * max_conns_per_addr to every TCP connection that arrives from now on (other fields are ignored). max_prompt_bytes may not exceed the start-up value (buffers are
  * sized by it). Console threads only (it waits for in-flight frames to leave the old policy).
  * Errors: -EINVAL with a message naming the value. */
 int dp_server_set_policy(struct dp_server *s, const struct dp_config *cfg, struct bora_err *err);

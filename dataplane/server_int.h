@@ -37,6 +37,8 @@
 #define DP_FD_EXTRA          256        /* descriptors beyond the TCP slots: sockets, model files, console */
 #define DP_FD_WARN_MS        10000      /* out of descriptors: one warning per this period */
 #define DP_LISTEN_PAUSE_MS   100        /* … and no way to accept-and-close: the listener rests this long */
+#define DP_ACCEPT_BURST      64         /* connections accepted (or refused) per wake-up of the listener:
+                                         * a connect flood cannot keep the io thread from the others */
 #define DP_CLOSE_DRAIN_READS 16         /* 4 KiB reads of unread input before a TCP close */
 #define DP_EXIT_FLUSH_MS     2000       /* at exit, what write buffers still hold goes out this long at most */
 #define DP_TCP_FRAME_TIMEOUT_MS 30000u  /* a frame begun and not finished this long: BAD_FRAME, close */

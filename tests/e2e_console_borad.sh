@@ -282,6 +282,14 @@ ctl config set dataplane.allow 127.0.0.0/8,10.1.2.3 >/dev/null || fail "config s
 grep -q "borad: info: console: dataplane.allow = 127.0.0.0/8,10.1.2.3/32$" "$tmp/borad.log" ||
     fail "the log does not show the stored value: $(grep 'console: dataplane.allow' "$tmp/borad.log")"
 [ "$(gen 304 2 1,5,6 | finish_of)" = done1 ] || fail "allowed again"
+# max_conns_per_addr through borad's console: with one connection held open, the next one from
+# 127.0.0.1 is told BUSY (request_id 0) when it connects; with the cap off again it is served
+ctl config set dataplane.max_conns_per_addr 1 >/dev/null || fail "config set dataplane.max_conns_per_addr 1"
+exec 7<>"/dev/tcp/127.0.0.1/$tcp" || fail "cannot hold a TCP connection open"
+[ "$(gen 321 2 1,5,6 | finish_of)" = 4 ] || fail "a connection past max_conns_per_addr 1 was not BUSY"
+exec 7<&- 7>&-
+ctl config set dataplane.max_conns_per_addr 0 >/dev/null || fail "config set dataplane.max_conns_per_addr 0"
+[ "$(gen 322 2 1,5,6 | finish_of)" = done1 ] || fail "not served with the cap off"
 ctl --json config show | grep -q '"limits.max_tokens": *"4"' || ctl config show | grep -q "max_tokens *= *4" ||
     fail "config show does not show the live value"
 

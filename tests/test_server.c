@@ -821,9 +821,6 @@ static void test_resend_rate(void **s)
     bwp_conn_close(&c);
 }
 
-/* An address the allow list stops allowing while it has a TCP connection open: its next frame
- * is FORBIDDEN, nothing more is read, the request it has running finishes (nothing accepted is
- * lost), then the connection closes; a new connection from it is refused at once. */
 /* The ERROR with request_id 0 a connection refused at connect gets; its message must hold `has`. */
 static void expect_refused(struct bwp_conn *c, uint16_t code, const char *has)
 {
@@ -855,7 +852,7 @@ static void test_conns_per_addr(void **s)
     ping_pong(&a, 1);
     ping_pong(&b, 2);
     struct bwp_conn c = test_srv_conn(&SRV, true);
-    expect_refused(&c, BWP_E_BUSY, "2 TCP connections open from this address (max_conns_per_addr 2)");
+    expect_refused(&c, BWP_E_BUSY, "2 TCP connections held by this address (max_conns_per_addr 2)");
     bwp_conn_close(&c);
     ping_pong(&b, 3);                                  /* the two admitted ones are unharmed */
     bwp_conn_close(&a);                                /* frees a place once the server sees it */
@@ -869,7 +866,9 @@ static void test_conns_per_addr(void **s)
         assert_int_equal(test_recv(&d, buf, sizeof buf, &f, T_MS, NULL), 1);
         if (f.h.type == BWP_PONG)
             break;
-        assert_int_equal(f.u.error.code, BWP_E_BUSY);  /* the close not seen yet */
+        assert_int_equal(f.h.type, BWP_ERROR);         /* the close not seen yet: refused */
+        assert_int_equal(f.h.request_id, 0);
+        assert_int_equal(f.u.error.code, BWP_E_BUSY);
         assert_true(tries < 100);
         bwp_conn_close(&d);
         test_sleep_ms(20);
@@ -882,9 +881,30 @@ static void test_conns_per_addr(void **s)
     bwp_conn_close(&b);
     bwp_conn_close(&d);
     bwp_conn_close(&e);
+    struct dp_stats st;
+    dp_server_stats(SRV.s, &st);
+    assert_int_equal(st.tcp_conns, 4);                 /* a, b, d and e: the refused ones took none */
     assert_int_equal(test_srv_stop(&SRV), 0);
-    /* every slot taken: the next connection is told so */
-    cfg.max_conns_per_addr = 0;
+    SRV = saved;
+}
+
+/* With every slot taken, a new connection is told BUSY, not closed without a word. This process
+ * holds both ends of 1,024 connections: it needs an open-file limit of about 2,200. */
+static void test_conns_all_slots(void **s)
+{
+    (void)s;
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    const rlim_t need = 2 * DP_TCP_MAX_CONNS + 256;
+    if (old.rlim_max != RLIM_INFINITY && old.rlim_max < need) {
+        print_message("the hard open-file limit (%llu) is below the %llu descriptors this test holds\n",
+                      (unsigned long long)old.rlim_max, (unsigned long long)need);
+        skip();
+    }
+    struct rlimit more = { .rlim_cur = old.rlim_cur >= need ? old.rlim_cur : need, .rlim_max = old.rlim_max };
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &more), 0);
+    struct test_srv saved = SRV;
+    struct dp_config cfg = test_srv_config();
     assert_int_equal(test_srv_start(&SRV, &cfg), 0);
     static struct bwp_conn all[DP_TCP_MAX_CONNS];
     for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
@@ -897,8 +917,12 @@ static void test_conns_per_addr(void **s)
         bwp_conn_close(&all[i]);
     assert_int_equal(test_srv_stop(&SRV), 0);
     SRV = saved;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
 }
 
+/* An address the allow list stops allowing while it has a TCP connection open: its next frame
+ * is FORBIDDEN, nothing more is read, the request it has running finishes (nothing accepted is
+ * lost), then the connection closes; a new connection from it is refused at once. */
 static void test_forbidden_while_connected(void **s)
 {
     (void)s;
@@ -1471,6 +1495,7 @@ int main(void)
         cmocka_unit_test(test_resend_rate),
         cmocka_unit_test(test_forbidden_while_connected),
         cmocka_unit_test(test_conns_per_addr),
+        cmocka_unit_test(test_conns_all_slots),
         cmocka_unit_test(test_refused_with_partial_frame),
         cmocka_unit_test(test_tcp_out_of_fds),
         cmocka_unit_test(test_exit_flushes_slow_reader),
