@@ -424,6 +424,21 @@ static void test_busy_burst_at_idle(void **s)
 
 /* ---- ERROR codes over the wire ---- */
 
+/* A private server with cfg in SRV's place, so that the helpers which talk to SRV talk to it;
+ * the shared one keeps running behind it and is SRV again after private_end. */
+static struct test_srv private_begin(const struct dp_config *cfg)
+{
+    struct test_srv saved = SRV;
+    assert_int_equal(test_srv_start(&SRV, cfg), 0);
+    return saved;
+}
+
+static void private_end(struct test_srv saved)
+{
+    assert_int_equal(test_srv_stop(&SRV), 0);
+    SRV = saved;
+}
+
 static void expect_error(struct bwp_conn *c, uint64_t rid, uint16_t code)
 {
     uint8_t buf[512];
@@ -717,10 +732,9 @@ static void test_tcp_close_cancels(void **s)
 static void test_tcp_stalled_frame(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
     cfg.tcp_frame_timeout_ms = 800;
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     uint8_t b[512];
     struct bwp_server_frame f;
     struct bwp_conn stalled = test_srv_conn(&SRV, true), slow = test_srv_conn(&SRV, true), idle = test_srv_conn(&SRV, true);
@@ -746,8 +760,7 @@ static void test_tcp_stalled_frame(void **s)
     bwp_conn_close(&stalled);
     bwp_conn_close(&slow);
     bwp_conn_close(&idle);
-    assert_int_equal(test_srv_stop(&SRV), 0);
-    SRV = saved;
+    private_end(saved);
 }
 
 /* An oversize frame being skipped (TOO_LARGE answered at its header) is a frame like any other
@@ -755,10 +768,9 @@ static void test_tcp_stalled_frame(void **s)
 static void test_tcp_oversize_trickle(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
     cfg.tcp_frame_timeout_ms = 500;
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     struct bwp_conn c = test_srv_conn(&SRV, true);
     uint8_t b[512];
     bwp_put_header(b, BWP_GENERATE, 0, 100000, 0, 95);     /* over the 4096-byte prompt limit */
@@ -777,8 +789,7 @@ static void test_tcp_oversize_trickle(void **s)
     assert_int_equal(f.h.request_id, 0);
     expect_closed(&c);
     bwp_conn_close(&c);
-    assert_int_equal(test_srv_stop(&SRV), 0);
-    SRV = saved;
+    private_end(saved);
 }
 
 /* RESEND sends frames again at most DP_RESEND_PER_S a second to one client address (a bucket of
@@ -844,10 +855,9 @@ static void expect_refused(struct bwp_conn *c, uint16_t code, const char *has)
 static void test_conns_per_addr(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
     cfg.max_conns_per_addr = 2;
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     struct bwp_conn a = test_srv_conn(&SRV, true), b = test_srv_conn(&SRV, true);
     ping_pong(&a, 1);
     ping_pong(&b, 2);
@@ -884,8 +894,7 @@ static void test_conns_per_addr(void **s)
     struct dp_stats st;
     dp_server_stats(SRV.s, &st);
     assert_int_equal(st.tcp_conns, 4);                 /* a, b, d and e: the refused ones took none */
-    assert_int_equal(test_srv_stop(&SRV), 0);
-    SRV = saved;
+    private_end(saved);
 }
 
 /* With every slot taken, a new connection is told BUSY, not closed without a word. This process
@@ -903,9 +912,8 @@ static void test_conns_all_slots(void **s)
     }
     struct rlimit more = { .rlim_cur = old.rlim_cur >= need ? old.rlim_cur : need, .rlim_max = old.rlim_max };
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &more), 0);
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     static struct bwp_conn all[DP_TCP_MAX_CONNS];
     for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
         all[i] = test_srv_conn(&SRV, true);
@@ -915,8 +923,7 @@ static void test_conns_all_slots(void **s)
     bwp_conn_close(&full);
     for (int i = 0; i < DP_TCP_MAX_CONNS; i++)
         bwp_conn_close(&all[i]);
-    assert_int_equal(test_srv_stop(&SRV), 0);
-    SRV = saved;
+    private_end(saved);
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
 }
 
@@ -926,9 +933,8 @@ static void test_conns_all_slots(void **s)
 static void test_forbidden_while_connected(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     struct bwp_conn c = test_srv_conn(&SRV, true), idle = test_srv_conn(&SRV, true);
     struct test_req r[2] = { { .rid = 40 }, { .rid = 41 } };
     test_send_text(&c, 40, "sleep=30", 10, 0, 0, NULL);   /* ≈ 300 ms */
@@ -972,8 +978,7 @@ static void test_forbidden_while_connected(void **s)
     expect_error(&d, 0, BWP_E_FORBIDDEN);
     expect_closed(&d);
     bwp_conn_close(&d);
-    assert_int_equal(test_srv_stop(&SRV), 0);
-    SRV = saved;
+    private_end(saved);
 }
 
 /* Refused by a live allow list while half a frame sits unread: the frame is dropped with the rest
@@ -982,10 +987,9 @@ static void test_forbidden_while_connected(void **s)
 static void test_refused_with_partial_frame(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
     cfg.tcp_frame_timeout_ms = 300;
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r[1] = { { .rid = 50 } };
     test_send_text(&c, 50, "sleep=100", 10, 0, 0, NULL);   /* ≈ 1 s, three frame timeouts */
@@ -1056,9 +1060,8 @@ static void test_exit_flushes_slow_reader(void **s)
         fprintf(stderr, "SKIPPED: test_exit_flushes_slow_reader needs ss (iproute2) to see the server's send queue\n");
         skip();
     }
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
     int small = 4096;                                      /* a small window: the server's frames queue */
@@ -1133,9 +1136,8 @@ static void test_exit_flushes_slow_reader(void **s)
 static void test_tcp_out_of_fds(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     struct rlimit old;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
     int reserve = open("/dev/null", O_RDONLY | O_CLOEXEC), top = reserve;
@@ -1184,8 +1186,7 @@ static void test_tcp_out_of_fds(void **s)
     struct bwp_conn ok = test_srv_conn(&SRV, true);        /* and the server serves again */
     ping_pong(&ok, 8);
     bwp_conn_close(&ok);
-    assert_int_equal(test_srv_stop(&SRV), 0);
-    SRV = saved;
+    private_end(saved);
 }
 
 /* ---- AUTH on a keyed server ---- */
@@ -1193,12 +1194,11 @@ static void test_tcp_out_of_fds(void **s)
 static void test_auth_server(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct bwp_key key = { .len = 32 };
     memcpy(key.bytes, "0123456789abcdef0123456789abcdef", 32);
     struct dp_config cfg = test_srv_config();
     cfg.key = &key;
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     struct bwp_conn c = test_srv_conn(&SRV, false);
     uint8_t b[512];
     struct bwp_server_frame f;
@@ -1274,8 +1274,7 @@ static void test_auth_server(void **s)
         assert_int_equal(f.h.request_id, 52);
         bwp_conn_close(&t);
     }
-    assert_int_equal(test_srv_stop(&SRV), 0);
-    SRV = saved;
+    private_end(saved);
 }
 
 /* ---- allow list and rate limit ---- */
@@ -1283,12 +1282,11 @@ static void test_auth_server(void **s)
 static void test_forbidden_and_rate_limited(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_cidr only_ten = { .family = AF_INET, .addr = { 10 }, .prefix = 8 };
     struct dp_config cfg = test_srv_config();
     cfg.allow = &only_ten;
     cfg.n_allow = 1;
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     {                                                 /* 127.0.0.1 is not in 10/8 */
         struct bwp_conn c = test_srv_conn(&SRV, false);
         test_send_text(&c, 5, "hi", 2, 0, 0, NULL);
@@ -1339,8 +1337,7 @@ static void test_forbidden_and_rate_limited(void **s)
     assert_int_equal(test_collect(&c, &again, 1, T_MS, NULL), 1);
     assert_true(again.done);
     bwp_conn_close(&c);
-    assert_int_equal(test_srv_stop(&SRV), 0);
-    SRV = saved;
+    private_end(saved);
 }
 
 /* ---- drain ---- */
@@ -1371,9 +1368,8 @@ static void test_port_in_use(void **s)
 static void test_drain_finishes_queued(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     struct bwp_conn c = test_srv_conn(&SRV, false);
     struct test_req r[3] = { { .rid = 1 }, { .rid = 2 }, { .rid = 3 } };
     test_send_text(&c, 1, "sleep=10", 10, 0, 0, NULL);
@@ -1414,10 +1410,9 @@ static void test_drain_finishes_queued(void **s)
 static void test_drain_grace_expires(void **s)
 {
     (void)s;
-    struct test_srv saved = SRV;
     struct dp_config cfg = test_srv_config();
     cfg.shutdown_grace_ms = 100;
-    assert_int_equal(test_srv_start(&SRV, &cfg), 0);
+    struct test_srv saved = private_begin(&cfg);
     struct bwp_conn c = test_srv_conn(&SRV, true);
     struct test_req r[2] = { { .rid = 1 }, { .rid = 2 } };
     test_send_text(&c, 1, "sleep=50", 500, 0, 0, NULL);
