@@ -14,18 +14,18 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     /* one line per subcommand; keep sorted by topic */
     /* @@SUBCOMMANDS@@ */
-    { "bench", cmd_bench, "bench decode|gemv --preset NAME [--precision fp8|bf16] [--ctx N] [--tokens N] [--layers N] [--json]\n"
+    { "bench", cmd_bench, "bench decode|gemv --preset NAME [--precision fp8|bf16] [--kv bf16|fp8] [--ctx N] [--tokens N] [--layers N] [--json]\n"
                           "  bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--cached N] [--runs N] [--chunk N] [--profile] [--json]" },
-    { "plan", cmd_plan, "plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N] [--gpu h200|h100|l40s|rtx4090|local]" },
+    { "plan", cmd_plan, "plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N] [--kv bf16|fp8] [--gpu h200|h100|l40s|rtx4090|local]" },
     { "passwd", cmd_passwd, "passwd [--stdin]                    make the operator password hash for [console] password_hash" },
     { "client", cmd_client, "client (--udp|--tcp) HOST:PORT (--prompt TEXT | --chat FILE | --ids LIST) [-n N] [--temperature T] [--top-k K]\n"
                             "         [--top-p P] [--seed S] [--ignore-eos] [--deadline-ms MS] [--key HEX] [--timeout-ms MS] [--json]" },
     { "coldstart", cmd_bench_coldstart, "coldstart --preset tiny|small|mistral-7b --dir DIR [--precision fp8|bf16] [--prompt N] [--backend B]\n"
                                         "         [--qd N] [--buf BYTES] [--no-drop] [--no-warm] [--json]    |    coldstart --alloc" },
     { "info", cmd_info, "info MODEL_DIR|default              architecture, shapes, dtypes, parameters, bytes" },
-    { "logits", cmd_logits, "logits MODEL_DIR --ids LIST --out FILE [--backend B] [--precision P]" },
+    { "logits", cmd_logits, "logits MODEL_DIR --ids LIST --out FILE [--backend B] [--precision P] [--kv bf16|fp8]" },
     { "generate", cmd_generate, "generate MODEL_DIR|default (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] [--top-k K]\n"
-                                "         [--top-p P] [--seed S] [--ignore-eos] [--backend B] [--precision P] [--ctx N] [--json]" },
+                                "         [--top-p P] [--seed S] [--ignore-eos] [--backend B] [--precision P] [--kv bf16|fp8] [--ctx N] [--json]" },
     { "synth", cmd_synth, "synth DIR [--arch mistral|ministral3] [--layers N] [--dim N] [--hidden N] [--heads N] [--kv-heads N]\n"
                           "         [--head-dim N] [--vocab N] [--max-pos N] [--seed N] [--tokenizer FILE]   a small random-weight checkpoint" },
     { "run-default", cmd_run_default, "run-default                         generate from the built-in default model" },

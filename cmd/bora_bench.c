@@ -12,6 +12,7 @@
 #include "cmd/bora_bench.h"
 #include "cmd/cli.h"
 #include "kernels/plan.h"
+#include "model/engine.h"
 #include "model/model.h"
 
 #ifdef BORA_CUDA
@@ -35,10 +36,12 @@ struct bench_opts {
     int ctx, tokens;
     int layers;           /* 0: the preset's; else fewer layers (profiling) */
     bool json;
+    enum engine_kv kv;    /* decode: the KV cache's element type */
 };
 
 static const char bench_usage[] =
-    "usage: bora bench decode --preset NAME [--precision fp8|bf16] [--ctx N] [--tokens N] [--layers N] [--json]\n"
+    "usage: bora bench decode --preset NAME [--precision fp8|bf16] [--kv bf16|fp8] [--ctx N] [--tokens N] [--layers N]\n"
+    "                         [--json]\n"
     "       bora bench gemv --preset NAME [--precision fp8|bf16]\n"
     "       bora bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--runs N] [--chunk N] [--json]\n"
     "       bora bench coldstart ...   (see bora coldstart)\n"
@@ -59,7 +62,7 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 
 static int bench_parse(struct bench_opts *o, int argc, char **argv)
 {
-    *o = (struct bench_opts){ NULL, MODEL_PRECISION_FP8, 512, 128, 0, false };
+    *o = (struct bench_opts){ NULL, MODEL_PRECISION_FP8, 512, 128, 0, false, ENGINE_KV_BF16 };
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--json")) {
@@ -76,6 +79,11 @@ static int bench_parse(struct bench_opts *o, int argc, char **argv)
         } else if (!strcmp(a, "--precision")) {
             if (model_precision_parse(v, &o->precision) || o->precision == MODEL_PRECISION_AUTO) {
                 fprintf(stderr, "bora bench: --precision: expected fp8 or bf16 (got '%s')\n", v);
+                return -EINVAL;
+            }
+        } else if (!strcmp(a, "--kv")) {
+            if (engine_kv_parse(v, &o->kv)) {
+                fprintf(stderr, "bora bench: --kv: expected bf16 or fp8 (got '%s')\n", v);
                 return -EINVAL;
             }
         } else if (!strcmp(a, "--ctx")) {
@@ -261,7 +269,7 @@ static int bench_decode(const struct bench_opts *o)
         fprintf(stderr, "bora bench: out of memory\n");
         return 1;
     }
-    struct engine e = { .model = &m, .max_ctx = o->ctx + o->tokens };
+    struct engine e = { .model = &m, .max_ctx = o->ctx + o->tokens, .kv = o->kv };
     size_t free0 = dev.free_bytes;
     rc = engine_cuda_open_synthetic(&e, BENCH_SEED, &err);
     if (rc) {
@@ -318,20 +326,21 @@ static int bench_decode(const struct bench_opts *o)
     const char *why = "";
     const char *path = engine_cuda_decode_path(&e, o->ctx, &why);
     if (o->json) {
-        printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"precision\":\"%s\",\"ctx\":%d,\"tokens\":%d,"
+        printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"precision\":\"%s\",\"kv\":\"%s\",\"ctx\":%d,\"tokens\":%d,"
                "\"gpu\":\"%s\",\"bytes_per_token\":%.0f,\"weight_bytes_per_token\":%llu,"
                "\"kv_bytes_per_token\":%.0f,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f,\"gbps\":%.1f,"
                "\"read_bw_gbps\":%.1f,\"read_bw_loads_gbps\":%.1f,\"read_bw_bulk_gbps\":%.1f,"
                "\"pct_of_read_bw\":%.1f,\"gpu_mem_used_bytes\":%.0f,"
                "\"arena_bytes\":%llu,\"last_id\":%d,\"path\":\"%s\",\"persistent_layout\":\"%s\",\"gemv\":\"%s\","
                "\"sm_clock_mhz_mean\":%.0f,\"sm_clock_mhz_min\":%u,\"sm_clock_mhz_max\":%u}\n",
-               o->preset, prec, o->ctx, o->tokens, dev.name, bytes,
+               o->preset, prec, engine_kv_name(o->kv), o->ctx, o->tokens, dev.name, bytes,
                (unsigned long long)lay->step_weight_bytes, kv_tok, ms_tok, 1e3 / ms_tok, gbps, bw,
                rb.loads, rb.bulk, 100.0 * gbps / bw, used, (unsigned long long)lay->total, last, path,
                engine_cuda_mega_layout(&e), shapes, clk_mean, clk.min,
                clk.rated);
     } else {
-        printf("bench decode  %s %s  ctx %d, %d tokens  on %s\n", o->preset, prec, o->ctx, o->tokens, dev.name);
+        printf("bench decode  %s %s, %s KV  ctx %d, %d tokens  on %s\n", o->preset, prec, engine_kv_name(o->kv), o->ctx,
+               o->tokens, dev.name);
         printf("  bytes/token     %.3f GB (weights %.3f GB + KV %.3f GB)\n", bytes / 1e9,
                lay->step_weight_bytes / 1e9, kv_tok / 1e9);
         printf("  ms/token        %.3f\n", ms_tok);

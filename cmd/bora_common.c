@@ -86,7 +86,7 @@ int run_opts_parse(struct run_opts *o, int argc, char **argv, const char *usage)
 {
     static const char *const known[] = { "--default", "--ignore-eos", "--json", "--ids", "--prompt", "--chat", "--out",
                                          "-n", "--temperature", "--top-k", "--top-p", "--seed", "--ctx", "--backend",
-                                         "--precision" };
+                                         "--precision", "--kv" };
     const char *given[sizeof known / sizeof *known] = { 0 };   /* each option once */
     memset(o, 0, offsetof(struct run_opts, ids));
     o->n_ids = 0;
@@ -97,6 +97,7 @@ int run_opts_parse(struct run_opts *o, int argc, char **argv, const char *usage)
     o->backend = ENGINE_BACKEND_AUTO;
     o->precision = MODEL_PRECISION_AUTO;
     o->max_ctx = 0;
+    o->kv = ENGINE_KV_BF16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -189,6 +190,11 @@ int run_opts_parse(struct run_opts *o, int argc, char **argv, const char *usage)
                 fprintf(stderr, "bora: --backend: expected auto, cpu or cuda (got '%s')\n", v);
                 return -EINVAL;
             }
+        } else if (!strcmp(a, "--kv")) {
+            if (engine_kv_parse(v, &o->kv)) {
+                fprintf(stderr, "bora: --kv: expected bf16 or fp8 (got '%s')\n", v);
+                return -EINVAL;
+            }
         } else if (!strcmp(a, "--precision")) {
             if (model_precision_parse(v, &o->precision)) {
                 fprintf(stderr, "bora: --precision: expected auto, bf16 or fp8 (got '%s')\n", v);
@@ -236,7 +242,7 @@ int open_model(struct run_opts *o, struct model **m)
 int open_engine(const struct run_opts *o, const struct model *m, int tokens, struct engine **e)
 {
     struct bora_err err = { "" };
-    struct engine_opts eo = { .backend = o->backend, .max_ctx = o->max_ctx };
+    struct engine_opts eo = { .backend = o->backend, .max_ctx = o->max_ctx, .kv = o->kv };
     const int model_ctx = m->cfg.max_pos;   /* max_position_embeddings (0: not stated) */
     if (eo.max_ctx == 0 && model_ctx > 0 && tokens > model_ctx) {   /* never past the model silently */
         fprintf(stderr, "bora: %d tokens (the prompt and -n) are more than the model's context of %d "

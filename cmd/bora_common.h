@@ -24,6 +24,7 @@ struct run_opts {
     enum engine_backend backend;
     enum model_precision precision;
     int max_ctx;
+    enum engine_kv kv;            /* --kv bf16|fp8 */
 };
 
 /* Parses argv[1..] (argv[0] is the subcommand). Prints the problem and usage to stderr and

@@ -64,7 +64,7 @@ int cmd_info(int argc, char **argv)
 int cmd_logits(int argc, char **argv)
 {
     struct run_opts o;
-    const char *usage = "logits MODEL_DIR --ids 1,3,7694 [--backend cpu|cuda] [--precision bf16|fp8] --out FILE|-";
+    const char *usage = "logits MODEL_DIR --ids 1,3,7694 [--backend cpu|cuda] [--precision bf16|fp8] [--kv bf16|fp8] --out FILE|-";
     if (run_opts_parse(&o, argc, argv, usage))
         return 2;
     if ((!o.model_dir && !o.is_default) || !o.n_ids || !o.out) {
@@ -119,7 +119,7 @@ int cmd_generate(int argc, char **argv)
     struct run_opts o;
     const char *usage = "generate MODEL_DIR|default (--ids LIST | --prompt TEXT | --chat FILE) [-n N] [--temperature T] "
                         "[--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--backend cpu|cuda] "
-                        "[--precision bf16|fp8] [--ctx N] [--json]";
+                        "[--precision bf16|fp8] [--kv bf16|fp8] [--ctx N] [--json]";
     if (run_opts_parse(&o, argc, argv, usage))
         return 2;
     if (!o.model_dir && !o.is_default) {

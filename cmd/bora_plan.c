@@ -21,7 +21,7 @@
 #define PLAN_DEFAULT_CTX 8192
 
 static const char plan_usage[] =
-    "usage: bora plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N]\n"
+    "usage: bora plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N] [--kv bf16|fp8]\n"
     "                 [--gpu h200|h100|l40s|rtx4090|local]\n"
     "exit status: 0 the chosen precision fits, 1 it does not (or an error), 2 usage\n";
 
@@ -100,10 +100,10 @@ struct plan_col {
     bool fits;
 };
 
-static int plan_one(const struct model_config *c, enum bora_dtype lin, int ctx, const struct plan_gpu *g,
+static int plan_one(const struct model_config *c, enum bora_dtype lin, bool kv8, int ctx, const struct plan_gpu *g,
                     struct plan_col *col, struct bora_err *err)
 {
-    struct plan_dtypes dt = { lin, BORA_DT_BF16, BORA_DT_BF16 };
+    struct plan_dtypes dt = { lin, BORA_DT_BF16, BORA_DT_BF16, kv8 };
     int rc = plan_layout_compute(c, &dt, ctx, &col->l, err);
     if (rc)
         return rc;
@@ -111,10 +111,10 @@ static int plan_one(const struct model_config *c, enum bora_dtype lin, int ctx, 
     struct bora_err tmp;
     col->fits = plan_check_fit(&col->l, ctx, g->mem_bytes, &tmp) == 0;
     /* the arena is refused if it does not fit; the prefill workspace beside it shrinks instead */
-    plan_prefill_layout(c, lin, ctx, PLAN_PREFILL_CHUNK, &col->pf);
+    plan_prefill_layout(c, lin, kv8, ctx, PLAN_PREFILL_CHUNK, &col->pf);
     col->pf_want = col->pf.chunk;
     if (col->fits)
-        plan_prefill_fit(c, lin, ctx, g->mem_bytes - col->l.total - PLAN_CUDA_RESERVE, &col->pf);
+        plan_prefill_fit(c, lin, kv8, ctx, g->mem_bytes - col->l.total - PLAN_CUDA_RESERVE, &col->pf);
     col->need = col->l.total + PLAN_CUDA_RESERVE + col->pf.total;
     return 0;
 }
@@ -125,7 +125,7 @@ int cmd_plan(int argc, char **argv)
     const char *dir = NULL, *preset = NULL, *gpu = "h200";
     enum model_precision prec = MODEL_PRECISION_AUTO;
     int ctx = PLAN_DEFAULT_CTX;
-    bool ctx_given = false;
+    bool ctx_given = false, kv8 = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (a[0] != '-' || !a[1]) {
@@ -157,6 +157,12 @@ int cmd_plan(int argc, char **argv)
             }
             ctx = (int)n;
             ctx_given = true;
+        } else if (!strcmp(a, "--kv")) {
+            if (strcmp(v, "bf16") && strcmp(v, "fp8")) {
+                fprintf(stderr, "bora plan: --kv: expected bf16 or fp8 (got '%s')\n", v);
+                return 2;
+            }
+            kv8 = !strcmp(v, "fp8");
         } else if (!strcmp(a, "--gpu")) {
             gpu = v;
         } else {
@@ -198,8 +204,8 @@ int cmd_plan(int argc, char **argv)
         fprintf(stderr, "bora plan: %s\n", err.msg);
         return 2;
     }
-    if (plan_gpu(gpu, &g, &err) || plan_one(&cfg, BORA_DT_F8_E4M3, ctx, &g, &col[0], &err) ||
-        plan_one(&cfg, BORA_DT_BF16, ctx, &g, &col[1], &err)) {
+    if (plan_gpu(gpu, &g, &err) || plan_one(&cfg, BORA_DT_F8_E4M3, kv8, ctx, &g, &col[0], &err) ||
+        plan_one(&cfg, BORA_DT_BF16, kv8, ctx, &g, &col[1], &err)) {
         fprintf(stderr, "bora plan: %s\n", err.msg);
         return 1;
     }
@@ -209,8 +215,8 @@ int cmd_plan(int argc, char **argv)
         printf("model %s\n", config_only ? "its configuration only: no *.safetensors there, the weights are not checked"
                                           : fp8_ckpt ? "checkpoint checked as a load checks it; FP8 weights"
                                                      : "checkpoint checked as a load checks it");
-    printf("GPU   %s: %.1f GB, streaming read %.0f GB/s;  KV cache for %d tokens (bf16)%s\n\n", g.name,
-           g.mem_bytes / 1e9, g.read_gbps, ctx,
+    printf("GPU   %s: %.1f GB, streaming read %.0f GB/s;  KV cache for %d tokens (%s)%s\n\n", g.name,
+           g.mem_bytes / 1e9, g.read_gbps, ctx, kv8 ? "fp8" : "bf16",
            past_model && !ctx_given ? ", the model's context"
            : past_model ? ", more than the model's context" : "");
     printf("%-34s %14s %14s\n", "", "fp8", "bf16");
@@ -247,8 +253,8 @@ int cmd_plan(int argc, char **argv)
             int last = PLAN_PREFILL_CHUNK;
             while (plan_prefill_next(last))
                 last = plan_prefill_next(last);
-            plan_prefill_layout(&cfg, lin, ctx, PLAN_PREFILL_CHUNK, &full);
-            plan_prefill_layout(&cfg, lin, ctx, last, &least);
+            plan_prefill_layout(&cfg, lin, kv8, ctx, PLAN_PREFILL_CHUNK, &full);
+            plan_prefill_layout(&cfg, lin, kv8, ctx, last, &least);
             if (sel->pf.chunk)
                 printf("but the prefill workspace for %d-token chunks (%.2f GB) does not fit beside it: prompts\n"
                        "are prefilled in %d-token chunks, and long prompts wait longer for their first token\n",

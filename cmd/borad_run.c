@@ -81,6 +81,7 @@ int borad_generator_open(const struct bora_config *cfg, const char *dir, struct 
         .precision = precisions[cfg->model.precision % 3], .max_ctx = (int)cfg->model.max_ctx,
         .n_threads = (int)cfg->engine.threads, .prefix_cache = cfg->model.prefix_cache,
         .prefill_chunk = (int)cfg->engine.prefill_chunk,
+        .kv = cfg->engine.kv_dtype == CONFIG_KV_FP8 ? ENGINE_KV_FP8 : ENGINE_KV_BF16,
     };
     return gen_engine_open(g, &o, err);
 }

@@ -319,11 +319,6 @@ static bool tp_not_built(const struct bora_config *cfg)
     return cfg->engine.tensor_parallel > 1 && cfg->model.backend != CONFIG_BACKEND_CPU;
 }
 
-static bool kv_fp8_not_built(const struct bora_config *cfg)
-{
-    return cfg->engine.kv_dtype == CONFIG_KV_FP8;
-}
-
 static const struct config_rule config_rules[] = {
     { "dataplane.dpdk_ip", "dataplane.dpdk", dpdk_without_ip, "required when dataplane.dpdk is set" },
     { "dataplane.udp", "dataplane.tcp", no_listener,
@@ -331,7 +326,6 @@ static const struct config_rule config_rules[] = {
     { "engine.tensor_parallel", "model.backend", tp_on_cpu, "must be 1 with model.backend = cpu" },
     { "engine.tensor_parallel", "engine.tensor_parallel", tp_not_built,
       "must be 1: this build serves a model from one GPU (tensor parallelism is not implemented)" },
-    { "engine.kv_dtype", "engine.kv_dtype", kv_fp8_not_built, "must be bf16: an FP8 KV cache is not implemented" },
 };
 
 static void rule_got(const struct bora_config *cfg, const char *key, char *got, size_t n)

@@ -546,7 +546,7 @@ const struct config_key config_keys[] = {
     { KEY(engine, tensor_parallel), .parse = parse_pow2, .format = format_uint, .min = 1, .max = 8,
       .help = "GPUs: 1 (the format takes 2, 4 or 8; this build refuses them)" },
     { KEY(engine, prefill_chunk), UINT(16, 65536), .help = "prompt tokens per GPU prefill step" },
-    { KEY(engine, kv_dtype), ENUM(kv_names), .help = "KV cache: bf16 (the format takes fp8; this build refuses it)" },
+    { KEY(engine, kv_dtype), ENUM(kv_names), .help = "KV cache: bf16 | fp8 (e4m3: half the bytes, twice the context)" },
 
     { KEY(dataplane, udp), .parse = parse_endpoint, .format = format_endpoint,
       .help = "IPv4:PORT or [IPv6]:PORT; empty = off" },

@@ -308,7 +308,7 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
     int rc = model_open(&ge->m, o->model_dir, &mo, err);
     if (rc < 0)
         goto err;
-    struct engine_opts eo = { .backend = o->backend, .max_ctx = o->max_ctx, .n_threads = o->n_threads };
+    struct engine_opts eo = { .backend = o->backend, .max_ctx = o->max_ctx, .n_threads = o->n_threads, .kv = o->kv };
     /* On a GPU the weights stream from the shards straight into the device arena (io_uring,
      * O_DIRECT when cold) while the engine is prepared: the cold-start path `bora coldstart`
      * measures. Without a usable GPU, backend auto goes on to engine_open, which says why. */

@@ -15,6 +15,7 @@ struct gen_engine_opts {
     enum engine_backend backend;
     enum model_precision precision;
     int max_ctx;                       /* 0 = engine default */
+    enum engine_kv kv;                 /* KV cache element type (engine_opts.kv) */
     int n_threads;                     /* CPU backend threads (0 = all) */
     bool prefix_cache;                 /* reuse the KV cache of the longest prefix a new prompt
                                         * shares with the tokens already in it */

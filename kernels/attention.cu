@@ -2,15 +2,17 @@
  * each score a slice of the cached keys for all query heads of their group (GQA), keep the
  * unnormalised softmax-weighted sum of values with its max and sum, and the last block of each
  * kv head to finish combines the slices. RoPE, the Ministral-3 query scale and the KV-cache
- * write of the new token are fused in. Budget: 2 × n_kv × head_dim × 2 bytes per attended key at
- * streaming bandwidth (≈ 1–3 % of a decode step's bytes). */
+ * write of the new token are fused in. An FP8 (e4m3) cache is read 8 elements a load and widened
+ * to bf16 in registers, for every group size (the tensor-core variant takes bf16 tiles only).
+ * Budget: 2 × n_kv × head_dim × 2 bytes (1 in FP8) per attended key at streaming bandwidth (≈ 1–3 %
+ * of a decode step's bytes). */
 #include "kernels/kern_attn.cuh"
 #include "kernels/kern_attn_mma.cuh"
 
 #define ATTN_THREADS 256
 #define AMMA_STAGES 4                   /* tensor-core variant: K/V tiles in flight per block (cp.async pipeline) */
 
-template <int GM, int LPK>
+template <int GM, int LPK, bool K8>
 __global__ void __launch_bounds__(ATTN_THREADS, 2)
 attn_kernel(struct attn_params p)
 {
@@ -18,19 +20,19 @@ attn_kernel(struct attn_params p)
     __shared__ int s_last;
     kern_grid_launch_next();
     kern_grid_wait();
-    attn_item<GM, LPK, ATTN_THREADS>(p, p.kc, p.vc, p.counters, blockIdx.x, blockIdx.y, *p.pos, sm, &s_last,
-                                     threadIdx.x, 0);
+    attn_item<GM, LPK, ATTN_THREADS, true, false, K8>(p, p.kc, p.vc, p.counters, blockIdx.x, blockIdx.y, *p.pos, sm,
+                                                      &s_last, threadIdx.x, 0);
 }
 
-template <int GM, int LPK>
+template <int GM, int LPK, bool K8>
 static int attn_launch(const struct attn_params &p, cudaStream_t s, struct bora_err *err)
 {
     int G = p.n_heads / p.n_kv;
     size_t smem = attn_smem_bytes(G, p.hd, p.chunk_max, p.n_split, ATTN_THREADS);
     if (smem > 200 * 1024)
-        return bora_errf(err, -EINVAL, "attention: %zu bytes of shared memory needed (chunk %d keys)",
-                         smem, p.chunk_max);
-    auto k = attn_kernel<GM, LPK>;
+        return bora_errf(err, -EINVAL, "attention: %zu bytes of shared memory needed (chunk %d keys)%s",
+                         smem, p.chunk_max, K8 ? ": an FP8 KV cache this long needs a shorter context" : "");
+    auto k = attn_kernel<GM, LPK, K8>;
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
     CUDA_CHECK(kern_launch(k, dim3(p.n_kv, p.n_split), dim3(ATTN_THREADS), smem, s, p));
@@ -67,15 +69,15 @@ static int attn_mma_launch(const struct attn_params &p, cudaStream_t s, struct b
     return 0;
 }
 
-template <int GM>
+template <int GM, bool K8>
 static int attn_launch_hd(const struct attn_params &p, cudaStream_t s, struct bora_err *err)
 {
     switch (p.hd) {
-    case 16: return attn_launch<GM, 2>(p, s, err);
-    case 32: return attn_launch<GM, 4>(p, s, err);
-    case 64: return attn_launch<GM, 8>(p, s, err);
-    case 128: return attn_launch<GM, 16>(p, s, err);
-    case 256: return attn_launch<GM, 32>(p, s, err);
+    case 16: return attn_launch<GM, 2, K8>(p, s, err);
+    case 32: return attn_launch<GM, 4, K8>(p, s, err);
+    case 64: return attn_launch<GM, 8, K8>(p, s, err);
+    case 128: return attn_launch<GM, 16, K8>(p, s, err);
+    case 256: return attn_launch<GM, 32, K8>(p, s, err);
     }
     return bora_errf(err, -EINVAL, "attention: head_dim %d not supported (16, 32, 64, 128, 256)", p.hd);
 }
@@ -111,13 +113,20 @@ extern "C" int kern_attention(const struct kern_attn_args *a, struct CUstream_st
     p.rope = a->rope;
     p.blocks = a->sm_count;   /* blocks the tensor-core variant aims at: one per SM */
     cudaStream_t s = (cudaStream_t)stream;
+    if (a->kv_fp8) {   /* an e4m3 cache: every group on attn_item, which widens 8 elements a load */
+        if (G <= 4)
+            return attn_launch_hd<4, true>(p, s, err);
+        if (G <= 8)
+            return attn_launch_hd<8, true>(p, s, err);
+        return attn_launch_hd<16, true>(p, s, err);
+    }
     if (G > 4 && p.hd == 128)   /* large groups: tensor cores */
         return attn_mma_launch<128>(p, s, err);
     if (G > 4 && p.hd == 64)
         return attn_mma_launch<64>(p, s, err);
     if (G <= 4)
-        return attn_launch_hd<4>(p, s, err);
+        return attn_launch_hd<4, false>(p, s, err);
     if (G <= 8)
-        return attn_launch_hd<8>(p, s, err);
-    return attn_launch_hd<16>(p, s, err);
+        return attn_launch_hd<8, false>(p, s, err);
+    return attn_launch_hd<16, false>(p, s, err);
 }

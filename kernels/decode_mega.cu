@@ -198,6 +198,7 @@ struct mega_params {
     /* last, so the instances without halves see every other field where they did before */
     int halves[MEGA_MATS];  /* matrix m's last halves[m] groups dealt in halves of nkc / 2 stages (0: none) */
     bool spl;               /* some matrix has halves: the instance with SPL runs (it alone reads halves) */
+    bool kv8;               /* an FP8 KV cache: the instance with K8 runs (attn_item widens it) */
     int amma_st;            /* the tensor-core attention's K/V tile buffers: 2 or MEGA_AMMA_STAGES */
     /* x tagged: wo's and down's epilogues also write x as 64-bit words (tag << 32 | float bits) at
      * xt, the tag being the phase (2 l + 1 after wo, 2 l + 2 after down; the area is zeroed per
@@ -1395,7 +1396,7 @@ __device__ __forceinline__ float mega_phase_in(const struct mega_params &p, cons
     return post;
 }
 
-template <int FP8, int GM, int LPK, int AM, int CBT, int SPL>
+template <int FP8, int GM, int LPK, int AM, int CBT, int SPL, int K8>
 __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_constant__ struct mega_params p)
 {
     extern __shared__ __align__(128) uint8_t sm_base[];
@@ -1494,13 +1495,13 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
                 for (int it = half * nb + blockIdx.x; it < p.n_kv * p.ap.n_split; it += workers) {
                     unsigned long long *ti = tr && it < nb ? tr + TR_ATT_ITEM : nullptr;
                     if (cmb)   /* the partials only: wo's input load combines them */
-                        attn_item<GM, LPK, MEGA_AT, false, true>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos,
-                                                                 as, s_last + half, tid - half * MEGA_AT,
-                                                                 MEGA_BAR_H + half, nullptr, ti, qt, l + 1);
+                        attn_item<GM, LPK, MEGA_AT, false, true, K8 != 0>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv,
+                                                                          pos, as, s_last + half, tid - half * MEGA_AT,
+                                                                          MEGA_BAR_H + half, nullptr, ti, qt, l + 1);
                     else
-                        attn_item<GM, LPK, MEGA_AT, true, true>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv, pos, as,
-                                                                s_last + half, tid - half * MEGA_AT, MEGA_BAR_H + half,
-                                                                am + AM_WO, ti, qt, l + 1);
+                        attn_item<GM, LPK, MEGA_AT, true, true, K8 != 0>(p.ap, kc, vc, cnt, it % p.n_kv, it / p.n_kv,
+                                                                         pos, as, s_last + half, tid - half * MEGA_AT,
+                                                                         MEGA_BAR_H + half, am + AM_WO, ti, qt, l + 1);
                 }
             }
         }
@@ -1641,6 +1642,8 @@ extern "C" int kern_mega_amma(const struct kern_mega_args *a)
      * -22 % at 4,096 and 16,384, where the per-kernel step had run; not Small 24B's rows of 5,120,
      * 5 % slower in FP8 and 16 % in BF16 without its halves; no sliding window, which this path has
      * not been measured with) */
+    if (a->kv_fp8)   /* the tensor-core attention reads bf16 tiles only */
+        return 0;
     const bool g4 = (a->dtype == BORA_DT_F8_E4M3 || a->dtype == BORA_DT_BF16) && G >= 1 && G <= 4 &&
                     a->head_dim == 128 && a->window <= 0 && a->dim % MEGA_CB_CONST == 0 &&
                     (a->n_heads * a->head_dim) % MEGA_CB_CONST == 0 && a->hidden % MEGA_CB_CONST == 0 &&
@@ -1691,6 +1694,11 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     if (a->sm_count < 1 || a->smem_optin < 64 * 1024)
         return bora_errf(err, -ENOTSUP, "persistent decode: %d SMs, %d bytes of shared memory per block",
                          a->sm_count, a->smem_optin);
+    if (a->kv_fp8 && (a->n_heads / a->n_kv > 4 || a->head_dim != 128))
+        return bora_errf(err, -ENOTSUP,
+                         "persistent decode: an FP8 KV cache with groups of %d heads of head_dim %d (it takes groups "
+                         "of up to 4 heads of 128)", a->n_heads / a->n_kv, a->head_dim);
+    p->kv8 = a->kv_fp8;
     const int es = a->dtype == BORA_DT_F8_E4M3 ? 1 : 2;
     const int q_dim = a->n_heads * a->head_dim, kv_dim = a->n_kv * a->head_dim;
     const int rows[MEGA_MATS] = { q_dim + 2 * kv_dim, a->dim, 2 * a->hidden, a->dim };
@@ -2125,6 +2133,8 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
         k += snprintf(buf + k, n - (size_t)k, "; stage geometry compiled in");
     if (k > 0 && (size_t)k < n && p.tm)
         k += snprintf(buf + k, n - (size_t)k, ", one tensor copy a stage");
+    if (k > 0 && (size_t)k < n && p.kv8)
+        k += snprintf(buf + k, n - (size_t)k, "; FP8 KV cache");
     const int hw = p.halves[MEGA_WO], hd = p.halves[MEGA_DOWN];
     if (k > 0 && (size_t)k < n && hw && hd)
         k += snprintf(buf + k, n - (size_t)k, "; in halves: %d group%s of wo and %d of down", hw, hw == 1 ? "" : "s", hd);
@@ -2148,10 +2158,10 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
     return 0;
 }
 
-template <int FP8, int GM, int LPK, int AM = 0, int CBT = 0, int SPL = 0>
+template <int FP8, int GM, int LPK, int AM = 0, int CBT = 0, int SPL = 0, int K8 = 0>
 static int mega_launch(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
 {
-    auto k = mega_kernel<FP8, GM, LPK, AM, CBT, SPL>;
+    auto k = mega_kernel<FP8, GM, LPK, AM, CBT, SPL, K8>;
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, MEGA_THREADS, smem));
@@ -2181,6 +2191,16 @@ template <int FP8>
 static int mega_launch_g(const struct mega_params &p, size_t smem, cudaStream_t s, struct bora_err *err)
 {
     const int G = p.ap.n_heads / p.ap.n_kv, hd = p.ap.hd;
+    if (p.kv8) {   /* an FP8 KV cache: groups of up to 4 heads of 128 on attn_item (mega_setup) */
+        if constexpr (FP8) {
+            if (p.tm)
+                return mega_launch<FP8, 4, 16, 0, MEGA_CB_TMAP, 0, 1>(p, smem, s, err);
+            if (p.cb_const)
+                return mega_launch<FP8, 4, 16, 0, MEGA_CB_CONST, 0, 1>(p, smem, s, err);
+        }
+        return p.spl ? mega_launch<FP8, 4, 16, 0, 0, 1, 1>(p, smem, s, err)
+                     : mega_launch<FP8, 4, 16, 0, 0, 0, 1>(p, smem, s, err);
+    }
     /* the Mistral shapes in FP8 (head_dim 128, 2 KiB row chunks) with their stage geometry compiled in */
     if constexpr (FP8) {
         if (p.tm)

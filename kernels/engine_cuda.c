@@ -261,8 +261,9 @@ static int fill_synthetic(struct cuda_impl *s, const struct model *m, uint64_t s
             return rc;
     }
     /* a "prefilled" cache: attention over it reads real-looking values */
-    size_t kv_elems = s->lay.kv_bytes / 2;
-    if ((rc = kern_fill_random(at(s, s->lay.kv), BORA_DT_BF16, kv_elems, 1.0f, seed++, err)))
+    const bool kv8 = s->dt.kv_fp8;
+    if ((rc = kern_fill_random(at(s, s->lay.kv), kv8 ? BORA_DT_F8_E4M3 : BORA_DT_BF16, s->lay.kv_bytes / (kv8 ? 1 : 2),
+                               1.0f, seed++, err)))
         return rc;
     if ((rc = upload_f32(at(s, s->lay.inv_freq), m->rope_inv_freq, (size_t)c->head_dim / 2, err)))
         return rc;
@@ -463,7 +464,7 @@ static struct kern_attn_args attn_of(struct engine *e, int l)
                               c->rope_interleaved, (float)c->qscale_beta, c->qscale_orig_max };
     struct kern_attn_args a = {
         .qkv = (float *)at(s, L->qkv), .k_cache = (uint16_t *)kc,
-        .v_cache = (uint16_t *)(kc + L->kv_layer_stride / 2), .out = (float *)at(s, L->att),
+        .v_cache = (uint16_t *)(kc + L->kv_layer_stride / 2), .kv_fp8 = s->dt.kv_fp8, .out = (float *)at(s, L->att),
         .partial = (float *)at(s, L->partial), .counters = cnt + 4,
         .d_pos = &((struct kern_state *)at(s, L->state))->pos, .max_ctx = e->max_ctx, .n_heads = c->n_heads,
         .n_kv = c->n_kv_heads, .head_dim = c->head_dim, .window = c->sliding_window, .n_split = L->n_split,
@@ -736,7 +737,7 @@ static void cuda_reset(struct engine *e)
     (void)e;   /* positions restart at 0; cache entries are written before they are read */
 }
 
-/* Layer `layer`'s K and V rows at pos (bf16 on the GPU) as floats. */
+/* Layer `layer`'s K and V rows at pos (bf16 or e4m3 on the GPU) as floats. */
 static int cuda_kv_read(struct engine *e, int layer, int pos, float *k, float *v)
 {
     struct cuda_impl *s = impl_of(e);
@@ -750,16 +751,18 @@ static int cuda_kv_read(struct engine *e, int layer, int pos, float *k, float *v
     const uint8_t *kc = at(s, s->lay.kv + (size_t)layer * s->lay.kv_layer_stride);
     const uint8_t *vc = kc + s->lay.kv_layer_stride / 2;
     uint16_t row[512];
+    const uint8_t *row8 = (const uint8_t *)row;
     if (hd > 512)
         return bora_errf(err, -EINVAL, "kv_read: head_dim %d", hd);
+    const size_t eb = s->dt.kv_fp8 ? 1 : 2;
     for (int h = 0; h < c->n_kv_heads; h++) {
-        size_t off = ((size_t)h * e->max_ctx + pos) * hd * 2;
-        CUDA_CHECK(cudaMemcpy(row, kc + off, (size_t)hd * 2, cudaMemcpyDeviceToHost));
-        for (int d = 0; d < hd; d++)
-            k[h * hd + d] = bora_bf16_to_f32(row[d]);
-        CUDA_CHECK(cudaMemcpy(row, vc + off, (size_t)hd * 2, cudaMemcpyDeviceToHost));
-        for (int d = 0; d < hd; d++)
-            v[h * hd + d] = bora_bf16_to_f32(row[d]);
+        size_t off = ((size_t)h * e->max_ctx + pos) * hd * eb;
+        for (int kv = 0; kv < 2; kv++) {
+            float *out = kv ? v : k;
+            CUDA_CHECK(cudaMemcpy(row, (kv ? vc : kc) + off, (size_t)hd * eb, cudaMemcpyDeviceToHost));
+            for (int d = 0; d < hd; d++)
+                out[h * hd + d] = eb == 1 ? bora_e4m3_to_f32(row8[d]) : bora_bf16_to_f32(row[d]);
+        }
     }
     return 0;
 }
@@ -816,6 +819,7 @@ static int pick_dtypes(const struct model *m, struct plan_dtypes *dt)
     dt->linear = gpu_dtype(m->layers[0].wq.dtype);
     dt->emb = gpu_dtype(m->tok_emb.dtype);
     dt->out = m->cfg.tied ? dt->emb : gpu_dtype(m->output.dtype);
+    dt->kv_fp8 = false;
     return 0;
 }
 
@@ -860,6 +864,7 @@ static int open_arena(struct engine *e, struct bora_err *err)
     e->ops = &cuda_ops;
     s->dev = dev;
     pick_dtypes(m, &s->dt);
+    s->dt.kv_fp8 = e->kv == ENGINE_KV_FP8;
     if ((rc = plan_layout_compute(c, &s->dt, e->max_ctx, &s->lay, err)) ||
         (rc = plan_check_fit(&s->lay, e->max_ctx, dev.free_bytes, err)))
         goto fail;
@@ -911,6 +916,7 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .flags = (int)bora_env_int("BORA_MEGA_FLAGS", 0, 0, INT_MAX),
         .ahead = (int)bora_env_int("BORA_MEGA_AHEAD", KERN_MEGA_AHEAD_AUTO, INT_MIN, 1 << 16),   /* < 0: never held */
         .debug = (int)bora_env_int("BORA_MEGA_DEBUG", 0, 0, INT_MAX),   /* diagnostics: wrong results */
+        .kv_fp8 = s->dt.kv_fp8,
     };
     s->mega = false;
     s->mega_desc[0] = 0;

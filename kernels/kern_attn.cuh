@@ -137,7 +137,7 @@ __device__ __forceinline__ unsigned long long attn_ld_word(const unsigned long l
  * or the new cache row. TG: q, k and v come from qt, the qkv as tagged words (same indices), each
  * loaded again until its tag is at least qtag (the persistent kernel, which then needs no barrier
  * between its qkv phase and the attention); with qt NULL, as without TG. */
-template <int GM, int LPK, int NT, bool TG = false>
+template <int GM, int LPK, int NT, bool TG = false, bool K8 = false>
 __device__ __forceinline__ void attn_prologue(const struct attn_params &p, uint16_t *kc, uint16_t *vc, int g,
                                               int pos, int j1, int n, float *q_s, int tid,
                                               const unsigned long long *qt = nullptr, unsigned qtag = 0)
@@ -266,15 +266,15 @@ __device__ __forceinline__ void attn_prologue(const struct attn_params &p, uint1
                 kern_rope_pair(&p.rope, hd, k2, &a, &b);
                 float c, sn;
                 kern_rope_cs_f(&p.rope, pos, kf[u], &c, &sn);
-                kc[(size_t)pos * hd + a] = kern_f32_to_bf16(k0[u] * c - k1[u] * sn);
-                kc[(size_t)pos * hd + b] = kern_f32_to_bf16(k0[u] * sn + k1[u] * c);
+                kern_kv_put<K8>(kc, (size_t)pos * hd + a, k0[u] * c - k1[u] * sn);
+                kern_kv_put<K8>(kc, (size_t)pos * hd + b, k0[u] * sn + k1[u] * c);
             }
         }
 #pragma unroll
         for (int u = 0; u < VI; u++) {
             const int d = tid + u * NT;
             if (d < hd)
-                vc[(size_t)pos * hd + d] = kern_f32_to_bf16(vn_[u]);
+                kern_kv_put<K8>(vc, (size_t)pos * hd + d, vn_[u]);
         }
     }
 }
@@ -521,7 +521,7 @@ __device__ __forceinline__ void attn_part_out(const struct attn_params &p, int g
  * the kv head combines the splits into p.out (attn_finish); without, the item ends with its
  * partial written in f16 (attn_part_out's half_out; the caller's barrier orders it) and the
  * reader combines (decode_mega.cu mega_load_att). */
-template <int GM, int LPK, int NT, bool COMBINE = true, bool TG = false>
+template <int GM, int LPK, int NT, bool COMBINE = true, bool TG = false, bool K8 = false>
 __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
                                           int *counters, int g, int s, int pos, float *sm, int *s_last_p, int tid,
                                           int bar, int *amax = nullptr, unsigned long long *tr = nullptr,
@@ -545,15 +545,15 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
     if (s >= n_eff)   /* a split the context does not need: no work, and not counted below */
         return;
     ATTN_TR(0);
-    uint16_t *kc = kc_l + (size_t)g * p.max_ctx * hd;
-    uint16_t *vc = vc_l + (size_t)g * p.max_ctx * hd;
+    uint16_t *kc = (uint16_t *)kern_kv_at<K8>(kc_l, (size_t)g * p.max_ctx * hd);   /* K8: e4m3 bytes */
+    uint16_t *vc = (uint16_t *)kern_kv_at<K8>(vc_l, (size_t)g * p.max_ctx * hd);
     const int sub = lane / LPK, dl = (lane % LPK) * 8;
     if (tid == 0 && n > 1) {   /* the slice streams into L2 during the prologue */
-        kern_prefetch_bulk(kc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
-        kern_prefetch_bulk(vc + (size_t)j0 * hd, (uint32_t)((n - 1) * hd * 2));
+        kern_prefetch_bulk(kern_kv_at<K8>(kc, (size_t)j0 * hd), (uint32_t)((n - 1) * hd * (K8 ? 1 : 2)));
+        kern_prefetch_bulk(kern_kv_at<K8>(vc, (size_t)j0 * hd), (uint32_t)((n - 1) * hd * (K8 ? 1 : 2)));
     }
 
-    attn_prologue<GM, LPK, NT, TG>(p, kc, vc, g, pos, j1, n, q_s, tid, qt, qtag);
+    attn_prologue<GM, LPK, NT, TG, K8>(p, kc, vc, g, pos, j1, n, q_s, tid, qt, qtag);
     attn_bar(bar, NT);
     ATTN_TR(1);
 
@@ -563,7 +563,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
 #pragma unroll
         for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
             int j = base + u * STEP + sub;
-            kv[u] = j < n ? *(const uint4 *)(kc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+            kv[u] = j < n ? kern_kv_get8<K8>(kc, (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
@@ -632,7 +632,7 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
 #pragma unroll
             for (int u = 0; u < ATTN_KEY_UNROLL; u++) {
                 int j = base + u * STEP + sub;
-                vv[u] = j < n ? *(const uint4 *)(vc + (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
+                vv[u] = j < n ? kern_kv_get8<K8>(vc, (size_t)(j0 + j) * hd + dl) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
             for (int u = 0; u < ATTN_KEY_UNROLL; u++) {

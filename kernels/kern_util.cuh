@@ -83,6 +83,49 @@ __device__ __forceinline__ float kern_e4m3(uint8_t b)
     return __half2float(*reinterpret_cast<__half *>(&h));
 }
 
+/* fp32 → e4m3, round to nearest even, saturating at ±448 (NaN stays NaN): as bora_f32_to_e4m3. */
+__device__ __forceinline__ uint8_t kern_f32_to_e4m3(float f)
+{
+    return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
+}
+
+/* Eight e4m3 bytes (first element in the lowest byte) → eight bf16 (first in the low half of .x),
+ * exactly: every e4m3 value is a bf16 value, so the float's top half is it. */
+__device__ __forceinline__ uint32_t kern_bf16x2_of(float2 f)
+{
+    return (__float_as_uint(f.x) >> 16) | (__float_as_uint(f.y) & 0xffff0000u);
+}
+__device__ __forceinline__ uint4 kern_e4m3x8_to_bf16x8(uint2 v)
+{
+    return make_uint4(kern_bf16x2_of(kern_e4m3x2(v.x)), kern_bf16x2_of(kern_e4m3x2(v.x >> 16)),
+                      kern_bf16x2_of(kern_e4m3x2(v.y)), kern_bf16x2_of(kern_e4m3x2(v.y >> 16)));
+}
+
+/* The KV cache's elements: bf16, or e4m3 when K8 (engine kv = fp8). Indices count elements, so
+ * one index arithmetic serves both; base pointers may be typed uint16_t * either way. */
+template <bool K8>
+__device__ __forceinline__ void *kern_kv_at(const void *base, size_t i)
+{
+    return (void *)((const uint8_t *)base + i * (K8 ? 1 : 2));
+}
+template <bool K8>
+__device__ __forceinline__ void kern_kv_put(void *base, size_t i, float v)
+{
+    if constexpr (K8)
+        ((uint8_t *)base)[i] = kern_f32_to_e4m3(v);
+    else
+        ((uint16_t *)base)[i] = kern_f32_to_bf16(v);
+}
+/* Elements i..i+7 (i a multiple of 8) as eight bf16. */
+template <bool K8>
+__device__ __forceinline__ uint4 kern_kv_get8(const void *base, size_t i)
+{
+    if constexpr (K8)
+        return kern_e4m3x8_to_bf16x8(*(const uint2 *)((const uint8_t *)base + i));
+    else
+        return *(const uint4 *)((const uint16_t *)base + i);
+}
+
 __device__ __forceinline__ float kern_warp_sum(float v)
 {
 #pragma unroll

@@ -125,13 +125,15 @@ int kern_rope_apply(float *vec, int n_heads, int head_dim, const int *d_pos, con
 
 /* Decode attention for one new token at position *d_pos, split across blocks along the sequence
  * and combined by the last block of each kv head (flash-decoding). Reads raw (un-rotated) q, k, v
- * from qkv, applies RoPE (and query scaling), writes k, v as bf16 into the cache at *d_pos, and
+ * from qkv, applies RoPE (and query scaling), writes k, v into the cache at *d_pos (bf16, or e4m3
+ * with kv_fp8), and
  * writes softmax(q k^T / sqrt(hd)) v over keys j with pos - j < window (all when window = 0).
  * Budget: reads 2 × n_kv × hd × 2 bytes per attended key. */
 struct kern_attn_args {
     const float *qkv;         /* q (n_heads*hd) | k (n_kv*hd) | v (n_kv*hd), fp32 device */
-    uint16_t *k_cache;        /* (n_kv, max_ctx, hd) bf16 device, this layer */
+    uint16_t *k_cache;        /* (n_kv, max_ctx, hd) bf16 device, this layer (e4m3 bytes with kv_fp8) */
     uint16_t *v_cache;
+    bool kv_fp8;              /* the cache holds e4m3 (kern_f32_to_e4m3 of each key and value) */
     float *out;               /* (n_heads*hd) fp32 device */
     float *partial;           /* plan_attn_partial_floats() fp32 device scratch */
     int *counters;            /* (n_kv) device ints, 0 before the first launch; left 0 */
@@ -179,6 +181,8 @@ struct kern_mega_args {
                                                  * passes) */
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
     unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
+    bool kv_fp8;                                /* the KV cache holds e4m3 (as kern_attn_args.kv_fp8): taken
+                                                 * for groups of up to 4 heads of head_dim 128, on attn_item */
 };
 /* Ints of kern_mega_args.sync for this shape: the phase counters, the splits' counters, the
  * published maxima, the halves' slots, then x, qkv and the attention's output as 64-bit tagged words

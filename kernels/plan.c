@@ -107,10 +107,11 @@ int plan_layout_compute(const struct model_config *c, const struct plan_dtypes *
     o->layers = take(&cur, (uint64_t)lc * (uint64_t)c->n_layers);
     o->weight_bytes = cur;
 
-    o->kv_layer_stride = align_up((size_t)(2 * kv_dim * (uint64_t)max_ctx * 2));
+    const uint64_t ke = dt->kv_fp8 ? 1 : 2;
+    o->kv_layer_stride = align_up((size_t)(2 * kv_dim * (uint64_t)max_ctx * ke));
     o->kv = take(&cur, (uint64_t)o->kv_layer_stride * (uint64_t)c->n_layers);
     o->kv_bytes = cur - o->weight_bytes;
-    o->kv_bytes_per_key = 2 * kv_dim * 2 * (uint64_t)c->n_layers;
+    o->kv_bytes_per_key = 2 * kv_dim * ke * (uint64_t)c->n_layers;
 
     o->n_split = plan_attn_splits(c->n_kv_heads, max_ctx, c->sliding_window);
     o->n_counters = c->n_layers * (4 + c->n_kv_heads) + 1 + PLAN_TUNE_COUNTERS;
@@ -166,9 +167,10 @@ static size_t max3(size_t a, size_t b, size_t c)
     return m > c ? m : c;
 }
 
-void plan_prefill_layout(const struct model_config *c, enum bora_dtype linear, int max_ctx, int chunk,
+void plan_prefill_layout(const struct model_config *c, enum bora_dtype linear, bool kv_fp8, int max_ctx, int chunk,
                          struct plan_prefill *o)
 {
+    const size_t ctx = max_ctx > 0 ? (size_t)max_ctx : 0;
     if (chunk > max_ctx)
         chunk = max_ctx;
     if (chunk < PLAN_PREFILL_CHUNK_MIN)
@@ -186,15 +188,17 @@ void plan_prefill_layout(const struct model_config *c, enum bora_dtype linear, i
     o->att = o->q + align_up(C * qd * 2);
     o->work = o->att + align_up(C * qd * 2);
     o->bad = o->work + align_up(PLAN_PF_ATTN_WORK);
-    o->ws_bytes = o->bad + 256;
+    o->kv16 = o->bad + 256;
+    o->kv16_bytes = kv_fp8 ? (uint64_t)kvd * ctx * 2 * 2 : 0;
+    o->ws_bytes = o->kv16 + align_up(o->kv16_bytes);
     o->total = o->ws_bytes + PLAN_GEMM_WORKSPACE;
 }
 
-void plan_prefill_fit(const struct model_config *c, enum bora_dtype linear, int max_ctx, uint64_t avail,
+void plan_prefill_fit(const struct model_config *c, enum bora_dtype linear, bool kv_fp8, int max_ctx, uint64_t avail,
                       struct plan_prefill *o)
 {
     for (int chunk = PLAN_PREFILL_CHUNK; chunk; chunk = plan_prefill_next(chunk)) {
-        plan_prefill_layout(c, linear, max_ctx, chunk, o);
+        plan_prefill_layout(c, linear, kv_fp8, max_ctx, chunk, o);
         if (o->total <= avail)
             return;
     }

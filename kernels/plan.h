@@ -23,6 +23,7 @@ struct plan_dtypes {
     enum bora_dtype linear;   /* q k v o gate up down */
     enum bora_dtype emb;      /* token embedding */
     enum bora_dtype out;      /* output head (ignored when cfg->tied) */
+    bool kv_fp8;              /* the KV cache in e4m3, one byte an element (else bf16, two) */
 };
 
 /* Byte offsets into the arena. Per-layer regions are at layers + l × layer_stride + l_*;
@@ -72,8 +73,10 @@ int plan_check_fit(const struct plan_layout *l, int max_ctx, uint64_t avail_byte
  * A prompt is prefilled in chunks of up to PLAN_PREFILL_CHUNK tokens. The runner's workspace
  * holds, for one chunk: the residual stream (fp32), the quantized activations and their per-token
  * scales, the GEMMs' raw bf16 output (the widest of qkv, gate/up and the residual), the queries
- * and the attention output (bf16), the flash attention's key-split scratch and a fault flag; the
- * cuBLASLt context adds its own workspace. A GPU without room for it takes chunks a quarter as
+ * and the attention output (bf16), the flash attention's key-split scratch and a fault flag, and
+ * with an FP8 KV cache one layer's keys and values widened to bf16 for the flash attention (the
+ * whole context: n_kv × max_ctx × head_dim × 2 × 2 bytes); the cuBLASLt context adds its own
+ * workspace. A GPU without room for it takes chunks a quarter as
  * large (plan_prefill_fit); with room for none, prompts run one decode step per token. */
 #define PLAN_PREFILL_CHUNK 2048
 #define PLAN_PREFILL_CHUNK_MIN 16
@@ -83,6 +86,8 @@ int plan_check_fit(const struct plan_layout *l, int max_ctx, uint64_t avail_byte
 struct plan_prefill {
     int chunk;                 /* tokens a chunk holds; 0: no workspace (token by token) */
     size_t x, act, scale, raw, q, att, work, bad;   /* byte offsets into the runner's workspace */
+    size_t kv16;               /* FP8 KV cache: one layer's K then V in bf16 (max_ctx rows a head) */
+    uint64_t kv16_bytes;       /* its size (0 with a BF16 cache) */
     uint64_t ws_bytes;         /* the runner's workspace */
     uint64_t total;            /* ws_bytes + PLAN_GEMM_WORKSPACE: what a prefill adds on the GPU */
 };
@@ -97,14 +102,14 @@ static inline int plan_prefill_next(int chunk)
 
 /* The workspace for chunks of `chunk` tokens: at most max_ctx, at least PLAN_PREFILL_CHUNK_MIN
  * (which wins when max_ctx is below it). */
-void plan_prefill_layout(const struct model_config *cfg, enum bora_dtype linear, int max_ctx, int chunk,
+void plan_prefill_layout(const struct model_config *cfg, enum bora_dtype linear, bool kv_fp8, int max_ctx, int chunk,
                          struct plan_prefill *out);
 
 /* The chunk the CUDA engine settles on with its default [engine] prefill_chunk when `avail` bytes
  * are left beside the arena (and its CUDA reserve): PLAN_PREFILL_CHUNK, then plan_prefill_next
  * while the workspace does not fit (each no longer than max_ctx); out->chunk 0 (total 0) if none
  * fits. An estimate at the boundary: the driver rounds each of the two allocations up a little. */
-void plan_prefill_fit(const struct model_config *cfg, enum bora_dtype linear, int max_ctx, uint64_t avail,
+void plan_prefill_fit(const struct model_config *cfg, enum bora_dtype linear, bool kv_fp8, int max_ctx, uint64_t avail,
                       struct plan_prefill *out);
 
 /* Named shapes: mistral-7b, ministral-8b, mistral-small-24b, mistral-medium-3.5. NULL if unknown. */

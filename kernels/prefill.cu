@@ -598,10 +598,42 @@ extern "C" int kern_pf_quant(const uint16_t *in, const struct kern_act *out, int
 struct pf_qkv_params {
     struct kern_raw qkv;
     uint16_t *q_out, *kc, *vc;
+    uint8_t *kc8, *vc8;   /* an FP8 cache (kc / vc then get its values widened), or NULL */
     int pos0, max_ctx, n_heads, n_kv, hd;
     float q_mult;
     struct kern_rope rope;
 };
+
+/* One cached element: bf16 at c16[i], or with an FP8 cache e4m3 at c8[i] and its exact widening
+ * at c16[i]. */
+__device__ __forceinline__ void pf_kv_put(uint16_t *c16, uint8_t *c8, size_t i, float v)
+{
+    if (c8) {
+        const uint8_t e = kern_f32_to_e4m3(v);
+        c8[i] = e;
+        c16[i] = (uint16_t)(__float_as_uint(kern_e4m3(e)) >> 16);
+    } else {
+        c16[i] = kern_f32_to_bf16(v);
+    }
+}
+
+/* Eight consecutive cached elements (i a multiple of 8), as pf_kv_put. */
+__device__ __forceinline__ void pf_kv_put8(uint16_t *c16, uint8_t *c8, size_t i, const float v[8])
+{
+    if (c8) {
+        uint32_t lo = 0, hi = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            lo |= (uint32_t)kern_f32_to_e4m3(v[k]) << (8 * k);
+            hi |= (uint32_t)kern_f32_to_e4m3(v[4 + k]) << (8 * k);
+        }
+        const uint2 e = make_uint2(lo, hi);
+        *(uint2 *)(c8 + i) = e;
+        *(uint4 *)(c16 + i) = kern_e4m3x8_to_bf16x8(e);
+    } else {
+        *(uint4 *)(c16 + i) = pf_pack8(v);
+    }
+}
 
 __global__ void pf_qkv_post_kernel(struct pf_qkv_params p)
 {
@@ -625,14 +657,14 @@ __global__ void pf_qkv_post_kernel(struct pf_qkv_params p)
             qo[base + a] = kern_f32_to_bf16(y0 * qs);
             qo[base + b] = kern_f32_to_bf16(y1 * qs);
         } else {
-            uint16_t *kr = p.kc + ((size_t)(h - p.n_heads) * p.max_ctx + pos) * hd;
-            kr[a] = kern_f32_to_bf16(y0);
-            kr[b] = kern_f32_to_bf16(y1);
+            const size_t r = ((size_t)(h - p.n_heads) * p.max_ctx + pos) * hd;
+            pf_kv_put(p.kc, p.kc8, r + a, y0);
+            pf_kv_put(p.kc, p.kc8, r + b, y1);
         }
     }
     for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
         const int h = i / hd, d = i % hd;
-        p.vc[((size_t)h * p.max_ctx + pos) * hd + d] = kern_f32_to_bf16(pf_raw(p.qkv, rows, t, qd + kvd + i, ts));
+        pf_kv_put(p.vc, p.vc8, ((size_t)h * p.max_ctx + pos) * hd + d, pf_raw(p.qkv, rows, t, qd + kvd + i, ts));
     }
 }
 
@@ -657,8 +689,9 @@ __global__ void pf_qkv_post_vec(struct pf_qkv_params p)
         const int h = it / iph, j = it % iph, base = h * hd;
         const bool isq = h < p.n_heads;
         const float m = isq ? qs : 1.f;
-        uint16_t *dst = isq ? p.q_out + (size_t)t * qd + base
-                            : p.kc + ((size_t)(h - p.n_heads) * p.max_ctx + pos) * hd;
+        const size_t kr = isq ? 0 : ((size_t)(h - p.n_heads) * p.max_ctx + pos) * hd;   /* the key's row */
+        uint16_t *dst = isq ? p.q_out + (size_t)t * qd + base : p.kc + kr;
+        uint8_t *dst8 = isq || !p.kc8 ? nullptr : p.kc8 + kr;
         if (p.rope.interleaved) {
             float e[8], w[8];
             pf_unpack8(*(const uint4 *)(raw + base + 8 * j), e);
@@ -671,7 +704,7 @@ __global__ void pf_qkv_post_vec(struct pf_qkv_params p)
                 e[2 * i] = (x0 * c - x1 * s) * m;
                 e[2 * i + 1] = (x0 * s + x1 * c) * m;
             }
-            *(uint4 *)(dst + 8 * j) = pf_pack8(e);
+            pf_kv_put8(dst, dst8, 8 * j, e);
         } else {
             const int k0 = 8 * j;
             float a[8], b[8], wa[8], wb[8];
@@ -686,8 +719,8 @@ __global__ void pf_qkv_post_vec(struct pf_qkv_params p)
                 a[i] = (x0 * c - x1 * s) * m;
                 b[i] = (x0 * s + x1 * c) * m;
             }
-            *(uint4 *)(dst + k0) = pf_pack8(a);
-            *(uint4 *)(dst + half + k0) = pf_pack8(b);
+            pf_kv_put8(dst, dst8, k0, a);
+            pf_kv_put8(dst, dst8, half + k0, b);
         }
     }
     for (int it = threadIdx.x; it < kvd / 8; it += blockDim.x) {
@@ -698,7 +731,7 @@ __global__ void pf_qkv_post_vec(struct pf_qkv_params p)
 #pragma unroll
         for (int i = 0; i < 8; i++)
             v[i] *= w[i] * ts;
-        *(uint4 *)(p.vc + ((size_t)h * p.max_ctx + pos) * hd + d) = pf_pack8(v);
+        pf_kv_put8(p.vc, p.vc8, ((size_t)h * p.max_ctx + pos) * hd + d, v);
     }
 }
 
@@ -713,6 +746,10 @@ extern "C" int kern_pf_qkv_post(const struct kern_qkv_post_args *a, struct CUstr
     p.q_out = a->q_out;
     p.kc = a->k_cache;
     p.vc = a->v_cache;
+    p.kc8 = a->k8_cache;
+    p.vc8 = a->v8_cache;
+    if (!p.kc8 != !p.vc8)
+        return bora_errf(err, -EINVAL, "prefill qkv: an FP8 cache needs both its K and its V");
     p.pos0 = a->pos0;
     p.max_ctx = a->max_ctx;
     p.n_heads = a->n_heads;
@@ -725,6 +762,42 @@ extern "C" int kern_pf_qkv_post(const struct kern_qkv_post_args *a, struct CUstr
                            p));
     else
         CUDA_CHECK(kern_launch(pf_qkv_post_kernel, dim3(a->n), dim3(PF_THREADS), 0, (cudaStream_t)stream, p));
+    CUDA_CHECK(cudaGetLastError());
+    return 0;
+}
+
+/* ---- an FP8 KV cache widened for the flash attention ---- */
+
+/* Thread i: 8 elements of K and of V; rows [lo, hi) of every head. */
+__global__ void pf_kv_widen_kernel(const uint8_t *k8, const uint8_t *v8, uint16_t *k16, uint16_t *v16, int lo,
+                                   int rows, int max_ctx, int hd, size_t n8)
+{
+    kern_grid_launch_next();
+    kern_grid_wait();
+    const size_t per_head = (size_t)rows * hd / 8;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t h = i / per_head, e = (i % per_head) * 8;
+        const size_t at = (h * max_ctx + lo) * hd + e;
+        const uint2 k = *(const uint2 *)(k8 + at), v = *(const uint2 *)(v8 + at);
+        *(uint4 *)(k16 + at) = kern_e4m3x8_to_bf16x8(k);
+        *(uint4 *)(v16 + at) = kern_e4m3x8_to_bf16x8(v);
+    }
+}
+
+extern "C" int kern_kv_widen(const uint8_t *k8, const uint8_t *v8, uint16_t *k16, uint16_t *v16, int lo, int hi,
+                             int max_ctx, int n_kv, int head_dim, struct CUstream_st *stream, struct bora_err *err)
+{
+    if (lo < 0 || hi > max_ctx || n_kv <= 0 || head_dim <= 0 || head_dim % 8)
+        return bora_errf(err, -EINVAL, "kv widen: rows [%d, %d) of a %d-row cache, %d kv heads of %d", lo, hi, max_ctx,
+                         n_kv, head_dim);
+    if (lo >= hi)
+        return 0;
+    const size_t n8 = (size_t)n_kv * (size_t)(hi - lo) * (size_t)head_dim / 8;
+    const int threads = 256;
+    const size_t want = (n8 + threads - 1) / threads, cap = (size_t)kern_sm_count() * 8;
+    const int blocks = (int)(want < cap ? want : cap);
+    CUDA_CHECK(kern_launch(pf_kv_widen_kernel, dim3(blocks), dim3(threads), 0, (cudaStream_t)stream, k8, v8, k16, v16,
+                           lo, hi - lo, max_ctx, head_dim, n8));
     CUDA_CHECK(cudaGetLastError());
     return 0;
 }

@@ -109,11 +109,14 @@ int kern_pf_quant(const uint16_t *in, const struct kern_act *out, int n, int col
 /* From the QKV GEMM result (rows q | k | v per token, n_heads/n_kv heads of head_dim): q is
  * scaled, rotated for position pos0 + t, multiplied by the Ministral-3 query scale and by
  * q_mult, and stored bf16 in q_out (n, n_heads, hd); k (rotated) and v are stored bf16 into the
- * caches (n_kv, max_ctx, hd) at positions pos0 + t. */
+ * caches (n_kv, max_ctx, hd) at positions pos0 + t. With k8_cache / v8_cache (an FP8 KV cache,
+ * same shape, one byte an element) each key and value goes there as e4m3 (rounded from the
+ * float), and k_cache / v_cache (the flash attention's bf16 copy) get that e4m3 value widened. */
 struct kern_qkv_post_args {
     struct kern_raw qkv;
     uint16_t *q_out;
     uint16_t *k_cache, *v_cache;
+    uint8_t *k8_cache, *v8_cache;   /* NULL: a BF16 cache */
     int n, pos0, max_ctx, n_heads, n_kv, head_dim;
     float q_mult;
     struct kern_rope rope;
@@ -124,6 +127,12 @@ int kern_pf_qkv_post(const struct kern_qkv_post_args *a, struct CUstream_st *str
  * silu(gate) × up, quantized into out (n × hid). */
 int kern_pf_swiglu_quant(const struct kern_raw *gu, const struct kern_act *out, int n, int hid,
                          struct CUstream_st *stream, struct bora_err *err);
+
+/* An FP8 KV cache's rows [lo, hi) of every kv head (n_kv, max_ctx, hd, e4m3) widened into
+ * k16 / v16 (same shape, bf16), exactly: the flash attention then reads a BF16 cache. Nothing
+ * to do when lo ≥ hi. Errors: -EINVAL (rows outside the cache, head_dim not a multiple of 8). */
+int kern_kv_widen(const uint8_t *k8, const uint8_t *v8, uint16_t *k16, uint16_t *v16, int lo, int hi, int max_ctx,
+                  int n_kv, int head_dim, struct CUstream_st *stream, struct bora_err *err);
 
 /* ---- attention ---- */
 

@@ -41,6 +41,8 @@ struct prefill_run {
     uint16_t *q, *att;    /* (chunk, q_dim) bf16 */
     float *attn_work;     /* KERN_PF_ATTN_WORK_BYTES: attention's key splits */
     int *bad;             /* device int: an id outside the vocabulary was met */
+    uint16_t *kv16;       /* FP8 KV cache: one layer's K then V widened to bf16 (the flash attention's
+                           * input), each n_kv × max_ctx × head_dim; NULL with a BF16 cache */
     struct prefill_prof *prof;   /* NULL unless profiling */
 };
 
@@ -133,7 +135,7 @@ int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, in
 {
     *out = NULL;
     struct plan_prefill lay;   /* the same arithmetic as `bora plan` */
-    plan_prefill_layout(m->cfg, m->dt->linear, m->max_ctx, chunk, &lay);
+    plan_prefill_layout(m->cfg, m->dt->linear, m->dt->kv_fp8, m->max_ctx, chunk, &lay);
     chunk = lay.chunk;
     struct prefill_run *p = calloc(1, sizeof *p);
     if (!p)
@@ -157,7 +159,11 @@ int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, in
     p->att = (uint16_t *)(p->ws + lay.att);
     p->attn_work = (float *)(p->ws + lay.work);
     p->bad = (int *)(p->ws + lay.bad);
-    if ((rc = kern_memset(p->bad, 0, 4, err)) || (rc = kern_gemm_create(&p->gemm, err))) {
+    p->kv16 = lay.kv16_bytes ? (uint16_t *)(p->ws + lay.kv16) : NULL;
+    /* the copy starts as zeros: a key tile the flash attention reads past what was widened (masked,
+     * but multiplied) then holds no NaN */
+    if ((rc = kern_memset(p->bad, 0, 4, err)) || (p->kv16 && (rc = kern_memset(p->kv16, 0, lay.kv16_bytes, err))) ||
+        (rc = kern_gemm_create(&p->gemm, err))) {
         prefill_run_close(p);
         return rc;
     }
@@ -245,10 +251,21 @@ static int run_layer(struct prefill_run *p, int l, int n, int pos0, int rows_out
 
     if ((rc = gemm(p, PREFILL_PROF_GEMM_QKV, L_at(p, l, L->l_qkv), p->act, qd + 2 * kvd, dim, n, st, err)))
         return rc;
-    uint8_t *kc = p->m.arena + L->kv + (size_t)l * L->kv_layer_stride;
+    uint8_t *kc = p->m.arena + L->kv + (size_t)l * L->kv_layer_stride, *vc = kc + L->kv_layer_stride / 2;
+    /* an FP8 cache: the keys and values go there as e4m3 and into the bf16 copy the flash attention
+     * reads, whose earlier rows (the cached prefix, from the first key tile a query may see) are
+     * widened from the cache first */
+    uint16_t *k16 = p->kv16 ? p->kv16 : (uint16_t *)kc;
+    uint16_t *v16 = p->kv16 ? p->kv16 + (size_t)kvd * p->m.max_ctx : (uint16_t *)vc;
+    if (p->kv16) {
+        int lo = c->sliding_window > 0 ? pos0 - c->sliding_window + 1 : 0;
+        lo = lo > 0 ? lo / 128 * 128 : 0;   /* the widest key tile (wgmma: 128) */
+        TIMED(PREFILL_PROF_ROW_QKV, kern_kv_widen(kc, vc, k16, v16, lo, pos0, p->m.max_ctx, c->n_kv_heads, hd, st, err));
+    }
     struct kern_qkv_post_args qa = {
         .qkv = { p->raw, (const float *)L_at(p, l, L->l_qkv_rs), ts },
-        .q_out = p->q, .k_cache = (uint16_t *)kc, .v_cache = (uint16_t *)(kc + L->kv_layer_stride / 2),
+        .q_out = p->q, .k_cache = k16, .v_cache = v16,
+        .k8_cache = p->kv16 ? kc : NULL, .v8_cache = p->kv16 ? vc : NULL,
         .n = n, .pos0 = pos0, .max_ctx = p->m.max_ctx, .n_heads = c->n_heads, .n_kv = c->n_kv_heads,
         .head_dim = hd, .q_mult = (float)(LOG2E / sqrt((double)hd)),
         .rope = { (const float *)(p->m.arena + L->inv_freq), p->m.rope_attn_factor, c->rope_interleaved,

@@ -23,6 +23,22 @@ int engine_backend_parse(const char *s, enum engine_backend *out)
     return 0;
 }
 
+int engine_kv_parse(const char *s, enum engine_kv *out)
+{
+    if (!strcmp(s, "bf16"))
+        *out = ENGINE_KV_BF16;
+    else if (!strcmp(s, "fp8"))
+        *out = ENGINE_KV_FP8;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+const char *engine_kv_name(enum engine_kv kv)
+{
+    return kv == ENGINE_KV_FP8 ? "fp8" : "bf16";
+}
+
 int engine_open(struct engine **out, const struct model *m, const struct engine_opts *o, struct bora_err *err)
 {
     *out = NULL;
@@ -31,6 +47,11 @@ int engine_open(struct engine **out, const struct model *m, const struct engine_
         return bora_errf(err, -ENOMEM, "out of memory");
     e->model = m;
     e->n_threads = o && o->n_threads > 0 ? o->n_threads : 0;
+    if (o && o->kv != ENGINE_KV_BF16 && o->kv != ENGINE_KV_FP8) {
+        free(e);
+        return bora_errf(err, -EINVAL, "KV cache type %d: expected bf16 or fp8", (int)o->kv);
+    }
+    e->kv = o ? o->kv : ENGINE_KV_BF16;
     e->layer_wait = o ? o->layer_wait : NULL;
     e->layer_wait_ctx = o ? o->layer_wait_ctx : NULL;
     e->layers_ready = e->layer_wait ? -2 : m->cfg.n_layers;

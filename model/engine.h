@@ -10,11 +10,17 @@
 #include "model/sampler.h"
 
 enum engine_backend { ENGINE_BACKEND_AUTO = 0, ENGINE_BACKEND_CPU, ENGINE_BACKEND_CUDA };
+/* How the KV cache stores keys and values. FP8: e4m3, each element rounded to nearest even from
+ * the float the forward computes, saturating at ±448 (no scale): half the bytes of BF16. */
+enum engine_kv { ENGINE_KV_BF16 = 0, ENGINE_KV_FP8 };
 
 struct engine_opts {
     enum engine_backend backend;
     int max_ctx;          /* KV cache capacity in tokens (0: min(model max_pos, 4096)) */
     int n_threads;        /* CPU backend threads (0: all cores) */
+    enum engine_kv kv;    /* KV cache element type (BF16 default). The CPU backend keeps floats and
+                           * rounds each cached key and value through e4m3 under FP8, so it is the
+                           * reference the CUDA backend's FP8 cache is tested against. */
     /* Optional, for a pipelined cold start: called before the engine first reads layer l's
      * weights (l = -1: embeddings; l = n_layers: final norm and head), in increasing l, from
      * the thread running the forward; returns 0 or -errno, which fails that forward. A backend
@@ -62,6 +68,7 @@ struct engine {
     const struct model *model;    /* borrowed; must outlive the engine */
     int max_ctx;
     int n_threads;                /* from engine_opts (0: all cores) */
+    enum engine_kv kv;            /* from engine_opts */
     int (*layer_wait)(void *ctx, int layer);   /* from engine_opts, or NULL */
     void *layer_wait_ctx;
     int layers_ready;             /* highest layer confirmed by layer_wait */
@@ -119,6 +126,9 @@ const char *engine_error_text(const struct engine *e, int rc);
  * CUDA, a GPU the CUDA backend does not support); "" when the backend was chosen explicitly. */
 const char *engine_backend_why(const struct engine *e);
 int engine_backend_parse(const char *s, enum engine_backend *out);
+/* "bf16" / "fp8" ↔ enum engine_kv (-EINVAL for anything else). */
+int engine_kv_parse(const char *s, enum engine_kv *out);
+const char *engine_kv_name(enum engine_kv kv);
 
 /* For backends: makes sure layer l's weights are resident (see engine_opts.layer_wait). */
 int engine_layer_ready(struct engine *e, int layer);

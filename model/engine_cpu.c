@@ -214,6 +214,11 @@ static int block(struct engine *e, const int32_t *ids, int n, int pos)
                 for (int i = 0; i < qd; i++)
                     qt[i] *= qs;
         }
+        if (e->kv == ENGINE_KV_FP8)   /* the cache holds what an e4m3 cache would give back */
+            for (size_t i = (size_t)pos * kv_dim; i < (size_t)(pos + n) * kv_dim; i++) {
+                kc[i] = bora_e4m3_to_f32(bora_f32_to_e4m3(kc[i]));
+                vc[i] = bora_e4m3_to_f32(bora_f32_to_e4m3(vc[i]));
+            }
         attention(e, kc, vc, n, pos);
         matmul(s, &w->wo, s->att_out, n, s->xb, dim);
         for (size_t i = 0; i < (size_t)n * dim; i++)

@@ -43,17 +43,38 @@
  * kernel (2,560-byte stages) and 4.00e-2 on the per-kernel step, whose kernels the narrower cases
  * check (H200, 2026-12-01 06:33 UTC). The bound is the same for both paths. */
 #define TOL_CUDA_5120 5e-2f
+/* The same width with an FP8 KV cache on both engines: the persistent kernel (in halves, or with
+ * whole groups) and the per-kernel step all reach 7.7e-2 at the same position (102) of the same
+ * model, against 2.5e-2 with bf16 K/V: one key or value whose two floats straddle an e4m3
+ * rounding boundary lands a whole e4m3 step (up to 2^-3 of itself) apart on the two engines, where
+ * bf16 moves every element by at most 2^-9 (H200, 2026-12-02). A cache read or written wrongly
+ * lands at O(1). */
+#define TOL_CUDA_KV8_5120 1e-1f
 /* Greedy ids must agree while the CPU engine's top-1 margin is at least this: twice the
  * largest logit difference the tolerance admits for these fixtures (|logit| ≲ 2.5). */
 #define NEAR_TIE_CUDA 5e-2f
 #define CTX 256
+
+/* An FP8 KV cache on both engines: each cached key and value rounded to e4m3 from floats that
+ * agree to ~1e-6 relative, so the two caches are equal but where a float lies that close to an
+ * e4m3 rounding boundary (an element then moves by one e4m3 step, ≤ 2^-3 of itself, on one side).
+ * With no bf16 rounding on one side only, the fixtures agree far closer than TOL_CUDA: worst
+ * 5.4e-7 × max|logit| (H200, 2026-12-02). TOL_CUDA is kept: it holds a flip or two, and a cache
+ * read or written wrongly lands at O(1). */
+#define TOL_CUDA_KV8 TOL_CUDA
 
 struct gcase {
     const char *name;
     enum model_precision precision;
     bool kernels;   /* the per-kernel decode step (BORA_DECODE=kernels) instead of the persistent one */
     int switch_at;  /* > 0: persistent below this position, the per-kernel step from it (BORA_DECODE_SWITCH) */
+    enum engine_kv kv;   /* both engines' KV cache (FP8: the per-kernel step, the persistent kernel refuses it) */
 };
+
+static float gcase_tol(const struct gcase *g)
+{
+    return g->kv == ENGINE_KV_FP8 ? TOL_CUDA_KV8 : TOL_CUDA;
+}
 
 static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m, struct engine **cpu,
                       struct engine **gpu)
@@ -69,7 +90,7 @@ static bool open_pair(const struct gcase *g, struct fixture *f, struct model **m
     int rc = model_open(m, dir, &mo, &err);
     if (rc)
         fail_msg("%s: %s", g->name, err.msg);
-    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = CTX };
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = CTX, .kv = g->kv };
     if (g->switch_at > 0) {
         char at[16];
         snprintf(at, sizeof at, "%d", g->switch_at);
@@ -146,16 +167,16 @@ static void test_logits(void **state)
                     fail_msg("%s case %d position %d: logit %zu = %g", g->name, ci, p, i, a[i]);
             float rel = fix_max_abs_diff(a, b, V) / fix_max_abs(b, V);
             worst = fmaxf(worst, rel);
-            if (rel > TOL_CUDA)
-                fail_msg("%s (%s) case %d position %d: max |Δlogit| CUDA vs CPU = %.3g × max|logit| > %.0e", g->name,
-                         model_precision_name(g->precision), ci, p, rel, TOL_CUDA);
+            if (rel > gcase_tol(g))
+                fail_msg("%s (%s, %s KV) case %d position %d: max |Δlogit| CUDA vs CPU = %.3g × max|logit| > %.0e",
+                         g->name, model_precision_name(g->precision), engine_kv_name(g->kv), ci, p, rel, gcase_tol(g));
         }
         free(ids);
         free(lc);
         free(lg);
     }
-    printf("  %s (%s): worst |Δlogit| CUDA vs CPU / max|logit| = %.2e (tolerance %.0e)\n", g->name,
-           model_precision_name(g->precision), worst, TOL_CUDA);
+    printf("  %s (%s, %s KV): worst |Δlogit| CUDA vs CPU / max|logit| = %.2e (tolerance %.0e)\n", g->name,
+           model_precision_name(g->precision), engine_kv_name(g->kv), worst, gcase_tol(g));
     close_pair(&f, m, cpu, gpu);
 }
 
@@ -174,7 +195,8 @@ static void test_greedy(void **state)
     int checked = 0, vs_ref = 0;
     for (int ci = 0; ci < f.n_cases; ci++) {
         const struct fix_case *c = &f.cases[ci];
-        int trusted_ref = g->precision == MODEL_PRECISION_AUTO ? fix_greedy_trusted(c, NEAR_TIE_CUDA) : 0;
+        int trusted_ref = g->precision == MODEL_PRECISION_AUTO && g->kv == ENGINE_KV_BF16
+                              ? fix_greedy_trusted(c, NEAR_TIE_CUDA) : 0;
         engine_reset(cpu);
         engine_reset(gpu);
         assert_int_equal(engine_forward(cpu, c->prompt, c->n_prompt, 0, lc), 0);
@@ -203,11 +225,69 @@ static void test_greedy(void **state)
             assert_int_equal(engine_forward(gpu, &ig, 1, c->n_prompt + k, lg), 0);
         }
     }
-    printf("  %s (%s): %d greedy ids equal to the CPU engine's, %d to the reference's\n", g->name,
-           model_precision_name(g->precision), checked, vs_ref);
+    printf("  %s (%s, %s KV): %d greedy ids equal to the CPU engine's, %d to the reference's\n", g->name,
+           model_precision_name(g->precision), engine_kv_name(g->kv), checked, vs_ref);
     assert_true(checked > 0);
     free(lc);
     free(lg);
+    close_pair(&f, m, cpu, gpu);
+}
+
+/* The CUDA engine's FP8 cache holds what the CPU engine's does (its floats rounded to e4m3) after a
+ * prompt run one decode step per token (attention's cache write): every element an e4m3 value, at
+ * most one e4m3 step (2^-3 of the element) from the CPU's, and all but 1 % equal. After the same
+ * prompt as one prefill (the prefill's write, from its bf16 or FP8 activations) every element is
+ * an e4m3 value too; gpu_prefill_engine bounds how far it is from the stepwise cache. */
+static void test_kv_fp8_cache(void **state)
+{
+    const struct gcase *g = *state;
+    struct fixture f;
+    struct model *m;
+    struct engine *cpu, *gpu;
+    if (!open_pair(g, &f, &m, &cpu, &gpu)) {
+        skip();
+        return;
+    }
+    const struct fix_case *c = &f.cases[0];
+    const int kvd = m->cfg.n_kv_heads * m->cfg.head_dim, n = c->n_prompt;
+    float *kc = malloc(4 * (size_t)kvd * sizeof *kc), *vc = kc + kvd, *kg = vc + kvd, *vg = kg + kvd;
+    assert_non_null(kc);
+    assert_int_equal(engine_forward(cpu, c->prompt, n, 0, NULL), 0);
+    for (int pass = 0; pass < 2; pass++) {
+        engine_reset(gpu);
+        if (pass == 0) {
+            for (int p = 0; p < n; p++)
+                assert_int_equal(engine_forward(gpu, &c->prompt[p], 1, p, NULL), 0);
+        } else {
+            assert_int_equal(engine_forward(gpu, c->prompt, n, 0, NULL), 0);
+        }
+        long equal = 0, total = 0;
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            for (int p = 0; p < n; p++) {
+                assert_int_equal(engine_kv_read(cpu, l, p, kc, vc), 0);
+                assert_int_equal(engine_kv_read(gpu, l, p, kg, vg), 0);
+                for (int i = 0; i < 2 * kvd; i++) {
+                    const float a = i < kvd ? kg[i] : vg[i - kvd], b = i < kvd ? kc[i] : vc[i - kvd];
+                    if (bora_e4m3_to_f32(bora_f32_to_e4m3(a)) != a)
+                        fail_msg("%s %s: layer %d position %d element %d: %g is not an e4m3 value", g->name,
+                                 pass ? "prefill" : "stepwise", l, p, i, (double)a);
+                    if (pass == 1)   /* the prefill's own activations: gpu_prefill_engine bounds it */
+                        continue;
+                    if (fabsf(a - b) > 0.125f * fmaxf(fabsf(a), fabsf(b)) + 1.0f / 512)
+                        fail_msg("%s %s: layer %d position %d element %d: CUDA %g, CPU %g (more than one e4m3 step)",
+                                 g->name, pass ? "prefill" : "stepwise", l, p, i, (double)a, (double)b);
+                    equal += a == b;
+                    total++;
+                }
+            }
+        if (pass == 1)
+            continue;
+        printf("  %s stepwise: %ld of %ld cached elements equal to the CPU engine's\n", g->name, equal, total);
+        if (equal < total - total / 100)
+            fail_msg("%s %s: only %ld of %ld cached elements equal to the CPU engine's", g->name,
+                     pass ? "prefill" : "stepwise", equal, total);
+    }
+    free(kc);
     close_pair(&f, m, cpu, gpu);
 }
 
@@ -267,6 +347,7 @@ struct synth_case {
                                 * to the bit (0: the general instance where layout_has says the geometry is
                                 * compiled in, else none) */
     const char *layout_lacks;  /* ... and must not say this (NULL: not checked) */
+    enum engine_kv kv;         /* both engines' KV cache */
 };
 #define MEGA_FLAG_UNION_RING 256   /* decode_mega.cu MEGA_F_UNION_RING: its layout on any tensor-core shape */
 #define MEGA_FLAG_CB_RUNTIME 1024  /* decode_mega.cu MEGA_F_CB_RUNTIME: the instance that reads the stage geometry */
@@ -295,6 +376,12 @@ static void test_synthetic(void **state)
     skip();
     return;
 #endif
+    /* BORA_SYNTH_FILTER=TEXT (diagnostics on the device): only the cases whose description has it */
+    const char *only = getenv("BORA_SYNTH_FILTER");
+    if (only && *only && !strstr(g->what, only)) {
+        skip();
+        return;
+    }
     const char *tmp = getenv("TMPDIR");
     char dir[512], mdir[600];
     snprintf(dir, sizeof dir, "%s/bora-gpu-synth-XXXXXX", tmp && *tmp ? tmp : "/tmp");   /* mkdtemp's template */
@@ -311,7 +398,7 @@ static void test_synthetic(void **state)
     struct model_open_opts mo = { .precision = g->precision };
     if ((rc = model_open(&m, mdir, &mo, &err)))
         fail_msg("%s: %s", g->what, err.msg);
-    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = g->steps + 8 };
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = g->steps + 8, .kv = g->kv };
     setenv("BORA_DECODE", g->kernels ? "kernels" : "persistent", 1);
     char num[3][16];
     snprintf(num[0], sizeof num[0], "%d", g->mega_flags);
@@ -465,109 +552,109 @@ static void test_synthetic(void **state)
 
 int main(void)
 {
-    static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX];
+    static struct gcase exact[N_FIX], conv[N_FIX], kern[N_FIX], swit[N_FIX], kv8[N_FIX];
     static const struct synth_case synth[] = {
         { "96/8 heads, head_dim 128, bf16, persistent", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, head_dim 128, fp8, persistent", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, head_dim 128, bf16, per-kernel", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_AUTO, true, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "24/2 heads, head_dim 64, YaRN + query scale, fp8, persistent", true, 24, 2, 64, 512, 600,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, head_dim 128, 2 KiB rows, bf16, persistent", false, 32, 8, 128, 1024, 1000, MODEL_PRECISION_AUTO,
-          false, 0, 0, 0, NULL, 0, 0, 0, NULL },
+          false, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, head_dim 128, 2 KiB rows, fp8, persistent", false, 32, 8, 128, 2048, 1000, MODEL_PRECISION_FP8,
-          false, 0, 0, 0, NULL, 0, 0, 0, NULL },
+          false, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         /* hidden 4,032: down's rows in 3 (fp8) / 6 (bf16) column stages of 1,344 bytes (not a power
          * of two), gate/up's 504 groups over a grid that does not divide them */
         { "32/8 heads, hidden 4032, bf16, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16)", 0, 0, 0, NULL },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16)", 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, hidden 4032, fp8, persistent", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, hidden 4032, fp8, persistent", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         /* Medium 3.5's layout (ring stages in the attention's space, h in bf16 and f16: decode_mega.cu), which
          * these small shapes do not need, forced: a 4-stage ring, one stage there (as gpu_kernels'
          * layout test asserts) */
         { "96/8 heads, head_dim 128, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 512, 1100,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         /* Small 24B's layout (attention on attn_item, h as f16 hi only and bf16 through L2, so the ring
          * gets h's lo half: decode_mega.cu MEGA_H16_BELOW), which these small FP8 shapes do not need,
          * forced on a 4-stage ring: the general instance and the one with the geometry compiled in.
          * BF16 takes it wherever it loses no stage, so its h as f32 hi + lo is forced instead
          * (FLAGS=512). */
         { "32/8 heads, hidden 4032, fp8, persistent, h in bf16", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_H16, 4, 0, "(h in bf16)", 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, hidden 4032, bf16, persistent, h as hi + lo", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, MEGA_FLAG_PLAIN_RING, 4, 0, NULL, 0, 0, 0, NULL },
+          MODEL_PRECISION_AUTO, false, MEGA_FLAG_PLAIN_RING, 4, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, h in bf16", false, 32, 8, 128, 2048,
           300, MODEL_PRECISION_FP8, false, MEGA_FLAG_H16 | MEGA_FLAG_NO_TMAP | MEGA_FLAG_NO_AMMA, 4, 2048,
-          "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL },
+          "(h in bf16); stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_BF16 },
         /* every row a multiple of 2 KiB, as in every Mistral preset: the kernel instances with the
          * stage geometry compiled in (decode_mega.cu MEGA_CB_CONST), each stage one tensor copy
          * (MEGA_CB_TMAP: swizzled stages, rows dealt 0 4 1 5 ...; forced, as these layers are small)
          * or 16 row copies into padded rows; both equal to the general instance to the bit */
         { "32/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 32, 8, 128, 2048, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP | MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
-          TOL_CUDA_WIDE, 0, 0, NULL },
+          TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, dim 2048, fp8, persistent, one tensor copy a stage", false, 96, 8, 128, 4096, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "stage geometry compiled in, one tensor copy a stage",
-          TOL_CUDA_WIDE, 0, 0, NULL },
+          TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 32, 8, 128, 2048,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP | MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP | MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, dim 2048, fp8, persistent, stage geometry compiled in, row copies", false, 96, 8, 128, 4096,
-          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL },
+          300, MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_TMAP, 0, 2048, "stage geometry compiled in", TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_BF16 },
         /* Small 24B's width: rows of 5,120 bytes stream in 2,560-byte stages (decode_mega.cu mega_cb), in
          * slots of 41 KiB, on the general instance; and the per-kernel step of the same width */
         { "32/8 heads, dim 5120, fp8, persistent, 2,560-byte stages", false, 32, 8, 128, 2048, 200,
-          MODEL_PRECISION_FP8, false, 0, 0, 5120, "stages of 41 KiB", TOL_CUDA_5120, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 5120, "stages of 41 KiB", TOL_CUDA_5120, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 5120, fp8, per-kernel", false, 32, 8, 128, 2048, 200, MODEL_PRECISION_FP8, true, 0, 0,
-          5120, NULL, TOL_CUDA_5120, 0, 0, NULL },
+          5120, NULL, TOL_CUDA_5120, 0, 0, NULL, ENGINE_KV_BF16 },
         /* Small 24B's wo and down: 320 groups of 16 rows, more than the grid divides; the extra ones
          * are dealt in halves of their column stages (decode_mega.cu MEGA_HALF_MAX), a first half's
          * sums meeting the second's in the sync area: on H200's 128 blocks 64 halves of each
          * matrix (every block one), on a forced grid of 100 blocks 20 (rotating, blocks without one
          * between them), and the whole extra groups they replace (FLAGS=32) */
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, groups in halves", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_FP8, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 5120, hidden 4096, bf16, persistent, groups in halves", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_AUTO, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0, NULL },
+          MODEL_PRECISION_AUTO, false, 0, 0, 5120, " groups of wo and ", TOL_CUDA_5120, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, 100 blocks, groups in halves", false, 32, 8, 128, 4096,
           120, MODEL_PRECISION_FP8, false, 0, 0, 5120, "in halves: 20 groups of wo and 20 of down", TOL_CUDA_5120,
-          100, 0, NULL },
+          100, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, whole groups", false, 32, 8, 128, 4096, 120,
-          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_HALVES, 0, 5120, NULL, TOL_CUDA_5120, 0, 0, NULL },
+          MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_HALVES, 0, 5120, NULL, TOL_CUDA_5120, 0, 0, NULL, ENGINE_KV_BF16 },
         /* x as tagged words (decode_mega.cu mega_load_xt, the default) against x through the phase
          * barriers (FLAGS=32768): the same logits to the bit, on the general instance, the one with
          * the geometry compiled in, the tensor-core attention and groups in halves */
         { "32/8 heads, hidden 4032, bf16, persistent, x tagged against barriers", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS, NULL },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, fp8, persistent, x tagged against barriers", false, 32, 8, 128, 2048, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in; x tagged", TOL_CUDA_WIDE, 0,
-          MEGA_FLAG_NO_TAGS, NULL },
+          MEGA_FLAG_NO_TAGS, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, hidden 4032, fp8, persistent, x tagged against barriers", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged", 0, 0, MEGA_FLAG_NO_TAGS, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 5120, hidden 4096, fp8, persistent, groups in halves, x tagged against barriers", false, 32,
           8, 128, 4096, 120, MODEL_PRECISION_FP8, false, 0, 0, 5120, " of down; x tagged", TOL_CUDA_5120, 0,
-          MEGA_FLAG_NO_TAGS, NULL },
+          MEGA_FLAG_NO_TAGS, NULL, ENGINE_KV_BF16 },
         /* qkv as tagged words (attn_prologue's TG, the default where the attention runs on attn_item)
          * against qkv through the attention's barrier with x still tagged (FLAGS=65536): the same logits
          * to the bit, BF16 and FP8, the general instance and the one with the geometry compiled in */
         { "32/8 heads, hidden 4032, bf16, persistent, qkv tagged against the barrier", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q, NULL },
+          MODEL_PRECISION_AUTO, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, hidden 4032, fp8, persistent, qkv tagged against the barrier", false, 32, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, qkv too", 0, 0, MEGA_FLAG_NO_TAGS_Q, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, fp8, persistent, qkv tagged against the barrier", false, 32, 8, 128, 2048, 300,
           MODEL_PRECISION_FP8, false, MEGA_FLAG_NO_AMMA, 0, 2048, "stage geometry compiled in; x tagged, qkv too", TOL_CUDA_WIDE, 0,
-          MEGA_FLAG_NO_TAGS_Q, NULL },
+          MEGA_FLAG_NO_TAGS_Q, NULL, ENGINE_KV_BF16 },
         /* Medium 3.5's layout (the ring in the attention's space, forced as above) with x tagged against
          * the barriers: the same logits to the bit */
         { "96/8 heads, hidden 4032, fp8, persistent, ring in the attention's space, x tagged against barriers", false,
           96, 8, 128, 4032, 300, MODEL_PRECISION_FP8, false, MEGA_FLAG_UNION_RING, 4, 0, "; x tagged", 0, 0,
-          MEGA_FLAG_NO_TAGS, NULL },
+          MEGA_FLAG_NO_TAGS, NULL, ENGINE_KV_BF16 },
         /* FP8 groups of 4 heads whose rows all stream in 2 KiB chunks (7B's and Ministral 8B's shapes) take
          * the tensor-core attention by default (decode_mega.cu kern_mega_amma), with qkv and the
          * attention's output as tagged words (every block streams some of qkv's 384 groups): against
@@ -575,10 +662,10 @@ int main(void)
          * against the general one to the bit, and x tagged against the barriers */
         { "32/8 heads, dim 2048, fp8, persistent, tensor-core attention (the default)", false, 32, 8, 128, 2048, 600,
           MODEL_PRECISION_FP8, false, 0, 0, 2048,
-          "stage geometry compiled in; x tagged, qkv too, attention output too", TOL_CUDA_WIDE_TC, 0, 0, NULL },
+          "stage geometry compiled in; x tagged, qkv too, attention output too", TOL_CUDA_WIDE_TC, 0, 0, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, x tagged against barriers",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; x tagged",
-          TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS, NULL },
+          TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS, NULL, ENGINE_KV_BF16 },
         /* ... and each tagged input against its barrier, to the bit: the attention's output
          * (FLAGS=262144), qkv (FLAGS=65536), FP8 and BF16; on Medium 3.5's groups of 12 too; and on
          * 24/2 heads of 64, whose qkv has 112 groups of 16 rows: on an H200's grid of 132 blocks
@@ -586,46 +673,46 @@ int main(void)
          * tags qkv there only where every block streams some of it) */
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, output tagged against the barrier",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
-          "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_A, NULL },
+          "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_A, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, qkv tagged against the barrier",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
-          "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_Q, NULL },
+          "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_Q, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, qkv and output tagged against "
           "the barriers", false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048,
           "x tagged, qkv too, attention output too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_A | MEGA_FLAG_NO_TAGS_Q,
-          NULL },
+          NULL, ENGINE_KV_BF16 },
         { "96/8 heads, hidden 4032, fp8, persistent, qkv and output tagged against the barriers", false, 96, 8, 128,
           4032, 300, MODEL_PRECISION_FP8, false, 0, 0, 0, "; x tagged, qkv too, attention output too", 0, 0,
-          MEGA_FLAG_NO_TAGS_A | MEGA_FLAG_NO_TAGS_Q, NULL },
+          MEGA_FLAG_NO_TAGS_A | MEGA_FLAG_NO_TAGS_Q, NULL, ENGINE_KV_BF16 },
         { "24/2 heads, head_dim 64, fp8, persistent, output tagged against the barrier", true, 24, 2, 64, 512, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, "attention output too", 0, 0, MEGA_FLAG_NO_TAGS_A, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "attention output too", 0, 0, MEGA_FLAG_NO_TAGS_A, NULL, ENGINE_KV_BF16 },
         /* BF16 groups of 4 whose rows are multiples of 2,048 take the tensor-core attention too (since
          * the twenty-fifth session), with the ring partly in the attention's space and h in bf16:
          * against the CPU over 600 positions */
         { "32/8 heads, dim 2048, bf16, persistent, tensor-core attention (the default)", false, 32, 8, 128, 2048, 600,
           MODEL_PRECISION_AUTO, false, 0, 0, 2048,
           "attention's space; h in bf16); x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE_TC, 0, 0,
-          NULL },
+          NULL, ENGINE_KV_BF16 },
         /* TOL_CUDA_WIDE_TC's reference: the same models on attn_item (FLAGS=131072) */
         { "32/8 heads, dim 2048, bf16, persistent, attn_item", false, 32, 8, 128, 2048, 600, MODEL_PRECISION_AUTO, false,
-          MEGA_FLAG_NO_AMMA, 0, 2048, "(h in bf16); x tagged, qkv too, h too", TOL_CUDA_WIDE, 0, 0, "attention output" },
+          MEGA_FLAG_NO_AMMA, 0, 2048, "(h in bf16); x tagged, qkv too, h too", TOL_CUDA_WIDE, 0, 0, "attention output", ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, fp8, persistent, attn_item", false, 32, 8, 128, 2048, 600, MODEL_PRECISION_FP8, false,
-          MEGA_FLAG_NO_AMMA, 0, 2048, "; x tagged, qkv too", TOL_CUDA_WIDE, 0, 0, "attention output" },
+          MEGA_FLAG_NO_AMMA, 0, 2048, "; x tagged, qkv too", TOL_CUDA_WIDE, 0, 0, "attention output", ENGINE_KV_BF16 },
         /* h (bf16) as tagged words against gate/up's barrier (FLAGS=524288), to the bit: on the
          * tensor-core attention's layout, FP8 and BF16, and on attn_item's (BF16, groups whole); not
          * where groups go in halves (decode_mega.cu mega_setup: Small 24B measured slower with it) */
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, h tagged against the barrier",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
-          "x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_H, NULL },
+          "x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_H, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, h tagged against the barrier",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048,
-          "h in bf16); x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_H, NULL },
+          "h in bf16); x tagged, qkv too, attention output too, h too", TOL_CUDA_WIDE, 0, MEGA_FLAG_NO_TAGS_H, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, hidden 4032, bf16, persistent, whole groups, h tagged against the barrier", false, 32, 8, 128,
           4032, 300, MODEL_PRECISION_AUTO, false, MEGA_FLAG_NO_HALVES, 0, 0, "(h in bf16); x tagged, qkv too, h too", 0,
-          0, MEGA_FLAG_NO_TAGS_H, NULL },
+          0, MEGA_FLAG_NO_TAGS_H, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, hidden 4032, bf16, persistent, groups in halves, h through the barrier", false, 32, 8, 128, 4032,
           300, MODEL_PRECISION_AUTO, false, 0, 0, 0, "(h in bf16); in halves: 16 groups of wo and 16 of down; x tagged",
-          0, 0, 0, ", h too" },
+          0, 0, 0, ", h too", ENGINE_KV_BF16 },
         /* the tensor-core attention with two K/V tile buffers, where every split holds one tile (an
          * engine of at most 1,024 positions on an H200's 128 blocks, so every case here) and a ring stage
          * more lies outside the attention's space, against three (FLAGS=1048576, the layout of a longer
@@ -633,38 +720,56 @@ int main(void)
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, two tile buffers against three",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
           "x tagged, qkv too, attention output too, h too; 2 K/V tile buffers", TOL_CUDA_WIDE, 0, MEGA_FLAG_AMMA_ST3,
-          NULL },
+          NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, two tile buffers against three",
           false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048, "; 2 K/V tile buffers", TOL_CUDA_WIDE,
-          0, MEGA_FLAG_AMMA_ST3, NULL },
+          0, MEGA_FLAG_AMMA_ST3, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, hidden 4032, fp8, persistent, two tile buffers against three", false, 96, 8, 128, 4032, 300,
-          MODEL_PRECISION_FP8, false, 0, 0, 0, "; 2 K/V tile buffers", 0, 0, MEGA_FLAG_AMMA_ST3, NULL },
+          MODEL_PRECISION_FP8, false, 0, 0, 0, "; 2 K/V tile buffers", 0, 0, MEGA_FLAG_AMMA_ST3, NULL, ENGINE_KV_BF16 },
         /* wo clear of the attention's space (wo's first stages pass the ring's slots in it by with
          * empty stages) against wo's stages in those slots (FLAGS=2097152): the same logits to the
          * bit, FP8 and BF16 groups of 4 and Medium 3.5's 12, over 300 layers' worth of ring
          * rotations (a layer's stage count is rarely a multiple of the ring's) */
         { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, wo clear of the attention's "
           "space against in it", false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
-          "; wo clear of the attention's space", TOL_CUDA_WIDE, 0, MEGA_FLAG_WO_UNION, NULL },
+          "; wo clear of the attention's space", TOL_CUDA_WIDE, 0, MEGA_FLAG_WO_UNION, NULL, ENGINE_KV_BF16 },
         { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, wo clear of the attention's "
           "space against in it", false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048,
-          "; wo clear of the attention's space", TOL_CUDA_WIDE, 0, MEGA_FLAG_WO_UNION, NULL },
+          "; wo clear of the attention's space", TOL_CUDA_WIDE, 0, MEGA_FLAG_WO_UNION, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, hidden 4032, fp8, persistent, wo clear of the attention's space against in it", false, 96, 8,
           128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0, 0, "; wo clear of the attention's space", 0, 0,
-          MEGA_FLAG_WO_UNION, NULL },
+          MEGA_FLAG_WO_UNION, NULL, ENGINE_KV_BF16 },
+        /* an FP8 KV cache on both engines: the persistent kernel's attn_item instances that widen it (the
+         * compiled-in stage geometry, one tensor copy a stage, groups in halves, BF16 weights), and
+         * Medium-like groups of 12 on the per-kernel step, which the persistent kernel leaves to it */
+        { "32/8 heads, dim 2048, hidden 4096, fp8, FP8 KV cache, persistent", false, 32, 8, 128, 4096, 300,
+          MODEL_PRECISION_FP8, false, 0, 0, 2048, "stage geometry compiled in; FP8 KV cache", TOL_CUDA_WIDE, 0, 0,
+          "K/V tile buffers", ENGINE_KV_FP8 },
+        { "32/8 heads, dim 2048, hidden 4096, fp8, FP8 KV cache, persistent, one tensor copy a stage", false, 32, 8,
+          128, 4096, 300, MODEL_PRECISION_FP8, false, MEGA_FLAG_TMAP, 0, 2048, "one tensor copy a stage; FP8 KV cache",
+          TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_FP8 },
+        { "32/8 heads, dim 2048, hidden 4096, bf16, FP8 KV cache, persistent", false, 32, 8, 128, 4096, 300,
+          MODEL_PRECISION_AUTO, false, 0, 0, 2048, "FP8 KV cache", TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_FP8 },
+        { "32/8 heads, dim 5120, hidden 4096, fp8, FP8 KV cache, persistent, groups in halves", false, 32, 8, 128,
+          4096, 120, MODEL_PRECISION_FP8, false, 0, 0, 5120, "FP8 KV cache", TOL_CUDA_KV8_5120, 0, 0, NULL,
+          ENGINE_KV_FP8 },
+        { "32/8 heads, dim 5120, hidden 4096, fp8, FP8 KV cache, per-kernel", false, 32, 8, 128, 4096, 120,
+          MODEL_PRECISION_FP8, true, 0, 0, 5120, NULL, TOL_CUDA_KV8_5120, 0, 0, NULL, ENGINE_KV_FP8 },
+        { "96/8 heads, head_dim 128, fp8, FP8 KV cache, per-kernel", false, 96, 8, 128, 512, 1100, MODEL_PRECISION_FP8,
+          true, 0, 0, 0, NULL, 0, 0, 0, NULL, ENGINE_KV_FP8 },
         /* the same width on the per-kernel step: TOL_CUDA_WIDE's reference */
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
-          NULL, TOL_CUDA_WIDE, 0, 0, NULL },
+          NULL, TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_BF16 },
     };
-    struct CMUnitTest tests[8 * N_FIX + 1 + sizeof synth / sizeof *synth];
+    struct CMUnitTest tests[11 * N_FIX + 1 + sizeof synth / sizeof *synth];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fix_models[i], "fp8") != NULL;
-        exact[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, false, 0 };
-        conv[i] = (struct gcase){ fix_models[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8, false, 0 };
-        kern[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, true, 0 };
+        exact[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, false, 0, ENGINE_KV_BF16 };
+        conv[i] = (struct gcase){ fix_models[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8, false, 0, ENGINE_KV_BF16 };
+        kern[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, true, 0, ENGINE_KV_BF16 };
         /* both schedules in one sequence: the step graph changes at position 5, mid-prompt */
-        swit[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, false, 5 };
+        swit[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, false, 5, ENGINE_KV_BF16 };
         tests[n++] = (struct CMUnitTest){ "cuda_logits", test_logits, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_greedy", test_greedy, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_logits_converted", test_logits, NULL, NULL, &conv[i] };
@@ -673,6 +778,10 @@ int main(void)
         tests[n++] = (struct CMUnitTest){ "cuda_kernels_greedy", test_greedy, NULL, NULL, &kern[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_switch_logits", test_logits, NULL, NULL, &swit[i] };
         tests[n++] = (struct CMUnitTest){ "cuda_switch_greedy", test_greedy, NULL, NULL, &swit[i] };
+        kv8[i] = (struct gcase){ fix_models[i], MODEL_PRECISION_AUTO, true, 0, ENGINE_KV_FP8 };
+        tests[n++] = (struct CMUnitTest){ "cuda_kv_fp8_logits", test_logits, NULL, NULL, &kv8[i] };
+        tests[n++] = (struct CMUnitTest){ "cuda_kv_fp8_greedy", test_greedy, NULL, NULL, &kv8[i] };
+        tests[n++] = (struct CMUnitTest){ "cuda_kv_fp8_cache", test_kv_fp8_cache, NULL, NULL, &kv8[i] };
     }
     tests[n++] = (struct CMUnitTest){ "cuda_refuses_too_big", test_refuses_too_big, NULL, NULL, NULL };
     for (size_t i = 0; i < sizeof synth / sizeof *synth; i++)

@@ -273,6 +273,7 @@ struct attn_case {
     int n_heads, n_kv, hd, max_ctx, window, steps;
     bool inter;
     float af, beta;
+    bool kv8;   /* an FP8 (e4m3) cache: attn_item for every group size */
 };
 
 static float bf16_round(float f) { return bora_bf16_to_f32(bora_f32_to_bf16(f)); }
@@ -281,7 +282,7 @@ static void run_attention(const struct attn_case *t)
 {
     const int q_dim = t->n_heads * t->hd, kv_dim = t->n_kv * t->hd, G = t->n_heads / t->n_kv;
     const int qkv_n = q_dim + 2 * kv_dim;
-    const bool mma = G > 4 && (t->hd == 64 || t->hd == 128);   /* kern_attention's tensor-core path */
+    const bool mma = !t->kv8 && G > 4 && (t->hd == 64 || t->hd == 128);   /* kern_attention's tensor-core path */
     const double tol = mma ? TOL_ATTN_MMA : TOL_ATTN;
     float *inv = malloc(t->hd / 2 * 4), *qkv = malloc(qkv_n * 4), *out = malloc(q_dim * 4);
     double *kc = calloc((size_t)t->max_ctx * kv_dim, sizeof(double)), *vc = calloc((size_t)t->max_ctx * kv_dim, sizeof(double));
@@ -302,7 +303,7 @@ static void run_attention(const struct attn_case *t)
     struct kern_attn_args a = { .qkv = dqkv, .k_cache = dk, .v_cache = dv, .out = dout, .partial = dpart,
                                 .counters = dcnt, .d_pos = dpos, .max_ctx = t->max_ctx, .n_heads = t->n_heads,
                                 .n_kv = t->n_kv, .head_dim = t->hd, .window = t->window, .n_split = n_split,
-                                .sm_count = dev.sm_count, .rope = r };
+                                .sm_count = dev.sm_count, .rope = r, .kv_fp8 = t->kv8 };
     double worst = 0;
     for (int pos = 0; pos < t->steps; pos++) {
         for (int i = 0; i < qkv_n; i++)
@@ -319,6 +320,24 @@ static void run_attention(const struct attn_case *t)
             kc[(size_t)pos * kv_dim + i] = bf16_round((float)kr[i]);
             vc[(size_t)pos * kv_dim + i] = bf16_round(qkv[q_dim + kv_dim + i]);
         }
+        if (t->kv8)   /* the row the kernel cached: e4m3 of the same floats, then the reference's own */
+            for (int g = 0; g < t->n_kv; g++) {
+                uint8_t row[2][256];
+                gt_download(row[0], (uint8_t *)dk + ((size_t)g * t->max_ctx + pos) * t->hd, (size_t)t->hd);
+                gt_download(row[1], (uint8_t *)dv + ((size_t)g * t->max_ctx + pos) * t->hd, (size_t)t->hd);
+                for (int i = 0; i < t->hd; i++) {
+                    const float k = bora_e4m3_to_f32(row[0][i]), v = bora_e4m3_to_f32(row[1][i]);
+                    const float kw = bora_e4m3_to_f32(bora_f32_to_e4m3((float)kr[g * t->hd + i]));
+                    const float vw = bora_e4m3_to_f32(bora_f32_to_e4m3(qkv[q_dim + kv_dim + g * t->hd + i]));
+                    /* v is cached as given: exactly its e4m3; k is rotated in fp32 on the GPU, in double
+                     * here, so a value at a rounding boundary may land one e4m3 step (≤ 2^-3) away */
+                    if (v != vw || fabsf(k - kw) > 0.125f * fmaxf(fabsf(k), fabsf(kw)) + 1.0f / 512)
+                        fail_msg("attention fp8 cache, pos %d head %d element %d: k %g (want %g), v %g (want %g)", pos,
+                                 g, i, (double)k, (double)kw, (double)v, (double)vw);
+                    kc[(size_t)pos * kv_dim + g * t->hd + i] = k;
+                    vc[(size_t)pos * kv_dim + g * t->hd + i] = v;
+                }
+            }
         int start = t->window > 0 && pos - t->window + 1 > 0 ? pos - t->window + 1 : 0;
         for (int h = 0; h < t->n_heads; h++) {
             int g = h / G;
@@ -347,9 +366,9 @@ static void run_attention(const struct attn_case *t)
             worst = fmax(worst, fabs(out[i] - ref[i]) / mx);
         }
     }
-    printf("  attention %d/%d heads, hd %d, window %d, %d splits, %s%s%s: %d steps, max |err| / max|ref| = %.2e\n",
+    printf("  attention %d/%d heads, hd %d, window %d, %d splits, %s%s%s%s: %d steps, max |err| / max|ref| = %.2e\n",
            t->n_heads, t->n_kv, t->hd, t->window, n_split, t->inter ? "interleaved" : "rotate-half",
-           t->beta != 0 ? " + qscale" : "", mma ? ", tensor cores" : "", t->steps, worst);
+           t->beta != 0 ? " + qscale" : "", mma ? ", tensor cores" : "", t->kv8 ? ", fp8 cache" : "", t->steps, worst);
     kern_free(dinv), kern_free(dqkv), kern_free(dout), kern_free(dpart), kern_free(dk), kern_free(dv);
     kern_free(dcnt), kern_free(dpos);
     free(inv), free(qkv), free(out), free(kc), free(vc), free(ref), free(qr), free(kr), free(sc);
@@ -360,14 +379,19 @@ static void test_attention(void **st)
     (void)st;
     NEED_GPU();
     const struct attn_case cases[] = {
-        { 8, 2, 128, 300, 0, 300, false, 1.0f, 0.0f },     /* GQA 4, full context, many splits */
-        { 4, 1, 32, 200, 37, 120, true, 1.2772589f, 0.1f }, /* MQA, window, interleaved, YaRN, qscale */
-        { 12, 1, 64, 90, 0, 90, false, 1.0f, 0.0f },       /* group of 12 (tensor cores) */
-        { 24, 2, 128, 600, 0, 600, false, 1.0f, 0.0f },    /* Medium-like: groups of 12, hd 128, tiles + splits */
-        { 16, 2, 128, 260, 100, 260, true, 1.2772589f, 0.1f }, /* groups of 8, window, YaRN, qscale */
-        { 160, 32, 128, 800, 0, 800, false, 1.0f, 0.0f },  /* groups of 5, many kv heads: splits of 4 tiles */
-        { 6, 6, 256, 40, 16, 40, false, 1.0f, 0.0f },      /* no grouping, hd 256, window */
-        { 8, 4, 16, 700, 0, 700, true, 1.0f, 0.0f },       /* hd 16, long: 22 splits of 32 keys */
+        { 8, 2, 128, 300, 0, 300, false, 1.0f, 0.0f, false },     /* GQA 4, full context, many splits */
+        { 4, 1, 32, 200, 37, 120, true, 1.2772589f, 0.1f, false }, /* MQA, window, interleaved, YaRN, qscale */
+        { 12, 1, 64, 90, 0, 90, false, 1.0f, 0.0f, false },       /* group of 12 (tensor cores) */
+        { 24, 2, 128, 600, 0, 600, false, 1.0f, 0.0f, false },    /* Medium-like: groups of 12, hd 128, tiles + splits */
+        { 16, 2, 128, 260, 100, 260, true, 1.2772589f, 0.1f, false }, /* groups of 8, window, YaRN, qscale */
+        { 160, 32, 128, 800, 0, 800, false, 1.0f, 0.0f, false },  /* groups of 5, many kv heads: splits of 4 tiles */
+        { 6, 6, 256, 40, 16, 40, false, 1.0f, 0.0f, false },      /* no grouping, hd 256, window */
+        { 8, 4, 16, 700, 0, 700, true, 1.0f, 0.0f, false },       /* hd 16, long: 22 splits of 32 keys */
+        /* an FP8 cache: GQA 4; MQA with a window; groups of 12 and of 8 (on attn_item, not the tensor cores) */
+        { 8, 2, 128, 300, 0, 300, false, 1.0f, 0.0f, true },
+        { 4, 1, 32, 200, 37, 120, true, 1.2772589f, 0.1f, true },
+        { 24, 2, 128, 600, 0, 600, false, 1.0f, 0.0f, true },
+        { 16, 2, 128, 260, 100, 260, true, 1.2772589f, 0.1f, true },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_attention(&cases[i]);

@@ -391,7 +391,7 @@ static void check_attention(const struct attn_case *ac)
     uint16_t *dkc = gt_upload(kc, cache_elems * 2), *dvc = gt_upload(vc, cache_elems * 2);
     uint16_t *dout = gt_upload(NULL, (size_t)n * qd * 2);
     struct kern_rope rope = { dinv, 1.1f, ac->interleaved, ac->qscale_beta, 16 };
-    struct kern_qkv_post_args qa = { { draw, dws, dts }, dq, dkc, dvc, n, pos0, C, H, KV, hd, q_mult, rope };
+    struct kern_qkv_post_args qa = { { draw, dws, dts }, dq, dkc, dvc, NULL, NULL, n, pos0, C, H, KV, hd, q_mult, rope };
     OK(kern_pf_qkv_post(&qa, NULL, E));
     uint16_t *hkc = malloc(cache_elems * 2), *hvc = malloc(cache_elems * 2), *hout = malloc((size_t)n * qd * 2);
     gt_download(hkc, dkc, cache_elems * 2);

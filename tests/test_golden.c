@@ -27,6 +27,14 @@
 /* Converting FP8 weights to BF16 (8 mantissa bits) rounds each weight by ≤ 2^-9 relative. */
 #define TOL_BF16_FROM_FP8 1e-2f
 #define NEAR_TIE 1e-2f
+/* FP8 KV cache: every cached key and value rounded to e4m3 (3 mantissa bits, relative error up
+ * to 2^-4, no scale), over BF16 weights the reference used as they are. Each score and each output
+ * averages over head_dim (16–64 here) such errors. Measured worst over all positions of all
+ * fixtures: 6.3e-2 × max|logit| (mistral-tiny-fp8); the bound leaves 1.6×. A cache that is not
+ * rounded stays within it (kv_fp8_cache_holds_e4m3 catches that); the wrong element type or a
+ * lost saturation lands at O(1). */
+#define TOL_KV_FP8 1e-1f
+#define NEAR_TIE_KV_FP8 0.5f
 /* After quantization the greedy path may legitimately diverge where the margin is small. */
 #define NEAR_TIE_FP8 0.5f
 
@@ -36,6 +44,7 @@ struct golden {
     float tol;
     float near_tie;
     int split;   /* > 0: the sequence runs as [0, split) then [split, n) (a cache hit's resume) */
+    enum engine_kv kv;
 };
 
 static bool load(const struct golden *g, struct fixture *f, struct model **m, struct engine **e)
@@ -53,7 +62,7 @@ static bool load(const struct golden *g, struct fixture *f, struct model **m, st
         fprintf(stderr, "%s\n", err.msg);
     assert_int_equal(rc, 0);
     assert_int_equal((*m)->cfg.vocab_size, f->vocab);
-    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 256 };
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 256, .kv = g->kv };
     rc = engine_open(e, *m, &eo, &err);
     if (rc)
         fprintf(stderr, "%s\n", err.msg);
@@ -111,8 +120,8 @@ static void test_logits(void **state)
         free(ids);
         free(lg);
     }
-    printf("  %s (%s): worst |Δlogit| / max|logit| = %.2e (tolerance %.0e)\n", g->name,
-           model_precision_name(g->precision), worst, g->tol);
+    printf("  %s (%s, %s KV): worst |Δlogit| / max|logit| = %.2e (tolerance %.0e)\n", g->name,
+           model_precision_name(g->precision), engine_kv_name(g->kv), worst, g->tol);
     engine_close(e);
     model_close(m);
     fixture_free(&f);
@@ -146,7 +155,8 @@ static void test_greedy(void **state)
             checked++;
         }
     }
-    printf("  %s (%s): %d greedy tokens equal to the reference\n", g->name, model_precision_name(g->precision), checked);
+    printf("  %s (%s, %s KV): %d greedy tokens equal to the reference\n", g->name, model_precision_name(g->precision),
+           engine_kv_name(g->kv), checked);
     assert_true(checked > 0);
     free(lg);
     engine_close(e);
@@ -169,7 +179,7 @@ static void test_prefill_matches_stepwise(void **state)
         return;
     }
     struct bora_err err;
-    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 256 };
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 256, .kv = g->kv };
     assert_int_equal(engine_open(&e2, m, &eo, &err), 0);
     const struct model_config *c = &m->cfg;
     const size_t V = (size_t)f.vocab, kvd = (size_t)c->n_kv_heads * c->head_dim;
@@ -202,18 +212,64 @@ static void test_prefill_matches_stepwise(void **state)
     fixture_free(&f);
 }
 
+/* An FP8 KV cache holds exactly what e4m3 can represent (every cached key and value survives
+ * a round trip through it unchanged), and not the unrounded floats: at least one cached element
+ * of the fixture differs from what the BF16-cache engine holds at the same place. */
+static void test_kv_fp8_cache(void **state)
+{
+    const struct golden *g = *state;
+    struct fixture f;
+    struct model *m;
+    struct engine *e, *e16;
+    if (!load(g, &f, &m, &e)) {
+        skip();
+        return;
+    }
+    struct bora_err err = { "" };
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = 256 };
+    assert_int_equal(engine_open(&e16, m, &eo, &err), 0);
+    const struct fix_case *c = &f.cases[0];
+    const int kvd = m->cfg.n_kv_heads * m->cfg.head_dim;
+    assert_int_equal(engine_forward(e, c->prompt, c->n_prompt, 0, NULL), 0);
+    assert_int_equal(engine_forward(e16, c->prompt, c->n_prompt, 0, NULL), 0);
+    float *k = malloc(4 * (size_t)kvd * sizeof *k), *v = k + kvd, *k16 = v + kvd, *v16 = k16 + kvd;
+    assert_non_null(k);
+    int differ = 0, nonzero = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < c->n_prompt; p++) {
+            assert_int_equal(engine_kv_read(e, l, p, k, v), 0);
+            assert_int_equal(engine_kv_read(e16, l, p, k16, v16), 0);
+            for (int i = 0; i < kvd; i++) {
+                if (bora_e4m3_to_f32(bora_f32_to_e4m3(k[i])) != k[i] || bora_e4m3_to_f32(bora_f32_to_e4m3(v[i])) != v[i])
+                    fail_msg("%s layer %d position %d element %d: %g / %g is not an e4m3 value", g->name, l, p, i,
+                             (double)k[i], (double)v[i]);
+                differ += k[i] != k16[i] || v[i] != v16[i];
+                nonzero += k[i] != 0.f || v[i] != 0.f;
+            }
+        }
+    printf("  %s: %d of %d cached elements rounded by the FP8 cache, %d non-zero\n", g->name, differ,
+           m->cfg.n_layers * c->n_prompt * kvd, nonzero);
+    assert_true(differ > 0);
+    assert_true(nonzero > 0);
+    free(k);
+    engine_close(e16);
+    engine_close(e);
+    model_close(m);
+    fixture_free(&f);
+}
+
 #define N_FIX FIX_N_MODELS
 
 int main(void)
 {
-    static struct golden exact[N_FIX], conv[N_FIX], split[N_FIX];
-    struct CMUnitTest tests[6 * N_FIX];
+    static struct golden exact[N_FIX], conv[N_FIX], split[N_FIX], kv8[N_FIX];
+    struct CMUnitTest tests[9 * N_FIX];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
-        exact[i] = (struct golden){ fix_models[i], MODEL_PRECISION_AUTO, TOL_EXACT, NEAR_TIE, 0 };
+        exact[i] = (struct golden){ fix_models[i], MODEL_PRECISION_AUTO, TOL_EXACT, NEAR_TIE, 0, ENGINE_KV_BF16 };
         bool is_fp8 = strstr(fix_models[i], "fp8") != NULL;
         conv[i] = (struct golden){ fix_models[i], is_fp8 ? MODEL_PRECISION_BF16 : MODEL_PRECISION_FP8,
-                                   is_fp8 ? TOL_BF16_FROM_FP8 : TOL_FP8, is_fp8 ? NEAR_TIE : NEAR_TIE_FP8, 0 };
+                                   is_fp8 ? TOL_BF16_FROM_FP8 : TOL_FP8, is_fp8 ? NEAR_TIE : NEAR_TIE_FP8, 0, ENGINE_KV_BF16 };
         tests[n++] = (struct CMUnitTest){ "logits", test_logits, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "greedy", test_greedy, NULL, NULL, &exact[i] };
         tests[n++] = (struct CMUnitTest){ "logits_converted", test_logits, NULL, NULL, &conv[i] };
@@ -224,6 +280,13 @@ int main(void)
         split[i] = exact[i];
         split[i].split = 29;
         tests[n++] = (struct CMUnitTest){ "logits_split_prefill", test_logits, NULL, NULL, &split[i] };
+        kv8[i] = exact[i];
+        kv8[i].kv = ENGINE_KV_FP8;
+        kv8[i].tol = TOL_KV_FP8;
+        kv8[i].near_tie = NEAR_TIE_KV_FP8;
+        tests[n++] = (struct CMUnitTest){ "logits_kv_fp8", test_logits, NULL, NULL, &kv8[i] };
+        tests[n++] = (struct CMUnitTest){ "greedy_kv_fp8", test_greedy, NULL, NULL, &kv8[i] };
+        tests[n++] = (struct CMUnitTest){ "kv_fp8_cache_holds_e4m3", test_kv_fp8_cache, NULL, NULL, &kv8[i] };
     }
     return _cmocka_run_group_tests("golden", tests, n, NULL, NULL);
 }

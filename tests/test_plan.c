@@ -16,8 +16,8 @@
 
 #define MISTRAL_7B_V03_PARAMS 7248023552ull   /* as published for Mistral-7B-v0.3 (vocab 32768) */
 
-static const struct plan_dtypes BF16 = { BORA_DT_BF16, BORA_DT_BF16, BORA_DT_BF16 };
-static const struct plan_dtypes FP8 = { BORA_DT_F8_E4M3, BORA_DT_BF16, BORA_DT_BF16 };
+static const struct plan_dtypes BF16 = { BORA_DT_BF16, BORA_DT_BF16, BORA_DT_BF16, false };
+static const struct plan_dtypes FP8 = { BORA_DT_F8_E4M3, BORA_DT_BF16, BORA_DT_BF16, false };
 
 static void test_7b_bytes(void **st)
 {
@@ -105,7 +105,7 @@ static void test_rejects_bad_shapes(void **st)
     c.dim = 0;
     assert_int_equal(plan_layout_compute(&c, &BF16, 512, &l, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "dim 0"));
-    struct plan_dtypes f32 = { BORA_DT_F32, BORA_DT_BF16, BORA_DT_BF16 };
+    struct plan_dtypes f32 = { BORA_DT_F32, BORA_DT_BF16, BORA_DT_BF16, false };
     assert_int_equal(plan_layout_compute(plan_preset_find("mistral-7b"), &f32, 512, &l, &err), -EINVAL);
     assert_int_equal(plan_layout_compute(plan_preset_find("mistral-7b"), &BF16, 0, &l, &err), -EINVAL);
     assert_null(plan_preset_find("mistral-huge"));
@@ -123,7 +123,7 @@ static void test_prefill_workspace(void **st)
     (void)st;
     const struct model_config *c = plan_preset_find("mistral-7b");
     struct plan_prefill p;
-    plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 2048, &p);
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, false, 8192, 2048, &p);
     const uint64_t x = 2048ull * 4096 * 4, act = 2048ull * 14336, sc = 2048ull * 4,
                    raw = 2048ull * 2 * 14336 * 2, q = 2048ull * 4096 * 2;
     assert_int_equal(p.chunk, 2048);
@@ -132,30 +132,63 @@ static void test_prefill_workspace(void **st)
     assert_int_equal(p.raw, x + act + sc);
     assert_int_equal(p.bad, p.ws_bytes - 256);
     struct plan_prefill b;   /* BF16 activations take two bytes */
-    plan_prefill_layout(c, BORA_DT_BF16, 8192, 2048, &b);
+    plan_prefill_layout(c, BORA_DT_BF16, false, 8192, 2048, &b);
     assert_int_equal(b.ws_bytes, p.ws_bytes + act);
     /* a chunk is never longer than the context, nor shorter than the minimum */
-    plan_prefill_layout(c, BORA_DT_F8_E4M3, 300, 2048, &b);
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, false, 300, 2048, &b);
     assert_int_equal(b.chunk, 300);
-    plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 3, &b);
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, false, 8192, 3, &b);
     assert_int_equal(b.chunk, PLAN_PREFILL_CHUNK_MIN);
     /* the engine's fallback: a quarter of the chunk while the workspace does not fit */
     assert_int_equal(plan_prefill_next(2048), 512);
     assert_int_equal(plan_prefill_next(128), 32);
     assert_int_equal(plan_prefill_next(32), 0);   /* 8 would be below the minimum */
-    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total, &b);
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, false, 8192, p.total, &b);
     assert_int_equal(b.chunk, 2048);
-    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total - 1, &b);
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, false, 8192, p.total - 1, &b);
     assert_int_equal(b.chunk, 512);
-    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, 50ull << 20, &b);   /* a 32-token chunk needs about 51 MiB */
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, false, 8192, 50ull << 20, &b);   /* a 32-token chunk needs about 51 MiB */
     assert_int_equal(b.chunk, 0);
     assert_int_equal(b.total, 0);
-    plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 32, &p);
-    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total, &b);
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, false, 8192, 32, &p);
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, false, 8192, p.total, &b);
     assert_int_equal(b.chunk, 32);   /* 2048, 512, 128, 32: the last the engine tries */
-    plan_prefill_layout(c, BORA_DT_F8_E4M3, 8192, 16, &p);
-    plan_prefill_fit(c, BORA_DT_F8_E4M3, 8192, p.total, &b);
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, false, 8192, 16, &p);
+    plan_prefill_fit(c, BORA_DT_F8_E4M3, false, 8192, p.total, &b);
     assert_int_equal(b.chunk, 0);    /* 16 is not on the way down */
+}
+
+/* An FP8 KV cache: one byte a cached element, so half the arena's KV region and half the KV bytes
+ * a step reads (7B: 32 layers × 2 × 8 heads × 128 = 65,536 elements a token); the weights and
+ * activations do not move. The prefill workspace gains one layer's keys and values in bf16 for
+ * the whole context (8 × 128 × 8,192 × 2 × 2 bytes), after the fault flag. */
+static void test_kv_fp8(void **st)
+{
+    (void)st;
+    const struct model_config *c = plan_preset_find("mistral-7b");
+    struct bora_err err = { "" };
+    struct plan_layout a, b;
+    struct plan_dtypes kv8 = FP8;
+    kv8.kv_fp8 = true;
+    assert_int_equal(plan_layout_compute(c, &FP8, 8192, &a, &err), 0);
+    assert_int_equal(plan_layout_compute(c, &kv8, 8192, &b, &err), 0);
+    assert_int_equal(a.kv_bytes_per_key, 65536ull * 2);
+    assert_int_equal(b.kv_bytes_per_key, 65536ull);
+    assert_int_equal(b.kv_bytes, 65536ull * 8192);
+    assert_int_equal(a.kv_bytes, 2 * b.kv_bytes);
+    assert_int_equal(b.kv_layer_stride, 2ull * 8 * 128 * 8192);
+    assert_int_equal(b.weight_bytes, a.weight_bytes);
+    assert_int_equal(b.act_bytes, a.act_bytes);
+    assert_int_equal(b.total, a.total - b.kv_bytes);
+    assert_int_equal(plan_kv_step_bytes(c, &b, 511), 512ull * 65536);
+    struct plan_prefill p, q;
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, false, 8192, 2048, &p);
+    plan_prefill_layout(c, BORA_DT_F8_E4M3, true, 8192, 2048, &q);
+    assert_int_equal(p.kv16_bytes, 0);
+    assert_int_equal(q.kv16_bytes, 8ull * 128 * 8192 * 2 * 2);
+    assert_int_equal(q.kv16, p.ws_bytes);
+    assert_int_equal(q.ws_bytes, p.ws_bytes + q.kv16_bytes);
+    assert_int_equal(q.bad, p.bad);
 }
 
 /* The engine's choice between its two decode schedules from timings at two positions. */
@@ -192,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_fp8_halves_linear),
         cmocka_unit_test(test_fit_verdicts),
         cmocka_unit_test(test_prefill_workspace),
+        cmocka_unit_test(test_kv_fp8),
         cmocka_unit_test(test_window_caps_kv_reads),
         cmocka_unit_test(test_rejects_bad_shapes),
         cmocka_unit_test(test_switch_position),
