@@ -13,7 +13,7 @@ fx=tests/data/fixtures/mistral-tiny-bf16
 . "$(dirname "$0")/support/e2e_lib.sh"
 e2e_borad_begin "$fx"
 
-# start_borad PSK_HEX: writes the config, starts borad, waits for its banner.
+# start_borad PSK_HEX [KV_DTYPE]: writes the config, starts borad, waits for its banner.
 start_borad() {
     port=$(e2e_free_port)
     cat >"$tmp/bora.ini" <<EOF
@@ -22,6 +22,7 @@ path = $fx
 backend = cpu
 [engine]
 threads = 1
+kv_dtype = ${2:-bf16}
 [dataplane]
 udp = 127.0.0.1:$port
 tcp = 127.0.0.1:$port
@@ -284,5 +285,17 @@ for t in udp tcp; do
     out=$($bora client --$t 127.0.0.1:$port --ids 1,2 -n 2 --key $bad --timeout-ms 3000 2>&1); rc=$?
     [ $rc -eq 1 ] && grep -q "AUTH" <<<"$out" || fail "$t client with a wrong key: rc $rc, '$out'"
 done
+tick stop; stop_borad; tick stopped
+
+# ---- [engine] kv_dtype = fp8 reaches the engine: the ids over the wire are bora generate --kv fp8's,
+#      which part from the BF16 cache's on this prompt (else the check would prove nothing) ----
+tick start3; start_borad "" fp8; tick started3
+grep -q "fp8 KV cache" "$tmp/borad.log" || fail "the banner does not name the FP8 KV cache: $(grep serving "$tmp/borad.log")"
+kv8=$($bora generate $fx --ids "$prompt" -n 48 --ignore-eos --backend cpu --kv fp8 --json | tail -1 | ids_of)
+kv16=$($bora generate $fx --ids "$prompt" -n 48 --ignore-eos --backend cpu --kv bf16 --json | tail -1 | ids_of)
+[ -n "$kv8" ] && [ "$kv8" != "$kv16" ] || fail "bora generate --kv fp8 gives the BF16 cache's ids ($kv8)"
+got=$($bora client --tcp 127.0.0.1:$port --ids "$prompt" -n 48 --ignore-eos --json 2>"$tmp/client.err" | ids_of) ||
+    fail "FP8 KV cache over TCP: $(cat "$tmp/client.err")"
+[ "$got" = "$kv8" ] || fail "FP8 KV cache over TCP: ids $got, bora generate --kv fp8 $kv8"
 tick stop; stop_borad; tick stopped
 echo "e2e_dataplane: ok"
