@@ -15,7 +15,7 @@ static const struct subcommand subcommands[] = {
     /* one line per subcommand; keep sorted by topic */
     /* @@SUBCOMMANDS@@ */
     { "bench", cmd_bench, "bench decode|gemv --preset NAME [--precision fp8|bf16] [--kv bf16|fp8] [--ctx N] [--tokens N] [--layers N] [--json]\n"
-                          "  bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--cached N] [--runs N] [--chunk N] [--profile] [--json]" },
+                          "  bench ttft --preset NAME [--precision fp8|bf16] [--kv bf16|fp8] [--prompt N,N,...] [--cached N] [--runs N] [--chunk N] [--profile] [--json]" },
     { "plan", cmd_plan, "plan (MODEL_DIR | --preset NAME) [--precision fp8|bf16] [--ctx N] [--kv bf16|fp8] [--gpu h200|h100|l40s|rtx4090|local]" },
     { "passwd", cmd_passwd, "passwd [--stdin]                    make the operator password hash for [console] password_hash" },
     { "client", cmd_client, "client (--udp|--tcp) HOST:PORT (--prompt TEXT | --chat FILE | --ids LIST) [-n N] [--temperature T] [--top-k K]\n"

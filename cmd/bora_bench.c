@@ -43,7 +43,7 @@ static const char bench_usage[] =
     "usage: bora bench decode --preset NAME [--precision fp8|bf16] [--kv bf16|fp8] [--ctx N] [--tokens N] [--layers N]\n"
     "                         [--json]\n"
     "       bora bench gemv --preset NAME [--precision fp8|bf16]\n"
-    "       bora bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--runs N] [--chunk N] [--json]\n"
+    "       bora bench ttft --preset NAME [--precision fp8|bf16] [--kv bf16|fp8] [--prompt N,N,...] [--runs N] [--chunk N] [--json]\n"
     "       bora bench coldstart ...   (see bora coldstart)\n"
     "presets: mistral-7b ministral-8b mistral-small-24b mistral-medium-3.5\n";
 

@@ -33,11 +33,12 @@ struct ttft_opts {
     int runs, chunk;
     int cached;                    /* prompt tokens already in the KV cache (prefix-cache hit) */
     bool json, profile;
+    enum engine_kv kv;             /* the KV cache's element type */
 };
 
 static const char ttft_usage[] =
-    "usage: bora bench ttft --preset NAME [--precision fp8|bf16] [--prompt N,N,...] [--cached N] [--runs N] [--chunk N]\n"
-    "                       [--json] [--profile]\n"
+    "usage: bora bench ttft --preset NAME [--precision fp8|bf16] [--kv bf16|fp8] [--prompt N,N,...] [--cached N]\n"
+    "                       [--runs N] [--chunk N] [--json] [--profile]\n"
     "       (defaults: --precision fp8 --prompt 128,512,2048,8192 --runs 7 --chunk 2048;\n"
     "        --cached N: the prompt's first N tokens are in the KV cache already, a prefix-cache hit)\n";
 
@@ -104,6 +105,11 @@ static int ttft_parse(struct ttft_opts *o, int argc, char **argv)
         else if (!strcmp(a, "--precision")) {
             if (model_precision_parse(v, &o->precision) || o->precision == MODEL_PRECISION_AUTO) {
                 fprintf(stderr, "bora bench ttft: --precision: expected fp8 or bf16 (got '%s')\n", v);
+                return -EINVAL;
+            }
+        } else if (!strcmp(a, "--kv")) {
+            if (engine_kv_parse(v, &o->kv)) {
+                fprintf(stderr, "bora bench ttft: --kv: expected bf16 or fp8 (got '%s')\n", v);
                 return -EINVAL;
             }
         } else if (!strcmp(a, "--prompt"))
@@ -227,7 +233,7 @@ static int ttft_run(const struct ttft_opts *o)
         fprintf(stderr, "bora bench ttft: out of memory\n");
         return 1;
     }
-    struct engine e = { .model = &m, .max_ctx = max_prompt + 1 };
+    struct engine e = { .model = &m, .max_ctx = max_prompt + 1, .kv = o->kv };
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = engine_cuda_open_synthetic(&e, TTFT_SEED, &err);
@@ -245,8 +251,9 @@ static int ttft_run(const struct ttft_opts *o)
     const char *prec = o->precision == MODEL_PRECISION_FP8 ? "fp8" : "bf16";
     const int chunk = o->chunk ? o->chunk : PREFILL_CHUNK_DEFAULT;
     if (!o->json)
-        printf("bench ttft  %s %s  chunk %d, median of %d runs  on %s  (engine open %.0f ms: weights generated, "
-               "kernels and every GEMM bucket timed)\n", o->preset, prec, chunk, o->runs, dev.name, open_ms);
+        printf("bench ttft  %s %s, %s KV  chunk %d, median of %d runs  on %s  (engine open %.0f ms: weights generated, "
+               "kernels and every GEMM bucket timed)\n", o->preset, prec, engine_kv_name(o->kv), chunk, o->runs, dev.name,
+               open_ms);
     int status = 0;
     for (int i = 0; i < o->n_prompts; i++) {
         const int n = o->prompts[i];
@@ -262,10 +269,10 @@ static int ttft_run(const struct ttft_opts *o)
         const double tflops = flops / (med * 1e-3) / 1e12, tps = (n - o->cached) / (med * 1e-3);
         const char *path = engine_cuda_prefill_path(&e) ? "cublaslt" : "fallback";
         if (o->json) {
-            printf("{\"bench\":\"ttft\",\"preset\":\"%s\",\"precision\":\"%s\",\"prompt\":%d,\"cached\":%d,\"chunk\":%d,"
+            printf("{\"bench\":\"ttft\",\"preset\":\"%s\",\"precision\":\"%s\",\"kv\":\"%s\",\"prompt\":%d,\"cached\":%d,\"chunk\":%d,"
                    "\"runs\":%d,\"gpu\":\"%s\",\"ttft_ms\":%.3f,\"ttft_min_ms\":%.3f,\"prefill_tok_per_s\":%.0f,"
                    "\"ttft_first_ms\":%.3f,\"open_ms\":%.1f,\"flop\":%.4e,\"tflops\":%.1f,\"gemm\":\"%s\",\"first_id\":%d}\n",
-                   o->preset, prec, n, o->cached, chunk, o->runs, dev.name, med, mn, tps, first_ms, open_ms, flops, tflops, path,
+                   o->preset, prec, engine_kv_name(o->kv), n, o->cached, chunk, o->runs, dev.name, med, mn, tps, first_ms, open_ms, flops, tflops, path,
                    first);
         } else {
             printf("  prompt %6d", n);
@@ -273,7 +280,7 @@ static int ttft_run(const struct ttft_opts *o)
                 printf(" (%d cached)", o->cached);
             printf("  TTFT %8.3f ms (min %8.3f, first %8.3f)  %9.0f tok/s  %7.1f TFLOP/s  (%s GEMMs)", med, mn,
                    first_ms, tps, tflops, path);
-            if (!o->cached && !strcmp(o->preset, "mistral-7b") && o->precision == MODEL_PRECISION_FP8 &&
+            if (!o->cached && !strcmp(o->preset, "mistral-7b") && o->precision == MODEL_PRECISION_FP8 && o->kv == ENGINE_KV_BF16 &&
                 (n == 2048 || n == 128))
                 printf("  budget <= %.0f ms", n == 2048 ? TTFT_BUDGET_7B_2048_MS : TTFT_BUDGET_7B_128_MS);
             printf("\n");

@@ -62,6 +62,8 @@ static int op_status(void *ctx, struct console_status *o, struct bora_err *err)
     snprintf(o->backend, sizeof o->backend, "%s", bc->backend);
     snprintf(o->precision, sizeof o->precision, "%s", bc->precision);
     pthread_mutex_unlock(&bc->lock);
+    /* the model settings a reload reopens with are the start's: the cache's type stays */
+    snprintf(o->kv_cache, sizeof o->kv_cache, "%s", bc->start_cfg.engine.kv_dtype == CONFIG_KV_FP8 ? "fp8" : "bf16");
     o->state = shutting_down(bc) ? CONSOLE_STATE_STOPPING
              : atomic_load(&bc->reloading) ? CONSOLE_STATE_RELOADING
              : dp_server_paused(bc->s) ? CONSOLE_STATE_DRAINING : CONSOLE_STATE_SERVING;

@@ -129,7 +129,7 @@ static int ok(FILE *out, bool json, const char *msg)
 
 static const char *const help_lines[] = {
     "help                      this list",
-    "status                    model, backend, precision, uptime, state",
+    "status                    model, backend, precision, KV cache, uptime, state",
     "stats [watch]             metrics (watch: refresh every second until a key is pressed)",
     "requests                  queued and running requests, with age",
     "cancel ID                 cancel request ID",
@@ -180,14 +180,15 @@ static int cmd_status(struct console *c, int argc, char **argv, bool json, FILE 
         json_t *problem = st.problem[0] ? json_string(st.problem) : NULL;   /* NULL too: a path not UTF-8 */
         if (!problem)
             problem = json_null();
-        json_out(out, json_pack("{s:b,s:s,s:s,s:s,s:f,s:s,s:i,s:i,s:o}", "ok", 1, "model", st.model,
-                                "backend", st.backend, "precision", st.precision, "uptime_s", up,
+        json_out(out, json_pack("{s:b,s:s,s:s,s:s,s:s,s:f,s:s,s:i,s:i,s:o}", "ok", 1, "model", st.model,
+                                "backend", st.backend, "precision", st.precision, "kv_cache", st.kv_cache,
+                                "uptime_s", up,
                                 "state", state_name(st.state), "queued", (int)st.queued,
                                 "running", (int)st.running, "problem", problem));
     } else {
-        fprintf(out, "model      %s\nbackend    %s\nprecision  %s\nuptime     %.1f s\n"
+        fprintf(out, "model      %s\nbackend    %s\nprecision  %s\nkv cache   %s\nuptime     %.1f s\n"
                 "state      %s\nrequests   %u queued, %u running\n", st.model, st.backend,
-                st.precision, up, state_name(st.state), st.queued, st.running);
+                st.precision, st.kv_cache, up, state_name(st.state), st.queued, st.running);
         if (st.problem[0])
             fprintf(out, "problem    %.*s\n", (int)sizeof st.problem, st.problem);
     }

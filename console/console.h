@@ -33,6 +33,7 @@ struct console_status {
     char model[CONSOLE_TEXT_MAX];       /* model path or name */
     char backend[32];                   /* "cpu", "cuda" */
     char precision[32];                 /* "bf16", "fp8", ... */
+    char kv_cache[16];                  /* the KV cache's element type: "bf16", "fp8" */
     int state;                          /* enum console_state */
     char problem[CONSOLE_PROBLEM_MAX];  /* failing: what is wrong, what mends it, then the file ("" otherwise) */
     uint32_t queued, running;           /* requests waiting; being decoded */

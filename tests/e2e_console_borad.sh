@@ -38,6 +38,7 @@ path = $tmp/model
 backend = cpu
 [engine]
 threads = 1
+kv_dtype = fp8
 [dataplane]
 udp = 127.0.0.1:$udp
 tcp = 127.0.0.1:$tcp
@@ -51,6 +52,7 @@ pids+=($borad)
 for _ in $(seq 200); do [ -S "$tmp/c.sock" ] && break; kill -0 $borad 2>/dev/null || break; sleep 0.05; done
 [ -S "$tmp/c.sock" ] || fail "borad did not open its console socket"
 ctl status | grep -q "state *serving" || fail "status"
+ctl status | grep -q "^kv cache *fp8$" || fail "status does not name the FP8 KV cache ([engine] kv_dtype): $(ctl status)"
 "$build/boractl" -h | grep -q "^usage: boractl" || fail "boractl -h"
 out=$("$build/boractl" --socket 2>&1); [ $? -eq 2 ] && grep -q -- "--socket needs a path" <<<"$out" || fail "boractl --socket: $out"
 # a console that is not there: with --json the answer is still JSON on stdout (exit 1)
@@ -243,6 +245,7 @@ python3 -c "import json,sys; d=json.load(open('$tmp/long.json')); sys.exit(not (
     fail "cancelled request: $(cut -c1-300 "$tmp/long.json")"
 wait $preload || fail "reload: $(cat "$tmp/reload.out")"
 grep -q "model reloaded" "$tmp/reload.out" || fail "reload said: $(cat "$tmp/reload.out")"
+ctl status | grep -q "^kv cache *fp8$" || fail "the reloaded model's KV cache: $(ctl status)"
 wait $pq || fail "queued request client"
 gen 203 3 1,7,8 >"$tmp/again.json" || fail "request after reload"
 python3 - "$tmp/queued.json" "$tmp/again.json" <<'PY' || fail "queued request across the reload: $(cat "$tmp/queued.json")"

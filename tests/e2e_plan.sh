@@ -23,6 +23,16 @@ out=$("$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 60000) || fail
 grep -qE "^prefill chunk \(tokens\) +none " <<<"$out" && grep -q "prompts run one decode step per token" <<<"$out" &&
     grep -q "GB for 32):" <<<"$out" ||
     fail "medium at 60000: no token-by-token note: $out"
+# an FP8 KV cache: half the KV bytes, so Medium 3.5 at 100,000 tokens fits with full prefill chunks
+# (BF16's cache does not fit at all there); the prefill workspace grows by the bf16 copy of a layer
+out=$("$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 100000 --kv fp8) || fail "medium fp8 with an fp8 cache at 100000 should fit"
+grep -q "KV cache for 100000 tokens (fp8)" <<<"$out" || fail "the GPU line does not name the fp8 cache: $out"
+grep -qE "^KV cache \(GB\) +18\.02 " <<<"$out" || fail "medium at 100000: an fp8 cache is 18.02 GB: $out"
+grep -qE "^prefill chunk \(tokens\) +2048 " <<<"$out" || fail "medium at 100000 with an fp8 cache: no 2048-token chunks: $out"
+grep -qE "^prefill workspace \(GB\) +0\.95 " <<<"$out" || fail "medium at 100000: the workspace with the bf16 copy: $out"
+"$b" plan --preset mistral-medium-3.5 --precision fp8 --ctx 100000 >/dev/null && fail "medium with a bf16 cache at 100000 should not fit"
+err=$("$b" plan --preset mistral-7b --kv fp16 2>&1); [ $? -eq 2 ] && grep -q "expected bf16 or fp8 (got 'fp16')" <<<"$err" ||
+    fail "--kv fp16: $err"
 out=$("$b" plan tests/data/fixtures/mistral-tiny-bf16 --gpu rtx4090) || fail "tiny fixture should fit an rtx4090"
 echo "$out" | grep -q "4 layers, dim 64" || fail "fixture dir not read"
 echo "$out" | grep -q "KV cache for 4096 tokens (bf16), the model's context" ||

@@ -333,6 +333,7 @@ static void test_status(void **state)
     assert_string_equal(json_string_value(json_object_get(o, "model")), "test-double");
     assert_string_equal(json_string_value(json_object_get(o, "backend")), "cpu");
     assert_string_equal(json_string_value(json_object_get(o, "state")), "serving");
+    assert_string_equal(json_string_value(json_object_get(o, "kv_cache")), "fp8");
     assert_int_equal(json_integer_value(json_object_get(o, "queued")), 2);
     assert_int_equal(json_integer_value(json_object_get(o, "running")), 1);
     assert_true(json_real_value(json_object_get(o, "uptime_s")) >= 0);
@@ -340,6 +341,7 @@ static void test_status(void **state)
     int rc;
     char *t = run(f, "status", false, &rc);
     assert_non_null(strstr(t, "precision  bf16"));
+    assert_non_null(strstr(t, "kv cache   fp8"));
     assert_non_null(strstr(t, "uptime"));
     free(t);
     fx_free(f);

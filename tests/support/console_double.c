@@ -16,6 +16,7 @@ static int d_status(void *ctx, struct console_status *o, struct bora_err *err)
     snprintf(o->model, sizeof o->model, "%s", d->cfg.model.path[0] ? d->cfg.model.path : "test-double");
     snprintf(o->backend, sizeof o->backend, "cpu");
     snprintf(o->precision, sizeof o->precision, "bf16");
+    snprintf(o->kv_cache, sizeof o->kv_cache, "fp8");
     o->state = d->state;
     o->queued = o->running = 0;
     for (int i = 0; i < d->n_req; i++)
