@@ -23,14 +23,14 @@ struct borad_console {
     struct console c;
     struct console_ops ops;
     struct console_server *srv;
-    pthread_mutex_t lock;               /* guards cfg, backend, precision */
+    pthread_mutex_t lock;               /* guards cfg, backend, precision, kv_cache */
     struct bora_config cfg;             /* the running config (live keys change it) */
     struct bora_config start_cfg;       /* as borad started: the model settings `reload` uses */
     struct dp_server *s;
     pthread_mutex_t gen_lock;           /* guards reading *g against a reload's swap */
     pthread_mutex_t reload_lock;        /* one reload at a time */
     const struct generator *g;          /* the decoder's generator (its contents swap on reload) */
-    char backend[32], precision[32];    /* of the generator serving now */
+    char backend[32], precision[32], kv_cache[16];   /* of the generator serving now */
     char dir[CONSOLE_TEXT_MAX];
     char model_dir[4096];
     _Atomic bool stopping;
@@ -43,6 +43,7 @@ static void describe_generator(struct borad_console *bc, const struct generator 
     static const char *const precisions[] = { "auto", "bf16", "fp8" };
     const struct model *m = gen_engine_model(g);
     snprintf(bc->backend, sizeof bc->backend, "%s", gen_engine_backend(g));
+    snprintf(bc->kv_cache, sizeof bc->kv_cache, "%s", gen_engine_kv(g));
     snprintf(bc->precision, sizeof bc->precision, "%s",
              m ? bora_dtype_name(m->linear_dtype) : precisions[bc->cfg.model.precision % 3]);
 }
@@ -61,9 +62,8 @@ static int op_status(void *ctx, struct console_status *o, struct bora_err *err)
     pthread_mutex_lock(&bc->lock);
     snprintf(o->backend, sizeof o->backend, "%s", bc->backend);
     snprintf(o->precision, sizeof o->precision, "%s", bc->precision);
+    snprintf(o->kv_cache, sizeof o->kv_cache, "%s", bc->kv_cache);
     pthread_mutex_unlock(&bc->lock);
-    /* the model settings a reload reopens with are the start's: the cache's type stays */
-    snprintf(o->kv_cache, sizeof o->kv_cache, "%s", bc->start_cfg.engine.kv_dtype == CONFIG_KV_FP8 ? "fp8" : "bf16");
     o->state = shutting_down(bc) ? CONSOLE_STATE_STOPPING
              : atomic_load(&bc->reloading) ? CONSOLE_STATE_RELOADING
              : dp_server_paused(bc->s) ? CONSOLE_STATE_DRAINING : CONSOLE_STATE_SERVING;

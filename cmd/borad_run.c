@@ -129,8 +129,7 @@ static void banner(const struct bora_config *cfg, const struct generator *g, con
     const struct model *m = gen_engine_model(g);
     fprintf(stderr, "borad: serving %s%s (%s, vocab %u, context %u, %s KV cache, backend %s)\n", dir,
             cfg->model.path[0] ? "" : " [built-in default: random weights, not a trained model]",
-            model_arch_name(m->cfg.arch), g->vocab_size, g->max_ctx,
-            cfg->engine.kv_dtype == CONFIG_KV_FP8 ? "fp8" : "bf16", gen_engine_backend(g));
+            model_arch_name(m->cfg.arch), g->vocab_size, g->max_ctx, gen_engine_kv(g), gen_engine_backend(g));
     if (gen_engine_load_note(g)[0])
         fprintf(stderr, "borad: %s\n", gen_engine_load_note(g));
     if (gen_engine_backend_why(g)[0])

@@ -396,6 +396,11 @@ const char *gen_engine_backend(const struct generator *g)
     return g->impl ? engine_backend_name(((const struct gen_engine *)g->impl)->e) : "none";
 }
 
+const char *gen_engine_kv(const struct generator *g)
+{
+    return g->impl ? engine_kv_name(engine_kv(((const struct gen_engine *)g->impl)->e)) : "none";
+}
+
 const char *gen_engine_load_note(const struct generator *g)
 {
     return g->impl ? ((const struct gen_engine *)g->impl)->load_note : "";

@@ -30,6 +30,8 @@ int gen_engine_open(struct generator *g, const struct gen_engine_opts *o, struct
 /* The loaded model (for banners); NULL before open. */
 const struct model *gen_engine_model(const struct generator *g);
 const char *gen_engine_backend(const struct generator *g);
+/* The KV cache's element type the opened engine holds: "bf16" or "fp8" ("none" before open). */
+const char *gen_engine_kv(const struct generator *g);
 /* How the weights reached the GPU (direct stream or host conversion); "" on the CPU. */
 const char *gen_engine_load_note(const struct generator *g);
 /* Why backend AUTO did not use CUDA ("" when it did, or the backend was chosen). */

@@ -9,7 +9,7 @@
 #include "kernels/kern_attn.cuh"
 #include "kernels/kern_attn_mma.cuh"
 
-#define ATTN_THREADS 256
+#define ATTN_THREADS ATTN_ITEM_THREADS   /* plan.c sizes the splits for it */
 #define AMMA_STAGES 4                   /* tensor-core variant: K/V tiles in flight per block (cp.async pipeline) */
 
 template <int GM, int LPK, bool K8>
@@ -29,9 +29,9 @@ static int attn_launch(const struct attn_params &p, cudaStream_t s, struct bora_
 {
     int G = p.n_heads / p.n_kv;
     size_t smem = attn_smem_bytes(G, p.hd, p.chunk_max, p.n_split, ATTN_THREADS);
-    if (smem > 200 * 1024)
-        return bora_errf(err, -EINVAL, "attention: %zu bytes of shared memory needed (chunk %d keys)%s",
-                         smem, p.chunk_max, K8 ? ": an FP8 KV cache this long needs a shorter context" : "");
+    if (smem > ATTN_ITEM_SMEM_MAX)   /* plan_layout_compute gives enough splits that it never is */
+        return bora_errf(err, -EINVAL, "attention: %zu bytes of shared memory needed (chunk %d keys, %d splits)",
+                         smem, p.chunk_max, p.n_split);
     auto k = attn_kernel<GM, LPK, K8>;
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));

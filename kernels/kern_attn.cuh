@@ -7,6 +7,7 @@
 
 #include <math.h>
 
+#include "kernels/attn_shape.h"
 #include "kernels/kern_util.cuh"
 #include "kernels/kern_rope.cuh"
 
@@ -16,7 +17,6 @@ __device__ __forceinline__ void attn_bar(int id, int n)
     asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory");
 }
 
-#define ATTN_MIN_CHUNK 64   /* keys per split below which fewer splits are used */
 #define ATTN_KEY_UNROLL 4   /* key loads in flight per lane */
 #define ATTN_COMBINE_EPT 6     /* outputs per thread in the combine */
 #define ATTN_COMBINE_SPLITS 8  /* splits whose partials are loaded together */
@@ -678,19 +678,6 @@ __device__ __forceinline__ void attn_item(const struct attn_params &p, uint16_t 
 }
 
 
-/* Shared memory (bytes) attn_item needs for NT threads. */
-static inline size_t attn_smem_bytes(int G, int hd, int chunk_max, int n_split, int nt)
-{
-    return sizeof(float) * ((size_t)G * hd + (size_t)G * chunk_max + (size_t)(nt / 32) * G * hd + 2 * (size_t)G +
-                            2 * (size_t)G * n_split);
-}
-
-/* Keys per split the kernel's split rule can give (the scores buffer's size). */
-static inline int attn_chunk_max(int max_ctx, int window, int n_split)
-{
-    int len = window > 0 && window < max_ctx ? window : max_ctx;
-    int c = (len + n_split - 1) / n_split;
-    return c < ATTN_MIN_CHUNK ? ATTN_MIN_CHUNK : c;
-}
+/* attn_smem_bytes and attn_chunk_max: kernels/attn_shape.h (kernels/plan.c sizes the splits with them). */
 
 #endif

@@ -139,7 +139,7 @@ struct kern_attn_args {
     int *counters;            /* (n_kv) device ints, 0 before the first launch; left 0 */
     const int *d_pos;
     int max_ctx, n_heads, n_kv, head_dim, window;
-    int n_split;              /* plan_attn_splits() (kernels/plan.h) */
+    int n_split;              /* the layout's (plan_attn_splits_for, kernels/plan.h) */
     int sm_count;             /* the device's SMs (kern_device): groups > 4 heads split for one block each */
     struct kern_rope rope;
 };

@@ -388,12 +388,16 @@ int model_load_cuda(struct engine **out, const struct model *m, const struct eng
     struct engine *e = calloc(1, sizeof *e);
     if (!e)
         return bora_errf(err, -ENOMEM, "out of memory");
-    e->model = m;
-    e->n_threads = o ? o->n_threads : 0;
-    e->layers_ready = m->cfg.n_layers;
-    e->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 4096;
-    if ((!o || o->max_ctx <= 0) && m->cfg.max_pos > 0 && m->cfg.max_pos < e->max_ctx)
-        e->max_ctx = m->cfg.max_pos;
+    /* every option as engine_open takes it (the KV cache's type included), except a layer_wait:
+     * this loader streams the weights itself, before the engine's first forward */
+    struct engine_opts eo = o ? *o : (struct engine_opts){ 0 };
+    eo.layer_wait = NULL;
+    eo.layer_wait_ctx = NULL;
+    int rc0 = engine_init(e, m, &eo, err);
+    if (rc0) {
+        free(e);
+        return rc0;
+    }
     bool buffered = lo->mode == MODEL_LOAD_CUDA_BUFFERED || (lo->mode == MODEL_LOAD_CUDA_AUTO && model_direct_cached(m));
     struct prefetch pf = { 0 };
     if (!buffered && lo->prefetch)

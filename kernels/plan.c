@@ -1,6 +1,7 @@
 /* plan.c — the arena layout and byte counts behind the CUDA engine's refusal check and
  * `bora plan`; presets and the GPU table. Pure arithmetic, no GPU. */
 #include "kernels/plan.h"
+#include "kernels/attn_shape.h"
 #include "kernels/kernels.h"
 
 #include <errno.h>
@@ -30,6 +31,21 @@ int plan_attn_splits(int n_kv, int max_ctx, int window)
     if (s > len)
         s = len;
     return s < 1 ? 1 : s;
+}
+
+int plan_attn_splits_for(const struct model_config *c, int max_ctx, bool kv_fp8)
+{
+    int s = plan_attn_splits(c->n_kv_heads, max_ctx, c->sliding_window);
+    const int G = c->n_kv_heads > 0 ? c->n_heads / c->n_kv_heads : 1, hd = c->head_dim;
+    /* the attention that runs is attn_item (attention.cu: an FP8 cache, or groups the tensor-core
+     * variant does not take), whose scores buffer grows with the keys a split holds */
+    if (!kv_fp8 && G > 4 && (hd == 64 || hd == 128))
+        return s;
+    const int len = c->sliding_window > 0 && c->sliding_window < max_ctx ? c->sliding_window : max_ctx;
+    while (s < len && attn_smem_bytes(G, hd, attn_chunk_max(max_ctx, c->sliding_window, s), s, ATTN_ITEM_THREADS) >
+                          ATTN_ITEM_SMEM_MAX)
+        s++;
+    return s;
 }
 
 int plan_switch_position(double a_lo, double b_lo, double a_hi, double b_hi, int lo, int hi, bool *a_first)
@@ -113,7 +129,7 @@ int plan_layout_compute(const struct model_config *c, const struct plan_dtypes *
     o->kv_bytes = cur - o->weight_bytes;
     o->kv_bytes_per_key = 2 * kv_dim * ke * (uint64_t)c->n_layers;
 
-    o->n_split = plan_attn_splits(c->n_kv_heads, max_ctx, c->sliding_window);
+    o->n_split = plan_attn_splits_for(c, max_ctx, dt->kv_fp8);
     o->n_counters = c->n_layers * (4 + c->n_kv_heads) + 1 + PLAN_TUNE_COUNTERS;
     size_t act0 = cur;
     o->x = take(&cur, dim * 4);

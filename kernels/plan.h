@@ -57,6 +57,11 @@ uint64_t plan_kv_step_bytes(const struct model_config *cfg, const struct plan_la
 
 /* Attention splits per kv head and the scratch they need (floats). */
 int plan_attn_splits(int n_kv, int max_ctx, int window);
+/* The splits the engine uses (plan_layout_compute's n_split): plan_attn_splits, and more where the
+ * attention runs on attn_item (an FP8 cache, or groups the tensor-core attention does not take)
+ * and its shared memory for the keys of one split would pass ATTN_ITEM_SMEM_MAX (Mistral Medium
+ * 3.5's groups of 12 with an FP8 cache past ≈ 100,000 tokens). */
+int plan_attn_splits_for(const struct model_config *cfg, int max_ctx, bool kv_fp8);
 /* Which decode schedule to run where, from step times of schedule A and B measured at positions
  * lo < hi (ms; assumed linear in the position between them, as attention is): returns the
  * position from which the schedule that is slower at lo takes over (INT_MAX: never), and sets

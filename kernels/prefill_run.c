@@ -257,7 +257,7 @@ static int run_layer(struct prefill_run *p, int l, int n, int pos0, int rows_out
      * widened from the cache first */
     uint16_t *k16 = p->kv16 ? p->kv16 : (uint16_t *)kc;
     uint16_t *v16 = p->kv16 ? p->kv16 + (size_t)kvd * p->m.max_ctx : (uint16_t *)vc;
-    if (p->kv16) {
+    if (p->kv16 && rows_out != 0) {   /* (a layer whose attention does not run reads no copy) */
         int lo = c->sliding_window > 0 ? pos0 - c->sliding_window + 1 : 0;
         lo = lo > 0 ? lo / 128 * 128 : 0;   /* the widest key tile (wgmma: 128) */
         TIMED(PREFILL_PROF_ROW_QKV, kern_kv_widen(kc, vc, k16, v16, lo, pos0, p->m.max_ctx, c->n_kv_heads, hd, st, err));

@@ -39,18 +39,13 @@ const char *engine_kv_name(enum engine_kv kv)
     return kv == ENGINE_KV_FP8 ? "fp8" : "bf16";
 }
 
-int engine_open(struct engine **out, const struct model *m, const struct engine_opts *o, struct bora_err *err)
+int engine_init(struct engine *e, const struct model *m, const struct engine_opts *o, struct bora_err *err)
 {
-    *out = NULL;
-    struct engine *e = calloc(1, sizeof *e);
-    if (!e)
-        return bora_errf(err, -ENOMEM, "out of memory");
+    if (o && o->kv != ENGINE_KV_BF16 && o->kv != ENGINE_KV_FP8)
+        return bora_errf(err, -EINVAL, "KV cache type %d: expected bf16 or fp8", (int)o->kv);
+    memset(e, 0, sizeof *e);
     e->model = m;
     e->n_threads = o && o->n_threads > 0 ? o->n_threads : 0;
-    if (o && o->kv != ENGINE_KV_BF16 && o->kv != ENGINE_KV_FP8) {
-        free(e);
-        return bora_errf(err, -EINVAL, "KV cache type %d: expected bf16 or fp8", (int)o->kv);
-    }
     e->kv = o ? o->kv : ENGINE_KV_BF16;
     e->layer_wait = o ? o->layer_wait : NULL;
     e->layer_wait_ctx = o ? o->layer_wait_ctx : NULL;
@@ -58,8 +53,26 @@ int engine_open(struct engine **out, const struct model *m, const struct engine_
     e->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : ENGINE_DEFAULT_CTX;
     if ((!o || o->max_ctx <= 0) && m->cfg.max_pos > 0 && m->cfg.max_pos < e->max_ctx)
         e->max_ctx = m->cfg.max_pos;
+    return 0;
+}
+
+enum engine_kv engine_kv(const struct engine *e)
+{
+    return e->kv;
+}
+
+int engine_open(struct engine **out, const struct model *m, const struct engine_opts *o, struct bora_err *err)
+{
+    *out = NULL;
+    struct engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return bora_errf(err, -ENOMEM, "out of memory");
+    int rc = engine_init(e, m, o, err);
+    if (rc) {
+        free(e);
+        return rc;
+    }
     enum engine_backend b = o ? o->backend : ENGINE_BACKEND_AUTO;
-    int rc;
     if (b == ENGINE_BACKEND_CUDA) {
         rc = engine_cuda_open(e, err);   /* waits for each layer as it uploads it */
     } else if (b == ENGINE_BACKEND_AUTO) {

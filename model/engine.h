@@ -130,6 +130,13 @@ int engine_backend_parse(const char *s, enum engine_backend *out);
 int engine_kv_parse(const char *s, enum engine_kv *out);
 const char *engine_kv_name(enum engine_kv kv);
 
+/* For backends and loaders that allocate an engine themselves (kernels/model_load_cuda.c): fills
+ * *e from m and o as engine_open does before it picks a backend (every field from o, defaults where
+ * o is NULL or leaves one 0). Errors: -EINVAL (o->kv not an enum engine_kv). */
+int engine_init(struct engine *e, const struct model *m, const struct engine_opts *o, struct bora_err *err);
+/* The KV cache's element type the engine holds (engine_opts.kv as opened). */
+enum engine_kv engine_kv(const struct engine *e);
+
 /* For backends: makes sure layer l's weights are resident (see engine_opts.layer_wait). */
 int engine_layer_ready(struct engine *e, int layer);
 

@@ -68,7 +68,8 @@ struct gcase {
     enum model_precision precision;
     bool kernels;   /* the per-kernel decode step (BORA_DECODE=kernels) instead of the persistent one */
     int switch_at;  /* > 0: persistent below this position, the per-kernel step from it (BORA_DECODE_SWITCH) */
-    enum engine_kv kv;   /* both engines' KV cache (FP8: the per-kernel step, the persistent kernel refuses it) */
+    enum engine_kv kv;   /* both engines' KV cache (FP8 with these shapes: the per-kernel step; the persistent
+                          * kernel takes an FP8 cache only for groups of up to 4 heads of head_dim 128) */
 };
 
 static float gcase_tol(const struct gcase *g)

@@ -399,6 +399,59 @@ static void test_text_held_at_end(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* [engine] kv_dtype reaches the engine on every open path (on a GPU the generator streams the
+ * weights through model_load_cuda, which builds its engine itself): the generator reports the
+ * cache type the engine holds, and on a GPU the FP8 cache's region is half the BF16 one's. */
+static void kv_type(enum engine_backend backend)
+{
+    char dir[4096];
+    if (!fixture_find("mistral-tiny-bf16", dir, sizeof dir)) {
+        fprintf(stderr, "SKIP: fixture mistral-tiny-bf16 not found\n");
+        skip();
+    }
+    struct bora_err err = { "" };
+    struct gen_engine_opts o = { .model_dir = dir, .backend = backend, .max_ctx = 256, .n_threads = 2,
+                                 .kv = ENGINE_KV_FP8 };
+    struct generator g8 = { 0 }, g16 = { 0 };
+    int rc = gen_engine_open(&g8, &o, &err);
+    if (rc == -ENODEV && backend == ENGINE_BACKEND_CUDA) {
+        fprintf(stderr, "SKIP: CUDA backend: %s\n", err.msg);
+        skip();
+    }
+    if (rc)
+        fail_msg("%s", err.msg);
+    assert_string_equal(gen_engine_kv(&g8), "fp8");
+    o.kv = ENGINE_KV_BF16;
+    if (gen_engine_open(&g16, &o, &err))
+        fail_msg("%s", err.msg);
+    assert_string_equal(gen_engine_kv(&g16), "bf16");
+    struct engine_mem m8, m16;
+    if (backend == ENGINE_BACKEND_CUDA) {
+        assert_int_equal(gen_engine_memory(&g8, &m8), 0);
+        assert_int_equal(gen_engine_memory(&g16, &m16), 0);
+        printf("  KV cache on the GPU: fp8 %llu bytes, bf16 %llu\n", (unsigned long long)m8.kv_cache,
+               (unsigned long long)m16.kv_cache);
+        assert_true(m8.kv_cache > 0);
+        assert_int_equal(2 * m8.kv_cache, m16.kv_cache);
+    } else {
+        assert_int_equal(gen_engine_memory(&g8, &m8), -ENODEV);
+    }
+    g8.ops->close(&g8);
+    g16.ops->close(&g16);
+}
+
+static void test_kv_type_cpu(void **state)
+{
+    (void)state;
+    kv_type(ENGINE_BACKEND_CPU);
+}
+
+static void test_kv_type_cuda(void **state)
+{
+    (void)state;
+    kv_type(ENGINE_BACKEND_CUDA);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -408,6 +461,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_context_full, setup_cpu, teardown),
         cmocka_unit_test_setup_teardown(test_context_full, setup_cuda, teardown),
         cmocka_unit_test(test_text_held_at_end),
+        cmocka_unit_test(test_kv_type_cpu),
+        cmocka_unit_test(test_kv_type_cuda),
     };
     return cmocka_run_group_tests_name("gen_engine", tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "kernels/attn_shape.h"
 #include "kernels/plan.h"
 
 #define MISTRAL_7B_V03_PARAMS 7248023552ull   /* as published for Mistral-7B-v0.3 (vocab 32768) */
@@ -189,6 +190,23 @@ static void test_kv_fp8(void **st)
     assert_int_equal(q.kv16, p.ws_bytes);
     assert_int_equal(q.ws_bytes, p.ws_bytes + q.kv16_bytes);
     assert_int_equal(q.bad, p.bad);
+    /* Medium 3.5's groups of 12 run attn_item with an FP8 cache: its scores for one split's keys
+     * must fit the block's 200 KiB, so long contexts take more splits (the fewest that fit); the
+     * BF16 cache's tensor-core attention keeps ceil(264 / 8) = 33 */
+    const struct model_config *med = plan_preset_find("mistral-medium-3.5");
+    struct plan_dtypes m8 = FP8;
+    m8.kv_fp8 = true;
+    assert_int_equal(plan_attn_splits_for(med, 8192, true), 33);
+    assert_int_equal(plan_attn_splits_for(med, 114000, false), 33);
+    const int s = plan_attn_splits_for(med, 114000, true);
+    assert_true(s > 33);
+    assert_true(attn_smem_bytes(12, 128, attn_chunk_max(114000, 0, s), s, ATTN_ITEM_THREADS) <= ATTN_ITEM_SMEM_MAX);
+    assert_true(attn_smem_bytes(12, 128, attn_chunk_max(114000, 0, s - 1), s - 1, ATTN_ITEM_THREADS) > ATTN_ITEM_SMEM_MAX);
+    assert_true(attn_smem_bytes(12, 128, attn_chunk_max(114000, 0, 33), 33, ATTN_ITEM_THREADS) > ATTN_ITEM_SMEM_MAX);
+    assert_int_equal(plan_layout_compute(med, &m8, 114000, &b, &err), 0);
+    assert_int_equal(b.n_split, s);
+    /* 7B's groups of 4 never come near it */
+    assert_int_equal(plan_attn_splits_for(c, 32768, true), 33);
 }
 
 /* The engine's choice between its two decode schedules from timings at two positions. */
