@@ -42,10 +42,18 @@ int plan_attn_splits_for(const struct model_config *c, int max_ctx, bool kv_fp8)
     if (!kv_fp8 && G > 4 && (hd == 64 || hd == 128))
         return s;
     const int len = c->sliding_window > 0 && c->sliding_window < max_ctx ? c->sliding_window : max_ctx;
-    while (s < len && attn_smem_bytes(G, hd, attn_chunk_max(max_ctx, c->sliding_window, s), s, ATTN_ITEM_THREADS) >
-                          ATTN_ITEM_SMEM_MAX)
+    size_t f = attn_smem_bytes(G, hd, attn_chunk_max(max_ctx, c->sliding_window, s), s, ATTN_ITEM_THREADS);
+    /* more splits shrink the scores but grow the per-split combine arrays: stop where it fits, or
+     * where one more split stops helping (then no count fits), or at the grid's y limit */
+    while (f > ATTN_ITEM_SMEM_MAX && s < len && s < 65535) {
+        const size_t g = attn_smem_bytes(G, hd, attn_chunk_max(max_ctx, c->sliding_window, s + 1), s + 1,
+                                         ATTN_ITEM_THREADS);
+        if (g >= f)
+            break;
         s++;
-    return s;
+        f = g;
+    }
+    return f <= ATTN_ITEM_SMEM_MAX ? s : -1;
 }
 
 int plan_switch_position(double a_lo, double b_lo, double a_hi, double b_hi, int lo, int hi, bool *a_first)
@@ -130,6 +138,12 @@ int plan_layout_compute(const struct model_config *c, const struct plan_dtypes *
     o->kv_bytes_per_key = 2 * kv_dim * ke * (uint64_t)c->n_layers;
 
     o->n_split = plan_attn_splits_for(c, max_ctx, dt->kv_fp8);
+    if (o->n_split < 0)
+        return bora_errf(err, -EINVAL,
+                         "decode attention of %d-head groups of head_dim %d over %d tokens%s: no split of the keys "
+                         "fits the %d KiB of shared memory a block has (a shorter context fits)",
+                         c->n_heads / c->n_kv_heads, c->head_dim, max_ctx, dt->kv_fp8 ? " from an FP8 cache" : "",
+                         ATTN_ITEM_SMEM_MAX / 1024);
     o->n_counters = c->n_layers * (4 + c->n_kv_heads) + 1 + PLAN_TUNE_COUNTERS;
     size_t act0 = cur;
     o->x = take(&cur, dim * 4);

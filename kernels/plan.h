@@ -48,7 +48,8 @@ struct plan_layout {
 
 /* Computes the layout for cfg with dtypes dt and a KV cache of max_ctx tokens.
  * Errors: -EINVAL (non-positive dimension, head_dim odd, heads not a multiple of kv heads,
- * dtype other than BF16/F8_E4M3; message names it). */
+ * dtype other than BF16/F8_E4M3, a context the decode attention's shared memory cannot split
+ * (plan_attn_splits_for); message names it). */
 int plan_layout_compute(const struct model_config *cfg, const struct plan_dtypes *dt, int max_ctx,
                         struct plan_layout *out, struct bora_err *err);
 
@@ -60,7 +61,8 @@ int plan_attn_splits(int n_kv, int max_ctx, int window);
 /* The splits the engine uses (plan_layout_compute's n_split): plan_attn_splits, and more where the
  * attention runs on attn_item (an FP8 cache, or groups the tensor-core attention does not take)
  * and its shared memory for the keys of one split would pass ATTN_ITEM_SMEM_MAX (Mistral Medium
- * 3.5's groups of 12 with an FP8 cache past ≈ 100,000 tokens). */
+ * 3.5's groups of 12 with an FP8 cache past ≈ 100,000 tokens); -1 when no count fits (then
+ * plan_layout_compute refuses the context with -EINVAL). */
 int plan_attn_splits_for(const struct model_config *cfg, int max_ctx, bool kv_fp8);
 /* Which decode schedule to run where, from step times of schedule A and B measured at positions
  * lo < hi (ms; assumed linear in the position between them, as attention is): returns the

@@ -207,6 +207,15 @@ static void test_kv_fp8(void **st)
     assert_int_equal(b.n_split, s);
     /* 7B's groups of 4 never come near it */
     assert_int_equal(plan_attn_splits_for(c, 32768, true), 33);
+    /* groups of 16 of head_dim 256 (a shape a config may declare): past some length no split count
+     * fits (the combine's arrays grow with the splits): refused, not sized to thousands of splits */
+    struct model_config wide = *c;
+    wide.n_heads = 128;
+    wide.head_dim = 256;
+    assert_true(plan_attn_splits_for(&wide, 4096, true) >= 33);
+    assert_int_equal(plan_attn_splits_for(&wide, 200000, true), -1);
+    assert_int_equal(plan_layout_compute(&wide, &kv8, 200000, &b, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "no split of the keys fits"));
 }
 
 /* The engine's choice between its two decode schedules from timings at two positions. */
