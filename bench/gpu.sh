@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # gpu.sh — the whole GPU job in one device call: build with CUDA, run the GPU tests, then the
-# decode benchmarks (Mistral-7B FP8/BF16 at ctx 512, Mistral Medium 3.5 FP8 at ctx 8192) and the
+# decode benchmarks (Mistral-7B FP8/BF16 at ctx 512, Mistral Medium 3.5 FP8 at ctx 8192, 7B FP8
+# with an FP8 KV cache at ctx 512 and 8192) and the
 # GEMV-alone figures; every log lands under $OUT (default /tmp/bora-gpu).
 # usage (repo root, deps unpacked: source .deps/unpack.sh): bash bench/gpu.sh [--quick]
 set -uo pipefail
@@ -28,6 +29,9 @@ step "decode"
 run timeout 200 build/bora bench decode --preset mistral-7b --precision fp8 --ctx 512 --tokens 256 --json
 run timeout 200 build/bora bench decode --preset mistral-7b --precision bf16 --ctx 512 --tokens 256 --json
 run timeout 200 build/bora bench decode --preset mistral-medium-3.5 --precision fp8 --ctx 8192 --tokens 32 --json
+# the FP8 KV cache ([engine] kv_dtype = fp8): short and long context on 7B
+run timeout 200 build/bora bench decode --preset mistral-7b --precision fp8 --kv fp8 --ctx 512 --tokens 256 --json
+run timeout 200 build/bora bench decode --preset mistral-7b --precision fp8 --kv fp8 --ctx 8192 --tokens 128 --json
 } | tee "$OUT/decode.jsonl"
 step "profile (ncu, attention and GEMV of 2 layers)"
 if [ "${BORA_NCU:-1}" = 1 ] && command -v ncu >/dev/null; then
@@ -47,7 +51,7 @@ for line in open(sys.argv[1]):
     if not line.startswith("{"):
         continue
     r = json.loads(line)
-    print(f"{r['preset']:20s} {r['precision']:5s} ctx {r['ctx']:6d}  {r['ms_per_token']:8.3f} ms/tok "
+    print(f"{r['preset']:20s} {r['precision']:5s} kv {r.get('kv', 'bf16'):4s} ctx {r['ctx']:6d}  {r['ms_per_token']:8.3f} ms/tok "
           f"{r['tok_per_s']:8.1f} tok/s  {r['gbps']:7.1f} GB/s  {r['pct_of_read_bw']:5.1f} % of {r['read_bw_gbps']:.0f} GB/s  "
           f"mem {r['gpu_mem_used_bytes']/1e9:.1f} GB\n    {r.get('gemv','')}")
 PY
