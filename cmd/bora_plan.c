@@ -219,7 +219,7 @@ int cmd_plan(int argc, char **argv)
            g.mem_bytes / 1e9, g.read_gbps, ctx, kv8 ? "fp8" : "bf16",
            past_model && !ctx_given ? ", the model's context"
            : past_model ? ", more than the model's context" : "");
-    printf("%-34s %14s %14s\n", "", "fp8", "bf16");
+    printf("%-34s %14s %14s\n", "weights in", "fp8", "bf16");
 #define ROW(label, fmt, a, b) printf("%-34s " fmt " " fmt "\n", label, a, b)
     ROW("weights (GB)", "%14.2f", col[0].l.weight_bytes / 1e9, col[1].l.weight_bytes / 1e9);
     ROW("KV cache (GB)", "%14.2f", col[0].l.kv_bytes / 1e9, col[1].l.kv_bytes / 1e9);
