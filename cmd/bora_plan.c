@@ -12,6 +12,7 @@
 #include "cmd/cli.h"
 #include "kernels/plan.h"
 #include "model/default_model.h"
+#include "model/engine.h"
 #include "model/model.h"
 
 #ifdef BORA_CUDA
@@ -158,11 +159,12 @@ int cmd_plan(int argc, char **argv)
             ctx = (int)n;
             ctx_given = true;
         } else if (!strcmp(a, "--kv")) {
-            if (strcmp(v, "bf16") && strcmp(v, "fp8")) {
+            enum engine_kv kv;
+            if (engine_kv_parse(v, &kv)) {
                 fprintf(stderr, "bora plan: --kv: expected bf16 or fp8 (got '%s')\n", v);
                 return 2;
             }
-            kv8 = !strcmp(v, "fp8");
+            kv8 = kv == ENGINE_KV_FP8;
         } else if (!strcmp(a, "--gpu")) {
             gpu = v;
         } else {

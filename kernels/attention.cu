@@ -113,17 +113,15 @@ extern "C" int kern_attention(const struct kern_attn_args *a, struct CUstream_st
     p.rope = a->rope;
     p.blocks = a->sm_count;   /* blocks the tensor-core variant aims at: one per SM */
     cudaStream_t s = (cudaStream_t)stream;
-    if (a->kv_fp8) {   /* an e4m3 cache: every group on attn_item, which widens 8 elements a load */
+    if (attn_on_tensor_cores(G, p.hd, a->kv_fp8))   /* large groups (plan_attn_splits_for asks the same) */
+        return p.hd == 128 ? attn_mma_launch<128>(p, s, err) : attn_mma_launch<64>(p, s, err);
+    if (a->kv_fp8) {   /* an e4m3 cache: attn_item widens 8 elements a load */
         if (G <= 4)
             return attn_launch_hd<4, true>(p, s, err);
         if (G <= 8)
             return attn_launch_hd<8, true>(p, s, err);
         return attn_launch_hd<16, true>(p, s, err);
     }
-    if (G > 4 && p.hd == 128)   /* large groups: tensor cores */
-        return attn_mma_launch<128>(p, s, err);
-    if (G > 4 && p.hd == 64)
-        return attn_mma_launch<64>(p, s, err);
     if (G <= 4)
         return attn_launch_hd<4, false>(p, s, err);
     if (G <= 8)

@@ -3,11 +3,20 @@
 #ifndef BORA_KERNELS_ATTN_SHAPE_H
 #define BORA_KERNELS_ATTN_SHAPE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define ATTN_MIN_CHUNK 64              /* keys per split below which fewer splits are used */
 #define ATTN_ITEM_SMEM_MAX (200 * 1024) /* shared memory attention.cu gives an attn_item block */
 #define ATTN_ITEM_THREADS 256          /* attention.cu's block (ATTN_THREADS) */
+
+/* Whether kern_attention runs a group of G query heads of head_dim hd on the tensor cores
+ * (kern_attn_mma.cuh: groups of more than 4 heads of 64 or 128, from a bf16 cache only) rather than
+ * on attn_item. */
+static inline bool attn_on_tensor_cores(int G, int hd, bool kv_fp8)
+{
+    return !kv_fp8 && G > 4 && (hd == 64 || hd == 128);
+}
 
 /* Shared memory (bytes) attn_item needs for NT threads: floats q G*hd | scores G*chunk_max |
  * red WARPS*G*hd | ml 2G | cm G*n_split | cw G*n_split. */

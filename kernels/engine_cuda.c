@@ -814,12 +814,12 @@ static const struct engine_ops cuda_ops = {
     .memory = cuda_memory,
 };
 
-static int pick_dtypes(const struct model *m, struct plan_dtypes *dt)
+static int pick_dtypes(const struct model *m, bool kv_fp8, struct plan_dtypes *dt)
 {
     dt->linear = gpu_dtype(m->layers[0].wq.dtype);
     dt->emb = gpu_dtype(m->tok_emb.dtype);
     dt->out = m->cfg.tied ? dt->emb : gpu_dtype(m->output.dtype);
-    dt->kv_fp8 = false;
+    dt->kv_fp8 = kv_fp8;
     return 0;
 }
 
@@ -863,8 +863,7 @@ static int open_arena(struct engine *e, struct bora_err *err)
     e->impl = s;
     e->ops = &cuda_ops;
     s->dev = dev;
-    pick_dtypes(m, &s->dt);
-    s->dt.kv_fp8 = e->kv == ENGINE_KV_FP8;
+    pick_dtypes(m, e->kv == ENGINE_KV_FP8, &s->dt);
     if ((rc = plan_layout_compute(c, &s->dt, e->max_ctx, &s->lay, err)) ||
         (rc = plan_check_fit(&s->lay, e->max_ctx, dev.free_bytes, err)))
         goto fail;

@@ -37,9 +37,9 @@ int plan_attn_splits_for(const struct model_config *c, int max_ctx, bool kv_fp8)
 {
     int s = plan_attn_splits(c->n_kv_heads, max_ctx, c->sliding_window);
     const int G = c->n_kv_heads > 0 ? c->n_heads / c->n_kv_heads : 1, hd = c->head_dim;
-    /* the attention that runs is attn_item (attention.cu: an FP8 cache, or groups the tensor-core
-     * variant does not take), whose scores buffer grows with the keys a split holds */
-    if (!kv_fp8 && G > 4 && (hd == 64 || hd == 128))
+    /* the attention that runs is attn_item (kern_attention's own test), whose scores buffer grows
+     * with the keys a split holds */
+    if (attn_on_tensor_cores(G, hd, kv_fp8))
         return s;
     const int len = c->sliding_window > 0 && c->sliding_window < max_ctx ? c->sliding_window : max_ctx;
     size_t f = attn_smem_bytes(G, hd, attn_chunk_max(max_ctx, c->sliding_window, s), s, ATTN_ITEM_THREADS);

@@ -160,8 +160,9 @@ int prefill_run_open(struct prefill_run **out, const struct prefill_model *m, in
     p->attn_work = (float *)(p->ws + lay.work);
     p->bad = (int *)(p->ws + lay.bad);
     p->kv16 = lay.kv16_bytes ? (uint16_t *)(p->ws + lay.kv16) : NULL;
-    /* the copy starts as zeros: a key tile the flash attention reads past what was widened (masked,
-     * but multiplied) then holds no NaN */
+    /* the copy starts as zeros, once: the flash attention reads no row that was neither widened nor
+     * written in its layer (the widening starts at the first key tile a query may see), and if a
+     * change ever made it, the masked row would hold zeros, not a NaN that survives the masking */
     if ((rc = kern_memset(p->bad, 0, 4, err)) || (p->kv16 && (rc = kern_memset(p->kv16, 0, lay.kv16_bytes, err))) ||
         (rc = kern_gemm_create(&p->gemm, err))) {
         prefill_run_close(p);

@@ -238,8 +238,6 @@ typedef int32_t sv8i __attribute__((vector_size(32)));
         memcpy(&(w), &wi_, sizeof(w));                                                              \
     } while (0)
 
-/* w[i] = e^((logits[i] - mx) / t) (SAMPLER_W8) for every i < vocab (0 past it, up to the block),
- * and each block's sum. Returns the sum of all. */
 /* An ifunc resolver runs before ThreadSanitizer's runtime is up: a TSan build takes the default. */
 #if defined(__SANITIZE_THREAD__)
 #define SAMPLER_TSAN 1
@@ -248,6 +246,9 @@ typedef int32_t sv8i __attribute__((vector_size(32)));
 #define SAMPLER_TSAN 1
 #endif
 #endif
+
+/* w[i] = e^((logits[i] - mx) / t) (SAMPLER_W8) for every i < vocab (0 past it, up to the block),
+ * and each block's sum. Returns the sum of all. */
 #ifndef SAMPLER_TSAN
 __attribute__((target_clones("avx2", "default")))
 #endif
