@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gpu.sh — the whole GPU job in one device call: build with CUDA, run the GPU tests, then the
 # decode benchmarks (Mistral-7B FP8/BF16 at ctx 512, Mistral Medium 3.5 FP8 at ctx 8192, 7B FP8
-# with an FP8 KV cache at ctx 512 and 8192) and the
+# with an FP8 KV cache at ctx 512 and 8192, Medium 3.5 with it at 8192) and the
 # GEMV-alone figures; every log lands under $OUT (default /tmp/bora-gpu).
 # usage (repo root, deps unpacked: source .deps/unpack.sh): bash bench/gpu.sh [--quick]
 set -uo pipefail
@@ -32,6 +32,7 @@ run timeout 200 build/bora bench decode --preset mistral-medium-3.5 --precision 
 # the FP8 KV cache ([engine] kv_dtype = fp8): short and long context on 7B
 run timeout 200 build/bora bench decode --preset mistral-7b --precision fp8 --kv fp8 --ctx 512 --tokens 256 --json
 run timeout 200 build/bora bench decode --preset mistral-7b --precision fp8 --kv fp8 --ctx 8192 --tokens 128 --json
+run timeout 200 build/bora bench decode --preset mistral-medium-3.5 --precision fp8 --kv fp8 --ctx 8192 --tokens 32 --json
 } | tee "$OUT/decode.jsonl"
 step "profile (ncu, attention and GEMV of 2 layers)"
 if [ "${BORA_NCU:-1}" = 1 ] && command -v ncu >/dev/null; then

@@ -11,11 +11,11 @@
 #define ATTN_ITEM_THREADS 256          /* attention.cu's block (ATTN_THREADS) */
 
 /* Whether kern_attention runs a group of G query heads of head_dim hd on the tensor cores
- * (kern_attn_mma.cuh: groups of more than 4 heads of 64 or 128, from a bf16 cache only) rather than
- * on attn_item. */
-static inline bool attn_on_tensor_cores(int G, int hd, bool kv_fp8)
+ * (kern_attn_mma.cuh: groups of more than 4 heads of 64 or 128, from a bf16 or an e4m3 cache) rather
+ * than on attn_item. */
+static inline bool attn_on_tensor_cores(int G, int hd)
 {
-    return !kv_fp8 && G > 4 && (hd == 64 || hd == 128);
+    return G > 4 && (hd == 64 || hd == 128);
 }
 
 /* Shared memory (bytes) attn_item needs for NT threads: floats q G*hd | scores G*chunk_max |

@@ -26,11 +26,19 @@
 #define AMMA_BK (AMMA_KW * 16)        /* keys per tile */
 #define AMMA_PAD 8                    /* bf16 elements of padding per tile row (ldmatrix without conflicts) */
 
-/* Shared memory (bytes) of an item: STAGES × (K, V) tiles | q G·D | cm, cw G·n_split each | the
- * warps' (max, sum) — the warps' outputs reuse the tiles' space. */
-static inline size_t attn_mma_smem_bytes(int D, int stages, int G, int n_split)
+/* The tiles' bytes: STAGES × (K, V) bf16 tiles; with an FP8 cache (kv8), one (K, V) bf16 pair the
+ * warps read and STAGES × (K, V) e4m3 tiles the copies land in (widened into the pair tile by tile). */
+__host__ __device__ static inline size_t attn_mma_tile_bytes(int D, int stages, bool kv8)
 {
-    return (size_t)2 * stages * AMMA_BK * (D + AMMA_PAD) * 2 +
+    const size_t pair = (size_t)2 * AMMA_BK * (D + AMMA_PAD) * 2;
+    return kv8 ? pair + (size_t)2 * stages * AMMA_BK * D : stages * pair;
+}
+
+/* Shared memory (bytes) of an item: the tiles | q G·D | cm, cw G·n_split each | the warps' (max,
+ * sum) — the warps' outputs reuse the tiles' space. */
+static inline size_t attn_mma_smem_bytes(int D, int stages, int G, int n_split, bool kv8)
+{
+    return attn_mma_tile_bytes(D, stages, kv8) +
            sizeof(float) * ((size_t)G * D + 2 * (size_t)G * n_split + AMMA_KW * 16 * 2);
 }
 
@@ -143,13 +151,15 @@ __device__ __noinline__ void attn_mma_combine_share(const struct attn_params &p,
 }
 
 /* Item (kv head g, split s) for the token at pos. NT threads (tid 0..NT-1, NT ≥ 32·AMMA_KW·NDH)
- * synchronise with named barrier bar; sm holds attn_mma_smem_bytes(D, STAGES, G, p.n_split)
- * (16-byte aligned); *amax (optional) receives the largest |output| of a combine. SHARE: every
+ * synchronise with named barrier bar; sm holds attn_mma_smem_bytes(D, STAGES, G, p.n_split, K8)
+ * (16-byte aligned); *amax (optional) receives the largest |output| of a combine. K8: the cache
+ * holds e4m3 (kc_l, vc_l point at bytes): 16-byte copies of 16 elements land in e4m3 tiles and
+ * each tile is widened (exactly) into the bf16 pair the warps read, one more barrier a tile. SHARE: every
  * split of kv head g must be running at once or done (the persistent kernel's one item per
  * block); tr (diagnostics): %globaltimer at the item's steps. TG (persistent kernel): q, k and v
  * from qt, the qkv as tagged words, each loaded until it carries qtag (attn_prologue), where qt is
  * not NULL; tout (SHARE only): the combined outputs as words tagged ttag (attn_mma_combine_share). */
-template <int D, int NDH, int NT, int STAGES, bool SHARE = false, bool TG = false>
+template <int D, int NDH, int NT, int STAGES, bool SHARE = false, bool TG = false, bool K8 = false>
 __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint16_t *kc_l, uint16_t *vc_l,
                                               int *counters, int g, int s, int pos, uint8_t *sm, int *s_last_p,
                                               int tid, int bar, int *amax = nullptr,
@@ -162,8 +172,10 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
     constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
     static_assert(NT >= CW * 32 && ND % 2 == 0, "attn_mma_item: threads or head split");
     const int G = p.n_heads / p.n_kv;
+    constexpr int C8 = D / 16;   /* K8: 16-byte chunks (16 e4m3 elements) of a row */
     uint16_t *tiles = (uint16_t *)sm;
-    float *q_s = (float *)(sm + (size_t)2 * STAGES * AMMA_BK * LD * 2);
+    uint8_t *tiles8 = sm + (size_t)2 * AMMA_BK * LD * 2;   /* K8: after the one bf16 pair */
+    float *q_s = (float *)(sm + attn_mma_tile_bytes(D, STAGES, K8));
     float *cm = q_s + G * D, *cw = cm + G * p.n_split;
     float *wml = cw + G * p.n_split;   /* [key warp][16 rows][max, sum] */
     float *wo = (float *)sm;           /* [key warp][16 rows][D]: the tiles' space, after the last tile */
@@ -173,20 +185,32 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
     if (s >= n_eff)   /* a split the context does not need: no work, and not counted */
         return;
     ATTN_TR(0);
-    uint16_t *kc = kc_l + (size_t)g * p.max_ctx * D, *vc = vc_l + (size_t)g * p.max_ctx * D;
+    uint16_t *kc = (uint16_t *)kern_kv_at<K8>(kc_l, (size_t)g * p.max_ctx * D);   /* K8: e4m3 bytes */
+    uint16_t *vc = (uint16_t *)kern_kv_at<K8>(vc_l, (size_t)g * p.max_ctx * D);
     const int ntiles = n > 0 ? (n + AMMA_BK - 1) / AMMA_BK : 0;
     /* keys [j0 + t·BK, +BK) of K and V into buffer b (keys ≥ j0 + n zero-filled); one commit group
      * per tile slot, empty past the last tile, so the wait below counts the same every time */
     auto load_tile = [&](int t) {
         if (t < ntiles) {
             const int b = t % STAGES;
-            uint16_t *kt = tiles + (size_t)b * 2 * AMMA_BK * LD, *vt = kt + AMMA_BK * LD;
-            for (int i = tid; i < AMMA_BK * CH; i += NT) {
-                const int r = i / CH, ch = i % CH, j = t * AMMA_BK + r;
-                const bool ok = j < n;
-                const size_t src = (size_t)(j0 + (ok ? j : 0)) * D + ch * 8;
-                fa_cp16(kt + r * LD + ch * 8, kc + src, ok);
-                fa_cp16(vt + r * LD + ch * 8, vc + src, ok);
+            if constexpr (K8) {   /* e4m3 rows of D bytes, unpadded: widened before they are read */
+                uint8_t *kt = tiles8 + (size_t)b * 2 * AMMA_BK * D, *vt = kt + AMMA_BK * D;
+                for (int i = tid; i < AMMA_BK * C8; i += NT) {
+                    const int r = i / C8, ch = i % C8, j = t * AMMA_BK + r;
+                    const bool ok = j < n;
+                    const size_t src = (size_t)(j0 + (ok ? j : 0)) * D + ch * 16;
+                    fa_cp16(kt + r * D + ch * 16, (const uint8_t *)kc + src, ok);
+                    fa_cp16(vt + r * D + ch * 16, (const uint8_t *)vc + src, ok);
+                }
+            } else {
+                uint16_t *kt = tiles + (size_t)b * 2 * AMMA_BK * LD, *vt = kt + AMMA_BK * LD;
+                for (int i = tid; i < AMMA_BK * CH; i += NT) {
+                    const int r = i / CH, ch = i % CH, j = t * AMMA_BK + r;
+                    const bool ok = j < n;
+                    const size_t src = (size_t)(j0 + (ok ? j : 0)) * D + ch * 8;
+                    fa_cp16(kt + r * LD + ch * 8, kc + src, ok);
+                    fa_cp16(vt + r * LD + ch * 8, vc + src, ok);
+                }
             }
         }
         fa_cp_commit();
@@ -195,7 +219,7 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
     if (!writer)   /* the slice does not hold the new key: its first tiles load during the prologue */
         for (int t = 0; t < STAGES - 1; t++)
             load_tile(t);
-    attn_prologue<KERN_ATTN_MAX_GROUP, LPK, NT, TG>(p, kc, vc, g, pos, j1, n, q_s, tid, qt, qtag);
+    attn_prologue<KERN_ATTN_MAX_GROUP, LPK, NT, TG, K8>(p, kc, vc, g, pos, j1, n, q_s, tid, qt, qtag);
     if (writer)
         __threadfence();   /* the new key and value reach L2 before cp.async.cg reads them */
     attn_bar(bar, NT);
@@ -227,7 +251,18 @@ __device__ __forceinline__ void attn_mma_item(const struct attn_params &p, uint1
         fa_cp_wait<STAGES - 2>();   /* tile t has landed (this thread's copies) */
         attn_bar(bar, NT);          /* everyone's copies; everyone is done with tile t - 1 */
         load_tile(t + STAGES - 1);  /* into tile t - 1's buffer */
-        const uint16_t *kt = tiles + (size_t)(t % STAGES) * 2 * AMMA_BK * LD, *vt = kt + AMMA_BK * LD;
+        const uint16_t *kt = tiles + (size_t)(K8 ? 0 : t % STAGES) * 2 * AMMA_BK * LD, *vt = kt + AMMA_BK * LD;
+        if constexpr (K8) {   /* tile t's e4m3 into the bf16 pair (every warp is past tile t - 1's math) */
+            const uint8_t *k8 = tiles8 + (size_t)(t % STAGES) * 2 * AMMA_BK * D;
+            for (int i = tid; i < 2 * AMMA_BK * C8; i += NT) {
+                const int kv = i / (AMMA_BK * C8), r = i / C8 % AMMA_BK, ch = i % C8;
+                const uint4 e = *(const uint4 *)(k8 + (size_t)kv * AMMA_BK * D + r * D + ch * 16);
+                uint4 *dst = (uint4 *)(tiles + (size_t)kv * AMMA_BK * LD + r * LD + ch * 16);
+                dst[0] = kern_e4m3x8_to_bf16x8(make_uint2(e.x, e.y));
+                dst[1] = kern_e4m3x8_to_bf16x8(make_uint2(e.z, e.w));
+            }
+            attn_bar(bar, NT);   /* the pair is written */
+        }
         if (compute && t * AMMA_BK + kw < n) {   /* this warp's 16 keys hold at least one of the slice */
             float sc[2][4] = { { 0.f, 0.f, 0.f, 0.f }, { 0.f, 0.f, 0.f, 0.f } };
 #pragma unroll

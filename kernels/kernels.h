@@ -182,7 +182,8 @@ struct kern_mega_args {
     int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
     unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
     bool kv_fp8;                                /* the KV cache holds e4m3 (as kern_attn_args.kv_fp8): taken
-                                                 * for groups of up to 4 heads of head_dim 128, on attn_item */
+                                                 * for head_dim 128 (the tensor-core attention where it
+                                                 * runs, attn_item for the other groups of up to 4) */
 };
 /* Ints of kern_mega_args.sync for this shape: the phase counters, the splits' counters, the
  * published maxima, the halves' slots, then x, qkv and the attention's output as 64-bit tagged words

@@ -33,13 +33,13 @@ int plan_attn_splits(int n_kv, int max_ctx, int window)
     return s < 1 ? 1 : s;
 }
 
-int plan_attn_splits_for(const struct model_config *c, int max_ctx, bool kv_fp8)
+int plan_attn_splits_for(const struct model_config *c, int max_ctx)
 {
     int s = plan_attn_splits(c->n_kv_heads, max_ctx, c->sliding_window);
     const int G = c->n_kv_heads > 0 ? c->n_heads / c->n_kv_heads : 1, hd = c->head_dim;
     /* the attention that runs is attn_item (kern_attention's own test), whose scores buffer grows
      * with the keys a split holds */
-    if (attn_on_tensor_cores(G, hd, kv_fp8))
+    if (attn_on_tensor_cores(G, hd))
         return s;
     const int len = c->sliding_window > 0 && c->sliding_window < max_ctx ? c->sliding_window : max_ctx;
     size_t f = attn_smem_bytes(G, hd, attn_chunk_max(max_ctx, c->sliding_window, s), s, ATTN_ITEM_THREADS);
@@ -137,13 +137,8 @@ int plan_layout_compute(const struct model_config *c, const struct plan_dtypes *
     o->kv_bytes = cur - o->weight_bytes;
     o->kv_bytes_per_key = 2 * kv_dim * ke * (uint64_t)c->n_layers;
 
-    o->n_split = plan_attn_splits_for(c, max_ctx, dt->kv_fp8);
-    if (o->n_split < 0)
-        return bora_errf(err, -EINVAL,
-                         "decode attention of %d-head groups of head_dim %d over %d tokens%s: no split of the keys "
-                         "fits the %d KiB of shared memory a block has (a shorter context fits)",
-                         c->n_heads / c->n_kv_heads, c->head_dim, max_ctx, dt->kv_fp8 ? " from an FP8 cache" : "",
-                         ATTN_ITEM_SMEM_MAX / 1024);
+    o->n_split = plan_attn_splits_for(c, max_ctx);   /* -1: plan_check_fit refuses it, after the bytes */
+    const int ns = o->n_split > 0 ? o->n_split : plan_attn_splits(c->n_kv_heads, max_ctx, c->sliding_window);
     o->n_counters = c->n_layers * (4 + c->n_kv_heads) + 1 + PLAN_TUNE_COUNTERS;
     size_t act0 = cur;
     o->x = take(&cur, dim * 4);
@@ -151,7 +146,7 @@ int plan_layout_compute(const struct model_config *c, const struct plan_dtypes *
     o->att = take(&cur, q_dim * 4);
     o->h = take(&cur, hid * 4);
     o->logits = take(&cur, vocab * 4);
-    o->partial = take(&cur, plan_attn_partial_floats(c->n_heads, c->head_dim, o->n_split) * 4);
+    o->partial = take(&cur, plan_attn_partial_floats(c->n_heads, c->head_dim, ns) * 4);
     o->counters = take(&cur, (uint64_t)o->n_counters * 4);
     o->tokens = take(&cur, (uint64_t)max_ctx * 4);
     o->state = take(&cur, 64);
@@ -180,8 +175,14 @@ uint64_t plan_kv_step_bytes(const struct model_config *c, const struct plan_layo
 int plan_check_fit(const struct plan_layout *l, int max_ctx, uint64_t avail, struct bora_err *err)
 {
     uint64_t need = l->total + PLAN_CUDA_RESERVE;
-    if (need <= avail)
+    if (need <= avail) {
+        if (l->n_split < 0)
+            return bora_errf(err, -EINVAL,
+                             "decode attention over %d tokens: no split of the keys fits the %d KiB of shared "
+                             "memory a block has for this model's query groups (a shorter context fits)",
+                             max_ctx, ATTN_ITEM_SMEM_MAX / 1024);
         return 0;
+    }
     return bora_errf(err, -ENOMEM,
                      "model needs %.2f GB on the GPU (weights %.2f GB, KV cache %.2f GB for %d tokens, "
                      "activations %.3f GB, CUDA reserve %.2f GB) but %.2f GB are available",

@@ -35,7 +35,9 @@ struct plan_layout {
     size_t kv, kv_layer_stride;
     size_t x, qkv, att, h, logits, partial, counters, tokens, state;
     size_t sample_work;          /* the sampler's workspace (KERN_SAMPLE_WORK_BYTES) */
-    int n_split;                 /* attention splits per kv head */
+    int n_split;                 /* attention splits per kv head; -1: no count fits the decode attention's
+                                  * shared memory at this context (plan_attn_splits_for), which
+                                  * plan_check_fit refuses (the partials are sized for plan_attn_splits) */
     int n_counters;              /* ints at counters: per layer 4 GEMV + n_kv attention, 1 for the
                                   * head, then PLAN_TUNE_COUNTERS for timing launches at open */
     uint64_t weight_bytes;       /* weights, scales, norms, RoPE table */
@@ -48,8 +50,9 @@ struct plan_layout {
 
 /* Computes the layout for cfg with dtypes dt and a KV cache of max_ctx tokens.
  * Errors: -EINVAL (non-positive dimension, head_dim odd, heads not a multiple of kv heads,
- * dtype other than BF16/F8_E4M3, a context the decode attention's shared memory cannot split
- * (plan_attn_splits_for); message names it). */
+ * dtype other than BF16/F8_E4M3; message names it). A context the decode attention cannot split
+ * is not an error here (n_split -1): plan_check_fit refuses it after the bytes, so a context far
+ * beyond the GPU is refused with the bytes it needs. */
 int plan_layout_compute(const struct model_config *cfg, const struct plan_dtypes *dt, int max_ctx,
                         struct plan_layout *out, struct bora_err *err);
 
@@ -59,11 +62,12 @@ uint64_t plan_kv_step_bytes(const struct model_config *cfg, const struct plan_la
 /* Attention splits per kv head and the scratch they need (floats). */
 int plan_attn_splits(int n_kv, int max_ctx, int window);
 /* The splits the engine uses (plan_layout_compute's n_split): plan_attn_splits, and more where the
- * attention runs on attn_item (an FP8 cache, or groups the tensor-core attention does not take)
- * and its shared memory for the keys of one split would pass ATTN_ITEM_SMEM_MAX (Mistral Medium
- * 3.5's groups of 12 with an FP8 cache past ≈ 100,000 tokens); -1 when no count fits (then
- * plan_layout_compute refuses the context with -EINVAL). */
-int plan_attn_splits_for(const struct model_config *cfg, int max_ctx, bool kv_fp8);
+ * attention runs on attn_item (groups the tensor-core attention does not take: attn_on_tensor_cores)
+ * and its shared memory for the keys of one split would pass ATTN_ITEM_SMEM_MAX (7B's groups of 4
+ * past ≈ 380,000 tokens, were a config to declare them); -1 when no count fits (then
+ * plan_check_fit refuses the context with -EINVAL). The cache's type does not enter: both
+ * attentions take either. */
+int plan_attn_splits_for(const struct model_config *cfg, int max_ctx);
 /* Which decode schedule to run where, from step times of schedule A and B measured at positions
  * lo < hi (ms; assumed linear in the position between them, as attention is): returns the
  * position from which the schedule that is slower at lo takes over (INT_MAX: never), and sets
@@ -73,7 +77,8 @@ size_t plan_attn_partial_floats(int n_heads, int head_dim, int n_split);
 
 /* Refusal check shared with the engine: 0 if total + PLAN_CUDA_RESERVE fits in avail_bytes,
  * else -ENOMEM with "needs X GB (weights W, KV K for N tokens, activations A) but the GPU has
- * Y GB free". */
+ * Y GB free"; then -EINVAL where the layout has no attention split count (n_split -1: "no split
+ * of the keys fits ... a shorter context fits"). */
 int plan_check_fit(const struct plan_layout *l, int max_ctx, uint64_t avail_bytes, struct bora_err *err);
 
 /* ---- the prefill workspace (kernels/prefill_run.c allocates it beside the arena) ----

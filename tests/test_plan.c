@@ -190,32 +190,40 @@ static void test_kv_fp8(void **st)
     assert_int_equal(q.kv16, p.ws_bytes);
     assert_int_equal(q.ws_bytes, p.ws_bytes + q.kv16_bytes);
     assert_int_equal(q.bad, p.bad);
-    /* Medium 3.5's groups of 12 run attn_item with an FP8 cache: its scores for one split's keys
-     * must fit the block's 200 KiB, so long contexts take more splits (the fewest that fit); the
-     * BF16 cache's tensor-core attention keeps ceil(264 / 8) = 33 */
+    /* Medium 3.5's groups of 12 run on the tensor cores with either cache: ceil(264 / 8) = 33 splits
+     * at any length (the tile pipeline's shared memory does not grow with the keys) */
     const struct model_config *med = plan_preset_find("mistral-medium-3.5");
     struct plan_dtypes m8 = FP8;
     m8.kv_fp8 = true;
-    assert_int_equal(plan_attn_splits_for(med, 8192, true), 33);
-    assert_int_equal(plan_attn_splits_for(med, 114000, false), 33);
-    const int s = plan_attn_splits_for(med, 114000, true);
-    assert_true(s > 33);
-    assert_true(attn_smem_bytes(12, 128, attn_chunk_max(114000, 0, s), s, ATTN_ITEM_THREADS) <= ATTN_ITEM_SMEM_MAX);
-    assert_true(attn_smem_bytes(12, 128, attn_chunk_max(114000, 0, s - 1), s - 1, ATTN_ITEM_THREADS) > ATTN_ITEM_SMEM_MAX);
-    assert_true(attn_smem_bytes(12, 128, attn_chunk_max(114000, 0, 33), 33, ATTN_ITEM_THREADS) > ATTN_ITEM_SMEM_MAX);
+    assert_int_equal(plan_attn_splits_for(med, 8192), 33);
+    assert_int_equal(plan_attn_splits_for(med, 114000), 33);
     assert_int_equal(plan_layout_compute(med, &m8, 114000, &b, &err), 0);
+    assert_int_equal(b.n_split, 33);
+    /* 7B's groups of 4 run attn_item, whose scores for one split's keys must fit the block's
+     * 200 KiB: 33 splits up to ≈ 380,000 tokens, beyond that the fewest that fit */
+    assert_int_equal(plan_attn_splits_for(c, 32768), 33);
+    const int s = plan_attn_splits_for(c, 1000000);
+    assert_true(s > 33);
+    assert_true(attn_smem_bytes(4, 128, attn_chunk_max(1000000, 0, s), s, ATTN_ITEM_THREADS) <= ATTN_ITEM_SMEM_MAX);
+    assert_true(attn_smem_bytes(4, 128, attn_chunk_max(1000000, 0, s - 1), s - 1, ATTN_ITEM_THREADS) >
+                ATTN_ITEM_SMEM_MAX);
+    assert_true(attn_smem_bytes(4, 128, attn_chunk_max(1000000, 0, 33), 33, ATTN_ITEM_THREADS) > ATTN_ITEM_SMEM_MAX);
+    assert_int_equal(plan_layout_compute(c, &kv8, 1000000, &b, &err), 0);
     assert_int_equal(b.n_split, s);
-    /* 7B's groups of 4 never come near it */
-    assert_int_equal(plan_attn_splits_for(c, 32768, true), 33);
     /* groups of 16 of head_dim 256 (a shape a config may declare): past some length no split count
-     * fits (the combine's arrays grow with the splits): refused, not sized to thousands of splits */
+     * fits (the combine's arrays grow with the splits): refused, not sized to thousands of splits.
+     * The refusal comes from plan_check_fit, after the bytes: a GPU too small hears the bytes */
     struct model_config wide = *c;
     wide.n_heads = 128;
     wide.head_dim = 256;
-    assert_true(plan_attn_splits_for(&wide, 4096, true) >= 33);
-    assert_int_equal(plan_attn_splits_for(&wide, 200000, true), -1);
-    assert_int_equal(plan_layout_compute(&wide, &kv8, 200000, &b, &err), -EINVAL);
+    assert_true(plan_attn_splits_for(&wide, 4096) >= 33);
+    assert_int_equal(plan_attn_splits_for(&wide, 200000), -1);
+    assert_int_equal(plan_layout_compute(&wide, &kv8, 200000, &b, &err), 0);
+    assert_int_equal(b.n_split, -1);
+    assert_int_equal(plan_check_fit(&b, 200000, b.total + PLAN_CUDA_RESERVE, &err), -EINVAL);
     assert_non_null(strstr(err.msg, "no split of the keys fits"));
+    assert_int_equal(plan_check_fit(&b, 200000, b.total / 2, &err), -ENOMEM);
+    assert_non_null(strstr(err.msg, "available"));
 }
 
 /* The engine's choice between its two decode schedules from timings at two positions. */
