@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # run.sh — runs every test binary and end-to-end script, then prints one summary line:
 #   "N passed, N failed, N skipped". Exit status is non-zero if anything failed.
-# usage: tests/run.sh [--gpu] BUILD_DIR     (--gpu: only the GPU tests: gpu_*, test_gen_engine's
-#        CUDA case and e2e_gpu_*.sh)
+# usage: tests/run.sh [--gpu] BUILD_DIR [NAME...]   (--gpu: only the GPU tests: gpu_*, test_gen_engine's
+#        CUDA case and e2e_gpu_*.sh; NAMEs: only the binaries or scripts so named, e.g.
+#        `--gpu build gpu_engine` in one device call and the rest, named, in another)
 set -u
 gpu_only=0
 [ "${1:-}" = --gpu ] && { gpu_only=1; shift; }
 build=${1:-build}
+[ $# -gt 0 ] && shift
+names="$*"
+wanted() { [ -z "$names" ] || [[ " $names " == *" $(basename "$1") "* ]]; }
 pass=0 fail=0 skip=0 failed_names=()
 export CMOCKA_MESSAGE_OUTPUT=STDOUT
 log=$(mktemp); trap 'rm -f "$log"' EXIT
@@ -38,13 +42,14 @@ count_script() {   # exit 0 pass, 77 skip, else fail
 }
 
 if [ $gpu_only -eq 0 ]; then
-    for t in "$build"/tests/test_*; do [ -x "$t" ] && count_cmocka "$t"; done
-    for s in tests/e2e_*.sh; do [ -f "$s" ] && count_script "$s"; done
+    for t in "$build"/tests/test_*; do [ -x "$t" ] && wanted "$t" && count_cmocka "$t"; done
+    for s in tests/e2e_*.sh; do [ -f "$s" ] && wanted "$s" && count_script "$s"; done
 fi
-for t in "$build"/tests/gpu_*; do [ -x "$t" ] && count_cmocka "$t"; done
+for t in "$build"/tests/gpu_*; do [ -x "$t" ] && wanted "$t" && count_cmocka "$t"; done
 if [ $gpu_only -eq 1 ]; then   # the GPU halves of tests that also run on the CPU
-    [ -x "$build/tests/test_gen_engine" ] && count_cmocka "$build/tests/test_gen_engine"
-    for s in tests/e2e_gpu_*.sh; do [ -f "$s" ] && count_script "$s"; done
+    [ -x "$build/tests/test_gen_engine" ] && wanted "$build/tests/test_gen_engine" &&
+        count_cmocka "$build/tests/test_gen_engine"
+    for s in tests/e2e_gpu_*.sh; do [ -f "$s" ] && wanted "$s" && count_script "$s"; done
 fi
 
 echo
