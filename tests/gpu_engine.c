@@ -376,6 +376,82 @@ struct synth_case {
 #define MEGA_FLAG_WO_UNION 2097152 /* decode_mega.cu MEGA_F_WO_UNION: wo's first stages may take a slot in the
                                     * attention's space (the producer waits there for the attention) */
 
+/* The CPU engine's logits for a synthetic case, kept across cases: they depend only on the model
+ * (its spec and precision; synth_model_write is deterministic), the KV cache's type and the ids,
+ * which the loop below fixes, so the many cases that differ only in the CUDA engine's settings
+ * share one reference (gpu_engine spent most of its ≈ 440 s in CPU engines before). A wrong reuse
+ * could not pass: another model's logits differ at O(1). */
+#define SYNTH_REF_SLOTS 32
+#define SYNTH_REF_MAX_BYTES (8ull << 30)
+static struct synth_ref {
+    char key[128];
+    int steps;
+    float *logits;   /* steps × vocab */
+} synth_refs[SYNTH_REF_SLOTS];
+static size_t synth_ref_bytes;
+
+static int synth_refs_free(void **state)
+{
+    (void)state;
+    for (int i = 0; i < SYNTH_REF_SLOTS; i++) {
+        free(synth_refs[i].logits);
+        synth_refs[i] = (struct synth_ref){ "", 0, NULL };
+    }
+    synth_ref_bytes = 0;
+    return 0;
+}
+
+/* id fed at position p of every synthetic case */
+static int32_t synth_id(int p) { return (int32_t)((p * 7919u + 13u) % 32000u) + 3; }
+
+/* The CPU engine's logits at positions 0 .. steps-1 (steps × V floats), computed or reused; NULL
+ * after a fail_msg. *owned: the caller frees them (not kept: the cache is full). */
+static const float *synth_cpu_ref(const struct synth_case *g, struct model *m, int V, bool *owned)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%d %d %d %d %d %d %d %d", g->ministral3, g->dim ? g->dim : 256, g->n_heads, g->n_kv,
+             g->head_dim, g->hidden, (int)g->precision, (int)g->kv);
+    *owned = false;
+    for (int i = 0; i < SYNTH_REF_SLOTS; i++)
+        if (synth_refs[i].logits && strcmp(synth_refs[i].key, key) == 0 && synth_refs[i].steps >= g->steps)
+            return synth_refs[i].logits;
+    struct bora_err err = { "" };
+    struct engine *cpu = NULL;
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CPU, .max_ctx = g->steps + 8, .kv = g->kv };
+    int rc = engine_open(&cpu, m, &eo, &err);
+    if (rc)
+        fail_msg("%s: CPU engine: %s", g->what, err.msg);
+    const size_t bytes = (size_t)g->steps * (size_t)V * sizeof(float);
+    float *lc = malloc(bytes);
+    assert_non_null(lc);
+    for (int p = 0; p < g->steps; p++) {
+        const int32_t id = synth_id(p);
+        assert_int_equal(engine_forward(cpu, &id, 1, p, lc + (size_t)p * V), 0);
+    }
+    engine_close(cpu);
+    int slot = -1;
+    for (int i = 0; i < SYNTH_REF_SLOTS && slot < 0; i++)
+        if (synth_refs[i].logits && strcmp(synth_refs[i].key, key) == 0)
+            slot = i;   /* the same model over fewer steps: replaced */
+    if (slot >= 0) {
+        synth_ref_bytes -= (size_t)synth_refs[slot].steps * (size_t)V * sizeof(float);
+        free(synth_refs[slot].logits);
+        synth_refs[slot].logits = NULL;
+    }
+    for (int i = 0; i < SYNTH_REF_SLOTS && slot < 0; i++)
+        if (!synth_refs[i].logits)
+            slot = i;
+    if (slot < 0 || synth_ref_bytes + bytes > SYNTH_REF_MAX_BYTES) {
+        *owned = true;
+        return lc;
+    }
+    snprintf(synth_refs[slot].key, sizeof synth_refs[slot].key, "%s", key);
+    synth_refs[slot].steps = g->steps;
+    synth_refs[slot].logits = lc;
+    synth_ref_bytes += bytes;
+    return lc;
+}
+
 static void test_synthetic(void **state)
 {
     const struct synth_case *g = *state;
@@ -418,7 +494,7 @@ static void test_synthetic(void **state)
         setenv("BORA_MEGA_NS", num[1], 1);
     if (g->mega_blocks)
         setenv("BORA_MEGA_BLOCKS", num[2], 1);
-    struct engine *gpu = NULL, *cpu = NULL;
+    struct engine *gpu = NULL;
     rc = engine_open(&gpu, m, &eo, &err);
     unsetenv("BORA_DECODE");
     if (g->mega_flags)
@@ -496,20 +572,18 @@ static void test_synthetic(void **state)
             fail_msg("%s: FLAGS=%s should tag x but not h: %s", g->what, fl, engine_cuda_mega_layout(ref));
 #endif
     }
-    eo.backend = ENGINE_BACKEND_CPU;
-    if ((rc = engine_open(&cpu, m, &eo, &err)))
-        fail_msg("%s: CPU engine: %s", g->what, err.msg);
     const int V = 32768;
-    float *lc = malloc((size_t)V * 4), *lg = malloc((size_t)V * 4), *lr = malloc((size_t)V * 4);
-    assert_non_null(lc);
+    bool ref_owned = false;
+    const float *lcs = synth_cpu_ref(g, m, V, &ref_owned);
+    float *lg = malloc((size_t)V * 4), *lr = malloc((size_t)V * 4);
     assert_non_null(lg);
     assert_non_null(lr);
     float worst = 0, worst_ref = 0, worst_ref_cpu = 0;
     const float tol = g->tol > 0 ? g->tol : TOL_CUDA;
     int greedy = 0;
     for (int p = 0; p < g->steps; p++) {
-        const int32_t id = (int32_t)((p * 7919u + 13u) % 32000u) + 3;
-        assert_int_equal(engine_forward(cpu, &id, 1, p, lc), 0);
+        const int32_t id = synth_id(p);
+        const float *lc = lcs + (size_t)p * V;
         assert_int_equal(engine_forward(gpu, &id, 1, p, lg), 0);
         if (ref) {
             assert_int_equal(engine_forward(ref, &id, 1, p, lr), 0);
@@ -546,12 +620,12 @@ static void test_synthetic(void **state)
     if (worst > tol)
         fail_msg("%s: worst |Δlogit| CUDA vs CPU = %.3g × max|logit| > %.0e (FLAGS=%d: %.3g)", g->what, worst, tol,
                  g->mega_flags | ref_flags, worst_ref_cpu);
-    free(lc);
+    if (ref_owned)
+        free((void *)lcs);
     free(lg);
     free(lr);
     engine_close(ref);
     engine_close(gpu);
-    engine_close(cpu);
     model_close(m);
     assert_int_equal(system(cmd), 0);
 }
@@ -825,5 +899,5 @@ int main(void)
     const char *flt = getenv("BORA_TEST_FILTER");
     if (flt && *flt)
         cmocka_set_test_filter(flt);
-    return _cmocka_run_group_tests("gpu_engine", tests, n, NULL, NULL);
+    return _cmocka_run_group_tests("gpu_engine", tests, n, NULL, synth_refs_free);
 }
