@@ -20,8 +20,8 @@ step "build"
 make -j16 CUDA=1 all >"$OUT/build.log" 2>&1 || make -j16 CUDA=1 build/bora $(ls tests/gpu_*.c | sed "s|tests/\(.*\)\.c|build/tests/\1|") >>"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo "build failed"; exit 1; }
 echo "built" | tee -a "$log"
 step "test-gpu"
-# every GPU suite but gpu_engine, which takes ≈ 440 s alone (give it a call of its own:
-# bash tests/run.sh --gpu build gpu_engine); GPU_TESTS names others
+# every GPU suite but gpu_engine, which takes ≈ 200 s alone, more than this step's share of the
+# call (run it in a call of its own: bash tests/run.sh --gpu build gpu_engine); GPU_TESTS names others
 timeout 240 bash tests/run.sh --gpu build ${GPU_TESTS:-gpu_direct_load gpu_kernels gpu_prefill gpu_prefill_engine \
     test_gen_engine e2e_gpu_borad.sh} 2>&1 | tee "$OUT/test-gpu.log" | grep -vE '^\[ (RUN|      OK) ' | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
