@@ -8,6 +8,7 @@
 #   (default "mistral-7b:512:fp8 mistral-7b:512:bf16"); ROUNDS (2); TOKENS (128). Every run's whole
 #   output goes to $OUT/bin_ab.log.
 set -uo pipefail
+. "$(dirname "$0")/ab_env.sh"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,driver_version --format=csv,noheader
 if [ -n "${BINS:-}" ]; then
     read -r -a dirs <<< "$BINS"
@@ -18,11 +19,11 @@ for pc in ${PRESETS:-mistral-7b:512:fp8 mistral-7b:512:bf16}; do
     IFS=: read -r preset ctx prec <<< "$pc"
     for r in $(seq 1 "${ROUNDS:-2}"); do
         for i in "${!dirs[@]}"; do
-            IFS=, read -r -a parts <<< "${dirs[$i]}"
-            dir=${parts[0]} envs=()
-            for kv in "${parts[@]:1}"; do case $kv in BORA_*) envs+=("$kv") ;; *) envs+=("BORA_MEGA_$kv") ;; esac; done
+            dir=${dirs[$i]%%,*} set=-
+            [ "$dir" != "${dirs[$i]}" ] && set=${dirs[$i]#*,}
+            read -r -a envs <<< "$(envs_of "$set" | tr '\n' ' ')"
             if [ -n "${BINS:-}" ]; then
-                name=$(basename "$dir")${envs[*]:+,${envs[*]#BORA_MEGA_}}
+                name=$(basename "$dir")$([ "$set" != - ] && echo ",$set")
             else
                 name=$([ "$i" = 0 ] && echo A || echo B)
             fi

@@ -11,13 +11,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/bora-gpu}
 mkdir -p "$OUT"
-envs_of() {
-    [ "$1" = - ] && return
-    local kv
-    for kv in $(echo "$1" | tr ',' ' '); do
-        case $kv in BORA_*) echo "$kv" ;; *) echo "BORA_MEGA_$kv" ;; esac
-    done
-}
+. "$(dirname "$0")/ab_env.sh"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,driver_version --format=csv,noheader
 for pc in ${PRESETS:-ministral-8b:512 mistral-small-24b:512}; do
   preset=${pc%%:*} ctx=${pc##*:}
