@@ -4,7 +4,7 @@
 # usage (repo root on the device machine): source .deps/unpack.sh && A=DIR B=DIR bash bench/gpu_bin_ab.sh
 #   A, B: folders with bora (A is printed first); or BINS="DIR DIR ..." for any number of builds,
 #   each printed by its folder's name (DIR,NAME=VALUE,... runs that build with those settings, a
-#   NAME without BORA_ being BORA_MEGA_NAME: "DIR,FLAGS=2097152"); PRESETS "preset:ctx:precision ..."
+#   NAME without BORA_ being BORA_MEGA_NAME: "DIR,FLAGS=32768"); PRESETS "preset:ctx:precision ..."
 #   (default "mistral-7b:512:fp8 mistral-7b:512:bf16"); ROUNDS (2); TOKENS (128). Every run's whole
 #   output goes to $OUT/bin_ab.log.
 set -uo pipefail

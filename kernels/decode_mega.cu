@@ -102,9 +102,11 @@ enum { MEGA_F_TWO_PASS = 8, MEGA_F_EVICT_NORMAL = 16,
                                   * as tagged words (A/B, tests) */,
        MEGA_F_NO_TAGS_H = 524288 /* h (in bf16) through gate/up's barrier, not as tagged words (A/B, tests) */,
        MEGA_F_AMMA_ST3 = 1048576 /* the tensor-core attention keeps MEGA_AMMA_STAGES tile buffers where every
-                                  * item has one tile (A/B, tests) */,
-       MEGA_F_WO_UNION = 2097152 /* wo's first stages may land in the attention's space (before: the producer
-                                  * then waited there for the attention, A/B, tests) */ };
+                                  * item has one tile (A/B, tests) */ };
+/* 2097152 switched off "wo clear of the attention's space" (wo's first stages passing the ring's
+ * slots in the attention's space by with empty stages), removed in the 35th session: its code
+ * cost more than it saved (H200, 7B ctx 512, 256 tokens: FP8 2.421 ms without it against 2.416
+ * with, BF16 3.987 against 4.019; docs/PERFORMANCE_GPU.md). The bit is free and ignored. */
 /* A plain layout whose ring has fewer stages than this keeps h as hi only when that deepens it
  * (21st session, H200: 7B FP8 4 → 5 stages, 2.603 → 2.579 ms a token; BF16 4 → 5, 4.162 →
  * 4.106; Small 24B FP8 2 → 3 with 41 KiB slots; BF16 2 → 4, 13.71 → 12.27). BF16 weights keep it
@@ -142,15 +144,9 @@ __host__ __device__ constexpr int mega_pitch(int cb)
  * consumer events TR_* in order, then the producer's time blocked on a full ring per matrix. */
 enum { TR_START, TR_QKV_WAIT, TR_QKV_LOAD, TR_QKV, TR_ATT_WAIT, TR_ATT, TR_WO_WAIT, TR_WO_LOAD, TR_WO,
        TR_GU_WAIT, TR_GU_LOAD, TR_GU, TR_DOWN_WAIT, TR_DOWN_LOAD, TR_DOWN, TR_PROD, TR_ATT_ITEM = TR_PROD + 4,
-       TR_SMID = TR_ATT_ITEM + 9, TR_CWAIT, TR_CMISS = TR_CWAIT + 4, TR_WOG = TR_CMISS + 4,
-       MEGA_TR_N = TR_WOG + 6 };
+       TR_SMID = TR_ATT_ITEM + 9, MEGA_TR_N };
                                                  /* TR_ATT_ITEM: attn_item's 9 steps, half 0's first item;
-                                                 * TR_SMID: the SM the block runs on; TR_CWAIT + m: ns
-                                                 * thread 0 waited for matrix m's stages to land,
-                                                 * TR_CMISS + m: stages it found not landed << 32 | its
-                                                 * stages of m; TR_WOG + 3 g: wo's group g (0, 1),
-                                                 * thread 0 past its stages, the reduction's
-                                                 * barrier, the epilogue. Where a tagged
+                                                 * TR_SMID: the SM the block runs on. Where a tagged
                                                  * input replaces a barrier, its *_WAIT event marks the
                                                  * load's start and the wait is inside *_LOAD (or, for
                                                  * qkv, in the attention items' q/k/v step) */
@@ -245,13 +241,6 @@ struct mega_params {
      * epilogue writes x(l)'s words, so before the next layer's first half can write them. */
     bool tags_h;
     unsigned *ht;
-    /* wo clear of the attention's space (a ring with slots in it): wo's first n_out stages, the
-     * ones the producer streams during the attention, never take a slot in the attention's space.
-     * Where one would, producer and consumers pass that slot by with an empty stage (the full
-     * barrier completed with no bytes). Before, the producer waited there until the attention was
-     * over in every block, and wo's remaining stages with it: the ring's 52 stages a 7B layer
-     * rotate the slots, so in most layers only some of wo had streamed in when wo began. */
-    bool wo_clear;
 };
 
 __device__ __forceinline__ unsigned long long mega_now(void)
@@ -544,20 +533,6 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
             held = c.l * MEGA_MATS + c.m;
         }
 
-        /* wo clear of the attention's space: an empty stage in this slot, the same stage in the next */
-        if (p.wo_clear && c.m == MEGA_WO && r.slot >= p.n_out && (SPL ? c.st : c.gi * M.nkc + c.kc) < p.n_out) {
-            if (r.round > 0) {   /* a wait on a full ring too: traced as one */
-                const unsigned long long t0 = p.trace ? mega_now() : 0;
-                mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
-                if (p.trace)
-                    blocked += mega_now() - t0;
-            }
-            if (lane == 0)
-                mbar_arrive(&full[r.slot]);
-            __syncwarp();
-            mega_ring_next(r, p.ns);
-            continue;
-        }
         /* a slot in the attention's space: the attention the stage follows (this layer's past qkv,
          * else the layer before's) is over in every block, so in this one (its consumers arrive
          * after the attention's last read); the attention's writes (generic proxy) are then
@@ -1215,9 +1190,6 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
         mega_items(p, l, m, blockIdx.x, &g0, &nw, &hf, &hs, &gn);
     else
         mega_groups(p, l, m, blockIdx.x, &g0, &gn);
-    int sj = 0;   /* this block's stages of the matrix so far */
-    unsigned long long cw = 0, cmiss = 0;   /* trace: thread 0's waits for stages to land */
-    const bool trc = p.trace && tid == 0;
     /* the outputs' largest magnitude only where amax takes it: the shuffles, and for wo and down the
      * next norm's weight (a load in the epilogue's chain), are skipped where the readers take x as
      * tagged words */
@@ -1259,23 +1231,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
         }
         float c0[4] = { 0.f, 0.f, 0.f, 0.f }, c1[4] = { 0.f, 0.f, 0.f, 0.f };
         for (int kc = spl ? k0 : 0; kc < (spl ? k1 : M.nkc); kc++) {   /* (as written before the halves: same code) */
-            if (m == MEGA_WO && p.wo_clear && sj < p.n_out)   /* the producer's empty stages (mega_produce) */
-                while (r.slot >= p.n_out) {
-                    mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
-                    __syncwarp();
-                    if (lane == 0)
-                        mbar_arrive(&empty[r.slot]);
-                    mega_ring_next(r, p.ns);
-                }
-            sj++;
-            if (trc && !mbar_test(&full[r.slot], (uint32_t)r.round & 1u)) {
-                const unsigned long long t0 = mega_now();
-                mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
-                cw += mega_now() - t0;
-                cmiss++;
-            } else {
-                mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
-            }
+            mbar_wait(&full[r.slot], (uint32_t)r.round & 1u);
             if (math)   /* mega_slot's address from the invariants (keep the two in step) */
                 mega_stage<FP8, CBT>(c0, c1, (r.slot < n_out ? ring_a : ring_b) + (size_t)r.slot * slot_bytes, M.pitch,
                                      M.cb, kc, xh, xl, w, lane);
@@ -1284,8 +1240,6 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
                 mbar_arrive(&empty[r.slot]);
             mega_ring_next(r, ns);
         }
-        if (trc && m == MEGA_WO && gi < 2)
-            p.trace[((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N + TR_WOG + 3 * gi] = mega_now();
         /* column 0 holds W·hi, column 4 W·lo: lanes q = 0 and q = 2 */
         const float a0 = c0[0] + c1[0], a2 = c0[2] + c1[2];
         const float r0 = a0 + __shfl_xor_sync(0xffffffffu, a0, 2);
@@ -1298,8 +1252,6 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
             rb[w * MEGA_ROWS + y + 8] = r1;
         }
         mega_bar_c();
-        if (trc && m == MEGA_WO && gi < 2)
-            p.trace[((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N + TR_WOG + 3 * gi + 1] = mega_now();
         if (EPI == EPI_SWIGLU) {
             if (tid < MEGA_ROWS) {
                 const int rg = row0 + 2 * tid;
@@ -1367,13 +1319,6 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
             if (want_max)
                 mega_amax16(amax, nv, tid);
         }
-        if (trc && m == MEGA_WO && gi < 2)
-            p.trace[((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N + TR_WOG + 3 * gi + 2] = mega_now();
-    }
-    if (trc) {
-        unsigned long long *tr = p.trace + ((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N;
-        tr[TR_CWAIT + m] = cw;
-        tr[TR_CMISS + m] = cmiss << 32 | (unsigned long long)sj;
     }
 }
 
@@ -1889,7 +1834,6 @@ static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, siz
     }
     p->ns = ns;
     p->n_out = n_out;
-    p->wo_clear = n_out < ns && !(a->flags & MEGA_F_WO_UNION);
     p->un_off = un_off;
     p->attn_halves = halves;
     p->ring_off = 0;
@@ -2151,8 +2095,6 @@ extern "C" int kern_mega_describe(const struct kern_mega_args *a, char *buf, siz
                       p.tags_a ? ", attention output too" : "", p.tags_h ? ", h too" : "");
     if (k > 0 && (size_t)k < n && p.amma)
         k += snprintf(buf + k, n - (size_t)k, "; %d K/V tile buffers", p.amma_st);
-    if (k > 0 && (size_t)k < n && p.wo_clear)
-        k += snprintf(buf + k, n - (size_t)k, "; wo clear of the attention's space");
     if (k > 0 && (size_t)k < n) {
         if (p.ahead < 0)
             snprintf(buf + k, n - (size_t)k, "; producers never held");

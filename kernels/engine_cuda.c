@@ -1389,9 +1389,7 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
 {
     struct cuda_impl *s = impl_of(e);
     const int nl = e->model->cfg.n_layers, nb = kern_mega_blocks(&s->mega_args);
-    enum { N = 43, P = 15, A = 19, SM = 28, CW = 29, CM = 33, WG = 37 };   /* decode_mega.cu MEGA_TR_N, TR_PROD,
-                                                                               * TR_ATT_ITEM, TR_SMID, TR_CWAIT,
-                                                                               * TR_CMISS, TR_WOG */
+    enum { N = 29, P = 15, A = 19, SM = 28 };   /* decode_mega.cu MEGA_TR_N, TR_PROD, TR_ATT_ITEM, TR_SMID */
     if (!s->d_sync)
         return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel is not available");
     if (kern_mega_trace_slots(nl, nb) != (size_t)nl * nb * N)
@@ -1423,8 +1421,6 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
                                        "load att", "wo", "wait wo", "load x", "gate/up", "wait gu",
                                        "load h", "down" };
     double sum[14] = { 0 }, prod[4] = { 0 }, spread[14] = { 0 }, att_busy = 0, item[9] = { 0 };
-    double cwait[4] = { 0 }, cmiss[4] = { 0 }, cst[4] = { 0 }, wog[7] = { 0 };
-    int wog_n = 0;
     int att_n = 0, item_n = 0, comb_n = 0;
     unsigned long long t_min = ~0ull, t_max = 0;
     for (int b = 0; b < nb; b++)
@@ -1432,21 +1428,8 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
             const unsigned long long *t = h + ((size_t)b * nl + l) * N;
             for (int k = 0; k < 14; k++)
                 sum[k] += (double)(t[k + 1] - t[k]);
-            for (int m = 0; m < 4; m++) {
+            for (int m = 0; m < 4; m++)
                 prod[m] += (double)t[P + m];
-                cwait[m] += (double)t[CW + m];
-                cmiss[m] += (double)(t[CM + m] >> 32);
-                cst[m] += (double)(t[CM + m] & 0xffffffffu);
-            }
-            if (t[WG] && t[WG + 5]) {   /* wo's first two groups: stages, barrier, epilogue each, then the rest */
-                unsigned long long prev = t[7];
-                for (int k = 0; k < 6; k++) {
-                    wog[k] += (double)(t[WG + k] - prev);
-                    prev = t[WG + k];
-                }
-                wog[6] += (double)(t[8] - prev);
-                wog_n++;
-            }
             if (t[5] - t[4] > 1500) {   /* blocks that had attention work */
                 att_busy += (double)(t[5] - t[4]);
                 att_n++;
@@ -1504,17 +1487,6 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
                 comb_n ? item[7] / comb_n / 1e3 : 0., comb_n ? item[8] / comb_n / 1e3 : 0.);
     fprintf(f, "  producer blocked on a full ring, per layer: qkv %.2f, wo %.2f, gate/up %.2f, down %.2f us\n",
             prod[0] / per, prod[1] / per, prod[2] / per, prod[3] / per);
-    fprintf(f, "  consumers (thread 0) waiting for a stage to land, per layer:");
-    static const char *const mat[] = { "qkv", "wo", "gate/up", "down" };
-    for (int m = 0; m < 4; m++)
-        fprintf(f, "%s %s %.2f us (%.2f of %.2f stages)", m ? "," : "", mat[m], cwait[m] / per,
-                cmiss[m] / ((double)nl * nb), cst[m] / ((double)nl * nb));
-    fprintf(f, "\n");
-    if (wog_n)
-        fprintf(f, "  wo's first two groups (thread 0, %d block-layers): stages %.2f, barrier %.2f, epilogue %.2f; "
-                   "stages %.2f, barrier %.2f, epilogue %.2f; the rest %.2f us\n",
-                wog_n, wog[0] / wog_n / 1e3, wog[1] / wog_n / 1e3, wog[2] / wog_n / 1e3, wog[3] / wog_n / 1e3,
-                wog[4] / wog_n / 1e3, wog[5] / wog_n / 1e3, wog[6] / wog_n / 1e3);
     trace_blocks(f, h, nl, nb, N, SM);
     free(h);
     return 0;

@@ -64,21 +64,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity)
                  : "memory");
 }
 
-/* Whether phase `parity` of b is complete, without waiting (the decode kernel's trace). */
-__device__ __forceinline__ bool mbar_test(uint64_t *b, uint32_t parity)
-{
-    uint32_t r;
-    asm volatile("{\n"
-                 ".reg .pred P1;\n"
-                 "mbarrier.test_wait.parity.shared::cta.b64 P1, [%1], %2;\n"
-                 "selp.u32 %0, 1, 0, P1;\n"
-                 "}\n"
-                 : "=r"(r)
-                 : "r"(mega_smem(b)), "r"(parity)
-                 : "memory");
-    return r != 0;
-}
-
 /* bytes (multiple of 16, both ends 16-byte aligned) from global to shared memory; completion
  * counted on barrier b; L2 keeps them under `policy` (weights: evict first, so the stream does
  * not push the KV cache and the activations out of L2). */

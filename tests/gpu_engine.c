@@ -373,8 +373,6 @@ struct synth_case {
 #define MEGA_FLAG_NO_TAGS_H 524288 /* decode_mega.cu MEGA_F_NO_TAGS_H: h (bf16) through gate/up's barrier, not as
                                     * tagged words */
 #define MEGA_FLAG_AMMA_ST3 1048576 /* decode_mega.cu MEGA_F_AMMA_ST3: three K/V tile buffers where two would do */
-#define MEGA_FLAG_WO_UNION 2097152 /* decode_mega.cu MEGA_F_WO_UNION: wo's first stages may take a slot in the
-                                    * attention's space (the producer waits there for the attention) */
 
 /* The CPU engine's logits for a synthetic case, kept across cases: they depend only on the model
  * (its spec and precision; synth_model_write is deterministic), the KV cache's type and the ids,
@@ -808,19 +806,6 @@ int main(void)
           0, MEGA_FLAG_AMMA_ST3, NULL, ENGINE_KV_BF16 },
         { "96/8 heads, hidden 4032, fp8, persistent, two tile buffers against three", false, 96, 8, 128, 4032, 300,
           MODEL_PRECISION_FP8, false, 0, 0, 0, "; 2 K/V tile buffers", 0, 0, MEGA_FLAG_AMMA_ST3, NULL, ENGINE_KV_BF16 },
-        /* wo clear of the attention's space (wo's first stages pass the ring's slots in it by with
-         * empty stages) against wo's stages in those slots (FLAGS=2097152): the same logits to the
-         * bit, FP8 and BF16 groups of 4 and Medium 3.5's 12, over 300 layers' worth of ring
-         * rotations (a layer's stage count is rarely a multiple of the ring's) */
-        { "32/8 heads, dim 2048, hidden 4096, fp8, persistent, tensor-core attention, wo clear of the attention's "
-          "space against in it", false, 32, 8, 128, 4096, 300, MODEL_PRECISION_FP8, false, 0, 0, 2048,
-          "; wo clear of the attention's space", TOL_CUDA_WIDE, 0, MEGA_FLAG_WO_UNION, NULL, ENGINE_KV_BF16 },
-        { "32/8 heads, dim 2048, hidden 4096, bf16, persistent, tensor-core attention, wo clear of the attention's "
-          "space against in it", false, 32, 8, 128, 4096, 300, MODEL_PRECISION_AUTO, false, 0, 0, 2048,
-          "; wo clear of the attention's space", TOL_CUDA_WIDE, 0, MEGA_FLAG_WO_UNION, NULL, ENGINE_KV_BF16 },
-        { "96/8 heads, hidden 4032, fp8, persistent, wo clear of the attention's space against in it", false, 96, 8,
-          128, 4032, 300, MODEL_PRECISION_FP8, false, 0, 0, 0, "; wo clear of the attention's space", 0, 0,
-          MEGA_FLAG_WO_UNION, NULL, ENGINE_KV_BF16 },
         /* an FP8 KV cache on both engines. The tensor-core attention (e4m3 tiles widened in shared
          * memory), the default for these groups of 4 as with a bf16 cache: the compiled-in stage
          * geometry (to the bit against the general instance), one tensor copy a stage, BF16 weights,
