@@ -1,5 +1,6 @@
 # Makefile — one flat build for bora: the library, the three executables, tests, benches, fuzz targets.
-# Overridable: CC, NVCC, CUDA (auto|0|1), CUDA_ARCH, BUILD, O (optimisation flags), SAN (sanitizers).
+# Overridable: CC, NVCC, CUDA (auto|0|1), CUDA_ARCH, BUILD, O (optimisation flags), SAN (sanitizers),
+# MEGA_DIAG (0|1: the persistent decode kernel's trace and debug switches).
 
 CC        ?= cc
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -25,7 +26,15 @@ JEMALLOC = $(if $(SAN),,-ljemalloc)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(O) $(SANFLAGS) -g -Wall -Wextra -Werror -MMD -MP -I. -pthread -fopenmp
 CFLAGS     += $(CFLAGS_BASE)
 LDLIBS_LIB  = -linih -ljansson -lpcre2-8 -lsodium -luring -lm -lpthread -fopenmp
-NVFLAGS     = -std=c++17 $(O) -g -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -MMD -MP --expt-relaxed-constexpr
+# MEGA_DIAG=1: the persistent decode kernel with its diagnostics (BORA_MEGA_TRACE, BORA_MEGA_DEBUG;
+# docs/PERFORMANCE_GPU.md), ≈ 2-3 % slower on 7B; give it its own BUILD directory (make does not
+# rebuild on a changed variable). The default build refuses both.
+MEGA_DIAG ?= 0
+ifeq ($(filter 0 1,$(MEGA_DIAG)),)
+  $(error MEGA_DIAG=$(MEGA_DIAG): 0 or 1)
+endif
+NVFLAGS     = -std=c++17 $(O) -g -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -MMD -MP --expt-relaxed-constexpr \
+              -DBORA_MEGA_DIAG=$(MEGA_DIAG)
 
 LIB_DIRS  = common config model mem dataplane console kernels
 LIB_SRCS  = $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))

@@ -4,6 +4,8 @@
 # (BIN: a folder holding bora, gpu_engine, gpu_kernels and, when built, gpu_direct_load,
 # gpu_prefill, gpu_prefill_engine; default build/ and build/tests/).
 # usage (repo root on the device machine): source .deps/unpack.sh && BIN=DIR bash bench/gpu_decode.sh
+# The trace (BORA_MEGA_TRACE) and the diagnostic switches (BORA_MEGA_DEBUG) need a build made with
+# `make MEGA_DIAG=1` (its own BUILD directory); the default build refuses them.
 set -uo pipefail
 OUT=${OUT:-/tmp/bora-gpu}
 mkdir -p "$OUT"

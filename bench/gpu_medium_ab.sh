@@ -8,6 +8,8 @@
 #   PROBE=1: bench/readbw_probe first; OLD=DIR: the previous bora, run (its default) first in every round; TRACE=1: one traced run of
 #   the default at the end (and of the old binary's, with OLD); SEVEN=1: 7B FP8 and BF16 at 512, old (if OLD) and new, two rounds
 #   (SEVEN_VARS: settings groups of the new binary for 7B FP8, as VARS; default "-")
+# The trace (BORA_MEGA_TRACE) and the diagnostic switches (BORA_MEGA_DEBUG) need a build made with
+# `make MEGA_DIAG=1` (its own BUILD directory); the default build refuses them.
 set -uo pipefail
 OUT=${OUT:-/tmp/bora-gpu}
 mkdir -p "$OUT"

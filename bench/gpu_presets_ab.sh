@@ -8,6 +8,8 @@
 #   one with it is taken as written, e.g. BORA_DECODE=persistent); ROUNDS (2); TOKENS (128);
 #   PREC (fp8; "fp8 bf16" runs both); KV (the KV cache: bf16; "bf16 fp8" runs both); TRACE=1 adds a BORA_MEGA_TRACE run of each preset and
 #   precision (its per-phase table goes to $OUT/trace_PRESET_PREC.txt)
+# The trace (BORA_MEGA_TRACE) and the diagnostic switches (BORA_MEGA_DEBUG) need a build made with
+# `make MEGA_DIAG=1` (its own BUILD directory); the default build refuses them.
 set -uo pipefail
 OUT=${OUT:-/tmp/bora-gpu}
 mkdir -p "$OUT"

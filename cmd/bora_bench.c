@@ -299,7 +299,7 @@ static int bench_decode(const struct bench_opts *o)
         return 1;
     }
     if (getenv("BORA_MEGA_TRACE") && engine_cuda_mega_trace(&e, o->ctx + o->tokens / 2, stderr, &err))
-        fprintf(stderr, "bora bench: trace: %s\n", err.msg);
+        fprintf(stderr, "bora bench: %s\n", err.msg);   /* (the message starts with "trace:") */
     if (getenv("BORA_STEP_PROFILE") && engine_cuda_step_profile(&e, o->ctx, o->tokens, stderr, &err))
         fprintf(stderr, "bora bench: step profile: %s\n", err.msg);
     float attn_us = 0;

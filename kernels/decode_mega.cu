@@ -243,6 +243,17 @@ struct mega_params {
     unsigned *ht;
 };
 
+/* The diagnostics (kern_mega_args.trace and .debug) are in the kernel only in a build with
+ * BORA_MEGA_DIAG=1 (make MEGA_DIAG=1); elsewhere every branch on them is compiled out and
+ * mega_setup refuses them. Behind a run-time test alone they cost the fast path registers,
+ * and so spills: 7B FP8 2.341 ms a token without them against 2.417 with, BF16 3.909 against
+ * 3.986, Medium 3.5 31.66 against 31.78 (35th session, H200, docs/PERFORMANCE_GPU.md). */
+#ifndef BORA_MEGA_DIAG
+#define BORA_MEGA_DIAG 0
+#endif
+#define MEGA_TRACE_P(p) (BORA_MEGA_DIAG ? (p).trace : (unsigned long long *)nullptr)
+#define MEGA_DEBUG_P(p) (BORA_MEGA_DIAG ? (p).debug : 0)
+
 __device__ __forceinline__ unsigned long long mega_now(void)
 {
     unsigned long long t;
@@ -511,9 +522,9 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
         const int row0 = (SPL ? c.g : c.g0 + c.gi) * MEGA_ROWS;
         const int nr = min(MEGA_ROWS, M.rows - row0);
         const uint8_t *W = p.layers + (size_t)c.l * p.layer_stride + M.w_off;
-        if (p.trace && (c.l != tl || c.m != tm)) {
+        if (MEGA_TRACE_P(p) && (c.l != tl || c.m != tm)) {
             if (lane == 0)
-                p.trace[((size_t)b * p.n_layers + tl) * MEGA_TR_N + TR_PROD + tm] = blocked;
+                MEGA_TRACE_P(p)[((size_t)b * p.n_layers + tl) * MEGA_TR_N + TR_PROD + tm] = blocked;
             blocked = 0;
             tl = c.l;
             tm = c.m;
@@ -550,9 +561,9 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
             }
         }
         if (r.round > 0) {
-            const unsigned long long t0 = p.trace ? mega_now() : 0;
+            const unsigned long long t0 = MEGA_TRACE_P(p) ? mega_now() : 0;
             mbar_wait(&empty[r.slot], (uint32_t)(r.round - 1) & 1u);
-            if (p.trace)
+            if (MEGA_TRACE_P(p))
                 blocked += mega_now() - t0;
         }
         if (p.tm) {   /* one tensor copy: nr == MEGA_ROWS, M.cb == MEGA_CB_CONST (mega_setup) */
@@ -587,8 +598,8 @@ __device__ void mega_produce(const struct mega_params &p, uint8_t *sm, uint64_t 
         mega_ring_next(r, p.ns);
         mega_cursor_next<SPL>(p, c, b);
     }
-    if (p.trace && lane == 0 && tl < p.n_layers)
-        p.trace[((size_t)b * p.n_layers + tl) * MEGA_TR_N + TR_PROD + tm] = blocked;
+    if (MEGA_TRACE_P(p) && lane == 0 && tl < p.n_layers)
+        MEGA_TRACE_P(p)[((size_t)b * p.n_layers + tl) * MEGA_TR_N + TR_PROD + tm] = blocked;
 }
 
 /* ---- consumer side ---- */
@@ -1195,7 +1206,7 @@ __device__ void mega_consume(const struct mega_params &p, int l, int m, uint8_t 
      * tagged words */
     const bool want_max = amax != nullptr;
     /* loop invariants of the stage loop, read once (the parameters are otherwise reloaded per stage) */
-    const bool math = !(p.debug & MEGA_DBG_NO_MATH);
+    const bool math = !(MEGA_DEBUG_P(p) & MEGA_DBG_NO_MATH);
     const int n_out = p.n_out, ns = p.ns;
     const size_t slot_bytes = p.slot_bytes;
     uint8_t *const ring_a = sm + p.ring_off, *const ring_b = sm + p.u_off + p.un_off - (size_t)n_out * slot_bytes;
@@ -1331,7 +1342,7 @@ __device__ __forceinline__ float mega_phase_in(const struct mega_params &p, cons
                                                const float *nw, const int *amax, uint16_t *xh, uint16_t *xl,
                                                float *scr, int tid, unsigned long long *tr, int ev)
 {
-    mega_wait(ctr, p.nb, tid, p.debug);
+    mega_wait(ctr, p.nb, tid, MEGA_DEBUG_P(p));
     if (tr && tid == 0)
         tr[ev] = mega_now();
     const float eps = NORM ? p.eps : 0.f;
@@ -1374,7 +1385,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
     int red_sel = 0;
     const int nb = p.nb;
     for (int l = 0; l < p.n_layers; l++) {
-        unsigned long long *tr = p.trace ? p.trace + ((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N : nullptr;
+        unsigned long long *tr = MEGA_TRACE_P(p) ? MEGA_TRACE_P(p) + ((size_t)blockIdx.x * p.n_layers + l) * MEGA_TR_N : nullptr;
 #define MEGA_TR(e)                       \
     do {                                 \
         if (tr && tid == 0)              \
@@ -1395,7 +1406,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         const float *attn_nw = (const float *)(Lb + p.attn_norm_off), *ffn_nw = (const float *)(Lb + p.ffn_norm_off);
         /* qkv = W_qkv rmsnorm(x) */
         if (l > 0 && !p.tags)
-            mega_wait(sy - PH_N + PH_DOWN, nb, tid, p.debug);
+            mega_wait(sy - PH_N + PH_DOWN, nb, tid, MEGA_DEBUG_P(p));
         MEGA_TR(TR_QKV_WAIT);
         float post = p.tags && l > 0 ? mega_load_xt<FP8>(p.xt, 2 * l, p.dim, attn_nw, p.eps, xh, xl, scr, tid)
                      : one && l > 0  ? mega_load_vec1<FP8, 1>(p.x, p.dim, attn_nw, p.eps, am + AM_QKV, xh, xl, scr, tid)
@@ -1409,7 +1420,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
          * item waits for its own rows only */
         if (!qt) {
             mega_arrive(sy + PH_QKV, tid);
-            mega_wait(sy + PH_QKV, nb, tid, p.debug);
+            mega_wait(sy + PH_QKV, nb, tid, MEGA_DEBUG_P(p));
         }
         MEGA_TR(TR_ATT_WAIT);
         int *cnt = p.sync + (size_t)p.n_layers * PH_N + (size_t)l * p.n_kv;   /* the splits' combine counters */
@@ -1417,7 +1428,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             /* the splits are sized for ap.blocks = nb (attn_mma_slice), so every item with work is
              * some block's first: all splits of a kv head run at once, and each combines its share
              * of the head (SHARE) once all are written */
-            if (!(p.debug & MEGA_DBG_NO_ATTN)) {
+            if (!(MEGA_DEBUG_P(p) & MEGA_DBG_NO_ATTN)) {
                 /* one call, instantiated for two K/V tile buffers and for MEGA_AMMA_STAGES */
                 auto item = [&](auto stages, int it) {
                     attn_mma_item<LPK * 8, 2, MEGA_CT, decltype(stages)::value, true, true, K8 != 0>(
@@ -1434,7 +1445,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             }
         } else {
             const int half = tid / MEGA_AT;
-            if (half < p.attn_halves && !(p.debug & MEGA_DBG_NO_ATTN)) {
+            if (half < p.attn_halves && !(MEGA_DEBUG_P(p) & MEGA_DBG_NO_ATTN)) {
                 float *as = (float *)(u + (size_t)half * p.attn_half_bytes);
                 const int workers = nb * p.attn_halves;
                 /* half 0 of every block first: the items the context needs spread over the SMs */
@@ -1455,7 +1466,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
         mega_arrive(sy + PH_ATT, tid);
         /* x += W_o att */
         if (!AM && cmb) {
-            mega_wait(sy + PH_ATT, nb, tid, p.debug);
+            mega_wait(sy + PH_ATT, nb, tid, MEGA_DEBUG_P(p));
             MEGA_TR(TR_WO_WAIT);
             post = mega_load_att<FP8>(p, cmb_ne, xh, xl, scr, (float *)(u + p.cmb_off), tid);
             MEGA_TR(TR_WO_LOAD);
@@ -1494,7 +1505,7 @@ __global__ void __launch_bounds__(MEGA_THREADS, 1) mega_kernel(const __grid_cons
             MEGA_TR(TR_DOWN_LOAD);
         } else if (p.h_hi) {
             mega_arrive(sy + PH_GU, tid);
-            mega_wait(sy + PH_GU, nb, tid, p.debug);
+            mega_wait(sy + PH_GU, nb, tid, MEGA_DEBUG_P(p));
             MEGA_TR(TR_DOWN_WAIT);
             post = mega_load_h16<FP8>((const uint16_t *)p.h, p.hid, am + AM_DOWN, xh, tid);
             MEGA_TR(TR_DOWN_LOAD);
@@ -1635,6 +1646,9 @@ extern "C" int kern_mega_blocks(const struct kern_mega_args *a)
 static int mega_setup(const struct kern_mega_args *a, struct mega_params *p, size_t *smem, struct bora_err *err)
 {
     memset(p, 0, sizeof *p);
+    if (!BORA_MEGA_DIAG && (a->debug || a->trace))
+        return bora_errf(err, -EINVAL, "persistent decode: %s asked of a kernel built without its diagnostics "
+                         "(build with make MEGA_DIAG=1)", a->debug ? "diagnostic switches (debug)" : "a trace");
     if (a->dtype != BORA_DT_F8_E4M3 && a->dtype != BORA_DT_BF16)
         return bora_errf(err, -ENOTSUP, "persistent decode: weights of dtype %s", bora_dtype_name(a->dtype));
     if (a->n_kv <= 0 || a->n_heads % a->n_kv || a->n_heads / a->n_kv > KERN_ATTN_MAX_GROUP)
@@ -2056,6 +2070,11 @@ extern "C" int kern_mega_schedule_check(const struct kern_mega_args *a, struct b
 extern "C" size_t kern_mega_trace_slots(int n_layers, int sm_count)
 {
     return (size_t)n_layers * sm_count * MEGA_TR_N;
+}
+
+extern "C" int kern_mega_diag(void)
+{
+    return BORA_MEGA_DIAG;
 }
 
 extern "C" int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err)

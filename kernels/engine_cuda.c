@@ -917,6 +917,9 @@ static int setup_mega(struct engine *e, struct bora_err *err)
         .debug = (int)bora_env_int("BORA_MEGA_DEBUG", 0, 0, INT_MAX),   /* diagnostics: wrong results */
         .kv_fp8 = s->dt.kv_fp8,
     };
+    if (a->debug && !kern_mega_diag())
+        return bora_errf(err, -EINVAL, "BORA_MEGA_DEBUG=%d: the persistent decode kernel was built without its "
+                         "diagnostic switches (build with make MEGA_DIAG=1, or unset it)", a->debug);
     s->mega = false;
     s->mega_desc[0] = 0;
     kern_free(s->d_sync);
@@ -1392,6 +1395,9 @@ int engine_cuda_mega_trace(struct engine *e, int pos, FILE *f, struct bora_err *
     enum { N = 29, P = 15, A = 19, SM = 28 };   /* decode_mega.cu MEGA_TR_N, TR_PROD, TR_ATT_ITEM, TR_SMID */
     if (!s->d_sync)
         return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel is not available");
+    if (!kern_mega_diag())
+        return bora_errf(err, -ENOTSUP, "trace: the persistent decode kernel was built without its trace "
+                         "(build with make MEGA_DIAG=1)");
     if (kern_mega_trace_slots(nl, nb) != (size_t)nl * nb * N)
         return bora_errf(err, -EINVAL, "trace: layout mismatch");
     if (pos < 0 || pos >= e->max_ctx)

@@ -179,8 +179,10 @@ struct kern_mega_args {
                                                  * is done everywhere (< 0: as many as the ring holds;
                                                  * KERN_MEGA_AHEAD_AUTO: the default, what the engine
                                                  * passes) */
-    int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0 */
-    unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots: timestamps */
+    int debug;                                  /* diagnostics only (decode_mega.cu MEGA_DBG_*); 0
+                                                 * unless kern_mega_diag() */
+    unsigned long long *trace;                  /* NULL, or kern_mega_trace_slots() device slots:
+                                                 * timestamps; NULL unless kern_mega_diag() */
     bool kv_fp8;                                /* the KV cache holds e4m3 (as kern_attn_args.kv_fp8): taken
                                                  * for head_dim 128 (the tensor-core attention where it
                                                  * runs, attn_item for the other groups of up to 4) */
@@ -192,6 +194,10 @@ size_t kern_mega_sync_ints(int n_layers, int n_kv, int dim, int hidden, int n_he
 /* Slots of the trace (per block and layer: the consumers' phase boundaries, then the producer's
  * time blocked on a full ring for each matrix; decode_mega.cu TR_*). Diagnostics. */
 size_t kern_mega_trace_slots(int n_layers, int sm_count);
+/* 1 where the persistent kernel was built with its diagnostics (make MEGA_DIAG=1: the trace and
+ * the debug switches), else 0: kern_mega_check and the launch then refuse a non-zero debug or a
+ * trace with -EINVAL (the fast build has no code for them). */
+int kern_mega_diag(void);
 int kern_mega_check(const struct kern_mega_args *a, struct bora_err *err);
 /* Host arithmetic, for tests: the schedule a's layout would run keeps its invariants. For every
  * block the producer's walk of (layer, matrix, group, column stage) is the consumers' (as

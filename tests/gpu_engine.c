@@ -19,6 +19,7 @@
 #include "model/sampler.h"
 #ifdef BORA_CUDA
 #include "kernels/engine_cuda.h"
+#include "kernels/kernels.h"
 #endif
 #include "tests/support/fixtures.h"
 
@@ -327,6 +328,50 @@ static void test_refuses_too_big(void **state)
     assert_non_null(strstr(err.msg, "available"));
     model_close(m);
 }
+
+#ifdef BORA_CUDA
+/* The persistent kernel's diagnostic switches (BORA_MEGA_DEBUG: wrong answers by design) exist
+ * only in a build made with MEGA_DIAG=1; the default build refuses to open with one set, naming
+ * the variable and the build that has it, instead of running without it. */
+static void test_refuses_debug_without_diag(void **state)
+{
+    (void)state;
+    char dir[4096];
+    if (!fixture_find("mistral-tiny-bf16", dir, sizeof dir)) {
+        fprintf(stderr, "SKIP: fixture mistral-tiny-bf16 not found\n");
+        skip();
+        return;
+    }
+    if (kern_mega_diag()) {
+        fprintf(stderr, "SKIP: a MEGA_DIAG=1 build takes BORA_MEGA_DEBUG\n");
+        skip();
+        return;
+    }
+    struct bora_err err = { "" };
+    struct model *m;
+    assert_int_equal(model_open(&m, dir, NULL, &err), 0);
+    struct engine *e = NULL;
+    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = 64 };
+    setenv("BORA_MEGA_DEBUG", "4", 1);
+    int rc = engine_open(&e, m, &eo, &err);
+    unsetenv("BORA_MEGA_DEBUG");
+    if (rc == -ENODEV) {
+        fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
+        model_close(m);
+        skip();
+        return;
+    }
+    printf("  refusal: %s\n", err.msg);
+    assert_int_equal(rc, -EINVAL);
+    assert_null(e);
+    assert_non_null(strstr(err.msg, "BORA_MEGA_DEBUG=4"));
+    assert_non_null(strstr(err.msg, "MEGA_DIAG=1"));
+    /* and without it the same model opens */
+    assert_int_equal(engine_open(&e, m, &eo, &err), 0);
+    engine_close(e);
+    model_close(m);
+}
+#endif
 
 /* Shapes no fixture has, on a synthetic checkpoint (random weights, written by synth_model_write)
  * decoded one token at a time on the CUDA engine and on the CPU engine, logits compared at every
@@ -855,7 +900,7 @@ int main(void)
         { "32/8 heads, dim 2048, fp8, per-kernel", false, 32, 8, 128, 2048, 300, MODEL_PRECISION_FP8, true, 0, 0, 2048,
           NULL, TOL_CUDA_WIDE, 0, 0, NULL, ENGINE_KV_BF16 },
     };
-    struct CMUnitTest tests[11 * N_FIX + 1 + sizeof synth / sizeof *synth];
+    struct CMUnitTest tests[11 * N_FIX + 2 + sizeof synth / sizeof *synth];
     size_t n = 0;
     for (size_t i = 0; i < N_FIX; i++) {
         bool is_fp8 = strstr(fix_models[i], "fp8") != NULL;
@@ -878,6 +923,10 @@ int main(void)
         tests[n++] = (struct CMUnitTest){ "cuda_kv_fp8_cache", test_kv_fp8_cache, NULL, NULL, &kv8[i] };
     }
     tests[n++] = (struct CMUnitTest){ "cuda_refuses_too_big", test_refuses_too_big, NULL, NULL, NULL };
+#ifdef BORA_CUDA
+    tests[n++] = (struct CMUnitTest){ "cuda_refuses_debug_without_diag", test_refuses_debug_without_diag, NULL,
+                                      NULL, NULL };
+#endif
     for (size_t i = 0; i < sizeof synth / sizeof *synth; i++)
         tests[n++] = (struct CMUnitTest){ "cuda_synthetic", test_synthetic, NULL, NULL, (void *)&synth[i] };
     /* BORA_TEST_FILTER=cuda_logits (a cmocka pattern): only the tests so named, for a quick check */

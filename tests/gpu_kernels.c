@@ -1002,6 +1002,38 @@ static void mega_layout_short(const char *what, enum bora_dtype dt, int dim, int
     mega_describe_has(what, &a, want, d, sizeof d);
 }
 
+/* Without MEGA_DIAG=1 the kernel has no code for its trace or its diagnostic switches: asking
+ * for either is refused with the build that has them, not silently ignored. A MEGA_DIAG=1 build
+ * takes both. (Host code: no GPU needed.) */
+static void test_mega_diag(void **st)
+{
+    (void)st;
+    struct kern_mega_args a = { .dtype = BORA_DT_F8_E4M3, .n_layers = 32, .dim = 4096, .hidden = 14336,
+                                .n_heads = 32, .n_kv = 8, .head_dim = 128, .max_ctx = 640,
+                                .n_split = plan_attn_splits(8, 640, 0), .eps = 1e-5f, .sm_count = 132,
+                                .smem_optin = 232448, .ahead = KERN_MEGA_AHEAD_AUTO };
+    struct bora_err err = { "" };
+    assert_int_equal(kern_mega_check(&a, &err), 0);
+    unsigned long long slot;
+    for (int k = 0; k < 2; k++) {
+        struct kern_mega_args b = a;
+        if (k == 0)
+            b.debug = 4;
+        else
+            b.trace = &slot;   /* never written: the check reads only whether it is there */
+        err.msg[0] = 0;
+        const int rc = kern_mega_check(&b, &err);
+        if (kern_mega_diag()) {
+            assert_int_equal(rc, 0);
+        } else {
+            printf("  %s: %s\n", k ? "trace" : "debug", err.msg);
+            assert_int_equal(rc, -EINVAL);
+            assert_non_null(strstr(err.msg, "MEGA_DIAG=1"));
+            assert_non_null(strstr(err.msg, k ? "trace" : "debug"));
+        }
+    }
+}
+
 static void test_mega_layout(void **st)
 {
     (void)st;
@@ -1167,6 +1199,7 @@ int main(void)
         cmocka_unit_test(test_sample_back_to_back),
         cmocka_unit_test(test_bandwidth_probe),
         cmocka_unit_test(test_mega_layout),
+        cmocka_unit_test(test_mega_diag),
         cmocka_unit_test(test_mega_schedule),
 #else
         cmocka_unit_test(test_no_cuda),
