@@ -27,7 +27,7 @@ CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(O) $(SANFLAGS) -g -Wall -Wextra -Werror -
 CFLAGS     += $(CFLAGS_BASE)
 LDLIBS_LIB  = -linih -ljansson -lpcre2-8 -lsodium -luring -lm -lpthread -fopenmp
 # MEGA_DIAG=1: the persistent decode kernel with its diagnostics (BORA_MEGA_TRACE, BORA_MEGA_DEBUG;
-# docs/PERFORMANCE_GPU.md), ≈ 2-3 % slower on 7B; give it its own BUILD directory (make does not
+# docs/PERFORMANCE_GPU.md), 2-4 % slower on 7B; give it its own BUILD directory (make does not
 # rebuild on a changed variable). The default build refuses both.
 MEGA_DIAG ?= 0
 ifeq ($(filter 0 1,$(MEGA_DIAG)),)
