@@ -300,28 +300,42 @@ static void test_kv_fp8_cache(void **state)
     close_pair(&f, m, cpu, gpu);
 }
 
+/* The tiny bf16 fixture's model, and a CUDA engine on it with eo: engine_open's result, the model
+ * left open for the caller (*e NULL unless it opened); 1, nothing open, after skipping the test
+ * where the fixture or a GPU is missing. */
+static int open_tiny_cuda(const struct engine_opts *eo, struct model **m, struct engine **e, struct bora_err *err)
+{
+    char dir[4096];
+    *m = NULL;
+    *e = NULL;
+    if (!fixture_find("mistral-tiny-bf16", dir, sizeof dir)) {
+        fprintf(stderr, "SKIP: fixture mistral-tiny-bf16 not found\n");
+        skip();
+        return 1;
+    }
+    assert_int_equal(model_open(m, dir, NULL, err), 0);
+    const int rc = engine_open(e, *m, eo, err);
+    if (rc == -ENODEV) {
+        fprintf(stderr, "SKIP (no GPU): %s\n", err->msg);
+        model_close(*m);
+        *m = NULL;
+        skip();
+        return 1;
+    }
+    return rc;
+}
+
 /* A cache far beyond the GPU: refused before allocating, with bytes needed and available. */
 static void test_refuses_too_big(void **state)
 {
     (void)state;
-    char dir[4096];
-    if (!fixture_find("mistral-tiny-bf16", dir, sizeof dir)) {
-        fprintf(stderr, "SKIP: fixture mistral-tiny-bf16 not found\n");
-        skip();
-        return;
-    }
     struct bora_err err = { "" };
     struct model *m;
-    assert_int_equal(model_open(&m, dir, NULL, &err), 0);
-    struct engine *e = NULL;
-    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = 1 << 30 };
-    int rc = engine_open(&e, m, &eo, &err);
-    if (rc == -ENODEV) {
-        fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
-        model_close(m);
-        skip();
+    struct engine *e;
+    const struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = 1 << 30 };
+    const int rc = open_tiny_cuda(&eo, &m, &e, &err);
+    if (rc == 1)
         return;
-    }
     printf("  refusal: %s\n", err.msg);
     assert_int_equal(rc, -ENOMEM);
     assert_non_null(strstr(err.msg, "GB"));
@@ -336,12 +350,6 @@ static void test_refuses_too_big(void **state)
 static void test_refuses_debug_without_diag(void **state)
 {
     (void)state;
-    char dir[4096];
-    if (!fixture_find("mistral-tiny-bf16", dir, sizeof dir)) {
-        fprintf(stderr, "SKIP: fixture mistral-tiny-bf16 not found\n");
-        skip();
-        return;
-    }
     if (kern_mega_diag()) {
         fprintf(stderr, "SKIP: a MEGA_DIAG=1 build takes BORA_MEGA_DEBUG\n");
         skip();
@@ -349,18 +357,13 @@ static void test_refuses_debug_without_diag(void **state)
     }
     struct bora_err err = { "" };
     struct model *m;
-    assert_int_equal(model_open(&m, dir, NULL, &err), 0);
-    struct engine *e = NULL;
-    struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = 64 };
+    struct engine *e;
+    const struct engine_opts eo = { .backend = ENGINE_BACKEND_CUDA, .max_ctx = 64 };
     setenv("BORA_MEGA_DEBUG", "4", 1);
-    int rc = engine_open(&e, m, &eo, &err);
+    const int rc = open_tiny_cuda(&eo, &m, &e, &err);
     unsetenv("BORA_MEGA_DEBUG");
-    if (rc == -ENODEV) {
-        fprintf(stderr, "SKIP (no GPU): %s\n", err.msg);
-        model_close(m);
-        skip();
+    if (rc == 1)
         return;
-    }
     printf("  refusal: %s\n", err.msg);
     assert_int_equal(rc, -EINVAL);
     assert_null(e);
